@@ -1,0 +1,20 @@
+"""fastem: Gaussian mixture models fitted by Expectation-Maximization, fast.
+
+>>> from fastem import GaussianMixture
+>>> from fastem.datasets import make_mixture
+>>> X, _ = make_mixture(1000, 2, 3, random_state=0)
+>>> gm = GaussianMixture(3, random_state=0).fit(X)
+"""
+
+from ._version import __version__
+from .backends import available_backends
+from .exceptions import ConvergenceWarning, NotFittedError
+from .mixture import GaussianMixture
+
+__all__ = [
+    "GaussianMixture",
+    "ConvergenceWarning",
+    "NotFittedError",
+    "available_backends",
+    "__version__",
+]

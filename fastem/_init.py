@@ -1,0 +1,188 @@
+"""Initial parameters: k-means (k-means++ seeding + Lloyd passes on a kernel),
+k-means++, random responsibilities, random rows, and user-given parameters.
+
+Every random choice over rows samples by inverting the cumulative sample
+weights, so a row of integer weight ``m`` is chosen exactly as ``m`` copies of
+it would be: weighted fits stay equivalent to repeated rows from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+
+import numpy as np
+
+from ._stats import Stats
+
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+_BLOCK = 4096
+
+
+def _sq_dist_to(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared distances (n, c) from every row to a few centres, in row blocks."""
+    out = np.empty((X.shape[0], centres.shape[0]))
+    for start in range(0, X.shape[0], _BLOCK):
+        xb = X[start : start + _BLOCK].astype(np.float64)
+        out[start : start + _BLOCK] = ((xb[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    return out
+
+
+def _sample_by_cumulative(cumulative: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Rows whose cumulative-weight interval ``(c[i-1], c[i]]`` holds ``u * total``."""
+    idx = np.searchsorted(cumulative, u * cumulative[-1], side="left")
+    return np.minimum(idx, cumulative.shape[0] - 1)
+
+
+def kmeans_plusplus(
+    X: np.ndarray, sample_weight: np.ndarray, n_clusters: int, rng
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's variant).
+
+    Each new centre is the best of ``2 + log(k)`` candidates drawn with
+    probability proportional to ``weight * squared distance`` to the nearest
+    chosen centre.
+
+    Returns
+    -------
+    centres : ndarray (n_clusters, d), float64
+    indices : ndarray (n_clusters,)
+        The rows chosen as centres.
+    """
+    n_local_trials = 2 + int(np.log(n_clusters))
+    indices = np.empty(n_clusters, dtype=np.int64)
+    indices[0] = _sample_by_cumulative(np.cumsum(sample_weight), rng.uniform(size=1))[0]
+    centres = np.empty((n_clusters, X.shape[1]))
+    centres[0] = X[indices[0]]
+    closest = _sq_dist_to(X, centres[:1])[:, 0]
+    for c in range(1, n_clusters):
+        potential = sample_weight * closest
+        candidates = _sample_by_cumulative(np.cumsum(potential), rng.uniform(size=n_local_trials))
+        dist = np.minimum(closest[:, None], _sq_dist_to(X, X[candidates].astype(np.float64)))
+        best = int(np.argmin(sample_weight @ dist))
+        indices[c] = candidates[best]
+        centres[c] = X[indices[c]]
+        closest = dist[:, best]
+    return centres, indices
+
+
+def kmeans(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_clusters: int,
+    rng,
+    backend: ModuleType,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Lloyd k-means from k-means++ seeds, one kernel pass per iteration.
+
+    Stops when the centres move less (in summed squared distance) than ``tol``
+    times the mean per-feature variance of X, as scikit-learn does. An empty
+    cluster keeps its previous centre.
+
+    Returns
+    -------
+    centres : ndarray (n_clusters, d), float64
+    labels : ndarray (n,), int64
+    """
+    centres, _ = kmeans_plusplus(X, sample_weight, n_clusters, rng)
+    wsum = sample_weight.sum()
+    mean = (sample_weight @ X) / wsum
+    sq_dev = np.zeros(X.shape[1])
+    for start in range(0, X.shape[0], _BLOCK):  # blockwise: no N x D temporary
+        xb = X[start : start + _BLOCK] - mean
+        sq_dev += sample_weight[start : start + _BLOCK] @ (xb * xb)
+    var = sq_dev / wsum
+    tol_abs = tol * float(np.mean(var))
+    sums = np.zeros((n_clusters, X.shape[1]))
+    counts = np.zeros(n_clusters)
+    no_labels = np.empty(0, dtype=np.int64)
+    for _ in range(max_iter):
+        backend.kmeans_pass(X, sample_weight, centres.astype(X.dtype), sums, counts, no_labels)
+        new = centres.copy()
+        nonempty = counts > 0
+        new[nonempty] = sums[nonempty] / counts[nonempty, None]
+        shift = float(((new - centres) ** 2).sum())
+        centres = new
+        if shift <= tol_abs:
+            break
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    backend.kmeans_pass(X, sample_weight, centres.astype(X.dtype), sums, counts, labels)
+    return centres, labels
+
+
+def stats_from_responsibilities(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    resp_block: Callable[[int, int], np.ndarray],
+    shift: np.ndarray,
+    full: bool,
+) -> Stats:
+    """Sufficient statistics for responsibilities given block by block.
+
+    ``resp_block(start, stop)`` returns the (stop - start, k) responsibilities
+    of those rows; only one block is held at a time.
+    """
+    k, d = shift.shape
+    stats = Stats.zeros(k, d, full, shift)
+    for start in range(0, X.shape[0], _BLOCK):
+        stop = min(start + _BLOCK, X.shape[0])
+        xb = X[start:stop].astype(np.float64)
+        resp = resp_block(start, stop) * sample_weight[start:stop, None]
+        stats.nk += resp.sum(axis=0)
+        for j in range(k):
+            xc = xb - shift[j]
+            rj = resp[:, j]
+            stats.sx[j] += rj @ xc
+            stats.sxx[j] += (xc * rj[:, None]).T @ xc if full else rj @ (xc * xc)
+    stats.weight_sum = float(sample_weight.sum())
+    return stats
+
+
+def initial_stats(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    method: str,
+    rng,
+    backend: ModuleType,
+    full: bool,
+) -> Stats:
+    """Sufficient statistics of the initial responsibilities of ``method``.
+
+    As in scikit-learn: 'kmeans' uses the hard k-means assignment; 'random'
+    uniform random responsibilities normalised per row; 'k-means++' and
+    'random_from_data' one row per component (so the initial covariances are
+    ``reg_covar`` alone).
+    """
+    k, d = n_components, X.shape[1]
+    if method == "kmeans":
+        centres, labels = kmeans(X, sample_weight, k, rng, backend)
+        eye = np.eye(k)
+        return stats_from_responsibilities(
+            X, sample_weight, lambda a, b: eye[labels[a:b]], centres, full
+        )
+    if method == "random":
+        mean = (sample_weight @ X) / sample_weight.sum()
+
+        def random_block(a: int, b: int) -> np.ndarray:
+            r = rng.uniform(size=(b - a, k))
+            return r / r.sum(axis=1, keepdims=True)
+
+        return stats_from_responsibilities(
+            X, sample_weight, random_block, np.tile(mean, (k, 1)), full
+        )
+    if method == "k-means++":
+        _, indices = kmeans_plusplus(X, sample_weight, k, rng)
+    elif method == "random_from_data":
+        positive = np.flatnonzero(sample_weight > 0)
+        p = sample_weight[positive] / sample_weight[positive].sum()
+        indices = positive[rng.choice(positive.shape[0], size=k, replace=False, p=p)]
+    else:  # validated by the estimator; kept as a guard for direct callers
+        raise ValueError(f"unknown init_params {method!r}; expected one of {INIT_METHODS}")
+    rows = X[indices].astype(np.float64)
+    stats = Stats.zeros(k, d, full, rows)
+    stats.nk[:] = sample_weight[indices]
+    stats.weight_sum = float(sample_weight.sum())
+    return stats

@@ -1,0 +1,132 @@
+"""Input validation: every check runs before any work starts."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float64, np.float32)
+
+
+def _is_sparse(X) -> bool:
+    return hasattr(X, "toarray") and hasattr(X, "nnz")
+
+
+def check_array(
+    X,
+    *,
+    name: str = "X",
+    estimator_name: str = "GaussianMixture",
+    n_features: int | None = None,
+    allow_nan: bool = False,
+    min_samples: int = 1,
+) -> np.ndarray:
+    """Return ``X`` as a C-contiguous 2-D float32/float64 array or raise.
+
+    float32 and float64 input keep their dtype; anything else numeric becomes
+    float64. Raises ``TypeError`` for sparse input and ``ValueError`` for
+    complex, non-numeric, wrongly shaped, empty, infinite or (unless
+    ``allow_nan``) NaN input, and for a feature count other than
+    ``n_features``.
+    """
+    if _is_sparse(X):
+        raise TypeError(
+            f"{estimator_name} does not support sparse input; pass a dense array "
+            "(for example X.toarray())."
+        )
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and other unconvertible input
+        raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from exc
+    if np.iscomplexobj(arr):
+        raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}.")
+    if arr.dtype not in FLOAT_DTYPES:
+        if arr.dtype.kind not in "biuf" and arr.dtype != object:
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} could not be converted to float64: {exc}") from exc
+    if arr.ndim != 2:
+        hint = (
+            " Reshape your data either using array.reshape(-1, 1) if your data has a "
+            "single feature or array.reshape(1, -1) if it contains a single sample."
+            if arr.ndim < 2
+            else ""
+        )
+        raise ValueError(f"Expected 2D array for {name}, got {arr.ndim}D array instead.{hint}")
+    n_rows, n_cols = arr.shape
+    if n_rows < min_samples:
+        raise ValueError(
+            f"Found array with {n_rows} sample(s) (shape={arr.shape}) while a minimum "
+            f"of {min_samples} is required by {estimator_name}."
+        )
+    if n_cols < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
+            f"is required by {estimator_name}."
+        )
+    if n_features is not None and n_cols != n_features:
+        raise ValueError(
+            f"X has {n_cols} features, but {estimator_name} is expecting {n_features} "
+            "features as input."
+        )
+    if not np.isfinite(arr).all():
+        if np.isinf(arr).any():
+            raise ValueError(
+                f"Input {name} contains infinity or a value too large for {arr.dtype!r}."
+            )
+        if not allow_nan:
+            raise ValueError(
+                f"Input {name} contains NaN. {estimator_name} does not accept missing "
+                "values encoded as NaN yet."
+            )
+    return np.ascontiguousarray(arr)
+
+
+def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray:
+    """Return sample weights as a float64 array of shape (n_samples,) or raise.
+
+    ``None`` means unit weights. Weights must be finite and non-negative with a
+    positive sum; a scalar applies to every row.
+    """
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=np.float64)
+    if isinstance(sample_weight, numbers.Number):
+        sw = np.full(n_samples, float(sample_weight), dtype=np.float64)
+    else:
+        sw = np.asarray(sample_weight)
+        if sw.dtype.kind not in "biuf":
+            raise ValueError(f"sample_weight must be numeric, got dtype {sw.dtype}.")
+        sw = np.ascontiguousarray(sw, dtype=np.float64)
+    if sw.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight.shape == {sw.shape}, expected {(n_samples,)} (one weight per row of X)."
+        )
+    if not np.isfinite(sw).all():
+        raise ValueError("sample_weight contains NaN or infinity.")
+    if (sw < 0).any():
+        raise ValueError("Negative values in sample_weight are not allowed.")
+    if sw.sum() <= 0:
+        raise ValueError("sample_weight sums to zero: there is nothing to fit.")
+    return sw
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """Validate an integer parameter ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_nonneg_float(value, name: str) -> float:
+    """Validate a finite real parameter ``>= 0``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    return float(value)

@@ -1,0 +1,509 @@
+"""GaussianMixture: the estimator. Validation, the EM loop, restarts, and
+prediction; the per-row work happens in the backend kernels."""
+
+from __future__ import annotations
+
+import numbers
+import time
+import warnings
+
+import numpy as np
+
+from . import backends
+from ._base import ESTIMATOR_BASES
+from ._covariance import (
+    COVARIANCE_TYPES,
+    covariances_from_cholesky,
+    kernel_arguments,
+    n_parameters,
+    precision_cholesky_from_precisions,
+    precisions_from_cholesky,
+)
+from ._init import INIT_METHODS, initial_stats
+from ._stats import Stats, m_step
+from ._validation import (
+    check_array,
+    check_nonneg_float,
+    check_positive_int,
+    check_sample_weight,
+)
+from .exceptions import ConvergenceWarning, NotFittedError
+
+__all__ = ["GaussianMixture"]
+
+# Rows per block in predict/score: bounds the (block, k) temporaries.
+_PREDICT_BLOCK_ELEMENTS = 1 << 20
+
+
+def _check_random_state(seed):
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return np.random.RandomState(seed)
+    if isinstance(seed, (np.random.RandomState, np.random.Generator)):
+        return seed
+    raise ValueError(f"random_state must be None, an int, a RandomState or a Generator, got {seed!r}")
+
+
+def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
+    amax = a.max(axis=1)
+    with np.errstate(under="ignore"):
+        return amax + np.log(np.exp(a - amax[:, None]).sum(axis=1))
+
+
+class GaussianMixture(*ESTIMATOR_BASES):
+    """Gaussian mixture model fitted by Expectation-Maximization on fused kernels.
+
+    A drop-in for :class:`sklearn.mixture.GaussianMixture`: the same
+    parameters, attributes and results (given the same initial parameters),
+    computed by one fused pass over the data per EM iteration on a compiled
+    backend, plus weighted fitting (``sample_weight``).
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        'full': each component has its own covariance matrix; 'tied': all share
+        one; 'diag': each has a diagonal covariance; 'spherical': each has a
+        single variance.
+    tol : float, default=1e-3
+        EM stops when the average log-likelihood gains less than ``tol``.
+    reg_covar : float, default=1e-6
+        Added to the diagonal of every covariance, keeping them positive definite.
+    max_iter : int, default=100
+        EM iterations per initialization.
+    n_init : int, default=1
+        Initializations to run; the one with the highest lower bound is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+        How the initial responsibilities are chosen: fastem's weighted k-means
+        (k-means++ seeding then Lloyd passes), k-means++ seeds, random
+        responsibilities, or random rows.
+    weights_init : array-like of shape (n_components,), default=None
+        User initial weights (summing to 1).
+    means_init : array-like of shape (n_components, n_features), default=None
+        User initial means.
+    precisions_init : array-like, default=None
+        User initial precisions (inverse covariances); shape (k, d, d) for
+        'full', (d, d) for 'tied', (k, d) for 'diag', (k,) for 'spherical'.
+    random_state : int, RandomState, Generator or None, default=None
+        Seed of the initialization (and of :meth:`sample`).
+    warm_start : bool, default=False
+        If True, ``fit`` starts from the previous fit's parameters (and ``n_init``
+        is ignored).
+    verbose : int, default=0
+        1 prints each initialization's progress, 2 also times and lower bounds.
+    verbose_interval : int, default=10
+        Iterations between progress lines.
+    backend : {'numba', 'cython', 'numpy'} or None, default=None
+        Kernel backend. None: the ``FASTEM_BACKEND`` environment variable, else the
+        first available of numba, cython, numpy.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+        Shape as ``precisions_init``.
+    precisions_ : ndarray
+        Inverses of the covariances.
+    precisions_cholesky_ : ndarray
+        Cholesky factors ``U`` of the precisions (``U @ U.T = precision``).
+    converged_ : bool
+        Whether the best initialization converged.
+    n_iter_ : int
+        EM iterations of the best initialization.
+    lower_bound_ : float
+        Average log-likelihood (the EM lower bound) of the best initialization,
+        evaluated at the parameters before its last M-step.
+    lower_bounds_ : list of float
+        Its lower bound at every iteration.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    backend_ : str
+        The backend that fitted the model.
+
+    Notes
+    -----
+    Fitting never materializes the (n_samples, n_components) responsibilities:
+    each iteration is one pass producing additive sufficient statistics.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        backend: str | None = None,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.backend = backend
+
+    # ------------------------------------------------------------------ checks
+    def _check_parameters(self, n_features: int) -> dict:
+        """Validate hyper-parameters and user initial parameters (float64 copies)."""
+        check_positive_int(self.n_components, "n_components")
+        check_nonneg_float(self.tol, "tol")
+        check_nonneg_float(self.reg_covar, "reg_covar")
+        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        check_positive_int(self.n_init, "n_init")
+        check_positive_int(self.verbose_interval, "verbose_interval")
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"Invalid value for 'covariance_type': {self.covariance_type!r}; "
+                f"expected one of {COVARIANCE_TYPES}."
+            )
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(
+                f"Invalid value for 'init_params': {self.init_params!r}; "
+                f"expected one of {INIT_METHODS}."
+            )
+        k, d, ct = self.n_components, n_features, self.covariance_type
+        user: dict = {}
+        if self.weights_init is not None:
+            w = self._user_array(self.weights_init, "weights_init", (k,))
+            if (w < 0).any() or (w > 1).any():
+                raise ValueError(
+                    "weights_init must lie in [0, 1], got min "
+                    f"{w.min():.5g} and max {w.max():.5g}."
+                )
+            if abs(1.0 - w.sum()) > 1e-6:
+                raise ValueError(f"weights_init must sum to 1, got sum {w.sum():.8g}.")
+            user["weights"] = w
+        if self.means_init is not None:
+            user["means"] = self._user_array(self.means_init, "means_init", (k, d))
+        if self.precisions_init is not None:
+            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+            p = self._user_array(self.precisions_init, "precisions_init", shape)
+            if ct in ("full", "tied"):
+                mats = p.reshape(-1, d, d)
+                for i, mat in enumerate(mats):
+                    if not np.allclose(mat, mat.T) or np.linalg.eigvalsh(mat).min() <= 0:
+                        which = "" if ct == "tied" else f" (component {i})"
+                        raise ValueError(
+                            f"precisions_init{which} must be symmetric positive definite."
+                        )
+            elif (p <= 0).any():
+                raise ValueError(f"precisions_init must be positive for '{ct}' covariances.")
+            user["prec_chol"] = precision_cholesky_from_precisions(p, ct)
+        return user
+
+    @staticmethod
+    def _user_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
+        arr = arr.astype(np.float64)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {arr.shape}.")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinity.")
+        return arr
+
+    def _check_is_fitted(self) -> None:
+        if not hasattr(self, "precisions_cholesky_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, X, y=None, sample_weight=None) -> GaussianMixture:
+        """Fit the mixture by EM, keeping the best of ``n_init`` initializations.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            float32 data is fitted in float32 (float64 accumulators); anything
+            else is converted to float64.
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights: an integer weight is equivalent to
+            repeating the row, a weight of 0 to dropping it.
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        X = check_array(X, min_samples=2, estimator_name=type(self).__name__)
+        n, d = X.shape
+        sw = check_sample_weight(sample_weight, n)
+        user = self._check_parameters(d)
+        k = self.n_components
+        if n < k:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {k}, "
+                f"n_samples = {n}"
+            )
+        n_positive = int((sw > 0).sum())
+        if n_positive < k:
+            raise ValueError(
+                f"Only {n_positive} rows have a positive sample_weight, fewer than "
+                f"n_components = {k}."
+            )
+        warm = self.warm_start and hasattr(self, "converged_")
+        if warm and getattr(self, "n_features_in_", d) != d:
+            raise ValueError(
+                f"X has {d} features, but the warm-started {type(self).__name__} was "
+                f"fitted with {self.n_features_in_} features."
+            )
+        backend_name = backends.resolve_backend_name(self.backend)
+        kernels = backends.get_backend(backend_name)
+        result = self._fit_em(X, sw, user, kernels, warm)
+
+        # Only now, with everything computed, does the estimator change.
+        weights, means, covariances, prec_chol, converged, n_iter, lower_bound, bounds = result
+        if not converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        dtype = X.dtype
+        ct = self.covariance_type
+        self.weights_ = weights.astype(dtype)
+        self.means_ = means.astype(dtype)
+        self.covariances_ = covariances.astype(dtype)
+        self.precisions_cholesky_ = prec_chol.astype(dtype)
+        self.precisions_ = precisions_from_cholesky(prec_chol, ct).astype(dtype)
+        self.converged_ = converged
+        self.n_iter_ = n_iter
+        self.lower_bound_ = lower_bound
+        self.lower_bounds_ = bounds
+        self.n_features_in_ = d
+        self.backend_ = backend_name
+        return self
+
+    def _initial_parameters(self, X, sw, user, kernels, rng):
+        """float64 (weights, means, covariances, prec_chol) of a fresh start."""
+        ct = self.covariance_type
+        eps = float(np.finfo(X.dtype).eps)
+        if {"weights", "means", "prec_chol"} <= user.keys():
+            weights, means, prec_chol = user["weights"], user["means"], user["prec_chol"]
+            return weights, means, covariances_from_cholesky(prec_chol, ct), prec_chol
+        full = ct in ("full", "tied")
+        stats = initial_stats(X, sw, self.n_components, self.init_params, rng, kernels, full)
+        weights, means, cov, prec_chol = m_step(stats, ct, self.reg_covar, eps)
+        weights = user.get("weights", weights)
+        means = user.get("means", means)
+        if "prec_chol" in user:
+            prec_chol = user["prec_chol"]
+            cov = covariances_from_cholesky(prec_chol, ct)
+        return weights, means, cov, prec_chol
+
+    def _fit_em(self, X, sw, user, kernels, warm):
+        """Run every initialization; return the best one's parameters and trace."""
+        ct = self.covariance_type
+        k, d = self.n_components, X.shape[1]
+        eps = float(np.finfo(X.dtype).eps)
+        weight_sum = float(sw.sum())
+        rng = _check_random_state(self.random_state)
+        full = ct in ("full", "tied")
+        em_pass = kernels.em_pass_full if full else kernels.em_pass_diag
+        # One set of statistic buffers, reused by every iteration.
+        nk, sx = np.zeros(k), np.zeros((k, d))
+        sxx = np.zeros((k, d, d) if full else (k, d))
+
+        best = None
+        n_init = 1 if warm else self.n_init
+        for init in range(n_init):
+            if self.verbose:
+                print(f"Initialization {init}")
+                t_init = t_iter = time.perf_counter()
+            if warm:
+                params = tuple(
+                    np.asarray(a, dtype=np.float64)
+                    for a in (self.weights_, self.means_, self.covariances_,
+                              self.precisions_cholesky_)
+                )
+                lower_bound = self.lower_bound_
+            else:
+                params = self._initial_parameters(X, sw, user, kernels, rng)
+                lower_bound = -np.inf
+            bounds: list[float] = []
+            converged = False
+            n_iter = 0
+            for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - n_iter used after loop
+                prev = lower_bound
+                weights, means, _, prec_chol = params
+                _, m, pc, cc = kernel_arguments(weights, means, prec_chol, ct, X.dtype)
+                loglik = em_pass(X, sw, m, pc, cc, nk, sx, sxx)
+                stats = Stats(loglik, weight_sum, nk, sx, sxx, m.astype(np.float64))
+                lower_bound = loglik / weight_sum
+                params = m_step(stats, ct, self.reg_covar, eps)
+                bounds.append(lower_bound)
+                change = lower_bound - prev
+                if self.verbose and n_iter % self.verbose_interval == 0:
+                    if self.verbose > 1:
+                        now = time.perf_counter()
+                        print(f"  Iteration {n_iter}\t time lapse {now - t_iter:.5f}s\t "
+                              f"ll change {change:.5f}")
+                        t_iter = now
+                    else:
+                        print(f"  Iteration {n_iter}")
+                if abs(change) < self.tol:
+                    converged = True
+                    break
+            if self.verbose:
+                status = "converged" if converged else "did not converge"
+                if self.verbose > 1:
+                    print(f"Initialization {status}. time lapse "
+                          f"{time.perf_counter() - t_init:.5f}s\t lower bound {lower_bound:.5f}")
+                else:
+                    print(f"Initialization {status}.")
+            if best is None or lower_bound > best[6]:
+                best = (*params, converged, n_iter, lower_bound, bounds)
+        return best
+
+    def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
+        """Fit the model and return the component label of each row of X.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    # ----------------------------------------------------------------- predict
+    def _validate_predict_input(self, X) -> np.ndarray:
+        self._check_is_fitted()
+        return check_array(X, n_features=self.n_features_in_, estimator_name=type(self).__name__)
+
+    def _log_prob_blocks(self, X):
+        """Yield ``(start, stop, weighted log-probabilities)`` over row blocks."""
+        backend_name = backends.resolve_backend_name(self.backend)
+        kernels = backends.get_backend(backend_name)
+        ct = self.covariance_type
+        full, m, pc, cc = kernel_arguments(
+            self.weights_.astype(np.float64), self.means_, self.precisions_cholesky_, ct, X.dtype
+        )
+        log_prob = kernels.log_prob_full if full else kernels.log_prob_diag
+        k = self.n_components
+        block = max(1024, _PREDICT_BLOCK_ELEMENTS // k)
+        for start in range(0, X.shape[0], block):
+            xb = X[start : start + block]
+            out = np.empty((xb.shape[0], k))
+            log_prob(xb, m, pc, cc, out)
+            yield start, start + xb.shape[0], out
+
+    def score_samples(self, X) -> np.ndarray:
+        """Log-density of the mixture at each row of X.
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+        """
+        X = self._validate_predict_input(X)
+        out = np.empty(X.shape[0])
+        for a, b, logp in self._log_prob_blocks(X):
+            out[a:b] = _logsumexp_rows(logp)
+        return out
+
+    def score(self, X, y=None) -> float:
+        """Average log-likelihood of the rows of X."""
+        return float(self.score_samples(X).mean())
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable component of each row of X.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        X = self._validate_predict_input(X)
+        labels = np.empty(X.shape[0], dtype=np.int64)
+        for a, b, logp in self._log_prob_blocks(X):
+            labels[a:b] = logp.argmax(axis=1)
+        return labels
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Posterior probability (responsibility) of each component for each row.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+            Rows sum to 1; dtype of the fitted model.
+        """
+        X = self._validate_predict_input(X)
+        resp = np.empty((X.shape[0], self.n_components), dtype=self.means_.dtype)
+        for a, b, logp in self._log_prob_blocks(X):
+            with np.errstate(under="ignore"):
+                resp[a:b] = np.exp(logp - _logsumexp_rows(logp)[:, None])
+        return resp
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw rows from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            The component each row was drawn from.
+        """
+        self._check_is_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or (
+            n_samples < 1
+        ):
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        rng = _check_random_state(self.random_state)
+        weights = self.weights_.astype(np.float64)
+        counts = rng.multinomial(n_samples, weights / weights.sum())
+        ct, d = self.covariance_type, self.n_features_in_
+        means = self.means_.astype(np.float64)
+        cov = self.covariances_.astype(np.float64)
+        parts = []
+        for k, count in enumerate(counts):
+            if ct == "full":
+                parts.append(rng.multivariate_normal(means[k], cov[k], int(count)))
+            elif ct == "tied":
+                parts.append(rng.multivariate_normal(means[k], cov, int(count)))
+            else:
+                scale = np.sqrt(cov[k]) if ct == "diag" else np.sqrt(cov[k]) * np.ones(d)
+                parts.append(means[k] + rng.standard_normal((int(count), d)) * scale)
+        X = np.vstack(parts)
+        y = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        return X, y
+
+    # --------------------------------------------------------- model selection
+    def _n_parameters(self) -> int:
+        return n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
+
+    def bic(self, X) -> float:
+        """Bayesian information criterion of the model on X (lower is better)."""
+        n = np.asarray(X).shape[0]
+        return -2.0 * self.score(X) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X) -> float:
+        """Akaike information criterion of the model on X (lower is better)."""
+        n = np.asarray(X).shape[0]
+        return -2.0 * self.score(X) * n + 2.0 * self._n_parameters()
