@@ -38,9 +38,8 @@ except ImportError:  # pragma: no cover - exercised in the no-sklearn CI job
             return self
 
         def __repr__(self) -> str:
-            defaults = {
-                p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
-            }
+            signature = inspect.signature(type(self).__init__)
+            defaults = {p.name: p.default for p in signature.parameters.values()}
             changed = []
             for name, value in self.get_params().items():
                 default = defaults.get(name, inspect.Parameter.empty)

@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - exercised in the no-sklearn CI job
     class _SkNotFittedError(ValueError, AttributeError):
         pass
 
+
 __all__ = ["ConvergenceWarning", "NotFittedError"]
 
 

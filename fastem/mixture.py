@@ -42,7 +42,9 @@ def _check_random_state(seed):
         return np.random.RandomState(seed)
     if isinstance(seed, (np.random.RandomState, np.random.Generator)):
         return seed
-    raise ValueError(f"random_state must be None, an int, a RandomState or a Generator, got {seed!r}")
+    raise ValueError(
+        f"random_state must be None, an int, a RandomState or a Generator, got {seed!r}"
+    )
 
 
 def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
@@ -189,8 +191,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
             w = self._user_array(self.weights_init, "weights_init", (k,))
             if (w < 0).any() or (w > 1).any():
                 raise ValueError(
-                    "weights_init must lie in [0, 1], got min "
-                    f"{w.min():.5g} and max {w.max():.5g}."
+                    f"weights_init must lie in [0, 1], got min {w.min():.5g} and max {w.max():.5g}."
                 )
             if abs(1.0 - w.sum()) > 1e-6:
                 raise ValueError(f"weights_init must sum to 1, got sum {w.sum():.8g}.")
@@ -257,8 +258,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         k = self.n_components
         if n < k:
             raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {k}, "
-                f"n_samples = {n}"
+                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
             )
         n_positive = int((sw > 0).sum())
         if n_positive < k:
@@ -339,8 +339,12 @@ class GaussianMixture(*ESTIMATOR_BASES):
             if warm:
                 params = tuple(
                     np.asarray(a, dtype=np.float64)
-                    for a in (self.weights_, self.means_, self.covariances_,
-                              self.precisions_cholesky_)
+                    for a in (
+                        self.weights_,
+                        self.means_,
+                        self.covariances_,
+                        self.precisions_cholesky_,
+                    )
                 )
                 lower_bound = self.lower_bound_
             else:
@@ -362,8 +366,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 if self.verbose and n_iter % self.verbose_interval == 0:
                     if self.verbose > 1:
                         now = time.perf_counter()
-                        print(f"  Iteration {n_iter}\t time lapse {now - t_iter:.5f}s\t "
-                              f"ll change {change:.5f}")
+                        print(
+                            f"  Iteration {n_iter}\t time lapse {now - t_iter:.5f}s\t "
+                            f"ll change {change:.5f}"
+                        )
                         t_iter = now
                     else:
                         print(f"  Iteration {n_iter}")
@@ -373,8 +379,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
             if self.verbose:
                 status = "converged" if converged else "did not converge"
                 if self.verbose > 1:
-                    print(f"Initialization {status}. time lapse "
-                          f"{time.perf_counter() - t_init:.5f}s\t lower bound {lower_bound:.5f}")
+                    print(
+                        f"Initialization {status}. time lapse "
+                        f"{time.perf_counter() - t_init:.5f}s\t lower bound {lower_bound:.5f}"
+                    )
                 else:
                     print(f"Initialization {status}.")
             if best is None or lower_bound > best[6]:
@@ -471,8 +479,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
             The component each row was drawn from.
         """
         self._check_is_fitted()
-        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or (
-            n_samples < 1
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, numbers.Integral)
+            or (n_samples < 1)
         ):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         rng = _check_random_state(self.random_state)
