@@ -46,7 +46,9 @@ def check_array(
             raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
         try:
             arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
+        except TypeError as exc:  # an element that is no number at all (a dict, say)
+            raise TypeError(f"{name} could not be converted to float64: {exc}") from exc
+        except ValueError as exc:  # a string that does not parse as a number
             raise ValueError(f"{name} could not be converted to float64: {exc}") from exc
     if arr.ndim != 2:
         hint = (

@@ -1,0 +1,24 @@
+"""Shared fixtures and helpers for the test suite."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "fastem",
+    deadline=None,
+    max_examples=int(os.environ.get("FASTEM_HYPOTHESIS_EXAMPLES", "40")),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("fastem")
+
+from _helpers import BACKENDS  # noqa: E402
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Every backend that imports here."""
+    return request.param

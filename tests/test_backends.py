@@ -1,0 +1,48 @@
+"""Backend registry: selection order, environment variable, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastem import backends
+
+
+def test_numpy_reference_is_always_available():
+    assert "numpy" in backends.available_backends()
+    assert backends.backend_status()["numpy"] is None
+
+
+def test_automatic_choice_is_first_available(monkeypatch):
+    monkeypatch.delenv("FASTEM_BACKEND", raising=False)
+    assert backends.resolve_backend_name() == backends.available_backends()[0]
+    order = [b for b in backends.AUTO_ORDER if b in backends.available_backends()]
+    assert backends.available_backends() == order
+
+
+def test_environment_variable_selects(monkeypatch):
+    monkeypatch.setenv("FASTEM_BACKEND", "numpy")
+    assert backends.resolve_backend_name() == "numpy"
+    assert backends.resolve_backend_name("numpy") == "numpy"
+
+
+def test_explicit_argument_beats_environment(monkeypatch):
+    monkeypatch.setenv("FASTEM_BACKEND", "no-such-backend")
+    assert backends.resolve_backend_name("numpy") == "numpy"
+    with pytest.raises(ValueError, match="unknown backend 'no-such-backend'"):
+        backends.resolve_backend_name()
+
+
+def test_unavailable_backend_says_why_and_lists_available(monkeypatch):
+    monkeypatch.setitem(backends._MODULES, "broken", "fastem.backends._does_not_exist")
+    with pytest.raises(ValueError, match=r"'broken' is not available .*available backends"):
+        backends.resolve_backend_name("broken")
+    assert "ModuleNotFoundError" in backends.backend_status()["broken"]
+
+
+def test_fitted_model_records_backend():
+    import numpy as np
+
+    from fastem import GaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    assert GaussianMixture(2, backend="numpy").fit(X).backend_ == "numpy"

@@ -1,0 +1,93 @@
+"""fastem against scikit-learn: same initial parameters, same model."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from _helpers import COVARIANCE_TYPES, initial_parameters
+
+from fastem import GaussianMixture
+from fastem.datasets import make_mixture
+
+sklearn_mixture = pytest.importorskip("sklearn.mixture")
+
+# float64 must agree tightly; float32 differs from scikit-learn's own float32
+# arithmetic by rounding (both round differently), so only to ~1e-4.
+TOLERANCES = {np.float64: dict(rtol=1e-7, atol=1e-9), np.float32: dict(rtol=2e-3, atol=2e-4)}
+
+
+def _fit_both(X, init, backend, **extra):
+    kw = dict(init, max_iter=extra.pop("max_iter", 25), tol=extra.pop("tol", 0.0), **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = GaussianMixture(backend=backend, **kw).fit(X)
+        theirs = sklearn_mixture.GaussianMixture(**kw).fit(X)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_model_as_sklearn(backend, covariance_type, dtype):
+    X, _ = make_mixture(3000, 3, 4, random_state=1, dtype=dtype)
+    init = initial_parameters(X, 4, covariance_type, seed=2)
+    ours, theirs = _fit_both(X, init, backend)
+    tol = TOLERANCES[dtype]
+    assert ours.n_iter_ == theirs.n_iter_ == 25
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, **tol)
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, **tol)
+    np.testing.assert_allclose(ours.weights_, theirs.weights_, **tol)
+    np.testing.assert_allclose(ours.means_, theirs.means_, **tol)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, **tol)
+    np.testing.assert_allclose(ours.precisions_, theirs.precisions_, rtol=tol["rtol"] * 10)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), **tol)
+    np.testing.assert_allclose(ours.score_samples(X), theirs.score_samples(X), **tol)
+    np.testing.assert_allclose(ours.bic(X), theirs.bic(X), rtol=tol["rtol"])
+    np.testing.assert_allclose(ours.aic(X), theirs.aic(X), rtol=tol["rtol"])
+    assert ours.weights_.dtype == ours.means_.dtype == ours.covariances_.dtype == dtype
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_same_convergence_as_sklearn(backend, covariance_type):
+    """With the default tol both stop at the same iteration with the same bound."""
+    X, _ = make_mixture(2000, 2, 3, random_state=5)
+    init = initial_parameters(X, 3, covariance_type, seed=6)
+    ours, theirs = _fit_both(X, init, backend, max_iter=500, tol=1e-6)
+    assert ours.converged_ and theirs.converged_
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=1e-9)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def test_warm_start_continues_like_sklearn(backend):
+    """A warm-started second fit continues from the first fit's parameters."""
+    X, _ = make_mixture(1500, 2, 3, random_state=3)
+    init = initial_parameters(X, 3, "full", seed=4)
+    ours, theirs = _fit_both(X, init, backend, max_iter=5)
+    ours.set_params(warm_start=True, max_iter=7)
+    theirs.set_params(warm_start=True, max_iter=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours.fit(X)
+        theirs.fit(X)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-7)
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-7)
+
+
+def test_sample_matches_sklearn_given_same_seed(backend):
+    X, _ = make_mixture(1000, 2, 3, random_state=3)
+    init = initial_parameters(X, 3, "full", seed=4)
+    ours, theirs = _fit_both(X, init, backend, random_state=7, max_iter=10)
+    Xo, yo = ours.sample(50)
+    Xt, yt = theirs.sample(50)
+    np.testing.assert_array_equal(yo, yt)
+    np.testing.assert_allclose(Xo, Xt, rtol=1e-6, atol=1e-8)
+
+
+def test_n_parameters_match_sklearn():
+    X, _ = make_mixture(300, 3, 2, random_state=0)
+    for ct in COVARIANCE_TYPES:
+        init = initial_parameters(X, 2, ct)
+        ours, theirs = _fit_both(X, init, "numpy", max_iter=2)
+        assert ours._n_parameters() == theirs._n_parameters()
