@@ -91,7 +91,7 @@ def covariances_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np
     if covariance_type in ("full", "tied"):
         # precision = U U^T, so covariance = U^-T U^-1 with U^-T lower triangular.
         inv_lower = _inverse_lower(np.swapaxes(pc, -1, -2))
-        return np.swapaxes(inv_lower, -1, -2) @ inv_lower
+        return inv_lower @ np.swapaxes(inv_lower, -1, -2)
     return 1.0 / pc**2
 
 

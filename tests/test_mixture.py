@@ -140,6 +140,7 @@ def test_max_iter_zero_returns_initial_parameters(backend):
     assert gm.n_iter_ == 0 and gm.lower_bound_ == -np.inf and not gm.converged_
     np.testing.assert_allclose(gm.means_, init["means_init"])
     np.testing.assert_allclose(gm.precisions_, init["precisions_init"], rtol=1e-12)
+    np.testing.assert_allclose(gm.covariances_, np.linalg.inv(init["precisions_init"]), rtol=1e-12)
 
 
 # -------------------------------------------------------------------- weights
