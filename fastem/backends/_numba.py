@@ -1,0 +1,632 @@
+"""Numba backend: the fastem kernels compiled with ``@njit(parallel=True)``.
+
+Same signatures and semantics as the NumPy reference (the kernel contract is
+the docstring of :mod:`fastem.backends._numpy`).
+
+Design
+------
+Chunks (determinism)
+    Rows are split into ``n_chunks`` (1 if ``n <= MIN_CHUNK_ROWS``, else
+    ``ceil(n / MIN_CHUNK_ROWS)`` rounded up to a multiple of 8, at most ``MAX_CHUNKS``)
+    contiguous chunks, a number that depends only on ``n``. ``prange`` runs
+    over chunks (a multiple of 8 of them, so the static split is even for 1, 2,
+    4 or 8 threads); each chunk writes its statistics into its own slot of a
+    partials array, and the partials are summed serially in chunk order.
+    Results are therefore bit-identical whatever the thread count.
+Blocks (vectorization)
+    Inside a chunk, rows are processed in blocks of ``B`` rows copied into a
+    transposed ``(d, B)`` scratch, so every inner loop runs over points with
+    unit stride and LLVM vectorizes it (AVX2/AVX-512). Per component:
+
+    * E-step, full: ``y = (x - mu) @ U`` with ``U`` upper triangular, one
+      output coordinate at a time, four input coordinates per pass over the
+      block (one load/store of the accumulator per four FMAs), only the
+      ``j <= j'`` terms; the squared norm is fused into the last pass.
+    * log-sum-exp per row with the vectorizable :func:`exp64`; the
+      exponentials are kept and scaled by ``w / sum`` to give the
+      responsibilities (one exp per row and component).
+    * Statistics: the centred block ``x - mu`` (``mu`` is the shift) is
+      rebuilt in float64, and the upper triangle of ``sxx`` is accumulated as
+      dot products over the block, four columns per pass; it is mirrored at
+      the end.
+
+    Scratch is a few ``(d, B)`` and ``(k, B)`` blocks per chunk plus the
+    ``O(n_chunks k d^2)`` partials; nothing is ``n x k`` or ``n x d``.
+float32
+    The Mahalanobis products run in float32 (twice the SIMD width); the
+    log-densities, exponentials and all statistics are float64, as in the
+    reference (which also subtracts the mean in float32 before widening).
+fastmath
+    Only ``reassoc``/``contract``/``arcp``/``nsz`` (vectorized reductions and
+    FMAs); never ``nnan``/``ninf``, so NaN and inf propagate.
+
+``X`` is assumed finite (the estimator validates it); a zero ``sample_weight``
+gives a row exactly zero responsibility and no loglik contribution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._numba_exp import exp64
+
+__all__ = [
+    "em_pass_full",
+    "em_pass_diag",
+    "log_prob_full",
+    "log_prob_diag",
+    "kmeans_pass",
+]
+
+# Chunking: fixed by n only (never by the thread count), for determinism.
+MIN_CHUNK_ROWS = 2048
+MAX_CHUNKS = 128
+
+_FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
+_PJIT = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
+
+
+@njit(cache=True, nogil=True)
+def _n_chunks(n):
+    """Number of row chunks for ``n`` rows: 1 for small ``n``, else a multiple
+    of 8 (so 1, 2, 4 or 8 threads get equal shares of ``prange``'s static
+    split), at most ``MAX_CHUNKS``. Depends on ``n`` only."""
+    c = (n + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS
+    if c <= 1:
+        return 1
+    return min(MAX_CHUNKS, (c + 7) // 8 * 8)
+
+
+@njit(cache=True, nogil=True)
+def _block_rows(d):
+    """Rows per transposed block: keeps a ``(d, B)`` float64 block near 16-32 KiB."""
+    if d <= 8:
+        return 256
+    if d <= 32:
+        return 128
+    return 64
+
+
+@njit(**_JIT)
+def _load_block(X, start, nb, xt):
+    """``xt[:, :nb] = X[start:start + nb].T``."""
+    d = X.shape[1]
+    for b in range(nb):
+        for j in range(d):
+            xt[j, b] = X[start + b, j]
+
+
+@njit(**_JIT)
+def _center(xt, nb, mu, diff):
+    """``diff[:, :nb] = xt[:, :nb] - mu[:, None]`` in the dtype of ``diff``.
+
+    The subtraction is done in the dtype of ``xt`` (as in the reference) and
+    the result converted to the dtype of ``diff``.
+    """
+    for j in range(xt.shape[0]):
+        m = mu[j]
+        for b in range(nb):
+            diff[j, b] = xt[j, b] - m
+
+
+@njit(**_JIT)
+def _tri_maha(diff, U, nb, acc, maha):
+    """``maha[:nb] = ||diff[:, :nb].T @ U||^2`` row-wise, ``U`` upper triangular.
+
+    Output coordinate ``jp`` is ``sum_{j <= jp} U[j, jp] diff[j]``; its terms
+    are taken four at a time (then the 1-3 left over), the partial sum lives in
+    ``acc``, and the last pass adds its square into ``maha``.
+    """
+    d = diff.shape[0]
+    for b in range(nb):
+        maha[b] = 0.0
+    for jp in range(d):
+        m = jp + 1
+        g = m // 4
+        rem = m - 4 * g
+        for gi in range(g):
+            j = 4 * gi
+            p0 = U[j, jp]
+            p1 = U[j + 1, jp]
+            p2 = U[j + 2, jp]
+            p3 = U[j + 3, jp]
+            first = gi == 0
+            last = gi == g - 1 and rem == 0
+            if first and last:
+                for b in range(nb):
+                    t = p0 * diff[j, b] + p1 * diff[j + 1, b] + p2 * diff[j + 2, b]
+                    t += p3 * diff[j + 3, b]
+                    maha[b] += t * t
+            elif first:
+                for b in range(nb):
+                    t = p0 * diff[j, b] + p1 * diff[j + 1, b] + p2 * diff[j + 2, b]
+                    acc[b] = t + p3 * diff[j + 3, b]
+            elif last:
+                for b in range(nb):
+                    t = acc[b] + p0 * diff[j, b] + p1 * diff[j + 1, b]
+                    t += p2 * diff[j + 2, b] + p3 * diff[j + 3, b]
+                    maha[b] += t * t
+            else:
+                for b in range(nb):
+                    t = acc[b] + p0 * diff[j, b] + p1 * diff[j + 1, b]
+                    acc[b] = t + p2 * diff[j + 2, b] + p3 * diff[j + 3, b]
+        if rem == 0:
+            continue
+        j = 4 * g
+        p0 = U[j, jp]
+        if g == 0:
+            if rem == 1:
+                for b in range(nb):
+                    t = p0 * diff[j, b]
+                    maha[b] += t * t
+            elif rem == 2:
+                p1 = U[j + 1, jp]
+                for b in range(nb):
+                    t = p0 * diff[j, b] + p1 * diff[j + 1, b]
+                    maha[b] += t * t
+            else:
+                p1 = U[j + 1, jp]
+                p2 = U[j + 2, jp]
+                for b in range(nb):
+                    t = p0 * diff[j, b] + p1 * diff[j + 1, b] + p2 * diff[j + 2, b]
+                    maha[b] += t * t
+        else:
+            if rem == 1:
+                for b in range(nb):
+                    t = acc[b] + p0 * diff[j, b]
+                    maha[b] += t * t
+            elif rem == 2:
+                p1 = U[j + 1, jp]
+                for b in range(nb):
+                    t = acc[b] + p0 * diff[j, b] + p1 * diff[j + 1, b]
+                    maha[b] += t * t
+            else:
+                p1 = U[j + 1, jp]
+                p2 = U[j + 2, jp]
+                for b in range(nb):
+                    t = acc[b] + p0 * diff[j, b] + p1 * diff[j + 1, b]
+                    t += p2 * diff[j + 2, b]
+                    maha[b] += t * t
+
+
+@njit(**_JIT)
+def _diag_maha(xt, nb, mu, prec, maha):
+    """``maha[:nb] = sum_j ((xt[j] - mu[j]) * prec[j])^2``, four features per pass."""
+    d = xt.shape[0]
+    for b in range(nb):
+        maha[b] = 0.0
+    j = 0
+    while j + 4 <= d:
+        m0 = mu[j]
+        m1 = mu[j + 1]
+        m2 = mu[j + 2]
+        m3 = mu[j + 3]
+        q0 = prec[j]
+        q1 = prec[j + 1]
+        q2 = prec[j + 2]
+        q3 = prec[j + 3]
+        for b in range(nb):
+            t0 = (xt[j, b] - m0) * q0
+            t1 = (xt[j + 1, b] - m1) * q1
+            t2 = (xt[j + 2, b] - m2) * q2
+            t3 = (xt[j + 3, b] - m3) * q3
+            maha[b] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+        j += 4
+    while j < d:
+        m0 = mu[j]
+        q0 = prec[j]
+        for b in range(nb):
+            t0 = (xt[j, b] - m0) * q0
+            maha[b] += t0 * t0
+        j += 1
+
+
+@njit(**_JIT)
+def _responsibilities(logp, w, start, nb, mx, s):
+    """Turn ``logp[:, :nb]`` into responsibilities times weight, in place.
+
+    Returns ``sum_b w_b logsumexp_k logp[k, b]`` over the block's rows
+    ``start .. start + nb`` of ``w``.
+    """
+    k = logp.shape[0]
+    for b in range(nb):
+        mx[b] = logp[0, b]
+        s[b] = 0.0
+    for kk in range(1, k):
+        for b in range(nb):
+            v = logp[kk, b]
+            mx[b] = v if v > mx[b] else mx[b]
+    for kk in range(k):
+        for b in range(nb):
+            e = exp64(logp[kk, b] - mx[b])
+            logp[kk, b] = e
+            s[b] += e
+    ll = 0.0
+    for b in range(nb):
+        wb = w[start + b]
+        if wb != 0.0:
+            ll += wb * (mx[b] + math.log(s[b]))
+        s[b] = wb / s[b]
+    for kk in range(k):
+        for b in range(nb):
+            logp[kk, b] *= s[b]
+    return ll
+
+
+@njit(**_JIT)
+def _accum_full(xd, r, nb, rd, sx_k, sxx_k):
+    """Add ``sum_b r_b xd_b`` to ``sx_k`` and the upper triangle of
+    ``sum_b r_b xd_b xd_b^T`` to ``sxx_k``; returns ``sum_b r_b``."""
+    d = xd.shape[0]
+    nk = 0.0
+    for b in range(nb):
+        nk += r[b]
+    if nk == 0.0:  # all responsibilities underflowed: every term is zero
+        return nk
+    for i in range(d):
+        s = 0.0
+        for b in range(nb):
+            v = r[b] * xd[i, b]
+            rd[b] = v
+            s += v
+        sx_k[i] += s
+        j = i
+        while j + 4 <= d:
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for b in range(nb):
+                v = rd[b]
+                s0 += v * xd[j, b]
+                s1 += v * xd[j + 1, b]
+                s2 += v * xd[j + 2, b]
+                s3 += v * xd[j + 3, b]
+            sxx_k[i, j] += s0
+            sxx_k[i, j + 1] += s1
+            sxx_k[i, j + 2] += s2
+            sxx_k[i, j + 3] += s3
+            j += 4
+        if j + 2 <= d:
+            s0 = 0.0
+            s1 = 0.0
+            for b in range(nb):
+                v = rd[b]
+                s0 += v * xd[j, b]
+                s1 += v * xd[j + 1, b]
+            sxx_k[i, j] += s0
+            sxx_k[i, j + 1] += s1
+            j += 2
+        if j < d:
+            s0 = 0.0
+            for b in range(nb):
+                s0 += rd[b] * xd[j, b]
+            sxx_k[i, j] += s0
+    return nk
+
+
+@njit(**_JIT)
+def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
+    """Add ``sum_b r_b (x_b - mu)`` and ``sum_b r_b (x_b - mu)^2`` (float64,
+    the subtraction in the dtype of ``xt``); returns ``sum_b r_b``."""
+    d = xt.shape[0]
+    nk = 0.0
+    for b in range(nb):
+        nk += r[b]
+    if nk == 0.0:
+        return nk
+    j = 0
+    while j + 2 <= d:
+        m0 = mu[j]
+        m1 = mu[j + 1]
+        a0 = 0.0
+        a1 = 0.0
+        c0 = 0.0
+        c1 = 0.0
+        for b in range(nb):
+            rb = r[b]
+            x0 = np.float64(xt[j, b] - m0)
+            x1 = np.float64(xt[j + 1, b] - m1)
+            v0 = rb * x0
+            v1 = rb * x1
+            a0 += v0
+            a1 += v1
+            c0 += v0 * x0
+            c1 += v1 * x1
+        sx_k[j] += a0
+        sx_k[j + 1] += a1
+        sxx_k[j] += c0
+        sxx_k[j + 1] += c1
+        j += 2
+    if j < d:
+        m0 = mu[j]
+        a0 = 0.0
+        c0 = 0.0
+        for b in range(nb):
+            x0 = np.float64(xt[j, b] - m0)
+            v0 = r[b] * x0
+            a0 += v0
+            c0 += v0 * x0
+        sx_k[j] += a0
+        sxx_k[j] += c0
+    return nk
+
+
+@njit(**_JIT)
+def _chunk_full(X, w, means, prec_chol, comp_const, lo, hi, nk, sx, sxx, out, fit):
+    """E-step (and, if ``fit``, statistics) of full-covariance rows ``lo:hi``.
+
+    With ``fit`` the statistics are added to ``nk``/``sx``/``sxx`` (upper
+    triangle) and the loglik returned; otherwise log-densities go to ``out``.
+    """
+    d = X.shape[1]
+    k = means.shape[0]
+    B = _block_rows(d)
+    xt = np.empty((d, B), dtype=X.dtype)
+    diff = np.empty((d, B), dtype=X.dtype)
+    acc = np.empty(B, dtype=X.dtype)
+    maha = np.empty(B, dtype=X.dtype)
+    logp = np.empty((k, B), dtype=np.float64)
+    xd = np.empty((d, B), dtype=np.float64)
+    rd = np.empty(B, dtype=np.float64)
+    mx = np.empty(B, dtype=np.float64)
+    s = np.empty(B, dtype=np.float64)
+    ll = 0.0
+    for start in range(lo, hi, B):
+        nb = min(B, hi - start)
+        _load_block(X, start, nb, xt)
+        for kk in range(k):
+            _center(xt, nb, means[kk], diff)
+            _tri_maha(diff, prec_chol[kk], nb, acc, maha)
+            c = comp_const[kk]
+            for b in range(nb):
+                logp[kk, b] = c - 0.5 * np.float64(maha[b])
+        if not fit:
+            for b in range(nb):
+                for kk in range(k):
+                    out[start + b, kk] = logp[kk, b]
+            continue
+        ll += _responsibilities(logp, w, start, nb, mx, s)
+        for kk in range(k):
+            _center(xt, nb, means[kk], xd)
+            nk[kk] += _accum_full(xd, logp[kk], nb, rd, sx[kk], sxx[kk])
+    return ll
+
+
+@njit(**_JIT)
+def _chunk_diag(X, w, means, prec_chol, comp_const, lo, hi, nk, sx, sxx, out, fit):
+    """Diagonal-covariance counterpart of :func:`_chunk_full`."""
+    d = X.shape[1]
+    k = means.shape[0]
+    B = _block_rows(d)
+    xt = np.empty((d, B), dtype=X.dtype)
+    maha = np.empty(B, dtype=X.dtype)
+    logp = np.empty((k, B), dtype=np.float64)
+    mx = np.empty(B, dtype=np.float64)
+    s = np.empty(B, dtype=np.float64)
+    ll = 0.0
+    for start in range(lo, hi, B):
+        nb = min(B, hi - start)
+        _load_block(X, start, nb, xt)
+        for kk in range(k):
+            _diag_maha(xt, nb, means[kk], prec_chol[kk], maha)
+            c = comp_const[kk]
+            for b in range(nb):
+                logp[kk, b] = c - 0.5 * np.float64(maha[b])
+        if not fit:
+            for b in range(nb):
+                for kk in range(k):
+                    out[start + b, kk] = logp[kk, b]
+            continue
+        ll += _responsibilities(logp, w, start, nb, mx, s)
+        for kk in range(k):
+            nk[kk] += _accum_diag(xt, means[kk], logp[kk], nb, sx[kk], sxx[kk])
+    return ll
+
+
+@njit(**_PJIT)
+def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
+    """Fused E-step and statistics, full precision Cholesky factors.
+
+    See the kernel contract in :mod:`fastem.backends._numpy`.
+
+    Returns
+    -------
+    loglik : float
+    """
+    n, d = X.shape
+    k = means.shape[0]
+    nc = _n_chunks(n)
+    nk_p = np.zeros((nc, k))
+    sx_p = np.zeros((nc, k, d))
+    sxx_p = np.zeros((nc, k, d, d))
+    ll_p = np.zeros(nc)
+    dummy = np.empty((0, k))
+    for c in prange(nc):
+        ll_p[c] = _chunk_full(
+            X, sample_weight, means, prec_chol, comp_const,
+            c * n // nc, (c + 1) * n // nc, nk_p[c], sx_p[c], sxx_p[c], dummy, True,
+        )  # fmt: skip
+    return _reduce_full(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
+
+
+@njit(**_PJIT)
+def em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
+    """Fused E-step and statistics, diagonal precision factors ``(k, d)``.
+
+    See the kernel contract in :mod:`fastem.backends._numpy`.
+
+    Returns
+    -------
+    loglik : float
+    """
+    n, d = X.shape
+    k = means.shape[0]
+    nc = _n_chunks(n)
+    nk_p = np.zeros((nc, k))
+    sx_p = np.zeros((nc, k, d))
+    sxx_p = np.zeros((nc, k, d))
+    ll_p = np.zeros(nc)
+    dummy = np.empty((0, k))
+    for c in prange(nc):
+        ll_p[c] = _chunk_diag(
+            X, sample_weight, means, prec_chol, comp_const,
+            c * n // nc, (c + 1) * n // nc, nk_p[c], sx_p[c], sxx_p[c], dummy, True,
+        )  # fmt: skip
+    return _reduce_diag(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
+
+
+@njit(cache=True, nogil=True)
+def _reduce_common(ll_p, nk_p, sx_p, nk, sx):
+    """Sum loglik, ``nk`` and ``sx`` partials serially in chunk order."""
+    nc, k = nk_p.shape
+    d = sx_p.shape[2]
+    ll = 0.0
+    for kk in range(k):
+        nk[kk] = 0.0
+        for i in range(d):
+            sx[kk, i] = 0.0
+    for c in range(nc):
+        ll += ll_p[c]
+        for kk in range(k):
+            nk[kk] += nk_p[c, kk]
+            for i in range(d):
+                sx[kk, i] += sx_p[c, kk, i]
+    return ll
+
+
+@njit(cache=True, nogil=True)
+def _reduce_full(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx):
+    """Chunk-ordered sum of the partials; mirrors the upper triangle of ``sxx``."""
+    nc, k, d = sx_p.shape
+    for kk in range(k):
+        for i in range(d):
+            for j in range(i, d):
+                acc = 0.0
+                for c in range(nc):
+                    acc += sxx_p[c, kk, i, j]
+                sxx[kk, i, j] = acc
+                sxx[kk, j, i] = acc
+    return _reduce_common(ll_p, nk_p, sx_p, nk, sx)
+
+
+@njit(cache=True, nogil=True)
+def _reduce_diag(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx):
+    """Chunk-ordered sum of the partials (diagonal second moments)."""
+    nc, k, d = sx_p.shape
+    for kk in range(k):
+        for i in range(d):
+            acc = 0.0
+            for c in range(nc):
+                acc += sxx_p[c, kk, i]
+            sxx[kk, i] = acc
+    return _reduce_common(ll_p, nk_p, sx_p, nk, sx)
+
+
+@njit(**_PJIT)
+def log_prob_full(X, means, prec_chol, comp_const, out):
+    """Weighted log-densities ``out[i, k]``, full precision Cholesky factors."""
+    n = X.shape[0]
+    nc = _n_chunks(n)
+    e0 = np.empty(0)
+    e1 = np.empty((0, 0))
+    e2 = np.empty((0, 0, 0))
+    for c in prange(nc):
+        _chunk_full(
+            X, e0, means, prec_chol, comp_const,
+            c * n // nc, (c + 1) * n // nc, e0, e1, e2, out, False,
+        )  # fmt: skip
+
+
+@njit(**_PJIT)
+def log_prob_diag(X, means, prec_chol, comp_const, out):
+    """Weighted log-densities ``out[i, k]``, diagonal precision factors."""
+    n = X.shape[0]
+    nc = _n_chunks(n)
+    e0 = np.empty(0)
+    e1 = np.empty((0, 0))
+    for c in prange(nc):
+        _chunk_diag(
+            X, e0, means, prec_chol, comp_const,
+            c * n // nc, (c + 1) * n // nc, e0, e1, e1, out, False,
+        )  # fmt: skip
+
+
+@njit(**_JIT)
+def _chunk_kmeans(X, w, centers, lo, hi, sums, counts, labels):
+    """Lloyd assignment of rows ``lo:hi``; adds to ``sums``/``counts``,
+    returns the chunk's inertia."""
+    d = X.shape[1]
+    k = centers.shape[0]
+    B = _block_rows(d)
+    xt = np.empty((d, B), dtype=np.float64)
+    dist = np.empty(B, dtype=np.float64)
+    best = np.empty(B, dtype=np.float64)
+    lab = np.empty(B, dtype=np.int64)
+    write_labels = labels.shape[0] > 0
+    inertia = 0.0
+    for start in range(lo, hi, B):
+        nb = min(B, hi - start)
+        _load_block(X, start, nb, xt)
+        for kk in range(k):
+            for b in range(nb):
+                dist[b] = 0.0
+            for j in range(d):
+                c = np.float64(centers[kk, j])
+                for b in range(nb):
+                    t = xt[j, b] - c
+                    dist[b] += t * t
+            if kk == 0:
+                for b in range(nb):
+                    best[b] = dist[b]
+                    lab[b] = 0
+            else:
+                for b in range(nb):  # strict <: lowest index wins ties
+                    if dist[b] < best[b]:
+                        best[b] = dist[b]
+                        lab[b] = kk
+        for b in range(nb):
+            wb = w[start + b]
+            kk = lab[b]
+            inertia += wb * best[b]
+            counts[kk] += wb
+            for j in range(d):
+                sums[kk, j] += wb * xt[j, b]
+            if write_labels:
+                labels[start + b] = kk
+    return inertia
+
+
+@njit(**_PJIT)
+def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
+    """One Lloyd pass; see the kernel contract in :mod:`fastem.backends._numpy`.
+
+    Returns
+    -------
+    inertia : float
+    """
+    n, d = X.shape
+    k = centers.shape[0]
+    nc = _n_chunks(n)
+    sums_p = np.zeros((nc, k, d))
+    counts_p = np.zeros((nc, k))
+    in_p = np.zeros(nc)
+    for c in prange(nc):
+        in_p[c] = _chunk_kmeans(
+            X, sample_weight, centers, c * n // nc, (c + 1) * n // nc,
+            sums_p[c], counts_p[c], labels,
+        )  # fmt: skip
+    sums[:] = 0.0
+    counts[:] = 0.0
+    inertia = 0.0
+    for c in range(nc):
+        inertia += in_p[c]
+        for kk in range(k):
+            counts[kk] += counts_p[c, kk]
+            for j in range(d):
+                sums[kk, j] += sums_p[c, kk, j]
+    return inertia

@@ -1,0 +1,272 @@
+"""Cross-backend kernel parity: every compiled backend against the NumPy reference.
+
+Each backend in :func:`fastem.backends.available_backends` other than ``numpy``
+is compared kernel by kernel with :mod:`fastem.backends._numpy` on the same
+inputs. Tolerances are absolute bounds scaled by the size of the terms summed
+(so that cancellation in ``sx``, which is near zero at a fixed point, cannot
+make a relative comparison fail spuriously):
+
+* float64: ``1e-10`` times the magnitude of the summed terms.
+* float32: the Mahalanobis products run in float32 in both implementations but
+  in a different order, so a log-density can differ by about
+  ``d * eps32 * (1 + maha)``; a responsibility then differs relatively by about
+  twice that. The bound used is ``64 * d * eps32 * (1 + max maha)`` (plus the
+  float64 one), still tight enough to catch any indexing or weighting error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastem.backends import _numpy as ref
+from fastem.backends import available_backends, get_backend
+
+BACKENDS = [name for name in available_backends() if name != "numpy"]
+
+pytestmark = pytest.mark.skipif(not BACKENDS, reason="no compiled backend available")
+
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+RTOL64 = 1e-10
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _problem(seed, n, d, k, dtype, cov, zero_frac=0.25, offset=0.0):
+    """Random data, parameters and weights (some zero) in the kernels' layout.
+
+    ``cov`` is full/tied (full kernels, tied broadcast to ``(k, d, d)``) or
+    diag/spherical (diag kernels, spherical broadcast to ``(k, d)``).
+    """
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) * rng.uniform(0.5, 2.0) + offset).astype(dtype)
+    w = rng.uniform(0.1, 3.0, n)
+    w[rng.random(n) < zero_frac] = 0.0
+    means = X[rng.integers(0, n, k)].astype(np.float64) + 0.3 * rng.standard_normal((k, d))
+    means = means.astype(dtype)
+    if cov in ("full", "tied"):
+        m = 1 if cov == "tied" else k
+        a = np.triu(rng.standard_normal((m, d, d)) * 0.3)
+        a[:, np.arange(d), np.arange(d)] = rng.uniform(0.5, 2.0, (m, d))
+        prec = np.ascontiguousarray(np.broadcast_to(a, (k, d, d)))
+        logdet = np.log(np.diagonal(prec, axis1=1, axis2=2)).sum(axis=1)
+    else:
+        m = 1 if cov == "spherical" else d
+        a = rng.uniform(0.5, 2.0, (k, m))
+        prec = np.ascontiguousarray(np.broadcast_to(a, (k, d)))
+        logdet = np.log(prec).sum(axis=1)
+    weights = rng.dirichlet(np.ones(k))
+    comp_const = np.log(weights) + logdet - 0.5 * d * math.log(2 * math.pi)
+    return X, w, means, prec.astype(dtype), comp_const
+
+
+def _is_full(cov):
+    return cov in ("full", "tied")
+
+
+def _em(mod, X, w, means, prec, cc, full):
+    k, d = means.shape
+    nk = np.full(k, np.nan)  # garbage: kernels must overwrite
+    sx = np.full((k, d), np.nan)
+    sxx = np.full((k, d, d) if full else (k, d), np.nan)
+    f = mod.em_pass_full if full else mod.em_pass_diag
+    ll = f(X, w, means, prec, cc, nk, sx, sxx)
+    return float(ll), nk, sx, sxx
+
+
+def _log_prob(mod, X, means, prec, cc, full):
+    out = np.full((X.shape[0], means.shape[0]), np.nan)
+    (mod.log_prob_full if full else mod.log_prob_diag)(X, means, prec, cc, out)
+    return out
+
+
+def _scales(X, w, means, prec, cc, full):
+    """Magnitudes of the summed terms, for absolute tolerances (float64 math)."""
+    lp = _log_prob(ref, X, means, prec, cc, full)
+    lse = np.logaddexp.reduce(lp, axis=1)
+    resp = np.exp(lp - lse[:, None]) * w[:, None]
+    xc = np.abs(X.astype(np.float64)[:, None, :] - means.astype(np.float64)[None])  # n,k,d
+    s_nk = resp.sum(axis=0)
+    s_sx = np.einsum("nk,nkd->kd", resp, xc)
+    s_sxx = np.einsum("nk,nki,nkj->kij", resp, xc, xc)
+    if not full:
+        s_sxx = np.einsum("kii->ki", s_sxx)
+    maha = 2.0 * (cc[None, :] - lp)
+    s_lp = np.abs(cc)[None, :] + maha
+    return float(w @ np.abs(lse)), s_nk, s_sx, s_sxx, s_lp, float(maha.max())
+
+
+def _rtol(dtype, d, maha_max):
+    if dtype == np.float64:
+        return RTOL64
+    return RTOL64 + 64 * d * EPS32 * (1.0 + maha_max)
+
+
+def _assert_close(got, want, scale, rtol, what):
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, what
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values"
+    err = np.abs(got - want)
+    bound = rtol * (np.asarray(scale) + 1e-300) + 1e-300
+    worst = np.max(err - bound)
+    assert worst <= 0, f"{what}: max error {err.max():.3e} exceeds tolerance"
+
+
+def _check_em(mod, X, w, means, prec, cc, cov):
+    full = _is_full(cov)
+    want = _em(ref, X, w, means, prec, cc, full)
+    got = _em(mod, X, w, means, prec, cc, full)
+    s_ll, s_nk, s_sx, s_sxx, s_lp, maha_max = _scales(X, w, means, prec, cc, full)
+    rtol = _rtol(X.dtype, X.shape[1], maha_max)
+    for name, g, r, s in zip(
+        ("loglik", "nk", "sx", "sxx"), got, want, (s_ll, s_nk, s_sx, s_sxx), strict=True
+    ):
+        _assert_close(g, r, s, rtol, name)
+    if full:
+        np.testing.assert_array_equal(got[3], np.swapaxes(got[3], 1, 2))  # exactly symmetric
+    lp_got = _log_prob(mod, X, means, prec, cc, full)
+    lp_want = _log_prob(ref, X, means, prec, cc, full)
+    _assert_close(lp_got, lp_want, s_lp, rtol, "log_prob")
+
+
+# --------------------------------------------------------------------------- tests
+
+shapes = st.tuples(
+    st.one_of(st.integers(1, 300), st.integers(2000, 6000)),  # also several chunks
+    st.integers(1, 20),
+    st.integers(1, 8),
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cov", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), zero_frac=st.sampled_from([0.0, 0.3, 1.0]))
+def test_em_pass_and_log_prob_match_reference(backend, cov, dtype, shape, seed, zero_frac):
+    n, d, k = shape
+    mod = get_backend(backend)
+    X, w, means, prec, cc = _problem(seed, n, d, k, dtype, cov, zero_frac)
+    _check_em(mod, X, w, means, prec, cc, cov)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), with_labels=st.booleans())
+def test_kmeans_pass_matches_reference(backend, dtype, shape, seed, with_labels):
+    n, d, k = shape
+    mod = get_backend(backend)
+    X, w, centers, _, _ = _problem(seed, n, d, k, dtype, "diag")
+    if k > 1:
+        centers[-1] = centers[0]  # duplicated centre: ties go to the lowest index
+    out = []
+    for m in (ref, mod):
+        sums = np.full((k, d), np.nan)
+        counts = np.full(k, np.nan)
+        labels = np.full(n if with_labels else 0, -1, dtype=np.int64)
+        inertia = m.kmeans_pass(X, w, centers, sums, counts, labels)
+        out.append((float(inertia), sums, counts, labels))
+    (i_r, s_r, c_r, l_r), (i_g, s_g, c_g, l_g) = out
+    np.testing.assert_array_equal(l_g, l_r)
+    x64 = np.abs(X.astype(np.float64))
+    _assert_close(c_g, c_r, c_r, RTOL64, "counts")
+    scale = np.broadcast_to(w @ x64, (k, d))  # bounds every |sums[k, j]| term sum
+    _assert_close(s_g, s_r, scale, RTOL64, "sums")
+    _assert_close(i_g, i_r, abs(i_r), RTOL64, "inertia")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_large_offset_and_far_rows(backend, cov):
+    """Data at 1e6 + noise, plus a row far from every component: finite results."""
+    mod = get_backend(backend)
+    X, w, means, prec, cc = _problem(7, 500, 5, 3, np.float64, cov, offset=1e6)
+    X[17] = 1e6 + 1e4  # log-densities around -1e8: every exp underflows but the max
+    _check_em(mod, X, w, means, prec, cc, cov)
+    ll, nk, sx, sxx = _em(mod, X, w, means, prec, cc, _is_full(cov))
+    assert np.isfinite(ll) and np.all(np.isfinite(nk)) and np.all(np.isfinite(sxx))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cov", ["full", "diag"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bit_identical_across_thread_counts(backend, cov, dtype):
+    """Fixed chunks, fixed reduction order: 1 thread and 2 threads agree exactly."""
+    mod = get_backend(backend)
+    n, d, k = 20_011, 7, 5
+    X, w, means, prec, cc = _problem(3, n, d, k, dtype, cov)
+    full = _is_full(cov)
+
+    def run():
+        res = _em(mod, X, w, means, prec, cc, full)
+        km = (np.empty((k, d)), np.empty(k), np.empty(n, np.int64))
+        inertia = mod.kmeans_pass(X, w, means, *km)
+        return (*res, _log_prob(mod, X, means, prec, cc, full), inertia, *km)
+
+    results = []
+    if backend == "numba":
+        import numba
+
+        old = numba.get_num_threads()
+        try:
+            for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+                numba.set_num_threads(threads)
+                results.append(run())
+        finally:
+            numba.set_num_threads(old)
+    else:  # OpenMP backends
+        threadpoolctl = pytest.importorskip("threadpoolctl")
+        for threads in (1, 2):
+            with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
+                results.append(run())
+    for a, b in zip(results[0], results[1], strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba backend not available")
+def test_exp64_accuracy():
+    """The vectorizable exp is within 2 ulp of np.exp, underflow and overflow included."""
+    import numba
+
+    from fastem.backends._numba_exp import exp64
+
+    @numba.njit
+    def vexp(x, out):
+        for i in range(x.shape[0]):
+            out[i] = exp64(x[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            rng.uniform(-760.0, 720.0, 200_000),
+            rng.uniform(-1.0, 1.0, 100_000),
+            np.linspace(-746.0, -700.0, 20_001),  # subnormal results and underflow
+            np.linspace(709.0, 710.0, 1001),  # overflow boundary
+            [0.0, -0.0, 1e-300, -1e-300, -np.inf, np.inf, 709.78, 709.79, -745.2, -745.1],
+        ]
+    )
+    out = np.empty_like(x)
+    vexp(x, out)
+    with np.errstate(over="ignore", under="ignore"):
+        want = np.exp(x)
+    normal = np.isfinite(want) & (want >= np.finfo(np.float64).tiny)
+    ulp = np.abs(out[normal] - want[normal]) / np.spacing(want[normal])
+    assert ulp.max() <= 2.0
+    sub = ~normal & np.isfinite(want)  # subnormal or zero: absolute error of a few ulp there
+    assert np.all(np.abs(out[sub] - want[sub]) <= 2 * 2.0**-1074)
+    np.testing.assert_array_equal(out[np.isinf(want)], want[np.isinf(want)])
+    nan = np.empty(1)
+    vexp(np.array([np.nan]), nan)
+    assert np.isnan(nan[0])
