@@ -1,0 +1,216 @@
+"""asv benchmarks: EM iteration speed, whole fits, prediction, memory, cold start.
+
+Sizes: CI-sized by default (the standard workloads cut to 20,000 rows);
+``FASTEM_BENCH_FULL=1`` runs the full W1-W4 of the project's BENCHMARKS.md.
+Threads: pinned to ``FASTEM_BENCH_THREADS`` (default 2) for Numba and OpenMP,
+BLAS to 1 (fastem's kernels do not call BLAS), so results compare between runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from fastem import GaussianMixture
+from fastem.backends import available_backends, get_backend
+from fastem.datasets import make_workload
+
+FULL = os.environ.get("FASTEM_BENCH_FULL", "") == "1"
+THREADS = int(os.environ.get("FASTEM_BENCH_THREADS", "2"))
+QUICK_ROWS = 20_000
+WORKLOADS = ["W1", "W2", "W3", "W4"]
+# The NumPy reference is affordable only on the CI-sized data.
+BACKENDS = [b for b in ("numba", "cython") if b in available_backends()] + (
+    [] if FULL else ["numpy"]
+)
+N0, N1 = 2, 7  # seconds per iteration = (t(N1) - t(N0)) / (N1 - N0)
+
+
+def pin_threads(n: int = THREADS) -> None:
+    """Pin every thread pool the fit could use."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    if "numba" in available_backends():
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if "cython" in available_backends():
+        get_backend("cython").set_num_threads(n)
+
+
+def workload(name: str, dtype=np.float64) -> tuple[np.ndarray, dict]:
+    X, init = make_workload(name, dtype=dtype)
+    if not FULL:
+        X = np.ascontiguousarray(X[:QUICK_ROWS])
+    return X, init
+
+
+def fit_from_init(X, init, backend, max_iter):
+    gm = GaussianMixture(backend=backend, max_iter=max_iter, tol=0.0, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gm.fit(X)
+
+
+def seconds_per_iteration(X, init, backend, repeats=3) -> float:
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fit_from_init(X, init, backend, N0)
+        t1 = time.perf_counter()
+        fit_from_init(X, init, backend, N1)
+        t2 = time.perf_counter()
+        samples.append(((t2 - t1) - (t1 - t0)) / (N1 - N0))
+    return float(np.median(samples))
+
+
+class EMIteration:
+    """EM iterations on the standard workloads, from the standard initial parameters."""
+
+    params = (BACKENDS, WORKLOADS)
+    param_names = ("backend", "workload")
+    timeout = 600
+
+    def setup(self, backend, name):
+        pin_threads()
+        self.X, self.init = workload(name)
+        fit_from_init(self.X[:1000], self.init, backend, 1)  # compile / warm caches
+
+    def time_five_iterations(self, backend, name):
+        fit_from_init(self.X, self.init, backend, 5)
+
+    def track_seconds_per_iteration(self, backend, name):
+        return seconds_per_iteration(self.X, self.init, backend)
+
+    track_seconds_per_iteration.unit = "seconds"
+
+    def track_average_loglik_after_20_iterations(self, backend, name):
+        return fit_from_init(self.X, self.init, backend, 20).lower_bound_
+
+    track_average_loglik_after_20_iterations.unit = "nats per row"
+
+
+class EMIterationFloat32:
+    """float32 fitting (W2)."""
+
+    params = (BACKENDS,)
+    param_names = ("backend",)
+    timeout = 600
+
+    def setup(self, backend):
+        pin_threads()
+        self.X, self.init = workload("W2", dtype=np.float32)
+        fit_from_init(self.X[:1000], self.init, backend, 1)
+
+    def time_five_iterations(self, backend):
+        fit_from_init(self.X, self.init, backend, 5)
+
+    def track_seconds_per_iteration(self, backend):
+        return seconds_per_iteration(self.X, self.init, backend)
+
+    track_seconds_per_iteration.unit = "seconds"
+
+
+class WholeFit:
+    """A whole fit with the default initialization (k-means) and three restarts."""
+
+    params = (BACKENDS,)
+    param_names = ("backend",)
+    timeout = 900
+
+    def setup(self, backend):
+        pin_threads()
+        self.X, self.init = workload("W2")
+        self.k = self.init["n_components"]
+        GaussianMixture(self.k, backend=backend, max_iter=1).fit(self.X[:2000])
+
+    def _fit(self, backend):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return GaussianMixture(self.k, n_init=3, random_state=0, backend=backend).fit(self.X)
+
+    def time_fit_kmeans_init_n_init_3(self, backend):
+        self._fit(backend)
+
+    def track_average_loglik(self, backend):
+        return self._fit(backend).lower_bound_
+
+    track_average_loglik.unit = "nats per row"
+
+
+class PredictProba:
+    """Responsibilities of new rows under a fitted model (W2)."""
+
+    params = (BACKENDS,)
+    param_names = ("backend",)
+
+    def setup(self, backend):
+        pin_threads()
+        self.X, init = workload("W2")
+        self.model = fit_from_init(self.X, init, backend, 3)
+        self.model.predict_proba(self.X[:100])
+
+    def time_predict_proba(self, backend):
+        self.model.predict_proba(self.X)
+
+    def track_rows_per_second(self, backend):
+        t0 = time.perf_counter()
+        self.model.predict_proba(self.X)
+        return self.X.shape[0] / (time.perf_counter() - t0)
+
+    track_rows_per_second.unit = "rows/s"
+
+
+class FitMemory:
+    """Peak memory of a W2 fit; subtract peakmem_reference (the same set-up, no fit)."""
+
+    params = (BACKENDS,)
+    param_names = ("backend",)
+    timeout = 600
+
+    def setup(self, backend):
+        pin_threads()
+        self.X, self.init = workload("W2")
+        fit_from_init(self.X[:1000], self.init, backend, 1)
+
+    def peakmem_fit_w2(self, backend):
+        fit_from_init(self.X, self.init, backend, 5)
+
+    def peakmem_reference(self, backend):
+        pass
+
+
+_COLD_CODE = """
+import os, tempfile
+os.environ["NUMBA_CACHE_DIR"] = {cache_dir} or tempfile.mkdtemp(prefix="fastem-asv-cold-")
+import numpy as np
+from fastem import GaussianMixture
+X = np.random.default_rng(0).normal(size=(2000, 4))
+GaussianMixture(3, backend={backend!r}, max_iter=5, random_state=0).fit(X).predict_proba(X)
+"""
+
+
+class ColdStart:
+    """Import fastem and fit once in a fresh process: warm and empty Numba cache."""
+
+    params = ([b for b in BACKENDS if b != "numpy"], ["warm_cache", "empty_cache"])
+    param_names = ("backend", "cache")
+    timeout = 600
+    number = 1
+    repeat = 3
+
+    def timeraw_import_and_first_fit(self, backend, cache):
+        if cache == "warm_cache":
+            cache_dir = repr(os.path.join(tempfile.gettempdir(), "fastem-asv-numba-cache"))
+            setup = _COLD_CODE.format(cache_dir=cache_dir, backend=backend)  # fills the cache
+        else:  # every run compiles into a new, empty cache directory
+            cache_dir, setup = "None", ""
+        return _COLD_CODE.format(cache_dir=cache_dir, backend=backend), setup
