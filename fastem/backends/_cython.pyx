@@ -182,6 +182,11 @@ cdef enum:
     BLOCK = 32         # rows per block (multiple of 8): the K*D*BLOCK scratch stays in L1/L2
     MIN_ROWS = 2048    # rows per chunk at least: amortizes per-chunk set-up
     MAX_CHUNKS = 64    # fixed chunk count: load balance up to ~16 threads
+    MIN_CAPPED = 8     # the partials budget never cuts the chunk count below this
+
+# Per-chunk partial statistics are capped at this many doubles (32 MiB) in all,
+# so large K*D^2 models do not multiply their statistics by MAX_CHUNKS.
+cdef Py_ssize_t PARTIALS_BUDGET = 4 * 1024 * 1024
 
 
 def openmp_enabled():
@@ -210,10 +215,19 @@ def _exp_nonpos(const double[::1] x):
     return out
 
 
-cdef Py_ssize_t _n_chunks(Py_ssize_t n) noexcept nogil:
+cdef Py_ssize_t _n_chunks(Py_ssize_t n, Py_ssize_t floats_per_chunk) noexcept nogil:
+    """Chunks for n rows: a function of the shape only (determinism), at most
+    MAX_CHUNKS and at most what keeps the partials within PARTIALS_BUDGET."""
     cdef Py_ssize_t c = (n + MIN_ROWS - 1) // MIN_ROWS
-    if c > MAX_CHUNKS:
-        c = MAX_CHUNKS
+    cdef Py_ssize_t cap = MAX_CHUNKS
+    if floats_per_chunk > 0:
+        cap = PARTIALS_BUDGET // floats_per_chunk
+        if cap < MIN_CAPPED:
+            cap = MIN_CAPPED
+        if cap > MAX_CHUNKS:
+            cap = MAX_CHUNKS
+    if c > cap:
+        c = cap
     return c if c > 0 else 1
 
 
@@ -546,7 +560,7 @@ cdef double _em_pass(const floating[:, ::1] X, const double[::1] sw,
                      double[::1] nk, double[:, ::1] sx, double* sxx, bint full) except? -1.0:
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = means.shape[0]
     cdef Py_ssize_t dd = d * d if full else d
-    cdef Py_ssize_t nc = _n_chunks(n), c, k, a, b
+    cdef Py_ssize_t nc = _n_chunks(n, K * (dd + d + 1)), c, k, a, b
     cdef int err = 0
     cdef double ll = 0.0, s
     cdef double[::1] ll_p = np.empty(nc)
@@ -595,7 +609,7 @@ cdef double _em_pass(const floating[:, ::1] X, const double[::1] sw,
 cdef void _log_prob(const floating[:, ::1] X, const floating[:, ::1] means, const floating* pc,
                     const double[::1] cc, double[:, ::1] out, bint full) except *:
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = means.shape[0]
-    cdef Py_ssize_t nc = _n_chunks(n), c
+    cdef Py_ssize_t nc = _n_chunks(n, 0), c
     cdef int err = 0
     if n == 0:
         return
@@ -611,7 +625,7 @@ cdef void _log_prob(const floating[:, ::1] X, const floating[:, ::1] means, cons
 cdef double _kmeans(const floating[:, ::1] X, const double[::1] sw, const double[:, ::1] centers,
                     double[:, ::1] sums, double[::1] counts, long long[::1] labels) except? -1.0:
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = centers.shape[0]
-    cdef Py_ssize_t nc = _n_chunks(n), c, k, a
+    cdef Py_ssize_t nc = _n_chunks(n, K * (d + 1)), c, k, a
     cdef int err = 0
     cdef bint write_labels = labels.shape[0] > 0
     cdef double inertia = 0.0, s

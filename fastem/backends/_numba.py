@@ -61,9 +61,12 @@ __all__ = [
     "kmeans_pass",
 ]
 
-# Chunking: fixed by n only (never by the thread count), for determinism.
+# Chunking: fixed by the problem's shape only (never by the thread count), for
+# determinism. Per-chunk partial statistics are capped at PARTIALS_BUDGET floats
+# so that large k * d^2 models do not multiply their statistics by MAX_CHUNKS.
 MIN_CHUNK_ROWS = 2048
 MAX_CHUNKS = 128
+PARTIALS_BUDGET = 4 * 1024 * 1024  # float64 values (32 MiB)
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 _JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -71,14 +74,17 @@ _PJIT = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 
 
 @njit(cache=True, nogil=True)
-def _n_chunks(n):
+def _n_chunks(n, floats_per_chunk):
     """Number of row chunks for ``n`` rows: 1 for small ``n``, else a multiple
     of 8 (so 1, 2, 4 or 8 threads get equal shares of ``prange``'s static
-    split), at most ``MAX_CHUNKS``. Depends on ``n`` only."""
+    split), at most ``MAX_CHUNKS`` and at most what keeps the partials
+    (``floats_per_chunk`` each) within ``PARTIALS_BUDGET`` (but never below 8).
+    Depends on the shape only."""
     c = (n + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS
     if c <= 1:
         return 1
-    return min(MAX_CHUNKS, (c + 7) // 8 * 8)
+    cap = max(8, PARTIALS_BUDGET // max(floats_per_chunk, 1) // 8 * 8)
+    return min(MAX_CHUNKS, cap, (c + 7) // 8 * 8)
 
 
 @njit(cache=True, nogil=True)
@@ -440,7 +446,7 @@ def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     """
     n, d = X.shape
     k = means.shape[0]
-    nc = _n_chunks(n)
+    nc = _n_chunks(n, k * (d * d + d + 1))
     nk_p = np.zeros((nc, k))
     sx_p = np.zeros((nc, k, d))
     sxx_p = np.zeros((nc, k, d, d))
@@ -466,7 +472,7 @@ def em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     """
     n, d = X.shape
     k = means.shape[0]
-    nc = _n_chunks(n)
+    nc = _n_chunks(n, k * (2 * d + 1))
     nk_p = np.zeros((nc, k))
     sx_p = np.zeros((nc, k, d))
     sxx_p = np.zeros((nc, k, d))
@@ -531,7 +537,7 @@ def _reduce_diag(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx):
 def log_prob_full(X, means, prec_chol, comp_const, out):
     """Weighted log-densities ``out[i, k]``, full precision Cholesky factors."""
     n = X.shape[0]
-    nc = _n_chunks(n)
+    nc = _n_chunks(n, 0)  # no partials: only the row split
     e0 = np.empty(0)
     e1 = np.empty((0, 0))
     e2 = np.empty((0, 0, 0))
@@ -546,7 +552,7 @@ def log_prob_full(X, means, prec_chol, comp_const, out):
 def log_prob_diag(X, means, prec_chol, comp_const, out):
     """Weighted log-densities ``out[i, k]``, diagonal precision factors."""
     n = X.shape[0]
-    nc = _n_chunks(n)
+    nc = _n_chunks(n, 0)  # no partials: only the row split
     e0 = np.empty(0)
     e1 = np.empty((0, 0))
     for c in prange(nc):
@@ -611,7 +617,7 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
     """
     n, d = X.shape
     k = centers.shape[0]
-    nc = _n_chunks(n)
+    nc = _n_chunks(n, k * (d + 1))
     sums_p = np.zeros((nc, k, d))
     counts_p = np.zeros((nc, k))
     in_p = np.zeros(nc)
