@@ -13,9 +13,10 @@ from fastem.datasets import make_mixture
 
 sklearn_mixture = pytest.importorskip("sklearn.mixture")
 
-# float64 must agree tightly; float32 differs from scikit-learn's own float32
-# arithmetic by rounding (both round differently), so only to ~1e-4.
-TOLERANCES = {np.float64: dict(rtol=1e-7, atol=1e-9), np.float32: dict(rtol=2e-3, atol=2e-4)}
+# float64 must agree tightly. In float32 both libraries round differently (fastem
+# accumulates its statistics in float64, scikit-learn in float32): measured
+# differences are up to ~1.4e-5 relative (tied covariances), so 1e-4.
+TOLERANCES = {np.float64: dict(rtol=1e-7, atol=1e-9), np.float32: dict(rtol=1e-4, atol=1e-5)}
 
 
 def _fit_both(X, init, backend, **extra):
