@@ -6,6 +6,7 @@
 >>> gm = GaussianMixture(3, random_state=0).fit(X)
 """
 
+from ._config import show_config
 from ._version import __version__
 from .backends import available_backends
 from .exceptions import ConvergenceWarning, NotFittedError
@@ -16,5 +17,6 @@ __all__ = [
     "ConvergenceWarning",
     "NotFittedError",
     "available_backends",
+    "show_config",
     "__version__",
 ]

@@ -21,6 +21,7 @@ from ._covariance import (
 )
 from ._init import INIT_METHODS, initial_stats
 from ._stats import Stats, m_step
+from ._threads import limit_threads
 from ._validation import (
     check_array,
     check_nonneg_float,
@@ -100,6 +101,13 @@ class GaussianMixture(*ESTIMATOR_BASES):
     backend : {'numba', 'cython', 'numpy'} or None, default=None
         Kernel backend. None: the ``FASTEM_BACKEND`` environment variable, else the
         first available of numba, cython, numpy.
+    n_threads : int or None, default=None
+        Cap on the threads the compiled kernels use during ``fit``, ``predict``,
+        ``predict_proba`` and ``score_samples``; the previous setting is restored
+        afterwards, also when the call raises. None leaves the backend's own
+        setting (``NUMBA_NUM_THREADS`` for numba, ``OMP_NUM_THREADS`` for cython,
+        else every core). The model does not depend on it: fits are
+        bit-identical on any number of threads.
 
     Attributes
     ----------
@@ -149,6 +157,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         verbose: int = 0,
         verbose_interval: int = 10,
         backend: str | None = None,
+        n_threads: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -165,6 +174,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.backend = backend
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------------ checks
     def _check_parameters(self, n_features: int) -> dict:
@@ -175,6 +185,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         check_positive_int(self.max_iter, "max_iter", minimum=0)
         check_positive_int(self.n_init, "n_init")
         check_positive_int(self.verbose_interval, "verbose_interval")
+        if self.n_threads is not None:
+            check_positive_int(self.n_threads, "n_threads")
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"Invalid value for 'covariance_type': {self.covariance_type!r}; "
@@ -274,7 +286,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
             )
         backend_name = backends.resolve_backend_name(self.backend)
         kernels = backends.get_backend(backend_name)
-        result = self._fit_em(X, sw, user, kernels, warm)
+        with limit_threads(backend_name, self.n_threads):
+            result = self._fit_em(X, sw, user, kernels, warm)
 
         # Only now, with everything computed, does the estimator change.
         weights, means, covariances, prec_chol, converged, n_iter, lower_bound, bounds = result
@@ -401,10 +414,16 @@ class GaussianMixture(*ESTIMATOR_BASES):
     # ----------------------------------------------------------------- predict
     def _validate_predict_input(self, X) -> np.ndarray:
         self._check_is_fitted()
+        if self.n_threads is not None:
+            check_positive_int(self.n_threads, "n_threads")
         return check_array(X, n_features=self.n_features_in_, estimator_name=type(self).__name__)
 
     def _log_prob_blocks(self, X):
-        """Yield ``(start, stop, weighted log-probabilities)`` over row blocks."""
+        """Yield ``(start, stop, weighted log-probabilities)`` over row blocks.
+
+        The backend's thread cap holds only while a block is computed, so the
+        caller's code between blocks runs with the caller's own settings.
+        """
         backend_name = backends.resolve_backend_name(self.backend)
         kernels = backends.get_backend(backend_name)
         ct = self.covariance_type
@@ -417,7 +436,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         for start in range(0, X.shape[0], block):
             xb = X[start : start + block]
             out = np.empty((xb.shape[0], k))
-            log_prob(xb, m, pc, cc, out)
+            with limit_threads(backend_name, self.n_threads):
+                log_prob(xb, m, pc, cc, out)
             yield start, start + xb.shape[0], out
 
     def score_samples(self, X) -> np.ndarray:
