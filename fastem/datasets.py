@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_mixture", "WORKLOADS", "make_workload"]
+__all__ = ["make_mixture", "WORKLOADS", "make_workload", "initial_parameters"]
 
 # The standard workloads of the project's BENCHMARKS.md: name -> (N, D, K, covariance).
 WORKLOADS: dict[str, tuple[int, int, int, str]] = {
@@ -90,7 +90,26 @@ def make_workload(
     """
     n, d, k, cov = WORKLOADS[name]
     X, _ = make_mixture(n, d, k, rotate=cov != "diag", random_state=random_state, dtype=dtype)
-    rng = np.random.default_rng(random_state + 1)
+    return X, initial_parameters(X, k, cov, random_state=random_state + 1)
+
+
+def initial_parameters(
+    X: np.ndarray, n_components: int, covariance_type: str, *, random_state: int = 0
+) -> dict:
+    """The standard initial parameters for ``X``, as ``GaussianMixture`` keywords.
+
+    K distinct random rows as means, equal weights, and every covariance the
+    identity times the mean per-feature variance of X (BENCHMARKS.md).
+
+    Returns
+    -------
+    init : dict
+        ``n_components``, ``covariance_type``, ``weights_init``, ``means_init``
+        and ``precisions_init``, for scikit-learn's and fastem's estimators alike.
+    """
+    n, d = X.shape
+    k = n_components
+    rng = np.random.default_rng(random_state)
     means = X[rng.choice(n, size=k, replace=False)].astype(np.float64)
     var = float(X.astype(np.float64).var(axis=0).mean())
     precisions = {
@@ -98,12 +117,11 @@ def make_workload(
         "tied": np.eye(d) / var,
         "diag": np.full((k, d), 1.0 / var),
         "spherical": np.full(k, 1.0 / var),
-    }[cov]
-    init = {
+    }[covariance_type]
+    return {
         "n_components": k,
-        "covariance_type": cov,
+        "covariance_type": covariance_type,
         "weights_init": np.full(k, 1.0 / k),
         "means_init": means,
         "precisions_init": precisions,
     }
-    return X, init

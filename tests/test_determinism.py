@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from _helpers import COVARIANCE_TYPES
 
 from fastem import GaussianMixture
-from fastem.backends import available_backends, get_backend
+from fastem.backends import available_backends
 from fastem.datasets import make_mixture
 
 COMPILED = [b for b in available_backends() if b != "numpy"]
-
-
-@contextlib.contextmanager
-def _threads(backend: str, n: int):
-    if backend == "numba":
-        import numba
-
-        before = numba.get_num_threads()
-        numba.set_num_threads(n)
-        try:
-            yield
-        finally:
-            numba.set_num_threads(before)
-    else:
-        module = get_backend(backend)
-        before = module.get_num_threads()
-        module.set_num_threads(n)
-        try:
-            yield
-        finally:
-            module.set_num_threads(before)
 
 
 @pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
@@ -44,13 +21,16 @@ def test_bit_identical_across_thread_counts(backend, covariance_type, dtype):
     X, _ = make_mixture(30_000, 4, 5, random_state=3, dtype=dtype)
     models = []
     for n_threads in (1, 2):
-        with _threads(backend, n_threads):
-            gm = GaussianMixture(
-                5, covariance_type=covariance_type, random_state=0, n_init=2, backend=backend
-            )
-            models.append(gm.fit(X))
-            proba = gm.predict_proba(X[:2000])
-        models[-1].proba_ = proba
+        gm = GaussianMixture(
+            5,
+            covariance_type=covariance_type,
+            random_state=0,
+            n_init=2,
+            backend=backend,
+            n_threads=n_threads,
+        )
+        models.append(gm.fit(X))
+        models[-1].proba_ = gm.predict_proba(X[:2000])
     a, b = models
     assert a.n_iter_ == b.n_iter_
     assert a.lower_bounds_ == b.lower_bounds_
