@@ -28,6 +28,7 @@ from ._validation import (
     check_positive_int,
     check_sample_weight,
 )
+from .backends._numpy import logsumexp_rows
 from .exceptions import ConvergenceWarning, NotFittedError
 
 __all__ = ["GaussianMixture"]
@@ -46,12 +47,6 @@ def _check_random_state(seed):
     raise ValueError(
         f"random_state must be None, an int, a RandomState or a Generator, got {seed!r}"
     )
-
-
-def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
-    amax = a.max(axis=1)
-    with np.errstate(under="ignore"):
-        return amax + np.log(np.exp(a - amax[:, None]).sum(axis=1))
 
 
 class GaussianMixture(*ESTIMATOR_BASES):
@@ -450,7 +445,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         X = self._validate_predict_input(X)
         out = np.empty(X.shape[0])
         for a, b, logp in self._log_prob_blocks(X):
-            out[a:b] = _logsumexp_rows(logp)
+            out[a:b] = logsumexp_rows(logp)
         return out
 
     def score(self, X, y=None) -> float:
@@ -482,7 +477,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         resp = np.empty((X.shape[0], self.n_components), dtype=self.means_.dtype)
         for a, b, logp in self._log_prob_blocks(X):
             with np.errstate(under="ignore"):
-                resp[a:b] = np.exp(logp - _logsumexp_rows(logp)[:, None])
+                resp[a:b] = np.exp(logp - logsumexp_rows(logp)[:, None])
         return resp
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:

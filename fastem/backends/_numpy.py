@@ -43,7 +43,8 @@ import numpy as np
 BLOCK = 4096
 
 
-def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
+def logsumexp_rows(a: np.ndarray) -> np.ndarray:
+    """``log(sum(exp(a), axis=1))`` computed stably (also used by the estimator)."""
     amax = a.max(axis=1)
     with np.errstate(under="ignore"):
         return amax + np.log(np.exp(a - amax[:, None]).sum(axis=1))
@@ -77,7 +78,7 @@ def _em_pass(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx, full):
         xb = X[start : start + BLOCK]
         wb = sample_weight[start : start + BLOCK]
         logp = block_log_prob(xb, means, prec_chol, comp_const)
-        lse = _logsumexp_rows(logp)
+        lse = logsumexp_rows(logp)
         loglik += float(wb @ lse)
         with np.errstate(under="ignore"):
             resp = np.exp(logp - lse[:, None]) * wb[:, None]
