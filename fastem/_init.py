@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 
 from ._stats import Stats
+from .backends._numpy import accumulate_block
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 _BLOCK = 4096
@@ -130,12 +131,7 @@ def stats_from_responsibilities(
         stop = min(start + _BLOCK, X.shape[0])
         xb = X[start:stop].astype(np.float64)
         resp = resp_block(start, stop) * sample_weight[start:stop, None]
-        stats.nk += resp.sum(axis=0)
-        for j in range(k):
-            xc = xb - shift[j]
-            rj = resp[:, j]
-            stats.sx[j] += rj @ xc
-            stats.sxx[j] += (xc * rj[:, None]).T @ xc if full else rj @ (xc * xc)
+        accumulate_block(xb, resp, shift, stats.nk, stats.sx, stats.sxx, full)
     stats.weight_sum = float(sample_weight.sum())
     return stats
 

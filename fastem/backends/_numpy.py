@@ -82,16 +82,23 @@ def _em_pass(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx, full):
         loglik += float(wb @ lse)
         with np.errstate(under="ignore"):
             resp = np.exp(logp - lse[:, None]) * wb[:, None]
-        nk += resp.sum(axis=0)
-        for k in range(means.shape[0]):
-            xc = (xb - means[k]).astype(np.float64)
-            rk = resp[:, k]
-            sx[k] += rk @ xc
-            if full:
-                sxx[k] += (xc * rk[:, None]).T @ xc
-            else:
-                sxx[k] += rk @ (xc * xc)
+        accumulate_block(xb, resp, means, nk, sx, sxx, full)
     return loglik
+
+
+def accumulate_block(xb, resp, shift, nk, sx, sxx, full):
+    """Add one block's statistics: ``resp`` (b, k) are weighted responsibilities,
+    moments are taken about ``shift`` (k, d) in float64 (also used by the
+    estimator's initialization)."""
+    nk += resp.sum(axis=0)
+    for k in range(shift.shape[0]):
+        xc = (xb - shift[k]).astype(np.float64)
+        rk = resp[:, k]
+        sx[k] += rk @ xc
+        if full:
+            sxx[k] += (xc * rk[:, None]).T @ xc
+        else:
+            sxx[k] += rk @ (xc * xc)
 
 
 def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
