@@ -528,6 +528,16 @@ class GaussianMixture(*ESTIMATOR_BASES):
         n = np.asarray(X).shape[0]
         return -2.0 * self.score(X) * n + self._n_parameters() * np.log(n)
 
+    def save(self, path) -> None:
+        """Save the fitted model to ``path`` (a versioned ``.npz``; see :func:`fastem.load`).
+
+        The file holds arrays and JSON metadata only: loading it never unpickles,
+        and it loads on any machine and backend.
+        """
+        from .persistence import save_model
+
+        save_model(self, path)
+
     def aic(self, X) -> float:
         """Akaike information criterion of the model on X (lower is better)."""
         n = np.asarray(X).shape[0]
