@@ -74,15 +74,20 @@ def check_array(
             f"X has {n_cols} features, but {estimator_name} is expecting {n_features} "
             "features as input."
         )
-    if not np.isfinite(arr).all():
-        if np.isinf(arr).any():
+    # Scan in row blocks: no (n, d) boolean temporary for large (or memory-mapped) X.
+    block = max(1, (1 << 20) // n_cols)
+    for start in range(0, n_rows, block):
+        part = arr[start : start + block]
+        if np.isfinite(part).all():
+            continue
+        if np.isinf(part).any():
             raise ValueError(
                 f"Input {name} contains infinity or a value too large for {arr.dtype!r}."
             )
         if not allow_nan:
             raise ValueError(
                 f"Input {name} contains NaN. {estimator_name} does not accept missing "
-                "values encoded as NaN yet."
+                "values encoded as NaN here."
             )
     return np.ascontiguousarray(arr)
 

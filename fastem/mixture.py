@@ -14,13 +14,16 @@ from ._base import ESTIMATOR_BASES
 from ._covariance import (
     COVARIANCE_TYPES,
     covariances_from_cholesky,
-    kernel_arguments,
     n_parameters,
     precision_cholesky_from_precisions,
     precisions_from_cholesky,
 )
+from ._data import ArrayData
+from ._events import emit
 from ._init import INIT_METHODS, initial_stats
-from ._stats import Stats, m_step
+from ._missing import impute_rows
+from ._passes import PassParams, log_prob
+from ._stats import m_step
 from ._threads import limit_threads
 from ._validation import (
     check_array,
@@ -46,6 +49,26 @@ def _check_random_state(seed):
         return seed
     raise ValueError(
         f"random_state must be None, an int, a RandomState or a Generator, got {seed!r}"
+    )
+
+
+def _is_dask_collection(X) -> bool:
+    """A Dask array, detected without importing dask."""
+    return type(X).__module__.startswith("dask.") and hasattr(X, "chunks")
+
+
+def _is_out_of_core(X) -> bool:
+    """A memory map, or an array-like (h5py, zarr, ...) that is sliced, not loaded."""
+    if isinstance(X, np.memmap):
+        return True
+    return (
+        not isinstance(X, np.ndarray)
+        and hasattr(X, "shape")
+        and hasattr(X, "dtype")
+        and hasattr(X, "__getitem__")
+        and len(getattr(X, "shape", ())) == 2
+        and not hasattr(X, "toarray")  # sparse matrices are rejected by validation
+        and not hasattr(X, "iloc")  # pandas frames are converted like any array-like
     )
 
 
@@ -103,6 +126,11 @@ class GaussianMixture(*ESTIMATOR_BASES):
         setting (``NUMBA_NUM_THREADS`` for numba, ``OMP_NUM_THREADS`` for cython,
         else every core). The model does not depend on it: fits are
         bit-identical on any number of threads.
+    learning_offset : float, default=10.0
+        ``t0`` of :meth:`partial_fit`'s step size ``(t + t0) ** -learning_decay``
+        for its ``t``-th batch: larger values weigh early batches less.
+    learning_decay : float, default=0.7
+        The exponent of that step size, in (0.5, 1].
 
     Attributes
     ----------
@@ -153,6 +181,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         verbose_interval: int = 10,
         backend: str | None = None,
         n_threads: int | None = None,
+        learning_offset: float = 10.0,
+        learning_decay: float = 0.7,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -170,6 +200,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self.verbose_interval = verbose_interval
         self.backend = backend
         self.n_threads = n_threads
+        self.learning_offset = learning_offset
+        self.learning_decay = learning_decay
 
     # ------------------------------------------------------------------ checks
     def _check_parameters(self, n_features: int) -> dict:
@@ -258,21 +290,14 @@ class GaussianMixture(*ESTIMATOR_BASES):
         -------
         self : GaussianMixture
         """
-        X = check_array(X, min_samples=2, estimator_name=type(self).__name__)
-        n, d = X.shape
-        sw = check_sample_weight(sample_weight, n)
+        data = self._fit_data(X, sample_weight)
+        return self._fit_from(data)
+
+    def _fit_from(self, data) -> GaussianMixture:
+        """The EM fit on validated data (an ``ArrayData`` or an out-of-core/Dask
+        equivalent, see :mod:`fastem._data`)."""
+        d = data.n_features
         user = self._check_parameters(d)
-        k = self.n_components
-        if n < k:
-            raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
-            )
-        n_positive = int((sw > 0).sum())
-        if n_positive < k:
-            raise ValueError(
-                f"Only {n_positive} rows have a positive sample_weight, fewer than "
-                f"n_components = {k}."
-            )
         warm = self.warm_start and hasattr(self, "converged_")
         if warm and getattr(self, "n_features_in_", d) != d:
             raise ValueError(
@@ -282,7 +307,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         backend_name = backends.resolve_backend_name(self.backend)
         kernels = backends.get_backend(backend_name)
         with limit_threads(backend_name, self.n_threads):
-            result = self._fit_em(X, sw, user, kernels, warm)
+            result = self._fit_em(data, user, kernels, warm)
 
         # Only now, with everything computed, does the estimator change.
         weights, means, covariances, prec_chol, converged, n_iter, lower_bound, bounds = result
@@ -293,7 +318,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        dtype = X.dtype
+        dtype = data.dtype
         ct = self.covariance_type
         self.weights_ = weights.astype(dtype)
         self.means_ = means.astype(dtype)
@@ -308,14 +333,64 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self.backend_ = backend_name
         return self
 
-    def _initial_parameters(self, X, sw, user, kernels, rng):
+    def _fit_data(self, X, sample_weight):
+        """Validate X and the weights; return what the EM loop iterates over."""
+        if _is_dask_collection(X):
+            from .dask import dask_fit_data
+
+            return dask_fit_data(self, X, sample_weight)
+        if _is_out_of_core(X):
+            from ._blocks import block_fit_data
+
+            return block_fit_data(self, X, sample_weight)
+        X = check_array(X, min_samples=2, allow_nan=True, estimator_name=type(self).__name__)
+        n = X.shape[0]
+        sw = check_sample_weight(sample_weight, n)
+        check_positive_int(self.n_components, "n_components")
+        k = self.n_components
+        if n < k:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
+            )
+        data = ArrayData(X, sw)
+        patterns = data.patterns
+        if patterns is not None:
+            if patterns.rows.shape[0] == 0:
+                raise ValueError(
+                    "X has no observed value: every entry is NaN (missing). There is "
+                    "nothing to fit."
+                )
+            never = np.flatnonzero(patterns.observed_per_feature == 0)
+            if never.size:
+                raise ValueError(
+                    f"Feature(s) {never.tolist()} of X are never observed (NaN in every "
+                    "row): their distribution cannot be estimated. Drop those columns."
+                )
+            if patterns.n_empty:
+                warnings.warn(
+                    f"{patterns.n_empty} row(s) of X have every value missing (NaN); they "
+                    "carry no information and are left out of the fit.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        informative = sw if patterns is None else sw[patterns.rows]
+        n_positive = int((informative > 0).sum())
+        if n_positive < k:
+            raise ValueError(
+                f"Only {n_positive} rows have a positive sample_weight and an observed "
+                f"value, fewer than n_components = {k}."
+            )
+        return data
+
+    def _initial_parameters(self, data, user, kernels, rng):
         """float64 (weights, means, covariances, prec_chol) of a fresh start."""
         ct = self.covariance_type
-        eps = float(np.finfo(X.dtype).eps)
+        eps = float(np.finfo(data.dtype).eps)
         if {"weights", "means", "prec_chol"} <= user.keys():
             weights, means, prec_chol = user["weights"], user["means"], user["prec_chol"]
             return weights, means, covariances_from_cholesky(prec_chol, ct), prec_chol
         full = ct in ("full", "tied")
+        X, sw = data.init_arrays()
         stats = initial_stats(X, sw, self.n_components, self.init_params, rng, kernels, full)
         weights, means, cov, prec_chol = m_step(stats, ct, self.reg_covar, eps)
         weights = user.get("weights", weights)
@@ -325,22 +400,17 @@ class GaussianMixture(*ESTIMATOR_BASES):
             cov = covariances_from_cholesky(prec_chol, ct)
         return weights, means, cov, prec_chol
 
-    def _fit_em(self, X, sw, user, kernels, warm):
+    def _fit_em(self, data, user, kernels, warm):
         """Run every initialization; return the best one's parameters and trace."""
         ct = self.covariance_type
-        k, d = self.n_components, X.shape[1]
-        eps = float(np.finfo(X.dtype).eps)
-        weight_sum = float(sw.sum())
+        eps = float(np.finfo(data.dtype).eps)
+        weight_sum = data.weight_sum
         rng = _check_random_state(self.random_state)
-        full = ct in ("full", "tied")
-        em_pass = kernels.em_pass_full if full else kernels.em_pass_diag
-        # One set of statistic buffers, reused by every iteration.
-        nk, sx = np.zeros(k), np.zeros((k, d))
-        sxx = np.zeros((k, d, d) if full else (k, d))
 
         best = None
         n_init = 1 if warm else self.n_init
         for init in range(n_init):
+            emit("init_start", init=init, n_init=n_init)
             if self.verbose:
                 print(f"Initialization {init}")
                 t_init = t_iter = time.perf_counter()
@@ -356,7 +426,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 )
                 lower_bound = self.lower_bound_
             else:
-                params = self._initial_parameters(X, sw, user, kernels, rng)
+                params = self._initial_parameters(data, user, kernels, rng)
                 lower_bound = -np.inf
             bounds: list[float] = []
             converged = False
@@ -364,13 +434,21 @@ class GaussianMixture(*ESTIMATOR_BASES):
             for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - n_iter used after loop
                 prev = lower_bound
                 weights, means, _, prec_chol = params
-                _, m, pc, cc = kernel_arguments(weights, means, prec_chol, ct, X.dtype)
-                loglik = em_pass(X, sw, m, pc, cc, nk, sx, sxx)
-                stats = Stats(loglik, weight_sum, nk, sx, sxx, m.astype(np.float64))
-                lower_bound = loglik / weight_sum
+                pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
+                stats = data.em_stats(kernels, pass_params)
+                lower_bound = stats.loglik / weight_sum
                 params = m_step(stats, ct, self.reg_covar, eps)
                 bounds.append(lower_bound)
                 change = lower_bound - prev
+                emit(
+                    "iteration",
+                    init=init,
+                    n_init=n_init,
+                    n_iter=n_iter,
+                    max_iter=self.max_iter,
+                    lower_bound=lower_bound,
+                    change=change,
+                )
                 if self.verbose and n_iter % self.verbose_interval == 0:
                     if self.verbose > 1:
                         now = time.perf_counter()
@@ -384,6 +462,14 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 if abs(change) < self.tol:
                     converged = True
                     break
+            emit(
+                "init_end",
+                init=init,
+                n_init=n_init,
+                converged=converged,
+                n_iter=n_iter,
+                lower_bound=lower_bound,
+            )
             if self.verbose:
                 status = "converged" if converged else "did not converge"
                 if self.verbose > 1:
@@ -396,6 +482,28 @@ class GaussianMixture(*ESTIMATOR_BASES):
             if best is None or lower_bound > best[6]:
                 best = (*params, converged, n_iter, lower_bound, bounds)
         return best
+
+    def partial_fit(self, X, y=None, sample_weight=None) -> GaussianMixture:
+        """Update the model with one batch of rows by stepwise online EM.
+
+        See :mod:`fastem._online` for the algorithm (Cappe & Moulines, 2009;
+        Liang & Klein, 2009). The first call initializes from its batch (or from
+        the ``*_init`` parameters).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One batch; NaN entries are missing values.
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        from ._online import partial_fit
+
+        return partial_fit(self, X, sample_weight)
 
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
         """Fit the model and return the component label of each row of X.
@@ -411,7 +519,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self._check_is_fitted()
         if self.n_threads is not None:
             check_positive_int(self.n_threads, "n_threads")
-        return check_array(X, n_features=self.n_features_in_, estimator_name=type(self).__name__)
+        return check_array(
+            X, n_features=self.n_features_in_, allow_nan=True, estimator_name=type(self).__name__
+        )
 
     def _log_prob_blocks(self, X):
         """Yield ``(start, stop, weighted log-probabilities)`` over row blocks.
@@ -421,19 +531,53 @@ class GaussianMixture(*ESTIMATOR_BASES):
         """
         backend_name = backends.resolve_backend_name(self.backend)
         kernels = backends.get_backend(backend_name)
-        ct = self.covariance_type
-        full, m, pc, cc = kernel_arguments(
-            self.weights_.astype(np.float64), self.means_, self.precisions_cholesky_, ct, X.dtype
-        )
-        log_prob = kernels.log_prob_full if full else kernels.log_prob_diag
+        params = self._pass_params(X.dtype)
         k = self.n_components
         block = max(1024, _PREDICT_BLOCK_ELEMENTS // k)
         for start in range(0, X.shape[0], block):
             xb = X[start : start + block]
             out = np.empty((xb.shape[0], k))
             with limit_threads(backend_name, self.n_threads):
-                log_prob(xb, m, pc, cc, out)
+                log_prob(kernels, xb, params, out)
             yield start, start + xb.shape[0], out
+
+    def _pass_params(self, dtype) -> PassParams:
+        return PassParams.from_model(
+            self.weights_.astype(np.float64),
+            self.means_,
+            self.precisions_cholesky_,
+            self.covariance_type,
+            dtype,
+        )
+
+    def impute(self, X) -> np.ndarray:
+        """Fill in missing values (NaN) with their expectation under the model.
+
+        Each NaN becomes ``E[x_j | observed values of its row]``: the
+        responsibility-weighted conditional means of the components, the
+        responsibilities computed from the observed values alone. Observed
+        values are returned unchanged; a row with nothing observed gets the
+        mixture mean.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features)
+            A copy of X (float32 stays float32, anything else float64).
+        """
+        X = self._validate_predict_input(X)
+        p = self._pass_params(np.float64)
+        out = np.empty_like(X)
+        block = max(1024, _PREDICT_BLOCK_ELEMENTS // self.n_components)
+        for start in range(0, X.shape[0], block):
+            xb = X[start : start + block]
+            out[start : start + xb.shape[0]] = impute_rows(
+                xb, p.means, p.prec_chol, p.precisions, p.comp_const, p.full
+            )
+        return out
 
     def score_samples(self, X) -> np.ndarray:
         """Log-density of the mixture at each row of X.

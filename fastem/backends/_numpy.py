@@ -33,6 +33,38 @@ kmeans_pass(X, sample_weight, centers, sums, counts, labels) -> inertia
     ``sums[k] = sum of w_i x_i`` and ``counts[k] = sum of w_i`` over rows of
     centre k; ``labels`` (n,) int64 receives the assignment, or is skipped when
     it has length 0. Returns ``sum_i w_i ||x_i - centers[label_i]||^2``.
+
+Missing values (NaN in X; Ghahramani & Jordan, 1994)
+----------------------------------------------------
+``rows`` (m,) int64 lists the rows of X to visit, grouped by missingness
+pattern: ``rows[pattern_ptr[p]:pattern_ptr[p + 1]]`` have NaN in exactly the
+same coordinates (read from the first of them); ``pattern_ptr`` is (P + 1,)
+int64. Rows not listed are not touched. ``precisions`` (k, d, d) float64 is
+``prec_chol @ prec_chol^T``.
+
+For a pattern with missing coordinates ``m`` and observed ``o``, and each
+component with precision ``L``: ``C = inv(L[m, m])`` is the covariance of the
+missing coordinates given the observed ones, ``B = -C @ L[m, o]`` the
+regression of the former on the latter. A row's deviation from the mean,
+``y = xhat - means[k]``, has ``y[o] = x[o] - means[k, o]`` and the conditional
+mean ``y[m] = B @ y[o]``; at that point ``||y @ prec_chol[k]||^2`` equals the
+Mahalanobis distance of ``x[o]`` under the marginal of ``o``, whose
+log-density constant is ``comp_const[k] + |m|/2 log(2 pi) - 1/2 log det L[m, m]``.
+So a row's log-density is the marginal density of its observed values, and a
+row with nothing observed gets ``log weight_k``.
+
+em_pass_missing_full(X, sample_weight, rows, pattern_ptr, means, prec_chol, precisions,
+                     comp_const, nk, sx, sxx) -> loglik
+    The EM pass over the listed rows with expected sufficient statistics:
+    ``sx[k] += r_ik y_ik`` and ``sxx[k] += r_ik (y_ik y_ik^T + C_k)`` with ``C_k``
+    placed in the (m, m) block. Returns the observed-data log-likelihood
+    ``sum_i w_i log sum_k exp(logp_ik)``.
+em_pass_missing_diag(X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const,
+                     nk, sx, sxx) -> loglik
+    The same for diagonal factors: ``y[m] = 0`` and ``C = 1 / prec_chol[k, m]^2``.
+log_prob_missing_full(X, rows, pattern_ptr, means, prec_chol, precisions, comp_const, out)
+log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, out)
+    Row ``rows[j]`` of ``out`` (n, k) receives the marginal log-densities.
 """
 
 from __future__ import annotations
@@ -139,3 +171,128 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
         if labels.shape[0]:
             labels[start : start + BLOCK] = lab
     return inertia
+
+
+# ----------------------------------------------------------- missing values
+_LOG_2PI = np.log(2.0 * np.pi)
+
+
+def pattern_conditionals(missing, precision):
+    """``(B, C, const_shift)`` of one pattern under one full precision matrix.
+
+    ``missing`` (d,) bool. ``B`` (|m|, |o|) regresses the missing coordinates on
+    the observed ones, ``C`` (|m|, |m|) is their conditional covariance, and
+    ``const_shift`` is what the log-density constant gains by marginalizing.
+    """
+    m = np.flatnonzero(missing)
+    o = np.flatnonzero(~missing)
+    if m.size == 0:
+        return np.zeros((0, o.size)), np.zeros((0, 0)), 0.0
+    lmm = precision[np.ix_(m, m)]
+    chol = np.linalg.cholesky(lmm)
+    inv_chol = np.linalg.inv(chol)
+    cond_cov = inv_chol.T @ inv_chol
+    regression = -cond_cov @ precision[np.ix_(m, o)]
+    log_det_lmm = 2.0 * np.log(np.diagonal(chol)).sum()
+    return regression, cond_cov, 0.5 * m.size * _LOG_2PI - 0.5 * log_det_lmm
+
+
+def _pattern_deviations(xs, missing, means, prec_chol, precisions, comp_const, full):
+    """Deviations ``y`` (k, b, d), log-densities (b, k) and conditional
+    covariances (k, |m|, |m|) (or (k, |m|) for diag) of rows sharing a pattern."""
+    n_comp, d = means.shape
+    o = ~missing
+    b = xs.shape[0]
+    y = np.zeros((n_comp, b, d))
+    logp = np.empty((b, n_comp))
+    n_m = int(missing.sum())
+    conds = np.zeros((n_comp, n_m, n_m) if full else (n_comp, n_m))
+    for k in range(n_comp):
+        mu = means[k].astype(np.float64)
+        pc = prec_chol[k].astype(np.float64)
+        y[k][:, o] = xs[:, o] - mu[o]
+        if full:
+            reg, conds[k], const_shift = pattern_conditionals(missing, precisions[k])
+            if n_m:
+                y[k][:, missing] = y[k][:, o] @ reg.T
+            z = y[k] @ pc
+        else:
+            conds[k] = 1.0 / pc[missing] ** 2
+            const_shift = 0.5 * n_m * _LOG_2PI + np.log(pc[missing]).sum()
+            z = y[k] * pc
+        logp[:, k] = comp_const[k] + const_shift - 0.5 * np.einsum("ij,ij->i", z, z)
+    return y, logp, conds
+
+
+def _missing_blocks(X, rows, pattern_ptr):
+    """Yield ``(row indices, missing mask)`` for blocks of rows of one pattern."""
+    for p in range(pattern_ptr.shape[0] - 1):
+        lo, hi = int(pattern_ptr[p]), int(pattern_ptr[p + 1])
+        if hi <= lo:
+            continue
+        missing = np.isnan(X[rows[lo]])
+        for start in range(lo, hi, BLOCK):
+            yield rows[start : min(start + BLOCK, hi)], missing
+
+
+def _em_pass_missing(X, sw, rows, ptr, means, prec_chol, precisions, comp_const, nk, sx, sxx, full):
+    nk[:] = 0.0
+    sx[:] = 0.0
+    sxx[:] = 0.0
+    loglik = 0.0
+    for idx, missing in _missing_blocks(X, rows, ptr):
+        xs = X[idx].astype(np.float64)
+        wb = sw[idx]
+        y, logp, conds = _pattern_deviations(
+            xs, missing, means, prec_chol, precisions, comp_const, full
+        )
+        lse = logsumexp_rows(logp)
+        loglik += float(wb @ lse)
+        with np.errstate(under="ignore"):
+            resp = np.exp(logp - lse[:, None]) * wb[:, None]
+        nk += resp.sum(axis=0)
+        mm = np.ix_(missing, missing)
+        for k in range(means.shape[0]):
+            rk = resp[:, k]
+            sx[k] += rk @ y[k]
+            if full:
+                sxx[k] += (y[k] * rk[:, None]).T @ y[k]
+                sxx[k][mm] += rk.sum() * conds[k]
+            else:
+                sxx[k] += rk @ (y[k] * y[k])
+                sxx[k][missing] += rk.sum() * conds[k]
+    return loglik
+
+
+def em_pass_missing_full(
+    X, sample_weight, rows, pattern_ptr, means, prec_chol, precisions, comp_const, nk, sx, sxx
+):
+    return _em_pass_missing(
+        X, sample_weight, rows, pattern_ptr, means, prec_chol, precisions, comp_const,
+        nk, sx, sxx, True,
+    )  # fmt: skip
+
+
+def em_pass_missing_diag(
+    X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const, nk, sx, sxx
+):
+    return _em_pass_missing(
+        X, sample_weight, rows, pattern_ptr, means, prec_chol, None, comp_const,
+        nk, sx, sxx, False,
+    )  # fmt: skip
+
+
+def _log_prob_missing(X, rows, ptr, means, prec_chol, precisions, comp_const, out, full):
+    for idx, missing in _missing_blocks(X, rows, ptr):
+        xs = X[idx].astype(np.float64)
+        _, out[idx], _ = _pattern_deviations(
+            xs, missing, means, prec_chol, precisions, comp_const, full
+        )
+
+
+def log_prob_missing_full(X, rows, pattern_ptr, means, prec_chol, precisions, comp_const, out):
+    _log_prob_missing(X, rows, pattern_ptr, means, prec_chol, precisions, comp_const, out, True)
+
+
+def log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, out):
+    _log_prob_missing(X, rows, pattern_ptr, means, prec_chol, None, comp_const, out, False)

@@ -1,0 +1,151 @@
+"""Missing values (NaN): grouping rows by missingness pattern, and imputation.
+
+EM on incomplete data (Ghahramani & Jordan, 1994) needs, per pattern and
+component, the marginal of the observed coordinates and the regression of the
+missing ones on them. Grouping rows by pattern lets the kernels compute those
+once per pattern rather than once per row; the kernel contract is documented in
+:mod:`fastem.backends._numpy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends._numpy import _pattern_deviations, logsumexp_rows
+
+# Rows per block when scanning X for NaN: bounds the (block, d) mask.
+_SCAN_BLOCK = 16384
+
+
+@dataclass
+class MissingPatterns:
+    """Rows of X grouped by which coordinates are NaN.
+
+    Attributes
+    ----------
+    rows : ndarray of int64
+        Row indices sorted so rows of one pattern are adjacent.
+    pattern_ptr : ndarray of int64 of shape (n_patterns + 1,)
+        ``rows[pattern_ptr[p]:pattern_ptr[p + 1]]`` share pattern ``p``.
+    n_empty : int
+        Rows with every coordinate missing (left out of ``rows`` unless the
+        patterns were built with ``include_empty=True``).
+    n_missing : int
+        NaN entries in X.
+    observed_per_feature : ndarray of int64 of shape (n_features,)
+        Rows in which each feature is observed.
+    """
+
+    rows: np.ndarray
+    pattern_ptr: np.ndarray
+    n_empty: int
+    n_missing: int
+    observed_per_feature: np.ndarray
+
+    @property
+    def n_patterns(self) -> int:
+        return self.pattern_ptr.shape[0] - 1
+
+
+def _pattern_keys(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One integer key per row identifying its NaN pattern (blockwise scan),
+    the per-feature observed counts, and the number of NaN entries."""
+    n, d = X.shape
+    n_bytes = (d + 7) // 8
+    packed = np.empty((n, max(n_bytes, 1)), dtype=np.uint8)
+    observed = np.zeros(d, dtype=np.int64)
+    for start in range(0, n, _SCAN_BLOCK):
+        nan = np.isnan(X[start : start + _SCAN_BLOCK])
+        observed += nan.shape[0] - nan.sum(axis=0)
+        packed[start : start + _SCAN_BLOCK] = np.packbits(nan, axis=1)
+    n_missing = int(n * d - observed.sum())
+    if n_bytes <= 8:  # fast path: the pattern fits one uint64
+        wide = np.zeros((n, 8), dtype=np.uint8)
+        wide[:, :n_bytes] = packed
+        keys = wide.view(np.uint64).ravel()
+        _, inverse = np.unique(keys, return_inverse=True)
+    else:
+        _, inverse = np.unique(packed, axis=0, return_inverse=True)
+    return inverse.ravel().astype(np.int64), observed, n_missing
+
+
+def find_patterns(X: np.ndarray, *, include_empty: bool = False) -> MissingPatterns:
+    """Group the rows of ``X`` by missingness pattern.
+
+    Memory: one byte per 8 features per row for the packed patterns plus the
+    (n,) index arrays; no (n, d) temporary beyond a scan block.
+    """
+    n, d = X.shape
+    inverse, observed, n_missing = _pattern_keys(X)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse)
+    ptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    # Which pattern is "everything missing"? Check the first row of each.
+    first_rows = order[ptr[:-1]]
+    empty = np.array([bool(np.isnan(X[i]).all()) for i in first_rows], dtype=bool)
+    n_empty = int(counts[empty].sum())
+    if n_empty and not include_empty:
+        keep = ~empty
+        segments = [order[ptr[p] : ptr[p + 1]] for p in np.flatnonzero(keep)]
+        order = np.concatenate(segments) if segments else np.empty(0, dtype=np.int64)
+        ptr = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+        np.cumsum(counts[keep], out=ptr[1:])
+    return MissingPatterns(
+        rows=np.ascontiguousarray(order, dtype=np.int64),
+        pattern_ptr=ptr,
+        n_empty=n_empty,
+        n_missing=n_missing,
+        observed_per_feature=observed,
+    )
+
+
+def has_nan(X: np.ndarray) -> bool:
+    """Whether X has a NaN, scanning in blocks (no (n, d) temporary)."""
+    return any(
+        np.isnan(X[start : start + _SCAN_BLOCK]).any()
+        for start in range(0, X.shape[0], _SCAN_BLOCK)
+    )
+
+
+def impute_rows(
+    X: np.ndarray,
+    means: np.ndarray,
+    prec_chol: np.ndarray,
+    precisions: np.ndarray | None,
+    comp_const: np.ndarray,
+    full: bool,
+) -> np.ndarray:
+    """A copy of X with each NaN replaced by its conditional expectation.
+
+    ``E[x_m | x_o] = sum_k p(k | x_o) (mu_km + B_k (x_o - mu_ko))``: the
+    responsibility-weighted conditional means. The model arguments are the
+    kernels' (see ``kernel_arguments`` and :mod:`fastem.backends._numpy`). A row
+    with nothing observed gets the mixture mean; observed values are copied
+    unchanged.
+    """
+    out = np.array(X, copy=True)
+    patterns = find_patterns(X, include_empty=True)
+    means64 = means.astype(np.float64)
+    ptr = patterns.pattern_ptr
+    block = _SCAN_BLOCK // 4
+    for p in range(patterns.n_patterns):
+        idx_all = patterns.rows[ptr[p] : ptr[p + 1]]
+        missing = np.isnan(X[idx_all[0]])
+        if not missing.any():
+            continue
+        for start in range(0, idx_all.shape[0], block):
+            idx = idx_all[start : start + block]
+            y, logp, _ = _pattern_deviations(
+                X[idx].astype(np.float64), missing, means, prec_chol, precisions, comp_const, full
+            )
+            with np.errstate(under="ignore"):
+                resp = np.exp(logp - logsumexp_rows(logp)[:, None])
+            # component k's conditional mean of the row is means[k] + y[k]
+            cond = np.einsum("bk,kbd->bd", resp, y) + resp @ means64
+            rows = out[idx]
+            rows[:, missing] = cond[:, missing]
+            out[idx] = rows
+    return out

@@ -1,0 +1,115 @@
+"""One EM pass (or log-density pass) over an in-memory block of rows, on any
+backend, with or without missing values.
+
+This is the unit every way of feeding data builds on: a whole array, the
+blocks of a memory map, a minibatch of ``partial_fit``, a Dask partition. Each
+returns additive :class:`~fastem._stats.Stats`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from ._covariance import kernel_arguments
+from ._missing import MissingPatterns, find_patterns, has_nan
+from ._stats import Stats
+
+
+@dataclass(frozen=True)
+class PassParams:
+    """Model parameters in the form the kernels take.
+
+    Attributes
+    ----------
+    full : bool
+        Whether the full-covariance kernel family applies ('full', 'tied').
+    means, prec_chol : ndarray
+        In the data's dtype; tied/spherical factors broadcast to full/diag.
+    comp_const : ndarray of shape (k,)
+        ``log w_k + log det U_k - d/2 log(2 pi)``.
+    precisions : ndarray of shape (k, d, d) or None
+        float64 ``U U^T``, for the missing-data full kernels.
+    shift : ndarray of shape (k, d)
+        float64 means: the centre of the pass's second moments.
+    """
+
+    full: bool
+    means: np.ndarray
+    prec_chol: np.ndarray
+    comp_const: np.ndarray
+    precisions: np.ndarray | None
+    shift: np.ndarray
+
+    @classmethod
+    def from_model(
+        cls, weights, means, prec_chol, covariance_type: str, dtype: np.dtype
+    ) -> PassParams:
+        full, m, pc, cc = kernel_arguments(weights, means, prec_chol, covariance_type, dtype)
+        precisions = None
+        if full:
+            pc64 = pc.astype(np.float64)
+            precisions = np.ascontiguousarray(pc64 @ np.swapaxes(pc64, 1, 2))
+        return cls(full, m, pc, cc, precisions, np.asarray(means, dtype=np.float64))
+
+
+def em_stats(
+    kernels: ModuleType,
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    params: PassParams,
+    patterns: MissingPatterns | None = None,
+    *,
+    check_nan: bool = True,
+) -> Stats:
+    """Sufficient statistics of one EM pass over the rows of ``X``.
+
+    Rows with NaN use the missing-data kernels (their patterns are found here
+    unless given); a complete block takes the complete-data kernels. Rows with
+    nothing observed contribute nothing, not even to ``weight_sum``.
+    """
+    k, d = params.means.shape
+    stats = Stats.zeros(k, d, params.full, params.shift)
+    if patterns is None and check_nan and has_nan(X):
+        patterns = find_patterns(X)
+    p = params
+    if patterns is None:
+        em_pass = kernels.em_pass_full if p.full else kernels.em_pass_diag
+        stats.loglik = em_pass(
+            X, sample_weight, p.means, p.prec_chol, p.comp_const, stats.nk, stats.sx, stats.sxx
+        )
+        stats.weight_sum = float(sample_weight.sum())
+        return stats
+    rows, ptr = patterns.rows, patterns.pattern_ptr
+    if p.full:
+        stats.loglik = kernels.em_pass_missing_full(
+            X, sample_weight, rows, ptr, p.means, p.prec_chol, p.precisions, p.comp_const,
+            stats.nk, stats.sx, stats.sxx,
+        )  # fmt: skip
+    else:
+        stats.loglik = kernels.em_pass_missing_diag(
+            X, sample_weight, rows, ptr, p.means, p.prec_chol, p.comp_const,
+            stats.nk, stats.sx, stats.sxx,
+        )  # fmt: skip
+    stats.weight_sum = float(sample_weight[rows].sum())
+    return stats
+
+
+def log_prob(kernels: ModuleType, X: np.ndarray, params: PassParams, out: np.ndarray) -> None:
+    """Weighted log-densities (n, k) of the rows of X into ``out``; a row with
+    NaN gets the marginal density of its observed coordinates."""
+    p = params
+    if not has_nan(X):
+        fn = kernels.log_prob_full if p.full else kernels.log_prob_diag
+        fn(X, p.means, p.prec_chol, p.comp_const, out)
+        return
+    patterns = find_patterns(X, include_empty=True)
+    rows, ptr = patterns.rows, patterns.pattern_ptr
+    if p.full:
+        kernels.log_prob_missing_full(
+            X, rows, ptr, p.means, p.prec_chol, p.precisions, p.comp_const, out
+        )
+    else:
+        kernels.log_prob_missing_diag(X, rows, ptr, p.means, p.prec_chol, p.comp_const, out)
