@@ -218,7 +218,8 @@ def _pattern_deviations(xs, missing, means, prec_chol, precisions, comp_const, f
             z = y[k] @ pc
         else:
             conds[k] = 1.0 / pc[missing] ** 2
-            const_shift = 0.5 * n_m * _LOG_2PI + np.log(pc[missing]).sum()
+            # log det L[m, m] = 2 sum log pc[m] for diagonal precisions
+            const_shift = 0.5 * n_m * _LOG_2PI - np.log(pc[missing]).sum()
             z = y[k] * pc
         logp[:, k] = comp_const[k] + const_shift - 0.5 * np.einsum("ij,ij->i", z, z)
     return y, logp, conds
