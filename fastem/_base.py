@@ -9,8 +9,11 @@ import inspect
 try:
     from sklearn.base import BaseEstimator as _SkBaseEstimator
     from sklearn.base import DensityMixin as _SkDensityMixin
+    from sklearn.base import TransformerMixin as _SkTransformerMixin
 
     ESTIMATOR_BASES: tuple[type, ...] = (_SkDensityMixin, _SkBaseEstimator)
+    TRANSFORMER_BASES: tuple[type, ...] = (_SkTransformerMixin, _SkBaseEstimator)
+    HAVE_SKLEARN = True
 except ImportError:  # pragma: no cover - exercised in the no-sklearn CI job
 
     class _ParamsBase:
@@ -54,3 +57,18 @@ except ImportError:  # pragma: no cover - exercised in the no-sklearn CI job
             return False
 
     ESTIMATOR_BASES = (_ParamsBase,)
+
+    class _TransformerBase(_ParamsBase):
+        _estimator_type = None
+
+        def fit_transform(self, X, y=None, **fit_params):
+            return self.fit(X, y, **fit_params).transform(X)
+
+    TRANSFORMER_BASES = (_TransformerBase,)
+    HAVE_SKLEARN = False
+
+
+def allow_nan_tags(tags):
+    """scikit-learn estimator tags saying NaN input is accepted (missing values)."""
+    tags.input_tags.allow_nan = True
+    return tags

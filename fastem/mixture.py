@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from . import backends
-from ._base import ESTIMATOR_BASES
+from ._base import ESTIMATOR_BASES, allow_nan_tags
 from ._covariance import (
     COVARIANCE_TYPES,
     covariances_from_cholesky,
@@ -58,18 +58,11 @@ def _is_dask_collection(X) -> bool:
 
 
 def _is_out_of_core(X) -> bool:
-    """A memory map, or an array-like (h5py, zarr, ...) that is sliced, not loaded."""
+    """A memory map, or an h5py/zarr array: read in row blocks, never loaded whole."""
     if isinstance(X, np.memmap):
         return True
-    return (
-        not isinstance(X, np.ndarray)
-        and hasattr(X, "shape")
-        and hasattr(X, "dtype")
-        and hasattr(X, "__getitem__")
-        and len(getattr(X, "shape", ())) == 2
-        and not hasattr(X, "toarray")  # sparse matrices are rejected by validation
-        and not hasattr(X, "iloc")  # pandas frames are converted like any array-like
-    )
+    module = type(X).__module__
+    return module.startswith(("h5py", "zarr")) and len(getattr(X, "shape", ())) == 2
 
 
 class GaussianMixture(*ESTIMATOR_BASES):
@@ -202,6 +195,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self.n_threads = n_threads
         self.learning_offset = learning_offset
         self.learning_decay = learning_decay
+
+    def __sklearn_tags__(self):
+        # NaN entries are missing values, handled by EM itself.
+        return allow_nan_tags(super().__sklearn_tags__())
 
     # ------------------------------------------------------------------ checks
     def _check_parameters(self, n_features: int) -> dict:
