@@ -98,6 +98,35 @@ class EMIteration:
     track_average_loglik_after_20_iterations.unit = "nats per row"
 
 
+class EMIterationMissing:
+    """EM iterations on W2 and W3 with 10% of entries missing completely at random,
+    and the ratio to the complete-data iteration on the same data (issue #5: at most 3)."""
+
+    params = (BACKENDS, ["W2", "W3"])
+    param_names = ("backend", "workload")
+    timeout = 900
+
+    def setup(self, backend, name):
+        pin_threads()
+        self.X, self.init = workload(name)
+        mask = np.random.default_rng(0).random(self.X.shape) < 0.10
+        self.X_missing = self.X.copy()
+        self.X_missing[mask] = np.nan
+        fit_from_init(self.X_missing[:1000], self.init, backend, 1)  # compile / warm caches
+
+    def track_seconds_per_iteration(self, backend, name):
+        return seconds_per_iteration(self.X_missing, self.init, backend)
+
+    track_seconds_per_iteration.unit = "seconds"
+
+    def track_ratio_to_complete_data(self, backend, name):
+        missing = seconds_per_iteration(self.X_missing, self.init, backend)
+        complete = seconds_per_iteration(self.X, self.init, backend)
+        return missing / complete
+
+    track_ratio_to_complete_data.unit = "ratio"
+
+
 class EMIterationFloat32:
     """float32 fitting (W2)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 
@@ -36,6 +37,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")  # IterativeImputer's early-stopping warnings
 
     from sklearn.experimental import enable_iterative_imputer  # noqa: F401
     from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
