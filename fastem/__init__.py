@@ -11,9 +11,14 @@ from ._version import __version__
 from .backends import available_backends
 from .exceptions import ConvergenceWarning, NotFittedError
 from .mixture import GaussianMixture
+from .persistence import load
+from .selection import ModelSelection, select_model
 
 __all__ = [
     "GaussianMixture",
+    "load",
+    "select_model",
+    "ModelSelection",
     "ConvergenceWarning",
     "NotFittedError",
     "available_backends",
