@@ -1,24 +1,537 @@
-"""The ``fastem`` command.
+"""The ``fastem`` command (also ``python -m fastem``).
 
-``fastem demo`` fits a mixture to built-in synthetic data and prints what it
-found next to the truth. (More subcommands are planned: fit, predict, select,
-segment.)
+Subcommands: ``fit`` a mixture to a data file and save it, ``predict`` labels or
+probabilities with a saved model, ``select`` the number of components and
+covariance type by BIC/AIC/ICL, ``segment`` an image by pixel colour, ``impute``
+missing values, and ``demo`` on built-in synthetic data. Run ``fastem CMD --help``.
+
+Bad input (a missing file, a non-numeric column, a model for other data, a
+missing optional dependency, ...) exits with status 2 and one line on stderr,
+``fastem: error: ...``; outputs are written to a temporary file and renamed
+into place only on success, so a failed command writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
 import sys
 import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .backends import available_backends
+from ._io import (
+    DATA_FORMATS,
+    InputError,
+    atomic_output,
+    check_output_path,
+    data_format,
+    read_data,
+    write_table,
+)
+from ._progress import choose_mode, show_progress
+from .backends import available_backends, resolve_backend_name
 from .datasets import make_mixture
 from .mixture import GaussianMixture
 
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+BACKENDS = ("numba", "cython", "numpy")
+CRITERIA = ("bic", "aic", "icl")
+_PLOT_HINT = 'pip install "fastem[plot]"'
+# Pixels predicted per block in `segment`: bounds the float copy of the image.
+_SEGMENT_BLOCK = 1 << 18
 
+
+class CommandError(Exception):
+    """A user error: the one-line message says what is wrong and how to fix it."""
+
+
+# ----------------------------------------------------------------------------- argument types
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _k_list(text: str) -> list[int]:
+    """``'1-10'``, ``'2,4,8'`` or a mix (``'1-3,5'``) as a sorted list of distinct ints."""
+    ks: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            a = int(lo)
+            b = int(hi) if sep else a
+            if a < 1 or b < a:
+                raise ValueError
+            ks.update(range(a, b + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected component counts like 1-10 or 2,4,8 (each at least 1), got {text!r}"
+        ) from None
+    return sorted(ks)
+
+
+def _covariance_list(text: str) -> list[str]:
+    types = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in types if t not in COVARIANCE_TYPES]
+    if bad or not types:
+        raise argparse.ArgumentTypeError(
+            f"unknown covariance type(s) {', '.join(bad) or repr(text)}; "
+            f"choose from {','.join(COVARIANCE_TYPES)}"
+        )
+    return list(dict.fromkeys(types))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one-line error format."""
+
+    def error(self, message: str):
+        self.exit(2, f"fastem: error: {message} (see '{self.prog} --help')\n")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _info(args: argparse.Namespace, *lines: str) -> None:
+    """Print the command's summary: on stdout, unless stdout carries the data (``-o -``)."""
+    if getattr(args, "quiet", False):
+        return
+    stream = sys.stderr if getattr(args, "output", None) == "-" else sys.stdout
+    for line in lines:
+        print(line, file=stream)
+
+
+def _progress_mode(args: argparse.Namespace) -> str:
+    return choose_mode(quiet=args.quiet, verbose=args.verbose, stream=sys.stderr)
+
+
+def _read(path: str) -> tuple[np.ndarray, list[str] | None]:
+    X, columns = read_data(path)
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise CommandError(f"'{path}' holds no data (shape {X.shape})")
+    return X, columns
+
+
+def _check_backend(name: str | None) -> None:
+    try:
+        resolve_backend_name(name)
+    except ValueError as exc:
+        raise CommandError(_one_line(exc)) from exc
+
+
+def _check_k(k: int, n_rows: int, source: str, flag: str = "-k") -> None:
+    if k > n_rows:
+        raise CommandError(
+            f"{flag} {k} is more components than the {n_rows} rows of {source}; "
+            f"use {flag} {n_rows} or less, or more data"
+        )
+
+
+def _check_model_output(path: str) -> None:
+    if path == "-":
+        raise CommandError("a model cannot go to stdout; give -o a file name such as model.npz")
+    check_output_path(path, what="model")
+
+
+def _load_model(path: str, backend: str | None = None) -> GaussianMixture:
+    if not os.path.isfile(path):
+        raise CommandError(f"no such model file: '{path}'; give a model saved by 'fastem fit -o'")
+    try:
+        from .persistence import load
+    except ImportError as exc:  # pragma: no cover - persistence ships with fastem
+        raise CommandError(f"this fastem cannot load models: {exc}") from exc
+    try:
+        with _one_line_warnings():
+            return load(path, backend=backend)
+    except Exception as exc:  # whatever the reason, the file is not a model we can use
+        raise CommandError(
+            f"cannot load the model '{path}': {_one_line(exc)}; give a model saved by "
+            "'fastem fit -o'"
+        ) from exc
+
+
+def _check_features(model: GaussianMixture, X: np.ndarray, model_path: str, data: str) -> None:
+    d = model.n_features_in_
+    if X.shape[1] != d:
+        raise CommandError(
+            f"the model '{model_path}' was fitted on {d} feature(s) but '{data}' has "
+            f"{X.shape[1]} column(s); give data with the same columns as the training data"
+        )
+
+
+def _apply_runtime_options(model: GaussianMixture, args: argparse.Namespace) -> None:
+    """--threads of predict/impute overrides what the saved model says."""
+    if args.threads is not None:
+        model.n_threads = args.threads
+
+
+@contextmanager
+def _one_line_warnings():
+    """Show the block's user-facing warnings as one ``fastem: warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    # Only UserWarnings (ConvergenceWarning, ...); library deprecations are noise here.
+    shown = (w for w in caught if issubclass(w.category, UserWarning))
+    for message in dict.fromkeys(_one_line(w.message) for w in shown):
+        print(f"fastem: warning: {message}", file=sys.stderr)
+
+
+def _fit_quietly(fit: Callable[[], object], args: argparse.Namespace, total_fits=None):
+    """Run ``fit()`` with the progress display and one-line warnings."""
+    with _one_line_warnings():
+        with show_progress(_progress_mode(args), sys.stderr, total_fits=total_fits):
+            return fit()
+
+
+def _estimator(args: argparse.Namespace, n_components: int, **overrides) -> GaussianMixture:
+    params = dict(
+        covariance_type=args.covariance,
+        n_init=args.n_init,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        reg_covar=args.reg_covar,
+        init_params=args.init,
+        random_state=args.seed,
+        backend=args.backend,
+        n_threads=args.threads,
+    )
+    params.update(overrides)
+    return GaussianMixture(n_components, **params)
+
+
+def _require_matplotlib(purpose: str) -> None:
+    """Raise a CommandError naming the extra to install when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CommandError(
+            f"{purpose} needs matplotlib, which is not installed: {_PLOT_HINT}"
+        ) from None
+
+
+def _check_figure_path(path: str) -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    ext = Path(path).suffix.lower().lstrip(".")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if ext not in supported:
+        raise CommandError(
+            f"cannot tell the figure format of '{path}'; use a name ending in "
+            f"{', '.join('.' + e for e in ('png', 'pdf', 'svg'))} (or another of: "
+            f"{', '.join(sorted(supported))})"
+        )
+    check_output_path(path, what="figure")
+
+
+def _save_figure(fig, path: str) -> None:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=Path(path).suffix.lower().lstrip("."))
+
+
+def _format_weights(weights) -> str:
+    return ", ".join(f"{w:.3f}" for w in np.asarray(weights, dtype=float))
+
+
+# ----------------------------------------------------------------------------- fit
+def run_fit(args: argparse.Namespace) -> int:
+    """``fastem fit``: fit a mixture to DATA and save it to MODEL."""
+    output = args.output
+    _check_model_output(output)
+    _check_backend(args.backend)
+    X, _ = _read(args.data)
+    _check_k(args.n_components, X.shape[0], args.data)
+    model = _estimator(args, args.n_components)
+    start = time.perf_counter()
+    _fit_quietly(lambda: model.fit(X), args)
+    elapsed = time.perf_counter() - start
+    model.save(output)  # atomic: never a partial file
+    n, d = X.shape
+    n_missing = int(np.isnan(X).sum())
+    missing = f" ({n_missing:,} missing values)" if n_missing else ""
+    status = (
+        f"converged after {model.n_iter_} EM iterations"
+        if model.converged_
+        else f"did NOT converge in {model.n_iter_} EM iterations (raise --max-iter or --tol)"
+    )
+    restarts = f", best of {model.n_init} initializations" if model.n_init > 1 else ""
+    bic = model.bic(X) if not n_missing else None
+    _info(
+        args,
+        f"Fitted a {model.n_components}-component {model.covariance_type}-covariance Gaussian "
+        f"mixture to {n:,} rows x {d} features of '{args.data}'{missing} in {elapsed:.2f} s "
+        f"(backend {model.backend_}{restarts}): {status}; average log-likelihood "
+        f"{model.lower_bound_:.5f}" + (f", BIC {bic:.2f}" if bic is not None else "") + ". "
+        f"Component weights: {_format_weights(model.weights_)}. Model saved to '{output}'.",
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+def run_predict(args: argparse.Namespace) -> int:
+    """``fastem predict``: labels (or probabilities with --proba) of DATA's rows."""
+    data_format(args.output)
+    check_output_path(args.output)
+    model = _load_model(args.model, args.backend)
+    _apply_runtime_options(model, args)
+    X, _ = _read(args.data)
+    _check_features(model, X, args.model, args.data)
+    if args.proba:
+        out = model.predict_proba(X)
+        columns = [f"proba_{j}" for j in range(model.n_components)]
+    else:
+        out = model.predict(X)
+        columns = ["label"]
+    write_table(args.output, out, columns)
+    what = "component probabilities" if args.proba else "labels"
+    where = "stdout" if args.output == "-" else f"'{args.output}'"
+    labels = out.argmax(axis=1) if args.proba else out
+    counts = np.bincount(labels, minlength=model.n_components)
+    _info(
+        args,
+        f"Wrote {what} of {X.shape[0]:,} rows to {where}; rows per component: "
+        + ", ".join(f"{j}: {c:,}" for j, c in enumerate(counts)),
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- select
+def _select_model_function():
+    import fastem
+
+    select_model = getattr(fastem, "select_model", None)
+    if select_model is None:
+        try:
+            from .selection import select_model
+        except ImportError as exc:
+            raise CommandError(f"this fastem has no model selection: {exc}") from exc
+    return select_model
+
+
+def _call_select(select_model, X, args: argparse.Namespace):
+    """Call select_model with the options it accepts (its signature may grow)."""
+    options = dict(
+        n_init=args.n_init,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        reg_covar=args.reg_covar,
+        init_params=args.init,
+        random_state=args.seed,
+        backend=args.backend,
+        n_threads=args.threads,
+    )
+    params = inspect.signature(select_model).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        options = {key: value for key, value in options.items() if key in params}
+    return select_model(
+        X,
+        n_components=args.k,
+        covariance_types=args.covariance,
+        criterion=args.criterion,
+        **options,
+    )
+
+
+def run_select(args: argparse.Namespace) -> int:
+    """``fastem select``: fit a grid of candidates, print the table, keep the best."""
+    select_model = _select_model_function()
+    output = None
+    if args.output is not None:
+        output = args.output
+        _check_model_output(output)
+    if args.plot is not None:
+        _require_matplotlib("--plot")
+        _check_figure_path(args.plot)
+    _check_backend(args.backend)
+    X, _ = _read(args.data)
+    _check_k(max(args.k), X.shape[0], args.data, flag="--k")
+    total = len(args.k) * len(args.covariance)
+    selection = _fit_quietly(lambda: _call_select(select_model, X, args), args, total_fits=total)
+    best = getattr(selection, "best_", None)
+    if best is None:
+        raise CommandError(
+            "every candidate model failed to fit (see the error column of the table); "
+            "try other --k or --covariance values, or a larger --reg-covar"
+        )
+    print(selection.to_text())  # the table, its best row marked
+    lines = []
+    if output is not None:
+        best.save(output)
+        lines.append(f"Best model saved to '{output}'.")
+    if args.plot is not None:
+        from .plotting import plot_selection
+
+        _save_figure(plot_selection(selection, criterion=args.criterion), args.plot)
+        lines.append(f"Figure saved to '{args.plot}'.")
+    if lines:
+        _info(args, " ".join(lines))
+    return 0
+
+
+# ----------------------------------------------------------------------------- segment
+def _import_pillow():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise CommandError(
+            "image segmentation needs Pillow, which is not installed: pip install pillow "
+            f"(it also comes with matplotlib: {_PLOT_HINT})"
+        ) from None
+    return Image
+
+
+def _read_image(Image, path: str) -> np.ndarray:
+    """The image as uint8 (height, width, 3) RGB, or (height, width) for a grey image."""
+    if not os.path.isfile(path):
+        raise CommandError(f"no such image file: '{path}'; check the path")
+    try:
+        with Image.open(path) as img:
+            grey = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+            if img.mode in ("I", "I;16", "F"):  # high bit depth: scale to 8 bits
+                arr = np.asarray(img, dtype=np.float64)
+                span = max(float(arr.max() - arr.min()), 1e-12)
+                return np.round(255 * (arr - arr.min()) / span).astype(np.uint8)
+            return np.asarray(img.convert("L" if grey else "RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise CommandError(
+            f"cannot read the image '{path}': {_one_line(exc)}; give a PNG, JPEG or other "
+            "image file that Pillow reads"
+        ) from exc
+
+
+_LOSSLESS = (".png", ".tif", ".tiff", ".bmp")
+
+
+def _check_image_path(Image, path: str, labels: bool) -> str:
+    ext = Path(path).suffix.lower()
+    formats = Image.registered_extensions()
+    if ext not in formats:
+        raise CommandError(
+            f"cannot tell the image format of '{path}'; use a name ending in .png "
+            "(or .jpg, .tif, .bmp, ...)"
+        )
+    if labels and ext not in _LOSSLESS:
+        raise CommandError(
+            f"--labels needs a lossless format to keep label values exact; use a name ending "
+            f"in {', '.join(_LOSSLESS)} instead of '{path}'"
+        )
+    check_output_path(path, what="image")
+    return formats[ext]
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """``fastem segment``: paint each pixel with its colour component's mean."""
+    Image = _import_pillow()
+    image_format = _check_image_path(Image, args.output, args.labels)
+    if args.plot is not None:
+        _require_matplotlib("--plot")
+        _check_figure_path(args.plot)
+    _check_backend(args.backend)
+    image = _read_image(Image, args.image)
+    h, w = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    pixels = image.reshape(-1, channels)
+    n = pixels.shape[0]
+    n_fit = min(n, args.max_pixels)
+    if args.n_components > n_fit:
+        raise CommandError(
+            f"-k {args.n_components} is more components than the {n_fit:,} pixels the fit uses "
+            f"(image {w}x{h}, --max-pixels {args.max_pixels}); use a smaller -k"
+        )
+
+    rng = np.random.default_rng(args.seed)
+    if n <= args.max_pixels:
+        sample = pixels
+    else:
+        sample = pixels[rng.choice(n, args.max_pixels, replace=False)]
+    # Colours scaled to [0, 1]: reg_covar then means the same as for other data of unit scale.
+    model = _estimator(args, args.n_components)
+    start = time.perf_counter()
+    _fit_quietly(lambda: model.fit(sample / 255.0), args)
+    fit_time = time.perf_counter() - start
+    labels = np.empty(n, dtype=np.int64)
+    for a in range(0, n, _SEGMENT_BLOCK):
+        labels[a : a + _SEGMENT_BLOCK] = model.predict(pixels[a : a + _SEGMENT_BLOCK] / 255.0)
+
+    colours = np.clip(np.round(np.asarray(model.means_, dtype=np.float64) * 255), 0, 255)
+    colours = colours.astype(np.uint8)
+    if args.labels:
+        dtype = np.uint8 if args.n_components <= 256 else np.uint16
+        result = labels.astype(dtype).reshape(h, w)
+    else:
+        result = colours[labels].reshape(image.shape)
+    with atomic_output(args.output) as tmp:
+        Image.fromarray(result).save(tmp, format=image_format)
+    if args.plot is not None:
+        from .plotting import plot_segmentation
+
+        titles = ("original", "labels" if args.labels else f"{args.n_components} colours")
+        _save_figure(plot_segmentation(image, result, titles=titles), args.plot)
+
+    share = np.bincount(labels, minlength=args.n_components) / n
+    palette = ", ".join(
+        "#" + "".join(f"{v:02x}" for v in (c if channels == 3 else np.repeat(c, 3))) + f" {s:.1%}"
+        for c, s in zip(colours, share, strict=True)
+    )
+    fitted = f"{sample.shape[0]:,} sampled pixels" if sample.shape[0] < n else "every pixel"
+    wrote = "a label map" if args.labels else "the segmented image"
+    _info(
+        args,
+        f"Segmented '{args.image}' ({w}x{h}, {n:,} pixels) into {args.n_components} colours "
+        f"({model.covariance_type} covariance, fitted on {fitted} in {fit_time:.2f} s): "
+        f"{palette}. Wrote {wrote} to '{args.output}'"
+        + (f" and a figure to '{args.plot}'." if args.plot is not None else "."),
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- impute
+def run_impute(args: argparse.Namespace) -> int:
+    """``fastem impute``: replace NaN by its conditional expectation under MODEL."""
+    data_format(args.output)
+    check_output_path(args.output)
+    model = _load_model(args.model, args.backend)
+    if not hasattr(model, "impute"):
+        raise CommandError("this fastem's GaussianMixture cannot impute; upgrade fastem")
+    _apply_runtime_options(model, args)
+    X, columns = _read(args.data)
+    _check_features(model, X, args.model, args.data)
+    missing = np.isnan(X)
+    filled = model.impute(X)
+    write_table(args.output, filled, columns)
+    where = "stdout" if args.output == "-" else f"'{args.output}'"
+    _info(
+        args,
+        f"Replaced {int(missing.sum()):,} missing values in {int(missing.any(axis=1).sum()):,} "
+        f"of {X.shape[0]:,} rows by their conditional expectation; wrote {where}.",
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
 def _match_components(true_means: np.ndarray, found_means: np.ndarray) -> np.ndarray:
     """Greedy nearest matching of found components to true ones (k is small)."""
     k = true_means.shape[0]
@@ -32,7 +545,37 @@ def _match_components(true_means: np.ndarray, found_means: np.ndarray) -> np.nda
     return order
 
 
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _demo_figure(gm: GaussianMixture, X: np.ndarray, path: str) -> None:
+    """The clusters (PCA projection beyond 2 features) beside the lower bound per iteration."""
+    from matplotlib.figure import Figure
+
+    from .plotting import plot_clusters, plot_lower_bound
+
+    if X.shape[1] < 2:  # nothing to scatter in 2-D
+        fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+        plot_lower_bound(gm, ax=fig.subplots())
+    else:
+        fig = Figure(figsize=(11.0, 4.5), layout="constrained")
+        left, right = fig.subplots(1, 2, width_ratios=(1.2, 1.0))
+        plot_clusters(gm, X, projection="pca" if X.shape[1] > 2 else None, ax=left)
+        plot_lower_bound(gm, ax=right)
+    _save_figure(fig, path)
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    """``fastem demo``: fit built-in synthetic data, report, and draw a figure."""
+    # Without matplotlib the demo still runs, and says at the end how to get the figure.
+    draw = not args.no_plot and _have_matplotlib()
+    if draw:
+        _check_figure_path(args.plot)
     X, labels = make_mixture(
         args.n_samples, args.n_features, args.n_components, random_state=args.seed
     )
@@ -48,7 +591,7 @@ def run_demo(args: argparse.Namespace) -> int:
         max_iter=500,
     )
     start = time.perf_counter()
-    gm.fit(X)
+    _fit_quietly(lambda: gm.fit(X), args)
     elapsed = time.perf_counter() - start
     print(
         f"backend {gm.backend_}: {gm.n_iter_} EM iterations, "
@@ -66,44 +609,176 @@ def run_demo(args: argparse.Namespace) -> int:
         dist = float(np.linalg.norm(true_means[k] - gm.means_[j]))
         print(f"{k:9d}  {true_weights[k]:11.4f}  {gm.weights_[j]:13.4f}  {dist:.4f}")
     print(f"rows assigned to the component they were drawn from: {agreement:.1%}")
+    if draw:
+        _demo_figure(gm, X, args.plot)
+        print(f"figure saved to '{args.plot}'")
+    elif not args.no_plot:
+        print(f"the figure needs matplotlib, which is not installed: {_PLOT_HINT}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fastem", description="Gaussian mixture models by EM, fast."
+# ----------------------------------------------------------------------------- parser
+def _add_progress_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="print no progress and no summary"
     )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="print one line per EM iteration (stderr)"
+    )
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help=f"kernel backend (available here: {', '.join(available_backends())})",
+    )
+    p.add_argument("--threads", type=_positive_int, default=None, help="cap on compute threads")
+
+
+def _add_fit_options(p: argparse.ArgumentParser, *, covariance: bool = True) -> None:
+    if covariance:
+        p.add_argument("--covariance", choices=COVARIANCE_TYPES, default="full")
+    p.add_argument("--n-init", type=_positive_int, default=1, help="initializations (default 1)")
+    p.add_argument(
+        "--max-iter", type=_positive_int, default=100, help="EM iterations (default 100)"
+    )
+    p.add_argument("--tol", type=_nonneg_float, default=1e-3, help="convergence tolerance")
+    p.add_argument("--reg-covar", type=_nonneg_float, default=1e-6, help="added to variances")
+    p.add_argument("--init", choices=INIT_METHODS, default="kmeans", help="initialization")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_runtime_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``fastem`` command."""
+    data_help = f"data file ({', '.join(DATA_FORMATS)}), or - for CSV on stdin"
+    out_help = f"output file ({', '.join(DATA_FORMATS)}), or - for CSV on stdout"
+    parser = _Parser(prog="fastem", description="Gaussian mixture models by EM, fast.")
     parser.add_argument("--version", action="version", version=f"fastem {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="fit a mixture to a data file and save the model")
+    fit.add_argument("data", metavar="DATA", help=data_help)
+    fit.add_argument("-k", "--n-components", type=_positive_int, required=True)
+    fit.add_argument("-o", "--output", metavar="MODEL", required=True, help="model file (.npz)")
+    _add_fit_options(fit)
+    _add_progress_options(fit)
+    fit.set_defaults(func=run_fit)
+
+    predict = sub.add_parser("predict", help="component labels or probabilities of each row")
+    predict.add_argument("model", metavar="MODEL", help="model saved by 'fastem fit'")
+    predict.add_argument("data", metavar="DATA", help=data_help)
+    predict.add_argument("-o", "--output", metavar="OUT", required=True, help=out_help)
+    predict.add_argument("--proba", action="store_true", help="write probabilities, not labels")
+    _add_runtime_options(predict)
+    predict.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    predict.set_defaults(func=run_predict)
+
+    select = sub.add_parser("select", help="choose n_components and covariance type")
+    select.add_argument("data", metavar="DATA", help=data_help)
+    select.add_argument(
+        "-k", "--k", type=_k_list, default=_k_list("1-10"), help="component counts (default 1-10)"
+    )
+    select.add_argument(
+        "--covariance",
+        type=_covariance_list,
+        default=list(COVARIANCE_TYPES),
+        help="comma-separated covariance types (default: all four)",
+    )
+    select.add_argument("--criterion", choices=CRITERIA, default="bic")
+    select.add_argument("-o", "--output", metavar="MODEL", help="save the best model (.npz)")
+    select.add_argument("--plot", metavar="FIGURE", help="save the criterion plot (.png, ...)")
+    _add_fit_options(select, covariance=False)
+    _add_progress_options(select)
+    select.set_defaults(func=run_select)
+
+    segment = sub.add_parser("segment", help="segment an image by pixel colour")
+    segment.add_argument("image", metavar="IMAGE", help="image file (PNG, JPEG, ...)")
+    segment.add_argument("-k", "--n-components", type=_positive_int, required=True)
+    segment.add_argument("-o", "--output", metavar="OUT", required=True, help="image (.png)")
+    segment.add_argument("--labels", action="store_true", help="write a label map, not colours")
+    segment.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=100_000,
+        help="fit on a random sample of at most this many pixels (default 100000)",
+    )
+    segment.add_argument("--plot", metavar="FIGURE", help="also save original beside segmented")
+    _add_fit_options(segment)
+    _add_progress_options(segment)
+    segment.set_defaults(func=run_segment)
+
+    impute = sub.add_parser("impute", help="replace missing values by their expectation")
+    impute.add_argument("model", metavar="MODEL", help="model saved by 'fastem fit'")
+    impute.add_argument("data", metavar="DATA", help=data_help + "; empty fields/NaN are missing")
+    impute.add_argument("-o", "--output", metavar="OUT", required=True, help=out_help)
+    _add_runtime_options(impute)
+    impute.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    impute.set_defaults(func=run_impute)
+
     demo = sub.add_parser("demo", help="fit built-in synthetic data and report the result")
     demo.add_argument("--n-samples", type=int, default=100_000)
     demo.add_argument("--n-features", type=int, default=2)
     demo.add_argument("--n-components", type=int, default=5)
-    demo.add_argument("--covariance", choices=("full", "tied", "diag", "spherical"), default="full")
+    demo.add_argument("--covariance", choices=COVARIANCE_TYPES, default="full")
     demo.add_argument(
         "--backend",
-        choices=("numba", "cython", "numpy"),
+        choices=BACKENDS,
         default=None,
         help=f"kernel backend (available here: {', '.join(available_backends())})",
     )
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--plot", metavar="FIGURE", default="fastem-demo.png", help="figure (default %(default)s)"
+    )
+    demo.add_argument("--no-plot", action="store_true", help="do not draw the figure")
+    _add_progress_options(demo)
     demo.set_defaults(func=run_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fastem`` console script."""
+    """Entry point of the ``fastem`` console script.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        The arguments (``sys.argv[1:]`` when None).
+
+    Returns
+    -------
+    status : int
+        0 on success, 2 on bad input or usage (after one ``fastem: error:`` line
+        on stderr), 130 when interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("n_samples", "n_features", "n_components"):
-        if getattr(args, name, 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if getattr(args, "n_samples", 2) < getattr(args, "n_components", 1):
-        parser.error("--n-samples must be at least --n-components")
+    if args.command == "demo":
+        for name in ("n_samples", "n_features", "n_components"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name.replace('_', '-')} must be at least 1")
+        if args.n_samples < args.n_components:
+            parser.error("--n-samples must be at least --n-components")
     try:
         return args.func(args)
-    except ValueError as exc:
-        print(f"fastem: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader of our stdout went away (`fastem predict ... -o - | head`): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("fastem: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, InputError, ValueError, TypeError, ImportError, OSError) as exc:
+        if os.environ.get("FASTEM_TRACEBACK"):  # for debugging fastem itself
+            raise
+        message = _one_line(exc)
+        if isinstance(exc, OSError) and exc.strerror and exc.filename:
+            message = f"{exc.strerror}: '{exc.filename}'"
+        print(f"fastem: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,312 @@
+"""Readers and writers of data tables for the ``fastem`` command.
+
+Formats are chosen by extension: ``.npy``, ``.csv``, ``.parquet`` (needs
+pyarrow), and ``-`` for CSV on stdin/stdout. Every reader returns a 2-D float64
+array with missing values as NaN, plus the column names when the file has them.
+Every writer writes to a temporary file beside the target and renames it into
+place only once it is complete, so a failed command leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+__all__ = [
+    "InputError",
+    "DATA_FORMATS",
+    "data_format",
+    "read_data",
+    "write_table",
+    "atomic_output",
+    "check_output_path",
+    "parse_csv",
+]
+
+DATA_FORMATS = (".npy", ".csv", ".parquet")
+# Case-insensitive spellings of a missing value in CSV input (besides an empty field).
+_MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
+
+
+class InputError(ValueError):
+    """Bad input from the user: the message says what is wrong and how to fix it."""
+
+
+def data_format(path: str | os.PathLike) -> str:
+    """Return the format of ``path`` (``'.npy'``, ``'.csv'`` or ``'.parquet'``) or raise.
+
+    ``'-'`` means CSV on stdin/stdout.
+    """
+    if str(path) == "-":
+        return ".csv"
+    ext = Path(path).suffix.lower()
+    if ext not in DATA_FORMATS:
+        shown = f"extension '{ext}'" if ext else "no extension"
+        raise InputError(
+            f"cannot tell the format of '{path}' ({shown}); use a name ending in "
+            f"{', '.join(DATA_FORMATS)}, or - for CSV on stdin/stdout"
+        )
+    return ext
+
+
+def _import_pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401 - imported for its side effect on the package
+    except ImportError as exc:
+        raise InputError(
+            'Parquet files need pyarrow, which is not installed: pip install "fastem[parquet]"'
+        ) from exc
+    return pyarrow
+
+
+# ----------------------------------------------------------------------------- reading
+def _is_number(field: str) -> bool:
+    if field.strip().lower() in _MISSING:
+        return True
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray, list[str] | None]:
+    """Parse comma-separated numbers into a float64 array.
+
+    A first row that does not parse as numbers is taken as a header. Empty
+    fields and ``NaN``/``nan``/``NA`` are missing values (NaN). Blank lines are
+    skipped.
+
+    Parameters
+    ----------
+    text : str or text file
+        The CSV content.
+    source : str, default='<csv>'
+        Name used in error messages.
+
+    Returns
+    -------
+    X : ndarray of shape (n_rows, n_columns)
+    columns : list of str or None
+        The header, when there is one.
+    """
+    stream = io.StringIO(text) if isinstance(text, str) else text
+    rows = [row for row in csv.reader(stream) if row and any(f.strip() for f in row)]
+    if not rows:
+        raise InputError(f"{source} holds no data rows; give a CSV file with numeric columns")
+    columns = None
+    first_line = 1
+    if not all(_is_number(f) for f in rows[0]):
+        columns = [f.strip() for f in rows[0]]
+        rows = rows[1:]
+        first_line = 2
+        if not rows:
+            raise InputError(f"{source} has a header but no data rows")
+    width = len(columns) if columns is not None else len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise InputError(
+                f"{source}: row {i + first_line} has {len(row)} fields, expected {width}; "
+                "every row needs the same number of comma-separated fields"
+            )
+    cells = [[("nan" if f.strip().lower() in _MISSING else f) for f in row] for row in rows]
+    try:
+        return np.array(cells, dtype=np.float64).reshape(len(rows), width), columns
+    except ValueError:
+        pass
+    # Slow path only to name the offending cell.
+    for i, row in enumerate(cells):
+        for j, field in enumerate(row):
+            if not _is_number(field):
+                name = f" ('{columns[j]}')" if columns else ""
+                raise InputError(
+                    f"{source}: column {j + 1}{name} holds the non-numeric value {field.strip()!r} "
+                    f"on line {i + first_line}; fastem reads numbers only, so drop or encode "
+                    "that column"
+                ) from None
+    raise InputError(f"{source} could not be read as numbers")  # pragma: no cover
+
+
+def _read_npy(path: str) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # object arrays, or not an .npy file at all
+        raise InputError(f"cannot read '{path}' as a NumPy .npy array: {exc}") from exc
+    if isinstance(arr, np.lib.npyio.NpzFile):  # pragma: no cover - .npz renamed to .npy
+        arr.close()
+        raise InputError(f"'{path}' is an .npz archive, not an .npy array")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(
+            f"'{path}' holds an array of dtype {arr.dtype}; fastem needs a numeric array"
+        )
+    if arr.ndim == 1:  # one feature
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise InputError(
+            f"'{path}' holds a {arr.ndim}-D array of shape {arr.shape}; fastem needs a 2-D "
+            "array (rows, features)"
+        )
+    return arr.astype(np.float64, copy=False)
+
+
+def _read_parquet(path: str) -> tuple[np.ndarray, list[str]]:
+    pa = _import_pyarrow()
+    try:
+        table = pa.parquet.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read '{path}' as Parquet: {exc}") from exc
+    columns = []
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if not (
+            pa.types.is_integer(col.type)
+            or pa.types.is_floating(col.type)
+            or pa.types.is_boolean(col.type)
+            or pa.types.is_null(col.type)
+        ):
+            raise InputError(
+                f"{path}: column '{name}' has type {col.type}; fastem reads numeric columns "
+                "only, so drop or encode that column"
+            )
+        columns.append(col.to_numpy(zero_copy_only=False).astype(np.float64))
+    if not columns:
+        raise InputError(f"'{path}' has no columns")
+    return np.column_stack(columns), list(table.column_names)
+
+
+def read_data(path: str | os.PathLike, *, stdin: IO[str] | None = None):
+    """Read a data table as a float64 array.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.npy``, ``.csv`` or ``.parquet`` file, or ``'-'`` for CSV on stdin.
+    stdin : text file, default=None
+        Where ``'-'`` reads from (``sys.stdin`` when None).
+
+    Returns
+    -------
+    X : ndarray of shape (n_rows, n_columns)
+        float64; missing values are NaN.
+    columns : list of str or None
+        Column names, when the file has them.
+    """
+    path = str(path)
+    fmt = data_format(path)
+    if path == "-":
+        return parse_csv(stdin if stdin is not None else sys.stdin, source="stdin")
+    if not os.path.exists(path):
+        raise InputError(f"no such file: '{path}'; check the path")
+    if os.path.isdir(path):
+        raise InputError(f"'{path}' is a directory; give a data file")
+    if fmt == ".npy":
+        return _read_npy(path), None
+    if fmt == ".parquet":
+        return _read_parquet(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return parse_csv(f, source=path)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"'{path}' is not a text CSV file ({exc.reason})") from exc
+
+
+# ----------------------------------------------------------------------------- writing
+def check_output_path(path: str | os.PathLike, *, what: str = "output") -> None:
+    """Raise :class:`InputError` unless ``path`` can be created (its folder exists).
+
+    Called before any work starts, so a typo in ``-o`` fails fast.
+    """
+    path = str(path)
+    if path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"cannot write the {what} '{path}': folder '{folder}' does not exist")
+    if os.path.isdir(path):
+        raise InputError(f"cannot write the {what} '{path}': it is a directory")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    The temporary name keeps ``path``'s extension, so writers that pick a format
+    (or append one) from the name behave as they would on ``path``.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    suffix = "".join(Path(path).suffixes[-1:])
+    fd, tmp = tempfile.mkstemp(prefix=".fastem-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _format_cell(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _write_csv(stream: IO[str], data: np.ndarray, columns: Sequence[str] | None) -> None:
+    writer = csv.writer(stream, lineterminator="\n")
+    if columns is not None:
+        writer.writerow(columns)
+    # tolist() gives Python ints/floats: repr of a float is its shortest round-trip form.
+    for row in data.tolist():
+        stream.write(",".join(map(_format_cell, row)) + "\n")
+
+
+def write_table(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    columns: Sequence[str] | None = None,
+    *,
+    stdout: IO[str] | None = None,
+) -> None:
+    """Write a 1-D or 2-D array as a table, atomically; the format comes from the extension.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.npy``, ``.csv``, ``.parquet``, or ``'-'`` for CSV on stdout.
+    data : ndarray of shape (n_rows,) or (n_rows, n_columns)
+    columns : sequence of str, default=None
+        Column names (the CSV header and the Parquet field names); Parquet
+        uses ``c0, c1, ...`` when None. Ignored for ``.npy``.
+    stdout : text file, default=None
+        Where ``'-'`` writes to (``sys.stdout`` when None).
+    """
+    path = str(path)
+    fmt = data_format(path)
+    data = np.asarray(data)
+    table = data.reshape(-1, 1) if data.ndim == 1 else data
+    if columns is not None and len(columns) != table.shape[1]:
+        raise ValueError(f"{len(columns)} column names for {table.shape[1]} columns")
+    if path == "-":
+        _write_csv(stdout if stdout is not None else sys.stdout, table, columns)
+        return
+    if fmt == ".parquet":
+        pa = _import_pyarrow()
+        names = list(columns) if columns is not None else [f"c{j}" for j in range(table.shape[1])]
+        arrow = pa.table({name: table[:, j] for j, name in enumerate(names)})
+    with atomic_output(path) as tmp:
+        if fmt == ".npy":
+            np.save(tmp, data)
+        elif fmt == ".parquet":
+            pa.parquet.write_table(arrow, tmp)
+        else:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                _write_csv(f, table, columns)

@@ -1,0 +1,278 @@
+"""Matplotlib figures of fitted mixtures (optional: ``pip install "fastem[plot]"``).
+
+Every function returns a :class:`matplotlib.figure.Figure`. Without ``ax`` the
+figure is created directly (not through ``pyplot``), so nothing opens a window,
+no global figure list grows, and it works on any backend, headless included;
+save it with ``fig.savefig("out.png")``. With ``ax`` the plot is drawn into
+that axes and its figure is returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["plot_clusters", "plot_lower_bound", "plot_selection", "plot_segmentation"]
+
+_MISSING_MATPLOTLIB = (
+    'fastem.plotting needs matplotlib, which is not installed: pip install "fastem[plot]"'
+)
+
+
+def _figure(ax, figsize: tuple[float, float], ncols: int = 1):
+    """``(figure, axes)``: a new headless figure, or ``ax``'s own."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(_MISSING_MATPLOTLIB) from exc
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _colors(n: int) -> np.ndarray:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"]
+    if n > 20:
+        return cmap(np.linspace(0.0, 1.0, n))
+    return cmap(np.arange(n) % cmap.N)
+
+
+def _full_covariances(model) -> np.ndarray:
+    """The fitted covariances of ``model`` as ``(n_components, d, d)`` matrices, any type."""
+    cov = np.asarray(model.covariances_, dtype=np.float64)
+    k, d = np.shape(model.means_)
+    ct = model.covariance_type
+    if ct == "full":
+        return cov
+    if ct == "tied":
+        return np.broadcast_to(cov, (k, d, d)).copy()
+    if ct == "diag":
+        return cov[:, :, None] * np.eye(d)
+    if ct == "spherical":
+        return cov[:, None, None] * np.eye(d)
+    raise ValueError(f"unknown covariance_type {ct!r}")
+
+
+def _projection(X: np.ndarray, dims, projection) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(P, centre, axis labels)``: points are plotted as ``(x - centre) @ P``."""
+    d = X.shape[1]
+    if projection is None:
+        dims = tuple(int(i) for i in dims)
+        if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= i < d for i in dims):
+            raise ValueError(f"dims must be two different feature indices in [0, {d}), got {dims}")
+        return np.eye(d)[:, list(dims)], np.zeros(d), [f"feature {i}" for i in dims]
+    if isinstance(projection, str):
+        if projection != "pca":
+            raise ValueError(f"projection must be 'pca' or a (d, 2) matrix, got {projection!r}")
+        centre = X.mean(axis=0)
+        _, s, vt = np.linalg.svd(X - centre, full_matrices=False)
+        share = s**2 / max(float((s**2).sum()), np.finfo(float).tiny)
+        labels = [f"PC{i + 1} ({share[i]:.0%} of variance)" for i in range(2)]
+        return vt[:2].T, centre, labels
+    P = np.asarray(projection, dtype=np.float64)
+    if P.shape != (d, 2):
+        raise ValueError(f"a projection matrix must have shape ({d}, 2), got {P.shape}")
+    return P, np.zeros(d), ["projection 1", "projection 2"]
+
+
+def plot_clusters(
+    model,
+    X,
+    *,
+    dims: Sequence[int] = (0, 1),
+    projection=None,
+    ax=None,
+    n_std: float = 2.0,
+    max_points: int = 20_000,
+    random_state: int = 0,
+):
+    """Scatter X coloured by predicted component, with each component's covariance ellipse.
+
+    Parameters
+    ----------
+    model : fitted GaussianMixture
+    X : array-like of shape (n_samples, n_features)
+    dims : pair of int, default=(0, 1)
+        The two features to plot, when ``projection`` is None.
+    projection : 'pca' or array-like of shape (n_features, 2), default=None
+        Project onto the first two principal components of X, or onto the
+        columns of the given matrix. Means and covariances are projected the
+        same way (``P.T @ cov @ P``), so ellipses are the exact 2-D marginals.
+    ax : matplotlib Axes, default=None
+    n_std : float, default=2.0
+        Ellipse half-axes in standard deviations.
+    max_points : int, default=20000
+        Plot at most this many rows (a seeded random subset); ellipses always
+        come from the model.
+    random_state : int, default=0
+        Seed of the subset.
+
+    Returns
+    -------
+    fig : matplotlib Figure
+        One :class:`matplotlib.patches.Ellipse` per component in the axes.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    means = np.asarray(model.means_, dtype=np.float64)
+    k, d = means.shape
+    if X.ndim != 2 or X.shape[1] != d:
+        raise ValueError(f"X must have shape (n_samples, {d}) for this model, got {X.shape}")
+    if d < 2:
+        raise ValueError("plot_clusters needs at least 2 features")
+    fig, ax = _figure(ax, (6.0, 5.0))
+    from matplotlib.patches import Ellipse
+
+    if X.shape[0] > max_points:
+        rows = np.random.default_rng(random_state).choice(X.shape[0], max_points, replace=False)
+        X = X[np.sort(rows)]
+    P, centre, labels = _projection(X, dims, projection)
+    colors = _colors(k)
+    Y = (X - centre) @ P
+    pred = model.predict(X)
+    ax.scatter(Y[:, 0], Y[:, 1], c=colors[pred], s=4, alpha=0.5, linewidths=0, rasterized=True)
+
+    centres = (means - centre) @ P
+    cov2 = np.einsum("di,kde,ej->kij", P, _full_covariances(model), P)
+    for j in range(k):
+        vals, vecs = np.linalg.eigh(cov2[j])
+        vals = np.clip(vals, 0.0, None)
+        angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
+        ax.add_patch(
+            Ellipse(
+                tuple(centres[j]),
+                width=2 * n_std * np.sqrt(vals[-1]),
+                height=2 * n_std * np.sqrt(vals[0]),
+                angle=angle,
+                facecolor="none",
+                edgecolor=colors[j],
+                linewidth=2,
+                gid=f"component-{j}",
+            )
+        )
+    ax.scatter(centres[:, 0], centres[:, 1], c="black", marker="x", s=40, zorder=3)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(f"{k} components ({model.covariance_type}), {n_std:g}σ ellipses")
+    ax.autoscale_view()
+    return fig
+
+
+def plot_lower_bound(model_or_bounds, *, ax=None):
+    """The EM lower bound (average log-likelihood) at each iteration.
+
+    Parameters
+    ----------
+    model_or_bounds : fitted GaussianMixture or sequence of float
+        A model (its ``lower_bounds_`` are plotted) or the bounds themselves.
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    bounds = getattr(model_or_bounds, "lower_bounds_", model_or_bounds)
+    bounds = np.asarray(bounds, dtype=np.float64).ravel()
+    if bounds.size == 0:
+        raise ValueError("no lower bounds to plot (was the model fitted with max_iter=0?)")
+    fig, ax = _figure(ax, (6.0, 4.0))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.plot(np.arange(1, bounds.size + 1), bounds, marker="o", markersize=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("EM iteration")
+    ax.set_ylabel("lower bound (average log-likelihood)")
+    converged = getattr(model_or_bounds, "converged_", None)
+    note = "" if converged is None else (" (converged)" if converged else " (not converged)")
+    ax.set_title(f"EM lower bound{note}")
+    return fig
+
+
+def plot_selection(selection, *, criterion: str | None = None, ax=None):
+    """A model-selection criterion against n_components, one line per covariance type.
+
+    Parameters
+    ----------
+    selection : result of :func:`fastem.select_model`, or its table
+        An object with a ``table`` (list of dicts with ``n_components``,
+        ``covariance_type`` and one key per criterion), or that list itself.
+        Rows with an ``error`` or no value are left out.
+    criterion : {'bic', 'aic', 'icl'}, default=None
+        What to plot: the selection's own criterion when None, else 'bic'.
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    fig : matplotlib Figure
+        One line per covariance type; the best (lowest) point is starred.
+    """
+    table = getattr(selection, "table", selection)
+    if criterion is None:
+        criterion = getattr(selection, "criterion", None) or "bic"
+    criterion = str(criterion).lower()
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in table:
+        value = row.get(criterion)
+        if row.get("error") or value is None or not np.isfinite(value):
+            continue
+        series.setdefault(row["covariance_type"], []).append((int(row["n_components"]), value))
+    if not series:
+        raise ValueError(f"the selection has no successful fit with a {criterion!r} value to plot")
+    fig, ax = _figure(ax, (6.0, 4.0))
+    best = None
+    for ct, points in series.items():
+        points.sort()
+        ks, values = zip(*points, strict=True)
+        ax.plot(ks, values, marker="o", label=ct)
+        j = int(np.argmin(values))
+        if best is None or values[j] < best[1]:
+            best = (ks[j], values[j])
+    # A scatter (not a line) so the axes hold exactly one line per covariance type.
+    ax.scatter([best[0]], [best[1]], marker="*", s=250, c="gold", edgecolors="black", zorder=3)
+    ax.set_xlabel("n_components")
+    ax.set_ylabel(f"{criterion.upper()} (lower is better)")
+    ax.set_title(f"Model selection: best {criterion.upper()} at n_components = {best[0]}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(title="covariance")
+    return fig
+
+
+def plot_segmentation(image, segmented, *, titles: Sequence[str] = ("original", "segmented")):
+    """An image beside its segmentation.
+
+    Parameters
+    ----------
+    image : array-like of shape (height, width) or (height, width, channels)
+        The original (uint8, or floats in [0, 1]; a PIL image works too).
+    segmented : array-like
+        The segmented image of the same height and width: colours, or a 2-D
+        map of integer labels (drawn with a qualitative colour map).
+    titles : pair of str, default=('original', 'segmented')
+
+    Returns
+    -------
+    fig : matplotlib Figure
+        Two axes, one image each.
+    """
+    image = np.asarray(image)
+    segmented = np.asarray(segmented)
+    if image.shape[:2] != segmented.shape[:2]:
+        raise ValueError(
+            f"image and segmentation differ in size: {image.shape[:2]} and {segmented.shape[:2]}"
+        )
+    h, w = image.shape[:2]
+    fig, axes = _figure(None, (10.0, max(2.0, 5.0 * h / max(w, 1)) + 0.5), ncols=2)
+    for ax, img, title in zip(axes, (image, segmented), titles, strict=True):
+        if img.ndim == 2 and img.dtype.kind in "iub" and img is segmented:
+            ax.imshow(img, cmap="tab20", interpolation="nearest")
+        else:
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_axis_off()
+    return fig
