@@ -68,6 +68,94 @@ class Stats:
             self.shift,
         )
 
+    @property
+    def full(self) -> bool:
+        """Whether ``sxx`` holds full (k, d, d) second moments (else their diagonals)."""
+        return self.sxx.ndim == 3
+
+    def recentred(self, shift: np.ndarray) -> Stats:
+        """The same statistics taken about another ``shift`` (exact algebra).
+
+        With ``e = self.shift - shift``: ``sum r (x - shift) = sx + nk e`` and
+        ``sum r (x - shift)(x - shift)^T = sxx + sx e^T + e sx^T + nk e e^T``
+        (its diagonal for diagonal moments). Re-centring on a nearby shift (the
+        next pass's means) adds only small terms, so no precision is lost.
+
+        Parameters
+        ----------
+        shift : ndarray of shape (k, d)
+
+        Returns
+        -------
+        Stats
+            New arrays; ``self`` is unchanged.
+        """
+        shift = np.array(shift, dtype=np.float64)
+        if shift.shape != self.shift.shape:
+            raise ValueError(f"shift must have shape {self.shift.shape}, got {shift.shape}")
+        e = self.shift - shift
+        nk = self.nk
+        sx = self.sx + nk[:, None] * e
+        if self.full:
+            outer = self.sx[:, :, None] * e[:, None, :]
+            sxx = (
+                self.sxx
+                + outer
+                + np.swapaxes(outer, 1, 2)
+                + nk[:, None, None] * e[:, :, None] * e[:, None, :]
+            )
+        else:
+            sxx = self.sxx + 2.0 * self.sx * e + nk[:, None] * e * e
+        return Stats(self.loglik, self.weight_sum, nk.copy(), sx, sxx, shift)
+
+    def scaled(self, factor: float) -> Stats:
+        """Every additive statistic (``loglik`` and ``weight_sum`` included)
+        multiplied by ``factor``; the shift is kept."""
+        f = float(factor)
+        return Stats(
+            self.loglik * f,
+            self.weight_sum * f,
+            self.nk * f,
+            self.sx * f,
+            self.sxx * f,
+            self.shift.copy(),
+        )
+
+    def blended(self, other: Stats, step: float) -> Stats:
+        """``(1 - step) * self + step * other``, about ``other``'s shift.
+
+        The convex combination of stepwise online EM: ``self`` is re-centred
+        exactly on ``other.shift`` first, so statistics of any two shifts blend.
+
+        Parameters
+        ----------
+        other : Stats
+            Statistics of the same model shape.
+        step : float
+            Weight of ``other``, in [0, 1].
+
+        Returns
+        -------
+        Stats
+        """
+        step = float(step)
+        if not 0.0 <= step <= 1.0:
+            raise ValueError(f"step must lie in [0, 1], got {step!r}")
+        if self.sxx.shape != other.sxx.shape:
+            raise ValueError(
+                f"cannot blend statistics of shapes {self.sxx.shape} and {other.sxx.shape}"
+            )
+        here = self.recentred(other.shift)
+        keep = 1.0 - step
+        return Stats(
+            keep * here.loglik + step * other.loglik,
+            keep * here.weight_sum + step * other.weight_sum,
+            keep * here.nk + step * other.nk,
+            keep * here.sx + step * other.sx,
+            keep * here.sxx + step * other.sxx,
+            here.shift,
+        )
+
 
 def m_step(
     stats: Stats, covariance_type: str, reg_covar: float, eps: float
