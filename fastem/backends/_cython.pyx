@@ -2,8 +2,10 @@
 # cython: initializedcheck=False, nonecheck=False, infer_types=False
 """Cython/OpenMP backend: the fallback where Numba is missing.
 
-Same five kernels, signatures and semantics as :mod:`fastem.backends._numpy`
-(whose docstring is the contract). Design:
+Same kernels, signatures and semantics as :mod:`fastem.backends._numpy`
+(whose docstring is the contract): the five complete-data kernels and the four
+missing-data (NaN) ones, whose design is described at their section below.
+Design:
 
 * Rows are split into a fixed number of chunks that depends only on ``n``
   (never on the thread count); each chunk writes its own partial statistics
@@ -17,14 +19,15 @@ Same five kernels, signatures and semantics as :mod:`fastem.backends._numpy`
   (small C helpers with GNU vector extensions): vectorized, yet deterministic.
 * ``exp`` is a branch-free polynomial that the compiler vectorizes (libm's
   scalar ``exp`` would dominate at small D).
-* float32 input: distances run in float32, statistics accumulate in float64.
+* float32 input: distances run in float32, statistics accumulate in float64
+  (the missing-data kernels widen X to float64 on load, like the reference).
 """
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport log
+from libc.math cimport log, sqrt
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
 
@@ -81,6 +84,13 @@ cdef extern from *:
     static void fastem_exp_inplace(double *v, Py_ssize_t n) {
         for (Py_ssize_t i = 0; i < n; ++i) v[i] = fastem_exp_nonpos(v[i]);
     }
+
+    /* Hint a gathered row into cache ahead of its use (a no-op elsewhere). */
+    #if defined(__GNUC__)
+    #define fastem_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)
+    #else
+    #define fastem_prefetch(p) ((void)(p))
+    #endif
 
     /* Row reductions over a block (n a multiple of 8): several dot products
        that share the loads of p, in 8 independent 4-wide accumulators summed in
@@ -170,6 +180,7 @@ cdef extern from *:
     int fastem_get_num_threads() noexcept nogil
     double fastem_exp_nonpos(double x) noexcept nogil
     void fastem_exp_inplace(double *v, Py_ssize_t n) noexcept nogil
+    void fastem_prefetch(const void *p) noexcept nogil
     double fastem_sum(const double *p, Py_ssize_t n) noexcept nogil
     double fastem_dot_double(const double *p, const double *q, Py_ssize_t n) noexcept nogil
     void fastem_dot4_double(const double *p, const double *q, Py_ssize_t ld, Py_ssize_t n,
@@ -778,3 +789,725 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
         counts[...] = 0.0
         return 0.0
     return _kmeans_impl(X, sample_weight, centers, sums, counts, labels)
+
+
+# ============================================================================
+# Missing values (NaN): the kernels of the contract's "Missing values" section.
+#
+# Chunks are fixed ranges of positions in ``rows`` (a function of their number
+# and the partials budget only) and partials are reduced in chunk order, as
+# above, so results do not depend on the thread count.
+#
+# Within a chunk, each pattern segment (consecutive positions sharing a
+# pattern) gets its per-component conditionals -- the Cholesky factor of
+# L[m, m], C = inv(L[m, m]), B = -C L[m, o] and the log-density shift --
+# computed once into a chunk-local pool. Its rows are then gathered into the
+# current block of BLOCK rows, and their deviations y (y_o = x_o - mu_o,
+# y_m = B y_o; diag: y_m = 0) and log-density constants are written per row.
+# Blocks pool rows across patterns: once y is known the Mahalanobis distance,
+# responsibilities and moments do not depend on the pattern, so a full block
+# goes through the same constant-width primitives as complete data, whatever
+# the number of rows per pattern (at 10% NaN over 16 features most patterns
+# hold one to five rows). The (m, m) correction, (sum of r over the segment)
+# * C, is added once per segment after the block holding its last row; the C
+# of segments still waiting for that stay in the pool (K d (d + 7) doubles:
+# any one pattern's B and C fit), which flushes a block early when it runs
+# out. Everything runs in float64 (X is widened on load), like the reference.
+
+cdef double _LOG_2PI = 1.8378770664093453  # log(2 pi)
+
+
+cdef inline Py_ssize_t _round8(Py_ssize_t n) noexcept nogil:
+    return (n + 7) & ~(<Py_ssize_t>7)
+
+
+cdef inline Py_ssize_t _segment_of(const long long* ptr, Py_ssize_t n_pat,
+                                   Py_ssize_t j) noexcept nogil:
+    """The last pattern p < n_pat with ptr[p] <= j (ptr[0] <= j)."""
+    cdef Py_ssize_t lo = 0, hi = n_pat, mid
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ptr[mid] <= j:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t _pattern_of(const floating* x0, Py_ssize_t d, Py_ssize_t* mi,
+                                   Py_ssize_t* oi) noexcept nogil:
+    """Missing coordinates of row x0 into mi, observed ones into oi; returns |m|."""
+    cdef Py_ssize_t a, nm = 0, no = 0
+    for a in range(d):
+        if x0[a] != x0[a]:
+            mi[nm] = a
+            nm += 1
+        else:
+            oi[no] = a
+            no += 1
+    return nm
+
+
+cdef int _conditionals(Py_ssize_t d, Py_ssize_t K, bint full, const double* pc,
+                       const double* prec, const Py_ssize_t* mi, Py_ssize_t nm,
+                       const Py_ssize_t* oi, double* B, double* C, double* shift,
+                       double* work) noexcept nogil:
+    """A pattern's conditionals under each component k.
+
+    full: B + k nm ldb gets B (nm x no, rows zero-padded to ldb = no rounded up to
+    8) and C + k nm^2 gets C (nm x nm), row-major; diag: C + k nm gets the
+    diagonal of C. shift[k] = nm/2 log(2 pi) - 1/2 log det L[m, m]. work holds
+    2 nm^2 + nm no doubles. Returns 1 if some L[m, m] is not positive definite,
+    else 0.
+    """
+    cdef Py_ssize_t no = d - nm, ldb = _round8(d - nm), i, j, t, k
+    cdef double s, v, half_logdet
+    cdef double* G = work            # Cholesky factor of L[m, m] (lower)
+    cdef double* H = work + nm * nm  # its inverse (lower); diagonal: 1 / G_ii
+    cdef double* Lmo = H + nm * nm   # L[m, o], gathered once
+    cdef double* Bk
+    cdef double* Ck
+    cdef double* brow
+    cdef const double* L
+    cdef const double* lrow
+    for k in range(K):
+        if not full:
+            Ck = C + k * nm
+            s = 0.0
+            for i in range(nm):
+                v = pc[k * d + mi[i]]
+                Ck[i] = 1.0 / (v * v)
+                s += log(v)
+            shift[k] = 0.5 * nm * _LOG_2PI - s
+            continue
+        L = prec + k * d * d
+        Bk = B + k * nm * ldb
+        Ck = C + k * nm * nm
+        half_logdet = 0.0
+        for i in range(nm):
+            lrow = L + mi[i] * d
+            for j in range(i + 1):
+                s = lrow[mi[j]]
+                for t in range(j):
+                    s = s - G[i * nm + t] * G[j * nm + t]
+                if i == j:
+                    if not s > 0.0:  # also catches NaN
+                        return 1
+                    s = sqrt(s)
+                    G[i * nm + i] = s
+                    H[i * nm + i] = 1.0 / s
+                    half_logdet += log(s)
+                else:
+                    G[i * nm + j] = s * H[j * nm + j]
+        for j in range(nm):  # H = inv(G), column by column
+            for i in range(j + 1, nm):
+                s = 0.0
+                for t in range(j, i):
+                    s = s - G[i * nm + t] * H[t * nm + j]
+                H[i * nm + j] = s * H[i * nm + i]
+        for i in range(nm):  # C = H^T H
+            for j in range(i, nm):
+                s = 0.0
+                for t in range(j, nm):
+                    s = s + H[t * nm + i] * H[t * nm + j]
+                Ck[i * nm + j] = s
+                Ck[j * nm + i] = s
+        for i in range(nm):
+            lrow = L + mi[i] * d
+            brow = Lmo + i * no
+            for j in range(no):
+                brow[j] = lrow[oi[j]]
+        for i in range(nm):  # B = -C L[m, o], rows as vector updates
+            brow = Bk + i * ldb
+            for j in range(ldb):
+                brow[j] = 0.0
+            for t in range(nm):
+                v = -Ck[i * nm + t]
+                lrow = Lmo + t * no
+                for j in range(no):
+                    brow[j] = brow[j] + v * lrow[j]
+        shift[k] = 0.5 * nm * _LOG_2PI - half_logdet
+    return 0
+
+
+cdef inline void _deviations(const double* xt, Py_ssize_t d, const double* mean, bint full,
+                             const Py_ssize_t* mi, Py_ssize_t nm, const Py_ssize_t* oi,
+                             const double* B, Py_ssize_t s0, Py_ssize_t s1, double* yo,
+                             double* ct) noexcept nogil:
+    """ct[a, r] = y[a] of the rows in slots s0 <= r < s1: x - mean on the observed
+    coordinates, B y_o on the missing ones (full) or 0 (diag). yo: scratch of
+    no rounded up to 8 doubles."""
+    cdef Py_ssize_t no = d - nm, ldb = _round8(d - nm), r, t, i, a
+    cdef double m, b0, b1, b2, b3
+    cdef double dots[4]
+    cdef double* dst
+    cdef const double* src
+    cdef const double* c0
+    cdef const double* c1
+    cdef const double* c2
+    cdef const double* c3
+    cdef const double* brow
+    for t in range(no):
+        a = oi[t]
+        m = mean[a]
+        dst = ct + a * BLOCK
+        src = xt + a * BLOCK
+        for r in range(s0, s1):
+            dst[r] = src[r] - m
+    if full and nm > 0 and s1 - s0 < 4:
+        # few rows (most patterns hold one or two): per row, dot products of
+        # the rows of B with y_o, four at a time
+        for t in range(no, ldb):
+            yo[t] = 0.0
+        for r in range(s0, s1):
+            for t in range(no):
+                yo[t] = ct[oi[t] * BLOCK + r]
+            i = 0
+            while i + 4 <= nm:
+                dots[0] = 0.0
+                dots[1] = 0.0
+                dots[2] = 0.0
+                dots[3] = 0.0
+                fastem_dot4_double(yo, B + i * ldb, ldb, ldb, dots)
+                for t in range(4):
+                    ct[mi[i + t] * BLOCK + r] = dots[t]
+                i += 4
+            while i < nm:
+                ct[mi[i] * BLOCK + r] = fastem_dot_double(yo, B + i * ldb, ldb)
+                i += 1
+        return
+    for i in range(nm):
+        dst = ct + mi[i] * BLOCK
+        for r in range(s0, s1):
+            dst[r] = 0.0
+        if not full:
+            continue
+        brow = B + i * ldb
+        t = 0
+        while t + 4 <= no:  # four inputs per pass over dst
+            b0 = brow[t]
+            b1 = brow[t + 1]
+            b2 = brow[t + 2]
+            b3 = brow[t + 3]
+            c0 = ct + oi[t] * BLOCK
+            c1 = ct + oi[t + 1] * BLOCK
+            c2 = ct + oi[t + 2] * BLOCK
+            c3 = ct + oi[t + 3] * BLOCK
+            for r in range(s0, s1):
+                dst[r] = dst[r] + c0[r] * b0 + c1[r] * b1 + c2[r] * b2 + c3[r] * b3
+            t += 4
+        while t < no:
+            b0 = brow[t]
+            c0 = ct + oi[t] * BLOCK
+            for r in range(s0, s1):
+                dst[r] = dst[r] + c0[r] * b0
+            t += 1
+
+
+cdef struct _MState:
+    # shape, kind and model (means/pc in float64)
+    Py_ssize_t d, K, dd
+    bint full, em
+    const double* means
+    const double* pc
+    const double* prec
+    const double* cc
+    # outputs: this chunk's partials (em) or the (n, k) log-densities
+    double* nk
+    double* sx
+    double* sxx
+    double* out
+    double ll
+    # the block: nb rows gathered so far
+    Py_ssize_t nb
+    double* xt      # d x BLOCK observed values
+    double* ct      # K x d x BLOCK deviations y
+    double* lpc     # K x BLOCK log-density constants
+    double* lp      # K x BLOCK log-densities, then responsibilities
+    double* pw      # d x BLOCK
+    double* yb
+    double* maha
+    double* mx
+    double* inv
+    double* wb      # BLOCK weights
+    long long* rid  # BLOCK row indices
+    # pool of conditionals: the current segment's B and C, and the C of
+    # segments whose last rows are in the block
+    double* pool
+    Py_ssize_t pool_size, pool_top, cur_off, cur_size
+    # segments with rows in the block ("entries"; the last one may be open)
+    Py_ssize_t ne
+    bint open
+    Py_ssize_t* e_s0
+    Py_ssize_t* e_s1
+    Py_ssize_t* e_nm
+    Py_ssize_t* e_coff  # offset of the entry's C in the pool
+    Py_ssize_t* e_mi    # (BLOCK + 1) x d missing coordinates
+    double* e_r         # (BLOCK + 1) x K responsibility sums from earlier blocks
+    double* rcur        # K: the open segment's sums from earlier blocks
+
+
+cdef void _mflush(_MState* s) noexcept nogil:
+    """Process the block: log-densities, then responsibilities, moments and the
+    (m, m) corrections of finished segments (em) or the output rows."""
+    # struct fields copied to locals: with -fno-strict-aliasing (Python's CFLAGS)
+    # every store in a loop would otherwise reload them and block vectorization
+    cdef Py_ssize_t d = s.d, K = s.K, nb = s.nb, k, r, a, e, i, i2, nm
+    cdef double rs, tot
+    cdef double* ct = s.ct
+    cdef double* lp = s.lp
+    cdef double* lpc = s.lpc
+    cdef double* maha = s.maha
+    cdef double* wb = s.wb
+    cdef double* ctk
+    cdef double* lpk
+    cdef double* lpck
+    cdef double* Ck
+    cdef double* sxxk
+    cdef const Py_ssize_t* mi
+    if nb < BLOCK:  # padding rows: finite deviations, weight 0
+        for k in range(K):
+            for a in range(d):
+                ctk = ct + (k * d + a) * BLOCK
+                for r in range(nb, BLOCK):
+                    ctk[r] = 0.0
+            for r in range(nb, BLOCK):
+                lpc[k * BLOCK + r] = 0.0
+        for r in range(nb, BLOCK):
+            wb[r] = 0.0
+    for k in range(K):
+        ctk = ct + k * d * BLOCK
+        if s.full:
+            _maha_full(ctk, d, s.pc + k * d * d, s.yb, maha)
+        else:
+            _maha_diag(ctk, d, s.pc + k * d, maha)
+        lpk = lp + k * BLOCK
+        lpck = lpc + k * BLOCK
+        for r in range(BLOCK):
+            lpk[r] = lpck[r] - 0.5 * maha[r]
+    if not s.em:
+        for r in range(nb):
+            lpk = s.out + s.rid[r] * K
+            for k in range(K):
+                lpk[k] = lp[k * BLOCK + r]
+    else:
+        s.ll += _responsibilities(lp, K, nb, wb, s.mx, s.inv)
+        for k in range(K):
+            _accumulate(lp + k * BLOCK, ct + k * d * BLOCK, d, s.full, s.pw, s.pw,
+                        s.nk + k, s.sx + k * d, s.sxx + k * s.dd)
+        for e in range(s.ne):
+            nm = s.e_nm[e]
+            mi = s.e_mi + e * d
+            for k in range(K):
+                lpk = lp + k * BLOCK
+                rs = 0.0
+                for r in range(s.e_s0[e], s.e_s1[e]):
+                    rs = rs + lpk[r]
+                if s.open and e == s.ne - 1:
+                    s.rcur[k] += rs
+                    continue
+                tot = s.e_r[e * K + k] + rs
+                if tot == 0.0 or nm == 0:
+                    continue
+                sxxk = s.sxx + k * s.dd
+                if s.full:  # upper triangle, mirrored after the reduction
+                    Ck = s.pool + s.e_coff[e] + k * nm * nm
+                    for i in range(nm):
+                        for i2 in range(i, nm):
+                            sxxk[mi[i] * d + mi[i2]] += tot * Ck[i * nm + i2]
+                else:
+                    Ck = s.pool + s.e_coff[e] + k * nm
+                    for i in range(nm):
+                        sxxk[mi[i]] += tot * Ck[i]
+    # keep only the open segment: its conditionals move to the pool's start
+    if s.open:
+        e = s.ne - 1
+        if s.cur_off > 0:
+            memmove(s.pool, s.pool + s.cur_off, s.cur_size * sizeof(double))
+        s.e_coff[0] = s.e_coff[e] - s.cur_off
+        s.e_nm[0] = s.e_nm[e]
+        if e > 0:
+            memcpy(s.e_mi, s.e_mi + e * d, s.e_nm[e] * sizeof(Py_ssize_t))
+        s.cur_off = 0
+        s.pool_top = s.cur_size
+        s.e_s0[0] = 0
+        s.e_s1[0] = 0
+        s.ne = 1
+    else:
+        s.pool_top = 0
+        s.ne = 0
+    s.nb = 0
+
+
+cdef double _missing_chunk(const floating* X, const double* w, const long long* rows,
+                           const long long* ptr, Py_ssize_t n_pat, Py_ssize_t j0,
+                           Py_ssize_t j1, Py_ssize_t d, Py_ssize_t K, const double* means,
+                           const double* pc, const double* prec, const double* cc, bint full,
+                           bint em, double* nk, double* sx, double* sxx, double* out,
+                           int* err) noexcept nogil:
+    """One chunk (positions j0 <= j < j1 of rows): partial statistics into
+    nk/sx/sxx and the returned log-likelihood (em), or rows of out."""
+    cdef _MState s
+    cdef Py_ssize_t p, j, hi, nm, no, ldb, k, r, t, a, take, pf, pf_end, need, e
+    cdef double ck
+    cdef double* B
+    cdef double* C
+    cdef double* shift
+    cdef double* work
+    cdef double* lpck
+    cdef Py_ssize_t* mi
+    cdef Py_ssize_t* oi
+    cdef const floating* xr
+    cdef long long row
+    cdef Py_ssize_t nb
+    cdef double* ct
+    cdef double* xt
+    cdef double* lpc
+    cdef double* wb
+    cdef double* yo
+    cdef double* buf = <double*>malloc(
+        ((K + 2) * d * BLOCK + (2 * K + 6) * BLOCK + K * d * (d + 7) + 3 * d * d + 2 * K
+         + (BLOCK + 1) * K + d + 8) * sizeof(double))
+    cdef Py_ssize_t* ibuf = <Py_ssize_t*>malloc(
+        (2 * d + 4 * (BLOCK + 1) + (BLOCK + 1) * d) * sizeof(Py_ssize_t))
+    cdef long long* rid = <long long*>malloc(BLOCK * sizeof(long long))
+    s.ll = 0.0
+    if buf == NULL or ibuf == NULL or rid == NULL:
+        err[0] = 1
+        free(buf)
+        free(ibuf)
+        free(rid)
+        return 0.0
+    s.d = d
+    s.K = K
+    s.dd = d * d if full else d
+    s.full = full
+    s.em = em
+    s.means = means
+    s.pc = pc
+    s.prec = prec
+    s.cc = cc
+    s.nk = nk
+    s.sx = sx
+    s.sxx = sxx
+    s.out = out
+    s.nb = 0
+    s.ct = buf
+    s.xt = s.ct + K * d * BLOCK
+    s.pw = s.xt + d * BLOCK
+    s.lpc = s.pw + d * BLOCK
+    s.lp = s.lpc + K * BLOCK
+    s.yb = s.lp + K * BLOCK
+    s.maha = s.yb + BLOCK
+    s.mx = s.maha + BLOCK
+    s.inv = s.mx + BLOCK
+    s.wb = s.inv + BLOCK
+    s.pool = s.wb + BLOCK
+    s.pool_size = K * d * (d + 7)  # holds any one pattern's B (padded) and C
+    work = s.pool + s.pool_size  # 3 d^2
+    shift = work + 3 * d * d
+    s.rcur = shift + K
+    s.e_r = s.rcur + K
+    yo = s.e_r + (BLOCK + 1) * K  # d + 8
+    s.rid = rid
+    mi = ibuf
+    oi = mi + d
+    s.e_s0 = oi + d
+    s.e_s1 = s.e_s0 + (BLOCK + 1)
+    s.e_nm = s.e_s1 + (BLOCK + 1)
+    s.e_coff = s.e_nm + (BLOCK + 1)
+    s.e_mi = s.e_coff + (BLOCK + 1)
+    ct = s.ct
+    xt = s.xt
+    lpc = s.lpc
+    wb = s.wb
+    s.pool_top = 0
+    s.cur_off = 0
+    s.cur_size = 0
+    s.ne = 0
+    s.open = False
+    if em:
+        memset(nk, 0, K * sizeof(double))
+        memset(sx, 0, K * d * sizeof(double))
+        memset(sxx, 0, K * s.dd * sizeof(double))
+    memset(s.ct, 0, K * d * BLOCK * sizeof(double))
+    p = _segment_of(ptr, n_pat, j0)
+    j = j0
+    pf = j0
+    while j < j1:
+        while ptr[p + 1] <= j:  # skip empty segments
+            p += 1
+        hi = ptr[p + 1] if ptr[p + 1] < j1 else j1
+        nm = _pattern_of(X + rows[ptr[p]] * d, d, mi, oi)
+        no = d - nm
+        ldb = _round8(no)
+        need = K * nm * (ldb + nm) if full else K * nm  # B and C, or the diagonal of C
+        if s.pool_top + need > s.pool_size:
+            _mflush(&s)  # no segment is open: empties the pool
+        s.cur_off = s.pool_top
+        s.cur_size = need
+        B = s.pool + s.cur_off
+        C = B + (K * nm * ldb if full else 0)
+        if _conditionals(d, K, full, pc, prec, mi, nm, oi, B, C, shift, work):
+            err[0] = 2
+            break
+        s.pool_top += need
+        e = s.ne
+        s.ne += 1
+        s.e_s0[e] = s.nb
+        s.e_s1[e] = s.nb
+        s.e_nm[e] = nm
+        s.e_coff[e] = C - s.pool
+        memcpy(s.e_mi + e * d, mi, nm * sizeof(Py_ssize_t))
+        s.open = True
+        for k in range(K):
+            s.rcur[k] = 0.0
+        while j < hi:
+            if s.nb == BLOCK:
+                _mflush(&s)  # the open segment's conditionals may move
+                B = s.pool + s.cur_off
+                C = B + (K * nm * ldb if full else 0)
+            pf_end = j + 2 * BLOCK if j + 2 * BLOCK < j1 else j1
+            while pf < pf_end:  # rows are scattered over X: fetch ahead
+                fastem_prefetch(X + rows[pf] * d)
+                pf += 1
+            nb = s.nb
+            take = BLOCK - nb if BLOCK - nb < hi - j else hi - j
+            for r in range(take):
+                row = rows[j + r]
+                xr = X + row * d
+                rid[nb + r] = row
+                if em:
+                    wb[nb + r] = w[row]
+                if no == d:
+                    for a in range(d):
+                        xt[a * BLOCK + nb + r] = xr[a]
+                else:
+                    for t in range(no):
+                        a = oi[t]
+                        xt[a * BLOCK + nb + r] = xr[a]
+            for k in range(K):
+                _deviations(xt, d, means + k * d, full, mi, nm, oi, B + k * nm * ldb, nb,
+                            nb + take, yo, ct + k * d * BLOCK)
+                ck = cc[k] + shift[k]
+                lpck = lpc + k * BLOCK
+                for r in range(nb, nb + take):
+                    lpck[r] = ck
+            s.nb = nb + take
+            s.e_s1[s.ne - 1] = nb + take
+            j += take
+        # the segment is finished in this chunk: its sums so far go with its entry,
+        # and only its C stays in the pool (over its B)
+        e = s.ne - 1
+        for k in range(K):
+            s.e_r[e * K + k] = s.rcur[k]
+        if full and nm > 0:
+            memmove(s.pool + s.cur_off, s.pool + s.e_coff[e], K * nm * nm * sizeof(double))
+            s.e_coff[e] = s.cur_off
+            s.pool_top = s.cur_off + K * nm * nm
+        s.open = False
+    if err[0] == 0 and s.nb > 0:
+        _mflush(&s)
+    free(buf)
+    free(ibuf)
+    free(rid)
+    return s.ll
+
+
+cdef double _em_pass_missing(const floating[:, ::1] X, const double[::1] sw,
+                             const long long[::1] rows, const long long[::1] ptr,
+                             const double[:, ::1] means, const double* pc, const double* prec,
+                             const double[::1] cc, double[::1] nk, double[:, ::1] sx,
+                             double* sxx, bint full) except? -1.0:
+    cdef Py_ssize_t d = X.shape[1], K = means.shape[0], n_pat = ptr.shape[0] - 1
+    cdef Py_ssize_t dd = d * d if full else d
+    cdef Py_ssize_t base = ptr[0], m = ptr[n_pat] - ptr[0]
+    cdef Py_ssize_t nc = _n_chunks(m, K * (dd + d + 1)), c, k, a, b
+    cdef int err = 0
+    cdef double ll = 0.0, s
+    cdef double[::1] ll_p = np.empty(nc)
+    cdef double[:, ::1] nk_p = np.empty((nc, K))
+    cdef double[:, :, ::1] sx_p = np.empty((nc, K, d))
+    cdef double[:, :, ::1] sxx_p = np.empty((nc, K, dd))
+    cdef const floating* xp = &X[0, 0]
+    cdef const double* wp = &sw[0]
+    cdef const long long* rp = &rows[0]
+    cdef const long long* pp = &ptr[0]
+    with nogil:
+        for c in prange(nc, schedule="dynamic", chunksize=1):
+            ll_p[c] = _missing_chunk(xp, wp, rp, pp, n_pat, base + c * m // nc,
+                                     base + (c + 1) * m // nc, d, K, &means[0, 0], pc, prec,
+                                     &cc[0], full, True, &nk_p[c, 0], &sx_p[c, 0, 0],
+                                     &sxx_p[c, 0, 0], NULL, &err)
+        if err == 0:
+            # fixed chunk order in every sum -> independent of the thread count
+            for c in range(nc):
+                ll = ll + ll_p[c]
+            for k in prange(K, schedule="static"):
+                nk[k] = 0.0
+                for c in range(nc):
+                    nk[k] = nk[k] + nk_p[c, k]
+                for a in range(d):
+                    s = 0.0
+                    for c in range(nc):
+                        s = s + sx_p[c, k, a]
+                    sx[k, a] = s
+                if full:
+                    for a in range(d):
+                        for b in range(a, d):
+                            s = 0.0
+                            for c in range(nc):
+                                s = s + sxx_p[c, k, a * d + b]
+                            sxx[(k * d + a) * d + b] = s
+                            sxx[(k * d + b) * d + a] = s
+                else:
+                    for a in range(d):
+                        s = 0.0
+                        for c in range(nc):
+                            s = s + sxx_p[c, k, a]
+                        sxx[k * d + a] = s
+    _raise_missing(err)
+    return ll
+
+
+cdef void _log_prob_missing(const floating[:, ::1] X, const long long[::1] rows,
+                            const long long[::1] ptr, const double[:, ::1] means,
+                            const double* pc, const double* prec, const double[::1] cc,
+                            double[:, ::1] out, bint full) except *:
+    cdef Py_ssize_t d = X.shape[1], K = means.shape[0], n_pat = ptr.shape[0] - 1
+    cdef Py_ssize_t base = ptr[0], m = ptr[n_pat] - ptr[0]
+    cdef Py_ssize_t nc = _n_chunks(m, 0), c
+    cdef int err = 0
+    cdef const floating* xp = &X[0, 0]
+    cdef const long long* rp = &rows[0]
+    cdef const long long* pp = &ptr[0]
+    with nogil:
+        for c in prange(nc, schedule="dynamic", chunksize=1):
+            _missing_chunk(xp, NULL, rp, pp, n_pat, base + c * m // nc,
+                           base + (c + 1) * m // nc, d, K, &means[0, 0], pc, prec, &cc[0], full,
+                           False, NULL, NULL, NULL, &out[0, 0], &err)
+    _raise_missing(err)
+
+
+def _raise_missing(int err):
+    if err == 1:
+        raise MemoryError("fastem cython backend: could not allocate kernel scratch")
+    if err == 2:
+        raise np.linalg.LinAlgError(
+            "precision submatrix L[m, m] of a missingness pattern is not positive definite")
+
+
+def _em_missing_full_impl(const floating[:, ::1] X, const double[::1] sample_weight,
+                          const long long[::1] rows, const long long[::1] ptr,
+                          const double[:, ::1] means, const double[:, :, ::1] prec_chol,
+                          const double[:, :, ::1] precisions, const double[::1] comp_const,
+                          double[::1] nk, double[:, ::1] sx, double[:, :, ::1] sxx):
+    return _em_pass_missing(X, sample_weight, rows, ptr, means, &prec_chol[0, 0, 0],
+                            &precisions[0, 0, 0], comp_const, nk, sx, &sxx[0, 0, 0], True)
+
+
+def _em_missing_diag_impl(const floating[:, ::1] X, const double[::1] sample_weight,
+                          const long long[::1] rows, const long long[::1] ptr,
+                          const double[:, ::1] means, const double[:, ::1] prec_chol,
+                          const double[::1] comp_const, double[::1] nk, double[:, ::1] sx,
+                          double[:, ::1] sxx):
+    return _em_pass_missing(X, sample_weight, rows, ptr, means, &prec_chol[0, 0], NULL,
+                            comp_const, nk, sx, &sxx[0, 0], False)
+
+
+def _log_prob_missing_full_impl(const floating[:, ::1] X, const long long[::1] rows,
+                                const long long[::1] ptr, const double[:, ::1] means,
+                                const double[:, :, ::1] prec_chol,
+                                const double[:, :, ::1] precisions,
+                                const double[::1] comp_const, double[:, ::1] out):
+    _log_prob_missing(X, rows, ptr, means, &prec_chol[0, 0, 0], &precisions[0, 0, 0],
+                      comp_const, out, True)
+
+
+def _log_prob_missing_diag_impl(const floating[:, ::1] X, const long long[::1] rows,
+                                const long long[::1] ptr, const double[:, ::1] means,
+                                const double[:, ::1] prec_chol, const double[::1] comp_const,
+                                double[:, ::1] out):
+    _log_prob_missing(X, rows, ptr, means, &prec_chol[0, 0], NULL, comp_const, out, False)
+
+
+def _missing_args(X, rows, pattern_ptr, means, prec_chol, precisions=None):
+    """Index arrays as contiguous int64, checked (so the kernels never read out of
+    bounds); model arrays as contiguous float64, like the reference's upcasts."""
+    if X.ndim != 2 or X.dtype not in (np.float32, np.float64):
+        raise ValueError(f"X must be a 2-D float32/float64 array, got {X.dtype} {X.shape}")
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    ptr = np.ascontiguousarray(pattern_ptr, dtype=np.int64)
+    if rows.ndim != 1 or ptr.ndim != 1 or ptr.shape[0] < 1:
+        raise ValueError("rows must be 1-D and pattern_ptr 1-D with at least one entry")
+    lo, hi = int(ptr[0]), int(ptr[ptr.shape[0] - 1])  # no negative indices: wraparound=False
+    if lo < 0 or hi > rows.shape[0] or np.any(np.diff(ptr) < 0):
+        raise ValueError(
+            f"pattern_ptr must be non-decreasing within [0, {rows.shape[0]}] (len(rows))")
+    used = rows[lo:hi]
+    if used.shape[0] and (used.min() < 0 or used.max() >= X.shape[0]):
+        raise ValueError(f"rows must index rows of X (0 <= row < {X.shape[0]})")
+    means = np.ascontiguousarray(means, dtype=np.float64)
+    prec_chol = np.ascontiguousarray(prec_chol, dtype=np.float64)
+    if precisions is not None:
+        precisions = np.ascontiguousarray(precisions, dtype=np.float64)
+    return rows, ptr, used.shape[0], means, prec_chol, precisions
+
+
+def em_pass_missing_full(X, sample_weight, rows, pattern_ptr, means, prec_chol, precisions,
+                         comp_const, nk, sx, sxx):
+    rows, ptr, m, means, prec_chol, precisions = _missing_args(
+        X, rows, pattern_ptr, means, prec_chol, precisions)
+    n, d = X.shape
+    k = means.shape[0]
+    _check(X, k, [("sample_weight", sample_weight, (n,)), ("means", means, (k, d)),
+                  ("prec_chol", prec_chol, (k, d, d)), ("precisions", precisions, (k, d, d)),
+                  ("comp_const", comp_const, (k,)), ("nk", nk, (k,)), ("sx", sx, (k, d)),
+                  ("sxx", sxx, (k, d, d))])
+    if m == 0:
+        nk[...] = 0.0
+        sx[...] = 0.0
+        sxx[...] = 0.0
+        return 0.0
+    return _em_missing_full_impl(X, sample_weight, rows, ptr, means, prec_chol, precisions,
+                                 comp_const, nk, sx, sxx)
+
+
+def em_pass_missing_diag(X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const,
+                         nk, sx, sxx):
+    rows, ptr, m, means, prec_chol, _ = _missing_args(X, rows, pattern_ptr, means, prec_chol)
+    n, d = X.shape
+    k = means.shape[0]
+    _check(X, k, [("sample_weight", sample_weight, (n,)), ("means", means, (k, d)),
+                  ("prec_chol", prec_chol, (k, d)), ("comp_const", comp_const, (k,)),
+                  ("nk", nk, (k,)), ("sx", sx, (k, d)), ("sxx", sxx, (k, d))])
+    if m == 0:
+        nk[...] = 0.0
+        sx[...] = 0.0
+        sxx[...] = 0.0
+        return 0.0
+    return _em_missing_diag_impl(X, sample_weight, rows, ptr, means, prec_chol, comp_const,
+                                 nk, sx, sxx)
+
+
+def log_prob_missing_full(X, rows, pattern_ptr, means, prec_chol, precisions, comp_const, out):
+    rows, ptr, m, means, prec_chol, precisions = _missing_args(
+        X, rows, pattern_ptr, means, prec_chol, precisions)
+    n, d = X.shape
+    k = means.shape[0]
+    _check(X, k, [("means", means, (k, d)), ("prec_chol", prec_chol, (k, d, d)),
+                  ("precisions", precisions, (k, d, d)), ("comp_const", comp_const, (k,)),
+                  ("out", out, (n, k))])
+    if m:
+        _log_prob_missing_full_impl(X, rows, ptr, means, prec_chol, precisions, comp_const,
+                                    out)
+
+
+def log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, out):
+    rows, ptr, m, means, prec_chol, _ = _missing_args(X, rows, pattern_ptr, means, prec_chol)
+    n, d = X.shape
+    k = means.shape[0]
+    _check(X, k, [("means", means, (k, d)), ("prec_chol", prec_chol, (k, d)),
+                  ("comp_const", comp_const, (k,)), ("out", out, (n, k))])
+    if m:
+        _log_prob_missing_diag_impl(X, rows, ptr, means, prec_chol, comp_const, out)
