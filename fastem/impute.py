@@ -39,6 +39,8 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
     mixture_ : GaussianMixture
         The fitted mixture.
     n_features_in_ : int
+    n_iter_ : int
+        EM iterations of the fit.
 
     Examples
     --------
@@ -105,6 +107,7 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         mixture.fit(X, sample_weight=sample_weight)
         self.mixture_ = mixture
         self.n_features_in_ = mixture.n_features_in_
+        self.n_iter_ = mixture.n_iter_
         return self
 
     def transform(self, X) -> np.ndarray:

@@ -121,7 +121,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         bit-identical on any number of threads.
     learning_offset : float, default=10.0
         ``t0`` of :meth:`partial_fit`'s step size ``(t + t0) ** -learning_decay``
-        for its ``t``-th batch: larger values weigh early batches less.
+        for its ``t``-th batch: larger values give smaller steps, slower and less
+        noisy updates (the first batch always starts the stream).
     learning_decay : float, default=0.7
         The exponent of that step size, in (0.5, 1].
 
@@ -328,6 +329,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self.lower_bounds_ = bounds
         self.n_features_in_ = d
         self.backend_ = backend_name
+        from ._online import clear_online_state
+
+        clear_online_state(self)  # a fit starts a new partial_fit stream
         return self
 
     def _fit_data(self, X, sample_weight):
@@ -516,6 +520,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self._check_is_fitted()
         if self.n_threads is not None:
             check_positive_int(self.n_threads, "n_threads")
+        if _is_out_of_core(X):  # read and checked block by block, never loaded whole
+            from ._blocks import BlockReader
+
+            return BlockReader(X, self.n_features_in_, type(self).__name__)
         return check_array(
             X, n_features=self.n_features_in_, allow_nan=True, estimator_name=type(self).__name__
         )
@@ -565,9 +573,13 @@ class GaussianMixture(*ESTIMATOR_BASES):
         X_imputed : ndarray of shape (n_samples, n_features)
             A copy of X (float32 stays float32, anything else float64).
         """
+        if _is_dask_collection(X):
+            from .dask import predict_dask
+
+            return predict_dask(self, X, "impute")
         X = self._validate_predict_input(X)
         p = self._pass_params(np.float64)
-        out = np.empty_like(X)
+        out = np.empty(X.shape, dtype=X.dtype)
         block = max(1024, _PREDICT_BLOCK_ELEMENTS // self.n_components)
         for start in range(0, X.shape[0], block):
             xb = X[start : start + block]
@@ -583,6 +595,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
         -------
         log_density : ndarray of shape (n_samples,)
         """
+        if _is_dask_collection(X):
+            from .dask import predict_dask
+
+            return predict_dask(self, X, "score_samples")
         X = self._validate_predict_input(X)
         out = np.empty(X.shape[0])
         for a, b, logp in self._log_prob_blocks(X):
@@ -600,6 +616,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
         -------
         labels : ndarray of shape (n_samples,)
         """
+        if _is_dask_collection(X):
+            from .dask import predict_dask
+
+            return predict_dask(self, X, "predict")
         X = self._validate_predict_input(X)
         labels = np.empty(X.shape[0], dtype=np.int64)
         for a, b, logp in self._log_prob_blocks(X):
@@ -614,6 +634,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
         resp : ndarray of shape (n_samples, n_components)
             Rows sum to 1; dtype of the fitted model.
         """
+        if _is_dask_collection(X):
+            from .dask import predict_dask
+
+            return predict_dask(self, X, "predict_proba")
         X = self._validate_predict_input(X)
         resp = np.empty((X.shape[0], self.n_components), dtype=self.means_.dtype)
         for a, b, logp in self._log_prob_blocks(X):
@@ -666,7 +690,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
 
     def bic(self, X) -> float:
         """Bayesian information criterion of the model on X (lower is better)."""
-        n = np.asarray(X).shape[0]
+        n = X.shape[0] if _is_dask_collection(X) else np.shape(X)[0]
         return -2.0 * self.score(X) * n + self._n_parameters() * np.log(n)
 
     def save(self, path) -> None:
@@ -681,5 +705,5 @@ class GaussianMixture(*ESTIMATOR_BASES):
 
     def aic(self, X) -> float:
         """Akaike information criterion of the model on X (lower is better)."""
-        n = np.asarray(X).shape[0]
+        n = X.shape[0] if _is_dask_collection(X) else np.shape(X)[0]
         return -2.0 * self.score(X) * n + 2.0 * self._n_parameters()
