@@ -178,3 +178,14 @@ def test_check_output_path(tmp_path):
         check_output_path(tmp_path / "missing" / "x.csv")
     with pytest.raises(InputError, match="is a directory"):
         check_output_path(tmp_path)
+
+
+def test_outputs_get_the_permissions_of_a_plain_open(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "out.csv") as tmp:
+            with open(tmp, "w") as fh:
+                fh.write("1\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.csv").stat().st_mode & 0o777 == 0o644
