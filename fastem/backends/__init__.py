@@ -18,6 +18,10 @@ KERNEL_NAMES = (
     "log_prob_full",
     "log_prob_diag",
     "kmeans_pass",
+    "em_pass_missing_full",
+    "em_pass_missing_diag",
+    "log_prob_missing_full",
+    "log_prob_missing_diag",
 )
 
 _MODULES = {

@@ -636,3 +636,13 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
             for j in range(d):
                 sums[kk, j] += sums_p[c, kk, j]
     return inertia
+
+
+# Missing-data (NaN) kernels live in their own module; re-exported here so the
+# backend module carries the whole kernel set.
+from ._numba_missing import (  # noqa: E402, F401
+    em_pass_missing_diag,
+    em_pass_missing_full,
+    log_prob_missing_diag,
+    log_prob_missing_full,
+)

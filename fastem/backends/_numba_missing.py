@@ -1,0 +1,868 @@
+"""Numba missing-data (NaN) kernels, re-exported by :mod:`fastem.backends._numba`.
+
+Same signatures and semantics as the NumPy reference (the "Missing values"
+section of the kernel contract in :mod:`fastem.backends._numpy`).
+
+Design
+------
+Chunks (determinism)
+    The ``rows`` array (already grouped by pattern) is split into a number of
+    contiguous chunks that depends only on its length and the size of the
+    partial statistics (``_n_chunks`` of :mod:`._numba`); ``prange`` runs over
+    chunks, each writes its own partials, and they are summed serially in chunk
+    order, so results are bit-identical whatever the thread count. Iterations
+    map to chunks strided across ``rows`` (:func:`_spread`) so that threads
+    share the costly rare patterns, and ``_gather`` prefetches rows ahead
+    (rows of one pattern lie anywhere in ``X``).
+Pattern segments (full)
+    Inside a chunk, each run of rows sharing a pattern (a segment, bounded by
+    ``pattern_ptr`` and the chunk) gets its conditionals from the float64
+    precisions ``L``: the Cholesky ``R`` of ``L[m, m]``,
+    ``C = inv(L[m, m]) = R^-T R^-1``, ``B = -C L[m, o]`` (two triangular solves)
+    and the constant shift ``|m|/2 log 2pi - sum log diag R``, once per
+    segment, never per row. They are computed for all components at once, the
+    component being the innermost (vectorized) axis: with patterns of a few
+    rows this set-up is a large share of the pass, and k short scalar loops
+    cost several times more.
+Blocks (vectorization, full)
+    Rows are gathered in blocks of ``B`` into a transposed ``(d, B)`` scratch,
+    as in the complete-data kernels, so inner loops run over rows with unit
+    stride. A segment's whole blocks use its conditionals directly; what is
+    left of it (fewer than ``B`` rows) joins a shared block with the leftovers
+    of the next segments, each with its own conditionals, so the many rare
+    patterns (1-10 rows each for 10% missing at random in 16 features) still
+    run full-width loops. Per component: ``y = x - mu``, then ``y[m] = B y[o]``
+    (over columns, four observed coordinates per pass; or, for segments of
+    fewer than ``_NARROW`` rows, per row for all components at once, computed
+    once before the component loop, and for segments with fewer rows than
+    observed coordinates as ``-inv(L[m, m]) (L[m, o] y[o])`` by triangular
+    solves with ``R``, ``B`` never formed), the triangular Mahalanobis ``||y U||^2``
+    and the upper-triangle statistics of the complete-data kernels, plus
+    ``(sum of r over the segment) C`` in the ``(m, m)`` block. ``y`` is rebuilt
+    for the statistics rather than kept for all components.
+Diagonal
+    A pattern changes only the log-density constant and ``C``, and
+    ``y[m] = 0``: blocks run over consecutive rows across pattern boundaries,
+    NaN entries are skipped (as zeros) in the Mahalanobis and the statistics,
+    and each segment in a block adds its constant and ``C = 1 / prec_chol^2``.
+Precision
+    Everything is float64 whatever the dtype of ``X`` (as in the reference,
+    which widens ``x`` and ``mu`` before subtracting): ``y[m]`` is a float64
+    regression anyway.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import binding as _llvm
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = [
+    "em_pass_missing_full",
+    "em_pass_missing_diag",
+    "log_prob_missing_full",
+    "log_prob_missing_diag",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+# Same flags as the complete-data kernels: never nnan/ninf (NaN marks missing).
+_FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
+_PJIT = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
+
+
+# Rows ahead that _gather asks the CPU to fetch: rows of one pattern lie
+# anywhere in X, and waiting for each one from memory cost ~7% of a W2 pass.
+_PREFETCH_AHEAD = 16
+_PREFETCH_NAME = "llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def _prefetch(typingctx, X, i, j):
+    """Hint the CPU to fetch the cache line of ``X[i, j]`` (read, keep in cache)."""
+    if not isinstance(X, types.Array) or X.ndim != 2:
+        return None
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(
+            context, builder, aryty, ary, [args[1], args[2]], wraparound=False
+        )
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH_NAME)
+        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(X, i, j), codegen
+
+
+# ------------------------------------------------------------------ per pattern
+
+
+@njit(**_JIT)
+def _pattern(X, row, miss, obs):
+    """Missing/observed coordinates of ``X[row]`` into ``miss``/``obs``;
+    returns ``(n_missing, n_observed)``."""
+    nm = 0
+    no = 0
+    for j in range(X.shape[1]):
+        if np.isnan(X[row, j]):
+            miss[nm] = j
+            nm += 1
+        else:
+            obs[no] = j
+            no += 1
+    return nm, no
+
+
+@njit(**_JIT)
+def _segment_start(ptr, lo):
+    """Index of the pattern holding position ``lo`` of ``rows``."""
+    p = np.searchsorted(ptr, lo, side="right") - 1
+    return max(p, 0)
+
+
+@njit(**_JIT)
+def _conditionals(prec_t, comp_const, miss, nm, obs, no, R, Ri, det, cond, off, shk, q,
+                  factored):  # fmt: skip
+    """Conditionals of one pattern under every component at once.
+
+    ``prec_t`` (d, d, k) holds the float64 precisions with the component last,
+    so every loop below runs over components with unit stride (vectorized)
+    instead of repeating short scalar loops k times. Writes, component in the
+    last axis, ``C = inv(L[m, m])`` (nm, nm) row-major to rows
+    ``off:off + nm * nm`` of ``cond`` and ``B = -inv(L[m, m]) L[m, o]`` (nm, no)
+    to the next ``nm * no`` rows, and ``comp_const + nm/2 log 2pi - 1/2 log det
+    L[m, m]`` to ``shk[:, q]``. ``R``/``Ri`` (d, d, k) receive the lower Cholesky factor
+    of ``L[m, m]`` and its inverse; ``det`` (k,) is scratch.
+
+    With ``factored`` (a segment with fewer rows than observed coordinates),
+    ``B`` is not formed: forming it costs ``nm^2 no`` per component, applying
+    its factors to a row ``nm no + nm^2``. ``R`` (nm, nm), its diagonal
+    replaced by the inverse pivots, takes the place of ``B`` (see
+    :func:`_narrow_cond_means`).
+    """
+    k = comp_const.shape[0]
+    if nm == 0:
+        for kk in range(k):
+            shk[kk, q] = comp_const[kk]
+        return
+    for i in range(nm):
+        mi = miss[i]
+        for j in range(i + 1):
+            mj = miss[j]
+            for kk in range(k):
+                R[i, j, kk] = prec_t[mi, mj, kk]
+            for t in range(j):
+                for kk in range(k):
+                    R[i, j, kk] -= R[i, t, kk] * R[j, t, kk]
+            if i == j:
+                for kk in range(k):
+                    r = math.sqrt(R[i, i, kk])  # NaN unless L[m, m] is positive definite
+                    R[i, i, kk] = r
+                    Ri[i, i, kk] = 1.0 / r
+            else:
+                for kk in range(k):
+                    R[i, j, kk] *= Ri[j, j, kk]
+    # log det from the product of the pivots (one log per component), from
+    # their logs only where the product over- or underflows
+    for kk in range(k):
+        det[kk] = 1.0
+    for i in range(nm):
+        for kk in range(k):
+            det[kk] *= R[i, i, kk]
+    for kk in range(k):
+        v = det[kk]
+        if 1e-300 < v < math.inf:
+            half_logdet = math.log(v)
+        else:
+            half_logdet = 0.0
+            for i in range(nm):
+                half_logdet += math.log(R[i, i, kk])
+        shk[kk, q] = comp_const[kk] + (0.5 * nm * _LOG_2PI - half_logdet)
+    if factored:
+        for i in range(nm):
+            for j in range(i):
+                for kk in range(k):
+                    cond[off + nm * nm + i * nm + j, kk] = R[i, j, kk]
+            for kk in range(k):
+                cond[off + nm * nm + i * nm + i, kk] = Ri[i, i, kk]
+    else:
+        # B by two triangular solves: W = R^-1 L[m, o], then R^T B = -W bottom-up
+        for i in range(nm):
+            bi = off + nm * nm + i * no
+            mi = miss[i]
+            for t in range(no):
+                ot = obs[t]
+                for kk in range(k):
+                    cond[bi + t, kk] = prec_t[mi, ot, kk]
+            for j in range(i):
+                bj = off + nm * nm + j * no
+                for t in range(no):
+                    for kk in range(k):
+                        cond[bi + t, kk] -= R[i, j, kk] * cond[bj + t, kk]
+            for t in range(no):
+                for kk in range(k):
+                    cond[bi + t, kk] *= Ri[i, i, kk]
+        for i in range(nm - 1, -1, -1):
+            bi = off + nm * nm + i * no
+            for j in range(i + 1, nm):
+                bj = off + nm * nm + j * no
+                for t in range(no):
+                    for kk in range(k):
+                        cond[bi + t, kk] += R[j, i, kk] * cond[bj + t, kk]
+            for t in range(no):
+                for kk in range(k):
+                    cond[bi + t, kk] *= -Ri[i, i, kk]
+    # C = R^-T R^-1 (inverse of R first, column by column)
+    for j in range(nm):
+        for i in range(j + 1, nm):
+            for kk in range(k):
+                Ri[i, j, kk] = 0.0
+            for t in range(j, i):
+                for kk in range(k):
+                    Ri[i, j, kk] -= R[i, t, kk] * Ri[t, j, kk]
+            for kk in range(k):
+                Ri[i, j, kk] *= Ri[i, i, kk]
+    ci = off
+    for i in range(nm):
+        for j in range(i, nm):
+            cij = ci + i * nm + j
+            cji = ci + j * nm + i
+            for kk in range(k):
+                cond[cij, kk] = 0.0
+            for t in range(j, nm):
+                for kk in range(k):
+                    cond[cij, kk] += Ri[t, i, kk] * Ri[t, j, kk]
+            for kk in range(k):
+                cond[cji, kk] = cond[cij, kk]
+
+
+# ------------------------------------------------------------------ per block
+
+
+@njit(**_JIT)
+def _gather(X, w, rows, start, cnt, xt, wb, rb, b0):
+    """Rows ``rows[start:start + cnt]`` of ``X`` into columns ``b0..`` of
+    ``xt`` (transposed), their weights into ``wb`` and indices into ``rb``."""
+    d = X.shape[1]
+    m = rows.shape[0]
+    line = max(64 // X.itemsize, 1)  # elements per 64-byte cache line
+    for b in range(cnt):
+        ahead = start + b + _PREFETCH_AHEAD
+        if ahead < m:  # every line of the row, the last one included
+            r = rows[ahead]
+            for j in range(0, d, line):
+                _prefetch(X, r, j)
+            _prefetch(X, r, d - 1)
+        i = rows[start + b]
+        for j in range(d):
+            xt[j, b0 + b] = X[i, j]
+        if w.shape[0]:
+            wb[b0 + b] = w[i]
+        rb[b0 + b] = i
+
+
+@njit(**_JIT)
+def _center(xt, ncol, mu, yd):
+    """``yd[:, :ncol] = x - mu`` in float64 (NaN where ``x`` is missing, until
+    :func:`_cond_means` overwrites it)."""
+    for j in range(xt.shape[0]):
+        m = np.float64(mu[j])
+        for b in range(ncol):
+            yd[j, b] = np.float64(xt[j, b]) - m
+
+
+# Segments narrower than this get their conditional means for all components
+# at once in _narrow_cond_means; wider ones per component in _cond_means.
+_NARROW = 32
+
+
+@njit(**_JIT)
+def _narrow_cond_means(xt, b0, b1, mu_t, prec_t, cond, off, miss, nm, obs, no, factored, yo, ym):
+    """``ym[b, i, :] = y[m_i]`` on columns ``b0:b1`` for all components at once
+    (unit stride over them in ``cond``, ``prec_t``, ``mu_t`` (d, k), ``yo``
+    (d, k) and ``ym`` (B, d, k)): a few columns are too few for vector loops
+    over columns. ``y[m] = B (x[o] - mu[o])``, or with ``factored`` the same
+    as ``-inv(L[m, m]) (L[m, o] (x[o] - mu[o]))`` by two triangular solves
+    with the factor ``R`` stored in place of ``B`` (see :func:`_conditionals`)."""
+    k = mu_t.shape[1]
+    for b in range(b0, b1):
+        for t in range(no):
+            ot = obs[t]
+            x = np.float64(xt[ot, b])
+            for kk in range(k):
+                yo[t, kk] = x - mu_t[ot, kk]
+        for i in range(nm):
+            for kk in range(k):
+                ym[b, i, kk] = 0.0
+            if factored:
+                mi = miss[i]
+                for t in range(no):
+                    ot = obs[t]
+                    for kk in range(k):
+                        ym[b, i, kk] += prec_t[mi, ot, kk] * yo[t, kk]
+            else:
+                bi = off + nm * nm + i * no
+                for t in range(no):
+                    for kk in range(k):
+                        ym[b, i, kk] += cond[bi + t, kk] * yo[t, kk]
+        if not factored:
+            continue
+        for i in range(nm):  # R w = v
+            ri = off + nm * nm + i * nm
+            for j in range(i):
+                for kk in range(k):
+                    ym[b, i, kk] -= cond[ri + j, kk] * ym[b, j, kk]
+            for kk in range(k):
+                ym[b, i, kk] *= cond[ri + i, kk]
+        for i in range(nm - 1, -1, -1):  # R^T y = -w
+            for j in range(i + 1, nm):
+                rji = off + nm * nm + j * nm + i
+                for kk in range(k):
+                    ym[b, i, kk] += cond[rji, kk] * ym[b, j, kk]
+            for kk in range(k):
+                ym[b, i, kk] *= -cond[off + nm * nm + i * nm + i, kk]
+
+
+@njit(**_JIT)
+def _cond_means(yd, b0, b1, cond, kk, off, miss, nm, obs, no):
+    """``yd[m] = B yd[o]`` on columns ``b0:b1`` for component ``kk``, ``B``
+    (nm, no) row-major in rows ``off:`` of ``cond``; four observed coordinates
+    per pass over the columns."""
+    # Unsigned column indices: Numba then emits no negative-index wraparound,
+    # which would stop LLVM from vectorizing these loops.
+    b0 = np.uint64(b0)
+    b1 = np.uint64(b1)
+    for i in range(nm):
+        dst = miss[i]
+        bi = off + nm * nm + i * no
+        for b in range(b0, b1):
+            yd[dst, b] = 0.0
+        t = 0
+        while t + 4 <= no:
+            c0 = cond[bi + t, kk]
+            c1 = cond[bi + t + 1, kk]
+            c2 = cond[bi + t + 2, kk]
+            c3 = cond[bi + t + 3, kk]
+            s0 = obs[t]
+            s1 = obs[t + 1]
+            s2 = obs[t + 2]
+            s3 = obs[t + 3]
+            for b in range(b0, b1):
+                v = c0 * yd[s0, b] + c1 * yd[s1, b] + c2 * yd[s2, b] + c3 * yd[s3, b]
+                yd[dst, b] += v
+            t += 4
+        while t < no:
+            c0 = cond[bi + t, kk]
+            s0 = obs[t]
+            for b in range(b0, b1):
+                yd[dst, b] += c0 * yd[s0, b]
+            t += 1
+
+
+@njit(**_JIT)
+def _deviations(xt, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
+                mu, cond, kk, ym, yd):  # fmt: skip
+    """``yd[:, :ncol]``: the block's deviations ``y`` from component ``kk``'s
+    mean, conditional means of narrow segments copied from ``ym``."""
+    _center(xt, ncol, mu, yd)
+    for q in range(nseg):
+        nm = seg_nm[q]
+        if nm == 0:
+            continue
+        b0 = seg_lo[q]
+        b1 = seg_lo[q + 1]
+        if b1 - b0 < _NARROW:
+            for b in range(b0, b1):
+                for i in range(nm):
+                    yd[seg_miss[q, i], b] = ym[b, i, kk]
+        else:
+            _cond_means(yd, b0, b1, cond, kk, seg_off[q], seg_miss[q], nm,
+                        seg_obs[q], seg_no[q])  # fmt: skip
+
+
+@njit(**_JIT)
+def _prepare_full(prec_t, comp_const, nseg, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
+                  seg_fact, cond, shk, R, Ri, det):  # fmt: skip
+    """Conditionals of segments ``0..nseg`` (see :func:`_conditionals`)."""
+    for q in range(nseg):
+        _conditionals(prec_t, comp_const, seg_miss[q], seg_nm[q], seg_obs[q], seg_no[q],
+                      R, Ri, det, cond, seg_off[q], shk, q, seg_fact[q])  # fmt: skip
+
+
+@njit(**_JIT)
+def _block_full(xt, wb, rb, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
+                seg_fact, cond, shk, means, mu_t, prec_t, prec_chol, yd, yo, ym,
+                logp, acc, maha, rd, mx, s,
+                nk, sx, sxx, out, fit):  # fmt: skip
+    """E-step (and, with ``fit``, statistics) of a block of ``ncol`` gathered rows
+    made of segments ``s`` (columns ``seg_lo[s]:seg_lo[s + 1]``) whose
+    conditionals are ready in ``cond``/``shk``; returns the block's loglik."""
+    k = means.shape[0]
+    for q in range(nseg):
+        if seg_nm[q] and seg_lo[q + 1] - seg_lo[q] < _NARROW:
+            _narrow_cond_means(xt, seg_lo[q], seg_lo[q + 1], mu_t, prec_t, cond, seg_off[q],
+                               seg_miss[q], seg_nm[q], seg_obs[q], seg_no[q], seg_fact[q],
+                               yo, ym)  # fmt: skip
+    for kk in range(k):
+        _deviations(xt, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
+                    means[kk], cond, kk, ym, yd)  # fmt: skip
+        for q in range(nseg):
+            b0 = seg_lo[q]
+            b1 = seg_lo[q + 1]
+            c = shk[kk, q]
+            for b in range(b0, b1):
+                logp[kk, b] = c
+        _tri_maha(yd, prec_chol[kk], ncol, acc, maha)
+        for b in range(ncol):
+            logp[kk, b] -= 0.5 * maha[b]
+    if not fit:
+        for b in range(ncol):
+            i = rb[b]
+            for kk in range(k):
+                out[i, kk] = logp[kk, b]
+        return 0.0
+    ll = _responsibilities(logp, wb, 0, ncol, mx, s)
+    for kk in range(k):
+        _deviations(xt, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
+                    means[kk], cond, kk, ym, yd)  # fmt: skip
+        nk[kk] += _accum_full(yd, logp[kk], ncol, rd, sx[kk], sxx[kk])
+        for q in range(nseg):
+            nm = seg_nm[q]
+            if nm == 0:
+                continue
+            r = 0.0
+            for b in range(seg_lo[q], seg_lo[q + 1]):
+                r += logp[kk, b]
+            if r == 0.0:
+                continue
+            # sxx[m, m] += r C on the upper triangle (miss is increasing)
+            miss = seg_miss[q]
+            ci = seg_off[q]
+            sxx_k = sxx[kk]
+            for i in range(nm):
+                mi = miss[i]
+                for j in range(i, nm):
+                    sxx_k[mi, miss[j]] += r * cond[ci + i * nm + j, kk]
+    return ll
+
+
+# ------------------------------------------------------------------ per chunk
+
+
+@njit(**_JIT)
+def _chunk_missing_full(
+    X, w, rows, ptr, means, prec_chol, prec_t, comp_const, lo, hi, nk, sx, sxx, out, fit
+):
+    """Rows ``rows[lo:hi]``: with ``fit`` add statistics (upper triangle of
+    ``sxx``) and return the loglik, else write log-densities to ``out``.
+
+    A segment's whole blocks of ``B`` rows are processed with its conditionals
+    computed once; shorter leftovers of consecutive segments are packed together
+    into shared blocks (each segment's conditionals computed for that block), so
+    rare patterns with a handful of rows still run full-width vector loops.
+    """
+    d = X.shape[1]
+    k = means.shape[0]
+    B = _block_rows(d)
+    # rows of conditionals per shared block: up to nm * d per segment, enough
+    # that blocks are rarely cut short of B rows
+    cap = 2 * d * max(d, B)
+    miss = np.empty(d, dtype=np.int64)
+    obs = np.empty(d, dtype=np.int64)
+    R = np.empty((d, d, k))
+    Ri = np.empty((d, d, k))
+    det = np.empty(k)
+    # the segment of a long run: conditionals kept across its blocks
+    l_lo = np.array([0, B], dtype=np.uint64)
+    l_nm = np.empty(1, dtype=np.int64)
+    l_no = np.empty(1, dtype=np.int64)
+    l_miss = np.empty((1, d), dtype=np.int64)
+    l_obs = np.empty((1, d), dtype=np.int64)
+    l_off = np.zeros(1, dtype=np.int64)
+    l_fact = np.zeros(1, dtype=np.bool_)
+    l_cond = np.empty((d * d, k))
+    l_shk = np.empty((k, 1))
+    l_xt = np.empty((d, B), dtype=X.dtype)
+    l_wb = np.empty(B)
+    l_rb = np.empty(B, dtype=np.int64)
+    # the shared block of short segments
+    seg_lo = np.zeros(B + 1, dtype=np.uint64)  # unsigned: see _cond_means
+    seg_nm = np.empty(B, dtype=np.int64)
+    seg_no = np.empty(B, dtype=np.int64)
+    seg_miss = np.empty((B, d), dtype=np.int64)
+    seg_obs = np.empty((B, d), dtype=np.int64)
+    seg_off = np.empty(B, dtype=np.int64)
+    seg_fact = np.empty(B, dtype=np.bool_)
+    cond = np.empty((cap, k))
+    shk = np.empty((k, B))
+    xt = np.empty((d, B), dtype=X.dtype)
+    wb = np.empty(B)
+    rb = np.empty(B, dtype=np.int64)
+    # block work arrays
+    yd = np.empty((d, B))
+    ym = np.empty((B, d, k))
+    yo = np.empty((d, k))
+    mu_t = np.empty((d, k))
+    for kk in range(k):
+        for j in range(d):
+            mu_t[j, kk] = means[kk, j]
+    logp = np.empty((k, B))
+    acc = np.empty(B)
+    maha = np.empty(B)
+    rd = np.empty(B)
+    mx = np.empty(B)
+    s = np.empty(B)
+    n_pat = ptr.shape[0] - 1
+    nseg = 0
+    ncol = 0
+    used = 0
+    ll = 0.0
+    p = _segment_start(ptr, lo)
+    while p < n_pat and ptr[p] < hi:
+        a = max(ptr[p], lo)
+        e = min(ptr[p + 1], hi)
+        p += 1
+        if e <= a:
+            continue
+        nm, no = _pattern(X, rows[ptr[p - 1]], miss, obs)
+        n_long = (e - a) // B * B
+        if n_long:
+            l_nm[0] = nm
+            l_no[0] = no
+            for j in range(d):
+                l_miss[0, j] = miss[j]
+                l_obs[0, j] = obs[j]
+            _prepare_full(prec_t, comp_const, 1, l_nm, l_no, l_miss, l_obs, l_off, l_fact,
+                          l_cond, l_shk, R, Ri, det)  # fmt: skip
+            for start in range(a, a + n_long, B):
+                _gather(X, w, rows, start, B, l_xt, l_wb, l_rb, 0)
+                ll += _block_full(
+                    l_xt, l_wb, l_rb, B, 1, l_lo, l_nm, l_no, l_miss, l_obs, l_off, l_fact,
+                    l_cond, l_shk, means, mu_t, prec_t, prec_chol, yd, yo, ym,
+                    logp, acc, maha, rd, mx, s,
+                    nk, sx, sxx, out, fit,
+                )  # fmt: skip
+            a += n_long
+        if a == e:
+            continue
+        cnt = e - a
+        # few rows: apply B's factors per row rather than form B
+        fact = cnt < _NARROW and cnt < no
+        size = 2 * nm * nm if fact else nm * d
+        if ncol + cnt > B or used + size > cap:
+            _prepare_full(prec_t, comp_const, nseg, seg_nm, seg_no, seg_miss, seg_obs,
+                          seg_off, seg_fact, cond, shk, R, Ri, det)  # fmt: skip
+            ll += _block_full(
+                xt, wb, rb, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
+                seg_fact, cond, shk, means, mu_t, prec_t, prec_chol, yd, yo, ym,
+                logp, acc, maha, rd, mx, s,
+                nk, sx, sxx, out, fit,
+            )  # fmt: skip
+            nseg = 0
+            ncol = 0
+            used = 0
+        seg_nm[nseg] = nm
+        seg_no[nseg] = no
+        for j in range(d):
+            seg_miss[nseg, j] = miss[j]
+            seg_obs[nseg, j] = obs[j]
+        seg_off[nseg] = used
+        seg_fact[nseg] = fact
+        _gather(X, w, rows, a, cnt, xt, wb, rb, ncol)
+        ncol += cnt
+        used += size
+        nseg += 1
+        seg_lo[nseg] = ncol
+    if ncol:
+        _prepare_full(prec_t, comp_const, nseg, seg_nm, seg_no, seg_miss, seg_obs,
+                      seg_off, seg_fact, cond, shk, R, Ri, det)  # fmt: skip
+        ll += _block_full(
+            xt, wb, rb, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
+            seg_fact, cond, shk, means, mu_t, prec_t, prec_chol, yd, yo, ym,
+            logp, acc, maha, rd, mx, s,
+            nk, sx, sxx, out, fit,
+        )  # fmt: skip
+    return ll
+
+
+@njit(**_JIT)
+def _diag_maha_obs(xt, nb, mu, prec, maha):
+    """``maha[:nb] = sum_j ((x_j - mu_j) prec_j)^2`` over the non-NaN ``x_j``
+    (float64), two features per pass."""
+    d = xt.shape[0]
+    for b in range(nb):
+        maha[b] = 0.0
+    j = 0
+    while j + 2 <= d:
+        m0 = np.float64(mu[j])
+        m1 = np.float64(mu[j + 1])
+        q0 = np.float64(prec[j])
+        q1 = np.float64(prec[j + 1])
+        for b in range(nb):
+            t0 = (np.float64(xt[j, b]) - m0) * q0
+            t1 = (np.float64(xt[j + 1, b]) - m1) * q1
+            t0 = 0.0 if np.isnan(t0) else t0
+            t1 = 0.0 if np.isnan(t1) else t1
+            maha[b] += t0 * t0 + t1 * t1
+        j += 2
+    if j < d:
+        m0 = np.float64(mu[j])
+        q0 = np.float64(prec[j])
+        for b in range(nb):
+            t0 = (np.float64(xt[j, b]) - m0) * q0
+            t0 = 0.0 if np.isnan(t0) else t0
+            maha[b] += t0 * t0
+
+
+@njit(**_JIT)
+def _accum_diag_obs(xt, mu, r, nb, sx_k, sxx_k):
+    """Statistics with ``y = x - mu`` where ``x`` is observed and ``y = 0`` where
+    it is NaN (the conditional mean under a diagonal covariance); returns ``sum_b r_b``."""
+    d = xt.shape[0]
+    nk = 0.0
+    for b in range(nb):
+        nk += r[b]
+    if nk == 0.0:
+        return nk
+    for j in range(d):
+        m = np.float64(mu[j])
+        a = 0.0
+        c = 0.0
+        for b in range(nb):
+            y = np.float64(xt[j, b]) - m
+            y = 0.0 if np.isnan(y) else y
+            v = r[b] * y
+            a += v
+            c += v * y
+        sx_k[j] += a
+        sxx_k[j] += c
+    return nk
+
+
+@njit(**_JIT)
+def _chunk_missing_diag(
+    X, w, rows, ptr, means, prec_chol, comp_const, lo, hi, nk, sx, sxx, out, fit
+):
+    """Diagonal-covariance counterpart of :func:`_chunk_missing_full`.
+
+    With diagonal precisions a pattern only changes the log-density constant and
+    ``C``, and ``y[m] = 0``: blocks of ``B`` consecutive rows span pattern
+    boundaries, the Mahalanobis and statistics skip NaN entries, and each
+    segment in a block contributes its constant and ``C``.
+    """
+    d = X.shape[1]
+    k = means.shape[0]
+    B = _block_rows(d)
+    log_q = np.empty((k, d))
+    inv_q2 = np.empty((k, d))
+    for kk in range(k):
+        for j in range(d):
+            q = np.float64(prec_chol[kk, j])
+            log_q[kk, j] = math.log(q)
+            inv_q2[kk, j] = 1.0 / (q * q)
+    miss = np.empty(d, dtype=np.int64)
+    obs = np.empty(d, dtype=np.int64)
+    seg_lo = np.empty(B + 1, dtype=np.uint64)  # unsigned: see _cond_means
+    seg_nm = np.empty(B, dtype=np.int64)
+    seg_miss = np.empty((B, d), dtype=np.int64)
+    xt = np.empty((d, B), dtype=X.dtype)
+    wb = np.empty(B)
+    rb = np.empty(B, dtype=np.int64)
+    maha = np.empty(B)
+    logp = np.empty((k, B))
+    mx = np.empty(B)
+    s = np.empty(B)
+    n_pat = ptr.shape[0] - 1
+    ll = 0.0
+    for start in range(lo, hi, B):
+        nb = min(B, hi - start)
+        end = start + nb
+        _gather(X, w, rows, start, nb, xt, wb, rb, 0)
+        nseg = 0
+        p = _segment_start(ptr, start)
+        while p < n_pat and ptr[p] < end:
+            a = max(ptr[p], start)
+            e = min(ptr[p + 1], end)
+            if e > a:
+                nm, _ = _pattern(X, rows[ptr[p]], miss, obs)
+                seg_lo[nseg] = a - start
+                seg_nm[nseg] = nm
+                for i in range(nm):
+                    seg_miss[nseg, i] = miss[i]
+                nseg += 1
+            p += 1
+        seg_lo[nseg] = nb
+        for kk in range(k):
+            _diag_maha_obs(xt, nb, means[kk], prec_chol[kk], maha)
+            for q in range(nseg):
+                # log det L[m, m] = 2 sum log prec_chol[m] for diagonal precisions
+                ld = 0.0
+                for i in range(seg_nm[q]):
+                    ld += log_q[kk, seg_miss[q, i]]
+                c = comp_const[kk] + (0.5 * seg_nm[q] * _LOG_2PI - ld)
+                for b in range(seg_lo[q], seg_lo[q + 1]):
+                    logp[kk, b] = c - 0.5 * maha[b]
+        if not fit:
+            for b in range(nb):
+                i = rb[b]
+                for kk in range(k):
+                    out[i, kk] = logp[kk, b]
+            continue
+        ll += _responsibilities(logp, wb, 0, nb, mx, s)
+        for kk in range(k):
+            nk[kk] += _accum_diag_obs(xt, means[kk], logp[kk], nb, sx[kk], sxx[kk])
+            for q in range(nseg):
+                r = 0.0
+                for b in range(seg_lo[q], seg_lo[q + 1]):
+                    r += logp[kk, b]
+                for i in range(seg_nm[q]):
+                    j = seg_miss[q, i]
+                    sxx[kk, j] += r * inv_q2[kk, j]
+    return ll
+
+
+# ------------------------------------------------------------------ kernels
+
+
+@njit(**_JIT)
+def _spread(it, nc):
+    """Chunk run by ``prange`` iteration ``it``: iterations ``i * nc/8 + j`` take
+    chunk ``8 j + i``, so the contiguous iteration ranges that 1, 2, 4 or 8
+    threads get each hold every 8th chunk across all of ``rows``. Patterns are
+    laid out by their bit pattern, and the costly rare ones bunch up: on W2 with
+    10% missing, the second half of ``rows`` costs 1.6x the first."""
+    it = np.int64(it)  # the prange index may be unsigned
+    if nc % 8:
+        return it
+    b = nc // 8
+    return (it % b) * 8 + it // b
+
+
+@njit(**_JIT)
+def _component_last(precisions):
+    """``precisions`` (k, d, d) as (d, d, k) float64: see :func:`_conditionals`."""
+    k, d, _ = precisions.shape
+    out = np.empty((d, d, k))
+    for kk in range(k):
+        for i in range(d):
+            for j in range(d):
+                out[i, j, kk] = precisions[kk, i, j]
+    return out
+
+
+@njit(**_PJIT)
+def em_pass_missing_full(
+    X, sample_weight, rows, pattern_ptr, means, prec_chol, precisions, comp_const, nk, sx, sxx
+):
+    """EM pass over the listed rows with NaN, full precision factors.
+
+    See the kernel contract in :mod:`fastem.backends._numpy`.
+
+    Returns
+    -------
+    loglik : float
+    """
+    m = rows.shape[0]
+    d = X.shape[1]
+    k = means.shape[0]
+    nc = _n_chunks(m, k * (d * d + d + 1))
+    nk_p = np.zeros((nc, k))
+    sx_p = np.zeros((nc, k, d))
+    sxx_p = np.zeros((nc, k, d, d))
+    ll_p = np.zeros(nc)
+    dummy = np.empty((0, k))
+    prec_t = _component_last(precisions)
+    for it in prange(nc):
+        c = _spread(it, nc)
+        ll_p[c] = _chunk_missing_full(
+            X, sample_weight, rows, pattern_ptr, means, prec_chol, prec_t, comp_const,
+            c * m // nc, (c + 1) * m // nc, nk_p[c], sx_p[c], sxx_p[c], dummy, True,
+        )  # fmt: skip
+    return _reduce_full(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
+
+
+@njit(**_PJIT)
+def em_pass_missing_diag(
+    X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const, nk, sx, sxx
+):
+    """EM pass over the listed rows with NaN, diagonal precision factors.
+
+    See the kernel contract in :mod:`fastem.backends._numpy`.
+
+    Returns
+    -------
+    loglik : float
+    """
+    m = rows.shape[0]
+    d = X.shape[1]
+    k = means.shape[0]
+    nc = _n_chunks(m, k * (2 * d + 1))
+    nk_p = np.zeros((nc, k))
+    sx_p = np.zeros((nc, k, d))
+    sxx_p = np.zeros((nc, k, d))
+    ll_p = np.zeros(nc)
+    dummy = np.empty((0, k))
+    for it in prange(nc):
+        c = _spread(it, nc)
+        ll_p[c] = _chunk_missing_diag(
+            X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const,
+            c * m // nc, (c + 1) * m // nc, nk_p[c], sx_p[c], sxx_p[c], dummy, True,
+        )  # fmt: skip
+    return _reduce_diag(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
+
+
+@njit(**_PJIT)
+def log_prob_missing_full(X, rows, pattern_ptr, means, prec_chol, precisions, comp_const, out):
+    """Marginal log-densities ``out[rows[j], k]``, full precision factors."""
+    m = rows.shape[0]
+    nc = _n_chunks(m, 0)  # no partials: only the row split
+    e0 = np.empty(0)
+    e1 = np.empty((0, 0))
+    e2 = np.empty((0, 0, 0))
+    prec_t = _component_last(precisions)
+    for it in prange(nc):
+        c = _spread(it, nc)
+        _chunk_missing_full(
+            X, e0, rows, pattern_ptr, means, prec_chol, prec_t, comp_const,
+            c * m // nc, (c + 1) * m // nc, e0, e1, e2, out, False,
+        )  # fmt: skip
+
+
+@njit(**_PJIT)
+def log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, out):
+    """Marginal log-densities ``out[rows[j], k]``, diagonal precision factors."""
+    m = rows.shape[0]
+    nc = _n_chunks(m, 0)
+    e0 = np.empty(0)
+    e1 = np.empty((0, 0))
+    for it in prange(nc):
+        c = _spread(it, nc)
+        _chunk_missing_diag(
+            X, e0, rows, pattern_ptr, means, prec_chol, comp_const,
+            c * m // nc, (c + 1) * m // nc, e0, e1, e1, out, False,
+        )  # fmt: skip
+
+
+# Shared helpers of the complete-data kernels. Imported last: numba resolves
+# globals at first call, and importing here lets either module be imported
+# first (_numba re-exports these kernels at its end).
+from ._numba import (  # noqa: E402
+    _accum_full,
+    _block_rows,
+    _n_chunks,
+    _reduce_diag,
+    _reduce_full,
+    _responsibilities,
+    _tri_maha,
+)
