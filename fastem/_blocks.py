@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import mmap
 import numbers
-import warnings
 from types import ModuleType
 
 import numpy as np
 
+from ._missing import check_fit_coverage
 from ._passes import PassParams, em_stats
 from ._stats import Stats
 from ._validation import check_positive_int
@@ -316,31 +316,14 @@ class BlockData:
         """The checks of ``GaussianMixture._fit_data``, on the scan's counts."""
         if total_weight <= 0:
             raise ValueError("sample_weight sums to zero: there is nothing to fit.")
-        if has_nan:
-            if n_empty == self.n_samples:
-                raise ValueError(
-                    "X has no observed value: every entry is NaN (missing). There is "
-                    "nothing to fit."
-                )
-            never = np.flatnonzero(observed == 0)
-            if never.size:
-                raise ValueError(
-                    f"Feature(s) {never.tolist()} of X are never observed (NaN in every "
-                    "row): their distribution cannot be estimated. Drop those columns."
-                )
-            if n_empty:
-                warnings.warn(
-                    f"{n_empty} row(s) of X have every value missing (NaN); they "
-                    "carry no information and are left out of the fit.",
-                    UserWarning,
-                    stacklevel=7,  # _scan, __init__, block_fit_data, _fit_data, fit
-                )
-        k = self.n_components
-        if n_positive < k:
-            raise ValueError(
-                f"Only {n_positive} rows have a positive sample_weight and an observed "
-                f"value, fewer than n_components = {k}."
-            )
+        check_fit_coverage(
+            n_rows=self.n_samples,
+            n_empty=n_empty if has_nan else 0,
+            observed_per_feature=observed if has_nan else None,
+            n_informative=n_positive,
+            n_components=self.n_components,
+            stacklevel=7,  # _check_scan, _scan, __init__, block_fit_data, _fit_data, fit
+        )
 
 
 class BlockReader:

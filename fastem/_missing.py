@@ -9,6 +9,7 @@ once per pattern rather than once per row; the kernel contract is documented in
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,47 @@ class MissingPatterns:
     @property
     def n_patterns(self) -> int:
         return self.pattern_ptr.shape[0] - 1
+
+
+def check_fit_coverage(
+    *,
+    n_rows: int,
+    n_empty: int,
+    observed_per_feature: np.ndarray | None,
+    n_informative: int,
+    n_components: int,
+    stacklevel: int,
+) -> None:
+    """The checks every fit (in memory, in blocks, on Dask) runs on its data's counts.
+
+    Nothing observed at all, or a feature never observed, is an error; rows with
+    nothing observed are left out with a warning (``stacklevel`` is the caller's);
+    fewer informative rows (positive weight, something observed) than components
+    is an error.
+    """
+    if n_empty == n_rows:
+        raise ValueError(
+            "X has no observed value: every entry is NaN (missing). There is nothing to fit."
+        )
+    if observed_per_feature is not None:
+        never = np.flatnonzero(observed_per_feature == 0)
+        if never.size:
+            raise ValueError(
+                f"Feature(s) {never.tolist()} of X are never observed (NaN in every "
+                "row): their distribution cannot be estimated. Drop those columns."
+            )
+    if n_empty:
+        warnings.warn(
+            f"{n_empty} row(s) of X have every value missing (NaN); they "
+            "carry no information and are left out of the fit.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+    if n_informative < n_components:
+        raise ValueError(
+            f"Only {n_informative} rows have a positive sample_weight and an observed "
+            f"value, fewer than n_components = {n_components}."
+        )
 
 
 def _pattern_keys(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

@@ -65,7 +65,6 @@ import functools
 import numbers
 import operator
 import os
-import warnings
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -81,7 +80,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from . import backends
-from ._missing import MissingPatterns, find_patterns, has_nan
+from ._missing import MissingPatterns, check_fit_coverage, find_patterns, has_nan
 from ._passes import PassParams, em_stats
 from ._stats import Stats
 from ._threads import limit_threads
@@ -386,29 +385,14 @@ def _check_summaries(
         raise ValueError(
             f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
         )
-    if total.has_nan:
-        if total.n_empty == n:
-            raise ValueError(
-                "X has no observed value: every entry is NaN (missing). There is nothing to fit."
-            )
-        never = np.flatnonzero(total.observed_per_feature == 0)
-        if never.size:
-            raise ValueError(
-                f"Feature(s) {never.tolist()} of X are never observed (NaN in every "
-                "row): their distribution cannot be estimated. Drop those columns."
-            )
-        if total.n_empty:
-            warnings.warn(
-                f"{total.n_empty} row(s) of X have every value missing (NaN); they "
-                "carry no information and are left out of the fit.",
-                UserWarning,
-                stacklevel=5,
-            )
-    if total.n_informative < k:
-        raise ValueError(
-            f"Only {total.n_informative} rows have a positive sample_weight and an observed "
-            f"value, fewer than n_components = {k}."
-        )
+    check_fit_coverage(
+        n_rows=n,
+        n_empty=total.n_empty if total.has_nan else 0,
+        observed_per_feature=total.observed_per_feature if total.has_nan else None,
+        n_informative=total.n_informative,
+        n_components=k,
+        stacklevel=5,  # as seen from this function: the user's call to fit
+    )
     return total
 
 

@@ -21,7 +21,7 @@ from ._covariance import (
 from ._data import ArrayData
 from ._events import emit
 from ._init import INIT_METHODS, initial_stats
-from ._missing import impute_rows
+from ._missing import check_fit_coverage, impute_rows
 from ._passes import PassParams, log_prob
 from ._stats import m_step
 from ._threads import limit_threads
@@ -355,32 +355,15 @@ class GaussianMixture(*ESTIMATOR_BASES):
             )
         data = ArrayData(X, sw)
         patterns = data.patterns
-        if patterns is not None:
-            if patterns.rows.shape[0] == 0:
-                raise ValueError(
-                    "X has no observed value: every entry is NaN (missing). There is "
-                    "nothing to fit."
-                )
-            never = np.flatnonzero(patterns.observed_per_feature == 0)
-            if never.size:
-                raise ValueError(
-                    f"Feature(s) {never.tolist()} of X are never observed (NaN in every "
-                    "row): their distribution cannot be estimated. Drop those columns."
-                )
-            if patterns.n_empty:
-                warnings.warn(
-                    f"{patterns.n_empty} row(s) of X have every value missing (NaN); they "
-                    "carry no information and are left out of the fit.",
-                    UserWarning,
-                    stacklevel=3,
-                )
         informative = sw if patterns is None else sw[patterns.rows]
-        n_positive = int((informative > 0).sum())
-        if n_positive < k:
-            raise ValueError(
-                f"Only {n_positive} rows have a positive sample_weight and an observed "
-                f"value, fewer than n_components = {k}."
-            )
+        check_fit_coverage(
+            n_rows=n,
+            n_empty=data.n_empty_rows,
+            observed_per_feature=None if patterns is None else patterns.observed_per_feature,
+            n_informative=int((informative > 0).sum()),
+            n_components=k,
+            stacklevel=3,  # as seen from _fit_data: the user's call to fit
+        )
         return data
 
     def _initial_parameters(self, data, user, kernels, rng):
