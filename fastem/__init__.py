@@ -11,11 +11,13 @@ from ._version import __version__
 from .backends import available_backends
 from .exceptions import ConvergenceWarning, NotFittedError
 from .mixture import GaussianMixture
+from .mixture_ic import GaussianMixtureIC
 from .persistence import load
 from .selection import ModelSelection, select_model
 
 __all__ = [
     "GaussianMixture",
+    "GaussianMixtureIC",
     "load",
     "select_model",
     "ModelSelection",
