@@ -40,14 +40,13 @@ from ._init import initial_stats
 from ._stats import Stats, m_step
 from ._threads import limit_threads
 from ._validation import check_array, check_positive_int, check_sample_weight
+from .backends._numpy import logsumexp_rows
 from .exceptions import ConvergenceWarning
 from .mixture import GaussianMixture, _check_random_state
 
 __all__ = ["select_model", "ModelSelection", "CRITERIA"]
 
 CRITERIA = ("bic", "aic", "icl")
-# Elements of the (rows, K) responsibility block used for the ICL entropy.
-_BLOCK_ELEMENTS = 1 << 20
 # Parameters select_model sets itself, with what to use instead.
 _RESERVED = {
     "covariance_type": "pass covariance_types",
@@ -187,35 +186,38 @@ def _check_covariance_types(covariance_types) -> list[str]:
 
 
 # ------------------------------------------------------------------ scoring
-def _entropy_rows(resp: np.ndarray) -> np.ndarray:
-    """``-sum_k r log r`` per row, with ``0 log 0 = 0``."""
-    positive = resp > 0
-    return -np.where(positive, resp * np.log(np.where(positive, resp, 1.0)), 0.0).sum(axis=1)
-
-
 def _criteria(
     model: GaussianMixture, X: np.ndarray, sw: np.ndarray, weighted: bool
 ) -> dict[str, float]:
-    """BIC, AIC, ICL and the weighted log-likelihood; responsibilities in row blocks only."""
-    k = model.n_components
-    block = max(1, _BLOCK_ELEMENTS // k)
-    log_likelihood = 0.0
-    entropy = 0.0
-    for start in range(0, X.shape[0], block):
-        xb, wb = X[start : start + block], sw[start : start + block]
-        entropy += float(wb @ _entropy_rows(model.predict_proba(xb).astype(np.float64)))
-        log_likelihood += float(wb @ model.score_samples(xb))
+    """BIC, AIC, ICL and the weighted log-likelihood from one blocked pass.
+
+    The weighted log-probabilities are computed once per row block (never for
+    all rows at once); each row's log-density and the log-responsibility of its
+    most probable component come from the same block.
+    """
+    n = X.shape[0]
+    log_density = np.empty(n)
+    map_log_resp = 0.0  # sum_i w_i log z_{i, argmax_k z_ik}
+    for a, b, logp in model._log_prob_blocks(X):
+        lse = logsumexp_rows(logp)
+        log_density[a:b] = lse
+        # log z of the MAP component: its log-probability minus the row's normalizer.
+        map_log_resp += float(sw[a:b] @ (logp.max(axis=1) - lse))
+    log_likelihood = float(sw @ log_density)
     p = model._n_parameters()
     if weighted:
         # A row of integer weight m counts as m rows, as in fitting.
         bic = -2.0 * log_likelihood + p * math.log(float(sw.sum()))
         aic = -2.0 * log_likelihood + 2.0 * p
     else:
-        bic, aic = float(model.bic(X)), float(model.aic(X))
+        # The estimator's own bic()/aic() arithmetic, so the values agree bit for bit.
+        score = float(log_density.mean())
+        bic = float(-2.0 * score * n + p * np.log(n))
+        aic = float(-2.0 * score * n + 2.0 * p)
     return {
         "bic": bic,
         "aic": aic,
-        "icl": bic + 2.0 * entropy,
+        "icl": bic - 2.0 * map_log_resp,
         "log_likelihood": log_likelihood,
     }
 
@@ -286,15 +288,22 @@ def select_model(
     criterion : {'bic', 'aic', 'icl'}, default='bic'
         What ranks the candidates (lower is better). ``BIC = -2 log L + p log n``
         and ``AIC = -2 log L + 2 p``, as :meth:`GaussianMixture.bic` and
-        :meth:`GaussianMixture.aic`; ``ICL = BIC + 2 sum_i H(r_i)`` with ``H(r_i)
-        = -sum_k r_ik log r_ik`` the entropy of row i's responsibilities
-        (mclust's ICL with the sign flipped to match; mclust itself uses the
-        log-responsibility of each row's most probable component). ICL >= BIC:
-        it penalizes overlapping components.
+        :meth:`GaussianMixture.aic`. ``ICL = BIC - 2 sum_i log z_{i, c_i}``, the
+        integrated completed likelihood of Biernacki, Celeux & Govaert (2000) as
+        mclust computes it (with the sign flipped to lower-is-better): ``z_ik``
+        are the responsibilities (:meth:`GaussianMixture.predict_proba`) and
+        ``c_i = argmax_k z_ik`` each row's most probable component, so ICL is
+        BIC plus the cost of the hard MAP classification. ICL >= BIC, with
+        equality for one component; it penalizes overlapping components. A row
+        with missing values gets its responsibilities from its observed
+        coordinates, as in ``predict_proba``; a row with nothing observed has
+        the mixture weights as responsibilities and adds ``-2 log max_k w_k``,
+        just as it adds a log-density of 0 to ``log L`` and 1 to ``n``.
     sample_weight : array-like of shape (n_samples,), default=None
         Row weights, passed to every fit. With weights, ``log L`` is the weighted
-        log-likelihood and ``n`` the sum of the weights (an integer weight counts
-        as that many repeated rows), so the criteria then differ from
+        log-likelihood, ``n`` the sum of the weights and ICL's sum is weighted
+        too (an integer weight counts as that many repeated rows), so the
+        criteria then differ from
         :meth:`GaussianMixture.bic`, which ignores weights.
     n_init : int, default=1
         Restarts per candidate, from ``n_init`` shared initializations per number
@@ -328,8 +337,9 @@ def select_model(
     -----
     A candidate that cannot be fitted (typically a singular covariance: too many
     components for the data) is reported in the table with its error, not
-    raised, unless every candidate fails. Responsibilities are evaluated in row
-    blocks for ICL; the (n_samples, n_components) array is never formed.
+    raised, unless every candidate fails. The criteria of a candidate come from
+    one pass over X in row blocks; the (n_samples, n_components) array of
+    responsibilities is never formed.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"Invalid criterion {criterion!r}; expected one of {CRITERIA}.")

@@ -87,15 +87,59 @@ def test_icl_is_at_least_bic(grid):
             assert row["icl"] == row["bic"]  # one component: no assignment uncertainty
 
 
-def test_icl_entropy_does_not_depend_on_the_block_size(three, grid, monkeypatch):
-    monkeypatch.setattr(selection_module, "_BLOCK_ELEMENTS", 37)  # row blocks of 9 to 37 rows
+def _map_icl(model: GaussianMixture, X: np.ndarray, w=None) -> float:
+    """mclust's ICL, lower-is-better: BIC - 2 sum_i w_i log z_{i, argmax_k z_ik}."""
+    z = model.predict_proba(X).astype(np.float64)
+    w = np.ones(X.shape[0]) if w is None else w
+    return model.bic(X) - 2.0 * float(w @ np.log(z.max(axis=1)))
+
+
+def test_icl_is_mclusts_map_classification_likelihood(three, grid):
+    for row in grid.table:
+        model = grid.models_[(row["n_components"], row["covariance_type"])]
+        assert math.isclose(row["icl"], _map_icl(model, three), rel_tol=1e-12)
+
+
+def test_icl_finds_the_true_k_where_entropy_icl_does_not():
+    # Four components, two of them overlapping: the soft entropy penalty (ICL-BIC of
+    # McLachlan & Peel) merges them into three; the MAP classification term does not.
+    X = make_mixture(1500, 2, 4, random_state=3)[0]
+    selection = select_model(X, range(1, 7), ["full", "diag"], criterion="icl", random_state=0)
+    assert selection.best_params_ == {"n_components": 4, "covariance_type": "full"}
+
+    def entropy_icl(row):
+        z = selection.models_[(row["n_components"], row["covariance_type"])].predict_proba(X)
+        return row["bic"] - 2.0 * float(np.sum(z * np.log(np.where(z > 0, z, 1.0))))
+
+    by_entropy = min(selection.table, key=entropy_icl)
+    assert (by_entropy["n_components"], by_entropy["covariance_type"]) == (3, "full")
+
+
+def test_criteria_do_not_depend_on_the_block_size(three, grid, monkeypatch):
+    from fastem import mixture
+
+    monkeypatch.setattr(mixture, "_PREDICT_BLOCK_ELEMENTS", 3)  # 1024-row blocks: two of them
     ones = np.ones(three.shape[0])
     for row in grid.table[8:14]:
         model = grid.models_[(row["n_components"], row["covariance_type"])]
         blocked = selection_module._criteria(model, three, ones, weighted=False)
-        assert blocked["bic"] == row["bic"]
+        assert blocked["bic"] == row["bic"] and blocked["aic"] == row["aic"]
         assert math.isclose(blocked["icl"], row["icl"], rel_tol=1e-12)
         assert math.isclose(blocked["log_likelihood"], row["log_likelihood"], rel_tol=1e-12)
+
+
+def test_criteria_compute_the_log_probabilities_once(three, grid, monkeypatch):
+    model = grid.models_[(3, "full")]
+    passes = []
+    original = GaussianMixture._log_prob_blocks
+
+    def counting(self, X):
+        passes.append(X.shape[0])
+        return original(self, X)
+
+    monkeypatch.setattr(GaussianMixture, "_log_prob_blocks", counting)
+    selection_module._criteria(model, three, np.ones(three.shape[0]), weighted=False)
+    assert passes == [three.shape[0]]
 
 
 @pytest.mark.parametrize("criterion", ["aic", "icl"])
@@ -200,6 +244,30 @@ def test_missing_values_go_to_the_estimator(three, monkeypatch):
         assert row["bic"] == model.bic(X) and np.isfinite(row["icl"])
         assert row["icl"] >= row["bic"]
     assert selection.best_params_["n_components"] == 3
+
+
+def test_icl_with_missing_values_and_empty_rows(three):
+    X = three.copy()
+    X[::7, 0] = np.nan
+    X[3::11, 1] = np.nan
+    X[[5, 500, 900]] = np.nan  # nothing observed: responsibilities are the weights
+    w = np.random.default_rng(1).integers(1, 4, size=X.shape[0]).astype(float)
+    with pytest.warns(UserWarning, match="every value missing"):
+        plain = select_model(X, [2, 3], ["full", "diag"], random_state=0, backend="numpy")
+        weighted = select_model(
+            X, [2, 3], ["diag"], sample_weight=w, random_state=0, backend="numpy"
+        )
+    for row in plain.table:
+        model = plain.models_[(row["n_components"], row["covariance_type"])]
+        assert row["bic"] == model.bic(X)
+        assert math.isclose(row["icl"], _map_icl(model, X), rel_tol=1e-12)
+    for row in weighted.table:
+        model = weighted.models_[(row["n_components"], row["covariance_type"])]
+        z = model.predict_proba(X)
+        log_l = float(w @ model.score_samples(X))
+        bic = -2.0 * log_l + model._n_parameters() * math.log(w.sum())
+        assert math.isclose(row["bic"], bic, rel_tol=1e-12)
+        assert math.isclose(row["icl"], bic - 2.0 * float(w @ np.log(z.max(axis=1))), rel_tol=1e-12)
 
 
 def test_text_and_repr(grid):
