@@ -50,7 +50,10 @@ class FitProgress:
         Where progress goes (``sys.stderr`` when None).
     total_fits : int or None, default=None
         Number of separate fits the command runs (model selection runs many):
-        shown as ``fit i/n`` when above 1.
+        shown as ``fit i/n`` when above 1. A ``"candidate_start"`` event (from
+        :func:`fastem.select_model`) overrides it and sets the fit number, and
+        its ``restart``/``n_restarts`` replace the fit's own restart count:
+        shared restarts are separate fits with ``n_init=1``.
     min_interval : float, default=0.1
         Seconds between redraws of the ``'bar'`` line: redrawing every
         iteration of a fast fit would cost more than the fit.
@@ -71,6 +74,9 @@ class FitProgress:
         self.total_fits = total_fits
         self.min_interval = min_interval
         self.n_fits = 0
+        # Set by "candidate_start": then candidates, not init_start events, count fits.
+        self._candidates = False
+        self._restart: tuple[int, int] | None = None
         self._width = 0
         self._last_draw = 0.0
         # Fits may run in threads (model selection); keep lines whole.
@@ -81,7 +87,14 @@ class FitProgress:
         if self.mode == "off":
             return
         with self._lock:
-            if event == "init_start" and info.get("init", 0) == 0:
+            if event == "candidate_start":
+                self._candidates = True
+                self.n_fits = info["candidate"] + 1
+                self.total_fits = info["n_candidates"]
+                restart = info.get("restart")
+                self._restart = None if restart is None else (restart, info["n_restarts"])
+                return  # drawn by the fit's own init_start, which follows
+            if event == "init_start" and info.get("init", 0) == 0 and not self._candidates:
                 self.n_fits += 1
             text = self._describe(event, info)
             if text is None:
@@ -100,7 +113,9 @@ class FitProgress:
         parts = []
         if self.total_fits is not None and self.total_fits > 1:
             parts.append(f"fit {self.n_fits}/{self.total_fits}")
-        if "init" in info:
+        if self._restart is not None:
+            parts.append(f"restart {self._restart[0] + 1}/{self._restart[1]}")
+        elif "init" in info:
             parts.append(f"restart {info['init'] + 1}/{info.get('n_init', '?')}")
         return "  ".join(parts)
 

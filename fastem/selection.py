@@ -21,6 +21,14 @@ Each candidate is a plain :class:`~fastem.GaussianMixture` whose
 best restart, so ``sklearn.base.clone(candidate).fit(X)`` reproduces it exactly.
 When ``X`` contains NaN (missing values, for an estimator that accepts them), no
 shared start is computed: each candidate initializes itself.
+
+Progress
+--------
+Before each fit, :func:`select_model` emits a ``"candidate_start"`` event
+(:mod:`fastem._events`) with ``candidate`` (0-based) and ``n_candidates``, and,
+when the restarts are shared (each restart then is a separate fit with
+``n_init=1``), ``restart`` (0-based) and ``n_restarts``; the fit's own events
+follow. Progress displays use it to count candidates and restarts.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import numpy as np
 
 from . import backends
 from ._covariance import COVARIANCE_TYPES, n_parameters, precisions_from_cholesky
+from ._events import emit
 from ._init import initial_stats
 from ._stats import Stats, m_step
 from ._threads import limit_threads
@@ -379,9 +388,11 @@ def select_model(
 
     table: list[dict] = []
     models: dict[tuple[int, str], GaussianMixture] = {}
+    n_candidates = len(ks) * len(types)
     for k in ks:
         starts = _shared_starts(X, sw, k, types, probe, rng, n_init) if shared else None
         for ct in types:
+            candidate = len(table)
             row: dict[str, Any] = {
                 "n_components": k,
                 "covariance_type": ct,
@@ -396,6 +407,7 @@ def select_model(
             }
             model, error = None, None
             if starts is None:
+                emit("candidate_start", candidate=candidate, n_candidates=n_candidates)
                 try:
                     model = _fit_quietly(
                         GaussianMixture(
@@ -408,12 +420,16 @@ def select_model(
                 except _FIT_ERRORS as exc:
                     error = exc
             else:
-                for start in starts:
+                for restart, start in enumerate(starts):
                     if isinstance(start[ct], Exception):
                         error = error or start[ct]
                         continue
                     weights, means, precisions = start[ct]
-                    candidate = GaussianMixture(
+                    emit(
+                        "candidate_start", candidate=candidate, n_candidates=n_candidates,
+                        restart=restart, n_restarts=n_init,
+                    )  # fmt: skip
+                    fitted = GaussianMixture(
                         k,
                         covariance_type=ct,
                         weights_init=weights,
@@ -423,13 +439,13 @@ def select_model(
                         **params,
                     )
                     try:
-                        _fit_quietly(candidate, X, sample_weight)
+                        _fit_quietly(fitted, X, sample_weight)
                     except _FIT_ERRORS as exc:
                         error = error or exc
                         continue
                     # The first of equal lower bounds wins, as in GaussianMixture's n_init.
-                    if model is None or candidate.lower_bound_ > model.lower_bound_:
-                        model = candidate
+                    if model is None or fitted.lower_bound_ > model.lower_bound_:
+                        model = fitted
             if model is not None:
                 try:
                     scores = _criteria(model, X, sw, weighted)

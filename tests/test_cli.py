@@ -212,15 +212,14 @@ def test_fit_verbose_prints_one_line_per_iteration(tmp_path, files):
     assert sum(s.startswith("restart") for s in iterations) >= model.n_iter_
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-def test_progress_on_a_terminal_is_one_updating_line(tmp_path, files):
+def _on_a_terminal(*args: str, cwd) -> tuple[int, str]:
+    """Run ``python -m fastem ARGS`` with stderr on a pseudo-terminal: (status, what it showed)."""
     import pty
 
     main_fd, tty_fd = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastem", "fit", str(files["root"] / "x.csv"), "-k", "3",
-         "-o", "m.npz", *NUMPY],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=tty_fd, text=True,
+        [sys.executable, "-m", "fastem", *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=tty_fd, text=True,
     )  # fmt: skip
     os.close(tty_fd)
     chunks = []
@@ -232,13 +231,54 @@ def test_progress_on_a_terminal_is_one_updating_line(tmp_path, files):
         if not chunk:
             break
         chunks.append(chunk)
-    proc.wait(timeout=300)
+    proc.communicate(timeout=300)
     os.close(main_fd)
-    assert proc.returncode == 0
-    shown = b"".join(chunks).decode()
+    return proc.returncode, b"".join(chunks).decode()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_progress_on_a_terminal_is_one_updating_line(tmp_path, files):
+    code, shown = _on_a_terminal(
+        "fit", str(files["root"] / "x.csv"), "-k", "3", "-o", "m.npz", *NUMPY, cwd=tmp_path
+    )
+    assert code == 0
     assert "restart 1/1" in shown and "lower bound" in shown
     assert "\n" not in shown.replace("\r\n", "")  # updates in place, no new lines
     assert shown.endswith("\r")  # and erases itself at the end
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_select_progress_counts_candidates_and_shared_restarts(tmp_path, files):
+    import re
+
+    code, shown = _on_a_terminal(
+        "select", str(files["root"] / "x.npy"), "--k", "1-3", "--covariance", "full,diag",
+        "--n-init", "2", *NUMPY, cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0
+    counts = re.findall(r"fit (\d+)/(\d+)  restart (\d+)/(\d+)  initializing", shown)
+    # Every restart's start is drawn: 3 K x 2 covariance types, 2 shared restarts each.
+    assert sorted({(int(f), int(r)) for f, _, r, _ in counts}) == [
+        (f, r) for f in range(1, 7) for r in (1, 2)
+    ]
+    assert {(t, n) for _, t, _, n in counts} == {("6", "2")}
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_select_progress_lines(missing):
+    # Complete data: shared restarts, each a fit with n_init=1. With NaN, each
+    # candidate runs its own n_init restarts. Both read "fit i/6  restart r/2".
+    X = make_mixture(200, 2, 2, random_state=0)[0]
+    if missing:
+        X[::5, 0] = np.nan
+    stream = io.StringIO()
+    with show_progress("lines", stream, total_fits=99):
+        fastem.select_model(X, [1, 2, 3], ["full", "diag"], n_init=2, random_state=0,
+                            backend="numpy", max_iter=5)  # fmt: skip
+    ends = [line for line in stream.getvalue().splitlines() if "after" in line]
+    assert [line.split("  ")[:2] for line in ends] == [
+        [f"fit {f}/6", f"restart {r}/2"] for f in range(1, 7) for r in (1, 2)
+    ]
 
 
 def test_progress_listener_modes():
