@@ -58,11 +58,28 @@ def _is_dask_collection(X) -> bool:
 
 
 def _is_out_of_core(X) -> bool:
-    """A memory map, or an h5py/zarr array: read in row blocks, never loaded whole."""
+    """An array read in row blocks, never loaded whole: a memory map, or any
+    2-D array-like with a NumPy ``dtype`` and row slicing (h5py, zarr, ...).
+
+    In-memory arrays, sparse matrices, pandas objects and Dask arrays are not:
+    they keep their own paths (and errors).
+    """
     if isinstance(X, np.memmap):
         return True
+    if isinstance(X, np.ndarray) or _is_dask_collection(X):
+        return False
     module = type(X).__module__
-    return module.startswith(("h5py", "zarr")) and len(getattr(X, "shape", ())) == 2
+    if module.startswith(("pandas", "scipy.sparse")) or hasattr(X, "nnz"):
+        return False  # pandas converts itself; sparse input must raise the sparse error
+    shape = getattr(X, "shape", None)
+    if module.startswith(("h5py", "zarr")):  # whatever their dtype objects are
+        return len(shape or ()) == 2
+    return (
+        isinstance(shape, tuple)
+        and len(shape) == 2
+        and isinstance(getattr(X, "dtype", None), np.dtype)
+        and hasattr(type(X), "__getitem__")
+    )
 
 
 class GaussianMixture(*ESTIMATOR_BASES):

@@ -53,6 +53,25 @@ class SlicedArray:
         return np.array(self._X[key])
 
 
+class RowSliceable:
+    """The least an out-of-core array needs: ``shape``, a NumPy ``dtype`` and
+    ``__getitem__`` (plus ``__len__``, with which ``np.asarray`` would load it
+    row by row). Counts the reads."""
+
+    def __init__(self, X):
+        self._X = X
+        self.shape = X.shape
+        self.dtype = X.dtype
+        self.reads = 0
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return np.array(self._X[key])
+
+
 def _assert_same_model(a, b, rtol=1e-9, atol=1e-12):
     for name in ATTRS:
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=atol)
@@ -111,6 +130,48 @@ def test_sliced_array_like_with_cast(small_blocks):
     got = GaussianMixture(**init, **ONE, max_iter=15).fit(S)
     _assert_same_model(got, ref)
     assert S.reads > 10  # read in blocks, never whole
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_duck_typed_row_sliceable_array_is_read_in_blocks(small_blocks, covariance_type):
+    X, _ = make_mixture(5000, 3, 3, random_state=4)
+    R = RowSliceable(X)
+    init = initial_parameters(X, 3, covariance_type)
+    kw = dict(init, **ONE, tol=1e-6, max_iter=15)
+    ref = GaussianMixture(**kw).fit(X)
+    got = GaussianMixture(**kw).fit(R)
+    _assert_same_model(got, ref)
+    n_blocks = -(-X.shape[0] // BlockData(X, None, sample=False).block_rows)
+    # one read per block per pass (validation + one per iteration), never per row
+    assert R.reads == n_blocks * (1 + got.n_iter_) < X.shape[0] // 10
+    R.reads = 0
+    np.testing.assert_array_equal(got.predict(R), got.predict(X))
+    np.testing.assert_allclose(got.predict_proba(R), got.predict_proba(X), rtol=1e-12)
+    assert 0 < R.reads < X.shape[0] // 100
+
+
+def test_what_is_not_read_in_blocks():
+    from fastem.mixture import _is_out_of_core
+
+    X, _ = make_mixture(100, 2, 2, random_state=4)
+    assert _is_out_of_core(RowSliceable(X)) and _is_out_of_core(SlicedArray(X))
+    assert not _is_out_of_core(X) and not _is_out_of_core(X.tolist())
+    assert not _is_out_of_core(RowSliceable(X[:, 0]))  # 1-D: check_array's error
+    assert not _is_out_of_core(RowSliceable(X.astype(object)[:, :, None]))
+    sparse = pytest.importorskip("scipy.sparse")
+    for S in (sparse.csr_matrix(X), sparse.csr_array(X)):
+        assert not _is_out_of_core(S)
+        with pytest.raises(TypeError, match="sparse"):
+            GaussianMixture(2).fit(S)
+
+
+def test_pandas_is_not_read_in_blocks():
+    from fastem.mixture import _is_out_of_core
+
+    pd = pytest.importorskip("pandas")
+    X, _ = make_mixture(100, 2, 2, random_state=4)
+    assert not _is_out_of_core(pd.DataFrame(X))
+    assert not _is_out_of_core(pd.DataFrame(X).iloc[:, 0])
 
 
 def test_sample_weight_blockwise_and_as_memmap(tmp_path, small_blocks):
