@@ -55,7 +55,8 @@ Prediction
 ----------
 :func:`predict_dask` maps ``predict``, ``predict_proba``, ``score_samples``
 or ``impute`` over the row chunks of a Dask array and returns a lazy Dask
-array.
+array. :func:`score_sum` gives ``bic``/``aic`` the total log-likelihood and
+the row count in one computation, also where chunk sizes are unknown.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ __all__ = [
     "DaskData",
     "dask_fit_data",
     "predict_dask",
+    "score_sum",
     "INIT_SAMPLE_MIN_ROWS",
     "INIT_SAMPLE_ROWS_PER_COMPONENT",
     "TREE_FAN_IN",
@@ -659,3 +661,32 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
         meta=np.empty((0,), dtype=dtype),
         token=token,
     )
+
+
+def _row_count(block: np.ndarray) -> np.ndarray:
+    return np.ones(block.shape[0], dtype=np.int64)
+
+
+def score_sum(model, X) -> tuple[float, int]:
+    """Total log-likelihood of the rows of a Dask array, and their number.
+
+    Both come from one computation of the lazy ``score_samples``: the row
+    count is counted, not read from ``X.shape``, which is NaN where the chunk
+    sizes are unknown.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        A fitted model.
+    X : dask.array.Array of shape (n_samples, n_features)
+
+    Returns
+    -------
+    total : float
+        ``sum(score_samples(X))``.
+    n_samples : int
+    """
+    log_density = predict_dask(model, X, "score_samples")
+    ones = log_density.map_blocks(_row_count, dtype=np.int64, meta=np.empty((0,), np.int64))
+    total, n = dask.compute(log_density.sum(), ones.sum())
+    return float(total), int(n)

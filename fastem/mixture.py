@@ -690,7 +690,12 @@ class GaussianMixture(*ESTIMATOR_BASES):
 
     def bic(self, X) -> float:
         """Bayesian information criterion of the model on X (lower is better)."""
-        n = X.shape[0] if _is_dask_collection(X) else np.shape(X)[0]
+        if _is_dask_collection(X):  # n from the data: chunk sizes may be unknown
+            from .dask import score_sum
+
+            total, n = score_sum(self, X)
+            return -2.0 * total + self._n_parameters() * np.log(n)
+        n = np.shape(X)[0]
         return -2.0 * self.score(X) * n + self._n_parameters() * np.log(n)
 
     def save(self, path) -> None:
@@ -705,5 +710,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
 
     def aic(self, X) -> float:
         """Akaike information criterion of the model on X (lower is better)."""
-        n = X.shape[0] if _is_dask_collection(X) else np.shape(X)[0]
+        if _is_dask_collection(X):
+            from .dask import score_sum
+
+            return -2.0 * score_sum(self, X)[0] + 2.0 * self._n_parameters()
+        n = np.shape(X)[0]
         return -2.0 * self.score(X) * n + 2.0 * self._n_parameters()

@@ -206,6 +206,35 @@ def test_lazy_predict(client, data, method):
         np.testing.assert_allclose(result, expected, rtol=1e-12)
 
 
+def test_estimator_methods_on_dask_arrays(client, data):
+    """The estimator's own methods take Dask arrays: lazy arrays (scores as
+    floats) equal to the in-memory results."""
+    X = data.copy()
+    X[7, 1] = np.nan
+    gm = _fit(data, n_components=K, random_state=0)
+    Xd = da.from_array(X, chunks=(700, 2))
+    for method in fdask.PREDICT_METHODS:
+        out = getattr(gm, method)(Xd)
+        assert isinstance(out, da.Array), method
+        expected = getattr(gm, method)(X)
+        assert out.shape == expected.shape and out.dtype == expected.dtype, method
+        np.testing.assert_allclose(out.compute(), expected, rtol=1e-12, err_msg=method)
+    for method in ("score", "bic", "aic"):
+        got, expected = getattr(gm, method)(Xd), getattr(gm, method)(X)
+        assert isinstance(got, float) and np.isfinite(got), method
+        assert got == pytest.approx(expected, rel=1e-12), method
+
+
+def test_bic_and_aic_with_unknown_chunk_sizes(client, data):
+    gm = _fit(data, n_components=K, random_state=0)
+    Xd = da.from_array(data, chunks=500)
+    Xu = Xd[Xd[:, 0] > -np.inf]  # every row, but chunk sizes unknown
+    assert np.isnan(Xu.shape[0])
+    assert gm.bic(Xu) == pytest.approx(gm.bic(data), rel=1e-12)
+    assert gm.aic(Xu) == pytest.approx(gm.aic(data), rel=1e-12)
+    assert fdask.score_sum(gm, Xu)[1] == data.shape[0]
+
+
 def test_task_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as distributed's nannies set it
     assert fdask._task_threads(None) == 1
