@@ -25,8 +25,12 @@ The state is kept in fitted attributes (arrays, so that a saved model resumes
 its stream): ``n_batches_`` and the running statistics ``sufficient_stats_nk_``,
 ``sufficient_stats_sx_``, ``sufficient_stats_sxx_`` and
 ``sufficient_stats_shift_`` (per unit weight, ``sufficient_stats_nk_`` sums to
-1). :meth:`GaussianMixture.fit` clears them: the next ``partial_fit`` starts a
-new stream from the fitted parameters.
+1). :meth:`GaussianMixture.fit` clears them, and a ``partial_fit`` on a fitted
+model without them (after ``fit``, or on a loaded fitted model) continues from
+the fitted parameters rather than discarding them: the running statistics are
+seeded with the statistics per unit weight whose M-step gives back the fitted
+parameters (:func:`stats_from_model`), and the fit counts as the stream's first
+batch, so the next batch gets step ``eta_2``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ __all__ = [
     "clear_online_state",
     "partial_fit",
     "running_stats",
+    "stats_from_model",
     "step_size",
 ]
 
@@ -105,6 +110,49 @@ def running_stats(estimator) -> Stats | None:
         sx=np.array(estimator.sufficient_stats_sx_, dtype=np.float64),
         sxx=np.array(estimator.sufficient_stats_sxx_, dtype=np.float64),
         shift=np.array(estimator.sufficient_stats_shift_, dtype=np.float64),
+    )
+
+
+def stats_from_model(estimator, eps: float) -> Stats:
+    """Statistics per unit weight whose M-step reproduces the fitted parameters.
+
+    ``nk = weights_``, ``shift = means_``, ``sx = 0`` and ``sxx`` the scatter
+    ``(nk + 10 eps) (covariance - reg_covar I)`` in the shape :class:`Stats`
+    uses for the covariance type (full (k, d, d) for 'full'/'tied', else the
+    (k, d) diagonals). The ``10 eps`` is what :func:`~fastem._stats.m_step`
+    adds to ``nk``, so the M-step returns ``covariances_`` to rounding.
+
+    Parameters
+    ----------
+    estimator : GaussianMixture
+        A fitted model.
+    eps : float
+        Machine epsilon of the data the next M-step runs on.
+
+    Returns
+    -------
+    Stats
+    """
+    ct, reg = estimator.covariance_type, float(estimator.reg_covar)
+    weights = np.array(estimator.weights_, dtype=np.float64)
+    means = np.array(estimator.means_, dtype=np.float64)
+    cov = np.array(estimator.covariances_, dtype=np.float64)
+    k, d = means.shape
+    nk = weights + 10.0 * eps
+    if ct in ("full", "tied"):
+        cov = cov - reg * np.eye(d)
+        # tied: m_step divides the summed scatter by sum(nk), so each k carries nk_k * cov
+        sxx = nk[:, None, None] * (cov if ct == "full" else np.broadcast_to(cov, (k, d, d)))
+    else:
+        cov = cov - reg
+        sxx = nk[:, None] * (cov if ct == "diag" else np.broadcast_to(cov[:, None], (k, d)))
+    return Stats(
+        loglik=0.0,
+        weight_sum=1.0,
+        nk=weights,
+        sx=np.zeros((k, d)),
+        sxx=np.ascontiguousarray(sxx),
+        shift=means,
     )
 
 
@@ -228,7 +276,16 @@ def partial_fit(estimator, X, sample_weight=None):
 
     lower_bound = batch.loglik / batch.weight_sum
     batch = batch.scaled(1.0 / batch.weight_sum)
-    n_batches = (int(estimator.n_batches_) if running is not None else 0) + 1
+    bounds = getattr(estimator, "lower_bounds_", None) if running is not None else None
+    if fitted and running is None:
+        # A fitted model without a stream (after fit): the fit is batch 1, not discarded.
+        running = stats_from_model(estimator, eps)
+        n_done = 1
+        fit_bound = getattr(estimator, "lower_bound_", None)
+        bounds = [] if fit_bound is None else [float(fit_bound)]
+    else:
+        n_done = int(estimator.n_batches_) if running is not None else 0
+    n_batches = n_done + 1
     if running is None:
         new = batch
     else:
@@ -255,9 +312,9 @@ def partial_fit(estimator, X, sample_weight=None):
     estimator.converged_ = False
     estimator.n_iter_ = n_batches
     estimator.lower_bound_ = float(lower_bound)
-    bounds = getattr(estimator, "lower_bounds_", None) if running is not None else None
     if isinstance(bounds, list):
         bounds.append(float(lower_bound))
+        estimator.lower_bounds_ = bounds
     else:
         estimator.lower_bounds_ = [float(lower_bound)]
     estimator.n_features_in_ = d

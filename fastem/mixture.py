@@ -139,7 +139,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
     learning_offset : float, default=10.0
         ``t0`` of :meth:`partial_fit`'s step size ``(t + t0) ** -learning_decay``
         for its ``t``-th batch: larger values give smaller steps, slower and less
-        noisy updates (the first batch always starts the stream).
+        noisy updates. The first batch of an unfitted model starts the stream;
+        on a model fitted by :meth:`fit`, the fit counts as batch 1.
     learning_decay : float, default=0.7
         The exponent of that step size, in (0.5, 1].
 
@@ -166,6 +167,20 @@ class GaussianMixture(*ESTIMATOR_BASES):
         Number of features seen in ``fit``.
     backend_ : str
         The backend that fitted the model.
+    n_batches_ : int
+        Batches of the :meth:`partial_fit` stream so far (a preceding ``fit``
+        counts as one). Set by ``partial_fit`` only; ``fit`` removes it.
+    sufficient_stats_nk_ : ndarray of shape (n_components,)
+        The stream's running statistics per unit weight (they sum to 1):
+        responsibilities per component. Set and removed as ``n_batches_``.
+    sufficient_stats_sx_ : ndarray of shape (n_components, n_features)
+        Running first moments about ``sufficient_stats_shift_``.
+    sufficient_stats_sxx_ : ndarray
+        Running second moments about ``sufficient_stats_shift_``: shape
+        (n_components, n_features, n_features) for 'full' and 'tied', else
+        (n_components, n_features) (their diagonals).
+    sufficient_stats_shift_ : ndarray of shape (n_components, n_features)
+        The centres of those moments.
 
     Notes
     -----
@@ -488,8 +503,11 @@ class GaussianMixture(*ESTIMATOR_BASES):
         """Update the model with one batch of rows by stepwise online EM.
 
         See :mod:`fastem._online` for the algorithm (Cappe & Moulines, 2009;
-        Liang & Klein, 2009). The first call initializes from its batch (or from
-        the ``*_init`` parameters).
+        Liang & Klein, 2009). On an unfitted model the first call initializes
+        from its batch (or from the ``*_init`` parameters). On a model fitted by
+        :meth:`fit` (or loaded without a stream) it continues from the fitted
+        parameters: the fit counts as batch 1, so this batch is blended in with
+        step ``(2 + learning_offset) ** -learning_decay``.
 
         Parameters
         ----------

@@ -7,8 +7,13 @@ import pytest
 from _helpers import BACKENDS, COVARIANCE_TYPES, initial_parameters
 
 from fastem import GaussianMixture
-from fastem._online import ONLINE_ATTRIBUTES, check_learning_parameters, step_size
-from fastem._stats import Stats
+from fastem._online import (
+    ONLINE_ATTRIBUTES,
+    check_learning_parameters,
+    stats_from_model,
+    step_size,
+)
+from fastem._stats import Stats, m_step
 from fastem.backends._numpy import accumulate_block
 from fastem.datasets import make_mixture
 
@@ -286,7 +291,77 @@ def test_fit_resets_the_stream():
     model.fit(X)
     for name in ONLINE_ATTRIBUTES:
         assert not hasattr(model, name)
-    fitted = model.means_.copy()
-    model.partial_fit(X[3000:4000])  # a new stream, from the fitted parameters
-    assert model.n_batches_ == 1 and model.lower_bounds_ == [model.lower_bound_]
-    np.testing.assert_allclose(np.sort(model.means_, axis=0), np.sort(fitted, axis=0), atol=0.2)
+    fit_bound = model.lower_bound_
+    model.partial_fit(X[3000:4000])  # a new stream whose first batch is the fit
+    assert model.n_batches_ == 2 and model.lower_bounds_ == [fit_bound, model.lower_bound_]
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_statistics_seeded_from_a_fit_give_back_its_parameters(covariance_type):
+    X, _ = make_mixture(3000, 3, 3, random_state=12)
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0, reg_covar=1e-3)
+    gm.fit(X)
+    eps = float(np.finfo(np.float64).eps)
+    stats = stats_from_model(gm, eps)
+    full = covariance_type in ("full", "tied")
+    assert stats.sxx.shape == ((3, 3, 3) if full else (3, 3))
+    assert stats.nk.sum() == pytest.approx(1.0, rel=1e-14)
+    weights, means, cov, prec_chol = m_step(stats, covariance_type, gm.reg_covar, eps)
+    for got, name in [(weights, "weights_"), (means, "means_"), (cov, "covariances_"),
+                      (prec_chol, "precisions_cholesky_")]:  # fmt: skip
+        np.testing.assert_allclose(got, getattr(gm, name), rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def _hand_blend(gm, Xb, eta):
+    """partial_fit's update after fit, from raw (uncentred) moments: the fit's
+    statistics per unit weight blended with the batch's by step ``eta``."""
+    ct, reg = gm.covariance_type, gm.reg_covar
+    k, d = gm.means_.shape
+    w, mu = gm.weights_, gm.means_
+    c = gm.covariances_  # as (k, d, d) matrices, less the regularization
+    cov = {
+        "full": lambda: c,
+        "tied": lambda: np.broadcast_to(c, (k, d, d)),
+        "diag": lambda: c[:, :, None] * np.eye(d),
+        "spherical": lambda: c[:, None, None] * np.eye(d),
+    }[ct]() - reg * np.eye(d)
+    r = gm.predict_proba(Xb)  # the batch's responsibilities at the fitted parameters
+    n = Xb.shape[0]
+    nk = (1 - eta) * w + eta * r.sum(axis=0) / n
+    m1 = (1 - eta) * w[:, None] * mu + eta * r.T @ Xb / n
+    m2 = (1 - eta) * w[:, None, None] * (cov + mu[:, :, None] * mu[:, None, :]) + eta * (
+        np.einsum("ik,ia,ib->kab", r, Xb, Xb) / n
+    )
+    means = m1 / nk[:, None]
+    scatter = m2 - nk[:, None, None] * means[:, :, None] * means[:, None, :]
+    if ct == "full":
+        expected = scatter / nk[:, None, None] + reg * np.eye(d)
+    elif ct == "tied":
+        expected = scatter.sum(axis=0) / nk.sum() + reg * np.eye(d)
+    else:
+        expected = np.diagonal(scatter, axis1=1, axis2=2) / nk[:, None] + reg
+        if ct == "spherical":
+            expected = expected.mean(axis=1)
+    return nk / nk.sum(), means, expected
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_partial_fit_after_fit_continues_from_the_fit(covariance_type):
+    """The fit is batch 1: a small batch moves the model by a step of size
+    (2 + t0) ** -alpha, not to a one-batch EM step."""
+    X, _ = make_mixture(6000, 3, 3, random_state=13)
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    fitted = {name: getattr(gm, name).copy() for name in ATTRS}
+    eta = step_size(2, gm.learning_offset, gm.learning_decay)
+    weights, means, covariances = _hand_blend(gm, X[:20], eta)
+    gm.partial_fit(X[:20])
+    assert gm.n_batches_ == 2
+    np.testing.assert_allclose(gm.weights_, weights, rtol=1e-9)
+    np.testing.assert_allclose(gm.means_, means, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gm.covariances_, covariances, rtol=1e-9, atol=1e-12)
+    # a step-sized move: at most eta times the batch's spread around the fit
+    spread = np.abs(X[:20][:, None, :] - fitted["means_"][None]).max()
+    assert 0 < np.abs(gm.means_ - fitted["means_"]).max() <= eta * spread
+    # the next batch continues the same stream
+    gm.partial_fit(X[20:40])
+    assert gm.n_batches_ == 3 and len(gm.lower_bounds_) == 3
