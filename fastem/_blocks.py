@@ -67,12 +67,14 @@ def _random_generator(random_state) -> np.random.Generator:
 
 class _Weights:
     """Sample weights served by row block: None (ones), a scalar, or any 1-D
-    array-like (a memory map included), validated blockwise."""
+    array-like (a memory map included, its pages released as X's are),
+    validated blockwise."""
 
     def __init__(self, sample_weight, n_samples: int, block: int) -> None:
         self.n = n_samples
         self.value: float | None = None
         self.array = None
+        self.release = _page_releaser(None)
         if sample_weight is None:
             self.value = 1.0
         elif isinstance(sample_weight, numbers.Number):
@@ -97,6 +99,7 @@ class _Weights:
                     "row of X)."
                 )
             self.array = sw
+            self.release = _page_releaser(sw)
         if self.value is not None:
             self._const = np.full(min(block, n_samples), self.value)
 
@@ -220,8 +223,9 @@ class BlockData:
             xb = self._read(start, stop)
             wb = self._weights.block(start, stop)
             total = total + em_stats(kernels, xb, wb, params, check_nan=self.has_nan)
-            del xb
+            del xb, wb
             self._release(start, stop)
+            self._weights.release(start, stop)
         return total
 
     def init_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -294,8 +298,9 @@ class BlockData:
             n_positive += int(informative.sum())
             if sampler is not None:
                 sampler.offer(start, xb, wb, np.flatnonzero(informative))
-            del xb
+            del xb, wb
             self._release(start, stop)
+            self._weights.release(start, stop)
         with np.errstate(invalid="ignore", divide="ignore"):
             column_means = col_sum / col_weight
         if validate:
@@ -403,8 +408,8 @@ def _check_shape_dtype(X, min_samples: int = 2) -> tuple[int, int]:
 
 def _page_releaser(X):
     """A function ``release(start, stop)`` dropping the pages of rows
-    ``start:stop`` of a memory map from the process (``MADV_DONTNEED``); a
-    no-op where that is not possible or not safe."""
+    ``start:stop`` of a 2-D (or 1-D: sample weights) memory map from the
+    process (``MADV_DONTNEED``); a no-op where that is not possible or not safe."""
 
     def nothing(start: int, stop: int) -> None:
         return None
@@ -416,7 +421,7 @@ def _page_releaser(X):
     if getattr(X, "mode", None) == "c":  # private pages may hold the caller's changes
         return nothing
     row_stride = X.strides[0]
-    if row_stride <= 0 or X.ndim != 2 or X.strides[1] != X.itemsize:
+    if row_stride <= 0 or X.ndim not in (1, 2) or (X.ndim == 2 and X.strides[1] != X.itemsize):
         return nothing  # rows not laid out one after the other
     try:
         view = np.frombuffer(mm, dtype=np.uint8, count=1)

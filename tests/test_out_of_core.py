@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -296,6 +297,34 @@ def test_pages_are_released_after_each_block(tmp_path, monkeypatch):
     C[0, 0] = 123.0
     BlockData(C, None, n_components=2, block_rows=100)
     assert C[0, 0] == 123.0
+
+
+def _mapped_rss(path) -> int:
+    """Bytes of the file at ``path`` resident in this process's mappings."""
+    total, current = 0, None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+                fields = line.split(maxsplit=5)
+                current = fields[5].strip() if len(fields) == 6 else None
+            elif line.startswith("Rss:") and current == str(path):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps")
+def test_pages_of_x_and_weight_memmaps_are_released(tmp_path, monkeypatch):
+    """After a fit, neither the data's nor the weights' file stays mapped in:
+    each block's pages are dropped once used."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 2 << 20)  # 4 blocks; weights blocks of 1 MiB
+    X, _ = make_mixture(500_000, 2, 2, random_state=13)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, size=X.shape[0])
+    M, W = _memmap(tmp_path, X), _memmap(tmp_path, w, "w.npy")
+    del X, w
+    GaussianMixture(2, random_state=0, max_iter=2, tol=0, **ONE).fit(M, sample_weight=W)
+    # a few fault-around pages may remain; unreleased, the whole file would be resident
+    assert _mapped_rss(tmp_path / "X.npy") < 0.25 * M.nbytes
+    assert _mapped_rss(tmp_path / "w.npy") < 0.25 * W.nbytes
 
 
 _CHILD = textwrap.dedent(
