@@ -43,7 +43,9 @@ estimator's own parameters are accepted; anything else is rejected.
 The digests detect corrupted or edited files; they are not a signature (whoever
 can write the file can recompute them). Safety against hostile files comes from
 parsing nothing but arrays and JSON and from checking every name, type and shape
-before a model is built.
+before a model is built: a member's ``.npy`` header must match the dtype and shape
+the metadata gives it, and its size the bytes the member holds, before its data is
+read, so no file can make :func:`load` allocate more than the file's own size.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import json
 import math
 import numbers
 import os
+import re
 import secrets
 import warnings
 import zipfile
@@ -105,6 +108,8 @@ _METADATA = "fastem_metadata"
 _MAX_METADATA_BYTES = 16 << 20
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same model, same bytes
 _ARRAY_KINDS = "biuf"
+# A dtype string an array member may have: byte order, kind (boolean, integer, float), size.
+_DTYPE_PATTERN = re.compile(r"[<>|][biuf][0-9]{1,2}")
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -368,50 +373,121 @@ class _Invalid(ValueError):
     """Raised inside :func:`load`; turned into one ValueError naming the file."""
 
 
+def _check_spec(name: str, spec: Any) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape the metadata promises for array ``name``."""
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "sha256"}:
+        raise _Invalid(f"array {name!r} has a malformed description in the metadata")
+    shape, dtype = spec["shape"], spec["dtype"]
+    if (
+        not isinstance(shape, list)
+        or not all(type(n) is int and n >= 0 for n in shape)
+        or not isinstance(dtype, str)
+        or not _DTYPE_PATTERN.fullmatch(dtype)
+    ):
+        raise _Invalid(f"array {name!r} has a malformed description in the metadata")
+    try:
+        parsed = np.dtype(dtype)
+    except TypeError:  # a size that kind does not have, say '<f3'
+        raise _Invalid(f"array {name!r} has an invalid dtype {dtype!r}") from None
+    if parsed.str != dtype or parsed.kind not in _ARRAY_KINDS:
+        raise _Invalid(f"array {name!r} has an invalid dtype {dtype!r}")
+    return parsed, tuple(shape)
+
+
+def _read_member(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    dtype: np.dtype,
+    shape: tuple[int, ...] | None,
+) -> np.ndarray:
+    """One ``.npy`` member, its header checked against ``dtype``/``shape`` (``shape``
+    None: any 1-D length) and against the member's size before any data is read."""
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise _Invalid(f"member {info.filename!r} has .npy version {version}")
+        got_shape, fortran_order, got_dtype = header
+        if got_dtype != dtype or got_dtype.str != dtype.str or got_dtype.hasobject:
+            raise _Invalid(f"member {info.filename!r} does not match its description")
+        if shape is None and len(got_shape) != 1:
+            raise _Invalid(f"member {info.filename!r} is not a 1-D array")
+        if shape is not None and got_shape != shape:
+            raise _Invalid(f"member {info.filename!r} does not match its description")
+        # Python ints: a hostile shape cannot overflow, and nothing is allocated yet.
+        n_bytes = math.prod(got_shape) * dtype.itemsize
+        if info.file_size - fh.tell() != n_bytes:
+            raise _Invalid(
+                f"member {info.filename!r} holds {info.file_size - fh.tell()} data bytes, "
+                f"its header says {n_bytes}"
+            )
+        data = fh.read(n_bytes)
+        if len(data) != n_bytes or fh.read(1):  # reading to the end checks the CRC
+            raise _Invalid(f"member {info.filename!r} is truncated")
+    arr = np.frombuffer(data, dtype=dtype)
+    if fortran_order:
+        arr = arr.reshape(got_shape[::-1]).transpose()
+    else:
+        arr = arr.reshape(got_shape)
+    return arr.copy(order="K")  # writable, and not a view of the read buffer
+
+
 def _read_archive(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     """Metadata and verified arrays of a fastem file; raise _Invalid otherwise."""
+    if os.path.isdir(path):
+        raise _Invalid("it is a directory, not a model file")
     with open(path, "rb") as fh:  # FileNotFoundError propagates as is
         magic = fh.read(4)
+        file_size = os.fstat(fh.fileno()).st_size
     if magic != b"PK\x03\x04":
         raise _Invalid("not a fastem model file (not an .npz archive)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise _Invalid("not a fastem model file (not an .npz archive)")
-            infos = npz.zip.infolist()
-            if _METADATA not in npz.files:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            members = {info.filename: info for info in infos}
+            if f"{_METADATA}.npy" not in members:
                 raise _Invalid("not a fastem model file (no fastem metadata in the archive)")
-            if any(info.compress_type != zipfile.ZIP_STORED for info in infos):
-                raise _Invalid("the archive has compressed members, which fastem never writes")
-            if npz.zip.getinfo(f"{_METADATA}.npy").file_size > _MAX_METADATA_BYTES:
+            for info in infos:
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise _Invalid("the archive has compressed members, which fastem never writes")
+                if info.flag_bits & 0x1:
+                    raise _Invalid("the archive has encrypted members, which fastem never writes")
+                # Stored members lie inside the file: a size claimed in the directory
+                # cannot make us allocate more than the file holds.
+                if info.compress_size != info.file_size or (
+                    info.header_offset + info.file_size > file_size
+                ):
+                    raise _Invalid(f"member {info.filename!r} claims more bytes than the file has")
+            meta_info = members[f"{_METADATA}.npy"]
+            if meta_info.file_size > _MAX_METADATA_BYTES:
                 raise _Invalid("the metadata is too large")
-            metadata = _parse_metadata(npz[_METADATA])
-            members = [info.filename for info in infos]
+            metadata = _parse_metadata(_read_member(archive, meta_info, np.dtype(np.uint8), None))
             expected = {f"{name}.npy" for name in [_METADATA, *metadata["arrays"]]}
-            if set(members) != expected or len(members) != len(expected):
+            if set(members) != expected or len(infos) != len(expected):
                 unexpected = sorted(set(members) - expected)
                 missing = sorted(expected - set(members))
                 raise _Invalid(
                     "the archive's members do not match its metadata "
-                    f"(unexpected: {unexpected}, missing: {missing}, {len(members)} members)"
+                    f"(unexpected: {unexpected}, missing: {missing}, {len(infos)} members)"
                 )
-            arrays = {name: npz[name] for name in metadata["arrays"]}
+            specs = {name: _check_spec(name, spec) for name, spec in metadata["arrays"].items()}
+            arrays = {
+                name: _read_member(archive, members[f"{name}.npy"], dtype, shape)
+                for name, (dtype, shape) in specs.items()
+            }
     except _Invalid:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+        RuntimeError, NotImplementedError, OverflowError,
+    ) as exc:  # fmt: skip
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _Invalid(f"the file is truncated or corrupt ({reason})") from None
     for name, arr in arrays.items():
-        spec = metadata["arrays"][name]
-        if (
-            not isinstance(spec, dict)
-            or set(spec) != {"dtype", "shape", "sha256"}
-            or arr.dtype.str != spec["dtype"]
-            or list(arr.shape) != spec["shape"]
-            or arr.dtype.kind not in _ARRAY_KINDS
-        ):
-            raise _Invalid(f"array {name!r} does not match its description in the metadata")
-        if _array_digest(arr) != spec["sha256"]:
+        if _array_digest(arr) != metadata["arrays"][name]["sha256"]:
             raise _Invalid(f"array {name!r} fails its SHA-256 check (modified or corrupt)")
         if not arr.dtype.isnative:  # written on a machine of the other byte order
             arrays[name] = arr.astype(arr.dtype.newbyteorder("="))
@@ -559,9 +635,14 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> GaussianMixt
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not a fastem model file, is truncated, corrupt or
-        modified, has an unsupported format version, holds unknown names or
-        values, or ``backend`` is unknown or unavailable.
+        One line, ``cannot load PATH: reason``, for anything else that is not a
+        model this fastem can load: a directory, a foreign, truncated, corrupt
+        or modified file (each member's ``.npy`` header is checked against the
+        metadata and the member's size before its data is read), an
+        unsupported format version, unknown names or values; and when
+        ``backend`` is unknown or unavailable.
+    OSError
+        If the file exists but cannot be read (permissions, an I/O error).
     """
     path = os.fspath(path)
     if backend is not None:
