@@ -14,6 +14,7 @@ import pytest
 from _helpers import COVARIANCE_TYPES, initial_parameters
 
 import fastem._blocks as blocks
+import fastem.mixture as mixture
 from fastem import GaussianMixture
 from fastem._blocks import BlockData, init_sample_size
 from fastem.datasets import make_mixture
@@ -266,12 +267,32 @@ def test_validation_errors_for_strings_and_weights(tmp_path):
         GaussianMixture(3).fit(M, sample_weight=w)
 
 
-def test_predict_and_score_on_memmap(tmp_path, small_blocks):
+def test_predict_and_score_on_memmap(tmp_path, small_blocks, monkeypatch):
+    monkeypatch.setattr(mixture, "_PREDICT_BLOCK_ELEMENTS", 0)  # blocks of 1024 rows
     X, _ = make_mixture(5000, 3, 3, random_state=9)
     M = _memmap(tmp_path, X)
     model = GaussianMixture(3, random_state=0, **ONE).fit(M)
     np.testing.assert_array_equal(model.predict(M), model.predict(X))
     np.testing.assert_array_equal(model.score_samples(M), model.score_samples(X))
+    np.testing.assert_array_equal(model.predict_proba(M), model.predict_proba(X))
+    assert model.score(M) == model.score(X)
+
+
+@pytest.mark.filterwarnings("ignore:.*every value missing:UserWarning")
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_predict_proba_and_impute_on_memmap_with_nan(
+    tmp_path, small_blocks, monkeypatch, covariance_type
+):
+    monkeypatch.setattr(mixture, "_PREDICT_BLOCK_ELEMENTS", 0)  # blocks of 1024 rows
+    X, _ = make_mixture(5000, 3, 3, random_state=9)
+    X[np.random.default_rng(3).random(X.shape) < 0.1] = np.nan
+    X[11] = np.nan
+    M = _memmap(tmp_path, X)
+    model = GaussianMixture(3, covariance_type=covariance_type, random_state=0, **ONE).fit(X)
+    np.testing.assert_array_equal(model.predict_proba(M), model.predict_proba(X))
+    imputed = model.impute(M)
+    np.testing.assert_array_equal(imputed, model.impute(X))
+    assert not np.isnan(imputed).any() and np.isnan(M).any()  # M itself is untouched
 
 
 def test_pages_are_released_after_each_block(tmp_path, monkeypatch):

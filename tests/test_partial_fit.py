@@ -185,7 +185,7 @@ def test_lower_bound_is_the_batch_loglik_before_the_step():
     assert model.lower_bounds_[-1] == model.lower_bound_
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_integer_sample_weight_equals_repetition(covariance_type):
     X, _ = make_mixture(6000, 2, 3, random_state=5)
     w = np.random.default_rng(0).integers(0, 4, size=X.shape[0])
@@ -221,6 +221,25 @@ def test_nan_batches_with_the_numpy_backend():
     gap = X[:50].copy()
     gap[:, 2] = np.nan  # fine after the first batch: the model knows feature 2
     online.partial_fit(gap)
+
+
+@pytest.mark.filterwarnings("ignore:.*every value missing:UserWarning")
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+def test_nan_batches_on_compiled_backends_match_numpy(backend, covariance_type):
+    X, _ = make_mixture(12_000, 3, 3, random_state=6)
+    holes = X.copy()
+    rng = np.random.default_rng(2)
+    holes[rng.random(X.shape) < 0.15] = np.nan
+    holes[:3] = np.nan  # rows with nothing observed
+    kw = dict(n_components=3, covariance_type=covariance_type, random_state=0)
+    ref = _stream(GaussianMixture(**kw, backend="numpy"), holes, 2000)
+    got = _stream(GaussianMixture(**kw, backend=backend), holes, 2000)
+    assert got.n_batches_ == 6 and got.backend_ == backend
+    for name in STATE:
+        np.testing.assert_allclose(
+            getattr(got, name), getattr(ref, name), rtol=1e-9, atol=1e-12, err_msg=name
+        )
 
 
 def test_float32_batches_and_small_later_batches():
