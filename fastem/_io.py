@@ -70,8 +70,13 @@ def _import_pyarrow():
 
 
 # ----------------------------------------------------------------------------- reading
+def _is_missing(field: str) -> bool:
+    return field.strip().lower() in _MISSING
+
+
 def _is_number(field: str) -> bool:
-    if field.strip().lower() in _MISSING:
+    """A number or a missing value: what a data cell may hold."""
+    if _is_missing(field):
         return True
     try:
         float(field)
@@ -80,12 +85,21 @@ def _is_number(field: str) -> bool:
     return True
 
 
+def _is_header(row: list[str]) -> bool:
+    """No field is a number and at least one is a name; empty fields are unnamed columns."""
+    names = [f for f in row if not _is_missing(f)]
+    return bool(names) and not any(_is_number(f) for f in names)
+
+
 def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray, list[str] | None]:
     """Parse comma-separated numbers into a float64 array.
 
-    A first row that does not parse as numbers is taken as a header. Empty
-    fields and ``NaN``/``nan``/``NA`` are missing values (NaN). Blank lines are
-    skipped.
+    The first row is a header when none of its fields is a number and at least
+    one is not a missing value (so ``,a,b`` is a header with an unnamed first
+    column, and ``nan,1`` or ``1,abc`` is data); a non-numeric field in the
+    data is an error naming its column and line. Empty fields and
+    ``NaN``/``nan``/``NA`` (also ``N/A``, ``null``, ``none``) are missing values
+    (NaN). Blank lines are skipped.
 
     Parameters
     ----------
@@ -101,38 +115,40 @@ def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray
         The header, when there is one.
     """
     stream = io.StringIO(text) if isinstance(text, str) else text
-    rows = [row for row in csv.reader(stream) if row and any(f.strip() for f in row)]
+    reader = csv.reader(stream)
+    rows, lines = [], []  # lines: the line each row ends on, for error messages
+    for row in reader:
+        if row and any(f.strip() for f in row):
+            rows.append(row)
+            lines.append(reader.line_num)
     if not rows:
         raise InputError(f"{source} holds no data rows; give a CSV file with numeric columns")
     columns = None
-    first_line = 1
-    if not all(_is_number(f) for f in rows[0]):
+    if _is_header(rows[0]):
         columns = [f.strip() for f in rows[0]]
-        rows = rows[1:]
-        first_line = 2
+        rows, lines = rows[1:], lines[1:]
         if not rows:
             raise InputError(f"{source} has a header but no data rows")
     width = len(columns) if columns is not None else len(rows[0])
-    for i, row in enumerate(rows):
+    for row, line in zip(rows, lines, strict=True):
         if len(row) != width:
             raise InputError(
-                f"{source}: row {i + first_line} has {len(row)} fields, expected {width}; "
+                f"{source}: line {line} has {len(row)} fields, expected {width}; "
                 "every row needs the same number of comma-separated fields"
             )
-    cells = [[("nan" if f.strip().lower() in _MISSING else f) for f in row] for row in rows]
+    cells = [[("nan" if _is_missing(f) else f) for f in row] for row in rows]
     try:
         return np.array(cells, dtype=np.float64).reshape(len(rows), width), columns
     except ValueError:
         pass
     # Slow path only to name the offending cell.
-    for i, row in enumerate(cells):
+    for row, line in zip(cells, lines, strict=True):
         for j, field in enumerate(row):
             if not _is_number(field):
                 name = f" ('{columns[j]}')" if columns else ""
                 raise InputError(
                     f"{source}: column {j + 1}{name} holds the non-numeric value {field.strip()!r} "
-                    f"on line {i + first_line}; fastem reads numbers only, so drop or encode "
-                    "that column"
+                    f"on line {line}; fastem reads numbers only, so drop or encode that column"
                 ) from None
     raise InputError(f"{source} could not be read as numbers")  # pragma: no cover
 

@@ -491,7 +491,9 @@ MORE_BAD_INPUTS = {
     "never-observed column": (["fit", "hole.csv", "-k", "1", "-o", "m.npz"], ["m.npz"],
                               ["never observed"]),
     "ragged csv": (["fit", "ragged.csv", "-k", "1", "-o", "m.npz"], ["m.npz"],
-                   ["row 2 has 3 fields"]),
+                   ["line 2 has 3 fields"]),
+    "text in a headerless first row": (["fit", "textfirst.csv", "-k", "1", "-o", "m.npz"],
+                                       ["m.npz"], ["column 2 holds", "'abc'", "line 1"]),
     "empty csv": (["predict", "MODEL", "empty.csv", "-o", "l.csv"], ["l.csv"], ["no data rows"]),
     "model to stdout": (["fit", "DATA", "-k", "2", "-o", "-"], [], ["model cannot go to stdout"]),
     "unknown backend": (["fit", "DATA", "-k", "2", "-o", "m.npz", "--backend", "nope"],
@@ -508,6 +510,7 @@ def bad_files(tmp_path_factory):
     (root / "broken.png").write_bytes(PNG_SIGNATURE + b"not really a png")
     (root / "x.txt").write_text("1,2\n")
     (root / "ragged.csv").write_text("1,2\n3,4,5\n")
+    (root / "textfirst.csv").write_text("1,abc\n2,3\n4,5\n6,7\n")  # no header: "1" is data
     (root / "empty.csv").write_text("\n")
     try:
         from PIL import Image

@@ -38,6 +38,23 @@ def test_csv_first_row_of_missing_values_is_data_not_header():
     assert columns is None and X.shape == (2, 2) and np.isnan(X[0, 0])
 
 
+def test_csv_first_row_with_a_number_is_data_even_with_text():
+    # Not a header: "1" is a number. The text is then an error, not a silently lost row.
+    with pytest.raises(InputError, match=r"column 2 holds the non-numeric value 'abc' on line 1"):
+        parse_csv("1,abc\n2,3\n4,5\n6,7\n", source="t.csv")
+    with pytest.raises(InputError, match=r"column 1 holds the non-numeric value 'x' on line 1"):
+        parse_csv("x,2020\n1,2\n")
+
+
+def test_csv_header_with_empty_or_missing_looking_names():
+    X, columns = parse_csv(",a,b\n0,1,2\n1,3,4\n")  # pandas' unnamed index column
+    assert columns == ["", "a", "b"] and X.tolist() == [[0, 1, 2], [1, 3, 4]]
+    X, columns = parse_csv("NA,height\n1,2\n")  # a missing-value spelling is no number
+    assert columns == ["NA", "height"] and X.tolist() == [[1, 2]]
+    X, columns = parse_csv("NA,\n1,2\n")  # nothing but missing values: a row of NaN
+    assert columns is None and np.isnan(X[0]).all() and X.shape == (2, 2)
+
+
 def test_csv_single_column():
     X, _ = parse_csv("v\n1\n2\n3\n")
     assert X.shape == (3, 1)
@@ -49,8 +66,10 @@ def test_csv_non_numeric_column_names_the_column_and_line():
 
 
 def test_csv_ragged_rows():
-    with pytest.raises(InputError, match="row 3 has 3 fields, expected 2"):
+    with pytest.raises(InputError, match="line 3 has 3 fields, expected 2"):
         parse_csv("1,2\n3,4\n5,6,7\n")
+    with pytest.raises(InputError, match="line 4 has 1 fields, expected 2"):
+        parse_csv("1,2\n\n3,4\n5\n")  # the line in the file: blank lines count
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "a,b\n"])
