@@ -596,14 +596,15 @@ class GaussianMixture(*ESTIMATOR_BASES):
 
             return predict_dask(self, X, "impute")
         X = self._validate_predict_input(X)
-        p = self._pass_params(np.float64)
+        backend_name = backends.resolve_backend_name(self.backend)
+        kernels = backends.get_backend(backend_name)
+        params = self._pass_params(X.dtype)
         out = np.empty(X.shape, dtype=X.dtype)
         block = max(1024, _PREDICT_BLOCK_ELEMENTS // self.n_components)
         for start in range(0, X.shape[0], block):
             xb = X[start : start + block]
-            out[start : start + xb.shape[0]] = impute_rows(
-                xb, p.means, p.prec_chol, p.precisions, p.comp_const, p.full
-            )
+            with limit_threads(backend_name, self.n_threads):
+                out[start : start + xb.shape[0]] = impute_rows(kernels, xb, params)
         return out
 
     def score_samples(self, X) -> np.ndarray:

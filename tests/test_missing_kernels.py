@@ -301,3 +301,132 @@ def test_reference_matches_slow_per_row_computation(full, seed):
     for g, s, what in zip(got, (ll_s, nk_s, sx_s, sxx_s), ("loglik", "nk", "sx", "sxx"),
                           strict=True):  # fmt: skip
         np.testing.assert_allclose(g, s, rtol=1e-9, atol=1e-9, err_msg=what)
+
+
+# --------------------------------------------------------------------------- wider rows
+
+WIDE = [(600, 12, 3, 0.1), (600, 16, 4, 0.3), (300, 24, 2, 0.5)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("full", [True, False], ids=["full", "diag"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, d, k, frac", WIDE)
+def test_wide_rows_match_reference(backend, full, dtype, n, d, k, frac):
+    """d > 8: the compiled kernels' paths for many missing/observed coordinates
+    (factored regressions, wide blocks) that the hypothesis shapes do not reach."""
+    X, w, means, pc, precisions, cc, _ = _problem(d, n, d, k, dtype, full, frac)
+    pat = find_patterns(X)
+    args = (X, w, pat.rows, pat.pattern_ptr, means, pc, precisions, cc)
+    want = _em(getattr(ref, EM_KERNELS[not full]), full, *args)
+    got = _em(_kernel(backend, EM_KERNELS[not full]), full, *args)
+    ll_scale = _ll_scale(X, w, pat.rows, pat.pattern_ptr, means, pc, precisions, cc, full)
+    _check_em(got, want, full, RTOL[np.dtype(dtype)], ll_scale)
+    lp_args = (X, pat.rows, pat.pattern_ptr, means, pc, precisions, cc)
+    lp_want = _log_prob(getattr(ref, LP_KERNELS[not full]), full, *lp_args)
+    lp_got = _log_prob(_kernel(backend, LP_KERNELS[not full]), full, *lp_args)
+    scale = np.abs(lp_want[pat.rows]) + np.abs(cc).max() + 1.0
+    _assert_close(lp_got[pat.rows], lp_want[pat.rows], scale, RTOL[np.dtype(dtype)], "log_prob")
+
+
+# --------------------------------------------------------------------------- imputation
+
+
+SENTINEL = -1e30
+
+
+def _impute(fn, X, rows, ptr, means, precisions, resp):
+    out = np.full(X.shape, SENTINEL, dtype=X.dtype)  # only missing entries may be written
+    observed = ~np.isnan(X)
+    out[observed] = X[observed]
+    fn(X, rows, ptr, means.astype(np.float64), precisions, resp, out)
+    return out
+
+
+def _imputation_problem(seed, n, d, k, dtype, frac):
+    X, _, means, pc, precisions, cc, _ = _problem(seed, n, d, k, dtype, True, frac)
+    resp = np.random.default_rng(seed + 1).dirichlet(np.ones(k), size=n)
+    return X, means, precisions, resp
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), frac=st.sampled_from([0.0, 0.1, 0.3, 0.6]))
+def test_impute_missing_full_matches_reference(backend, dtype, shape, seed, frac):
+    n, d, k = shape
+    X, means, precisions, resp = _imputation_problem(seed, n, d, k, dtype, frac)
+    pat = find_patterns(X, include_empty=True)
+    rows, ptr = pat.rows, pat.pattern_ptr
+    if pat.n_patterns > 1:  # leave the last pattern out: its rows must stay untouched
+        ptr = ptr[:-1]
+        rows = rows[: ptr[-1]]
+    args = (X, rows, ptr, means, precisions, resp)
+    want = _impute(ref.impute_missing_full, *args)
+    got = _impute(_kernel(backend, "impute_missing_full"), *args)
+    assert got.dtype == X.dtype
+    listed = np.zeros(n, dtype=bool)
+    listed[rows] = True
+    missing = np.isnan(X)
+    observed = ~missing
+    np.testing.assert_array_equal(got[observed], X[observed])  # observed values untouched
+    untouched = got[missing & ~listed[:, None]] == X.dtype.type(SENTINEL)
+    assert np.all(untouched), "rows not in `rows` were written"
+    # conditional means are sums of responsibility-weighted regressions: scale by |x| + |mu|
+    scale = np.abs(want) + np.abs(means).max() + np.nan_to_num(np.abs(X)).max(initial=0) + 1.0
+    hit = missing & listed[:, None]
+    _assert_close(got[hit], want[hit], scale[hit], RTOL[np.dtype(dtype)], "impute")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n, d, k, frac", WIDE)
+def test_impute_wide_rows_match_reference(backend, n, d, k, frac):
+    X, means, precisions, resp = _imputation_problem(d, n, d, k, np.float64, frac)
+    pat = find_patterns(X, include_empty=True)
+    args = (X, pat.rows, pat.pattern_ptr, means, precisions, resp)
+    want = _impute(ref.impute_missing_full, *args)
+    got = _impute(_kernel(backend, "impute_missing_full"), *args)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reference_imputation_is_the_weighted_conditional_mean(seed):
+    """The reference against ``sum_k r_k (mu_k + y_k)[m]`` from the slow per-row
+    regression of ``_slow_per_row`` (explicit inverses of covariance blocks)."""
+    X, w, means, pc, precisions, cc, weights = _problem(seed, 60, 5, 3, np.float64, True, 0.35)
+    *_, lp_s = _slow_per_row(X, w, means, pc, weights, True)
+    resp = np.exp(lp_s - np.logaddexp.reduce(lp_s, axis=1)[:, None])
+    pat = find_patterns(X, include_empty=True)
+    got = _impute(ref.impute_missing_full, X, pat.rows, pat.pattern_ptr, means, precisions, resp)
+    cov = np.linalg.inv(precisions)
+    for i, x in enumerate(X):
+        m, o = np.isnan(x), ~np.isnan(x)
+        if not m.any():
+            continue
+        want = np.zeros(int(m.sum()))
+        for kk in range(3):
+            cond = means[kk, m].copy()
+            if o.any():
+                gain = cov[kk][np.ix_(m, o)] @ np.linalg.inv(cov[kk][np.ix_(o, o)])
+                cond += gain @ (x[o] - means[kk, o])
+            want += resp[i, kk] * cond
+        np.testing.assert_allclose(got[i, m], want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba backend not available")
+def test_numba_imputation_bit_identical_on_1_and_2_threads():
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba is limited to one thread here")
+    X, means, precisions, resp = _imputation_problem(7, 20_000, 6, 4, np.float64, 0.2)
+    pat = find_patterns(X, include_empty=True)
+    fn = _kernel("numba", "impute_missing_full")
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            results.append(_impute(fn, X, pat.rows, pat.pattern_ptr, means, precisions, resp))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(results[0], results[1])

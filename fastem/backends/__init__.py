@@ -22,6 +22,7 @@ KERNEL_NAMES = (
     "em_pass_missing_diag",
     "log_prob_missing_full",
     "log_prob_missing_diag",
+    "impute_missing_full",
 )
 
 _MODULES = {

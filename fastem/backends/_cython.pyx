@@ -1511,3 +1511,115 @@ def log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, ou
                   ("comp_const", comp_const, (k,)), ("out", out, (n, k))])
     if m:
         _log_prob_missing_diag_impl(X, rows, ptr, means, prec_chol, comp_const, out)
+
+
+# --------------------------------------------------------------- imputation
+#
+# impute_missing_full: each pattern segment of a chunk gets its regressions B
+# from _conditionals (once per segment), then every row's missing coordinates
+# get sum_k r_k (mu_km + B_k (x_o - mu_ko)). Rows are written by one chunk
+# each and computed the same way in any chunk: no reduction, so the result
+# does not depend on the thread count. A one-pass, post-fit kernel: plain loops.
+
+cdef void _impute_chunk(const floating* X, floating* out, const double* resp,
+                        const long long* rows, const long long* ptr, Py_ssize_t n_pat,
+                        Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t d, Py_ssize_t K,
+                        const double* means, const double* prec, int* err) noexcept nogil:
+    cdef Py_ssize_t ldb_max = _round8(d)
+    cdef Py_ssize_t* mi = <Py_ssize_t*> malloc(2 * d * sizeof(Py_ssize_t))
+    cdef double* buf = <double*> malloc(
+        (K * d * ldb_max + K * d * d + K + 3 * d * d + 2 * d) * sizeof(double))
+    cdef Py_ssize_t* oi
+    cdef double* B
+    cdef double* C
+    cdef double* shift
+    cdef double* work
+    cdef double* yo
+    cdef double* acc
+    cdef Py_ssize_t j, jj, end, p, nm, no, ldb, k, a, t, i
+    cdef double r, v
+    cdef const floating* xi
+    cdef const double* mk
+    cdef const double* brow
+    if mi == NULL or buf == NULL:
+        err[0] = 1
+        free(mi)
+        free(buf)
+        return
+    oi = mi + d
+    B = buf
+    C = B + K * d * ldb_max
+    shift = C + K * d * d
+    work = shift + K
+    yo = work + 3 * d * d
+    acc = yo + d
+    p = _segment_of(ptr, n_pat, j0)
+    j = j0
+    while j < j1 and err[0] == 0:
+        while ptr[p + 1] <= j:  # skip empty patterns
+            p += 1
+        end = ptr[p + 1] if ptr[p + 1] < j1 else j1
+        nm = _pattern_of(X + rows[j] * d, d, mi, oi)
+        no = d - nm
+        ldb = _round8(no)
+        if nm > 0:
+            if _conditionals(d, K, True, NULL, prec, mi, nm, oi, B, C, shift, work):
+                err[0] = 2
+                break
+            for jj in range(j, end):
+                i = rows[jj]
+                xi = X + i * d
+                for t in range(nm):
+                    acc[t] = 0.0
+                for k in range(K):
+                    r = resp[i * K + k]
+                    if r == 0.0:
+                        continue
+                    mk = means + k * d
+                    for a in range(no):
+                        yo[a] = <double> xi[oi[a]] - mk[oi[a]]
+                    for t in range(nm):
+                        brow = B + k * nm * ldb + t * ldb
+                        v = mk[mi[t]]
+                        for a in range(no):
+                            v = v + brow[a] * yo[a]
+                        acc[t] = acc[t] + r * v
+                for t in range(nm):
+                    out[i * d + mi[t]] = <floating> acc[t]
+        j = end
+    free(mi)
+    free(buf)
+
+
+def _impute_full_impl(const floating[:, ::1] X, const long long[::1] rows,
+                      const long long[::1] ptr, const double[:, ::1] means,
+                      const double[:, :, ::1] precisions, const double[:, ::1] resp,
+                      floating[:, ::1] out):
+    cdef Py_ssize_t d = X.shape[1], K = means.shape[0], n_pat = ptr.shape[0] - 1
+    cdef Py_ssize_t base = ptr[0], m = ptr[n_pat] - ptr[0]
+    cdef Py_ssize_t nc = (m + 255) // 256, c
+    cdef int err = 0
+    cdef const floating* xp = &X[0, 0]
+    cdef floating* op = &out[0, 0]
+    cdef const double* rp = &resp[0, 0]
+    cdef const long long* rowp = &rows[0]
+    cdef const long long* pp = &ptr[0]
+    with nogil:
+        for c in prange(nc, schedule="dynamic", chunksize=1):
+            _impute_chunk(xp, op, rp, rowp, pp, n_pat, base + c * m // nc,
+                          base + (c + 1) * m // nc, d, K, &means[0, 0], &precisions[0, 0, 0],
+                          &err)
+    _raise_missing(err)
+
+
+def impute_missing_full(X, rows, pattern_ptr, means, precisions, resp, out):
+    rows, ptr, m, means, _, precisions = _missing_args(
+        X, rows, pattern_ptr, means, means, precisions)
+    n, d = X.shape
+    k = means.shape[0]
+    _check(X, k, [("means", means, (k, d)), ("precisions", precisions, (k, d, d)),
+                  ("resp", resp, (n, k))])
+    if out.shape != (n, d) or out.dtype != X.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {X.dtype} array of shape {(n, d)}")
+    if m:
+        _impute_full_impl(X, rows, ptr, means, precisions, resp, out)

@@ -640,6 +640,7 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
 
 # Missing-data (NaN) kernels live in their own module; re-exported here so the
 # backend module carries the whole kernel set.
+from ._numba_impute import impute_missing_full  # noqa: E402, F401
 from ._numba_missing import (  # noqa: E402, F401
     em_pass_missing_diag,
     em_pass_missing_full,

@@ -65,6 +65,13 @@ em_pass_missing_diag(X, sample_weight, rows, pattern_ptr, means, prec_chol, comp
 log_prob_missing_full(X, rows, pattern_ptr, means, prec_chol, precisions, comp_const, out)
 log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, out)
     Row ``rows[j]`` of ``out`` (n, k) receives the marginal log-densities.
+impute_missing_full(X, rows, pattern_ptr, means, precisions, resp, out) -> None
+    Imputation under full precisions: for each listed row with missing
+    coordinates ``m``, ``out[row, m] = sum_k resp[row, k] (means[k, m] + B_k y_k[o])``,
+    the responsibility-weighted conditional means. ``means`` (k, d) is float64
+    here, ``resp`` (n, k) float64 (rows sum to 1), ``out`` (n, d) has the dtype
+    of ``X``; nothing else of ``out`` is written. (Under diagonal precisions
+    ``B = 0`` and the imputation is ``resp @ means``: no kernel is needed.)
 """
 
 from __future__ import annotations
@@ -297,3 +304,17 @@ def log_prob_missing_full(X, rows, pattern_ptr, means, prec_chol, precisions, co
 
 def log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, out):
     _log_prob_missing(X, rows, pattern_ptr, means, prec_chol, None, comp_const, out, False)
+
+
+def impute_missing_full(X, rows, pattern_ptr, means, precisions, resp, out):
+    for idx, missing in _missing_blocks(X, rows, pattern_ptr):
+        if not missing.any():
+            continue
+        observed = ~missing
+        xo = X[idx][:, observed].astype(np.float64)
+        cond = np.zeros((idx.shape[0], int(missing.sum())))
+        for k in range(means.shape[0]):
+            regression, _, _ = pattern_conditionals(missing, precisions[k])
+            mu = means[k].astype(np.float64)
+            cond += resp[idx, k][:, None] * (mu[missing] + (xo - mu[observed]) @ regression.T)
+        out[np.ix_(idx, np.flatnonzero(missing))] = cond
