@@ -13,7 +13,7 @@ from types import ModuleType
 
 import numpy as np
 
-from ._missing import find_patterns, has_nan
+from ._missing import _SCAN_BLOCK, find_patterns, has_nan
 from ._passes import PassParams, em_stats
 from ._stats import Stats
 
@@ -22,15 +22,33 @@ def fill_with_column_means(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarr
     """A copy of X with each NaN replaced by its column's weighted observed mean.
 
     Used only to initialize on incomplete data (k-means needs complete rows);
-    EM itself never fills in values.
+    EM itself never fills in values. Memory: the copy plus (block, d)
+    temporaries. A column observed only in rows of weight 0 (which the fit's
+    checks reject) falls back to its unweighted mean.
     """
-    observed = ~np.isnan(X)
-    w = sample_weight[:, None] * observed
+    d = X.shape[1]
+    sums = np.zeros(d)
+    weights = np.zeros(d)
+    plain_sums = np.zeros(d)
+    counts = np.zeros(d)
+    for start in range(0, X.shape[0], _SCAN_BLOCK):
+        xb = X[start : start + _SCAN_BLOCK]
+        wb = sample_weight[start : start + _SCAN_BLOCK]
+        observed = ~np.isnan(xb)
+        values = np.where(observed, xb, 0.0).astype(np.float64)
+        sums += wb @ values
+        weights += wb @ observed
+        plain_sums += values.sum(axis=0)
+        counts += observed.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        col_mean = np.where(observed, X, 0.0).astype(np.float64).T @ sample_weight
-        col_mean /= w.sum(axis=0)
-    filled = np.where(observed, X, col_mean.astype(X.dtype))
-    return np.ascontiguousarray(filled, dtype=X.dtype)
+        col_mean = np.where(weights > 0, sums / weights, plain_sums / counts)
+    col_mean = np.nan_to_num(col_mean, nan=0.0).astype(X.dtype)
+    filled = np.array(X, dtype=X.dtype, order="C", copy=True)
+    for start in range(0, X.shape[0], _SCAN_BLOCK):
+        fb = filled[start : start + _SCAN_BLOCK]
+        missing = np.isnan(fb)
+        fb[missing] = col_mean[np.nonzero(missing)[1]]
+    return filled
 
 
 class ArrayData:
@@ -43,7 +61,7 @@ class ArrayData:
     def __init__(self, X: np.ndarray, sample_weight: np.ndarray) -> None:
         self.X = X
         self.sample_weight = sample_weight
-        self.patterns = find_patterns(X) if has_nan(X) else None
+        self.patterns = find_patterns(X, sample_weight=sample_weight) if has_nan(X) else None
         if self.patterns is None:
             self.n_empty_rows = 0
             self.weight_sum = float(sample_weight.sum())
@@ -61,7 +79,10 @@ class ArrayData:
 
     def em_stats(self, kernels: ModuleType, params: PassParams) -> Stats:
         """One EM pass over every row."""
-        return em_stats(kernels, self.X, self.sample_weight, params, self.patterns, check_nan=False)
+        return em_stats(
+            kernels, self.X, self.sample_weight, params, self.patterns,
+            check_nan=False, weight_sum=self.weight_sum,
+        )  # fmt: skip
 
     def init_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Complete rows and weights to initialize from (NaN filled by column

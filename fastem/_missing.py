@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
-from .backends._numpy import _pattern_deviations, logsumexp_rows
+from .backends._numpy import logsumexp_rows
 
 # Rows per block when scanning X for NaN: bounds the (block, d) mask.
 _SCAN_BLOCK = 16384
@@ -36,7 +37,8 @@ class MissingPatterns:
     n_missing : int
         NaN entries in X.
     observed_per_feature : ndarray of int64 of shape (n_features,)
-        Rows in which each feature is observed.
+        Rows in which each feature is observed (only rows of positive weight
+        when the patterns were found with ``sample_weight``).
     """
 
     rows: np.ndarray
@@ -75,7 +77,8 @@ def check_fit_coverage(
         if never.size:
             raise ValueError(
                 f"Feature(s) {never.tolist()} of X are never observed (NaN in every "
-                "row): their distribution cannot be estimated. Drop those columns."
+                "row with a positive sample_weight): their distribution cannot be "
+                "estimated. Drop those columns."
             )
     if n_empty:
         warnings.warn(
@@ -91,18 +94,27 @@ def check_fit_coverage(
         )
 
 
-def _pattern_keys(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _pattern_keys(
+    X: np.ndarray, sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """One integer key per row identifying its NaN pattern (blockwise scan),
-    the per-feature observed counts, and the number of NaN entries."""
+    the per-feature observed counts (in rows of positive weight, if weights
+    are given), and the number of NaN entries."""
     n, d = X.shape
     n_bytes = (d + 7) // 8
     packed = np.empty((n, max(n_bytes, 1)), dtype=np.uint8)
     observed = np.zeros(d, dtype=np.int64)
+    n_missing = 0
     for start in range(0, n, _SCAN_BLOCK):
         nan = np.isnan(X[start : start + _SCAN_BLOCK])
-        observed += nan.shape[0] - nan.sum(axis=0)
+        n_nan = nan.sum(axis=0)
+        n_missing += int(n_nan.sum())
+        if sample_weight is None:
+            observed += nan.shape[0] - n_nan
+        else:
+            positive = sample_weight[start : start + _SCAN_BLOCK] > 0
+            observed += positive @ ~nan
         packed[start : start + _SCAN_BLOCK] = np.packbits(nan, axis=1)
-    n_missing = int(n * d - observed.sum())
     if n_bytes <= 8:  # fast path: the pattern fits one uint64
         wide = np.zeros((n, 8), dtype=np.uint8)
         wide[:, :n_bytes] = packed
@@ -113,14 +125,19 @@ def _pattern_keys(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return inverse.ravel().astype(np.int64), observed, n_missing
 
 
-def find_patterns(X: np.ndarray, *, include_empty: bool = False) -> MissingPatterns:
+def find_patterns(
+    X: np.ndarray, *, include_empty: bool = False, sample_weight: np.ndarray | None = None
+) -> MissingPatterns:
     """Group the rows of ``X`` by missingness pattern.
 
-    Memory: one byte per 8 features per row for the packed patterns plus the
-    (n,) index arrays; no (n, d) temporary beyond a scan block.
+    With ``sample_weight``, ``observed_per_feature`` counts only rows of
+    positive weight (a feature seen only in rows of weight 0 is never observed
+    as far as the fit goes). Memory: one byte per 8 features per row for the
+    packed patterns plus the (n,) index arrays; no (n, d) temporary beyond a
+    scan block.
     """
     n, d = X.shape
-    inverse, observed, n_missing = _pattern_keys(X)
+    inverse, observed, n_missing = _pattern_keys(X, sample_weight)
     order = np.argsort(inverse, kind="stable")
     counts = np.bincount(inverse)
     ptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
@@ -152,42 +169,49 @@ def has_nan(X: np.ndarray) -> bool:
     )
 
 
-def impute_rows(
-    X: np.ndarray,
-    means: np.ndarray,
-    prec_chol: np.ndarray,
-    precisions: np.ndarray | None,
-    comp_const: np.ndarray,
-    full: bool,
-) -> np.ndarray:
-    """A copy of X with each NaN replaced by its conditional expectation.
+def impute_rows(kernels: ModuleType, X: np.ndarray, params) -> np.ndarray:
+    """A copy of the block X with each NaN replaced by its conditional expectation.
 
     ``E[x_m | x_o] = sum_k p(k | x_o) (mu_km + B_k (x_o - mu_ko))``: the
-    responsibility-weighted conditional means. The model arguments are the
-    kernels' (see ``kernel_arguments`` and :mod:`fastem.backends._numpy`). A row
-    with nothing observed gets the mixture mean; observed values are copied
-    unchanged.
+    responsibility-weighted conditional means (``B_k = 0`` for diagonal
+    covariances), responsibilities from the observed values alone. ``params``
+    is the model's :class:`~fastem._passes.PassParams`. A row with nothing
+    observed gets the mixture mean; observed values are copied unchanged.
+    Temporaries are (rows of X, k) and (rows of X, d): callers pass blocks.
     """
     out = np.array(X, copy=True)
+    if not has_nan(X):
+        return out
     patterns = find_patterns(X, include_empty=True)
-    means64 = means.astype(np.float64)
-    ptr = patterns.pattern_ptr
-    block = _SCAN_BLOCK // 4
-    for p in range(patterns.n_patterns):
-        idx_all = patterns.rows[ptr[p] : ptr[p + 1]]
-        missing = np.isnan(X[idx_all[0]])
-        if not missing.any():
-            continue
-        for start in range(0, idx_all.shape[0], block):
-            idx = idx_all[start : start + block]
-            y, logp, _ = _pattern_deviations(
-                X[idx].astype(np.float64), missing, means, prec_chol, precisions, comp_const, full
-            )
-            with np.errstate(under="ignore"):
-                resp = np.exp(logp - logsumexp_rows(logp)[:, None])
-            # component k's conditional mean of the row is means[k] + y[k]
-            cond = np.einsum("bk,kbd->bd", resp, y) + resp @ means64
-            rows = out[idx]
-            rows[:, missing] = cond[:, missing]
-            out[idx] = rows
+    rows, ptr = _without_complete_rows(X, patterns)
+    p = params
+    k = p.means.shape[0]
+    logp = np.zeros((X.shape[0], k))
+    if p.full:
+        kernels.log_prob_missing_full(
+            X, rows, ptr, p.means, p.prec_chol, p.precisions, p.comp_const, logp
+        )
+    else:
+        kernels.log_prob_missing_diag(X, rows, ptr, p.means, p.prec_chol, p.comp_const, logp)
+    with np.errstate(under="ignore"):
+        resp = np.exp(logp - logsumexp_rows(logp)[:, None])
+    if p.full:
+        kernels.impute_missing_full(X, rows, ptr, p.shift, p.precisions, resp, out)
+    else:  # within a diagonal component the missing values do not depend on the observed
+        missing = np.isnan(X)
+        out[missing] = (resp @ p.shift)[missing]
     return out
+
+
+def _without_complete_rows(X: np.ndarray, patterns: MissingPatterns):
+    """``rows``/``pattern_ptr`` of the patterns that have a missing value."""
+    ptr = patterns.pattern_ptr
+    firsts = patterns.rows[ptr[:-1]]
+    keep = np.flatnonzero(np.isnan(X[firsts]).any(axis=1))
+    if keep.shape[0] == patterns.n_patterns:
+        return patterns.rows, ptr
+    counts = np.diff(ptr)[keep]
+    new_ptr = np.zeros(keep.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=new_ptr[1:])
+    rows = np.concatenate([patterns.rows[ptr[q] : ptr[q + 1]] for q in keep])
+    return np.ascontiguousarray(rows, dtype=np.int64), new_ptr

@@ -63,12 +63,15 @@ def em_stats(
     patterns: MissingPatterns | None = None,
     *,
     check_nan: bool = True,
+    weight_sum: float | None = None,
 ) -> Stats:
     """Sufficient statistics of one EM pass over the rows of ``X``.
 
     Rows with NaN use the missing-data kernels (their patterns are found here
     unless given); a complete block takes the complete-data kernels. Rows with
-    nothing observed contribute nothing, not even to ``weight_sum``.
+    nothing observed contribute nothing, not even to ``weight_sum``, which a
+    caller that iterates over the same rows can pass in once computed (it
+    saves an (n,) gather per pass).
     """
     k, d = params.means.shape
     stats = Stats.zeros(k, d, params.full, params.shift)
@@ -80,7 +83,7 @@ def em_stats(
         stats.loglik = em_pass(
             X, sample_weight, p.means, p.prec_chol, p.comp_const, stats.nk, stats.sx, stats.sxx
         )
-        stats.weight_sum = float(sample_weight.sum())
+        stats.weight_sum = float(sample_weight.sum()) if weight_sum is None else weight_sum
         return stats
     rows, ptr = patterns.rows, patterns.pattern_ptr
     if p.full:
@@ -93,7 +96,7 @@ def em_stats(
             X, sample_weight, rows, ptr, p.means, p.prec_chol, p.comp_const,
             stats.nk, stats.sx, stats.sxx,
         )  # fmt: skip
-    stats.weight_sum = float(sample_weight[rows].sum())
+    stats.weight_sum = float(sample_weight[rows].sum()) if weight_sum is None else weight_sum
     return stats
 
 
