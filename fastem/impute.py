@@ -39,6 +39,9 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
     mixture_ : GaussianMixture
         The fitted mixture.
     n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Column names of X in ``fit``, when it had string column names (a
+        pandas DataFrame, say); used by :meth:`get_feature_names_out`.
     n_iter_ : int
         EM iterations of the fit.
 
@@ -77,7 +80,9 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         self.n_threads = n_threads
 
     def __sklearn_tags__(self):
-        return allow_nan_tags(super().__sklearn_tags__())
+        tags = allow_nan_tags(super().__sklearn_tags__())
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
     def fit(self, X, y=None, sample_weight=None) -> GaussianMixtureImputer:
         """Fit the mixture to X (NaN entries are missing values).
@@ -104,8 +109,13 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
             backend=self.backend,
             n_threads=self.n_threads,
         )
+        names = _string_column_names(X)
         mixture.fit(X, sample_weight=sample_weight)
         self.mixture_ = mixture
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         self.n_features_in_ = mixture.n_features_in_
         self.n_iter_ = mixture.n_iter_
         return self
@@ -139,3 +149,15 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
                 return np.array([f"x{i}" for i in range(self.n_features_in_)], dtype=object)
             return np.asarray(names, dtype=object)
         return np.asarray(input_features, dtype=object)
+
+
+def _string_column_names(X) -> np.ndarray | None:
+    """The column names of a DataFrame-like X if they are all strings, else None
+    (scikit-learn's rule for ``feature_names_in_``)."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    if names.ndim != 1 or not all(isinstance(name, str) for name in names):
+        return None
+    return names
