@@ -1,23 +1,32 @@
-"""Seconds per EM pass with 10% of entries missing vs the complete-data pass.
+"""Seconds per EM iteration with 10% of entries missing vs complete data.
 
-Runs ``fastem._passes.em_stats`` on a standard workload (default W2) twice per
-repeat, interleaved: on the complete data (complete-data kernel) and on the same
-data with a fraction of entries set to NaN completely at random (missing-data
-kernel, patterns precomputed with ``fastem._missing.find_patterns``). Prints the
-median of each and their ratio, which is what compares across noisy machines.
+Two measurements on a standard workload (default W2), each interleaved between
+the complete data and the same data with a fraction of entries set to NaN
+completely at random, medians over repeats, and their ratio (what compares
+across noisy machines):
+
+* ``pass``: one ``fastem._passes.em_stats`` call (the missing-data kernel,
+  patterns found once beforehand, as a fit does);
+* ``fit``: seconds per iteration as BENCHMARKS.md defines them, a fit with
+  ``max_iter=n1`` minus one with ``max_iter=n0`` from the same initial
+  parameters with ``tol=0``, divided by ``n1 - n0`` (pattern finding, set-up
+  and validation cancel out; M-steps and the per-iteration parameter set-up
+  count).
 
     python benchmarks/missing_ratio.py [--workload W2] [--frac 0.1] [--repeats 5] [--iters 0]
+        [--n0 2] [--n1 7] [--backend numba]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 
 from fastem import GaussianMixture
-from fastem._covariance import precision_cholesky_from_precisions
+from fastem._covariance import precision_cholesky_from_precisions, precisions_from_cholesky
 from fastem._missing import find_patterns
 from fastem._passes import PassParams, em_stats
 from fastem.backends import get_backend
@@ -31,6 +40,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--backend", default="numba")
     ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--n0", type=int, default=2)
+    ap.add_argument("--n1", type=int, default=7)
     ap.add_argument(
         "--iters", type=int, default=0,
         help="EM iterations on the complete data before timing (0: the initial parameters)",
@@ -60,24 +71,51 @@ def main() -> None:
     def missing():
         return em_stats(kernels, Xm, w, params, patterns)
 
+    start = {"weights_init": weights, "means_init": means,
+             "precisions_init": precisions_from_cholesky(pc, cov)}  # fmt: skip
+
+    def fit(data, max_iter):
+        gm = GaussianMixture(
+            init["n_components"], covariance_type=cov, max_iter=max_iter, tol=0.0,
+            backend=args.backend, **start,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gm.fit(data)
+
+    def per_iteration(data):
+        t0 = time.perf_counter()
+        fit(data, args.n0)
+        t1 = time.perf_counter()
+        fit(data, args.n1)
+        t2 = time.perf_counter()
+        return ((t2 - t1) - (t1 - t0)) / (args.n1 - args.n0)
+
     complete()  # compile / warm up
     missing()
-    times: dict[str, list[float]] = {"complete": [], "missing": []}
+    fit(X[:1000], 1)
+    fit(Xm[:1000], 1)
+    names = ("pass complete", "pass missing", "fit complete", "fit missing")
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeats):
-        for name, fn in (("complete", complete), ("missing", missing)):
+        for name, fn in (("pass complete", complete), ("pass missing", missing)):
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+        times["fit complete"].append(per_iteration(X))
+        times["fit missing"].append(per_iteration(Xm))
     med = {name: float(np.median(t)) for name, t in times.items()}
     print(
         f"{args.workload} {cov} {dtype.name} backend={args.backend}: "
         f"{patterns.n_patterns} patterns, {patterns.rows.shape[0]} rows, "
-        f"{patterns.n_missing / X.size:.1%} missing"
+        f"{patterns.n_missing / X.size:.1%} missing; medians of {args.repeats}"
     )
-    for name in ("complete", "missing"):
-        print(f"  {name:8s} median {med[name] * 1e3:8.2f} ms  (all: "
+    for name in times:
+        print(f"  {name:14s} {med[name] * 1e3:8.2f} ms  (all: "
               + ", ".join(f"{t * 1e3:.1f}" for t in times[name]) + ")")  # fmt: skip
-    print(f"  ratio missing/complete: {med['missing'] / med['complete']:.2f}")
+    for kind in ("pass", "fit"):
+        ratio = med[f"{kind} missing"] / med[f"{kind} complete"]
+        print(f"  ratio missing/complete per {kind:4s}: {ratio:.2f}")
 
 
 if __name__ == "__main__":
