@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -378,27 +380,75 @@ def test_fastem_imports_without_dask():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+# Run on the workers (by exec, so nothing of this module need be importable there):
+# each pass of the numpy backend's full kernel takes 0.15 s longer, so that an
+# iteration's chunk tasks are observably running when a worker is killed.
+_SLOW_KERNEL = """
+import time
+import fastem.backends._numpy as kernels
+if not hasattr(kernels, "_unslowed_em_pass_full"):
+    kernels._unslowed_em_pass_full = kernels.em_pass_full
+    def em_pass_full(*args):
+        time.sleep(0.15)
+        return kernels._unslowed_em_pass_full(*args)
+    kernels.em_pass_full = em_pass_full
+"""
+_FAST_KERNEL = """
+import fastem.backends._numpy as kernels
+kernels.em_pass_full = getattr(kernels, "_unslowed_em_pass_full", kernels.em_pass_full)
+"""
+
+
+def _key_name(key) -> str:
+    return str(key[0] if isinstance(key, tuple) else key)
+
+
 def test_worker_killed_mid_fit(client, data):
-    """A worker process killed during the fit: the nanny restarts it, its chunks are
+    """A worker process killed while it runs a chunk task of an iteration and
+    holds persisted chunks: the nanny restarts it, the lost chunks are
     recomputed from their lineage, and the model is the undisturbed one."""
     client.wait_for_workers(2)
     init = initial_parameters(data, K, "full", seed=1)
     Xd = da.from_array(data, chunks=250)
+    n_chunks = Xd.numblocks[0]
     undisturbed = _fit(Xd, max_iter=6, tol=0, **init)
-    killed = []
+    armed, done = threading.Event(), threading.Event()
+    killed: list[dict] = []
 
-    def kill_on_second_iteration(event, **info):
-        if event != "iteration" or info["n_iter"] != 2 or killed:
-            return
-        holders = [addr for addr, keys in client.has_what().items() if keys]
-        victim = holders[0]
-        pid = client.run(os.getpid, workers=[victim])[victim]
-        os.kill(pid, signal.SIGKILL)
-        killed.append(victim)
+    def kill_a_busy_holder():
+        armed.wait(60)
+        while not done.is_set() and not killed:
+            holding = client.has_what()
+            for addr, keys in client.processing().items():
+                running = [k for k in keys if _key_name(k).startswith("_chunk_stats")]
+                held = [k for k in holding.get(addr, ()) if _key_name(k).startswith("_prepare")]
+                if running and held:
+                    pid = client.run(os.getpid, workers=[addr])[addr]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append({"addr": addr, "held": len(held)})
+                    return
+            time.sleep(0.01)
 
-    with fit_listener(kill_on_second_iteration):
-        disturbed = _fit(Xd, max_iter=6, tol=0, **init)
+    def arm_after_first_iteration(event, **info):
+        if event == "iteration" and info["n_iter"] == 1:
+            armed.set()
+
+    client.run(exec, _SLOW_KERNEL, {})
+    killer = threading.Thread(target=kill_a_busy_holder, daemon=True)
+    killer.start()
+    try:
+        with distributed.get_task_stream(client) as stream, fit_listener(arm_after_first_iteration):
+            disturbed = _fit(Xd, max_iter=6, tol=0, **init)
+    finally:
+        done.set()
+        armed.set()
+        killer.join(30)
+        client.run(exec, _FAST_KERNEL, {})
     assert killed, "no worker was killed"
-    assert killed[0] not in client.scheduler_info()["workers"]
+    assert killed[0]["held"] > 0
+    assert killed[0]["addr"] not in client.scheduler_info()["workers"]
+    prepared = [t for t in stream.data if _key_name(t["key"]).startswith("_prepare_chunk")]
+    # each chunk prepared once, then again each one lost with the killed worker
+    assert len(prepared) >= n_chunks + killed[0]["held"]
     _assert_same_model(undisturbed, disturbed, rtol=0)
     client.wait_for_workers(2, timeout=30)  # the nanny brought it back
