@@ -15,6 +15,11 @@ as :class:`fastem._data.ArrayData` does, holding one block of rows at a time:
   ``madvise(MADV_DONTNEED)`` (where the platform has it; never for a
   copy-on-write map, whose pages may hold the caller's changes), so the
   resident set stays near one block plus the model, whatever the OS caches.
+- With NaN in X, each block's missingness patterns are found on the first EM
+  pass and kept for the later ones while all kept patterns take at most
+  ``PATTERN_CACHE_BYTES`` (about 8 bytes per row); blocks beyond that budget
+  are regrouped on every pass. A block without NaN is remembered as such
+  (no rescan).
 - Initialization (``init_params``) runs in memory on a uniform random sample
   of the rows that carry information (a positive weight and an observed
   value): ``min(n, max(10_000, 1000 * n_components))`` rows, drawn during the
@@ -34,15 +39,24 @@ from types import ModuleType
 
 import numpy as np
 
-from ._missing import check_fit_coverage
+from ._missing import MissingPatterns, check_fit_coverage, find_patterns, has_nan
 from ._passes import PassParams, em_stats
 from ._stats import Stats
 from ._validation import check_positive_int
 
-__all__ = ["BLOCK_BYTES", "BlockData", "BlockReader", "block_fit_data", "init_sample_size"]
+__all__ = [
+    "BLOCK_BYTES",
+    "PATTERN_CACHE_BYTES",
+    "BlockData",
+    "BlockReader",
+    "block_fit_data",
+    "init_sample_size",
+]
 
 #: Target size of one block of rows, in bytes of the fit's dtype.
 BLOCK_BYTES = 16 << 20
+#: Most bytes of per-block missingness patterns kept between EM passes.
+PATTERN_CACHE_BYTES = 16 << 20
 
 
 def init_sample_size(n_samples: int, n_components: int) -> int:
@@ -199,6 +213,9 @@ class BlockData:
         self._buffer: np.ndarray | None = None
         self._release = _page_releaser(X)
         self._sample: tuple[np.ndarray, np.ndarray] | None = None
+        # block start -> its patterns (None: no NaN in the block), within the budget
+        self._patterns: dict[int, MissingPatterns | None] = {}
+        self._pattern_bytes = 0
         self.has_nan = False
         self.weight_sum = 0.0
         self.n_empty_rows = 0
@@ -222,8 +239,9 @@ class BlockData:
         for start, stop in self.blocks():
             xb = self._read(start, stop)
             wb = self._weights.block(start, stop)
-            total = total + em_stats(kernels, xb, wb, params, check_nan=self.has_nan)
-            del xb, wb
+            patterns = self._block_patterns(start, xb) if self.has_nan else None
+            total = total + em_stats(kernels, xb, wb, params, patterns, check_nan=False)
+            del xb, wb, patterns
             self._release(start, stop)
             self._weights.release(start, stop)
         return total
@@ -235,6 +253,21 @@ class BlockData:
         return self._sample
 
     # ------------------------------------------------------------------ internals
+    def _block_patterns(self, start: int, xb: np.ndarray) -> MissingPatterns | None:
+        """The block's missingness patterns: kept from an earlier pass, or found
+        (and kept if the budget allows)."""
+        if start in self._patterns:
+            return self._patterns[start]
+        patterns = find_patterns(xb) if has_nan(xb) else None
+        size = 0
+        if patterns is not None:
+            size = sum(a.nbytes for a in (patterns.rows, patterns.pattern_ptr,
+                                          patterns.observed_per_feature))  # fmt: skip
+        if self._pattern_bytes + size <= PATTERN_CACHE_BYTES:
+            self._patterns[start] = patterns
+            self._pattern_bytes += size
+        return patterns
+
     def blocks(self):
         """``(start, stop)`` of each block of rows, in order."""
         for start in range(0, self.n_samples, self.block_rows):

@@ -123,6 +123,35 @@ def test_nan_in_memmap_matches_in_memory_fit(tmp_path, small_blocks, covariance_
     _assert_same_model(got, ref, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:.*every value missing:UserWarning")
+def test_missingness_patterns_are_kept_between_passes_within_a_budget(
+    tmp_path, small_blocks, monkeypatch
+):
+    X, _ = make_mixture(3000, 3, 3, random_state=3)
+    X[np.random.default_rng(0).random(X.shape) < 0.1] = np.nan
+    X[:400] = np.nan_to_num(X[:400])  # the first block complete
+    X[1000] = np.nan  # a row with nothing observed
+    M = _memmap(tmp_path, X)
+    init = initial_parameters(np.nan_to_num(X), 3, "full")
+    kw = dict(init, backend="numpy", tol=0, max_iter=4)
+    calls = []
+    real = blocks.find_patterns
+    monkeypatch.setattr(blocks, "find_patterns", lambda xb: calls.append(1) or real(xb))
+    data = blocks.block_fit_data(GaussianMixture(**kw), M, None)
+    n_blocks = len(list(data.blocks()))
+    n_nan_blocks = sum(bool(np.isnan(M[a:b]).any()) for a, b in data.blocks())
+    assert 1 < n_nan_blocks < n_blocks
+    kept = GaussianMixture(**kw).fit(M)
+    assert len(calls) == n_nan_blocks  # found on the first pass only
+    calls.clear()
+    monkeypatch.setattr(blocks, "PATTERN_CACHE_BYTES", 0)  # no budget: found on every pass
+    regrouped = GaussianMixture(**kw).fit(M)
+    assert len(calls) == 4 * n_nan_blocks
+    for name in ATTRS:
+        np.testing.assert_array_equal(getattr(kept, name), getattr(regrouped, name))
+    _assert_same_model(kept, GaussianMixture(**kw).fit(X), rtol=1e-8, atol=1e-10)
+
+
 def test_sliced_array_like_with_cast(small_blocks):
     X, _ = make_mixture(4000, 2, 3, random_state=4)
     Xi = np.round(X * 100).astype(np.int32)
