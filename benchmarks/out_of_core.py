@@ -196,10 +196,12 @@ def main() -> None:
         return f"{x / MB:,.0f} MiB"
 
     print(f"file: {mib(rep['file_bytes'])}, shape {rep['shape']}")
+    ratio = rep["file_bytes"] / rep["rlimit_data"]
+    # a small --size-gb can leave the limit above the file: say so, not "0.4x smaller"
+    relation = f"{ratio:.1f}x smaller" if ratio >= 1 else f"{1 / ratio:.1f}x larger"
     print(
         f"RLIMIT_DATA: {mib(rep['rlimit_data'])} (baseline VmData {mib(rep['vmdata_baseline'])}"
-        f" + margin {args.margin_mb} MiB), {rep['file_bytes'] / rep['rlimit_data']:.1f}x smaller"
-        " than the file"
+        f" + margin {args.margin_mb} MiB), {relation} than the file"
     )
     print(f"np.load of the whole file under the limit: {rep['np_load_whole_file']}")
     print(
