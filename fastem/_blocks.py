@@ -315,7 +315,7 @@ class BlockData:
                 has_nan = True
             if nan is None:
                 informative = wb > 0
-                observed += stop - start
+                observed += int(informative.sum())  # rows of weight 0 observe nothing
                 col_sum += wb @ xb
                 col_weight += float(wb.sum())
                 weight_sum += float(wb.sum())
@@ -324,7 +324,7 @@ class BlockData:
                 empty = ~seen.any(axis=1)
                 n_empty += int(empty.sum())
                 informative = (wb > 0) & ~empty
-                observed += seen.sum(axis=0)
+                observed += (wb > 0) @ seen
                 col_sum += wb @ np.where(seen, xb, 0.0)
                 col_weight += wb @ seen
                 weight_sum += float(wb[~empty].sum())

@@ -155,7 +155,8 @@ def _prepare_chunk(xb: np.ndarray, swb: np.ndarray | None) -> _Chunk:
         sw = np.ones(X.shape[0])
     else:
         sw = np.ascontiguousarray(swb, dtype=np.float64).reshape(-1)
-    patterns = find_patterns(X) if has_nan(X) else None
+    aligned = sw if sw.shape[0] == X.shape[0] else None  # misaligned: the client raises
+    patterns = find_patterns(X, sample_weight=aligned) if has_nan(X) else None
     return _Chunk(X, sw, patterns)
 
 
@@ -188,8 +189,10 @@ def _summarize_chunk(chunk: _Chunk) -> _Summary:
     s.has_nan = patterns is not None
     observed = _observed_rows(chunk)
     s.n_empty = 0 if patterns is None else patterns.n_empty
-    s.observed_per_feature = (
-        np.full(d, n, dtype=np.int64) if patterns is None else patterns.observed_per_feature
+    s.observed_per_feature = (  # counted in rows of positive weight, as in memory
+        np.full(d, int((sw > 0).sum()), dtype=np.int64)
+        if patterns is None
+        else patterns.observed_per_feature
     )
     s.weight_sum = float(sw[observed].sum()) if patterns is not None else s.weights_total
     s.n_informative = int(((sw > 0) & observed).sum())

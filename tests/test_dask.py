@@ -344,6 +344,8 @@ def test_in_memory_errors_match(client, data):
         (_with_value(data, (3, 0), np.inf), None),
         (_with_value(data, (slice(None), 0), np.nan), None),
         (data, -np.ones(2000)),
+        # feature 1 is observed only in rows of weight 0: never observed
+        (_with_value(data, (slice(10, None), 1), np.nan), np.r_[np.zeros(10), np.ones(1990)]),
     ]
     for X, w in cases:
         with pytest.raises(ValueError) as mem:

@@ -275,6 +275,19 @@ def test_validation_errors(tmp_path, make, match):
         GaussianMixture(3).fit(M)
 
 
+def test_feature_observed_only_in_rows_of_weight_zero(tmp_path, small_blocks):
+    """The same check and message as the in-memory fit: weight 0 drops a row."""
+    X, _ = make_mixture(2000, 3, 2, random_state=0)
+    X[10:, 2] = np.nan
+    w = np.r_[np.zeros(10), np.ones(1990)]
+    with pytest.raises(ValueError) as mem:
+        GaussianMixture(2, backend="numpy").fit(X, sample_weight=w)
+    assert "never observed" in str(mem.value)
+    with pytest.raises(ValueError) as ooc:
+        GaussianMixture(2, backend="numpy").fit(_memmap(tmp_path, X), sample_weight=w)
+    assert str(ooc.value) == str(mem.value)
+
+
 def test_validation_errors_for_strings_and_weights(tmp_path):
     X, _ = make_mixture(100, 2, 3, random_state=8)
     M = _memmap(tmp_path, X)
