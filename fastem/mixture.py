@@ -363,7 +363,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self.backend_ = backend_name
         from ._online import clear_online_state
 
-        clear_online_state(self)  # a fit starts a new partial_fit stream
+        clear_online_state(self)  # a later partial_fit continues from this fit, as batch 1
         return self
 
     def _fit_data(self, X, sample_weight):
