@@ -28,6 +28,7 @@ __all__ = [
     "read_data",
     "write_table",
     "atomic_output",
+    "atomic_outputs",
     "check_output_path",
     "parse_csv",
 ]
@@ -153,7 +154,21 @@ def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray
     raise InputError(f"{source} could not be read as numbers")  # pragma: no cover
 
 
+def _without_path(message: str, path: str) -> str:
+    """``message`` without the quoted ``path`` our own message already names."""
+    for quoted in (f" '{path}'", f' "{path}"'):
+        message = message.replace(quoted, "")
+    return message
+
+
 def _read_npy(path: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # np.load tells .npz apart
+        raise InputError(
+            f"'{path}' is not a NumPy .npy file (it lacks the .npy signature); save arrays "
+            "with numpy.save, or give a .csv or .parquet file"
+        )
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as exc:  # object arrays, or not an .npy file at all
@@ -180,7 +195,8 @@ def _read_parquet(path: str) -> tuple[np.ndarray, list[str]]:
     try:
         table = pa.parquet.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read '{path}' as Parquet: {exc}") from exc
+        reason = _without_path(str(exc), path)
+        raise InputError(f"cannot read '{path}' as Parquet: {reason}") from exc
     columns = []
     for name, col in zip(table.column_names, table.columns, strict=True):
         if not (
@@ -258,21 +274,39 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
     The temporary name keeps ``path``'s extension, so writers that pick a format
     (or append one) from the name behave as they would on ``path``.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    suffix = "".join(Path(path).suffixes[-1:])
-    fd, tmp = tempfile.mkstemp(prefix=".fastem-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
+    with atomic_outputs(path) as (tmp,):
         yield tmp
-        # mkstemp creates 0600; give the output the permissions a plain open() would.
+
+
+@contextmanager
+def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[str]]:
+    """Like :func:`atomic_output` for several outputs: all of them or none.
+
+    Yields one temporary path beside each of ``paths`` (keeping its extension).
+    Only when the block has written every one are they renamed into place; if
+    the block raises, every temporary file is removed and no target is touched.
+    """
+    targets = [os.fspath(path) for path in paths]
+    tmps: list[str] = []
+    try:
+        for path in targets:
+            folder = os.path.dirname(os.path.abspath(path))
+            suffix = "".join(Path(path).suffixes[-1:])
+            fd, tmp = tempfile.mkstemp(prefix=".fastem-", suffix=suffix, dir=folder)
+            os.close(fd)
+            tmps.append(tmp)
+        yield list(tmps)
+        # mkstemp creates 0600; give the outputs the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        for tmp in tmps:
+            os.chmod(tmp, 0o666 & ~umask)
+        for tmp, path in zip(tmps, targets, strict=True):
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in tmps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
 
 

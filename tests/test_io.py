@@ -11,6 +11,7 @@ import pytest
 from fastem._io import (
     InputError,
     atomic_output,
+    atomic_outputs,
     check_output_path,
     data_format,
     parse_csv,
@@ -110,7 +111,7 @@ def test_read_npy_rejects_non_tables(tmp_path, array, match):
 
 def test_read_npy_rejects_garbage_and_pickles(tmp_path):
     (tmp_path / "g.npy").write_text("not numpy")
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match=r"'.*g.npy' is not a NumPy .npy file"):
         read_data(tmp_path / "g.npy")
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match="cannot read"):
@@ -179,6 +180,33 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path):
                 f.write("partial")
             raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
+
+
+def test_atomic_outputs_are_all_written_or_none(tmp_path):
+    first, second = tmp_path / "a.png", tmp_path / "b.npz"
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_outputs(first, second) as (tmp_a, tmp_b):
+            assert tmp_a.endswith(".png") and tmp_b.endswith(".npz")
+            with open(tmp_a, "w") as f:
+                f.write("complete")
+            raise OSError("disk full")  # writing the second output fails
+    assert os.listdir(tmp_path) == []  # the finished first one was not renamed into place
+    with atomic_outputs(first, second) as tmps:
+        for tmp, text in zip(tmps, ("a", "b"), strict=True):
+            with open(tmp, "w") as f:
+                f.write(text)
+    assert first.read_text() == "a" and second.read_text() == "b"
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.npz"]
+
+
+def test_parquet_error_names_the_file_once(tmp_path):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"PAR1 not really parquet PAR1")
+    with pytest.raises(InputError) as info:
+        read_data(path)
+    assert str(info.value).startswith(f"cannot read '{path}' as Parquet: ")
+    assert str(info.value).count(str(path)) == 1
 
 
 def test_atomic_output_replaces_existing_file(tmp_path):
