@@ -7,8 +7,11 @@ missing values, and ``demo`` on built-in synthetic data. Run ``fastem CMD --help
 
 Bad input (a missing file, a non-numeric column, a model for other data, a
 missing optional dependency, ...) exits with status 2 and one line on stderr,
-``fastem: error: ...``; outputs are written to a temporary file and renamed
-into place only on success, so a failed command writes nothing.
+``fastem: error: ...``; outputs are written to temporary files and renamed
+into place only once every output of the command is complete, so a failed
+command writes nothing. ``--quiet`` drops progress, summaries and warnings
+(stderr, or stdout for summaries); results on stdout (``select``'s table,
+``-o -`` data) stay.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ._io import (
     DATA_FORMATS,
     InputError,
     atomic_output,
+    atomic_outputs,
     check_output_path,
     data_format,
     read_data,
@@ -74,9 +78,13 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
-def _k_list(text: str) -> list[int]:
-    """``'1-10'``, ``'2,4,8'`` or a mix (``'1-3,5'``) as a sorted list of distinct ints."""
-    ks: set[int] = set()
+def _k_list(text: str) -> list[range]:
+    """``'1-10'``, ``'2,4,8'`` or a mix (``'1-3,5'``) as sorted, disjoint ranges.
+
+    Ranges, not lists: ``1-99999999999`` costs nothing until it is checked
+    against the number of rows (:func:`_k_values`).
+    """
+    spans = []
     try:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
@@ -84,12 +92,34 @@ def _k_list(text: str) -> list[int]:
             b = int(hi) if sep else a
             if a < 1 or b < a:
                 raise ValueError
-            ks.update(range(a, b + 1))
+            spans.append((a, b))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected component counts like 1-10 or 2,4,8 (each at least 1), got {text!r}"
         ) from None
-    return sorted(ks)
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [range(a, b + 1) for a, b in merged]
+
+
+def _k_values(ranges: list[range], n_rows: int, source: str) -> list[int]:
+    """The component counts of ``--k``, once none exceeds the rows (so the list is small)."""
+    _check_k(ranges[-1][-1], n_rows, source, flag="--k")
+    return [k for r in ranges for k in r]
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32 - 1, got {value}")
+    return value
 
 
 def _covariance_list(text: str) -> list[str]:
@@ -132,6 +162,14 @@ def _read(path: str) -> tuple[np.ndarray, list[str] | None]:
     X, columns = read_data(path)
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise CommandError(f"'{path}' holds no data (shape {X.shape})")
+    infinite = np.isinf(X)
+    if infinite.any():
+        rows, cols = np.nonzero(infinite)
+        raise CommandError(
+            f"'{path}' holds {rows.size:,} infinite value(s), the first in row {rows[0] + 1}, "
+            f"column {cols[0] + 1}; fastem needs finite numbers: replace them, or mark them "
+            "missing (an empty field or NaN) if they stand for unknown values"
+        )
     return X, columns
 
 
@@ -156,21 +194,21 @@ def _check_model_output(path: str) -> None:
     check_output_path(path, what="model")
 
 
-def _load_model(path: str, backend: str | None = None) -> GaussianMixture:
-    if not os.path.isfile(path):
+def _load_model(
+    path: str, backend: str | None = None, *, quiet: bool = False
+) -> GaussianMixture:
+    if not os.path.exists(path):
         raise CommandError(f"no such model file: '{path}'; give a model saved by 'fastem fit -o'")
+    _check_backend(backend)
     try:
         from .persistence import load
     except ImportError as exc:  # pragma: no cover - persistence ships with fastem
         raise CommandError(f"this fastem cannot load models: {exc}") from exc
     try:
-        with _one_line_warnings():
+        with _one_line_warnings(quiet):
             return load(path, backend=backend)
-    except Exception as exc:  # whatever the reason, the file is not a model we can use
-        raise CommandError(
-            f"cannot load the model '{path}': {_one_line(exc)}; give a model saved by "
-            "'fastem fit -o'"
-        ) from exc
+    except ValueError as exc:  # load's one line already says "cannot load PATH: why"
+        raise CommandError(f"{_one_line(exc)}; give a model saved by 'fastem fit -o'") from exc
 
 
 def _check_features(model: GaussianMixture, X: np.ndarray, model_path: str, data: str) -> None:
@@ -189,11 +227,14 @@ def _apply_runtime_options(model: GaussianMixture, args: argparse.Namespace) -> 
 
 
 @contextmanager
-def _one_line_warnings():
-    """Show the block's user-facing warnings as one ``fastem: warning:`` line each."""
+def _one_line_warnings(quiet: bool = False):
+    """Show the block's user-facing warnings as one ``fastem: warning:`` line each
+    (none with ``--quiet``)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
+    if quiet:
+        return
     # Only UserWarnings (ConvergenceWarning, ...); library deprecations are noise here.
     shown = (w for w in caught if issubclass(w.category, UserWarning))
     for message in dict.fromkeys(_one_line(w.message) for w in shown):
@@ -202,7 +243,7 @@ def _one_line_warnings():
 
 def _fit_quietly(fit: Callable[[], object], args: argparse.Namespace, total_fits=None):
     """Run ``fit()`` with the progress display and one-line warnings."""
-    with _one_line_warnings():
+    with _one_line_warnings(args.quiet):
         with show_progress(_progress_mode(args), sys.stderr, total_fits=total_fits):
             return fit()
 
@@ -248,8 +289,27 @@ def _check_figure_path(path: str) -> None:
 
 
 def _save_figure(fig, path: str) -> None:
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=100, format=Path(path).suffix.lower().lstrip("."))
+    """Write ``fig`` to ``path`` as is (the caller makes it atomic)."""
+    fig.savefig(path, dpi=100, format=Path(path).suffix.lower().lstrip("."))
+
+
+def _check_distinct_outputs(outputs: dict[str, str | None]) -> None:
+    """Two flags naming one file would have the second output overwrite the first."""
+    seen: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if path is None or path == "-":
+            continue
+        key = os.path.normcase(os.path.realpath(path))
+        for other_flag, other in seen.items():
+            same = key == other or (
+                os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)
+            )
+            if same:
+                raise CommandError(
+                    f"{other_flag} and {flag} name the same file '{path}'; give each output "
+                    "its own name"
+                )
+        seen[flag] = key
 
 
 def _format_weights(weights) -> str:
@@ -278,13 +338,13 @@ def run_fit(args: argparse.Namespace) -> int:
         else f"did NOT converge in {model.n_iter_} EM iterations (raise --max-iter or --tol)"
     )
     restarts = f", best of {model.n_init} initializations" if model.n_init > 1 else ""
-    bic = model.bic(X) if not n_missing else None
+    bic = model.bic(X)  # with NaN: the observed values' likelihood, as select reports
     _info(
         args,
         f"Fitted a {model.n_components}-component {model.covariance_type}-covariance Gaussian "
         f"mixture to {n:,} rows x {d} features of '{args.data}'{missing} in {elapsed:.2f} s "
         f"(backend {model.backend_}{restarts}): {status}; average log-likelihood "
-        f"{model.lower_bound_:.5f}" + (f", BIC {bic:.2f}" if bic is not None else "") + ". "
+        f"{model.lower_bound_:.5f}, BIC {bic:.2f}. "
         f"Component weights: {_format_weights(model.weights_)}. Model saved to '{output}'.",
     )
     return 0
@@ -295,7 +355,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """``fastem predict``: labels (or probabilities with --proba) of DATA's rows."""
     data_format(args.output)
     check_output_path(args.output)
-    model = _load_model(args.model, args.backend)
+    model = _load_model(args.model, args.backend, quiet=args.quiet)
     _apply_runtime_options(model, args)
     X, _ = _read(args.data)
     _check_features(model, X, args.model, args.data)
@@ -331,7 +391,7 @@ def _select_model_function():
     return select_model
 
 
-def _call_select(select_model, X, args: argparse.Namespace):
+def _call_select(select_model, X, ks: list[int], args: argparse.Namespace):
     """Call select_model with the options it accepts (its signature may grow)."""
     options = dict(
         n_init=args.n_init,
@@ -348,7 +408,7 @@ def _call_select(select_model, X, args: argparse.Namespace):
         options = {key: value for key, value in options.items() if key in params}
     return select_model(
         X,
-        n_components=args.k,
+        n_components=ks,
         covariance_types=args.covariance,
         criterion=args.criterion,
         **options,
@@ -359,6 +419,7 @@ def run_select(args: argparse.Namespace) -> int:
     """``fastem select``: fit a grid of candidates, print the table, keep the best."""
     select_model = _select_model_function()
     output = None
+    _check_distinct_outputs({"-o": args.output, "--plot": args.plot})
     if args.output is not None:
         output = args.output
         _check_model_output(output)
@@ -367,9 +428,11 @@ def run_select(args: argparse.Namespace) -> int:
         _check_figure_path(args.plot)
     _check_backend(args.backend)
     X, _ = _read(args.data)
-    _check_k(max(args.k), X.shape[0], args.data, flag="--k")
-    total = len(args.k) * len(args.covariance)
-    selection = _fit_quietly(lambda: _call_select(select_model, X, args), args, total_fits=total)
+    ks = _k_values(args.k, X.shape[0], args.data)
+    total = len(ks) * len(args.covariance)
+    selection = _fit_quietly(
+        lambda: _call_select(select_model, X, ks, args), args, total_fits=total
+    )
     best = getattr(selection, "best_", None)
     if best is None:
         raise CommandError(
@@ -377,14 +440,19 @@ def run_select(args: argparse.Namespace) -> int:
             "try other --k or --covariance values, or a larger --reg-covar"
         )
     print(selection.to_text())  # the table, its best row marked
+    targets = [path for path in (output, args.plot) if path is not None]
+    with atomic_outputs(*targets) as tmps:
+        written = dict(zip(targets, tmps, strict=True))
+        if output is not None:
+            best.save(written[output])
+        if args.plot is not None:
+            from .plotting import plot_selection
+
+            _save_figure(plot_selection(selection, criterion=args.criterion), written[args.plot])
     lines = []
     if output is not None:
-        best.save(output)
         lines.append(f"Best model saved to '{output}'.")
     if args.plot is not None:
-        from .plotting import plot_selection
-
-        _save_figure(plot_selection(selection, criterion=args.criterion), args.plot)
         lines.append(f"Figure saved to '{args.plot}'.")
     if lines:
         _info(args, " ".join(lines))
@@ -445,6 +513,7 @@ def _check_image_path(Image, path: str, labels: bool) -> str:
 def run_segment(args: argparse.Namespace) -> int:
     """``fastem segment``: paint each pixel with its colour component's mean."""
     Image = _import_pillow()
+    _check_distinct_outputs({"-o": args.output, "--plot": args.plot})
     image_format = _check_image_path(Image, args.output, args.labels)
     if args.plot is not None:
         _require_matplotlib("--plot")
@@ -483,13 +552,14 @@ def run_segment(args: argparse.Namespace) -> int:
         result = labels.astype(dtype).reshape(h, w)
     else:
         result = colours[labels].reshape(image.shape)
-    with atomic_output(args.output) as tmp:
-        Image.fromarray(result).save(tmp, format=image_format)
-    if args.plot is not None:
-        from .plotting import plot_segmentation
+    targets = [args.output] + ([args.plot] if args.plot is not None else [])
+    with atomic_outputs(*targets) as tmps:
+        Image.fromarray(result).save(tmps[0], format=image_format)
+        if args.plot is not None:
+            from .plotting import plot_segmentation
 
-        titles = ("original", "labels" if args.labels else f"{args.n_components} colours")
-        _save_figure(plot_segmentation(image, result, titles=titles), args.plot)
+            titles = ("original", "labels" if args.labels else f"{args.n_components} colours")
+            _save_figure(plot_segmentation(image, result, titles=titles), tmps[1])
 
     share = np.bincount(labels, minlength=args.n_components) / n
     palette = ", ".join(
@@ -513,7 +583,7 @@ def run_impute(args: argparse.Namespace) -> int:
     """``fastem impute``: replace NaN by its conditional expectation under MODEL."""
     data_format(args.output)
     check_output_path(args.output)
-    model = _load_model(args.model, args.backend)
+    model = _load_model(args.model, args.backend, quiet=args.quiet)
     if not hasattr(model, "impute"):
         raise CommandError("this fastem's GaussianMixture cannot impute; upgrade fastem")
     _apply_runtime_options(model, args)
@@ -567,7 +637,8 @@ def _demo_figure(gm: GaussianMixture, X: np.ndarray, path: str) -> None:
         left, right = fig.subplots(1, 2, width_ratios=(1.2, 1.0))
         plot_clusters(gm, X, projection="pca" if X.shape[1] > 2 else None, ax=left)
         plot_lower_bound(gm, ax=right)
-    _save_figure(fig, path)
+    with atomic_output(path) as tmp:
+        _save_figure(fig, tmp)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -621,7 +692,8 @@ def run_demo(args: argparse.Namespace) -> int:
 def _add_progress_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument(
-        "-q", "--quiet", action="store_true", help="print no progress and no summary"
+        "-q", "--quiet", action="store_true",
+        help="print no progress, summary or warnings (results on stdout and errors stay)",
     )
     group.add_argument(
         "-v", "--verbose", action="store_true", help="print one line per EM iteration (stderr)"
@@ -648,7 +720,7 @@ def _add_fit_options(p: argparse.ArgumentParser, *, covariance: bool = True) -> 
     p.add_argument("--tol", type=_nonneg_float, default=1e-3, help="convergence tolerance")
     p.add_argument("--reg-covar", type=_nonneg_float, default=1e-6, help="added to variances")
     p.add_argument("--init", choices=INIT_METHODS, default="kmeans", help="initialization")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     _add_runtime_options(p)
 
 
@@ -674,7 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", metavar="OUT", required=True, help=out_help)
     predict.add_argument("--proba", action="store_true", help="write probabilities, not labels")
     _add_runtime_options(predict)
-    predict.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    predict.add_argument(
+        "-q", "--quiet", action="store_true", help="print no summary or warnings"
+    )
     predict.set_defaults(func=run_predict)
 
     select = sub.add_parser("select", help="choose n_components and covariance type")
@@ -716,7 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("data", metavar="DATA", help=data_help + "; empty fields/NaN are missing")
     impute.add_argument("-o", "--output", metavar="OUT", required=True, help=out_help)
     _add_runtime_options(impute)
-    impute.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    impute.add_argument(
+        "-q", "--quiet", action="store_true", help="print no summary or warnings"
+    )
     impute.set_defaults(func=run_impute)
 
     demo = sub.add_parser("demo", help="fit built-in synthetic data and report the result")
@@ -730,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"kernel backend (available here: {', '.join(available_backends())})",
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument(
         "--plot", metavar="FIGURE", default="fastem-demo.png", help="figure (default %(default)s)"
     )

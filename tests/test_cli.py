@@ -485,7 +485,19 @@ MORE_BAD_INPUTS = {
     "missing model": (["predict", "nope.npz", "DATA", "-o", "l.csv"], ["l.csv"],
                       ["no such model file"]),
     "not a model": (["predict", "DATA", "DATA", "-o", "l.csv"], ["l.csv"],
-                    ["cannot load the model"]),
+                    ["cannot load", "not a fastem model file", "fastem fit -o"]),
+    "a directory as model": (["predict", ".", "DATA", "-o", "l.csv"], ["l.csv"],
+                             ["cannot load '.'", "directory"]),
+    "not an npy file": (["fit", "fake.npy", "-k", "1", "-o", "m.npz"], ["m.npz"],
+                        ["'fake.npy' is not a NumPy .npy file"]),
+    "infinity": (["fit", "inf.csv", "-k", "1", "-o", "m.npz"], ["m.npz"],
+                 ["1 infinite value(s)", "row 2, column 2", "mark them missing"]),
+    "negative seed": (["fit", "DATA", "-k", "2", "-o", "m.npz", "--seed", "-1"], ["m.npz"],
+                      ["argument --seed", "between 0 and 2**32 - 1"]),
+    "same image and figure": (["segment", "ok.png", "-k", "2", "-o", "s.png", "--plot",
+                               "./s.png"], ["s.png"], ["-o and --plot name the same file"]),
+    "same model and figure": (["select", "two.csv", "--k", "1", "-o", "m.png", "--plot",
+                               "m.png"], ["m.png"], ["-o and --plot name the same file"]),
     "output folder missing": (["fit", "DATA", "-k", "2", "-o", "no/m.npz"], [],
                               ["does not exist"]),
     "never-observed column": (["fit", "hole.csv", "-k", "1", "-o", "m.npz"], ["m.npz"],
@@ -511,6 +523,8 @@ def bad_files(tmp_path_factory):
     (root / "x.txt").write_text("1,2\n")
     (root / "ragged.csv").write_text("1,2\n3,4,5\n")
     (root / "textfirst.csv").write_text("1,abc\n2,3\n4,5\n6,7\n")  # no header: "1" is data
+    (root / "fake.npy").write_text("1,2\n")
+    (root / "inf.csv").write_text("a,b\n1,2\n3,inf\n5,6\n")
     (root / "empty.csv").write_text("\n")
     try:
         from PIL import Image
@@ -541,6 +555,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         monkeypatch.chdir(bad_files)
         result = _main(capsys, *args)
     _assert_one_line_error(result, *fragments)
+    assert result.stderr.count("cannot") <= 1  # says it once: no "cannot X: cannot X: ..."
     for out in outputs:
         assert not (bad_files / out).exists()
     assert set(os.listdir(bad_files)) == before  # not even a temporary file
@@ -570,3 +585,89 @@ def test_missing_optional_dependency(tmp_path, files, hidden, args, fragment, ca
         result = _main(capsys, *args)
     _assert_one_line_error(result, fragment)
     assert set(os.listdir(tmp_path)) - {"_hidden_modules"} == before
+
+
+def test_k_ranges_stay_ranges():
+    from fastem.cli import _k_list, _k_values
+
+    assert _k_list("1-3,2-5,9") == [range(1, 6), range(9, 10)]
+    assert _k_values(_k_list("4,1-2,3"), 10, "x") == [1, 2, 3, 4]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS")
+def test_a_huge_k_range_is_checked_against_the_rows_not_built(tmp_path, bad_files):
+    import resource
+
+    def cap_memory():  # a regression must fail here, not eat the machine's memory
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fastem", "select", str(bad_files / "two.csv"),
+         "--k", "1-99999999999", "-o", "m.npz", *NUMPY],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, preexec_fn=cap_memory,
+    )  # fmt: skip
+    _assert_one_line_error(result, "--k 99999999999", "4 rows", "--k 4 or less")
+    assert os.listdir(tmp_path) == []
+
+
+def _failing_savefig(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("command", ["select", "segment"])
+def test_a_failing_second_output_leaves_no_first_output(
+    command, files, bad_files, tmp_path, capsys, monkeypatch
+):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    if command == "select":
+        args = ["select", str(files["root"] / "x.npy"), "--k", "1-2", "--covariance", "diag",
+                "-o", "best.npz", "--plot", "fig.png"]  # fmt: skip
+        first = "best.npz"
+    else:
+        pytest.importorskip("PIL")
+        args = ["segment", str(bad_files / "ok.png"), "-k", "1", "-o", "s.png",
+                "--plot", "fig.png"]  # fmt: skip
+        first = "s.png"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Figure, "savefig", _failing_savefig)  # the figure comes second
+    result = _main(capsys, *args, *NUMPY)
+    _assert_one_line_error(result, "No space left on device")
+    assert os.listdir(tmp_path) == []  # not the first output, nor a temporary file
+    assert not (tmp_path / first).exists()
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert _main(capsys, *args, *NUMPY).returncode == 0  # and both when nothing fails
+    assert sorted(os.listdir(tmp_path)) == sorted([first, "fig.png"])
+
+
+def test_quiet_keeps_results_and_drops_progress_summary_and_warnings(tmp_path, files, capsys):
+    data = str(files["root"] / "x.npy")
+    # Not converging in one iteration warns; --quiet silences the warning and the summary.
+    loud = _main(capsys, "fit", data, "-k", "3", "--max-iter", "1", "-o", str(tmp_path / "a.npz"),
+                 *NUMPY)  # fmt: skip
+    assert "fastem: warning:" in loud.stderr and "Fitted" in loud.stdout
+    quiet = _main(capsys, "fit", data, "-k", "3", "--max-iter", "1", "-o",
+                  str(tmp_path / "b.npz"), "-q", *NUMPY)  # fmt: skip
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    # select's table is its result: it stays on stdout.
+    args = ("select", data, "--k", "2-3", "--covariance", "diag", "--max-iter", "1", *NUMPY)
+    loud = _main(capsys, *args, "-o", str(tmp_path / "c.npz"))
+    assert "fastem: warning:" in loud.stderr and "Best model saved" in loud.stdout
+    quiet = _main(capsys, *args, "-o", str(tmp_path / "d.npz"), "-q")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    table = loud.stdout.splitlines()[:-1]  # all but the summary line
+    assert table[-1].startswith("* best by BIC") and quiet.stdout.splitlines() == table
+
+
+def test_fit_reports_the_bic_with_missing_values_too(tmp_path, files, capsys):
+    X = files["X"].copy()
+    X[::4, 1] = np.nan
+    np.save(tmp_path / "holes.npy", X)
+    result = _main(capsys, "fit", str(tmp_path / "holes.npy"), "-k", "3", "-o",
+                   str(tmp_path / "m.npz"), *NUMPY)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    model = fastem.persistence.load(tmp_path / "m.npz")
+    assert "missing values" in result.stdout
+    assert f"BIC {model.bic(X):.2f}." in result.stdout
