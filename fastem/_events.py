@@ -11,6 +11,9 @@ Events and their keyword arguments:
 ``"iteration"``: ``init``, ``n_init``, ``n_iter`` (1-based), ``max_iter``,
     ``lower_bound``, ``change`` (gain of the lower bound over the previous iteration)
 ``"init_end"``: ``init``, ``n_init``, ``converged``, ``n_iter``, ``lower_bound``
+``"candidate_start"`` (from :func:`fastem.select_model`, before each candidate's
+    fit): ``candidate`` (0-based), ``n_candidates``, and ``restart``, ``n_restarts``
+    when restarts are shared across covariance types
 """
 
 from __future__ import annotations
