@@ -194,9 +194,7 @@ def _check_model_output(path: str) -> None:
     check_output_path(path, what="model")
 
 
-def _load_model(
-    path: str, backend: str | None = None, *, quiet: bool = False
-) -> GaussianMixture:
+def _load_model(path: str, backend: str | None = None, *, quiet: bool = False) -> GaussianMixture:
     if not os.path.exists(path):
         raise CommandError(f"no such model file: '{path}'; give a model saved by 'fastem fit -o'")
     _check_backend(backend)
@@ -692,7 +690,9 @@ def run_demo(args: argparse.Namespace) -> int:
 def _add_progress_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument(
-        "-q", "--quiet", action="store_true",
+        "-q",
+        "--quiet",
+        action="store_true",
         help="print no progress, summary or warnings (results on stdout and errors stay)",
     )
     group.add_argument(
@@ -746,9 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", metavar="OUT", required=True, help=out_help)
     predict.add_argument("--proba", action="store_true", help="write probabilities, not labels")
     _add_runtime_options(predict)
-    predict.add_argument(
-        "-q", "--quiet", action="store_true", help="print no summary or warnings"
-    )
+    predict.add_argument("-q", "--quiet", action="store_true", help="print no summary or warnings")
     predict.set_defaults(func=run_predict)
 
     select = sub.add_parser("select", help="choose n_components and covariance type")
@@ -790,9 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("data", metavar="DATA", help=data_help + "; empty fields/NaN are missing")
     impute.add_argument("-o", "--output", metavar="OUT", required=True, help=out_help)
     _add_runtime_options(impute)
-    impute.add_argument(
-        "-q", "--quiet", action="store_true", help="print no summary or warnings"
-    )
+    impute.add_argument("-q", "--quiet", action="store_true", help="print no summary or warnings")
     impute.set_defaults(func=run_impute)
 
     demo = sub.add_parser("demo", help="fit built-in synthetic data and report the result")
