@@ -21,6 +21,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._numba_missing import _pattern
+
 __all__ = ["impute_missing_full"]
 
 # Rows per chunk: enough for per-chunk scratch and set-up to be negligible,
@@ -76,16 +78,7 @@ def _impute_chunk(X, rows, pattern_ptr, means, precisions, resp, out, lo, hi):
         while pattern_ptr[p + 1] <= pos:  # skip empty patterns
             p += 1
         end = min(pattern_ptr[p + 1], hi)
-        nm = 0
-        no = 0
-        first = rows[pos]
-        for j in range(d):
-            if np.isnan(X[first, j]):
-                miss[nm] = j
-                nm += 1
-            else:
-                obs[no] = j
-                no += 1
+        nm, no = _pattern(X, rows[pos], miss, obs)
         if nm:
             _regressions(precisions, miss, nm, obs, no, chol, rhs, reg)
             for q in range(pos, end):
