@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fastem import backends
@@ -46,3 +47,35 @@ def test_fitted_model_records_backend():
 
     X = np.random.default_rng(0).normal(size=(50, 2))
     assert GaussianMixture(2, backend="numpy").fit(X).backend_ == "numpy"
+
+
+def test_read_only_inputs_reuse_the_compiled_kernels():
+    """Numba types an array's writability: the entry points pass every input
+    read-only, so a memory map or other read-only X (or weights) after a
+    writable one compiles nothing new (it cost ~14 s of compiling before)."""
+    pytest.importorskip("numba")
+    if "numba" not in backends.available_backends():
+        pytest.skip("numba backend not available")
+    import warnings
+
+    from fastem import GaussianMixture
+    from fastem.backends import _numba
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 3))
+    kernels = [getattr(_numba, name).__wrapped__ for name in ("em_pass_full", "log_prob_full")]
+
+    def fit_and_predict(data, weights):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gm = GaussianMixture(2, max_iter=2, random_state=0, backend="numba")
+            gm.fit(data, sample_weight=weights).predict_proba(data)
+
+    fit_and_predict(X, np.ones(500))
+    before = [len(k.signatures) for k in kernels]
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    weights = np.ones(500)
+    weights.flags.writeable = False
+    fit_and_predict(read_only, weights)
+    assert [len(k.signatures) for k in kernels] == before

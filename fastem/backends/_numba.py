@@ -59,6 +59,11 @@ __all__ = [
     "log_prob_full",
     "log_prob_diag",
     "kmeans_pass",
+    "em_pass_missing_full",
+    "em_pass_missing_diag",
+    "log_prob_missing_full",
+    "log_prob_missing_diag",
+    "impute_missing_full",
 ]
 
 # Chunking: fixed by the problem's shape only (never by the thread count), for
@@ -638,12 +643,47 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
     return inertia
 
 
-# Missing-data (NaN) kernels live in their own module; re-exported here so the
-# backend module carries the whole kernel set.
-from ._numba_impute import impute_missing_full  # noqa: E402, F401
-from ._numba_missing import (  # noqa: E402, F401
-    em_pass_missing_diag,
-    em_pass_missing_full,
-    log_prob_missing_diag,
-    log_prob_missing_full,
-)
+# Missing-data (NaN) kernels live in their own modules; their entry points are
+# made here so the backend module carries the whole kernel set.
+from . import _numba_impute, _numba_missing  # noqa: E402
+
+# ------------------------------------------------------------------ entry points
+# Numba compiles one specialization per combination of argument types, and an
+# array's writability is part of its type: read-only inputs (a memory map, a
+# loaded model's arrays, broadcast weights) next to writable ones multiply the
+# compilations of the large fused kernels (em_pass_full had 9 specializations
+# after one test run, each a few seconds of compile). Every input therefore goes
+# in as a read-only view, so each kernel compiles once per dtype of X.
+
+
+def _readonly(a):
+    """``a`` itself if read-only, else a read-only view of it (no copy)."""
+    if isinstance(a, np.ndarray) and a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def _entry(kernel, n_inputs):
+    """The kernel's entry point: its first ``n_inputs`` arguments (the inputs,
+    never written) go in read-only; the outputs after them as given."""
+
+    def entry(*args):
+        return kernel(*[_readonly(a) for a in args[:n_inputs]], *args[n_inputs:])
+
+    entry.__name__ = entry.__qualname__ = kernel.__name__
+    entry.__doc__ = kernel.__doc__
+    entry.__wrapped__ = kernel
+    return entry
+
+
+em_pass_full = _entry(em_pass_full, 5)
+em_pass_diag = _entry(em_pass_diag, 5)
+log_prob_full = _entry(log_prob_full, 4)
+log_prob_diag = _entry(log_prob_diag, 4)
+kmeans_pass = _entry(kmeans_pass, 3)
+em_pass_missing_full = _entry(_numba_missing.em_pass_missing_full, 8)
+em_pass_missing_diag = _entry(_numba_missing.em_pass_missing_diag, 7)
+log_prob_missing_full = _entry(_numba_missing.log_prob_missing_full, 7)
+log_prob_missing_diag = _entry(_numba_missing.log_prob_missing_diag, 6)
+impute_missing_full = _entry(_numba_impute.impute_missing_full, 6)
