@@ -23,26 +23,20 @@ def fill_with_column_means(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarr
 
     Used only to initialize on incomplete data (k-means needs complete rows);
     EM itself never fills in values. Memory: the copy plus (block, d)
-    temporaries. A column observed only in rows of weight 0 (which the fit's
-    checks reject) falls back to its unweighted mean.
+    temporaries. A column with no observed value of positive weight (which the
+    fit's checks reject before this runs) would be filled with 0.
     """
     d = X.shape[1]
     sums = np.zeros(d)
     weights = np.zeros(d)
-    plain_sums = np.zeros(d)
-    counts = np.zeros(d)
     for start in range(0, X.shape[0], _SCAN_BLOCK):
         xb = X[start : start + _SCAN_BLOCK]
         wb = sample_weight[start : start + _SCAN_BLOCK]
         observed = ~np.isnan(xb)
-        values = np.where(observed, xb, 0.0).astype(np.float64)
-        sums += wb @ values
+        sums += wb @ np.where(observed, xb, 0.0).astype(np.float64)
         weights += wb @ observed
-        plain_sums += values.sum(axis=0)
-        counts += observed.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        col_mean = np.where(weights > 0, sums / weights, plain_sums / counts)
-    col_mean = np.nan_to_num(col_mean, nan=0.0).astype(X.dtype)
+        col_mean = np.nan_to_num(sums / weights, nan=0.0).astype(X.dtype)
     filled = np.array(X, dtype=X.dtype, order="C", copy=True)
     for start in range(0, X.shape[0], _SCAN_BLOCK):
         fb = filled[start : start + _SCAN_BLOCK]

@@ -206,12 +206,10 @@ def impute_rows(kernels: ModuleType, X: np.ndarray, params) -> np.ndarray:
 def _without_complete_rows(X: np.ndarray, patterns: MissingPatterns):
     """``rows``/``pattern_ptr`` of the patterns that have a missing value."""
     ptr = patterns.pattern_ptr
-    firsts = patterns.rows[ptr[:-1]]
-    keep = np.flatnonzero(np.isnan(X[firsts]).any(axis=1))
-    if keep.shape[0] == patterns.n_patterns:
+    keep = np.isnan(X[patterns.rows[ptr[:-1]]]).any(axis=1)  # from each pattern's first row
+    if keep.all():
         return patterns.rows, ptr
-    counts = np.diff(ptr)[keep]
-    new_ptr = np.zeros(keep.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=new_ptr[1:])
-    rows = np.concatenate([patterns.rows[ptr[q] : ptr[q + 1]] for q in keep])
-    return np.ascontiguousarray(rows, dtype=np.int64), new_ptr
+    counts = np.diff(ptr)
+    new_ptr = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+    np.cumsum(counts[keep], out=new_ptr[1:])
+    return np.ascontiguousarray(patterns.rows[np.repeat(keep, counts)]), new_ptr
