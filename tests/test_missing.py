@@ -8,7 +8,12 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import COVARIANCE_TYPES, initial_parameters
+from _helpers import (
+    COVARIANCE_TYPES,
+    as_full_covariances,
+    covariances_from_scatter,
+    initial_parameters,
+)
 
 from fastem import ConvergenceWarning, GaussianMixture
 from fastem._data import ArrayData
@@ -34,17 +39,6 @@ def _with_missing(X, fraction, seed=0):
 
 
 # ------------------------------------------------- an independent slow reference
-def _covariances(cov, ct, k, d):
-    """(k, d, d) covariance matrices from fitted ``covariances_`` of any type."""
-    if ct == "full":
-        return cov
-    if ct == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if ct == "diag":
-        return np.array([np.diag(c) for c in cov])
-    return np.array([np.eye(d) * c for c in cov])
-
-
 def _slow_em_step(X, w, weights, means, covs, ct, reg_covar):
     """One EM iteration row by row with explicit inverses (Ghahramani & Jordan 1994).
 
@@ -90,14 +84,7 @@ def _slow_em_step(X, w, weights, means, covs, ct, reg_covar):
     nk_reg = nk + 10 * np.finfo(np.float64).eps
     new_means = s1 / nk_reg[:, None]
     scatter = s2 - nk[:, None, None] * new_means[:, :, None] * new_means[:, None, :]
-    if ct == "full":
-        cov = scatter / nk_reg[:, None, None] + reg_covar * np.eye(d)
-    elif ct == "tied":
-        cov = scatter.sum(axis=0) / nk_reg.sum() + reg_covar * np.eye(d)
-    else:
-        cov = np.array([np.diag(c) for c in scatter]) / nk_reg[:, None] + reg_covar
-        if ct == "spherical":
-            cov = cov.mean(axis=1)
+    cov = covariances_from_scatter(scatter, nk_reg, ct, reg_covar)
     return loglik, nk_reg / nk_reg.sum(), new_means, cov
 
 
@@ -113,7 +100,7 @@ def test_one_iteration_matches_a_slow_per_row_reference(backend, covariance_type
     prec = np.asarray(init["precisions_init"], dtype=np.float64)
     full_like = covariance_type in ("full", "tied")
     start_cov = np.linalg.inv(prec) if full_like else 1.0 / prec
-    covs = _covariances(start_cov, covariance_type, k, d)
+    covs = as_full_covariances(start_cov, covariance_type, k, d)
     loglik, weights, means, cov = _slow_em_step(
         Xm, w, init["weights_init"], init["means_init"], covs, covariance_type, gm.reg_covar
     )
@@ -282,7 +269,7 @@ def test_float32_incomplete_data_fits_in_float32():
 def _mixture_marginal_logpdf(gm, row):
     o = ~np.isnan(row)
     k, d = gm.means_.shape
-    covs = _covariances(gm.covariances_, gm.covariance_type, k, d)
+    covs = as_full_covariances(gm.covariances_, gm.covariance_type, k, d)
     terms = []
     for j in range(k):
         S = covs[j][np.ix_(o, o)]
@@ -346,7 +333,7 @@ def test_impute_is_the_responsibility_weighted_conditional_mean(backend, covaria
     imputed = gm.impute(rows)
     assert imputed.dtype == dtype
     k, d = gm.means_.shape
-    covs = _covariances(gm.covariances_.astype(np.float64), covariance_type, k, d)
+    covs = as_full_covariances(gm.covariances_.astype(np.float64), covariance_type, k, d)
     means = gm.means_.astype(np.float64)
     rtol = 1e-10 if dtype == np.float64 else 1e-5
     for i, row in enumerate(rows.astype(np.float64)):

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import BACKENDS, COVARIANCE_TYPES, initial_parameters
+from _helpers import (
+    BACKENDS,
+    COVARIANCE_TYPES,
+    as_full_covariances,
+    covariances_from_scatter,
+    initial_parameters,
+)
 
 from fastem import GaussianMixture
 from fastem._online import (
@@ -337,13 +343,8 @@ def _hand_blend(gm, Xb, eta):
     ct, reg = gm.covariance_type, gm.reg_covar
     k, d = gm.means_.shape
     w, mu = gm.weights_, gm.means_
-    c = gm.covariances_  # as (k, d, d) matrices, less the regularization
-    cov = {
-        "full": lambda: c,
-        "tied": lambda: np.broadcast_to(c, (k, d, d)),
-        "diag": lambda: c[:, :, None] * np.eye(d),
-        "spherical": lambda: c[:, None, None] * np.eye(d),
-    }[ct]() - reg * np.eye(d)
+    # the fitted covariances as (k, d, d) matrices, less the regularization
+    cov = as_full_covariances(gm.covariances_, ct, k, d) - reg * np.eye(d)
     r = gm.predict_proba(Xb)  # the batch's responsibilities at the fitted parameters
     n = Xb.shape[0]
     nk = (1 - eta) * w + eta * r.sum(axis=0) / n
@@ -353,15 +354,7 @@ def _hand_blend(gm, Xb, eta):
     )
     means = m1 / nk[:, None]
     scatter = m2 - nk[:, None, None] * means[:, :, None] * means[:, None, :]
-    if ct == "full":
-        expected = scatter / nk[:, None, None] + reg * np.eye(d)
-    elif ct == "tied":
-        expected = scatter.sum(axis=0) / nk.sum() + reg * np.eye(d)
-    else:
-        expected = np.diagonal(scatter, axis1=1, axis2=2) / nk[:, None] + reg
-        if ct == "spherical":
-            expected = expected.mean(axis=1)
-    return nk / nk.sum(), means, expected
+    return nk / nk.sum(), means, covariances_from_scatter(scatter, nk, ct, reg)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
