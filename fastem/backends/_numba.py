@@ -51,6 +51,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import _numba_cache  # noqa: F401  (registers the cache locator)
 from ._numba_exp import exp64
 
 __all__ = [

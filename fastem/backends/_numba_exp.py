@@ -24,6 +24,8 @@ from __future__ import annotations
 from numba import njit, types
 from numba.extending import intrinsic
 
+from . import _numba_cache  # noqa: F401  (registers the cache locator)
+
 __all__ = ["exp64"]
 
 _LOG2E = 1.4426950408889634

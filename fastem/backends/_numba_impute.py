@@ -21,6 +21,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import _numba_cache  # noqa: F401  (registers the cache locator)
 from ._numba_missing import _pattern
 
 __all__ = ["impute_missing_full"]

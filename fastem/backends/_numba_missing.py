@@ -62,6 +62,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import _numba_cache  # noqa: F401  (registers the cache locator)
+
 __all__ = [
     "em_pass_missing_full",
     "em_pass_missing_diag",
