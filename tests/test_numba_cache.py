@@ -1,0 +1,121 @@
+"""Where the compiled Numba kernels are cached: never inside the installed
+package (pip would leave them behind on uninstall, and the surviving folder
+shadows the next install), and a second process must load, not recompile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba")
+
+import fastem  # noqa: E402
+from fastem.backends import _numba_cache  # noqa: E402
+
+PACKAGE_DIR = Path(fastem.__file__).resolve().parent
+
+# A small fit in a fresh process; prints the cache statistics of the kernel
+# it ran and of a tiny helper kernel.
+FIT = """
+import json, numpy as np
+from fastem import GaussianMixture
+from fastem.backends import _numba as nb
+X = np.random.default_rng(0).normal(size=(500, 3))
+GaussianMixture(2, covariance_type="diag", init_params="random", max_iter=2,
+                random_state=0, backend="numba").fit(X)
+kernel = nb.em_pass_diag.__wrapped__
+print(json.dumps({"hits": sum(kernel.stats.cache_hits.values()),
+                  "misses": sum(kernel.stats.cache_misses.values())}))
+"""
+
+TINY = """
+import json
+from fastem.backends import _numba as nb
+nb._n_chunks(100_000, 10)
+s = nb._n_chunks.stats
+print(json.dumps({"hits": sum(s.cache_hits.values()), "misses": sum(s.cache_misses.values())}))
+"""
+
+
+def _compiled_files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.suffix in (".nbi", ".nbc")}
+
+
+def _run(code: str, **env_overrides: str | None) -> dict:
+    env = dict(os.environ)
+    for name in ("NUMBA_CACHE_DIR", "FASTEM_CACHE_DIR"):
+        env.pop(name, None)
+    env.update({k: v for k, v in env_overrides.items() if v is not None})
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_locator_is_registered_first():
+    from numba.core import caching
+
+    assert _numba_cache.REGISTERED
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+    assert impl._locator_classes[0] is _numba_cache.FastemCacheLocator
+
+
+def test_a_fit_caches_outside_the_package_and_a_second_process_loads_it(tmp_path):
+    before = _compiled_files(PACKAGE_DIR)
+    first = _run(FIT, FASTEM_CACHE_DIR=str(tmp_path))
+    assert first["misses"] >= 1  # an empty cache: compiled
+    written = _compiled_files(tmp_path)
+    assert any(p.name.startswith("_numba.em_pass_diag") for p in written)
+    assert all(p.is_relative_to(tmp_path / "numba") for p in written)
+    assert _compiled_files(PACKAGE_DIR) == before  # nothing new inside fastem/
+
+    second = _run(FIT, FASTEM_CACHE_DIR=str(tmp_path))
+    assert second == {"hits": 1, "misses": 0}  # loaded, not recompiled
+
+
+def test_numba_cache_dir_set_by_the_user_wins(tmp_path):
+    numba_dir, fastem_dir = tmp_path / "numba-dir", tmp_path / "fastem-dir"
+    _run(TINY, NUMBA_CACHE_DIR=str(numba_dir), FASTEM_CACHE_DIR=str(fastem_dir))
+    assert any(p.name.startswith("_numba._n_chunks") for p in _compiled_files(numba_dir))
+    assert not _compiled_files(fastem_dir)
+
+
+def test_cache_directory_defaults_to_the_user_cache_folder(monkeypatch):
+    monkeypatch.delenv("FASTEM_CACHE_DIR", raising=False)
+    folder = _numba_cache.cache_directory()
+    assert folder.name.lower() in ("fastem", "cache")  # Windows: ...\fastem\Cache
+    assert "fastem" in str(folder).lower()
+    assert not folder.resolve().is_relative_to(PACKAGE_DIR)
+    monkeypatch.setenv("FASTEM_CACHE_DIR", "~/somewhere")
+    assert _numba_cache.cache_directory() == Path("~/somewhere").expanduser()
+
+
+def test_clear_cache_removes_the_folder_and_the_next_process_recompiles(tmp_path, monkeypatch):
+    cache = tmp_path / "c"
+    assert _run(TINY, FASTEM_CACHE_DIR=str(cache))["misses"] == 1
+    assert _run(TINY, FASTEM_CACHE_DIR=str(cache)) == {"hits": 1, "misses": 0}
+    monkeypatch.setenv("FASTEM_CACHE_DIR", str(cache))
+    assert _numba_cache.clear_cache() == cache
+    assert not cache.exists()
+    assert _run(TINY, FASTEM_CACHE_DIR=str(cache))["misses"] == 1
+
+
+def test_modules_outside_fastem_keep_numbas_own_locators(tmp_path):
+    """Only fastem's files are claimed: a user's own @njit(cache=True) module
+    caches where Numba always put it (its __pycache__)."""
+    module = tmp_path / "user_kernels.py"
+    module.write_text("from numba import njit\n@njit(cache=True)\ndef f(x):\n    return x + 1\n")
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import fastem.backends._numba\n"
+        "import user_kernels, json; user_kernels.f(1)\n"
+        "print(json.dumps({}))\n"
+    )
+    _run(code, FASTEM_CACHE_DIR=str(tmp_path / "fastem-cache"))
+    assert _compiled_files(tmp_path / "__pycache__")
+    assert not _compiled_files(tmp_path / "fastem-cache")
