@@ -1,0 +1,334 @@
+"""Numba HMM kernels: the contract of :mod:`fastem.hmm._kernels_numpy`, compiled.
+
+Parallelism and determinism
+    Sequences are split into ``_n_chunks(S)`` contiguous groups, a number that
+    depends only on the number of sequences, never on the thread count.
+    ``prange`` runs over groups; each group accumulates its sequences in order
+    into its own slot of a partials array, and the slots are summed serially in
+    group order, so results are bit-identical on any number of threads. The
+    moment kernels do the same over fixed row chunks.
+Memory
+    A group in flight holds the shifted emissions of its longest sequence,
+    (T, K), plus (T,) normalizers; the forward variables live in ``gamma``,
+    which the backward sweep overwrites with the posteriors.
+Specializations
+    Every entry point passes its inputs read-only (writability is part of
+    Numba's array type), so each kernel compiles once (the moments once per
+    dtype of X).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import _numba_cache  # noqa: F401  (registers the cache locator)
+from ._numba_exp import exp64
+
+__all__ = [
+    "forward_backward",
+    "forward_filter",
+    "viterbi",
+    "moments_diag",
+    "moments_full",
+]
+
+TINY = 1e-250  # same rescue threshold as the reference
+EXP_CAP = 700.0
+MAX_CHUNKS = 64
+MIN_CHUNK_ROWS = 1024
+
+_FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
+_PJIT = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
+
+
+@njit(cache=True, nogil=True)
+def _n_chunks(n_items, max_chunks):
+    return min(n_items, max_chunks)
+
+
+@njit(cache=True, nogil=True)
+def _chunk_bounds(n_items, n_chunks, c):
+    return (c * n_items) // n_chunks, ((c + 1) * n_items) // n_chunks
+
+
+@njit(**_JIT)
+def _forward_seq(logB, lo, hi, startprob, transmat, alpha, b, c):
+    """Scaled forward pass of rows lo:hi; alpha (into ``alpha[lo:hi]``), the shifted
+    emissions ``b[0:T]`` and normalizers ``c[0:T]``. Returns the log-likelihood."""
+    K = logB.shape[1]
+    pred = np.empty(K)
+    loglik = 0.0
+    for k in range(K):
+        pred[k] = startprob[k]
+    for t in range(hi - lo):
+        row = lo + t
+        m = -np.inf
+        for k in range(K):
+            if logB[row, k] > m:
+                m = logB[row, k]
+        if m == -np.inf:
+            return -np.inf
+        s = 0.0
+        for k in range(K):
+            e = exp64(logB[row, k] - m)
+            b[t, k] = e
+            a = pred[k] * e
+            alpha[row, k] = a
+            s += a
+        if s < TINY:  # predicted mass only where the emission underflows: exact shift
+            m2 = -np.inf
+            for k in range(K):
+                v = (math.log(pred[k]) if pred[k] > 0.0 else -np.inf) + logB[row, k]
+                pred[k] = v  # reuse as scratch: log pred + logB
+                if v > m2:
+                    m2 = v
+            if m2 == -np.inf:
+                return -np.inf
+            s = 0.0
+            for k in range(K):
+                a = math.exp(pred[k] - m2)
+                alpha[row, k] = a
+                s += a
+                b[t, k] = math.exp(min(logB[row, k] - m2, EXP_CAP))
+            m = m2
+        c[t] = s
+        inv = 1.0 / s
+        for k in range(K):
+            alpha[row, k] *= inv
+        loglik += math.log(s) + m
+        # pred = alpha_t @ A: axpy over rows of A (unit stride, vectorizes)
+        for k in range(K):
+            pred[k] = 0.0
+        for i in range(K):
+            a = alpha[row, i]
+            for j in range(K):
+                pred[j] += a * transmat[i, j]
+    return loglik
+
+
+@njit(**_JIT)
+def _backward_seq(lo, hi, transmat, gamma, b, c, outer, w):
+    """Backward sweep over rows lo:hi: ``gamma`` holds alpha on entry and the
+    posteriors on exit; ``outer += w * sum_t alpha_t v_t+1^T`` (times A later)."""
+    K = transmat.shape[0]
+    T = hi - lo
+    beta = np.ones(K)
+    v = np.empty(K)
+    s = 0.0
+    for k in range(K):
+        s += gamma[hi - 1, k]
+    for k in range(K):
+        gamma[hi - 1, k] /= s
+    for t in range(T - 2, -1, -1):
+        row = lo + t
+        inv = 1.0 / c[t + 1]
+        for j in range(K):
+            v[j] = b[t + 1, j] * beta[j] * inv
+        for i in range(K):
+            a = w * gamma[row, i]
+            acc = 0.0
+            for j in range(K):
+                outer[i, j] += a * v[j]
+                acc += transmat[i, j] * v[j]
+            beta[i] = acc
+        s = 0.0
+        for k in range(K):
+            g = gamma[row, k] * beta[k]
+            gamma[row, k] = g
+            s += g
+        inv = 1.0 / s
+        for k in range(K):
+            gamma[row, k] *= inv
+
+
+@njit(**_PJIT)
+def _forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
+    K = logB.shape[1]
+    S = offsets.shape[0] - 1
+    n_chunks = _n_chunks(S, MAX_CHUNKS)
+    outer_p = np.zeros((n_chunks, K, K))
+    start_p = np.zeros((n_chunks, K))
+    for ch in prange(n_chunks):
+        s_lo, s_hi = _chunk_bounds(S, n_chunks, ch)
+        t_max = 1
+        for s in range(s_lo, s_hi):
+            t_max = max(t_max, offsets[s + 1] - offsets[s])
+        b = np.empty((t_max, K))
+        c = np.empty(t_max)
+        for s in range(s_lo, s_hi):
+            lo, hi = offsets[s], offsets[s + 1]
+            ll = _forward_seq(logB, lo, hi, startprob, transmat, gamma, b, c)
+            loglik[s] = ll
+            if ll == -np.inf:
+                gamma[lo:hi, :] = 0.0
+                continue
+            w = seq_weight[s]
+            _backward_seq(lo, hi, transmat, gamma, b, c, outer_p[ch], w)
+            for k in range(K):
+                start_p[ch, k] += w * gamma[lo, k]
+    xi[:, :] = 0.0
+    start[:] = 0.0
+    for ch in range(n_chunks):
+        for i in range(K):
+            start[i] += start_p[ch, i]
+            for j in range(K):
+                xi[i, j] += outer_p[ch, i, j]
+    for i in range(K):
+        for j in range(K):
+            xi[i, j] *= transmat[i, j]
+
+
+@njit(**_PJIT)
+def _forward_filter(logB, offsets, startprob, transmat, filt, loglik):
+    K = logB.shape[1]
+    S = offsets.shape[0] - 1
+    n_chunks = _n_chunks(S, MAX_CHUNKS)
+    for ch in prange(n_chunks):
+        s_lo, s_hi = _chunk_bounds(S, n_chunks, ch)
+        t_max = 1
+        for s in range(s_lo, s_hi):
+            t_max = max(t_max, offsets[s + 1] - offsets[s])
+        b = np.empty((t_max, K))
+        c = np.empty(t_max)
+        for s in range(s_lo, s_hi):
+            lo, hi = offsets[s], offsets[s + 1]
+            loglik[s] = _forward_seq(logB, lo, hi, startprob, transmat, filt, b, c)
+            if loglik[s] == -np.inf:
+                filt[lo:hi, :] = 0.0
+
+
+@njit(**_PJIT)
+def _viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
+    K = logB.shape[1]
+    S = offsets.shape[0] - 1
+    for s in prange(S):
+        lo, hi = offsets[s], offsets[s + 1]
+        T = hi - lo
+        back = np.empty((T, K), dtype=np.int64)
+        delta = np.empty(K)
+        new = np.empty(K)
+        for k in range(K):
+            delta[k] = log_startprob[k] + logB[lo, k]
+        for t in range(1, T):
+            for j in range(K):
+                best = -np.inf
+                arg = 0
+                for i in range(K):
+                    v = delta[i] + log_transmat[i, j]
+                    if v > best:  # strict: the first maximum wins, as np.argmax
+                        best = v
+                        arg = i
+                new[j] = best + logB[lo + t, j]
+                back[t, j] = arg
+            for j in range(K):
+                delta[j] = new[j]
+        state = 0
+        best = -np.inf
+        for k in range(K):
+            if delta[k] > best:
+                best = delta[k]
+                state = k
+        logprob[s] = delta[state]
+        for t in range(T - 1, -1, -1):
+            path[lo + t] = state
+            state = back[t, state]
+
+
+@njit(**_PJIT)
+def _moments(X, gamma, row_weight, shift, nk, sx, sxx, full):
+    N, D = X.shape
+    K = gamma.shape[1]
+    n_chunks = _n_chunks((N + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
+    n_chunks = max(n_chunks, 1)
+    nk_p = np.zeros((n_chunks, K))
+    sx_p = np.zeros((n_chunks, K, D))
+    if full:
+        sxx_p = np.zeros((n_chunks, K, D, D))
+    else:
+        sxx_p = np.zeros((n_chunks, K, 1, D))
+    for ch in prange(n_chunks):
+        lo, hi = _chunk_bounds(N, n_chunks, ch)
+        d = np.empty(D)
+        for t in range(lo, hi):
+            w = row_weight[t]
+            for k in range(K):
+                g = w * gamma[t, k]
+                if g == 0.0:
+                    continue
+                nk_p[ch, k] += g
+                for j in range(D):
+                    d[j] = np.float64(X[t, j]) - shift[k, j]
+                    sx_p[ch, k, j] += g * d[j]
+                if full:
+                    for i in range(D):
+                        gi = g * d[i]
+                        for j in range(i, D):
+                            sxx_p[ch, k, i, j] += gi * d[j]
+                else:
+                    for j in range(D):
+                        sxx_p[ch, k, 0, j] += g * d[j] * d[j]
+    nk[:] = 0.0
+    sx[:, :] = 0.0
+    for ch in range(n_chunks):
+        for k in range(K):
+            nk[k] += nk_p[ch, k]
+            for j in range(D):
+                sx[k, j] += sx_p[ch, k, j]
+    return sxx_p
+
+
+def _reduce_sxx(sxx_p, sxx, full):
+    """Sum the per-chunk second moments in chunk order (upper triangle mirrored)."""
+    total = sxx_p[0].copy()
+    for ch in range(1, sxx_p.shape[0]):
+        total += sxx_p[ch]
+    if full:
+        upper = np.triu(total)
+        sxx[:] = upper + np.swapaxes(np.triu(total, 1), 1, 2)
+    else:
+        sxx[:] = total[:, 0, :]
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def _ro(a):
+    """A read-only view (no copy): one Numba specialization per dtype."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    _forward_backward(
+        _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat), _ro(seq_weight),
+        gamma, loglik, xi, start,
+    )  # fmt: skip
+
+
+def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    _forward_filter(_ro(logB), _ro(offsets), _ro(startprob), _ro(transmat), filt, loglik)
+
+
+def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    _viterbi(_ro(logB), _ro(offsets), _ro(log_startprob), _ro(log_transmat), path, logprob)
+
+
+def moments_diag(X, gamma, row_weight, shift, nk, sx, sxx):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, sxx, False)
+    _reduce_sxx(part, sxx, False)
+
+
+def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, sxx, True)
+    _reduce_sxx(part, sxx, True)

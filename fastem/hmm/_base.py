@@ -1,0 +1,469 @@
+"""The HMM estimator base: Baum-Welch loop, decoding, scoring and sampling.
+
+Emission models subclass :class:`BaseHMM` and provide the emission
+log-densities, their sufficient statistics, their M-step and initialization.
+The fit loop is hmmlearn's (:class:`ConvergenceMonitor`, ``params`` and
+``init_params``, the log-likelihood before each M-step in ``monitor_.history``)
+so that a fit from the same initial parameters gives hmmlearn's model.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._base import ESTIMATOR_BASES
+from ..exceptions import NotFittedError
+from ._backend import HMMKernels, get_hmm_kernels
+
+_log = logging.getLogger(__name__)
+DECODER_ALGORITHMS = ("viterbi", "map")
+IMPLEMENTATIONS = ("log", "scaling")
+
+
+class ConvergenceMonitor:
+    """Record the log-likelihood of each Baum-Welch iteration and decide when to stop.
+
+    Same attributes and rule as hmmlearn's: converged when ``iter == n_iter``
+    or the last gain is below ``tol``.
+
+    Parameters
+    ----------
+    tol : float
+        Stop when the log-likelihood gains less than this.
+    n_iter : int
+        Maximum number of iterations.
+    verbose : bool
+        Print one line per iteration to stderr.
+
+    Attributes
+    ----------
+    history : deque
+        Log-likelihood (log-posterior with priors not included, as hmmlearn)
+        at the parameters each M-step started from.
+    iter : int
+        Iterations done.
+    """
+
+    _template = "{iter:>10d} {log_prob:>16.8f} {delta:>+16.8f}"
+
+    def __init__(self, tol: float, n_iter: int, verbose: bool):
+        self.tol = tol
+        self.n_iter = n_iter
+        self.verbose = verbose
+        self.history: deque = deque()
+        self.iter = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"ConvergenceMonitor(tol={self.tol}, n_iter={self.n_iter}, "
+            f"iter={self.iter}, history={list(self.history)})"
+        )
+
+    def _reset(self) -> None:
+        self.iter = 0
+        self.history.clear()
+
+    def report(self, log_prob: float) -> None:
+        """Record one iteration's log-likelihood (and print it if verbose)."""
+        if self.verbose:
+            delta = log_prob - self.history[-1] if self.history else np.nan
+            print(
+                self._template.format(iter=self.iter + 1, log_prob=log_prob, delta=delta),
+                file=sys.stderr,
+            )
+        precision = np.finfo(float).eps ** 0.5
+        if self.history and (log_prob - self.history[-1]) < -precision:
+            _log.warning(
+                "Model is not converging. Current: %s is not greater than %s.",
+                log_prob,
+                self.history[-1],
+            )
+        self.history.append(log_prob)
+        self.iter += 1
+
+    @property
+    def converged(self) -> bool:
+        """Whether the EM loop should stop (hmmlearn's rule)."""
+        return self.iter == self.n_iter or (
+            len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol
+        )
+
+
+def _random_state(seed) -> np.random.RandomState:
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    if seed is None or isinstance(seed, (int, np.integer)):
+        return np.random.RandomState(seed)
+    raise ValueError(f"random_state must be None, an int or a RandomState, got {seed!r}")
+
+
+def _offsets(lengths, n_samples: int) -> np.ndarray:
+    """Sequence boundaries (S + 1,) int64 from ``lengths`` (None: one sequence)."""
+    if lengths is None:
+        lengths = np.array([n_samples])
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.size == 0:
+        raise ValueError("lengths must be a non-empty 1-D array of sequence lengths")
+    if not np.issubdtype(lengths.dtype, np.integer):
+        if not np.all(np.mod(lengths, 1) == 0):
+            raise ValueError("lengths must be integers")
+    lengths = lengths.astype(np.int64)
+    if (lengths < 1).any():
+        raise ValueError("every sequence length must be at least 1")
+    if int(lengths.sum()) != n_samples:
+        raise ValueError(f"lengths sum to {int(lengths.sum())}, but X has {n_samples} samples")
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def _seq_weights(sample_weight, n_sequences: int) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n_sequences)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n_sequences,):
+        raise ValueError(
+            f"sample_weight must have one weight per sequence ({n_sequences}), got shape {w.shape}"
+        )
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if w.sum() <= 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return w
+
+
+def _normalize_rows(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Rows of ``new`` divided by their sums; a row that sums to 0 keeps ``old``'s."""
+    new = np.atleast_2d(new)
+    old = np.atleast_2d(old)
+    s = new.sum(axis=1, keepdims=True)
+    ok = s[:, 0] > 0
+    out = old.astype(np.float64, copy=True)
+    out[ok] = new[ok] / s[ok]
+    return out
+
+
+@dataclass
+class _FBResult:
+    loglik: np.ndarray  # (S,) per sequence
+    gamma: np.ndarray  # (N, K)
+    xi: np.ndarray  # (K, K)
+    start: np.ndarray  # (K,)
+
+
+class BaseHMM(*ESTIMATOR_BASES):
+    """Shared machinery of the HMM estimators (not used directly).
+
+    Subclasses implement ``_emission_logprob``, ``_emission_stats``,
+    ``_emission_mstep``, ``_init_emissions``, ``_check_emissions``,
+    ``_validate_X``, ``_generate_sample_from_state`` and
+    ``_get_n_fit_scalars_per_param``.
+    """
+
+    _emission_params = ""
+
+    # ------------------------------------------------------------ validation
+    def _kernels(self) -> HMMKernels:
+        return get_hmm_kernels(getattr(self, "backend", None))
+
+    def _check_constructor(self) -> None:
+        if int(self.n_components) < 1:
+            raise ValueError(f"n_components must be at least 1, got {self.n_components}")
+        if self.algorithm not in DECODER_ALGORITHMS:
+            raise ValueError(f"Unknown decoder {self.algorithm!r}")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}"
+            )
+        if int(getattr(self, "n_init", 1)) < 1:
+            raise ValueError(f"n_init must be at least 1, got {self.n_init}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "startprob_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first."
+            )
+
+    def _check_sum_1(self, name: str) -> None:
+        s = getattr(self, name).sum(axis=-1)
+        if not np.allclose(s, 1):
+            raise ValueError(f"{name} must sum to 1 along its last axis (got {s})")
+
+    def _check(self) -> None:
+        """Validate the model parameters (shapes, sums) before use."""
+        K = self.n_components
+        self.startprob_ = np.asarray(self.startprob_, dtype=np.float64)
+        if self.startprob_.shape != (K,):
+            raise ValueError("startprob_ must have length n_components")
+        self._check_sum_1("startprob_")
+        self.transmat_ = np.asarray(self.transmat_, dtype=np.float64)
+        if self.transmat_.shape != (K, K):
+            raise ValueError("transmat_ must have shape (n_components, n_components)")
+        self._check_sum_1("transmat_")
+        self._check_emissions()
+
+    # ------------------------------------------------------------ passes
+    def _forward_backward(
+        self, kernels: HMMKernels, X, offsets, seq_weight, logB=None
+    ) -> _FBResult:
+        if logB is None:
+            logB = self._emission_logprob(kernels, X)
+        K = self.n_components
+        S = offsets.shape[0] - 1
+        res = _FBResult(np.empty(S), np.empty_like(logB), np.empty((K, K)), np.empty(K))
+        kernels.hmm.forward_backward(
+            logB, offsets, self.startprob_, self.transmat_, seq_weight,
+            res.gamma, res.loglik, res.xi, res.start,
+        )  # fmt: skip
+        return res
+
+    def _prepare(self, X, lengths):
+        self._check_fitted()
+        self._check()
+        X = self._validate_X(X, fitting=False)
+        return X, _offsets(lengths, X.shape[0])
+
+    # ------------------------------------------------------------ fit
+    def fit(self, X, lengths=None, sample_weight=None):
+        """Estimate the model parameters by Baum-Welch (EM).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The frames of all sequences, one after the other.
+        lengths : array-like of int, shape (n_sequences,), optional
+            Length of each sequence (they sum to ``n_samples``); one sequence
+            if omitted.
+        sample_weight : array-like of shape (n_sequences,), optional
+            One non-negative weight per sequence: an integer weight counts as
+            that many copies of the sequence (fastem extension).
+
+        Returns
+        -------
+        self
+        """
+        self._check_constructor()
+        X = self._validate_X(X, fitting=True)
+        offsets = _offsets(lengths, X.shape[0])
+        seq_weight = _seq_weights(sample_weight, offsets.shape[0] - 1)
+        kernels = self._kernels()
+        n_init = int(getattr(self, "n_init", 1))
+        rs = _random_state(self.random_state)
+        # Given initial parameters (not in init_params) are the start of every restart.
+        given = {name: getattr(self, name) for name in self._param_attrs() if hasattr(self, name)}
+        best = None
+        for _ in range(n_init):
+            for name in self._param_attrs():
+                if name in given:
+                    setattr(self, name, np.array(given[name], copy=True))
+                elif hasattr(self, name):
+                    delattr(self, name)  # drawn afresh by each restart
+            self._init(X, offsets, seq_weight, kernels, rs)
+            self._check()
+            self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+            self._em_loop(kernels, X, offsets, seq_weight)
+            final = self.monitor_.history[-1] if self.monitor_.history else -np.inf
+            if best is None or final > best[0]:
+                best = (final, {n: getattr(self, n) for n in self._param_attrs()}, self.monitor_)
+        for name, value in best[1].items():
+            setattr(self, name, value)
+        self.monitor_ = best[2]
+        return self
+
+    def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
+        for _ in range(self.n_iter):
+            fb = self._forward_backward(kernels, X, offsets, seq_weight)
+            stats = self._emission_stats(kernels, X, fb.gamma, offsets, seq_weight)
+            loglik = float(seq_weight @ fb.loglik)
+            self._do_mstep(fb, stats)
+            self.monitor_.report(loglik)
+            if self.monitor_.converged:
+                break
+
+    def _do_mstep(self, fb: _FBResult, stats) -> None:
+        # A negative prior - 1 + count is clipped to 0 (hmmlearn); zeros stay zeros
+        # (structural zeros of a left-right model); a row with no count at all keeps
+        # its previous value instead of becoming 0/0.
+        if "s" in self.params:
+            new = np.maximum(np.asarray(self.startprob_prior) - 1 + fb.start, 0)
+            new = np.where(self.startprob_ == 0, 0, new)
+            self.startprob_ = _normalize_rows(new, self.startprob_)[0]
+        if "t" in self.params:
+            new = np.maximum(np.asarray(self.transmat_prior) - 1 + fb.xi, 0)
+            new = np.where(self.transmat_ == 0, 0, new)
+            self.transmat_ = _normalize_rows(new, self.transmat_)
+        self._emission_mstep(stats)
+
+    def _init(self, X, offsets, seq_weight, kernels, rs) -> None:
+        K = self.n_components
+        init = 1.0 / K
+        if self._needs_init("s", "startprob_"):
+            self.startprob_ = rs.dirichlet(np.full(K, init))
+        if self._needs_init("t", "transmat_"):
+            self.transmat_ = rs.dirichlet(np.full(K, init), size=K)
+        self._init_emissions(X, offsets, seq_weight, kernels, rs)
+
+    def _needs_init(self, code: str, name: str) -> bool:
+        return code in self.init_params or not hasattr(self, name)
+
+    def _param_attrs(self) -> tuple[str, ...]:
+        return ("startprob_", "transmat_", *self._emission_attrs)
+
+    # ------------------------------------------------------------ inference
+    def score_samples(self, X, lengths=None) -> tuple[float, np.ndarray]:
+        """Log-likelihood of ``X`` and the smoothed state posteriors.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        lengths : array-like of int, optional
+
+        Returns
+        -------
+        log_prob : float
+        posteriors : ndarray of shape (n_samples, n_components)
+        """
+        X, offsets = self._prepare(X, lengths)
+        fb = self._forward_backward(self._kernels(), X, offsets, np.ones(offsets.size - 1))
+        return float(fb.loglik.sum()), fb.gamma
+
+    def score_sequences(self, X, lengths=None) -> np.ndarray:
+        """Log-likelihood of each sequence (fastem extension).
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_sequences,)
+        """
+        X, offsets = self._prepare(X, lengths)
+        kernels = self._kernels()
+        logB = self._emission_logprob(kernels, X)
+        filt = np.empty_like(logB)
+        loglik = np.empty(offsets.size - 1)
+        kernels.hmm.forward_filter(logB, offsets, self.startprob_, self.transmat_, filt, loglik)
+        return loglik
+
+    def score(self, X, lengths=None) -> float:
+        """Log-likelihood of ``X`` under the model (summed over sequences)."""
+        return float(self.score_sequences(X, lengths).sum())
+
+    def predict_proba(self, X, lengths=None) -> np.ndarray:
+        """Smoothed posteriors ``P(z_t | whole sequence)``, shape (n_samples, n_components)."""
+        return self.score_samples(X, lengths)[1]
+
+    def predict_filtered_proba(self, X, lengths=None) -> np.ndarray:
+        """Filtered (causal) posteriors ``P(z_t | x_1..x_t)`` (fastem extension).
+
+        Each row uses only the frames up to and including its own, as an online
+        detector would.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+        """
+        X, offsets = self._prepare(X, lengths)
+        kernels = self._kernels()
+        logB = self._emission_logprob(kernels, X)
+        filt = np.empty_like(logB)
+        loglik = np.empty(offsets.size - 1)
+        kernels.hmm.forward_filter(logB, offsets, self.startprob_, self.transmat_, filt, loglik)
+        return filt
+
+    def decode(self, X, lengths=None, algorithm: str | None = None) -> tuple[float, np.ndarray]:
+        """Most likely state sequence.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        lengths : array-like of int, optional
+        algorithm : {"viterbi", "map"}, optional
+            "viterbi": the jointly most likely path; "map": the most likely
+            state of each frame (posterior argmax). Default: ``self.algorithm``.
+
+        Returns
+        -------
+        log_prob : float
+            ``log p(X, states)`` of the returned path, for both algorithms
+            (hmmlearn returns a sum of posterior probabilities for "map").
+        state_sequence : ndarray of shape (n_samples,)
+        """
+        algorithm = algorithm or self.algorithm
+        if algorithm not in DECODER_ALGORITHMS:
+            raise ValueError(f"Unknown decoder {algorithm!r}")
+        X, offsets = self._prepare(X, lengths)
+        kernels = self._kernels()
+        logB = self._emission_logprob(kernels, X)
+        with np.errstate(divide="ignore"):
+            log_start = np.log(self.startprob_)
+            log_trans = np.log(self.transmat_)
+        if algorithm == "viterbi":
+            path = np.empty(X.shape[0], dtype=np.int64)
+            logprob = np.empty(offsets.size - 1)
+            kernels.hmm.viterbi(logB, offsets, log_start, log_trans, path, logprob)
+            return float(logprob.sum()), path
+        fb = self._forward_backward(kernels, X, offsets, np.ones(offsets.size - 1), logB=logB)
+        path = np.argmax(fb.gamma, axis=1)
+        first = np.zeros(X.shape[0], dtype=bool)
+        first[offsets[:-1]] = True
+        rows = np.arange(X.shape[0])
+        joint = logB[rows, path].sum() + log_start[path[first]].sum()
+        joint += log_trans[path[:-1], path[1:]][~first[1:]].sum()
+        return float(joint), path
+
+    def predict(self, X, lengths=None) -> np.ndarray:
+        """Most likely state of each frame, by ``self.algorithm``."""
+        return self.decode(X, lengths)[1]
+
+    # ------------------------------------------------------------ sampling
+    def sample(self, n_samples: int = 1, random_state=None, currstate: int | None = None):
+        """Draw a sequence from the model.
+
+        Parameters
+        ----------
+        n_samples : int
+        random_state : int, RandomState or None
+            Defaults to the model's ``random_state``.
+        currstate : int, optional
+            State of the first sample (else drawn from ``startprob_``).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        state_sequence : ndarray of shape (n_samples,)
+        """
+        self._check_fitted()
+        self._check()
+        rs = _random_state(self.random_state if random_state is None else random_state)
+        transmat_cdf = np.cumsum(self.transmat_, axis=1)
+        if currstate is None:
+            currstate = int((np.cumsum(self.startprob_) > rs.rand()).argmax())
+        states = [currstate]
+        X = [self._generate_sample_from_state(currstate, rs)]
+        for _ in range(n_samples - 1):
+            currstate = int((transmat_cdf[currstate] > rs.rand()).argmax())
+            states.append(currstate)
+            X.append(self._generate_sample_from_state(currstate, rs))
+        return np.atleast_2d(X), np.array(states, dtype=int)
+
+    # ------------------------------------------------------------ model selection
+    def get_stationary_distribution(self) -> np.ndarray:
+        """Stationary distribution of the state chain (left eigenvector of eigenvalue 1)."""
+        self._check_fitted()
+        eigvals, eigvecs = np.linalg.eig(self.transmat_.T)
+        vec = np.real_if_close(eigvecs[:, np.argmax(eigvals.real)])
+        return vec / vec.sum()
+
+    def _n_parameters(self) -> int:
+        return int(sum(self._get_n_fit_scalars_per_param().values()))
+
+    def aic(self, X, lengths=None) -> float:
+        """Akaike information criterion, ``-2 log L + 2 p`` (lower is better)."""
+        return -2 * self.score(X, lengths) + 2 * self._n_parameters()
+
+    def bic(self, X, lengths=None) -> float:
+        """Bayesian information criterion, ``-2 log L + p log n`` (lower is better)."""
+        return -2 * self.score(X, lengths) + self._n_parameters() * np.log(len(X))

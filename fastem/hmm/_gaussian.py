@@ -1,0 +1,372 @@
+"""GaussianHMM: hidden Markov model with Gaussian emissions (hmmlearn-compatible)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._covariance import COVARIANCE_TYPES, precision_cholesky
+from .._init import kmeans
+from .._missing import find_patterns, has_nan
+from .._passes import PassParams, log_prob
+from ._base import BaseHMM
+
+_FULL = ("full", "tied")
+
+
+def _validate_covars(covars: np.ndarray, covariance_type: str, K: int, D: int | None):
+    """Check hmmlearn-shaped covariances; spherical may be (K,) or (K, D) (tiled)."""
+    c = covars
+    if covariance_type == "spherical":
+        if c.ndim == 2:
+            c = c[:, 0]
+        if c.shape != (K,) or (c <= 0).any():
+            raise ValueError("'spherical' covars must be positive, of shape (n_components,)")
+        return c
+    if covariance_type == "diag":
+        if c.ndim != 2 or c.shape[0] != K or (c <= 0).any():
+            raise ValueError("'diag' covars must be positive, of shape (n_components, n_features)")
+        return c
+    if covariance_type == "tied":
+        if c.ndim != 2 or c.shape[0] != c.shape[1] or not np.allclose(c, c.T):
+            raise ValueError("'tied' covars must be symmetric, of shape (n_features, n_features)")
+        return c
+    if c.ndim != 3 or c.shape[0] != K or c.shape[1] != c.shape[2]:
+        raise ValueError("'full' covars must have shape (n_components, n_features, n_features)")
+    if not np.allclose(c, np.swapaxes(c, 1, 2)):
+        raise ValueError("'full' covars must be symmetric")
+    return c
+
+
+class GaussianHMM(BaseHMM):
+    """Hidden Markov model with Gaussian emissions, fitted by Baum-Welch.
+
+    A drop-in for ``hmmlearn.hmm.GaussianHMM`` (0.3.3): same parameters,
+    defaults, attributes and methods; from the same initial parameters a fit
+    gives hmmlearn's model. The forward-backward pass is scaled with a
+    per-frame shift (never underflows where the log form would not) and runs
+    in parallel over sequences.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of states.
+    covariance_type : {"spherical", "diag", "full", "tied"}, default="diag"
+    min_covar : float, default=1e-3
+        Added to the diagonal of the data covariance that initializes
+        ``covars_`` (as in hmmlearn, at initialization only; see ``reg_covar``).
+    startprob_prior, transmat_prior : float or array, default=1.0
+        Dirichlet prior parameters of ``startprob_`` and each row of ``transmat_``.
+    means_prior, means_weight : float or array, default=0
+        Mean and precision (pseudo-count) of the Normal prior on ``means_``.
+    covars_prior, covars_weight : float or array, default=1e-2 and 1
+        Inverse-gamma ("spherical", "diag") or inverse-Wishart ("full", "tied")
+        prior on the covariances, in hmmlearn's parametrization.
+    algorithm : {"viterbi", "map"}, default="viterbi"
+        Decoder used by ``decode`` and ``predict``.
+    random_state : int, RandomState or None
+    n_iter : int, default=10
+        Maximum number of Baum-Welch iterations.
+    tol : float, default=1e-2
+        Stop when the log-likelihood gains less than this.
+    verbose : bool, default=False
+    params, init_params : str, default="stmc"
+        Parameters updated by the fit ('s' startprob, 't' transmat, 'm' means,
+        'c' covars) and initialized before it (others are taken as set).
+    implementation : {"log", "scaling"}, default="log"
+        Accepted for compatibility; fastem always runs its scaled kernels,
+        which agree with hmmlearn's "log" results.
+    n_init : int, default=1
+        Restarts from fresh initializations; the one with the highest final
+        log-likelihood is kept (fastem extension).
+    reg_covar : float, default=0.0
+        Added to the diagonal of every covariance after each M-step: a floor
+        that keeps states from collapsing (fastem extension).
+    backend : {"numba", "numpy"} or None
+        Kernels; default numba where it imports.
+
+    Attributes
+    ----------
+    startprob_ : ndarray of shape (n_components,)
+    transmat_ : ndarray of shape (n_components, n_components)
+    means_ : ndarray of shape (n_components, n_features)
+    covars_ : ndarray of shape (n_components, n_features, n_features)
+        Full covariance matrices for every ``covariance_type`` (hmmlearn's
+        getter); setting it takes the compact shape of the type:
+        (n_components,) spherical, (n_components, n_features) diag,
+        (n_features, n_features) tied, (n_components, n_features, n_features) full.
+    n_features : int
+    monitor_ : ConvergenceMonitor
+
+    Notes
+    -----
+    ``X`` may contain NaN: a frame's emission density is the marginal of its
+    observed coordinates and the M-step uses expected statistics (fastem
+    extension). A state with no posterior weight keeps its previous mean and
+    covariance (hmmlearn produces NaN).
+    """
+
+    _emission_attrs = ("means_", "_covars_")
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        covariance_type: str = "diag",
+        min_covar: float = 1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        means_prior=0,
+        means_weight=0,
+        covars_prior=1e-2,
+        covars_weight=1,
+        algorithm: str = "viterbi",
+        random_state=None,
+        n_iter: int = 10,
+        tol: float = 1e-2,
+        verbose: bool = False,
+        params: str = "stmc",
+        init_params: str = "stmc",
+        implementation: str = "log",
+        n_init: int = 1,
+        reg_covar: float = 0.0,
+        backend: str | None = None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.min_covar = min_covar
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self.reg_covar = reg_covar
+        self.backend = backend
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def covars_(self) -> np.ndarray:
+        """Covariance matrices, (n_components, n_features, n_features)."""
+        c = self._covars_
+        K, D = self.n_components, self.means_.shape[1]
+        if self.covariance_type == "full":
+            return c
+        if self.covariance_type == "tied":
+            return np.tile(c, (K, 1, 1))
+        if self.covariance_type == "diag":
+            return np.array([np.diag(row) for row in c])
+        return c[:, None, None] * np.eye(D)[None]
+
+    @covars_.setter
+    def covars_(self, covars) -> None:
+        covars = np.array(covars, dtype=np.float64, copy=True)
+        self._covars_ = _validate_covars(covars, self.covariance_type, self.n_components, None)
+
+    def _check_constructor(self) -> None:
+        super()._check_constructor()
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}")
+        if self.reg_covar < 0:
+            raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar}")
+
+    def _validate_X(self, X, fitting: bool) -> np.ndarray:
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X must be numeric, got dtype {X.dtype}")
+        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+        X = np.ascontiguousarray(X, dtype=dtype)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
+        if np.isinf(X).any():
+            raise ValueError("X contains infinity")
+        if fitting and np.isnan(X).all(axis=0).any():
+            raise ValueError("X has a feature with no observed value (all NaN)")
+        if not fitting and X.shape[1] != self.means_.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, the model {self.means_.shape[1]}")
+        return X
+
+    def _check_emissions(self) -> None:
+        self.means_ = np.asarray(self.means_, dtype=np.float64)
+        K = self.n_components
+        if self.means_.ndim != 2 or self.means_.shape[0] != K:
+            raise ValueError("means_ must have shape (n_components, n_features)")
+        self.n_features = self.means_.shape[1]
+        self._covars_ = _validate_covars(np.asarray(self._covars_), self.covariance_type, K, None)
+
+    def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
+        nc, nf = self.n_components, self.n_features
+        return {
+            "s": nc - 1,
+            "t": nc * (nc - 1),
+            "m": nc * nf,
+            "c": {
+                "spherical": nc,
+                "diag": nc * nf,
+                "full": nc * nf * (nf + 1) // 2,
+                "tied": nf * (nf + 1) // 2,
+            }[self.covariance_type],
+        }
+
+    # ------------------------------------------------------------ kernels
+    def _kernel_precisions(self) -> np.ndarray:
+        """Precision Cholesky factors in the kernels' full (K, D, D) or diag (K, D) form."""
+        K, D = self.means_.shape
+        ct = self.covariance_type
+        pc = precision_cholesky(self._covars_, ct)
+        if ct == "tied":
+            return np.broadcast_to(pc, (K, D, D))
+        if ct == "spherical":
+            return np.broadcast_to(pc[:, None], (K, D))
+        return pc
+
+    def _pass_params(self, dtype, means=None, pc=None) -> PassParams:
+        means = self.means_ if means is None else means
+        pc = self._kernel_precisions() if pc is None else pc
+        kind = "full" if self.covariance_type in _FULL else "diag"
+        return PassParams.from_model(np.ones(means.shape[0]), means, pc, kind, dtype)
+
+    def _emission_logprob(self, kernels, X) -> np.ndarray:
+        out = np.empty((X.shape[0], self.n_components))
+        log_prob(kernels.mixture, X, self._pass_params(X.dtype), out)
+        return out
+
+    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight):
+        """(nk, sx, sxx, shift): posterior-weighted moments centred on the current means."""
+        K, D = self.means_.shape
+        full = self.covariance_type in _FULL
+        row_weight = np.repeat(seq_weight, np.diff(offsets))
+        shift = np.ascontiguousarray(self.means_, dtype=np.float64)
+        nk = np.zeros(K)
+        sx = np.zeros((K, D))
+        sxx = np.zeros((K, D, D) if full else (K, D))
+        if not has_nan(X):
+            fn = kernels.hmm.moments_full if full else kernels.hmm.moments_diag
+            fn(X, gamma, row_weight, shift, nk, sx, sxx)
+            return nk, sx, sxx, shift
+        # Missing values: each state is a one-component mixture whose rows are
+        # weighted by the posteriors, so the mixture's missing-data kernels give
+        # the expected statistics (frames with nothing observed add nothing).
+        patterns = find_patterns(X)
+        pc = self._kernel_precisions()
+        mix = kernels.mixture
+        for k in range(K):
+            p = self._pass_params(X.dtype, self.means_[k : k + 1], pc[k : k + 1])
+            w = np.ascontiguousarray(gamma[:, k] * row_weight)
+            rows, ptr = patterns.rows, patterns.pattern_ptr
+            nk1, sx1 = np.zeros(1), np.zeros((1, D))
+            sxx1 = np.zeros((1, D, D) if full else (1, D))
+            if full:
+                mix.em_pass_missing_full(
+                    X, w, rows, ptr, p.means, p.prec_chol, p.precisions, p.comp_const,
+                    nk1, sx1, sxx1,
+                )  # fmt: skip
+            else:
+                mix.em_pass_missing_diag(
+                    X, w, rows, ptr, p.means, p.prec_chol, p.comp_const, nk1, sx1, sxx1
+                )
+            nk[k], sx[k], sxx[k] = nk1[0], sx1[0], sxx1[0]
+        return nk, sx, sxx, shift
+
+    # ------------------------------------------------------------ M-step
+    def _emission_mstep(self, stats) -> None:
+        nk, sx, sxx, shift = stats
+        K, D = self.means_.shape
+        ct = self.covariance_type
+        mw = np.asarray(self.means_weight, dtype=np.float64)
+        mw = mw[:, None] if mw.ndim == 1 else mw
+        mp = np.asarray(self.means_prior, dtype=np.float64)
+        mp = mp[:, None] if mp.ndim == 1 and mp.shape[0] == K and D != K else mp
+        if "m" in self.params:
+            obs = sx + nk[:, None] * shift
+            denom = np.broadcast_to(mw + nk[:, None], (K, D))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new = (mw * mp + obs) / denom
+            self.means_ = np.where(denom > 0, new, self.means_)  # empty state: keep
+        if "c" not in self.params:
+            return
+        mu = self.means_
+        delta = mu - shift
+        meandiff = mu - mp
+        cp = np.asarray(self.covars_prior, dtype=np.float64)
+        cw = np.asarray(self.covars_weight, dtype=np.float64)
+        empty = nk <= 0
+        if ct in ("spherical", "diag"):
+            # sum_t g (x - mu)^2 from moments about the shift: sxx - 2 d sx + nk d^2
+            c_n = mw * meandiff**2 + sxx - 2 * delta * sx + nk[:, None] * delta**2
+            c_d = np.maximum(cw - 1, 0) + nk[:, None]
+            cov = (cp + c_n) / np.maximum(c_d, 1e-5)
+            if ct == "spherical":
+                cov = cov.mean(axis=1)
+                old = self._covars_
+                new = np.where(empty, old, cov + self.reg_covar)
+            else:
+                new = np.where(empty[:, None], self._covars_, cov + self.reg_covar)
+            self._covars_ = new
+            return
+        dd = delta[:, :, None] * sx[:, None, :]
+        c_n = (
+            mw[..., None] * meandiff[:, :, None] * meandiff[:, None, :]
+            + sxx
+            - dd
+            - np.swapaxes(dd, 1, 2)
+            + nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+        )
+        cvweight = np.maximum(cw - D, 0)
+        eye = np.eye(D)
+        if ct == "tied":
+            cov = (cp + c_n.sum(axis=0)) / (cvweight + nk.sum())
+            self._covars_ = cov + self.reg_covar * eye
+            return
+        denom = cvweight + nk
+        keep = denom <= 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cov = (cp + c_n) / np.where(keep, 1.0, denom)[:, None, None]
+        cov = cov + self.reg_covar * eye
+        self._covars_ = np.where((keep | empty)[:, None, None], self._covars_, cov)
+
+    # ------------------------------------------------------------ init
+    def _init_emissions(self, X, offsets, seq_weight, kernels, rs) -> None:
+        K = self.n_components
+        D = X.shape[1]
+        row_weight = np.repeat(seq_weight, np.diff(offsets))
+        complete = ~np.isnan(X).any(axis=1)
+        # k-means and the data covariance on the complete frames, else on a
+        # column-mean imputation when too few frames are complete.
+        if complete.sum() >= K:
+            Xc, wc = X[complete], row_weight[complete]
+        else:
+            Xc = np.where(np.isnan(X), np.nanmean(X, axis=0), X).astype(X.dtype)
+            wc = row_weight
+        if hasattr(self, "means_") and self.means_.shape[1] != D:
+            raise ValueError(f"X has {D} features, means_ has {self.means_.shape[1]}")
+        self.n_features = D
+        if self._needs_init("m", "means_"):
+            if Xc.shape[0] < K:
+                raise ValueError(f"n_samples={Xc.shape[0]} should be >= n_components={K}")
+            rng = np.random.default_rng(rs.randint(2**31 - 1))
+            centres, _ = kmeans(np.ascontiguousarray(Xc), wc, K, rng, kernels.mixture)
+            self.means_ = centres
+        if self._needs_init("c", "covars_"):
+            xc = Xc.astype(np.float64)
+            cv = np.atleast_2d(np.cov(xc.T, aweights=wc if wc.sum() > 0 else None))
+            cv = cv + self.min_covar * np.eye(D)
+            ct = self.covariance_type
+            if ct == "spherical":
+                self._covars_ = np.full(K, cv.mean())
+            elif ct == "tied":
+                self._covars_ = cv
+            elif ct == "diag":
+                self._covars_ = np.tile(np.diag(cv), (K, 1))
+            else:
+                self._covars_ = np.tile(cv, (K, 1, 1))
+
+    def _generate_sample_from_state(self, state: int, random_state) -> np.ndarray:
+        return random_state.multivariate_normal(self.means_[state], self.covars_[state])
