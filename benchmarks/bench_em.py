@@ -1,7 +1,7 @@
 """asv benchmarks: EM iteration speed, whole fits, prediction, memory, cold start.
 
 Sizes: CI-sized by default (the standard workloads cut to 20,000 rows);
-``FASTEM_BENCH_FULL=1`` runs the full W1-W4 of the project's BENCHMARKS.md.
+``FASTEM_BENCH_FULL=1`` runs the full W1-W5 of the project's BENCHMARKS.md.
 Threads: pinned to ``FASTEM_BENCH_THREADS`` (default 2) for Numba and OpenMP,
 BLAS to 1 (fastem's kernels do not call BLAS), so results compare between runs.
 """
@@ -22,7 +22,7 @@ from fastem.datasets import make_workload
 FULL = os.environ.get("FASTEM_BENCH_FULL", "") == "1"
 THREADS = int(os.environ.get("FASTEM_BENCH_THREADS", "2"))
 QUICK_ROWS = 20_000
-WORKLOADS = ["W1", "W2", "W3", "W4"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5"]
 # The NumPy reference is affordable only on the CI-sized data.
 BACKENDS = [b for b in ("numba", "cython") if b in available_backends()] + (
     [] if FULL else ["numpy"]

@@ -56,7 +56,7 @@ Usage
 -----
 ::
 
-    python benchmarks/compare_peers.py                       # W1-W4, 3 repeats
+    python benchmarks/compare_peers.py                       # W1-W5, 3 repeats
     python benchmarks/compare_peers.py --workloads W2 --repeats 5
     python benchmarks/compare_peers.py --backends numba,cython,numpy --dtype float32
     python benchmarks/compare_peers.py --quick               # n0=1, n1=4, 1 repeat
@@ -92,7 +92,7 @@ from statistics import median
 
 import numpy as np
 
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5")
 SKLEARN = "scikit-learn"
 DEFAULT_BACKENDS = "numba,cython"
 
@@ -932,7 +932,7 @@ def memory_mode(args: argparse.Namespace) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Seconds per EM iteration of fastem and its peers on W1-W4.",
+        description="Seconds per EM iteration of fastem and its peers on W1-W5.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--workloads", default=",".join(WORKLOAD_NAMES))

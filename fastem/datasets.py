@@ -12,6 +12,7 @@ WORKLOADS: dict[str, tuple[int, int, int, str]] = {
     "W2": (200_000, 16, 16, "full"),
     "W3": (200_000, 16, 16, "diag"),
     "W4": (50_000, 64, 8, "full"),
+    "W5": (200_000, 24, 16, "tied"),
 }
 
 
@@ -76,7 +77,7 @@ def make_mixture(
 def make_workload(
     name: str, *, random_state: int = 0, dtype: type = np.float64
 ) -> tuple[np.ndarray, dict]:
-    """Data and initial parameters of a standard workload (W1-W4).
+    """Data and initial parameters of a standard workload (W1-W5).
 
     Returns
     -------
