@@ -39,6 +39,8 @@ TINY = 1e-250  # same rescue threshold as the reference
 EXP_CAP = 700.0
 MAX_CHUNKS = 64
 MIN_CHUNK_ROWS = 1024
+BLOCK = 256  # rows per transposed scratch block in the moment kernels
+PARTIALS_BUDGET = 4 * 1024 * 1024  # float64 values of per-chunk second moments (32 MiB)
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 _JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -238,12 +240,55 @@ def _viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
             state = back[t, state]
 
 
+@njit(**_JIT)
+def _moments_block(X, gamma, row_weight, shift, lo, nb, xt, gt, diff, gd, nk, sx, sxx, full):
+    """Add one block of rows to a chunk's partials. Rows go into transposed
+    (D, B) / (K, B) scratch so the inner loops run over rows with unit stride."""
+    D = X.shape[1]
+    K = gamma.shape[1]
+    for b in range(nb):
+        w = row_weight[lo + b]
+        for j in range(D):
+            xt[j, b] = np.float64(X[lo + b, j])
+        for k in range(K):
+            gt[k, b] = w * gamma[lo + b, k]
+    for k in range(K):
+        s0 = 0.0
+        for b in range(nb):
+            s0 += gt[k, b]
+        if s0 == 0.0:
+            continue
+        nk[k] += s0
+        for j in range(D):
+            m = shift[k, j]
+            s1 = 0.0
+            s2 = 0.0
+            for b in range(nb):
+                d = xt[j, b] - m
+                g = gt[k, b] * d
+                diff[j, b] = d
+                gd[j, b] = g
+                s1 += g
+                s2 += g * d
+            sx[k, j] += s1
+            if not full:
+                sxx[k, 0, j] += s2
+        if full:
+            for i in range(D):
+                for j in range(i, D):
+                    acc = 0.0
+                    for b in range(nb):
+                        acc += gd[i, b] * diff[j, b]
+                    sxx[k, i, j] += acc
+
+
 @njit(**_PJIT)
-def _moments(X, gamma, row_weight, shift, nk, sx, sxx, full):
+def _moments(X, gamma, row_weight, shift, nk, sx, full):
     N, D = X.shape
     K = gamma.shape[1]
+    per_chunk = K * D * D if full else K * D
     n_chunks = _n_chunks((N + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
-    n_chunks = max(n_chunks, 1)
+    n_chunks = max(1, min(n_chunks, PARTIALS_BUDGET // max(per_chunk, 1)))
     nk_p = np.zeros((n_chunks, K))
     sx_p = np.zeros((n_chunks, K, D))
     if full:
@@ -252,25 +297,16 @@ def _moments(X, gamma, row_weight, shift, nk, sx, sxx, full):
         sxx_p = np.zeros((n_chunks, K, 1, D))
     for ch in prange(n_chunks):
         lo, hi = _chunk_bounds(N, n_chunks, ch)
-        d = np.empty(D)
-        for t in range(lo, hi):
-            w = row_weight[t]
-            for k in range(K):
-                g = w * gamma[t, k]
-                if g == 0.0:
-                    continue
-                nk_p[ch, k] += g
-                for j in range(D):
-                    d[j] = np.float64(X[t, j]) - shift[k, j]
-                    sx_p[ch, k, j] += g * d[j]
-                if full:
-                    for i in range(D):
-                        gi = g * d[i]
-                        for j in range(i, D):
-                            sxx_p[ch, k, i, j] += gi * d[j]
-                else:
-                    for j in range(D):
-                        sxx_p[ch, k, 0, j] += g * d[j] * d[j]
+        xt = np.empty((D, BLOCK))
+        gt = np.empty((K, BLOCK))
+        diff = np.empty((D, BLOCK))
+        gd = np.empty((D, BLOCK))
+        for start in range(lo, hi, BLOCK):
+            nb = min(BLOCK, hi - start)
+            _moments_block(
+                X, gamma, row_weight, shift, start, nb, xt, gt, diff, gd,
+                nk_p[ch], sx_p[ch], sxx_p[ch], full,
+            )  # fmt: skip
     nk[:] = 0.0
     sx[:, :] = 0.0
     for ch in range(n_chunks):
@@ -324,11 +360,11 @@ def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
 
 def moments_diag(X, gamma, row_weight, shift, nk, sx, sxx):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, sxx, False)
+    part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, False)
     _reduce_sxx(part, sxx, False)
 
 
 def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, sxx, True)
+    part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, True)
     _reduce_sxx(part, sxx, True)

@@ -13,6 +13,13 @@ Import this module explicitly: ``import fastem`` does not load it.
 
 from ._backend import available_hmm_backends
 from ._base import ConvergenceMonitor
+from ._discrete import CategoricalHMM, PoissonHMM
 from ._gaussian import GaussianHMM
 
-__all__ = ["GaussianHMM", "ConvergenceMonitor", "available_hmm_backends"]
+__all__ = [
+    "GaussianHMM",
+    "CategoricalHMM",
+    "PoissonHMM",
+    "ConvergenceMonitor",
+    "available_hmm_backends",
+]

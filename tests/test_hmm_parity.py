@@ -1,0 +1,177 @@
+"""fastem.hmm against hmmlearn 0.3.3 (its "log" implementation), from identical
+initial parameters: every fitted attribute, the monitor's history, score,
+posteriors and the Viterbi path, with several sequences of different lengths
+including length 1."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from fastem.hmm import CategoricalHMM, GaussianHMM, PoissonHMM, available_hmm_backends
+
+hl = pytest.importorskip("hmmlearn.hmm")
+logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+
+BACKENDS = available_hmm_backends()
+LENGTHS = [40, 1, 25, 7, 1, 16]
+RTOL = 1e-7
+
+
+def _gaussian_data(D: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=3.0, size=(3, D))
+    labels = rng.integers(3, size=sum(LENGTHS))
+    X = centres[labels] + rng.normal(size=(sum(LENGTHS), D))
+    return X, rng
+
+
+def _initial(rng, K: int, D: int, covariance_type: str):
+    covs = {
+        "diag": rng.uniform(0.5, 2.0, size=(K, D)),
+        "spherical": rng.uniform(0.5, 2.0, size=K),
+        "full": np.array([np.eye(D) + 0.3 * np.ones((D, D)) * u for u in rng.uniform(0, 1, K)]),
+        "tied": np.eye(D) * 1.5 + 0.2,
+    }[covariance_type]
+    return dict(
+        startprob_=rng.dirichlet(np.ones(K)),
+        transmat_=rng.dirichlet(np.ones(K), size=K),
+        means_=rng.normal(scale=2.0, size=(K, D)),
+        covars_=covs,
+    )
+
+
+def _set(model, params):
+    for name, value in params.items():
+        setattr(model, name, np.array(value, copy=True))
+    return model
+
+
+def _compact_covars(model, covariance_type):
+    """hmmlearn's internal covariances in fastem's compact shape."""
+    c = model._covars_
+    return c[:, 0] if covariance_type == "spherical" and c.ndim == 2 else c
+
+
+def _assert_close(ours, theirs, what):
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=1e-10, err_msg=what)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "full", "tied"])
+def test_gaussian_fit_matches_hmmlearn(backend, covariance_type):
+    K, D = 3, 2
+    X, rng = _gaussian_data(D)
+    init = _initial(rng, K, D, covariance_type)
+    kw = dict(covariance_type=covariance_type, init_params="", n_iter=6, tol=-np.inf)
+    theirs = _set(hl.GaussianHMM(K, **kw), init).fit(X, LENGTHS)
+    ours = _set(GaussianHMM(K, backend=backend, **kw), init).fit(X, LENGTHS)
+
+    _assert_close(np.array(ours.monitor_.history), np.array(theirs.monitor_.history), "history")
+    _assert_close(ours.startprob_, theirs.startprob_, "startprob_")
+    _assert_close(ours.transmat_, theirs.transmat_, "transmat_")
+    _assert_close(ours.means_, theirs.means_, "means_")
+    _assert_close(ours._covars_, _compact_covars(theirs, covariance_type), "covars")
+    if covariance_type != "spherical":  # hmmlearn's spherical getter has a shape bug
+        _assert_close(ours.covars_, theirs.covars_, "covars_")
+
+    np.testing.assert_allclose(ours.score(X, LENGTHS), theirs.score(X, LENGTHS), rtol=RTOL)
+    ll_o, post_o = ours.score_samples(X, LENGTHS)
+    ll_t, post_t = theirs.score_samples(X, LENGTHS)
+    np.testing.assert_allclose(ll_o, ll_t, rtol=RTOL)
+    _assert_close(post_o, post_t, "posteriors")
+    lp_o, path_o = ours.decode(X, LENGTHS)
+    lp_t, path_t = theirs.decode(X, LENGTHS)
+    np.testing.assert_array_equal(path_o, path_t)
+    np.testing.assert_allclose(lp_o, lp_t, rtol=RTOL)
+    np.testing.assert_allclose(ours.aic(X, LENGTHS), theirs.aic(X, LENGTHS), rtol=RTOL)
+    np.testing.assert_allclose(ours.bic(X, LENGTHS), theirs.bic(X, LENGTHS), rtol=RTOL)
+    _assert_close(
+        ours.get_stationary_distribution(), theirs.get_stationary_distribution(), "stationary"
+    )
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_gaussian_priors_and_partial_params_match_hmmlearn(covariance_type):
+    """Non-default priors, and params/init_params subsets, follow hmmlearn's M-step."""
+    K, D = 3, 2
+    X, rng = _gaussian_data(D, seed=1)
+    init = _initial(rng, K, D, covariance_type)
+    kw = dict(
+        covariance_type=covariance_type,
+        init_params="",
+        n_iter=4,
+        tol=-np.inf,
+        startprob_prior=1.5,
+        transmat_prior=np.full((K, K), 1.2),
+        means_prior=0.5,
+        means_weight=2.0,
+        covars_prior=0.3,
+        covars_weight=4.0,
+    )
+    # hmmlearn drops the covariance statistics when "m" is not in params (its
+    # "c"-only update ignores the data), so "c" without "m" is not compared.
+    for params in ("stmc", "tm", "st"):
+        theirs = _set(hl.GaussianHMM(K, params=params, **kw), init).fit(X, LENGTHS)
+        ours = _set(GaussianHMM(K, params=params, **kw), init).fit(X, LENGTHS)
+        _assert_close(ours.startprob_, theirs.startprob_, f"startprob_ {params}")
+        _assert_close(ours.transmat_, theirs.transmat_, f"transmat_ {params}")
+        _assert_close(ours.means_, theirs.means_, f"means_ {params}")
+        _assert_close(ours._covars_, theirs._covars_, f"covars {params}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_categorical_matches_hmmlearn(backend):
+    rng = np.random.default_rng(2)
+    K, M = 3, 5
+    X = rng.integers(M, size=(sum(LENGTHS), 1))
+    init = dict(
+        startprob_=rng.dirichlet(np.ones(K)),
+        transmat_=rng.dirichlet(np.ones(K), size=K),
+        emissionprob_=rng.dirichlet(np.ones(M), size=K),
+    )
+    kw = dict(init_params="", n_iter=5, tol=-np.inf, emissionprob_prior=1.1)
+    theirs = _set(hl.CategoricalHMM(K, **kw), init).fit(X, LENGTHS)
+    ours = _set(CategoricalHMM(K, backend=backend, **kw), init).fit(X, LENGTHS)
+    _assert_close(np.array(ours.monitor_.history), np.array(theirs.monitor_.history), "history")
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        _assert_close(getattr(ours, name), getattr(theirs, name), name)
+    _assert_close(ours.predict_proba(X, LENGTHS), theirs.predict_proba(X, LENGTHS), "posteriors")
+    np.testing.assert_array_equal(ours.predict(X, LENGTHS), theirs.predict(X, LENGTHS))
+    np.testing.assert_allclose(ours.bic(X, LENGTHS), theirs.bic(X, LENGTHS), rtol=RTOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_poisson_matches_hmmlearn(backend):
+    rng = np.random.default_rng(3)
+    K, D = 3, 2
+    rates = np.array([[1.0, 5.0], [4.0, 0.5], [9.0, 9.0]])
+    X = rng.poisson(rates[rng.integers(K, size=sum(LENGTHS))])
+    init = dict(
+        startprob_=rng.dirichlet(np.ones(K)),
+        transmat_=rng.dirichlet(np.ones(K), size=K),
+        lambdas_=rng.uniform(0.5, 8.0, size=(K, D)),
+    )
+    for prior in (dict(), dict(lambdas_prior=0.5, lambdas_weight=0.2)):
+        kw = dict(init_params="", n_iter=5, tol=-np.inf, **prior)
+        theirs = _set(hl.PoissonHMM(K, **kw), init).fit(X, LENGTHS)
+        ours = _set(PoissonHMM(K, backend=backend, **kw), init).fit(X, LENGTHS)
+        _assert_close(np.array(ours.monitor_.history), np.array(theirs.monitor_.history), "history")
+        for name in ("startprob_", "transmat_", "lambdas_"):
+            _assert_close(getattr(ours, name), getattr(theirs, name), name)
+        np.testing.assert_allclose(ours.score(X, LENGTHS), theirs.score(X, LENGTHS), rtol=RTOL)
+        np.testing.assert_array_equal(ours.predict(X, LENGTHS), theirs.predict(X, LENGTHS))
+
+
+def test_default_constructor_matches_hmmlearn():
+    """Same parameter names and defaults (fastem adds n_init, reg_covar, backend)."""
+    extras = {"n_init", "reg_covar", "backend"}
+    for ours, theirs in [
+        (GaussianHMM(), hl.GaussianHMM()),
+        (CategoricalHMM(), hl.CategoricalHMM()),
+        (PoissonHMM(), hl.PoissonHMM()),
+    ]:
+        p_ours = {k: v for k, v in ours.get_params().items() if k not in extras}
+        assert p_ours == theirs.get_params()
