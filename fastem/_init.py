@@ -1,5 +1,7 @@
 """Initial parameters: k-means (k-means++ seeding + Lloyd passes on a kernel),
-k-means++, random responsibilities, random rows, and user-given parameters.
+k-means++, random responsibilities, random rows, model-based hierarchical
+clustering ('hc', :mod:`fastem._hc`), short EM runs ('emem'), and user-given
+parameters.
 
 Every random choice over rows samples by inverting the cumulative sample
 weights, so a row of integer weight ``m`` is chosen exactly as ``m`` copies of
@@ -13,10 +15,15 @@ from types import ModuleType
 
 import numpy as np
 
-from ._stats import Stats
+from ._hc import DEFAULT_MAX_ROWS, hc_tree
+from ._passes import PassParams, em_stats
+from ._stats import Stats, m_step
 from .backends._numpy import accumulate_block
 
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem")
+# emEM (Biernacki, Celeux & Govaert 2003): short runs from k-means++ seeds.
+EMEM_STARTS = 10
+EMEM_PASSES = 5
 _BLOCK = 4096
 
 
@@ -136,6 +143,114 @@ def stats_from_responsibilities(
     return stats
 
 
+def stats_from_partition(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    rows: np.ndarray,
+    row_weights: np.ndarray,
+    labels: np.ndarray,
+    n_components: int,
+    rng,
+    full: bool,
+) -> Stats:
+    """Statistics of a hard partition of some rows, scaled to all rows' weight.
+
+    Parameters
+    ----------
+    X, sample_weight : ndarray
+        All rows and their weights (only ``X[rows]`` is read, and the weights
+        for their total and for drawing rows).
+    rows, row_weights : ndarray of shape (m,)
+        The partitioned rows and the weight each carries (an HC tree's leaves).
+    labels : ndarray of shape (m,)
+        Groups ``0 .. g - 1``, ``g <= n_components``; each is one component.
+        Components beyond ``g`` (more components than distinct rows) get no
+        weight and a row drawn by weight as their mean.
+    n_components : int
+    rng : RandomState or Generator
+    full : bool
+        Full second moments (else their diagonals).
+
+    Returns
+    -------
+    Stats
+        About each group's weighted mean; ``weight_sum`` is all rows' weight.
+    """
+    k = n_components
+    xs = X[rows].astype(np.float64)
+    groups = int(labels.max()) + 1
+    counts = np.bincount(labels, weights=row_weights, minlength=groups)
+    shift = np.empty((k, X.shape[1]))
+    for g in range(groups):
+        shift[g] = (row_weights[labels == g] @ xs[labels == g]) / counts[g]
+    if groups < k:
+        cumulative = np.cumsum(sample_weight)
+        extra = _sample_by_cumulative(cumulative, rng.uniform(size=k - groups))
+        shift[groups:] = X[extra]
+    eye = np.eye(k)
+    stats = stats_from_responsibilities(xs, row_weights, lambda a, b: eye[labels[a:b]], shift, full)
+    total = float(sample_weight.sum())
+    stats = stats.scaled(total / stats.weight_sum)
+    stats.weight_sum = total
+    return stats
+
+
+def hc_stats(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng,
+    full: bool,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> Stats:
+    """Statistics of the ``n_components``-cluster cut of an HC tree
+    (:func:`fastem._hc.hc_tree`, on at most ``max_rows`` rows)."""
+    tree = hc_tree(X, sample_weight, max_rows=max_rows, min_clusters=n_components, random_state=rng)
+    labels = tree.labels(min(n_components, tree.n_leaves))
+    return stats_from_partition(
+        X, sample_weight, tree.rows, tree.weights, labels, n_components, rng, full
+    )
+
+
+def emem_stats(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng,
+    backend: ModuleType,
+    covariance_type: str,
+    reg_covar: float,
+    n_starts: int = EMEM_STARTS,
+    n_passes: int = EMEM_PASSES,
+) -> Stats:
+    """emEM (Biernacki, Celeux & Govaert 2003): the best of short EM runs.
+
+    Each of ``n_starts`` starts is a k-means++ seeding (one row per
+    component, covariances ``reg_covar``); from each, ``n_passes`` EM passes
+    over all rows. The returned statistics are those of the last pass of the
+    run with the highest log-likelihood, so the fit's first M-step continues
+    that run. A start whose covariances collapse is dropped; if all do, this
+    falls back to the 'kmeans' start.
+    """
+    full = covariance_type in ("full", "tied")
+    eps = float(np.finfo(X.dtype).eps)
+    best: Stats | None = None
+    for _ in range(n_starts):
+        stats = initial_stats(X, sample_weight, n_components, "k-means++", rng, backend, full)
+        try:
+            for _ in range(n_passes):
+                weights, means, _, prec_chol = m_step(stats, covariance_type, reg_covar, eps)
+                params = PassParams.from_model(weights, means, prec_chol, covariance_type, X.dtype)
+                stats = em_stats(backend, X, sample_weight, params, check_nan=False)
+        except (ValueError, np.linalg.LinAlgError):  # a collapsed component ends this run
+            continue
+        if best is None or stats.loglik > best.loglik:
+            best = stats
+    if best is None:
+        return initial_stats(X, sample_weight, n_components, "kmeans", rng, backend, full)
+    return best
+
+
 def initial_stats(
     X: np.ndarray,
     sample_weight: np.ndarray,
@@ -144,15 +259,26 @@ def initial_stats(
     rng,
     backend: ModuleType,
     full: bool,
+    *,
+    covariance_type: str | None = None,
+    reg_covar: float = 1e-6,
 ) -> Stats:
     """Sufficient statistics of the initial responsibilities of ``method``.
 
     As in scikit-learn: 'kmeans' uses the hard k-means assignment; 'random'
     uniform random responsibilities normalised per row; 'k-means++' and
     'random_from_data' one row per component (so the initial covariances are
-    ``reg_covar`` alone).
+    ``reg_covar`` alone). 'hc' is the partition of model-based hierarchical
+    clustering (:func:`hc_stats`); 'emem' the best of short EM runs
+    (:func:`emem_stats`), which runs the model's ``covariance_type`` (default
+    'full' if ``full`` else 'diag') with ``reg_covar``.
     """
     k, d = n_components, X.shape[1]
+    if method == "hc":
+        return hc_stats(X, sample_weight, k, rng, full)
+    if method == "emem":
+        ct = covariance_type if covariance_type is not None else ("full" if full else "diag")
+        return emem_stats(X, sample_weight, k, rng, backend, ct, reg_covar)
     if method == "kmeans":
         centres, labels = kmeans(X, sample_weight, k, rng, backend)
         eye = np.eye(k)
