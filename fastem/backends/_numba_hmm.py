@@ -129,7 +129,9 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, outer, w):
         row = lo + t
         inv = 1.0 / c[t + 1]
         for j in range(K):
-            v[j] = b[t + 1, j] * beta[j] * inv
+            # A state with zero posterior at t+1 takes no part in any path: its
+            # v is exactly 0, and an inf from an unreachable state cannot leak
+            v[j] = b[t + 1, j] * beta[j] * inv if gamma[row + 1, j] > 0.0 else 0.0
         for i in range(K):
             a = w * gamma[row, i]
             acc = 0.0

@@ -105,7 +105,10 @@ def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, logl
         g = alpha[T - 1].copy()
         gamma[hi - 1] = g / g.sum()
         for t in range(T - 2, -1, -1):
-            v = b[t + 1] * beta / c[t + 1]
+            # A state with zero posterior at t+1 is on no path: v is exactly 0
+            # there, so an inf from an unreachable state cannot turn into NaN.
+            with np.errstate(invalid="ignore", over="ignore"):
+                v = np.where(gamma[lo + t + 1] > 0, b[t + 1] * beta / c[t + 1], 0.0)
             outer += np.outer(alpha[t], v)
             beta = transmat @ v
             g = alpha[t] * beta

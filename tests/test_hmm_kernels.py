@@ -1,0 +1,210 @@
+"""HMM kernels: the NumPy reference against brute-force enumeration and a
+log-space oracle; every other backend against the reference (hypothesis over
+shapes: lengths including 1, K = 1, D = 1, float32); thread-count determinism."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastem.hmm import _kernels_numpy as ref
+from fastem.hmm._backend import available_hmm_backends, get_hmm_kernels
+
+OTHER_BACKENDS = [b for b in available_hmm_backends() if b != "numpy"]
+
+
+def _offsets(lengths):
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _model(rng, K, zeros=False):
+    start = rng.dirichlet(np.ones(K))
+    trans = rng.dirichlet(np.ones(K), size=K)
+    if zeros and K > 1:  # left-right structure: structural zeros below the diagonal
+        trans = np.triu(trans)
+        trans /= trans.sum(axis=1, keepdims=True)
+    return start, trans
+
+
+def _fb(kern, logB, offsets, start, trans, w=None):
+    K = logB.shape[1]
+    S = offsets.size - 1
+    w = np.ones(S) if w is None else w
+    out = dict(
+        gamma=np.empty_like(logB), loglik=np.empty(S), xi=np.empty((K, K)), start=np.empty(K)
+    )
+    kern.forward_backward(
+        logB, offsets, start, trans, w, out["gamma"], out["loglik"], out["xi"], out["start"]
+    )
+    return out
+
+
+def _log_oracle(logB, start, trans):
+    """Log-space forward-backward of one sequence (independent of the kernels)."""
+    T, K = logB.shape
+    with np.errstate(divide="ignore"):
+        ls, lt = np.log(start), np.log(trans)
+    la = np.empty((T, K))
+    lb = np.zeros((T, K))
+    la[0] = ls + logB[0]
+    for t in range(1, T):
+        la[t] = np.logaddexp.reduce(la[t - 1][:, None] + lt, axis=0) + logB[t]
+    for t in range(T - 2, -1, -1):
+        lb[t] = np.logaddexp.reduce(lt + logB[t + 1] + lb[t + 1], axis=1)
+    ll = np.logaddexp.reduce(la[-1])
+    return ll, np.exp(la + lb - ll)
+
+
+def test_reference_matches_enumeration():
+    """Exact sums over all K**T paths: log-likelihood, posteriors, xi, start."""
+    rng = np.random.default_rng(0)
+    K, lengths = 3, [4, 1, 3]
+    offsets = _offsets(lengths)
+    logB = rng.normal(scale=2.0, size=(sum(lengths), K))
+    start, trans = _model(rng, K)
+    w = np.array([1.0, 2.0, 0.5])
+    out = _fb(ref, logB, offsets, start, trans, w)
+    xi = np.zeros((K, K))
+    st0 = np.zeros(K)
+    for s, (lo, hi) in enumerate(itertools.pairwise(offsets)):
+        T = hi - lo
+        joint = {}
+        for path in itertools.product(range(K), repeat=T):
+            p = start[path[0]] * np.exp(logB[lo, path[0]])
+            for t in range(1, T):
+                p *= trans[path[t - 1], path[t]] * np.exp(logB[lo + t, path[t]])
+            joint[path] = p
+        total = sum(joint.values())
+        np.testing.assert_allclose(out["loglik"][s], np.log(total), rtol=1e-12)
+        gamma = np.zeros((T, K))
+        for path, p in joint.items():
+            for t in range(T):
+                gamma[t, path[t]] += p / total
+            for t in range(T - 1):
+                xi[path[t], path[t + 1]] += w[s] * p / total
+            st0[path[0]] += w[s] * p / total
+        np.testing.assert_allclose(out["gamma"][lo:hi], gamma, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(out["xi"], xi, rtol=1e-10)
+    np.testing.assert_allclose(out["start"], st0, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", available_hmm_backends())
+def test_no_underflow_where_log_space_is_fine(backend):
+    """Emission log-densities around -5000 (high-dimensional data): every
+    exp(logB) underflows, which breaks hmmlearn's "scaling" mode; the per-frame
+    shift gives the log-space answer."""
+    kern = get_hmm_kernels(backend).hmm
+    rng = np.random.default_rng(1)
+    K, T = 4, 30
+    logB = -5000.0 + rng.normal(scale=30.0, size=(T, K))
+    start, trans = _model(rng, K)
+    assert not np.exp(logB).any()
+    out = _fb(kern, logB, _offsets([T]), start, trans)
+    ll, post = _log_oracle(logB, start, trans)
+    np.testing.assert_allclose(out["loglik"][0], ll, rtol=1e-12)
+    np.testing.assert_allclose(out["gamma"], post, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", available_hmm_backends())
+def test_rescued_frame_when_predicted_state_underflows(backend):
+    """All predicted mass on a state 1000 nats less likely than another, which it
+    cannot reach: the max-shifted frame underflows to 0 and is redone with the
+    exact shift, as the log-space recursion would."""
+    kern = get_hmm_kernels(backend).hmm
+    K, T = 2, 5
+    logB = np.tile([-1000.0, 0.0], (T, 1))
+    start = np.array([1.0, 0.0])
+    trans = np.eye(K)
+    out = _fb(kern, logB, _offsets([T]), start, trans)
+    np.testing.assert_allclose(out["loglik"][0], -1000.0 * T, rtol=1e-14)
+    np.testing.assert_array_equal(out["gamma"][:, 0], 1.0)
+    np.testing.assert_allclose(out["xi"], [[T - 1, 0], [0, 0]])
+
+
+@st.composite
+def _problems(draw):
+    K = draw(st.integers(1, 4))
+    D = draw(st.integers(1, 3))
+    lengths = draw(st.lists(st.integers(1, 12), min_size=1, max_size=6))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**16))
+    zeros = draw(st.booleans())
+    return K, D, lengths, dtype, seed, zeros
+
+
+@pytest.mark.skipif(not OTHER_BACKENDS, reason="only the numpy reference is available")
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+@given(problem=_problems())
+def test_backend_matches_reference(backend, problem):
+    K, D, lengths, dtype, seed, zeros = problem
+    kern = get_hmm_kernels(backend).hmm
+    rng = np.random.default_rng(seed)
+    offsets = _offsets(lengths)
+    N = sum(lengths)
+    logB = rng.normal(scale=3.0, size=(N, K))
+    start, trans = _model(rng, K, zeros)
+    w = rng.uniform(0.1, 3.0, size=len(lengths))
+    a, b = _fb(kern, logB, offsets, start, trans, w), _fb(ref, logB, offsets, start, trans, w)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-10, atol=1e-13, err_msg=name)
+
+    filt_a, filt_b = np.empty_like(logB), np.empty_like(logB)
+    ll_a, ll_b = np.empty(len(lengths)), np.empty(len(lengths))
+    kern.forward_filter(logB, offsets, start, trans, filt_a, ll_a)
+    ref.forward_filter(logB, offsets, start, trans, filt_b, ll_b)
+    np.testing.assert_allclose(filt_a, filt_b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ll_a, ll_b, rtol=1e-12)
+
+    with np.errstate(divide="ignore"):
+        ls, lt = np.log(start), np.log(trans)
+    path_a, path_b = np.empty(N, dtype=np.int64), np.empty(N, dtype=np.int64)
+    lp_a, lp_b = np.empty(len(lengths)), np.empty(len(lengths))
+    kern.viterbi(logB, offsets, ls, lt, path_a, lp_a)
+    ref.viterbi(logB, offsets, ls, lt, path_b, lp_b)
+    np.testing.assert_array_equal(path_a, path_b)
+    np.testing.assert_allclose(lp_a, lp_b, rtol=1e-12)
+
+    X = rng.normal(loc=100.0, size=(N, D)).astype(dtype)
+    shift = rng.normal(loc=100.0, size=(K, D))
+    row_w = np.repeat(w, lengths)
+    for name, shape in (("moments_diag", (K, D)), ("moments_full", (K, D, D))):
+        res = []
+        for module in (kern, ref):
+            nk, sx, sxx = np.empty(K), np.empty((K, D)), np.empty(shape)
+            getattr(module, name)(X, a["gamma"], row_w, shift, nk, sx, sxx)
+            res.append((nk, sx, sxx))
+        for u, v in zip(*res, strict=True):
+            np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.skipif("numba" not in available_hmm_backends(), reason="needs numba")
+def test_numba_bit_identical_on_any_thread_count():
+    import numba
+
+    kern = get_hmm_kernels("numba").hmm
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 60, size=70)
+    offsets = _offsets(lengths)
+    N, K, D = int(lengths.sum()), 5, 3
+    logB = rng.normal(scale=3.0, size=(N, K))
+    start, trans = _model(rng, K)
+    w = rng.uniform(0.5, 2.0, size=lengths.size)
+    X = rng.normal(size=(N, D))
+    shift = rng.normal(size=(K, D))
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            out = _fb(kern, logB, offsets, start, trans, w)
+            nk, sx, sxx = np.empty(K), np.empty((K, D)), np.empty((K, D, D))
+            kern.moments_full(X, out["gamma"], np.repeat(w, lengths), shift, nk, sx, sxx)
+            results.append([*out.values(), nk, sx, sxx])
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(results[0], results[-1], strict=True):
+        np.testing.assert_array_equal(a, b)
