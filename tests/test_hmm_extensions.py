@@ -1,0 +1,371 @@
+"""fastem.hmm beyond hmmlearn: sequence weights, missing values, restarts,
+reg_covar, per-sequence scores, filtered probabilities, structural zeros,
+empty states, float32, and where hmmlearn is numerically wrong."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastem.hmm import CategoricalHMM, GaussianHMM, PoissonHMM, available_hmm_backends
+from fastem.hmm._backend import get_hmm_kernels
+
+BACKENDS = available_hmm_backends()
+LENGTHS = [30, 1, 12, 20]
+# Flat priors: the fit is maximum likelihood, so the likelihood itself must not decrease.
+FLAT = dict(covars_prior=0.0, covars_weight=1.0)
+
+
+def _data(D=2, seed=0, lengths=LENGTHS):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[-3.0] * D, [0.0] * D, [3.0] * D])
+    z = rng.integers(3, size=sum(lengths))
+    return centres[z] + rng.normal(size=(sum(lengths), D)), rng
+
+
+def _init(rng, K, D, covariance_type="full"):
+    cov = {
+        "full": np.tile(np.eye(D) * 2.0 + 0.3, (K, 1, 1)),
+        "diag": np.full((K, D), 2.0),
+        "tied": np.eye(D) * 2.0,
+        "spherical": np.full(K, 2.0),
+    }[covariance_type]
+    return dict(
+        startprob_=rng.dirichlet(np.ones(K)),
+        transmat_=rng.dirichlet(np.ones(K) * 3, size=K),
+        means_=rng.normal(scale=2.0, size=(K, D)),
+        covars_=cov,
+    )
+
+
+def _set(model, params):
+    for name, value in params.items():
+        setattr(model, name, np.array(value, copy=True))
+    return model
+
+
+# ------------------------------------------------------------------ weights
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integer_sequence_weights_equal_repeated_sequences(backend):
+    X, rng = _data()
+    init = _init(rng, 3, 2)
+    weights = np.array([2, 1, 0, 3])
+    offsets = np.concatenate([[0], np.cumsum(LENGTHS)])
+    seqs = [X[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    X_rep = np.concatenate([s for s, w in zip(seqs, weights, strict=True) for _ in range(w)])
+    len_rep = [len(s) for s, w in zip(seqs, weights, strict=True) for _ in range(w)]
+    kw = dict(covariance_type="full", init_params="", n_iter=5, tol=-np.inf, backend=backend)
+    a = _set(GaussianHMM(3, **kw), init).fit(X, LENGTHS, sample_weight=weights)
+    b = _set(GaussianHMM(3, **kw), init).fit(X_rep, len_rep)
+    np.testing.assert_allclose(a.monitor_.history, b.monitor_.history, rtol=1e-10)
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-12)
+
+
+def test_sequence_weights_validated():
+    X, _ = _data()
+    with pytest.raises(ValueError, match="one weight per sequence"):
+        GaussianHMM(2).fit(X, LENGTHS, sample_weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match="non-negative"):
+        GaussianHMM(2).fit(X, LENGTHS, sample_weight=[1.0, -1.0, 1.0, 1.0])
+
+
+# ------------------------------------------------------------------ missing values
+def _slow_missing_iteration(X, lengths, start, trans, means, covs):
+    """One Baum-Welch step with explicit marginals and conditional expectations,
+    frame by frame (full covariances, flat priors)."""
+    N, D = X.shape
+    K = means.shape[0]
+    logB = np.zeros((N, K))
+    for t in range(N):
+        o = ~np.isnan(X[t])
+        if not o.any():
+            continue  # nothing observed: density 1
+        for k in range(K):
+            S = covs[k][np.ix_(o, o)]
+            d = X[t, o] - means[k, o]
+            logB[t, k] = -0.5 * (
+                o.sum() * np.log(2 * np.pi) + np.linalg.slogdet(S)[1] + d @ np.linalg.solve(S, d)
+            )
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    gamma = np.zeros((N, K))
+    xi = np.zeros((K, K))
+    st = np.zeros(K)
+    for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        la = np.zeros((b - a, K))
+        lb = np.zeros((b - a, K))
+        la[0] = np.log(start) + logB[a]
+        for t in range(1, b - a):
+            la[t] = np.logaddexp.reduce(la[t - 1][:, None] + np.log(trans), axis=0) + logB[a + t]
+        for t in range(b - a - 2, -1, -1):
+            lb[t] = np.logaddexp.reduce(np.log(trans) + logB[a + t + 1] + lb[t + 1], axis=1)
+        ll = np.logaddexp.reduce(la[-1])
+        gamma[a:b] = np.exp(la + lb - ll)
+        st += gamma[a]
+        for t in range(b - a - 1):
+            xi += np.exp(la[t][:, None] + np.log(trans) + logB[a + t + 1] + lb[t + 1] - ll)
+    new_means = np.zeros((K, D))
+    new_covs = np.zeros((K, D, D))
+    for k in range(K):
+        s0, s1, s2 = 0.0, np.zeros(D), np.zeros((D, D))
+        for t in range(N):
+            o = ~np.isnan(X[t])
+            if not o.any():
+                continue
+            m = ~o
+            ex = means[k].copy()
+            cc = np.zeros((D, D))
+            ex[o] = X[t, o]
+            if m.any():
+                reg = covs[k][np.ix_(m, o)] @ np.linalg.inv(covs[k][np.ix_(o, o)])
+                ex[m] = means[k, m] + reg @ (X[t, o] - means[k, o])
+                cc[np.ix_(m, m)] = covs[k][np.ix_(m, m)] - reg @ covs[k][np.ix_(o, m)]
+            s0 += gamma[t, k]
+            s1 += gamma[t, k] * ex
+            s2 += gamma[t, k] * (np.outer(ex, ex) + cc)
+        new_means[k] = s1 / s0
+        new_covs[k] = s2 / s0 - np.outer(new_means[k], new_means[k])
+    return st / st.sum(), xi / xi.sum(axis=1, keepdims=True), new_means, new_covs
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_missing_values_one_iteration_equals_slow_reference(backend, covariance_type):
+    X, rng = _data(D=3, seed=4)
+    X[rng.uniform(size=X.shape) < 0.25] = np.nan
+    X[5] = np.nan  # a frame with nothing observed
+    K = 3
+    init = _init(rng, K, 3, covariance_type)
+    model = _set(
+        GaussianHMM(
+            K, covariance_type=covariance_type, init_params="", n_iter=1, backend=backend, **FLAT
+        ),
+        init,
+    ).fit(X, LENGTHS)
+    covs = _set(GaussianHMM(K, covariance_type=covariance_type), init)  # full matrices
+    start, trans, means, new_covs = _slow_missing_iteration(
+        X, LENGTHS, init["startprob_"], init["transmat_"], init["means_"], covs.covars_
+    )
+    if covariance_type == "diag":
+        new_covs = np.array([np.diag(np.diag(c)) for c in new_covs])
+    np.testing.assert_allclose(model.startprob_, start, rtol=1e-9)
+    np.testing.assert_allclose(model.transmat_, trans, rtol=1e-9)
+    np.testing.assert_allclose(model.means_, means, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.covars_, new_covs, rtol=1e-8, atol=1e-12)
+
+
+def test_missing_values_never_decrease_the_likelihood():
+    X, rng = _data(D=3, seed=5)
+    X[rng.uniform(size=X.shape) < 0.3] = np.nan
+    model = GaussianHMM(3, "full", n_iter=15, tol=-np.inf, random_state=0, **FLAT).fit(X, LENGTHS)
+    assert np.all(np.diff(model.monitor_.history) >= -1e-9)
+    assert np.isfinite(model.score(X, LENGTHS))
+
+
+# ------------------------------------------------------------------ monotonicity
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied", "spherical"])
+def test_baum_welch_never_decreases_likelihood(covariance_type):
+    X, _ = _data(D=2, seed=6)
+    model = GaussianHMM(3, covariance_type, n_iter=20, tol=-np.inf, random_state=1, **FLAT).fit(
+        X, LENGTHS
+    )
+    assert np.all(np.diff(model.monitor_.history) >= -1e-9)
+
+
+# ------------------------------------------------------------------ restarts, reg_covar
+def test_n_init_keeps_the_best_restart():
+    X, _ = _data(seed=7)
+    one = GaussianHMM(4, n_iter=8, random_state=3).fit(X, LENGTHS)
+    best = GaussianHMM(4, n_iter=8, random_state=3, n_init=4).fit(X, LENGTHS)
+    # the first restart draws what the single fit draws, so the best is at least as good
+    assert best.monitor_.history[-1] >= one.monitor_.history[-1] - 1e-9
+
+
+def test_n_init_restarts_from_given_parameters():
+    """A parameter set before fit and left out of init_params is every restart's start."""
+    X, rng = _data(seed=8)
+    init = _init(rng, 3, 2)
+    model = _set(GaussianHMM(3, "full", init_params="st", n_iter=3, n_init=3, random_state=0), init)
+    model.fit(X, LENGTHS)
+    assert np.isfinite(model.means_).all()
+
+
+def test_reg_covar_floors_every_covariance():
+    rng = np.random.default_rng(9)
+    X = np.repeat(rng.normal(size=(3, 2)), 10, axis=0)  # states collapse onto points
+    model = GaussianHMM(3, "full", covars_prior=0.0, reg_covar=0.05, n_iter=10, random_state=0)
+    model.fit(X)
+    for c in model.covars_:
+        assert np.linalg.eigvalsh(c).min() >= 0.05 - 1e-12
+
+
+# ------------------------------------------------------------------ scores and filtering
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_score_sequences_are_per_sequence_scores(backend):
+    X, rng = _data(seed=10)
+    model = _set(GaussianHMM(3, "full", backend=backend), _init(rng, 3, 2))
+    per_seq = model.score_sequences(X, LENGTHS)
+    offsets = np.concatenate([[0], np.cumsum(LENGTHS)])
+    singles = [model.score(X[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    np.testing.assert_allclose(per_seq, singles, rtol=1e-12)
+    np.testing.assert_allclose(per_seq.sum(), model.score(X, LENGTHS), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filtered_probabilities_use_only_the_past(backend):
+    X, rng = _data(seed=11, lengths=[25])
+    model = _set(GaussianHMM(3, "full", backend=backend), _init(rng, 3, 2))
+    filt = model.predict_filtered_proba(X)
+    for t in (0, 7, 24):
+        # the smoothed posterior of the last frame of a prefix is the filtered one
+        np.testing.assert_allclose(filt[t], model.predict_proba(X[: t + 1])[-1], rtol=1e-10)
+    # and it changes when the future does not: compare with the full smoothing
+    assert not np.allclose(filt, model.predict_proba(X))
+
+
+# ------------------------------------------------------------------ zeros and empty states
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_structural_zeros_stay_zero_and_empty_state_gives_no_nan(backend):
+    X, rng = _data(seed=12)
+    K = 4
+    init = _init(rng, K, 2)
+    trans = np.triu(init["transmat_"][:, :])  # left-right
+    trans[:, 3] = 0.0  # nothing ever enters state 3
+    trans[3] = [0.0, 0.0, 0.0, 1.0]
+    trans /= trans.sum(axis=1, keepdims=True)
+    init["transmat_"] = trans
+    init["startprob_"] = np.array([0.5, 0.3, 0.2, 0.0])
+    model = _set(GaussianHMM(K, "full", init_params="", n_iter=5, backend=backend), init)
+    model.fit(X, LENGTHS)
+    assert (model.transmat_[trans == 0] == 0).all()
+    assert model.startprob_[3] == 0
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        assert np.isfinite(getattr(model, name)).all(), name
+    np.testing.assert_allclose(model.transmat_.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.means_[3], init["means_"][3])  # kept
+    assert np.isfinite(model.score(X, LENGTHS))
+
+
+def test_hmmlearn_gives_nan_for_an_empty_state():
+    """The difference documented in docs/hmm.md: hmmlearn's M-step divides by the
+    empty state's zero posterior sum."""
+    hl = pytest.importorskip("hmmlearn.hmm")
+    logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+    X, rng = _data(seed=12)
+    init = _init(rng, 2, 2)
+    init["startprob_"] = np.array([1.0, 0.0])
+    init["transmat_"] = np.array([[1.0, 0.0], [0.5, 0.5]])
+    kw = dict(covariance_type="full", init_params="")
+    with np.errstate(all="ignore"):
+        theirs = _set(hl.GaussianHMM(2, n_iter=1, **kw), init).fit(X, LENGTHS)
+        assert np.isnan(theirs.means_[1]).all()
+        with pytest.raises(ValueError):  # and its next iteration fails on the NaN
+            _set(hl.GaussianHMM(2, n_iter=2, **kw), init).fit(X, LENGTHS)
+    ours = _set(GaussianHMM(2, n_iter=3, **kw), init).fit(X, LENGTHS)
+    assert np.isfinite(ours.means_).all() and np.isfinite(ours.covars_).all()
+
+
+# ------------------------------------------------------------------ dtypes, scaling, decoding
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_input_fits_like_float64(backend):
+    X, rng = _data(seed=13)
+    init = _init(rng, 3, 2, "diag")
+    kw = dict(covariance_type="diag", init_params="", n_iter=5, backend=backend)
+    a = _set(GaussianHMM(3, **kw), init).fit(X.astype(np.float32), LENGTHS)
+    b = _set(GaussianHMM(3, **kw), init).fit(X, LENGTHS)
+    assert a.means_.dtype == np.float64
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.transmat_, b.transmat_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a.score(X, LENGTHS), b.score(X, LENGTHS), rtol=1e-6)
+
+
+def test_high_dimensional_data_where_hmmlearn_scaling_underflows():
+    hl = pytest.importorskip("hmmlearn.hmm")
+    rng = np.random.default_rng(14)
+    D, K = 400, 3
+    X = rng.normal(size=(60, D)) * 3.0
+    init = dict(
+        startprob_=np.full(K, 1 / K),
+        transmat_=np.full((K, K), 1 / K),
+        means_=rng.normal(size=(K, D)),
+        covars_=np.full((K, D), 0.5),
+    )
+    log_model = _set(hl.GaussianHMM(K, implementation="log"), init)
+    scaling = _set(hl.GaussianHMM(K, implementation="scaling"), init)
+    ours = _set(GaussianHMM(K), init)
+    with np.errstate(all="ignore"), pytest.raises(ValueError, match="underflow"):
+        scaling.score(X)  # every exp(logB) underflows in hmmlearn's scaling mode
+    np.testing.assert_allclose(ours.score(X), log_model.score(X), rtol=1e-10)
+    np.testing.assert_allclose(ours.predict_proba(X), log_model.predict_proba(X), atol=1e-10)
+
+
+def test_decode_map_returns_the_joint_log_probability_of_its_path():
+    X, rng = _data(seed=15)
+    model = _set(GaussianHMM(3, "full"), _init(rng, 3, 2))
+    logprob, path = model.decode(X, LENGTHS, algorithm="map")
+    np.testing.assert_array_equal(path, model.predict_proba(X, LENGTHS).argmax(axis=1))
+    kern = get_hmm_kernels(None)
+    logB = model._emission_logprob(kern, X)
+    expected = 0.0
+    offsets = np.concatenate([[0], np.cumsum(LENGTHS)])
+    for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        expected += np.log(model.startprob_[path[a]]) + logB[a, path[a]]
+        for t in range(a + 1, b):
+            expected += np.log(model.transmat_[path[t - 1], path[t]]) + logB[t, path[t]]
+    np.testing.assert_allclose(logprob, expected, rtol=1e-12)
+    # Viterbi's path is the most likely one, so its joint probability is at least as high
+    assert model.decode(X, LENGTHS)[0] >= logprob - 1e-9
+
+
+# ------------------------------------------------------------------ API
+def test_estimator_protocol_and_errors():
+    sklearn_base = pytest.importorskip("sklearn.base")
+    model = GaussianHMM(3, "tied", n_init=2)
+    clone = sklearn_base.clone(model)
+    assert clone.get_params() == model.get_params()
+    X, _ = _data()
+    with pytest.raises(Exception, match="not fitted"):
+        model.predict(X)
+    with pytest.raises(ValueError, match="lengths sum"):
+        model.fit(X, [5, 5])
+    with pytest.raises(ValueError, match="at least 1"):
+        model.fit(X, [sum(LENGTHS), 0])
+    with pytest.raises(ValueError, match="covariance_type"):
+        GaussianHMM(2, "bogus").fit(X)
+    with pytest.raises(ValueError, match="Unknown decoder"):
+        GaussianHMM(2, algorithm="bogus").fit(X)
+    with pytest.raises(ValueError, match="unknown HMM backend"):
+        GaussianHMM(2, backend="bogus").fit(X)
+    with pytest.raises(ValueError, match="integers"):
+        CategoricalHMM(2).fit(np.array([[0.5], [1.0]]))
+    with pytest.raises(ValueError, match="nonnegative"):
+        PoissonHMM(2).fit(np.array([[-1], [2]]))
+
+
+def test_sample_and_refit():
+    X, _ = _data()
+    model = GaussianHMM(3, "full", random_state=0, n_iter=5).fit(X, LENGTHS)
+    Xs, states = model.sample(200, random_state=1)
+    assert Xs.shape == (200, 2) and states.shape == (200,)
+    Xs2, states2 = model.sample(200, random_state=1)
+    np.testing.assert_array_equal(Xs, Xs2)
+    np.testing.assert_array_equal(states, states2)
+    cat = CategoricalHMM(2, random_state=0, n_iter=3).fit(np.array([[0], [1], [2], [1], [0]]))
+    assert cat.sample(10)[0].shape == (10, 1)
+    poi = PoissonHMM(2, random_state=0, n_iter=3).fit(np.array([[0, 3], [1, 2], [5, 0], [4, 1]]))
+    assert poi.sample(10)[0].shape == (10, 2)
+    np.testing.assert_allclose(
+        model.get_stationary_distribution() @ model.transmat_,
+        model.get_stationary_distribution(),
+        atol=1e-12,
+    )
+
+
+def test_import_fastem_does_not_import_hmm():
+    code = "import sys, fastem; assert 'fastem.hmm' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
