@@ -170,7 +170,7 @@ def test_cuts_are_nested_partitions(n, d, pool, seed):
         labels = tree.labels(k)
         assert sorted(set(labels.tolist())) == list(range(k))
         if previous is not None:  # each k-cluster lies inside one (k-1)-cluster
-            pairs = set(zip(labels.tolist(), previous.tolist()))
+            pairs = set(zip(labels.tolist(), previous.tolist(), strict=True))
             assert len(pairs) == k
         previous = labels
     assert (tree.labels(tree.n_leaves) == np.arange(tree.n_leaves)).all()
