@@ -1,71 +1,184 @@
-"""Estimator base: scikit-learn's ``BaseEstimator`` where installed, else a
-minimal stand-in with the same parameter protocol (``get_params``,
-``set_params``, ``repr``), so scikit-learn stays optional."""
+"""Estimator bases that follow scikit-learn's protocols without importing scikit-learn.
+
+Importing scikit-learn costs most of a second, so fastem's estimators do not derive from
+``sklearn.base.BaseEstimator``; they implement what scikit-learn asks of an estimator:
+
+- ``get_params``/``set_params`` (nested ``step__param`` keys too), read off ``__init__``'s
+  signature, so ``clone``, ``Pipeline`` and ``GridSearchCV`` work;
+- ``__sklearn_tags__``, which scikit-learn (>= 1.6) calls for ``check_estimator``,
+  ``is_classifier``/``is_regressor``, input validation and pipelines; it imports scikit-learn
+  lazily, and only scikit-learn calls it, so scikit-learn is already imported then;
+- ``_estimator_type``, the older spelling of the estimator type;
+- a ``repr`` that shows the parameters changed from their defaults.
+
+scikit-learn's mixins (``ClassifierMixin``, ...) still compose with these bases: they call
+``super().__sklearn_tags__()``.
+
+:data:`TRANSFORMER_BASES` is different: the imputer keeps scikit-learn's ``TransformerMixin``
+and ``BaseEstimator`` where scikit-learn is installed (``set_output`` and metadata routing
+come with them). It is resolved on first access, so only ``fastem.impute`` pays for it.
+"""
 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
-try:
-    from sklearn.base import BaseEstimator as _SkBaseEstimator
-    from sklearn.base import DensityMixin as _SkDensityMixin
-    from sklearn.base import TransformerMixin as _SkTransformerMixin
+__all__ = ["BaseEstimator", "DensityEstimator", "ESTIMATOR_BASES", "allow_nan_tags"]
 
-    ESTIMATOR_BASES: tuple[type, ...] = (_SkDensityMixin, _SkBaseEstimator)
-    TRANSFORMER_BASES: tuple[type, ...] = (_SkTransformerMixin, _SkBaseEstimator)
-    HAVE_SKLEARN = True
-except ImportError:  # pragma: no cover - exercised in the no-sklearn CI job
 
-    class _ParamsBase:
-        """get_params/set_params by introspection of ``__init__``."""
+class BaseEstimator:
+    """scikit-learn's estimator protocol (parameters, tags, repr) without scikit-learn."""
 
-        _estimator_type = "DensityEstimator"
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The constructor's parameter names, sorted (as scikit-learn's ``BaseEstimator``)."""
+        init = getattr(cls.__init__, "deprecated_original", cls.__init__)
+        if init is object.__init__:
+            return []
+        parameters = [
+            p
+            for p in inspect.signature(init).parameters.values()
+            if p.name != "self" and p.kind != p.VAR_KEYWORD
+        ]
+        for p in parameters:
+            if p.kind == p.VAR_POSITIONAL:
+                raise RuntimeError(
+                    f"{cls.__name__}.__init__ takes *{p.name}: scikit-learn estimators "
+                    "must name every parameter in their signature"
+                )
+        return sorted(p.name for p in parameters)
 
-        @classmethod
-        def _get_param_names(cls) -> list[str]:
-            sig = inspect.signature(cls.__init__)
-            return sorted(p.name for p in sig.parameters.values() if p.name != "self")
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Get the parameters of this estimator.
 
-        def get_params(self, deep: bool = True) -> dict:
-            return {name: getattr(self, name) for name in self._get_param_names()}
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of contained estimators, as ``name__param``.
 
-        def set_params(self, **params):
-            valid = self._get_param_names()
-            for name, value in params.items():
-                if name not in valid:
-                    raise ValueError(
-                        f"Invalid parameter {name!r} for estimator {type(self).__name__}. "
-                        f"Valid parameters are: {valid}."
-                    )
-                setattr(self, name, value)
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        out: dict[str, Any] = {}
+        for key in self._get_param_names():
+            value = getattr(self, key)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{key}__{k}", v) for k, v in value.get_params().items())
+            out[key] = value
+        return out
+
+    def set_params(self, **params: Any) -> BaseEstimator:
+        """Set the parameters of this estimator.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters; ``name__param`` sets a parameter of a contained
+            estimator.
+
+        Returns
+        -------
+        self : estimator instance
+        """
+        if not params:
             return self
+        valid = self.get_params(deep=True)
+        nested: dict[str, dict[str, Any]] = {}
+        for full_key, value in params.items():
+            key, delim, sub_key = full_key.partition("__")
+            if key not in valid:
+                raise ValueError(
+                    f"Invalid parameter {key!r} for estimator {self}. "
+                    f"Valid parameters are: {self._get_param_names()!r}."
+                )
+            if delim:
+                nested.setdefault(key, {})[sub_key] = value
+            else:
+                setattr(self, key, value)
+                valid[key] = value
+        for key, sub_params in nested.items():
+            valid[key].set_params(**sub_params)
+        return self
 
-        def __repr__(self) -> str:
-            signature = inspect.signature(type(self).__init__)
-            defaults = {p.name: p.default for p in signature.parameters.values()}
-            changed = []
-            for name, value in self.get_params().items():
-                default = defaults.get(name, inspect.Parameter.empty)
-                if value is not default and not _equal(value, default):
-                    changed.append(f"{name}={value!r}")
-            return f"{type(self).__name__}({', '.join(changed)})"
+    def __sklearn_tags__(self):
+        # Called by scikit-learn only, so importing it here costs nothing extra.
+        from sklearn.utils import Tags, TargetTags
 
-    def _equal(a, b) -> bool:
-        try:
-            return bool(a == b)
-        except Exception:
-            return False
+        return Tags(
+            estimator_type=None,
+            target_tags=TargetTags(required=False),
+            transformer_tags=None,
+            regressor_tags=None,
+            classifier_tags=None,
+        )
 
-    ESTIMATOR_BASES = (_ParamsBase,)
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+        }
+        changed = []
+        for name, value in self.get_params(deep=False).items():
+            default = defaults.get(name, inspect.Parameter.empty)
+            if default is inspect.Parameter.empty or _changed(value, default):
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
 
-    class _TransformerBase(_ParamsBase):
-        _estimator_type = None
 
-        def fit_transform(self, X, y=None, **fit_params):
-            return self.fit(X, y, **fit_params).transform(X)
+def _changed(value: Any, default: Any) -> bool:
+    """scikit-learn's rule for repr: compare reprs (arrays, estimators), NaN equals NaN."""
+    if value is default:
+        return False
+    if type(value) is not type(default) and hasattr(value, "get_params"):
+        return True
+    if _is_nan(value) and _is_nan(default):
+        return False
+    return repr(value) != repr(default)
 
-    TRANSFORMER_BASES = (_TransformerBase,)
-    HAVE_SKLEARN = False
+
+def _is_nan(x: Any) -> bool:
+    return isinstance(x, float) and x != x
+
+
+class DensityEstimator(BaseEstimator):
+    """Base of fastem's density estimators (scikit-learn's ``DensityMixin`` + base)."""
+
+    _estimator_type = "DensityEstimator"  # scikit-learn < 1.6 reads this, not the tags
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "density_estimator"
+        return tags
+
+
+ESTIMATOR_BASES: tuple[type, ...] = (DensityEstimator,)
+
+
+def _transformer_bases() -> tuple[type, ...]:
+    try:
+        from sklearn.base import BaseEstimator as SkBaseEstimator
+        from sklearn.base import TransformerMixin
+    except ImportError:
+        return (_Transformer,)
+    return (TransformerMixin, SkBaseEstimator)
+
+
+class _Transformer(BaseEstimator):
+    """The transformer base where scikit-learn is not installed."""
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit to X, then transform X."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TRANSFORMER_BASES":
+        bases = _transformer_bases()
+        globals()[name] = bases
+        return bases
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def allow_nan_tags(tags):

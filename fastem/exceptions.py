@@ -1,28 +1,147 @@
 """fastem's warnings and errors.
 
-Where scikit-learn is installed they subclass scikit-learn's, so code written
-for ``sklearn.mixture.GaussianMixture`` catches fastem's too; scikit-learn is
-not required.
+Where scikit-learn is installed they are subclasses of scikit-learn's, so code written for
+``sklearn.mixture.GaussianMixture`` catches fastem's too (``except NotFittedError``,
+``pytest.warns(ConvergenceWarning)``, warning filters). scikit-learn is not required, and
+importing fastem does not import it (it costs most of a second).
+
+How: each class derives from a stand-in defined as scikit-learn defines its class (the same
+builtin bases, so the same object layout), and is re-based onto scikit-learn's class
+(``cls.__bases__ = (sklearn_class,)``, which drops the stand-in from the MRO) as
+soon as ``sklearn.exceptions`` is in ``sys.modules``: at once if scikit-learn was imported
+first, else from a one-shot import hook when it is imported later, and again, as a fallback,
+whenever an instance is created (every ``raise`` and ``warnings.warn`` creates one before
+anything matches it). So there is only ever one class object, whatever the import order.
 """
 
 from __future__ import annotations
 
-try:  # optional: make fastem's exceptions catchable as scikit-learn's
-    from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
-    from sklearn.exceptions import NotFittedError as _SkNotFittedError
-except ImportError:  # pragma: no cover - exercised in the no-sklearn CI job
-    _SkConvergenceWarning = UserWarning
-
-    class _SkNotFittedError(ValueError, AttributeError):
-        pass
-
+import sys
+import threading
+from types import ModuleType
+from typing import Any
 
 __all__ = ["ConvergenceWarning", "NotFittedError"]
 
-
-class ConvergenceWarning(_SkConvergenceWarning):
-    """EM stopped at ``max_iter`` before the lower bound changed less than ``tol``."""
+_SKLEARN_MODULE = "sklearn.exceptions"
 
 
-class NotFittedError(_SkNotFittedError):
-    """A method that needs a fitted model was called before ``fit``."""
+# Stand-ins with the bases of scikit-learn's classes: ``__bases__`` assignment needs the old
+# and the new base to have the same layout, which a builtin base (UserWarning) does not.
+class _ConvergenceWarningBase(UserWarning):
+    pass
+
+
+class _NotFittedErrorBase(ValueError, AttributeError):
+    pass
+
+
+class ConvergenceWarning(_ConvergenceWarningBase):
+    """EM stopped at ``max_iter`` before the lower bound changed less than ``tol``.
+
+    A subclass of :class:`sklearn.exceptions.ConvergenceWarning` where scikit-learn
+    is installed.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ConvergenceWarning:
+        _sync_with_sklearn()
+        return super().__new__(cls, *args, **kwargs)
+
+
+class NotFittedError(_NotFittedErrorBase):
+    """A method that needs a fitted model was called before ``fit``.
+
+    A subclass of :class:`sklearn.exceptions.NotFittedError` where scikit-learn is
+    installed.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> NotFittedError:
+        _sync_with_sklearn()
+        return super().__new__(cls, *args, **kwargs)
+
+
+_CLASSES: tuple[type, ...] = (ConvergenceWarning, NotFittedError)
+
+
+def _adopt_bases(module: ModuleType) -> None:
+    """Re-base each fastem class onto the same-named class of ``module`` (idempotent)."""
+    for cls in _CLASSES:
+        base = getattr(module, cls.__name__, None)
+        if not isinstance(base, type) or issubclass(cls, base):
+            continue
+        try:
+            cls.__bases__ = (base,)
+        except TypeError:  # pragma: no cover - an incompatible future layout: stay standalone
+            pass
+
+
+def _sync_with_sklearn() -> None:
+    module = sys.modules.get(_SKLEARN_MODULE)
+    if module is not None:
+        _adopt_bases(module)
+
+
+class _AdoptOnImport:
+    """A ``sys.meta_path`` entry that re-bases fastem's classes right after
+    ``sklearn.exceptions`` is executed, then removes itself.
+
+    It finds nothing itself: it asks the finders behind it for the spec, and wraps
+    that spec's loader's ``exec_module`` for this one module.
+    """
+
+    def __init__(self) -> None:
+        self._busy = threading.local()
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if fullname != _SKLEARN_MODULE or getattr(self._busy, "active", False):
+            return None
+        self._busy.active = True
+        try:
+            spec = _find_spec_behind(self, fullname, path, target)
+        finally:
+            self._busy.active = False
+        loader = getattr(spec, "loader", None) if spec is not None else None
+        if loader is None or isinstance(loader, type) or not hasattr(loader, "__dict__"):
+            return spec  # a shared loader (a class): leave it; __new__ still syncs
+        exec_module = loader.exec_module
+
+        def exec_and_adopt(module: ModuleType) -> None:
+            try:
+                exec_module(module)
+            finally:
+                loader.__dict__.pop("exec_module", None)  # one shot: restore the method
+            if module.__name__ == _SKLEARN_MODULE:
+                _adopt_bases(module)
+                _remove_hook()
+
+        loader.exec_module = exec_and_adopt
+        return spec
+
+
+def _find_spec_behind(hook: _AdoptOnImport, fullname: str, path, target):
+    for finder in list(sys.meta_path):
+        if finder is hook:
+            continue
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is None:
+            continue
+        spec = find_spec(fullname, path, target)
+        if spec is not None:
+            return spec
+    return None
+
+
+_HOOK = _AdoptOnImport()
+
+
+def _remove_hook() -> None:
+    try:
+        sys.meta_path.remove(_HOOK)
+    except ValueError:
+        pass
+
+
+if _SKLEARN_MODULE in sys.modules:
+    _sync_with_sklearn()
+else:
+    sys.meta_path.insert(0, _HOOK)
