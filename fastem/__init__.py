@@ -6,14 +6,23 @@
 >>> gm = GaussianMixture(3, random_state=0).fit(X)
 """
 
-from ._config import show_config
+# ``import fastem`` stays cheap (no NumPy, Numba or scikit-learn): the public names are
+# loaded from their modules on first access (PEP 562).
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .backends import available_backends
 from .exceptions import ConvergenceWarning, NotFittedError
-from .mixture import GaussianMixture
-from .mixture_ic import GaussianMixtureIC
-from .persistence import load
-from .selection import ModelSelection, select_model
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
+    from ._config import show_config
+    from .backends import available_backends
+    from .mixture import GaussianMixture
+    from .mixture_ic import GaussianMixtureIC
+    from .persistence import load
+    from .selection import ModelSelection, select_model
 
 __all__ = [
     "GaussianMixture",
@@ -27,3 +36,31 @@ __all__ = [
     "show_config",
     "__version__",
 ]
+
+# public name -> the module that defines it
+_LAZY = {
+    "GaussianMixture": ".mixture",
+    "GaussianMixtureIC": ".mixture_ic",
+    "load": ".persistence",
+    "select_model": ".selection",
+    "ModelSelection": ".selection",
+    "available_backends": ".backends",
+    "show_config": "._config",
+}
+# Submodules that `import fastem` used to load, so `fastem.backends` etc. keep working.
+_SUBMODULES = {"backends", "mixture", "mixture_ic", "persistence", "selection"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)  # the import binds it here
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import sys
 import time
@@ -25,24 +26,30 @@ import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from ._version import __version__
 
-from . import __version__
-from ._io import (
-    DATA_FORMATS,
-    InputError,
-    atomic_output,
-    atomic_outputs,
-    check_output_path,
-    data_format,
-    read_data,
-    write_table,
-)
-from ._progress import choose_mode, show_progress
-from .backends import available_backends, resolve_backend_name
-from .datasets import make_mixture
-from .mixture import GaussianMixture
+# NumPy, the estimator and the I/O helpers are imported by _import_command_modules once the
+# arguments are parsed (and a subcommand's options when it is chosen): `fastem --help` and
+# usage errors then never pay for them.
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ._io import (
+        DATA_FORMATS,
+        InputError,
+        atomic_output,
+        atomic_outputs,
+        check_output_path,
+        data_format,
+        read_data,
+        write_table,
+    )
+    from ._progress import choose_mode, show_progress
+    from .backends import available_backends, resolve_backend_name
+    from .datasets import make_mixture
+    from .mixture import GaussianMixture
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -55,6 +62,29 @@ _SEGMENT_BLOCK = 1 << 18
 
 class CommandError(Exception):
     """A user error: the one-line message says what is wrong and how to fix it."""
+
+
+def _import_command_modules() -> None:
+    """Bind the modules the commands use as this module's globals (see the imports above)."""
+    global np, DATA_FORMATS, InputError, atomic_output, atomic_outputs, check_output_path
+    global data_format, read_data, write_table, choose_mode, show_progress
+    global available_backends, resolve_backend_name, make_mixture, GaussianMixture
+    import numpy as np
+
+    from ._io import (
+        DATA_FORMATS,
+        InputError,
+        atomic_output,
+        atomic_outputs,
+        check_output_path,
+        data_format,
+        read_data,
+        write_table,
+    )
+    from ._progress import choose_mode, show_progress
+    from .backends import available_backends, resolve_backend_name
+    from .datasets import make_mixture
+    from .mixture import GaussianMixture
 
 
 # ----------------------------------------------------------------------------- argument types
@@ -73,7 +103,7 @@ def _nonneg_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value) or value < 0:
+    if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
@@ -724,33 +754,27 @@ def _add_fit_options(p: argparse.ArgumentParser, *, covariance: bool = True) -> 
     _add_runtime_options(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``fastem`` command."""
-    data_help = f"data file ({', '.join(DATA_FORMATS)}), or - for CSV on stdin"
-    out_help = f"output file ({', '.join(DATA_FORMATS)}), or - for CSV on stdout"
-    parser = _Parser(prog="fastem", description="Gaussian mixture models by EM, fast.")
-    parser.add_argument("--version", action="version", version=f"fastem {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    fit = sub.add_parser("fit", help="fit a mixture to a data file and save the model")
-    fit.add_argument("data", metavar="DATA", help=data_help)
+def _add_fit_command(fit: argparse.ArgumentParser) -> None:
+    fit.add_argument("data", metavar="DATA", help=_data_help())
     fit.add_argument("-k", "--n-components", type=_positive_int, required=True)
     fit.add_argument("-o", "--output", metavar="MODEL", required=True, help="model file (.npz)")
     _add_fit_options(fit)
     _add_progress_options(fit)
     fit.set_defaults(func=run_fit)
 
-    predict = sub.add_parser("predict", help="component labels or probabilities of each row")
+
+def _add_predict_command(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("model", metavar="MODEL", help="model saved by 'fastem fit'")
-    predict.add_argument("data", metavar="DATA", help=data_help)
-    predict.add_argument("-o", "--output", metavar="OUT", required=True, help=out_help)
+    predict.add_argument("data", metavar="DATA", help=_data_help())
+    predict.add_argument("-o", "--output", metavar="OUT", required=True, help=_out_help())
     predict.add_argument("--proba", action="store_true", help="write probabilities, not labels")
     _add_runtime_options(predict)
     predict.add_argument("-q", "--quiet", action="store_true", help="print no summary or warnings")
     predict.set_defaults(func=run_predict)
 
-    select = sub.add_parser("select", help="choose n_components and covariance type")
-    select.add_argument("data", metavar="DATA", help=data_help)
+
+def _add_select_command(select: argparse.ArgumentParser) -> None:
+    select.add_argument("data", metavar="DATA", help=_data_help())
     select.add_argument(
         "-k", "--k", type=_k_list, default=_k_list("1-10"), help="component counts (default 1-10)"
     )
@@ -767,7 +791,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress_options(select)
     select.set_defaults(func=run_select)
 
-    segment = sub.add_parser("segment", help="segment an image by pixel colour")
+
+def _add_segment_command(segment: argparse.ArgumentParser) -> None:
     segment.add_argument("image", metavar="IMAGE", help="image file (PNG, JPEG, ...)")
     segment.add_argument("-k", "--n-components", type=_positive_int, required=True)
     segment.add_argument("-o", "--output", metavar="OUT", required=True, help="image (.png)")
@@ -783,15 +808,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress_options(segment)
     segment.set_defaults(func=run_segment)
 
-    impute = sub.add_parser("impute", help="replace missing values by their expectation")
+
+def _add_impute_command(impute: argparse.ArgumentParser) -> None:
     impute.add_argument("model", metavar="MODEL", help="model saved by 'fastem fit'")
-    impute.add_argument("data", metavar="DATA", help=data_help + "; empty fields/NaN are missing")
-    impute.add_argument("-o", "--output", metavar="OUT", required=True, help=out_help)
+    impute.add_argument(
+        "data", metavar="DATA", help=_data_help() + "; empty fields/NaN are missing"
+    )
+    impute.add_argument("-o", "--output", metavar="OUT", required=True, help=_out_help())
     _add_runtime_options(impute)
     impute.add_argument("-q", "--quiet", action="store_true", help="print no summary or warnings")
     impute.set_defaults(func=run_impute)
 
-    demo = sub.add_parser("demo", help="fit built-in synthetic data and report the result")
+
+def _add_demo_command(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--n-samples", type=int, default=100_000)
     demo.add_argument("--n-features", type=int, default=2)
     demo.add_argument("--n-components", type=int, default=5)
@@ -809,6 +838,72 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-plot", action="store_true", help="do not draw the figure")
     _add_progress_options(demo)
     demo.set_defaults(func=run_demo)
+
+
+def _data_help() -> str:
+    return f"data file ({', '.join(DATA_FORMATS)}), or - for CSV on stdin"
+
+
+def _out_help() -> str:
+    return f"output file ({', '.join(DATA_FORMATS)}), or - for CSV on stdout"
+
+
+# name -> (one-line help, adds the command's arguments)
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "fit": ("fit a mixture to a data file and save the model", _add_fit_command),
+    "predict": ("component labels or probabilities of each row", _add_predict_command),
+    "select": ("choose n_components and covariance type", _add_select_command),
+    "segment": ("segment an image by pixel colour", _add_segment_command),
+    "impute": ("replace missing values by their expectation", _add_impute_command),
+    "demo": ("fit built-in synthetic data and report the result", _add_demo_command),
+}
+
+
+class _LazySubcommands(argparse._SubParsersAction):
+    """Subcommands whose arguments are added when the subcommand is parsed.
+
+    Their help texts name the available backends and data formats, which imports NumPy
+    and the kernels; ``fastem --help`` and ``fastem --version`` need none of that.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        add_arguments = self.pending.pop(values[0], None)
+        if add_arguments is not None:
+            _import_command_modules()
+            add_arguments(self.choices[values[0]])
+        super().__call__(parser, namespace, values, option_string)
+
+
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of the ``fastem`` command.
+
+    Parameters
+    ----------
+    lazy : bool, default=False
+        Add a subcommand's arguments only when parsing reaches it (what :func:`main`
+        does, so that ``fastem --help`` imports neither NumPy nor the kernels).
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+    """
+    parser = _Parser(prog="fastem", description="Gaussian mixture models by EM, fast.")
+    parser.add_argument("--version", action="version", version=f"fastem {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", action=_LazySubcommands
+    )
+    if not lazy:
+        _import_command_modules()
+    for name, (help_text, add_arguments) in _COMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        if lazy:
+            sub.pending[name] = add_arguments
+        else:
+            add_arguments(command)
     return parser
 
 
@@ -826,8 +921,9 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 2 on bad input or usage (after one ``fastem: error:`` line
         on stderr), 130 when interrupted.
     """
-    parser = build_parser()
+    parser = build_parser(lazy=True)
     args = parser.parse_args(argv)
+    _import_command_modules()
     if args.command == "demo":
         for name in ("n_samples", "n_features", "n_components"):
             if getattr(args, name) < 1:
