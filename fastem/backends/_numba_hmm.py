@@ -261,21 +261,29 @@ def _moments_block(X, gamma, row_weight, shift, lo, nb, xt, gt, diff, gd, nk, sx
         if s0 == 0.0:
             continue
         nk[k] += s0
-        for j in range(D):
-            m = shift[k, j]
-            s1 = 0.0
-            s2 = 0.0
-            for b in range(nb):
-                d = xt[j, b] - m
-                g = gt[k, b] * d
-                diff[j, b] = d
-                gd[j, b] = g
-                s1 += g
-                s2 += g * d
-            sx[k, j] += s1
-            if not full:
+        if not full:
+            for j in range(D):
+                m = shift[k, j]
+                s1 = 0.0
+                s2 = 0.0
+                for b in range(nb):
+                    d = xt[j, b] - m
+                    g = gt[k, b] * d
+                    s1 += g
+                    s2 += g * d
+                sx[k, j] += s1
                 sxx[k, 0, j] += s2
-        if full:
+        else:
+            for j in range(D):
+                m = shift[k, j]
+                s1 = 0.0
+                for b in range(nb):
+                    d = xt[j, b] - m
+                    g = gt[k, b] * d
+                    diff[j, b] = d
+                    gd[j, b] = g
+                    s1 += g
+                sx[k, j] += s1
             for i in range(D):
                 for j in range(i, D):
                     acc = 0.0
