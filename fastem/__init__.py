@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .exceptions import ConvergenceWarning, NotFittedError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know it)
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
+    from typing import Any
+
     from ._config import show_config
     from .backends import available_backends
     from .mixture import GaussianMixture

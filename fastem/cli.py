@@ -17,7 +17,6 @@ command writes nothing. ``--quiet`` drops progress, summaries and warnings
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import sys
@@ -25,15 +24,17 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ._version import __version__
 
-# NumPy, the estimator and the I/O helpers are imported by _import_command_modules once the
-# arguments are parsed (and a subcommand's options when it is chosen): `fastem --help` and
-# usage errors then never pay for them.
+# NumPy, the estimator, the I/O helpers (and inspect, pathlib) are imported by
+# _import_command_modules once the arguments are parsed (a subcommand's when it is chosen):
+# `fastem --help` and usage errors then never pay for them.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know it)
 if TYPE_CHECKING:
+    import inspect
+    from pathlib import Path
+
     import numpy as np
 
     from ._io import (
@@ -68,7 +69,10 @@ def _import_command_modules() -> None:
     """Bind the modules the commands use as this module's globals (see the imports above)."""
     global np, DATA_FORMATS, InputError, atomic_output, atomic_outputs, check_output_path
     global data_format, read_data, write_table, choose_mode, show_progress
-    global available_backends, resolve_backend_name, make_mixture, GaussianMixture
+    global available_backends, resolve_backend_name, make_mixture, GaussianMixture, inspect, Path
+    import inspect
+    from pathlib import Path
+
     import numpy as np
 
     from ._io import (

@@ -17,9 +17,11 @@ anything matches it). So there is only ever one class object, whatever the impor
 from __future__ import annotations
 
 import sys
-import threading
 from types import ModuleType
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know it)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ConvergenceWarning", "NotFittedError"]
 
@@ -89,17 +91,18 @@ class _AdoptOnImport:
     that spec's loader's ``exec_module`` for this one module.
     """
 
-    def __init__(self) -> None:
-        self._busy = threading.local()
+    # The import system holds the module's lock around find_spec, so one flag serves all
+    # threads: it only stops a finder behind us that asks the meta path again.
+    _busy = False
 
     def find_spec(self, fullname: str, path=None, target=None):
-        if fullname != _SKLEARN_MODULE or getattr(self._busy, "active", False):
+        if fullname != _SKLEARN_MODULE or self._busy:
             return None
-        self._busy.active = True
+        self._busy = True
         try:
             spec = _find_spec_behind(self, fullname, path, target)
         finally:
-            self._busy.active = False
+            self._busy = False
         loader = getattr(spec, "loader", None) if spec is not None else None
         if loader is None or isinstance(loader, type) or not hasattr(loader, "__dict__"):
             return spec  # a shared loader (a class): leave it; __new__ still syncs
