@@ -19,6 +19,7 @@ from ._covariance import (
     precisions_from_cholesky,
 )
 from ._data import ArrayData
+from ._em import ACCELERATIONS, STOPPING_RULES, Evaluation, make_stopping_rule, run_fixed_point
 from ._events import emit
 from ._init import INIT_METHODS, initial_stats
 from ._missing import check_fit_coverage, impute_rows
@@ -82,6 +83,120 @@ def _is_out_of_core(X) -> bool:
     )
 
 
+class _MixtureMap:
+    """The Gaussian mixture's EM map as a :class:`fastem._em.FixedPointProblem`.
+
+    Parameterization: the driver extrapolates in unconstrained coordinates,
+    ``log w_k`` (weights recovered by a softmax), the means, and the precision
+    Cholesky factors ``U_k`` with their diagonal as ``log U_kjj`` ('diag' and
+    'spherical': ``log U`` whole). Every finite vector is then a mixture: the
+    weights are on the simplex and every precision is positive definite by
+    construction, so extrapolations rarely leave the space; a weight heading to
+    0 decays geometrically, a straight line in ``log w`` that extrapolation
+    follows (in ``w`` it would overshoot below 0 and be rejected); log-scales
+    make the step length independent of the data's units for the variances;
+    and the E-step takes ``U`` directly, so a point costs no factorization.
+    The floor ``reg_covar`` that every EM covariance satisfies (eigenvalues
+    ``>= reg_covar``, i.e. ``|U|_2^2 <= 1 / reg_covar``) is checked on each
+    extrapolated point, which is infeasible (costing no pass) if it breaks it or
+    underflows a weight. Points of the EM map are passed with the exact M-step
+    parameters they were packed from, so plain EM steps are bit for bit those
+    of the plain loop.
+    """
+
+    def __init__(self, data, kernels, covariance_type: str, reg_covar: float) -> None:
+        self.data = data
+        self.kernels = kernels
+        self.ct = covariance_type
+        self.reg_covar = float(reg_covar)
+        self.eps = float(np.finfo(data.dtype).eps)
+        self._exact: dict[int, tuple[np.ndarray, tuple]] = {}
+
+    # -- coordinates
+    def pack(self, weights, means, prec_chol) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            parts = [np.log(weights), np.ravel(means)]
+        pc = np.asarray(prec_chol, dtype=np.float64)
+        if self.ct in ("full", "tied"):
+            d = pc.shape[-1]
+            iu = np.triu_indices(d, 1)
+            parts += [np.log(np.diagonal(pc, axis1=-2, axis2=-1)).ravel(), pc[..., iu[0], iu[1]]]
+        else:
+            parts.append(np.log(pc).ravel())
+        return np.concatenate([np.ravel(p) for p in parts])
+
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        data = self.data
+        d = data.n_features
+        k = self._k
+        log_w, x = x[:k], x[k:]
+        weights = np.exp(log_w - log_w.max())
+        weights /= weights.sum()
+        means, x = x[: k * d].reshape(k, d), x[k * d :]
+        if self.ct in ("full", "tied"):
+            shape = (k, d, d) if self.ct == "full" else (d, d)
+            m = shape[0] if self.ct == "full" else 1
+            pc = np.zeros(shape)
+            diag, upper = x[: m * d].reshape(m, d), x[m * d :].reshape(m, -1)
+            iu = np.triu_indices(d, 1)
+            view = pc.reshape(m, d, d)
+            view[:, np.arange(d), np.arange(d)] = np.exp(diag)
+            view[:, iu[0], iu[1]] = upper
+        else:
+            pc = np.exp(x).reshape((k, d) if self.ct == "diag" else (k,))
+        return weights, means, pc
+
+    def feasible(self, weights, means, prec_chol) -> bool:
+        """Finite, no weight underflowed to 0, covariances above the floor."""
+        if not (np.isfinite(weights).all() and np.isfinite(means).all()):
+            return False
+        if not np.isfinite(prec_chol).all() or weights.min() <= 0.0:
+            return False
+        if self.reg_covar > 0.0:
+            if self.ct in ("full", "tied"):
+                top = np.linalg.norm(prec_chol.reshape(-1, *prec_chol.shape[-2:]), 2, axis=(1, 2))
+            else:
+                top = np.abs(prec_chol)
+            # a covariance eigenvalue below reg_covar, beyond rounding
+            if float(np.max(top)) ** 2 * self.reg_covar > 1.0 + 1e-9:
+                return False
+        return True
+
+    def start(self, params) -> np.ndarray:
+        """The vector of initial parameters ``(weights, means, cov, prec_chol)``."""
+        self._k = params[1].shape[0]
+        return self._remember(params)
+
+    def _remember(self, params) -> np.ndarray:
+        x = self.pack(params[0], params[1], params[3])
+        if len(self._exact) >= 4:  # a scheme revisits at most the last few images
+            del self._exact[next(iter(self._exact))]
+        self._exact[id(x)] = (x, params)
+        return x
+
+    # -- one pass
+    def evaluate(self, x: np.ndarray, extrapolated: bool) -> Evaluation | None:
+        entry = self._exact.get(id(x))
+        if entry is not None and entry[0] is x:
+            weights, means, _, prec_chol = entry[1]
+        else:
+            with np.errstate(over="ignore", under="ignore"):  # judged by feasible()
+                weights, means, prec_chol = self.unpack(x)
+            if extrapolated and not self.feasible(weights, means, prec_chol):
+                return None
+        data = self.data
+        pass_params = PassParams.from_model(weights, means, prec_chol, self.ct, data.dtype)
+        stats = data.em_stats(self.kernels, pass_params)
+        objective = stats.loglik / data.weight_sum
+        try:
+            params = m_step(stats, self.ct, self.reg_covar, self.eps)
+        except ValueError:
+            if not extrapolated:
+                raise  # plain EM failed here: the user's error, as without acceleration
+            return Evaluation(x, objective, None)
+        return Evaluation(x, objective, self._remember(params), params)
+
+
 class GaussianMixture(*ESTIMATOR_BASES):
     """Gaussian mixture model fitted by Expectation-Maximization on fused kernels.
 
@@ -99,7 +214,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         one; 'diag': each has a diagonal covariance; 'spherical': each has a
         single variance.
     tol : float, default=1e-3
-        EM stops when the average log-likelihood gains less than ``tol``.
+        Threshold of the ``stopping`` rule; by default EM stops when the average
+        log-likelihood gains less than ``tol`` in one iteration.
     reg_covar : float, default=1e-6
         Added to the diagonal of every covariance, keeping them positive definite.
     max_iter : int, default=100
@@ -143,6 +259,21 @@ class GaussianMixture(*ESTIMATOR_BASES):
         on a model fitted by :meth:`fit`, the fit counts as batch 1.
     learning_decay : float, default=0.7
         The exponent of that step size, in (0.5, 1].
+    acceleration : {None, 'squarem', 'anderson'}, default=None
+        None: plain EM, step for step scikit-learn's. 'squarem': SQUAREM
+        (Varadhan & Roland 2008); 'anderson': damped restarted Anderson
+        acceleration (after DAAREM, Henderson & Varadhan 2019). Both extrapolate
+        from the EM iterates and keep an extrapolation only if its
+        log-likelihood is at least that of the EM step it replaces, so the
+        log-likelihood never decreases; ``max_iter`` and ``n_iter_`` then count
+        data passes, extrapolations included. See :mod:`fastem._em`.
+    stopping : {'absolute', 'relative', 'aitken'}, default='absolute'
+        When to stop, given ``tol`` and the average log-likelihoods ``l`` of
+        consecutive EM steps: 'absolute' (scikit-learn's) when
+        ``|l_t - l_{t-1}| < tol``; 'relative' (mclust's) when
+        ``|l_t - l_{t-1}| / (1 + |l_t|) < tol``; 'aitken' when the gain still to
+        come, as Aitken's extrapolation of the linearly converging sequence
+        predicts it, is below ``tol``. See :mod:`fastem._em.stopping`.
 
     Attributes
     ----------
@@ -157,12 +288,18 @@ class GaussianMixture(*ESTIMATOR_BASES):
     converged_ : bool
         Whether the best initialization converged.
     n_iter_ : int
-        EM iterations of the best initialization.
+        EM iterations (data passes) of the best initialization.
     lower_bound_ : float
         Average log-likelihood (the EM lower bound) of the best initialization,
         evaluated at the parameters before its last M-step.
     lower_bounds_ : list of float
-        Its lower bound at every iteration.
+        Its lower bound at every pass (with acceleration: the best so far,
+        which a rejected extrapolation's pass leaves unchanged).
+    n_extrapolations_accepted_ : int
+        Extrapolations the best initialization kept (0 without acceleration).
+    n_extrapolations_rejected_ : int
+        Extrapolations it rejected (infeasible, or below the EM step they
+        would have replaced); each feasible one cost a pass.
     n_features_in_ : int
         Number of features seen in ``fit``.
     backend_ : str
@@ -209,6 +346,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         n_threads: int | None = None,
         learning_offset: float = 10.0,
         learning_decay: float = 0.7,
+        acceleration: str | None = None,
+        stopping: str = "absolute",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -228,6 +367,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self.n_threads = n_threads
         self.learning_offset = learning_offset
         self.learning_decay = learning_decay
+        self.acceleration = acceleration
+        self.stopping = stopping
 
     def __sklearn_tags__(self):
         # NaN entries are missing values, handled by EM itself.
@@ -248,6 +389,16 @@ class GaussianMixture(*ESTIMATOR_BASES):
             raise ValueError(
                 f"Invalid value for 'covariance_type': {self.covariance_type!r}; "
                 f"expected one of {COVARIANCE_TYPES}."
+            )
+        if self.acceleration not in ACCELERATIONS:
+            raise ValueError(
+                f"Invalid value for 'acceleration': {self.acceleration!r}; "
+                f"expected one of {ACCELERATIONS}."
+            )
+        if self.stopping not in STOPPING_RULES:
+            raise ValueError(
+                f"Invalid value for 'stopping': {self.stopping!r}; "
+                f"expected one of {STOPPING_RULES}."
             )
         if self.init_params not in INIT_METHODS:
             raise ValueError(
@@ -340,7 +491,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
             result = self._fit_em(data, user, kernels, warm)
 
         # Only now, with everything computed, does the estimator change.
-        weights, means, covariances, prec_chol, converged, n_iter, lower_bound, bounds = result
+        (
+            weights, means, covariances, prec_chol,
+            converged, n_iter, lower_bound, bounds, extrapolations,
+        ) = result  # fmt: skip
         if not converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
@@ -359,6 +513,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self.n_iter_ = n_iter
         self.lower_bound_ = lower_bound
         self.lower_bounds_ = bounds
+        self.n_extrapolations_accepted_, self.n_extrapolations_rejected_ = extrapolations
         self.n_features_in_ = d
         self.backend_ = backend_name
         from ._online import clear_online_state
@@ -427,9 +582,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
         n_init = 1 if warm else self.n_init
         for init in range(n_init):
             emit("init_start", init=init, n_init=n_init)
+            t_init = t_iter = time.perf_counter()
             if self.verbose:
                 print(f"Initialization {init}")
-                t_init = t_iter = time.perf_counter()
             if warm:
                 params = tuple(
                     np.asarray(a, dtype=np.float64)
@@ -444,6 +599,20 @@ class GaussianMixture(*ESTIMATOR_BASES):
             else:
                 params = self._initial_parameters(data, user, kernels, rng)
                 lower_bound = -np.inf
+            extrapolations = (0, 0)
+            if self.acceleration is not None and self.max_iter > 0:
+                res = self._accelerated_em(
+                    data, kernels, params, lower_bound if warm else None, init, n_init
+                )
+                params, converged, n_iter = res.payload, res.converged, res.n_passes
+                lower_bound, bounds = res.objective, res.lower_bounds
+                extrapolations = (res.n_accepted, res.n_rejected)
+                self._report_init_end(init, n_init, converged, n_iter, lower_bound, t_init)
+                if best is None or lower_bound > best[6]:
+                    best = (*params, converged, n_iter, lower_bound, bounds, extrapolations)
+                continue
+            rule = make_stopping_rule(self.stopping, self.tol)
+            rule.reset(lower_bound)
             bounds: list[float] = []
             converged = False
             n_iter = 0
@@ -475,29 +644,69 @@ class GaussianMixture(*ESTIMATOR_BASES):
                         t_iter = now
                     else:
                         print(f"  Iteration {n_iter}")
-                if abs(change) < self.tol:
+                if rule.update(lower_bound):  # 'absolute': abs(change) < tol
                     converged = True
                     break
+            self._report_init_end(init, n_init, converged, n_iter, lower_bound, t_init)
+            if best is None or lower_bound > best[6]:
+                best = (*params, converged, n_iter, lower_bound, bounds, extrapolations)
+        return best
+
+    def _report_init_end(self, init, n_init, converged, n_iter, lower_bound, t_init) -> None:
+        emit(
+            "init_end",
+            init=init,
+            n_init=n_init,
+            converged=converged,
+            n_iter=n_iter,
+            lower_bound=lower_bound,
+        )
+        if self.verbose:
+            status = "converged" if converged else "did not converge"
+            if self.verbose > 1:
+                print(
+                    f"Initialization {status}. time lapse "
+                    f"{time.perf_counter() - t_init:.5f}s\t lower bound {lower_bound:.5f}"
+                )
+            else:
+                print(f"Initialization {status}.")
+
+    def _accelerated_em(self, data, kernels, params, previous, init, n_init):
+        """One initialization's EM with ``self.acceleration``, on the generic driver."""
+        problem = _MixtureMap(data, kernels, self.covariance_type, self.reg_covar)
+        x0 = problem.start(params)
+        clock = [time.perf_counter()]
+
+        def on_pass(n_pass: int, lower_bound: float, change: float) -> None:
             emit(
-                "init_end",
+                "iteration",
                 init=init,
                 n_init=n_init,
-                converged=converged,
-                n_iter=n_iter,
+                n_iter=n_pass,
+                max_iter=self.max_iter,
                 lower_bound=lower_bound,
+                change=change,
             )
-            if self.verbose:
-                status = "converged" if converged else "did not converge"
+            if self.verbose and n_pass % self.verbose_interval == 0:
                 if self.verbose > 1:
+                    now = time.perf_counter()
                     print(
-                        f"Initialization {status}. time lapse "
-                        f"{time.perf_counter() - t_init:.5f}s\t lower bound {lower_bound:.5f}"
+                        f"  Iteration {n_pass}\t time lapse {now - clock[0]:.5f}s\t "
+                        f"ll change {change:.5f}"
                     )
+                    clock[0] = now
                 else:
-                    print(f"Initialization {status}.")
-            if best is None or lower_bound > best[6]:
-                best = (*params, converged, n_iter, lower_bound, bounds)
-        return best
+                    print(f"  Iteration {n_pass}")
+
+        return run_fixed_point(
+            problem,
+            x0,
+            method=self.acceleration,
+            max_passes=self.max_iter,
+            rule=make_stopping_rule(self.stopping, self.tol),
+            previous_objective=previous,
+            on_pass=on_pass,
+        )
 
     def partial_fit(self, X, y=None, sample_weight=None) -> GaussianMixture:
         """Update the model with one batch of rows by stepwise online EM.

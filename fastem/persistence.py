@@ -92,17 +92,19 @@ REQUIRED_ATTRIBUTES = (
     "n_features_in_",
     "backend_",
 )
-#: Fitted attributes a file may hold: the stream state of ``partial_fit`` (so a loaded
-#: model continues its stream). A new fitted attribute of the estimator must be listed
-#: here, or saving a model that has it fails with a message saying so.
-OPTIONAL_ATTRIBUTES: tuple[str, ...] = (
+_STREAM_ATTRIBUTES = (
     "n_batches_",
     "sufficient_stats_nk_",
     "sufficient_stats_sx_",
     "sufficient_stats_sxx_",
     "sufficient_stats_shift_",
 )
-_STREAM_ATTRIBUTES = OPTIONAL_ATTRIBUTES
+_EXTRAPOLATION_ATTRIBUTES = ("n_extrapolations_accepted_", "n_extrapolations_rejected_")
+#: Fitted attributes a file may hold: the stream state of ``partial_fit`` (so a loaded
+#: model continues its stream) and the extrapolation counts of an accelerated fit (files
+#: written before they existed lack them). A new fitted attribute of the estimator must
+#: be listed here, or saving a model that has it fails with a message saying so.
+OPTIONAL_ATTRIBUTES: tuple[str, ...] = _STREAM_ATTRIBUTES + _EXTRAPOLATION_ATTRIBUTES
 
 _METADATA = "fastem_metadata"
 _MAX_METADATA_BYTES = 16 << 20
@@ -571,6 +573,9 @@ def _check_model(model: GaussianMixture) -> None:
         raise _Invalid("lower_bounds_ must be a list of floats")
     if not isinstance(model.backend_, str):
         raise _Invalid("backend_ must be a string")
+    for name in _EXTRAPOLATION_ATTRIBUTES:
+        if name in vars(model):
+            _checked_int(getattr(model, name), name, minimum=0)
     _check_stream_state(model, k, d, ct)
 
 

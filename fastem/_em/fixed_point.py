@@ -1,0 +1,301 @@
+"""The model-agnostic EM driver: a fixed-point map over a flat parameter vector.
+
+A model hands the driver a :class:`FixedPointProblem`: given a parameter vector
+``x`` it runs **one pass** over the data and returns the objective at ``x``
+(the log-likelihood, say) together with the EM map's image ``F(x)`` (the
+M-step on that pass's statistics). Nothing here knows what the vector means;
+the mixture and the hidden Markov models pack their parameters into it.
+
+Pass accounting
+---------------
+A pass yields the objective of its *input* and the map at that input, so every
+point the driver visits costs exactly one pass, whatever the scheme:
+
+- plain EM visits ``x, F(x), F(F(x)), ...``;
+- an accelerated scheme (:mod:`~fastem._em.squarem`, :mod:`~fastem._em.anderson`)
+  also visits extrapolated points. Each extrapolation ``x'`` generalizes one
+  plain EM point ``e`` (the scheme gives ``e`` back for step length 0 or 1),
+  and both are visited, so both objectives are exact. The safeguard keeps ``x'``
+  only if it is feasible and ``l(x') >= l(e)``; otherwise the iterate is ``e``,
+  whose pass is already done. An infeasible ``x'`` costs no pass at all.
+
+So the objective never decreases along the accepted iterates, an accepted
+extrapolation is never below the EM point it replaces, and ``n_passes`` counts
+every pass, rejected extrapolations included. :class:`FixedPointResult` records,
+per pass, the best objective seen so far (a lower bound on the objective of the
+returned point) and the raw objective of that pass.
+
+The result is the best accepted point ``x`` with its image ``F(x)``: a model
+returns the image (the parameters after the last M-step) with ``l(x)`` as its
+lower bound, as scikit-learn's EM does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .stopping import StoppingRule
+
+__all__ = [
+    "ACCELERATIONS",
+    "Evaluation",
+    "FixedPointProblem",
+    "FixedPointResult",
+    "run_fixed_point",
+]
+
+ACCELERATIONS = (None, "squarem", "anderson")
+
+
+@dataclass
+class Evaluation:
+    """What one pass at a point returns.
+
+    Attributes
+    ----------
+    x : ndarray
+        The point (parameter vector) the pass was run at.
+    objective : float
+        The objective at ``x``.
+    image : ndarray or None
+        The EM map at ``x``; None if the M-step failed there (only allowed for
+        an extrapolated point: the driver then rejects it).
+    payload : object
+        Whatever the problem wants back with the image if ``x`` ends up the
+        returned point (a mixture keeps its exact M-step parameters here).
+    """
+
+    x: np.ndarray
+    objective: float
+    image: np.ndarray | None
+    payload: Any = None
+
+
+class FixedPointProblem(Protocol):
+    """The model side of the driver."""
+
+    def evaluate(self, x: np.ndarray, extrapolated: bool) -> Evaluation | None:
+        """One pass at ``x``.
+
+        Return None, without running a pass, when ``extrapolated`` is true and
+        ``x`` is outside the parameter space (the driver falls back to the EM
+        point). Points the driver did not extrapolate are images of the map:
+        errors there are the model's to raise.
+        """
+        ...
+
+
+@dataclass
+class FixedPointResult:
+    """The outcome of :func:`run_fixed_point`.
+
+    Attributes
+    ----------
+    x : ndarray or None
+        The best accepted point visited (None if no pass ran).
+    objective : float
+        Its objective (``-inf`` if no pass ran).
+    image : ndarray or None
+        ``F(x)``: the parameters to return.
+    payload : object
+        The problem's payload for ``image``.
+    lower_bounds : list of float
+        One per pass: the best objective so far, non-decreasing.
+    objectives : list of float
+        One per pass: the objective at that pass's point (a rejected
+        extrapolation's may be lower).
+    kinds : list of str
+        One per pass: ``"em"`` (a point of the EM map), ``"accepted"`` or
+        ``"rejected"`` (an extrapolation). The objectives of the passes that are
+        not ``"rejected"`` are the path the scheme follows: non-decreasing.
+    n_passes : int
+    converged : bool
+        The stopping rule fired before the pass budget ran out.
+    n_accepted, n_rejected : int
+        Extrapolations kept, and those that fell back to the EM point
+        (infeasible ones included).
+    """
+
+    x: np.ndarray | None = None
+    objective: float = -math.inf
+    image: np.ndarray | None = None
+    payload: Any = None
+    lower_bounds: list[float] = field(default_factory=list)
+    objectives: list[float] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    n_passes: int = 0
+    converged: bool = False
+    n_accepted: int = 0
+    n_rejected: int = 0
+
+
+class Run:
+    """Book-keeping shared by the schemes: passes, budget, best point, stopping.
+
+    Parameters
+    ----------
+    problem : FixedPointProblem
+    max_passes : int
+    rule : StoppingRule
+    previous_objective : float or None
+        The objective of the point whose image the start is (a warm start),
+        so the first EM step can already be judged.
+    on_pass : callable or None
+        ``on_pass(n_passes, lower_bound, change)`` after every pass.
+    """
+
+    def __init__(
+        self,
+        problem: FixedPointProblem,
+        max_passes: int,
+        rule: StoppingRule,
+        previous_objective: float | None = None,
+        on_pass: Callable[[int, float, float], None] | None = None,
+    ) -> None:
+        self.problem = problem
+        self.max_passes = int(max_passes)
+        self.rule = rule
+        self.on_pass = on_pass
+        self.result = FixedPointResult()
+        self.exhausted = self.max_passes <= 0
+        rule.reset(previous_objective)
+        self._previous = -math.inf if previous_objective is None else float(previous_objective)
+
+    @property
+    def finished(self) -> bool:
+        """Converged or out of passes: the scheme must stop."""
+        return self.result.converged or self.exhausted
+
+    def evaluate(self, x: np.ndarray) -> Evaluation | None:
+        """One pass at a plain EM point ``x`` (None: out of passes)."""
+        if self.exhausted:
+            return None
+        ev = self.problem.evaluate(x, False)
+        if ev is None:
+            raise RuntimeError("the problem refused a point of the EM map")
+        res = self.result
+        # A plain EM point is the next iterate (a fallback at worst); it becomes
+        # the *returned* point only if it is the best: rounding can make an EM
+        # step lose ~1e-16, and the returned point must match its bound.
+        if ev.image is not None and (res.x is None or ev.objective >= res.objective):
+            self._set_best(ev)
+        self._record(ev, "em")
+        return ev
+
+    def propose(self, x: np.ndarray, reference: Evaluation) -> Evaluation | None:
+        """The safeguard: one pass at the extrapolation ``x``, which replaces the
+        EM point ``reference``; return its evaluation if it is kept, else None.
+
+        ``x`` is kept only if it is feasible (an infeasible point costs no pass),
+        its map is defined, and its objective is at least ``reference``'s.
+        """
+        res = self.result
+        if self.exhausted:
+            return None
+        ev = self.problem.evaluate(x, True)
+        ok = (
+            ev is not None
+            and ev.image is not None
+            and math.isfinite(ev.objective)
+            and ev.objective >= reference.objective
+        )
+        if ok:
+            res.n_accepted += 1
+            if ev.objective >= res.objective:
+                self._set_best(ev)
+            self.rule.reset(ev.objective)  # a jump: EM steps are judged afresh from here
+        else:
+            res.n_rejected += 1
+        if ev is not None:
+            self._record(ev, "accepted" if ok else "rejected")
+        return ev if ok else None
+
+    def _record(self, ev: Evaluation, kind: str) -> None:
+        res = self.result
+        previous = res.lower_bounds[-1] if res.lower_bounds else self._previous
+        res.n_passes += 1
+        res.objectives.append(ev.objective)
+        res.kinds.append(kind)
+        res.lower_bounds.append(res.objective)
+        if res.n_passes >= self.max_passes:
+            self.exhausted = True
+        if self.on_pass is not None:
+            self.on_pass(res.n_passes, res.objective, res.objective - previous)
+
+    def _set_best(self, ev: Evaluation) -> None:
+        res = self.result
+        res.x, res.objective, res.image, res.payload = ev.x, ev.objective, ev.image, ev.payload
+
+    def em_step(self, ev: Evaluation) -> None:
+        """``ev`` is the next plain EM step of the current chain: test convergence."""
+        if self.rule.update(ev.objective):
+            self.result.converged = True
+
+
+def run_plain(run: Run, x0: np.ndarray) -> None:
+    """Plain EM: ``x, F(x), F(F(x)), ...`` until the rule fires or passes run out."""
+    x = x0
+    while not run.finished:
+        ev = run.evaluate(x)
+        if ev is None:
+            break
+        run.em_step(ev)
+        x = ev.image
+
+
+def run_fixed_point(
+    problem: FixedPointProblem,
+    x0: np.ndarray,
+    *,
+    method: str | None,
+    max_passes: int,
+    rule: StoppingRule,
+    previous_objective: float | None = None,
+    on_pass: Callable[[int, float, float], None] | None = None,
+    options: dict | None = None,
+) -> FixedPointResult:
+    """Iterate the EM map of ``problem`` from ``x0``, plain or accelerated.
+
+    Parameters
+    ----------
+    problem : FixedPointProblem
+    x0 : ndarray of shape (n_params,)
+        The start (float64); its pass is the first.
+    method : {None, 'squarem', 'anderson'}
+        None: plain EM. See :mod:`fastem._em.squarem` and :mod:`fastem._em.anderson`.
+    max_passes : int
+        Budget of passes (each visited point costs one).
+    rule : StoppingRule
+    previous_objective : float or None
+        See :class:`Run`.
+    on_pass : callable or None
+        ``on_pass(n_passes, lower_bound, change)`` after every pass.
+    options : dict or None
+        Keyword options of the scheme (its ``Options`` dataclass).
+
+    Returns
+    -------
+    FixedPointResult
+    """
+    if method not in ACCELERATIONS:
+        raise ValueError(
+            f"Invalid value for 'acceleration': {method!r}; expected one of {ACCELERATIONS}."
+        )
+    run = Run(problem, max_passes, rule, previous_objective, on_pass)
+    x0 = np.asarray(x0, dtype=np.float64)
+    if method is None:
+        run_plain(run, x0)
+    elif method == "squarem":
+        from .squarem import SquaremOptions, run_squarem
+
+        run_squarem(run, x0, SquaremOptions(**(options or {})))
+    else:
+        from .anderson import AndersonOptions, run_anderson
+
+        run_anderson(run, x0, AndersonOptions(**(options or {})))
+    return run.result

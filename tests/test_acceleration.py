@@ -1,0 +1,497 @@
+"""Accelerated EM (SQUAREM, damped Anderson): the generic driver and GaussianMixture.
+
+Properties of the safeguard (objective never decreases along the path, an accepted
+extrapolation is never below the EM point it replaces, accepted iterates are feasible),
+honest pass accounting, the same fixed point as plain EM in memory, on a memmap and
+on Dask, bit-identical results across thread counts, and a negative control showing
+that the monotonicity property fails once the safeguard is disabled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+from _helpers import COVARIANCE_TYPES, initial_parameters
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastem
+from fastem import GaussianMixture
+from fastem._covariance import covariances_from_cholesky, precision_cholesky_from_precisions
+from fastem._data import ArrayData
+from fastem._em import Evaluation, make_stopping_rule, run_fixed_point
+from fastem._em import fixed_point as fp
+from fastem._em.anderson import damped_coefficients
+from fastem._events import fit_listener
+from fastem.backends import available_backends, get_backend
+from fastem.datasets import make_mixture
+from fastem.exceptions import ConvergenceWarning
+from fastem.mixture import _MixtureMap
+
+METHODS = ("squarem", "anderson")
+COMPILED = [b for b in available_backends() if b != "numpy"]
+
+
+# --------------------------------------------------------------- a non-Gaussian toy
+class PoissonMixture:
+    """Two-component Poisson mixture of SQUAREM's vignette (Hasselblad 1969: deaths
+    per day of women over 80 in London, 1910-1912). Parameters ``(p, mu1, mu2)``."""
+
+    y = np.arange(10.0)
+    freq = np.array([162, 267, 271, 185, 111, 61, 27, 8, 3, 1.0])
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1.0, 10.0)))])
+
+    def __init__(self):
+        self.calls = 0
+
+    def evaluate(self, x, extrapolated):
+        p, m1, m2 = x
+        if extrapolated and not (0.0 < p < 1.0 and m1 > 0.0 and m2 > 0.0):
+            return None
+        self.calls += 1
+        y = self.y
+        l1 = math.log(p) + y * math.log(m1) - m1 - self.log_fact
+        l2 = math.log1p(-p) + y * math.log(m2) - m2 - self.log_fact
+        top = np.maximum(l1, l2)
+        ll = top + np.log(np.exp(l1 - top) + np.exp(l2 - top))
+        z = np.exp(l1 - ll)
+        f = self.freq
+        image = np.array(
+            [f @ z / f.sum(), (f * y) @ z / (f @ z), (f * y) @ (1 - z) / (f @ (1 - z))]
+        )
+        return Evaluation(x, float(f @ ll), image)
+
+
+def _poisson(method, tol=1e-10, max_passes=20_000):
+    problem = PoissonMixture()
+    res = run_fixed_point(
+        problem,
+        np.array([0.3, 1.0, 2.5]),
+        method=method,
+        max_passes=max_passes,
+        rule=make_stopping_rule("absolute", tol),
+    )
+    return problem, res
+
+
+def _path(res):
+    """Objectives of the points the scheme moved through (rejected proposals left out)."""
+    return np.array([o for o, k in zip(res.objectives, res.kinds, strict=True) if k != "rejected"])
+
+
+def test_poisson_toy_same_fixed_point_in_far_fewer_passes():
+    _, plain = _poisson(None)
+    assert plain.converged and plain.n_passes > 1000  # EM crawls on this problem
+    for method in METHODS:
+        problem, res = _poisson(method)
+        assert res.converged
+        assert res.n_passes * 10 < plain.n_passes, method
+        np.testing.assert_allclose(res.image, plain.image, rtol=1e-4)
+        assert res.objective >= plain.objective - 1e-7
+        assert res.n_accepted > 0
+        # every pass is one call of the problem, counted once, with one lower bound each
+        assert problem.calls == res.n_passes == len(res.lower_bounds) == len(res.kinds)
+        assert res.kinds.count("accepted") == res.n_accepted
+        assert res.kinds.count("rejected") <= res.n_rejected  # infeasible ones cost no pass
+        assert np.all(np.diff(res.lower_bounds) >= 0)
+        assert np.all(np.diff(_path(res)) >= -1e-12 * abs(res.objective))
+
+
+def test_plain_driver_is_plain_em():
+    problem, res = _poisson(None, max_passes=50)
+    x = np.array([0.3, 1.0, 2.5])
+    objectives = []
+    for _ in range(50):
+        ev = PoissonMixture().evaluate(x, False)
+        objectives.append(ev.objective)
+        x = ev.image
+    assert res.objectives == objectives and res.n_passes == 50 and not res.converged
+    assert res.kinds == ["em"] * 50
+    np.testing.assert_array_equal(res.image, x)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_budget_counts_every_pass(method):
+    for budget in (1, 2, 3, 4, 7):
+        problem, res = _poisson(method, max_passes=budget)
+        assert problem.calls == res.n_passes == budget
+
+
+def _unsafeguarded_propose(self, x, reference):
+    """Run.propose with the safeguard removed: keep any feasible extrapolation."""
+    if self.exhausted:
+        return None
+    ev = self.problem.evaluate(x, True)
+    if ev is None or ev.image is None:
+        self.result.n_rejected += 1
+        return None
+    self.result.n_accepted += 1
+    if ev.objective >= self.result.objective:
+        self._set_best(ev)
+    self.rule.reset(ev.objective)
+    self._record(ev, "accepted")
+    return ev
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_negative_control_monotonicity_fails_without_safeguard(method, monkeypatch):
+    """The monotonicity check has teeth: with the safeguard disabled the path
+    goes down (on the toy and on a Gaussian mixture); with it, it never does."""
+    _, safe = _poisson(method)
+    assert np.all(np.diff(_path(safe)) >= -1e-12 * abs(safe.objective))
+    monkeypatch.setattr(fp.Run, "propose", _unsafeguarded_propose)
+    _, unsafe = _poisson(method, max_passes=3000)
+    drops = np.diff(_path(unsafe))
+    assert drops.min() < -1e-6 * abs(unsafe.objective)
+
+
+# ------------------------------------------------------------ the Gaussian problem
+def _problem(X, sw, covariance_type, reg_covar=1e-6, backend="numpy"):
+    data = ArrayData(X, sw)
+    return _MixtureMap(data, get_backend(backend), covariance_type, reg_covar)
+
+
+def _start(X, k, covariance_type, seed):
+    init = initial_parameters(np.nan_to_num(X, nan=0.0), k, covariance_type, seed)
+    pc = precision_cholesky_from_precisions(init["precisions_init"], covariance_type)
+    cov = covariances_from_cholesky(pc, covariance_type)
+    return init["weights_init"], init["means_init"], cov, pc
+
+
+def _assert_feasible(problem, x, reg_covar):
+    weights, means, pc = problem.unpack(x)
+    assert np.isfinite(weights).all() and (weights > 0).all()
+    assert abs(weights.sum() - 1.0) < 1e-12
+    assert np.isfinite(means).all() and np.isfinite(pc).all()
+    cov = covariances_from_cholesky(pc, problem.ct)
+    if problem.ct in ("full", "tied"):
+        eig = np.linalg.eigvalsh(cov)
+    else:
+        eig = cov
+    assert eig.min() >= reg_covar * (1 - 1e-6)
+
+
+class Recorder:
+    """Wraps a problem: remembers every evaluated point and its evaluation."""
+
+    def __init__(self, problem):
+        self.problem = problem
+        self.log = []
+
+    def evaluate(self, x, extrapolated):
+        ev = self.problem.evaluate(x, extrapolated)
+        if ev is not None:
+            self.log.append((np.array(x), extrapolated, ev))
+        return ev
+
+
+def _safeguard_run(seed, k, d, covariance_type, method, weighted, nan_fraction, passes=40):
+    """A random problem (overlap, weights, NaN) and one accelerated run, recorded."""
+    rng = np.random.default_rng(seed)
+    X, labels = make_mixture(300, d, k, random_state=seed)
+    centres = np.array(
+        [X[labels == j].mean(axis=0) if (labels == j).any() else 0 for j in range(k)]
+    )
+    X += (rng.uniform(0.3, 1.5) - 1.0) * centres[labels]  # from heavy overlap to separated
+    if nan_fraction and d > 1:
+        X[rng.random(X.shape) < nan_fraction] = np.nan
+        X[np.isnan(X).all(axis=1), 0] = 0.0
+    sw = rng.integers(0, 4, size=X.shape[0]).astype(np.float64) if weighted else np.ones(len(X))
+    sw[:k] += 1.0  # enough weighted rows
+    problem = _problem(X, sw, covariance_type, reg_covar=1e-6)
+    rec = Recorder(problem)
+    x0 = problem.start(_start(X, k, covariance_type, seed))
+    res = run_fixed_point(
+        rec, x0, method=method, max_passes=passes, rule=make_stopping_rule("absolute", 0.0)
+    )
+    return X, sw, problem, rec, res
+
+
+def _check_safeguard(X, sw, problem, rec, res):
+    """The three properties; returns the number of accepted extrapolations checked."""
+    assert len(rec.log) == res.n_passes == len(res.lower_bounds)
+    scale = 1e-12 * (1.0 + abs(res.objective))
+    # 1. the objective never decreases along the path
+    assert np.all(np.diff(_path(res)) >= -scale)
+    assert np.all(np.diff(res.lower_bounds) >= 0)
+    checked = 0
+    for i, kind in enumerate(res.kinds):
+        if kind != "accepted":
+            continue
+        # 2. an accepted extrapolation is never below the EM point it replaces (the
+        #    pass before it), also by the NumPy reference's score_samples
+        x_new, extrapolated, ev = rec.log[i]
+        x_em, em_extrapolated, em = rec.log[i - 1]
+        assert extrapolated and not em_extrapolated
+        assert ev.objective >= em.objective
+        assert _score(problem, x_new, X, sw) >= _score(problem, x_em, X, sw) - scale
+        # 3. every accepted iterate is feasible
+        _assert_feasible(problem, x_new, problem.reg_covar)
+        checked += 1
+    for _, _, ev in rec.log:
+        if ev.image is not None:
+            _assert_feasible(problem, ev.image, problem.reg_covar)
+    return checked
+
+
+@settings(max_examples=25)
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(2, 4),
+    d=st.integers(1, 4),
+    covariance_type=st.sampled_from(COVARIANCE_TYPES),
+    method=st.sampled_from(METHODS),
+    weighted=st.booleans(),
+    nan_fraction=st.sampled_from([0.0, 0.0, 0.1]),
+)
+def test_safeguard_properties(seed, k, d, covariance_type, method, weighted, nan_fraction):
+    try:
+        run = _safeguard_run(seed, k, d, covariance_type, method, weighted, nan_fraction)
+    except ValueError as exc:  # a component collapsed under plain EM: the user's error
+        assert "ill-defined covariance" in str(exc)
+        return
+    _check_safeguard(*run)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_safeguard_properties_with_extrapolations(covariance_type, method):
+    """Fixed cases where extrapolations are kept (so the checks above are not vacuous)."""
+    run = _safeguard_run(3, 3, 3, covariance_type, method, True, 0.1, passes=60)
+    assert _check_safeguard(*run) > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_negative_control_gaussian_mixture(method, monkeypatch):
+    monkeypatch.setattr(fp.Run, "propose", _unsafeguarded_propose)
+    found = False
+    for seed in range(20):
+        *_, res = _safeguard_run(seed, 3, 2, "full", method, False, 0.0, passes=60)
+        found = found or np.diff(_path(res)).min() < -1e-9 * abs(res.objective)
+        if found:
+            break
+    assert found
+
+
+def _score(problem, x, X, sw):
+    """Weighted average log-likelihood at packed ``x`` by GaussianMixture.score_samples."""
+    weights, means, pc = problem.unpack(x)
+    gm = GaussianMixture(len(weights), covariance_type=problem.ct, backend="numpy")
+    gm.weights_, gm.means_, gm.precisions_cholesky_ = weights, means, pc
+    gm.n_features_in_ = means.shape[1]
+    gm.covariances_ = covariances_from_cholesky(pc, problem.ct)
+    s = gm.score_samples(X)
+    keep = ~np.isnan(X).all(axis=1)
+    return float(sw[keep] @ s[keep] / sw[keep].sum())
+
+
+def test_infeasible_extrapolation_costs_no_pass():
+    X, _ = make_mixture(200, 2, 2, random_state=1)
+    problem = _problem(X, np.ones(len(X)), "full", reg_covar=1e-3)
+    x0 = problem.start(_start(X, 2, "full", 0))
+    bad = x0.copy()
+    bad[4:] = 50.0  # precisions far above 1 / reg_covar: covariances below the floor
+    assert problem.evaluate(bad, True) is None
+    bad = x0.copy()
+    bad[0] = -1e6  # a weight that underflows to 0
+    assert problem.evaluate(bad, True) is None
+    assert problem.evaluate(x0, True) is not None
+
+
+def test_damped_coefficients_norm():
+    rng = np.random.default_rng(0)
+    dF, f = rng.normal(size=(50, 4)), rng.normal(size=50)
+    g_ls = np.linalg.lstsq(dF, f, rcond=None)[0]
+    np.testing.assert_allclose(damped_coefficients(dF, f, 1.0), g_ls, rtol=1e-10)
+    for shrink in (0.1, 0.5, 0.9):
+        g = damped_coefficients(dF, f, shrink)
+        np.testing.assert_allclose(np.linalg.norm(g), shrink * np.linalg.norm(g_ls), rtol=1e-4)
+    assert not damped_coefficients(np.zeros((5, 2)), f[:5], 0.5).any()
+
+
+# -------------------------------------------------------------- the estimator
+def _fit(X, sample_weight=None, **kwargs):
+    kwargs.setdefault("backend", "numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return GaussianMixture(**kwargs).fit(X, sample_weight=sample_weight)
+
+
+@pytest.fixture(scope="module")
+def slow_problem():
+    """Overlapping components: plain EM needs a few hundred passes."""
+    X, _ = make_mixture(3000, 2, 4, random_state=5)
+    X = X * 2.5
+    return X, initial_parameters(X, 4, "full", 0)
+
+
+def _assert_same_fit(a, b, rtol=1e-5, bound_rtol=1e-11):
+    """Same lower bound and parameters, up to a relabelling of the components.
+
+    The likelihood is flat at its maximum: a lower bound within 1e-12 leaves the
+    parameters ~1e-6 apart, hence the tolerances."""
+    assert abs(a.lower_bound_ - b.lower_bound_) <= bound_rtol * abs(a.lower_bound_)
+    k = len(a.weights_)
+    perm = min(
+        itertools.permutations(range(k)),
+        key=lambda p: float(np.abs(a.means_ - b.means_[list(p)]).sum()),
+    )
+    perm = list(perm)
+    for attr in ("weights_", "means_", "covariances_"):
+        other = getattr(b, attr)
+        if not (attr == "covariances_" and a.covariance_type == "tied"):
+            other = other[perm]
+        np.testing.assert_allclose(getattr(a, attr), other, rtol=rtol, atol=rtol, err_msg=attr)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_fixed_point_as_plain_em(slow_problem, method):
+    X, init = slow_problem
+    plain = _fit(X, tol=1e-15, stopping="aitken", max_iter=20_000, **init)
+    fast = _fit(X, tol=1e-15, stopping="aitken", max_iter=20_000, acceleration=method, **init)
+    assert plain.converged_ and fast.converged_
+    assert fast.n_iter_ * 3 < plain.n_iter_
+    assert fast.lower_bound_ >= plain.lower_bound_ - 1e-12
+    _assert_same_fit(plain, fast)
+    assert fast.n_extrapolations_accepted_ > 0
+    assert plain.n_extrapolations_accepted_ == plain.n_extrapolations_rejected_ == 0
+
+
+def test_n_iter_counts_data_passes(slow_problem, monkeypatch):
+    X, init = slow_problem
+    calls = []
+    original = ArrayData.em_stats
+
+    def counting(self, kernels, params):
+        calls.append(1)
+        return original(self, kernels, params)
+
+    monkeypatch.setattr(ArrayData, "em_stats", counting)
+    events = []
+    with fit_listener(lambda e, **kw: events.append(kw) if e == "iteration" else None):
+        gm = _fit(X, tol=1e-10, max_iter=500, acceleration="squarem", **init)
+    assert len(calls) == gm.n_iter_ == len(gm.lower_bounds_) == len(events)
+    assert [e["n_iter"] for e in events] == list(range(1, gm.n_iter_ + 1))
+    assert gm.lower_bound_ == gm.lower_bounds_[-1] == max(gm.lower_bounds_)
+    calls.clear()
+    gm = _fit(X, tol=0.0, max_iter=37, acceleration="anderson", **init)
+    assert len(calls) == gm.n_iter_ == 37 and not gm.converged_
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_every_covariance_type_with_weights_nan_float32(covariance_type):
+    X, _ = make_mixture(1500, 3, 3, random_state=2, dtype=np.float32)
+    X = X * np.float32(2.0)
+    X[::17, 1] = np.nan
+    sw = np.random.default_rng(0).uniform(0.5, 2.0, size=len(X))
+    init = initial_parameters(np.nan_to_num(X), 3, covariance_type, 0)
+    plain = _fit(X, sw, tol=1e-9, max_iter=5000, **init)
+    for method in METHODS:
+        fast = _fit(X, sw, tol=1e-9, max_iter=5000, acceleration=method, **init)
+        assert fast.means_.dtype == np.float32
+        assert fast.lower_bound_ >= plain.lower_bound_ - 1e-6
+        _assert_same_fit(plain, fast, rtol=2e-3, bound_rtol=1e-6)
+
+
+def test_n_init_and_warm_start(slow_problem):
+    X, _ = slow_problem
+    multi = _fit(X, n_components=4, n_init=3, random_state=0, tol=1e-8, acceleration="squarem")
+    first = _fit(X, n_components=4, random_state=0, tol=1e-8, acceleration="squarem")
+    assert multi.lower_bound_ >= first.lower_bound_  # the best of three starts, the first one's
+    # a warm start continues where the first fit stopped
+    gm = GaussianMixture(
+        4, max_iter=10, tol=0.0, acceleration="anderson", warm_start=True, random_state=0,
+        backend="numpy",
+    )  # fmt: skip
+    bounds = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(4):
+            gm.fit(X)
+            bounds.append(gm.lower_bound_)
+    assert np.all(np.diff(bounds) >= 0) and gm.n_iter_ == 10
+    gm.set_params(tol=1e-3, max_iter=100)
+    gm.fit(X)  # converged already: the first EM step gains less than tol
+    assert gm.converged_ and gm.n_iter_ <= 3
+
+
+def test_memmap_same_as_in_memory(slow_problem, tmp_path):
+    X, init = slow_problem
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    mm = np.load(path, mmap_mode="r")
+    a = _fit(X, tol=1e-15, stopping="aitken", max_iter=3000, acceleration="squarem", **init)
+    b = _fit(mm, tol=1e-15, stopping="aitken", max_iter=3000, acceleration="squarem", **init)
+    plain = _fit(X, tol=1e-15, stopping="aitken", max_iter=20_000, **init)
+    _assert_same_fit(plain, b)
+    _assert_same_fit(a, b, rtol=1e-7)
+
+
+def test_dask_same_fixed_point(slow_problem):
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    X, init = slow_problem
+    plain = _fit(X, tol=1e-15, stopping="aitken", max_iter=20_000, **init)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        fast = _fit(
+            da.from_array(X, chunks=1000),
+            tol=1e-15,
+            stopping="aitken",
+            max_iter=3000,
+            acceleration="anderson",
+            **init,
+        )
+    assert fast.converged_
+    _assert_same_fit(plain, fast)
+
+
+@pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("covariance_type", "dtype"), [("full", np.float64), ("diag", np.float32)])
+def test_bit_identical_across_thread_counts(method, covariance_type, dtype):
+    X, _ = make_mixture(20_000, 4, 5, random_state=3, dtype=dtype)
+    models = []
+    for n_threads in (1, 2):
+        models.append(
+            _fit(
+                X,
+                n_components=5,
+                covariance_type=covariance_type,
+                random_state=0,
+                n_init=2,
+                tol=1e-8,
+                acceleration=method,
+                backend=COMPILED[0],
+                n_threads=n_threads,
+            )  # fmt: skip
+        )
+    a, b = models
+    assert a.n_iter_ == b.n_iter_ and a.lower_bounds_ == b.lower_bounds_
+    assert a.n_extrapolations_accepted_ == b.n_extrapolations_accepted_
+    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr), err_msg=attr)
+
+
+def test_parameters_checked_saved_and_cloned(tmp_path, slow_problem):
+    X, _ = slow_problem
+    for name, value in (("acceleration", "fast"), ("stopping", "never")):
+        with pytest.raises(ValueError, match=name):
+            GaussianMixture(2, backend="numpy", **{name: value}).fit(X)
+    gm = _fit(X, n_components=2, acceleration="squarem", stopping="aitken", random_state=0)
+    gm.save(tmp_path / "m.npz")
+    loaded = fastem.load(tmp_path / "m.npz")
+    assert loaded.get_params() == gm.get_params()
+    assert loaded.n_extrapolations_accepted_ == gm.n_extrapolations_accepted_
+    assert loaded.n_extrapolations_rejected_ == gm.n_extrapolations_rejected_
+    np.testing.assert_array_equal(loaded.predict_proba(X), gm.predict_proba(X))
+    sklearn_base = pytest.importorskip("sklearn.base")
+    assert sklearn_base.clone(gm).get_params() == gm.get_params()
