@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastem.hmm import _kernels_numpy as ref
@@ -138,6 +138,7 @@ def _problems(draw):
 
 @pytest.mark.skipif(not OTHER_BACKENDS, reason="only the numpy reference is available")
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
+@settings(max_examples=25)
 @given(problem=_problems())
 def test_backend_matches_reference(backend, problem):
     K, D, lengths, dtype, seed, zeros = problem

@@ -102,46 +102,74 @@ def _forward_seq(logB, lo, hi, startprob, transmat, alpha, b, c):
         for k in range(K):
             alpha[row, k] *= inv
         loglik += math.log(s) + m
-        # pred = alpha_t @ A: axpy over rows of A (unit stride, vectorizes)
-        for k in range(K):
-            pred[k] = 0.0
-        for i in range(K):
-            a = alpha[row, i]
-            for j in range(K):
-                pred[j] += a * transmat[i, j]
+        _vec_mat(alpha, row, transmat, pred)
     return loglik
 
 
 @njit(**_JIT)
-def _backward_seq(lo, hi, transmat, gamma, b, c, outer, w):
-    """Backward sweep over rows lo:hi: ``gamma`` holds alpha on entry and the
-    posteriors on exit; ``outer += w * sum_t alpha_t v_t+1^T`` (times A later)."""
-    K = transmat.shape[0]
+def _vec_mat(x, row, M, out):
+    """``out = x[row] @ M``: axpy over rows of M (unit stride, vectorizes), four
+    rows per pass so each load/store of ``out`` carries four FMAs."""
+    K = M.shape[0]
+    for j in range(K):
+        out[j] = 0.0
+    i = 0
+    while i + 4 <= K:
+        a0 = x[row, i]
+        a1 = x[row, i + 1]
+        a2 = x[row, i + 2]
+        a3 = x[row, i + 3]
+        for j in range(K):
+            out[j] += a0 * M[i, j] + a1 * M[i + 1, j] + a2 * M[i + 2, j] + a3 * M[i + 3, j]
+        i += 4
+    while i < K:
+        a0 = x[row, i]
+        for j in range(K):
+            out[j] += a0 * M[i, j]
+        i += 1
+
+
+@njit(**_JIT)
+def _backward_seq(lo, hi, transmat_t, gamma, b, c, beta, outer, w):
+    """Backward sweep over rows lo:hi. ``gamma`` holds alpha on entry and the
+    posteriors on exit; ``b`` (the shifted emissions) is overwritten by
+    ``v_t = b_t * beta_t / c_t``; ``outer += w * sum_t alpha_t v_t+1^T`` (times A
+    later), four frames per pass."""
+    K = transmat_t.shape[0]
     T = hi - lo
-    beta = np.ones(K)
-    v = np.empty(K)
-    s = 0.0
     for k in range(K):
-        s += gamma[hi - 1, k]
-    for k in range(K):
-        gamma[hi - 1, k] /= s
+        beta[T - 1, k] = 1.0
     for t in range(T - 2, -1, -1):
-        row = lo + t
         inv = 1.0 / c[t + 1]
         for j in range(K):
-            # A state with zero posterior at t+1 takes no part in any path: its
-            # v is exactly 0, and an inf from an unreachable state cannot leak
-            v[j] = b[t + 1, j] * beta[j] * inv if gamma[row + 1, j] > 0.0 else 0.0
+            # A state with zero forward probability at t+1 is on no path: its v is
+            # exactly 0, and an inf from an unreachable state cannot leak into NaN.
+            ok = gamma[lo + t + 1, j] > 0.0
+            b[t + 1, j] = b[t + 1, j] * beta[t + 1, j] * inv if ok else 0.0
+        _vec_mat(b, t + 1, transmat_t, beta[t])  # beta_t = A v_t+1
+    t = 0
+    while t + 4 <= T - 1:
         for i in range(K):
-            a = w * gamma[row, i]
-            acc = 0.0
+            a0 = w * gamma[lo + t, i]
+            a1 = w * gamma[lo + t + 1, i]
+            a2 = w * gamma[lo + t + 2, i]
+            a3 = w * gamma[lo + t + 3, i]
             for j in range(K):
-                outer[i, j] += a * v[j]
-                acc += transmat[i, j] * v[j]
-            beta[i] = acc
+                outer[i, j] += (
+                    a0 * b[t + 1, j] + a1 * b[t + 2, j] + a2 * b[t + 3, j] + (a3 * b[t + 4, j])
+                )
+        t += 4
+    while t < T - 1:
+        for i in range(K):
+            a0 = w * gamma[lo + t, i]
+            for j in range(K):
+                outer[i, j] += a0 * b[t + 1, j]
+        t += 1
+    for t in range(T):
+        row = lo + t
         s = 0.0
         for k in range(K):
-            g = gamma[row, k] * beta[k]
+            g = gamma[row, k] * beta[t, k]
             gamma[row, k] = g
             s += g
         inv = 1.0 / s
@@ -152,6 +180,7 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, outer, w):
 @njit(**_PJIT)
 def _forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
     K = logB.shape[1]
+    transmat_t = np.ascontiguousarray(transmat.T)
     S = offsets.shape[0] - 1
     n_chunks = _n_chunks(S, MAX_CHUNKS)
     outer_p = np.zeros((n_chunks, K, K))
@@ -162,6 +191,7 @@ def _forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, log
         for s in range(s_lo, s_hi):
             t_max = max(t_max, offsets[s + 1] - offsets[s])
         b = np.empty((t_max, K))
+        beta = np.empty((t_max, K))
         c = np.empty(t_max)
         for s in range(s_lo, s_hi):
             lo, hi = offsets[s], offsets[s + 1]
@@ -171,7 +201,7 @@ def _forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, log
                 gamma[lo:hi, :] = 0.0
                 continue
             w = seq_weight[s]
-            _backward_seq(lo, hi, transmat, gamma, b, c, outer_p[ch], w)
+            _backward_seq(lo, hi, transmat_t, gamma, b, c, beta, outer_p[ch], w)
             for k in range(K):
                 start_p[ch, k] += w * gamma[lo, k]
     xi[:, :] = 0.0
