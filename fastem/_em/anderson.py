@@ -23,7 +23,13 @@ is ``y``, whose pass is done. Both passes feed the history (``y - x``, then
 pass per iteration, which lets ``x'`` fall below ``F(x)``; this spends the
 second pass to make the comparison exact, and gets a second secant pair for it.
 DAAREM's cycle check (decrease ``s`` when the objective fell over a restart
-cycle) never fires here, since the objective cannot fall.
+cycle) never fires here, since the objective cannot fall; its place is taken by
+a rejection, which restarts the history (keeping the newest difference) and
+takes ``reject_shrink`` (2) from ``s``, more damping. DAAREM keeps both on a
+rejection, but its monotonicity tolerance (0.01 in the log-likelihood) makes
+rejections rare, while the exact comparison here rejects often where EM is
+strongly nonlinear (heavy overlap, many components): there, without this,
+most proposals were rejected and each cost a pass.
 
 The stopping rule sees ``l(x), l(y)``, one EM step per iteration, and the
 longer chain of consecutive EM steps while extrapolations are rejected.
@@ -50,13 +56,20 @@ class AndersonOptions:
     order : int
         Differences kept before a restart.
     alpha, kappa : float
-        Damping ``delta = 1 / (1 + alpha ** (kappa - s))`` after ``s`` accepted
-        extrapolations.
+        Damping ``delta = 1 / (1 + alpha ** (kappa - s))``; ``s`` counts accepted
+        extrapolations, less ``reject_shrink`` per rejected one (not below
+        ``-2 kappa``).
+    reject_shrink : float
+        What a rejection takes from ``s``.
+    reject_restart : bool
+        Whether a rejection restarts the history.
     """
 
     order: int = 10
     alpha: float = 1.2
     kappa: float = 25.0
+    reject_shrink: float = 2.0
+    reject_restart: bool = True
 
     def __post_init__(self) -> None:
         if int(self.order) < 1 or not self.alpha > 1.0 or not self.kappa >= 0.0:
@@ -107,7 +120,7 @@ def run_anderson(run: Run, x0: np.ndarray, opts: AndersonOptions) -> None:
     m = int(opts.order)
     dX: list[np.ndarray] = []
     dF: list[np.ndarray] = []
-    accepted = 0  # DAAREM's s
+    accepted = 0.0  # DAAREM's s
 
     def push(a, fa, b, fb) -> None:
         dX.append(b - a)
@@ -141,3 +154,7 @@ def run_anderson(run: Run, x0: np.ndarray, opts: AndersonOptions) -> None:
             accepted += 1
             push(y, fy, ep.x, ep.image - ep.x)
             cur = ep
+        else:
+            accepted = max(accepted - opts.reject_shrink, -2 * opts.kappa)
+            if opts.reject_restart:
+                del dX[:-1], dF[:-1]

@@ -1,0 +1,209 @@
+"""Passes and seconds to the maximum: plain EM against SQUAREM and damped Anderson.
+
+For every problem of the sweep, all methods start from the same initial parameters
+(BENCHMARKS.md's standard start: K random rows as means, equal weights, identity
+covariances scaled to the data). The maximum is the best average log-likelihood any
+run reaches: a long plain-EM run (until a step gains nothing, or the pass cap) and
+the accelerated runs (until a step gains nothing). Each method's time to the
+maximum is its first pass whose lower bound is within ``1e-10`` relative of it;
+seconds are measured at that pass from the fit's progress events. scikit-learn at
+``tol=1e-10`` (``--sklearn``) is the reference of what its own rule reaches.
+
+The sweep (30 problems): overlap from well separated to heavy (the centres'
+distances scaled by 1.5, 1 and 0.6), K from 2 to 32, D from 2 to 64, the four
+covariance types, 0% and 20% missing values; plus W1-W4 (``--full`` only).
+
+    python benchmarks/convergence.py            # reduced: 2,000 rows, cap 2,000 passes
+    python benchmarks/convergence.py --full     # 50,000 rows, cap 20,000 passes, W1-W4
+    python benchmarks/convergence.py --only issue-200k   # the issue's 200k x 16, K=16
+
+Prints a Markdown table and a summary (median and slowest-quarter pass ratios, time
+ratios, seconds per pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from fastem import GaussianMixture
+from fastem._events import fit_listener
+from fastem.datasets import initial_parameters, make_mixture, make_workload
+
+METHODS = (None, "squarem", "anderson")
+REL = 1e-10
+# (name, D, K, covariance, overlap scale, missing fraction): 30 problems
+SHAPES = [(2, 4), (8, 8), (16, 16), (64, 4), (2, 32), (8, 2)]
+COVARIANCES = ("full", "tied", "diag", "spherical")
+OVERLAPS = {"sep": 1.5, "mid": 1.0, "heavy": 0.6}
+
+
+def sweep() -> list[tuple]:
+    problems = []
+    for i, (d, k) in enumerate(SHAPES):
+        for j, overlap in enumerate(OVERLAPS):
+            ct = COVARIANCES[(i + j) % 4]
+            problems.append((f"{overlap}-D{d}-K{k}-{ct}", d, k, ct, OVERLAPS[overlap], 0.0))
+            if d > 2 and j != 0:  # missing values where a row keeps something observed
+                problems.append(
+                    (f"{overlap}-D{d}-K{k}-{ct}-nan20", d, k, ct, OVERLAPS[overlap], 0.2)
+                )
+    for ct in COVARIANCES:  # every type on one mid-sized, overlapping shape
+        problems.append((f"heavy-D8-K6-{ct}", 8, 6, ct, 0.6, 0.0))
+    return problems
+
+
+def make_problem(spec, n: int, seed: int = 0):
+    name, d, k, ct, scale, missing = spec
+    X, labels = make_mixture(n, d, k, random_state=seed)
+    centres = np.array([X[labels == j].mean(axis=0) for j in range(k)])
+    X += (scale - 1.0) * centres[labels]
+    init = initial_parameters(X, k, ct, random_state=seed + 1)
+    if missing:
+        rng = np.random.default_rng(seed + 2)
+        X[rng.random(X.shape) < missing] = np.nan
+        X[np.isnan(X).all(axis=1), 0] = 0.0
+    return X, init
+
+
+def run(X, init, method, cap, n_threads=None):
+    """One fit to its own end: (lower bounds, seconds at each pass, final bound, accepted)."""
+    stamps = []
+
+    def listener(event, **info):
+        if event == "iteration":
+            stamps.append(time.perf_counter())
+
+    gm = GaussianMixture(
+        tol=1e-300,  # Aitken's rule at 1e-300: stop when a step gains nothing at all
+        stopping="aitken",
+        max_iter=cap,
+        acceleration=method,
+        n_threads=n_threads,
+        **init,
+    )
+    with warnings.catch_warnings(), fit_listener(listener):
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        gm.fit(X)
+    return np.array(gm.lower_bounds_), np.array(stamps) - t0, gm
+
+
+def run_sklearn(X, init, cap):
+    from sklearn.mixture import GaussianMixture as SkGM
+
+    gm = SkGM(tol=1e-10, max_iter=cap, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        gm.fit(X)
+    return gm.n_iter_, time.perf_counter() - t0, gm.lower_bound_
+
+
+def reach(bounds, stamps, target):
+    hit = np.flatnonzero(bounds >= target)
+    if hit.size == 0:
+        return None, None
+    return int(hit[0]) + 1, float(stamps[hit[0]])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="50,000 rows, W1-W4, cap 20,000")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--cap", type=int, default=None, help="passes per plain run")
+    parser.add_argument("--only", default=None, help="substring of the problem names to run")
+    parser.add_argument("--sklearn", action="store_true", help="also scikit-learn, tol=1e-10")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="kernel threads (default 1: steadier on a shared machine)",
+    )
+    args = parser.parse_args(argv)
+    n = args.rows or (50_000 if args.full else 2_000)
+    cap = args.cap or (20_000 if args.full else 2_000)
+    specs = [(s, None) for s in sweep()]
+    if args.full:
+        specs += [((w,), "W") for w in ("W1", "W2", "W3", "W4")]
+    specs.append((("issue-200k",), "issue"))
+    if args.only:
+        specs = [s for s in specs if args.only in s[0][0]]
+    else:
+        specs = [s for s in specs if s[1] != "issue"]
+
+    head = "| problem | best l | " + " | ".join(
+        f"{m or 'plain'} passes | {m or 'plain'} s" for m in METHODS
+    )
+    head += " | acc/rej (squarem, anderson) |" + (" sklearn tol=1e-10 |" if args.sklearn else "")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    rows = []
+    for spec, kind in specs:
+        if kind == "W":
+            X, init = make_workload(spec[0])
+        elif kind == "issue":
+            X, _ = make_mixture(200_000, 16, 16, random_state=0)
+            init = initial_parameters(X, 16, "full", random_state=1)
+        else:
+            X, init = make_problem(spec, n)
+        results = {}
+        for method in METHODS:
+            budget = cap if method is None else cap // 2 + 200
+            results[method] = run(X, init, method, budget, args.threads)
+        best = max(r[0].max() for r in results.values())
+        target = best - REL * abs(best)
+        cells = [spec[0], f"{best:.8f}"]
+        row = {"name": spec[0]}
+        for method, (bounds, stamps, gm) in results.items():
+            passes, secs = reach(bounds, stamps, target)
+            cells += [str(passes) if passes else f">{len(bounds)}", f"{secs:.2f}" if secs else "-"]
+            row[method] = (passes, secs, len(bounds), stamps[-1] / max(len(bounds), 1), gm)
+        cells.append(
+            ", ".join(
+                f"{results[m][2].n_extrapolations_accepted_}/{results[m][2].n_extrapolations_rejected_}"
+                for m in METHODS[1:]
+            )
+        )
+        if args.sklearn:
+            it, secs, lb = run_sklearn(X, init, cap)
+            cells.append(
+                f"{it} passes, {secs:.1f} s, {'reached' if lb >= target else f'{lb - best:.1e}'}"
+            )
+        print("| " + " | ".join(cells) + " |", flush=True)
+        rows.append(row)
+
+    print()
+    for method in METHODS[1:]:
+        pairs, t_ratios, per_pass = [], [], []
+        for row in rows:
+            p0, s0, n0, pp0, _ = row[None]
+            p1, s1, _, pp1, _ = row[method]
+            per_pass.append(pp1 / pp0)
+            if p1 is None:
+                print(f"{method}: did not reach the maximum on {row['name']}")
+                continue
+            # plain EM that did not reach it within the cap counts at the cap: a lower bound
+            pairs.append((p0 or n0, (p0 or n0) / p1))
+            t_ratios.append((s0 or pp0 * n0) / s1)
+        if not pairs:
+            continue
+        pairs.sort(reverse=True)
+        ratios = np.array([r for _, r in pairs])
+        slow = ratios[: max(1, len(ratios) // 4)]
+        print(
+            f"{method}: passes to the maximum, plain / accelerated: median "
+            f"{np.median(ratios):.1f}x, slowest quarter (by plain passes) median "
+            f"{np.median(slow):.1f}x, min {ratios.min():.1f}x; seconds: median "
+            f"{np.median(t_ratios):.1f}x; seconds per pass vs plain: median "
+            f"{np.median(per_pass):.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
