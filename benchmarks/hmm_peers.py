@@ -2,9 +2,10 @@
 
 Each figure is (time of a fit with n_iter=n1 - time with n_iter=n0) / (n1 - n0),
 from the same given initial parameters, with early stopping disabled, so that
-initialization and set-up cancel out. Runs are interleaved (fastem, hmmlearn
-log, hmmlearn scaling, repeat) and the medians over repeats are reported with
-the ratio to hmmlearn's faster implementation.
+initialization and set-up cancel out. Runs are interleaved (fastem on all Numba
+threads, fastem on one thread, hmmlearn log, hmmlearn scaling, repeat) and the
+medians over repeats are reported with the ratio to hmmlearn's faster
+implementation.
 
 Usage::
 
@@ -54,13 +55,22 @@ def make_data(cov_type: str, D: int, K: int, S: int, T: int, seed: int = 0):
     return X, lengths, init
 
 
-def _fit_seconds(make, X, lengths, init, n_iter):
+def _fit_seconds(make, X, lengths, init, n_iter, threads=None):
     model = make(n_iter)
     for name, value in init.items():
         setattr(model, name, np.array(value, copy=True))
-    t0 = time.perf_counter()
-    model.fit(X, lengths)
-    return time.perf_counter() - t0
+    if threads is not None:
+        import numba
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        model.fit(X, lengths)
+        return time.perf_counter() - t0
+    finally:
+        if threads is not None:
+            numba.set_num_threads(before)
 
 
 def main(argv=None):
@@ -81,6 +91,7 @@ def main(argv=None):
     common = dict(covariance_type=cov_type, init_params="", tol=-np.inf)
     makers = {
         "fastem": lambda n: GaussianHMM(K, n_iter=n, **common),
+        "fastem-1-thread": lambda n: GaussianHMM(K, n_iter=n, **common),
         "hmmlearn-log": lambda n: hl.GaussianHMM(K, n_iter=n, implementation="log", **common),
         "hmmlearn-scaling": lambda n: hl.GaussianHMM(
             K, n_iter=n, implementation="scaling", **common
@@ -90,8 +101,9 @@ def main(argv=None):
     per_iter = {name: [] for name in makers}
     for _ in range(args.repeats):
         for name, make in makers.items():
-            t0 = _fit_seconds(make, X, lengths, init, args.n0)
-            t1 = _fit_seconds(make, X, lengths, init, args.n1)
+            threads = 1 if name == "fastem-1-thread" else None
+            t0 = _fit_seconds(make, X, lengths, init, args.n0, threads)
+            t1 = _fit_seconds(make, X, lengths, init, args.n1, threads)
             per_iter[name].append((t1 - t0) / (args.n1 - args.n0))
     med = {name: float(np.median(v)) for name, v in per_iter.items()}
     ref_name = min(("hmmlearn-log", "hmmlearn-scaling"), key=med.get)

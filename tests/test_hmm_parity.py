@@ -10,7 +10,13 @@ import logging
 import numpy as np
 import pytest
 
-from fastem.hmm import CategoricalHMM, GaussianHMM, PoissonHMM, available_hmm_backends
+from fastem.hmm import (
+    GMMHMM,
+    CategoricalHMM,
+    GaussianHMM,
+    PoissonHMM,
+    available_hmm_backends,
+)
 
 hl = pytest.importorskip("hmmlearn.hmm")
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
@@ -172,6 +178,58 @@ def test_default_constructor_matches_hmmlearn():
         (GaussianHMM(), hl.GaussianHMM()),
         (CategoricalHMM(), hl.CategoricalHMM()),
         (PoissonHMM(), hl.PoissonHMM()),
+        (GMMHMM(), hl.GMMHMM()),
     ]:
         p_ours = {k: v for k, v in ours.get_params().items() if k not in extras}
         assert p_ours == theirs.get_params()
+
+
+def _gmm_initial(rng, K, M, D, covariance_type):
+    covs = {
+        "diag": rng.uniform(0.5, 2.0, size=(K, M, D)),
+        "spherical": rng.uniform(0.5, 2.0, size=(K, M)),
+        "full": np.tile(np.eye(D) * 1.3 + 0.2, (K, M, 1, 1)),
+        "tied": np.tile(np.eye(D) * 1.3 + 0.2, (K, 1, 1)),
+    }[covariance_type]
+    return dict(
+        startprob_=rng.dirichlet(np.ones(K)),
+        transmat_=rng.dirichlet(np.ones(K), size=K),
+        weights_=rng.dirichlet(np.ones(M), size=K),
+        means_=rng.normal(scale=2.0, size=(K, M, D)),
+        covars_=covs,
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "full", "tied"])
+def test_gmmhmm_matches_hmmlearn(backend, covariance_type):
+    K, M, D = 3, 2, 2
+    X, rng = _gaussian_data(D, seed=4)
+    init = _gmm_initial(rng, K, M, D, covariance_type)
+    kw = dict(n_mix=M, covariance_type=covariance_type, init_params="", n_iter=5, tol=-np.inf)
+    theirs = _set(hl.GMMHMM(K, **kw), init).fit(X, LENGTHS)
+    ours = _set(GMMHMM(K, backend=backend, **kw), init).fit(X, LENGTHS)
+    _assert_close(np.array(ours.monitor_.history), np.array(theirs.monitor_.history), "history")
+    for name in ("startprob_", "transmat_", "weights_", "means_", "covars_"):
+        _assert_close(getattr(ours, name), getattr(theirs, name), name)
+    np.testing.assert_allclose(ours.score(X, LENGTHS), theirs.score(X, LENGTHS), rtol=RTOL)
+    _assert_close(ours.predict_proba(X, LENGTHS), theirs.predict_proba(X, LENGTHS), "posteriors")
+    np.testing.assert_array_equal(ours.predict(X, LENGTHS), theirs.predict(X, LENGTHS))
+    np.testing.assert_allclose(ours.bic(X, LENGTHS), theirs.bic(X, LENGTHS), rtol=RTOL)
+
+
+def test_gmmhmm_priors_match_hmmlearn():
+    K, M, D = 2, 3, 2
+    X, rng = _gaussian_data(D, seed=5)
+    for covariance_type in ("diag", "full"):
+        init = _gmm_initial(rng, K, M, D, covariance_type)
+        kw = dict(
+            n_mix=M, covariance_type=covariance_type, init_params="", n_iter=4, tol=-np.inf,
+            weights_prior=1.5, means_prior=0.3, means_weight=0.5,
+            covars_prior=0.2 if covariance_type == "diag" else 0.1 * np.eye(D),
+            covars_weight=1.0 if covariance_type == "diag" else 3.0,
+        )  # fmt: skip
+        theirs = _set(hl.GMMHMM(K, **kw), init).fit(X, LENGTHS)
+        ours = _set(GMMHMM(K, **kw), init).fit(X, LENGTHS)
+        for name in ("startprob_", "transmat_", "weights_", "means_", "covars_"):
+            _assert_close(getattr(ours, name), getattr(theirs, name), f"{name} {covariance_type}")

@@ -15,9 +15,11 @@ from ._backend import available_hmm_backends
 from ._base import ConvergenceMonitor
 from ._discrete import CategoricalHMM, PoissonHMM
 from ._gaussian import GaussianHMM
+from ._gmm import GMMHMM
 
 __all__ = [
     "GaussianHMM",
+    "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
     "ConvergenceMonitor",

@@ -1,0 +1,380 @@
+"""GMMHMM: hidden Markov model whose states emit Gaussian mixtures (hmmlearn-compatible).
+
+The K states x M mixture components are one flat mixture of K*M Gaussians for
+the kernels: fastem's mixture log-density kernels give the (N, K*M) weighted
+component log-densities, a log-sum-exp over each state's M columns gives the
+state emissions, and the component posteriors ``gamma_tk * r_tkm`` feed the
+same moment kernels as GaussianHMM. Memory is O(N*K*M); nothing is
+(T, K, M, D, D), unlike hmmlearn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._covariance import COVARIANCE_TYPES, precision_cholesky
+from .._init import kmeans
+from .._missing import find_patterns, has_nan
+from .._passes import PassParams, log_prob
+from ._base import BaseHMM
+from ._gaussian import GaussianHMM
+
+
+class GMMHMM(BaseHMM):
+    """Hidden Markov model with Gaussian-mixture emissions, fitted by Baum-Welch.
+
+    A drop-in for ``hmmlearn.hmm.GMMHMM`` (0.3.3): same parameters, defaults
+    and M-step with its priors; from the same initial parameters a fit gives
+    hmmlearn's model.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of states.
+    n_mix : int, default=1
+        Mixture components per state.
+    min_covar : float, default=1e-3
+        Added to the diagonal of the data covariance that initializes ``covars_``.
+    startprob_prior, transmat_prior : float or array, default=1.0
+    weights_prior : float or array, default=1.0
+        Dirichlet prior of each state's mixture weights.
+    means_prior, means_weight : float or array, default=0.0
+        Normal prior on the component means.
+    covars_prior, covars_weight : float, array or None
+        Inverse-Wishart ("full", "tied") or inverse-gamma ("diag",
+        "spherical") prior in hmmlearn's parametrization; None takes hmmlearn's
+        defaults for the covariance type (a flat prior).
+    algorithm, random_state, n_iter, tol, verbose, implementation
+        As in :class:`~fastem.hmm.GaussianHMM`.
+    covariance_type : {"spherical", "diag", "full", "tied"}, default="diag"
+        "tied": all components of a state share one covariance (hmmlearn's meaning).
+    params, init_params : str, default="stmcw"
+        's' startprob, 't' transmat, 'm' means, 'c' covars, 'w' mixture weights.
+    n_init : int, default=1
+    reg_covar : float, default=0.0
+        Added to the diagonal of every covariance after each M-step.
+    backend : {"numba", "numpy"} or None
+
+    Attributes
+    ----------
+    startprob_, transmat_, monitor_
+    weights_ : ndarray of shape (n_components, n_mix)
+    means_ : ndarray of shape (n_components, n_mix, n_features)
+    covars_ : ndarray
+        (n_components, n_mix) spherical, (n_components, n_mix, n_features)
+        diag, (n_components, n_mix, n_features, n_features) full,
+        (n_components, n_features, n_features) tied.
+
+    Notes
+    -----
+    ``X`` may contain NaN (marginal densities, expected statistics). A
+    component with no posterior weight keeps its mean and covariance.
+    """
+
+    _emission_attrs = ("weights_", "means_", "covars_")
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        n_mix: int = 1,
+        min_covar: float = 1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        weights_prior=1.0,
+        means_prior=0.0,
+        means_weight=0.0,
+        covars_prior=None,
+        covars_weight=None,
+        algorithm: str = "viterbi",
+        covariance_type: str = "diag",
+        random_state=None,
+        n_iter: int = 10,
+        tol: float = 1e-2,
+        verbose: bool = False,
+        params: str = "stmcw",
+        init_params: str = "stmcw",
+        implementation: str = "log",
+        n_init: int = 1,
+        reg_covar: float = 0.0,
+        backend: str | None = None,
+    ):
+        self.n_components = n_components
+        self.n_mix = n_mix
+        self.min_covar = min_covar
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.weights_prior = weights_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.algorithm = algorithm
+        self.covariance_type = covariance_type
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self.reg_covar = reg_covar
+        self.backend = backend
+
+    # ------------------------------------------------------------ parameters
+    def _check_constructor(self) -> None:
+        super()._check_constructor()
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}")
+        if int(self.n_mix) < 1:
+            raise ValueError(f"n_mix must be at least 1, got {self.n_mix}")
+
+    _validate_X = GaussianHMM._validate_X
+
+    def _check_emissions(self) -> None:
+        K, M = self.n_components, self.n_mix
+        self.weights_ = np.asarray(self.weights_, dtype=np.float64)
+        if self.weights_.shape != (K, M):
+            raise ValueError(f"weights_ must have shape (n_components, n_mix) = {(K, M)}")
+        self._check_sum_1("weights_")
+        self.means_ = np.asarray(self.means_, dtype=np.float64)
+        if self.means_.ndim != 3 or self.means_.shape[:2] != (K, M):
+            raise ValueError("means_ must have shape (n_components, n_mix, n_features)")
+        D = self.n_features = self.means_.shape[2]
+        self.covars_ = np.asarray(self.covars_, dtype=np.float64)
+        need = {
+            "spherical": (K, M),
+            "diag": (K, M, D),
+            "full": (K, M, D, D),
+            "tied": (K, D, D),
+        }[self.covariance_type]
+        if self.covars_.shape != need:
+            raise ValueError(f"{self.covariance_type!r} covars_ must have shape {need}")
+
+    def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
+        nc, nf, nm = self.n_components, self.n_features, self.n_mix
+        return {
+            "s": nc - 1,
+            "t": nc * (nc - 1),
+            "m": nc * nm * nf,
+            "c": {
+                "spherical": nc * nm,
+                "diag": nc * nm * nf,
+                "full": nc * nm * nf * (nf + 1) // 2,
+                "tied": nc * nf * (nf + 1) // 2,
+            }[self.covariance_type],
+            "w": nm - 1,
+        }
+
+    def _priors(self):
+        """hmmlearn's effective priors, broadcast (without touching the parameters)."""
+        K, M, D = self.n_components, self.n_mix, self.n_features
+        ct = self.covariance_type
+        default_prior, default_weight = {
+            "full": (0.0, -(1.0 + D + 1.0)),
+            "tied": (0.0, -(M + D + 1.0)),
+            "diag": (-1.5, 0.0),
+            "spherical": (-(M + 2.0) / 2.0, 0.0),
+        }[ct]
+        cp = default_prior if self.covars_prior is None else self.covars_prior
+        cw = default_weight if self.covars_weight is None else self.covars_weight
+        shape_p, shape_w = {
+            "full": ((K, M, D, D), (K, M)),
+            "tied": ((K, D, D), (K,)),
+            "diag": ((K, M, D), (K, M, D)),
+            "spherical": ((K, M), (K, M)),
+        }[ct]
+        return (
+            np.broadcast_to(np.asarray(self.weights_prior, dtype=float), (K, M)),
+            np.broadcast_to(np.asarray(self.means_prior, dtype=float), (K, M, D)),
+            np.broadcast_to(np.asarray(self.means_weight, dtype=float), (K, M)),
+            np.broadcast_to(np.asarray(cp, dtype=float), shape_p),
+            np.broadcast_to(np.asarray(cw, dtype=float), shape_w),
+        )
+
+    # ------------------------------------------------------------ kernels
+    def _flat_params(self, dtype) -> PassParams:
+        K, M, D = self.means_.shape
+        ct = self.covariance_type
+        c = self.covars_
+        if ct == "tied":
+            pc = np.repeat(precision_cholesky(c, "full"), M, axis=0)
+        elif ct == "full":
+            pc = precision_cholesky(c.reshape(K * M, D, D), "full")
+        elif ct == "diag":
+            pc = precision_cholesky(c.reshape(K * M, D), "diag")
+        else:
+            pc = np.repeat(precision_cholesky(c.reshape(K * M), "spherical")[:, None], D, axis=1)
+        kind = "full" if ct in ("full", "tied") else "diag"
+        return PassParams.from_model(
+            self.weights_.ravel(), self.means_.reshape(K * M, D), pc, kind, dtype
+        )
+
+    def _component_logprob(self, kernels, X):
+        """(N, K, M) weighted component log-densities and the (N, K) state emissions."""
+        K, M = self.n_components, self.n_mix
+        comp = np.empty((X.shape[0], K * M))
+        log_prob(kernels.mixture, X, self._flat_params(X.dtype), comp)
+        comp = comp.reshape(-1, K, M)
+        mx = comp.max(axis=2)
+        safe = np.where(np.isfinite(mx), mx, 0.0)
+        with np.errstate(divide="ignore", under="ignore"):
+            state = safe + np.log(np.exp(comp - safe[:, :, None]).sum(axis=2))
+        return comp, np.ascontiguousarray(state)
+
+    def _emission_logprob(self, kernels, X) -> np.ndarray:
+        return self._component_logprob(kernels, X)[1]
+
+    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight):
+        K, M, D = self.means_.shape
+        full = self.covariance_type in ("full", "tied")
+        comp, state = self._component_logprob(kernels, X)
+        with np.errstate(under="ignore", invalid="ignore"):
+            resp = np.exp(comp - state[:, :, None])  # within-state mixture posteriors
+        resp = np.nan_to_num(resp, nan=0.0) if M > 1 else np.ones_like(resp)
+        g = np.ascontiguousarray((gamma[:, :, None] * resp).reshape(-1, K * M))
+        row_weight = np.repeat(seq_weight, np.diff(offsets))
+        shift = np.ascontiguousarray(self.means_.reshape(K * M, D))
+        nk = np.zeros(K * M)
+        sx = np.zeros((K * M, D))
+        sxx = np.zeros((K * M, D, D) if full else (K * M, D))
+        if not has_nan(X):
+            fn = kernels.hmm.moments_full if full else kernels.hmm.moments_diag
+            fn(X, g, row_weight, shift, nk, sx, sxx)
+        else:
+            # Each component is a one-component mixture weighted by its posteriors:
+            # the mixture's missing-data kernels give its expected statistics.
+            p = self._flat_params(X.dtype)
+            patterns = find_patterns(X)
+            rows, ptr = patterns.rows, patterns.pattern_ptr
+            for c in range(K * M):
+                w = np.ascontiguousarray(g[:, c] * row_weight)
+                nk1, sx1 = np.zeros(1), np.zeros((1, D))
+                sxx1 = np.zeros((1, D, D) if full else (1, D))
+                cc = np.zeros(1)
+                if full:
+                    kernels.mixture.em_pass_missing_full(
+                        X, w, rows, ptr, p.means[c : c + 1], p.prec_chol[c : c + 1],
+                        p.precisions[c : c + 1], cc, nk1, sx1, sxx1,
+                    )  # fmt: skip
+                else:
+                    kernels.mixture.em_pass_missing_diag(
+                        X, w, rows, ptr, p.means[c : c + 1], p.prec_chol[c : c + 1], cc,
+                        nk1, sx1, sxx1,
+                    )  # fmt: skip
+                nk[c], sx[c], sxx[c] = nk1[0], sx1[0], sxx1[0]
+        return (
+            nk.reshape(K, M),
+            sx.reshape(K, M, D),
+            sxx.reshape((K, M, D, D) if full else (K, M, D)),
+            self.means_.copy(),
+        )
+
+    # ------------------------------------------------------------ M-step (hmmlearn's)
+    def _emission_mstep(self, stats) -> None:
+        nk, sx, sxx, shift = stats
+        K, M, D = self.means_.shape
+        ct = self.covariance_type
+        wp, mp, mw, cp, cw = self._priors()
+        post_sum = nk.sum(axis=1)
+        empty = nk <= 0
+        if "w" in self.params:
+            am1 = wp - 1
+            w_d = (post_sum + am1.sum(axis=1))[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new = (nk + am1) / w_d
+            self.weights_ = np.where(w_d > 0, new, self.weights_)  # empty state: keep
+        if "m" in self.params:
+            m_n = mw[:, :, None] * mp + sx + nk[:, :, None] * shift
+            m_d = nk + mw
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new = m_n / m_d[:, :, None]
+            self.means_ = np.where((m_d > 0)[:, :, None], new, self.means_)
+        if "c" not in self.params:
+            return
+        # hmmlearn's covariance statistics are centred on the means *before* this
+        # M-step (the shift), with the prior term on the new means.
+        cm = self.means_ - mp
+        old = self.covars_
+        eye = np.eye(D)
+        if ct == "full":
+            c_n = np.swapaxes(cp, 2, 3) + mw[:, :, None, None] * cm[..., :, None] * cm[..., None, :]
+            c_n = c_n + sxx
+            c_d = (nk + 1 + cw + D + 1)[:, :, None, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new = c_n / c_d + self.reg_covar * eye
+            self.covars_ = np.where(empty[:, :, None, None], old, new)
+        elif ct == "diag":
+            c_n = mw[:, :, None] * cm**2 + 2 * cw + sxx
+            c_d = nk[:, :, None] + 1 + 2 * (cp + 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new = c_n / c_d + self.reg_covar
+            self.covars_ = np.where(empty[:, :, None], old, new)
+        elif ct == "spherical":
+            c_n = mw * (cm**2).sum(axis=2) + 2 * cw + sxx.sum(axis=2)
+            c_d = D * (nk + 1) + 2 * (cp + 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new = c_n / c_d + self.reg_covar
+            self.covars_ = np.where(empty, old, new)
+        else:  # tied: one covariance per state, shared by its components
+            c_n = np.einsum("ij,ijkl->ikl", mw, cm[..., :, None] * cm[..., None, :])
+            c_n = c_n + np.swapaxes(cp, 1, 2) + sxx.sum(axis=1)
+            c_d = (post_sum + M + cw + D + 1)[:, None, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new = c_n / c_d + self.reg_covar * eye
+            self.covars_ = np.where((post_sum <= 0)[:, None, None], old, new)
+
+    # ------------------------------------------------------------ init
+    def _init_emissions(self, X, offsets, seq_weight, kernels, rs) -> None:
+        K, M = self.n_components, self.n_mix
+        D = X.shape[1]
+        self.n_features = D
+        row_weight = np.repeat(seq_weight, np.diff(offsets))
+        complete = ~np.isnan(X).any(axis=1)
+        if complete.sum() >= K * M:
+            Xc, wc = X[complete], row_weight[complete]
+        else:
+            Xc = np.where(np.isnan(X), np.nanmean(X, axis=0), X).astype(X.dtype)
+            wc = row_weight
+        Xc = np.ascontiguousarray(Xc)
+        cv = np.atleast_2d(np.cov(Xc.astype(np.float64).T)) + self.min_covar * np.eye(D)
+        if self._needs_init("m", "means_"):
+            if Xc.shape[0] < K:
+                raise ValueError(f"n_samples={Xc.shape[0]} should be >= n_components={K}")
+            rng = np.random.default_rng(rs.randint(2**31 - 1))
+            centres, labels = kmeans(Xc, wc, K, rng, kernels.mixture)
+            means = np.empty((K, M, D))
+            for k in range(K):
+                members = labels == k
+                if members.sum() >= M:
+                    means[k], _ = kmeans(
+                        np.ascontiguousarray(Xc[members]), wc[members], M, rng, kernels.mixture
+                    )
+                else:  # too few points: components spread around the state's centre
+                    means[k] = rng.multivariate_normal(centres[k], cv, size=M)
+            self.means_ = means
+        if self._needs_init("w", "weights_"):
+            self.weights_ = np.full((K, M), 1.0 / M)
+        if self._needs_init("c", "covars_"):
+            ct = self.covariance_type
+            if ct == "tied":
+                self.covars_ = np.tile(cv, (K, 1, 1))
+            elif ct == "full":
+                self.covars_ = np.tile(cv, (K, M, 1, 1))
+            elif ct == "diag":
+                self.covars_ = np.tile(np.diag(cv), (K, M, 1))
+            else:
+                self.covars_ = np.full((K, M), cv.mean())
+
+    def _generate_sample_from_state(self, state: int, random_state) -> np.ndarray:
+        m = random_state.choice(self.n_mix, p=self.weights_[state])
+        ct = self.covariance_type
+        if ct == "tied":
+            cov = self.covars_[state]
+        elif ct == "full":
+            cov = self.covars_[state, m]
+        elif ct == "diag":
+            cov = np.diag(self.covars_[state, m])
+        else:
+            cov = np.eye(self.n_features) * self.covars_[state, m]
+        return random_state.multivariate_normal(self.means_[state, m], cov)
