@@ -9,6 +9,9 @@ Importing scikit-learn costs most of a second, so fastem's estimators do not der
   ``is_classifier``/``is_regressor``, input validation and pipelines; it imports scikit-learn
   lazily, and only scikit-learn calls it, so scikit-learn is already imported then;
 - ``_estimator_type``, the older spelling of the estimator type;
+- metadata routing: ``set_fit_request`` (one ``set_{method}_request`` per method with
+  metadata such as ``sample_weight``, made for each class as scikit-learn makes them) and
+  ``get_metadata_routing``, used where ``sklearn.set_config(enable_metadata_routing=True)``;
 - a ``repr`` that shows the parameters changed from their defaults.
 
 scikit-learn's mixins (``ClassifierMixin``, ...) still compose with these bases: they call
@@ -27,8 +30,35 @@ from typing import Any
 __all__ = ["BaseEstimator", "DensityEstimator", "ESTIMATOR_BASES", "allow_nan_tags"]
 
 
+# scikit-learn's methods that can receive metadata (its SIMPLE_METHODS; fit_predict and
+# fit_transform route to these), and the parameters that are data, not metadata.
+_ROUTED_METHODS = (
+    "fit",
+    "partial_fit",
+    "predict",
+    "predict_proba",
+    "predict_log_proba",
+    "decision_function",
+    "score",
+    "split",
+    "transform",
+    "inverse_transform",
+)
+_DATA_PARAMETERS = frozenset({"X", "y", "Y", "Xt", "yt"})
+_UNCHANGED = "$UNCHANGED$"  # the value of sklearn.utils.metadata_routing.UNCHANGED
+
+
 class BaseEstimator:
-    """scikit-learn's estimator protocol (parameters, tags, repr) without scikit-learn."""
+    """scikit-learn's estimator protocol (parameters, tags, metadata routing, repr) without
+    importing scikit-learn."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A set_{method}_request per method that takes metadata, as scikit-learn's base does.
+        for method, params in _metadata_parameters(cls).items():
+            name = f"set_{method}_request"
+            if params and not _defined_by_class(cls, name):
+                setattr(cls, name, _request_setter(cls, method, params))
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -103,6 +133,24 @@ class BaseEstimator:
             valid[key].set_params(**sub_params)
         return self
 
+    def get_metadata_routing(self):
+        """The metadata this estimator requests (scikit-learn's metadata routing).
+
+        Returns
+        -------
+        routing : sklearn.utils.metadata_routing.MetadataRequest
+        """
+        requests = self.__dict__.get("_metadata_request")
+        if requests is not None:
+            return requests
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        requests = MetadataRequest(owner=self)
+        for method, params in _metadata_parameters(type(self)).items():
+            for param in params:
+                getattr(requests, method).add_request(param=param, alias=None)
+        return requests
+
     def __sklearn_tags__(self):
         # Called by scikit-learn only, so importing it here costs nothing extra.
         from sklearn.utils import Tags, TargetTags
@@ -125,6 +173,68 @@ class BaseEstimator:
             if default is inspect.Parameter.empty or _changed(value, default):
                 changed.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(changed)})"
+
+
+def _metadata_parameters(cls: type) -> dict[str, tuple[str, ...]]:
+    """Each routable method of ``cls`` mapped to its metadata parameters (maybe none)."""
+    out = {}
+    for method in _ROUTED_METHODS:
+        func = getattr(cls, method, None)
+        if func is None:
+            continue
+        params = list(inspect.signature(func).parameters.values())[1:]  # without self
+        out[method] = tuple(
+            p.name
+            for p in params
+            if p.name not in _DATA_PARAMETERS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+    return out
+
+
+def _defined_by_class(cls: type, name: str) -> bool:
+    """Whether ``name`` is a method written in ``cls`` or a base (not one made here)."""
+    for klass in cls.__mro__:
+        value = klass.__dict__.get(name)
+        if value is not None:
+            return not getattr(value, "_fastem_request_setter", False)
+    return False
+
+
+def _request_setter(cls: type, method: str, params: tuple[str, ...]):
+    def set_request(self, **requests: Any):
+        import sklearn
+
+        if not sklearn.get_config().get("enable_metadata_routing", False):
+            raise RuntimeError(
+                "This method is only available when metadata routing is enabled. You can "
+                "enable it using sklearn.set_config(enable_metadata_routing=True)."
+            )
+        unexpected = set(requests) - set(params)
+        if unexpected:
+            raise TypeError(
+                f"Unexpected args: {unexpected} in {method}. Accepted arguments are: {set(params)}"
+            )
+        routing = self.get_metadata_routing()
+        for param, alias in requests.items():
+            if alias != _UNCHANGED:
+                getattr(routing, method).add_request(param=param, alias=alias)
+        self._metadata_request = routing
+        return self
+
+    set_request.__name__ = f"set_{method}_request"
+    set_request.__qualname__ = f"{cls.__qualname__}.set_{method}_request"
+    set_request.__doc__ = (
+        f"Request metadata passed to ``{method}`` (scikit-learn's metadata routing).\n\n"
+        f"Each of {', '.join(params)} takes True (requested), False (not requested), None "
+        "(error if passed) or a string (an alias). Returns the estimator."
+    )
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    set_request.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(p, keyword, default=_UNCHANGED) for p in params]
+    )
+    set_request._fastem_request_setter = True
+    return set_request
 
 
 def _changed(value: Any, default: Any) -> bool:

@@ -263,3 +263,32 @@ def test_works_without_sklearn():
         assert sys.modules["sklearn"] is None
     """
     _run(code)
+
+
+@needs_sklearn
+def test_metadata_routing_reaches_fit():
+    import numpy as np
+    import sklearn
+    from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    assert set(fastem.GaussianMixture.__dict__) >= {"set_fit_request", "set_partial_fit_request"}
+    with pytest.raises(RuntimeError, match="enable_metadata_routing"):
+        fastem.GaussianMixture().set_fit_request(sample_weight=True)
+    rng = np.random.default_rng(0)
+    X, w = rng.normal(size=(100, 2)), rng.uniform(0.5, 2.0, 100)
+    with sklearn.config_context(enable_metadata_routing=True):
+        with pytest.raises(TypeError, match="Unexpected args"):
+            fastem.GaussianMixture().set_fit_request(weights=True)
+        gm = fastem.GaussianMixture(2, random_state=0, backend="numpy")
+        assert gm.set_fit_request(sample_weight=True) is gm
+        assert clone(gm).get_metadata_routing().fit.requests == {"sample_weight": True}
+        scaler = StandardScaler().set_fit_request(sample_weight=False)
+        pipe = Pipeline([("scale", scaler), ("gm", gm)]).fit(X, sample_weight=w)
+        unrequested = Pipeline([("scale", clone(scaler)), ("gm", fastem.GaussianMixture(2))])
+        with pytest.raises(ValueError, match="sample_weight"):
+            unrequested.fit(X, sample_weight=w)
+    direct = fastem.GaussianMixture(2, random_state=0, backend="numpy")
+    direct.fit(StandardScaler().fit_transform(X), sample_weight=w)
+    np.testing.assert_allclose(pipe.named_steps["gm"].means_, direct.means_)
