@@ -369,3 +369,35 @@ def test_import_fastem_does_not_import_hmm():
     code = "import sys, fastem; assert 'fastem.hmm' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# ------------------------------------------------------------------ GMMHMM
+def test_gmmhmm_weights_missing_values_and_monotonicity():
+    from fastem.hmm import GMMHMM
+
+    X, rng = _data(D=2, seed=16)
+    K, M = 2, 2
+    init = dict(
+        startprob_=np.array([0.6, 0.4]),
+        transmat_=np.array([[0.8, 0.2], [0.3, 0.7]]),
+        weights_=np.full((K, M), 0.5),
+        means_=rng.normal(scale=2.0, size=(K, M, 2)),
+        covars_=np.tile(np.eye(2) * 2.0, (K, M, 1, 1)),
+    )
+    kw = dict(n_mix=M, covariance_type="full", init_params="", n_iter=4, tol=-np.inf)
+    weights = np.array([1, 2, 1, 0])
+    offsets = np.concatenate([[0], np.cumsum(LENGTHS)])
+    seqs = [X[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    X_rep = np.concatenate([s for s, w in zip(seqs, weights, strict=True) for _ in range(w)])
+    len_rep = [len(s) for s, w in zip(seqs, weights, strict=True) for _ in range(w)]
+    a = _set(GMMHMM(K, **kw), init).fit(X, LENGTHS, sample_weight=weights)
+    b = _set(GMMHMM(K, **kw), init).fit(X_rep, len_rep)
+    for name in ("transmat_", "weights_", "means_", "covars_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-12)
+
+    Xm = X.copy()
+    Xm[rng.uniform(size=X.shape) < 0.2] = np.nan
+    flat = dict(covars_prior=0.0, covars_weight=-(1.0 + 2 + 1.0), n_iter=8)
+    model = _set(GMMHMM(K, **{**kw, **flat}), init).fit(Xm, LENGTHS)
+    assert np.all(np.diff(model.monitor_.history) >= -1e-9)
+    assert np.isfinite(model.covars_).all()

@@ -16,6 +16,7 @@ from ..backends import get_backend
 
 HMM_BACKENDS = ("numba", "numpy")
 _MODULES = {"numba": "fastem.backends._numba_hmm", "numpy": "fastem.hmm._kernels_numpy"}
+_loaded: dict[str, HMMKernels] = {}
 _failed: dict[str, str] = {}
 
 
@@ -29,6 +30,8 @@ class HMMKernels:
 
 
 def _load(name: str) -> HMMKernels | None:
+    if name in _loaded:
+        return _loaded[name]
     if name in _failed:
         return None
     try:
@@ -37,7 +40,8 @@ def _load(name: str) -> HMMKernels | None:
     except Exception as exc:  # an import failure makes the backend unavailable
         _failed[name] = f"{type(exc).__name__}: {exc}"
         return None
-    return HMMKernels(name, hmm, mixture)
+    _loaded[name] = HMMKernels(name, hmm, mixture)
+    return _loaded[name]
 
 
 def available_hmm_backends() -> list[str]:
