@@ -111,6 +111,9 @@ class _MixtureMap:
         self.reg_covar = float(reg_covar)
         self.eps = float(np.finfo(data.dtype).eps)
         self._exact: dict[int, tuple[np.ndarray, tuple]] = {}
+        d = data.n_features
+        self._diag = np.arange(d)
+        self._upper = np.triu_indices(d, 1)
 
     # -- coordinates
     def pack(self, weights, means, prec_chol) -> np.ndarray:
@@ -118,8 +121,7 @@ class _MixtureMap:
             parts = [np.log(weights), np.ravel(means)]
         pc = np.asarray(prec_chol, dtype=np.float64)
         if self.ct in ("full", "tied"):
-            d = pc.shape[-1]
-            iu = np.triu_indices(d, 1)
+            iu = self._upper
             parts += [np.log(np.diagonal(pc, axis1=-2, axis2=-1)).ravel(), pc[..., iu[0], iu[1]]]
         else:
             parts.append(np.log(pc).ravel())
@@ -138,9 +140,9 @@ class _MixtureMap:
             m = shape[0] if self.ct == "full" else 1
             pc = np.zeros(shape)
             diag, upper = x[: m * d].reshape(m, d), x[m * d :].reshape(m, -1)
-            iu = np.triu_indices(d, 1)
+            iu = self._upper
             view = pc.reshape(m, d, d)
-            view[:, np.arange(d), np.arange(d)] = np.exp(diag)
+            view[:, self._diag, self._diag] = np.exp(diag)
             view[:, iu[0], iu[1]] = upper
         else:
             pc = np.exp(x).reshape((k, d) if self.ct == "diag" else (k,))
@@ -153,12 +155,15 @@ class _MixtureMap:
         if not np.isfinite(prec_chol).all() or weights.min() <= 0.0:
             return False
         if self.reg_covar > 0.0:
+            limit = (1.0 + 1e-9) / self.reg_covar  # beyond rounding
             if self.ct in ("full", "tied"):
-                top = np.linalg.norm(prec_chol.reshape(-1, *prec_chol.shape[-2:]), 2, axis=(1, 2))
-            else:
-                top = np.abs(prec_chol)
-            # a covariance eigenvalue below reg_covar, beyond rounding
-            if float(np.max(top)) ** 2 * self.reg_covar > 1.0 + 1e-9:
+                stack = prec_chol.reshape(-1, *prec_chol.shape[-2:])
+                # |U|_2 <= |U|_F: the SVD only when the cheap bound is inconclusive
+                if float(np.max(np.einsum("kij,kij->k", stack, stack))) > limit:
+                    top = float(np.max(np.linalg.norm(stack, 2, axis=(1, 2)))) ** 2
+                    if top > limit:
+                        return False
+            elif float(np.max(prec_chol * prec_chol)) > limit:
                 return False
         return True
 

@@ -86,11 +86,14 @@ def _path(res):
 def test_poisson_toy_same_fixed_point_in_far_fewer_passes():
     _, plain = _poisson(None)
     assert plain.converged and plain.n_passes > 1000  # EM crawls on this problem
+    _, limit = _poisson(None, tol=0.0, max_passes=10_000)  # the fixed point itself
     for method in METHODS:
         problem, res = _poisson(method)
         assert res.converged
         assert res.n_passes * 10 < plain.n_passes, method
-        np.testing.assert_allclose(res.image, plain.image, rtol=1e-4)
+        # the likelihood is flat: 1e-10 from its maximum, the parameters are ~1e-4 away
+        np.testing.assert_allclose(res.image, limit.image, rtol=2e-4)
+        np.testing.assert_allclose(plain.image, limit.image, rtol=2e-4)
         assert res.objective >= plain.objective - 1e-7
         assert res.n_accepted > 0
         # every pass is one call of the problem, counted once, with one lower bound each
