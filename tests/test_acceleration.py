@@ -498,3 +498,11 @@ def test_parameters_checked_saved_and_cloned(tmp_path, slow_problem):
     np.testing.assert_array_equal(loaded.predict_proba(X), gm.predict_proba(X))
     sklearn_base = pytest.importorskip("sklearn.base")
     assert sklearn_base.clone(gm).get_params() == gm.get_params()
+
+
+def test_verbose_output(slow_problem, capsys):
+    X, init = slow_problem
+    _fit(X, tol=1e-4, acceleration="squarem", verbose=2, verbose_interval=2, **init)
+    out = capsys.readouterr().out
+    assert "Initialization 0" in out and "Iteration 2\t time lapse" in out
+    assert "Initialization converged" in out
