@@ -9,7 +9,7 @@ implementation.
 
 Usage::
 
-    python benchmarks/hmm_peers.py [--workload HB1] [--repeats 5] [--n0 2] [--n1 12]
+    python benchmarks/hmm_peers.py [--workload HB1] [--repeats 5] [--n0 2] [--n1 12] [--memory]
 """
 
 from __future__ import annotations
@@ -21,38 +21,61 @@ import time
 import numpy as np
 
 WORKLOADS = {
-    # name: (covariance_type, D, K, n_sequences, length)
-    "HB1": ("diag", 10, 20, 50, 200),
-    "HB2": ("diag", 1, 10, 50, 100),
-    "LONGFULL": ("full", 8, 8, 1, 20000),
+    # name: (covariance_type, D, K, n_sequences, length, n_mix or None for GaussianHMM)
+    "HB1": ("diag", 10, 20, 50, 200, None),
+    "HB2": ("diag", 1, 10, 50, 100, None),
+    "HB4": ("diag", 13, 8, 500, 200, 4),
+    "LONGFULL": ("full", 8, 8, 1, 20000, None),
 }
 
 
-def make_data(cov_type: str, D: int, K: int, S: int, T: int, seed: int = 0):
-    """Sequences from a random sticky HMM with well-separated means, and the
-    initial parameters every implementation starts from."""
+def make_data(cov_type: str, D: int, K: int, S: int, T: int, n_mix=None, seed: int = 0):
+    """Sequences from a random sticky HMM with well-separated means (a mixture of
+    ``n_mix`` Gaussians per state if given), and the initial parameters every
+    implementation starts from."""
     rng = np.random.default_rng(seed)
+    M = n_mix or 1
     trans = np.full((K, K), 0.1 / max(K - 1, 1))
     np.fill_diagonal(trans, 0.9 if K > 1 else 1.0)
-    means = rng.normal(scale=4.0, size=(K, D))
-    X = np.empty((S * T, D))
+    means = rng.normal(scale=4.0, size=(K, M, D))
+    z = np.empty(S * T, dtype=np.int64)
     for s in range(S):
-        z = rng.integers(K)
+        state = rng.integers(K)
         for t in range(T):
-            X[s * T + t] = means[z] + rng.normal(size=D)
-            z = rng.choice(K, p=trans[z])
+            z[s * T + t] = state
+            state = rng.choice(K, p=trans[state])
+    X = means[z, rng.integers(M, size=S * T)] + rng.normal(size=(S * T, D))
     lengths = np.full(S, T)
     init = dict(
         startprob_=np.full(K, 1.0 / K),
         transmat_=np.full((K, K), 1.0 / K) * 0.5 + np.eye(K) * 0.5,
-        means_=X[rng.choice(S * T, K, replace=False)],
     )
     var = X.var(axis=0)
-    init["covars_"] = {
-        "diag": np.tile(var, (K, 1)),
-        "full": np.tile(np.diag(var), (K, 1, 1)),
-    }[cov_type]
+    if n_mix is None:
+        init["means_"] = X[rng.choice(S * T, K, replace=False)]
+        init["covars_"] = {
+            "diag": np.tile(var, (K, 1)),
+            "full": np.tile(np.diag(var), (K, 1, 1)),
+        }[cov_type]
+    else:
+        init["weights_"] = np.full((K, M), 1.0 / M)
+        init["means_"] = X[rng.choice(S * T, K * M, replace=False)].reshape(K, M, D)
+        init["covars_"] = np.tile(var, (K, M, 1))
     return X, lengths, init
+
+
+def peak_memory_mb(make, X, lengths, init) -> float:
+    """Peak of NumPy/Python allocations (tracemalloc) during a one-iteration fit."""
+    import tracemalloc
+
+    model = make(1)
+    for name, value in init.items():
+        setattr(model, name, np.array(value, copy=True))
+    tracemalloc.start()
+    model.fit(X, lengths)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
 
 
 def _fit_seconds(make, X, lengths, init, n_iter, threads=None):
@@ -79,23 +102,27 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n0", type=int, default=2)
     parser.add_argument("--n1", type=int, default=12)
+    parser.add_argument("--memory", action="store_true", help="also report peak allocations")
     args = parser.parse_args(argv)
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
     from hmmlearn import hmm as hl
 
-    from fastem.hmm import GaussianHMM
+    from fastem import hmm as fh
 
-    cov_type, D, K, S, T = WORKLOADS[args.workload]
-    X, lengths, init = make_data(cov_type, D, K, S, T)
+    cov_type, D, K, S, T, n_mix = WORKLOADS[args.workload]
+    X, lengths, init = make_data(cov_type, D, K, S, T, n_mix)
     common = dict(covariance_type=cov_type, init_params="", tol=-np.inf)
+    if n_mix is None:
+        ours, theirs = fh.GaussianHMM, hl.GaussianHMM
+    else:
+        ours, theirs = fh.GMMHMM, hl.GMMHMM
+        common["n_mix"] = n_mix
     makers = {
-        "fastem": lambda n: GaussianHMM(K, n_iter=n, **common),
-        "fastem-1-thread": lambda n: GaussianHMM(K, n_iter=n, **common),
-        "hmmlearn-log": lambda n: hl.GaussianHMM(K, n_iter=n, implementation="log", **common),
-        "hmmlearn-scaling": lambda n: hl.GaussianHMM(
-            K, n_iter=n, implementation="scaling", **common
-        ),
+        "fastem": lambda n: ours(K, n_iter=n, **common),
+        "fastem-1-thread": lambda n: ours(K, n_iter=n, **common),
+        "hmmlearn-log": lambda n: theirs(K, n_iter=n, implementation="log", **common),
+        "hmmlearn-scaling": lambda n: theirs(K, n_iter=n, implementation="scaling", **common),
     }
     _fit_seconds(makers["fastem"], X, lengths, init, 1)  # compile / warm caches
     per_iter = {name: [] for name in makers}
@@ -110,6 +137,13 @@ def main(argv=None):
     print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}; median of {args.repeats}")
     for name, value in med.items():
         print(f"  {name:18s} {value * 1e3:9.3f} ms/iter   {med[ref_name] / value:6.2f}x {ref_name}")
+    if args.memory:
+        x_mb = X.nbytes / 2**20
+        for name in ("fastem", "hmmlearn-scaling"):
+            peak = peak_memory_mb(makers[name], X, lengths, init)
+            print(
+                f"  peak allocations of a 1-iteration fit, {name}: {peak:.1f} MB (X: {x_mb:.1f} MB)"
+            )
 
 
 if __name__ == "__main__":
