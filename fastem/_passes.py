@@ -34,6 +34,9 @@ class PassParams:
         float64 ``U U^T``, for the missing-data full kernels.
     shift : ndarray of shape (k, d)
         float64 means: the centre of the pass's second moments.
+    tied_chol : ndarray of shape (d, d) or None
+        'tied' only: the one shared factor, in the data's dtype, for the tied
+        kernels (``d^2`` per row where the broadcast full factors cost ``k d^2``).
     """
 
     full: bool
@@ -42,6 +45,7 @@ class PassParams:
     comp_const: np.ndarray
     precisions: np.ndarray | None
     shift: np.ndarray
+    tied_chol: np.ndarray | None = None
 
     @classmethod
     def from_model(
@@ -52,7 +56,10 @@ class PassParams:
         if full:
             pc64 = pc.astype(np.float64)
             precisions = np.ascontiguousarray(pc64 @ np.swapaxes(pc64, 1, 2))
-        return cls(full, m, pc, cc, precisions, np.asarray(means, dtype=np.float64))
+        tied = None
+        if covariance_type == "tied":
+            tied = np.ascontiguousarray(prec_chol, dtype=dtype)
+        return cls(full, m, pc, cc, precisions, np.asarray(means, dtype=np.float64), tied)
 
 
 def em_stats(
@@ -79,10 +86,17 @@ def em_stats(
         patterns = find_patterns(X)
     p = params
     if patterns is None:
-        em_pass = kernels.em_pass_full if p.full else kernels.em_pass_diag
-        stats.loglik = em_pass(
-            X, sample_weight, p.means, p.prec_chol, p.comp_const, stats.nk, stats.sx, stats.sxx
-        )
+        if p.tied_chol is not None:  # the pooled second moments go to sxx[0] (see Stats)
+            stats.loglik = kernels.em_pass_tied(
+                X, sample_weight, p.means, p.tied_chol, p.comp_const,
+                stats.nk, stats.sx, stats.sxx[0],
+            )  # fmt: skip
+        else:
+            em_pass = kernels.em_pass_full if p.full else kernels.em_pass_diag
+            stats.loglik = em_pass(
+                X, sample_weight, p.means, p.prec_chol, p.comp_const,
+                stats.nk, stats.sx, stats.sxx,
+            )  # fmt: skip
         stats.weight_sum = float(sample_weight.sum()) if weight_sum is None else weight_sum
         return stats
     rows, ptr = patterns.rows, patterns.pattern_ptr
@@ -105,6 +119,9 @@ def log_prob(kernels: ModuleType, X: np.ndarray, params: PassParams, out: np.nda
     NaN gets the marginal density of its observed coordinates."""
     p = params
     if not has_nan(X):
+        if p.tied_chol is not None:
+            kernels.log_prob_tied(X, p.means, p.tied_chol, p.comp_const, out)
+            return
         fn = kernels.log_prob_full if p.full else kernels.log_prob_diag
         fn(X, p.means, p.prec_chol, p.comp_const, out)
         return

@@ -30,7 +30,11 @@ class Stats:
     sx : ndarray of shape (k, d)
         ``sum_i r_ik (x_i - shift_k)``.
     sxx : ndarray of shape (k, d, d) or (k, d)
-        ``sum_i r_ik (x_i - shift_k)(x_i - shift_k)^T``, or its diagonal.
+        ``sum_i r_ik (x_i - shift_k)(x_i - shift_k)^T``, or its diagonal. For
+        'tied' covariances only the sum over components is used (the tied M-step
+        pools them), so a pass may put the pooled moments in ``sxx[0]`` and leave
+        the rest zero, as the tied kernels do; every operation here is linear per
+        component, so sums, re-centring and blends keep that sum exact.
     shift : ndarray of shape (k, d)
         The centres the moments were taken about (the means of the pass):
         centring keeps ``sxx`` free of cancellation for data far from 0.
@@ -197,7 +201,7 @@ def m_step(
             cov = scatter / nk[:, None, None]
             cov[:, np.arange(d), np.arange(d)] += reg_covar
         else:
-            cov = scatter.sum(axis=0) / nk.sum()
+            cov = scatter.sum(axis=0) / nk.sum()  # only the pooled sxx counts (see Stats)
             cov[np.arange(d), np.arange(d)] += reg_covar
     else:
         scatter = stats.sxx - 2.0 * stats.sx * delta + nk_raw[:, None] * delta**2

@@ -235,6 +235,92 @@ def test_bit_identical_across_thread_counts(backend, cov, dtype):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+# ------------------------------------------------------------ tied kernels
+
+
+def _em_tied(mod, X, w, means, U, cc):
+    k, d = means.shape
+    nk, sx, sxx = np.full(k, np.nan), np.full((k, d), np.nan), np.full((d, d), np.nan)
+    ll = mod.em_pass_tied(X, w, means, U, cc, nk, sx, sxx)
+    out = np.full((X.shape[0], k), np.nan)
+    mod.log_prob_tied(X, means, U, cc, out)
+    return float(ll), nk, sx, sxx, out
+
+
+def _check_tied(mod, X, w, means, prec, cc):
+    """The tied kernels against the reference: the full pass under the shared
+    factor, with the second moments summed over components."""
+    U = np.ascontiguousarray(prec[0])
+    got = _em_tied(mod, X, w, means, U, cc)
+    want = _em_tied(ref, X, w, means, U, cc)
+    # the reference's definition, checked too: pooled = sum of the full pass's moments
+    full = _em(ref, X, w, means, prec, cc, True)
+    np.testing.assert_allclose(want[3], full[3].sum(axis=0), rtol=0, atol=0)
+    s_ll, s_nk, s_sx, s_sxx, s_lp, maha_max = _scales(X, w, means, prec, cc, True)
+    # The compiled pass takes moments about the mean of the means and re-centres
+    # them (fastem.backends._tied): its terms are bounded by those about it.
+    centre = means.astype(np.float64).mean(axis=0)
+    far = np.abs(X.astype(np.float64) - centre) + np.abs(means - centre).max(axis=0)
+    s_pooled = s_sxx.sum(axis=0) + np.einsum("n,ni,nj->ij", w, far, far)
+    s_first = s_sx + np.broadcast_to(w @ far, s_sx.shape)
+    rtol = _rtol(X.dtype, X.shape[1], maha_max)
+    scales = (s_ll, s_nk, s_first, s_pooled, s_lp)
+    names = ("loglik", "nk", "sx", "sxx", "log_prob")
+    for name, g, r, sc in zip(names, got, want, scales, strict=True):
+        _assert_close(g, r, sc, rtol, f"tied {name}")
+    np.testing.assert_array_equal(got[3], got[3].T)  # exactly symmetric
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(
+    shape=shapes,
+    seed=st.integers(0, 2**32 - 1),
+    zero_frac=st.sampled_from([0.0, 0.3, 1.0]),
+    offset=st.sampled_from([0.0, 1e3]),
+)
+def test_tied_pass_matches_reference(backend, dtype, shape, seed, zero_frac, offset):
+    n, d, k = shape
+    mod = get_backend(backend)
+    X, w, means, prec, cc = _problem(seed, n, d, k, dtype, "tied", zero_frac, offset)
+    _check_tied(mod, X, w, means, prec, cc)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tied_pass_large_offset_and_far_rows(backend):
+    mod = get_backend(backend)
+    X, w, means, prec, cc = _problem(7, 500, 5, 3, np.float64, "tied", offset=1e6)
+    X[17] = 1e6 + 1e4
+    _check_tied(mod, X, w, means, prec, cc)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tied_pass_bit_identical_across_thread_counts(backend, dtype):
+    mod = get_backend(backend)
+    X, w, means, prec, cc = _problem(3, 20_011, 7, 5, dtype, "tied")
+    U = np.ascontiguousarray(prec[0])
+    results = []
+    if backend == "numba":
+        import numba
+
+        old = numba.get_num_threads()
+        try:
+            for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+                numba.set_num_threads(threads)
+                results.append(_em_tied(mod, X, w, means, U, cc))
+        finally:
+            numba.set_num_threads(old)
+    else:
+        threadpoolctl = pytest.importorskip("threadpoolctl")
+        for threads in (1, 2):
+            with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
+                results.append(_em_tied(mod, X, w, means, U, cc))
+    for a, b in zip(results[0], results[1], strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.mark.skipif("numba" not in BACKENDS, reason="numba backend not available")
 def test_exp64_accuracy():
     """The vectorizable exp is within 2 ulp of np.exp, underflow and overflow included."""

@@ -15,8 +15,10 @@ from types import ModuleType
 KERNEL_NAMES = (
     "em_pass_full",
     "em_pass_diag",
+    "em_pass_tied",
     "log_prob_full",
     "log_prob_diag",
+    "log_prob_tied",
     "kmeans_pass",
     "em_pass_missing_full",
     "em_pass_missing_diag",

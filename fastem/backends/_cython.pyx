@@ -31,6 +31,8 @@ from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
 
+from fastem.backends import _tied
+
 cdef extern from *:
     """
     #include <stdint.h>
@@ -564,6 +566,131 @@ cdef double _kmeans_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_
 
 
 # ----------------------------------------------------------------------------
+# Tied covariance: one shared factor U. z = (x - c) U once per row, then
+# ||z - m_k||^2 per component, and one pooled scatter G about c instead of K
+# second moments; fastem.backends._tied holds the algebra and the finish.
+
+cdef inline void _project_tri(const floating* ct, Py_ssize_t d, const floating* U,
+                              floating* z) noexcept nogil:
+    """z[j, r] = sum_{i <= j} U[i, j] ct[i, r], U upper triangular (d x d, row-major)."""
+    cdef Py_ssize_t r, i, j
+    cdef floating u0, u1, u2, u3
+    cdef const floating* c0
+    cdef floating* zj
+    for j in range(d):
+        zj = z + j * BLOCK
+        u0 = U[j]
+        for r in range(BLOCK):
+            zj[r] = ct[r] * u0
+        i = 1
+        while i + 3 <= j:
+            u0 = U[i * d + j]
+            u1 = U[(i + 1) * d + j]
+            u2 = U[(i + 2) * d + j]
+            u3 = U[(i + 3) * d + j]
+            c0 = ct + i * BLOCK
+            for r in range(BLOCK):
+                zj[r] = (zj[r] + c0[r] * u0 + c0[BLOCK + r] * u1
+                         + c0[2 * BLOCK + r] * u2 + c0[3 * BLOCK + r] * u3)
+            i += 4
+        while i <= j:
+            u0 = U[i * d + j]
+            c0 = ct + i * BLOCK
+            for r in range(BLOCK):
+                zj[r] = zj[r] + c0[r] * u0
+            i += 1
+
+
+cdef double _tied_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssize_t r1,
+                        Py_ssize_t d, Py_ssize_t K, const floating* centre,
+                        const floating* proj, const floating* U, const double* cc, bint fit,
+                        double* nk, double* t, double* g, double* out, int* err) noexcept nogil:
+    """Rows r0:r1 under the shared factor: with ``fit`` add nk, t (K x d) and the
+    upper triangle of g (d x d) and return the loglik; else write log-densities."""
+    cdef Py_ssize_t start, nb, k, r, a
+    cdef double ll = 0.0, s, gn = 0.0
+    cdef floating m, v
+    cdef floating* ct = <floating*>malloc((3 * d + 1) * BLOCK * sizeof(floating))
+    cdef double* lp = <double*>malloc(K * BLOCK * sizeof(double))
+    cdef double* pw = <double*>malloc(((2 * d + 3) * BLOCK + d) * sizeof(double))
+    cdef floating* xt
+    cdef floating* z
+    cdef floating* za
+    cdef floating* maha
+    cdef double* cd
+    cdef double* mx
+    cdef double* inv
+    cdef double* rsum
+    cdef double* gsx
+    cdef double* row
+    cdef const double* cx
+    if ct == NULL or lp == NULL or pw == NULL:
+        err[0] = 1
+    else:
+        xt = ct + d * BLOCK
+        z = xt + d * BLOCK
+        maha = z + d * BLOCK
+        cd = pw + d * BLOCK
+        mx = cd + d * BLOCK
+        inv = mx + BLOCK
+        rsum = inv + BLOCK
+        gsx = rsum + BLOCK  # sum_k t_k again (from _accumulate): not needed
+        if fit:
+            memset(nk, 0, K * sizeof(double))
+            memset(t, 0, K * d * sizeof(double))
+            memset(g, 0, d * d * sizeof(double))
+            memset(gsx, 0, d * sizeof(double))
+        start = r0
+        while start < r1:
+            nb = r1 - start if r1 - start < BLOCK else BLOCK
+            _load_T(X, start, nb, d, xt)
+            _center(xt, d, centre, ct)
+            _project_tri(ct, d, U, z)
+            for k in range(K):
+                for r in range(BLOCK):
+                    maha[r] = 0
+                for a in range(d):
+                    m = proj[k * d + a]
+                    za = z + a * BLOCK
+                    for r in range(BLOCK):
+                        v = za[r] - m
+                        maha[r] = maha[r] + v * v
+                for r in range(BLOCK):
+                    lp[k * BLOCK + r] = cc[k] - 0.5 * <double>maha[r]
+            if not fit:
+                for r in range(nb):
+                    for k in range(K):
+                        out[(start + r) * K + k] = lp[k * BLOCK + r]
+                start += BLOCK
+                continue
+            ll += _responsibilities(lp, K, nb, w + start, mx, inv)
+            if floating is double:
+                cx = ct
+            else:  # widen the centred block once
+                for a in range(d * BLOCK):
+                    cd[a] = <double>ct[a]
+                cx = cd
+            for r in range(BLOCK):
+                rsum[r] = 0.0
+            for k in range(K):
+                row = lp + k * BLOCK
+                s = fastem_sum(row, BLOCK)
+                nk[k] += s
+                for r in range(BLOCK):
+                    rsum[r] = rsum[r] + row[r]
+                if s == 0.0:
+                    continue
+                for a in range(d):
+                    t[k * d + a] += fastem_dot_double(row, cx + a * BLOCK, BLOCK)
+            _accumulate(rsum, cx, d, True, pw, cd, &gn, gsx, g)
+            start += BLOCK
+    free(ct)
+    free(lp)
+    free(pw)
+    return ll
+
+
+# ----------------------------------------------------------------------------
 # Fused-type drivers: split rows into chunks, run chunks in parallel, reduce.
 
 cdef double _em_pass(const floating[:, ::1] X, const double[::1] sw,
@@ -670,6 +797,68 @@ cdef double _kmeans(const floating[:, ::1] X, const double[::1] sw, const double
     return inertia
 
 
+cdef double _tied_pass(const floating[:, ::1] X, const double[::1] sw,
+                       const floating[::1] centre, const floating[:, ::1] proj,
+                       const floating[:, ::1] U, const double[::1] cc, double[::1] nk,
+                       double[:, ::1] t, double[:, ::1] g) except? -1.0:
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = proj.shape[0]
+    cdef Py_ssize_t nc = _n_chunks(n, K * (d + 1) + d * d), c, k, a, b
+    cdef int err = 0
+    cdef double ll = 0.0, s
+    cdef double[::1] ll_p = np.empty(nc)
+    cdef double[:, ::1] nk_p = np.empty((nc, K))
+    cdef double[:, :, ::1] t_p = np.empty((nc, K, d))
+    cdef double[:, ::1] g_p = np.empty((nc, d * d))  # chunks zero their own
+    cdef const floating* xp = &X[0, 0]
+    cdef const double* wp = &sw[0]
+    with nogil:
+        for c in prange(nc, schedule="dynamic", chunksize=1):
+            ll_p[c] = _tied_chunk(xp, wp, c * n // nc, (c + 1) * n // nc, d, K, &centre[0],
+                                  &proj[0, 0], &U[0, 0], &cc[0], True, &nk_p[c, 0],
+                                  &t_p[c, 0, 0], &g_p[c, 0], NULL, &err)
+        if err == 0:
+            # fixed chunk order in every sum -> independent of the thread count
+            for c in range(nc):
+                ll = ll + ll_p[c]
+            for k in range(K):
+                s = 0.0
+                for c in range(nc):
+                    s = s + nk_p[c, k]
+                nk[k] = s
+                for a in range(d):
+                    s = 0.0
+                    for c in range(nc):
+                        s = s + t_p[c, k, a]
+                    t[k, a] = s
+            for a in range(d):
+                for b in range(a, d):
+                    s = 0.0
+                    for c in range(nc):
+                        s = s + g_p[c, a * d + b]
+                    g[a, b] = s
+    if err:
+        raise MemoryError("fastem cython backend: could not allocate kernel scratch")
+    return ll
+
+
+cdef void _tied_log_prob(const floating[:, ::1] X, const floating[::1] centre,
+                         const floating[:, ::1] proj, const floating[:, ::1] U,
+                         const double[::1] cc, double[:, ::1] out) except *:
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = proj.shape[0]
+    cdef Py_ssize_t nc = _n_chunks(n, 0), c
+    cdef int err = 0
+    if n == 0:
+        return
+    cdef const floating* xp = &X[0, 0]
+    with nogil:
+        for c in prange(nc, schedule="dynamic", chunksize=1):
+            _tied_chunk(xp, NULL, c * n // nc, (c + 1) * n // nc, d, K, &centre[0],
+                        &proj[0, 0], &U[0, 0], &cc[0], False, NULL, NULL, NULL,
+                        &out[0, 0], &err)
+    if err:
+        raise MemoryError("fastem cython backend: could not allocate kernel scratch")
+
+
 # ----------------------------------------------------------------------------
 # Fused entry points (dtype of X picks the specialization).
 
@@ -699,6 +888,19 @@ def _log_prob_diag_impl(const floating[:, ::1] X, const floating[:, ::1] means,
                         const floating[:, ::1] prec_chol, const double[::1] comp_const,
                         double[:, ::1] out):
     _log_prob(X, means, &prec_chol[0, 0], comp_const, out, False)
+
+
+def _tied_impl(const floating[:, ::1] X, const double[::1] sample_weight,
+               const floating[::1] centre, const floating[:, ::1] proj,
+               const floating[:, ::1] U, const double[::1] comp_const, double[::1] nk,
+               double[:, ::1] t, double[:, ::1] g):
+    return _tied_pass(X, sample_weight, centre, proj, U, comp_const, nk, t, g)
+
+
+def _tied_log_prob_impl(const floating[:, ::1] X, const floating[::1] centre,
+                        const floating[:, ::1] proj, const floating[:, ::1] U,
+                        const double[::1] comp_const, double[:, ::1] out):
+    _tied_log_prob(X, centre, proj, U, comp_const, out)
 
 
 def _kmeans_impl(const floating[:, ::1] X, const double[::1] sample_weight,
@@ -755,6 +957,36 @@ def em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
         sxx[...] = 0.0
         return 0.0
     return _em_diag_impl(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx)
+
+
+def em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
+    n, d = X.shape
+    k = means.shape[0]
+    _check(X, k, [("sample_weight", sample_weight, (n,)), ("means", means, (k, d)),
+                  ("prec_chol", prec_chol, (d, d)), ("comp_const", comp_const, (k,)),
+                  ("nk", nk, (k,)), ("sx", sx, (k, d)), ("sxx", sxx, (d, d))])
+    if n == 0:
+        nk[...] = 0.0
+        sx[...] = 0.0
+        sxx[...] = 0.0
+        return 0.0
+    centre, e, proj = _tied.setup(means, prec_chol, X.dtype)
+    U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
+    t = np.empty((k, d))
+    g = np.zeros((d, d))  # the pass fills its upper triangle
+    ll = _tied_impl(X, sample_weight, centre, proj, U, comp_const, nk, t, g)
+    _tied.finish(e, nk, t, g, sx, sxx)
+    return ll
+
+
+def log_prob_tied(X, means, prec_chol, comp_const, out):
+    n, d = X.shape
+    k = means.shape[0]
+    _check(X, k, [("means", means, (k, d)), ("prec_chol", prec_chol, (d, d)),
+                  ("comp_const", comp_const, (k,)), ("out", out, (n, k))])
+    centre, _, proj = _tied.setup(means, prec_chol, X.dtype)
+    U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
+    _tied_log_prob_impl(X, centre, proj, U, comp_const, out)
 
 
 def log_prob_full(X, means, prec_chol, comp_const, out):

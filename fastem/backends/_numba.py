@@ -57,8 +57,10 @@ from ._numba_exp import exp64
 __all__ = [
     "em_pass_full",
     "em_pass_diag",
+    "em_pass_tied",
     "log_prob_full",
     "log_prob_diag",
+    "log_prob_tied",
     "kmeans_pass",
     "em_pass_missing_full",
     "em_pass_missing_diag",
@@ -492,6 +494,137 @@ def em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     return _reduce_diag(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
 
 
+# ------------------------------------------------------------------ tied
+# One shared factor U: z = (x - c) U once per row, then ||z - m_k||^2 per
+# component, and one pooled scatter (see fastem.backends._tied for the algebra).
+
+
+@njit(**_JIT)
+def _tri_project(diff, U, nb, z):
+    """``z[:, :nb] = (diff[:, :nb].T @ U).T`` with ``U`` upper triangular:
+    ``z[jp] = sum_{j <= jp} U[j, jp] diff[j]``, four inputs per pass over ``z[jp]``."""
+    d = diff.shape[0]
+    for jp in range(d):
+        u0 = U[0, jp]
+        for b in range(nb):
+            z[jp, b] = u0 * diff[0, b]
+        j = 1
+        while j + 4 <= jp + 1:
+            u0 = U[j, jp]
+            u1 = U[j + 1, jp]
+            u2 = U[j + 2, jp]
+            u3 = U[j + 3, jp]
+            for b in range(nb):
+                t = z[jp, b] + u0 * diff[j, b] + u1 * diff[j + 1, b]
+                z[jp, b] = t + u2 * diff[j + 2, b] + u3 * diff[j + 3, b]
+            j += 4
+        while j <= jp:
+            u0 = U[j, jp]
+            for b in range(nb):
+                z[jp, b] += u0 * diff[j, b]
+            j += 1
+
+
+@njit(**_JIT)
+def _chunk_tied(X, w, centre, projected, U, comp_const, lo, hi, nk, t, g, out, fit):
+    """E-step (and, if ``fit``, ``nk``, ``t`` and the upper triangle of ``g``)
+    of rows ``lo:hi`` under one shared factor ``U``; see :func:`_chunk_full`."""
+    d = X.shape[1]
+    k = projected.shape[0]
+    B = _block_rows(d)
+    xt = np.empty((d, B), dtype=X.dtype)
+    diff = np.empty((d, B), dtype=X.dtype)
+    z = np.empty((d, B), dtype=X.dtype)
+    maha = np.empty(B, dtype=X.dtype)
+    logp = np.empty((k, B), dtype=np.float64)
+    xd = np.empty((d, B), dtype=np.float64)
+    rd = np.empty(B, dtype=np.float64)
+    rsum = np.empty(B, dtype=np.float64)
+    mx = np.empty(B, dtype=np.float64)
+    s = np.empty(B, dtype=np.float64)
+    gsx = np.zeros(d, dtype=np.float64)  # sum_k t_k again: not needed
+    ll = 0.0
+    for start in range(lo, hi, B):
+        nb = min(B, hi - start)
+        _load_block(X, start, nb, xt)
+        _center(xt, nb, centre, diff)
+        _tri_project(diff, U, nb, z)
+        for kk in range(k):
+            for b in range(nb):
+                maha[b] = 0.0
+            for jp in range(d):
+                m = projected[kk, jp]
+                for b in range(nb):
+                    v = z[jp, b] - m
+                    maha[b] += v * v
+            c = comp_const[kk]
+            for b in range(nb):
+                logp[kk, b] = c - 0.5 * np.float64(maha[b])
+        if not fit:
+            for b in range(nb):
+                for kk in range(k):
+                    out[start + b, kk] = logp[kk, b]
+            continue
+        ll += _responsibilities(logp, w, start, nb, mx, s)
+        _center(xt, nb, centre, xd)
+        for b in range(nb):
+            rsum[b] = 0.0
+        for kk in range(k):
+            a = 0.0
+            for b in range(nb):
+                a += logp[kk, b]
+                rsum[b] += logp[kk, b]
+            nk[kk] += a
+            if a == 0.0:
+                continue
+            for j in range(d):
+                a = 0.0
+                for b in range(nb):
+                    a += logp[kk, b] * xd[j, b]
+                t[kk, j] += a
+        _accum_full(xd, rsum, nb, rd, gsx, g)
+    return ll
+
+
+@njit(**_PJIT)
+def _em_pass_tied(X, sample_weight, centre, projected, U, comp_const, nk, t, g):
+    """The parallel part of :func:`em_pass_tied`: ``nk``, ``t`` (k, d) and
+    ``g`` (d, d, upper triangle) summed over chunks in chunk order."""
+    n, d = X.shape
+    k = projected.shape[0]
+    nc = _n_chunks(n, k * (d + 1) + d * d)
+    nk_p = np.zeros((nc, k))
+    t_p = np.zeros((nc, k, d))
+    g_p = np.zeros((nc, d, d))
+    ll_p = np.zeros(nc)
+    dummy = np.empty((0, k))
+    for c in prange(nc):
+        ll_p[c] = _chunk_tied(
+            X, sample_weight, centre, projected, U, comp_const,
+            c * n // nc, (c + 1) * n // nc, nk_p[c], t_p[c], g_p[c], dummy, True,
+        )  # fmt: skip
+    for i in range(d):
+        for j in range(i, d):
+            acc = 0.0
+            for c in range(nc):
+                acc += g_p[c, i, j]
+            g[i, j] = acc
+    return _reduce_common(ll_p, nk_p, t_p, nk, t)
+
+
+@njit(**_PJIT)
+def _log_prob_tied(X, centre, projected, U, comp_const, out):
+    n = X.shape[0]
+    nc = _n_chunks(n, 0)  # no partials: only the row split
+    e0 = np.empty(0)
+    e1 = np.empty((0, 0))
+    for c in prange(nc):
+        _chunk_tied(
+            X, e0, centre, projected, U, comp_const,
+            c * n // nc, (c + 1) * n // nc, e0, e1, e1, out, False,
+        )  # fmt: skip
+
+
 @njit(cache=True, nogil=True)
 def _reduce_common(ll_p, nk_p, sx_p, nk, sx):
     """Sum loglik, ``nk`` and ``sx`` partials serially in chunk order."""
@@ -646,7 +779,7 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
 
 # Missing-data (NaN) kernels live in their own modules; their entry points are
 # made here so the backend module carries the whole kernel set.
-from . import _numba_impute, _numba_missing  # noqa: E402
+from . import _numba_impute, _numba_missing, _tied  # noqa: E402
 
 # ------------------------------------------------------------------ entry points
 # Numba compiles one specialization per combination of argument types, and an
@@ -676,6 +809,28 @@ def _entry(kernel, n_inputs):
     entry.__doc__ = kernel.__doc__
     entry.__wrapped__ = kernel
     return entry
+
+
+def em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
+    """Fused E-step and statistics under one shared factor ``prec_chol`` (d, d);
+    ``sxx`` (d, d) receives the pooled second moments (kernel contract)."""
+    k, d = means.shape
+    centre, e, projected = _tied.setup(means, prec_chol, X.dtype)
+    U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
+    t = np.empty((k, d))
+    g = np.zeros((d, d))  # the pass fills its upper triangle
+    ll = _em_pass_tied(
+        *[_readonly(a) for a in (X, sample_weight, centre, projected, U, comp_const)], nk, t, g
+    )
+    _tied.finish(e, nk, t, g, sx, sxx)
+    return ll
+
+
+def log_prob_tied(X, means, prec_chol, comp_const, out):
+    """Weighted log-densities ``out[i, k]`` under one shared factor ``prec_chol``."""
+    centre, _, projected = _tied.setup(means, prec_chol, X.dtype)
+    U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
+    _log_prob_tied(*[_readonly(a) for a in (X, centre, projected, U, comp_const)], out)
 
 
 em_pass_full = _entry(em_pass_full, 5)

@@ -25,9 +25,16 @@ em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx) -> log
 em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx) -> loglik
     The same with diagonal factors ``prec_chol`` (k, d) (inverse standard
     deviations); ``sxx`` is (k, d), the diagonal of the centred second moment.
+em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx) -> loglik
+    The same with one precision factor ``prec_chol`` (d, d) shared by every
+    component; ``sxx`` is (d, d): the pooled
+    ``sum_k sum_i r_ik (x_i - means[k])(x_i - means[k])^T``, all the tied
+    M-step needs (so the pass costs ``d^2`` per row, not ``k d^2``).
 log_prob_full(X, means, prec_chol, comp_const, out) -> None
 log_prob_diag(X, means, prec_chol, comp_const, out) -> None
-    ``out`` (n, k) float64 receives the weighted log-densities ``logp_ik``.
+log_prob_tied(X, means, prec_chol, comp_const, out) -> None
+    ``out`` (n, k) float64 receives the weighted log-densities ``logp_ik``
+    (``prec_chol`` as in the matching ``em_pass``).
 kmeans_pass(X, sample_weight, centers, sums, counts, labels) -> inertia
     One Lloyd pass: each row goes to its nearest centre (lowest index on ties);
     ``sums[k] = sum of w_i x_i`` and ``counts[k] = sum of w_i`` over rows of
@@ -146,6 +153,20 @@ def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
 
 def em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     return _em_pass(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx, False)
+
+
+def em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
+    k, d = means.shape
+    shared = np.broadcast_to(prec_chol, (k, d, d))
+    per_component = np.zeros((k, d, d))
+    loglik = _em_pass(X, sample_weight, means, shared, comp_const, nk, sx, per_component, True)
+    sxx[...] = per_component.sum(axis=0)
+    return loglik
+
+
+def log_prob_tied(X, means, prec_chol, comp_const, out):
+    k, d = means.shape
+    log_prob_full(X, means, np.broadcast_to(prec_chol, (k, d, d)), comp_const, out)
 
 
 def log_prob_full(X, means, prec_chol, comp_const, out):
