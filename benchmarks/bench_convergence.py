@@ -2,7 +2,7 @@
 
 One small overlapping problem (3,000 rows, D=2, K=4, full covariances, BENCHMARKS.md's
 standard start). The maximum is the best lower bound of the three runs (each until a
-step gains nothing, plain EM capped at 5,000 passes); a method's figure is its first
+step gains nothing, plain EM capped at 2,000 passes); a method's figure is its first
 pass within 1e-10 relative of it (the cap + 1 if never). The sweep of many problems
 is ``benchmarks/convergence.py``.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from fastem import GaussianMixture
 from fastem.datasets import initial_parameters, make_mixture
 
-CAP = 5_000
+CAP = 2_000
 
 
 def _passes_to_maximum() -> dict:
