@@ -209,3 +209,28 @@ def test_numba_bit_identical_on_any_thread_count():
         numba.set_num_threads(before)
     for a, b in zip(results[0], results[-1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not OTHER_BACKENDS, reason="only the numpy reference is available")
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+@pytest.mark.parametrize("n_mix", [1, 3])
+def test_gmm_kernels_match_reference(backend, n_mix):
+    kern = get_hmm_kernels(backend).hmm
+    rng = np.random.default_rng(6)
+    N, K = 50, 3
+    comp = rng.normal(scale=5.0, size=(N, K * n_mix)) - 300.0
+    comp[3, :n_mix] = -np.inf  # state 0 impossible at frame 3
+    gamma = rng.dirichlet(np.ones(K), size=N)
+    gamma[3, 0] = 0.0
+    row_w = rng.uniform(0.5, 2.0, size=N)
+    results = []
+    for module in (kern, ref):
+        state, post = np.empty((N, K)), np.empty((N, K * n_mix))
+        module.gmm_state_logprob(comp, n_mix, state)
+        module.gmm_posteriors(comp, n_mix, state, gamma, row_w, post)
+        results.append((state, post))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-13)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12, atol=1e-300)
+    # the component posteriors of a state sum to its weighted posterior
+    sums = results[1][1].reshape(N, K, n_mix).sum(axis=2)
+    np.testing.assert_allclose(sums, gamma * row_w[:, None], rtol=1e-12)

@@ -33,6 +33,8 @@ __all__ = [
     "viterbi",
     "moments_diag",
     "moments_full",
+    "gmm_state_logprob",
+    "gmm_posteriors",
 ]
 
 TINY = 1e-250  # same rescue threshold as the reference
@@ -357,6 +359,35 @@ def _moments(X, gamma, row_weight, shift, nk, sx, full):
     return sxx_p
 
 
+@njit(**_PJIT)
+def _gmm_state_logprob(comp, n_mix, out):
+    N, K = out.shape
+    for t in prange(N):
+        for k in range(K):
+            m = -np.inf
+            for j in range(n_mix):
+                m = max(m, comp[t, k * n_mix + j])
+            if m == -np.inf:
+                out[t, k] = -np.inf
+                continue
+            s = 0.0
+            for j in range(n_mix):
+                s += exp64(comp[t, k * n_mix + j] - m)
+            out[t, k] = m + math.log(s)
+
+
+@njit(**_PJIT)
+def _gmm_posteriors(comp, n_mix, state, gamma, row_weight, out):
+    N, K = state.shape
+    for t in prange(N):
+        for k in range(K):
+            st = state[t, k]
+            g = row_weight[t] * gamma[t, k]
+            for j in range(n_mix):
+                c = k * n_mix + j
+                out[t, c] = g * exp64(comp[t, c] - st) if st > -np.inf else 0.0
+
+
 def _reduce_sxx(sxx_p, sxx, full):
     """Sum the per-chunk second moments in chunk order (upper triangle mirrored)."""
     total = sxx_p[0].copy()
@@ -408,3 +439,13 @@ def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
     """See :mod:`fastem.hmm._kernels_numpy`."""
     part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, True)
     _reduce_sxx(part, sxx, True)
+
+
+def gmm_state_logprob(comp, n_mix, out):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    _gmm_state_logprob(_ro(comp), n_mix, out)
+
+
+def gmm_posteriors(comp, n_mix, state, gamma, row_weight, out):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    _gmm_posteriors(_ro(comp), n_mix, _ro(state), _ro(gamma), _ro(row_weight), out)

@@ -4,8 +4,8 @@ The K states x M mixture components are one flat mixture of K*M Gaussians for
 the kernels: fastem's mixture log-density kernels give the (N, K*M) weighted
 component log-densities, a log-sum-exp over each state's M columns gives the
 state emissions, and the component posteriors ``gamma_tk * r_tkm`` feed the
-same moment kernels as GaussianHMM. Memory is O(N*K*M); nothing is
-(T, K, M, D, D), unlike hmmlearn.
+same moment kernels as GaussianHMM. Rows go through in blocks, so a fit holds
+O(N*K) beyond X plus O(block*K*M); nothing is (T, K, M, D, D), unlike hmmlearn.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from .._missing import find_patterns, has_nan
 from .._passes import PassParams, log_prob
 from ._base import BaseHMM
 from ._gaussian import GaussianHMM
+
+_BLOCK_ROWS = 8192  # rows per block of component densities (memory O(block * K * M))
 
 
 class GMMHMM(BaseHMM):
@@ -210,65 +212,91 @@ class GMMHMM(BaseHMM):
             self.weights_.ravel(), self.means_.reshape(K * M, D), pc, kind, dtype
         )
 
-    def _component_logprob(self, kernels, X):
-        """(N, K, M) weighted component log-densities and the (N, K) state emissions."""
-        K, M = self.n_components, self.n_mix
-        comp = np.empty((X.shape[0], K * M))
-        log_prob(kernels.mixture, X, self._flat_params(X.dtype), comp)
-        comp = comp.reshape(-1, K, M)
-        mx = comp.max(axis=2)
-        safe = np.where(np.isfinite(mx), mx, 0.0)
-        with np.errstate(divide="ignore", under="ignore"):
-            state = safe + np.log(np.exp(comp - safe[:, :, None]).sum(axis=2))
-        return comp, np.ascontiguousarray(state)
+    def _component_block(self, kernels, X, params, comp, state):
+        """Weighted component log-densities (rows, K*M) and state emissions (rows, K)
+        of a block of rows, into ``comp`` and ``state``."""
+        log_prob(kernels.mixture, X, params, comp)
+        kernels.hmm.gmm_state_logprob(comp, self.n_mix, state)
 
     def _emission_logprob(self, kernels, X) -> np.ndarray:
-        return self._component_logprob(kernels, X)[1]
+        K, M = self.n_components, self.n_mix
+        N = X.shape[0]
+        params = self._flat_params(X.dtype)
+        out = np.empty((N, K))
+        comp = np.empty((min(N, _BLOCK_ROWS), K * M))
+        for lo in range(0, N, _BLOCK_ROWS):
+            hi = min(N, lo + _BLOCK_ROWS)
+            self._component_block(kernels, X[lo:hi], params, comp[: hi - lo], out[lo:hi])
+        return out
 
     def _emission_stats(self, kernels, X, gamma, offsets, seq_weight):
+        """Component-posterior-weighted moments, one block of rows at a time: the
+        block's component densities are recomputed rather than kept, so a fit holds
+        O(N*K) beyond X whatever the number of mixture components."""
         K, M, D = self.means_.shape
+        C = K * M
+        N = X.shape[0]
         full = self.covariance_type in ("full", "tied")
-        comp, state = self._component_logprob(kernels, X)
-        with np.errstate(under="ignore", invalid="ignore"):
-            resp = np.exp(comp - state[:, :, None])  # within-state mixture posteriors
-        resp = np.nan_to_num(resp, nan=0.0) if M > 1 else np.ones_like(resp)
-        g = np.ascontiguousarray((gamma[:, :, None] * resp).reshape(-1, K * M))
+        params = self._flat_params(X.dtype)
         row_weight = np.repeat(seq_weight, np.diff(offsets))
-        shift = np.ascontiguousarray(self.means_.reshape(K * M, D))
-        nk = np.zeros(K * M)
-        sx = np.zeros((K * M, D))
-        sxx = np.zeros((K * M, D, D) if full else (K * M, D))
-        if not has_nan(X):
-            fn = kernels.hmm.moments_full if full else kernels.hmm.moments_diag
-            fn(X, g, row_weight, shift, nk, sx, sxx)
-        else:
-            # Each component is a one-component mixture weighted by its posteriors:
-            # the mixture's missing-data kernels give its expected statistics.
-            p = self._flat_params(X.dtype)
-            patterns = find_patterns(X)
-            rows, ptr = patterns.rows, patterns.pattern_ptr
-            for c in range(K * M):
-                w = np.ascontiguousarray(g[:, c] * row_weight)
-                nk1, sx1 = np.zeros(1), np.zeros((1, D))
-                sxx1 = np.zeros((1, D, D) if full else (1, D))
-                cc = np.zeros(1)
-                if full:
-                    kernels.mixture.em_pass_missing_full(
-                        X, w, rows, ptr, p.means[c : c + 1], p.prec_chol[c : c + 1],
-                        p.precisions[c : c + 1], cc, nk1, sx1, sxx1,
-                    )  # fmt: skip
-                else:
-                    kernels.mixture.em_pass_missing_diag(
-                        X, w, rows, ptr, p.means[c : c + 1], p.prec_chol[c : c + 1], cc,
-                        nk1, sx1, sxx1,
-                    )  # fmt: skip
-                nk[c], sx[c], sxx[c] = nk1[0], sx1[0], sxx1[0]
+        shift = np.ascontiguousarray(self.means_.reshape(C, D))
+        B = min(N, _BLOCK_ROWS)
+        comp, state, g = np.empty((B, C)), np.empty((B, K)), np.empty((B, C))
+        ones = np.ones(B)
+        nk, sx = np.zeros(C), np.zeros((C, D))
+        sxx = np.zeros((C, D, D) if full else (C, D))
+        bnk, bsx, bsxx = np.empty_like(nk), np.empty_like(sx), np.empty_like(sxx)
+        for lo in range(0, N, _BLOCK_ROWS):
+            hi = min(N, lo + _BLOCK_ROWS)
+            n = hi - lo
+            Xb = X[lo:hi]
+            self._component_block(kernels, Xb, params, comp[:n], state[:n])
+            kernels.hmm.gmm_posteriors(
+                comp[:n], M, state[:n], gamma[lo:hi], row_weight[lo:hi], g[:n]
+            )
+            if not has_nan(Xb):
+                fn = kernels.hmm.moments_full if full else kernels.hmm.moments_diag
+                fn(Xb, g[:n], ones[:n], shift, bnk, bsx, bsxx)
+            else:
+                self._missing_moments(kernels, Xb, g[:n], params, full, bnk, bsx, bsxx)
+            nk += bnk
+            sx += bsx
+            sxx += bsxx
         return (
             nk.reshape(K, M),
             sx.reshape(K, M, D),
             sxx.reshape((K, M, D, D) if full else (K, M, D)),
             self.means_.copy(),
         )
+
+    @staticmethod
+    def _missing_moments(kernels, X, g, p, full, nk, sx, sxx):
+        """Expected moments with NaN: each component is a one-component mixture
+        weighted by its posteriors, so the mixture's missing-data kernels apply."""
+        D = X.shape[1]
+        patterns = find_patterns(X)
+        nk[:] = 0.0
+        sx[:] = 0.0
+        sxx[:] = 0.0
+        if patterns.rows.size == 0:
+            return
+        rows, ptr = patterns.rows, patterns.pattern_ptr
+        for c in range(g.shape[1]):
+            w = np.ascontiguousarray(g[:, c])
+            nk1, sx1 = np.zeros(1), np.zeros((1, D))
+            sxx1 = np.zeros((1, D, D) if full else (1, D))
+            cc = np.zeros(1)
+            if full:
+                kernels.mixture.em_pass_missing_full(
+                    X, w, rows, ptr, p.means[c : c + 1], p.prec_chol[c : c + 1],
+                    p.precisions[c : c + 1], cc, nk1, sx1, sxx1,
+                )  # fmt: skip
+            else:
+                kernels.mixture.em_pass_missing_diag(
+                    X, w, rows, ptr, p.means[c : c + 1], p.prec_chol[c : c + 1], cc,
+                    nk1, sx1, sxx1,
+                )  # fmt: skip
+            nk[c], sx[c], sxx[c] = nk1[0], sx1[0], sxx1[0]
 
     # ------------------------------------------------------------ M-step (hmmlearn's)
     def _emission_mstep(self, stats) -> None:

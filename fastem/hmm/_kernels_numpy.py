@@ -21,6 +21,11 @@ Sequences are the rows ``offsets[s]:offsets[s + 1]`` of the frame arrays
     Overwrite ``nk`` (K,), ``sx`` (K, D) and ``sxx`` ((K, D) or (K, D, D)) with
     ``sum_t g_tk``, ``sum_t g_tk (x_t - shift_k)`` and the centred second
     moments, where ``g_tk = row_weight[t] * gamma[t, k]`` (X float32 or float64).
+``gmm_state_logprob(comp, n_mix, out)``, ``gmm_posteriors(comp, n_mix, state, ...)``
+    GMM-HMM: state emissions as the log-sum-exp of each state's ``n_mix``
+    weighted component log-densities (``comp``, (N, K * n_mix)), and the
+    component posteriors ``row_weight * gamma * exp(comp - state)`` (the
+    trailing arguments of ``gmm_posteriors`` are ``gamma, row_weight, out``).
 
 Scaling
 -------
@@ -163,3 +168,25 @@ def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
         d = X.astype(np.float64) - shift[k]
         sx[k] = g[:, k] @ d
         sxx[k] = (d * g[:, k, None]).T @ d
+
+
+def gmm_state_logprob(comp, n_mix, out):
+    """State emissions of a GMM-HMM: ``out[t, k] = logsumexp_m comp[t, k*M + m]``
+    (``comp`` holds the weighted component log-densities, (N, K*M))."""
+    N = comp.shape[0]
+    c = comp.reshape(N, -1, n_mix)
+    mx = c.max(axis=2)
+    safe = np.where(np.isfinite(mx), mx, 0.0)
+    with np.errstate(divide="ignore", under="ignore"):
+        out[:] = safe + np.log(np.exp(c - safe[:, :, None]).sum(axis=2))
+
+
+def gmm_posteriors(comp, n_mix, state, gamma, row_weight, out):
+    """Component posteriors ``out[t, k*M + m] = w_t gamma_tk exp(comp - state)``;
+    an impossible state (``state = -inf``) gets 0."""
+    N = comp.shape[0]
+    c = comp.reshape(N, -1, n_mix)
+    with np.errstate(invalid="ignore", under="ignore"):
+        r = np.exp(c - state[:, :, None])
+    r = np.where(np.isfinite(state)[:, :, None], r, 0.0)
+    out[:] = ((gamma * row_weight[:, None])[:, :, None] * r).reshape(N, -1)
