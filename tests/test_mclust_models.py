@@ -341,6 +341,30 @@ def test_m_step_with_regularization_maximizes_the_ridged_objective(model):
     assert abs(scipy_gap(model, stats, 0.05, result, 5)) <= 1e-8
 
 
+@pytest.mark.parametrize("model", ["EVE", "VVE"])
+def test_mm_orientation_step_reaches_the_same_optimum(model):
+    """Browne & McNicholas's MM update (slower) converges to the Jacobi result and
+    matches scipy too."""
+    stats = make_stats(0, k=3, d=3)
+    mm = mc.m_step(stats, model, 0.0, EPS, orientation_method="mm")
+    jacobi = mc.m_step(stats, model, 0.0, EPS)
+    assert mm.converged and jacobi.converged and mm.n_iter > jacobi.n_iter
+    np.testing.assert_allclose(mm.covariances, jacobi.covariances, rtol=1e-7, atol=1e-12)
+    assert abs(scipy_gap(model, stats, 0.0, mm)) <= 1e-8
+    history = np.array(mm.objective)
+    assert (np.diff(history) >= -1e-13 * np.abs(history).max()).all()
+
+
+def test_decompose_false_skips_only_the_decomposition():
+    stats = make_stats(0, k=3, d=3)
+    for model in ("EEE", "VEE", "EVV", "VVV"):
+        a = mc.m_step(stats, model, 1e-6, EPS, decompose=False)
+        b = mc.m_step(stats, model, 1e-6, EPS)
+        assert a.scale is None and a.shape is None and a.orientation is None
+        assert np.array_equal(a.covariances, b.covariances)
+        assert np.array_equal(a.precisions_cholesky, b.precisions_cholesky)
+
+
 @pytest.mark.parametrize("model", mc.MODEL_NAMES)
 def test_scipy_cannot_improve_from_our_solution(model):
     """A stationary point: BFGS started at our parameters finds nothing better."""
@@ -453,13 +477,15 @@ def test_truncated_inner_loop_is_a_generalized_m_step(model, max_iter):
     assert q_short <= objective_full(as_full(full.covariances), w, nk) + 1e-12 * abs(q_short)
 
 
+@pytest.mark.parametrize("method", ["jacobi", "mm"])
 @pytest.mark.parametrize("model", ["EVE", "VVE"])
-def test_common_orientation_is_a_stationary_point(model):
+def test_common_orientation_is_a_stationary_point(model, method):
     """At convergence the Riemannian gradient of ``sum_k tr(W_k D M_k D^T)`` on the
     orthogonal group vanishes: ``D^T (sum_k W_k D M_k)`` is symmetric."""
     stats = make_stats(11, k=3, d=5)
     nk, w = regularized_scatter(stats, 0.0)
-    res = mc.m_step(stats, model, 0.0, EPS)
+    res = mc.m_step(stats, model, 0.0, EPS, orientation_method=method)
+    assert res.converged
     o = res.orientation[0]
     m = 1.0 / (res.scale[:, None] * res.shape)
     x = sum(o.T @ w[j] @ o * m[j] for j in range(3))
@@ -610,12 +636,12 @@ def test_negative_control_adding_reg_after_the_fit_breaks_equal_shapes():
 
 
 def test_negative_control_wrong_orientation_update_fails(monkeypatch):
-    """EVE with a single orientation (MM) step is not the optimum."""
+    """EVE stopped after a single orientation (MM) step is not the optimum."""
     stats = make_stats(0, k=3, d=3)
     original = mc._common_orientation
 
-    def frozen(w, nk, equal_volume, reg_covar, tol, max_iter, init):
-        return original(w, nk, equal_volume, reg_covar, tol, 1, init)
+    def frozen(w, nk, equal_volume, reg_covar, tol, max_iter, init, method):
+        return original(w, nk, equal_volume, reg_covar, tol, 1, init, "mm")
 
     monkeypatch.setattr(mc, "_common_orientation", frozen)
     wrong = mc.m_step(stats, "EVE", 0.0, EPS)
