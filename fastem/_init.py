@@ -212,6 +212,27 @@ def hc_stats(
     )
 
 
+def hc_stats_by_k(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    ks,
+    rng,
+    full: bool,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> dict[int, Stats]:
+    """:func:`hc_stats` for several numbers of components from one tree (for
+    model selection: the tree is built once, down to ``min(ks)`` clusters)."""
+    ks = sorted({int(k) for k in ks})
+    tree = hc_tree(X, sample_weight, max_rows=max_rows, min_clusters=ks[0], random_state=rng)
+    leaves = (tree.rows, tree.weights)
+    return {
+        k: stats_from_partition(
+            X, sample_weight, *leaves, tree.labels(min(k, tree.n_leaves)), k, rng, full
+        )
+        for k in ks
+    }
+
+
 def emem_stats(
     X: np.ndarray,
     sample_weight: np.ndarray,

@@ -93,6 +93,18 @@ def test_hc_start_is_the_trees_partition():
     assert stats.weight_sum == pytest.approx(w.sum())
 
 
+def test_one_tree_serves_every_k():
+    X, _ = blobs(150)
+    w = np.ones(150)
+    kernels = get_backend("numpy")
+    shared = init_module.hc_stats_by_k(X, w, [4, 2, 3], np.random.RandomState(0), True)
+    assert sorted(shared) == [2, 3, 4]
+    for k, stats in shared.items():
+        alone = initial_stats(X, w, k, "hc", np.random.RandomState(0), kernels, True)
+        np.testing.assert_allclose(stats.sxx, alone.sxx, rtol=1e-12)
+        np.testing.assert_allclose(stats.nk, alone.nk, rtol=1e-12)
+
+
 def test_stats_from_partition_scales_and_fills_missing_components():
     X = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [5.0, 5.0]])
     rows = np.array([0, 1, 2])
