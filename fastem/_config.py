@@ -40,6 +40,11 @@ def config_info() -> dict:
 
         extras["numba_threading_layer_requested"] = numba.config.THREADING_LAYER
         extras["numba_max_threads"] = numba.config.NUMBA_NUM_THREADS
+        from .backends import _numba_cache
+
+        extras["numba_cache_dir"] = os.environ.get("NUMBA_CACHE_DIR") or str(
+            _numba_cache.cache_directory()
+        )
     versions = {}
     for lib in _LIBRARIES:
         try:
@@ -92,6 +97,8 @@ def show_config(file: TextIO | None = None) -> None:
             f"numba thread pool: {info['numba_max_threads']} threads, threading layer "
             f"{info['numba_threading_layer_requested']!r} requested"
         )
+    if "numba_cache_dir" in info:
+        lines.append(f"compiled-kernel cache: {info['numba_cache_dir']} (fastem cache --clear)")
     env = ", ".join(f"{k}={v}" for k, v in info["environment"].items()) or "none set"
     lines.append(f"environment: {env}")
     libs = ", ".join(f"{k} {v or 'not installed'}" for k, v in info["libraries"].items())

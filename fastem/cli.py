@@ -844,6 +844,40 @@ def _add_demo_command(demo: argparse.ArgumentParser) -> None:
     demo.set_defaults(func=run_demo)
 
 
+def run_cache(args: argparse.Namespace) -> int:
+    """``fastem cache``: where the compiled kernels are cached, or ``--clear`` it."""
+    try:
+        from .backends import _numba_cache
+    except ImportError:
+        print("numba is not installed here: fastem caches no compiled kernels")
+        return 0
+    numba_dir = os.environ.get("NUMBA_CACHE_DIR")
+    if numba_dir:  # Numba's own setting wins, and that folder is not only fastem's
+        if args.clear:
+            raise CommandError(
+                f"NUMBA_CACHE_DIR is set ({numba_dir}): Numba caches every package's "
+                "kernels there, fastem's included; delete what you want of it yourself"
+            )
+        print(f"NUMBA_CACHE_DIR is set: Numba caches fastem's kernels in {numba_dir}")
+        return 0
+    folder = _numba_cache.cache_directory()
+    if args.clear:
+        _numba_cache.clear_cache()
+        print(f"removed {folder}")
+        return 0
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    size = sum(p.stat().st_size for p in files) / 2**20
+    print(f"{folder}: {len(files)} files, {size:.1f} MiB (FASTEM_CACHE_DIR moves it)")
+    return 0
+
+
+def _add_cache_command(cache: argparse.ArgumentParser) -> None:
+    cache.add_argument(
+        "--clear", action="store_true", help="delete the cache (the next fit compiles again)"
+    )
+    cache.set_defaults(func=run_cache)
+
+
 def _data_help() -> str:
     return f"data file ({', '.join(DATA_FORMATS)}), or - for CSV on stdin"
 
@@ -860,6 +894,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "segment": ("segment an image by pixel colour", _add_segment_command),
     "impute": ("replace missing values by their expectation", _add_impute_command),
     "demo": ("fit built-in synthetic data and report the result", _add_demo_command),
+    "cache": ("show or clear the compiled-kernel cache", _add_cache_command),
 }
 
 

@@ -119,3 +119,44 @@ def test_modules_outside_fastem_keep_numbas_own_locators(tmp_path):
     _run(code, FASTEM_CACHE_DIR=str(tmp_path / "fastem-cache"))
     assert _compiled_files(tmp_path / "__pycache__")
     assert not _compiled_files(tmp_path / "fastem-cache")
+
+
+def _cli(*args: str, **env_overrides: str | None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    for name in ("NUMBA_CACHE_DIR", "FASTEM_CACHE_DIR"):
+        env.pop(name, None)
+    env.update({k: v for k, v in env_overrides.items() if v is not None})
+    return subprocess.run(
+        [sys.executable, "-m", "fastem", "cache", *args], env=env, capture_output=True, text=True
+    )
+
+
+def test_cache_command_shows_and_clears_the_folder(tmp_path):
+    cache = tmp_path / "c"
+    _run(TINY, FASTEM_CACHE_DIR=str(cache))
+    shown = _cli(FASTEM_CACHE_DIR=str(cache))
+    assert shown.returncode == 0, shown.stderr
+    n_files = len([p for p in cache.rglob("*") if p.is_file()])
+    assert shown.stdout.startswith(f"{cache}: {n_files} files")
+    cleared = _cli("--clear", FASTEM_CACHE_DIR=str(cache))
+    assert cleared.returncode == 0 and cleared.stdout.strip() == f"removed {cache}"
+    assert not cache.exists()
+
+
+def test_cache_command_leaves_numbas_own_folder_alone(tmp_path):
+    numba_dir = tmp_path / "numba"
+    _run(TINY, NUMBA_CACHE_DIR=str(numba_dir))
+    refused = _cli("--clear", NUMBA_CACHE_DIR=str(numba_dir))
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "NUMBA_CACHE_DIR is set" in refused.stderr
+    assert _compiled_files(numba_dir)  # untouched
+
+
+def test_show_config_names_the_cache(tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("FASTEM_CACHE_DIR", str(tmp_path))
+    out = io.StringIO()
+    fastem.show_config(out)
+    assert f"compiled-kernel cache: {tmp_path}" in out.getvalue()
