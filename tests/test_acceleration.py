@@ -149,7 +149,7 @@ def test_negative_control_monotonicity_fails_without_safeguard(method, monkeypat
     monkeypatch.setattr(fp.Run, "propose", _unsafeguarded_propose)
     _, unsafe = _poisson(method, max_passes=3000)
     drops = np.diff(_path(unsafe))
-    assert drops.min() < -1e-6 * abs(unsafe.objective)
+    assert drops.min() < -1e-9 * abs(unsafe.objective)  # far beyond rounding (1e-13)
 
 
 # ------------------------------------------------------------ the Gaussian problem

@@ -80,29 +80,38 @@ class AndersonOptions:
 def damped_coefficients(dF: np.ndarray, f: np.ndarray, shrink: float) -> np.ndarray:
     """Ridge coefficients ``g`` with ``|g| = shrink |g_LS|`` for ``f ~ dF g``.
 
+    The singular values and right vectors of ``dF`` come from the small Gram
+    matrix ``dF^T dF`` (m x m): an SVD or QR of the tall ``dF`` costs ~0.2 s
+    here with OpenBLAS threads (and the Gram product 0.1 ms), while the ridge
+    solution needs only ``d``, ``V`` and ``U^T f = V^T dF^T f / d``. Squaring
+    the condition number is harmless: directions with ``d`` below 1e-7 of the
+    largest (the Gram matrix's rounding) are dropped, as a least-squares
+    solver would.
+
     Parameters
     ----------
     dF : ndarray of shape (n_params, m)
     f : ndarray of shape (n_params,)
     shrink : float
-        In (0, 1]: the norm of ``g`` relative to the least-squares solution's
-        (directions with singular values below 1e-12 of the largest are dropped).
+        In (0, 1]: the norm of ``g`` relative to the least-squares solution's.
 
     Returns
     -------
     g : ndarray of shape (m,)
     """
-    u, d, vt = np.linalg.svd(dF, full_matrices=False)
-    keep = d > 1e-12 * d[0] if d.size and d[0] > 0 else np.zeros(d.shape, dtype=bool)
+    eig, v = np.linalg.eigh(dF.T @ dF)
+    top = float(eig[-1]) if eig.size else 0.0
+    keep = eig > (1e-7**2) * top if top > 0 else np.zeros(eig.shape, dtype=bool)
     if not keep.any():
         return np.zeros(dF.shape[1])
-    u, d, vt = u[:, keep], d[keep], vt[keep]
-    uy = u.T @ f
+    v = v[:, keep]
+    d = np.sqrt(eig[keep])
+    uy = (v.T @ (dF.T @ f)) / d
     target = shrink * math.sqrt(float(np.sum((uy / d) ** 2)))
     lam = 0.0
     if shrink < 1.0 - 1e-12 and target > 0:
         # |s(lam)| with s_j = d_j uy_j / (d_j^2 + lam) falls from |g_LS| to 0: bisect on log lam.
-        lo, hi = math.log(d[-1] ** 2) - 40.0, math.log(d[0] ** 2) + 40.0
+        lo, hi = math.log(d.min() ** 2) - 40.0, math.log(d.max() ** 2) + 40.0
         for _ in range(100):
             mid = 0.5 * (lo + hi)
             norm = math.sqrt(float(np.sum((d * uy / (d * d + math.exp(mid))) ** 2)))
@@ -113,7 +122,7 @@ def damped_coefficients(dF: np.ndarray, f: np.ndarray, shrink: float) -> np.ndar
             if hi - lo < 1e-6:
                 break
         lam = math.exp(0.5 * (lo + hi))
-    return vt.T @ (d * uy / (d * d + lam))
+    return v @ (d * uy / (d * d + lam))
 
 
 def run_anderson(run: Run, x0: np.ndarray, opts: AndersonOptions) -> None:
