@@ -16,14 +16,16 @@ weighted averages (they do not depend on the covariance structure), and with
 
 over the structure (:func:`covariance_objective`). Closed forms exist for EII, VII,
 EEI, EVI, VVI, EEE, EEV, EVV and VVV. VEI, VEE and VEV alternate the two closed-form
-block updates of Celeux & Govaert (volumes given the shape, shape given the volumes);
-EVE and VVE alternate a closed-form update of the volumes and shapes with a
-majorize-minimize step for the common orientation (Browne & McNicholas 2014,
-"Estimating common principal components in high dimensions", ADAC 8). Every block
-update maximizes ``Q`` over its block exactly (or, for the MM step, decreases a
-majorizer that touches ``-Q``), so ``Q`` never decreases across inner iterations:
-the iterative models are generalized M-steps whatever ``max_iter`` is, and exact
-M-steps when iterated to ``tol`` (the default).
+block updates of Celeux & Govaert (volumes given the shape, shape given the volumes).
+EVE and VVE alternate the closed-form volumes and shapes given the common
+orientation with an update of the orientation: by default a sweep of exact plane
+(Jacobi) rotations, or, with ``orientation_method="mm"``, the majorize-minimize step
+of Browne & McNicholas (2014, "Estimating common principal components in high
+dimensions", ADAC 8), which is cheaper per step but needs thousands of steps at
+d = 64. Every update maximizes ``Q`` over its block exactly (the MM step decreases a
+majorizer touching ``-Q``), so ``Q`` never decreases across inner iterations: the
+iterative models are generalized M-steps whatever ``max_iter`` is, and exact M-steps
+when iterated to ``tol`` (the default).
 
 ``reg_covar`` is added to each component's empirical covariance ``W_k / n_k``
 *before* the structured fit, i.e. ``W_k`` is replaced by ``W_k + n_k reg I``. That is
@@ -262,6 +264,12 @@ def _check_positive(values: np.ndarray, reg_covar: float, shared: bool = False) 
         raise _singular_error(int(np.argwhere(bad)[0][0]), reg_covar)
 
 
+def _stalled(history: list[float]) -> bool:
+    """``Q`` did not increase: in exact arithmetic it cannot decrease, so the iterates
+    are at the resolution of floating point and further iterations only cycle."""
+    return len(history) > 1 and history[-1] <= history[-2]
+
+
 def _relative_change(new: np.ndarray, old: np.ndarray) -> float:
     """Largest relative change of positive quantities (volumes, shapes, variances)."""
     return float(np.max(np.abs(new / old - 1.0)))
@@ -292,7 +300,7 @@ def _common_shape(
         history.append(float(-0.5 * d * np.sum(nk * (np.log(lam_new) + 1.0))))
         change = max(_relative_change(lam_new, lam), _relative_change(a_new, a))
         lam, a = lam_new, a_new
-        if change <= tol:
+        if change <= tol or _stalled(history):
             return lam, a, it, True, history
     return lam, a, max_iter, False, history
 
@@ -321,9 +329,10 @@ def _vee(
         lam_new = np.einsum("kij,ji->k", w, np.linalg.inv(c_new)) / (d * nk)
         _check_positive(lam_new, reg_covar)
         history.append(float(-0.5 * d * np.sum(nk * (np.log(lam_new) + 1.0))))
-        change = max(_relative_change(lam_new, lam), float(np.max(np.abs(c_new - c))))
+        c_change = float(np.max(np.abs(c_new - c)) / np.max(np.abs(c_new)))
+        change = max(_relative_change(lam_new, lam), c_change)
         lam, c = lam_new, c_new
-        if change <= tol:
+        if change <= tol or _stalled(history):
             return lam, c, it, True, history
     return lam, c, max_iter, False, history
 
@@ -453,6 +462,8 @@ def _common_orientation(
         history.append(float(-0.5 * np.sum(nk[:, None] * np.log(delta_new) + v / delta_new)))
         if delta is not None:
             change = max(_relative_change(delta_new, delta), float(np.max(np.abs(orient - prev))))
+            # no stall rule here: along weakly identified orientations Q changes below
+            # its rounding while D still moves towards the stationary point
             if change <= tol:
                 return orient, delta_new, it, True, history
         delta = delta_new
@@ -516,7 +527,10 @@ def m_step(
         as in :func:`fastem._stats.m_step`).
     tol : float, default 1e-10
         Iterative models stop when no volume, shape or variance changes by more
-        than ``tol`` relatively, and no orientation entry by more than ``tol``.
+        than ``tol`` relatively, and no orientation entry by more than ``tol`` (VEE:
+        no entry of the shared matrix relatively to its largest); VEI, VEE and VEV
+        also stop when ``Q`` stops increasing (rounding: the iterates can only cycle
+        from there).
     max_iter : int, default 10000
         Inner iteration cap. A small value (say 1-5, with ``orientation_init``
         the previous M-step's orientation) gives a generalized M-step: ``Q`` still

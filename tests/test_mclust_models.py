@@ -457,11 +457,12 @@ def test_inner_iterations_never_decrease_the_objective(k, d, seed, near_empty):
         res = mc.m_step(stats, model, 1e-6, EPS)
         history = np.array(res.objective)
         assert len(history) == res.n_iter + (1 if model in ("EVE", "VVE") else 0)
-        slack = 1e-13 * np.abs(history).max()
+        # rounding of Q: its terms are O(n d) even where Q itself is near 0
+        slack = 1e-12 * nk.sum() * d
         assert (np.diff(history) >= -slack).all(), model
         # the reported history ends at the objective of the returned covariances
         final = objective_full(as_full(res.covariances), w, nk)
-        assert history[-1] == pytest.approx(final, rel=1e-11)
+        assert history[-1] == pytest.approx(final, abs=slack * 100)
 
 
 @pytest.mark.parametrize("model", ["EVE", "VVE", "VEI", "VEE", "VEV"])
