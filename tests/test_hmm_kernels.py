@@ -138,7 +138,7 @@ def _problems(draw):
 
 @pytest.mark.skipif(not OTHER_BACKENDS, reason="only the numpy reference is available")
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(problem=_problems())
 def test_backend_matches_reference(backend, problem):
     K, D, lengths, dtype, seed, zeros = problem

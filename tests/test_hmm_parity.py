@@ -206,7 +206,7 @@ def test_gmmhmm_matches_hmmlearn(backend, covariance_type):
     K, M, D = 3, 2, 2
     X, rng = _gaussian_data(D, seed=4)
     init = _gmm_initial(rng, K, M, D, covariance_type)
-    kw = dict(n_mix=M, covariance_type=covariance_type, init_params="", n_iter=5, tol=-np.inf)
+    kw = dict(n_mix=M, covariance_type=covariance_type, init_params="", n_iter=3, tol=-np.inf)
     theirs = _set(hl.GMMHMM(K, **kw), init).fit(X, LENGTHS)
     ours = _set(GMMHMM(K, backend=backend, **kw), init).fit(X, LENGTHS)
     _assert_close(np.array(ours.monitor_.history), np.array(theirs.monitor_.history), "history")
@@ -224,7 +224,7 @@ def test_gmmhmm_priors_match_hmmlearn():
     for covariance_type in ("diag", "full"):
         init = _gmm_initial(rng, K, M, D, covariance_type)
         kw = dict(
-            n_mix=M, covariance_type=covariance_type, init_params="", n_iter=4, tol=-np.inf,
+            n_mix=M, covariance_type=covariance_type, init_params="", n_iter=3, tol=-np.inf,
             weights_prior=1.5, means_prior=0.3, means_weight=0.5,
             covars_prior=0.2 if covariance_type == "diag" else 0.1 * np.eye(D),
             covars_weight=1.0 if covariance_type == "diag" else 3.0,
