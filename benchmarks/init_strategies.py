@@ -20,7 +20,7 @@ are their sums. emEM's passes include its short runs. Every fit is plain EM to
 ``tol=1e-7`` (``max_iter=3000``), so a run ends at its local optimum.
 
     python benchmarks/init_strategies.py [--seeds 5] [--extra 5] [--quick]
-        [--tol-success 1e-3] [--markdown docs/initialization.md]
+        [--tol-success 1e-3] [--markdown FILE] [--json FILE]
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ COLUMNS = [
 
 
 def run(args) -> tuple[list[list[str]], dict[str, float]]:
+    raw: dict[str, dict] = {}
     rows: list[list[str]] = []
     totals: dict[str, list[float]] = {c: [] for c in COLUMNS}
     for problem in suite(args.quick):
@@ -198,6 +199,7 @@ def run(args) -> tuple[list[list[str]], dict[str, float]]:
             for s in range(args.extra)
         ]
         best = max([r[0] for rs in results.values() for r in rs] + extra)
+        raw[problem.name] = {"best": best, "extra": extra, "runs": results}
         row = [problem.name, f"{problem.X.shape[0]}x{problem.X.shape[1]}", f"{best:.4f}"]
         for c in COLUMNS:
             rs = results[c]
@@ -211,6 +213,11 @@ def run(args) -> tuple[list[list[str]], dict[str, float]]:
         rows.append(row)
         print(" | ".join(row), f"[{time.perf_counter() - t_start:.0f}s]", flush=True)
     summary = {c: float(np.mean(v)) for c, v in totals.items()}
+    if args.json:  # every run's (log-likelihood, seconds, passes), to recombine strategies later
+        import json
+
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(raw, f, default=float)
     return rows, summary
 
 
@@ -233,6 +240,7 @@ def main() -> None:
     ap.add_argument("--tol-success", type=float, default=1e-3, help="nats per row")
     ap.add_argument("--quick", action="store_true", help="every third problem only")
     ap.add_argument("--markdown", default=None, help="also write the table to this file")
+    ap.add_argument("--json", default=None, help="also write every run's results to this file")
     args = ap.parse_args()
     warm_up()
     rows, summary = run(args)
