@@ -401,3 +401,29 @@ def test_gmmhmm_weights_missing_values_and_monotonicity():
     model = _set(GMMHMM(K, **{**kw, **flat}), init).fit(Xm, LENGTHS)
     assert np.all(np.diff(model.monitor_.history) >= -1e-9)
     assert np.isfinite(model.covars_).all()
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="needs numba")
+def test_fit_bit_identical_on_any_thread_count():
+    import numba
+
+    from fastem.hmm import GMMHMM
+
+    rng = np.random.default_rng(17)
+    lengths = rng.integers(1, 40, size=30)
+    X = rng.normal(size=(int(lengths.sum()), 3))
+    X[rng.uniform(size=X.shape) < 0.1] = np.nan
+    before = numba.get_num_threads()
+    fits = []
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            g = GaussianHMM(3, "full", n_iter=3, random_state=0, backend="numba")
+            m = GMMHMM(2, n_mix=2, n_iter=2, random_state=0, backend="numba")
+            fits.append((g.fit(X, lengths), m.fit(X, lengths)))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(fits[0], fits[-1], strict=True):
+        for name in ("startprob_", "transmat_", "means_", "covars_"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        np.testing.assert_array_equal(a.monitor_.history, b.monitor_.history)
