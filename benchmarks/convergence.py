@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         if kind == "W":
             X, init = make_workload(spec[0])
         elif kind == "issue":
-            X, _ = make_mixture(200_000, 16, 16, random_state=0)
+            X, _ = make_mixture(args.rows or 200_000, 16, 16, random_state=0)  # W2's data
             init = initial_parameters(X, 16, "full", random_state=1)
         else:
             X, init = make_problem(spec, n)
