@@ -43,11 +43,14 @@ diag kernels; the others need full moments and run on the full kernels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._covariance import _singular_error, precision_cholesky
-from ._stats import Stats
+
+if TYPE_CHECKING:  # _stats will dispatch here: no import cycle at run time
+    from ._stats import Stats
 
 MODEL_NAMES = (
     "EII",
