@@ -13,8 +13,9 @@ features of very different scales, and synthetic mixtures from
 
 Strategies: fastem's k-means (``n_init=1``), k-means with ``n_init`` chosen so
 that it takes about as long as emEM ("k-means = time"), k-means++,
-random_from_data, hc (model-based hierarchical clustering) and emEM (short EM
-runs, then the best one continued). A strategy with ``n_init = r`` is ``r``
+random_from_data, hc (model-based hierarchical clustering), emEM (short EM
+runs, then the best one continued), and the better of an hc and an emEM fit
+("hc+emem") or of an hc and a k-means fit ("hc+kmeans"). A strategy with ``n_init = r`` is ``r``
 single fits with consecutive seeds, keeping the best; its passes and seconds
 are their sums. emEM's passes include its short runs. Every fit is plain EM to
 ``tol=1e-7`` (``max_iter=3000``), so a run ends at its local optimum.
@@ -166,8 +167,8 @@ COLUMNS = [
     "random_from_data",
     "hc",
     "emem",
-    "hc | emem",
-    "hc | kmeans",
+    "hc+emem",
+    "hc+kmeans",
 ]
 
 
@@ -187,10 +188,10 @@ def run(args) -> tuple[list[list[str]], dict[str, float]]:
             combine(*(fit_once(problem, "kmeans", 1000 + s * r_eq + i) for i in range(r_eq)))
             for s in range(args.seeds)
         ]
-        results["hc | emem"] = [
+        results["hc+emem"] = [
             combine(h, e) for h, e in zip(results["hc"], results["emem"], strict=True)
         ]
-        results["hc | kmeans"] = [
+        results["hc+kmeans"] = [
             combine(h, e) for h, e in zip(results["hc"], results["kmeans"], strict=True)
         ]
         extra = [
