@@ -52,8 +52,9 @@ if TYPE_CHECKING:
     from .datasets import make_mixture
     from .mixture import GaussianMixture
 
+# Copies of the library's choices, so that parsing imports no NumPy (tested equal).
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem")
 BACKENDS = ("numba", "cython", "numpy")
 CRITERIA = ("bic", "aic", "icl")
 _PLOT_HINT = 'pip install "fastem[plot]"'

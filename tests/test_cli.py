@@ -671,3 +671,12 @@ def test_fit_reports_the_bic_with_missing_values_too(tmp_path, files, capsys):
     model = fastem.persistence.load(tmp_path / "m.npz")
     assert "missing values" in result.stdout
     assert f"BIC {model.bic(X):.2f}." in result.stdout
+
+
+def test_the_commands_choices_are_the_librarys():
+    """cli.py copies these tuples (parsing must not import NumPy): keep them equal."""
+    from fastem import _covariance, _init, backends, cli
+
+    assert cli.INIT_METHODS == _init.INIT_METHODS
+    assert cli.COVARIANCE_TYPES == _covariance.COVARIANCE_TYPES
+    assert set(cli.BACKENDS) == set(backends.AUTO_ORDER)
