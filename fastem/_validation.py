@@ -137,3 +137,62 @@ def check_nonneg_float(value, name: str) -> float:
     ):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     return float(value)
+
+
+def string_column_names(X) -> np.ndarray | None:
+    """The column names of a DataFrame-like X if they are all strings, else None
+    (scikit-learn's rule for ``feature_names_in_``)."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    if names.ndim != 1 or not all(isinstance(name, str) for name in names):
+        return None
+    return names
+
+
+def check_feature_names(estimator, X, *, reset: bool) -> None:
+    """scikit-learn's ``feature_names_in_`` protocol, without scikit-learn.
+
+    ``reset`` (in ``fit``): record X's string column names, or forget earlier ones.
+    Otherwise (predicting): names that differ from the fitted ones are an error;
+    names on one side only are a warning, as in scikit-learn.
+    """
+    names = string_column_names(X)
+    if reset:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None and names is None:
+        return
+    import warnings
+
+    which = type(estimator).__name__
+    if names is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {which} was fitted with feature names",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if fitted is None:
+        warnings.warn(
+            f"X has feature names, but {which} was fitted without feature names",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if len(fitted) != len(names) or np.any(fitted != names):
+        unseen = [n for n in names if n not in set(fitted)]
+        missing = [n for n in fitted if n not in set(names)]
+        lines = ["The feature names should match those that were passed during fit."]
+        if unseen:
+            lines.append(f"Feature names unseen at fit time: {', '.join(map(str, unseen))}")
+        if missing:
+            lines.append(f"Feature names seen at fit time, yet now missing: {', '.join(missing)}")
+        if not unseen and not missing:
+            lines.append("Feature names must be in the same order as they were in fit.")
+        raise ValueError("\n".join(lines))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import TRANSFORMER_BASES, allow_nan_tags
-from ._validation import check_array
+from ._validation import check_array, check_feature_names, string_column_names
 from .exceptions import NotFittedError
 from .mixture import GaussianMixture
 
@@ -109,13 +109,11 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
             backend=self.backend,
             n_threads=self.n_threads,
         )
-        names = _string_column_names(X)
-        mixture.fit(X, sample_weight=sample_weight)
+        # The names are this estimator's to check; the inner mixture sees plain arrays.
+        named = string_column_names(X) is not None
+        mixture.fit(np.asarray(X) if named else X, sample_weight=sample_weight)
         self.mixture_ = mixture
-        if names is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        check_feature_names(self, X, reset=True)
         self.n_features_in_ = mixture.n_features_in_
         self.n_iter_ = mixture.n_iter_
         return self
@@ -136,6 +134,7 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator."
             )
+        check_feature_names(self, X, reset=False)
         X = check_array(
             X, n_features=self.n_features_in_, allow_nan=True, estimator_name=type(self).__name__
         )
@@ -149,15 +148,3 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
                 return np.array([f"x{i}" for i in range(self.n_features_in_)], dtype=object)
             return np.asarray(names, dtype=object)
         return np.asarray(input_features, dtype=object)
-
-
-def _string_column_names(X) -> np.ndarray | None:
-    """The column names of a DataFrame-like X if they are all strings, else None
-    (scikit-learn's rule for ``feature_names_in_``)."""
-    columns = getattr(X, "columns", None)
-    if columns is None:
-        return None
-    names = np.asarray(list(columns), dtype=object)
-    if names.ndim != 1 or not all(isinstance(name, str) for name in names):
-        return None
-    return names

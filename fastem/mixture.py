@@ -28,6 +28,7 @@ from ._stats import m_step
 from ._threads import limit_threads
 from ._validation import (
     check_array,
+    check_feature_names,
     check_nonneg_float,
     check_positive_int,
     check_sample_weight,
@@ -227,10 +228,16 @@ class GaussianMixture(*ESTIMATOR_BASES):
         EM iterations per initialization.
     n_init : int, default=1
         Initializations to run; the one with the highest lower bound is kept.
-    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data', 'hc', 'emem'}, \
+default='kmeans'
         How the initial responsibilities are chosen: fastem's weighted k-means
         (k-means++ seeding then Lloyd passes), k-means++ seeds, random
-        responsibilities, or random rows.
+        responsibilities, random rows; 'hc', the K-cluster cut of mclust's
+        model-based agglomerative hierarchical clustering (VVV criterion on
+        SVD-scaled data, at most 2000 rows; deterministic on unweighted data of
+        at most 2000 rows); or 'emem', emEM (Biernacki, Celeux & Govaert 2003):
+        the best of 10 short runs of 5 EM passes from k-means++ seeds, continued
+        by the fit. See ``docs/initialization.md``.
     weights_init : array-like of shape (n_components,), default=None
         User initial weights (summing to 1).
     means_init : array-like of shape (n_components, n_features), default=None
@@ -477,7 +484,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
         self : GaussianMixture
         """
         data = self._fit_data(X, sample_weight)
-        return self._fit_from(data)
+        self._fit_from(data)
+        check_feature_names(self, X, reset=True)  # only once the fit has succeeded
+        return self
 
     def _fit_from(self, data) -> GaussianMixture:
         """The EM fit on validated data (an ``ArrayData`` or an out-of-core/Dask
@@ -567,7 +576,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
             return weights, means, covariances_from_cholesky(prec_chol, ct), prec_chol
         full = ct in ("full", "tied")
         X, sw = data.init_arrays()
-        stats = initial_stats(X, sw, self.n_components, self.init_params, rng, kernels, full)
+        stats = initial_stats(
+            X, sw, self.n_components, self.init_params, rng, kernels, full,
+            covariance_type=ct, reg_covar=self.reg_covar,
+        )  # fmt: skip
         weights, means, cov, prec_chol = m_step(stats, ct, self.reg_covar, eps)
         weights = user.get("weights", weights)
         means = user.get("means", means)
@@ -750,6 +762,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
     # ----------------------------------------------------------------- predict
     def _validate_predict_input(self, X) -> np.ndarray:
         self._check_is_fitted()
+        check_feature_names(self, X, reset=False)
         if self.n_threads is not None:
             check_positive_int(self.n_threads, "n_threads")
         if _is_out_of_core(X):  # read and checked block by block, never loaded whole
@@ -833,14 +846,25 @@ class GaussianMixture(*ESTIMATOR_BASES):
 
             return predict_dask(self, X, "score_samples")
         X = self._validate_predict_input(X)
+        # float32 data under a float32 model gives float32, as scikit-learn's does
+        dtype = np.result_type(X.dtype, self.means_.dtype)
+        return self._log_density(X).astype(dtype, copy=False)
+
+    def _log_density(self, X) -> np.ndarray:
+        """float64 log-densities of the rows of a validated X."""
         out = np.empty(X.shape[0])
         for a, b, logp in self._log_prob_blocks(X):
             out[a:b] = logsumexp_rows(logp)
         return out
 
     def score(self, X, y=None) -> float:
-        """Average log-likelihood of the rows of X."""
-        return float(self.score_samples(X).mean())
+        """Average log-likelihood of the rows of X (a Python float, as scikit-learn's;
+        the values of :meth:`score_samples` averaged in float64)."""
+        return float(self.score_samples(X).astype(np.float64).mean())
+
+    def _average_log_likelihood(self, X) -> float:
+        """:meth:`score` in float64 whatever the dtypes (for the criteria)."""
+        return float(self._log_density(self._validate_predict_input(X)).mean())
 
     def predict(self, X) -> np.ndarray:
         """Most probable component of each row of X.
@@ -929,7 +953,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
             total, n = score_sum(self, X)
             return -2.0 * total + self._n_parameters() * np.log(n)
         n = np.shape(X)[0]
-        return -2.0 * self.score(X) * n + self._n_parameters() * np.log(n)
+        return -2.0 * self._average_log_likelihood(X) * n + self._n_parameters() * np.log(n)
 
     def save(self, path) -> None:
         """Save the fitted model to ``path`` (a versioned ``.npz``; see :func:`fastem.load`).
@@ -948,4 +972,4 @@ class GaussianMixture(*ESTIMATOR_BASES):
 
             return -2.0 * score_sum(self, X)[0] + 2.0 * self._n_parameters()
         n = np.shape(X)[0]
-        return -2.0 * self.score(X) * n + 2.0 * self._n_parameters()
+        return -2.0 * self._average_log_likelihood(X) * n + 2.0 * self._n_parameters()

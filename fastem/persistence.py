@@ -101,10 +101,13 @@ _STREAM_ATTRIBUTES = (
 )
 _EXTRAPOLATION_ATTRIBUTES = ("n_extrapolations_accepted_", "n_extrapolations_rejected_")
 #: Fitted attributes a file may hold: the stream state of ``partial_fit`` (so a loaded
-#: model continues its stream) and the extrapolation counts of an accelerated fit (files
-#: written before they existed lack them). A new fitted attribute of the estimator must
-#: be listed here, or saving a model that has it fails with a message saying so.
-OPTIONAL_ATTRIBUTES: tuple[str, ...] = _STREAM_ATTRIBUTES + _EXTRAPOLATION_ATTRIBUTES
+#: model continues its stream), the extrapolation counts of an accelerated fit (files
+#: written before they existed lack them) and the column names of a DataFrame fit. A new
+#: fitted attribute of the estimator must be listed here, or saving a model that has it
+#: fails with a message saying so.
+OPTIONAL_ATTRIBUTES: tuple[str, ...] = (
+    _STREAM_ATTRIBUTES + _EXTRAPOLATION_ATTRIBUTES + ("feature_names_in_",)
+)
 
 _METADATA = "fastem_metadata"
 _MAX_METADATA_BYTES = 16 << 20
@@ -171,6 +174,10 @@ def _encode(value: Any, member: str, arrays: dict[str, np.ndarray]) -> dict:
     if kind is float:
         text = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
         return {"type": "float", "value": value if math.isfinite(value) else text}
+    if isinstance(value, np.ndarray) and value.dtype == object:  # feature_names_in_
+        if value.ndim != 1 or not all(type(item) is str for item in value):
+            raise _UnsafeValue("only a 1-D array of strings may have dtype object")
+        return {"type": "strings", "value": list(value)}
     if isinstance(value, np.ndarray) and kind is np.ndarray:
         arrays[member] = _numeric_array(value)
         return {"type": "ndarray", "array": member}
@@ -209,6 +216,7 @@ def _decode(desc: Any, member: str, arrays: dict[str, np.ndarray]) -> Any:
         "numpy_scalar": {"type", "array"},
         "list": {"type", "array", "items"},
         "tuple": {"type", "array", "items"},
+        "strings": {"type", "value"},
     }.get(kind)
     if expected_keys is None:
         raise ValueError(f"unknown value type {kind!r}")
@@ -221,6 +229,11 @@ def _decode(desc: Any, member: str, arrays: dict[str, np.ndarray]) -> Any:
         if type(value) is not {"bool": bool, "int": int, "str": str}[kind]:
             raise ValueError(f"a {kind!r} value holds {type(value).__name__}")
         return value
+    if kind == "strings":
+        value = desc["value"]
+        if not isinstance(value, list) or not all(type(item) is str for item in value):
+            raise ValueError("a 'strings' value is not a list of strings")
+        return np.asarray(value, dtype=object)
     if kind == "float":
         value = desc["value"]
         if type(value) in (int, float):
@@ -576,6 +589,9 @@ def _check_model(model: GaussianMixture) -> None:
     for name in _EXTRAPOLATION_ATTRIBUTES:
         if name in vars(model):
             _checked_int(getattr(model, name), name, minimum=0)
+    names = vars(model).get("feature_names_in_")
+    if names is not None and (not isinstance(names, np.ndarray) or names.shape != (d,)):
+        raise _Invalid(f"feature_names_in_ must hold {d} names")
     _check_stream_state(model, k, d, ct)
 
 

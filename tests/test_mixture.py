@@ -369,3 +369,21 @@ def test_sparse_input_is_a_type_error():
     scipy_sparse = pytest.importorskip("scipy.sparse")
     with pytest.raises(TypeError, match="sparse"):
         GaussianMixture(1).fit(scipy_sparse.random(10, 2, density=0.5, format="csr"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_score_dtypes_follow_scikit_learn(dtype):
+    """score_samples keeps float32 for float32 data and model, and score is a
+    Python float, as in scikit-learn; bic/aic stay float64-accurate."""
+    sk_mixture = pytest.importorskip("sklearn.mixture")
+    X, _ = make_mixture(400, 3, 2, random_state=1)
+    X = X.astype(dtype)
+    ours = GaussianMixture(2, random_state=0).fit(X)
+    theirs = sk_mixture.GaussianMixture(2, random_state=0).fit(X)
+    assert ours.score_samples(X).dtype == theirs.score_samples(X).dtype == dtype
+    assert type(ours.score(X)) is type(theirs.score(X)) is float
+    np.testing.assert_allclose(ours.score(X), ours.score_samples(X).astype(np.float64).mean())
+    assert isinstance(ours.bic(X), float)
+    n_params = ours._n_parameters()
+    exact = -2 * ours.score_samples(X.astype(np.float64)).sum() + n_params * np.log(len(X))
+    np.testing.assert_allclose(ours.bic(X), exact, rtol=1e-6)
