@@ -13,14 +13,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["plot_clusters", "plot_lower_bound", "plot_selection", "plot_segmentation"]
+__all__ = [
+    "plot_clusters",
+    "plot_lower_bound",
+    "plot_selection",
+    "plot_segmentation",
+    "plot_states",
+]
 
 _MISSING_MATPLOTLIB = (
     'fastem.plotting needs matplotlib, which is not installed: pip install "fastem[plot]"'
 )
 
 
-def _figure(ax, figsize: tuple[float, float], ncols: int = 1):
+def _figure(ax, figsize: tuple[float, float], ncols: int = 1, nrows: int = 1, **subplots):
     """``(figure, axes)``: a new headless figure, or ``ax``'s own."""
     try:
         from matplotlib.figure import Figure
@@ -29,7 +35,7 @@ def _figure(ax, figsize: tuple[float, float], ncols: int = 1):
     if ax is not None:
         return ax.figure, ax
     fig = Figure(figsize=figsize, layout="constrained")
-    axes = fig.subplots(1, ncols)
+    axes = fig.subplots(nrows, ncols, **subplots)
     return fig, axes
 
 
@@ -275,4 +281,68 @@ def plot_segmentation(image, segmented, *, titles: Sequence[str] = ("original", 
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_title(title)
         ax.set_axis_off()
+    return fig
+
+
+def plot_states(model, X, lengths=None, *, sequence: int = 0, max_features: int = 4):
+    """One sequence of a fitted hidden Markov model: its data over decoded states,
+    and the state posteriors.
+
+    Top: up to ``max_features`` columns of the sequence against time, on a
+    background coloured by the decoded state path (``model.decode``: Viterbi or
+    MAP, as the model's ``algorithm``). Bottom: the smoothed posteriors
+    ``model.predict_proba`` stacked (they sum to 1 at every frame).
+
+    Parameters
+    ----------
+    model : fitted model of :mod:`fastem.hmm`
+    X : array-like of shape (n_samples, n_features)
+        The sequences, as given to the model's ``fit``; NaN is drawn as a gap.
+    lengths : array-like of int, default=None
+        Sequence lengths (None: one sequence).
+    sequence : int, default=0
+        Which sequence to draw.
+    max_features : int, default=4
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    X = np.asarray(X)
+    n = X.shape[0]
+    lengths = np.array([n]) if lengths is None else np.asarray(lengths, dtype=np.int64)
+    if lengths.ndim != 1 or lengths.sum() != n or (lengths < 1).any():
+        raise ValueError(f"lengths must be positive and sum to the {n} rows of X")
+    if not 0 <= sequence < lengths.size:
+        raise ValueError(f"sequence must lie in [0, {lengths.size}), got {sequence}")
+    start = int(lengths[:sequence].sum())
+    xs = X[start : start + int(lengths[sequence])]
+    _, states = model.decode(xs)
+    posteriors = model.predict_proba(xs)
+    k = posteriors.shape[1]
+    colors = _colors(k)
+    fig, (top, bottom) = _figure(None, (8.0, 5.0), nrows=2, sharex=True, height_ratios=(3, 2))
+    t = np.arange(xs.shape[0])
+    # the decoded path as runs of constant state, each a coloured band
+    change = np.flatnonzero(np.diff(states)) + 1
+    from matplotlib.patches import Rectangle
+
+    band = top.get_xaxis_transform()  # x in frames, y from 0 to 1 of the axes
+    for a, b in zip(np.r_[0, change], np.r_[change, states.size], strict=True):
+        top.add_patch(
+            Rectangle((a - 0.5, 0.0), b - a, 1.0, transform=band, color=colors[states[a]],
+                      alpha=0.25, lw=0)
+        )  # fmt: skip
+    for j in range(min(max_features, xs.shape[1])):
+        top.plot(t, xs[:, j], lw=0.8, color="0.15" if j == 0 else None, label=f"x{j}")
+    top.set_ylabel("data")
+    top.set_title(f"sequence {sequence}: data over the decoded states ({k} states)")
+    if xs.shape[1] > 1:
+        top.legend(loc="upper right", fontsize="small", ncols=min(4, xs.shape[1]))
+    bottom.stackplot(t, posteriors.T, colors=colors, labels=[f"state {i}" for i in range(k)])
+    bottom.set_ylim(0.0, 1.0)
+    bottom.set_xlim(-0.5, xs.shape[0] - 0.5)
+    bottom.set_xlabel("frame")
+    bottom.set_ylabel("P(state | sequence)")
+    bottom.legend(loc="upper right", fontsize="small", ncols=min(k, 6))
     return fig

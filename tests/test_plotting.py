@@ -204,3 +204,40 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, data3d):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import now fails
     with pytest.raises(ImportError, match=r'pip install "fastem\[plot\]"'):
         plot_clusters(model, data3d)
+
+
+def test_plot_states_bands_follow_the_decoded_path(tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    from fastem.hmm import GaussianHMM
+    from fastem.plotting import plot_states
+
+    rng = np.random.default_rng(0)
+    states = np.repeat([0, 1, 0, 2, 1], [40, 30, 20, 50, 30])
+    X = rng.normal(size=(states.size, 2)) * 0.3 + np.array([[0, 0], [3, 0], [0, 3]])[states]
+    lengths = [60, states.size - 60]
+    model = GaussianHMM(3, covariance_type="diag", n_iter=30, random_state=0).fit(X, lengths)
+    fig = plot_states(model, X, lengths, sequence=1)
+    _render(fig, tmp_path)
+    top, bottom = fig.axes[:2]
+    _, path = model.decode(X[60:])
+    runs = 1 + np.count_nonzero(np.diff(path))
+    bands = [p for p in top.patches if p.get_alpha() == 0.25]
+    assert len(bands) == runs
+    assert sum(int(round(b.get_width())) for b in bands) == X.shape[0] - 60
+    layers = [c for c in bottom.collections if isinstance(c, PolyCollection)]
+    assert len(layers) == 3  # one stacked layer per state
+    top_edge = layers[-1].get_paths()[0].vertices[:, 1].max()
+    assert top_edge == pytest.approx(1.0)  # posteriors sum to 1
+
+
+def test_plot_states_bad_arguments():
+    from fastem.hmm import GaussianHMM
+    from fastem.plotting import plot_states
+
+    X = np.random.default_rng(1).normal(size=(50, 1))
+    model = GaussianHMM(2, n_iter=5, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="sequence must lie"):
+        plot_states(model, X, [50], sequence=1)
+    with pytest.raises(ValueError, match="lengths must be positive"):
+        plot_states(model, X, [20, 20])
