@@ -293,6 +293,9 @@ def average_log_likelihood(
     covariances = np.asarray(covariances, dtype=np.float64)
     k, d = means.shape
     const = np.log(weights) - 0.5 * d * math.log(2.0 * math.pi)
+    if covariance_type == "tied":  # one shared matrix: score it as k equal full ones
+        covariances = np.broadcast_to(covariances.reshape(d, d), (k, d, d))
+        covariance_type = "full"
     if covariance_type == "full":
         prec_chol = np.empty((k, d, d))
         for j in range(k):
