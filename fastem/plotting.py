@@ -308,15 +308,13 @@ def plot_states(model, X, lengths=None, *, sequence: int = 0, max_features: int 
     -------
     fig : matplotlib Figure
     """
+    from .hmm._base import _offsets
+
     X = np.asarray(X)
-    n = X.shape[0]
-    lengths = np.array([n]) if lengths is None else np.asarray(lengths, dtype=np.int64)
-    if lengths.ndim != 1 or lengths.sum() != n or (lengths < 1).any():
-        raise ValueError(f"lengths must be positive and sum to the {n} rows of X")
-    if not 0 <= sequence < lengths.size:
-        raise ValueError(f"sequence must lie in [0, {lengths.size}), got {sequence}")
-    start = int(lengths[:sequence].sum())
-    xs = X[start : start + int(lengths[sequence])]
+    offsets = _offsets(lengths, X.shape[0])  # the models' own checks of lengths
+    if not 0 <= sequence < offsets.size - 1:
+        raise ValueError(f"sequence must lie in [0, {offsets.size - 1}), got {sequence}")
+    xs = X[offsets[sequence] : offsets[sequence + 1]]
     _, states = model.decode(xs)
     posteriors = model.predict_proba(xs)
     k = posteriors.shape[1]

@@ -239,5 +239,5 @@ def test_plot_states_bad_arguments():
     model = GaussianHMM(2, n_iter=5, random_state=0).fit(X)
     with pytest.raises(ValueError, match="sequence must lie"):
         plot_states(model, X, [50], sequence=1)
-    with pytest.raises(ValueError, match="lengths must be positive"):
+    with pytest.raises(ValueError, match="lengths sum to 40, but X has 50 samples"):
         plot_states(model, X, [20, 20])

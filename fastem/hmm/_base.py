@@ -339,13 +339,18 @@ class BaseHMM(*ESTIMATOR_BASES):
         -------
         log_prob : ndarray of shape (n_sequences,)
         """
+        return self._filter(X, lengths)[1]
+
+    def _filter(self, X, lengths) -> tuple[np.ndarray, np.ndarray]:
+        """The forward pass: filtered posteriors (n_samples, n_components) and the
+        log-likelihood of each sequence."""
         X, offsets = self._prepare(X, lengths)
         kernels = self._kernels()
         logB = self._emission_logprob(kernels, X)
         filt = np.empty_like(logB)
         loglik = np.empty(offsets.size - 1)
         kernels.hmm.forward_filter(logB, offsets, self.startprob_, self.transmat_, filt, loglik)
-        return loglik
+        return filt, loglik
 
     def score(self, X, lengths=None) -> float:
         """Log-likelihood of ``X`` under the model (summed over sequences)."""
@@ -365,13 +370,7 @@ class BaseHMM(*ESTIMATOR_BASES):
         -------
         ndarray of shape (n_samples, n_components)
         """
-        X, offsets = self._prepare(X, lengths)
-        kernels = self._kernels()
-        logB = self._emission_logprob(kernels, X)
-        filt = np.empty_like(logB)
-        loglik = np.empty(offsets.size - 1)
-        kernels.hmm.forward_filter(logB, offsets, self.startprob_, self.transmat_, filt, loglik)
-        return filt
+        return self._filter(X, lengths)[0]
 
     def decode(self, X, lengths=None, algorithm: str | None = None) -> tuple[float, np.ndarray]:
         """Most likely state sequence.
