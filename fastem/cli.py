@@ -879,6 +879,12 @@ def _add_cache_command(cache: argparse.ArgumentParser) -> None:
     cache.set_defaults(func=run_cache)
 
 
+def _add_hmm_command(hmm: argparse.ArgumentParser) -> None:
+    from .hmm import _cli  # imports NumPy and the HMM module only when `hmm` is chosen
+
+    _cli.add_arguments(hmm)
+
+
 def _data_help() -> str:
     return f"data file ({', '.join(DATA_FORMATS)}), or - for CSV on stdin"
 
@@ -896,6 +902,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "impute": ("replace missing values by their expectation", _add_impute_command),
     "demo": ("fit built-in synthetic data and report the result", _add_demo_command),
     "cache": ("show or clear the compiled-kernel cache", _add_cache_command),
+    "hmm": ("hidden Markov models: fit, decode (states) and sample", _add_hmm_command),
 }
 
 
