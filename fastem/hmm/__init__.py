@@ -24,4 +24,30 @@ __all__ = [
     "PoissonHMM",
     "ConvergenceMonitor",
     "available_hmm_backends",
+    "load",
 ]
+
+
+def load(path, *, backend: str | None = None):
+    """Load an HMM saved by its ``save`` method.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The model file.
+    backend : {'numba', 'numpy'} or None, default=None
+        The loaded model's ``backend`` (None keeps the saved one where available).
+
+    Returns
+    -------
+    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+
+    Raises
+    ------
+    ValueError
+        One line, ``cannot load PATH: reason``, for anything that is not an HMM
+        file this fastem can load.
+    """
+    from ._persistence import load_hmm
+
+    return load_hmm(path, backend=backend)

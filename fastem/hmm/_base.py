@@ -448,6 +448,21 @@ class BaseHMM(*ESTIMATOR_BASES):
             X.append(self._generate_sample_from_state(currstate, rs))
         return np.atleast_2d(X), np.array(states, dtype=int)
 
+    # ------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Save the fitted model to ``path`` in fastem's versioned, pickle-free format.
+
+        Load it back with :func:`fastem.hmm.load` (or :func:`fastem.load`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, exactly as given (no suffix is added); replaced atomically.
+        """
+        from ._persistence import save_hmm
+
+        save_hmm(self, path)
+
     # ------------------------------------------------------------ model selection
     def get_stationary_distribution(self) -> np.ndarray:
         """Stationary distribution of the state chain (left eigenvector of eigenvalue 1)."""

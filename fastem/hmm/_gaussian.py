@@ -189,8 +189,8 @@ class GaussianHMM(BaseHMM):
             raise ValueError("X contains infinity")
         if fitting and np.isnan(X).all(axis=0).any():
             raise ValueError("X has a feature with no observed value (all NaN)")
-        if not fitting and X.shape[1] != self.means_.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features, the model {self.means_.shape[1]}")
+        if not fitting and X.shape[1] != self.means_.shape[-1]:  # GMMHMM: (K, M, D)
+            raise ValueError(f"X has {X.shape[1]} features, the model {self.means_.shape[-1]}")
         return X
 
     def _check_emissions(self) -> None:

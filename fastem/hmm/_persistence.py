@@ -1,0 +1,410 @@
+"""Saving and loading fitted HMMs in fastem's versioned, pickle-free model format.
+
+The file is the one :mod:`fastem.persistence` writes for
+:class:`~fastem.GaussianMixture` (format ``"fastem-model"``, version 1: an
+uncompressed ``.npz`` archive of numeric arrays plus one JSON metadata member,
+every array and the metadata under SHA-256 digests), with ``"estimator"``
+naming the HMM class (``"GaussianHMM"``, ``"GMMHMM"``, ``"CategoricalHMM"``
+or ``"PoissonHMM"``). The archive is written and read with
+:mod:`fastem.persistence`'s own helpers, so the same checks apply: no
+unpickling, every member's ``.npy`` header checked against the metadata and
+its size before its data is read, names, types and shapes checked before the
+model is built.
+
+Fitted attributes stored: ``startprob_``, ``transmat_``, the emission
+parameters (``means_``, ``covars_`` in the class's internal layout,
+``weights_``, ``emissionprob_``, ``lambdas_``), ``n_features`` (a fitted
+attribute except for ``CategoricalHMM``, where it is a parameter) and the
+convergence monitor (``monitor_history_``, ``monitor_iter_``), from which
+``monitor_`` is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import warnings
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from .. import persistence as _p
+from .._version import __version__
+from ._backend import HMM_BACKENDS, available_hmm_backends
+from ._base import BaseHMM, ConvergenceMonitor
+from ._discrete import CategoricalHMM, PoissonHMM
+from ._gaussian import GaussianHMM
+from ._gmm import GMMHMM
+
+__all__ = ["HMM_ESTIMATORS", "save_hmm", "load_hmm", "read_hmm_metadata"]
+
+#: The estimator names an HMM file may carry, and their classes.
+HMM_ESTIMATORS: dict[str, type[BaseHMM]] = {
+    "GaussianHMM": GaussianHMM,
+    "GMMHMM": GMMHMM,
+    "CategoricalHMM": CategoricalHMM,
+    "PoissonHMM": PoissonHMM,
+}
+# File attribute name -> model attribute name, per class (the Gaussian HMM keeps its
+# covariances in `_covars_`, in the layout of its covariance type).
+_EMISSION_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "GaussianHMM": {"means_": "means_", "covars_": "_covars_"},
+    "GMMHMM": {"weights_": "weights_", "means_": "means_", "covars_": "covars_"},
+    "CategoricalHMM": {"emissionprob_": "emissionprob_"},
+    "PoissonHMM": {"lambdas_": "lambdas_"},
+}
+_COMMON_ATTRIBUTES = ("startprob_", "transmat_", "monitor_history_", "monitor_iter_")
+
+
+def _attribute_map(estimator: str) -> dict[str, str]:
+    names = {name: name for name in _COMMON_ATTRIBUTES[:2]}
+    names.update(_EMISSION_ATTRIBUTES[estimator])
+    if estimator != "CategoricalHMM":
+        names["n_features"] = "n_features"
+    return names
+
+
+# --------------------------------------------------------------------- save
+def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
+    """Write a fitted HMM to ``path`` in fastem's model format.
+
+    Parameters
+    ----------
+    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+        A fitted model.
+    path : str or os.PathLike
+        The file, exactly as given (no ``.npz`` suffix is added); replaced
+        atomically, so an error never leaves a partial file.
+
+    Raises
+    ------
+    NotFittedError
+        If the model is not fitted (a subclass of ValueError).
+    ValueError
+        If a parameter has a type the format cannot store exactly.
+    OSError
+        If the file cannot be written.
+
+    Notes
+    -----
+    ``random_state`` is saved when it is None or an integer; a ``RandomState``
+    is saved as None with a ``UserWarning`` and a note in the file.
+    """
+    estimator = type(model).__name__
+    if estimator not in HMM_ESTIMATORS or type(model) is not HMM_ESTIMATORS[estimator]:
+        raise ValueError(f"save_hmm expects a fastem.hmm model, got {estimator}.")
+    model._check_fitted()
+    model._check()
+    arrays: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    params: dict[str, dict] = {}
+    for name, value in model.get_params(deep=False).items():
+        if name == "random_state" and isinstance(value, numbers.Integral):
+            value = int(value)
+        elif name == "random_state" and value is not None:
+            notes.append(f"random_state of type {type(value).__name__} was saved as None")
+            warnings.warn(
+                f"random_state of type {type(value).__name__} is not saved; the loaded "
+                "model has random_state=None.",
+                UserWarning,
+                stacklevel=3,
+            )
+            value = None
+        try:
+            params[name] = _p._encode(value, f"param.{name}", arrays)
+        except _p._UnsafeValue as exc:
+            raise ValueError(f"cannot save parameter {name!r}: {exc}.") from None
+
+    values: dict[str, Any] = {
+        stored: getattr(model, attr) for stored, attr in _attribute_map(estimator).items()
+    }
+    monitor = getattr(model, "monitor_", None)
+    history = [] if monitor is None else [float(v) for v in monitor.history]
+    values["monitor_history_"] = np.asarray(history, dtype=np.float64)
+    values["monitor_iter_"] = 0 if monitor is None else int(monitor.iter)
+    if "n_features" in values:
+        values["n_features"] = int(values["n_features"])
+    attributes = {
+        name: _p._encode(value, f"attr.{name}", arrays) for name, value in sorted(values.items())
+    }
+    metadata = {
+        "format": _p.FORMAT_NAME,
+        "format_version": _p.FORMAT_VERSION,
+        "estimator": estimator,
+        "fastem_version": __version__,
+        "numpy_version": np.__version__,
+        "params": params,
+        "attributes": attributes,
+        "arrays": {
+            member: {
+                "dtype": arr.dtype.str,
+                "shape": list(arr.shape),
+                "sha256": _p._array_digest(arr),
+            }
+            for member, arr in arrays.items()
+        },
+        "notes": notes,
+    }
+    metadata["metadata_sha256"] = _p._metadata_digest(metadata)
+    encoded = np.frombuffer(_p._canonical_json(metadata), dtype=np.uint8)
+    _p._write_archive(os.fspath(path), {_p._METADATA: encoded, **arrays})
+
+
+# --------------------------------------------------------------------- load
+_Invalid = _p._Invalid
+_METADATA_KEYS = {
+    "format", "format_version", "estimator", "fastem_version", "numpy_version",
+    "params", "attributes", "arrays", "notes", "metadata_sha256",
+}  # fmt: skip
+
+
+def _parse_metadata(raw: np.ndarray) -> dict:
+    """:func:`fastem.persistence._parse_metadata`, accepting the HMM estimators."""
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise _Invalid("not a fastem model file (malformed metadata array)")
+    try:
+        metadata = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_p._reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _Invalid("not a fastem model file (metadata is not valid JSON)") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != _p.FORMAT_NAME:
+        raise _Invalid("not a fastem model file (wrong format marker)")
+    version = metadata.get("format_version")
+    if type(version) is not int:
+        raise _Invalid(f"invalid format version {version!r}")
+    if version != _p.FORMAT_VERSION:
+        raise _Invalid(
+            f"unsupported format version {version}; fastem {__version__} reads version "
+            f"{_p.FORMAT_VERSION} (a newer fastem may read this file)"
+        )
+    if metadata.get("metadata_sha256") != _p._metadata_digest(metadata):
+        raise _Invalid("the metadata fails its SHA-256 check (modified or corrupt)")
+    if set(metadata) != _METADATA_KEYS:
+        raise _Invalid(
+            f"the metadata has keys {sorted(metadata)}, expected {sorted(_METADATA_KEYS)}"
+        )
+    if metadata["estimator"] not in HMM_ESTIMATORS:
+        if metadata["estimator"] == "GaussianMixture":
+            raise _Invalid(
+                "it holds a GaussianMixture, not a hidden Markov model; load it with fastem.load"
+            )
+        raise _Invalid(f"unknown estimator {metadata['estimator']!r}")
+    for section in ("params", "attributes", "arrays"):
+        if not isinstance(metadata[section], dict):
+            raise _Invalid(f"the metadata's {section!r} is not an object")
+    if any(not isinstance(name, str) or name == _p._METADATA for name in metadata["arrays"]):
+        raise _Invalid("invalid array name in the metadata")
+    notes = metadata["notes"]
+    if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
+        raise _Invalid("the metadata's 'notes' is not a list of strings")
+    return metadata
+
+
+def _read_archive(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """:func:`fastem.persistence._read_archive` for HMM files (same checks)."""
+    if os.path.isdir(path):
+        raise _Invalid("it is a directory, not a model file")
+    with open(path, "rb") as fh:  # FileNotFoundError propagates as is
+        magic = fh.read(4)
+        file_size = os.fstat(fh.fileno()).st_size
+    if magic != b"PK\x03\x04":
+        raise _Invalid("not a fastem model file (not an .npz archive)")
+    meta_name = f"{_p._METADATA}.npy"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            members = {info.filename: info for info in infos}
+            if meta_name not in members:
+                raise _Invalid("not a fastem model file (no fastem metadata in the archive)")
+            for info in infos:
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise _Invalid("the archive has compressed members, which fastem never writes")
+                if info.flag_bits & 0x1:
+                    raise _Invalid("the archive has encrypted members, which fastem never writes")
+                if info.compress_size != info.file_size or (
+                    info.header_offset + info.file_size > file_size
+                ):
+                    raise _Invalid(f"member {info.filename!r} claims more bytes than the file has")
+            if members[meta_name].file_size > _p._MAX_METADATA_BYTES:
+                raise _Invalid("the metadata is too large")
+            raw = _p._read_member(archive, members[meta_name], np.dtype(np.uint8), None)
+            metadata = _parse_metadata(raw)
+            expected = {f"{name}.npy" for name in [_p._METADATA, *metadata["arrays"]]}
+            if set(members) != expected or len(infos) != len(expected):
+                unexpected = sorted(set(members) - expected)
+                missing = sorted(expected - set(members))
+                raise _Invalid(
+                    "the archive's members do not match its metadata "
+                    f"(unexpected: {unexpected}, missing: {missing}, {len(infos)} members)"
+                )
+            specs = {name: _p._check_spec(name, spec) for name, spec in metadata["arrays"].items()}
+            arrays = {
+                name: _p._read_member(archive, members[f"{name}.npy"], dtype, shape)
+                for name, (dtype, shape) in specs.items()
+            }
+    except _Invalid:
+        raise
+    except (
+        zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+        RuntimeError, NotImplementedError, OverflowError,
+    ) as exc:  # fmt: skip
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _Invalid(f"the file is truncated or corrupt ({reason})") from None
+    for name, arr in arrays.items():
+        if _p._array_digest(arr) != metadata["arrays"][name]["sha256"]:
+            raise _Invalid(f"array {name!r} fails its SHA-256 check (modified or corrupt)")
+        if not arr.dtype.isnative:
+            arrays[name] = arr.astype(arr.dtype.newbyteorder("="))
+    return metadata, arrays
+
+
+def read_hmm_metadata(path: str | os.PathLike) -> dict:
+    """The checked metadata of an HMM file (raises ValueError ``cannot load PATH: ...``)."""
+    path = os.fspath(path)
+    try:
+        return _read_archive(path)[0]
+    except ValueError as exc:
+        raise ValueError(f"cannot load {path!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if type(value) is not int or value < minimum:
+        raise _Invalid(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_hmm(model: BaseHMM, estimator: str) -> None:
+    """Shapes, dtypes and finiteness of the fitted state, before the model is used."""
+    model._check_constructor()
+    K = model.n_components
+    for name in ("startprob_", "transmat_", *_EMISSION_ATTRIBUTES[estimator].values()):
+        value = getattr(model, name)
+        if not isinstance(value, np.ndarray) or value.dtype != np.float64:
+            raise _Invalid(f"{name.lstrip('_')} must be a float64 array")
+        if not np.isfinite(value).all():
+            raise _Invalid(f"{name.lstrip('_')} must hold finite values")
+    if estimator == "CategoricalHMM":
+        shape = (K, model.n_features)
+        if model.emissionprob_.shape != shape:
+            raise _Invalid(f"emissionprob_ must have shape {shape}")
+    elif estimator == "PoissonHMM":
+        if model.lambdas_.shape != (K, model.n_features):
+            raise _Invalid(f"lambdas_ must have shape {(K, model.n_features)}")
+    else:
+        if model.means_.ndim < 1 or model.means_.shape[-1] != model.n_features:
+            raise _Invalid(f"means_ must have {model.n_features} features")
+    try:
+        model._check()  # sums to one, emission shapes and positive definiteness
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        raise _Invalid(str(exc).splitlines()[0] if str(exc) else "invalid parameters") from None
+
+
+def load_hmm(path: str | os.PathLike, *, backend: str | None = None) -> BaseHMM:
+    """Load an HMM written by ``save`` (:func:`save_hmm`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, exactly as given.
+    backend : {'numba', 'numpy'} or None, default=None
+        Sets the loaded model's ``backend``. None keeps the saved one, unless it
+        is not available here: then it becomes None with a ``UserWarning``.
+
+    Returns
+    -------
+    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+        The fitted model; its scores, posteriors and decoded paths are
+        bit-identical to the saved model's on the same backend.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        One line, ``cannot load PATH: reason``, for any file that is not an HMM
+        this fastem can load (foreign, truncated, modified, a GaussianMixture,
+        an unsupported version, unknown names, bad shapes), and for an unknown
+        ``backend``.
+    """
+    path = os.fspath(path)
+    if backend is not None and backend not in HMM_BACKENDS:
+        raise ValueError(f"unknown HMM backend {backend!r}; known: {', '.join(HMM_BACKENDS)}")
+    try:
+        metadata, arrays = _read_archive(path)
+        model = build_hmm(metadata, arrays)
+    except ValueError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot load {path!r}: {message}") from None
+    except (TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise ValueError(f"cannot load {path!r}: malformed model file ({exc})") from None
+    if backend is not None:
+        model.backend = backend
+    elif model.backend is not None and model.backend not in available_hmm_backends():
+        warnings.warn(
+            f"the saved backend {model.backend!r} is not available here; the loaded model "
+            "uses the automatic choice (backend=None).",
+            UserWarning,
+            stacklevel=2,
+        )
+        model.backend = None
+    return model
+
+
+def build_hmm(metadata: dict, arrays: dict[str, np.ndarray]) -> BaseHMM:
+    """The HMM described by checked ``metadata`` and ``arrays`` (raises ValueError).
+
+    ``metadata`` and ``arrays`` as :func:`fastem.persistence._read_archive`
+    returns them, so that :func:`fastem.load` can hand an HMM file over here.
+    """
+    estimator = metadata["estimator"]
+    if estimator not in HMM_ESTIMATORS:
+        raise _Invalid(f"unknown estimator {estimator!r}")
+    cls = HMM_ESTIMATORS[estimator]
+    referenced = set()
+    valid_params = set(cls().get_params(deep=False))
+    params = {}
+    for name, desc in metadata["params"].items():
+        if name not in valid_params:
+            raise _Invalid(f"unknown parameter {name!r}")
+        params[name] = _p._decode(desc, f"param.{name}", arrays)
+        if "array" in desc:
+            referenced.add(desc["array"])
+    names = _attribute_map(estimator)
+    known = {*names, *_COMMON_ATTRIBUTES}
+    attributes = {}
+    for name, desc in metadata["attributes"].items():
+        if name not in known:
+            raise _Invalid(f"unknown fitted attribute {name!r}")
+        attributes[name] = _p._decode(desc, f"attr.{name}", arrays)
+        if "array" in desc:
+            referenced.add(desc["array"])
+    missing = sorted(known - set(attributes))
+    if missing:
+        raise _Invalid(f"missing fitted attributes {missing}")
+    if referenced != set(arrays):
+        raise _Invalid(f"unreferenced arrays {sorted(set(arrays) - referenced)}")
+    model = cls(**params)
+    for stored, attr in names.items():
+        if stored == "n_features":
+            _check_int(attributes[stored], "n_features", 1)
+        setattr(model, attr, attributes[stored])
+    history = attributes["monitor_history_"]
+    if not isinstance(history, np.ndarray) or history.ndim != 1 or history.dtype != np.float64:
+        raise _Invalid("monitor_history_ must be a 1-D float64 array")
+    n_iter = _check_int(attributes["monitor_iter_"], "monitor_iter_", 0)
+    if n_iter != history.shape[0]:
+        raise _Invalid("monitor_iter_ does not match monitor_history_")
+    monitor = ConvergenceMonitor(model.tol, model.n_iter, model.verbose)
+    monitor.history.extend(float(v) for v in history)
+    monitor.iter = n_iter
+    model.monitor_ = monitor
+    if estimator == "CategoricalHMM":
+        if model.n_features is None:
+            raise _Invalid("n_features must be set")
+        _check_int(model.n_features, "n_features", 1)
+    _check_hmm(model, estimator)
+    if any(not math.isfinite(v) for v in history):
+        raise _Invalid("monitor_history_ must hold finite values")
+    return model
