@@ -11,7 +11,98 @@ from __future__ import annotations
 import numpy as np
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+#: mclust's 14 covariance structures, in mclust's order (see ``docs/mclust_models.md``).
+MCLUST_MODELS = (
+    "EII",
+    "VII",
+    "EEI",
+    "VEI",
+    "EVI",
+    "VVI",
+    "EEE",
+    "VEE",
+    "EVE",
+    "VVE",
+    "EEV",
+    "VEV",
+    "EVV",
+    "VVV",
+)
+#: The mclust models whose covariances are diagonal (diag kernels, (k, d) layouts).
+DIAGONAL_MODELS = MCLUST_MODELS[:6]
+#: The mclust model each scikit-learn name is.
+SKLEARN_ALIASES = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
+#: The scikit-learn code path ("engine") each of those four mclust models runs on.
+SKLEARN_ENGINES = {"VII": "spherical", "VVI": "diag", "EEE": "tied", "VVV": "full"}
 _LOG_2PI = np.log(2.0 * np.pi)
+
+
+def check_covariance_type(name) -> str:
+    """Validate a covariance type; return its canonical name.
+
+    The four scikit-learn names ('full', 'tied', 'diag', 'spherical') are kept
+    as they are; mclust's 14 names (:data:`MCLUST_MODELS`) are accepted in any
+    case and returned in upper case.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        Anything else, with the valid names in the message.
+    """
+    if isinstance(name, str):
+        if name in COVARIANCE_TYPES:
+            return name
+        if name.upper() in MCLUST_MODELS:
+            return name.upper()
+    raise ValueError(
+        f"Invalid value for 'covariance_type': {name!r}; expected one of "
+        f"{COVARIANCE_TYPES} or an mclust model name ({', '.join(MCLUST_MODELS)}, any case)."
+    )
+
+
+def mclust_name(covariance_type: str) -> str:
+    """The mclust model of a covariance type (the scikit-learn names mapped)."""
+    name = check_covariance_type(covariance_type)
+    return SKLEARN_ALIASES.get(name, name)
+
+
+def engine_type(covariance_type: str) -> str:
+    """The code path a canonical covariance type is fitted on.
+
+    The scikit-learn names and the mclust models equal to them (VII, VVI,
+    EEE, VVV) run scikit-learn's path ('spherical', 'diag', 'tied', 'full'),
+    bit for bit; the other ten mclust models run their own (their name).
+    """
+    name = check_covariance_type(covariance_type)
+    return SKLEARN_ENGINES.get(name, name)
+
+
+def layout(covariance_type: str) -> str:
+    """The array layout of a canonical covariance type's parameters.
+
+    The scikit-learn names are their own layout; an mclust model is 'diag'
+    ((k, d) variances and inverse standard deviations) when diagonal, else
+    'full' ((k, d, d) matrices and upper precision Cholesky factors).
+    """
+    if covariance_type in COVARIANCE_TYPES:
+        return covariance_type
+    return "diag" if check_covariance_type(covariance_type) in DIAGONAL_MODELS else "full"
+
+
+def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
+    """Shape of ``covariances_`` (and precisions) for a canonical covariance type."""
+    k, d = n_components, n_features
+    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
+        layout(covariance_type)
+    ]
 
 
 def _singular_error(component: int | None, reg_covar: float | None) -> ValueError:
@@ -59,6 +150,7 @@ def precision_cholesky(
 ) -> np.ndarray:
     """Cholesky factors of the precisions from covariances (float64)."""
     cov = np.asarray(covariances, dtype=np.float64)
+    covariance_type = layout(covariance_type)
     if covariance_type in ("full", "tied"):
         return np.swapaxes(_inverse_lower(_cholesky_lower(cov, reg_covar)), -1, -2)
     bad = ~(np.isfinite(cov) & (cov > 0))
@@ -71,7 +163,7 @@ def precision_cholesky(
 def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
     """Upper factor ``U`` with ``U U^T = precision`` (float64)."""
     prec = np.asarray(precisions, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
+    if layout(covariance_type) in ("full", "tied"):
         # Cholesky of the row/column-reversed matrix, reversed back, is upper.
         flipped = prec[..., ::-1, ::-1]
         return np.linalg.cholesky(flipped)[..., ::-1, ::-1].copy()
@@ -80,7 +172,7 @@ def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: 
 
 def precisions_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
     """Precision matrices (or vectors) from their Cholesky factors."""
-    if covariance_type in ("full", "tied"):
+    if layout(covariance_type) in ("full", "tied"):
         return prec_chol @ np.swapaxes(prec_chol, -1, -2)
     return prec_chol**2
 
@@ -88,7 +180,7 @@ def precisions_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.
 def covariances_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
     """Covariances from precision Cholesky factors (inverse of the precisions)."""
     pc = np.asarray(prec_chol, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
+    if layout(covariance_type) in ("full", "tied"):
         # precision = U U^T, so covariance = U^-T U^-1 with U^-T lower triangular.
         inv_lower = _inverse_lower(np.swapaxes(pc, -1, -2))
         return inv_lower @ np.swapaxes(inv_lower, -1, -2)
@@ -97,6 +189,7 @@ def covariances_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np
 
 def log_det_cholesky(prec_chol: np.ndarray, covariance_type: str, n_features: int):
     """log det of the precision Cholesky factor(s): (k,) or a scalar for 'tied'."""
+    covariance_type = layout(covariance_type)
     if covariance_type == "full":
         return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
     if covariance_type == "tied":
@@ -107,7 +200,15 @@ def log_det_cholesky(prec_chol: np.ndarray, covariance_type: str, n_features: in
 
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
-    """Number of free parameters of a mixture (weights, means, covariances)."""
+    """Number of free parameters of a mixture (weights, means, covariances).
+
+    For an mclust name, mclust's ``nMclustParams`` (``nVarParams`` for the
+    covariances); the scikit-learn names count the same as their mclust models.
+    """
+    if covariance_type not in COVARIANCE_TYPES:
+        from ._mclust import n_parameters as mclust_n_parameters
+
+        return mclust_n_parameters(check_covariance_type(covariance_type), n_components, n_features)
     k, d = n_components, n_features
     cov_params = {
         "full": k * d * (d + 1) // 2,
@@ -132,6 +233,7 @@ def kernel_arguments(
     to (k, d); ``comp_const[k] = log w_k + log det U_k - d/2 log 2 pi``.
     """
     k, d = means.shape
+    covariance_type = layout(covariance_type)
     with np.errstate(divide="ignore"):  # a weight of exactly 0 gives -inf: never chosen
         log_w = np.log(np.asarray(weights, dtype=np.float64))
     comp_const = log_w + log_det_cholesky(prec_chol, covariance_type, d) - 0.5 * d * _LOG_2PI

@@ -47,29 +47,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._covariance import _singular_error, precision_cholesky
+from ._covariance import DIAGONAL_MODELS as _DIAGONAL_MODELS
+from ._covariance import MCLUST_MODELS, SKLEARN_ALIASES, _singular_error, precision_cholesky
 
 if TYPE_CHECKING:  # _stats will dispatch here: no import cycle at run time
     from ._stats import Stats
 
-MODEL_NAMES = (
-    "EII",
-    "VII",
-    "EEI",
-    "VEI",
-    "EVI",
-    "VVI",
-    "EEE",
-    "VEE",
-    "EVE",
-    "VVE",
-    "EEV",
-    "VEV",
-    "EVV",
-    "VVV",
-)
-DIAGONAL_MODELS = MODEL_NAMES[:6]
-ALIASES = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
+MODEL_NAMES = MCLUST_MODELS
+DIAGONAL_MODELS = _DIAGONAL_MODELS
+ALIASES = SKLEARN_ALIASES
 ITERATIVE_MODELS = ("VEI", "VEE", "VEV", "EVE", "VVE")
 
 DEFAULT_TOL = 1e-10
@@ -690,6 +676,56 @@ def m_step(
         converged=converged,
         objective=tuple(history),
     )
+
+
+def decomposition(
+    model: str, covariances: np.ndarray, orientation: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mclust's ``(scale, shape, orientation)`` of a fitted model's covariances.
+
+    ``Sigma_k = scale_k D_k diag(shape_k) D_k^T`` with ``prod(shape_k) = 1``.
+
+    - Diagonal models: ``D_k`` the identity, ``shape_k`` in the features' order.
+    - EVE, VVE with ``orientation`` (their common ``D`` from the M-step): ``D_k = D``,
+      ``shape_k`` the diagonal of ``D^T Sigma_k D`` normalized, in ``D``'s column order.
+    - EEE, VEE (one shared matrix up to volume): the eigendecomposition of
+      component 0's, shared, eigenvalues in decreasing order.
+    - Otherwise each component's eigendecomposition, eigenvalues in decreasing order
+      (equal shapes or volumes then agree to rounding).
+
+    Parameters
+    ----------
+    model : str
+        An mclust name (or a scikit-learn alias).
+    covariances : ndarray of shape (k, d) (diagonal models) or (k, d, d)
+    orientation : ndarray of shape (d, d), optional
+
+    Returns
+    -------
+    scale : (k,), shape : (k, d), orientation : (k, d, d)
+    """
+    m = canonical_model(model)
+    cov = np.asarray(covariances, dtype=np.float64)
+    k, d = cov.shape[0], cov.shape[-1]
+    if m in DIAGONAL_MODELS:
+        diag = cov if cov.ndim == 2 else np.diagonal(cov, axis1=1, axis2=2)
+        scale = _geometric_mean(diag)
+        return scale, diag / scale[:, None], np.broadcast_to(np.eye(d), (k, d, d)).copy()
+    if m in ("EVE", "VVE") and orientation is not None:
+        orient = np.asarray(orientation, dtype=np.float64)
+        diag = np.einsum("ji,kjl,li->ki", orient, cov, orient)
+        scale = _geometric_mean(diag)
+        return scale, diag / scale[:, None], np.broadcast_to(orient, (k, d, d)).copy()
+    if m in ("EEE", "VEE"):
+        values, vectors = _descending_eigh(cov[:1])
+        shape = values / _geometric_mean(values)[:, None]
+        scale = np.exp(np.linalg.slogdet(cov)[1] / d)
+        return (
+            scale,
+            np.repeat(shape, k, axis=0),
+            np.repeat(vectors, k, axis=0),
+        )
+    return _decompose(cov)
 
 
 def alias_covariances(covariances: np.ndarray, alias: str) -> np.ndarray:

@@ -41,10 +41,15 @@ import warnings
 import numpy as np
 
 from . import backends
-from ._covariance import precisions_from_cholesky
+from ._covariance import (
+    check_covariance_type,
+    covariance_shape,
+    layout,
+    precisions_from_cholesky,
+)
 from ._data import ArrayData
 from ._passes import PassParams
-from ._stats import Stats, m_step
+from ._stats import Stats, m_step, to_public_layout
 from ._threads import limit_threads
 from ._validation import check_array, check_positive_int, check_sample_weight
 
@@ -133,7 +138,7 @@ def stats_from_model(estimator, eps: float) -> Stats:
     -------
     Stats
     """
-    ct, reg = estimator.covariance_type, float(estimator.reg_covar)
+    ct, reg = layout(estimator.covariance_type), float(estimator.reg_covar)
     weights = np.array(estimator.weights_, dtype=np.float64)
     means = np.array(estimator.means_, dtype=np.float64)
     cov = np.array(estimator.covariances_, dtype=np.float64)
@@ -167,7 +172,7 @@ def clear_online_state(estimator) -> None:
 def _check_state(estimator, n_features: int) -> None:
     """The fitted parameters must match the current hyper-parameters."""
     k, d, ct = estimator.n_components, n_features, estimator.covariance_type
-    expected = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+    expected = covariance_shape(check_covariance_type(ct), k, d)
     got = np.shape(estimator.precisions_cholesky_)
     if np.shape(estimator.weights_) != (k,) or got != expected:
         raise ValueError(
@@ -248,7 +253,7 @@ def partial_fit(estimator, X, sample_weight=None):
 
     t0, alpha = check_learning_parameters(estimator.learning_offset, estimator.learning_decay)
     fitted = hasattr(estimator, "precisions_cholesky_")
-    ct = estimator.covariance_type
+    ct = check_covariance_type(estimator.covariance_type)
     check_positive_int(estimator.n_components, "n_components")
     given = (estimator.weights_init, estimator.means_init, estimator.precisions_init)
     needs_init = not fitted and any(value is None for value in given)
@@ -270,7 +275,9 @@ def partial_fit(estimator, X, sample_weight=None):
             )
         else:
             rng = _check_random_state(estimator.random_state)
-            weights, means, _, prec_chol = estimator._initial_parameters(data, user, kernels, rng)
+            weights, means, cov, prec_chol = estimator._initial_parameters(data, user, kernels, rng)
+            # the engine's layout (VII, EEE) to the model's, which the stream keeps
+            _, prec_chol = to_public_layout(ct, cov, prec_chol, *means.shape)
         pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
         batch = data.em_stats(kernels, pass_params)
 
@@ -290,7 +297,12 @@ def partial_fit(estimator, X, sample_weight=None):
         new = batch
     else:
         new = running.blended(batch, step_size(n_batches, t0, alpha))
-    weights, means, covariances, prec_chol = m_step(new, ct, estimator.reg_covar, eps)
+    # EVE/VVE: a generalized M-step warm-started from the current orientation
+    state: dict = {}
+    orientation = getattr(estimator, "orientation_", None) if fitted else None
+    if ct in ("EVE", "VVE") and orientation is not None:
+        state["orientation"] = np.asarray(orientation[0], dtype=np.float64)
+    weights, means, covariances, prec_chol = m_step(new, ct, estimator.reg_covar, eps, state=state)
     if not np.isfinite(prec_chol).all() or not np.isfinite(means).all():
         raise ValueError(
             "The online EM step produced non-finite parameters; check the data's scale, "
@@ -319,4 +331,5 @@ def partial_fit(estimator, X, sample_weight=None):
         estimator.lower_bounds_ = [float(lower_bound)]
     estimator.n_features_in_ = d
     estimator.backend_ = backend_name
+    estimator._set_decomposition(ct, covariances, state.get("orientation"), dtype)
     return estimator

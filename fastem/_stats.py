@@ -12,7 +12,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._covariance import precision_cholesky
+from ._covariance import (
+    COVARIANCE_TYPES,
+    check_covariance_type,
+    engine_type,
+    layout,
+    precision_cholesky,
+)
+
+#: Inner sweeps of the EVE/VVE orientation update per EM iteration (a generalized
+#: M-step warm-started from the previous orientation), by dimension: up to
+#: ``d = 16`` a few sweeps reach the exact M-step's tolerance anyway; above, one
+#: sweep costs more than an E-step pass (``docs/mclust_models.md``).
+_GEM_SWEEPS_SMALL_D = 20
+_GEM_SWEEPS_LARGE_D = 1
+_GEM_SMALL_D = 16
+
+
+def gem_sweeps(n_features: int) -> int:
+    """Orientation sweeps per EM iteration for EVE and VVE (see :func:`m_step`)."""
+    return _GEM_SWEEPS_SMALL_D if n_features <= _GEM_SMALL_D else _GEM_SWEEPS_LARGE_D
 
 
 @dataclass
@@ -161,27 +180,137 @@ class Stats:
         )
 
 
+def to_public_layout(
+    covariance_type: str,
+    covariances: np.ndarray,
+    prec_chol: np.ndarray,
+    n_components: int,
+    n_features: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Covariances and precision factors from the engine's layout to the model's.
+
+    Only VII and EEE differ: their engines ('spherical', 'tied') hold (k,) and
+    (d, d) arrays, the mclust layouts (k, d) and (k, d, d) (repeated exactly).
+    """
+    cov, pc = np.asarray(covariances), np.asarray(prec_chol)
+    k, d = n_components, n_features
+    if covariance_type == "VII" and cov.ndim == 1:
+        return np.repeat(cov[:, None], d, axis=1), np.repeat(pc[:, None], d, axis=1)
+    if covariance_type == "EEE" and cov.ndim == 2:
+        return np.broadcast_to(cov, (k, d, d)).copy(), np.broadcast_to(pc, (k, d, d)).copy()
+    return cov, pc
+
+
+def to_engine_layout(
+    covariance_type: str, covariances: np.ndarray, prec_chol: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`to_public_layout` (VII: column 0; EEE: component 0)."""
+    ct = check_covariance_type(covariance_type)
+    if ct == "VII":
+        return np.asarray(covariances)[:, 0].copy(), np.asarray(prec_chol)[:, 0].copy()
+    if ct == "EEE":
+        return np.asarray(covariances)[0].copy(), np.asarray(prec_chol)[0].copy()
+    return covariances, prec_chol
+
+
 def m_step(
-    stats: Stats, covariance_type: str, reg_covar: float, eps: float
+    stats: Stats,
+    covariance_type: str,
+    reg_covar: float,
+    eps: float,
+    *,
+    state: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Maximize the expected complete-data log-likelihood given ``stats``.
 
-    Mirrors scikit-learn's estimates, including its ``10 * eps`` added to each
-    component's weight so an empty component yields finite parameters.
+    The four scikit-learn types (and the mclust models equal to them: VII,
+    VVI, EEE, VVV) mirror scikit-learn's estimates, including its ``10 * eps``
+    added to each component's weight so an empty component yields finite
+    parameters. The other mclust models run :func:`fastem._mclust.m_step`
+    (exact, iterated to its tolerance), except EVE and VVE when ``state`` is
+    given: then the orientation update is warm-started from
+    ``state["orientation"]`` and runs at most :func:`gem_sweeps` sweeps, a
+    generalized M-step (``Q`` never decreases from the previous parameters, so
+    the log-likelihood never decreases), and the new orientation is written
+    back to ``state``.
 
     Parameters
     ----------
     stats : Stats
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    covariance_type : str
+        A canonical covariance type (:func:`fastem._covariance.check_covariance_type`).
     reg_covar : float
-        Added to the diagonal of each covariance.
+        Added to the diagonal of each empirical covariance (before the
+        structured fit, for the mclust models).
     eps : float
         Machine epsilon of the data's dtype.
+    state : dict, optional
+        EVE/VVE's orientation carried from one EM iteration to the next.
+
+    Returns
+    -------
+    weights, means, covariances, precisions_cholesky : ndarray (float64)
+        In the layout of ``covariance_type`` (:func:`fastem._covariance.layout`).
+    """
+    engine = engine_type(covariance_type)
+    if engine in COVARIANCE_TYPES:
+        weights, means, cov, prec_chol = _sklearn_m_step(stats, engine, reg_covar, eps)
+        if engine != covariance_type:
+            cov, prec_chol = to_public_layout(covariance_type, cov, prec_chol, *means.shape)
+        return weights, means, cov, prec_chol
+    from ._mclust import DEFAULT_MAX_ITER
+    from ._mclust import m_step as structured_m_step
+
+    options: dict = {"decompose": False}
+    if state is not None and covariance_type in ("EVE", "VVE"):
+        options["orientation_init"] = state.get("orientation")
+        options["max_iter"] = gem_sweeps(stats.sx.shape[1])
+    else:
+        options["max_iter"] = DEFAULT_MAX_ITER
+    res = structured_m_step(stats, covariance_type, reg_covar, eps, **options)
+    if state is not None and res.orientation is not None and covariance_type in ("EVE", "VVE"):
+        state["orientation"] = res.orientation[0].copy()
+    return res.weights, res.means, res.covariances, res.precisions_cholesky
+
+
+def project(
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    covariance_type: str,
+    eps: float,
+    state: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The maximum-likelihood projection of a mixture onto a covariance structure.
+
+    One M-step (``reg_covar = 0``) on the statistics of the mixture itself:
+    weight ``w_k``, mean ``mu_k`` and scatter ``w_k Sigma_k``. The weights and
+    means come back unchanged (up to the M-step's ``10 eps``), the covariances
+    are the structured ones closest in the Kullback-Leibler sense that the
+    M-step maximizes. ``covariances`` is in the layout of the model's kernel
+    family ((k, d) diagonals or (k, d, d)).
 
     Returns
     -------
     weights, means, covariances, precisions_cholesky : ndarray (float64)
     """
+    w = np.asarray(weights, dtype=np.float64)
+    mu = np.asarray(means, dtype=np.float64)
+    cov = np.asarray(covariances, dtype=np.float64)
+    k, d = mu.shape
+    if cov.shape not in ((k, d), (k, d, d)):
+        raise ValueError(f"covariances must have shape {(k, d)} or {(k, d, d)}, got {cov.shape}")
+    if cov.ndim == 3 and layout(engine_type(covariance_type)) in ("diag", "spherical"):
+        cov = np.diagonal(cov, axis1=1, axis2=2)
+    sxx = (w[:, None, None] if cov.ndim == 3 else w[:, None]) * cov
+    stats = Stats(0.0, 1.0, w.copy(), np.zeros((k, d)), np.ascontiguousarray(sxx), mu.copy())
+    return m_step(stats, covariance_type, 0.0, eps, state=state)
+
+
+def _sklearn_m_step(
+    stats: Stats, covariance_type: str, reg_covar: float, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's M-step for its four covariance types."""
     nk_raw = stats.nk
     nk = nk_raw + 10.0 * eps
     delta = stats.sx / nk[:, None]  # new mean minus shift

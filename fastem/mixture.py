@@ -13,7 +13,11 @@ from . import backends
 from ._base import ESTIMATOR_BASES, allow_nan_tags
 from ._covariance import (
     COVARIANCE_TYPES,
+    check_covariance_type,
+    covariance_shape,
     covariances_from_cholesky,
+    engine_type,
+    layout,
     n_parameters,
     precision_cholesky_from_precisions,
     precisions_from_cholesky,
@@ -24,7 +28,7 @@ from ._events import emit
 from ._init import INIT_METHODS, initial_stats
 from ._missing import check_fit_coverage, impute_rows
 from ._passes import PassParams, log_prob
-from ._stats import m_step
+from ._stats import m_step, project, to_engine_layout, to_public_layout
 from ._threads import limit_threads
 from ._validation import (
     check_array,
@@ -103,15 +107,27 @@ class _MixtureMap:
     underflows a weight. Points of the EM map are passed with the exact M-step
     parameters they were packed from, so plain EM steps are bit for bit those
     of the plain loop.
+
+    The ten mclust models without a scikit-learn engine are extrapolated in the
+    same coordinates of their kernel family ((k, d, d) or (k, d) factors), which
+    loses the structure; an extrapolated point is therefore projected back onto
+    the model (:func:`fastem._stats.project`, the maximum-likelihood projection:
+    one M-step of the model on the pseudo-scatter ``w_k Sigma_k``) before its
+    pass, and the projected point is what the driver continues from. EVE and
+    VVE carry their common orientation with each point, so the (generalized)
+    M-step at a point is warm-started from that point's own orientation.
     """
 
     def __init__(self, data, kernels, covariance_type: str, reg_covar: float) -> None:
         self.data = data
         self.kernels = kernels
         self.ct = covariance_type
+        self.layout = layout(covariance_type)
+        self.structured = covariance_type not in COVARIANCE_TYPES
+        self._orientation = None
         self.reg_covar = float(reg_covar)
         self.eps = float(np.finfo(data.dtype).eps)
-        self._exact: dict[int, tuple[np.ndarray, tuple]] = {}
+        self._exact: dict[int, tuple[np.ndarray, tuple, np.ndarray | None]] = {}
         d = data.n_features
         self._diag = np.arange(d)
         self._upper = np.triu_indices(d, 1)
@@ -121,7 +137,7 @@ class _MixtureMap:
         with np.errstate(divide="ignore"):
             parts = [np.log(weights), np.ravel(means)]
         pc = np.asarray(prec_chol, dtype=np.float64)
-        if self.ct in ("full", "tied"):
+        if self.layout in ("full", "tied"):
             iu = self._upper
             parts += [np.log(np.diagonal(pc, axis1=-2, axis2=-1)).ravel(), pc[..., iu[0], iu[1]]]
         else:
@@ -136,9 +152,9 @@ class _MixtureMap:
         weights = np.exp(log_w - log_w.max())
         weights /= weights.sum()
         means, x = x[: k * d].reshape(k, d), x[k * d :]
-        if self.ct in ("full", "tied"):
-            shape = (k, d, d) if self.ct == "full" else (d, d)
-            m = shape[0] if self.ct == "full" else 1
+        if self.layout in ("full", "tied"):
+            shape = (k, d, d) if self.layout == "full" else (d, d)
+            m = shape[0] if self.layout == "full" else 1
             pc = np.zeros(shape)
             diag, upper = x[: m * d].reshape(m, d), x[m * d :].reshape(m, -1)
             iu = self._upper
@@ -146,7 +162,7 @@ class _MixtureMap:
             view[:, self._diag, self._diag] = np.exp(diag)
             view[:, iu[0], iu[1]] = upper
         else:
-            pc = np.exp(x).reshape((k, d) if self.ct == "diag" else (k,))
+            pc = np.exp(x).reshape((k, d) if self.layout == "diag" else (k,))
         return weights, means, pc
 
     def feasible(self, weights, means, prec_chol) -> bool:
@@ -157,7 +173,7 @@ class _MixtureMap:
             return False
         if self.reg_covar > 0.0:
             limit = (1.0 + 1e-9) / self.reg_covar  # beyond rounding
-            if self.ct in ("full", "tied"):
+            if self.layout in ("full", "tied"):
                 stack = prec_chol.reshape(-1, *prec_chol.shape[-2:])
                 # |U|_2 <= |U|_F: the SVD only when the cheap bound is inconclusive
                 if float(np.max(np.einsum("kij,kij->k", stack, stack))) > limit:
@@ -168,39 +184,71 @@ class _MixtureMap:
                 return False
         return True
 
-    def start(self, params) -> np.ndarray:
-        """The vector of initial parameters ``(weights, means, cov, prec_chol)``."""
+    def start(self, params, orientation=None) -> np.ndarray:
+        """The vector of initial parameters ``(weights, means, cov, prec_chol)``
+        (and, for EVE/VVE, their common orientation)."""
         self._k = params[1].shape[0]
-        return self._remember(params)
+        self._orientation = orientation
+        return self._remember(params, orientation)
 
-    def _remember(self, params) -> np.ndarray:
+    def _remember(self, params, orientation=None) -> np.ndarray:
         x = self.pack(params[0], params[1], params[3])
         if len(self._exact) >= 4:  # a scheme revisits at most the last few images
             del self._exact[next(iter(self._exact))]
-        self._exact[id(x)] = (x, params)
+        self._exact[id(x)] = (x, params, orientation)
         return x
+
+    def _project(self, weights, means, prec_chol):
+        """An extrapolated point projected onto the model's structure, or None."""
+        state = {} if self._orientation is None else {"orientation": self._orientation}
+        try:
+            with np.errstate(all="ignore"):
+                cov = covariances_from_cholesky(prec_chol, self.layout)
+                if not np.isfinite(cov).all():
+                    return None
+                _, _, _, prec_chol = project(weights, means, cov, self.ct, self.eps, state)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+        return prec_chol, state.get("orientation")
 
     # -- one pass
     def evaluate(self, x: np.ndarray, extrapolated: bool) -> Evaluation | None:
         entry = self._exact.get(id(x))
+        orientation = None
         if entry is not None and entry[0] is x:
             weights, means, _, prec_chol = entry[1]
+            orientation = entry[2]
         else:
             with np.errstate(over="ignore", under="ignore"):  # judged by feasible()
                 weights, means, prec_chol = self.unpack(x)
+            if self.structured:
+                if not (np.isfinite(prec_chol).all() and np.isfinite(weights).all()):
+                    return None
+                if weights.min() <= 0.0:
+                    return None
+                projected = self._project(weights, means, prec_chol)
+                if projected is None:
+                    return None
+                prec_chol, orientation = projected
+                x = self.pack(weights, means, prec_chol)
             if extrapolated and not self.feasible(weights, means, prec_chol):
                 return None
         data = self.data
         pass_params = PassParams.from_model(weights, means, prec_chol, self.ct, data.dtype)
         stats = data.em_stats(self.kernels, pass_params)
         objective = stats.loglik / data.weight_sum
+        state = {} if orientation is None else {"orientation": orientation}
         try:
-            params = m_step(stats, self.ct, self.reg_covar, self.eps)
+            params = m_step(stats, self.ct, self.reg_covar, self.eps, state=state)
         except ValueError:
             if not extrapolated:
                 raise  # plain EM failed here: the user's error, as without acceleration
             return Evaluation(x, objective, None)
-        return Evaluation(x, objective, self._remember(params), params)
+        image_orientation = state.get("orientation")
+        if image_orientation is not None:
+            self._orientation = image_orientation
+        image = self._remember(params, image_orientation)
+        return Evaluation(x, objective, image, (params, image_orientation))
 
 
 class GaussianMixture(*ESTIMATOR_BASES):
@@ -215,10 +263,17 @@ class GaussianMixture(*ESTIMATOR_BASES):
     ----------
     n_components : int, default=1
         Number of mixture components.
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+    covariance_type : str, default='full'
         'full': each component has its own covariance matrix; 'tied': all share
         one; 'diag': each has a diagonal covariance; 'spherical': each has a
-        single variance.
+        single variance. Or one of mclust's 14 models (any case): 'EII', 'VII',
+        'EEI', 'VEI', 'EVI', 'VVI', 'EEE', 'VEE', 'EVE', 'VVE', 'EEV', 'VEV',
+        'EVV', 'VVV', with ``Sigma_k = scale_k D_k diag(shape_k) D_k^T`` whose
+        volume, shape and orientation are Equal across components, Variable, or
+        the Identity (see ``docs/mclust_models.md``). VII, VVI, EEE and VVV are
+        'spherical', 'diag', 'tied' and 'full' (fitted bit for bit the same),
+        but in mclust's layout: ``covariances_`` and the precisions are (k, d)
+        for the six diagonal models and (k, d, d) for the others.
     tol : float, default=1e-3
         Threshold of the ``stopping`` rule; by default EM stops when the average
         log-likelihood gains less than ``tol`` in one iteration.
@@ -244,7 +299,11 @@ default='kmeans'
         User initial means.
     precisions_init : array-like, default=None
         User initial precisions (inverse covariances); shape (k, d, d) for
-        'full', (d, d) for 'tied', (k, d) for 'diag', (k,) for 'spherical'.
+        'full', (d, d) for 'tied', (k, d) for 'diag', (k,) for 'spherical';
+        for an mclust model (k, d) (diagonal models) or (k, d, d), projected
+        onto the model's structure (the maximum-likelihood projection, one
+        M-step of the model on the scatter ``w_k Sigma_k``; nothing changes for
+        a start that has the structure).
     random_state : int, RandomState, Generator or None, default=None
         Seed of the initialization (and of :meth:`sample`).
     warm_start : bool, default=False
@@ -297,6 +356,15 @@ default='kmeans'
         Inverses of the covariances.
     precisions_cholesky_ : ndarray
         Cholesky factors ``U`` of the precisions (``U @ U.T = precision``).
+    scale_ : ndarray of shape (n_components,)
+        mclust models only: the volumes ``det(Sigma_k) ** (1 / d)``.
+    shape_ : ndarray of shape (n_components, n_features)
+        mclust models only: the diagonals of ``A_k`` (product 1), in the order
+        of ``orientation_``'s columns.
+    orientation_ : ndarray of shape (n_components, n_features, n_features)
+        mclust models only: ``D_k`` (the identity for the diagonal models), so
+        ``covariances_[k] = scale_[k] * D_k @ diag(shape_[k]) @ D_k.T``. See
+        :func:`fastem._mclust.decomposition` for the conventions.
     converged_ : bool
         Whether the best initialization converged.
     n_iter_ : int
@@ -397,11 +465,7 @@ default='kmeans'
         check_positive_int(self.verbose_interval, "verbose_interval")
         if self.n_threads is not None:
             check_positive_int(self.n_threads, "n_threads")
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"Invalid value for 'covariance_type': {self.covariance_type!r}; "
-                f"expected one of {COVARIANCE_TYPES}."
-            )
+        ct = check_covariance_type(self.covariance_type)
         if self.acceleration not in ACCELERATIONS:
             raise ValueError(
                 f"Invalid value for 'acceleration': {self.acceleration!r}; "
@@ -417,7 +481,7 @@ default='kmeans'
                 f"Invalid value for 'init_params': {self.init_params!r}; "
                 f"expected one of {INIT_METHODS}."
             )
-        k, d, ct = self.n_components, n_features, self.covariance_type
+        k, d = self.n_components, n_features
         user: dict = {}
         if self.weights_init is not None:
             w = self._user_array(self.weights_init, "weights_init", (k,))
@@ -431,18 +495,20 @@ default='kmeans'
         if self.means_init is not None:
             user["means"] = self._user_array(self.means_init, "means_init", (k, d))
         if self.precisions_init is not None:
-            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+            shape = covariance_shape(ct, k, d)
             p = self._user_array(self.precisions_init, "precisions_init", shape)
-            if ct in ("full", "tied"):
+            if layout(ct) in ("full", "tied"):
                 mats = p.reshape(-1, d, d)
                 for i, mat in enumerate(mats):
                     if not np.allclose(mat, mat.T) or np.linalg.eigvalsh(mat).min() <= 0:
-                        which = "" if ct == "tied" else f" (component {i})"
+                        which = "" if layout(ct) == "tied" else f" (component {i})"
                         raise ValueError(
                             f"precisions_init{which} must be symmetric positive definite."
                         )
             elif (p <= 0).any():
                 raise ValueError(f"precisions_init must be positive for '{ct}' covariances.")
+            # mclust models: the model's layout ((k, d) or (k, d, d)); a start that
+            # lacks the structure is projected onto it (see _initial_parameters)
             user["prec_chol"] = precision_cholesky_from_precisions(p, ct)
         return user
 
@@ -507,7 +573,7 @@ default='kmeans'
         # Only now, with everything computed, does the estimator change.
         (
             weights, means, covariances, prec_chol,
-            converged, n_iter, lower_bound, bounds, extrapolations,
+            converged, n_iter, lower_bound, bounds, extrapolations, orientation,
         ) = result  # fmt: skip
         if not converged and self.max_iter > 0:
             warnings.warn(
@@ -517,7 +583,8 @@ default='kmeans'
                 stacklevel=2,
             )
         dtype = data.dtype
-        ct = self.covariance_type
+        ct = check_covariance_type(self.covariance_type)
+        covariances, prec_chol = self._public_layout(ct, means, covariances, prec_chol)
         self.weights_ = weights.astype(dtype)
         self.means_ = means.astype(dtype)
         self.covariances_ = covariances.astype(dtype)
@@ -530,10 +597,30 @@ default='kmeans'
         self.n_extrapolations_accepted_, self.n_extrapolations_rejected_ = extrapolations
         self.n_features_in_ = d
         self.backend_ = backend_name
+        self._set_decomposition(ct, covariances, orientation, dtype)
         from ._online import clear_online_state
 
         clear_online_state(self)  # a later partial_fit continues from this fit, as batch 1
         return self
+
+    @staticmethod
+    def _public_layout(ct, means, covariances, prec_chol):
+        """The engine's covariances and factors in the covariance type's own layout."""
+        return to_public_layout(ct, covariances, prec_chol, *means.shape)
+
+    def _set_decomposition(self, ct, covariances, orientation, dtype) -> None:
+        """``scale_``, ``shape_`` and ``orientation_`` for an mclust name; removed otherwise."""
+        if ct in COVARIANCE_TYPES:
+            for name in ("scale_", "shape_", "orientation_"):
+                if name in vars(self):
+                    delattr(self, name)
+            return
+        from ._mclust import decomposition
+
+        scale, shape, orient = decomposition(ct, covariances, orientation)
+        self.scale_ = scale.astype(dtype)
+        self.shape_ = shape.astype(dtype)
+        self.orientation_ = orient.astype(dtype)
 
     def _fit_data(self, X, sample_weight):
         """Validate X and the weights; return what the EM loop iterates over."""
@@ -567,30 +654,50 @@ default='kmeans'
         )
         return data
 
-    def _initial_parameters(self, data, user, kernels, rng):
-        """float64 (weights, means, covariances, prec_chol) of a fresh start."""
-        ct = self.covariance_type
+    def _initial_parameters(self, data, user, kernels, rng, state=None):
+        """float64 (weights, means, covariances, prec_chol) of a fresh start, in the
+        layout of the covariance type's engine (:func:`fastem._covariance.engine_type`).
+
+        An mclust model starts from one structured M-step on the initialization's
+        statistics; the initialization itself (k-means, hc, emEM, ...) runs on the
+        unconstrained model of the same kernel family (VVV or VVI) for the ten
+        models that have no scikit-learn equivalent. ``precisions_init`` for an
+        mclust model is projected onto the model's structure by
+        :func:`fastem._stats.project` (an exact no-op for VVV and VVI).
+        """
+        ct = check_covariance_type(self.covariance_type)
+        engine = engine_type(ct)
         eps = float(np.finfo(data.dtype).eps)
         if {"weights", "means", "prec_chol"} <= user.keys():
-            weights, means, prec_chol = user["weights"], user["means"], user["prec_chol"]
-            return weights, means, covariances_from_cholesky(prec_chol, ct), prec_chol
-        full = ct in ("full", "tied")
-        X, sw = data.init_arrays()
-        stats = initial_stats(
-            X, sw, self.n_components, self.init_params, rng, kernels, full,
-            covariance_type=ct, reg_covar=self.reg_covar,
-        )  # fmt: skip
-        weights, means, cov, prec_chol = m_step(stats, ct, self.reg_covar, eps)
-        weights = user.get("weights", weights)
-        means = user.get("means", means)
+            weights, means = user["weights"], user["means"]
+        else:
+            full = layout(engine) in ("full", "tied")
+            init_ct = engine if engine in COVARIANCE_TYPES else ("full" if full else "diag")
+            X, sw = data.init_arrays()
+            stats = initial_stats(
+                X, sw, self.n_components, self.init_params, rng, kernels, full,
+                covariance_type=init_ct, reg_covar=self.reg_covar,
+            )  # fmt: skip
+            weights, means, cov, prec_chol = m_step(stats, engine, self.reg_covar, eps, state=state)
+            weights = user.get("weights", weights)
+            means = user.get("means", means)
         if "prec_chol" in user:
             prec_chol = user["prec_chol"]
-            cov = covariances_from_cholesky(prec_chol, ct)
+            if ct in COVARIANCE_TYPES or ct in ("VVV", "VVI"):  # no structure to impose
+                cov = covariances_from_cholesky(prec_chol, engine)
+            else:
+                given = covariances_from_cholesky(prec_chol, ct)
+                _, _, cov, prec_chol = project(weights, means, given, engine, eps, state)
         return weights, means, cov, prec_chol
 
     def _fit_em(self, data, user, kernels, warm):
-        """Run every initialization; return the best one's parameters and trace."""
-        ct = self.covariance_type
+        """Run every initialization; return the best one's parameters and trace.
+
+        Runs on the engine of the covariance type (VII, VVI, EEE and VVV on
+        scikit-learn's code paths, bit for bit), in the engine's layout; the
+        last item is the EVE/VVE common orientation (None for other models).
+        """
+        ct = engine_type(self.covariance_type)
         eps = float(np.finfo(data.dtype).eps)
         weight_sum = data.weight_sum
         rng = _check_random_state(self.random_state)
@@ -602,8 +709,9 @@ default='kmeans'
             t_init = t_iter = time.perf_counter()
             if self.verbose:
                 print(f"Initialization {init}")
+            state: dict = {}  # EVE/VVE: the orientation, warm-starting each M-step
             if warm:
-                params = tuple(
+                weights, means, cov, prec_chol = (
                     np.asarray(a, dtype=np.float64)
                     for a in (
                         self.weights_,
@@ -612,21 +720,29 @@ default='kmeans'
                         self.precisions_cholesky_,
                     )
                 )
+                cov, prec_chol = to_engine_layout(self.covariance_type, cov, prec_chol)
+                params = (weights, means, cov, prec_chol)
+                if ct in ("EVE", "VVE") and getattr(self, "orientation_", None) is not None:
+                    state["orientation"] = np.asarray(self.orientation_[0], dtype=np.float64)
                 lower_bound = self.lower_bound_
             else:
-                params = self._initial_parameters(data, user, kernels, rng)
+                params = self._initial_parameters(data, user, kernels, rng, state)
                 lower_bound = -np.inf
             extrapolations = (0, 0)
             if self.acceleration is not None and self.max_iter > 0:
                 res = self._accelerated_em(
-                    data, kernels, params, lower_bound if warm else None, init, n_init
+                    data, kernels, params, lower_bound if warm else None, init, n_init, state
                 )
-                params, converged, n_iter = res.payload, res.converged, res.n_passes
+                params, orientation = res.payload
+                converged, n_iter = res.converged, res.n_passes
                 lower_bound, bounds = res.objective, res.lower_bounds
                 extrapolations = (res.n_accepted, res.n_rejected)
                 self._report_init_end(init, n_init, converged, n_iter, lower_bound, t_init)
                 if best is None or lower_bound > best[6]:
-                    best = (*params, converged, n_iter, lower_bound, bounds, extrapolations)
+                    best = (
+                        *params, converged, n_iter, lower_bound, bounds, extrapolations,
+                        orientation,
+                    )  # fmt: skip
                 continue
             rule = make_stopping_rule(self.stopping, self.tol)
             rule.reset(lower_bound)
@@ -639,7 +755,7 @@ default='kmeans'
                 pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
                 stats = data.em_stats(kernels, pass_params)
                 lower_bound = stats.loglik / weight_sum
-                params = m_step(stats, ct, self.reg_covar, eps)
+                params = m_step(stats, ct, self.reg_covar, eps, state=state)
                 bounds.append(lower_bound)
                 change = lower_bound - prev
                 emit(
@@ -666,7 +782,10 @@ default='kmeans'
                     break
             self._report_init_end(init, n_init, converged, n_iter, lower_bound, t_init)
             if best is None or lower_bound > best[6]:
-                best = (*params, converged, n_iter, lower_bound, bounds, extrapolations)
+                best = (
+                    *params, converged, n_iter, lower_bound, bounds, extrapolations,
+                    state.get("orientation"),
+                )  # fmt: skip
         return best
 
     def _report_init_end(self, init, n_init, converged, n_iter, lower_bound, t_init) -> None:
@@ -688,10 +807,13 @@ default='kmeans'
             else:
                 print(f"Initialization {status}.")
 
-    def _accelerated_em(self, data, kernels, params, previous, init, n_init):
-        """One initialization's EM with ``self.acceleration``, on the generic driver."""
-        problem = _MixtureMap(data, kernels, self.covariance_type, self.reg_covar)
-        x0 = problem.start(params)
+    def _accelerated_em(self, data, kernels, params, previous, init, n_init, state):
+        """One initialization's EM with ``self.acceleration``, on the generic driver.
+
+        The result's payload is ``(params, orientation)``.
+        """
+        problem = _MixtureMap(data, kernels, engine_type(self.covariance_type), self.reg_covar)
+        x0 = problem.start(params, state.get("orientation"))
         clock = [time.perf_counter()]
 
         def on_pass(n_pass: int, lower_bound: float, change: float) -> None:
@@ -925,7 +1047,7 @@ default='kmeans'
         rng = _check_random_state(self.random_state)
         weights = self.weights_.astype(np.float64)
         counts = rng.multinomial(n_samples, weights / weights.sum())
-        ct, d = self.covariance_type, self.n_features_in_
+        ct, d = layout(self.covariance_type), self.n_features_in_
         means = self.means_.astype(np.float64)
         cov = self.covariances_.astype(np.float64)
         parts = []
@@ -943,6 +1065,8 @@ default='kmeans'
 
     # --------------------------------------------------------- model selection
     def _n_parameters(self) -> int:
+        """mclust's ``nMclustParams`` for the covariance type (scikit-learn's counts
+        for its four names, which agree)."""
         return n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
 
     def bic(self, X) -> float:
