@@ -172,8 +172,9 @@ def test_poisson_matches_hmmlearn(backend):
 
 
 def test_default_constructor_matches_hmmlearn():
-    """Same parameter names and defaults (fastem adds n_init, reg_covar, backend)."""
-    extras = {"n_init", "reg_covar", "backend"}
+    """Same parameter names and defaults (fastem adds n_init, reg_covar, backend,
+    n_threads, acceleration and stopping)."""
+    extras = {"n_init", "reg_covar", "backend", "n_threads", "acceleration", "stopping"}
     for ours, theirs in [
         (GaussianHMM(), hl.GaussianHMM()),
         (CategoricalHMM(), hl.CategoricalHMM()),

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._base import ESTIMATOR_BASES
+from .._em import ACCELERATIONS, STOPPING_RULES
+from .._threads import limit_threads
 from ..exceptions import NotFittedError
 from ._backend import HMMKernels, get_hmm_kernels
 
@@ -57,6 +59,8 @@ class ConvergenceMonitor:
         self.verbose = verbose
         self.history: deque = deque()
         self.iter = 0
+        # Set by an accelerated fit or a fastem stopping rule: the driver's verdict.
+        self._converged: bool | None = None
 
     def __repr__(self) -> str:
         return (
@@ -89,6 +93,8 @@ class ConvergenceMonitor:
     @property
     def converged(self) -> bool:
         """Whether the EM loop should stop (hmmlearn's rule)."""
+        if getattr(self, "_converged", None) is not None:
+            return self._converged
         return self.iter == self.n_iter or (
             len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol
         )
@@ -182,6 +188,24 @@ class BaseHMM(*ESTIMATOR_BASES):
             )
         if int(getattr(self, "n_init", 1)) < 1:
             raise ValueError(f"n_init must be at least 1, got {self.n_init}")
+        n_threads = getattr(self, "n_threads", None)
+        if n_threads is not None and (
+            isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer))
+            or n_threads < 1
+        ):  # fmt: skip
+            raise ValueError(f"n_threads must be None or an integer >= 1, got {n_threads!r}")
+        if getattr(self, "acceleration", None) not in ACCELERATIONS:
+            raise ValueError(
+                f"acceleration must be one of {ACCELERATIONS}, got {self.acceleration!r}"
+            )
+        if getattr(self, "stopping", None) not in (None, *STOPPING_RULES):
+            raise ValueError(
+                f"stopping must be one of {(None, *STOPPING_RULES)}, got {self.stopping!r}"
+            )
+
+    def _limit_threads(self, kernels: HMMKernels):
+        """The kernels capped at ``n_threads`` for the body (restored afterwards)."""
+        return limit_threads(kernels.name, getattr(self, "n_threads", None))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "startprob_"):
@@ -257,6 +281,15 @@ class BaseHMM(*ESTIMATOR_BASES):
         # Given initial parameters (not in init_params) are the start of every restart.
         given = {name: getattr(self, name) for name in self._param_attrs() if hasattr(self, name)}
         best = None
+        with self._limit_threads(kernels):
+            best = self._fit_restarts(X, offsets, seq_weight, kernels, n_init, rs, given)
+        for name, value in best[1].items():
+            setattr(self, name, value)
+        self.monitor_ = best[2]
+        return self
+
+    def _fit_restarts(self, X, offsets, seq_weight, kernels, n_init, rs, given):
+        best = None
         for _ in range(n_init):
             for name in self._param_attrs():
                 if name in given:
@@ -266,14 +299,19 @@ class BaseHMM(*ESTIMATOR_BASES):
             self._init(X, offsets, seq_weight, kernels, rs)
             self._check()
             self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
-            self._em_loop(kernels, X, offsets, seq_weight)
+            if (
+                getattr(self, "acceleration", None) is None
+                and getattr(self, "stopping", None) is None
+            ):
+                self._em_loop(kernels, X, offsets, seq_weight)
+            else:
+                from ._accel import run_driver
+
+                run_driver(self, kernels, X, offsets, seq_weight)
             final = self.monitor_.history[-1] if self.monitor_.history else -np.inf
             if best is None or final > best[0]:
                 best = (final, {n: getattr(self, n) for n in self._param_attrs()}, self.monitor_)
-        for name, value in best[1].items():
-            setattr(self, name, value)
-        self.monitor_ = best[2]
-        return self
+        return best
 
     def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
         for _ in range(self.n_iter):
@@ -314,6 +352,15 @@ class BaseHMM(*ESTIMATOR_BASES):
     def _param_attrs(self) -> tuple[str, ...]:
         return ("startprob_", "transmat_", *self._emission_attrs)
 
+    def _packing(self) -> list[tuple[str, str, str, bool]]:
+        """``(params code, attribute, transform, zeros are structural)`` of each
+        parameter array, for the fixed-point driver (see ``_accel``)."""
+        return [
+            ("s", "startprob_", "simplex", True),
+            ("t", "transmat_", "simplex", True),
+            *self._emission_packing(),
+        ]
+
     # ------------------------------------------------------------ inference
     def score_samples(self, X, lengths=None) -> tuple[float, np.ndarray]:
         """Log-likelihood of ``X`` and the smoothed state posteriors.
@@ -329,7 +376,9 @@ class BaseHMM(*ESTIMATOR_BASES):
         posteriors : ndarray of shape (n_samples, n_components)
         """
         X, offsets = self._prepare(X, lengths)
-        fb = self._forward_backward(self._kernels(), X, offsets, np.ones(offsets.size - 1))
+        kernels = self._kernels()
+        with self._limit_threads(kernels):
+            fb = self._forward_backward(kernels, X, offsets, np.ones(offsets.size - 1))
         return float(fb.loglik.sum()), fb.gamma
 
     def score_sequences(self, X, lengths=None) -> np.ndarray:
@@ -346,10 +395,11 @@ class BaseHMM(*ESTIMATOR_BASES):
         log-likelihood of each sequence."""
         X, offsets = self._prepare(X, lengths)
         kernels = self._kernels()
-        logB = self._emission_logprob(kernels, X)
-        filt = np.empty_like(logB)
-        loglik = np.empty(offsets.size - 1)
-        kernels.hmm.forward_filter(logB, offsets, self.startprob_, self.transmat_, filt, loglik)
+        with self._limit_threads(kernels):
+            logB = self._emission_logprob(kernels, X)
+            filt = np.empty_like(logB)
+            loglik = np.empty(offsets.size - 1)
+            kernels.hmm.forward_filter(logB, offsets, self.startprob_, self.transmat_, filt, loglik)
         return filt, loglik
 
     def score(self, X, lengths=None) -> float:
@@ -395,6 +445,10 @@ class BaseHMM(*ESTIMATOR_BASES):
             raise ValueError(f"Unknown decoder {algorithm!r}")
         X, offsets = self._prepare(X, lengths)
         kernels = self._kernels()
+        with self._limit_threads(kernels):
+            return self._decode(kernels, X, offsets, algorithm)
+
+    def _decode(self, kernels, X, offsets, algorithm):
         logB = self._emission_logprob(kernels, X)
         with np.errstate(divide="ignore"):
             log_start = np.log(self.startprob_)

@@ -45,6 +45,14 @@ class CategoricalHMM(BaseHMM):
     n_init : int, default=1
         Restarts, keeping the best final log-likelihood (fastem extension).
     backend : {"numba", "numpy"} or None
+    n_threads : int or None, default=None
+        Cap on the kernels' threads (None: the backend's default). Results are
+        bit-identical on any number of threads.
+    acceleration : {None, "squarem", "anderson"}, default=None
+        None: plain Baum-Welch; else fastem's fixed-point accelerator (docs/hmm.md).
+    stopping : {None, "absolute", "relative", "aitken"}, default=None
+        None: hmmlearn's rule (an iteration gains less than ``tol``); else
+        fastem's rules (docs/acceleration.md) on the total log-likelihood.
 
     Attributes
     ----------
@@ -72,6 +80,9 @@ class CategoricalHMM(BaseHMM):
         implementation: str = "log",
         n_init: int = 1,
         backend: str | None = None,
+        n_threads: int | None = None,
+        acceleration: str | None = None,
+        stopping: str | None = None,
     ):
         self.n_components = n_components
         self.startprob_prior = startprob_prior
@@ -88,6 +99,9 @@ class CategoricalHMM(BaseHMM):
         self.implementation = implementation
         self.n_init = n_init
         self.backend = backend
+        self.n_threads = n_threads
+        self.acceleration = acceleration
+        self.stopping = stopping
 
     def _validate_X(self, X, fitting: bool) -> np.ndarray:
         X = _check_counts(X, "Symbols")
@@ -115,6 +129,9 @@ class CategoricalHMM(BaseHMM):
     def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
         nc, nf = self.n_components, self.n_features
         return {"s": nc - 1, "t": nc * (nc - 1), "e": nc * (nf - 1)}
+
+    def _emission_packing(self) -> list[tuple[str, str, str, bool]]:
+        return [("e", "emissionprob_", "simplex", False)]
 
     def _emission_logprob(self, kernels, X) -> np.ndarray:
         with np.errstate(divide="ignore"):
@@ -166,6 +183,14 @@ class PoissonHMM(BaseHMM):
         's' startprob, 't' transmat, 'l' lambdas.
     n_init : int, default=1
     backend : {"numba", "numpy"} or None
+    n_threads : int or None, default=None
+        Cap on the kernels' threads (None: the backend's default). Results are
+        bit-identical on any number of threads.
+    acceleration : {None, "squarem", "anderson"}, default=None
+        None: plain Baum-Welch; else fastem's fixed-point accelerator (docs/hmm.md).
+    stopping : {None, "absolute", "relative", "aitken"}, default=None
+        None: hmmlearn's rule (an iteration gains less than ``tol``); else
+        fastem's rules (docs/acceleration.md) on the total log-likelihood.
 
     Attributes
     ----------
@@ -196,6 +221,9 @@ class PoissonHMM(BaseHMM):
         implementation: str = "log",
         n_init: int = 1,
         backend: str | None = None,
+        n_threads: int | None = None,
+        acceleration: str | None = None,
+        stopping: str | None = None,
     ):
         self.n_components = n_components
         self.startprob_prior = startprob_prior
@@ -212,6 +240,9 @@ class PoissonHMM(BaseHMM):
         self.implementation = implementation
         self.n_init = n_init
         self.backend = backend
+        self.n_threads = n_threads
+        self.acceleration = acceleration
+        self.stopping = stopping
 
     def _validate_X(self, X, fitting: bool) -> np.ndarray:
         X = _check_counts(X, "Counts")
@@ -230,6 +261,9 @@ class PoissonHMM(BaseHMM):
     def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
         nc, nf = self.n_components, self.n_features
         return {"s": nc - 1, "t": nc * (nc - 1), "l": nc * nf}
+
+    def _emission_packing(self) -> list[tuple[str, str, str, bool]]:
+        return [("l", "lambdas_", "log", False)]
 
     def _emission_logprob(self, kernels, X) -> np.ndarray:
         # sum_d x log(lam) - lam - log(x!), with 0 * log(0) = 0 (a zero rate emits 0)

@@ -83,6 +83,18 @@ class GaussianHMM(BaseHMM):
         that keeps states from collapsing (fastem extension).
     backend : {"numba", "numpy"} or None
         Kernels; default numba where it imports.
+    n_threads : int or None, default=None
+        Cap on the kernels' threads (None: the backend's default). Results are
+        bit-identical on any number of threads.
+    acceleration : {None, "squarem", "anderson"}, default=None
+        None: plain Baum-Welch. Otherwise fastem's generic fixed-point
+        accelerator (:mod:`fastem._em`) extrapolates the parameters, keeping an
+        extrapolation only if its log-likelihood is at least that of the EM step
+        it replaces (see docs/hmm.md).
+    stopping : {None, "absolute", "relative", "aitken"}, default=None
+        None: hmmlearn's rule (stop when an iteration gains less than ``tol``).
+        The others are fastem's rules (docs/acceleration.md) applied to the
+        total log-likelihood.
 
     Attributes
     ----------
@@ -129,6 +141,9 @@ class GaussianHMM(BaseHMM):
         n_init: int = 1,
         reg_covar: float = 0.0,
         backend: str | None = None,
+        n_threads: int | None = None,
+        acceleration: str | None = None,
+        stopping: str | None = None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -150,6 +165,9 @@ class GaussianHMM(BaseHMM):
         self.n_init = n_init
         self.reg_covar = reg_covar
         self.backend = backend
+        self.n_threads = n_threads
+        self.acceleration = acceleration
+        self.stopping = stopping
 
     # ------------------------------------------------------------ parameters
     @property
@@ -200,6 +218,10 @@ class GaussianHMM(BaseHMM):
             raise ValueError("means_ must have shape (n_components, n_features)")
         self.n_features = self.means_.shape[1]
         self._covars_ = _validate_covars(np.asarray(self._covars_), self.covariance_type, K, None)
+
+    def _emission_packing(self) -> list[tuple[str, str, str, bool]]:
+        cov = "chol" if self.covariance_type in ("full", "tied") else "log"
+        return [("m", "means_", "identity", False), ("c", "_covars_", cov, False)]
 
     def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
         nc, nf = self.n_components, self.n_features

@@ -56,6 +56,14 @@ class GMMHMM(BaseHMM):
     reg_covar : float, default=0.0
         Added to the diagonal of every covariance after each M-step.
     backend : {"numba", "numpy"} or None
+    n_threads : int or None, default=None
+        Cap on the kernels' threads (None: the backend's default). Results are
+        bit-identical on any number of threads.
+    acceleration : {None, "squarem", "anderson"}, default=None
+        None: plain Baum-Welch; else fastem's fixed-point accelerator (docs/hmm.md).
+    stopping : {None, "absolute", "relative", "aitken"}, default=None
+        None: hmmlearn's rule (an iteration gains less than ``tol``); else
+        fastem's rules (docs/acceleration.md) on the total log-likelihood.
 
     Attributes
     ----------
@@ -99,6 +107,9 @@ class GMMHMM(BaseHMM):
         n_init: int = 1,
         reg_covar: float = 0.0,
         backend: str | None = None,
+        n_threads: int | None = None,
+        acceleration: str | None = None,
+        stopping: str | None = None,
     ):
         self.n_components = n_components
         self.n_mix = n_mix
@@ -122,6 +133,9 @@ class GMMHMM(BaseHMM):
         self.n_init = n_init
         self.reg_covar = reg_covar
         self.backend = backend
+        self.n_threads = n_threads
+        self.acceleration = acceleration
+        self.stopping = stopping
 
     # ------------------------------------------------------------ parameters
     def _check_constructor(self) -> None:
@@ -217,6 +231,14 @@ class GMMHMM(BaseHMM):
         of a block of rows, into ``comp`` and ``state``."""
         log_prob(kernels.mixture, X, params, comp)
         kernels.hmm.gmm_state_logprob(comp, self.n_mix, state)
+
+    def _emission_packing(self) -> list[tuple[str, str, str, bool]]:
+        cov = "chol" if self.covariance_type in ("full", "tied") else "log"
+        return [
+            ("w", "weights_", "simplex", False),
+            ("m", "means_", "identity", False),
+            ("c", "covars_", cov, False),
+        ]
 
     def _emission_logprob(self, kernels, X) -> np.ndarray:
         K, M = self.n_components, self.n_mix

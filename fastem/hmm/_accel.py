@@ -1,0 +1,212 @@
+"""Baum-Welch on fastem's generic fixed-point driver (:mod:`fastem._em`).
+
+Used when an HMM has ``acceleration="squarem"|"anderson"`` or a ``stopping``
+rule; plain Baum-Welch with hmmlearn's rule (the default) keeps its own loop.
+
+The driver extrapolates a flat vector of unconstrained coordinates, so that any
+finite vector is a valid model:
+
+- probability rows (``startprob_``, ``transmat_`` rows, GMM ``weights_`` rows,
+  ``emissionprob_`` rows) as log-probabilities, mapped back by a softmax per
+  row. Zeros of ``startprob_`` and ``transmat_`` at the start of the fit are
+  structural: they are left out of the vector and stay exactly zero;
+- means as they are;
+- full and tied covariances as their Cholesky factors with a log diagonal;
+  diagonal and spherical variances and Poisson rates as logs.
+
+Only the parameters the fit updates (``params``) are in the vector; the others
+stay as they are. One pass at a point sets the model to it, runs the
+forward-backward pass and the emission statistics (the objective is the
+weighted log-likelihood, the quantity hmmlearn's monitor records), then the
+M-step, whose result is the point's image; the M-step's parameters ride along
+as the payload, so the fitted model is an exact M-step result, as in plain EM.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from .._em import Evaluation, StoppingRule, make_stopping_rule, run_fixed_point
+
+_TINY = np.finfo(np.float64).tiny
+
+
+class _GainBelowTol(StoppingRule):
+    """hmmlearn's rule on consecutive EM steps: the (signed) gain is below ``tol``."""
+
+    def __init__(self, tol: float) -> None:
+        super().__init__("absolute", tol)
+
+    def update(self, value: float) -> bool:
+        h = self._history
+        h.append(float(value))
+        if len(h) > 2:
+            del h[0]
+        if len(h) < 2:
+            return False
+        self.criterion = h[-1] - h[-2]
+        return self.criterion < self.tol
+
+
+class _Block:
+    """One parameter array's slice of the flat vector and its transform."""
+
+    def __init__(self, attr: str, kind: str, value: np.ndarray, structural: bool) -> None:
+        self.attr = attr
+        self.kind = kind
+        self.shape = value.shape
+        if kind == "simplex":
+            rows = value.reshape(-1, value.shape[-1]) if value.ndim else value.reshape(1, -1)
+            self.mask = rows > 0 if structural else np.ones(rows.shape, dtype=bool)
+            self.size = int(self.mask.sum())
+        elif kind == "chol":
+            d = value.shape[-1]
+            self.tril = np.tril_indices(d)
+            self.diag = np.diag_indices(d)
+            self.n_mat = int(np.prod(value.shape[:-2], dtype=np.int64))
+            self.size = self.n_mat * len(self.tril[0])
+        else:
+            self.size = int(value.size)
+
+    def pack(self, value: np.ndarray) -> np.ndarray:
+        if self.kind == "simplex":
+            rows = value.reshape(self.mask.shape)
+            return np.log(np.maximum(rows, _TINY))[self.mask]
+        if self.kind == "log":
+            return np.log(np.maximum(value, _TINY)).ravel()
+        if self.kind == "chol":
+            mats = value.reshape(self.n_mat, *value.shape[-2:])
+            L = np.linalg.cholesky(mats)
+            L[:, self.diag[0], self.diag[1]] = np.log(L[:, self.diag[0], self.diag[1]])
+            return L[:, self.tril[0], self.tril[1]].ravel()
+        return np.asarray(value, dtype=np.float64).ravel()
+
+    def unpack(self, v: np.ndarray) -> np.ndarray:
+        if self.kind == "simplex":
+            logp = np.full(self.mask.shape, -np.inf)
+            logp[self.mask] = v
+            logp -= logp.max(axis=1, keepdims=True)
+            p = np.exp(logp)
+            p /= p.sum(axis=1, keepdims=True)
+            return p.reshape(self.shape)
+        if self.kind == "log":
+            return np.exp(v).reshape(self.shape)
+        if self.kind == "chol":
+            d = self.shape[-1]
+            L = np.zeros((self.n_mat, d, d))
+            L[:, self.tril[0], self.tril[1]] = v.reshape(self.n_mat, -1)
+            L[:, self.diag[0], self.diag[1]] = np.exp(L[:, self.diag[0], self.diag[1]])
+            return np.matmul(L, np.swapaxes(L, -1, -2)).reshape(self.shape)
+        return v.reshape(self.shape).copy()
+
+
+class _Packer:
+    """The model's updated parameters <-> one flat float64 vector."""
+
+    def __init__(self, model) -> None:
+        self.blocks = [
+            _Block(attr, kind, np.asarray(getattr(model, attr), dtype=np.float64), structural)
+            for code, attr, kind, structural in model._packing()
+            if code in model.params
+        ]
+        self.bounds = np.cumsum([0] + [b.size for b in self.blocks])
+
+    def pack(self, model) -> np.ndarray:
+        parts = [b.pack(np.asarray(getattr(model, b.attr), dtype=np.float64)) for b in self.blocks]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def unpack(self, model, x: np.ndarray) -> bool:
+        """Set the model to ``x``; False (nothing set) if a value is not finite."""
+        values = []
+        with np.errstate(over="ignore", invalid="ignore"):
+            for b, lo, hi in zip(self.blocks, self.bounds[:-1], self.bounds[1:], strict=True):
+                value = b.unpack(x[lo:hi])
+                if not np.isfinite(value).all():
+                    return False
+                values.append(value)
+        for b, value in zip(self.blocks, values, strict=True):
+            setattr(model, b.attr, value)
+        return True
+
+
+class _BaumWelchProblem:
+    """The driver's view of one HMM fit: one pass per point."""
+
+    def __init__(self, model, kernels, X, offsets, seq_weight, packer: _Packer) -> None:
+        self.model = model
+        self.kernels = kernels
+        self.X = X
+        self.offsets = offsets
+        self.seq_weight = seq_weight
+        self.packer = packer
+        self.attrs = model._param_attrs()
+
+    def evaluate(self, x: np.ndarray, extrapolated: bool) -> Evaluation | None:
+        model = self.model
+        if not self.packer.unpack(model, x):
+            if extrapolated:
+                return None
+            raise FloatingPointError("Baum-Welch produced non-finite parameters")
+        try:
+            fb = model._forward_backward(self.kernels, self.X, self.offsets, self.seq_weight)
+            loglik = float(self.seq_weight @ fb.loglik)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            if extrapolated:
+                return None
+            raise
+        if not math.isfinite(loglik):
+            if extrapolated:
+                return None
+            raise FloatingPointError("the log-likelihood is not finite")
+        try:
+            stats = model._emission_stats(
+                self.kernels, self.X, fb.gamma, self.offsets, self.seq_weight
+            )
+            model._do_mstep(fb, stats)
+            image = self.packer.pack(model)
+            if not np.isfinite(image).all():
+                raise FloatingPointError("non-finite M-step")
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            if extrapolated:
+                return Evaluation(x, loglik, None)
+            raise
+        payload = {name: np.array(getattr(model, name), copy=True) for name in self.attrs}
+        return Evaluation(x, loglik, image, payload)
+
+
+def run_driver(model, kernels, X, offsets, seq_weight) -> None:
+    """Fit ``model`` (already initialized, with a fresh ``monitor_``) with the driver."""
+    packer = _Packer(model)
+    if model.stopping is None:
+        rule: StoppingRule = _GainBelowTol(model.tol)
+    else:
+        rule = make_stopping_rule(model.stopping, model.tol)
+    monitor = model.monitor_
+
+    def on_pass(n_passes: int, lower_bound: float, change: float) -> None:
+        if model.verbose:
+            print(
+                monitor._template.format(iter=n_passes, log_prob=lower_bound, delta=change),
+                file=sys.stderr,
+            )
+
+    start = {name: np.array(getattr(model, name), copy=True) for name in model._param_attrs()}
+    result = run_fixed_point(
+        _BaumWelchProblem(model, kernels, X, offsets, seq_weight, packer),
+        packer.pack(model),
+        method=model.acceleration,
+        max_passes=model.n_iter,
+        rule=rule,
+        on_pass=on_pass,
+    )
+    final = result.payload if result.payload is not None else start
+    for name, value in final.items():
+        setattr(model, name, value)
+    monitor.history.extend(result.lower_bounds)
+    monitor.iter = result.n_passes
+    monitor._converged = bool(result.converged)
+    monitor.n_extrapolations_accepted = result.n_accepted
+    monitor.n_extrapolations_rejected = result.n_rejected
