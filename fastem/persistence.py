@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._covariance import COVARIANCE_TYPES
+from ._covariance import COVARIANCE_TYPES, check_covariance_type, covariance_shape, layout
 from ._version import __version__
 from .mixture import GaussianMixture
 
@@ -100,13 +100,18 @@ _STREAM_ATTRIBUTES = (
     "sufficient_stats_shift_",
 )
 _EXTRAPOLATION_ATTRIBUTES = ("n_extrapolations_accepted_", "n_extrapolations_rejected_")
+#: mclust's decomposition of the covariances, present for the mclust model names only.
+_DECOMPOSITION_ATTRIBUTES = ("scale_", "shape_", "orientation_")
 #: Fitted attributes a file may hold: the stream state of ``partial_fit`` (so a loaded
 #: model continues its stream), the extrapolation counts of an accelerated fit (files
 #: written before they existed lack them) and the column names of a DataFrame fit. A new
 #: fitted attribute of the estimator must be listed here, or saving a model that has it
 #: fails with a message saying so.
 OPTIONAL_ATTRIBUTES: tuple[str, ...] = (
-    _STREAM_ATTRIBUTES + _EXTRAPOLATION_ATTRIBUTES + ("feature_names_in_",)
+    _STREAM_ATTRIBUTES
+    + _EXTRAPOLATION_ATTRIBUTES
+    + ("feature_names_in_",)
+    + _DECOMPOSITION_ATTRIBUTES
 )
 
 _METADATA = "fastem_metadata"
@@ -555,9 +560,11 @@ def _check_model(model: GaussianMixture) -> None:
     """Shapes, dtypes and types of the fitted state, so a bad file fails here, not in a kernel."""
     model._check_parameters(_checked_int(model.n_features_in_, "n_features_in_"))
     k, d, ct = model.n_components, model.n_features_in_, model.covariance_type
-    if ct not in COVARIANCE_TYPES:  # _check_parameters checks it too; kept explicit
-        raise _Invalid(f"unknown covariance_type {ct!r}")
-    cov_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+    try:  # _check_parameters checks it too; kept explicit
+        ct = check_covariance_type(ct)
+    except ValueError:
+        raise _Invalid(f"unknown covariance_type {ct!r}") from None
+    cov_shape = covariance_shape(ct, k, d)
     shapes = {
         "weights_": (k,),
         "means_": (k, d),
@@ -565,6 +572,13 @@ def _check_model(model: GaussianMixture) -> None:
         "precisions_": cov_shape,
         "precisions_cholesky_": cov_shape,
     }
+    decomposition = [name for name in _DECOMPOSITION_ATTRIBUTES if name in vars(model)]
+    if ct in COVARIANCE_TYPES and decomposition:
+        raise _Invalid(f"{decomposition} belong to mclust models, not covariance_type {ct!r}")
+    if ct not in COVARIANCE_TYPES:  # files written before the mclust models never get here
+        if len(decomposition) != len(_DECOMPOSITION_ATTRIBUTES):
+            raise _Invalid(f"an {ct} model must hold {list(_DECOMPOSITION_ATTRIBUTES)}")
+        shapes.update({"scale_": (k,), "shape_": (k, d), "orientation_": (k, d, d)})
     dtypes = set()
     for name, shape in shapes.items():
         value = getattr(model, name)
@@ -604,7 +618,7 @@ def _check_stream_state(model: GaussianMixture, k: int, d: int, ct: str) -> None
         missing = sorted(set(_STREAM_ATTRIBUTES) - set(present))
         raise _Invalid(f"incomplete partial_fit state: missing {missing}")
     _checked_int(model.n_batches_, "n_batches_")
-    full = ct in ("full", "tied")
+    full = layout(ct) in ("full", "tied")
     shapes = {
         "sufficient_stats_nk_": (k,),
         "sufficient_stats_sx_": (k, d),

@@ -28,13 +28,15 @@ def data() -> np.ndarray:
     return X
 
 
-def fit(X, model, **params):
+def fit(X, model, sample_weight=None, **params):
     params.setdefault("random_state", 0)
     params.setdefault("max_iter", 30)
     params.setdefault("tol", 1e-6)
+    params.setdefault("n_components", K)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return GaussianMixture(K, covariance_type=model, **params).fit(X)
+        gm = GaussianMixture(covariance_type=model, **params)
+        return gm.fit(X, sample_weight=sample_weight)
 
 
 # ---------------------------------------------------------------- names
@@ -101,3 +103,250 @@ def test_every_model_fits_with_mclust_counts(data, model):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     X, y = gm.sample(50)
     assert X.shape == (50, D) and y.shape == (50,)
+
+
+# ------------------------------------------------------------ structure
+def structure_violations(model: str, gm, rtol: float = 1e-8) -> list[str]:
+    """The claims of ``model``'s name that the fitted covariances break.
+
+    Checked on ``covariances_`` itself (volumes from determinants, shapes from
+    sorted eigenvalues, common orientation as pairwise commuting matrices), and
+    ``scale_ D diag(shape_) D^T`` must rebuild it.
+    """
+    cov = np.asarray(gm.covariances_, dtype=np.float64)
+    k, d = cov.shape[0], cov.shape[-1]
+    full = cov if cov.ndim == 3 else cov[:, :, None] * np.eye(d)
+    bad = []
+    values = np.linalg.eigvalsh(full)[:, ::-1]
+    volume = np.exp(np.log(values).mean(axis=1))
+    shape = values / volume[:, None]
+    scale = np.abs(full).max()
+    if model[0] == "E" and not np.allclose(volume, volume[0], rtol=rtol, atol=0):
+        bad.append("equal volume")
+    if model[1] == "E" and not np.allclose(shape, shape[0], rtol=rtol, atol=0):
+        bad.append("equal shape")
+    if model[1] == "I" and not np.allclose(shape, 1.0, rtol=rtol, atol=0):
+        bad.append("identity shape")
+    if model[2] == "I" and np.abs(full - full * np.eye(d)).max() > rtol * scale:
+        bad.append("identity orientation")
+    if model[2] == "E":
+        for j in range(1, k):
+            commutator = full[0] @ full[j] - full[j] @ full[0]
+            if np.abs(commutator).max() > rtol * scale**2:
+                bad.append("equal orientation")
+                break
+    rebuilt = np.einsum(
+        "kij,kj,klj->kil", gm.orientation_, gm.scale_[:, None] * gm.shape_, gm.orientation_
+    )
+    loose = max(10 * rtol, 1e-7)
+    if not np.allclose(rebuilt, full, rtol=loose, atol=1e-2 * loose * scale):
+        bad.append("decomposition")
+    if not np.allclose(np.prod(gm.shape_, axis=1), 1.0, rtol=loose):
+        bad.append("shape determinant")
+    return bad
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return {model: fit(data, model, max_iter=40) for model in MCLUST_MODELS}
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_fitted_covariances_have_their_structure(fitted, model):
+    gm = fitted[model]
+    assert structure_violations(model, gm) == []
+    orient = gm.orientation_
+    np.testing.assert_allclose(
+        np.swapaxes(orient, 1, 2) @ orient, np.broadcast_to(np.eye(D), (K, D, D)), atol=1e-10
+    )
+    if model[2] == "I":
+        np.testing.assert_array_equal(orient, np.broadcast_to(np.eye(D), (K, D, D)))
+    if model[2] == "E":  # one orientation, stored once per component
+        assert (orient == orient[0]).all()
+
+
+def test_structure_check_can_fail(fitted):
+    """Negative control: VVV's covariances break every constraint, and each model's
+    covariances break the constraints that its name leaves free (V parts vary)."""
+    free = fitted["VVV"]
+    for model in MCLUST_MODELS[:-1]:
+        assert structure_violations(model, free), model
+    for model in MCLUST_MODELS:
+        wrong = "".join("E" if c == "V" else c for c in model)  # claim equality of V parts
+        if wrong != model:
+            assert structure_violations(wrong, fitted[model]), model
+
+
+# ------------------------------------------------------------- monotone EM
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_log_likelihood_never_decreases_with_weights_and_nan(data, model):
+    rng = np.random.default_rng(5)
+    X = data.copy()
+    X[rng.random(X.shape) < 0.12] = np.nan
+    w = rng.uniform(0.2, 3.0, size=X.shape[0])
+    gm = fit(X, model, w, max_iter=25, tol=0)
+    bounds = np.asarray(gm.lower_bounds_)
+    assert len(bounds) == 25
+    steps = np.diff(bounds)
+    assert steps.min() >= -1e-12 * np.abs(bounds).max(), steps.min()
+    assert structure_violations(model, gm) == []
+
+
+# ------------------------------------------------------------- data paths
+ATTRS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "scale_", "shape_")
+
+
+def family_init(X, model, seed=1):
+    """Explicit initial parameters in the model's kernel family (projected by fit)."""
+    from fastem.datasets import initial_parameters
+
+    family = "diag" if model in mc.DIAGONAL_MODELS else "full"
+    init = initial_parameters(np.nan_to_num(X), K, family, random_state=seed)
+    init.pop("covariance_type")
+    init.pop("n_components", None)
+    return init
+
+
+def assert_same_fit(a, b, rtol=1e-7):
+    np.testing.assert_allclose(b.lower_bounds_, a.lower_bounds_, rtol=rtol, atol=0)
+    for attr in ATTRS:
+        np.testing.assert_allclose(getattr(b, attr), getattr(a, attr), rtol=rtol, atol=1e-12)
+    assert b.n_iter_ == a.n_iter_
+
+
+@pytest.fixture(scope="module")
+def messy(data):
+    """The data with 10% NaN, and positive weights."""
+    rng = np.random.default_rng(11)
+    X = data.copy()
+    X[rng.random(X.shape) < 0.1] = np.nan
+    return X, rng.uniform(0.5, 2.0, size=X.shape[0])
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_in_memory_out_of_core_and_dask_agree(tmp_path, monkeypatch, messy, model):
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    import fastem._blocks as blocks
+
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)  # many blocks
+    X, w = messy
+    init = family_init(X, model)
+    opts = dict(max_iter=6, tol=0, backend="numpy", **init)
+    a = fit(X, model, w, **opts)
+    np.save(tmp_path / "X.npy", X)
+    b = fit(np.load(tmp_path / "X.npy", mmap_mode="r"), model, w, **opts)
+    with dask.config.set(scheduler="synchronous"):
+        c = fit(da.from_array(X, chunks=(170, 2)), model, da.from_array(w, chunks=250), **opts)
+    assert_same_fit(a, b)
+    assert_same_fit(a, c)
+    assert structure_violations(model, c) == []
+
+
+@pytest.mark.parametrize("model", ["EEI", "VEE", "EVE", "VEV"])
+def test_float32_n_init_and_warm_start(data, model):
+    a = fit(data, model, max_iter=60)
+    b = fit(data.astype(np.float32), model, max_iter=60)
+    assert b.means_.dtype == b.covariances_.dtype == b.orientation_.dtype == np.float32
+    np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=2e-3, atol=1e-3)
+    assert structure_violations(model, b, rtol=1e-5) == []
+    best = fit(data, model, n_init=3, max_iter=60)  # its first start is random_state=0's
+    assert best.lower_bound_ >= fit(data, model, max_iter=60).lower_bound_ - 1e-9
+    assert structure_violations(model, best) == []
+    warm = fit(data, model, max_iter=3, tol=0)
+    first = warm.lower_bounds_[-1]
+    warm.set_params(warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warm.fit(data)
+    assert warm.lower_bounds_[0] >= first - 1e-12  # continues, does not restart
+    assert np.diff(warm.lower_bounds_).min() >= -1e-12
+    assert structure_violations(model, warm) == []
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_partial_fit_keeps_the_structure(messy, model):
+    X, w = messy
+    gm = GaussianMixture(K, covariance_type=model, random_state=0)
+    for start in range(0, X.shape[0], 200):
+        gm.partial_fit(X[start : start + 200], sample_weight=w[start : start + 200])
+    assert gm.n_batches_ == 3
+    assert structure_violations(model, gm) == []
+    fitted = fit(X, model, w, max_iter=5)
+    fitted.partial_fit(X[:200])  # continues a fit
+    assert structure_violations(model, fitted) == []
+
+
+@pytest.mark.parametrize("acceleration", ["squarem", "anderson"])
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_acceleration_works_for_every_model(data, model, acceleration):
+    init = family_init(data, model)
+    plain = fit(data, model, max_iter=200, tol=1e-7, **init)
+    fast = fit(data, model, max_iter=200, tol=1e-7, acceleration=acceleration, **init)
+    assert structure_violations(model, fast) == []
+    assert fast.n_extrapolations_accepted_ + fast.n_extrapolations_rejected_ > 0
+    # the same maximum (well-separated data), reached no later than by plain EM
+    assert fast.lower_bound_ >= plain.lower_bound_ - 1e-5
+    assert fast.n_iter_ <= plain.n_iter_ or not plain.converged_
+    np.testing.assert_allclose(fast.means_, plain.means_, rtol=1e-2, atol=1e-2)
+
+
+def test_acceleration_extrapolates_structured_models(data):
+    """The projection path runs and is accepted (not every point rejected)."""
+    accepted = 0
+    for model in ("VEI", "EVE", "VEV"):
+        gm = fit(data, model, max_iter=200, tol=1e-9, acceleration="squarem")
+        accepted += gm.n_extrapolations_accepted_
+    assert accepted > 0
+
+
+# ------------------------------------------------------------ initial values
+@pytest.mark.parametrize("model", ["EII", "VII", "EEI", "EEE", "VEE", "EVE", "EEV", "VEV"])
+def test_precisions_init_is_projected_onto_the_structure(data, model):
+    from fastem.datasets import initial_parameters
+
+    init = family_init(data, model)
+    rng = np.random.default_rng(0)
+    prec = init["precisions_init"] * rng.uniform(
+        0.5, 2.0, size=(K,) + (1,) * (init["precisions_init"].ndim - 1)
+    )  # unequal volumes: no structure
+    init["precisions_init"] = prec
+    start = fit(data, model, max_iter=0, **init)
+    assert structure_violations(model, start) == []
+    # a structured start is kept (the projection is idempotent)
+    init["precisions_init"] = start.precisions_
+    again = fit(data, model, max_iter=0, **init)
+    np.testing.assert_allclose(again.covariances_, start.covariances_, rtol=1e-10)
+    with pytest.raises(ValueError, match="precisions_init must have shape"):
+        GaussianMixture(K, covariance_type=model, precisions_init=np.ones(K)).fit(data)
+    del initial_parameters
+
+
+# -------------------------------------------------------------- persistence
+@pytest.mark.parametrize("model", ["VII", "EEE", "EVE", "vei"])
+def test_save_and_load(tmp_path, data, model):
+    import fastem
+
+    gm = fit(data, model, max_iter=10)
+    gm.partial_fit(data[:100])
+    path = tmp_path / "m.npz"
+    gm.save(path)
+    back = fastem.load(path)
+    assert back.covariance_type == model
+    for attr in ATTRS + ("orientation_", "precisions_"):
+        np.testing.assert_array_equal(getattr(back, attr), getattr(gm, attr))
+    np.testing.assert_array_equal(back.predict_proba(data), gm.predict_proba(data))
+    back.partial_fit(data[100:200])  # the stream continues
+    assert structure_violations(model.upper(), back) == []
+
+
+def test_a_model_file_without_its_decomposition_is_refused(tmp_path, data):
+    import fastem
+    from fastem.persistence import save_model
+
+    gm = fit(data, "EVE", max_iter=3)
+    del gm.orientation_
+    path = tmp_path / "m.npz"
+    save_model(gm, path)
+    with pytest.raises(ValueError, match="orientation_"):
+        fastem.load(path)
