@@ -56,9 +56,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HCTree", "hc_tree", "hc_vvv_numpy", "svd_transform"]
+__all__ = ["HCTree", "hc_tree", "hc_transform", "hc_vvv_numpy", "svd_transform"]
 
 DEFAULT_MAX_ROWS = 2000
+#: mclust's ``hcUse`` options implemented here (see :func:`hc_transform`).
+HC_TRANSFORMS = ("SVD", "STD", "VARS")
 
 
 def svd_transform(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -89,6 +91,40 @@ def svd_transform(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
     _, s, vt = np.linalg.svd(np.sqrt(w)[:, None] * standard, full_matrices=False)
     rank = s > s[0] * max(standard.shape) * np.finfo(np.float64).eps
     return (standard @ vt[rank].T) / np.sqrt(s[rank])
+
+
+def hc_transform(X: np.ndarray, weights: np.ndarray, use: str = "SVD") -> np.ndarray:
+    """The data the tree is built on, as mclust's ``hcUse``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, d)
+    weights : ndarray of shape (m,)
+        Positive row weights.
+    use : {'SVD', 'STD', 'VARS'}, default='SVD'
+        'SVD': :func:`svd_transform` (mclust's default); 'STD': each feature
+        centred and scaled to unit variance (constant ones dropped); 'VARS':
+        the features as they are.
+
+    Returns
+    -------
+    ndarray of shape (m, p), float64
+    """
+    if use == "SVD":
+        return svd_transform(X, weights)
+    X = np.asarray(X, dtype=np.float64)
+    if use == "VARS":
+        return X.copy()
+    if use != "STD":
+        raise ValueError(f"use must be one of {HC_TRANSFORMS}, got {use!r}")
+    w = np.asarray(weights, dtype=np.float64)
+    mean = (w @ X) / w.sum()
+    centred = X - mean
+    sd = np.sqrt((w @ (centred * centred)) / w.sum())
+    keep = sd > np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+    if not keep.any():
+        return np.zeros((X.shape[0], 1))
+    return centred[:, keep] / sd[keep]
 
 
 def hc_alpha(Z: np.ndarray, weights: np.ndarray) -> float:
@@ -287,6 +323,7 @@ def hc_tree(
     min_clusters: int = 1,
     random_state=None,
     implementation: str = "auto",
+    use: str = "SVD",
 ) -> HCTree:
     """Model-based agglomerative hierarchical clustering (VVV, SVD-scaled).
 
@@ -305,6 +342,9 @@ def hc_tree(
         Draws the subsample when one is needed.
     implementation : {'auto', 'numba', 'numpy'}, default='auto'
         The Numba kernel when Numba imports, else the NumPy implementation.
+    use : {'SVD', 'STD', 'VARS'}, default='SVD'
+        The transformation of the data before merging (mclust's ``hcUse``,
+        :func:`hc_transform`).
 
     Returns
     -------
@@ -325,9 +365,11 @@ def hc_tree(
         rng = np.random.RandomState(random_state)
     else:
         rng = random_state
+    if use not in HC_TRANSFORMS:
+        raise ValueError(f"use must be one of {HC_TRANSFORMS}, got {use!r}")
     kernel = _kernel(implementation)
     rows, leaf_w = _leaves(X, w, int(max_rows), rng)
-    Z = np.ascontiguousarray(svd_transform(X[rows], leaf_w))
+    Z = np.ascontiguousarray(hc_transform(X[rows], leaf_w, use))
     alpha = hc_alpha(Z, leaf_w)
     n_merges = max(rows.shape[0] - int(min_clusters), 0)
     merges, costs = kernel(Z, leaf_w, alpha, 1.0, n_merges)

@@ -20,10 +20,18 @@ from ._passes import PassParams, em_stats
 from ._stats import Stats, m_step
 from .backends._numpy import accumulate_block
 
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem", "best")
 # emEM (Biernacki, Celeux & Govaert 2003): short runs from k-means++ seeds.
 EMEM_STARTS = 10
 EMEM_PASSES = 5
+# 'best': deterministic starts plus random seeds, short runs, then the best
+# few (and every deterministic one) run longer; the best of those is kept.
+BEST_DETERMINISTIC = ("hc", "hc-std", "kmeans")
+BEST_RANDOM = 10
+BEST_SHORT_PASSES = 5
+BEST_FINALISTS = 3
+BEST_LONG_PASSES = 100
+BEST_LONG_TOL = 1e-8
 _BLOCK = 4096
 
 
@@ -202,10 +210,14 @@ def hc_stats(
     rng,
     full: bool,
     max_rows: int = DEFAULT_MAX_ROWS,
+    use: str = "SVD",
 ) -> Stats:
     """Statistics of the ``n_components``-cluster cut of an HC tree
-    (:func:`fastem._hc.hc_tree`, on at most ``max_rows`` rows)."""
-    tree = hc_tree(X, sample_weight, max_rows=max_rows, min_clusters=n_components, random_state=rng)
+    (:func:`fastem._hc.hc_tree`, on at most ``max_rows`` rows, data
+    transformed by ``use``)."""
+    tree = hc_tree(
+        X, sample_weight, max_rows=max_rows, min_clusters=n_components, random_state=rng, use=use
+    )
     labels = tree.labels(min(n_components, tree.n_leaves))
     return stats_from_partition(
         X, sample_weight, tree.rows, tree.weights, labels, n_components, rng, full
@@ -233,6 +245,37 @@ def hc_stats_by_k(
     }
 
 
+def _short_run(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    stats: Stats,
+    backend: ModuleType,
+    covariance_type: str,
+    reg_covar: float,
+    n_passes: int,
+    rel_tol: float = 0.0,
+) -> Stats | None:
+    """``n_passes`` plain EM passes from ``stats`` (M-step, then E-step over
+    all rows); the statistics of the last pass, or None if a covariance
+    collapses. With ``rel_tol > 0`` it stops early once a pass gains less than
+    ``rel_tol * (1 + |loglik|)`` (mclust's relative criterion, on the total)."""
+    eps = float(np.finfo(X.dtype).eps)
+    previous = -np.inf
+    try:
+        for _ in range(n_passes):
+            weights, means, _, prec_chol = m_step(stats, covariance_type, reg_covar, eps)
+            params = PassParams.from_model(weights, means, prec_chol, covariance_type, X.dtype)
+            stats = em_stats(backend, X, sample_weight, params, check_nan=False)
+            if not np.isfinite(stats.loglik):
+                return None
+            if rel_tol > 0 and stats.loglik - previous < rel_tol * (1.0 + abs(stats.loglik)):
+                break
+            previous = stats.loglik
+    except (ValueError, np.linalg.LinAlgError):  # a collapsed component ends this run
+        return None
+    return stats
+
+
 def emem_stats(
     X: np.ndarray,
     sample_weight: np.ndarray,
@@ -254,21 +297,141 @@ def emem_stats(
     falls back to the 'kmeans' start.
     """
     full = covariance_type in ("full", "tied")
-    eps = float(np.finfo(X.dtype).eps)
     best: Stats | None = None
     for _ in range(n_starts):
         stats = initial_stats(X, sample_weight, n_components, "k-means++", rng, backend, full)
-        try:
-            for _ in range(n_passes):
-                weights, means, _, prec_chol = m_step(stats, covariance_type, reg_covar, eps)
-                params = PassParams.from_model(weights, means, prec_chol, covariance_type, X.dtype)
-                stats = em_stats(backend, X, sample_weight, params, check_nan=False)
-        except (ValueError, np.linalg.LinAlgError):  # a collapsed component ends this run
+        stats = _short_run(X, sample_weight, stats, backend, covariance_type, reg_covar, n_passes)
+        if stats is None:
             continue
         if best is None or stats.loglik > best.loglik:
             best = stats
     if best is None:
         return initial_stats(X, sample_weight, n_components, "kmeans", rng, backend, full)
+    return best
+
+
+def _start(X, sample_weight, k, name, rng, backend, full) -> Stats:
+    if name == "hc-std":
+        return hc_stats(X, sample_weight, k, rng, full, use="STD")
+    return initial_stats(X, sample_weight, k, name, rng, backend, full)
+
+
+def _feature_variances(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
+    """Weighted per-feature variances of X, in row blocks."""
+    wsum = sample_weight.sum()
+    mean = (sample_weight @ X) / wsum
+    sq = np.zeros(X.shape[1])
+    for start in range(0, X.shape[0], _BLOCK):
+        xb = X[start : start + _BLOCK] - mean
+        sq += sample_weight[start : start + _BLOCK] @ (xb * xb)
+    return sq / wsum
+
+
+def degenerate(
+    stats: Stats,
+    covariance_type: str,
+    reg_covar: float,
+    variances: np.ndarray,
+    n_rows: float,
+    rel_eig: float = 1e-5,
+) -> bool:
+    """Whether the M-step of ``stats`` is a degenerate (spurious) solution.
+
+    Degenerate: a component carries fewer than ``d + 1`` rows ('full') or 2
+    rows (other types), counting ``nk`` in rows as ``nk * n_rows /
+    weight_sum``; or a covariance's smallest eigenvalue, in units of the
+    features' ``variances``, is below ``rel_eig`` (collapsed onto a subspace,
+    which ``reg_covar`` alone allows on discretised data).
+    """
+    d = stats.sx.shape[1]
+    rows = stats.nk * (n_rows / stats.weight_sum)
+    if rows.min() < (d + 1 if covariance_type == "full" else 2):
+        return True
+    eps = float(np.finfo(np.float64).eps)
+    _, _, cov, _ = m_step(stats, covariance_type, reg_covar, eps)
+    scale = 1.0 / np.sqrt(np.maximum(variances, eps))
+    if covariance_type in ("full", "tied"):
+        cov = cov if cov.ndim == 3 else cov[None]
+        lam = min(np.linalg.eigvalsh(c * np.outer(scale, scale)).min() for c in cov)
+    elif covariance_type == "diag":
+        lam = (cov * scale**2).min()
+    else:
+        lam = cov.min() * (scale**2).min()
+    return bool(lam < rel_eig)
+
+
+def best_stats(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng,
+    backend: ModuleType,
+    covariance_type: str,
+    reg_covar: float,
+    *,
+    deterministic=BEST_DETERMINISTIC,
+    n_random: int = BEST_RANDOM,
+    short_passes: int = BEST_SHORT_PASSES,
+    n_finalists: int = BEST_FINALISTS,
+    long_passes: int = BEST_LONG_PASSES,
+    long_tol: float = BEST_LONG_TOL,
+    trace: list | None = None,
+) -> Stats:
+    """The best of several starts, each run a little, the best few run longer.
+
+    Stage 1: the ``deterministic`` starts ('hc': the tree on SVD-scaled data;
+    'hc-std': the tree on standardised data; 'kmeans') and ``n_random``
+    random ones (alternately k-means++ seeds and random rows), each followed
+    by ``short_passes`` EM passes in the model's covariance type. Stage 2:
+    every deterministic run and the ``n_finalists`` best random runs continue
+    for up to ``long_passes`` passes (stopping early once a pass gains less
+    than ``long_tol`` relative). The statistics of the run with the highest
+    log-likelihood are returned; the fit continues it.
+
+    A run that ends degenerate (:func:`degenerate`: a component of fewer
+    rows than it needs, or a collapsed covariance) is kept only if every run
+    does: such optima have unbounded likelihood and are not the better fit.
+
+    ``trace``, when given a list, receives ``(name, stage-1 loglik, final
+    loglik, degenerate)`` for every run of stage 2 (for the benchmark). Falls
+    back to the 'kmeans' start if every run collapses.
+    """
+    full = covariance_type in ("full", "tied")
+    k = n_components
+    names = list(deterministic) + [
+        "k-means++" if i % 2 == 0 else "random_from_data" for i in range(n_random)
+    ]
+    runs = []
+    for name in names:
+        stats = _start(X, sample_weight, k, name, rng, backend, full)
+        stats = _short_run(
+            X, sample_weight, stats, backend, covariance_type, reg_covar, short_passes
+        )
+        if stats is not None:
+            runs.append((name, stats))
+    if not runs:
+        return initial_stats(X, sample_weight, k, "kmeans", rng, backend, full)
+    fixed = [r for r in runs if r[0] in deterministic]
+    rest = sorted((r for r in runs if r[0] not in deterministic), key=lambda r: -r[1].loglik)
+    variances = _feature_variances(X, sample_weight)
+    n_rows = float(np.count_nonzero(sample_weight > 0))
+    best: Stats | None = None
+    best_key = None
+    for name, stats in fixed + rest[:n_finalists]:
+        before = stats.loglik
+        done = _short_run(
+            X, sample_weight, stats, backend, covariance_type, reg_covar, long_passes, long_tol
+        )
+        bad = done is None or degenerate(done, covariance_type, reg_covar, variances, n_rows)
+        if trace is not None:
+            trace.append((name, before, None if done is None else done.loglik, bad))
+        if done is None:
+            continue
+        key = (not bad, done.loglik)
+        if best_key is None or key > best_key:
+            best, best_key = done, key
+    if best is None:
+        return max((r[1] for r in runs), key=lambda s: s.loglik)
     return best
 
 
@@ -297,9 +460,10 @@ def initial_stats(
     k, d = n_components, X.shape[1]
     if method == "hc":
         return hc_stats(X, sample_weight, k, rng, full)
-    if method == "emem":
+    if method in ("emem", "best"):
         ct = covariance_type if covariance_type is not None else ("full" if full else "diag")
-        return emem_stats(X, sample_weight, k, rng, backend, ct, reg_covar)
+        strategy = emem_stats if method == "emem" else best_stats
+        return strategy(X, sample_weight, k, rng, backend, ct, reg_covar)
     if method == "kmeans":
         centres, labels = kmeans(X, sample_weight, k, rng, backend)
         eye = np.eye(k)

@@ -290,3 +290,34 @@ def test_tree_is_a_frozen_value():
     assert isinstance(tree, HCTree)
     with pytest.raises(AttributeError):
         tree.rows = None
+
+
+def test_transforms_are_mclusts_hcuse():
+    from fastem._hc import hc_transform, svd_transform
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3)) * [1.0, 100.0, 0.01] + [5.0, -3.0, 0.0]
+    w = np.ones(50)
+    np.testing.assert_array_equal(hc_transform(X, w, "SVD"), svd_transform(X, w))
+    np.testing.assert_array_equal(hc_transform(X, w, "VARS"), X)
+    std = hc_transform(X, w, "STD")
+    np.testing.assert_allclose(std.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(std.std(axis=0), 1.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="use must be"):
+        hc_transform(X, w, "PCS")
+    with pytest.raises(ValueError, match="use must be"):
+        hc_tree(X, use="svd")
+
+
+def test_scaled_transforms_ignore_feature_scale_and_raw_does_not():
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(size=(30, 2)), rng.normal(size=(30, 2)) + [4.0, 0.0]])
+    scaled = X * [1.0, 1e3]
+    for use in ("SVD", "STD"):
+        np.testing.assert_array_equal(
+            hc_tree(X, use=use).labels(2), hc_tree(scaled, use=use).labels(2)
+        )
+    # Negative control: unscaled, the large feature decides the merges.
+    assert not np.array_equal(
+        hc_tree(X, use="VARS").labels(2), hc_tree(scaled, use="VARS").labels(2)
+    )

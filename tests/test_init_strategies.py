@@ -206,3 +206,76 @@ def test_emem_runs_the_models_covariance_type():
     tied = initial_stats(X, np.ones(240), 3, "emem", rng, kernels, True, covariance_type="tied")
     diag = initial_stats(X, np.ones(240), 3, "emem", rng, kernels, False)
     assert tied.sxx.shape == (3, 3, 3) and diag.sxx.shape == (3, 3)
+
+
+# --- 'best': several starts, short runs, the best few continued -------------
+
+
+def test_best_is_registered_and_fits_every_covariance_type():
+    assert "best" in INIT_METHODS
+    X, _ = blobs()
+    for covariance_type in COVARIANCE_TYPES:
+        gm = GaussianMixture(
+            3, covariance_type=covariance_type, init_params="best", random_state=0
+        ).fit(X)
+        assert gm.lower_bound_ >= reference_bound(covariance_type) - 1e-2
+
+
+def test_best_returns_the_best_continued_run():
+    """The result is the stage-2 run of highest log-likelihood; every
+    deterministic start reaches stage 2, plus the chosen number of random
+    ones."""
+    X, _ = blobs()
+    trace: list = []
+    stats = init_module.best_stats(
+        X, np.ones(240), 3, np.random.RandomState(0), get_backend("numpy"), "full", 1e-6,
+        n_random=4, n_finalists=2, long_passes=5, trace=trace,
+    )  # fmt: skip
+    names = [t[0] for t in trace]
+    assert names[:3] == list(init_module.BEST_DETERMINISTIC) and len(names) == 5
+    assert stats.loglik == max(t[2] for t in trace if not t[3])
+
+
+def test_best_prefers_non_degenerate_runs(monkeypatch):
+    """A run judged degenerate loses to a lower non-degenerate one (negative
+    control: judged by likelihood alone, it would win)."""
+    X, _ = blobs()
+    kwargs = dict(n_random=2, n_finalists=2, long_passes=3)
+    run = functools.partial(
+        init_module.best_stats, X, np.ones(240), 3, backend=get_backend("numpy"),
+        covariance_type="full", reg_covar=1e-6, **kwargs,
+    )  # fmt: skip
+    trace: list = []
+    plain = run(rng=np.random.RandomState(1), trace=trace)
+    top = max(t[2] for t in trace)
+    assert plain.loglik == top
+    monkeypatch.setattr(init_module, "degenerate", lambda stats, *a, **k: stats.loglik == top)
+    guarded = run(rng=np.random.RandomState(1))
+    assert guarded.loglik < top
+
+
+def test_degenerate_flags_small_and_collapsed_components():
+    X, _ = blobs()
+    w = np.ones(240)
+    variances = X.var(axis=0)
+    kernels = get_backend("numpy")
+    good = initial_stats(X, w, 3, "hc", np.random.RandomState(0), kernels, True)
+    assert not init_module.degenerate(good, "full", 1e-6, variances, 240.0)
+    # One component on 3 rows (fewer than d + 1 = 4 for full covariances).
+    labels = np.zeros(240, dtype=np.int64)
+    labels[:3] = 1
+    small = stats_from_partition(X, w, np.arange(240), w, labels, 2, np.random.RandomState(0), True)
+    assert init_module.degenerate(small, "full", 1e-6, variances, 240.0)
+    small_diag = stats_from_partition(
+        X, w, np.arange(240), w, labels, 2, np.random.RandomState(0), False
+    )
+    assert not init_module.degenerate(small_diag, "diag", 1e-6, variances, 240.0)
+    # A component whose rows lie on a line: its covariance collapses.
+    flat = X.copy()
+    flat[:40, 1:] = flat[:40, :1] * [2.0, -1.0]
+    labels[:] = 0
+    labels[:40] = 1
+    line = stats_from_partition(
+        flat, w, np.arange(240), w, labels, 2, np.random.RandomState(0), True
+    )
+    assert init_module.degenerate(line, "full", 1e-9, flat.var(axis=0), 240.0)
