@@ -5,17 +5,25 @@ from the same given initial parameters, with early stopping disabled, so that
 initialization and set-up cancel out. Runs are interleaved (fastem on all Numba
 threads, fastem on one thread, hmmlearn log, hmmlearn scaling, repeat) and the
 medians over repeats are reported with the ratio to hmmlearn's faster
-implementation.
+implementation. On a loaded machine wall times swing with the load; the
+process CPU time of the same fits is reported beside them (``cpu``, summed over
+threads, so the 1-thread CPU ratio is the ratio of work done).
 
 Usage::
 
     python benchmarks/hmm_peers.py [--workload HB1] [--repeats 5] [--n0 2] [--n1 12] [--memory]
+
+``--memory`` adds the peak of the process's resident memory during a
+one-iteration fit above its level before the fit (RSS sampled every
+millisecond, so Numba's own allocations count, which tracemalloc misses), and
+tracemalloc's peak of NumPy/Python allocations.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 
 import numpy as np
@@ -78,7 +86,39 @@ def peak_memory_mb(make, X, lengths, init) -> float:
     return peak / 2**20
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_mb(make, X, lengths, init) -> float:
+    """Peak resident memory above the level before a one-iteration fit (Linux)."""
+    import threading
+
+    model = make(1)
+    for name, value in init.items():
+        setattr(model, name, np.array(value, copy=True))
+    before = _rss_bytes()
+    peak = [before]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        model.fit(X, lengths)
+    finally:
+        done.set()
+        watcher.join()
+    return (max(peak[0], _rss_bytes()) - before) / 2**20
+
+
 def _fit_seconds(make, X, lengths, init, n_iter, threads=None):
+    """Wall and process CPU seconds of one fit."""
     model = make(n_iter)
     for name, value in init.items():
         setattr(model, name, np.array(value, copy=True))
@@ -88,9 +128,9 @@ def _fit_seconds(make, X, lengths, init, n_iter, threads=None):
         before = numba.get_num_threads()
         numba.set_num_threads(threads)
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.fit(X, lengths)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
     finally:
         if threads is not None:
             numba.set_num_threads(before)
@@ -126,23 +166,37 @@ def main(argv=None):
     }
     _fit_seconds(makers["fastem"], X, lengths, init, 1)  # compile / warm caches
     per_iter = {name: [] for name in makers}
+    cpu_iter = {name: [] for name in makers}
     for _ in range(args.repeats):
         for name, make in makers.items():
             threads = 1 if name == "fastem-1-thread" else None
-            t0 = _fit_seconds(make, X, lengths, init, args.n0, threads)
-            t1 = _fit_seconds(make, X, lengths, init, args.n1, threads)
-            per_iter[name].append((t1 - t0) / (args.n1 - args.n0))
+            w0, c0 = _fit_seconds(make, X, lengths, init, args.n0, threads)
+            w1, c1 = _fit_seconds(make, X, lengths, init, args.n1, threads)
+            per_iter[name].append((w1 - w0) / (args.n1 - args.n0))
+            cpu_iter[name].append((c1 - c0) / (args.n1 - args.n0))
     med = {name: float(np.median(v)) for name, v in per_iter.items()}
+    cpu = {name: float(np.median(v)) for name, v in cpu_iter.items()}
     ref_name = min(("hmmlearn-log", "hmmlearn-scaling"), key=med.get)
-    print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}; median of {args.repeats}")
-    for name, value in med.items():
-        print(f"  {name:18s} {value * 1e3:9.3f} ms/iter   {med[ref_name] / value:6.2f}x {ref_name}")
+    cpu_ref = min(("hmmlearn-log", "hmmlearn-scaling"), key=cpu.get)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}; median of {args.repeats} "
+        f"interleaved repeats; load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
+    for name in makers:
+        print(
+            f"  {name:18s} wall {med[name] * 1e3:9.3f} ms/iter {med[ref_name] / med[name]:6.2f}x"
+            f" | cpu {cpu[name] * 1e3:9.3f} ms/iter {cpu[cpu_ref] / cpu[name]:6.2f}x"
+        )
+    print(f"  (ratios to the faster hmmlearn: wall {ref_name}, cpu {cpu_ref})")
     if args.memory:
         x_mb = X.nbytes / 2**20
         for name in ("fastem", "hmmlearn-scaling"):
             peak = peak_memory_mb(makers[name], X, lengths, init)
+            rss = peak_rss_mb(makers[name], X, lengths, init)
             print(
-                f"  peak allocations of a 1-iteration fit, {name}: {peak:.1f} MB (X: {x_mb:.1f} MB)"
+                f"  1-iteration fit, {name}: peak RSS +{rss:.1f} MB, peak allocations "
+                f"{peak:.1f} MB (X: {x_mb:.1f} MB)"
             )
 
 
