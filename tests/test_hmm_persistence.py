@@ -276,3 +276,26 @@ def test_foreign_and_pickle_files(tmp_path):
 def test_build_hmm_rejects_mixture_metadata():
     with pytest.raises(ValueError, match="unknown estimator"):
         build_hmm({"estimator": "GaussianMixture", "params": {}, "attributes": {}}, {})
+
+
+def test_unavailable_saved_backend_falls_back_to_automatic(tmp_path, monkeypatch):
+    import fastem.hmm._persistence as hp
+
+    X = _gaussian_data()
+    GaussianHMM(2, n_iter=2, random_state=0, backend="numba").fit(X, LENGTHS).save(tmp_path / "m")
+    monkeypatch.setattr(hp, "available_hmm_backends", lambda: ["numpy"])
+    with pytest.warns(UserWarning, match="not available"):
+        assert load(tmp_path / "m").backend is None
+    with pytest.raises(ValueError, match="unknown HMM backend 'cython'"):
+        load(tmp_path / "m", backend="cython")
+
+
+def test_build_hmm_from_a_read_archive(tmp_path):
+    """The pieces fastem.load can hand an HMM file to: read, build, set the backend."""
+    from fastem.hmm._persistence import _read_archive, set_loaded_backend
+
+    X = _gaussian_data()
+    model = GMMHMM(2, n_mix=2, n_iter=2, random_state=0).fit(X, LENGTHS)
+    model.save(tmp_path / "m")
+    built = set_loaded_backend(build_hmm(*_read_archive(str(tmp_path / "m"))), "numpy")
+    assert built.backend == "numpy" and built.score(X, LENGTHS) == model.score(X, LENGTHS)

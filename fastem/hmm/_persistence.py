@@ -39,7 +39,14 @@ from ._discrete import CategoricalHMM, PoissonHMM
 from ._gaussian import GaussianHMM
 from ._gmm import GMMHMM
 
-__all__ = ["HMM_ESTIMATORS", "save_hmm", "load_hmm", "read_hmm_metadata"]
+__all__ = [
+    "HMM_ESTIMATORS",
+    "save_hmm",
+    "load_hmm",
+    "build_hmm",
+    "set_loaded_backend",
+    "read_hmm_metadata",
+]
 
 #: The estimator names an HMM file may carry, and their classes.
 HMM_ESTIMATORS: dict[str, type[BaseHMM]] = {
@@ -339,14 +346,25 @@ def load_hmm(path: str | os.PathLike, *, backend: str | None = None) -> BaseHMM:
         raise ValueError(f"cannot load {path!r}: {message}") from None
     except (TypeError, KeyError, AttributeError, IndexError) as exc:
         raise ValueError(f"cannot load {path!r}: malformed model file ({exc})") from None
+    return set_loaded_backend(model, backend)
+
+
+def set_loaded_backend(model: BaseHMM, backend: str | None) -> BaseHMM:
+    """Apply :func:`load_hmm`'s ``backend`` rule to a freshly built ``model``.
+
+    ``backend`` (an HMM backend name) replaces the saved one; None keeps the
+    saved one, or None with a ``UserWarning`` when it is not available here.
+    """
     if backend is not None:
+        if backend not in HMM_BACKENDS:
+            raise ValueError(f"unknown HMM backend {backend!r}; known: {', '.join(HMM_BACKENDS)}")
         model.backend = backend
     elif model.backend is not None and model.backend not in available_hmm_backends():
         warnings.warn(
             f"the saved backend {model.backend!r} is not available here; the loaded model "
             "uses the automatic choice (backend=None).",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         model.backend = None
     return model
