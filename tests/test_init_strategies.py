@@ -232,7 +232,8 @@ def test_best_returns_the_best_continued_run():
         n_random=4, n_finalists=2, long_passes=5, trace=trace,
     )  # fmt: skip
     names = [t[0] for t in trace]
-    assert names[:3] == list(init_module.BEST_DETERMINISTIC) and len(names) == 5
+    fixed = list(init_module.BEST_DETERMINISTIC)
+    assert names[: len(fixed)] == fixed and len(names) == len(fixed) + 2
     assert stats.loglik == max(t[2] for t in trace if not t[3])
 
 
@@ -279,3 +280,19 @@ def test_degenerate_flags_small_and_collapsed_components():
         flat, w, np.arange(240), w, labels, 2, np.random.RandomState(0), True
     )
     assert init_module.degenerate(line, "full", 1e-9, flat.var(axis=0), 240.0)
+
+
+def test_best_with_only_a_deterministic_start_is_that_start_continued():
+    """No random starts: the result is EM continued from the standardised-data
+    hc start (short passes, then long passes), an exact replay."""
+    X, _ = blobs()
+    w = np.ones(240)
+    kernels = get_backend("numpy")
+    stats = init_module.best_stats(
+        X, w, 3, np.random.RandomState(0), kernels, "diag", 1e-6,
+        deterministic=("hc-std",), n_random=0, short_passes=2, long_passes=3, long_tol=0.0,
+    )  # fmt: skip
+    start = init_module.hc_stats(X, w, 3, np.random.RandomState(0), False, use="STD")
+    replay = init_module._short_run(X, w, start, kernels, "diag", 1e-6, 5)
+    np.testing.assert_allclose(stats.sxx, replay.sxx, rtol=1e-12)
+    assert stats.loglik == pytest.approx(replay.loglik, rel=1e-12)
