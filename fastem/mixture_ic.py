@@ -18,7 +18,7 @@ from ._base import ESTIMATOR_BASES, allow_nan_tags
 from .exceptions import NotFittedError
 from .mixture import GaussianMixture
 from .persistence import REQUIRED_ATTRIBUTES
-from .selection import select_model
+from .selection import DEFAULT_COVARIANCE_TYPES, DEFAULT_FIT_SETTINGS, DEFAULT_INIT, select_model
 
 __all__ = ["GaussianMixtureIC"]
 
@@ -28,20 +28,40 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
     chosen by an information criterion.
 
     ``fit`` calls :func:`fastem.select_model` over the grid ``n_components`` x
-    ``covariance_types`` (one shared initialization per number of components and
-    restart) and keeps the candidate with the lowest criterion. Every other
-    method is the selected :class:`~fastem.GaussianMixture`'s.
+    ``covariance_types`` (by default mclust's 14 models, all started from one
+    shared hierarchical clustering tree, and fitted with SQUAREM and the Aitken
+    stopping rule at ``tol=1e-8`` so that every candidate reaches its maximum)
+    and keeps the candidate with the lowest criterion. Every other method is
+    the selected :class:`~fastem.GaussianMixture`'s.
+
+    For scikit-learn's fit settings instead, pass
+    ``init_params="kmeans", tol=1e-3, stopping="absolute", acceleration=None,
+    max_iter=100`` (:data:`fastem.selection.SCIKIT_LEARN_SETTINGS`).
 
     Parameters
     ----------
     n_components : int or iterable of int, default=(1, 2, ..., 9)
         Numbers of components to try; each must be at most the number of rows
         (with a positive weight) given to ``fit``.
-    covariance_types : str or iterable of str, default=('full', 'tied', 'diag', 'spherical')
-        Covariance types to try.
+    covariance_types : str or iterable of str, default='all'
+        Covariance models to try: ``"all"`` (mclust's 14), or any of their names
+        (any case) and scikit-learn's 'full', 'tied', 'diag', 'spherical'
+        (aliases of VVV, EEE, VVI, VII); see :func:`fastem.select_model`.
     criterion : {'bic', 'aic', 'icl'}, default='bic'
         What ranks the candidates (lower is better); see :func:`fastem.select_model`.
-    tol, reg_covar, max_iter, n_init, init_params, random_state, backend, n_threads
+    tol : float, default=1e-8
+        Convergence threshold of every candidate (with ``stopping="aitken"``: the
+        predicted remaining gain of the average log-likelihood).
+    max_iter : int, default=1000
+        Most EM passes per candidate fit.
+    init_params : str, default='hc'
+        The shared start (see :func:`fastem.select_model`): ``"hc"``, any
+        :class:`~fastem.GaussianMixture` start, or several joined by ``+``
+        (``"hc+emem"``).
+    acceleration : {'squarem', 'anderson', None}, default='squarem'
+    stopping : {'aitken', 'relative', 'absolute'}, default='aitken'
+        As in :class:`~fastem.GaussianMixture`.
+    reg_covar, n_init, random_state, backend, n_threads
         As in :class:`~fastem.GaussianMixture`, the same for every candidate.
 
     Attributes
@@ -74,16 +94,18 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
         self,
         n_components: int | Iterable[int] = (1, 2, 3, 4, 5, 6, 7, 8, 9),
         *,
-        covariance_types: str | Iterable[str] = ("full", "tied", "diag", "spherical"),
+        covariance_types: str | Iterable[str] = DEFAULT_COVARIANCE_TYPES,
         criterion: str = "bic",
-        tol: float = 1e-3,
+        tol: float = DEFAULT_FIT_SETTINGS["tol"],
         reg_covar: float = 1e-6,
-        max_iter: int = 100,
+        max_iter: int = DEFAULT_FIT_SETTINGS["max_iter"],
         n_init: int = 1,
-        init_params: str = "kmeans",
+        init_params: str = DEFAULT_INIT,
         random_state=None,
         backend: str | None = None,
         n_threads: int | None = None,
+        acceleration: str | None = DEFAULT_FIT_SETTINGS["acceleration"],
+        stopping: str = DEFAULT_FIT_SETTINGS["stopping"],
     ) -> None:
         self.n_components = n_components
         self.covariance_types = covariance_types
@@ -96,6 +118,8 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
         self.random_state = random_state
         self.backend = backend
         self.n_threads = n_threads
+        self.acceleration = acceleration
+        self.stopping = stopping
 
     def __sklearn_tags__(self):
         # Candidates are GaussianMixtures: NaN entries are missing values.
@@ -138,6 +162,8 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
             init_params=self.init_params,
             backend=self.backend,
             n_threads=self.n_threads,
+            acceleration=self.acceleration,
+            stopping=self.stopping,
         )
         best = selection.best_
         self.selection_ = selection

@@ -49,10 +49,13 @@ def _colors(n: int) -> np.ndarray:
 
 
 def _full_covariances(model) -> np.ndarray:
-    """The fitted covariances of ``model`` as ``(n_components, d, d)`` matrices, any type."""
+    """The fitted covariances of ``model`` as ``(n_components, d, d)`` matrices, any type
+    (scikit-learn's four layouts, or an mclust model's (k, d) or (k, d, d))."""
+    from ._covariance import layout
+
     cov = np.asarray(model.covariances_, dtype=np.float64)
     k, d = np.shape(model.means_)
-    ct = model.covariance_type
+    ct = layout(model.covariance_type)
     if ct == "full":
         return cov
     if ct == "tied":
@@ -198,54 +201,76 @@ def plot_lower_bound(model_or_bounds, *, ax=None):
     return fig
 
 
-def plot_selection(selection, *, criterion: str | None = None, ax=None):
-    """A model-selection criterion against n_components, one line per covariance type.
+# mclust's BIC plot draws each of its 14 models with its own symbol and colour.
+_MODEL_MARKERS = ("o", "s", "^", "+", "D", "x", "v", "*", "<", "P", ">", "X", "h", "p")
+
+
+def plot_selection(selection, *, criterion: str | None = None, sign: str = "sklearn", ax=None):
+    """mclust's BIC plot: a criterion against n_components, one line per covariance model.
 
     Parameters
     ----------
     selection : result of :func:`fastem.select_model`, or its table
         An object with a ``table`` (list of dicts with ``n_components``,
         ``covariance_type`` and one key per criterion), or that list itself.
-        Rows with an ``error`` or no value are left out.
+        A candidate with an ``error`` or no value is a gap in its line (mclust's
+        NA).
     criterion : {'bic', 'aic', 'icl'}, default=None
         What to plot: the selection's own criterion when None, else 'bic'.
+    sign : {'sklearn', 'mclust'}, default='sklearn'
+        'sklearn' plots scikit-learn's sign (``BIC = -2 log L + p log n``, lower
+        is better); 'mclust' its negation, as mclust's ``plot.mclustBIC``
+        (``2 log L - p log n``, larger is better).
     ax : matplotlib Axes, default=None
 
     Returns
     -------
     fig : matplotlib Figure
-        One line per covariance type; the best (lowest) point is starred.
+        One line per covariance model, each with its own marker, in the order
+        searched; the legend names the models; the best point is starred.
     """
     table = getattr(selection, "table", selection)
     if criterion is None:
         criterion = getattr(selection, "criterion", None) or "bic"
     criterion = str(criterion).lower()
-    series: dict[str, list[tuple[int, float]]] = {}
+    if sign not in ("sklearn", "mclust"):
+        raise ValueError(f"sign must be 'sklearn' or 'mclust', got {sign!r}")
+    factor = 1.0 if sign == "sklearn" else -1.0
+    ks = sorted({int(row["n_components"]) for row in table})
+    models = list(dict.fromkeys(row["covariance_type"] for row in table))
+    values = np.full((len(models), len(ks)), np.nan)
     for row in table:
         value = row.get(criterion)
         if row.get("error") or value is None or not np.isfinite(value):
             continue
-        series.setdefault(row["covariance_type"], []).append((int(row["n_components"]), value))
-    if not series:
+        values[models.index(row["covariance_type"]), ks.index(int(row["n_components"]))] = (
+            factor * value
+        )
+    if np.isnan(values).all():
         raise ValueError(f"the selection has no successful fit with a {criterion!r} value to plot")
-    fig, ax = _figure(ax, (6.0, 4.0))
-    best = None
-    for ct, points in series.items():
-        points.sort()
-        ks, values = zip(*points, strict=True)
-        ax.plot(ks, values, marker="o", label=ct)
-        j = int(np.argmin(values))
-        if best is None or values[j] < best[1]:
-            best = (ks[j], values[j])
-    # A scatter (not a line) so the axes hold exactly one line per covariance type.
+    fig, ax = _figure(ax, (7.0, 4.5))
+    colors = _colors(len(models))
+    for i, model in enumerate(models):
+        ax.plot(
+            ks, values[i], marker=_MODEL_MARKERS[i % len(_MODEL_MARKERS)], color=colors[i],
+            label=model,
+        )  # fmt: skip
+    # The best point: lowest with scikit-learn's sign, highest with mclust's.
+    flat = np.where(np.isnan(values), np.inf, factor * values)
+    i, j = np.unravel_index(int(np.argmin(flat)), flat.shape)
+    best = (ks[j], values[i, j])
+    # A scatter (not a line) so the axes hold exactly one line per covariance model.
     ax.scatter([best[0]], [best[1]], marker="*", s=250, c="gold", edgecolors="black", zorder=3)
+    better = "larger" if factor < 0 else "lower"
     ax.set_xlabel("n_components")
-    ax.set_ylabel(f"{criterion.upper()} (lower is better)")
-    ax.set_title(f"Model selection: best {criterion.upper()} at n_components = {best[0]}")
+    ax.set_ylabel(f"{criterion.upper()} ({better} is better)")
+    ax.set_title(
+        f"Model selection: best {criterion.upper()} at {models[i]}, n_components = {best[0]}"
+    )
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(title="covariance")
+    ax.legend(title="model", ncols=2 if len(models) > 7 else 1, fontsize="small")
     return fig
 
 

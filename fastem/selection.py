@@ -1,34 +1,56 @@
-"""Choosing the number of components and the covariance type by an information criterion.
+"""Choosing the number of components and the covariance model by an information criterion.
 
 :func:`select_model` fits a grid of candidates (numbers of components times
-covariance types), scores each by BIC, AIC and ICL, and returns a
-:class:`ModelSelection` with the best model and the whole table.
+covariance models: any of mclust's 14, ``"all"`` of them, or scikit-learn's four
+names), scores each by BIC, AIC and ICL, and returns a :class:`ModelSelection`
+with the best model and the whole table. Its text (:meth:`ModelSelection.to_text`)
+is mclust's summary: a K x model grid of the criterion, the best three marked.
 
 Shared initializations
 ----------------------
-As in mclust, all covariance types with the same number of components start
-from the same partition: for each ``K`` and each of the ``n_init`` restarts,
-the initial responsibilities (fastem's weighted k-means by default, or the
-``init_params`` given) are computed once, with :func:`fastem._init.initial_stats`
-on the candidates' backend, and every covariance type's starting weights, means
-and precisions are derived from those statistics by its own M-step (the
-diagonal types use the diagonal of the full second moments). k-means thus runs
-``len(n_components) * n_init`` times, not once more per covariance type, and the
-criteria compare covariance structures rather than luck of initialization.
+As in mclust, every covariance model starts from the same partition. The
+default start, ``init_params="hc"``, is mclust's: one model-based hierarchical
+clustering tree (:func:`fastem._init.hc_stats_by_k`, on at most 2,000 rows) is
+built once, and its cut into ``K`` clusters starts every model with ``K``
+components. Any other start of :class:`~fastem.GaussianMixture` (``"kmeans"``,
+today's choice of scikit-learn, ``"emem"``, ...) is computed once per ``K`` and
+restart instead, and several may be combined with ``+`` (``"hc+emem"``: every
+candidate is fitted from each and keeps the better fit). Each start is a set of
+sufficient statistics (:func:`fastem._init.initial_stats`, on the candidates'
+backend); every covariance model's starting weights, means and precisions are
+its own M-step of those statistics (the diagonal models use the diagonal of the
+second moments). The criteria therefore compare covariance structures rather
+than luck of initialization.
+
+``n_init`` repeats the starts: restart ``r`` builds its own tree (a different
+subsample when there are more than 2,000 rows; on fewer rows the tree is
+deterministic and is built only once) and draws new seeds for the other starts.
 
 Each candidate is a plain :class:`~fastem.GaussianMixture` whose
 ``weights_init``, ``means_init`` and ``precisions_init`` hold the start of its
-best restart, so ``sklearn.base.clone(candidate).fit(X)`` reproduces it exactly.
-When ``X`` contains NaN (missing values, for an estimator that accepts them), no
-shared start is computed: each candidate initializes itself.
+best fit (and whose ``init_params`` names that start), so
+``sklearn.base.clone(candidate).fit(X)`` reproduces it exactly. When ``X``
+contains NaN (missing values), the starts come from the copy of ``X`` that
+:class:`~fastem.GaussianMixture` initializes from (NaN filled by column means,
+rows with nothing observed weighted 0); EM then uses the observed values only.
+
+Fit settings
+------------
+Unless given, every candidate is fitted with :data:`DEFAULT_FIT_SETTINGS`:
+SQUAREM acceleration, the Aitken stopping rule with ``tol=1e-8`` (stop when the
+predicted remaining gain of the average log-likelihood is below 1e-8) and
+``max_iter=1000`` passes, so that each candidate's criterion is that of its
+maximum, not of a fit stopped early; docs/selection.md has the measurement.
+:data:`SCIKIT_LEARN_SETTINGS` gives the former behaviour (k-means starts,
+scikit-learn's stopping rule): ``select_model(X, **SCIKIT_LEARN_SETTINGS)``.
 
 Progress
 --------
 Before each fit, :func:`select_model` emits a ``"candidate_start"`` event
-(:mod:`fastem._events`) with ``candidate`` (0-based) and ``n_candidates``, and,
-when the restarts are shared (each restart then is a separate fit with
-``n_init=1``), ``restart`` (0-based) and ``n_restarts``; the fit's own events
-follow. Progress displays use it to count candidates and restarts.
+(:mod:`fastem._events`) with ``candidate`` (0-based), ``n_candidates``,
+``restart`` (0-based) and ``n_restarts`` (the number of starts per candidate:
+each is a separate fit with ``n_init=1``); the fit's own events follow.
+Progress displays use it to count candidates and restarts.
 """
 
 from __future__ import annotations
@@ -44,8 +66,11 @@ import numpy as np
 
 from . import backends
 from ._covariance import COVARIANCE_TYPES, n_parameters, precisions_from_cholesky
+from ._data import fill_with_column_means
 from ._events import emit
-from ._init import initial_stats
+from ._hc import DEFAULT_MAX_ROWS
+from ._init import INIT_METHODS, hc_stats_by_k, initial_stats
+from ._mclust import ALIASES, DIAGONAL_MODELS, MODEL_NAMES, canonical_model
 from ._stats import Stats, m_step
 from ._threads import limit_threads
 from ._validation import check_array, check_positive_int, check_sample_weight
@@ -53,9 +78,40 @@ from .backends._numpy import logsumexp_rows
 from .exceptions import ConvergenceWarning
 from .mixture import GaussianMixture, _check_random_state
 
-__all__ = ["select_model", "ModelSelection", "CRITERIA"]
+__all__ = [
+    "select_model",
+    "ModelSelection",
+    "CRITERIA",
+    "ALL_MODELS",
+    "DEFAULT_COVARIANCE_TYPES",
+    "DEFAULT_INIT",
+    "DEFAULT_FIT_SETTINGS",
+    "SCIKIT_LEARN_SETTINGS",
+]
 
 CRITERIA = ("bic", "aic", "icl")
+# mclust's 14 covariance models, in mclust's order; "all" selects them.
+ALL_MODELS = MODEL_NAMES
+# What select_model and GaussianMixtureIC search by default: all 14, as mclust.
+DEFAULT_COVARIANCE_TYPES = "all"
+# The shared start by default: one hc tree for every K and model (docs/selection.md).
+DEFAULT_INIT = "hc"
+# Every candidate's fit settings unless given: each fit reaches its maximum.
+DEFAULT_FIT_SETTINGS: dict[str, Any] = {
+    "tol": 1e-8,
+    "stopping": "aitken",
+    "acceleration": "squarem",
+    "max_iter": 1000,
+}
+# select_model(X, **SCIKIT_LEARN_SETTINGS): k-means starts and scikit-learn's fit settings.
+SCIKIT_LEARN_SETTINGS: dict[str, Any] = {
+    "init_params": "kmeans",
+    "tol": 1e-3,
+    "stopping": "absolute",
+    "acceleration": None,
+    "max_iter": 100,
+}
+SIGNS = ("sklearn", "mclust")
 # Parameters select_model sets itself, with what to use instead.
 _RESERVED = {
     "covariance_type": "pass covariance_types",
@@ -82,11 +138,12 @@ class ModelSelection:
     criterion : str
         The criterion that ranked the candidates: 'bic', 'aic' or 'icl'.
     table : list of dict
-        One row per candidate, in fitting order, with keys ``n_components``,
-        ``covariance_type``, ``bic``, ``aic``, ``icl``, ``log_likelihood``
-        (weighted total over the rows), ``n_parameters``, ``converged``,
-        ``n_iter`` and ``error`` (None, or why the candidate failed; its scores
-        are then None).
+        One row per candidate, in fitting order (by ``n_components``, then
+        covariance model), with keys ``n_components``, ``covariance_type``,
+        ``bic``, ``aic``, ``icl`` (scikit-learn's sign: lower is better),
+        ``log_likelihood`` (weighted total over the rows), ``n_parameters``,
+        ``converged``, ``n_iter``, ``init`` (the start of the kept fit) and
+        ``error`` (None, or why the candidate failed; its scores are then None).
     models_ : dict
         ``(n_components, covariance_type)`` -> fitted GaussianMixture, for every
         candidate that did not fail.
@@ -110,23 +167,200 @@ class ModelSelection:
         self.table = table
         self.models_ = models
 
-    def to_text(self) -> str:
-        """The table as aligned plain text, the best row marked with ``*``.
+    # ------------------------------------------------------------ accessors
+    def ranking(self, criterion: str | None = None) -> list[int]:
+        """Rows of :attr:`table` that did not fail, best first.
+
+        Parameters
+        ----------
+        criterion : {'bic', 'aic', 'icl'}, default=None
+            The ranking criterion; the selection's own when None.
+
+        Returns
+        -------
+        list of int
+            Indices into :attr:`table`, by increasing criterion (ties: table order).
+        """
+        criterion = _check_criterion(self.criterion if criterion is None else criterion)
+        scored = [
+            (row[criterion], i)
+            for i, row in enumerate(self.table)
+            if row["error"] is None and row[criterion] is not None and math.isfinite(row[criterion])
+        ]
+        return [i for _, i in sorted(scored)]
+
+    def grid(
+        self, criterion: str | None = None, sign: str = "sklearn"
+    ) -> tuple[list[int], list[str], np.ndarray]:
+        """The criterion as a K x model grid, as mclust's ``mclustBIC`` object.
+
+        Parameters
+        ----------
+        criterion : {'bic', 'aic', 'icl'}, default=None
+            The selection's own when None.
+        sign : {'sklearn', 'mclust'}, default='sklearn'
+            'sklearn': ``BIC = -2 log L + p log n``, lower is better (as
+            :meth:`GaussianMixture.bic`). 'mclust': the negation,
+            ``2 log L - p log n``, larger is better (as mclust's BIC and ICL;
+            AIC is negated the same way).
+
+        Returns
+        -------
+        ks : list of int
+            The rows' numbers of components, increasing.
+        models : list of str
+            The columns' covariance models, in the order searched.
+        values : ndarray of shape (len(ks), len(models))
+            NaN where the candidate failed (mclust's NA).
+        """
+        criterion = _check_criterion(self.criterion if criterion is None else criterion)
+        factor = _sign_factor(sign)
+        ks = sorted({row["n_components"] for row in self.table})
+        models = list(dict.fromkeys(row["covariance_type"] for row in self.table))
+        values = np.full((len(ks), len(models)), np.nan)
+        for row in self.table:
+            value = row[criterion]
+            if row["error"] is None and value is not None:
+                values[ks.index(row["n_components"]), models.index(row["covariance_type"])] = (
+                    factor * value
+                )
+        return ks, models, values
+
+    # ------------------------------------------------------------------ text
+    def to_text(
+        self,
+        sign: str = "sklearn",
+        *,
+        criterion: str | None = None,
+        layout: str = "grid",
+        top: int = 3,
+        digits: int = 3,
+        width: int | None = 100,
+    ) -> str:
+        """The search as plain text, like mclust's ``summary`` of a BIC object.
+
+        Parameters
+        ----------
+        sign : {'sklearn', 'mclust'}, default='sklearn'
+            'sklearn' prints scikit-learn's sign (``BIC = -2 log L + p log n``,
+            lower is better); 'mclust' mclust's (``BIC = 2 log L - p log n``,
+            larger is better). The ranking is the same.
+        criterion : {'bic', 'aic', 'icl'}, default=None
+            The criterion shown; the selection's own when None.
+        layout : {'grid', 'table'}, default='grid'
+            'grid': a K x model grid of the criterion (rows K, columns the
+            covariance models), the best ``top`` cells marked ``(1)``, ``(2)``,
+            ..., failed candidates ``NA``, then the top models with their values
+            and each failure's reason. 'table': one line per candidate with every
+            criterion, the log-likelihood, parameters, convergence, passes,
+            start and error, the best row marked ``*``.
+        top : int, default=3
+            How many best candidates the grid marks and lists.
+        digits : int, default=3
+            Decimals of the printed values.
+        width : int or None, default=100
+            The grid's columns are printed in blocks no wider than this (as R
+            prints a wide matrix); None prints every column in one block.
 
         Returns
         -------
         text : str
         """
-        headers = ["", "K", "covariance", "BIC", "AIC", "ICL", "log-lik", "params", "conv",
-                   "iter", "error"]  # fmt: skip
+        criterion = _check_criterion(self.criterion if criterion is None else criterion)
+        factor = _sign_factor(sign)
+        if layout == "table":
+            return self._long_text(sign, factor, digits)
+        if layout != "grid":
+            raise ValueError(f"layout must be 'grid' or 'table', got {layout!r}")
+        top = check_positive_int(top, "top")
+        ks, models, values = self.grid(criterion, sign)
+        ranked = self.ranking(criterion)[:top]
+        rank_of = {
+            (self.table[i]["n_components"], self.table[i]["covariance_type"]): r + 1
+            for r, i in enumerate(ranked)
+        }
+        width_mark = len(f" ({top})") if ranked else 0
+        cells = []
+        for a, k in enumerate(ks):
+            line = []
+            for b, model in enumerate(models):
+                value = values[a, b]
+                text = "NA" if math.isnan(value) else f"{value:.{digits}f}"
+                rank = rank_of.get((k, model))
+                mark = f" ({rank})" if rank is not None else ""
+                line.append(text + mark.ljust(width_mark))
+            cells.append(line)
+        label_width = max(len(str(k)) for k in ks)
+        widths = [
+            max(len(model) + width_mark, *(len(line[b]) for line in cells))
+            for b, model in enumerate(models)
+        ]
+        name = criterion.upper()
+        better = "larger" if factor < 0 else "lower"
+        lines = [
+            f"{_CRITERION_NAMES[criterion]} ({name}, {_formula(criterion, sign)}; "
+            f"{better} is better):"
+        ]
+        # Blocks of columns that fit in `width`, as R prints a wide matrix.
+        blocks: list[list[int]] = [[]]
+        used = label_width
+        for b, w in enumerate(widths):
+            if blocks[-1] and width is not None and used + 2 + w > width:
+                blocks.append([])
+                used = label_width
+            blocks[-1].append(b)
+            used += 2 + w
+        for n_block, block in enumerate(blocks):
+            if n_block:
+                lines.append("")
+            header = [(models[b] + " " * width_mark).rjust(widths[b]) for b in block]
+            lines.append((" " * label_width + "  " + "  ".join(header)).rstrip())
+            for k, line in zip(ks, cells, strict=True):
+                row_cells = [line[b].rjust(widths[b]) for b in block]
+                lines.append((str(k).rjust(label_width) + "  " + "  ".join(row_cells)).rstrip())
+        lines.append("")
+        lines.append(f"Top {len(ranked)} models based on the {name} criterion:")
+        labels = [
+            f"({r + 1}) {self.table[i]['covariance_type']},{self.table[i]['n_components']}"
+            for r, i in enumerate(ranked)
+        ]
+        numbers_ = [f"{factor * self.table[i][criterion]:.{digits}f}" for i in ranked]
+        col = [max(len(a), len(b)) for a, b in zip(labels, numbers_, strict=True)]
+        lines.append("  ".join(a.rjust(w) for a, w in zip(labels, col, strict=True)))
+        lines.append("  ".join(b.rjust(w) for b, w in zip(numbers_, col, strict=True)))
+        failed = [row for row in self.table if row["error"] is not None]
+        if failed:
+            lines.append("")
+            lines.append(f"NA: {len(failed)} candidate(s) failed:")
+            for row in failed:
+                lines.append(
+                    f"  {row['covariance_type']},{row['n_components']}: "
+                    f"{_shorten(row['error'], 100)}"
+                )
+        not_converged = [
+            f"{row['covariance_type']},{row['n_components']}"
+            for row in self.table
+            if row["error"] is None and not row["converged"]
+        ]
+        if not_converged:
+            lines.append("")
+            lines.append(
+                f"Not converged within max_iter ({len(not_converged)}): " + ", ".join(not_converged)
+            )
+        return "\n".join(lines)
 
-        def number(value: Any) -> str:
-            return "-" if value is None else f"{value:.3f}"
+    def _long_text(self, sign: str, factor: float, digits: int) -> str:
+        headers = ["", "K", "covariance", "BIC", "AIC", "ICL", "log-lik", "params", "conv",
+                   "iter", "init", "error"]  # fmt: skip
+
+        def number(value: Any, flip: bool = True) -> str:
+            if value is None:
+                return "NA"
+            return f"{(factor if flip else 1.0) * value:.{digits}f}"
 
         rows = []
         for i, row in enumerate(self.table):
             failed = row["error"] is not None
-            error = row["error"] or ""
             rows.append(
                 [
                     "*" if i == self.best_index_ else "",
@@ -135,15 +369,16 @@ class ModelSelection:
                     number(row["bic"]),
                     number(row["aic"]),
                     number(row["icl"]),
-                    number(row["log_likelihood"]),
+                    number(row["log_likelihood"], flip=False),
                     str(row["n_parameters"]),
                     "-" if failed else ("yes" if row["converged"] else "no"),
                     "-" if failed else str(row["n_iter"]),
-                    error if len(error) <= 60 else error[:57] + "...",
+                    row.get("init") or "-",
+                    _shorten(row["error"] or "", 60),
                 ]
             )
         widths = [max(len(r[c]) for r in [headers, *rows]) for c in range(len(headers))]
-        left = {0, 2, 10}  # text columns; numbers align right
+        left = {0, 2, 10, 11}  # text columns; numbers align right
 
         def line(cells: list[str]) -> str:
             parts = [
@@ -153,8 +388,9 @@ class ModelSelection:
             return "  ".join(parts).rstrip()
 
         best = self.best_params_
+        better = "larger" if factor < 0 else "lower"
         footer = (
-            f"* best by {self.criterion.upper()} (lower is better): "
+            f"* best by {self.criterion.upper()} ({sign} sign, {better} is better): "
             f"n_components={best['n_components']}, covariance_type={best['covariance_type']!r}"
         )
         return "\n".join([line(headers), *(line(r) for r in rows), footer])
@@ -171,6 +407,41 @@ class ModelSelection:
         )
 
 
+_CRITERION_NAMES = {
+    "bic": "Bayesian Information Criterion",
+    "aic": "Akaike Information Criterion",
+    "icl": "Integrated Complete-data Likelihood",
+}
+
+
+def _formula(criterion: str, sign: str) -> str:
+    if criterion == "aic":
+        penalty = "2 p"
+    elif criterion == "bic":
+        penalty = "p log n"
+    else:
+        penalty = "p log n + 2 sum log z_MAP"
+    if sign == "mclust":
+        return f"2 log L - {penalty.replace('+ 2', '- 2')}"
+    return f"-2 log L + {penalty.replace('+ 2', '- 2')}"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_criterion(criterion: str) -> str:
+    if criterion not in CRITERIA:
+        raise ValueError(f"Invalid criterion {criterion!r}; expected one of {CRITERIA}.")
+    return criterion
+
+
+def _sign_factor(sign: str) -> float:
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+    return 1.0 if sign == "sklearn" else -1.0
+
+
 # --------------------------------------------------------------- validation
 def _check_components(n_components) -> list[int]:
     values = [n_components] if isinstance(n_components, numbers.Integral) else n_components
@@ -184,14 +455,120 @@ def _check_components(n_components) -> list[int]:
     return list(dict.fromkeys(checked))  # duplicates removed, order kept
 
 
-def _check_covariance_types(covariance_types) -> list[str]:
-    values = [covariance_types] if isinstance(covariance_types, str) else list(covariance_types)
-    for ct in values:
-        if ct not in COVARIANCE_TYPES:
-            raise ValueError(f"Invalid covariance type {ct!r}; expected one of {COVARIANCE_TYPES}.")
-    if not values:
+def covariance_model_name(name) -> str:
+    """The name a covariance model is searched under.
+
+    mclust's names in any case become upper case (``"vvv"`` -> ``"VVV"``);
+    scikit-learn's four names in any case become lower case and stay aliases
+    (``"Full"`` -> ``"full"``, the same model as ``"VVV"``).
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        For anything else.
+    """
+    if isinstance(name, str):
+        if name.lower() in ALIASES:
+            return name.lower()
+        if name.upper() in MODEL_NAMES:
+            return name.upper()
+    raise ValueError(
+        f"Invalid covariance type {name!r}; expected 'all', one of mclust's 14 models "
+        f"({', '.join(MODEL_NAMES)}; any case) or scikit-learn's {', '.join(COVARIANCE_TYPES)}."
+    )
+
+
+def check_covariance_types(covariance_types, n_features: int | None = None) -> list[str]:
+    """The covariance models a search fits, validated and normalized.
+
+    Parameters
+    ----------
+    covariance_types : str or iterable of str
+        ``"all"`` (mclust's 14 models), one model name, or several. Names are
+        mclust's (any case) or scikit-learn's four (aliases of VII, VVI, EEE
+        and VVV); ``"all"`` may appear in a list too.
+    n_features : int, default=None
+        With one feature the 14 models are only two (mclust's ``E`` and ``V``):
+        ``"all"`` then means EII and VII.
+
+    Returns
+    -------
+    list of str
+        Normalized names (:func:`covariance_model_name`), in the order given;
+        a model named twice (say ``"full"`` and ``"VVV"``) is kept once, first
+        name first.
+    """
+    if isinstance(covariance_types, str):
+        values = [covariance_types]
+    elif isinstance(covariance_types, Iterable):
+        values = list(covariance_types)
+    else:
+        raise ValueError(
+            f"covariance_types must be a name or an iterable of names, got {covariance_types!r}."
+        )
+    names: list[str] = []
+    for value in values:
+        if isinstance(value, str) and value.lower() == "all":
+            names.extend(ALL_MODELS if n_features != 1 else ("EII", "VII"))
+        else:
+            names.append(covariance_model_name(value))
+    if not names:
         raise ValueError("covariance_types is empty: there is no candidate to fit.")
-    return list(dict.fromkeys(values))
+    kept: dict[str, str] = {}
+    for name in names:
+        kept.setdefault(canonical_model(name), name)
+    return list(kept.values())
+
+
+def _is_diagonal(name: str) -> bool:
+    return canonical_model(name) in DIAGONAL_MODELS
+
+
+def check_init(init_params) -> tuple[str, ...]:
+    """The start methods of ``init_params``: one of :data:`fastem._init.INIT_METHODS`,
+    several joined by ``+`` (``"hc+emem"``), or a sequence of them.
+
+    Returns
+    -------
+    tuple of str
+        The methods, in the order given, each once.
+    """
+    if isinstance(init_params, str):
+        methods, rest = [], init_params
+        names = sorted(INIT_METHODS, key=len, reverse=True)  # "k-means++" before "kmeans"
+        while rest:
+            found = next((m for m in names if rest.startswith(m)), None)
+            if found is None:
+                break
+            methods.append(found)
+            rest = rest[len(found) :]
+            if rest.startswith("+") and len(rest) > 1:
+                rest = rest[1:]
+            elif rest:
+                found = None
+                break
+        if rest or not methods:
+            methods = None
+    elif isinstance(init_params, Iterable):
+        methods = list(init_params)
+        if not methods or not all(isinstance(m, str) and m in INIT_METHODS for m in methods):
+            methods = None
+    else:
+        methods = None
+    if methods is None or len(set(methods)) != len(methods):
+        raise ValueError(
+            f"Invalid value for 'init_params': {init_params!r}; expected one of "
+            f"{INIT_METHODS} or several of them joined by '+' (each once), e.g. 'hc+emem'."
+        )
+    return tuple(methods)
 
 
 # ------------------------------------------------------------------ scoring
@@ -232,34 +609,41 @@ def _criteria(
 
 
 # ---------------------------------------------------------------- the search
-def _shared_starts(
-    X: np.ndarray,
-    sw: np.ndarray,
-    k: int,
-    covariance_types: list[str],
-    probe: GaussianMixture,
-    rng,
-    n_init: int,
-) -> list[dict[str, tuple | Exception]]:
-    """Per restart: covariance type -> (weights, means, precisions), or the error."""
-    backend_name = backends.resolve_backend_name(probe.backend)
-    kernels = backends.get_backend(backend_name)
-    eps = float(np.finfo(X.dtype).eps)
-    starts = []
-    for _ in range(n_init):
-        with limit_threads(backend_name, probe.n_threads):
-            stats = initial_stats(X, sw, k, probe.init_params, rng, kernels, full=True)
+def _hc_is_deterministic(sw: np.ndarray) -> bool:
+    """Whether hc's tree uses every row as it is (no subsample): then every
+    restart would build the same tree (see :mod:`fastem._hc`, "Which rows")."""
+    return bool(np.all(sw == np.round(sw)) and sw.sum() <= DEFAULT_MAX_ROWS)
+
+
+def _start_plan(methods: tuple[str, ...], n_init: int, sw: np.ndarray) -> list[tuple[int, str]]:
+    """``(restart, method)`` of every start each candidate is fitted from."""
+    plan = []
+    for restart in range(n_init):
+        for method in methods:
+            if method == "hc" and restart > 0 and _hc_is_deterministic(sw):
+                continue  # the same tree again
+            plan.append((restart, method))
+    return plan
+
+
+def _start_parameters(
+    stats: Stats, covariance_types: list[str], reg_covar: float, eps: float
+) -> dict[str, tuple | Exception]:
+    """Covariance model -> (weights, means, precisions) of its M-step on ``stats``,
+    or the error; the diagonal models see the diagonal second moments."""
+    if stats.sxx.ndim == 3:
         diag_stats = replace(stats, sxx=np.diagonal(stats.sxx, axis1=1, axis2=2).copy())
-        per_type: dict[str, tuple | Exception] = {}
-        for ct in covariance_types:
-            source: Stats = stats if ct in ("full", "tied") else diag_stats
-            try:
-                weights, means, _, prec_chol = m_step(source, ct, probe.reg_covar, eps)
-                per_type[ct] = (weights, means, precisions_from_cholesky(prec_chol, ct))
-            except _FIT_ERRORS as exc:
-                per_type[ct] = exc
-        starts.append(per_type)
-    return starts
+    else:
+        diag_stats = stats
+    per_type: dict[str, tuple | Exception] = {}
+    for ct in covariance_types:
+        source = diag_stats if _is_diagonal(ct) else stats
+        try:
+            weights, means, _, prec_chol = m_step(source, ct, reg_covar, eps)
+            per_type[ct] = (weights, means, precisions_from_cholesky(prec_chol, ct))
+        except _FIT_ERRORS as exc:
+            per_type[ct] = exc
+    return per_type
 
 
 def _message(exc: BaseException) -> str:
@@ -276,11 +660,12 @@ def _fit_quietly(model: GaussianMixture, X, sample_weight) -> GaussianMixture:
 def select_model(
     X,
     n_components: int | Iterable[int] = range(1, 10),
-    covariance_types: str | Iterable[str] = ("full", "tied", "diag", "spherical"),
+    covariance_types: str | Iterable[str] = DEFAULT_COVARIANCE_TYPES,
     *,
     criterion: str = "bic",
     sample_weight=None,
     n_init: int = 1,
+    init_params: str | Iterable[str] = DEFAULT_INIT,
     random_state=None,
     **params,
 ) -> ModelSelection:
@@ -292,12 +677,21 @@ def select_model(
         The data, passed to each candidate's ``fit`` as is (float32 stays float32).
     n_components : int or iterable of int, default=range(1, 10)
         Numbers of components to try; each must be at most ``n_samples``.
-    covariance_types : str or iterable of str, default=('full', 'tied', 'diag', 'spherical')
-        Covariance types to try.
+    covariance_types : str or iterable of str, default='all'
+        Covariance models to try: ``"all"`` (mclust's 14: EII, VII, EEI, VEI,
+        EVI, VVI, EEE, VEE, EVE, VVE, EEV, VEV, EVV, VVV; with one feature
+        only EII and VII, which the others equal there), or any subset of
+        them (any case), or scikit-learn's names 'spherical', 'diag', 'tied'
+        and 'full' (aliases of VII, VVI, EEE and VVV, fitted as scikit-learn
+        fits them). The default is all 14, as in mclust: the criterion, not a
+        prior guess, decides which constraints the data support. Restrict the
+        list to save time: EVE and VVE iterate their M-step and cost most at
+        large ``n_features``.
     criterion : {'bic', 'aic', 'icl'}, default='bic'
         What ranks the candidates (lower is better). ``BIC = -2 log L + p log n``
         and ``AIC = -2 log L + 2 p``, as :meth:`GaussianMixture.bic` and
-        :meth:`GaussianMixture.aic`. ``ICL = BIC - 2 sum_i log z_{i, c_i}``, the
+        :meth:`GaussianMixture.aic`, with ``p`` mclust's parameter count
+        (``nMclustParams``). ``ICL = BIC - 2 sum_i log z_{i, c_i}``, the
         integrated completed likelihood of Biernacki, Celeux & Govaert (2000) as
         mclust computes it (with the sign flipped to lower-is-better): ``z_ik``
         are the responsibilities (:meth:`GaussianMixture.predict_proba`) and
@@ -308,6 +702,8 @@ def select_model(
         coordinates, as in ``predict_proba``; a row with nothing observed has
         the mixture weights as responsibilities and adds ``-2 log max_k w_k``,
         just as it adds a log-density of 0 to ``log L`` and 1 to ``n``.
+        mclust's sign (larger is better) is available in the output:
+        ``selection.to_text(sign="mclust")``, ``selection.grid(sign="mclust")``.
     sample_weight : array-like of shape (n_samples,), default=None
         Row weights, passed to every fit. With weights, ``log L`` is the weighted
         log-likelihood, ``n`` the sum of the weights and ICL's sum is weighted
@@ -315,30 +711,46 @@ def select_model(
         criteria then differ from
         :meth:`GaussianMixture.bic`, which ignores weights.
     n_init : int, default=1
-        Restarts per candidate, from ``n_init`` shared initializations per number
-        of components (see the module documentation); the restart with the
-        highest lower bound is kept.
+        Rounds of shared starts (see the module documentation); each candidate
+        keeps its fit with the highest lower bound. With ``init_params="hc"`` on
+        at most 2,000 rows the tree is deterministic and built once, so raising
+        ``n_init`` adds nothing; combine it with a random start
+        (``"hc+emem"``) to vary it.
+    init_params : str or sequence of str, default='hc'
+        The shared start: ``"hc"`` (mclust's: one hierarchical clustering tree
+        cut at every ``K``), or any other :class:`GaussianMixture` start
+        (``"kmeans"``, ``"k-means++"``, ``"random"``, ``"random_from_data"``,
+        ``"emem"``), or several joined by ``+`` (``"hc+emem"``): every candidate
+        is then fitted from each and keeps its best fit. emEM's short runs are
+        shared too: they run the 'full' model (the 'diag' one when every model
+        searched is diagonal) once per ``K`` and restart.
     random_state : int, RandomState, Generator or None, default=None
         Seed of the initializations; also given to every candidate.
     **params
         Other :class:`GaussianMixture` parameters (``tol``, ``reg_covar``,
-        ``max_iter``, ``init_params``, ``backend``, ``n_threads``, ...), the same
-        for every candidate. ``covariance_type``, ``weights_init``,
-        ``means_init``, ``precisions_init`` and ``warm_start`` are set by
-        select_model and may not be given.
+        ``max_iter``, ``acceleration``, ``stopping``, ``backend``,
+        ``n_threads``, ...), the same for every candidate. Those of
+        :data:`DEFAULT_FIT_SETTINGS` default to its values (SQUAREM, Aitken
+        stopping at ``tol=1e-8``, ``max_iter=1000``: fits that reach their
+        maximum) rather than :class:`GaussianMixture`'s; pass
+        ``**SCIKIT_LEARN_SETTINGS`` for k-means starts and scikit-learn's
+        settings. ``covariance_type``, ``weights_init``, ``means_init``,
+        ``precisions_init`` and ``warm_start`` are set by select_model and may
+        not be given.
 
     Returns
     -------
     selection : ModelSelection
         ``best_``, ``best_params_``, ``criterion``, ``table`` (one row per
-        candidate), ``models_``, ``to_text()``.
+        candidate), ``models_``, ``grid()``, ``to_text()``.
 
     Raises
     ------
     ValueError
-        On invalid input (before anything is fitted): an unknown criterion or
-        covariance type, a non-positive or too large number of components, bad
-        ``X``, weights or parameters; or when every candidate fails.
+        On invalid input (before anything is fitted): an unknown criterion,
+        covariance model or start, a non-positive or too large number of
+        components, bad ``X``, weights or parameters; or when every candidate
+        fails.
     TypeError
         On a parameter :class:`GaussianMixture` does not have.
 
@@ -350,17 +762,18 @@ def select_model(
     one pass over X in row blocks; the (n_samples, n_components) array of
     responsibilities is never formed.
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"Invalid criterion {criterion!r}; expected one of {CRITERIA}.")
+    _check_criterion(criterion)
     ks = _check_components(n_components)
-    types = _check_covariance_types(covariance_types)
     for name, why in _RESERVED.items():
         if name in params:
             raise ValueError(f"select_model does not take {name!r}: {why}.")
+    methods = check_init(init_params)
     n_init = check_positive_int(n_init, "n_init")
+    params = {**DEFAULT_FIT_SETTINGS, **params}
     # NaN passes through: whether missing values are allowed is the estimator's call.
     X = check_array(X, allow_nan=True, min_samples=2, estimator_name="select_model")
     n, d = X.shape
+    types = check_covariance_types(covariance_types, d)
     sw = check_sample_weight(sample_weight, n)
     too_many = [k for k in ks if k > n]
     if too_many:
@@ -376,21 +789,50 @@ def select_model(
         )
     rng = _check_random_state(random_state)
     probes = {
-        ct: GaussianMixture(1, covariance_type=ct, random_state=random_state, **params)
+        ct: GaussianMixture(
+            1, covariance_type=ct, random_state=random_state, init_params=methods[0], **params
+        )
         for ct in types
     }  # TypeError here for an unknown parameter
     for probe in probes.values():
         probe._check_parameters(d)
     probe = probes[types[0]]
-    backends.resolve_backend_name(probe.backend)  # an unavailable backend fails now
-    shared = not bool(np.isnan(X).any())
+    backend_name = backends.resolve_backend_name(probe.backend)  # an unavailable one fails now
     weighted = sample_weight is not None
+    plan = _start_plan(methods, n_init, sw)
+    # emEM's short runs, shared by every model: the most flexible family searched.
+    short_run_type = "diag" if all(_is_diagonal(ct) for ct in types) else "full"
+    eps = float(np.finfo(X.dtype).eps)
+    # The starts come from complete rows: with missing values, as GaussianMixture
+    # initializes, from X with NaN filled by column means and rows with nothing
+    # observed weighted 0 (EM itself then uses the observed values only).
+    X_init, sw_init = X, sw
+    missing = np.isnan(X)
+    if missing.any():
+        sw_init = np.where(missing.all(axis=1), 0.0, sw)
+        X_init = fill_with_column_means(X, sw)
+    kernels = backends.get_backend(backend_name)
+    hc_starts: dict[int, dict[int, Stats]] = {}
+    with limit_threads(backend_name, probe.n_threads):
+        for restart, method in plan:
+            if method == "hc":  # one tree per restart serves every K and model
+                hc_starts[restart] = hc_stats_by_k(X_init, sw_init, ks, rng, full=True)
 
     table: list[dict] = []
     models: dict[tuple[int, str], GaussianMixture] = {}
     n_candidates = len(ks) * len(types)
     for k in ks:
-        starts = _shared_starts(X, sw, k, types, probe, rng, n_init) if shared else None
+        starts: list[tuple[str, dict[str, tuple | Exception]]] = []
+        for restart, method in plan:
+            if method == "hc":
+                stats = hc_starts[restart][k]
+            else:
+                with limit_threads(backend_name, probe.n_threads):
+                    stats = initial_stats(
+                        X_init, sw_init, k, method, rng, kernels, full=short_run_type == "full",
+                        covariance_type=short_run_type, reg_covar=probe.reg_covar,
+                    )  # fmt: skip
+            starts.append((method, _start_parameters(stats, types, probe.reg_covar, eps)))
         for ct in types:
             candidate = len(table)
             row: dict[str, Any] = {
@@ -403,58 +845,51 @@ def select_model(
                 "n_parameters": n_parameters(ct, k, d),
                 "converged": None,
                 "n_iter": None,
+                "init": None,
                 "error": None,
             }
             model, error = None, None
-            if starts is None:
-                emit("candidate_start", candidate=candidate, n_candidates=n_candidates)
+            for restart, (method, start) in enumerate(starts):
+                if isinstance(start[ct], Exception):
+                    error = error or start[ct]
+                    continue
+                weights, means, precisions = start[ct]
+                emit(
+                    "candidate_start", candidate=candidate, n_candidates=n_candidates,
+                    restart=restart, n_restarts=len(starts),
+                )  # fmt: skip
+                fitted = GaussianMixture(
+                    k,
+                    covariance_type=ct,
+                    weights_init=weights,
+                    means_init=means,
+                    precisions_init=precisions,
+                    init_params=method,  # unused (the start is given): says which it was
+                    random_state=random_state,
+                    **params,
+                )
                 try:
-                    model = _fit_quietly(
-                        GaussianMixture(
-                            k, covariance_type=ct, n_init=n_init, random_state=random_state,
-                            **params,
-                        ),
-                        X,
-                        sample_weight,
-                    )  # fmt: skip
+                    _fit_quietly(fitted, X, sample_weight)
                 except _FIT_ERRORS as exc:
-                    error = exc
-            else:
-                for restart, start in enumerate(starts):
-                    if isinstance(start[ct], Exception):
-                        error = error or start[ct]
-                        continue
-                    weights, means, precisions = start[ct]
-                    emit(
-                        "candidate_start", candidate=candidate, n_candidates=n_candidates,
-                        restart=restart, n_restarts=n_init,
-                    )  # fmt: skip
-                    fitted = GaussianMixture(
-                        k,
-                        covariance_type=ct,
-                        weights_init=weights,
-                        means_init=means,
-                        precisions_init=precisions,
-                        random_state=random_state,
-                        **params,
-                    )
-                    try:
-                        _fit_quietly(fitted, X, sample_weight)
-                    except _FIT_ERRORS as exc:
-                        error = error or exc
-                        continue
-                    # The first of equal lower bounds wins, as in GaussianMixture's n_init.
-                    if model is None or fitted.lower_bound_ > model.lower_bound_:
-                        model = fitted
+                    error = error or exc
+                    continue
+                # The first of equal lower bounds wins, as in GaussianMixture's n_init.
+                if model is None or fitted.lower_bound_ > model.lower_bound_:
+                    model = fitted
             if model is not None:
                 try:
                     scores = _criteria(model, X, sw, weighted)
                 except _FIT_ERRORS as exc:
                     model, error = None, exc
             if model is None:
-                row["error"] = _message(error) if error is not None else "no restart succeeded"
+                row["error"] = _message(error) if error is not None else "no start succeeded"
             else:
-                row.update(scores, converged=bool(model.converged_), n_iter=int(model.n_iter_))
+                row.update(
+                    scores,
+                    converged=bool(model.converged_),
+                    n_iter=int(model.n_iter_),
+                    init=model.init_params,
+                )
                 models[(k, ct)] = model
             table.append(row)
 

@@ -18,13 +18,16 @@ def three():
     return make_mixture(1500, 2, 3, random_state=2)[0]
 
 
+MODELS = ("VVV", "EEI", "spherical")
+
+
 @pytest.fixture(scope="module")
 def fitted(three):
-    return GaussianMixtureIC(range(1, 6), random_state=0).fit(three)
+    return GaussianMixtureIC(range(1, 5), covariance_types=MODELS, random_state=0).fit(three)
 
 
 def test_fit_is_select_models_choice(three, fitted):
-    selection = select_model(three, range(1, 6), random_state=0)
+    selection = select_model(three, range(1, 5), MODELS, random_state=0)
     assert fitted.n_components_ == 3 == selection.best_params_["n_components"]
     assert fitted.covariance_type_ == selection.best_params_["covariance_type"]
     assert fitted.selection_.table == selection.table
@@ -58,7 +61,9 @@ def test_fit_predict_equals_fit_then_predict(three):
 
 
 def test_criterion_is_passed_on(three):
-    model = GaussianMixtureIC(range(1, 5), criterion="aic", random_state=0).fit(three)
+    model = GaussianMixtureIC(
+        range(1, 5), covariance_types=MODELS, criterion="aic", random_state=0
+    ).fit(three)
     assert model.selection_.criterion == "aic"
     table = model.selection_.table
     best = min(table, key=lambda row: row["aic"])
@@ -141,6 +146,20 @@ def test_pickle_round_trip(three, fitted):
     assert clone.selection_.table == fitted.selection_.table
 
 
+def test_defaults_are_select_models(three):
+    from fastem.selection import DEFAULT_FIT_SETTINGS
+
+    params = GaussianMixtureIC().get_params()
+    assert params["covariance_types"] == "all" and params["init_params"] == "hc"
+    for name, value in DEFAULT_FIT_SETTINGS.items():
+        assert params[name] == value, name
+    model = GaussianMixtureIC([2], covariance_types=["vei"], acceleration="anderson",
+                              stopping="relative", random_state=0).fit(three[:300])  # fmt: skip
+    candidate = model.best_estimator_
+    assert candidate.acceleration == "anderson" and candidate.stopping == "relative"
+    assert model.covariance_type_ == "VEI" and candidate.init_params == "hc"
+
+
 def test_get_params_and_repr():
     model = GaussianMixtureIC([1, 2], criterion="icl", backend="numpy")
     params = model.get_params()
@@ -160,7 +179,9 @@ def test_in_a_pipeline_with_a_scaler(three):
     from sklearn.preprocessing import StandardScaler
 
     assert sklearn is not None
-    pipe = make_pipeline(StandardScaler(), GaussianMixtureIC(range(1, 5), random_state=0))
+    pipe = make_pipeline(
+        StandardScaler(), GaussianMixtureIC(range(1, 5), covariance_types="VVV", random_state=0)
+    )
     pipe.fit(three * 1000.0)
     assert pipe[-1].n_components_ == 3
     assert pipe.predict(three[:10] * 1000.0).shape == (10,)

@@ -164,11 +164,45 @@ def test_plot_selection_one_line_per_covariance_type(tmp_path):
     (ax,) = fig.axes
     assert [line.get_label() for line in ax.lines] == ["full", "diag", "spherical"]
     full = ax.lines[0]
-    assert list(full.get_xdata()) == [1, 2, 3, 4]  # the failed k=5 row is left out
-    assert "BIC" in ax.get_ylabel()
+    # The failed k=5 row is a gap in its line (mclust's NA), not a point.
+    assert list(full.get_xdata()) == [1, 2, 3, 4, 5]
+    assert np.isnan(full.get_ydata()[-1]) and np.isfinite(full.get_ydata()[:4]).all()
+    assert "BIC" in ax.get_ylabel() and "lower is better" in ax.get_ylabel()
     # The star marks the overall minimum: full at k = 4 (100 - 40 + 16 = 76) vs k = 5 missing.
     star = ax.collections[-1].get_offsets()[0]
     np.testing.assert_allclose(star, [4, 76.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["full", "diag", "spherical"]
+    _render(fig, tmp_path)
+
+
+def test_plot_selection_mclust_sign_negates_and_stars_the_maximum(tmp_path):
+    fig = plot_selection(_table(), sign="mclust")
+    (ax,) = fig.axes
+    ours = plot_selection(_table()).axes[0]
+    for line, mine in zip(ax.lines, ours.lines, strict=True):
+        np.testing.assert_array_equal(line.get_ydata(), -mine.get_ydata())
+    np.testing.assert_allclose(ax.collections[-1].get_offsets()[0], [4, -76.0])
+    assert "larger is better" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="sign"):
+        plot_selection(_table(), sign="R")
+    _render(fig, tmp_path)
+
+
+def test_plot_selection_of_a_14_model_search(tmp_path):
+    from fastem import select_model
+    from fastem.selection import ALL_MODELS
+
+    X, _ = make_mixture(120, 2, 2, random_state=0)
+    selection = select_model(X, [1, 2], "all", random_state=0, max_iter=50)
+    fig = plot_selection(selection)
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines] == list(ALL_MODELS)
+    assert len({line.get_marker() for line in ax.lines}) == 14  # every model its own symbol
+    best = selection.table[selection.best_index_]
+    np.testing.assert_allclose(
+        ax.collections[-1].get_offsets()[0], [best["n_components"], best["bic"]]
+    )
+    assert best["covariance_type"] in ax.get_title()
     _render(fig, tmp_path)
 
 
@@ -184,6 +218,20 @@ def test_plot_selection_uses_the_selection_criterion(tmp_path):
     assert "ICL" in fig.axes[0].get_ylabel()
     with pytest.raises(ValueError, match="no successful fit"):
         plot_selection([{"n_components": 1, "covariance_type": "full", "error": "x"}])
+
+
+@pytest.mark.parametrize("model", ["EEI", "VEV", "EVE"])
+def test_plot_clusters_of_mclust_models(data3d, model):
+    fitted = GaussianMixture(3, covariance_type=model, random_state=0, max_iter=20).fit(data3d)
+    fig = plot_clusters(fitted, data3d, dims=(0, 1))
+    ellipses = _ellipses(fig.axes[0])
+    assert len(ellipses) == 3
+    cov = np.asarray(fitted.covariances_)
+    assert cov.ndim == (2 if model == "EEI" else 3)  # mclust's layouts: (k, d) or (k, d, d)
+    for k, ellipse in enumerate(ellipses):
+        full = np.diag(cov[k]) if cov.ndim == 2 else cov[k]
+        expected = 2 * 2.0 * np.sqrt(np.linalg.eigvalsh(full[:2, :2]))
+        np.testing.assert_allclose(np.sort([ellipse.width, ellipse.height]), expected)
 
 
 def test_plot_segmentation(tmp_path):

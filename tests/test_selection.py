@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from fastem.datasets import make_mixture
 
 KEYS = {
     "n_components", "covariance_type", "bic", "aic", "icl", "log_likelihood",
-    "n_parameters", "converged", "n_iter", "error",
+    "n_parameters", "converged", "n_iter", "init", "error",
 }  # fmt: skip
 
 
@@ -27,7 +29,7 @@ def three():
 
 @pytest.fixture(scope="module")
 def grid(three):
-    return select_model(three, range(1, 7), random_state=0)
+    return select_model(three, range(1, 6), COVARIANCE_TYPES, random_state=0)
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def test_bic_picks_three_components(grid):
 
 def test_table_has_every_candidate(grid):
     assert [(r["n_components"], r["covariance_type"]) for r in grid.table] == [
-        (k, ct) for k in range(1, 7) for ct in COVARIANCE_TYPES
+        (k, ct) for k in range(1, 6) for ct in COVARIANCE_TYPES
     ]
     for row in grid.table:
         assert set(row) == KEYS
@@ -144,7 +146,9 @@ def test_criteria_compute_the_log_probabilities_once(three, grid, monkeypatch):
 
 @pytest.mark.parametrize("criterion", ["aic", "icl"])
 def test_other_criteria_rank_by_their_column(three, criterion):
-    selection = select_model(three, [1, 2, 3, 4], criterion=criterion, random_state=0)
+    selection = select_model(
+        three, [1, 2, 3, 4], COVARIANCE_TYPES, criterion=criterion, random_state=0
+    )
     assert selection.criterion == criterion
     best = selection.table[selection.best_index_]
     assert best[criterion] == min(r[criterion] for r in selection.table)
@@ -160,7 +164,8 @@ def test_covariance_types_share_one_initialization_per_k(three, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(selection_module, "initial_stats", counting)
-    selection = select_model(three, [2, 3], n_init=2, random_state=0)
+    selection = select_model(three, [2, 3], COVARIANCE_TYPES, n_init=2, init_params="kmeans",
+                             random_state=0)  # fmt: skip
     assert calls == [2, 2, 3, 3]  # once per K and restart, not per covariance type
     for k in (2, 3):
         models = [selection.models_[(k, ct)] for ct in COVARIANCE_TYPES]
@@ -170,8 +175,8 @@ def test_covariance_types_share_one_initialization_per_k(three, monkeypatch):
 
 
 def test_n_init_keeps_the_best_restart(three):
-    one = select_model(three, [4], ["full"], random_state=3)
-    five = select_model(three, [4], ["full"], n_init=5, random_state=3)
+    one = select_model(three, [4], ["full"], init_params="kmeans", random_state=3)
+    five = select_model(three, [4], ["full"], init_params="kmeans", n_init=5, random_state=3)
     assert five.best_.lower_bound_ >= one.best_.lower_bound_ - 1e-12
 
 
@@ -182,7 +187,7 @@ def test_same_seed_same_table(three):
 
 
 def test_failed_candidates_are_reported(degenerate):
-    selection = select_model(degenerate, [1, 2, 3], reg_covar=0.0, random_state=0)
+    selection = select_model(degenerate, [1, 2, 3], COVARIANCE_TYPES, reg_covar=0.0, random_state=0)
     failed = [r for r in selection.table if r["error"] is not None]
     assert failed, "expected singular candidates"
     for row in failed:
@@ -191,8 +196,11 @@ def test_failed_candidates_are_reported(degenerate):
         assert (row["n_components"], row["covariance_type"]) not in selection.models_
     assert selection.table[selection.best_index_]["error"] is None
     assert len(selection.table) == 12
-    text = selection.to_text()
+    text = selection.to_text(layout="table")
     assert "ill-define" in text
+    grid_text = selection.to_text()  # mclust's NA in the grid, the reasons below it
+    assert "NA" in grid_text and "candidate(s) failed" in grid_text
+    assert "ill-define" in grid_text
 
 
 def test_all_candidates_failing_raises(degenerate):
@@ -210,7 +218,7 @@ def test_sample_weight_counts_rows(three):
 
 
 def test_float32_data(three):
-    selection = select_model(three.astype(np.float32), [2, 3], random_state=0)
+    selection = select_model(three.astype(np.float32), [2, 3], ["full", "VEI"], random_state=0)
     assert selection.best_.means_.dtype == np.float32
     assert selection.best_params_["n_components"] == 3
 
@@ -227,7 +235,7 @@ def test_best_model_not_converged_warns(three):
     assert selection.table[0]["converged"] is False
 
 
-def test_missing_values_go_to_the_estimator(three, monkeypatch):
+def test_missing_values_share_starts_from_the_filled_copy(three, monkeypatch):
     X = three.copy()
     X[::7, 0] = np.nan
     calls = []
@@ -236,14 +244,23 @@ def test_missing_values_go_to_the_estimator(three, monkeypatch):
         selection_module, "initial_stats", lambda *a, **k: calls.append(a) or original(*a, **k)
     )
     # The numpy backend is the reference for missing-data kernels.
-    selection = select_model(X, [2, 3], ["full", "diag"], random_state=0, backend="numpy")
-    assert calls == []  # no shared k-means start on data with missing values
+    selection = select_model(
+        X, [2, 3], ["full", "diag"], random_state=0, backend="numpy", tol=1e-4, max_iter=200,
+        init_params="kmeans",
+    )  # fmt: skip
+    # One shared start per K, from X with NaN filled by column means (as GaussianMixture does).
+    assert [a[2] for a in calls] == [2, 3]
+    filled = calls[0][0]
+    assert not np.isnan(filled).any()
+    np.testing.assert_allclose(filled[::7, 0], np.nanmean(X[:, 0]), rtol=1e-12)
     assert all(r["error"] is None for r in selection.table)
     for row in selection.table:
         model = selection.models_[(row["n_components"], row["covariance_type"])]
         assert row["bic"] == model.bic(X) and np.isfinite(row["icl"])
         assert row["icl"] >= row["bic"]
     assert selection.best_params_["n_components"] == 3
+    hc = select_model(X, [2, 3], ["VVV"], random_state=0, backend="numpy", max_iter=5)
+    assert hc.best_params_["n_components"] == 3 and hc.best_.init_params == "hc"
 
 
 def test_icl_with_missing_values_and_empty_rows(three):
@@ -253,10 +270,9 @@ def test_icl_with_missing_values_and_empty_rows(three):
     X[[5, 500, 900]] = np.nan  # nothing observed: responsibilities are the weights
     w = np.random.default_rng(1).integers(1, 4, size=X.shape[0]).astype(float)
     with pytest.warns(UserWarning, match="every value missing"):
-        plain = select_model(X, [2, 3], ["full", "diag"], random_state=0, backend="numpy")
-        weighted = select_model(
-            X, [2, 3], ["diag"], sample_weight=w, random_state=0, backend="numpy"
-        )
+        light = {"random_state": 0, "backend": "numpy", "tol": 1e-4, "max_iter": 200}
+        plain = select_model(X, [2, 3], ["full", "diag"], **light)
+        weighted = select_model(X, [2, 3], ["diag"], sample_weight=w, **light)
     for row in plain.table:
         model = plain.models_[(row["n_components"], row["covariance_type"])]
         assert row["bic"] == model.bic(X)
@@ -270,17 +286,83 @@ def test_icl_with_missing_values_and_empty_rows(three):
         assert math.isclose(row["icl"], bic - 2.0 * float(w @ np.log(z.max(axis=1))), rel_tol=1e-12)
 
 
-def test_text_and_repr(grid):
-    text = grid.to_text()
+def test_long_table_and_repr(grid):
+    text = grid.to_text(layout="table")
     lines = text.splitlines()
     assert len(lines) == 1 + len(grid.table) + 1
     assert lines[0].split()[:3] == ["K", "covariance", "BIC"]
     marked = [line for line in lines[1:-1] if line.startswith("*")]
     assert len(marked) == 1 and grid.best_params_["covariance_type"] in marked[0]
     assert len({len(line) for line in lines[1:-1]}) <= 2  # aligned columns (rstripped)
-    assert str(grid) == text
-    assert "best_params_" in repr(grid) and "n_candidates=24" in repr(grid)
+    assert "best_params_" in repr(grid) and "n_candidates=20" in repr(grid)
     assert "n_components=3" in lines[-1]
+
+
+def _grid_cells(text: str) -> dict[tuple[int, str], str]:
+    """(K, model) -> printed cell of a to_text() grid (every block of columns)."""
+    cells: dict[tuple[int, str], str] = {}
+    models: list[str] = []
+    for line in text.splitlines()[1:]:
+        if not line.strip():
+            models = []
+            continue
+        if line.startswith("Top "):
+            break
+        if not models:
+            models = line.split()
+            continue
+        k, rest = line.split(maxsplit=1)
+        values = re.findall(r"NA|-?\d+\.\d+(?: \(\d+\))?", rest)
+        assert len(values) == len(models), line
+        cells.update({(int(k), m): v for m, v in zip(models, values, strict=True)})
+    return cells
+
+
+def test_grid_text_is_mclusts_summary(grid):
+    text = grid.to_text()
+    assert str(grid) == text
+    assert text.splitlines()[0].startswith("Bayesian Information Criterion (BIC")
+    cells = _grid_cells(text)
+    assert set(cells) == {(r["n_components"], r["covariance_type"]) for r in grid.table}
+    ranking = grid.ranking()
+    for row in grid.table:
+        cell = cells[(row["n_components"], row["covariance_type"])]
+        assert float(cell.split()[0]) == pytest.approx(row["bic"], abs=1e-3)
+    # Exactly the best three are marked, in rank order; the same three are listed below.
+    marked = {key: int(c.split("(")[1][:-1]) for key, c in cells.items() if "(" in c}
+    expected = {(grid.table[i]["n_components"], grid.table[i]["covariance_type"]): r + 1
+                for r, i in enumerate(ranking[:3])}  # fmt: skip
+    assert marked == expected
+    assert marked[(3, grid.best_params_["covariance_type"])] == 1
+    top = text.split("Top 3 models based on the BIC criterion:")[1].split()
+    assert top[:2] == ["(1)", f"{grid.best_params_['covariance_type']},3"]
+    # A different criterion marks its own best three.
+    icl = _grid_cells(grid.to_text(criterion="icl", top=2))
+    assert sum("(" in c for c in icl.values()) == 2
+
+
+def test_mclust_sign_negates_and_keeps_the_ranking(grid):
+    ours = _grid_cells(grid.to_text())
+    theirs = _grid_cells(grid.to_text(sign="mclust"))
+    for key, cell in ours.items():
+        assert float(theirs[key].split()[0]) == pytest.approx(-float(cell.split()[0]), abs=2e-3)
+        assert ("(" in cell) == ("(" in theirs[key]) and cell[-3:] == theirs[key][-3:]
+    assert "2 log L - p log n; larger is better" in grid.to_text(sign="mclust")
+    ks, models, values = grid.grid(sign="mclust")
+    row = grid.table[0]
+    assert (
+        values[ks.index(row["n_components"]), models.index(row["covariance_type"])] == -row["bic"]
+    )
+    with pytest.raises(ValueError, match="sign"):
+        grid.to_text(sign="R")
+    with pytest.raises(ValueError, match="layout"):
+        grid.to_text(layout="wide")
+
+
+def test_wide_grids_wrap_into_blocks(grid):
+    narrow = grid.to_text(width=40)
+    assert max(len(line) for line in narrow.split("Top")[0].splitlines()[1:]) <= 40
+    assert _grid_cells(narrow) == _grid_cells(grid.to_text(width=None))
 
 
 @pytest.mark.parametrize(
@@ -334,3 +416,166 @@ def test_bad_data_and_unknown_parameter():
 def test_exported():
     assert fastem.select_model is select_model and fastem.ModelSelection is ModelSelection
     assert {"select_model", "ModelSelection", "load"} <= set(fastem.__all__)
+
+
+# ------------------------------------------------------- shared hc starts, names, defaults
+@pytest.fixture(scope="module")
+def small():
+    return make_mixture(240, 2, 3, random_state=4)[0]
+
+
+def _partition_start(X: np.ndarray, labels: np.ndarray, rows: np.ndarray, k: int):
+    """Weights and means of a hard partition of X[rows]."""
+    weights = np.bincount(labels, minlength=k) / labels.shape[0]
+    means = np.array([X[rows][labels == g].mean(axis=0) for g in range(k)])
+    return weights, means
+
+
+def test_every_model_at_k_starts_from_the_hc_trees_cut(small):
+    from fastem._hc import hc_tree
+
+    models = ["EII", "VVI", "EEE", "VEV", "full"]
+    selection = select_model(small, [2, 3, 4], models, random_state=0, max_iter=5)
+    tree = hc_tree(small)  # on 240 rows: every row, deterministic
+    for k in (2, 3, 4):
+        weights, means = _partition_start(small, tree.labels(k), tree.rows, k)
+        for ct in models:
+            model = selection.models_[(k, ct)]
+            assert model.init_params == "hc"
+            np.testing.assert_allclose(model.weights_init, weights, rtol=1e-6)
+            np.testing.assert_allclose(model.means_init, means, rtol=1e-9, atol=1e-9)
+    # Negative control: the comparison tells starts apart. K-means starts, and the tree's
+    # cut at another K, are not this partition.
+    weights, means = _partition_start(small, tree.labels(3), tree.rows, 3)
+    kmeans = select_model(small, [3], ["VVV"], init_params="kmeans", random_state=0, max_iter=5)
+    assert not np.allclose(np.sort(kmeans.best_.means_init, axis=0), np.sort(means, axis=0))
+    w4, _ = _partition_start(small, tree.labels(4), tree.rows, 4)
+    assert w4.shape != weights.shape
+
+
+def test_one_hc_tree_serves_every_k_model_and_restart(small, monkeypatch):
+    from fastem import _init
+
+    trees = []
+    original = _init.hc_tree
+    monkeypatch.setattr(_init, "hc_tree", lambda *a, **k: trees.append(1) or original(*a, **k))
+    select_model(small, [1, 2, 3, 4], ["EEI", "VVV"], n_init=3, random_state=0, max_iter=3)
+    assert len(trees) == 1  # 240 rows: the tree is deterministic, built once
+    # More weight than the tree's 2,000 rows: a new subsample, so a new tree, per restart.
+    heavy = np.full(small.shape[0], 10.0)
+    plan = selection_module._start_plan(("hc", "emem"), 3, heavy)
+    assert plan == [(0, "hc"), (0, "emem"), (1, "hc"), (1, "emem"), (2, "hc"), (2, "emem")]
+    light = np.ones(small.shape[0])
+    assert selection_module._start_plan(("hc", "emem"), 3, light) == [
+        (0, "hc"), (0, "emem"), (1, "emem"), (2, "emem"),
+    ]  # fmt: skip
+
+
+def test_combined_starts_keep_the_better_fit(small):
+    kw = {"random_state": 1, "max_iter": 200}
+    both = select_model(small, [3, 4], ["VVV", "EEI"], init_params="hc+emem", **kw)
+    hc = select_model(small, [3, 4], ["VVV", "EEI"], init_params="hc", **kw)
+    emem = select_model(small, [3, 4], ["VVV", "EEI"], init_params="emem", **kw)
+    for key, model in both.models_.items():
+        bounds = {"hc": hc.models_[key].lower_bound_, "emem": emem.models_[key].lower_bound_}
+        assert model.lower_bound_ == max(bounds.values())
+        assert model.init_params in bounds
+        assert bounds[model.init_params] == model.lower_bound_
+    assert {r["init"] for r in both.table} <= {"hc", "emem"}
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("hc", ("hc",)),
+        ("hc+emem", ("hc", "emem")),
+        ("k-means++", ("k-means++",)),
+        ("hc+k-means++", ("hc", "k-means++")),
+        ("k-means+++kmeans", ("k-means++", "kmeans")),
+        (["emem", "hc"], ("emem", "hc")),
+    ],
+)
+def test_init_params_combinations(given, expected):
+    assert selection_module.check_init(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["hc+", "+hc", "hc+hc", "hcemem", "", "HC", [], ["hc", 3], 5])
+def test_bad_init_params(bad):
+    with pytest.raises(ValueError, match="init_params"):
+        selection_module.check_init(bad)
+
+
+def test_covariance_names():
+    check = selection_module.check_covariance_types
+    assert check("all") == list(selection_module.ALL_MODELS)
+    assert len(check("ALL")) == 14
+    assert check("all", n_features=1) == ["EII", "VII"]  # one feature: mclust's E and V
+    assert check(["vvv", "Eei", "Full", "DIAG"]) == ["VVV", "EEI", "diag"]  # full is VVV
+    assert check(["full", "VVV", "spherical", "vii"]) == ["full", "spherical"]
+    assert check(["EII", "all"])[:2] == ["EII", "VII"]
+    for bad in (["VVX"], ["full", 3], [], 7):
+        with pytest.raises(ValueError, match="covariance"):
+            check(bad)
+
+
+def test_all_fits_the_14_models_with_mclusts_counts(small):
+    from fastem._mclust import n_parameters as nmclust
+
+    selection = select_model(small, [1, 2], random_state=0, max_iter=20)  # default: "all"
+    assert [r["covariance_type"] for r in selection.table[:14]] == list(selection_module.ALL_MODELS)
+    for row in selection.table:
+        assert row["n_parameters"] == nmclust(row["covariance_type"], row["n_components"], 2)
+        if row["error"] is None:
+            model = selection.models_[(row["n_components"], row["covariance_type"])]
+            assert model.covariance_type == row["covariance_type"]
+            assert row["bic"] == model.bic(small)
+    # At K = 1 every model with the same diagonal-or-not structure and free variances agrees.
+    k1 = {r["covariance_type"]: r["log_likelihood"] for r in selection.table[:14]}
+    assert k1["VVV"] == pytest.approx(k1["EEE"], rel=1e-9)
+    assert k1["VVI"] == pytest.approx(k1["EEI"], rel=1e-9)
+
+
+def test_aliases_equal_their_mclust_models(small):
+    a = select_model(small, [2, 3], ["full", "diag"], random_state=0)
+    b = select_model(small, [2, 3], ["VVV", "VVI"], random_state=0)
+    for ra, rb in zip(a.table, b.table, strict=True):
+        assert ra["bic"] == pytest.approx(rb["bic"], rel=1e-12)
+        assert ra["n_parameters"] == rb["n_parameters"]
+
+
+def test_default_and_scikit_learn_settings(small):
+    default = select_model(small, [3], ["VVV"], random_state=0)
+    model = default.best_
+    assert (model.tol, model.stopping, model.acceleration, model.max_iter) == (
+        1e-8, "aitken", "squarem", 1000,
+    )  # fmt: skip
+    assert model.init_params == "hc"
+    old = select_model(
+        small, [3], ["VVV"], random_state=0, **selection_module.SCIKIT_LEARN_SETTINGS
+    )
+    model = old.best_
+    assert (model.tol, model.stopping, model.acceleration, model.max_iter) == (
+        1e-3, "absolute", None, 100,
+    )  # fmt: skip
+    assert model.init_params == "kmeans"
+    override = select_model(small, [3], ["VVV"], random_state=0, tol=1e-4, acceleration=None)
+    assert override.best_.tol == 1e-4 and override.best_.acceleration is None
+    assert override.best_.stopping == "aitken"
+
+
+def test_default_fits_reach_their_maximum(three):
+    """Each candidate ends where a long plain EM run from its start ends (SQUAREM, Aitken
+    stopping at 1e-8); scikit-learn's settings (negative control) stop measurably short."""
+    models = ["VVV", "EEE", "VVI"]
+    default = select_model(three, [4], models, random_state=0)
+    early = select_model(three, [4], models, random_state=0, init_params="hc",
+                         tol=1e-3, stopping="absolute", acceleration=None)  # fmt: skip
+    gaps = []
+    for key, model in default.models_.items():
+        params = {**model.get_params(), "tol": 1e-11, "max_iter": 3000, "acceleration": None}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a plateau: max_iter may end it
+            long = GaussianMixture(**params).fit(three)
+        assert model.lower_bound_ >= long.lower_bound_ - 1e-6, key
+        gaps.append(long.lower_bound_ - early.models_[key].lower_bound_)
+    assert max(gaps) > 1e-5
