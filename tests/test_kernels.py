@@ -356,3 +356,99 @@ def test_exp64_accuracy():
     nan = np.empty(1)
     vexp(np.array([np.nan]), nan)
     assert np.isnan(nan[0])
+
+
+# ------------------------------------------------------------------ numba's chunk threads
+# The numba kernels run their chunks on Python threads (run_chunks), not in a parallel=True
+# prange: the split must follow numba's thread setting and prange's static schedule, run
+# the first range on the calling thread, re-raise a worker's error, and survive a fork.
+
+
+def _numba_module():
+    if "numba" not in BACKENDS:
+        pytest.skip("numba backend not available")
+    from fastem.backends import _numba
+
+    return _numba
+
+
+def _record_ranges(mod, n_iter, threads):
+    import threading
+
+    import numba
+
+    calls = []
+
+    def kernel(i0, i1, tag):
+        calls.append((i0, i1, threading.get_ident() == tag))
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        mod.run_chunks(kernel, n_iter, threading.get_ident())
+    finally:
+        numba.set_num_threads(old)
+    return sorted(calls)
+
+
+def test_run_chunks_splits_like_prange_static_schedule():
+    mod = _numba_module()
+    import numba
+
+    assert _record_ranges(mod, 24, 1) == [(0, 24, True)]  # one thread: the caller, once
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one numba thread only")
+    assert _record_ranges(mod, 24, 2) == [(0, 12, True), (12, 24, False)]
+    assert _record_ranges(mod, 1, 2) == [(0, 1, True)]  # never more ranges than iterations
+
+
+def test_run_chunks_reraises_a_workers_error():
+    mod = _numba_module()
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one numba thread only")
+
+    def kernel(i0, i1):
+        if i0 > 0:
+            raise RuntimeError(f"chunk range {i0}:{i1} failed")
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="chunk range 4:8 failed"):
+            mod.run_chunks(kernel, 8)
+    finally:
+        numba.set_num_threads(old)
+
+
+def test_kernels_run_in_a_forked_child():
+    # The worker threads do not survive a fork; the child must start its own.
+    _numba_module()
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    code = """
+        import os, numpy as np, numba
+        from fastem.backends import _numba as nb
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        X = np.random.default_rng(0).normal(size=(40000, 2))
+        w = np.ones(len(X))
+        def run():
+            sums, counts = np.empty((2, 2)), np.empty(2)
+            return nb.kmeans_pass(X, w, X[:2].copy(), sums, counts, np.empty(0, np.int64))
+        parent = run()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if run() == parent else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr

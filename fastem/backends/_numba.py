@@ -47,9 +47,13 @@ gives a row exactly zero responsibility and no loglik contribution.
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
 from ._numba_exp import exp64
@@ -78,14 +82,12 @@ PARTIALS_BUDGET = 4 * 1024 * 1024  # float64 values (32 MiB)
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 _JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
-_PJIT = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 
 
-@njit(cache=True, nogil=True)
 def _n_chunks(n, floats_per_chunk):
     """Number of row chunks for ``n`` rows: 1 for small ``n``, else a multiple
-    of 8 (so 1, 2, 4 or 8 threads get equal shares of ``prange``'s static
-    split), at most ``MAX_CHUNKS`` and at most what keeps the partials
+    of 8 (so 1, 2, 4 or 8 threads get equal shares of the static split), at
+    most ``MAX_CHUNKS`` and at most what keeps the partials
     (``floats_per_chunk`` each) within ``PARTIALS_BUDGET`` (but never below 8).
     Depends on the shape only."""
     c = (n + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS
@@ -93,6 +95,72 @@ def _n_chunks(n, floats_per_chunk):
         return 1
     cap = max(8, PARTIALS_BUDGET // max(floats_per_chunk, 1) // 8 * 8)
     return min(MAX_CHUNKS, cap, (c + 7) // 8 * 8)
+
+
+_n_chunks.py_func = _n_chunks  # the pure-Python function, as when it was a Numba one
+
+
+# ------------------------------------------------------------------ threads
+# The chunks run on Python threads, each calling one serial ``nogil`` kernel
+# over a contiguous range of chunk indices, instead of a ``parallel=True``
+# ``prange``: Numba's parfor lowering compiled every fused kernel twice more
+# (the gufunc and its caller) and was most of a cold first fit (em_pass_full
+# 20 s of 28 s). Same static split as ``prange``, same per-chunk partials, so
+# results do not depend on the thread count.
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The worker threads (``NUMBA_NUM_THREADS - 1``; the caller is one more),
+    created on first use and again in a forked child."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            workers = max(1, numba.config.NUMBA_NUM_THREADS - 1)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastem")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def run_chunks(kernel, n_iter, *args):
+    """Call ``kernel(i0, i1, *args)`` over ranges that split ``range(n_iter)``.
+
+    ``numba.get_num_threads()`` ranges (what :func:`fastem._threads.limit_threads`
+    and ``numba.set_num_threads`` set), contiguous and in order, as ``prange``'s
+    static schedule splits them; the calling thread runs the first. ``kernel``
+    must be a ``nogil`` Numba function that writes each iteration's results
+    to its own place, so that the split does not change them.
+    """
+    nt = min(int(numba.get_num_threads()), n_iter)
+    if nt <= 1:
+        kernel(0, n_iter, *args)
+        return
+    bounds = [t * n_iter // nt for t in range(nt + 1)]
+    pool = _executor()
+    futures = [pool.submit(kernel, bounds[t], bounds[t + 1], *args) for t in range(1, nt)]
+    try:
+        kernel(0, bounds[1], *args)
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _sum_chunks(ll_p):
+    """The chunks' logliks summed in chunk order (a Python float)."""
+    ll = 0.0
+    for v in ll_p.tolist():
+        ll += v
+    return ll
+
+
+def _mirror_upper(s, out):
+    """``out = s`` with the upper triangle of each trailing (d, d) matrix
+    mirrored below (``s`` holds zeros below its diagonal)."""
+    out[...] = s
+    out += np.swapaxes(np.triu(s, 1), -1, -2)
 
 
 @njit(cache=True, nogil=True)
@@ -371,13 +439,15 @@ def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
 
 
 @njit(**_JIT)
-def _chunk_full(X, w, means, prec_chol, comp_const, lo, hi, nk, sx, sxx, out, fit):
-    """E-step (and, if ``fit``, statistics) of full-covariance rows ``lo:hi``.
+def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_p, sxx_p, out, fit):
+    """E-step (and, if ``fit``, statistics) of full-covariance chunks ``i0:i1``
+    of ``nc`` (chunk ``c`` is rows ``c n / nc : (c + 1) n / nc``).
 
-    With ``fit`` the statistics are added to ``nk``/``sx``/``sxx`` (upper
-    triangle) and the loglik returned; otherwise log-densities go to ``out``.
+    With ``fit`` chunk ``c`` adds its statistics to ``nk_p[c]``/``sx_p[c]``/
+    ``sxx_p[c]`` (upper triangle) and its loglik to ``ll_p[c]``; otherwise the
+    log-densities go to ``out`` (and the partials are not touched).
     """
-    d = X.shape[1]
+    n, d = X.shape
     k = means.shape[0]
     B = _block_rows(d)
     xt = np.empty((d, B), dtype=X.dtype)
@@ -389,32 +459,36 @@ def _chunk_full(X, w, means, prec_chol, comp_const, lo, hi, nk, sx, sxx, out, fi
     rd = np.empty(B, dtype=np.float64)
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
-    ll = 0.0
-    for start in range(lo, hi, B):
-        nb = min(B, hi - start)
-        _load_block(X, start, nb, xt)
-        for kk in range(k):
-            _center(xt, nb, means[kk], diff)
-            _tri_maha(diff, prec_chol[kk], nb, acc, maha)
-            c = comp_const[kk]
-            for b in range(nb):
-                logp[kk, b] = c - 0.5 * np.float64(maha[b])
-        if not fit:
-            for b in range(nb):
-                for kk in range(k):
-                    out[start + b, kk] = logp[kk, b]
-            continue
-        ll += _responsibilities(logp, w, start, nb, mx, s)
-        for kk in range(k):
-            _center(xt, nb, means[kk], xd)
-            nk[kk] += _accum_full(xd, logp[kk], nb, rd, sx[kk], sxx[kk])
-    return ll
+    for c in range(i0, i1):
+        lo = c * n // nc
+        hi = (c + 1) * n // nc
+        ll = 0.0
+        for start in range(lo, hi, B):
+            nb = min(B, hi - start)
+            _load_block(X, start, nb, xt)
+            for kk in range(k):
+                _center(xt, nb, means[kk], diff)
+                _tri_maha(diff, prec_chol[kk], nb, acc, maha)
+                cc = comp_const[kk]
+                for b in range(nb):
+                    logp[kk, b] = cc - 0.5 * np.float64(maha[b])
+            if not fit:
+                for b in range(nb):
+                    for kk in range(k):
+                        out[start + b, kk] = logp[kk, b]
+                continue
+            ll += _responsibilities(logp, w, start, nb, mx, s)
+            for kk in range(k):
+                _center(xt, nb, means[kk], xd)
+                nk_p[c, kk] += _accum_full(xd, logp[kk], nb, rd, sx_p[c, kk], sxx_p[c, kk])
+        if fit:
+            ll_p[c] = ll
 
 
 @njit(**_JIT)
-def _chunk_diag(X, w, means, prec_chol, comp_const, lo, hi, nk, sx, sxx, out, fit):
-    """Diagonal-covariance counterpart of :func:`_chunk_full`."""
-    d = X.shape[1]
+def _chunks_diag(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_p, sxx_p, out, fit):
+    """Diagonal-covariance counterpart of :func:`_chunks_full`."""
+    n, d = X.shape
     k = means.shape[0]
     B = _block_rows(d)
     xt = np.empty((d, B), dtype=X.dtype)
@@ -422,27 +496,60 @@ def _chunk_diag(X, w, means, prec_chol, comp_const, lo, hi, nk, sx, sxx, out, fi
     logp = np.empty((k, B), dtype=np.float64)
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
-    ll = 0.0
-    for start in range(lo, hi, B):
-        nb = min(B, hi - start)
-        _load_block(X, start, nb, xt)
-        for kk in range(k):
-            _diag_maha(xt, nb, means[kk], prec_chol[kk], maha)
-            c = comp_const[kk]
-            for b in range(nb):
-                logp[kk, b] = c - 0.5 * np.float64(maha[b])
-        if not fit:
-            for b in range(nb):
-                for kk in range(k):
-                    out[start + b, kk] = logp[kk, b]
-            continue
-        ll += _responsibilities(logp, w, start, nb, mx, s)
-        for kk in range(k):
-            nk[kk] += _accum_diag(xt, means[kk], logp[kk], nb, sx[kk], sxx[kk])
-    return ll
+    for c in range(i0, i1):
+        lo = c * n // nc
+        hi = (c + 1) * n // nc
+        ll = 0.0
+        for start in range(lo, hi, B):
+            nb = min(B, hi - start)
+            _load_block(X, start, nb, xt)
+            for kk in range(k):
+                _diag_maha(xt, nb, means[kk], prec_chol[kk], maha)
+                cc = comp_const[kk]
+                for b in range(nb):
+                    logp[kk, b] = cc - 0.5 * np.float64(maha[b])
+            if not fit:
+                for b in range(nb):
+                    for kk in range(k):
+                        out[start + b, kk] = logp[kk, b]
+                continue
+            ll += _responsibilities(logp, w, start, nb, mx, s)
+            for kk in range(k):
+                nk_p[c, kk] += _accum_diag(xt, means[kk], logp[kk], nb, sx_p[c, kk], sxx_p[c, kk])
+        if fit:
+            ll_p[c] = ll
 
 
-@njit(**_PJIT)
+# Stand-ins for the arguments a call does not use, so that the fit and the
+# log-density calls share one compiled specialization of each chunk kernel.
+_NO_W = np.empty(0)
+_NO_W.flags.writeable = False
+
+
+def _no_partials(ndim_stats):
+    """Empty partials (ll, nk, sx, sxx with ``ndim_stats`` dims) for a log-density call."""
+    return np.empty(0), np.empty((0, 0)), np.empty((0, 0, 0)), np.empty((0,) * ndim_stats)
+
+
+def _pass(kernel, X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx, floats, sxx_p_shape):
+    """Run a fused E+M chunk kernel over all chunks and reduce in chunk order."""
+    n = X.shape[0]
+    k = means.shape[0]
+    nc = _n_chunks(n, floats)
+    ll_p = np.zeros(nc)
+    nk_p = np.zeros((nc, k))
+    sx_p = np.zeros((nc, k, X.shape[1]))
+    sxx_p = np.zeros((nc, *sxx_p_shape))
+    out = np.empty((0, k))
+    run_chunks(
+        kernel, nc, nc, X, sample_weight, means, prec_chol, comp_const,
+        ll_p, nk_p, sx_p, sxx_p, out, True,
+    )  # fmt: skip
+    nk[...] = nk_p.sum(axis=0)
+    sx[...] = sx_p.sum(axis=0)
+    return ll_p, sxx_p.sum(axis=0)
+
+
 def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     """Fused E-step and statistics, full precision Cholesky factors.
 
@@ -452,23 +559,15 @@ def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     -------
     loglik : float
     """
-    n, d = X.shape
-    k = means.shape[0]
-    nc = _n_chunks(n, k * (d * d + d + 1))
-    nk_p = np.zeros((nc, k))
-    sx_p = np.zeros((nc, k, d))
-    sxx_p = np.zeros((nc, k, d, d))
-    ll_p = np.zeros(nc)
-    dummy = np.empty((0, k))
-    for c in prange(nc):
-        ll_p[c] = _chunk_full(
-            X, sample_weight, means, prec_chol, comp_const,
-            c * n // nc, (c + 1) * n // nc, nk_p[c], sx_p[c], sxx_p[c], dummy, True,
-        )  # fmt: skip
-    return _reduce_full(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
+    k, d = means.shape
+    ll_p, s = _pass(
+        _chunks_full, X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx,
+        k * (d * d + d + 1), (k, d, d),
+    )  # fmt: skip
+    _mirror_upper(s, sxx)
+    return _sum_chunks(ll_p)
 
 
-@njit(**_PJIT)
 def em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     """Fused E-step and statistics, diagonal precision factors ``(k, d)``.
 
@@ -478,20 +577,27 @@ def em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     -------
     loglik : float
     """
-    n, d = X.shape
-    k = means.shape[0]
-    nc = _n_chunks(n, k * (2 * d + 1))
-    nk_p = np.zeros((nc, k))
-    sx_p = np.zeros((nc, k, d))
-    sxx_p = np.zeros((nc, k, d))
-    ll_p = np.zeros(nc)
-    dummy = np.empty((0, k))
-    for c in prange(nc):
-        ll_p[c] = _chunk_diag(
-            X, sample_weight, means, prec_chol, comp_const,
-            c * n // nc, (c + 1) * n // nc, nk_p[c], sx_p[c], sxx_p[c], dummy, True,
-        )  # fmt: skip
-    return _reduce_diag(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
+    k, d = means.shape
+    ll_p, s = _pass(
+        _chunks_diag, X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx,
+        k * (2 * d + 1), (k, d),
+    )  # fmt: skip
+    sxx[...] = s
+    return _sum_chunks(ll_p)
+
+
+def log_prob_full(X, means, prec_chol, comp_const, out):
+    """Weighted log-densities ``out[i, k]``, full precision Cholesky factors."""
+    nc = _n_chunks(X.shape[0], 0)  # no partials: only the row split
+    run_chunks(_chunks_full, nc, nc, X, _NO_W, means, prec_chol, comp_const,
+               *_no_partials(4), out, False)  # fmt: skip
+
+
+def log_prob_diag(X, means, prec_chol, comp_const, out):
+    """Weighted log-densities ``out[i, k]``, diagonal precision factors."""
+    nc = _n_chunks(X.shape[0], 0)
+    run_chunks(_chunks_diag, nc, nc, X, _NO_W, means, prec_chol, comp_const,
+               *_no_partials(3), out, False)  # fmt: skip
 
 
 # ------------------------------------------------------------------ tied
@@ -526,10 +632,13 @@ def _tri_project(diff, U, nb, z):
 
 
 @njit(**_JIT)
-def _chunk_tied(X, w, centre, projected, U, comp_const, lo, hi, nk, t, g, out, fit):
-    """E-step (and, if ``fit``, ``nk``, ``t`` and the upper triangle of ``g``)
-    of rows ``lo:hi`` under one shared factor ``U``; see :func:`_chunk_full`."""
-    d = X.shape[1]
+def _chunks_tied(
+    i0, i1, nc, X, w, centre, projected, U, comp_const, ll_p, nk_p, t_p, g_p, out, fit
+):
+    """E-step (and, if ``fit``, ``nk``, ``t`` and the upper triangle of ``g``
+    into chunk ``c``'s partials) of chunks ``i0:i1`` under one shared factor
+    ``U``; see :func:`_chunks_full`."""
+    n, d = X.shape
     k = projected.shape[0]
     B = _block_rows(d)
     xt = np.empty((d, B), dtype=X.dtype)
@@ -543,169 +652,59 @@ def _chunk_tied(X, w, centre, projected, U, comp_const, lo, hi, nk, t, g, out, f
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
     gsx = np.zeros(d, dtype=np.float64)  # sum_k t_k again: not needed
-    ll = 0.0
-    for start in range(lo, hi, B):
-        nb = min(B, hi - start)
-        _load_block(X, start, nb, xt)
-        _center(xt, nb, centre, diff)
-        _tri_project(diff, U, nb, z)
-        for kk in range(k):
-            for b in range(nb):
-                maha[b] = 0.0
-            for jp in range(d):
-                m = projected[kk, jp]
+    for c in range(i0, i1):
+        lo = c * n // nc
+        hi = (c + 1) * n // nc
+        ll = 0.0
+        for start in range(lo, hi, B):
+            nb = min(B, hi - start)
+            _load_block(X, start, nb, xt)
+            _center(xt, nb, centre, diff)
+            _tri_project(diff, U, nb, z)
+            for kk in range(k):
                 for b in range(nb):
-                    v = z[jp, b] - m
-                    maha[b] += v * v
-            c = comp_const[kk]
-            for b in range(nb):
-                logp[kk, b] = c - 0.5 * np.float64(maha[b])
-        if not fit:
-            for b in range(nb):
-                for kk in range(k):
-                    out[start + b, kk] = logp[kk, b]
-            continue
-        ll += _responsibilities(logp, w, start, nb, mx, s)
-        _center(xt, nb, centre, xd)
-        for b in range(nb):
-            rsum[b] = 0.0
-        for kk in range(k):
-            a = 0.0
-            for b in range(nb):
-                a += logp[kk, b]
-                rsum[b] += logp[kk, b]
-            nk[kk] += a
-            if a == 0.0:
+                    maha[b] = 0.0
+                for jp in range(d):
+                    m = projected[kk, jp]
+                    for b in range(nb):
+                        v = z[jp, b] - m
+                        maha[b] += v * v
+                cc = comp_const[kk]
+                for b in range(nb):
+                    logp[kk, b] = cc - 0.5 * np.float64(maha[b])
+            if not fit:
+                for b in range(nb):
+                    for kk in range(k):
+                        out[start + b, kk] = logp[kk, b]
                 continue
-            for j in range(d):
+            ll += _responsibilities(logp, w, start, nb, mx, s)
+            _center(xt, nb, centre, xd)
+            for b in range(nb):
+                rsum[b] = 0.0
+            for kk in range(k):
                 a = 0.0
                 for b in range(nb):
-                    a += logp[kk, b] * xd[j, b]
-                t[kk, j] += a
-        _accum_full(xd, rsum, nb, rd, gsx, g)
-    return ll
-
-
-@njit(**_PJIT)
-def _em_pass_tied(X, sample_weight, centre, projected, U, comp_const, nk, t, g):
-    """The parallel part of :func:`em_pass_tied`: ``nk``, ``t`` (k, d) and
-    ``g`` (d, d, upper triangle) summed over chunks in chunk order."""
-    n, d = X.shape
-    k = projected.shape[0]
-    nc = _n_chunks(n, k * (d + 1) + d * d)
-    nk_p = np.zeros((nc, k))
-    t_p = np.zeros((nc, k, d))
-    g_p = np.zeros((nc, d, d))
-    ll_p = np.zeros(nc)
-    dummy = np.empty((0, k))
-    for c in prange(nc):
-        ll_p[c] = _chunk_tied(
-            X, sample_weight, centre, projected, U, comp_const,
-            c * n // nc, (c + 1) * n // nc, nk_p[c], t_p[c], g_p[c], dummy, True,
-        )  # fmt: skip
-    for i in range(d):
-        for j in range(i, d):
-            acc = 0.0
-            for c in range(nc):
-                acc += g_p[c, i, j]
-            g[i, j] = acc
-    return _reduce_common(ll_p, nk_p, t_p, nk, t)
-
-
-@njit(**_PJIT)
-def _log_prob_tied(X, centre, projected, U, comp_const, out):
-    n = X.shape[0]
-    nc = _n_chunks(n, 0)  # no partials: only the row split
-    e0 = np.empty(0)
-    e1 = np.empty((0, 0))
-    for c in prange(nc):
-        _chunk_tied(
-            X, e0, centre, projected, U, comp_const,
-            c * n // nc, (c + 1) * n // nc, e0, e1, e1, out, False,
-        )  # fmt: skip
-
-
-@njit(cache=True, nogil=True)
-def _reduce_common(ll_p, nk_p, sx_p, nk, sx):
-    """Sum loglik, ``nk`` and ``sx`` partials serially in chunk order."""
-    nc, k = nk_p.shape
-    d = sx_p.shape[2]
-    ll = 0.0
-    for kk in range(k):
-        nk[kk] = 0.0
-        for i in range(d):
-            sx[kk, i] = 0.0
-    for c in range(nc):
-        ll += ll_p[c]
-        for kk in range(k):
-            nk[kk] += nk_p[c, kk]
-            for i in range(d):
-                sx[kk, i] += sx_p[c, kk, i]
-    return ll
-
-
-@njit(cache=True, nogil=True)
-def _reduce_full(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx):
-    """Chunk-ordered sum of the partials; mirrors the upper triangle of ``sxx``."""
-    nc, k, d = sx_p.shape
-    for kk in range(k):
-        for i in range(d):
-            for j in range(i, d):
-                acc = 0.0
-                for c in range(nc):
-                    acc += sxx_p[c, kk, i, j]
-                sxx[kk, i, j] = acc
-                sxx[kk, j, i] = acc
-    return _reduce_common(ll_p, nk_p, sx_p, nk, sx)
-
-
-@njit(cache=True, nogil=True)
-def _reduce_diag(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx):
-    """Chunk-ordered sum of the partials (diagonal second moments)."""
-    nc, k, d = sx_p.shape
-    for kk in range(k):
-        for i in range(d):
-            acc = 0.0
-            for c in range(nc):
-                acc += sxx_p[c, kk, i]
-            sxx[kk, i] = acc
-    return _reduce_common(ll_p, nk_p, sx_p, nk, sx)
-
-
-@njit(**_PJIT)
-def log_prob_full(X, means, prec_chol, comp_const, out):
-    """Weighted log-densities ``out[i, k]``, full precision Cholesky factors."""
-    n = X.shape[0]
-    nc = _n_chunks(n, 0)  # no partials: only the row split
-    e0 = np.empty(0)
-    e1 = np.empty((0, 0))
-    e2 = np.empty((0, 0, 0))
-    for c in prange(nc):
-        _chunk_full(
-            X, e0, means, prec_chol, comp_const,
-            c * n // nc, (c + 1) * n // nc, e0, e1, e2, out, False,
-        )  # fmt: skip
-
-
-@njit(**_PJIT)
-def log_prob_diag(X, means, prec_chol, comp_const, out):
-    """Weighted log-densities ``out[i, k]``, diagonal precision factors."""
-    n = X.shape[0]
-    nc = _n_chunks(n, 0)  # no partials: only the row split
-    e0 = np.empty(0)
-    e1 = np.empty((0, 0))
-    for c in prange(nc):
-        _chunk_diag(
-            X, e0, means, prec_chol, comp_const,
-            c * n // nc, (c + 1) * n // nc, e0, e1, e1, out, False,
-        )  # fmt: skip
+                    a += logp[kk, b]
+                    rsum[b] += logp[kk, b]
+                nk_p[c, kk] += a
+                if a == 0.0:
+                    continue
+                for j in range(d):
+                    a = 0.0
+                    for b in range(nb):
+                        a += logp[kk, b] * xd[j, b]
+                    t_p[c, kk, j] += a
+            _accum_full(xd, rsum, nb, rd, gsx, g_p[c])
+        if fit:
+            ll_p[c] = ll
 
 
 @njit(**_JIT)
-def _chunk_kmeans(X, w, centers, lo, hi, sums, counts, labels):
-    """Lloyd assignment of rows ``lo:hi``; adds to ``sums``/``counts``,
-    returns the chunk's inertia."""
-    d = X.shape[1]
+def _chunks_kmeans(i0, i1, nc, X, w, centers, in_p, sums_p, counts_p, labels):
+    """Lloyd assignment of chunks ``i0:i1``: chunk ``c`` adds to ``sums_p[c]``/
+    ``counts_p[c]`` and writes its inertia to ``in_p[c]`` (and the labels, if
+    ``labels`` is not empty)."""
+    n, d = X.shape
     k = centers.shape[0]
     B = _block_rows(d)
     xt = np.empty((d, B), dtype=np.float64)
@@ -713,40 +712,44 @@ def _chunk_kmeans(X, w, centers, lo, hi, sums, counts, labels):
     best = np.empty(B, dtype=np.float64)
     lab = np.empty(B, dtype=np.int64)
     write_labels = labels.shape[0] > 0
-    inertia = 0.0
-    for start in range(lo, hi, B):
-        nb = min(B, hi - start)
-        _load_block(X, start, nb, xt)
-        for kk in range(k):
-            for b in range(nb):
-                dist[b] = 0.0
-            for j in range(d):
-                c = np.float64(centers[kk, j])
+    for c in range(i0, i1):
+        lo = c * n // nc
+        hi = (c + 1) * n // nc
+        sums = sums_p[c]
+        counts = counts_p[c]
+        inertia = 0.0
+        for start in range(lo, hi, B):
+            nb = min(B, hi - start)
+            _load_block(X, start, nb, xt)
+            for kk in range(k):
                 for b in range(nb):
-                    t = xt[j, b] - c
-                    dist[b] += t * t
-            if kk == 0:
-                for b in range(nb):
-                    best[b] = dist[b]
-                    lab[b] = 0
-            else:
-                for b in range(nb):  # strict <: lowest index wins ties
-                    if dist[b] < best[b]:
+                    dist[b] = 0.0
+                for j in range(d):
+                    cj = np.float64(centers[kk, j])
+                    for b in range(nb):
+                        t = xt[j, b] - cj
+                        dist[b] += t * t
+                if kk == 0:
+                    for b in range(nb):
                         best[b] = dist[b]
-                        lab[b] = kk
-        for b in range(nb):
-            wb = w[start + b]
-            kk = lab[b]
-            inertia += wb * best[b]
-            counts[kk] += wb
-            for j in range(d):
-                sums[kk, j] += wb * xt[j, b]
-            if write_labels:
-                labels[start + b] = kk
-    return inertia
+                        lab[b] = 0
+                else:
+                    for b in range(nb):  # strict <: lowest index wins ties
+                        if dist[b] < best[b]:
+                            best[b] = dist[b]
+                            lab[b] = kk
+            for b in range(nb):
+                wb = w[start + b]
+                kk = lab[b]
+                inertia += wb * best[b]
+                counts[kk] += wb
+                for j in range(d):
+                    sums[kk, j] += wb * xt[j, b]
+                if write_labels:
+                    labels[start + b] = kk
+        in_p[c] = inertia
 
 
-@njit(**_PJIT)
 def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
     """One Lloyd pass; see the kernel contract in :mod:`fastem.backends._numpy`.
 
@@ -760,21 +763,10 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
     sums_p = np.zeros((nc, k, d))
     counts_p = np.zeros((nc, k))
     in_p = np.zeros(nc)
-    for c in prange(nc):
-        in_p[c] = _chunk_kmeans(
-            X, sample_weight, centers, c * n // nc, (c + 1) * n // nc,
-            sums_p[c], counts_p[c], labels,
-        )  # fmt: skip
-    sums[:] = 0.0
-    counts[:] = 0.0
-    inertia = 0.0
-    for c in range(nc):
-        inertia += in_p[c]
-        for kk in range(k):
-            counts[kk] += counts_p[c, kk]
-            for j in range(d):
-                sums[kk, j] += sums_p[c, kk, j]
-    return inertia
+    run_chunks(_chunks_kmeans, nc, nc, X, sample_weight, centers, in_p, sums_p, counts_p, labels)
+    sums[...] = sums_p.sum(axis=0)
+    counts[...] = counts_p.sum(axis=0)
+    return _sum_chunks(in_p)
 
 
 # Missing-data (NaN) kernels live in their own modules; their entry points are
@@ -817,20 +809,29 @@ def em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     k, d = means.shape
     centre, e, projected = _tied.setup(means, prec_chol, X.dtype)
     U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
-    t = np.empty((k, d))
-    g = np.zeros((d, d))  # the pass fills its upper triangle
-    ll = _em_pass_tied(
-        *[_readonly(a) for a in (X, sample_weight, centre, projected, U, comp_const)], nk, t, g
-    )
-    _tied.finish(e, nk, t, g, sx, sxx)
-    return ll
+    nc = _n_chunks(X.shape[0], k * (d + 1) + d * d)
+    ll_p = np.zeros(nc)
+    nk_p = np.zeros((nc, k))
+    t_p = np.zeros((nc, k, d))
+    g_p = np.zeros((nc, d, d))
+    out = np.empty((0, k))
+    inputs = [_readonly(a) for a in (X, sample_weight, centre, projected, U, comp_const)]
+    run_chunks(_chunks_tied, nc, nc, *inputs, ll_p, nk_p, t_p, g_p, out, True)
+    nk[...] = nk_p.sum(axis=0)
+    _tied.finish(e, nk, t_p.sum(axis=0), g_p.sum(axis=0), sx, sxx)
+    return _sum_chunks(ll_p)
 
 
 def log_prob_tied(X, means, prec_chol, comp_const, out):
     """Weighted log-densities ``out[i, k]`` under one shared factor ``prec_chol``."""
     centre, _, projected = _tied.setup(means, prec_chol, X.dtype)
     U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
-    _log_prob_tied(*[_readonly(a) for a in (X, centre, projected, U, comp_const)], out)
+    nc = _n_chunks(X.shape[0], 0)
+    X, centre, projected, U, comp_const = [
+        _readonly(a) for a in (X, centre, projected, U, comp_const)
+    ]
+    run_chunks(_chunks_tied, nc, nc, X, _NO_W, centre, projected, U, comp_const,
+               *_no_partials(3), out, False)  # fmt: skip
 
 
 em_pass_full = _entry(em_pass_full, 5)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
 from ._numba_missing import _pattern
@@ -102,15 +102,25 @@ def _impute_chunk(X, rows, pattern_ptr, means, precisions, resp, out, lo, hi):
         pos = end
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def impute_missing_full(X, rows, pattern_ptr, means, precisions, resp, out):
+@njit(cache=True, nogil=True)
+def _impute_chunks(i0, i1, nc, X, rows, pattern_ptr, means, precisions, resp, out):
+    """Chunks ``i0:i1`` of ``nc`` equal shares of ``rows[ptr[0]:ptr[-1]]``."""
     base = pattern_ptr[0]
     m = pattern_ptr[pattern_ptr.shape[0] - 1] - base
-    if m <= 0:
-        return
-    nc = (m + _CHUNK_ROWS - 1) // _CHUNK_ROWS
-    for c in prange(nc):
+    for c in range(i0, i1):
         lo = base + c * m // nc
         hi = base + (c + 1) * m // nc
         if hi > lo:
             _impute_chunk(X, rows, pattern_ptr, means, precisions, resp, out, lo, hi)
+
+
+def impute_missing_full(X, rows, pattern_ptr, means, precisions, resp, out):
+    """Conditional-mean imputation of the listed rows (kernel contract)."""
+    m = int(pattern_ptr[-1] - pattern_ptr[0])
+    if m <= 0:
+        return
+    nc = (m + _CHUNK_ROWS - 1) // _CHUNK_ROWS
+    run_chunks(_impute_chunks, nc, nc, X, rows, pattern_ptr, means, precisions, resp, out)
+
+
+from ._numba import run_chunks  # noqa: E402  (after the kernels: _numba imports this module)

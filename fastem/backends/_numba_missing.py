@@ -58,7 +58,7 @@ import math
 import numpy as np
 from llvmlite import binding as _llvm
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -76,7 +76,6 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # Same flags as the complete-data kernels: never nnan/ninf (NaN marks missing).
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 _JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
-_PJIT = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 
 
 # Rows ahead that _gather asks the CPU to fetch: rows of one pattern lie
@@ -463,11 +462,14 @@ def _block_full(xt, wb, rb, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_ob
 
 
 @njit(**_JIT)
-def _chunk_missing_full(
-    X, w, rows, ptr, means, prec_chol, prec_t, comp_const, lo, hi, nk, sx, sxx, out, fit
-):
-    """Rows ``rows[lo:hi]``: with ``fit`` add statistics (upper triangle of
-    ``sxx``) and return the loglik, else write log-densities to ``out``.
+def _chunks_missing_full(
+    i0, i1, nc, X, w, rows, ptr, means, prec_chol, prec_t, comp_const,
+    ll_p, nk_p, sx_p, sxx_p, out, fit,
+):  # fmt: skip
+    """Chunks ``_spread(i0:i1)`` of ``nc`` (chunk ``c`` is ``rows[c m / nc :
+    (c + 1) m / nc]``): with ``fit`` chunk ``c`` adds its statistics to
+    ``nk_p[c]``/``sx_p[c]``/``sxx_p[c]`` (upper triangle) and its loglik to
+    ``ll_p[c]``, else the log-densities go to ``out``.
 
     A segment's whole blocks of ``B`` rows are processed with its conditionals
     computed once; shorter leftovers of consecutive segments are packed together
@@ -525,44 +527,76 @@ def _chunk_missing_full(
     rd = np.empty(B)
     mx = np.empty(B)
     s = np.empty(B)
+    m = rows.shape[0]
     n_pat = ptr.shape[0] - 1
-    nseg = 0
-    ncol = 0
-    used = 0
-    ll = 0.0
-    p = _segment_start(ptr, lo)
-    while p < n_pat and ptr[p] < hi:
-        a = max(ptr[p], lo)
-        e = min(ptr[p + 1], hi)
-        p += 1
-        if e <= a:
-            continue
-        nm, no = _pattern(X, rows[ptr[p - 1]], miss, obs)
-        n_long = (e - a) // B * B
-        if n_long:
-            l_nm[0] = nm
-            l_no[0] = no
-            for j in range(d):
-                l_miss[0, j] = miss[j]
-                l_obs[0, j] = obs[j]
-            _prepare_full(prec_t, comp_const, 1, l_nm, l_no, l_miss, l_obs, l_off, l_fact,
-                          l_cond, l_shk, R, Ri, det)  # fmt: skip
-            for start in range(a, a + n_long, B):
-                _gather(X, w, rows, start, B, l_xt, l_wb, l_rb, 0)
+    for it in range(i0, i1):
+        c = _spread(it, nc)
+        lo = c * m // nc
+        hi = (c + 1) * m // nc
+        nk = nk_p[c]
+        sx = sx_p[c]
+        sxx = sxx_p[c]
+        nseg = 0
+        ncol = 0
+        used = 0
+        ll = 0.0
+        p = _segment_start(ptr, lo)
+        while p < n_pat and ptr[p] < hi:
+            a = max(ptr[p], lo)
+            e = min(ptr[p + 1], hi)
+            p += 1
+            if e <= a:
+                continue
+            nm, no = _pattern(X, rows[ptr[p - 1]], miss, obs)
+            n_long = (e - a) // B * B
+            if n_long:
+                l_nm[0] = nm
+                l_no[0] = no
+                for j in range(d):
+                    l_miss[0, j] = miss[j]
+                    l_obs[0, j] = obs[j]
+                _prepare_full(prec_t, comp_const, 1, l_nm, l_no, l_miss, l_obs, l_off, l_fact,
+                              l_cond, l_shk, R, Ri, det)  # fmt: skip
+                for start in range(a, a + n_long, B):
+                    _gather(X, w, rows, start, B, l_xt, l_wb, l_rb, 0)
+                    ll += _block_full(
+                        l_xt, l_wb, l_rb, B, 1, l_lo, l_nm, l_no, l_miss, l_obs, l_off, l_fact,
+                        l_cond, l_shk, means, mu_t, prec_t, prec_chol, yd, yo, ym,
+                        logp, acc, maha, rd, mx, s,
+                        nk, sx, sxx, out, fit,
+                    )  # fmt: skip
+                a += n_long
+            if a == e:
+                continue
+            cnt = e - a
+            # few rows: apply B's factors per row rather than form B
+            fact = cnt < _NARROW and cnt < no
+            size = 2 * nm * nm if fact else nm * d
+            if ncol + cnt > B or used + size > cap:
+                _prepare_full(prec_t, comp_const, nseg, seg_nm, seg_no, seg_miss, seg_obs,
+                              seg_off, seg_fact, cond, shk, R, Ri, det)  # fmt: skip
                 ll += _block_full(
-                    l_xt, l_wb, l_rb, B, 1, l_lo, l_nm, l_no, l_miss, l_obs, l_off, l_fact,
-                    l_cond, l_shk, means, mu_t, prec_t, prec_chol, yd, yo, ym,
+                    xt, wb, rb, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
+                    seg_fact, cond, shk, means, mu_t, prec_t, prec_chol, yd, yo, ym,
                     logp, acc, maha, rd, mx, s,
                     nk, sx, sxx, out, fit,
                 )  # fmt: skip
-            a += n_long
-        if a == e:
-            continue
-        cnt = e - a
-        # few rows: apply B's factors per row rather than form B
-        fact = cnt < _NARROW and cnt < no
-        size = 2 * nm * nm if fact else nm * d
-        if ncol + cnt > B or used + size > cap:
+                nseg = 0
+                ncol = 0
+                used = 0
+            seg_nm[nseg] = nm
+            seg_no[nseg] = no
+            for j in range(d):
+                seg_miss[nseg, j] = miss[j]
+                seg_obs[nseg, j] = obs[j]
+            seg_off[nseg] = used
+            seg_fact[nseg] = fact
+            _gather(X, w, rows, a, cnt, xt, wb, rb, ncol)
+            ncol += cnt
+            used += size
+            nseg += 1
+            seg_lo[nseg] = ncol
+        if ncol:
             _prepare_full(prec_t, comp_const, nseg, seg_nm, seg_no, seg_miss, seg_obs,
                           seg_off, seg_fact, cond, shk, R, Ri, det)  # fmt: skip
             ll += _block_full(
@@ -571,31 +605,8 @@ def _chunk_missing_full(
                 logp, acc, maha, rd, mx, s,
                 nk, sx, sxx, out, fit,
             )  # fmt: skip
-            nseg = 0
-            ncol = 0
-            used = 0
-        seg_nm[nseg] = nm
-        seg_no[nseg] = no
-        for j in range(d):
-            seg_miss[nseg, j] = miss[j]
-            seg_obs[nseg, j] = obs[j]
-        seg_off[nseg] = used
-        seg_fact[nseg] = fact
-        _gather(X, w, rows, a, cnt, xt, wb, rb, ncol)
-        ncol += cnt
-        used += size
-        nseg += 1
-        seg_lo[nseg] = ncol
-    if ncol:
-        _prepare_full(prec_t, comp_const, nseg, seg_nm, seg_no, seg_miss, seg_obs,
-                      seg_off, seg_fact, cond, shk, R, Ri, det)  # fmt: skip
-        ll += _block_full(
-            xt, wb, rb, ncol, nseg, seg_lo, seg_nm, seg_no, seg_miss, seg_obs, seg_off,
-            seg_fact, cond, shk, means, mu_t, prec_t, prec_chol, yd, yo, ym,
-            logp, acc, maha, rd, mx, s,
-            nk, sx, sxx, out, fit,
-        )  # fmt: skip
-    return ll
+        if fit:
+            ll_p[c] = ll
 
 
 @njit(**_JIT)
@@ -653,10 +664,11 @@ def _accum_diag_obs(xt, mu, r, nb, sx_k, sxx_k):
 
 
 @njit(**_JIT)
-def _chunk_missing_diag(
-    X, w, rows, ptr, means, prec_chol, comp_const, lo, hi, nk, sx, sxx, out, fit
-):
-    """Diagonal-covariance counterpart of :func:`_chunk_missing_full`.
+def _chunks_missing_diag(
+    i0, i1, nc, X, w, rows, ptr, means, prec_chol, comp_const,
+    ll_p, nk_p, sx_p, sxx_p, out, fit,
+):  # fmt: skip
+    """Diagonal-covariance counterpart of :func:`_chunks_missing_full`.
 
     With diagonal precisions a pattern only changes the log-density constant and
     ``C``, and ``y[m] = 0``: blocks of ``B`` consecutive rows span pattern
@@ -685,53 +697,62 @@ def _chunk_missing_diag(
     logp = np.empty((k, B))
     mx = np.empty(B)
     s = np.empty(B)
+    m = rows.shape[0]
     n_pat = ptr.shape[0] - 1
-    ll = 0.0
-    for start in range(lo, hi, B):
-        nb = min(B, hi - start)
-        end = start + nb
-        _gather(X, w, rows, start, nb, xt, wb, rb, 0)
-        nseg = 0
-        p = _segment_start(ptr, start)
-        while p < n_pat and ptr[p] < end:
-            a = max(ptr[p], start)
-            e = min(ptr[p + 1], end)
-            if e > a:
-                nm, _ = _pattern(X, rows[ptr[p]], miss, obs)
-                seg_lo[nseg] = a - start
-                seg_nm[nseg] = nm
-                for i in range(nm):
-                    seg_miss[nseg, i] = miss[i]
-                nseg += 1
-            p += 1
-        seg_lo[nseg] = nb
-        for kk in range(k):
-            _diag_maha_obs(xt, nb, means[kk], prec_chol[kk], maha)
-            for q in range(nseg):
-                # log det L[m, m] = 2 sum log prec_chol[m] for diagonal precisions
-                ld = 0.0
-                for i in range(seg_nm[q]):
-                    ld += log_q[kk, seg_miss[q, i]]
-                c = comp_const[kk] + (0.5 * seg_nm[q] * _LOG_2PI - ld)
-                for b in range(seg_lo[q], seg_lo[q + 1]):
-                    logp[kk, b] = c - 0.5 * maha[b]
-        if not fit:
-            for b in range(nb):
-                i = rb[b]
-                for kk in range(k):
-                    out[i, kk] = logp[kk, b]
-            continue
-        ll += _responsibilities(logp, wb, 0, nb, mx, s)
-        for kk in range(k):
-            nk[kk] += _accum_diag_obs(xt, means[kk], logp[kk], nb, sx[kk], sxx[kk])
-            for q in range(nseg):
-                r = 0.0
-                for b in range(seg_lo[q], seg_lo[q + 1]):
-                    r += logp[kk, b]
-                for i in range(seg_nm[q]):
-                    j = seg_miss[q, i]
-                    sxx[kk, j] += r * inv_q2[kk, j]
-    return ll
+    for it in range(i0, i1):
+        c = _spread(it, nc)
+        lo = c * m // nc
+        hi = (c + 1) * m // nc
+        nk = nk_p[c]
+        sx = sx_p[c]
+        sxx = sxx_p[c]
+        ll = 0.0
+        for start in range(lo, hi, B):
+            nb = min(B, hi - start)
+            end = start + nb
+            _gather(X, w, rows, start, nb, xt, wb, rb, 0)
+            nseg = 0
+            p = _segment_start(ptr, start)
+            while p < n_pat and ptr[p] < end:
+                a = max(ptr[p], start)
+                e = min(ptr[p + 1], end)
+                if e > a:
+                    nm, _ = _pattern(X, rows[ptr[p]], miss, obs)
+                    seg_lo[nseg] = a - start
+                    seg_nm[nseg] = nm
+                    for i in range(nm):
+                        seg_miss[nseg, i] = miss[i]
+                    nseg += 1
+                p += 1
+            seg_lo[nseg] = nb
+            for kk in range(k):
+                _diag_maha_obs(xt, nb, means[kk], prec_chol[kk], maha)
+                for q in range(nseg):
+                    # log det L[m, m] = 2 sum log prec_chol[m] for diagonal precisions
+                    ld = 0.0
+                    for i in range(seg_nm[q]):
+                        ld += log_q[kk, seg_miss[q, i]]
+                    cq = comp_const[kk] + (0.5 * seg_nm[q] * _LOG_2PI - ld)
+                    for b in range(seg_lo[q], seg_lo[q + 1]):
+                        logp[kk, b] = cq - 0.5 * maha[b]
+            if not fit:
+                for b in range(nb):
+                    i = rb[b]
+                    for kk in range(k):
+                        out[i, kk] = logp[kk, b]
+                continue
+            ll += _responsibilities(logp, wb, 0, nb, mx, s)
+            for kk in range(k):
+                nk[kk] += _accum_diag_obs(xt, means[kk], logp[kk], nb, sx[kk], sxx[kk])
+                for q in range(nseg):
+                    r = 0.0
+                    for b in range(seg_lo[q], seg_lo[q + 1]):
+                        r += logp[kk, b]
+                    for i in range(seg_nm[q]):
+                        j = seg_miss[q, i]
+                        sxx[kk, j] += r * inv_q2[kk, j]
+        if fit:
+            ll_p[c] = ll
 
 
 # ------------------------------------------------------------------ kernels
@@ -751,19 +772,22 @@ def _spread(it, nc):
     return (it % b) * 8 + it // b
 
 
-@njit(**_JIT)
 def _component_last(precisions):
     """``precisions`` (k, d, d) as (d, d, k) float64: see :func:`_conditionals`."""
-    k, d, _ = precisions.shape
-    out = np.empty((d, d, k))
-    for kk in range(k):
-        for i in range(d):
-            for j in range(d):
-                out[i, j, kk] = precisions[kk, i, j]
+    out = np.ascontiguousarray(np.moveaxis(np.asarray(precisions, dtype=np.float64), 0, -1))
+    out.flags.writeable = False
     return out
 
 
-@njit(**_PJIT)
+def _partials(nc, k, sxx_shape):
+    return (
+        np.zeros(nc),
+        np.zeros((nc, k)),
+        np.zeros((nc, k, sxx_shape[-1])),
+        np.zeros((nc, *sxx_shape)),
+    )
+
+
 def em_pass_missing_full(
     X, sample_weight, rows, pattern_ptr, means, prec_chol, precisions, comp_const, nk, sx, sxx
 ):
@@ -776,25 +800,19 @@ def em_pass_missing_full(
     loglik : float
     """
     m = rows.shape[0]
-    d = X.shape[1]
-    k = means.shape[0]
+    k, d = means.shape
     nc = _n_chunks(m, k * (d * d + d + 1))
-    nk_p = np.zeros((nc, k))
-    sx_p = np.zeros((nc, k, d))
-    sxx_p = np.zeros((nc, k, d, d))
-    ll_p = np.zeros(nc)
-    dummy = np.empty((0, k))
-    prec_t = _component_last(precisions)
-    for it in prange(nc):
-        c = _spread(it, nc)
-        ll_p[c] = _chunk_missing_full(
-            X, sample_weight, rows, pattern_ptr, means, prec_chol, prec_t, comp_const,
-            c * m // nc, (c + 1) * m // nc, nk_p[c], sx_p[c], sxx_p[c], dummy, True,
-        )  # fmt: skip
-    return _reduce_full(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
+    ll_p, nk_p, sx_p, sxx_p = _partials(nc, k, (k, d, d))
+    run_chunks(
+        _chunks_missing_full, nc, nc, X, sample_weight, rows, pattern_ptr, means, prec_chol,
+        _component_last(precisions), comp_const, ll_p, nk_p, sx_p, sxx_p, np.empty((0, k)), True,
+    )  # fmt: skip
+    nk[...] = nk_p.sum(axis=0)
+    sx[...] = sx_p.sum(axis=0)
+    _mirror_upper(sxx_p.sum(axis=0), sxx)
+    return _sum_chunks(ll_p)
 
 
-@njit(**_PJIT)
 def em_pass_missing_diag(
     X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const, nk, sx, sxx
 ):
@@ -807,64 +825,48 @@ def em_pass_missing_diag(
     loglik : float
     """
     m = rows.shape[0]
-    d = X.shape[1]
-    k = means.shape[0]
+    k, d = means.shape
     nc = _n_chunks(m, k * (2 * d + 1))
-    nk_p = np.zeros((nc, k))
-    sx_p = np.zeros((nc, k, d))
-    sxx_p = np.zeros((nc, k, d))
-    ll_p = np.zeros(nc)
-    dummy = np.empty((0, k))
-    for it in prange(nc):
-        c = _spread(it, nc)
-        ll_p[c] = _chunk_missing_diag(
-            X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const,
-            c * m // nc, (c + 1) * m // nc, nk_p[c], sx_p[c], sxx_p[c], dummy, True,
-        )  # fmt: skip
-    return _reduce_diag(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx)
+    ll_p, nk_p, sx_p, sxx_p = _partials(nc, k, (k, d))
+    run_chunks(
+        _chunks_missing_diag, nc, nc, X, sample_weight, rows, pattern_ptr, means, prec_chol,
+        comp_const, ll_p, nk_p, sx_p, sxx_p, np.empty((0, k)), True,
+    )  # fmt: skip
+    nk[...] = nk_p.sum(axis=0)
+    sx[...] = sx_p.sum(axis=0)
+    sxx[...] = sxx_p.sum(axis=0)
+    return _sum_chunks(ll_p)
 
 
-@njit(**_PJIT)
 def log_prob_missing_full(X, rows, pattern_ptr, means, prec_chol, precisions, comp_const, out):
     """Marginal log-densities ``out[rows[j], k]``, full precision factors."""
-    m = rows.shape[0]
-    nc = _n_chunks(m, 0)  # no partials: only the row split
-    e0 = np.empty(0)
-    e1 = np.empty((0, 0))
-    e2 = np.empty((0, 0, 0))
-    prec_t = _component_last(precisions)
-    for it in prange(nc):
-        c = _spread(it, nc)
-        _chunk_missing_full(
-            X, e0, rows, pattern_ptr, means, prec_chol, prec_t, comp_const,
-            c * m // nc, (c + 1) * m // nc, e0, e1, e2, out, False,
-        )  # fmt: skip
+    nc = _n_chunks(rows.shape[0], 0)  # no partials: only the row split
+    run_chunks(
+        _chunks_missing_full, nc, nc, X, _NO_W, rows, pattern_ptr, means, prec_chol,
+        _component_last(precisions), comp_const, *_partials(nc, 0, (0, 0, 0)), out, False,
+    )  # fmt: skip
 
 
-@njit(**_PJIT)
 def log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, out):
     """Marginal log-densities ``out[rows[j], k]``, diagonal precision factors."""
-    m = rows.shape[0]
-    nc = _n_chunks(m, 0)
-    e0 = np.empty(0)
-    e1 = np.empty((0, 0))
-    for it in prange(nc):
-        c = _spread(it, nc)
-        _chunk_missing_diag(
-            X, e0, rows, pattern_ptr, means, prec_chol, comp_const,
-            c * m // nc, (c + 1) * m // nc, e0, e1, e1, out, False,
-        )  # fmt: skip
+    nc = _n_chunks(rows.shape[0], 0)
+    run_chunks(
+        _chunks_missing_diag, nc, nc, X, _NO_W, rows, pattern_ptr, means, prec_chol,
+        comp_const, *_partials(nc, 0, (0, 0)), out, False,
+    )  # fmt: skip
 
 
 # Shared helpers of the complete-data kernels. Imported last: numba resolves
 # globals at first call, and importing here lets either module be imported
 # first (_numba re-exports these kernels at its end).
 from ._numba import (  # noqa: E402
+    _NO_W,
     _accum_full,
     _block_rows,
+    _mirror_upper,
     _n_chunks,
-    _reduce_diag,
-    _reduce_full,
     _responsibilities,
+    _sum_chunks,
     _tri_maha,
+    run_chunks,
 )
