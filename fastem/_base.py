@@ -1,7 +1,7 @@
 """Estimator bases that follow scikit-learn's protocols without importing scikit-learn.
 
-Importing scikit-learn costs most of a second, so fastem's estimators do not derive from
-``sklearn.base.BaseEstimator``; they implement what scikit-learn asks of an estimator:
+Importing scikit-learn costs most of a second, so importing fastem's estimators does not
+import it, and :class:`BaseEstimator` implements what scikit-learn asks of an estimator:
 
 - ``get_params``/``set_params`` (nested ``step__param`` keys too), read off ``__init__``'s
   signature, so ``clone``, ``Pipeline`` and ``GridSearchCV`` work;
@@ -17,6 +17,16 @@ Importing scikit-learn costs most of a second, so fastem's estimators do not der
 scikit-learn's mixins (``ClassifierMixin``, ...) still compose with these bases: they call
 ``super().__sklearn_tags__()``.
 
+Where scikit-learn is imported, :class:`BaseEstimator` also *is* a subclass of
+``sklearn.base.BaseEstimator``: it is re-based onto it (``BaseEstimator.__bases__ =
+(sklearn.base.BaseEstimator,)``) as soon as ``sklearn.base`` is in ``sys.modules``, at once if
+scikit-learn was imported first, else right after ``sklearn.base`` is imported (the import hook
+of :mod:`fastem.exceptions`), and again, as a fallback, whenever an estimator is created. Then
+``isinstance(est, sklearn.base.BaseEstimator)`` holds, ``check_estimator`` finds its base, and
+notebooks get scikit-learn's HTML repr, whichever of the two packages was imported first; the
+methods defined here still come first in the MRO. (A class whose only base is ``object``
+cannot be re-based; the empty stand-in base :class:`_SklearnBaseStandIn` makes it possible.)
+
 :data:`TRANSFORMER_BASES` is different: the imputer keeps scikit-learn's ``TransformerMixin``
 and ``BaseEstimator`` where scikit-learn is installed (``set_output`` and metadata routing
 come with them). It is resolved on first access, so only ``fastem.impute`` pays for it.
@@ -25,7 +35,11 @@ come with them). It is resolved on first access, so only ``fastem.impute`` pays 
 from __future__ import annotations
 
 import inspect
+import sys
+from types import ModuleType
 from typing import Any
+
+from .exceptions import when_imported
 
 __all__ = ["BaseEstimator", "DensityEstimator", "ESTIMATOR_BASES", "allow_nan_tags"]
 
@@ -48,9 +62,20 @@ _DATA_PARAMETERS = frozenset({"X", "y", "Y", "Xt", "yt"})
 _UNCHANGED = "$UNCHANGED$"  # the value of sklearn.utils.metadata_routing.UNCHANGED
 
 
-class BaseEstimator:
+class _SklearnBaseStandIn:
+    """Replaced by ``sklearn.base.BaseEstimator`` in :class:`BaseEstimator`'s bases once
+    scikit-learn is imported (same layout: a plain class with ``__dict__``)."""
+
+
+class BaseEstimator(_SklearnBaseStandIn):
     """scikit-learn's estimator protocol (parameters, tags, metadata routing, repr) without
-    importing scikit-learn."""
+    importing scikit-learn; a subclass of ``sklearn.base.BaseEstimator`` once scikit-learn is
+    imported (see the module docstring)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if _SklearnBaseStandIn in BaseEstimator.__bases__:
+            _sync_with_sklearn()
+        return super().__new__(cls)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -264,6 +289,29 @@ class DensityEstimator(BaseEstimator):
 
 
 ESTIMATOR_BASES: tuple[type, ...] = (DensityEstimator,)
+
+_SKLEARN_BASE = "sklearn.base"
+
+
+def _adopt_sklearn_base(module: ModuleType) -> None:
+    """Re-base :class:`BaseEstimator` onto ``module.BaseEstimator`` (idempotent; nothing if
+    ``module`` does not define it yet)."""
+    base = getattr(module, "BaseEstimator", None)
+    if not isinstance(base, type) or issubclass(BaseEstimator, base):
+        return
+    try:
+        BaseEstimator.__bases__ = (base,)
+    except TypeError:  # pragma: no cover - an incompatible future layout: stay standalone
+        pass
+
+
+def _sync_with_sklearn() -> None:
+    module = sys.modules.get(_SKLEARN_BASE)
+    if module is not None:
+        _adopt_sklearn_base(module)
+
+
+when_imported(_SKLEARN_BASE, _adopt_sklearn_base)
 
 
 def _transformer_bases() -> tuple[type, ...]:

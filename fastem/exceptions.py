@@ -12,6 +12,9 @@ soon as ``sklearn.exceptions`` is in ``sys.modules``: at once if scikit-learn wa
 first, else from a one-shot import hook when it is imported later, and again, as a fallback,
 whenever an instance is created (every ``raise`` and ``warnings.warn`` creates one before
 anything matches it). So there is only ever one class object, whatever the import order.
+
+The same hook serves other modules through :func:`when_imported`: ``fastem._base`` re-bases
+its estimator base onto ``sklearn.base.BaseEstimator`` that way.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from types import ModuleType
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know it)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-__all__ = ["ConvergenceWarning", "NotFittedError"]
+__all__ = ["ConvergenceWarning", "NotFittedError", "when_imported"]
 
 _SKLEARN_MODULE = "sklearn.exceptions"
 
@@ -83,9 +87,40 @@ def _sync_with_sklearn() -> None:
         _adopt_bases(module)
 
 
+def _adopt_exceptions(module: ModuleType) -> None:
+    _adopt_bases(module)
+
+
+# module name -> callbacks to run (in order) once that module has been executed
+_PENDING: dict[str, list[Callable[[ModuleType], None]]] = {_SKLEARN_MODULE: [_adopt_exceptions]}
+
+
+def when_imported(name: str, callback: Callable[[ModuleType], None]) -> None:
+    """Call ``callback(module)`` once module ``name`` has been executed: now if it is
+    already in ``sys.modules``, else right after its import (one shot).
+
+    A module that is in ``sys.modules`` but still executing (a circular import) counts as
+    imported; callbacks that need a name from it must check that it is there.
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        callback(module)
+        return
+    _PENDING.setdefault(name, []).append(callback)
+    if _HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _HOOK)
+
+
+def _run_pending(module: ModuleType) -> None:
+    for callback in _PENDING.pop(module.__name__, ()):
+        callback(module)
+    if not _PENDING:
+        _remove_hook()
+
+
 class _AdoptOnImport:
-    """A ``sys.meta_path`` entry that re-bases fastem's classes right after
-    ``sklearn.exceptions`` is executed, then removes itself.
+    """A ``sys.meta_path`` entry that runs the callbacks of :func:`when_imported` right
+    after their module is executed, and removes itself when none is left.
 
     It finds nothing itself: it asks the finders behind it for the spec, and wraps
     that spec's loader's ``exec_module`` for this one module.
@@ -96,7 +131,7 @@ class _AdoptOnImport:
     _busy = False
 
     def find_spec(self, fullname: str, path=None, target=None):
-        if fullname != _SKLEARN_MODULE or self._busy:
+        if fullname not in _PENDING or self._busy:
             return None
         self._busy = True
         try:
@@ -105,7 +140,7 @@ class _AdoptOnImport:
             self._busy = False
         loader = getattr(spec, "loader", None) if spec is not None else None
         if loader is None or isinstance(loader, type) or not hasattr(loader, "__dict__"):
-            return spec  # a shared loader (a class): leave it; __new__ still syncs
+            return spec  # a shared loader (a class): leave it; the fallbacks still sync
         exec_module = loader.exec_module
 
         def exec_and_adopt(module: ModuleType) -> None:
@@ -113,9 +148,8 @@ class _AdoptOnImport:
                 exec_module(module)
             finally:
                 loader.__dict__.pop("exec_module", None)  # one shot: restore the method
-            if module.__name__ == _SKLEARN_MODULE:
-                _adopt_bases(module)
-                _remove_hook()
+            if module.__name__ in _PENDING:
+                _run_pending(module)
 
         loader.exec_module = exec_and_adopt
         return spec
@@ -145,6 +179,6 @@ def _remove_hook() -> None:
 
 
 if _SKLEARN_MODULE in sys.modules:
-    _sync_with_sklearn()
+    _run_pending(sys.modules[_SKLEARN_MODULE])
 else:
     sys.meta_path.insert(0, _HOOK)

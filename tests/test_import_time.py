@@ -171,6 +171,103 @@ def test_fastem_errors_and_warnings_caught_as_sklearns():
         fastem.GaussianMixture(2, max_iter=1, tol=0.0, backend="numpy").fit(X)
 
 
+# ------------------------------------------- estimators: subclasses of sklearn's BaseEstimator
+_ESTIMATOR_CHECKS = """
+    import sys, warnings
+    import sklearn.base as sb
+    import fastem._base as fb
+    from fastem import GaussianMixture, GaussianMixtureIC
+    from fastem.impute import GaussianMixtureImputer
+    from fastem.hmm import GaussianHMM, GMMHMM, CategoricalHMM, PoissonHMM
+    for cls in (GaussianMixture, GaussianMixtureIC, GaussianMixtureImputer, GaussianHMM,
+                GMMHMM, CategoricalHMM, PoissonHMM):
+        assert issubclass(cls, sb.BaseEstimator), cls
+        assert isinstance(cls(), sb.BaseEstimator), cls
+    # one base, in fastem's place in the MRO; fastem's protocol methods still come first
+    assert fb.BaseEstimator.__bases__ == (sb.BaseEstimator,)
+    mro = GaussianMixture.__mro__
+    assert mro.index(fb.BaseEstimator) + 1 == mro.index(sb.BaseEstimator)
+    assert fb._SklearnBaseStandIn not in mro
+    assert GaussianMixture.get_params is fb.BaseEstimator.get_params
+    assert GaussianMixture.__repr__ is fb.BaseEstimator.__repr__
+    gm = GaussianMixture(3, backend="numpy")
+    assert repr(gm) == "GaussianMixture(backend='numpy', n_components=3)"
+    assert sb.clone(gm).get_params() == gm.get_params()
+    html = gm._repr_html_()  # notebooks: scikit-learn's HTML repr
+    assert "GaussianMixture" in html and "n_components" in html
+    from sklearn.utils import get_tags
+    assert get_tags(gm).estimator_type == "density_estimator"
+    from sklearn.utils.estimator_checks import check_estimator
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_estimator(gm, on_fail=None)
+    assert not [w for w in caught if "does not inherit from" in str(w.message)]
+    # the transformer keeps sklearn's set_output
+    assert GaussianMixtureImputer().set_output(transform="default") is not None
+"""
+
+
+@needs_sklearn
+def test_estimators_subclass_sklearns_base_when_sklearn_is_imported_first():
+    _run("import sklearn.base\n" + textwrap.dedent(_ESTIMATOR_CHECKS))
+
+
+@needs_sklearn
+def test_estimators_subclass_sklearns_base_when_sklearn_is_imported_later():
+    # The estimator modules and an instance exist before scikit-learn does.
+    code = """
+        import sys
+        from fastem import GaussianMixture
+        from fastem.hmm import GaussianHMM
+        before = GaussianMixture(2)
+        assert "sklearn" not in sys.modules
+        assert GaussianMixture.__mro__[-2].__name__ == "_SklearnBaseStandIn"
+        import sklearn.base as sb
+        assert isinstance(before, sb.BaseEstimator)
+        assert isinstance(GaussianHMM(), sb.BaseEstimator)
+    """
+    _run(textwrap.dedent(code) + textwrap.dedent(_ESTIMATOR_CHECKS))
+
+
+@needs_sklearn
+def test_estimator_base_is_rebased_when_only_sklearn_exceptions_came_first():
+    # sklearn.exceptions alone (the exceptions' hook has fired) and sklearn.base later
+    code = """
+        import sklearn.exceptions
+        from fastem import GaussianMixture
+        import sklearn.base as sb
+        assert issubclass(GaussianMixture, sb.BaseEstimator)
+    """
+    _run(code)
+
+
+@needs_sklearn
+def test_new_estimator_falls_back_to_rebasing():
+    # Without the hook (a loader it cannot wrap), creating an estimator re-bases the class.
+    code = """
+        import sys
+        import fastem.exceptions as fe
+        from fastem import GaussianMixture
+        fe._remove_hook()
+        import sklearn.base as sb
+        assert not issubclass(GaussianMixture, sb.BaseEstimator)  # the hook was removed
+        assert isinstance(GaussianMixture(), sb.BaseEstimator)
+    """
+    _run(code)
+
+
+def test_estimator_base_without_sklearn_is_the_stand_in():
+    code = """
+        import sys
+        sys.modules["sklearn"] = None
+        from fastem import GaussianMixture
+        import fastem._base as fb
+        assert fb.BaseEstimator.__bases__ == (fb._SklearnBaseStandIn,)
+        assert GaussianMixture(2).get_params()["n_components"] == 2
+    """
+    _run(code)
+
+
 # --------------------------------------------------------- estimators: scikit-learn protocols
 @needs_sklearn
 def test_sklearn_sees_a_density_estimator():
