@@ -9,7 +9,6 @@ BLAS to 1 (fastem's kernels do not call BLAS), so results compare between runs.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import warnings
 
@@ -229,29 +228,6 @@ class FitMemory:
         pass
 
 
-_COLD_CODE = """
-import os, tempfile
-os.environ["NUMBA_CACHE_DIR"] = {cache_dir} or tempfile.mkdtemp(prefix="fastem-asv-cold-")
-import numpy as np
-from fastem import GaussianMixture
-X = np.random.default_rng(0).normal(size=(2000, 4))
-GaussianMixture(3, backend={backend!r}, max_iter=5, random_state=0).fit(X).predict_proba(X)
-"""
-
-
-class ColdStart:
-    """Import fastem and fit once in a fresh process: warm and empty Numba cache."""
-
-    params = ([b for b in BACKENDS if b != "numpy"], ["warm_cache", "empty_cache"])
-    param_names = ("backend", "cache")
-    timeout = 600
-    number = 1
-    repeat = 3
-
-    def timeraw_import_and_first_fit(self, backend, cache):
-        if cache == "warm_cache":
-            cache_dir = repr(os.path.join(tempfile.gettempdir(), "fastem-asv-numba-cache"))
-            setup = _COLD_CODE.format(cache_dir=cache_dir, backend=backend)  # fills the cache
-        else:  # every run compiles into a new, empty cache directory
-            cache_dir, setup = "None", ""
-        return _COLD_CODE.format(cache_dir=cache_dir, backend=backend), setup
+# The first fit of a new process (empty and warm compiled-kernel cache) is timed by
+# bench_startup.FirstFit. (The ColdStart benchmark that was here filled its warm cache in
+# the timed process itself, so its "warm" fit ran on kernels already loaded.)
