@@ -1,0 +1,190 @@
+"""The mclust BIC grid: fastem's 14 covariance models x K = 1..9 against
+scikit-learn's 4 covariance types x K = 1..9, on one data set.
+
+Both sides fit every (model, K) cell independently with the same settings:
+``init_params='kmeans'`` (each library's own k-means start), ``n_init=1``,
+``tol=1e-3`` on the average log-likelihood (scikit-learn's absolute rule, which
+is also fastem's default), ``max_iter=100``, ``reg_covar=1e-6``, the same
+``random_state``. Times are CPU seconds of this process (``time.process_time``)
+with one thread on both sides (fastem ``n_threads=1``, BLAS/OpenMP limited by
+threadpoolctl), so the figures do not depend on how loaded the machine is; wall
+seconds are printed too. The BIC is mclust's sign (``2 loglik - npar log n``,
+higher is better) for both grids; the four scikit-learn types are also fitted in
+fastem under their mclust names (VII, VVI, EEE, VVV), so the two grids share
+those rows.
+
+A second part times the M-step of EVE and VVE at large ``d`` (d = 64, K = 16
+by default) against one E-step pass over ``--pass-rows`` rows: the generalized
+M-step fastem runs inside EM (one warm-started orientation sweep for d > 16),
+the exact M-step (iterated to tolerance from the previous orientation), and, for
+reference, the ``full`` M-step.
+
+    python benchmarks/mclust_grid.py [--n 100000] [--d 8] [--kmax 9] [--true-k 4]
+        [--models all] [--no-sklearn] [--mstep-d 64] [--mstep-k 16] [--skip-grid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from fastem import GaussianMixture
+from fastem._covariance import MCLUST_MODELS, SKLEARN_ALIASES
+from fastem.datasets import make_mixture
+from fastem.exceptions import ConvergenceWarning
+
+SETTINGS = {"init_params": "kmeans", "n_init": 1, "tol": 1e-3, "max_iter": 100, "reg_covar": 1e-6}
+
+
+def _limits():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return None
+    return threadpool_limits(1)
+
+
+def fit_cell(lib: str, model: str, k: int, X: np.ndarray, seed: int) -> dict:
+    """One (model, K) fit: CPU and wall seconds, mclust-sign BIC, iterations."""
+    n = X.shape[0]
+    if lib == "fastem":
+        gm = GaussianMixture(k, covariance_type=model, random_state=seed, n_threads=1, **SETTINGS)
+    else:
+        from sklearn.mixture import GaussianMixture as SkGM
+
+        gm = SkGM(k, covariance_type=model, random_state=seed, **SETTINGS)
+    c0, w0 = time.process_time(), time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*did not converge.*")
+        try:
+            gm.fit(X)
+            ok = True
+        except ValueError:  # a singular covariance: mclust reports NA for the cell
+            ok = False
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    bic = -gm.bic(X) if ok else float("nan")  # mclust's sign: 2 loglik - npar log n
+    return {"cpu": cpu, "wall": wall, "bic": bic, "n_iter": getattr(gm, "n_iter_", 0), "n": n}
+
+
+def run_grid(X, models, kmax, lib, seed):
+    cells = {}
+    for model in models:
+        for k in range(1, kmax + 1):
+            cells[(model, k)] = fit_cell(lib, model, k, X, seed)
+            c = cells[(model, k)]
+            print(
+                f"  {lib:7s} {model:9s} K={k}: {c['cpu']:7.2f} s cpu {c['wall']:7.2f} s wall "
+                f"{c['n_iter']:3d} it  BIC {c['bic']:.1f}",
+                flush=True,
+            )
+    return cells
+
+
+def print_table(cells, models, kmax, title):
+    print(f"\n{title}: BIC (mclust sign, higher is better)")
+    print("  K " + "".join(f"{m:>11s}" for m in models))
+    for k in range(1, kmax + 1):
+        print(f"{k:3d} " + "".join(f"{cells[(m, k)]['bic']:11.1f}" for m in models))
+    totals = [sum(cells[(m, k)]["cpu"] for k in range(1, kmax + 1)) for m in models]
+    print("cpu s" + "".join(f"{t:11.2f}" for t in totals))
+
+
+def mstep_timing(d: int, k: int, pass_rows: int, repeats: int, seed: int = 0) -> None:
+    """EVE/VVE M-step cost at large d against one E-step pass (one thread)."""
+    from fastem import _stats, backends
+    from fastem._mclust import m_step as structured
+    from fastem._passes import PassParams, em_stats
+
+    X, _ = make_mixture(pass_rows, d, k, random_state=seed)
+    gm = GaussianMixture(k, covariance_type="full", max_iter=3, random_state=seed, n_threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(X)
+    kernels = backends.get_backend(backends.resolve_backend_name(None))
+    params = PassParams.from_model(gm.weights_, gm.means_, gm.precisions_cholesky_, "full", X.dtype)
+    sw = np.ones(pass_rows)
+    eps = float(np.finfo(np.float64).eps)
+
+    def timed(fn):
+        out = []
+        for _ in range(repeats):
+            c0 = time.process_time()
+            fn()
+            out.append(time.process_time() - c0)
+        return statistics.median(out)
+
+    stats = em_stats(kernels, X, sw, params)
+    t_pass = timed(lambda: em_stats(kernels, X, sw, params))
+    print(f"\nM-step at d={d}, K={k} (CPU s, median of {repeats}, one thread)")
+    print(f"  E-step pass, {pass_rows} rows, full kernel: {t_pass:.4f}")
+    t_full = timed(lambda: _stats.m_step(stats, "full", 1e-6, eps))
+    print(f"  full M-step (_stats.m_step): {t_full:.4f}")
+    for model in ("EVE", "VVE"):
+        previous = structured(stats, model, 1e-6, eps, max_iter=2000).orientation[0]
+
+        def gem(model=model, previous=previous):
+            _stats.m_step(stats, model, 1e-6, eps, state={"orientation": previous})
+
+        def exact(model=model, previous=previous):
+            structured(stats, model, 1e-6, eps, orientation_init=previous, decompose=False)
+
+        t_gem, t_exact = timed(gem), timed(exact)
+        print(
+            f"  {model} generalized M-step (in EM, {_stats.gem_sweeps(d)} sweep(s)): {t_gem:.4f}"
+            f"  = {t_gem / t_pass:.2f} passes;  exact from the converged orientation: "
+            f"{t_exact:.4f}"
+        )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--d", type=int, default=8)
+    p.add_argument("--true-k", type=int, default=4)
+    p.add_argument("--kmax", type=int, default=9)
+    p.add_argument("--models", default="all", help="all, or a comma list of mclust names")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-sklearn", action="store_true")
+    p.add_argument("--skip-grid", action="store_true")
+    p.add_argument("--mstep-d", type=int, default=64)
+    p.add_argument("--mstep-k", type=int, default=16)
+    p.add_argument("--pass-rows", type=int, default=20_000)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    limits = _limits()
+    try:
+        if not args.skip_grid:
+            X, _ = make_mixture(args.n, args.d, args.true_k, random_state=args.seed)
+            models = list(MCLUST_MODELS) if args.models == "all" else args.models.split(",")
+            print(f"data: make_mixture({args.n}, {args.d}, {args.true_k}); settings {SETTINGS}")
+            t0 = time.process_time()
+            ours = run_grid(X, models, args.kmax, "fastem", args.seed)
+            t_ours = time.process_time() - t0
+            print_table(ours, models, args.kmax, "fastem")
+            print(f"\nfastem: {len(models)} models x K=1..{args.kmax}: {t_ours:.1f} CPU s")
+            if not args.no_sklearn:
+                t0 = time.process_time()
+                sk_models = list(SKLEARN_ALIASES)
+                theirs = run_grid(X, sk_models, args.kmax, "sklearn", args.seed)
+                t_theirs = time.process_time() - t0
+                print_table(theirs, sk_models, args.kmax, "scikit-learn")
+                print(
+                    f"\nscikit-learn: 4 types x K=1..{args.kmax}: {t_theirs:.1f} CPU s; "
+                    f"fastem's {len(models)}-model grid / scikit-learn's 4-type grid = "
+                    f"{t_ours / t_theirs:.2f}"
+                )
+        mstep_timing(args.mstep_d, args.mstep_k, args.pass_rows, args.repeats, args.seed)
+    finally:
+        if limits is not None:
+            limits.unregister() if hasattr(limits, "unregister") else None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
