@@ -207,3 +207,13 @@ def test_subprocess_round_trip(tmp_path, data):
     r = run("decode", str(path), str(path))
     assert r.returncode == 2 and r.stderr.startswith("fastem: error: cannot load")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_the_hmm_commands(capsys):
+    r = _main(capsys, "--help")
+    assert r.returncode == 0 and "hmm" in r.stdout
+    r = _main(capsys, "hmm", "--help")
+    assert r.returncode == 0 and all(c in r.stdout for c in ("fit", "decode", "sample"))
+    r = _main(capsys, "hmm", "fit", "--help")
+    assert r.returncode == 0 and "--sequence-column" in r.stdout and "--lengths" in r.stdout
+    assert "HMM_COMMAND" in _error(_main(capsys, "hmm"))
