@@ -238,9 +238,14 @@ def test_in_memory_out_of_core_and_dask_agree(tmp_path, monkeypatch, messy, mode
     b = fit(np.load(tmp_path / "X.npy", mmap_mode="r"), model, w, **opts)
     with dask.config.set(scheduler="synchronous"):
         c = fit(da.from_array(X, chunks=(170, 2)), model, da.from_array(w, chunks=250), **opts)
+        Xd = da.from_array(X, chunks=(170, 3))
+        np.testing.assert_allclose(c.bic(Xd), c.bic(X), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(c.predict_proba(Xd)), c.predict_proba(X), atol=1e-12)
     assert_same_fit(a, b)
     assert_same_fit(a, c)
     assert structure_violations(model, c) == []
+    np.testing.assert_allclose(b.score_samples(np.load(tmp_path / "X.npy", mmap_mode="r")),
+                               b.score_samples(X), rtol=1e-12)  # fmt: skip
 
 
 @pytest.mark.parametrize("model", ["EEI", "VEE", "EVE", "VEV"])
