@@ -54,7 +54,16 @@ if TYPE_CHECKING:
 
 # Copies of the library's choices, so that parsing imports no NumPy (tested equal).
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem")
+MCLUST_MODELS = ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE", "EVE", "VVE", "EEV",
+                 "VEV", "EVV", "VVV")  # fmt: skip
+SKLEARN_ALIASES = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem", "best")
+ACCELERATIONS = ("squarem", "anderson")  # and "none": plain EM
+STOPPING_RULES = ("absolute", "relative", "aitken")
+# Fit settings that reach the maximum (issue #14): fastem.selection.DEFAULT_FIT_SETTINGS.
+FIT_DEFAULTS = {"tol": 1e-8, "stopping": "aitken", "acceleration": "squarem", "max_iter": 1000}
+# select's shared start: fastem.selection.DEFAULT_INIT (one hc tree for every K and model).
+SELECT_INIT = "hc"
 BACKENDS = ("numba", "cython", "numpy")
 CRITERIA = ("bic", "aic", "icl")
 _PLOT_HINT = 'pip install "fastem[plot]"'
@@ -157,15 +166,58 @@ def _seed(text: str) -> int:
     return value
 
 
-def _covariance_list(text: str) -> list[str]:
-    types = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in types if t not in COVARIANCE_TYPES]
-    if bad or not types:
+def _covariance_name(text: str) -> str:
+    """One covariance model: scikit-learn's names (lower case) or mclust's (upper case)."""
+    name = text.strip()
+    if name.lower() in COVARIANCE_TYPES:
+        return name.lower()
+    if name.upper() in MCLUST_MODELS:
+        return name.upper()
+    raise argparse.ArgumentTypeError(
+        f"unknown covariance type {text!r}; choose from {','.join(COVARIANCE_TYPES)} or "
+        f"mclust's {','.join(MCLUST_MODELS)} (any case)"
+    )
+
+
+def _covariance_list(text: str) -> list[str] | str:
+    """'all' (mclust's 14 models), or a comma list of models (duplicates and aliases of
+    one model, such as full and VVV, kept once)."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts:
         raise argparse.ArgumentTypeError(
-            f"unknown covariance type(s) {', '.join(bad) or repr(text)}; "
-            f"choose from {','.join(COVARIANCE_TYPES)}"
+            f"expected 'all' or a comma-separated list of covariance types, got {text!r}"
         )
-    return list(dict.fromkeys(types))
+    if [p.lower() for p in parts] == ["all"]:
+        return "all"
+    names: list[str] = []
+    for part in parts:
+        names.extend(MCLUST_MODELS if part.lower() == "all" else [_covariance_name(part)])
+    kept: dict[str, str] = {}
+    for name in names:
+        kept.setdefault(SKLEARN_ALIASES.get(name, name), name)
+    return list(kept.values())
+
+
+def _init_spec(text: str) -> str:
+    """A start, or several joined by '+' ("hc+emem"), each once."""
+    methods, rest = [], text
+    longest_first = sorted(INIT_METHODS, key=len, reverse=True)  # k-means++ before kmeans
+    while rest:
+        found = next((m for m in longest_first if rest.startswith(m)), None)
+        if found is None:
+            break
+        methods.append(found)
+        rest = rest[len(found) :]
+        if rest.startswith("+") and len(rest) > 1:
+            rest = rest[1:]
+        elif rest:
+            break
+    if rest or not methods or len(set(methods)) != len(methods):
+        raise argparse.ArgumentTypeError(
+            f"invalid start {text!r}; choose from {','.join(INIT_METHODS)}, or several joined "
+            "by '+' (each once), e.g. hc+emem"
+        )
+    return "+".join(methods)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -281,6 +333,10 @@ def _fit_quietly(fit: Callable[[], object], args: argparse.Namespace, total_fits
             return fit()
 
 
+def _acceleration(args: argparse.Namespace) -> str | None:
+    return None if args.acceleration == "none" else args.acceleration
+
+
 def _estimator(args: argparse.Namespace, n_components: int, **overrides) -> GaussianMixture:
     params = dict(
         covariance_type=args.covariance,
@@ -292,6 +348,8 @@ def _estimator(args: argparse.Namespace, n_components: int, **overrides) -> Gaus
         random_state=args.seed,
         backend=args.backend,
         n_threads=args.threads,
+        acceleration=_acceleration(args),
+        stopping=args.stopping,
     )
     params.update(overrides)
     return GaussianMixture(n_components, **params)
@@ -435,6 +493,8 @@ def _call_select(select_model, X, ks: list[int], args: argparse.Namespace):
         random_state=args.seed,
         backend=args.backend,
         n_threads=args.threads,
+        acceleration=_acceleration(args),
+        stopping=args.stopping,
     )
     params = inspect.signature(select_model).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -462,17 +522,23 @@ def run_select(args: argparse.Namespace) -> int:
     _check_backend(args.backend)
     X, _ = _read(args.data)
     ks = _k_values(args.k, X.shape[0], args.data)
-    total = len(ks) * len(args.covariance)
+    n_models = (
+        len(args.covariance)
+        if args.covariance != "all"
+        else (2 if X.shape[1] == 1 else len(MCLUST_MODELS))
+    )  # with one feature "all" is mclust's E and V
+    total = len(ks) * n_models * (args.init.count("+") + 1)
     selection = _fit_quietly(
         lambda: _call_select(select_model, X, ks, args), args, total_fits=total
     )
     best = getattr(selection, "best_", None)
     if best is None:
         raise CommandError(
-            "every candidate model failed to fit (see the error column of the table); "
+            "every candidate model failed to fit; "
             "try other --k or --covariance values, or a larger --reg-covar"
         )
-    print(selection.to_text())  # the table, its best row marked
+    # mclust's summary: the K x model grid, its best three marked (or one line per candidate).
+    print(selection.to_text(sign=args.sign, layout=args.layout))
     targets = [path for path in (output, args.plot) if path is not None]
     with atomic_outputs(*targets) as tmps:
         written = dict(zip(targets, tmps, strict=True))
@@ -481,7 +547,8 @@ def run_select(args: argparse.Namespace) -> int:
         if args.plot is not None:
             from .plotting import plot_selection
 
-            _save_figure(plot_selection(selection, criterion=args.criterion), written[args.plot])
+            figure = plot_selection(selection, criterion=args.criterion, sign=args.sign)
+            _save_figure(figure, written[args.plot])
     lines = []
     if output is not None:
         lines.append(f"Best model saved to '{output}'.")
@@ -745,16 +812,54 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="cap on compute threads")
 
 
-def _add_fit_options(p: argparse.ArgumentParser, *, covariance: bool = True) -> None:
+def _add_fit_options(
+    p: argparse.ArgumentParser, *, covariance: bool = True, select: bool = False
+) -> None:
     if covariance:
-        p.add_argument("--covariance", choices=COVARIANCE_TYPES, default="full")
+        p.add_argument(
+            "--covariance",
+            type=_covariance_name,
+            default="full",
+            help="covariance model: full, tied, diag, spherical or one of mclust's 14 "
+            "(EII ... VVV, any case); default full",
+        )
     p.add_argument("--n-init", type=_positive_int, default=1, help="initializations (default 1)")
     p.add_argument(
-        "--max-iter", type=_positive_int, default=100, help="EM iterations (default 100)"
+        "--max-iter",
+        type=_positive_int,
+        default=FIT_DEFAULTS["max_iter"],
+        help=f"EM passes at most (default {FIT_DEFAULTS['max_iter']})",
     )
-    p.add_argument("--tol", type=_nonneg_float, default=1e-3, help="convergence tolerance")
+    p.add_argument(
+        "--tol",
+        type=_nonneg_float,
+        default=FIT_DEFAULTS["tol"],
+        help=f"convergence tolerance (default {FIT_DEFAULTS['tol']:g}; see --stopping)",
+    )
+    p.add_argument(
+        "--stopping",
+        choices=STOPPING_RULES,
+        default=FIT_DEFAULTS["stopping"],
+        help="stopping rule (default aitken: stop when the predicted remaining gain of the "
+        "average log-likelihood is below --tol; absolute with --tol 1e-3 is scikit-learn's)",
+    )
+    p.add_argument(
+        "--acceleration",
+        choices=(*ACCELERATIONS, "none"),
+        default=FIT_DEFAULTS["acceleration"],
+        help="EM acceleration (default squarem; none: plain EM, as scikit-learn)",
+    )
     p.add_argument("--reg-covar", type=_nonneg_float, default=1e-6, help="added to variances")
-    p.add_argument("--init", choices=INIT_METHODS, default="kmeans", help="initialization")
+    if select:
+        p.add_argument(
+            "--init",
+            type=_init_spec,
+            default=SELECT_INIT,
+            help="start shared by every model and K: one of "
+            f"{','.join(INIT_METHODS)} or several joined by '+' (default {SELECT_INIT})",
+        )
+    else:
+        p.add_argument("--init", choices=INIT_METHODS, default="kmeans", help="initialization")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     _add_runtime_options(p)
 
@@ -786,13 +891,28 @@ def _add_select_command(select: argparse.ArgumentParser) -> None:
     select.add_argument(
         "--covariance",
         type=_covariance_list,
-        default=list(COVARIANCE_TYPES),
-        help="comma-separated covariance types (default: all four)",
+        default="all",
+        help="'all' (mclust's 14 models, the default) or a comma-separated list of mclust "
+        "names (EII ... VVV, any case) and full, tied, diag, spherical",
     )
     select.add_argument("--criterion", choices=CRITERIA, default="bic")
+    select.add_argument(
+        "--sign",
+        choices=("sklearn", "mclust"),
+        default="sklearn",
+        help="print and plot -2 log L + penalty (sklearn, lower is better, the default) or "
+        "mclust's 2 log L - penalty (larger is better)",
+    )
+    select.add_argument(
+        "--layout",
+        choices=("grid", "table"),
+        default="grid",
+        help="grid: K x model grid, best three marked (mclust's summary); table: one line "
+        "per candidate with every criterion",
+    )
     select.add_argument("-o", "--output", metavar="MODEL", help="save the best model (.npz)")
     select.add_argument("--plot", metavar="FIGURE", help="save the criterion plot (.png, ...)")
-    _add_fit_options(select, covariance=False)
+    _add_fit_options(select, covariance=False, select=True)
     _add_progress_options(select)
     select.set_defaults(func=run_select)
 
@@ -829,7 +949,7 @@ def _add_demo_command(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--n-samples", type=int, default=100_000)
     demo.add_argument("--n-features", type=int, default=2)
     demo.add_argument("--n-components", type=int, default=5)
-    demo.add_argument("--covariance", choices=COVARIANCE_TYPES, default="full")
+    demo.add_argument("--covariance", type=_covariance_name, default="full")
     demo.add_argument(
         "--backend",
         choices=BACKENDS,

@@ -205,7 +205,7 @@ def test_fit_verbose_prints_one_line_per_iteration(tmp_path, files):
     iterations = [s for s in lines if " iteration " in s]
     ends = [s for s in lines if "after" in s and "iterations" in s]
     assert len(ends) == 2  # one per restart
-    assert iterations[0].startswith("restart 1/2  iteration 1/100  lower bound ")
+    assert iterations[0].startswith("restart 1/2  iteration 1/1000  lower bound ")
     assert any(s.startswith("restart 2/2") for s in iterations)
     # Iteration lines of the kept restart match its trace.
     model = fastem.persistence.load(tmp_path / "m.npz")
@@ -253,7 +253,7 @@ def test_select_progress_counts_candidates_and_shared_restarts(tmp_path, files):
 
     code, shown = _on_a_terminal(
         "select", str(files["root"] / "x.npy"), "--k", "1-3", "--covariance", "full,diag",
-        "--n-init", "2", *NUMPY, cwd=tmp_path,
+        "--n-init", "2", "--init", "kmeans", *NUMPY, cwd=tmp_path,
     )  # fmt: skip
     assert code == 0
     counts = re.findall(r"fit (\d+)/(\d+)  restart (\d+)/(\d+)  initializing", shown)
@@ -266,15 +266,15 @@ def test_select_progress_counts_candidates_and_shared_restarts(tmp_path, files):
 
 @pytest.mark.parametrize("missing", [False, True])
 def test_select_progress_lines(missing):
-    # Complete data: shared restarts, each a fit with n_init=1. With NaN, each
-    # candidate runs its own n_init restarts. Both read "fit i/6  restart r/2".
+    # Shared restarts, each a fit with n_init=1 (with NaN too: the starts come from the
+    # column-mean-filled copy). Both read "fit i/6  restart r/2".
     X = make_mixture(200, 2, 2, random_state=0)[0]
     if missing:
         X[::5, 0] = np.nan
     stream = io.StringIO()
     with show_progress("lines", stream, total_fits=99):
         fastem.select_model(X, [1, 2, 3], ["full", "diag"], n_init=2, random_state=0,
-                            backend="numpy", max_iter=5)  # fmt: skip
+                            backend="numpy", max_iter=5, init_params="kmeans")  # fmt: skip
     ends = [line for line in stream.getvalue().splitlines() if "after" in line]
     assert [line.split("  ")[:2] for line in ends] == [
         [f"fit {f}/6", f"restart {r}/2"] for f in range(1, 7) for r in (1, 2)
@@ -363,9 +363,12 @@ def test_select_prints_the_table_saves_the_best_and_plots(tmp_path, files):
         "-o", "best.npz", "--plot", "bic.png", *NUMPY, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "best by BIC" in result.stdout
-    table = [s for s in result.stdout.splitlines() if s.strip()[:1] in "*0123456789"]
-    assert len(table) >= 8  # 4 component counts x 2 covariance types
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Bayesian Information Criterion (BIC")
+    assert lines[1].split() == ["full", "diag"]  # mclust's summary: a K x model grid
+    assert [line.split()[0] for line in lines[2:6]] == ["1", "2", "3", "4"]
+    assert "Top 3 models based on the BIC criterion:" in lines
+    assert sum(f"({r})" in result.stdout for r in (1, 2, 3)) == 3
     best = fastem.persistence.load(tmp_path / "best.npz")
     assert best.n_components == 3  # three well-separated clusters
     assert (tmp_path / "bic.png").read_bytes().startswith(PNG_SIGNATURE)
@@ -658,7 +661,8 @@ def test_quiet_keeps_results_and_drops_progress_summary_and_warnings(tmp_path, f
     quiet = _main(capsys, *args, "-o", str(tmp_path / "d.npz"), "-q")
     assert quiet.returncode == 0 and quiet.stderr == ""
     table = loud.stdout.splitlines()[:-1]  # all but the summary line
-    assert table[-1].startswith("* best by BIC") and quiet.stdout.splitlines() == table
+    assert table[0].startswith("Bayesian Information Criterion")
+    assert quiet.stdout.splitlines() == table
 
 
 def test_fit_reports_the_bic_with_missing_values_too(tmp_path, files, capsys):
@@ -675,8 +679,76 @@ def test_fit_reports_the_bic_with_missing_values_too(tmp_path, files, capsys):
 
 def test_the_commands_choices_are_the_librarys():
     """cli.py copies these tuples (parsing must not import NumPy): keep them equal."""
-    from fastem import _covariance, _init, backends, cli
+    from fastem import _covariance, _init, backends, cli, selection
+    from fastem._em.fixed_point import ACCELERATIONS
+    from fastem._em.stopping import STOPPING_RULES
 
     assert cli.INIT_METHODS == _init.INIT_METHODS
     assert cli.COVARIANCE_TYPES == _covariance.COVARIANCE_TYPES
+    assert cli.MCLUST_MODELS == _covariance.MCLUST_MODELS == selection.ALL_MODELS
+    assert cli.SKLEARN_ALIASES == _covariance.SKLEARN_ALIASES
+    assert cli.ACCELERATIONS == tuple(a for a in ACCELERATIONS if a is not None)
+    assert cli.STOPPING_RULES == STOPPING_RULES
+    assert cli.FIT_DEFAULTS == selection.DEFAULT_FIT_SETTINGS
+    assert cli.SELECT_INIT == selection.DEFAULT_INIT
     assert set(cli.BACKENDS) == set(backends.AUTO_ORDER)
+
+
+# ------------------------------------------------------------------ mclust models, defaults
+def test_covariance_names_parse_like_the_library():
+    from fastem import cli, selection
+
+    assert cli._covariance_list("all") == "all"
+    for text in ("vvv,EEI,Full,DIAG", "full,VVV,spherical,vii", "EII,all", "VEV"):
+        assert cli._covariance_list(text) == selection.check_covariance_types(text.split(","))
+    assert cli._covariance_name("vEv") == "VEV" and cli._covariance_name("Tied") == "tied"
+    for text in ("hc", "hc+emem", "k-means+++hc", "best"):
+        assert cli._init_spec(text) == "+".join(selection.check_init(text))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("select", "--covariance", "VVV,XYZ"), "unknown covariance type 'XYZ'"),
+        (("select", "--covariance", ","), "expected 'all' or a comma-separated list"),
+        (("select", "--init", "hc+hc"), "invalid start 'hc+hc'"),
+        (("select", "--sign", "R"), "invalid choice: 'R'"),
+        (("fit", "-k", "2", "-o", "m.npz", "--covariance", "VVX"), "unknown covariance type"),
+        (("fit", "-k", "2", "-o", "m.npz", "--stopping", "never"), "invalid choice"),
+    ],
+)
+def test_bad_model_options_exit_2_with_one_line(tmp_path, files, capsys, args, message):
+    command, *rest = args
+    result = _main(capsys, command, str(files["root"] / "x.csv"), *rest)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_select_all_fits_the_14_models_with_the_reaching_defaults(tmp_path, files, capsys):
+    result = _main(capsys, "select", str(files["root"] / "x.csv"), "--k", "2-3", "--sign",
+                   "mclust", "-o", str(tmp_path / "m.npz"), *NUMPY)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    grid = result.stdout.split("Top 3")[0].split()
+    for name in fastem.selection.ALL_MODELS:  # every model is a column of the grid
+        assert name in grid
+    assert "larger is better" in result.stdout
+    best = fastem.persistence.load(tmp_path / "m.npz")
+    assert best.n_components == 3
+    assert (best.init_params, best.tol, best.stopping, best.acceleration, best.max_iter) == (
+        "hc", 1e-8, "aitken", "squarem", 1000,
+    )  # fmt: skip
+
+
+def test_fit_takes_mclust_names_and_scikit_learns_settings(tmp_path, files, capsys):
+    data = str(files["root"] / "x.csv")
+    result = _main(capsys, "fit", data, "-k", "3", "--covariance", "vei", "-o",
+                   str(tmp_path / "a.npz"), *NUMPY)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    model = fastem.persistence.load(tmp_path / "a.npz")
+    assert model.covariance_type == "VEI" and model.acceleration == "squarem"
+    result = _main(capsys, "fit", data, "-k", "3", "--acceleration", "none", "--stopping",
+                   "absolute", "--tol", "1e-3", "--max-iter", "100", "-o",
+                   str(tmp_path / "b.npz"), *NUMPY)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    model = fastem.persistence.load(tmp_path / "b.npz")
+    assert (model.acceleration, model.stopping, model.tol) == (None, "absolute", 1e-3)
