@@ -1,7 +1,8 @@
 """Initial parameters: k-means (k-means++ seeding + Lloyd passes on a kernel),
 k-means++, random responsibilities, random rows, model-based hierarchical
-clustering ('hc', :mod:`fastem._hc`), short EM runs ('emem'), and user-given
-parameters.
+clustering ('hc', :mod:`fastem._hc`), short EM runs ('emem'), the best of
+deterministic and random starts after short runs ('best', :func:`best_stats`),
+and user-given parameters.
 
 Every random choice over rows samples by inverting the cumulative sample
 weights, so a row of integer weight ``m`` is chosen exactly as ``m`` copies of
