@@ -370,7 +370,7 @@ def best_stats(
     covariance_type: str,
     reg_covar: float,
     *,
-    deterministic=BEST_DETERMINISTIC,
+    deterministic: tuple[str, ...] = BEST_DETERMINISTIC,
     n_random: int = BEST_RANDOM,
     short_passes: int = BEST_SHORT_PASSES,
     n_finalists: int = BEST_FINALISTS,
@@ -381,8 +381,8 @@ def best_stats(
     """The best of several starts, each run a little, the best few run longer.
 
     Stage 1: the ``deterministic`` starts (any of 'hc', the tree on
-    SVD-scaled data; 'hc-std', the tree on standardised data; 'kmeans') and ``n_random``
-    random ones (alternately k-means++ seeds and random rows), each followed
+    SVD-scaled data; 'hc-std', the tree on standardised data; 'kmeans') and
+    ``n_random`` random ones (alternately k-means++ seeds and random rows), each followed
     by ``short_passes`` EM passes in the model's covariance type. Stage 2:
     every deterministic run and the ``n_finalists`` best random runs continue
     for up to ``long_passes`` passes (stopping early once a pass gains less
