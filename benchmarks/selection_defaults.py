@@ -28,7 +28,11 @@ Configurations:
 - ``hc/plain``: the hc start, plain EM with Aitken stopping at 1e-8
   (``max_iter=1000``): what acceleration buys;
 - ``hc/aitken``: the hc start with ``DEFAULT_FIT_SETTINGS``;
-- ``hc+emem/aitken``: the better of an hc and an emEM fit per candidate.
+- ``hc+emem/aitken``: the better of an hc and an emEM fit per candidate;
+- ``best/aitken``: ``init_params="best"`` (hc, k-means and random starts, short
+  runs, the best continued; see docs/initialization.md), shared per K.
+
+``--configs`` picks some of them (comma-separated names).
 
     python benchmarks/selection_defaults.py [--seeds 3] [--kmax 6]
         [--models full,tied,diag,spherical | all | EII,VVV,...] [--quick] [--markdown FILE]
@@ -58,6 +62,7 @@ CONFIGS = {
     "hc/plain": ({"init_params": "hc", **DEFAULT_FIT_SETTINGS, "acceleration": None}, False),
     "hc/aitken": ({"init_params": "hc", **DEFAULT_FIT_SETTINGS}, False),
     "hc+emem/aitken": ({"init_params": "hc+emem", **DEFAULT_FIT_SETTINGS}, True),
+    "best/aitken": ({"init_params": "best", **DEFAULT_FIT_SETTINGS}, True),
 }
 
 
@@ -108,19 +113,21 @@ def main() -> None:
     ap.add_argument("--models", default="full,tied,diag,spherical")
     ap.add_argument("--tol-success", type=float, default=1e-3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--configs", default="sklearn,kmeans/aitken,hc/plain,hc/aitken,hc+emem/aitken")
     ap.add_argument("--markdown")
     args = ap.parse_args()
+    configs = {name: CONFIGS[name] for name in args.configs.split(",")}
     ks = list(range(1, args.kmax + 1))
     models = args.models.split(",") if args.models != "all" else "all"
     keys = ("ok", "n", "sel", "nsel", "passes")
     totals = {c: {**dict.fromkeys(keys, 0), "short": [], "sec": [], "pmed": [], "smed": []}
-              for c in CONFIGS}  # fmt: skip
+              for c in configs}  # fmt: skip
     lines = []
     for name, X in problems(args.quick):
         t_problem = time.perf_counter()
         n = X.shape[0]
         runs = {}
-        for cname, (settings, random) in CONFIGS.items():
+        for cname, (settings, random) in configs.items():
             seeds = range(args.seeds) if random else range(1)
             runs[cname] = [run_grid(X, ks, models, settings, s) for s in seeds]
         keys = set().union(*(r[0].keys() for rs in runs.values() for r in rs))
@@ -168,9 +175,9 @@ def main() -> None:
         line = "| " + " | ".join(cells) + " |"
         lines.append(line)
         print(line, f"[{time.perf_counter() - t_problem:.0f}s]", flush=True)
-    head = ["problem", "n x d", "reference choice", *CONFIGS]
+    head = ["problem", "n x d", "reference choice", *configs]
     summary = ["**all**", "", ""]
-    for c in CONFIGS:
+    for c in configs:
         t = totals[c]
         short = np.mean(t["short"]) if t["short"] else 0.0
         summary.append(

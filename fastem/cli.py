@@ -62,8 +62,9 @@ ACCELERATIONS = ("squarem", "anderson")  # and "none": plain EM
 STOPPING_RULES = ("absolute", "relative", "aitken")
 # Fit settings that reach the maximum (issue #14): fastem.selection.DEFAULT_FIT_SETTINGS.
 FIT_DEFAULTS = {"tol": 1e-8, "stopping": "aitken", "acceleration": "squarem", "max_iter": 1000}
-# select's shared start: fastem.selection.DEFAULT_INIT (one hc tree for every K and model).
-SELECT_INIT = "hc"
+# select's shared starts: fastem.selection.DEFAULT_INIT (one hc tree for every K and
+# model, and emEM per K; each candidate keeps its better fit).
+SELECT_INIT = "hc+emem"
 BACKENDS = ("numba", "cython", "numpy")
 CRITERIA = ("bic", "aic", "icl")
 _PLOT_HINT = 'pip install "fastem[plot]"'
@@ -855,7 +856,7 @@ def _add_fit_options(
             "--init",
             type=_init_spec,
             default=SELECT_INIT,
-            help="start shared by every model and K: one of "
+            help="starts shared by every model at each K: one of "
             f"{','.join(INIT_METHODS)} or several joined by '+' (default {SELECT_INIT})",
         )
     else:

@@ -29,12 +29,13 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
 
     ``fit`` calls :func:`fastem.select_model` over the grid ``n_components`` x
     ``covariance_types`` (by default mclust's 14 models, all started from one
-    shared hierarchical clustering tree, and fitted with SQUAREM and the Aitken
+    shared hierarchical clustering tree and from emEM's short runs, and fitted
+    with SQUAREM and the Aitken
     stopping rule at ``tol=1e-8`` so that every candidate reaches its maximum)
     and keeps the candidate with the lowest criterion. Every other method is
     the selected :class:`~fastem.GaussianMixture`'s.
 
-    For scikit-learn's fit settings instead, pass
+    For the former behaviour (k-means starts, scikit-learn's fit settings), pass
     ``init_params="kmeans", tol=1e-3, stopping="absolute", acceleration=None,
     max_iter=100`` (:data:`fastem.selection.SCIKIT_LEARN_SETTINGS`).
 
@@ -54,10 +55,9 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
         predicted remaining gain of the average log-likelihood).
     max_iter : int, default=1000
         Most EM passes per candidate fit.
-    init_params : str, default='hc'
-        The shared start (see :func:`fastem.select_model`): ``"hc"``, any
-        :class:`~fastem.GaussianMixture` start, or several joined by ``+``
-        (``"hc+emem"``).
+    init_params : str, default='hc+emem'
+        The shared starts (see :func:`fastem.select_model`): ``"hc"``, any
+        :class:`~fastem.GaussianMixture` start, or several joined by ``+``.
     acceleration : {'squarem', 'anderson', None}, default='squarem'
     stopping : {'aitken', 'relative', 'absolute'}, default='aitken'
         As in :class:`~fastem.GaussianMixture`.

@@ -259,7 +259,9 @@ def test_missing_values_share_starts_from_the_filled_copy(three, monkeypatch):
         assert row["bic"] == model.bic(X) and np.isfinite(row["icl"])
         assert row["icl"] >= row["bic"]
     assert selection.best_params_["n_components"] == 3
-    hc = select_model(X, [2, 3], ["VVV"], random_state=0, backend="numpy", max_iter=5)
+    hc = select_model(
+        X, [2, 3], ["VVV"], init_params="hc", random_state=0, backend="numpy", max_iter=5
+    )
     assert hc.best_params_["n_components"] == 3 and hc.best_.init_params == "hc"
 
 
@@ -435,7 +437,7 @@ def test_every_model_at_k_starts_from_the_hc_trees_cut(small):
     from fastem._hc import hc_tree
 
     models = ["EII", "VVI", "EEE", "VEV", "full"]
-    selection = select_model(small, [2, 3, 4], models, random_state=0, max_iter=5)
+    selection = select_model(small, [2, 3, 4], models, init_params="hc", random_state=0, max_iter=5)
     tree = hc_tree(small)  # on 240 rows: every row, deterministic
     for k in (2, 3, 4):
         weights, means = _partition_start(small, tree.labels(k), tree.rows, k)
