@@ -220,8 +220,13 @@ def test_gmm_kernels_match_reference(backend, n_mix):
     N, K = 50, 3
     comp = rng.normal(scale=5.0, size=(N, K * n_mix)) - 300.0
     comp[3, :n_mix] = -np.inf  # state 0 impossible at frame 3
+    comp[5, n_mix : 2 * n_mix] -= 2000.0  # state 1 far below the row's best: exp underflows
+    if n_mix > 1:
+        comp[7, 0] = -np.inf  # one impossible component of a possible state
+    comp[9, :] = -np.inf  # nothing possible at frame 9
     gamma = rng.dirichlet(np.ones(K), size=N)
     gamma[3, 0] = 0.0
+    gamma[9, :] = 0.0  # a frame where nothing is possible has no posterior
     row_w = rng.uniform(0.5, 2.0, size=N)
     results = []
     for module in (kern, ref):
@@ -229,6 +234,8 @@ def test_gmm_kernels_match_reference(backend, n_mix):
         module.gmm_state_logprob(comp, n_mix, state)
         module.gmm_posteriors(comp, n_mix, state, gamma, row_w, post)
         results.append((state, post))
+    assert np.isfinite(results[0][0][5, 1]) and results[0][0][5, 1] < -2000.0
+    assert (results[0][0][9] == -np.inf).all() and results[0][0][3, 0] == -np.inf
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-13)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12, atol=1e-300)
     # the component posteriors of a state sum to its weighted posterior

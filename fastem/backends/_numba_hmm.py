@@ -352,33 +352,77 @@ def _moments(X, gamma, row_weight, shift, nk, sx, full):
     return sxx_p
 
 
+#: A state's share of its row below this is recomputed with the state's own maximum,
+#: so its largest term is a normal number (well above the subnormals' 2.2e-308).
+_LOW_SHARE = 1e-280
+
+
 @njit(**_PJIT)
 def _gmm_state_logprob(comp, n_mix, out):
+    """``out[t, k] = logsumexp_m comp[t, k*M + m]``, shifted by the row's maximum
+    over all K*M components: one unit-stride loop of exponentials per row
+    (vectorizes), then group sums. A state whose sum falls below ``_LOW_SHARE``
+    (far below the row's best state) is redone with its own maximum, so the
+    result equals the per-state shift's to rounding."""
     N, K = out.shape
-    for t in prange(N):
-        for k in range(K):
+    C = comp.shape[1]
+    n_chunks = _n_chunks((N + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
+    for ch in prange(n_chunks):
+        lo, hi = _chunk_bounds(N, n_chunks, ch)
+        e = np.empty(C)
+        for t in range(lo, hi):
             m = -np.inf
-            for j in range(n_mix):
-                m = max(m, comp[t, k * n_mix + j])
+            for c in range(C):
+                m = max(m, comp[t, c])
             if m == -np.inf:
-                out[t, k] = -np.inf
+                for k in range(K):
+                    out[t, k] = -np.inf
                 continue
-            s = 0.0
-            for j in range(n_mix):
-                s += exp64(comp[t, k * n_mix + j] - m)
-            out[t, k] = m + math.log(s)
+            for c in range(C):
+                e[c] = exp64(comp[t, c] - m)
+            for k in range(K):
+                s = 0.0
+                for j in range(n_mix):
+                    s += e[k * n_mix + j]
+                if s >= _LOW_SHARE:
+                    out[t, k] = m + math.log(s)
+                    continue
+                mk = -np.inf
+                for j in range(n_mix):
+                    mk = max(mk, comp[t, k * n_mix + j])
+                if mk == -np.inf:
+                    out[t, k] = -np.inf
+                    continue
+                s = 0.0
+                for j in range(n_mix):
+                    s += exp64(comp[t, k * n_mix + j] - mk)
+                out[t, k] = mk + math.log(s)
 
 
 @njit(**_PJIT)
 def _gmm_posteriors(comp, n_mix, state, gamma, row_weight, out):
+    """``out[t, c] = w_t gamma_tk exp(comp[t, c] - state[t, k])`` for the K*M
+    components c of state k, as one unit-stride loop per row (the state's shift
+    and weight spread over its components first); an impossible state gets 0."""
     N, K = state.shape
-    for t in prange(N):
-        for k in range(K):
-            st = state[t, k]
-            g = row_weight[t] * gamma[t, k]
-            for j in range(n_mix):
-                c = k * n_mix + j
-                out[t, c] = g * exp64(comp[t, c] - st) if st > -np.inf else 0.0
+    C = comp.shape[1]
+    n_chunks = _n_chunks((N + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
+    for ch in prange(n_chunks):
+        lo, hi = _chunk_bounds(N, n_chunks, ch)
+        st = np.empty(C)
+        gg = np.empty(C)
+        for t in range(lo, hi):
+            w = row_weight[t]
+            for k in range(K):
+                sk = state[t, k]
+                ok = sk > -np.inf
+                g = w * gamma[t, k] if ok else 0.0
+                sk = sk if ok else np.inf  # exp(comp - inf) = 0, never inf - inf
+                for j in range(n_mix):
+                    st[k * n_mix + j] = sk
+                    gg[k * n_mix + j] = g
+            for c in range(C):
+                out[t, c] = gg[c] * exp64(comp[t, c] - st[c])
 
 
 def _reduce_sxx(sxx_p, sxx, full):
