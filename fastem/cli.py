@@ -63,8 +63,8 @@ STOPPING_RULES = ("absolute", "relative", "aitken")
 # Fit settings that reach the maximum (issue #14): fastem.selection.DEFAULT_FIT_SETTINGS.
 FIT_DEFAULTS = {"tol": 1e-8, "stopping": "aitken", "acceleration": "squarem", "max_iter": 1000}
 # select's shared starts: fastem.selection.DEFAULT_INIT (one hc tree for every K and
-# model, and emEM per K; each candidate keeps its better fit).
-SELECT_INIT = "hc+emem"
+# model, and the 'best' start per K; each candidate keeps its better fit).
+SELECT_INIT = "hc+best"
 BACKENDS = ("numba", "cython", "numpy")
 CRITERIA = ("bic", "aic", "icl")
 _PLOT_HINT = 'pip install "fastem[plot]"'
@@ -528,7 +528,7 @@ def run_select(args: argparse.Namespace) -> int:
         if args.covariance != "all"
         else (2 if X.shape[1] == 1 else len(MCLUST_MODELS))
     )  # with one feature "all" is mclust's E and V
-    total = len(ks) * n_models * (args.init.count("+") + 1)
+    total = len(ks) * n_models  # candidates; each may be fitted from several starts
     selection = _fit_quietly(
         lambda: _call_select(select_model, X, ks, args), args, total_fits=total
     )

@@ -15,10 +15,14 @@ its cut into ``K`` clusters starts every model with ``K`` components. Any other
 start of :class:`~fastem.GaussianMixture` (``"kmeans"``, the former default,
 ``"emem"``, ``"best"``, ...) is computed once per ``K`` and restart instead,
 and several may be combined with ``+``: every candidate is then fitted from
-each and keeps the better fit. The default, ``"hc+emem"``, adds emEM's short
-runs (shared by every model at ``K``) to the hc tree: on the benchmark of
-docs/selection.md it brought the share of candidates that reach their
-best-known maximum from 64% (hc alone) to 77%, at about 1.8 times the time. Each start is a set of
+each and keeps the better fit (a degenerate fit, :func:`degenerate_fit`,
+loses to a proper one; then the higher lower bound wins). The default,
+``"hc+best"``, adds fastem's ``"best"`` start (short runs from hc, k-means and
+random starts, the best continued; shared by every model at ``K``) to the hc
+tree: on the benchmark of docs/selection.md (mclust's 14 models) it brought
+the share of candidates that reach their best-known maximum from 67% (hc
+alone) to 86%, at about twice the time.
+Each start is a set of
 sufficient statistics (:func:`fastem._init.initial_stats`, on the candidates'
 backend); every covariance model's starting weights, means and precisions are
 its own M-step of those statistics (the diagonal models use the diagonal of the
@@ -68,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._covariance import COVARIANCE_TYPES, n_parameters, precisions_from_cholesky
+from ._covariance import COVARIANCE_TYPES, layout, n_parameters, precisions_from_cholesky
 from ._data import fill_with_column_means
 from ._events import emit
 from ._hc import DEFAULT_MAX_ROWS
@@ -90,6 +94,9 @@ __all__ = [
     "DEFAULT_INIT",
     "DEFAULT_FIT_SETTINGS",
     "SCIKIT_LEARN_SETTINGS",
+    "check_covariance_types",
+    "check_init",
+    "degenerate_fit",
 ]
 
 CRITERIA = ("bic", "aic", "icl")
@@ -97,9 +104,9 @@ CRITERIA = ("bic", "aic", "icl")
 ALL_MODELS = MODEL_NAMES
 # What select_model and GaussianMixtureIC search by default: all 14, as mclust.
 DEFAULT_COVARIANCE_TYPES = "all"
-# The shared starts by default: one hc tree for every K and model, and emEM per K;
-# each candidate keeps the better fit (measured: docs/selection.md).
-DEFAULT_INIT = "hc+emem"
+# The shared starts by default: one hc tree for every K and model, and init_params="best"
+# per K; each candidate keeps the better fit (measured: docs/selection.md).
+DEFAULT_INIT = "hc+best"
 # Every candidate's fit settings unless given: each fit reaches its maximum.
 DEFAULT_FIT_SETTINGS: dict[str, Any] = {
     "tol": 1e-8,
@@ -613,6 +620,17 @@ def _criteria(
 
 
 # ---------------------------------------------------------------- the search
+def _weighted_variances(X: np.ndarray, sw: np.ndarray) -> np.ndarray:
+    """Each feature's weighted variance, in row blocks."""
+    total = float(sw.sum())
+    mean = (sw @ X) / total
+    sq = np.zeros(X.shape[1])
+    for start in range(0, X.shape[0], 4096):
+        xb = X[start : start + 4096] - mean
+        sq += sw[start : start + 4096] @ (xb * xb)
+    return sq / total
+
+
 def _hc_is_deterministic(sw: np.ndarray) -> bool:
     """Whether hc's tree uses every row as it is (no subsample): then every
     restart would build the same tree (see :mod:`fastem._hc`, "Which rows")."""
@@ -648,6 +666,37 @@ def _start_parameters(
         except _FIT_ERRORS as exc:
             per_type[ct] = exc
     return per_type
+
+
+def degenerate_fit(model: GaussianMixture, n_rows: float, variances: np.ndarray) -> bool:
+    """Whether a fitted mixture is a degenerate (spurious) optimum.
+
+    Degenerate: a component carries fewer rows (``weights_ * n_rows``) than
+    ``d + 1`` for a model whose components have their own orientation (VVV,
+    EEV, VEV, EVV: a free covariance per component), or than 2 for the others;
+    or a covariance's smallest eigenvalue, in units of the features'
+    ``variances``, is below 1e-5 (collapsed onto a subspace, which a small
+    ``reg_covar`` allows on discretised data). As ``fastem._init.degenerate``
+    for the starts of ``init_params="best"``, and the spurious-optimum rule of
+    ``benchmarks/init_strategies.py``. Such optima have an unbounded
+    likelihood: they win on it without fitting the data better.
+    """
+    d = model.means_.shape[1]
+    free = canonical_model(model.covariance_type)[2] == "V"
+    if float(np.min(model.weights_)) * n_rows < (d + 1 if free else 2):
+        return True
+    eps = float(np.finfo(np.float64).eps)
+    scale = 1.0 / np.sqrt(np.maximum(np.asarray(variances, dtype=np.float64), eps))
+    cov = np.asarray(model.covariances_, dtype=np.float64)
+    shape = layout(model.covariance_type)
+    if shape in ("full", "tied"):
+        cov = cov if cov.ndim == 3 else cov[None]
+        lam = min(float(np.linalg.eigvalsh(c * np.outer(scale, scale)).min()) for c in cov)
+    elif shape == "diag":
+        lam = float((cov * scale**2).min())
+    else:
+        lam = float(cov.min() * (scale**2).min())
+    return lam < 1e-5
 
 
 def _message(exc: BaseException) -> str:
@@ -719,15 +768,16 @@ def select_model(
         keeps its fit with the highest lower bound. On at most 2,000 rows the hc
         tree is deterministic and built once, so ``n_init`` repeats only the
         random starts (emEM's, k-means', ...).
-    init_params : str or sequence of str, default='hc+emem'
+    init_params : str or sequence of str, default='hc+best'
         The shared starts: ``"hc"`` (mclust's: one hierarchical clustering tree
         cut at every ``K``), any other :class:`GaussianMixture` start
         (``"kmeans"``, ``"k-means++"``, ``"random"``, ``"random_from_data"``,
         ``"emem"``, ``"best"``), or several joined by ``+``: every candidate is
-        then fitted from each and keeps its best fit. The default fits each
-        candidate from the hc tree's cut and from emEM's best short run. emEM's short runs are
+        then fitted from each and keeps its best fit (a degenerate fit loses to
+        a proper one). The default fits each candidate from the hc tree's cut
+        and from the ``"best"`` start's (run in the 'full' model). emEM's short runs are
         shared too: they run the 'full' model (the 'diag' one when every model
-        searched is diagonal) once per ``K`` and restart.
+        searched is diagonal) once per ``K`` and restart; so do ``"best"``'s.
     random_state : int, RandomState, Generator or None, default=None
         Seed of the initializations; also given to every candidate.
     **params
@@ -816,6 +866,8 @@ def select_model(
         sw_init = np.where(missing.all(axis=1), 0.0, sw)
         X_init = fill_with_column_means(X, sw)
     kernels = backends.get_backend(backend_name)
+    n_rows = float(sw_init.sum())  # an integer weight counts as that many rows
+    variances = _weighted_variances(X_init, sw_init)
     hc_starts: dict[int, dict[int, Stats]] = {}
     with limit_threads(backend_name, probe.n_threads):
         for restart, method in plan:
@@ -852,7 +904,7 @@ def select_model(
                 "init": None,
                 "error": None,
             }
-            model, error = None, None
+            model, error, model_bad = None, None, None
             for restart, (method, start) in enumerate(starts):
                 if isinstance(start[ct], Exception):
                     error = error or start[ct]
@@ -877,9 +929,16 @@ def select_model(
                 except _FIT_ERRORS as exc:
                     error = error or exc
                     continue
-                # The first of equal lower bounds wins, as in GaussianMixture's n_init.
-                if model is None or fitted.lower_bound_ > model.lower_bound_:
-                    model = fitted
+                # Among several starts a degenerate fit loses to a proper one; then the
+                # higher lower bound wins, the first of equal ones as in n_init.
+                if model is None:
+                    model, model_bad = fitted, None
+                    continue
+                if model_bad is None:
+                    model_bad = degenerate_fit(model, n_rows, variances)
+                fitted_bad = degenerate_fit(fitted, n_rows, variances)
+                if (not fitted_bad, fitted.lower_bound_) > (not model_bad, model.lower_bound_):
+                    model, model_bad = fitted, fitted_bad
             if model is not None:
                 try:
                     scores = _criteria(model, X, sw, weighted)

@@ -23,11 +23,13 @@ MODELS = ("VVV", "EEI", "spherical")
 
 @pytest.fixture(scope="module")
 def fitted(three):
-    return GaussianMixtureIC(range(1, 5), covariance_types=MODELS, random_state=0).fit(three)
+    return GaussianMixtureIC(
+        range(1, 5), covariance_types=MODELS, init_params="hc", random_state=0
+    ).fit(three)
 
 
 def test_fit_is_select_models_choice(three, fitted):
-    selection = select_model(three, range(1, 5), MODELS, random_state=0)
+    selection = select_model(three, range(1, 5), MODELS, init_params="hc", random_state=0)
     assert fitted.n_components_ == 3 == selection.best_params_["n_components"]
     assert fitted.covariance_type_ == selection.best_params_["covariance_type"]
     assert fitted.selection_.table == selection.table
@@ -55,14 +57,14 @@ def test_methods_are_the_selected_mixtures(three, fitted):
 
 
 def test_fit_predict_equals_fit_then_predict(three):
-    model = GaussianMixtureIC([2, 3], covariance_types="full", random_state=1)
+    model = GaussianMixtureIC([2, 3], covariance_types="full", init_params="hc", random_state=1)
     labels = model.fit_predict(three)
     np.testing.assert_array_equal(labels, model.predict(three))
 
 
 def test_criterion_is_passed_on(three):
     model = GaussianMixtureIC(
-        range(1, 5), covariance_types=MODELS, criterion="aic", random_state=0
+        range(1, 5), covariance_types=MODELS, criterion="aic", init_params="hc", random_state=0
     ).fit(three)
     assert model.selection_.criterion == "aic"
     table = model.selection_.table
@@ -75,8 +77,9 @@ def test_criterion_is_passed_on(three):
 
 def test_mixture_parameters_reach_every_candidate(three):
     model = GaussianMixtureIC(
-        [2, 3], covariance_types=("diag",), max_iter=2, tol=0.0, reg_covar=1e-3, random_state=0
-    )
+        [2, 3], covariance_types=("diag",), max_iter=2, tol=0.0, reg_covar=1e-3,
+        init_params="hc", random_state=0,
+    )  # fmt: skip
     with pytest.warns(fastem.ConvergenceWarning):
         model.fit(three)
     for candidate in model.selection_.models_.values():
@@ -90,7 +93,9 @@ def test_missing_values(three):
     X = three.copy()
     X[rng.random(X.shape) < 0.1] = np.nan
     X[np.isnan(X).all(axis=1), 0] = 0.0  # keep every row partly observed
-    model = GaussianMixtureIC(range(2, 5), covariance_types="full", random_state=0).fit(X)
+    model = GaussianMixtureIC(
+        range(2, 5), covariance_types="full", init_params="hc", random_state=0
+    ).fit(X)
     assert model.n_components_ == 3
     assert np.isfinite(model.score_samples(X)).all()
     assert not np.isnan(model.impute(X)).any()
@@ -99,9 +104,9 @@ def test_missing_values(three):
 def test_integer_weights_equal_repetition(three):
     X = three[:300]
     w = np.random.default_rng(3).integers(0, 3, size=len(X))
-    weighted = GaussianMixtureIC([2, 3], covariance_types="diag", random_state=0)
+    weighted = GaussianMixtureIC([2, 3], covariance_types="diag", init_params="hc", random_state=0)
     weighted.fit(X, sample_weight=w)
-    repeated = GaussianMixtureIC([2, 3], covariance_types="diag", random_state=0)
+    repeated = GaussianMixtureIC([2, 3], covariance_types="diag", init_params="hc", random_state=0)
     repeated.fit(np.repeat(X, w, axis=0))
     assert weighted.n_components_ == repeated.n_components_
     np.testing.assert_allclose(weighted.means_, repeated.means_, rtol=1e-6)
@@ -150,14 +155,14 @@ def test_defaults_are_select_models(three):
     from fastem.selection import DEFAULT_FIT_SETTINGS
 
     params = GaussianMixtureIC().get_params()
-    assert params["covariance_types"] == "all" and params["init_params"] == "hc+emem"
+    assert params["covariance_types"] == "all" and params["init_params"] == "hc+best"
     for name, value in DEFAULT_FIT_SETTINGS.items():
         assert params[name] == value, name
     model = GaussianMixtureIC([2], covariance_types=["vei"], acceleration="anderson",
                               stopping="relative", random_state=0).fit(three[:300])  # fmt: skip
     candidate = model.best_estimator_
     assert candidate.acceleration == "anderson" and candidate.stopping == "relative"
-    assert model.covariance_type_ == "VEI" and candidate.init_params in ("hc", "emem")
+    assert model.covariance_type_ == "VEI" and candidate.init_params in ("hc", "best")
 
 
 def test_get_params_and_repr():
@@ -180,7 +185,8 @@ def test_in_a_pipeline_with_a_scaler(three):
 
     assert sklearn is not None
     pipe = make_pipeline(
-        StandardScaler(), GaussianMixtureIC(range(1, 5), covariance_types="VVV", random_state=0)
+        StandardScaler(),
+        GaussianMixtureIC(range(1, 5), covariance_types="VVV", init_params="hc", random_state=0),
     )
     pipe.fit(three * 1000.0)
     assert pipe[-1].n_components_ == 3

@@ -29,7 +29,7 @@ def three():
 
 @pytest.fixture(scope="module")
 def grid(three):
-    return select_model(three, range(1, 6), COVARIANCE_TYPES, random_state=0)
+    return select_model(three, range(1, 6), COVARIANCE_TYPES, init_params=HC, random_state=0)
 
 
 @pytest.fixture
@@ -37,6 +37,10 @@ def degenerate():
     """A Gaussian blob plus one point repeated: with reg_covar=0 that component is singular."""
     rng = np.random.default_rng(0)
     return np.vstack([rng.normal(size=(50, 2)), np.tile([[5.0, 5.0]], (20, 1))])
+
+
+# Tests of other things than the default start use the hc tree alone (cheaper than 'best').
+HC = "hc"
 
 
 def _row(selection: ModelSelection, k: int, ct: str) -> dict:
@@ -106,7 +110,9 @@ def test_icl_finds_the_true_k_where_entropy_icl_does_not():
     # Four components, two of them overlapping: the soft entropy penalty (ICL-BIC of
     # McLachlan & Peel) merges them into three; the MAP classification term does not.
     X = make_mixture(1500, 2, 4, random_state=3)[0]
-    selection = select_model(X, range(1, 7), ["full", "diag"], criterion="icl", random_state=0)
+    selection = select_model(
+        X, range(1, 7), ["full", "diag"], criterion="icl", init_params=HC, random_state=0
+    )
     assert selection.best_params_ == {"n_components": 4, "covariance_type": "full"}
 
     def entropy_icl(row):
@@ -147,7 +153,7 @@ def test_criteria_compute_the_log_probabilities_once(three, grid, monkeypatch):
 @pytest.mark.parametrize("criterion", ["aic", "icl"])
 def test_other_criteria_rank_by_their_column(three, criterion):
     selection = select_model(
-        three, [1, 2, 3, 4], COVARIANCE_TYPES, criterion=criterion, random_state=0
+        three, [1, 2, 3, 4], COVARIANCE_TYPES, criterion=criterion, init_params=HC, random_state=0
     )
     assert selection.criterion == criterion
     best = selection.table[selection.best_index_]
@@ -181,13 +187,15 @@ def test_n_init_keeps_the_best_restart(three):
 
 
 def test_same_seed_same_table(three):
-    a = select_model(three, [2, 3], ["full", "spherical"], random_state=5)
-    b = select_model(three, [2, 3], ["full", "spherical"], random_state=5)
+    a = select_model(three, [2, 3], ["full", "spherical"], init_params=HC, random_state=5)
+    b = select_model(three, [2, 3], ["full", "spherical"], init_params=HC, random_state=5)
     assert a.table == b.table
 
 
 def test_failed_candidates_are_reported(degenerate):
-    selection = select_model(degenerate, [1, 2, 3], COVARIANCE_TYPES, reg_covar=0.0, random_state=0)
+    selection = select_model(
+        degenerate, [1, 2, 3], COVARIANCE_TYPES, reg_covar=0.0, init_params=HC, random_state=0
+    )
     failed = [r for r in selection.table if r["error"] is not None]
     assert failed, "expected singular candidates"
     for row in failed:
@@ -205,33 +213,41 @@ def test_failed_candidates_are_reported(degenerate):
 
 def test_all_candidates_failing_raises(degenerate):
     with pytest.raises(ValueError, match="all 2 candidates failed"):
-        select_model(degenerate, [2, 3], ["full"], reg_covar=0.0, random_state=0)
+        select_model(degenerate, [2, 3], ["full"], reg_covar=0.0, init_params=HC, random_state=0)
 
 
 def test_sample_weight_counts_rows(three):
     w = np.random.default_rng(0).integers(1, 4, size=three.shape[0])
-    weighted = select_model(three, [2, 3], ["full", "diag"], sample_weight=w, random_state=0)
-    repeated = select_model(np.repeat(three, w, axis=0), [2, 3], ["full", "diag"], random_state=0)
+    weighted = select_model(
+        three, [2, 3], ["full", "diag"], sample_weight=w, init_params=HC, random_state=0
+    )
+    repeated = select_model(
+        np.repeat(three, w, axis=0), [2, 3], ["full", "diag"], init_params=HC, random_state=0
+    )
     for a, b in zip(weighted.table, repeated.table, strict=True):
         for key in ("bic", "aic", "icl", "log_likelihood"):
             assert math.isclose(a[key], b[key], rel_tol=1e-6), key
 
 
 def test_float32_data(three):
-    selection = select_model(three.astype(np.float32), [2, 3], ["full", "VEI"], random_state=0)
+    selection = select_model(
+        three.astype(np.float32), [2, 3], ["full", "VEI"], init_params=HC, random_state=0
+    )
     assert selection.best_.means_.dtype == np.float32
     assert selection.best_params_["n_components"] == 3
 
 
 def test_single_values_and_params_are_passed_on(three):
-    selection = select_model(three, 3, "diag", tol=1e-6, max_iter=500, backend="numpy")
+    selection = select_model(
+        three, 3, "diag", tol=1e-6, max_iter=500, backend="numpy", init_params=HC
+    )
     assert [(r["n_components"], r["covariance_type"]) for r in selection.table] == [(3, "diag")]
     assert selection.best_.tol == 1e-6 and selection.best_.backend == "numpy"
 
 
 def test_best_model_not_converged_warns(three):
     with pytest.warns(ConvergenceWarning, match="did not converge"):
-        selection = select_model(three, [3], ["full"], max_iter=1, random_state=0)
+        selection = select_model(three, [3], ["full"], max_iter=1, init_params=HC, random_state=0)
     assert selection.table[0]["converged"] is False
 
 
@@ -272,7 +288,8 @@ def test_icl_with_missing_values_and_empty_rows(three):
     X[[5, 500, 900]] = np.nan  # nothing observed: responsibilities are the weights
     w = np.random.default_rng(1).integers(1, 4, size=X.shape[0]).astype(float)
     with pytest.warns(UserWarning, match="every value missing"):
-        light = {"random_state": 0, "backend": "numpy", "tol": 1e-4, "max_iter": 200}
+        light = {"random_state": 0, "backend": "numpy", "tol": 1e-4, "max_iter": 200,
+                 "init_params": HC}  # fmt: skip
         plain = select_model(X, [2, 3], ["full", "diag"], **light)
         weighted = select_model(X, [2, 3], ["diag"], sample_weight=w, **light)
     for row in plain.table:
@@ -461,7 +478,9 @@ def test_one_hc_tree_serves_every_k_model_and_restart(small, monkeypatch):
     trees = []
     original = _init.hc_tree
     monkeypatch.setattr(_init, "hc_tree", lambda *a, **k: trees.append(1) or original(*a, **k))
-    select_model(small, [1, 2, 3, 4], ["EEI", "VVV"], n_init=3, random_state=0, max_iter=3)
+    select_model(
+        small, [1, 2, 3, 4], ["EEI", "VVV"], n_init=3, init_params=HC, random_state=0, max_iter=3
+    )
     assert len(trees) == 1  # 240 rows: the tree is deterministic, built once
     # More weight than the tree's 2,000 rows: a new subsample, so a new tree, per restart.
     heavy = np.full(small.shape[0], 10.0)
@@ -523,7 +542,9 @@ def test_covariance_names():
 def test_all_fits_the_14_models_with_mclusts_counts(small):
     from fastem._mclust import n_parameters as nmclust
 
-    selection = select_model(small, [1, 2], random_state=0, max_iter=20)  # default: "all"
+    selection = select_model(
+        small, [1, 2], init_params=HC, random_state=0, max_iter=20
+    )  # default: "all"
     assert [r["covariance_type"] for r in selection.table[:14]] == list(selection_module.ALL_MODELS)
     for row in selection.table:
         assert row["n_parameters"] == nmclust(row["covariance_type"], row["n_components"], 2)
@@ -538,8 +559,8 @@ def test_all_fits_the_14_models_with_mclusts_counts(small):
 
 
 def test_aliases_equal_their_mclust_models(small):
-    a = select_model(small, [2, 3], ["full", "diag"], random_state=0)
-    b = select_model(small, [2, 3], ["VVV", "VVI"], random_state=0)
+    a = select_model(small, [2, 3], ["full", "diag"], init_params=HC, random_state=0)
+    b = select_model(small, [2, 3], ["VVV", "VVI"], init_params=HC, random_state=0)
     for ra, rb in zip(a.table, b.table, strict=True):
         assert ra["bic"] == pytest.approx(rb["bic"], rel=1e-12)
         assert ra["n_parameters"] == rb["n_parameters"]
@@ -569,7 +590,7 @@ def test_default_fits_reach_their_maximum(three):
     """Each candidate ends where a long plain EM run from its start ends (SQUAREM, Aitken
     stopping at 1e-8); scikit-learn's settings (negative control) stop measurably short."""
     models = ["VVV", "EEE", "VVI"]
-    default = select_model(three, [4], models, random_state=0)
+    default = select_model(three, [4], models, init_params=HC, random_state=0)
     early = select_model(three, [4], models, random_state=0, init_params="hc",
                          tol=1e-3, stopping="absolute", acceleration=None)  # fmt: skip
     gaps = []
@@ -581,3 +602,31 @@ def test_default_fits_reach_their_maximum(three):
         assert model.lower_bound_ >= long.lower_bound_ - 1e-6, key
         gaps.append(long.lower_bound_ - early.models_[key].lower_bound_)
     assert max(gaps) > 1e-5
+
+
+def test_degenerate_fits_are_recognized(degenerate):
+    var = degenerate.var(axis=0)
+    collapsed = GaussianMixture(2, covariance_type="VVV", reg_covar=1e-6, random_state=0)
+    collapsed.fit(degenerate)  # one component on the 20 copies of (5, 5): variance ~1e-6
+    assert selection_module.degenerate_fit(collapsed, degenerate.shape[0], var)
+    proper = GaussianMixture(2, covariance_type="VVV", reg_covar=1.0, random_state=0)
+    proper.fit(degenerate)  # negative control: a floor of one unit keeps it proper
+    assert not selection_module.degenerate_fit(proper, degenerate.shape[0], var)
+    # Too few rows for a free covariance (d + 1 = 3), enough for a shared one.
+    assert selection_module.degenerate_fit(proper, 2.0 / proper.weights_.min(), var)
+
+
+@pytest.mark.parametrize("flagged, kept", [("emem", "hc"), ("hc", "emem")])
+def test_a_degenerate_fit_loses_to_a_proper_one(small, monkeypatch, flagged, kept):
+    original = selection_module.degenerate_fit
+    monkeypatch.setattr(
+        selection_module, "degenerate_fit", lambda m, n, v: m.init_params == flagged
+    )
+    sel = select_model(small, [3, 4], ["VVV", "EEI"], init_params="hc+emem", random_state=1,
+                       max_iter=50)  # fmt: skip
+    assert {row["init"] for row in sel.table} == {kept}
+    monkeypatch.setattr(selection_module, "degenerate_fit", original)
+    free = select_model(small, [3, 4], ["VVV", "EEI"], init_params="hc+emem", random_state=1,
+                        max_iter=50)  # fmt: skip
+    for key, model in free.models_.items():  # unflagged: the higher lower bound wins
+        assert model.lower_bound_ >= sel.models_[key].lower_bound_
