@@ -22,12 +22,12 @@ random starts, the best continued; shared by every model at ``K``) to the hc
 tree: on the benchmark of docs/selection.md (mclust's 14 models) it brought
 the share of candidates that reach their best-known maximum from 67% (hc
 alone) to 86%, at about twice the time.
-Each start is a set of
-sufficient statistics (:func:`fastem._init.initial_stats`, on the candidates'
-backend); every covariance model's starting weights, means and precisions are
-its own M-step of those statistics (the diagonal models use the diagonal of the
-second moments). The criteria therefore compare covariance structures rather
-than luck of initialization.
+
+Each start is a set of sufficient statistics (:func:`fastem._init.initial_stats`,
+on the candidates' backend); every covariance model's starting weights, means
+and precisions are its own M-step of those statistics (the diagonal models use
+the diagonal of the second moments). The criteria therefore compare covariance
+structures rather than luck of initialization.
 
 ``n_init`` repeats the starts: restart ``r`` builds its own tree (a different
 subsample when there are more than 2,000 rows; on fewer rows the tree is
