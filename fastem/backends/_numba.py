@@ -1,4 +1,4 @@
-"""Numba backend: the fastem kernels compiled with ``@njit(parallel=True)``.
+"""Numba backend: the fastem kernels compiled with ``@njit(nogil=True)``, run on threads.
 
 Same signatures and semantics as the NumPy reference (the kernel contract is
 the docstring of :mod:`fastem.backends._numpy`).
@@ -8,11 +8,18 @@ Design
 Chunks (determinism)
     Rows are split into ``n_chunks`` (1 if ``n <= MIN_CHUNK_ROWS``, else
     ``ceil(n / MIN_CHUNK_ROWS)`` rounded up to a multiple of 8, at most ``MAX_CHUNKS``)
-    contiguous chunks, a number that depends only on ``n``. ``prange`` runs
-    over chunks (a multiple of 8 of them, so the static split is even for 1, 2,
-    4 or 8 threads); each chunk writes its statistics into its own slot of a
-    partials array, and the partials are summed serially in chunk order.
-    Results are therefore bit-identical whatever the thread count.
+    contiguous chunks, a number that depends only on ``n``. :func:`run_chunks`
+    splits the chunks (a multiple of 8 of them, so the split is even for 1, 2,
+    4 or 8 threads) into one contiguous range per thread; each chunk writes its
+    statistics into its own slot of a partials array, and the partials are
+    summed in chunk order. Results are therefore bit-identical whatever the
+    thread count.
+Threads (start-up)
+    Each kernel is one serial ``nogil`` function over a range of chunks, called
+    on ``numba.get_num_threads()`` Python threads, not a ``parallel=True``
+    ``prange``: Numba's parfor lowering compiled each fused kernel twice more
+    and made a first fit with an empty cache several times slower (issue #13;
+    see ``docs/startup.md``). The per-call cost is a few thread hand-offs.
 Blocks (vectorization)
     Inside a chunk, rows are processed in blocks of ``B`` rows copied into a
     transposed ``(d, B)`` scratch, so every inner loop runs over points with

@@ -8,9 +8,10 @@ Design
 Chunks (determinism)
     The ``rows`` array (already grouped by pattern) is split into a number of
     contiguous chunks that depends only on its length and the size of the
-    partial statistics (``_n_chunks`` of :mod:`._numba`); ``prange`` runs over
-    chunks, each writes its own partials, and they are summed serially in chunk
-    order, so results are bit-identical whatever the thread count. Iterations
+    partial statistics (``_n_chunks`` of :mod:`._numba`); the threads of
+    ``run_chunks`` (:mod:`._numba`) take contiguous ranges of iterations, each
+    chunk writes its own partials, and they are summed in chunk order, so
+    results are bit-identical whatever the thread count. Iterations
     map to chunks strided across ``rows`` (:func:`_spread`) so that threads
     share the costly rare patterns, and ``_gather`` prefetches rows ahead
     (rows of one pattern lie anywhere in ``X``).
@@ -760,12 +761,12 @@ def _chunks_missing_diag(
 
 @njit(**_JIT)
 def _spread(it, nc):
-    """Chunk run by ``prange`` iteration ``it``: iterations ``i * nc/8 + j`` take
+    """Chunk run by iteration ``it``: iterations ``i * nc/8 + j`` take
     chunk ``8 j + i``, so the contiguous iteration ranges that 1, 2, 4 or 8
     threads get each hold every 8th chunk across all of ``rows``. Patterns are
     laid out by their bit pattern, and the costly rare ones bunch up: on W2 with
     10% missing, the second half of ``rows`` costs 1.6x the first."""
-    it = np.int64(it)  # the prange index may be unsigned
+    it = np.int64(it)
     if nc % 8:
         return it
     b = nc // 8
