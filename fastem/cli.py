@@ -63,8 +63,8 @@ STOPPING_RULES = ("absolute", "relative", "aitken")
 # Fit settings that reach the maximum (issue #14): fastem.selection.DEFAULT_FIT_SETTINGS.
 FIT_DEFAULTS = {"tol": 1e-8, "stopping": "aitken", "acceleration": "squarem", "max_iter": 1000}
 # select's shared starts: fastem.selection.DEFAULT_INIT (one hc tree for every K and
-# model, and the 'best' start per K; each candidate keeps its better fit).
-SELECT_INIT = "hc+best"
+# model, and emEM per K; each candidate keeps its better fit).
+SELECT_INIT = "hc+emem"
 BACKENDS = ("numba", "cython", "numpy")
 CRITERIA = ("bic", "aic", "icl")
 _PLOT_HINT = 'pip install "fastem[plot]"'

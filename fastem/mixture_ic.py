@@ -29,7 +29,7 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
 
     ``fit`` calls :func:`fastem.select_model` over the grid ``n_components`` x
     ``covariance_types`` (by default mclust's 14 models, all started from one
-    shared hierarchical clustering tree and from the ``"best"`` start, and fitted
+    shared hierarchical clustering tree and from emEM's short runs, and fitted
     with SQUAREM and the Aitken
     stopping rule at ``tol=1e-8`` so that every candidate reaches its maximum)
     and keeps the candidate with the lowest criterion. Every other method is
@@ -55,7 +55,7 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
         predicted remaining gain of the average log-likelihood).
     max_iter : int, default=1000
         Most EM passes per candidate fit.
-    init_params : str, default='hc+best'
+    init_params : str, default='hc+emem'
         The shared starts (see :func:`fastem.select_model`): ``"hc"``, any
         :class:`~fastem.GaussianMixture` start, or several joined by ``+``.
     acceleration : {'squarem', 'anderson', None}, default='squarem'

@@ -155,14 +155,14 @@ def test_defaults_are_select_models(three):
     from fastem.selection import DEFAULT_FIT_SETTINGS
 
     params = GaussianMixtureIC().get_params()
-    assert params["covariance_types"] == "all" and params["init_params"] == "hc+best"
+    assert params["covariance_types"] == "all" and params["init_params"] == "hc+emem"
     for name, value in DEFAULT_FIT_SETTINGS.items():
         assert params[name] == value, name
     model = GaussianMixtureIC([2], covariance_types=["vei"], acceleration="anderson",
                               stopping="relative", random_state=0).fit(three[:300])  # fmt: skip
     candidate = model.best_estimator_
     assert candidate.acceleration == "anderson" and candidate.stopping == "relative"
-    assert model.covariance_type_ == "VEI" and candidate.init_params in ("hc", "best")
+    assert model.covariance_type_ == "VEI" and candidate.init_params in ("hc", "emem")
 
 
 def test_get_params_and_repr():
