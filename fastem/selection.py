@@ -661,7 +661,10 @@ def _start_parameters(
     for ct in covariance_types:
         source = diag_stats if _is_diagonal(ct) else stats
         try:
-            weights, means, _, prec_chol = m_step(source, ct, reg_covar, eps)
+            # state={}: EVE/VVE take a few orientation sweeps (a generalized M-step), as
+            # in EM; a start needs a valid structured point, not the exact M-step, whose
+            # sweeps can run into the thousands on degenerate statistics
+            weights, means, _, prec_chol = m_step(source, ct, reg_covar, eps, state={})
             per_type[ct] = (weights, means, precisions_from_cholesky(prec_chol, ct))
         except _FIT_ERRORS as exc:
             per_type[ct] = exc

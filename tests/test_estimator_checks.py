@@ -27,7 +27,9 @@ def _expected_failures(estimator) -> dict[str, str]:
         GaussianMixture(backend="numpy"),
         GaussianMixture(),
         # A small grid keeps the ~50 checks quick; every fit is a whole model search.
-        GaussianMixtureIC((1, 2, 3), random_state=0),
+        # EVE/VVE are left out: their orientation sweep is Python (~20 ms per pass at
+        # d=10), and on the checks' unstructured data fits run to max_iter.
+        GaussianMixtureIC((1, 2, 3), covariance_types=("EII", "VVI", "VEV", "VVV"), random_state=0),
     ],
     expected_failed_checks=_expected_failures,
 )
