@@ -292,9 +292,15 @@ def _load_model(path: str, backend: str | None = None, *, quiet: bool = False) -
         raise CommandError(f"this fastem cannot load models: {exc}") from exc
     try:
         with _one_line_warnings(quiet):
-            return load(path, backend=backend)
+            model = load(path, backend=backend)
     except ValueError as exc:  # load's one line already says "cannot load PATH: why"
         raise CommandError(f"{_one_line(exc)}; give a model saved by 'fastem fit -o'") from exc
+    if not isinstance(model, GaussianMixture):
+        raise CommandError(
+            f"'{path}' holds a hidden Markov model ({type(model).__name__}); "
+            "use 'fastem hmm decode' or 'fastem hmm sample'"
+        )
+    return model
 
 
 def _check_features(model: GaussianMixture, X: np.ndarray, model_path: str, data: str) -> None:

@@ -115,6 +115,8 @@ OPTIONAL_ATTRIBUTES: tuple[str, ...] = (
 )
 
 _METADATA = "fastem_metadata"
+#: fastem.hmm's estimators, whose files :func:`load` hands to fastem.hmm.
+_HMM_ESTIMATORS = ("GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM")
 _MAX_METADATA_BYTES = 16 << 20
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same model, same bytes
 _ARRAY_KINDS = "biuf"
@@ -543,7 +545,7 @@ def _parse_metadata(raw: np.ndarray) -> dict:
     }  # fmt: skip
     if set(metadata) != keys:
         raise _Invalid(f"the metadata has keys {sorted(metadata)}, expected {sorted(keys)}")
-    if metadata["estimator"] != "GaussianMixture":
+    if metadata["estimator"] not in ("GaussianMixture", *_HMM_ESTIMATORS):
         raise _Invalid(f"unknown estimator {metadata['estimator']!r}")
     for section in ("params", "attributes", "arrays"):
         if not isinstance(metadata[section], dict):
@@ -643,7 +645,7 @@ def _checked_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def load(path: str | os.PathLike, *, backend: str | None = None) -> GaussianMixture:
-    """Load a model written by :meth:`GaussianMixture.save`.
+    """Load a model written by :meth:`GaussianMixture.save` (or a fastem.hmm model's ``save``).
 
     The file is read with ``allow_pickle=False`` and checked completely (format
     marker and version, SHA-256 digests, names, types and shapes) before the
@@ -663,7 +665,8 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> GaussianMixt
     Returns
     -------
     model : GaussianMixture
-        The fitted model, with the saved parameters and fitted attributes.
+        The fitted model, with the saved parameters and fitted attributes (for an
+        HMM's file, that fastem.hmm model, as :func:`fastem.hmm.load` gives it).
 
     Raises
     ------
@@ -684,6 +687,12 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> GaussianMixt
         backend = backends.resolve_backend_name(backend)  # ValueError names the options
     try:
         metadata, arrays = _read_archive(path)
+        if metadata["estimator"] in _HMM_ESTIMATORS:
+            from .hmm._persistence import build_hmm, set_loaded_backend
+
+            # the HMMs have no cython kernels: that choice keeps the saved backend
+            hmm_backend = None if backend == "cython" else backend
+            return set_loaded_backend(build_hmm(metadata, arrays), hmm_backend)
         referenced = set()
         params = {}
         valid_params = set(GaussianMixture().get_params(deep=False))
