@@ -200,24 +200,16 @@ def _covariance_list(text: str) -> list[str] | str:
 
 
 def _init_spec(text: str) -> str:
-    """A start, or several joined by '+' ("hc+emem"), each once."""
-    methods, rest = [], text
-    longest_first = sorted(INIT_METHODS, key=len, reverse=True)  # k-means++ before kmeans
-    while rest:
-        found = next((m for m in longest_first if rest.startswith(m)), None)
-        if found is None:
-            break
-        methods.append(found)
-        rest = rest[len(found) :]
-        if rest.startswith("+") and len(rest) > 1:
-            rest = rest[1:]
-        elif rest:
-            break
-    if rest or not methods or len(set(methods)) != len(methods):
+    """A start, or several joined by '+' ("hc+emem"), each once (the library's parser)."""
+    from .selection import check_init
+
+    try:
+        methods = check_init(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"invalid start {text!r}; choose from {','.join(INIT_METHODS)}, or several joined "
             "by '+' (each once), e.g. hc+emem"
-        )
+        ) from None
     return "+".join(methods)
 
 
