@@ -104,9 +104,6 @@ def _n_chunks(n, floats_per_chunk):
     return min(MAX_CHUNKS, cap, (c + 7) // 8 * 8)
 
 
-_n_chunks.py_func = _n_chunks  # the pure-Python function, as when it was a Numba one
-
-
 # ------------------------------------------------------------------ threads
 # The chunks run on Python threads, each calling one serial ``nogil`` kernel
 # over a contiguous range of chunk indices, instead of a ``parallel=True``
