@@ -30,6 +30,13 @@ def test_fastem_load_opens_an_hmm_file(hmm_file):
     assert fastem.load(path, backend="cython").backend == "numpy"
 
 
+def test_persistence_knows_every_hmm_estimator():
+    from fastem.hmm._persistence import HMM_ESTIMATORS
+    from fastem.persistence import _HMM_ESTIMATORS
+
+    assert set(_HMM_ESTIMATORS) == set(HMM_ESTIMATORS)
+
+
 def test_fastem_load_still_refuses_foreign_estimators(hmm_file, tmp_path):
     path, _, _ = hmm_file
     bad = tmp_path / "bad.npz"

@@ -21,12 +21,10 @@ convergence monitor (``monitor_history_``, ``monitor_iter_``), from which
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
 import warnings
-import zipfile
 from typing import Any
 
 import numpy as np
@@ -162,108 +160,17 @@ def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
 
 # --------------------------------------------------------------------- load
 _Invalid = _p._Invalid
-_METADATA_KEYS = {
-    "format", "format_version", "estimator", "fastem_version", "numpy_version",
-    "params", "attributes", "arrays", "notes", "metadata_sha256",
-}  # fmt: skip
 
 
-def _parse_metadata(raw: np.ndarray) -> dict:
-    """:func:`fastem.persistence._parse_metadata`, accepting the HMM estimators."""
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise _Invalid("not a fastem model file (malformed metadata array)")
-    try:
-        metadata = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_p._reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _Invalid("not a fastem model file (metadata is not valid JSON)") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != _p.FORMAT_NAME:
-        raise _Invalid("not a fastem model file (wrong format marker)")
-    version = metadata.get("format_version")
-    if type(version) is not int:
-        raise _Invalid(f"invalid format version {version!r}")
-    if version != _p.FORMAT_VERSION:
-        raise _Invalid(
-            f"unsupported format version {version}; fastem {__version__} reads version "
-            f"{_p.FORMAT_VERSION} (a newer fastem may read this file)"
-        )
-    if metadata.get("metadata_sha256") != _p._metadata_digest(metadata):
-        raise _Invalid("the metadata fails its SHA-256 check (modified or corrupt)")
-    if set(metadata) != _METADATA_KEYS:
-        raise _Invalid(
-            f"the metadata has keys {sorted(metadata)}, expected {sorted(_METADATA_KEYS)}"
-        )
+def _read_archive(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """:func:`fastem.persistence._read_archive` (every check of the format), for an HMM's file."""
+    metadata, arrays = _p._read_archive(path)
     if metadata["estimator"] not in HMM_ESTIMATORS:
         if metadata["estimator"] == "GaussianMixture":
             raise _Invalid(
                 "it holds a GaussianMixture, not a hidden Markov model; load it with fastem.load"
             )
         raise _Invalid(f"unknown estimator {metadata['estimator']!r}")
-    for section in ("params", "attributes", "arrays"):
-        if not isinstance(metadata[section], dict):
-            raise _Invalid(f"the metadata's {section!r} is not an object")
-    if any(not isinstance(name, str) or name == _p._METADATA for name in metadata["arrays"]):
-        raise _Invalid("invalid array name in the metadata")
-    notes = metadata["notes"]
-    if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
-        raise _Invalid("the metadata's 'notes' is not a list of strings")
-    return metadata
-
-
-def _read_archive(path: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """:func:`fastem.persistence._read_archive` for HMM files (same checks)."""
-    if os.path.isdir(path):
-        raise _Invalid("it is a directory, not a model file")
-    with open(path, "rb") as fh:  # FileNotFoundError propagates as is
-        magic = fh.read(4)
-        file_size = os.fstat(fh.fileno()).st_size
-    if magic != b"PK\x03\x04":
-        raise _Invalid("not a fastem model file (not an .npz archive)")
-    meta_name = f"{_p._METADATA}.npy"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-            members = {info.filename: info for info in infos}
-            if meta_name not in members:
-                raise _Invalid("not a fastem model file (no fastem metadata in the archive)")
-            for info in infos:
-                if info.compress_type != zipfile.ZIP_STORED:
-                    raise _Invalid("the archive has compressed members, which fastem never writes")
-                if info.flag_bits & 0x1:
-                    raise _Invalid("the archive has encrypted members, which fastem never writes")
-                if info.compress_size != info.file_size or (
-                    info.header_offset + info.file_size > file_size
-                ):
-                    raise _Invalid(f"member {info.filename!r} claims more bytes than the file has")
-            if members[meta_name].file_size > _p._MAX_METADATA_BYTES:
-                raise _Invalid("the metadata is too large")
-            raw = _p._read_member(archive, members[meta_name], np.dtype(np.uint8), None)
-            metadata = _parse_metadata(raw)
-            expected = {f"{name}.npy" for name in [_p._METADATA, *metadata["arrays"]]}
-            if set(members) != expected or len(infos) != len(expected):
-                unexpected = sorted(set(members) - expected)
-                missing = sorted(expected - set(members))
-                raise _Invalid(
-                    "the archive's members do not match its metadata "
-                    f"(unexpected: {unexpected}, missing: {missing}, {len(infos)} members)"
-                )
-            specs = {name: _p._check_spec(name, spec) for name, spec in metadata["arrays"].items()}
-            arrays = {
-                name: _p._read_member(archive, members[f"{name}.npy"], dtype, shape)
-                for name, (dtype, shape) in specs.items()
-            }
-    except _Invalid:
-        raise
-    except (
-        zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-        RuntimeError, NotImplementedError, OverflowError,
-    ) as exc:  # fmt: skip
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise _Invalid(f"the file is truncated or corrupt ({reason})") from None
-    for name, arr in arrays.items():
-        if _p._array_digest(arr) != metadata["arrays"][name]["sha256"]:
-            raise _Invalid(f"array {name!r} fails its SHA-256 check (modified or corrupt)")
-        if not arr.dtype.isnative:
-            arrays[name] = arr.astype(arr.dtype.newbyteorder("="))
     return metadata, arrays
 
 
