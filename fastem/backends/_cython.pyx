@@ -1855,3 +1855,8 @@ def impute_missing_full(X, rows, pattern_ptr, means, precisions, resp, out):
         raise ValueError(f"out must be a C-contiguous {X.dtype} array of shape {(n, d)}")
     if m:
         _impute_full_impl(X, rows, ptr, means, precisions, resp, out)
+
+
+# The tied-covariance kernels for rows with missing values live in their own
+# file (textually included: they use this module's fused types and helpers).
+include "_cython_tied_missing.pxi"

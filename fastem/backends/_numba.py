@@ -73,12 +73,8 @@ __all__ = [
     "log_prob_diag",
     "log_prob_tied",
     "kmeans_pass",
-    "em_pass_missing_full",
-    "em_pass_missing_diag",
-    "log_prob_missing_full",
-    "log_prob_missing_diag",
     "impute_missing_full",
-]
+]  # plus the missing-data entry points of _numba_missing.ENTRY_POINTS, added below
 
 # Chunking: fixed by the problem's shape only (never by the thread count), for
 # determinism. Per-chunk partial statistics are capped at PARTIALS_BUDGET floats
@@ -843,8 +839,8 @@ em_pass_diag = _entry(em_pass_diag, 5)
 log_prob_full = _entry(log_prob_full, 4)
 log_prob_diag = _entry(log_prob_diag, 4)
 kmeans_pass = _entry(kmeans_pass, 3)
-em_pass_missing_full = _entry(_numba_missing.em_pass_missing_full, 8)
-em_pass_missing_diag = _entry(_numba_missing.em_pass_missing_diag, 7)
-log_prob_missing_full = _entry(_numba_missing.log_prob_missing_full, 7)
-log_prob_missing_diag = _entry(_numba_missing.log_prob_missing_diag, 6)
+# _numba_missing.ENTRY_POINTS: name -> number of leading (read-only) inputs
+for _name, _n_inputs in _numba_missing.ENTRY_POINTS.items():
+    globals()[_name] = _entry(getattr(_numba_missing, _name), _n_inputs)
+__all__ += list(_numba_missing.ENTRY_POINTS)
 impute_missing_full = _entry(_numba_impute.impute_missing_full, 6)

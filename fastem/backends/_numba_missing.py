@@ -789,6 +789,16 @@ def _partials(nc, k, sxx_shape):
     )
 
 
+# Entry points the numba backend re-exports: name -> number of leading inputs
+# (passed read-only so each kernel compiles once per dtype; see _numba._entry).
+ENTRY_POINTS = {
+    "em_pass_missing_full": 8,
+    "em_pass_missing_diag": 7,
+    "log_prob_missing_full": 7,
+    "log_prob_missing_diag": 6,
+}
+
+
 def em_pass_missing_full(
     X, sample_weight, rows, pattern_ptr, means, prec_chol, precisions, comp_const, nk, sx, sxx
 ):
