@@ -211,6 +211,80 @@ def test_numba_bit_identical_on_any_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+def _all_numba_outputs(kern, rng_seed=8):
+    """Every numba HMM kernel's outputs on one problem with several sequence
+    groups and row chunks (about 5000 rows)."""
+    rng = np.random.default_rng(rng_seed)
+    lengths = rng.integers(1, 150, size=70)
+    offsets = _offsets(lengths)
+    N, K, D = int(lengths.sum()), 5, 3
+    logB = rng.normal(scale=3.0, size=(N, K))
+    start, trans = _model(rng, K)
+    w = rng.uniform(0.5, 2.0, size=lengths.size)
+    out = list(_fb(kern, logB, offsets, start, trans, w).values())
+    filt, ll = np.empty((N, K)), np.empty(lengths.size)
+    kern.forward_filter(logB, offsets, start, trans, filt, ll)
+    path, lp = np.empty(N, dtype=np.int64), np.empty(lengths.size)
+    kern.viterbi(logB, offsets, np.log(start), np.log(trans), path, lp)
+    out += [filt, ll, path, lp]
+    row_w = np.repeat(w, lengths)
+    shift = rng.normal(size=(K, D))
+    for dtype in (np.float64, np.float32):
+        X = rng.normal(size=(N, D)).astype(dtype)
+        for fn, sxx in ((kern.moments_full, np.empty((K, D, D))), (kern.moments_diag, None)):
+            sxx = np.empty((K, D)) if sxx is None else sxx
+            nk, sx = np.empty(K), np.empty((K, D))
+            fn(X, out[0], row_w, shift, nk, sx, sxx)
+            out += [nk, sx, sxx]
+    comp = rng.normal(scale=5.0, size=(N, K * 2))
+    state, post = np.empty((N, K)), np.empty((N, K * 2))
+    kern.gmm_state_logprob(comp, 2, state)
+    kern.gmm_posteriors(comp, 2, state, out[0], row_w, post)
+    return out + [state, post]
+
+
+def _splitter(n_threads, calls):
+    """A stand-in for ``run_chunks`` that splits the chunks into ``n_threads``
+    contiguous ranges, as it does on that many threads, and runs them on real
+    threads (recording the ranges)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(kernel, n_iter, *args):
+        nt = min(n_threads, n_iter)
+        bounds = [t * n_iter // nt for t in range(nt + 1)]
+        calls.append(nt)
+        with ThreadPoolExecutor(max_workers=nt) as pool:
+            futures = [pool.submit(kernel, bounds[t], bounds[t + 1], *args) for t in range(nt)]
+            for f in futures:
+                f.result()
+
+    return run
+
+
+@pytest.mark.skipif("numba" not in available_hmm_backends(), reason="needs numba")
+def test_numba_kernels_bit_identical_for_1_2_3_5_threads(monkeypatch):
+    """The kernels' split of their sequence groups / row chunks over 1, 2, 3 or 5
+    threads (this machine's pool may have fewer, so the split is imposed by
+    replacing ``run_chunks``) gives the same bits."""
+    mod = get_hmm_kernels("numba").hmm
+    results = {}
+    for threads in (1, 2, 3, 5):
+        calls = []
+        monkeypatch.setattr(mod, "run_chunks", _splitter(threads, calls))
+        results[threads] = _all_numba_outputs(mod)
+        assert max(calls) == threads  # the split really happened
+    for threads in (2, 3, 5):
+        for a, b in zip(results[1], results[threads], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"{threads} threads")
+    # Negative control: groups that followed the thread count (a group per
+    # thread) would change the summation order, and the comparison sees it.
+    monkeypatch.setattr(mod, "run_chunks", _splitter(1, []))
+    monkeypatch.setattr(mod, "_seq_chunks", lambda n: 3)
+    monkeypatch.setattr(mod, "_row_chunks", lambda n, f=0: 3)
+    changed = _all_numba_outputs(mod)
+    assert any(not np.array_equal(a, b) for a, b in zip(results[1], changed, strict=True))
+
+
 @pytest.mark.skipif(not OTHER_BACKENDS, reason="only the numpy reference is available")
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 @pytest.mark.parametrize("n_mix", [1, 3])

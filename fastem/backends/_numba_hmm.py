@@ -1,12 +1,15 @@
 """Numba HMM kernels: the contract of :mod:`fastem.hmm._kernels_numpy`, compiled.
 
 Parallelism and determinism
-    Sequences are split into ``_n_chunks(S)`` contiguous groups, a number that
-    depends only on the number of sequences, never on the thread count.
-    ``prange`` runs over groups; each group accumulates its sequences in order
-    into its own slot of a partials array, and the slots are summed serially in
-    group order, so results are bit-identical on any number of threads. The
-    moment kernels do the same over fixed row chunks.
+    Sequences are split into ``_seq_chunks(S)`` contiguous groups, a number that
+    depends only on the number of sequences, never on the thread count. Each
+    kernel is a serial ``nogil`` function over a range of groups, run on
+    threads by :func:`fastem.backends._numba.run_chunks` (no ``parallel=True``:
+    Numba's parfor lowering compiled each kernel several times over, see
+    ``docs/startup.md``). Each group accumulates its sequences in order into its
+    own slot of a partials array, and the slots are summed in group order, so
+    results are bit-identical on any number of threads. The moment and GMM
+    kernels do the same over fixed row chunks.
 Memory
     A group in flight holds the shifted emissions of its longest sequence,
     (T, K), plus (T,) normalizers; the forward variables live in ``gamma``,
@@ -22,9 +25,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
+from ._numba import run_chunks
 from ._numba_exp import exp64
 
 __all__ = [
@@ -46,12 +50,19 @@ PARTIALS_BUDGET = 4 * 1024 * 1024  # float64 values of per-chunk second moments 
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 _JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
-_PJIT = dict(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 
 
-@njit(cache=True, nogil=True)
-def _n_chunks(n_items, max_chunks):
-    return min(n_items, max_chunks)
+def _seq_chunks(n_sequences):
+    """Groups of sequences: fixed by their number only (determinism)."""
+    return min(n_sequences, MAX_CHUNKS)
+
+
+def _row_chunks(n_rows, floats_per_chunk=0):
+    """Row chunks of at least ``MIN_CHUNK_ROWS`` rows (at most ``MAX_CHUNKS``),
+    fewer if their partials (``floats_per_chunk`` each) would pass
+    ``PARTIALS_BUDGET``; fixed by the shape only."""
+    c = min((n_rows + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
+    return max(1, min(c, PARTIALS_BUDGET // max(floats_per_chunk, 1)))
 
 
 @njit(cache=True, nogil=True)
@@ -171,15 +182,16 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
             gamma[row, k] *= inv
 
 
-@njit(**_PJIT)
-def _forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
+@njit(**_JIT)
+def _fb_chunks(
+    i0, i1, n_chunks, logB, offsets, startprob, transmat, transmat_t, seq_weight,
+    gamma, loglik, outer_p, start_p,
+):  # fmt: skip
+    """Forward-backward of the sequences of groups i0:i1; group ``ch`` adds its
+    ``sum_t alpha_t v_t+1^T`` and start counts into ``outer_p[ch]``, ``start_p[ch]``."""
     K = logB.shape[1]
-    transmat_t = np.ascontiguousarray(transmat.T)
     S = offsets.shape[0] - 1
-    n_chunks = _n_chunks(S, MAX_CHUNKS)
-    outer_p = np.zeros((n_chunks, K, K))
-    start_p = np.zeros((n_chunks, K))
-    for ch in prange(n_chunks):
+    for ch in range(i0, i1):
         s_lo, s_hi = _chunk_bounds(S, n_chunks, ch)
         t_max = 1
         for s in range(s_lo, s_hi):
@@ -198,25 +210,13 @@ def _forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, log
             _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer_p[ch], w)
             for k in range(K):
                 start_p[ch, k] += w * gamma[lo, k]
-    xi[:, :] = 0.0
-    start[:] = 0.0
-    for ch in range(n_chunks):
-        for i in range(K):
-            start[i] += start_p[ch, i]
-            for j in range(K):
-                xi[i, j] += outer_p[ch, i, j]
-    for i in range(K):
-        for j in range(K):
-            xi[i, j] *= transmat[i, j]
 
 
-@njit(**_PJIT)
-def _forward_filter(logB, offsets, startprob, transmat, filt, loglik):
+@njit(**_JIT)
+def _filter_chunks(i0, i1, n_chunks, logB, offsets, startprob, transmat_t, filt, loglik):
     K = logB.shape[1]
-    transmat_t = np.ascontiguousarray(transmat.T)
     S = offsets.shape[0] - 1
-    n_chunks = _n_chunks(S, MAX_CHUNKS)
-    for ch in prange(n_chunks):
+    for ch in range(i0, i1):
         s_lo, s_hi = _chunk_bounds(S, n_chunks, ch)
         t_max = 1
         for s in range(s_lo, s_hi):
@@ -230,41 +230,46 @@ def _forward_filter(logB, offsets, startprob, transmat, filt, loglik):
                 filt[lo:hi, :] = 0.0
 
 
-@njit(**_PJIT)
-def _viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
+@njit(**_JIT)
+def _viterbi_chunks(i0, i1, n_chunks, logB, offsets, log_startprob, log_transmat, path, logprob):
     K = logB.shape[1]
     S = offsets.shape[0] - 1
-    for s in prange(S):
-        lo, hi = offsets[s], offsets[s + 1]
-        T = hi - lo
-        back = np.empty((T, K), dtype=np.int64)
-        delta = np.empty(K)
-        new = np.empty(K)
-        for k in range(K):
-            delta[k] = log_startprob[k] + logB[lo, k]
-        for t in range(1, T):
-            for j in range(K):
-                best = -np.inf
-                arg = 0
-                for i in range(K):
-                    v = delta[i] + log_transmat[i, j]
-                    if v > best:  # strict: the first maximum wins, as np.argmax
-                        best = v
-                        arg = i
-                new[j] = best + logB[lo + t, j]
-                back[t, j] = arg
-            for j in range(K):
-                delta[j] = new[j]
-        state = 0
-        best = -np.inf
-        for k in range(K):
-            if delta[k] > best:
-                best = delta[k]
-                state = k
-        logprob[s] = delta[state]
-        for t in range(T - 1, -1, -1):
-            path[lo + t] = state
-            state = back[t, state]
+    delta = np.empty(K)
+    new = np.empty(K)
+    for ch in range(i0, i1):
+        s_lo, s_hi = _chunk_bounds(S, n_chunks, ch)
+        t_max = 1
+        for s in range(s_lo, s_hi):
+            t_max = max(t_max, offsets[s + 1] - offsets[s])
+        back = np.empty((t_max, K), dtype=np.int64)
+        for s in range(s_lo, s_hi):
+            lo, hi = offsets[s], offsets[s + 1]
+            T = hi - lo
+            for k in range(K):
+                delta[k] = log_startprob[k] + logB[lo, k]
+            for t in range(1, T):
+                for j in range(K):
+                    best = -np.inf
+                    arg = 0
+                    for i in range(K):
+                        v = delta[i] + log_transmat[i, j]
+                        if v > best:  # strict: the first maximum wins, as np.argmax
+                            best = v
+                            arg = i
+                    new[j] = best + logB[lo + t, j]
+                    back[t, j] = arg
+                for j in range(K):
+                    delta[j] = new[j]
+            state = 0
+            best = -np.inf
+            for k in range(K):
+                if delta[k] > best:
+                    best = delta[k]
+                    state = k
+            logprob[s] = delta[state]
+            for t in range(T - 1, -1, -1):
+                path[lo + t] = state
+                state = back[t, state]
 
 
 @njit(**_JIT)
@@ -317,39 +322,22 @@ def _moments_block(X, gamma, row_weight, shift, lo, nb, xt, gt, diff, gd, nk, sx
                     sxx[k, i, j] += acc
 
 
-@njit(**_PJIT)
-def _moments(X, gamma, row_weight, shift, nk, sx, full):
+@njit(**_JIT)
+def _moments_chunks(i0, i1, n_chunks, X, gamma, row_weight, shift, nk_p, sx_p, sxx_p, full):
     N, D = X.shape
     K = gamma.shape[1]
-    per_chunk = K * D * D if full else K * D
-    n_chunks = _n_chunks((N + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
-    n_chunks = max(1, min(n_chunks, PARTIALS_BUDGET // max(per_chunk, 1)))
-    nk_p = np.zeros((n_chunks, K))
-    sx_p = np.zeros((n_chunks, K, D))
-    if full:
-        sxx_p = np.zeros((n_chunks, K, D, D))
-    else:
-        sxx_p = np.zeros((n_chunks, K, 1, D))
-    for ch in prange(n_chunks):
+    xt = np.empty((D, BLOCK))
+    gt = np.empty((K, BLOCK))
+    diff = np.empty((D, BLOCK))
+    gd = np.empty((D, BLOCK))
+    for ch in range(i0, i1):
         lo, hi = _chunk_bounds(N, n_chunks, ch)
-        xt = np.empty((D, BLOCK))
-        gt = np.empty((K, BLOCK))
-        diff = np.empty((D, BLOCK))
-        gd = np.empty((D, BLOCK))
         for start in range(lo, hi, BLOCK):
             nb = min(BLOCK, hi - start)
             _moments_block(
                 X, gamma, row_weight, shift, start, nb, xt, gt, diff, gd,
                 nk_p[ch], sx_p[ch], sxx_p[ch], full,
             )  # fmt: skip
-    nk[:] = 0.0
-    sx[:, :] = 0.0
-    for ch in range(n_chunks):
-        for k in range(K):
-            nk[k] += nk_p[ch, k]
-            for j in range(D):
-                sx[k, j] += sx_p[ch, k, j]
-    return sxx_p
 
 
 #: A state's share of its row below this is recomputed with the state's own maximum,
@@ -357,8 +345,8 @@ def _moments(X, gamma, row_weight, shift, nk, sx, full):
 _LOW_SHARE = 1e-280
 
 
-@njit(**_PJIT)
-def _gmm_state_logprob(comp, n_mix, out):
+@njit(**_JIT)
+def _gmm_state_chunks(i0, i1, n_chunks, comp, n_mix, out):
     """``out[t, k] = logsumexp_m comp[t, k*M + m]``, shifted by the row's maximum
     over all K*M components: one unit-stride loop of exponentials per row
     (vectorizes), then group sums. A state whose sum falls below ``_LOW_SHARE``
@@ -366,10 +354,9 @@ def _gmm_state_logprob(comp, n_mix, out):
     result equals the per-state shift's to rounding."""
     N, K = out.shape
     C = comp.shape[1]
-    n_chunks = _n_chunks((N + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
-    for ch in prange(n_chunks):
+    e = np.empty(C)
+    for ch in range(i0, i1):
         lo, hi = _chunk_bounds(N, n_chunks, ch)
-        e = np.empty(C)
         for t in range(lo, hi):
             m = -np.inf
             for c in range(C):
@@ -399,18 +386,17 @@ def _gmm_state_logprob(comp, n_mix, out):
                 out[t, k] = mk + math.log(s)
 
 
-@njit(**_PJIT)
-def _gmm_posteriors(comp, n_mix, state, gamma, row_weight, out):
+@njit(**_JIT)
+def _gmm_post_chunks(i0, i1, n_chunks, comp, n_mix, state, gamma, row_weight, out):
     """``out[t, c] = w_t gamma_tk exp(comp[t, c] - state[t, k])`` for the K*M
     components c of state k, as one unit-stride loop per row (the state's shift
     and weight spread over its components first); an impossible state gets 0."""
     N, K = state.shape
     C = comp.shape[1]
-    n_chunks = _n_chunks((N + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
-    for ch in prange(n_chunks):
+    st = np.empty(C)
+    gg = np.empty(C)
+    for ch in range(i0, i1):
         lo, hi = _chunk_bounds(N, n_chunks, ch)
-        st = np.empty(C)
-        gg = np.empty(C)
         for t in range(lo, hi):
             w = row_weight[t]
             for k in range(K):
@@ -423,18 +409,6 @@ def _gmm_posteriors(comp, n_mix, state, gamma, row_weight, out):
                     gg[k * n_mix + j] = g
             for c in range(C):
                 out[t, c] = gg[c] * exp64(comp[t, c] - st[c])
-
-
-def _reduce_sxx(sxx_p, sxx, full):
-    """Sum the per-chunk second moments in chunk order (upper triangle mirrored)."""
-    total = sxx_p[0].copy()
-    for ch in range(1, sxx_p.shape[0]):
-        total += sxx_p[ch]
-    if full:
-        upper = np.triu(total)
-        sxx[:] = upper + np.swapaxes(np.triu(total, 1), 1, 2)
-    else:
-        sxx[:] = total[:, 0, :]
 
 
 # ------------------------------------------------------------------ entry points
@@ -450,39 +424,77 @@ def _ro(a):
 
 def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    _forward_backward(
-        _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat), _ro(seq_weight),
-        gamma, loglik, xi, start,
+    K = logB.shape[1]
+    nc = _seq_chunks(offsets.shape[0] - 1)
+    outer_p = np.zeros((nc, K, K))
+    start_p = np.zeros((nc, K))
+    transmat_t = _ro(np.ascontiguousarray(transmat.T))
+    run_chunks(
+        _fb_chunks, nc, nc, _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat),
+        transmat_t, _ro(seq_weight), gamma, loglik, outer_p, start_p,
     )  # fmt: skip
+    np.multiply(transmat, outer_p.sum(axis=0), out=xi)  # groups summed in order
+    start[:] = start_p.sum(axis=0)
 
 
 def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    _forward_filter(_ro(logB), _ro(offsets), _ro(startprob), _ro(transmat), filt, loglik)
+    nc = _seq_chunks(offsets.shape[0] - 1)
+    transmat_t = _ro(np.ascontiguousarray(transmat.T))
+    run_chunks(
+        _filter_chunks, nc, nc, _ro(logB), _ro(offsets), _ro(startprob), transmat_t,
+        filt, loglik,
+    )  # fmt: skip
 
 
 def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    _viterbi(_ro(logB), _ro(offsets), _ro(log_startprob), _ro(log_transmat), path, logprob)
+    nc = _seq_chunks(offsets.shape[0] - 1)
+    run_chunks(
+        _viterbi_chunks, nc, nc, _ro(logB), _ro(offsets), _ro(log_startprob),
+        _ro(log_transmat), path, logprob,
+    )  # fmt: skip
+
+
+def _moments(X, gamma, row_weight, shift, nk, sx, sxx, full):
+    N, D = X.shape
+    K = gamma.shape[1]
+    nc = _row_chunks(N, K * D * D if full else K * D)
+    nk_p = np.zeros((nc, K))
+    sx_p = np.zeros((nc, K, D))
+    sxx_p = np.zeros((nc, K, D, D) if full else (nc, K, 1, D))
+    run_chunks(
+        _moments_chunks, nc, nc, _ro(X), _ro(gamma), _ro(row_weight), _ro(shift),
+        nk_p, sx_p, sxx_p, full,
+    )  # fmt: skip
+    nk[:] = nk_p.sum(axis=0)  # chunks summed in order
+    sx[:] = sx_p.sum(axis=0)
+    total = sxx_p.sum(axis=0)
+    if full:  # the kernel fills the upper triangle: mirror it
+        sxx[:] = np.triu(total) + np.swapaxes(np.triu(total, 1), 1, 2)
+    else:
+        sxx[:] = total[:, 0, :]
 
 
 def moments_diag(X, gamma, row_weight, shift, nk, sx, sxx):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, False)
-    _reduce_sxx(part, sxx, False)
+    _moments(X, gamma, row_weight, shift, nk, sx, sxx, False)
 
 
 def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    part = _moments(_ro(X), _ro(gamma), _ro(row_weight), _ro(shift), nk, sx, True)
-    _reduce_sxx(part, sxx, True)
+    _moments(X, gamma, row_weight, shift, nk, sx, sxx, True)
 
 
 def gmm_state_logprob(comp, n_mix, out):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    _gmm_state_logprob(_ro(comp), n_mix, out)
+    nc = _row_chunks(comp.shape[0])
+    run_chunks(_gmm_state_chunks, nc, nc, _ro(comp), n_mix, out)
 
 
 def gmm_posteriors(comp, n_mix, state, gamma, row_weight, out):
     """See :mod:`fastem.hmm._kernels_numpy`."""
-    _gmm_posteriors(_ro(comp), n_mix, _ro(state), _ro(gamma), _ro(row_weight), out)
+    nc = _row_chunks(comp.shape[0])
+    run_chunks(
+        _gmm_post_chunks, nc, nc, _ro(comp), n_mix, _ro(state), _ro(gamma), _ro(row_weight), out
+    )
