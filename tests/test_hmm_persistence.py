@@ -224,6 +224,41 @@ def test_missing_attribute_is_rejected(saved):
     assert "missing fitted attributes" in _load_error(saved)
 
 
+def test_converged_flag_round_trips(tmp_path):
+    """The monitor's verdict is saved: here the driver says "not converged"
+    (4 passes, a relative tolerance of 1e-14), where hmmlearn's rule on the
+    history alone would say converged (``iter == n_iter``)."""
+    X = _gaussian_data()
+    kw = dict(n_iter=4, tol=1e-14, acceleration="squarem", stopping="relative")
+    model = GaussianHMM(3, random_state=0, **kw).fit(X, LENGTHS)
+    assert model.monitor_.converged is False
+    path = tmp_path / "m.npz"
+    model.save(path)
+    assert load(path).monitor_.converged is False
+    plain = GaussianHMM(3, random_state=0, n_iter=50).fit(X, LENGTHS)
+    assert plain.monitor_.converged is True
+    plain.save(path)
+    assert load(path).monitor_.converged is True
+
+    # Negative control: a file without the flag (as written before it was
+    # stored) still loads, and then gets the rule's verdict, which is wrong here.
+    model.save(path)
+
+    def edit(metadata, members):
+        del metadata["attributes"]["monitor_converged_"]
+
+    _rewrite_metadata(path, edit)
+    assert load(path).monitor_.converged is True
+
+
+def test_converged_flag_must_be_a_bool(saved):
+    def edit(metadata, members):
+        metadata["attributes"]["monitor_converged_"] = {"type": "int", "value": 1}
+
+    _rewrite_metadata(saved, edit)
+    assert "monitor_converged_" in _load_error(saved)
+
+
 def test_bad_shapes_and_values_are_rejected(tmp_path):
     X = _gaussian_data()
     model = GaussianHMM(2, n_iter=2, random_state=0).fit(X, LENGTHS)

@@ -15,8 +15,11 @@ Fitted attributes stored: ``startprob_``, ``transmat_``, the emission
 parameters (``means_``, ``covars_`` in the class's internal layout,
 ``weights_``, ``emissionprob_``, ``lambdas_``), ``n_features`` (a fitted
 attribute except for ``CategoricalHMM``, where it is a parameter) and the
-convergence monitor (``monitor_history_``, ``monitor_iter_``), from which
-``monitor_`` is rebuilt.
+convergence monitor (``monitor_history_``, ``monitor_iter_`` and
+``monitor_converged_``, its verdict, which an accelerated fit or a fastem
+stopping rule decides and the history alone cannot reproduce), from which
+``monitor_`` is rebuilt. A file written before ``monitor_converged_`` was
+stored loads with the verdict of hmmlearn's rule on the history.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ _EMISSION_ATTRIBUTES: dict[str, dict[str, str]] = {
     "PoissonHMM": {"lambdas_": "lambdas_"},
 }
 _COMMON_ATTRIBUTES = ("startprob_", "transmat_", "monitor_history_", "monitor_iter_")
+# Stored since the monitor's verdict was saved; optional when reading older files.
+_OPTIONAL_ATTRIBUTES = ("monitor_converged_",)
 
 
 def _attribute_map(estimator: str) -> dict[str, str]:
@@ -130,6 +135,7 @@ def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
     history = [] if monitor is None else [float(v) for v in monitor.history]
     values["monitor_history_"] = np.asarray(history, dtype=np.float64)
     values["monitor_iter_"] = 0 if monitor is None else int(monitor.iter)
+    values["monitor_converged_"] = False if monitor is None else bool(monitor.converged)
     if "n_features" in values:
         values["n_features"] = int(values["n_features"])
     attributes = {
@@ -297,7 +303,7 @@ def build_hmm(metadata: dict, arrays: dict[str, np.ndarray]) -> BaseHMM:
         if "array" in desc:
             referenced.add(desc["array"])
     names = _attribute_map(estimator)
-    known = {*names, *_COMMON_ATTRIBUTES}
+    known = {*names, *_COMMON_ATTRIBUTES, *_OPTIONAL_ATTRIBUTES}
     attributes = {}
     for name, desc in metadata["attributes"].items():
         if name not in known:
@@ -305,7 +311,7 @@ def build_hmm(metadata: dict, arrays: dict[str, np.ndarray]) -> BaseHMM:
         attributes[name] = _p._decode(desc, f"attr.{name}", arrays)
         if "array" in desc:
             referenced.add(desc["array"])
-    missing = sorted(known - set(attributes))
+    missing = sorted(known - set(_OPTIONAL_ATTRIBUTES) - set(attributes))
     if missing:
         raise _Invalid(f"missing fitted attributes {missing}")
     if referenced != set(arrays):
@@ -324,6 +330,11 @@ def build_hmm(metadata: dict, arrays: dict[str, np.ndarray]) -> BaseHMM:
     monitor = ConvergenceMonitor(model.tol, model.n_iter, model.verbose)
     monitor.history.extend(float(v) for v in history)
     monitor.iter = n_iter
+    if "monitor_converged_" in attributes:
+        converged = attributes["monitor_converged_"]
+        if type(converged) is not bool:
+            raise _Invalid(f"monitor_converged_ must be true or false, got {converged!r}")
+        monitor._converged = converged
     model.monitor_ = monitor
     if estimator == "CategoricalHMM":
         if model.n_features is None:
