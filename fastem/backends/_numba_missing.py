@@ -70,6 +70,8 @@ __all__ = [
     "em_pass_missing_diag",
     "log_prob_missing_full",
     "log_prob_missing_diag",
+    "em_pass_missing_tied",
+    "log_prob_missing_tied",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -756,6 +758,327 @@ def _chunks_missing_diag(
             ll_p[c] = ll
 
 
+# ------------------------------------------------------------------ tied
+# One precision L = U U^T shared by every component: one factorization of
+# L[m, m] per pattern, one projection per row, one pooled scatter; see
+# fastem.backends._tied for the algebra.
+
+
+@njit(**_JIT)
+def _tied_conditionals(L, h, miss, nm, obs, no, R, ri, rinv, lmo, delta, corr, cmat):
+    """A pattern's conditionals under the shared precision ``L`` (float64).
+
+    ``R`` (lower, first ``nm`` rows/columns) receives the Cholesky factor of
+    ``L[m, m]`` and ``ri`` its inverse pivots, ``lmo`` the block ``L[m, o]``,
+    ``delta[k, :nm]`` ``C h_k[m]``, ``corr[k]`` ``||R^-1 h_k[m]||^2`` and
+    ``cmat`` ``C = inv(L[m, m])``; ``rinv`` is scratch. Returns the log-density
+    shift ``nm/2 log 2pi - 1/2 log det L[m, m]`` (NaN unless ``L[m, m]`` is
+    positive definite).
+    """
+    k = h.shape[0]
+    if nm == 0:
+        for kk in range(k):
+            corr[kk] = 0.0
+        return 0.0
+    det = 1.0
+    for i in range(nm):
+        mi = miss[i]
+        for j in range(i + 1):
+            s = L[mi, miss[j]]
+            for t in range(j):
+                s -= R[i, t] * R[j, t]
+            if i == j:
+                r = math.sqrt(s)  # NaN unless L[m, m] is positive definite
+                R[i, i] = r
+                ri[i] = 1.0 / r
+                det *= r
+            else:
+                R[i, j] = s * ri[j]
+        for t in range(no):
+            lmo[i, t] = L[mi, obs[t]]
+    if 1e-300 < det < math.inf:  # one log, from the pivots' logs only on over/underflow
+        half_logdet = math.log(det)
+    else:
+        half_logdet = 0.0
+        for i in range(nm):
+            half_logdet += math.log(R[i, i])
+    for kk in range(k):
+        c = 0.0
+        for i in range(nm):  # R w = h[m]
+            s = h[kk, miss[i]]
+            for j in range(i):
+                s -= R[i, j] * delta[kk, j]
+            s *= ri[i]
+            delta[kk, i] = s
+            c += s * s
+        corr[kk] = c
+        for i in range(nm - 1, -1, -1):  # R^T delta = w
+            s = delta[kk, i]
+            for j in range(i + 1, nm):
+                s -= R[j, i] * delta[kk, j]
+            delta[kk, i] = s * ri[i]
+    # C = R^-T R^-1, from the inverse of R column by column
+    for j in range(nm):
+        rinv[j, j] = ri[j]
+        for i in range(j + 1, nm):
+            s = 0.0
+            for t in range(j, i):
+                s -= R[i, t] * rinv[t, j]
+            rinv[i, j] = s * ri[i]
+    for i in range(nm):
+        for j in range(i, nm):
+            s = 0.0
+            for t in range(j, nm):
+                s += rinv[t, i] * rinv[t, j]
+            cmat[i, j] = s
+            cmat[j, i] = s
+    return 0.5 * nm * _LOG_2PI - half_logdet
+
+
+@njit(**_JIT)
+def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, obs, no,
+                 lmo, R, ri, v):  # fmt: skip
+    """Rows ``rows[start:start + cnt]`` as ``u`` into columns ``b0..`` of ``xt``
+    (float64, transposed): ``x[o] - c[o]`` and the conditional mean at the centre
+    ``u[m] = -inv(L[m, m]) L[m, o] u[o]`` (two triangular solves with ``R``)."""
+    d = X.shape[1]
+    m = rows.shape[0]
+    line = max(64 // X.itemsize, 1)
+    for b in range(cnt):
+        ahead = start + b + _PREFETCH_AHEAD
+        if ahead < m:
+            r = rows[ahead]
+            for j in range(0, d, line):
+                _prefetch(X, r, j)
+            _prefetch(X, r, d - 1)
+        i = rows[start + b]
+        col = b0 + b
+        for t in range(no):
+            j = obs[t]
+            xt[j, col] = np.float64(X[i, j]) - centre[j]
+        if w.shape[0]:
+            wb[col] = w[i]
+        rb[col] = i
+        if nm == 0:
+            continue
+        for a in range(nm):  # R v = -L[m, o] u[o]
+            s = 0.0
+            for t in range(no):
+                s -= lmo[a, t] * xt[obs[t], col]
+            for j in range(a):
+                s -= R[a, j] * v[j]
+            v[a] = s * ri[a]
+        for a in range(nm - 1, -1, -1):  # R^T u[m] = v
+            s = v[a]
+            for j in range(a + 1, nm):
+                s -= R[j, a] * v[j]
+            v[a] = s * ri[a]
+            xt[miss[a], col] = v[a]
+
+
+@njit(**_JIT)
+def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr, pool,
+                U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, gsx, sv,
+                nk, t, g, ht, out, fit):  # fmt: skip
+    """E-step (and, with ``fit``, statistics) of the ``ncol`` rows ``u`` in
+    ``xt``, made of entries ``q`` (columns ``e_lo[q]:e_lo[q + 1]`` of one
+    pattern, whose ``delta`` (k, nm) and ``C`` (nm, nm) start at ``e_off[q]``
+    in ``pool``); returns the block's loglik."""
+    d = xt.shape[0]
+    k = projected.shape[0]
+    _tri_project(xt, U, ncol, z)
+    for kk in range(k):
+        for q in range(nent):
+            cq = comp_const[kk] + e_shift[q] + 0.5 * e_corr[q, kk]
+            for b in range(e_lo[q], e_lo[q + 1]):
+                logp[kk, b] = cq
+        for b in range(ncol):
+            maha[b] = 0.0
+        for j in range(d):
+            mj = projected[kk, j]
+            for b in range(ncol):
+                v = z[j, b] - mj
+                maha[b] += v * v
+        for b in range(ncol):
+            logp[kk, b] -= 0.5 * maha[b]
+    if not fit:
+        for b in range(ncol):
+            i = rb[b]
+            for kk in range(k):
+                out[i, kk] = logp[kk, b]
+        return 0.0
+    ll = _responsibilities(logp, wb, 0, ncol, mx, s)
+    for b in range(ncol):
+        rsum[b] = 0.0
+    for kk in range(k):
+        a = 0.0
+        for b in range(ncol):
+            a += logp[kk, b]
+            rsum[b] += logp[kk, b]
+        nk[kk] += a
+        if a == 0.0:
+            continue
+        for j in range(d):
+            a = 0.0
+            for b in range(ncol):
+                a += logp[kk, b] * xt[j, b]
+            t[kk, j] += a
+    _accum_full(xt, rsum, ncol, rd, gsx, g)
+    for q in range(nent):
+        nm = e_nm[q]
+        if nm == 0:
+            continue
+        b0 = e_lo[q]
+        b1 = e_lo[q + 1]
+        off = e_off[q]
+        miss = e_miss[q]
+        tot = 0.0
+        for kk in range(k):
+            r = 0.0
+            for b in range(b0, b1):
+                r += logp[kk, b]
+            sv[kk] = r
+            tot += r
+        if tot == 0.0:
+            continue
+        for kk in range(k):  # D: the responsibility-weighted delta
+            r = sv[kk]
+            for i in range(nm):
+                t[kk, miss[i]] += r * pool[off + kk * nm + i]
+        c0 = off + k * nm
+        for i in range(nm):  # (m, m): sum_k R_k delta delta^T + W C (upper; miss increasing)
+            for j in range(i, nm):
+                a = tot * pool[c0 + i * nm + j]
+                for kk in range(k):
+                    a += sv[kk] * pool[off + kk * nm + i] * pool[off + kk * nm + j]
+                g[miss[i], miss[j]] += a
+        for b in range(b0, b1):  # H^T[m] += (sum_k r_k delta_k) u^T, row by row
+            for i in range(nm):
+                si = 0.0
+                for kk in range(k):
+                    si += logp[kk, b] * pool[off + kk * nm + i]
+                if si == 0.0:
+                    continue
+                row = ht[miss[i]]
+                for a2 in range(d):
+                    row[a2] += si * xt[a2, b]
+    return ll
+
+
+@njit(**_JIT)
+def _chunks_missing_tied(
+    i0, i1, nc, X, w, rows, ptr, centre, projected, h, U, L, comp_const,
+    ll_p, nk_p, t_p, g_p, ht_p, out, fit,
+):  # fmt: skip
+    """Chunks ``_spread(i0:i1)`` of ``nc`` under the shared precision: with
+    ``fit`` chunk ``c`` adds ``nk``, ``t + D``, the upper triangle of ``G``
+    plus the ``(m, m)`` terms and ``H^T`` to its partials and its loglik to
+    ``ll_p[c]``, else the log-densities go to ``out``.
+
+    Each pattern segment's conditionals are computed once; its rows join the
+    current block of ``B`` rows (shared with other segments, so patterns of
+    one row still run full-width loops), a segment cut by a block boundary
+    continuing as a new entry of the next block.
+    """
+    d = X.shape[1]
+    k = projected.shape[0]
+    B = _block_rows(d)
+    cap = k * d + d * d + B * (4 * k + 16)  # pool: entries' delta and C
+    miss = np.empty(d, dtype=np.int64)
+    obs = np.empty(d, dtype=np.int64)
+    R = np.empty((d, d))
+    ri = np.empty(d)
+    rinv = np.empty((d, d))
+    lmo = np.empty((d, d))
+    delta = np.empty((k, d))
+    corr = np.empty(k)
+    cmat = np.empty((d, d))
+    v = np.empty(d)
+    e_lo = np.zeros(B + 1, dtype=np.int64)
+    e_nm = np.empty(B, dtype=np.int64)
+    e_miss = np.empty((B, d), dtype=np.int64)
+    e_off = np.empty(B, dtype=np.int64)
+    e_shift = np.empty(B)
+    e_corr = np.empty((B, k))
+    pool = np.empty(cap)
+    xt = np.empty((d, B))
+    wb = np.empty(B)
+    rb = np.empty(B, dtype=np.int64)
+    z = np.empty((d, B))
+    logp = np.empty((k, B))
+    maha = np.empty(B)
+    rd = np.empty(B)
+    rsum = np.empty(B)
+    mx = np.empty(B)
+    s = np.empty(B)
+    gsx = np.zeros(d)  # sum_i w_i u_i from _accum_full: not needed
+    sv = np.empty(k)
+    m = rows.shape[0]
+    n_pat = ptr.shape[0] - 1
+    for it in range(i0, i1):
+        c = _spread(it, nc)
+        lo = c * m // nc
+        hi = (c + 1) * m // nc
+        nk = nk_p[c]
+        t = t_p[c]
+        g = g_p[c]
+        ht = ht_p[c]
+        ncol = 0
+        nent = 0
+        used = 0
+        ll = 0.0
+        p = _segment_start(ptr, lo)
+        while p < n_pat and ptr[p] < hi:
+            a = max(ptr[p], lo)
+            e = min(ptr[p + 1], hi)
+            p += 1
+            if e <= a:
+                continue
+            nm, no = _pattern(X, rows[ptr[p - 1]], miss, obs)
+            shift = _tied_conditionals(L, h, miss, nm, obs, no, R, ri, rinv, lmo, delta,
+                                       corr, cmat)  # fmt: skip
+            size = k * nm + nm * nm
+            while a < e:
+                if ncol == B or used + size > cap:
+                    ll += _tied_block(
+                        xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr,
+                        pool, U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, gsx,
+                        sv, nk, t, g, ht, out, fit,
+                    )  # fmt: skip
+                    ncol = 0
+                    nent = 0
+                    used = 0
+                e_nm[nent] = nm
+                for i in range(nm):
+                    e_miss[nent, i] = miss[i]
+                e_off[nent] = used
+                e_shift[nent] = shift
+                for kk in range(k):
+                    e_corr[nent, kk] = corr[kk]
+                    for i in range(nm):
+                        pool[used + kk * nm + i] = delta[kk, i]
+                c0 = used + k * nm
+                for i in range(nm):
+                    for j in range(nm):
+                        pool[c0 + i * nm + j] = cmat[i, j]
+                used += size
+                cnt = min(B - ncol, e - a)
+                _gather_tied(X, w, rows, a, cnt, xt, wb, rb, ncol, centre, miss, nm, obs, no,
+                             lmo, R, ri, v)  # fmt: skip
+                ncol += cnt
+                a += cnt
+                nent += 1
+                e_lo[nent] = ncol
+        if ncol:
+            ll += _tied_block(
+                xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr,
+                pool, U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, gsx,
+                sv, nk, t, g, ht, out, fit,
+            )  # fmt: skip
+        if fit:
+            ll_p[c] = ll
+
+
 # ------------------------------------------------------------------ kernels
 
 
@@ -796,6 +1119,8 @@ ENTRY_POINTS = {
     "em_pass_missing_diag": 7,
     "log_prob_missing_full": 7,
     "log_prob_missing_diag": 6,
+    "em_pass_missing_tied": 7,
+    "log_prob_missing_tied": 6,
 }
 
 
@@ -867,9 +1192,51 @@ def log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, ou
     )  # fmt: skip
 
 
+def em_pass_missing_tied(X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const, nk,
+                         sx, sxx):  # fmt: skip
+    """EM pass over the listed rows with NaN under one shared factor ``prec_chol``
+    (d, d); ``sxx`` (d, d) receives the pooled second moments.
+
+    See the kernel contract in :mod:`fastem.backends._numpy`.
+
+    Returns
+    -------
+    loglik : float
+    """
+    m = rows.shape[0]
+    k, d = means.shape
+    centre, e, projected, h, U, L = _tied.missing_setup(means, prec_chol)
+    nc = _n_chunks(m, k * (d + 1) + 2 * d * d)
+    ll_p = np.zeros(nc)
+    nk_p = np.zeros((nc, k))
+    t_p = np.zeros((nc, k, d))
+    g_p = np.zeros((nc, d, d))
+    ht_p = np.zeros((nc, d, d))
+    run_chunks(
+        _chunks_missing_tied, nc, nc, X, sample_weight, rows, pattern_ptr, centre, projected,
+        h, U, L, comp_const, ll_p, nk_p, t_p, g_p, ht_p, np.empty((0, k)), True,
+    )  # fmt: skip
+    nk[...] = nk_p.sum(axis=0)
+    _tied.missing_finish(e, nk, t_p.sum(axis=0), g_p.sum(axis=0), ht_p.sum(axis=0), sx, sxx)
+    return _sum_chunks(ll_p)
+
+
+def log_prob_missing_tied(X, rows, pattern_ptr, means, prec_chol, comp_const, out):
+    """Marginal log-densities ``out[rows[j], k]`` under one shared factor."""
+    k = means.shape[0]
+    centre, _, projected, h, U, L = _tied.missing_setup(means, prec_chol)
+    nc = _n_chunks(rows.shape[0], 0)
+    run_chunks(
+        _chunks_missing_tied, nc, nc, X, _NO_W, rows, pattern_ptr, centre, projected, h, U, L,
+        comp_const, np.zeros(nc), np.zeros((nc, k)), np.zeros((nc, 0, 0)),
+        np.zeros((nc, 0, 0)), np.zeros((nc, 0, 0)), out, False,
+    )  # fmt: skip
+
+
 # Shared helpers of the complete-data kernels. Imported last: numba resolves
 # globals at first call, and importing here lets either module be imported
 # first (_numba re-exports these kernels at its end).
+from . import _tied  # noqa: E402
 from ._numba import (  # noqa: E402
     _NO_W,
     _accum_full,
@@ -879,5 +1246,6 @@ from ._numba import (  # noqa: E402
     _responsibilities,
     _sum_chunks,
     _tri_maha,
+    _tri_project,
     run_chunks,
 )

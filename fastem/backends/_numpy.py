@@ -72,6 +72,14 @@ em_pass_missing_diag(X, sample_weight, rows, pattern_ptr, means, prec_chol, comp
 log_prob_missing_full(X, rows, pattern_ptr, means, prec_chol, precisions, comp_const, out)
 log_prob_missing_diag(X, rows, pattern_ptr, means, prec_chol, comp_const, out)
     Row ``rows[j]`` of ``out`` (n, k) receives the marginal log-densities.
+em_pass_missing_tied(X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const,
+                     nk, sx, sxx) -> loglik
+log_prob_missing_tied(X, rows, pattern_ptr, means, prec_chol, comp_const, out)
+    The full-precision kernels with one factor ``prec_chol`` (d, d) shared by
+    every component (no ``precisions``: ``L = U U^T`` is the same for all);
+    ``sxx`` (d, d) receives the pooled ``sum_k sxx[k]``, all the tied M-step
+    needs. Under a shared precision ``C`` and ``B`` are the same for every
+    component, so a compiled pass needs one factorization per pattern, not k.
 impute_missing_full(X, rows, pattern_ptr, means, precisions, resp, out) -> None
     Imputation under full precisions: for each listed row with missing
     coordinates ``m``, ``out[row, m] = sum_k resp[row, k] (means[k, m] + B_k y_k[o])``,
@@ -308,6 +316,31 @@ def em_pass_missing_diag(
     return _em_pass_missing(
         X, sample_weight, rows, pattern_ptr, means, prec_chol, None, comp_const,
         nk, sx, sxx, False,
+    )  # fmt: skip
+
+
+def em_pass_missing_tied(
+    X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const, nk, sx, sxx
+):
+    k, d = means.shape
+    shared = np.broadcast_to(prec_chol, (k, d, d))
+    pc64 = np.asarray(prec_chol, dtype=np.float64)
+    precisions = np.broadcast_to(pc64 @ pc64.T, (k, d, d))
+    per_component = np.zeros((k, d, d))
+    loglik = em_pass_missing_full(
+        X, sample_weight, rows, pattern_ptr, means, shared, precisions, comp_const,
+        nk, sx, per_component,
+    )  # fmt: skip
+    sxx[...] = per_component.sum(axis=0)
+    return loglik
+
+
+def log_prob_missing_tied(X, rows, pattern_ptr, means, prec_chol, comp_const, out):
+    k, d = means.shape
+    pc64 = np.asarray(prec_chol, dtype=np.float64)
+    log_prob_missing_full(
+        X, rows, pattern_ptr, means, np.broadcast_to(prec_chol, (k, d, d)),
+        np.broadcast_to(pc64 @ pc64.T, (k, d, d)), comp_const, out,
     )  # fmt: skip
 
 

@@ -45,3 +45,60 @@ def finish(e: np.ndarray, nk: np.ndarray, t: np.ndarray, g: np.ndarray, sx, sxx)
     cross = t.T @ e
     pooled = g - cross - cross.T + (e.T * nk) @ e
     sxx[...] = np.triu(pooled) + np.triu(pooled, 1).T  # exactly symmetric, from g's triangle
+
+
+# ------------------------------------------------------------------ missing values
+#
+# Rows with NaN under the shared precision ``L = U U^T``. For a pattern with
+# missing coordinates ``m`` and observed ``o``, ``C = inv(L[m, m])`` and
+# ``B = -C L[m, o]`` are the same for every component, so a pass factors
+# ``L[m, m] = R R^T`` once per pattern (not k times). Per row, ``u`` is the row
+# about ``c`` completed by its conditional mean *at the centre*:
+# ``u[o] = x[o] - c[o]``, ``u[m] = B u[o]`` (two triangular solves with ``R``),
+# and ``z = u U`` is its one projection. Component ``k``'s deviation is then
+#
+#     y_k = u - e_k + E_m delta_k,   delta_k = e_k[m] - B e_k[o] = C h_k[m],
+#
+# with ``h_k = L e_k`` (once per pass) and ``E_m`` the embedding of the missing
+# coordinates; ``delta_k`` depends on the pattern only (two solves per
+# component and pattern). Since ``(u - e_k)`` minimizes nothing in particular,
+# the Mahalanobis distance of ``x[o]`` under the marginal of ``o`` is
+#
+#     ||z - m_k||^2 - ||R^-1 h_k[m]||^2
+#
+# (``v^T L v = v_o^T S v_o + (v_m - B v_o)^T L[m, m] (v_m - B v_o)`` with ``S``
+# the Schur complement and ``v = u - e_k``): the complete-data tied E-step plus
+# a per-pattern correction. The statistics follow from ``y_k``:
+#
+# * ``sx_k = t_k + D_k - nk_k e_k`` with ``t_k = sum_i r_ik u_i`` (as complete)
+#   and ``D_k = sum_patterns R_pk E_m delta_k`` (``R_pk``: the pattern's sum of
+#   responsibilities), ``k |m|`` per pattern;
+# * ``sum_k sum_i r_ik (y y^T + E_m C E_m^T)`` is :func:`finish`'s formula with
+#   ``t + D`` for ``t`` and, for ``G``, ``sum_i w_i u u^T`` plus ``H + H^T``
+#   with ``H = sum_i u_i (sum_k r_ik E_m delta_k)^T`` (``d |m|`` per row) plus
+#   ``sum_patterns E_m (sum_k R_pk delta_k delta_k^T + W_p C) E_m^T``.
+#
+# Per row that is ``d^2/2`` (projection) + ``d^2/2`` (scatter) + ``2 k d`` +
+# ``|m| (d + k)``, against ``k d^2`` for the full-covariance missing pass; per
+# pattern ``|m|^3/2 + k |m|^2``, against ``k (|m|^3/3 + |m|^2 |o|)``.
+
+
+def missing_setup(means: np.ndarray, prec_chol: np.ndarray):
+    """``(centre, e, projected, h, U, L)``, all float64: ``centre`` (d,) the mean
+    of the means, ``e = means - centre``, ``projected = e @ U``, ``h = e @ L``,
+    the factor ``U`` and the precision ``L = U U^T``. The missing-data kernels
+    work in float64 whatever the dtype of ``X`` (as the reference does)."""
+    means64 = np.asarray(means).astype(np.float64)
+    U = np.ascontiguousarray(prec_chol, dtype=np.float64)
+    L = np.ascontiguousarray(U @ U.T)
+    centre = np.ascontiguousarray(means64.mean(axis=0))
+    e = np.ascontiguousarray(means64 - centre)
+    return centre, e, np.ascontiguousarray(e @ U), np.ascontiguousarray(e @ L), U, L
+
+
+def missing_finish(e, nk, t, g, ht, sx, sxx) -> None:
+    """The contract's ``sx`` and pooled ``sxx`` from a missing-data tied pass:
+    ``t`` (k, d) holds ``t + D``, ``g`` the upper triangle of ``G`` plus the
+    per-pattern ``(m, m)`` terms, ``ht`` (d, d) the transpose of ``H``."""
+    full = np.triu(g) + np.triu(g, 1).T + ht + ht.T
+    finish(e, nk, t, full, sx, sxx)
