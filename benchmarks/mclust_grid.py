@@ -20,8 +20,16 @@ M-step fastem runs inside EM (one warm-started orientation sweep for d > 16),
 the exact M-step (iterated to tolerance from the previous orientation), and, for
 reference, the ``full`` M-step.
 
+A third part (``--sweep-ab 4,10,24,64``) times EVE/VVE's generalized M-step as EM
+runs it (one warm-started orientation sweep, ``_mclust.m_step(..., max_iter=1)``)
+with the compiled (Numba) sweep against the NumPy one, interleaved, CPU seconds,
+median over ``--repeats``, one thread; and the first-call cost of the compiled
+sweep (Numba compilation into an empty cache, then a load from that cache), each
+in a fresh interpreter.
+
     python benchmarks/mclust_grid.py [--n 100000] [--d 8] [--kmax 9] [--true-k 4]
         [--models all] [--no-sklearn] [--mstep-d 64] [--mstep-k 16] [--skip-grid]
+        [--sweep-ab 4,10,24,64] [--sweep-k 8] [--skip-mstep]
 """
 
 from __future__ import annotations
@@ -148,6 +156,72 @@ def mstep_timing(d: int, k: int, pass_rows: int, repeats: int, seed: int = 0) ->
         )
 
 
+def _pass_statistics(d: int, k: int, rows: int, seed: int):
+    """Statistics of an E-step pass over ``make_mixture(rows, d, k)`` after three EM
+    iterations of a ``full`` model: what an M-step inside EM sees."""
+    from fastem import backends
+    from fastem._passes import PassParams, em_stats
+
+    X, _ = make_mixture(rows, d, k, random_state=seed)
+    gm = GaussianMixture(k, covariance_type="full", max_iter=3, random_state=seed, n_threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(X)
+    kernels = backends.get_backend(backends.resolve_backend_name(None))
+    params = PassParams.from_model(gm.weights_, gm.means_, gm.precisions_cholesky_, "full", X.dtype)
+    return em_stats(kernels, X, np.ones(rows), params)
+
+
+_COMPILE_SNIPPET = """
+import time, numpy as np, numba
+from fastem._mclust import _flat_rounds
+c0, w0 = time.process_time(), time.perf_counter()  # the sweep's module and call only
+from fastem.backends._numba_mclust import jacobi_sweep
+g = np.stack([np.eye(4) + 0.1] * 2); o = np.eye(4)
+jacobi_sweep(g, o, np.ones(2), True, *_flat_rounds(4), 8)
+print(time.process_time() - c0, time.perf_counter() - w0)
+"""
+
+
+def sweep_ab(ds: list[int], k: int, rows: int, repeats: int, seed: int = 0) -> None:
+    """EVE/VVE's generalized M-step (one warm sweep) with the Numba and NumPy sweeps."""
+    import os
+    import subprocess
+    import tempfile
+
+    from fastem._mclust import m_step as structured
+
+    eps = float(np.finfo(np.float64).eps)
+    print(f"\nEVE/VVE generalized M-step (1 warm sweep), K={k}: CPU s, median of {repeats}")
+    print("  model   d      numpy      numba   numpy/numba")
+    for d in ds:
+        stats = _pass_statistics(d, k, rows, seed)
+        for model in ("EVE", "VVE"):
+            # a warm start as inside EM: a few sweeps in, not converged
+            prev = structured(stats, model, 1e-6, eps, max_iter=5).orientation[0]
+            times = {"numpy": [], "numba": []}
+            structured(stats, model, 1e-6, eps, max_iter=1, implementation="numba")  # load
+            for _ in range(repeats):
+                for impl in times:  # interleaved
+                    c0 = time.process_time()
+                    structured(
+                        stats, model, 1e-6, eps, orientation_init=prev, max_iter=1,
+                        decompose=False, implementation=impl,
+                    )  # fmt: skip
+                    times[impl].append(time.process_time() - c0)
+            a, b = statistics.median(times["numpy"]), statistics.median(times["numba"])
+            print(f"  {model}  {d:4d}  {a:9.5f}  {b:9.5f}   {a / b:8.1f}", flush=True)
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, FASTEM_CACHE_DIR=cache)
+        env.pop("NUMBA_CACHE_DIR", None)
+        for what in ("compile into an empty cache", "load from the cache"):
+            out = subprocess.run(
+                [sys.executable, "-c", _COMPILE_SNIPPET], env=env, check=True,
+                capture_output=True, text=True,
+            ).stdout.split()  # fmt: skip
+            print(f"  first call, {what}: {float(out[0]):.2f} CPU s, {float(out[1]):.2f} wall s")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100_000)
@@ -162,6 +236,9 @@ def main(argv=None) -> int:
     p.add_argument("--mstep-k", type=int, default=16)
     p.add_argument("--pass-rows", type=int, default=20_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--skip-mstep", action="store_true")
+    p.add_argument("--sweep-ab", default="", help="comma list of d, e.g. 4,10,24,64")
+    p.add_argument("--sweep-k", type=int, default=8)
     args = p.parse_args(argv)
     limits = _limits()
     try:
@@ -192,7 +269,11 @@ def main(argv=None) -> int:
                         a = sum(ours[(model, k)]["cpu"] for k in range(1, args.kmax + 1))
                         b = sum(theirs[(alias, k)]["cpu"] for k in range(1, args.kmax + 1))
                         print(f"  {model} (fastem) / {alias} (scikit-learn): {a / b:.2f}")
-        mstep_timing(args.mstep_d, args.mstep_k, args.pass_rows, args.repeats, args.seed)
+        if not args.skip_mstep:
+            mstep_timing(args.mstep_d, args.mstep_k, args.pass_rows, args.repeats, args.seed)
+        if args.sweep_ab:
+            ds = [int(d) for d in args.sweep_ab.split(",")]
+            sweep_ab(ds, args.sweep_k, args.pass_rows, args.repeats, args.seed)
     finally:
         if limits is not None:
             limits.unregister() if hasattr(limits, "unregister") else None

@@ -510,6 +510,108 @@ def test_warm_started_orientation_converges_at_once():
 
 
 # ----------------------------------------------------------------------------
+# The compiled (Numba) orientation sweep equals the NumPy one
+# ----------------------------------------------------------------------------
+
+
+def _random_sweep_inputs(seed: int, k: int, d: int):
+    """``G_k = D^T W_k D`` for random SPD ``W_k`` (spread-out spectra) and a random
+    orthogonal ``D``, with weights ``n_k``."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(k, d, d)) * rng.uniform(0.1, 3.0, size=(k, 1, d))
+    w = a @ np.swapaxes(a, 1, 2) + 0.1 * np.eye(d)
+    orient = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    nk = rng.uniform(0.5, 50.0, size=k)
+    return np.ascontiguousarray(orient.T @ w @ orient), np.ascontiguousarray(orient), nk
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 6),
+    d=st.integers(1, 13),
+    seed=st.integers(0, 2**16),
+    equal_volume=st.booleans(),
+)
+def test_compiled_sweep_equals_numpy_sweep(k, d, seed, equal_volume):
+    """One sweep on random statistics: same orientation and rotated ``G`` to rounding."""
+    sweep = pytest.importorskip("fastem.backends._numba_mclust").jacobi_sweep
+    g, orient, nk = _random_sweep_inputs(seed, k, d)
+    expected = mc._jacobi_sweep(g.copy(), orient, nk, equal_volume, 0.0, mc._round_robin(d))
+    g_new, o_new = g.copy(), orient.copy()
+    bad = sweep(g_new, o_new, nk, equal_volume, *mc._flat_rounds(d), mc._PLANE_ITERATIONS)
+    assert bad == -1
+    np.testing.assert_allclose(o_new, expected, rtol=0, atol=1e-11)
+    g_expected = expected.T @ (orient @ g @ orient.T) @ expected  # D'^T W_k D'
+    np.testing.assert_allclose(g_new, g_expected, rtol=0, atol=1e-10 * np.abs(g).max())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    k=st.integers(1, 5),
+    d=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+    model=st.sampled_from(["EVE", "VVE"]),
+    max_iter=st.sampled_from([1, 2, 3, mc.DEFAULT_MAX_ITER]),
+    reg=st.sampled_from([0.0, 1e-6]),
+)
+def test_compiled_m_step_equals_numpy_m_step(k, d, seed, model, max_iter, reg):
+    """The whole EVE/VVE M-step, as a generalized (1-3 sweeps) and as an exact one."""
+    pytest.importorskip("numba")
+    stats = make_stats(seed, k=k, d=d)
+    kw = dict(max_iter=max_iter)
+    a = mc.m_step(stats, model, reg, EPS, implementation="numpy", **kw)
+    b = mc.m_step(stats, model, reg, EPS, implementation="numba", **kw)
+    assert (a.n_iter, a.converged) == (b.n_iter, b.converged)
+    # iterated to tol, rounding differences may leave a few 1e-10 in D
+    tight = 1e-12 if max_iter < 10 else 1e-8
+    scale = np.abs(a.covariances).max()
+    np.testing.assert_allclose(b.covariances, a.covariances, rtol=0, atol=tight * scale)
+    np.testing.assert_allclose(b.orientation, a.orientation, rtol=0, atol=tight * 10)
+    np.testing.assert_allclose(b.objective, a.objective, rtol=1e-12)
+
+
+def test_compiled_sweep_reports_a_singular_component_as_numpy_raises():
+    """A zero variance along an axis of component 1: the kernel returns 1, the NumPy
+    sweep raises for component 1, and so does ``m_step`` on the compiled path."""
+    sweep = pytest.importorskip("fastem.backends._numba_mclust").jacobi_sweep
+    for equal_volume in (True, False):
+        g, orient, nk = _random_sweep_inputs(3, 3, 4)
+        g[1, 2, :] = g[1, :, 2] = 0.0
+        with pytest.raises(ValueError, match="component 1 has an ill-defined"):
+            mc._jacobi_sweep(g.copy(), orient, nk, equal_volume, 0.0, mc._round_robin(4))
+        flat = mc._flat_rounds(4)
+        assert sweep(g.copy(), orient.copy(), nk, equal_volume, *flat, 8) == 1
+
+
+def test_the_numpy_path_is_used_without_numba(monkeypatch):
+    """No Numba: 'auto' runs the NumPy sweep (bit for bit), 'numba' is an ImportError,
+    and an unknown implementation is refused."""
+    import sys
+
+    stats = make_stats(2, k=3, d=5)
+    reference = mc.m_step(stats, "VVE", 1e-6, EPS, max_iter=2, implementation="numpy")
+    monkeypatch.setitem(sys.modules, "fastem.backends._numba_mclust", None)
+    auto = mc.m_step(stats, "VVE", 1e-6, EPS, max_iter=2)
+    np.testing.assert_array_equal(auto.covariances, reference.covariances)
+    np.testing.assert_array_equal(auto.orientation, reference.orientation)
+    with pytest.raises(ImportError):
+        mc.m_step(stats, "VVE", 1e-6, EPS, implementation="numba")
+    with pytest.raises(ValueError, match="implementation must be"):
+        mc.m_step(stats, "VVE", 1e-6, EPS, implementation="cython")
+
+
+def test_flat_rounds_meet_every_pair_once():
+    for d in range(1, 12):
+        pair_i, pair_j, start = mc._flat_rounds(d)
+        pairs = set(zip(pair_i.tolist(), pair_j.tolist(), strict=True))
+        assert pairs == {(i, j) for i in range(d) for j in range(i + 1, d)}
+        assert len(pairs) == len(pair_i) and start[-1] == len(pair_i)
+        for r in range(len(start) - 1):  # the pairs of a round are disjoint
+            idx = np.concatenate([pair_i[start[r] : start[r + 1]], pair_j[start[r] : start[r + 1]]])
+            assert len(set(idx.tolist())) == len(idx)
+
+
+# ----------------------------------------------------------------------------
 # The scikit-learn aliases
 # ----------------------------------------------------------------------------
 
@@ -649,8 +751,8 @@ def test_negative_control_wrong_orientation_update_fails(monkeypatch):
     stats = make_stats(0, k=3, d=3)
     original = mc._common_orientation
 
-    def frozen(w, nk, equal_volume, reg_covar, tol, max_iter, init, method):
-        return original(w, nk, equal_volume, reg_covar, tol, 1, init, "mm")
+    def frozen(w, nk, equal_volume, reg_covar, tol, max_iter, init, method, implementation):
+        return original(w, nk, equal_volume, reg_covar, tol, 1, init, "mm", implementation)
 
     monkeypatch.setattr(mc, "_common_orientation", frozen)
     wrong = mc.m_step(stats, "EVE", 0.0, EPS)
