@@ -187,7 +187,9 @@ def impute_rows(kernels: ModuleType, X: np.ndarray, params) -> np.ndarray:
     p = params
     k = p.means.shape[0]
     logp = np.zeros((X.shape[0], k))
-    if p.full:
+    if p.tied_chol is not None:  # one factorization per pattern, not k
+        kernels.log_prob_missing_tied(X, rows, ptr, p.means, p.tied_chol, p.comp_const, logp)
+    elif p.full:
         kernels.log_prob_missing_full(
             X, rows, ptr, p.means, p.prec_chol, p.precisions, p.comp_const, logp
         )

@@ -100,7 +100,12 @@ def em_stats(
         stats.weight_sum = float(sample_weight.sum()) if weight_sum is None else weight_sum
         return stats
     rows, ptr = patterns.rows, patterns.pattern_ptr
-    if p.full:
+    if p.tied_chol is not None:  # one factorization per pattern; pooled sxx in sxx[0]
+        stats.loglik = kernels.em_pass_missing_tied(
+            X, sample_weight, rows, ptr, p.means, p.tied_chol, p.comp_const,
+            stats.nk, stats.sx, stats.sxx[0],
+        )  # fmt: skip
+    elif p.full:
         stats.loglik = kernels.em_pass_missing_full(
             X, sample_weight, rows, ptr, p.means, p.prec_chol, p.precisions, p.comp_const,
             stats.nk, stats.sx, stats.sxx,
@@ -127,7 +132,9 @@ def log_prob(kernels: ModuleType, X: np.ndarray, params: PassParams, out: np.nda
         return
     patterns = find_patterns(X, include_empty=True)
     rows, ptr = patterns.rows, patterns.pattern_ptr
-    if p.full:
+    if p.tied_chol is not None:
+        kernels.log_prob_missing_tied(X, rows, ptr, p.means, p.tied_chol, p.comp_const, out)
+    elif p.full:
         kernels.log_prob_missing_full(
             X, rows, ptr, p.means, p.prec_chol, p.precisions, p.comp_const, out
         )

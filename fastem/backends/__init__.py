@@ -24,6 +24,8 @@ KERNEL_NAMES = (
     "em_pass_missing_diag",
     "log_prob_missing_full",
     "log_prob_missing_diag",
+    "em_pass_missing_tied",
+    "log_prob_missing_tied",
     "impute_missing_full",
 )
 
