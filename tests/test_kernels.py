@@ -452,3 +452,38 @@ def test_kernels_run_in_a_forked_child():
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tiled_full_block_kernels(dtype):
+    """The register-tiled block kernels of the full-covariance pass, for every
+    tile remainder (d = 1..13) and short and full blocks: Mahalanobis norms and
+    the statistics against float64 NumPy, nothing read past ``nb`` (those
+    columns hold NaN), and the strict lower triangle of ``sxx`` left exactly
+    zero (the reduction mirrors the upper one onto it)."""
+    mod = _numba_module()
+    rng = np.random.default_rng(7)
+    B = 256
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for d in range(1, 14):
+        U = np.triu(rng.standard_normal((d, d)) * 0.3 + 2 * np.eye(d)).astype(dtype)
+        mu = rng.standard_normal(d).astype(dtype)
+        for nb in (1, 13, B):
+            xt = np.full((d, B), np.nan, dtype=dtype)
+            xt[:, :nb] = rng.standard_normal((d, nb))
+            y = (xt[:, :nb] - mu[:, None]).astype(np.float64)  # subtracted in dtype
+            maha = np.full(B, np.nan, dtype=dtype)
+            mod._tri_maha_tiled(xt, mu, U, nb, np.empty((4, B), dtype=dtype), maha)
+            want = ((y.T @ U.astype(np.float64)) ** 2).sum(axis=1)
+            np.testing.assert_allclose(maha[:nb], want, rtol=tol)
+
+            r = rng.uniform(0.0, 1.0, B)
+            r[nb:] = np.nan
+            sx = np.zeros(d)
+            sxx = np.zeros((d, d))
+            nk = mod._accum_full_tiled(xt, mu, r, nb, np.empty((d, B)), sx, sxx)
+            ry = r[:nb] * y
+            np.testing.assert_allclose(nk, r[:nb].sum(), rtol=1e-12)
+            np.testing.assert_allclose(sx, ry.sum(axis=1), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(sxx, np.triu(ry @ y.T), rtol=1e-12, atol=1e-12)
+            assert not np.tril(sxx, -1).any(), d

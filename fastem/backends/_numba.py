@@ -25,17 +25,26 @@ Blocks (vectorization)
     transposed ``(d, B)`` scratch, so every inner loop runs over points with
     unit stride and LLVM vectorizes it (AVX2/AVX-512). Per component:
 
-    * E-step, full: ``y = (x - mu) @ U`` with ``U`` upper triangular, one
-      output coordinate at a time, four input coordinates per pass over the
-      block (one load/store of the accumulator per four FMAs), only the
-      ``j <= j'`` terms; the squared norm is fused into the last pass.
+    * E-step, full (:func:`_tri_maha_tiled`): ``y = (x - mu) @ U`` with
+      ``U`` upper triangular, register-tiled: four output coordinates at a
+      time, four input coordinates per pass over the block (16 FMAs per four
+      loads of ``x`` and four of the partial sums), only the ``j <= j'``
+      terms; the centring is fused into the loads and the squared norm into
+      the last pass. The full-covariance kernel uses longer blocks
+      (:func:`_block_rows_full`, 256 rows): the tiled loops run 2-3x faster
+      on 256 rows than on 64.
     * log-sum-exp per row with the vectorizable :func:`exp64`; the
       exponentials are kept and scaled by ``w / sum`` to give the
       responsibilities (one exp per row and component).
-    * Statistics: the centred block ``x - mu`` (``mu`` is the shift) is
-      rebuilt in float64, and the upper triangle of ``sxx`` is accumulated as
-      dot products over the block, four columns per pass; it is mirrored at
-      the end.
+    * Statistics (:func:`_accum_full_tiled`): ``r (x - mu)`` (``mu`` is the
+      shift) is formed once in float64, and the upper triangle of ``sxx`` is
+      accumulated in 4x4 tiles of dot products over the block (16 FMAs per
+      eight loads), the centring again fused into the loads; it is mirrored
+      at the end.
+
+    Every sum runs in an order fixed by ``d`` and the block, never by the
+    thread count. (The missing-data and tied kernels still use the untiled
+    :func:`_tri_maha` and :func:`_accum_full`.)
 
     Scratch is a few ``(d, B)`` and ``(k, B)`` blocks per chunk plus the
     ``O(n_chunks k d^2)`` partials; nothing is ``n x k`` or ``n x d``.
@@ -171,6 +180,16 @@ def _block_rows(d):
     if d <= 32:
         return 128
     return 64
+
+
+@njit(cache=True, nogil=True)
+def _block_rows_full(d):
+    """Rows per block of the full-covariance kernel: long row loops (the tiled
+    kernels run 2-3x faster on 256 rows than on 64 at d = 16..64), while the
+    (d, B) blocks stay within the L2 cache."""
+    if d <= 128:
+        return 256
+    return 128
 
 
 @njit(**_JIT)
@@ -392,6 +411,313 @@ def _accum_full(xd, r, nb, rd, sx_k, sxx_k):
 
 
 @njit(**_JIT)
+def _tri_maha_tiled(xt, mu, U, nb, acc, maha):
+    """``maha[:nb] = ||(xt[:, :nb] - mu[:, None]).T @ U||^2`` row-wise, ``U``
+    upper triangular, register-tiled.
+
+    The centring is fused into the loads (``xt - mu`` in the dtype of ``xt``,
+    as the reference subtracts). Output coordinates go four at a time: for
+    columns ``jp .. jp + 3`` the inputs before ``jp`` are taken four at a time
+    (a 4x4 tile of ``U``: per row four loads of ``xt`` and four partial sums in
+    ``acc[0:4]`` for 16 FMAs), then the 4x4 triangle of ``U`` on the diagonal
+    finishes the four coordinates and adds their squares into ``maha``. The
+    ``d % 4`` last columns go one at a time. The order of every sum depends
+    only on ``d``.
+    """
+    d = xt.shape[0]
+    for b in range(nb):
+        maha[b] = 0.0
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    jp = 0
+    while jp + 4 <= d:
+        for j in range(0, jp, 4):
+            m0 = mu[j + 0]
+            x0r = xt[j + 0]
+            m1 = mu[j + 1]
+            x1r = xt[j + 1]
+            m2 = mu[j + 2]
+            x2r = xt[j + 2]
+            m3 = mu[j + 3]
+            x3r = xt[j + 3]
+            u00 = U[j + 0, jp + 0]
+            u01 = U[j + 0, jp + 1]
+            u02 = U[j + 0, jp + 2]
+            u03 = U[j + 0, jp + 3]
+            u10 = U[j + 1, jp + 0]
+            u11 = U[j + 1, jp + 1]
+            u12 = U[j + 1, jp + 2]
+            u13 = U[j + 1, jp + 3]
+            u20 = U[j + 2, jp + 0]
+            u21 = U[j + 2, jp + 1]
+            u22 = U[j + 2, jp + 2]
+            u23 = U[j + 2, jp + 3]
+            u30 = U[j + 3, jp + 0]
+            u31 = U[j + 3, jp + 1]
+            u32 = U[j + 3, jp + 2]
+            u33 = U[j + 3, jp + 3]
+            if j == 0:
+                for b in range(nb):
+                    x0 = x0r[b] - m0
+                    x1 = x1r[b] - m1
+                    x2 = x2r[b] - m2
+                    x3 = x3r[b] - m3
+                    a0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    a1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    a2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    a3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+            else:
+                for b in range(nb):
+                    x0 = x0r[b] - m0
+                    x1 = x1r[b] - m1
+                    x2 = x2r[b] - m2
+                    x3 = x3r[b] - m3
+                    a0[b] = a0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    a1[b] = a1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    a2[b] = a2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    a3[b] = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+        m0 = mu[jp + 0]
+        x0r = xt[jp + 0]
+        m1 = mu[jp + 1]
+        x1r = xt[jp + 1]
+        m2 = mu[jp + 2]
+        x2r = xt[jp + 2]
+        m3 = mu[jp + 3]
+        x3r = xt[jp + 3]
+        u00 = U[jp + 0, jp + 0]
+        u01 = U[jp + 0, jp + 1]
+        u11 = U[jp + 1, jp + 1]
+        u02 = U[jp + 0, jp + 2]
+        u12 = U[jp + 1, jp + 2]
+        u22 = U[jp + 2, jp + 2]
+        u03 = U[jp + 0, jp + 3]
+        u13 = U[jp + 1, jp + 3]
+        u23 = U[jp + 2, jp + 3]
+        u33 = U[jp + 3, jp + 3]
+        if jp == 0:
+            for b in range(nb):
+                x0 = x0r[b] - m0
+                x1 = x1r[b] - m1
+                x2 = x2r[b] - m2
+                x3 = x3r[b] - m3
+                y0 = u00 * x0
+                y1 = u01 * x0 + u11 * x1
+                y2 = u02 * x0 + u12 * x1 + u22 * x2
+                y3 = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+                maha[b] = (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
+        else:
+            for b in range(nb):
+                x0 = x0r[b] - m0
+                x1 = x1r[b] - m1
+                x2 = x2r[b] - m2
+                x3 = x3r[b] - m3
+                y0 = a0[b] + u00 * x0
+                y1 = a1[b] + u01 * x0 + u11 * x1
+                y2 = a2[b] + u02 * x0 + u12 * x1 + u22 * x2
+                y3 = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+                maha[b] += (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
+        jp += 4
+    while jp < d:  # the d % 4 last columns, one at a time
+        m0 = mu[0]
+        u0 = U[0, jp]
+        x0r = xt[0]
+        for b in range(nb):
+            a0[b] = u0 * (x0r[b] - m0)
+        for j in range(1, jp + 1):
+            m0 = mu[j]
+            u0 = U[j, jp]
+            x0r = xt[j]
+            for b in range(nb):
+                a0[b] += u0 * (x0r[b] - m0)
+        for b in range(nb):
+            maha[b] += a0[b] * a0[b]
+        jp += 1
+
+
+@njit(**_JIT)
+def _accum_full_tiled(xt, mu, r, nb, rd, sx_k, sxx_k):
+    """Add ``sum_b r_b y_b`` to ``sx_k`` and the upper triangle of
+    ``sum_b r_b y_b y_b^T`` to ``sxx_k``, ``y = xt[:, b] - mu`` (subtracted in
+    the dtype of ``xt``, then float64); returns ``sum_b r_b``.
+
+    ``rd`` (d, B) receives ``r * y``; the triangle is accumulated in 4x4 tiles
+    of dot products over the block (per row four loads of ``rd`` and four of
+    ``xt`` for 16 FMAs; the 10 upper sums of the tiles on the diagonal), the
+    ``d % 4`` last rows one sum at a time. The order of every sum depends only
+    on ``d``.
+    """
+    d = xt.shape[0]
+    nk = 0.0
+    for b in range(nb):
+        nk += r[b]
+    if nk == 0.0:  # all responsibilities underflowed: every term is zero
+        return nk
+    for i in range(d):
+        s = 0.0
+        m = mu[i]
+        xr = xt[i]
+        rr = rd[i]
+        for b in range(nb):
+            v = r[b] * np.float64(xr[b] - m)
+            rr[b] = v
+            s += v
+        sx_k[i] += s
+    i = 0
+    while i + 4 <= d:
+        p0 = rd[i + 0]
+        p1 = rd[i + 1]
+        p2 = rd[i + 2]
+        p3 = rd[i + 3]
+        m0 = mu[i + 0]
+        q0 = xt[i + 0]
+        m1 = mu[i + 1]
+        q1 = xt[i + 1]
+        m2 = mu[i + 2]
+        q2 = xt[i + 2]
+        m3 = mu[i + 3]
+        q3 = xt[i + 3]
+        s00 = 0.0
+        s01 = 0.0
+        s02 = 0.0
+        s03 = 0.0
+        s11 = 0.0
+        s12 = 0.0
+        s13 = 0.0
+        s22 = 0.0
+        s23 = 0.0
+        s33 = 0.0
+        for b in range(nb):
+            v0 = p0[b]
+            v1 = p1[b]
+            v2 = p2[b]
+            v3 = p3[b]
+            y0 = np.float64(q0[b] - m0)
+            y1 = np.float64(q1[b] - m1)
+            y2 = np.float64(q2[b] - m2)
+            y3 = np.float64(q3[b] - m3)
+            s00 += v0 * y0
+            s01 += v0 * y1
+            s02 += v0 * y2
+            s03 += v0 * y3
+            s11 += v1 * y1
+            s12 += v1 * y2
+            s13 += v1 * y3
+            s22 += v2 * y2
+            s23 += v2 * y3
+            s33 += v3 * y3
+        sxx_k[i + 0, i + 0] += s00
+        sxx_k[i + 0, i + 1] += s01
+        sxx_k[i + 0, i + 2] += s02
+        sxx_k[i + 0, i + 3] += s03
+        sxx_k[i + 1, i + 1] += s11
+        sxx_k[i + 1, i + 2] += s12
+        sxx_k[i + 1, i + 3] += s13
+        sxx_k[i + 2, i + 2] += s22
+        sxx_k[i + 2, i + 3] += s23
+        sxx_k[i + 3, i + 3] += s33
+        j = i + 4
+        while j + 4 <= d:
+            m0 = mu[j + 0]
+            q0 = xt[j + 0]
+            m1 = mu[j + 1]
+            q1 = xt[j + 1]
+            m2 = mu[j + 2]
+            q2 = xt[j + 2]
+            m3 = mu[j + 3]
+            q3 = xt[j + 3]
+            s00 = 0.0
+            s01 = 0.0
+            s02 = 0.0
+            s03 = 0.0
+            s10 = 0.0
+            s11 = 0.0
+            s12 = 0.0
+            s13 = 0.0
+            s20 = 0.0
+            s21 = 0.0
+            s22 = 0.0
+            s23 = 0.0
+            s30 = 0.0
+            s31 = 0.0
+            s32 = 0.0
+            s33 = 0.0
+            for b in range(nb):
+                v0 = p0[b]
+                v1 = p1[b]
+                v2 = p2[b]
+                v3 = p3[b]
+                y0 = np.float64(q0[b] - m0)
+                y1 = np.float64(q1[b] - m1)
+                y2 = np.float64(q2[b] - m2)
+                y3 = np.float64(q3[b] - m3)
+                s00 += v0 * y0
+                s01 += v0 * y1
+                s02 += v0 * y2
+                s03 += v0 * y3
+                s10 += v1 * y0
+                s11 += v1 * y1
+                s12 += v1 * y2
+                s13 += v1 * y3
+                s20 += v2 * y0
+                s21 += v2 * y1
+                s22 += v2 * y2
+                s23 += v2 * y3
+                s30 += v3 * y0
+                s31 += v3 * y1
+                s32 += v3 * y2
+                s33 += v3 * y3
+            sxx_k[i + 0, j + 0] += s00
+            sxx_k[i + 0, j + 1] += s01
+            sxx_k[i + 0, j + 2] += s02
+            sxx_k[i + 0, j + 3] += s03
+            sxx_k[i + 1, j + 0] += s10
+            sxx_k[i + 1, j + 1] += s11
+            sxx_k[i + 1, j + 2] += s12
+            sxx_k[i + 1, j + 3] += s13
+            sxx_k[i + 2, j + 0] += s20
+            sxx_k[i + 2, j + 1] += s21
+            sxx_k[i + 2, j + 2] += s22
+            sxx_k[i + 2, j + 3] += s23
+            sxx_k[i + 3, j + 0] += s30
+            sxx_k[i + 3, j + 1] += s31
+            sxx_k[i + 3, j + 2] += s32
+            sxx_k[i + 3, j + 3] += s33
+            j += 4
+        while j < d:  # the d % 4 last columns
+            m0 = mu[j]
+            q0 = xt[j]
+            s00 = 0.0
+            s10 = 0.0
+            s20 = 0.0
+            s30 = 0.0
+            for b in range(nb):
+                y0 = np.float64(q0[b] - m0)
+                s00 += p0[b] * y0
+                s10 += p1[b] * y0
+                s20 += p2[b] * y0
+                s30 += p3[b] * y0
+            sxx_k[i, j] += s00
+            sxx_k[i + 1, j] += s10
+            sxx_k[i + 2, j] += s20
+            sxx_k[i + 3, j] += s30
+            j += 1
+        i += 4
+    while i < d:  # the d % 4 last rows
+        p0 = rd[i]
+        for j in range(i, d):
+            m0 = mu[j]
+            q0 = xt[j]
+            s00 = 0.0
+            for b in range(nb):
+                s00 += p0[b] * np.float64(q0[b] - m0)
+            sxx_k[i, j] += s00
+        i += 1
+    return nk
+
+
+@njit(**_JIT)
 def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
     """Add ``sum_b r_b (x_b - mu)`` and ``sum_b r_b (x_b - mu)^2`` (float64,
     the subtraction in the dtype of ``xt``); returns ``sum_b r_b``."""
@@ -449,14 +775,12 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
     """
     n, d = X.shape
     k = means.shape[0]
-    B = _block_rows(d)
+    B = _block_rows_full(d)
     xt = np.empty((d, B), dtype=X.dtype)
-    diff = np.empty((d, B), dtype=X.dtype)
-    acc = np.empty(B, dtype=X.dtype)
+    acc = np.empty((4, B), dtype=X.dtype)
     maha = np.empty(B, dtype=X.dtype)
     logp = np.empty((k, B), dtype=np.float64)
-    xd = np.empty((d, B), dtype=np.float64)
-    rd = np.empty(B, dtype=np.float64)
+    rd = np.empty((d, B), dtype=np.float64)
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
     for c in range(i0, i1):
@@ -467,8 +791,7 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
             nb = min(B, hi - start)
             _load_block(X, start, nb, xt)
             for kk in range(k):
-                _center(xt, nb, means[kk], diff)
-                _tri_maha(diff, prec_chol[kk], nb, acc, maha)
+                _tri_maha_tiled(xt, means[kk], prec_chol[kk], nb, acc, maha)
                 cc = comp_const[kk]
                 for b in range(nb):
                     logp[kk, b] = cc - 0.5 * np.float64(maha[b])
@@ -479,8 +802,9 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
                 continue
             ll += _responsibilities(logp, w, start, nb, mx, s)
             for kk in range(k):
-                _center(xt, nb, means[kk], xd)
-                nk_p[c, kk] += _accum_full(xd, logp[kk], nb, rd, sx_p[c, kk], sxx_p[c, kk])
+                nk_p[c, kk] += _accum_full_tiled(
+                    xt, means[kk], logp[kk], nb, rd, sx_p[c, kk], sxx_p[c, kk]
+                )
         if fit:
             ll_p[c] = ll
 
