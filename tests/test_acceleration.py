@@ -66,7 +66,7 @@ class PoissonMixture:
         return Evaluation(x, float(f @ ll), image)
 
 
-def _poisson(method, tol=1e-10, max_passes=20_000):
+def _poisson(method, tol=1e-10, max_passes=20_000, options=None):
     problem = PoissonMixture()
     res = run_fixed_point(
         problem,
@@ -74,6 +74,7 @@ def _poisson(method, tol=1e-10, max_passes=20_000):
         method=method,
         max_passes=max_passes,
         rule=make_stopping_rule("absolute", tol),
+        options=options,
     )
     return problem, res
 
@@ -192,7 +193,9 @@ class Recorder:
         return ev
 
 
-def _safeguard_run(seed, k, d, covariance_type, method, weighted, nan_fraction, passes=40):
+def _safeguard_run(
+    seed, k, d, covariance_type, method, weighted, nan_fraction, passes=40, options=None
+):
     """A random problem (overlap, weights, NaN) and one accelerated run, recorded."""
     rng = np.random.default_rng(seed)
     X, labels = make_mixture(300, d, k, random_state=seed)
@@ -209,7 +212,12 @@ def _safeguard_run(seed, k, d, covariance_type, method, weighted, nan_fraction, 
     rec = Recorder(problem)
     x0 = problem.start(_start(X, k, covariance_type, seed))
     res = run_fixed_point(
-        rec, x0, method=method, max_passes=passes, rule=make_stopping_rule("absolute", 0.0)
+        rec,
+        x0,
+        method=method,
+        max_passes=passes,
+        rule=make_stopping_rule("absolute", 0.0),
+        options=options,
     )
     return X, sw, problem, rec, res
 
@@ -314,6 +322,48 @@ def test_damped_coefficients_norm():
         g = damped_coefficients(dF, f, shrink)
         np.testing.assert_allclose(np.linalg.norm(g), shrink * np.linalg.norm(g_ls), rtol=1e-4)
     assert not damped_coefficients(np.zeros((5, 2)), f[:5], 0.5).any()
+
+
+def _short_cycles(res):
+    """Proposals whose cycle had one EM pass after the previous accepted point."""
+    k = res.kinds
+    return sum(
+        k[i - 2] == "accepted" and k[i - 1] == "em" and k[i] != "em" for i in range(2, len(k))
+    )
+
+
+def test_squarem_reference_x1():
+    """``reference='x1'``: an extrapolation is judged against the cycle's first EM
+    step, so a cycle after an accepted point is two passes (x1, x'), not three; the
+    same fixed point, monotone, and the safeguard still has teeth."""
+    _, plain = _poisson(None)
+    _, limit = _poisson(None, tol=0.0, max_passes=10_000)
+    problem, res = _poisson("squarem", options={"reference": "x1"})
+    _, exact = _poisson("squarem")
+    assert res.converged and res.n_passes * 10 < plain.n_passes
+    np.testing.assert_allclose(res.image, limit.image, rtol=2e-4)
+    assert problem.calls == res.n_passes == len(res.kinds)
+    assert np.all(np.diff(_path(res)) >= -1e-12 * abs(res.objective))
+    assert _short_cycles(res) > 0 and _short_cycles(exact) == 0
+    for i, kind in enumerate(res.kinds):
+        if kind == "accepted":  # never below the EM pass it is compared with
+            assert res.kinds[i - 1] == "em" and res.objectives[i] >= res.objectives[i - 1]
+    with pytest.raises(ValueError, match="reference"):
+        _poisson("squarem", options={"reference": "x3"})
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_safeguard_properties_reference_x1(covariance_type):
+    run = _safeguard_run(
+        3, 3, 3, covariance_type, "squarem", True, 0.1, passes=60, options={"reference": "x1"}
+    )
+    assert _check_safeguard(*run) > 0
+
+
+def test_negative_control_reference_x1(monkeypatch):
+    monkeypatch.setattr(fp.Run, "propose", _unsafeguarded_propose)
+    _, unsafe = _poisson("squarem", max_passes=3000, options={"reference": "x1"})
+    assert np.diff(_path(unsafe)).min() < -1e-9 * abs(unsafe.objective)
 
 
 # -------------------------------------------------------------- the estimator
