@@ -125,6 +125,40 @@ def test_rescued_frame_when_predicted_state_underflows(backend):
     np.testing.assert_allclose(out["xi"], [[T - 1, 0], [0, 0]])
 
 
+@pytest.mark.skipif(not OTHER_BACKENDS, reason="only the numpy reference is available")
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_lockstep_batches_match_reference_on_hard_cases(backend):
+    """Sequences that share a lock-step batch (numba runs four at a time) but
+    end at different frames, need the exact-shift redo, are impossible from the
+    start or become impossible mid-way, or have weight 0: each gets the
+    reference's result, and its neighbours are unaffected."""
+    kern = get_hmm_kernels(backend).hmm
+    rng = np.random.default_rng(11)
+    K = 3
+    start = np.array([1.0, 0.0, 0.0])
+    trans = np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])  # left-right
+    lengths = [7, 1, 12, 5, 9, 3, 8, 2, 6]  # 9 sequences: two batches of 4 and one alone
+    offsets = _offsets(lengths)
+    logB = rng.normal(scale=2.0, size=(sum(lengths), K))
+    lo = offsets[:-1]
+    logB[lo[1]] = -np.inf  # sequence 1: nothing possible (impossible from the start)
+    logB[lo[2] : lo[2] + 4] = [-1000.0, 0.0, 0.0]  # sequence 2: state 0 far below: redo
+    logB[lo[4] + 1] = [-np.inf, -np.inf, 0.0]  # sequence 4: state 2 unreachable at frame 1
+    logB[lo[6] : lo[6] + 8] += -5000.0  # sequence 6: every exp underflows
+    w = rng.uniform(0.5, 2.0, size=len(lengths))
+    w[5] = 0.0
+    a, b = _fb(kern, logB, offsets, start, trans, w), _fb(ref, logB, offsets, start, trans, w)
+    assert a["loglik"][1] == -np.inf and a["loglik"][4] == -np.inf
+    assert np.isfinite(a["loglik"][[0, 2, 3, 5, 6, 7, 8]]).all()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-10, atol=1e-13, err_msg=name)
+    # A sequence's result does not depend on its batch: alone, it gives the same.
+    for s in (0, 2, 6):
+        one = _fb(kern, logB[lo[s] : offsets[s + 1]], _offsets([lengths[s]]), start, trans)
+        np.testing.assert_allclose(one["loglik"][0], a["loglik"][s], rtol=1e-13)
+        np.testing.assert_allclose(one["gamma"], a["gamma"][lo[s] : offsets[s + 1]], rtol=1e-12)
+
+
 @st.composite
 def _problems(draw):
     K = draw(st.integers(1, 4))

@@ -182,32 +182,278 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
             gamma[row, k] *= inv
 
 
+#: Sequences run in lock-step by one thread (for ``K <= LANES_MAX_K``): four
+#: independent recursions fill the pipeline that one latency-bound recursion
+#: leaves idle. Each lane keeps its own (T, K) scratch, so every per-lane loop
+#: runs with unit stride as in the one-sequence kernels. Forward-backward CPU
+#: time, one sequence at a time / four in lock-step (medians of 15 paired runs):
+#: 1.35 at K=4, 1.63 at K=8, 1.45 at K=10, 1.25 at K=20, 1.05 at K=32, 1.01 at K=64.
+LANES = 4
+LANES_MAX_K = 64
+
+
+@njit(**_JIT)
+def _lanes_emissions(logB, offsets, s0, nl, b, m, last, live):
+    """Shifted emissions ``b[l, t, k]`` and shifts ``m[l, t]`` of lane l's
+    sequence ``s0 + l``; frames past a lane's end (and every frame of an
+    impossible sequence) get the neutral ``b = 1``, ``m = 0``."""
+    K = logB.shape[1]
+    T = b.shape[1]
+    for ln in range(LANES):
+        Tl = offsets[s0 + ln + 1] - offsets[s0 + ln] if ln < nl else 0
+        lo = offsets[s0 + ln] if ln < nl else 0
+        last[ln] = Tl
+        live[ln] = 1.0 if Tl > 0 else 0.0
+        bl = b[ln]
+        for t in range(Tl):
+            row = lo + t
+            mx = -np.inf
+            for k in range(K):
+                mx = max(mx, logB[row, k])
+            if mx == -np.inf:  # an impossible frame: the sequence has probability 0
+                live[ln] = 0.0
+                break
+            m[ln, t] = mx
+            for k in range(K):
+                bl[t, k] = exp64(logB[row, k] - mx)
+        first_pad = Tl if live[ln] > 0.0 else 0
+        for t in range(first_pad, T):
+            m[ln, t] = 0.0
+            for k in range(K):
+                bl[t, k] = 1.0
+
+
+@njit(**_JIT)
+def _lanes_rescue(logB, offsets, s0, ln, t, pred, al, b, m, live):
+    """The exact-shift redo of lane l's frame t (see :func:`_forward_seq`);
+    returns the frame's normalizer (1.0 if the sequence turns out impossible)."""
+    K = logB.shape[1]
+    row = offsets[s0 + ln] + t
+    m2 = -np.inf
+    for k in range(K):
+        p = pred[ln, k]
+        v = (math.log(p) if p > 0.0 else -np.inf) + logB[row, k]
+        al[ln, t, k] = v  # scratch: log pred + logB
+        m2 = max(m2, v)
+    if m2 == -np.inf:
+        live[ln] = 0.0
+        for k in range(K):
+            al[ln, t, k] = pred[ln, k]
+        return 1.0
+    s = 0.0
+    for k in range(K):
+        a = math.exp(al[ln, t, k] - m2)
+        al[ln, t, k] = a
+        s += a
+        b[ln, t, k] = math.exp(min(logB[row, k] - m2, EXP_CAP))
+    m[ln, t] = m2
+    return s
+
+
+@njit(**_JIT)
+def _fb_lanes(
+    logB, offsets, s0, nl, startprob, transmat, transmat_t, seq_weight, gamma, loglik,
+    outer, start_acc, b, al, be, c, m, pred, last, live,
+):  # fmt: skip
+    """Forward-backward of sequences ``s0:s0 + nl`` (nl <= LANES) in lock-step,
+    lane l in ``b[l]``, ``al[l]``, ``be[l]`` ((T, K) each). Each lane does the
+    per-sequence arithmetic of :func:`_forward_seq` / :func:`_backward_seq`
+    (the lanes never mix), so a sequence's posteriors and log-likelihood do not
+    depend on its neighbours. Adds ``sum_l w_l sum_t alpha_t v_t+1^T`` into
+    ``outer``."""
+    K = logB.shape[1]
+    T = 0
+    for ln in range(nl):
+        T = max(T, offsets[s0 + ln + 1] - offsets[s0 + ln])
+    _lanes_emissions(logB, offsets, s0, nl, b, m, last, live)
+    L0, L1, L2, L3 = last[0], last[1], last[2], last[3]
+    b0, b1, b2, b3 = b[0], b[1], b[2], b[3]
+    x0, x1, x2, x3 = al[0], al[1], al[2], al[3]
+    y0, y1, y2, y3 = be[0], be[1], be[2], be[3]
+    p0, p1, p2, p3 = pred[0], pred[1], pred[2], pred[3]
+    # forward: al[t] = pred * b[t] / c[t], pred = A^T al[t]
+    for k in range(K):
+        p0[k] = p1[k] = p2[k] = p3[k] = startprob[k]
+    for t in range(T):
+        c0 = c1 = c2 = c3 = 0.0
+        for k in range(K):
+            a = p0[k] * b0[t, k]
+            x0[t, k] = a
+            c0 += a
+        for k in range(K):
+            a = p1[k] * b1[t, k]
+            x1[t, k] = a
+            c1 += a
+        for k in range(K):
+            a = p2[k] * b2[t, k]
+            x2[t, k] = a
+            c2 += a
+        for k in range(K):
+            a = p3[k] * b3[t, k]
+            x3[t, k] = a
+            c3 += a
+        if c0 < TINY or c1 < TINY or c2 < TINY or c3 < TINY:
+            c0 = _lanes_rescue(logB, offsets, s0, 0, t, pred, al, b, m, live) if c0 < TINY else c0
+            c1 = _lanes_rescue(logB, offsets, s0, 1, t, pred, al, b, m, live) if c1 < TINY else c1
+            c2 = _lanes_rescue(logB, offsets, s0, 2, t, pred, al, b, m, live) if c2 < TINY else c2
+            c3 = _lanes_rescue(logB, offsets, s0, 3, t, pred, al, b, m, live) if c3 < TINY else c3
+        c[0, t] = c0
+        c[1, t] = c1
+        c[2, t] = c2
+        c[3, t] = c3
+        i0 = 1.0 / c0
+        i1 = 1.0 / c1
+        i2 = 1.0 / c2
+        i3 = 1.0 / c3
+        for k in range(K):
+            x0[t, k] *= i0
+            x1[t, k] *= i1
+            x2[t, k] *= i2
+            x3[t, k] *= i3
+        for j in range(K):  # four independent dot products per row of A^T
+            q0 = q1 = q2 = q3 = 0.0
+            for i in range(K):
+                a = transmat_t[j, i]
+                q0 += a * x0[t, i]
+                q1 += a * x1[t, i]
+                q2 += a * x2[t, i]
+                q3 += a * x3[t, i]
+            p0[j] = q0
+            p1[j] = q1
+            p2[j] = q2
+            p3[j] = q3
+    # backward: b[t+1] becomes v_t+1 = b * beta / c (0 off the sequence or on an
+    # unreachable state), beta_t = A v_t+1 (1 at and after a lane's last frame)
+    for k in range(K):
+        y0[T - 1, k] = y1[T - 1, k] = y2[T - 1, k] = y3[T - 1, k] = 1.0
+    for t in range(T - 2, -1, -1):
+        u = t + 1
+        i0 = 1.0 / c[0, u]
+        i1 = 1.0 / c[1, u]
+        i2 = 1.0 / c[2, u]
+        i3 = 1.0 / c[3, u]
+        ok0 = u < L0 and live[0] > 0.0
+        ok1 = u < L1 and live[1] > 0.0
+        ok2 = u < L2 and live[2] > 0.0
+        ok3 = u < L3 and live[3] > 0.0
+        for k in range(K):
+            b0[u, k] = b0[u, k] * y0[u, k] * i0 if ok0 and x0[u, k] > 0.0 else 0.0
+        for k in range(K):
+            b1[u, k] = b1[u, k] * y1[u, k] * i1 if ok1 and x1[u, k] > 0.0 else 0.0
+        for k in range(K):
+            b2[u, k] = b2[u, k] * y2[u, k] * i2 if ok2 and x2[u, k] > 0.0 else 0.0
+        for k in range(K):
+            b3[u, k] = b3[u, k] * y3[u, k] * i3 if ok3 and x3[u, k] > 0.0 else 0.0
+        for j in range(K):
+            q0 = q1 = q2 = q3 = 0.0
+            for i in range(K):
+                a = transmat[j, i]
+                q0 += a * b0[u, i]
+                q1 += a * b1[u, i]
+                q2 += a * b2[u, i]
+                q3 += a * b3[u, i]
+            y0[t, j] = q0 if u < L0 else 1.0
+            y1[t, j] = q1 if u < L1 else 1.0
+            y2[t, j] = q2 if u < L2 else 1.0
+            y3[t, j] = q3 if u < L3 else 1.0
+    # transition counts: outer[i, j] += sum_l w_l alpha_l,t,i v_l,t+1,j
+    w0 = seq_weight[s0] if live[0] > 0.0 else 0.0
+    w1 = seq_weight[s0 + 1] if nl > 1 and live[1] > 0.0 else 0.0
+    w2 = seq_weight[s0 + 2] if nl > 2 and live[2] > 0.0 else 0.0
+    w3 = seq_weight[s0 + 3] if nl > 3 and live[3] > 0.0 else 0.0
+    for t in range(T - 1):
+        u = t + 1
+        for i in range(K):
+            a0 = w0 * x0[t, i] if w0 > 0.0 else 0.0
+            a1 = w1 * x1[t, i] if w1 > 0.0 else 0.0
+            a2 = w2 * x2[t, i] if w2 > 0.0 else 0.0
+            a3 = w3 * x3[t, i] if w3 > 0.0 else 0.0
+            for j in range(K):
+                outer[i, j] += (a0 * b0[u, j] + a1 * b1[u, j]) + (a2 * b2[u, j] + a3 * b3[u, j])
+    # posteriors, log-likelihoods and start counts, lane by lane
+    for ln in range(nl):
+        s = s0 + ln
+        lo = offsets[s]
+        Tl = last[ln]
+        if live[ln] == 0.0:
+            loglik[s] = -np.inf
+            for t in range(Tl):
+                for k in range(K):
+                    gamma[lo + t, k] = 0.0
+            continue
+        xl, yl = al[ln], be[ln]
+        ll = 0.0
+        for t in range(Tl):
+            ll += math.log(c[ln, t]) + m[ln, t]
+            g = 0.0
+            for k in range(K):
+                v = xl[t, k] * yl[t, k]
+                gamma[lo + t, k] = v
+                g += v
+            inv = 1.0 / g
+            for k in range(K):
+                gamma[lo + t, k] *= inv
+        loglik[s] = ll
+        w = seq_weight[s]
+        for k in range(K):
+            start_acc[k] += w * gamma[lo, k]
+
+
 @njit(**_JIT)
 def _fb_chunks(
     i0, i1, n_chunks, logB, offsets, startprob, transmat, transmat_t, seq_weight,
     gamma, loglik, outer_p, start_p,
 ):  # fmt: skip
-    """Forward-backward of the sequences of groups i0:i1; group ``ch`` adds its
-    ``sum_t alpha_t v_t+1^T`` and start counts into ``outer_p[ch]``, ``start_p[ch]``."""
+    """Forward-backward of the sequences of groups i0:i1 (a group is a run of
+    whole batches of ``LANES`` sequences, or of single sequences for
+    ``K > LANES_MAX_K``); group ``ch`` adds its ``sum_t alpha_t v_t+1^T`` and
+    start counts into ``outer_p[ch]``, ``start_p[ch]``. A batch of one sequence
+    runs alone (no idle lanes)."""
     K = logB.shape[1]
     S = offsets.shape[0] - 1
+    lanes = LANES if K <= LANES_MAX_K else 1
+    n_batches = (S + lanes - 1) // lanes
+    last = np.empty(LANES, dtype=np.int64)
+    live = np.empty(LANES)
+    pred = np.empty((LANES, K))
     for ch in range(i0, i1):
-        s_lo, s_hi = _chunk_bounds(S, n_chunks, ch)
-        t_max = 1
-        for s in range(s_lo, s_hi):
-            t_max = max(t_max, offsets[s + 1] - offsets[s])
-        b = np.empty((t_max, K))
-        beta = np.empty((t_max, K))
-        c = np.empty(t_max)
-        for s in range(s_lo, s_hi):
-            lo, hi = offsets[s], offsets[s + 1]
-            ll = _forward_seq(logB, lo, hi, startprob, transmat_t, gamma, b, c)
-            loglik[s] = ll
+        b_lo, b_hi = _chunk_bounds(n_batches, n_chunks, ch)
+        s_lo, s_hi = b_lo * lanes, min(b_hi * lanes, S)
+        # Scratch: (LANES, T, K) for the lock-step batches, (T, K) for a batch of
+        # one, each sized to its sequences.
+        t_lanes = 0
+        t_single = 0
+        for s0 in range(s_lo, s_hi, lanes):
+            for s in range(s0, min(s0 + lanes, s_hi)):
+                T = offsets[s + 1] - offsets[s]
+                if min(lanes, s_hi - s0) > 1:
+                    t_lanes = max(t_lanes, T)
+                else:
+                    t_single = max(t_single, T)
+        b = np.empty((LANES, t_lanes, K))
+        al = np.empty((LANES, t_lanes, K))
+        be = np.empty((LANES, t_lanes, K))
+        c = np.empty((LANES, t_lanes))
+        m = np.empty((LANES, t_lanes))
+        b1 = np.empty((t_single, K))
+        be1 = np.empty((t_single, K))
+        c1 = np.empty(t_single)
+        for s0 in range(s_lo, s_hi, lanes):
+            nl = min(lanes, s_hi - s0)
+            if nl > 1:
+                _fb_lanes(
+                    logB, offsets, s0, nl, startprob, transmat, transmat_t, seq_weight,
+                    gamma, loglik, outer_p[ch], start_p[ch], b, al, be, c, m, pred, last, live,
+                )  # fmt: skip
+                continue
+            lo, hi = offsets[s0], offsets[s0 + 1]
+            ll = _forward_seq(logB, lo, hi, startprob, transmat_t, gamma, b1, c1)
+            loglik[s0] = ll
             if ll == -np.inf:
                 gamma[lo:hi, :] = 0.0
                 continue
-            w = seq_weight[s]
-            _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer_p[ch], w)
+            w = seq_weight[s0]
+            _backward_seq(lo, hi, transmat, gamma, b1, c1, be1, outer_p[ch], w)
             for k in range(K):
                 start_p[ch, k] += w * gamma[lo, k]
 
@@ -425,7 +671,8 @@ def _ro(a):
 def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
     """See :mod:`fastem.hmm._kernels_numpy`."""
     K = logB.shape[1]
-    nc = _seq_chunks(offsets.shape[0] - 1)
+    lanes = LANES if K <= LANES_MAX_K else 1
+    nc = _seq_chunks((offsets.shape[0] - 1 + lanes - 1) // lanes)  # groups of batches
     outer_p = np.zeros((nc, K, K))
     start_p = np.zeros((nc, K))
     transmat_t = _ro(np.ascontiguousarray(transmat.T))
