@@ -17,12 +17,6 @@ Design:
   the last block are zero with zero weight.
 * Sums over rows use 8 independent 4-wide accumulators added in a fixed order
   (small C helpers with GNU vector extensions): vectorized, yet deterministic.
-* Full covariance is register-tiled: the Mahalanobis products four output by
-  four input coordinates per pass over the block (``_maha_full_tiled``), the
-  upper triangle of ``sxx`` in 2x4 tiles of dot products
-  (``fastem_dot2x4_double``, ``_accumulate_tiled``), each in an order fixed by
-  ``d`` alone. (The missing-data kernels keep the untiled ``_maha_full`` and
-  ``_accumulate``.)
 * ``exp`` is a branch-free polynomial that the compiler vectorizes (libm's
   scalar ``exp`` would dominate at small D).
 * float32 input: distances run in float32, statistics accumulate in float64
@@ -145,27 +139,6 @@ cdef extern from *:
         }                                                                               \
         *s1 += fastem_hsum(a0 + a1); *s2 += fastem_hsum(b0 + b1);                       \
     }
-    /* 2x4 register tile of dot products (n a multiple of 4): rows p, p + ldp
-       against q, q + ld, .., q + 3 ld, 8 accumulators, 6 loads per 8 FMAs;
-       out[0..3] row p, out[4..7] row p + ldp (overwritten). */
-    static inline void fastem_dot2x4_double(const double *p, Py_ssize_t ldp, const double *q,
-                                            Py_ssize_t ld, Py_ssize_t n, double *out) {
-        const double *p1 = p + ldp;
-        const double *q0 = q, *q1 = q + ld, *q2 = q + 2 * ld, *q3 = q + 3 * ld;
-        fastem_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        fastem_v4d b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
-        for (Py_ssize_t r = 0; r < n; r += 4) {
-            fastem_v4d x = FASTEM_LD_double(p + r), y = FASTEM_LD_double(p1 + r);
-            fastem_v4d z0 = FASTEM_LD_double(q0 + r), z1 = FASTEM_LD_double(q1 + r);
-            fastem_v4d z2 = FASTEM_LD_double(q2 + r), z3 = FASTEM_LD_double(q3 + r);
-            a0 += x * z0; a1 += x * z1; a2 += x * z2; a3 += x * z3;
-            b0 += y * z0; b1 += y * z1; b2 += y * z2; b3 += y * z3;
-        }
-        out[0] = fastem_hsum(a0); out[1] = fastem_hsum(a1);
-        out[2] = fastem_hsum(a2); out[3] = fastem_hsum(a3);
-        out[4] = fastem_hsum(b0); out[5] = fastem_hsum(b1);
-        out[6] = fastem_hsum(b2); out[7] = fastem_hsum(b3);
-    }
     static inline double fastem_sum(const double *p, Py_ssize_t n) {
         fastem_v4d a0 = {0}, a1 = {0};
         for (Py_ssize_t r = 0; r < n; r += 8) {
@@ -195,15 +168,6 @@ cdef extern from *:
         }                                                                               \
         *s1 += a; *s2 += b;                                                             \
     }
-    static inline void fastem_dot2x4_double(const double *p, Py_ssize_t ldp, const double *q,
-                                            Py_ssize_t ld, Py_ssize_t n, double *out) {
-        for (int j = 0; j < 8; ++j) {
-            const double *a = p + (j / 4) * ldp, *b = q + (j % 4) * ld;
-            double s = 0.0;
-            for (Py_ssize_t r = 0; r < n; ++r) s += a[r] * b[r];
-            out[j] = s;
-        }
-    }
     static inline double fastem_sum(const double *p, Py_ssize_t n) {
         double s = 0.0;
         for (Py_ssize_t r = 0; r < n; ++r) s += p[r];
@@ -225,8 +189,6 @@ cdef extern from *:
                             double *out) noexcept nogil
     void fastem_moments_double(const double *p, const double *q, Py_ssize_t n, double *s1,
                                double *s2) noexcept nogil
-    void fastem_dot2x4_double(const double *p, Py_ssize_t ldp, const double *q, Py_ssize_t ld,
-                              Py_ssize_t n, double *out) noexcept nogil
 
 
 cdef enum:
@@ -458,142 +420,6 @@ cdef inline void _accumulate(const double* resp, const floating* ct, Py_ssize_t 
             b += 1
 
 
-cdef inline void _maha_full_tiled(const floating* ct, Py_ssize_t d, const floating* U,
-                                  floating* y, floating* maha) noexcept nogil:
-    """maha[r] = ||ct[:, r] @ U||^2, U upper triangular, register-tiled: output
-    coordinates four at a time (y holds 4 x BLOCK partial sums), inputs before
-    them four at a time (16 FMAs per four loads of ct and four of y), then the
-    4x4 triangle of U on the diagonal; the d % 4 last columns one at a time."""
-    cdef Py_ssize_t r, i, j
-    cdef floating u00, u01, u02, u03, u10, u11, u12, u13, u20, u21, u22, u23, u30, u31, u32, u33
-    cdef floating x0, x1, x2, x3, t0, t1, t2, t3
-    cdef const floating* c0
-    cdef floating* y0 = y
-    cdef floating* y1 = y + BLOCK
-    cdef floating* y2 = y + 2 * BLOCK
-    cdef floating* y3 = y + 3 * BLOCK
-    for r in range(BLOCK):
-        maha[r] = 0
-    j = 0
-    while j + 4 <= d:
-        for r in range(BLOCK):
-            y0[r] = 0
-            y1[r] = 0
-            y2[r] = 0
-            y3[r] = 0
-        i = 0
-        while i < j:
-            u00 = U[(i + 0) * d + j + 0]
-            u01 = U[(i + 0) * d + j + 1]
-            u02 = U[(i + 0) * d + j + 2]
-            u03 = U[(i + 0) * d + j + 3]
-            u10 = U[(i + 1) * d + j + 0]
-            u11 = U[(i + 1) * d + j + 1]
-            u12 = U[(i + 1) * d + j + 2]
-            u13 = U[(i + 1) * d + j + 3]
-            u20 = U[(i + 2) * d + j + 0]
-            u21 = U[(i + 2) * d + j + 1]
-            u22 = U[(i + 2) * d + j + 2]
-            u23 = U[(i + 2) * d + j + 3]
-            u30 = U[(i + 3) * d + j + 0]
-            u31 = U[(i + 3) * d + j + 1]
-            u32 = U[(i + 3) * d + j + 2]
-            u33 = U[(i + 3) * d + j + 3]
-            c0 = ct + i * BLOCK
-            for r in range(BLOCK):
-                x0 = c0[r]
-                x1 = c0[1 * BLOCK + r]
-                x2 = c0[2 * BLOCK + r]
-                x3 = c0[3 * BLOCK + r]
-                y0[r] = y0[r] + x0 * u00 + x1 * u10 + x2 * u20 + x3 * u30
-                y1[r] = y1[r] + x0 * u01 + x1 * u11 + x2 * u21 + x3 * u31
-                y2[r] = y2[r] + x0 * u02 + x1 * u12 + x2 * u22 + x3 * u32
-                y3[r] = y3[r] + x0 * u03 + x1 * u13 + x2 * u23 + x3 * u33
-            i += 4
-        u00 = U[(j + 0) * d + j + 0]
-        u01 = U[(j + 0) * d + j + 1]
-        u11 = U[(j + 1) * d + j + 1]
-        u02 = U[(j + 0) * d + j + 2]
-        u12 = U[(j + 1) * d + j + 2]
-        u22 = U[(j + 2) * d + j + 2]
-        u03 = U[(j + 0) * d + j + 3]
-        u13 = U[(j + 1) * d + j + 3]
-        u23 = U[(j + 2) * d + j + 3]
-        u33 = U[(j + 3) * d + j + 3]
-        c0 = ct + j * BLOCK
-        for r in range(BLOCK):
-            x0 = c0[r]
-            x1 = c0[1 * BLOCK + r]
-            x2 = c0[2 * BLOCK + r]
-            x3 = c0[3 * BLOCK + r]
-            t0 = y0[r] + x0 * u00
-            t1 = y1[r] + x0 * u01 + x1 * u11
-            t2 = y2[r] + x0 * u02 + x1 * u12 + x2 * u22
-            t3 = y3[r] + x0 * u03 + x1 * u13 + x2 * u23 + x3 * u33
-            maha[r] = maha[r] + (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
-        j += 4
-    while j < d:  # the d % 4 last columns
-        u00 = U[j]
-        for r in range(BLOCK):
-            y0[r] = ct[r] * u00
-        for i in range(1, j + 1):
-            u00 = U[i * d + j]
-            c0 = ct + i * BLOCK
-            for r in range(BLOCK):
-                y0[r] = y0[r] + c0[r] * u00
-        for r in range(BLOCK):
-            maha[r] = maha[r] + y0[r] * y0[r]
-        j += 1
-
-
-cdef inline void _accumulate_tiled(const double* resp, const floating* ct, Py_ssize_t d,
-                                   double* pw, double* cd, double* nk, double* sx,
-                                   double* sxx) noexcept nogil:
-    """_accumulate for full covariance, the upper triangle of sxx in 2x4 tiles
-    of dot products (fastem_dot2x4_double); the entry below the diagonal that
-    the first tile of a row pair computes is dropped."""
-    cdef Py_ssize_t r, a, b, c
-    cdef double* pa
-    cdef const double* cx
-    cdef double t[8]
-    cdef double rsum = fastem_sum(resp, BLOCK)
-    if rsum == 0.0:  # responsibilities are >= 0: nothing to add
-        return
-    nk[0] += rsum
-    if floating is double:
-        cx = ct
-    else:
-        for a in range(d * BLOCK):
-            cd[a] = <double>ct[a]
-        cx = cd
-    for a in range(d):
-        pa = pw + a * BLOCK
-        for r in range(BLOCK):
-            pa[r] = resp[r] * cx[a * BLOCK + r]
-    for a in range(d):
-        sx[a] += fastem_sum(pw + a * BLOCK, BLOCK)
-    a = 0
-    while a + 2 <= d:
-        pa = pw + a * BLOCK
-        b = a
-        while b + 4 <= d:
-            fastem_dot2x4_double(pa, BLOCK, cx + b * BLOCK, BLOCK, BLOCK, t)
-            for c in range(4):
-                sxx[a * d + b + c] += t[c]
-            for c in range(4):
-                if b + c > a:
-                    sxx[(a + 1) * d + b + c] += t[4 + c]
-            b += 4
-        while b < d:
-            sxx[a * d + b] += fastem_dot_double(pa, cx + b * BLOCK, BLOCK)
-            if b > a:
-                sxx[(a + 1) * d + b] += fastem_dot_double(pa + BLOCK, cx + b * BLOCK, BLOCK)
-            b += 1
-        a += 2
-    if a < d:
-        sxx[a * d + a] += fastem_dot_double(pw + a * BLOCK, cx + a * BLOCK, BLOCK)
-
-
 # ----------------------------------------------------------------------------
 # Chunk workers: run on one thread, write only their own partials.
 
@@ -605,7 +431,7 @@ cdef double _em_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssiz
     cdef Py_ssize_t start, nb, k, r
     cdef double ll = 0.0
     cdef floating* ct = <floating*>malloc((K + 1) * d * BLOCK * sizeof(floating))
-    cdef floating* y = <floating*>malloc(5 * BLOCK * sizeof(floating))
+    cdef floating* y = <floating*>malloc(2 * BLOCK * sizeof(floating))
     cdef double* lp = <double*>malloc(K * BLOCK * sizeof(double))
     cdef floating* xt
     cdef double* pw = <double*>malloc((2 * d + 2) * BLOCK * sizeof(double))
@@ -615,7 +441,7 @@ cdef double _em_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssiz
     if ct == NULL or y == NULL or lp == NULL or pw == NULL:
         err[0] = 1
     else:
-        maha = y + 4 * BLOCK
+        maha = y + BLOCK
         xt = ct + K * d * BLOCK
         mx = pw + 2 * d * BLOCK
         inv = mx + BLOCK
@@ -629,19 +455,15 @@ cdef double _em_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssiz
             for k in range(K):
                 _center(xt, d, means + k * d, ct + k * d * BLOCK)
                 if full:
-                    _maha_full_tiled(ct + k * d * BLOCK, d, pc + k * d * d, y, maha)
+                    _maha_full(ct + k * d * BLOCK, d, pc + k * d * d, y, maha)
                 else:
                     _maha_diag(ct + k * d * BLOCK, d, pc + k * d, maha)
                 for r in range(BLOCK):
                     lp[k * BLOCK + r] = cc[k] - 0.5 * <double>maha[r]
             ll += _responsibilities(lp, K, nb, w + start, mx, inv)
             for k in range(K):
-                if full:
-                    _accumulate_tiled(lp + k * BLOCK, ct + k * d * BLOCK, d, pw, pw + d * BLOCK,
-                                      nk + k, sx + k * d, sxx + k * dd)
-                else:
-                    _accumulate(lp + k * BLOCK, ct + k * d * BLOCK, d, full, pw,
-                                pw + d * BLOCK, nk + k, sx + k * d, sxx + k * dd)
+                _accumulate(lp + k * BLOCK, ct + k * d * BLOCK, d, full, pw, pw + d * BLOCK,
+                            nk + k, sx + k * d, sxx + k * dd)
             start += BLOCK
     free(ct)
     free(y)
@@ -655,14 +477,14 @@ cdef void _logprob_chunk(const floating* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssi
                          const double* cc, bint full, double* out, int* err) noexcept nogil:
     cdef Py_ssize_t start, nb, k, r
     cdef floating* ct = <floating*>malloc(2 * d * BLOCK * sizeof(floating))
-    cdef floating* y = <floating*>malloc(5 * BLOCK * sizeof(floating))
+    cdef floating* y = <floating*>malloc(2 * BLOCK * sizeof(floating))
     cdef floating* maha
     cdef floating* xt
     cdef double ck
     if ct == NULL or y == NULL:
         err[0] = 1
     else:
-        maha = y + 4 * BLOCK
+        maha = y + BLOCK
         xt = ct + d * BLOCK
         start = r0
         while start < r1:
@@ -671,7 +493,7 @@ cdef void _logprob_chunk(const floating* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssi
             for k in range(K):
                 _center(xt, d, means + k * d, ct)
                 if full:
-                    _maha_full_tiled(ct, d, pc + k * d * d, y, maha)
+                    _maha_full(ct, d, pc + k * d * d, y, maha)
                 else:
                     _maha_diag(ct, d, pc + k * d, maha)
                 ck = cc[k]
