@@ -349,3 +349,36 @@ def test_gmm_kernels_match_reference(backend, n_mix):
     # the component posteriors of a state sum to its weighted posterior
     sums = results[1][1].reshape(N, K, n_mix).sum(axis=2)
     np.testing.assert_allclose(sums, gamma * row_w[:, None], rtol=1e-12)
+
+
+@pytest.mark.skipif("numba" not in available_hmm_backends(), reason="needs numba")
+def test_log64_within_one_ulp_of_numpy():
+    """The vectorizable log of the numba HMM kernels, over the positive normal
+    numbers (its domain): random exponents, the [sqrt(2)/2, sqrt(2)) reduction
+    boundaries, the ends of the range and values next to 1."""
+    from numba import njit
+
+    log64 = get_hmm_kernels("numba").hmm.log64
+
+    @njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = log64(x[i])
+
+    rng = np.random.default_rng(12)
+    r2 = np.sqrt(2.0)
+    x = np.concatenate(
+        [
+            10.0 ** rng.uniform(-307, 308, 20000),
+            rng.uniform(0.5, 2.0, 20000),
+            [1.0, 2.0, 0.5, r2, np.nextafter(r2, 3), np.nextafter(r2, 0), r2 / 2],
+            [np.finfo(float).tiny, np.finfo(float).max, 1e-250, 1 + 2e-16, 1 - 1e-16],
+        ]
+    )
+    out = np.empty_like(x)
+    apply(x, out)
+    ref = np.log(x)
+    assert out[x == 1.0][0] == 0.0
+    nonzero = ref != 0
+    ulps = np.abs(out - ref)[nonzero] / np.spacing(np.abs(ref[nonzero]))
+    assert ulps.max() <= 1.0
