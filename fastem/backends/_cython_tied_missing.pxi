@@ -13,23 +13,25 @@
 # the reference; chunks and their reduction order depend only on the shape.
 
 
-cdef int _tm_conditionals(Py_ssize_t d, Py_ssize_t K, const double* L, const double* h,
+cdef int _tm_conditionals(Py_ssize_t d, Py_ssize_t K, const double* L, const double* h_t,
                           const Py_ssize_t* mi, Py_ssize_t nm, const Py_ssize_t* oi,
                           double* R, double* ri, double* rinv, double* lmo, double* delta,
                           double* corr, double* cmat, double* shift) noexcept nogil:
     """A pattern's conditionals under L (row-major d x d; R, rinv, lmo, cmat use
     leading dimension d): R lower Cholesky of L[m, m], ri its inverse pivots,
-    lmo = L[m, o], delta[k, :nm] = C h_k[m], corr[k] = ||R^-1 h_k[m]||^2,
-    cmat = C, shift = nm/2 log 2pi - 1/2 log det L[m, m]. Returns 1 if L[m, m]
-    is not positive definite."""
+    lmo = L[m, o], cmat = C, delta[i, k] = (C h_k[m])_i (nm x K) and corr[k] =
+    h_k[m] . delta_k, from h_t = h (d x K, component last: the K-loops are
+    vector loops), shift = nm/2 log 2pi - 1/2 log det L[m, m]. Returns 1 if
+    L[m, m] is not positive definite."""
     cdef Py_ssize_t no = d - nm, i, j, tt, k
-    cdef double s, c, half_logdet = 0.0
+    cdef double s, cij, half_logdet = 0.0
     cdef const double* lrow
-    cdef double* dk
+    cdef const double* hj
+    cdef double* di
+    for k in range(K):
+        corr[k] = 0.0
+    shift[0] = 0.0
     if nm == 0:
-        for k in range(K):
-            corr[k] = 0.0
-        shift[0] = 0.0
         return 0
     for i in range(nm):
         lrow = L + mi[i] * d
@@ -48,24 +50,6 @@ cdef int _tm_conditionals(Py_ssize_t d, Py_ssize_t K, const double* L, const dou
                 R[i * d + j] = s * ri[j]
         for tt in range(no):
             lmo[i * d + tt] = lrow[oi[tt]]
-    for k in range(K):
-        dk = delta + k * d
-        c = 0.0
-        for i in range(nm):  # R w = h[m]
-            s = h[k * d + mi[i]]
-            for j in range(i):
-                s = s - R[i * d + j] * dk[j]
-            s = s * ri[i]
-            dk[i] = s
-            c = c + s * s
-        corr[k] = c
-        i = nm - 1
-        while i >= 0:  # R^T delta = w
-            s = dk[i]
-            for j in range(i + 1, nm):
-                s = s - R[j * d + i] * dk[j]
-            dk[i] = s * ri[i]
-            i -= 1
     for j in range(nm):  # inverse of R, column by column
         rinv[j * d + j] = ri[j]
         for i in range(j + 1, nm):
@@ -80,8 +64,44 @@ cdef int _tm_conditionals(Py_ssize_t d, Py_ssize_t K, const double* L, const dou
                 s = s + rinv[tt * d + i] * rinv[tt * d + j]
             cmat[i * d + j] = s
             cmat[j * d + i] = s
+    for i in range(nm):  # delta = C h[m], all components at once
+        di = delta + i * K
+        for k in range(K):
+            di[k] = 0.0
+        for j in range(nm):
+            cij = cmat[i * d + j]
+            hj = h_t + mi[j] * K
+            for k in range(K):
+                di[k] = di[k] + cij * hj[k]
+    for i in range(nm):
+        di = delta + i * K
+        hj = h_t + mi[i] * K
+        for k in range(K):
+            corr[k] = corr[k] + hj[k] * di[k]
     shift[0] = 0.5 * nm * _LOG_2PI - half_logdet
     return 0
+
+
+cdef void _tm_accum_sym(const double* xt, const double* r, const double* sfull, Py_ssize_t d,
+                        double* qd, double* g) noexcept nogil:
+    """g += sum_r (r_r u_r + 2 s_r) u_r^T, all of it (not a triangle): its symmetric
+    part is sum_r r_r u u^T + H + H^T with H = sum_r u s^T (s is nonzero on
+    missing coordinates only, different in every pattern), one d^2 per row."""
+    cdef Py_ssize_t a, b, rr
+    cdef const double* xa
+    cdef const double* sa
+    for a in range(d):
+        xa = xt + a * BLOCK
+        sa = sfull + a * BLOCK
+        for rr in range(BLOCK):
+            qd[rr] = r[rr] * xa[rr] + 2.0 * sa[rr]
+        b = 0
+        while b + 4 <= d:
+            fastem_dot4_double(qd, xt + b * BLOCK, BLOCK, BLOCK, g + a * d + b)
+            b += 4
+        while b < d:
+            g[a * d + b] += fastem_dot_double(qd, xt + b * BLOCK, BLOCK)
+            b += 1
 
 
 cdef double _tm_flush(Py_ssize_t d, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t ne,
@@ -90,16 +110,15 @@ cdef double _tm_flush(Py_ssize_t d, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t ne,
                       const double* pool, const double* U, const double* proj,
                       const double* cc, double* xt, double* z, double* lp, double* maha,
                       double* mx, double* inv, double* rsum, double* wb, double* pw,
-                      double* gsx, double* sv, const long long* rid, bint fit, double* nk,
-                      double* t, double* g, double* ht, double* out) noexcept nogil:
+                      double* sfull, double* sv, const long long* rid, bint fit, double* nk,
+                      double* t, double* g, double* out) noexcept nogil:
     """E-step (and, with fit, statistics) of the block's nb rows u (xt, d x BLOCK)
     made of entries q (slots e_lo[q]:e_lo[q + 1], one pattern each, whose delta
-    (K x nm) and C (nm x nm) start at pool + e_off[q]); returns its loglik."""
+    (nm x K) and C (nm x nm) start at pool + e_off[q]); returns its loglik."""
     cdef Py_ssize_t k, r, a, q, i, i2, nm, r0, r1
-    cdef double cq, mk, vv, s, tot, gn = 0.0, si
+    cdef double cq, mk, vv, s, tot, si
     cdef double* lpk
     cdef double* za
-    cdef double* hrow
     cdef const double* dq
     cdef const double* cqm
     cdef const Py_ssize_t* mi
@@ -146,7 +165,7 @@ cdef double _tm_flush(Py_ssize_t d, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t ne,
             continue
         for a in range(d):
             t[k * d + a] += fastem_dot_double(lpk, xt + a * BLOCK, BLOCK)
-    _accumulate(rsum, <const double*>xt, d, True, pw, pw, &gn, gsx, g)
+    memset(sfull, 0, d * BLOCK * sizeof(double))
     for q in range(ne):
         nm = e_nm[q]
         if nm == 0:
@@ -155,7 +174,7 @@ cdef double _tm_flush(Py_ssize_t d, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t ne,
         r1 = e_lo[q + 1]
         mi = e_mi + q * d
         dq = pool + e_off[q]
-        cqm = dq + K * nm
+        cqm = dq + nm * K
         tot = 0.0
         for k in range(K):
             s = 0.0
@@ -166,41 +185,40 @@ cdef double _tm_flush(Py_ssize_t d, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t ne,
             tot = tot + s
         if tot == 0.0:
             continue
-        for k in range(K):  # D: the responsibility-weighted delta
-            s = sv[k]
-            for i in range(nm):
-                t[k * d + mi[i]] += s * dq[k * nm + i]
-        for i in range(nm):  # (m, m): sum_k R_k delta delta^T + W C (upper; mi increasing)
+        for i in range(nm):  # D: the responsibility-weighted delta
+            for k in range(K):
+                t[k * d + mi[i]] += sv[k] * dq[i * K + k]
+        for i in range(nm):  # (m, m): sum_k R_k delta delta^T + W C, both triangles
             for i2 in range(i, nm):
-                s = tot * cqm[i * nm + i2]
+                s = 0.0
                 for k in range(K):
-                    s = s + sv[k] * dq[k * nm + i] * dq[k * nm + i2]
+                    s = s + sv[k] * dq[i * K + k] * dq[i2 * K + k]
+                s = s + tot * cqm[i * nm + i2]
                 g[mi[i] * d + mi[i2]] += s
-        for r in range(r0, r1):  # H^T[m] += (sum_k r_k delta_k) u^T, row by row
+                if i2 != i:
+                    g[mi[i2] * d + mi[i]] += s
+        for r in range(r0, r1):  # s = sum_k r_k delta_k on the missing coordinates
             for i in range(nm):
                 si = 0.0
                 for k in range(K):
-                    si = si + lp[k * BLOCK + r] * dq[k * nm + i]
-                if si == 0.0:
-                    continue
-                hrow = ht + mi[i] * d
-                for a in range(d):
-                    hrow[a] += si * xt[a * BLOCK + r]
+                    si = si + lp[k * BLOCK + r] * dq[i * K + k]
+                sfull[mi[i] * BLOCK + r] = si
+    _tm_accum_sym(xt, rsum, sfull, d, pw, g)
     return ll
 
 
 cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
                       const long long* ptr, Py_ssize_t n_pat, Py_ssize_t j0, Py_ssize_t j1,
                       Py_ssize_t d, Py_ssize_t K, const double* centre, const double* proj,
-                      const double* h, const double* U, const double* L, const double* cc,
-                      bint fit, double* nk, double* t, double* g, double* ht, double* out,
+                      const double* h_t, const double* U, const double* L, const double* cc,
+                      bint fit, double* nk, double* t, double* g, double* out,
                       int* err) noexcept nogil:
     """Positions j0:j1 of rows: their pattern segments' conditionals once each,
     their rows pooled into blocks of BLOCK (a segment cut by a block boundary
     continues as a new entry); with fit the chunk's partials (zeroed here)."""
     cdef Py_ssize_t cap = K * d + d * d + BLOCK * (4 * K + 16)
     cdef Py_ssize_t n_dbl = (4 * d * d + K * d + K + 2 * d + BLOCK + BLOCK * K + cap
-                             + (3 * d + K + 5) * BLOCK + d + K)
+                             + (4 * d + K + 5) * BLOCK + K)
     cdef double* buf = <double*>malloc(n_dbl * sizeof(double))
     cdef Py_ssize_t* ibuf = <Py_ssize_t*>malloc((2 * d + 3 * (BLOCK + 1) + BLOCK * d)
                                                 * sizeof(Py_ssize_t))
@@ -213,7 +231,7 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
     cdef double* delta
     cdef double* corr
     cdef double* v
-    cdef double* gsx
+    cdef double* sfull
     cdef double* e_shift
     cdef double* e_corr
     cdef double* pool
@@ -264,8 +282,8 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
     inv = mx + BLOCK
     rsum = inv + BLOCK
     wb = rsum + BLOCK
-    gsx = wb + BLOCK  # sum_i w_i u_i from _accumulate: not needed
-    sv = gsx + d
+    sv = wb + BLOCK
+    sfull = sv + K
     mi = ibuf
     oi = mi + d
     e_lo = oi + d
@@ -276,7 +294,6 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
         memset(nk, 0, K * sizeof(double))
         memset(t, 0, K * d * sizeof(double))
         memset(g, 0, d * d * sizeof(double))
-        memset(ht, 0, d * d * sizeof(double))
     e_lo[0] = 0
     p = _segment_of(ptr, n_pat, j0)
     j = j0
@@ -287,7 +304,7 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
         hi = ptr[p + 1] if ptr[p + 1] < j1 else j1
         nm = _pattern_of(X + rows[ptr[p]] * d, d, mi, oi)
         no = d - nm
-        if _tm_conditionals(d, K, L, h, mi, nm, oi, R, ri, rinv, lmo, delta, corr, cmat,
+        if _tm_conditionals(d, K, L, h_t, mi, nm, oi, R, ri, rinv, lmo, delta, corr, cmat,
                             &shift):
             err[0] = 2
             break
@@ -295,8 +312,8 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
         while j < hi:
             if nb == BLOCK or used + size > cap:
                 ll += _tm_flush(d, K, nb, ne, e_lo, e_nm, e_mi, e_off, e_shift, e_corr, pool,
-                                U, proj, cc, xt, z, lp, maha, mx, inv, rsum, wb, pw, gsx, sv,
-                                rid, fit, nk, t, g, ht, out)
+                                U, proj, cc, xt, z, lp, maha, mx, inv, rsum, wb, pw, sfull, sv,
+                                rid, fit, nk, t, g, out)
                 nb = 0
                 ne = 0
                 used = 0
@@ -308,9 +325,8 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
             ppos = pool + used
             for k in range(K):
                 e_corr[ne * K + k] = corr[k]
-                for i in range(nm):
-                    ppos[k * nm + i] = delta[k * d + i]
-            ppos = ppos + K * nm
+            memcpy(ppos, delta, nm * K * sizeof(double))
+            ppos = ppos + nm * K
             for i in range(nm):
                 for a in range(nm):
                     ppos[i * nm + a] = cmat[i * d + a]
@@ -353,8 +369,8 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
             e_lo[ne] = nb
     if err[0] == 0 and nb > 0:
         ll += _tm_flush(d, K, nb, ne, e_lo, e_nm, e_mi, e_off, e_shift, e_corr, pool, U, proj,
-                        cc, xt, z, lp, maha, mx, inv, rsum, wb, pw, gsx, sv, rid, fit, nk, t, g,
-                        ht, out)
+                        cc, xt, z, lp, maha, mx, inv, rsum, wb, pw, sfull, sv, rid, fit, nk, t, g,
+                        out)
     free(buf)
     free(ibuf)
     free(rid)
@@ -364,20 +380,18 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
 cdef double _em_missing_tied(const floating[:, ::1] X, const double[::1] sw,
                              const long long[::1] rows, const long long[::1] ptr,
                              const double[::1] centre, const double[:, ::1] proj,
-                             const double[:, ::1] h, const double[:, ::1] U,
+                             const double[:, ::1] h_t, const double[:, ::1] U,
                              const double[:, ::1] L, const double[::1] cc, double[::1] nk,
-                             double[:, ::1] t, double[:, ::1] g,
-                             double[:, ::1] ht) except? -1.0:
+                             double[:, ::1] t, double[:, ::1] g) except? -1.0:
     cdef Py_ssize_t d = X.shape[1], K = proj.shape[0], n_pat = ptr.shape[0] - 1
     cdef Py_ssize_t base = ptr[0], m = ptr[n_pat] - ptr[0]
-    cdef Py_ssize_t nc = _n_chunks(m, K * (d + 1) + 2 * d * d), c, k, a, b
+    cdef Py_ssize_t nc = _n_chunks(m, K * (d + 1) + d * d), c, k, a, b
     cdef int err = 0
     cdef double ll = 0.0, s
     cdef double[::1] ll_p = np.empty(nc)
     cdef double[:, ::1] nk_p = np.empty((nc, K))
     cdef double[:, :, ::1] t_p = np.empty((nc, K, d))
     cdef double[:, ::1] g_p = np.empty((nc, d * d))  # chunks zero their own
-    cdef double[:, ::1] ht_p = np.empty((nc, d * d))
     cdef const floating* xp = &X[0, 0]
     cdef const double* wp = &sw[0]
     cdef const long long* rp = &rows[0]
@@ -386,8 +400,8 @@ cdef double _em_missing_tied(const floating[:, ::1] X, const double[::1] sw,
         for c in prange(nc, schedule="dynamic", chunksize=1):
             ll_p[c] = _tm_chunk(xp, wp, rp, pp, n_pat, base + c * m // nc,
                                 base + (c + 1) * m // nc, d, K, &centre[0], &proj[0, 0],
-                                &h[0, 0], &U[0, 0], &L[0, 0], &cc[0], True, &nk_p[c, 0],
-                                &t_p[c, 0, 0], &g_p[c, 0], &ht_p[c, 0], NULL, &err)
+                                &h_t[0, 0], &U[0, 0], &L[0, 0], &cc[0], True, &nk_p[c, 0],
+                                &t_p[c, 0, 0], &g_p[c, 0], NULL, &err)
         if err == 0:
             # fixed chunk order in every sum -> independent of the thread count
             for c in range(nc):
@@ -406,20 +420,15 @@ cdef double _em_missing_tied(const floating[:, ::1] X, const double[::1] sw,
                 for b in range(d):
                     s = 0.0
                     for c in range(nc):
-                        s = s + ht_p[c, a * d + b]
-                    ht[a, b] = s
-                    if b >= a:
-                        s = 0.0
-                        for c in range(nc):
-                            s = s + g_p[c, a * d + b]
-                        g[a, b] = s
+                        s = s + g_p[c, a * d + b]
+                    g[a, b] = s
     _raise_missing(err)
     return ll
 
 
 cdef void _log_prob_missing_tied(const floating[:, ::1] X, const long long[::1] rows,
                                  const long long[::1] ptr, const double[::1] centre,
-                                 const double[:, ::1] proj, const double[:, ::1] h,
+                                 const double[:, ::1] proj, const double[:, ::1] h_t,
                                  const double[:, ::1] U, const double[:, ::1] L,
                                  const double[::1] cc, double[:, ::1] out) except *:
     cdef Py_ssize_t d = X.shape[1], K = proj.shape[0], n_pat = ptr.shape[0] - 1
@@ -432,28 +441,27 @@ cdef void _log_prob_missing_tied(const floating[:, ::1] X, const long long[::1] 
     with nogil:
         for c in prange(nc, schedule="dynamic", chunksize=1):
             _tm_chunk(xp, NULL, rp, pp, n_pat, base + c * m // nc, base + (c + 1) * m // nc,
-                      d, K, &centre[0], &proj[0, 0], &h[0, 0], &U[0, 0], &L[0, 0], &cc[0],
-                      False, NULL, NULL, NULL, NULL, &out[0, 0], &err)
+                      d, K, &centre[0], &proj[0, 0], &h_t[0, 0], &U[0, 0], &L[0, 0], &cc[0],
+                      False, NULL, NULL, NULL, &out[0, 0], &err)
     _raise_missing(err)
 
 
 def _em_missing_tied_impl(const floating[:, ::1] X, const double[::1] sample_weight,
                           const long long[::1] rows, const long long[::1] ptr,
                           const double[::1] centre, const double[:, ::1] proj,
-                          const double[:, ::1] h, const double[:, ::1] U,
+                          const double[:, ::1] h_t, const double[:, ::1] U,
                           const double[:, ::1] L, const double[::1] comp_const,
-                          double[::1] nk, double[:, ::1] t, double[:, ::1] g,
-                          double[:, ::1] ht):
-    return _em_missing_tied(X, sample_weight, rows, ptr, centre, proj, h, U, L, comp_const,
-                            nk, t, g, ht)
+                          double[::1] nk, double[:, ::1] t, double[:, ::1] g):
+    return _em_missing_tied(X, sample_weight, rows, ptr, centre, proj, h_t, U, L, comp_const,
+                            nk, t, g)
 
 
 def _log_prob_missing_tied_impl(const floating[:, ::1] X, const long long[::1] rows,
                                 const long long[::1] ptr, const double[::1] centre,
-                                const double[:, ::1] proj, const double[:, ::1] h,
+                                const double[:, ::1] proj, const double[:, ::1] h_t,
                                 const double[:, ::1] U, const double[:, ::1] L,
                                 const double[::1] comp_const, double[:, ::1] out):
-    _log_prob_missing_tied(X, rows, ptr, centre, proj, h, U, L, comp_const, out)
+    _log_prob_missing_tied(X, rows, ptr, centre, proj, h_t, U, L, comp_const, out)
 
 
 def em_pass_missing_tied(X, sample_weight, rows, pattern_ptr, means, prec_chol, comp_const,
@@ -473,11 +481,10 @@ def em_pass_missing_tied(X, sample_weight, rows, pattern_ptr, means, prec_chol, 
         return 0.0
     centre, e, proj, h, U, L = _tied.missing_setup(means, prec_chol)
     t = np.empty((k, d))
-    g = np.zeros((d, d))  # the pass fills its upper triangle
-    ht = np.empty((d, d))
-    ll = _em_missing_tied_impl(X, sample_weight, rows, ptr, centre, proj, h, U, L, comp_const,
-                               nk, t, g, ht)
-    _tied.missing_finish(e, nk, t, g, ht, sx, sxx)
+    g = np.empty((d, d))
+    ll = _em_missing_tied_impl(X, sample_weight, rows, ptr, centre, proj,
+                               np.ascontiguousarray(h.T), U, L, comp_const, nk, t, g)
+    _tied.missing_finish(e, nk, t, g, sx, sxx)
     return ll
 
 
@@ -490,4 +497,5 @@ def log_prob_missing_tied(X, rows, pattern_ptr, means, prec_chol, comp_const, ou
                   ("comp_const", comp_const, (k,)), ("out", out, (n, k))])
     if m:
         centre, _, proj, h, U, L = _tied.missing_setup(means, prec_chol)
-        _log_prob_missing_tied_impl(X, rows, ptr, centre, proj, h, U, L, comp_const, out)
+        _log_prob_missing_tied_impl(X, rows, ptr, centre, proj, np.ascontiguousarray(h.T), U, L,
+                                    comp_const, out)

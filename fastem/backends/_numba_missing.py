@@ -765,20 +765,21 @@ def _chunks_missing_diag(
 
 
 @njit(**_JIT)
-def _tied_conditionals(L, h, miss, nm, obs, no, R, ri, rinv, lmo, delta, corr, cmat):
+def _tied_conditionals(L, h_t, miss, nm, obs, no, R, ri, rinv, lmo, delta, corr, cmat):
     """A pattern's conditionals under the shared precision ``L`` (float64).
 
     ``R`` (lower, first ``nm`` rows/columns) receives the Cholesky factor of
     ``L[m, m]`` and ``ri`` its inverse pivots, ``lmo`` the block ``L[m, o]``,
-    ``delta[k, :nm]`` ``C h_k[m]``, ``corr[k]`` ``||R^-1 h_k[m]||^2`` and
-    ``cmat`` ``C = inv(L[m, m])``; ``rinv`` is scratch. Returns the log-density
-    shift ``nm/2 log 2pi - 1/2 log det L[m, m]`` (NaN unless ``L[m, m]`` is
-    positive definite).
+    ``cmat`` ``C = inv(L[m, m])``, ``delta[:nm, k]`` ``C h_k[m]`` and
+    ``corr[k]`` ``h_k[m] . delta_k`` (``h_t`` is ``h`` (d, k) with the component
+    last, so the k-loops are unit-stride vector loops); ``rinv`` is scratch.
+    Returns the log-density shift ``nm/2 log 2pi - 1/2 log det L[m, m]`` (NaN
+    unless ``L[m, m]`` is positive definite).
     """
-    k = h.shape[0]
+    k = h_t.shape[1]
+    for kk in range(k):
+        corr[kk] = 0.0
     if nm == 0:
-        for kk in range(k):
-            corr[kk] = 0.0
         return 0.0
     det = 1.0
     for i in range(nm):
@@ -802,21 +803,6 @@ def _tied_conditionals(L, h, miss, nm, obs, no, R, ri, rinv, lmo, delta, corr, c
         half_logdet = 0.0
         for i in range(nm):
             half_logdet += math.log(R[i, i])
-    for kk in range(k):
-        c = 0.0
-        for i in range(nm):  # R w = h[m]
-            s = h[kk, miss[i]]
-            for j in range(i):
-                s -= R[i, j] * delta[kk, j]
-            s *= ri[i]
-            delta[kk, i] = s
-            c += s * s
-        corr[kk] = c
-        for i in range(nm - 1, -1, -1):  # R^T delta = w
-            s = delta[kk, i]
-            for j in range(i + 1, nm):
-                s -= R[j, i] * delta[kk, j]
-            delta[kk, i] = s * ri[i]
     # C = R^-T R^-1, from the inverse of R column by column
     for j in range(nm):
         rinv[j, j] = ri[j]
@@ -832,12 +818,24 @@ def _tied_conditionals(L, h, miss, nm, obs, no, R, ri, rinv, lmo, delta, corr, c
                 s += rinv[t, i] * rinv[t, j]
             cmat[i, j] = s
             cmat[j, i] = s
+    for i in range(nm):  # delta = C h[m], all components at once
+        for kk in range(k):
+            delta[i, kk] = 0.0
+        for j in range(nm):
+            cij = cmat[i, j]
+            mj = miss[j]
+            for kk in range(k):
+                delta[i, kk] += cij * h_t[mj, kk]
+    for i in range(nm):
+        mi = miss[i]
+        for kk in range(k):
+            corr[kk] += h_t[mi, kk] * delta[i, kk]
     return 0.5 * nm * _LOG_2PI - half_logdet
 
 
 @njit(**_JIT)
 def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, obs, no,
-                 lmo, R, ri, v):  # fmt: skip
+                 lmo, R, ri, v, vo):  # fmt: skip
     """Rows ``rows[start:start + cnt]`` as ``u`` into columns ``b0..`` of ``xt``
     (float64, transposed): ``x[o] - c[o]`` and the conditional mean at the centre
     ``u[m] = -inv(L[m, m]) L[m, o] u[o]`` (two triangular solves with ``R``)."""
@@ -855,7 +853,9 @@ def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, obs, 
         col = b0 + b
         for t in range(no):
             j = obs[t]
-            xt[j, col] = np.float64(X[i, j]) - centre[j]
+            y = np.float64(X[i, j]) - centre[j]
+            vo[t] = y
+            xt[j, col] = y
         if w.shape[0]:
             wb[col] = w[i]
         rb[col] = i
@@ -864,7 +864,8 @@ def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, obs, 
         for a in range(nm):  # R v = -L[m, o] u[o]
             s = 0.0
             for t in range(no):
-                s -= lmo[a, t] * xt[obs[t], col]
+                s += lmo[a, t] * vo[t]
+            s = -s
             for j in range(a):
                 s -= R[a, j] * v[j]
             v[a] = s * ri[a]
@@ -877,12 +878,48 @@ def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, obs, 
 
 
 @njit(**_JIT)
+def _accum_sym(xt, r, sfull, nb, qd, g):
+    """``g += sum_b (r_b u_b + 2 s_b) u_b^T`` (all of it, not a triangle) for the
+    block's rows ``u = xt[:, b]`` and ``s = sfull[:, b]``: its symmetric part is
+    ``sum_b r_b u u^T + (H + H^T)`` with ``H = sum_b u s^T``, in one ``d^2`` per
+    row of vector loops (``s`` is nonzero on missing coordinates only, different
+    in every pattern)."""
+    d = xt.shape[0]
+    for i in range(d):
+        for b in range(nb):
+            qd[b] = r[b] * xt[i, b] + 2.0 * sfull[i, b]
+        j = 0
+        while j + 4 <= d:
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for b in range(nb):
+                v = qd[b]
+                s0 += v * xt[j, b]
+                s1 += v * xt[j + 1, b]
+                s2 += v * xt[j + 2, b]
+                s3 += v * xt[j + 3, b]
+            g[i, j] += s0
+            g[i, j + 1] += s1
+            g[i, j + 2] += s2
+            g[i, j + 3] += s3
+            j += 4
+        while j < d:
+            s0 = 0.0
+            for b in range(nb):
+                s0 += qd[b] * xt[j, b]
+            g[i, j] += s0
+            j += 1
+
+
+@njit(**_JIT)
 def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr, pool,
-                U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, gsx, sv,
-                nk, t, g, ht, out, fit):  # fmt: skip
+                U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, sfull, sv, rcol,
+                nk, t, g, out, fit):  # fmt: skip
     """E-step (and, with ``fit``, statistics) of the ``ncol`` rows ``u`` in
     ``xt``, made of entries ``q`` (columns ``e_lo[q]:e_lo[q + 1]`` of one
-    pattern, whose ``delta`` (k, nm) and ``C`` (nm, nm) start at ``e_off[q]``
+    pattern, whose ``delta`` (nm, k) and ``C`` (nm, nm) start at ``e_off[q]``
     in ``pool``); returns the block's loglik."""
     d = xt.shape[0]
     k = projected.shape[0]
@@ -923,7 +960,9 @@ def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_co
             for b in range(ncol):
                 a += logp[kk, b] * xt[j, b]
             t[kk, j] += a
-    _accum_full(xt, rsum, ncol, rd, gsx, g)
+    for j in range(d):
+        for b in range(ncol):
+            sfull[j, b] = 0.0
     for q in range(nent):
         nm = e_nm[q]
         if nm == 0:
@@ -941,38 +980,45 @@ def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_co
             tot += r
         if tot == 0.0:
             continue
-        for kk in range(k):  # D: the responsibility-weighted delta
-            r = sv[kk]
-            for i in range(nm):
-                t[kk, miss[i]] += r * pool[off + kk * nm + i]
-        c0 = off + k * nm
-        for i in range(nm):  # (m, m): sum_k R_k delta delta^T + W C (upper; miss increasing)
+        for i in range(nm):  # D: the responsibility-weighted delta
+            mi = miss[i]
+            di = off + i * k
+            for kk in range(k):
+                t[kk, mi] += sv[kk] * pool[di + kk]
+        c0 = off + nm * k
+        for i in range(nm):  # (m, m): sum_k R_k delta delta^T + W C, both triangles
+            di = off + i * k
             for j in range(i, nm):
-                a = tot * pool[c0 + i * nm + j]
+                dj = off + j * k
+                a = 0.0
                 for kk in range(k):
-                    a += sv[kk] * pool[off + kk * nm + i] * pool[off + kk * nm + j]
+                    a += sv[kk] * pool[di + kk] * pool[dj + kk]
+                a += tot * pool[c0 + i * nm + j]
                 g[miss[i], miss[j]] += a
-        for b in range(b0, b1):  # H^T[m] += (sum_k r_k delta_k) u^T, row by row
+                if j != i:
+                    g[miss[j], miss[i]] += a
+        for b in range(b0, b1):  # s = sum_k r_k delta_k on the missing coordinates
+            for kk in range(k):
+                rcol[kk] = logp[kk, b]
             for i in range(nm):
+                di = off + i * k
                 si = 0.0
                 for kk in range(k):
-                    si += logp[kk, b] * pool[off + kk * nm + i]
-                if si == 0.0:
-                    continue
-                row = ht[miss[i]]
-                for a2 in range(d):
-                    row[a2] += si * xt[a2, b]
+                    si += rcol[kk] * pool[di + kk]
+                sfull[miss[i], b] = si
+    _accum_sym(xt, rsum, sfull, ncol, rd, g)
     return ll
 
 
 @njit(**_JIT)
 def _chunks_missing_tied(
-    i0, i1, nc, X, w, rows, ptr, centre, projected, h, U, L, comp_const,
-    ll_p, nk_p, t_p, g_p, ht_p, out, fit,
+    i0, i1, nc, X, w, rows, ptr, centre, projected, h_t, U, L, comp_const,
+    ll_p, nk_p, t_p, g_p, out, fit,
 ):  # fmt: skip
     """Chunks ``_spread(i0:i1)`` of ``nc`` under the shared precision: with
-    ``fit`` chunk ``c`` adds ``nk``, ``t + D``, the upper triangle of ``G``
-    plus the ``(m, m)`` terms and ``H^T`` to its partials and its loglik to
+    ``fit`` chunk ``c`` adds ``nk``, ``t + D`` and ``G + 2 H^T`` plus the
+    ``(m, m)`` terms (whose symmetric part is the pooled scatter about the
+    centre, see :func:`_accum_sym`) to its partials and its loglik to
     ``ll_p[c]``, else the log-densities go to ``out``.
 
     Each pattern segment's conditionals are computed once; its rows join the
@@ -990,10 +1036,12 @@ def _chunks_missing_tied(
     ri = np.empty(d)
     rinv = np.empty((d, d))
     lmo = np.empty((d, d))
-    delta = np.empty((k, d))
+    delta = np.empty((d, k))
     corr = np.empty(k)
     cmat = np.empty((d, d))
     v = np.empty(d)
+    vo = np.empty(d)
+    rcol = np.empty(k)
     e_lo = np.zeros(B + 1, dtype=np.int64)
     e_nm = np.empty(B, dtype=np.int64)
     e_miss = np.empty((B, d), dtype=np.int64)
@@ -1011,7 +1059,7 @@ def _chunks_missing_tied(
     rsum = np.empty(B)
     mx = np.empty(B)
     s = np.empty(B)
-    gsx = np.zeros(d)  # sum_i w_i u_i from _accum_full: not needed
+    sfull = np.empty((d, B))
     sv = np.empty(k)
     m = rows.shape[0]
     n_pat = ptr.shape[0] - 1
@@ -1022,7 +1070,6 @@ def _chunks_missing_tied(
         nk = nk_p[c]
         t = t_p[c]
         g = g_p[c]
-        ht = ht_p[c]
         ncol = 0
         nent = 0
         used = 0
@@ -1035,15 +1082,15 @@ def _chunks_missing_tied(
             if e <= a:
                 continue
             nm, no = _pattern(X, rows[ptr[p - 1]], miss, obs)
-            shift = _tied_conditionals(L, h, miss, nm, obs, no, R, ri, rinv, lmo, delta,
+            shift = _tied_conditionals(L, h_t, miss, nm, obs, no, R, ri, rinv, lmo, delta,
                                        corr, cmat)  # fmt: skip
             size = k * nm + nm * nm
             while a < e:
                 if ncol == B or used + size > cap:
                     ll += _tied_block(
                         xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr,
-                        pool, U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, gsx,
-                        sv, nk, t, g, ht, out, fit,
+                        pool, U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, sfull,
+                        sv, rcol, nk, t, g, out, fit,
                     )  # fmt: skip
                     ncol = 0
                     nent = 0
@@ -1055,16 +1102,17 @@ def _chunks_missing_tied(
                 e_shift[nent] = shift
                 for kk in range(k):
                     e_corr[nent, kk] = corr[kk]
-                    for i in range(nm):
-                        pool[used + kk * nm + i] = delta[kk, i]
-                c0 = used + k * nm
+                for i in range(nm):
+                    for kk in range(k):
+                        pool[used + i * k + kk] = delta[i, kk]
+                c0 = used + nm * k
                 for i in range(nm):
                     for j in range(nm):
                         pool[c0 + i * nm + j] = cmat[i, j]
                 used += size
                 cnt = min(B - ncol, e - a)
                 _gather_tied(X, w, rows, a, cnt, xt, wb, rb, ncol, centre, miss, nm, obs, no,
-                             lmo, R, ri, v)  # fmt: skip
+                             lmo, R, ri, v, vo)  # fmt: skip
                 ncol += cnt
                 a += cnt
                 nent += 1
@@ -1072,8 +1120,8 @@ def _chunks_missing_tied(
         if ncol:
             ll += _tied_block(
                 xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr,
-                pool, U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, gsx,
-                sv, nk, t, g, ht, out, fit,
+                pool, U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, sfull,
+                sv, rcol, nk, t, g, out, fit,
             )  # fmt: skip
         if fit:
             ll_p[c] = ll
@@ -1206,18 +1254,18 @@ def em_pass_missing_tied(X, sample_weight, rows, pattern_ptr, means, prec_chol, 
     m = rows.shape[0]
     k, d = means.shape
     centre, e, projected, h, U, L = _tied.missing_setup(means, prec_chol)
-    nc = _n_chunks(m, k * (d + 1) + 2 * d * d)
+    nc = _n_chunks(m, k * (d + 1) + d * d)
     ll_p = np.zeros(nc)
     nk_p = np.zeros((nc, k))
     t_p = np.zeros((nc, k, d))
     g_p = np.zeros((nc, d, d))
-    ht_p = np.zeros((nc, d, d))
     run_chunks(
         _chunks_missing_tied, nc, nc, X, sample_weight, rows, pattern_ptr, centre, projected,
-        h, U, L, comp_const, ll_p, nk_p, t_p, g_p, ht_p, np.empty((0, k)), True,
+        np.ascontiguousarray(h.T), U, L, comp_const, ll_p, nk_p, t_p, g_p, np.empty((0, k)),
+        True,
     )  # fmt: skip
     nk[...] = nk_p.sum(axis=0)
-    _tied.missing_finish(e, nk, t_p.sum(axis=0), g_p.sum(axis=0), ht_p.sum(axis=0), sx, sxx)
+    _tied.missing_finish(e, nk, t_p.sum(axis=0), g_p.sum(axis=0), sx, sxx)
     return _sum_chunks(ll_p)
 
 
@@ -1227,8 +1275,8 @@ def log_prob_missing_tied(X, rows, pattern_ptr, means, prec_chol, comp_const, ou
     centre, _, projected, h, U, L = _tied.missing_setup(means, prec_chol)
     nc = _n_chunks(rows.shape[0], 0)
     run_chunks(
-        _chunks_missing_tied, nc, nc, X, _NO_W, rows, pattern_ptr, centre, projected, h, U, L,
-        comp_const, np.zeros(nc), np.zeros((nc, k)), np.zeros((nc, 0, 0)),
+        _chunks_missing_tied, nc, nc, X, _NO_W, rows, pattern_ptr, centre, projected,
+        np.ascontiguousarray(h.T), U, L, comp_const, np.zeros(nc), np.zeros((nc, k)),
         np.zeros((nc, 0, 0)), np.zeros((nc, 0, 0)), out, False,
     )  # fmt: skip
 

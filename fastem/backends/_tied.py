@@ -75,11 +75,12 @@ def finish(e: np.ndarray, nk: np.ndarray, t: np.ndarray, g: np.ndarray, sx, sxx)
 #   responsibilities), ``k |m|`` per pattern;
 # * ``sum_k sum_i r_ik (y y^T + E_m C E_m^T)`` is :func:`finish`'s formula with
 #   ``t + D`` for ``t`` and, for ``G``, ``sum_i w_i u u^T`` plus ``H + H^T``
-#   with ``H = sum_i u_i (sum_k r_ik E_m delta_k)^T`` (``d |m|`` per row) plus
+#   with ``H = sum_i u_i s_i^T``, ``s_i = sum_k r_ik E_m delta_k`` (the symmetric
+#   part of ``sum_i (w_i u_i + 2 s_i) u_i^T``: one ``d^2`` product per row) plus
 #   ``sum_patterns E_m (sum_k R_pk delta_k delta_k^T + W_p C) E_m^T``.
 #
-# Per row that is ``d^2/2`` (projection) + ``d^2/2`` (scatter) + ``2 k d`` +
-# ``|m| (d + k)``, against ``k d^2`` for the full-covariance missing pass; per
+# Per row that is ``d^2/2`` (projection) + ``d^2`` (scatter) + ``2 k d`` +
+# ``|m| k``, against ``k d^2`` for the full-covariance missing pass; per
 # pattern ``|m|^3/2 + k |m|^2``, against ``k (|m|^3/3 + |m|^2 |o|)``.
 
 
@@ -96,9 +97,10 @@ def missing_setup(means: np.ndarray, prec_chol: np.ndarray):
     return centre, e, np.ascontiguousarray(e @ U), np.ascontiguousarray(e @ L), U, L
 
 
-def missing_finish(e, nk, t, g, ht, sx, sxx) -> None:
+def missing_finish(e, nk, t, g, sx, sxx) -> None:
     """The contract's ``sx`` and pooled ``sxx`` from a missing-data tied pass:
-    ``t`` (k, d) holds ``t + D``, ``g`` the upper triangle of ``G`` plus the
-    per-pattern ``(m, m)`` terms, ``ht`` (d, d) the transpose of ``H``."""
-    full = np.triu(g) + np.triu(g, 1).T + ht + ht.T
-    finish(e, nk, t, full, sx, sxx)
+    ``t`` (k, d) holds ``t + D`` and ``g`` (d, d) a matrix whose symmetric part
+    is ``G + H + H^T`` plus the per-pattern ``(m, m)`` terms (the kernels
+    accumulate ``sum_i (w_i u_i + 2 s_i) u_i^T`` with ``s_i = sum_k r_ik E_m
+    delta_k``, one product for both)."""
+    finish(e, nk, t, 0.5 * (g + g.T), sx, sxx)
