@@ -43,8 +43,9 @@ Blocks (vectorization)
       at the end.
 
     Every sum runs in an order fixed by ``d`` and the block, never by the
-    thread count. (The missing-data and tied kernels still use the untiled
-    :func:`_tri_maha` and :func:`_accum_full`.)
+    thread count. Below ``d = 4`` (no whole tile) the full kernel uses the
+    untiled :func:`_tri_maha` and :func:`_accum_full` on a centred copy, which
+    are faster there; so do the missing-data and tied kernels.
 
     Scratch is a few ``(d, B)`` and ``(k, B)`` blocks per chunk plus the
     ``O(n_chunks k d^2)`` partials; nothing is ``n x k`` or ``n x d``.
@@ -781,6 +782,10 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
     maha = np.empty(B, dtype=X.dtype)
     logp = np.empty((k, B), dtype=np.float64)
     rd = np.empty((d, B), dtype=np.float64)
+    # d < 4 has no 4x4 tile: the untiled kernels on a centred copy are faster there (W1)
+    tiled = d >= 4
+    diff = np.empty((d, B) if not tiled else (0, 0), dtype=X.dtype)
+    xd = np.empty((d, B) if not tiled else (0, 0), dtype=np.float64)
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
     for c in range(i0, i1):
@@ -791,7 +796,11 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
             nb = min(B, hi - start)
             _load_block(X, start, nb, xt)
             for kk in range(k):
-                _tri_maha_tiled(xt, means[kk], prec_chol[kk], nb, acc, maha)
+                if tiled:
+                    _tri_maha_tiled(xt, means[kk], prec_chol[kk], nb, acc, maha)
+                else:
+                    _center(xt, nb, means[kk], diff)
+                    _tri_maha(diff, prec_chol[kk], nb, acc[0], maha)
                 cc = comp_const[kk]
                 for b in range(nb):
                     logp[kk, b] = cc - 0.5 * np.float64(maha[b])
@@ -802,9 +811,13 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
                 continue
             ll += _responsibilities(logp, w, start, nb, mx, s)
             for kk in range(k):
-                nk_p[c, kk] += _accum_full_tiled(
-                    xt, means[kk], logp[kk], nb, rd, sx_p[c, kk], sxx_p[c, kk]
-                )
+                if tiled:
+                    nk_p[c, kk] += _accum_full_tiled(
+                        xt, means[kk], logp[kk], nb, rd, sx_p[c, kk], sxx_p[c, kk]
+                    )
+                else:
+                    _center(xt, nb, means[kk], xd)
+                    nk_p[c, kk] += _accum_full(xd, logp[kk], nb, rd[0], sx_p[c, kk], sxx_p[c, kk])
         if fit:
             ll_p[c] = ll
 
