@@ -126,6 +126,71 @@ class EMIterationMissing:
     track_ratio_to_complete_data.unit = "ratio"
 
 
+class EMIterationTiedMissing:
+    """W5 (tied) with 20% of entries missing completely at random (issue #13):
+    seconds per iteration, the ratio to the complete-data iteration, and one
+    pass of the tied missing-data kernel against the full-covariance missing
+    kernel given k copies of the shared factor (the path tied took before)."""
+
+    params = (BACKENDS,)
+    param_names = ("backend",)
+    timeout = 900
+    frac = 0.20
+
+    def setup(self, backend):
+        from fastem._covariance import precision_cholesky_from_precisions
+        from fastem._missing import find_patterns
+        from fastem._passes import PassParams
+
+        pin_threads()
+        self.X, self.init = workload("W5")
+        mask = np.random.default_rng(0).random(self.X.shape) < self.frac
+        self.X_missing = self.X.copy()
+        self.X_missing[mask] = np.nan
+        init = self.init
+        pc = precision_cholesky_from_precisions(init["precisions_init"], "tied")
+        self.params = PassParams.from_model(
+            init["weights_init"], init["means_init"], pc, "tied", self.X.dtype
+        )
+        self.patterns = find_patterns(self.X_missing)
+        self.kernels = get_backend(backend)
+        fit_from_init(self.X_missing[:1000], self.init, backend, 1)  # compile / warm caches
+        self._pass(tied=True)
+        self._pass(tied=False)
+
+    def _pass(self, tied):
+        import dataclasses
+
+        from fastem._passes import em_stats
+
+        params = self.params if tied else dataclasses.replace(self.params, tied_chol=None)
+        w = np.ones(self.X.shape[0])
+        return em_stats(self.kernels, self.X_missing, w, params, self.patterns)
+
+    def track_seconds_per_iteration(self, backend):
+        return seconds_per_iteration(self.X_missing, self.init, backend)
+
+    track_seconds_per_iteration.unit = "seconds"
+
+    def track_ratio_to_complete_data(self, backend):
+        missing = seconds_per_iteration(self.X_missing, self.init, backend)
+        complete = seconds_per_iteration(self.X, self.init, backend)
+        return missing / complete
+
+    track_ratio_to_complete_data.unit = "ratio"
+
+    def track_speedup_over_full_missing_pass(self, backend):
+        times = {True: [], False: []}
+        for _ in range(3):
+            for tied in (True, False):
+                t0 = time.perf_counter()
+                self._pass(tied)
+                times[tied].append(time.perf_counter() - t0)
+        return float(np.median(times[False]) / np.median(times[True]))
+
+    track_speedup_over_full_missing_pass.unit = "ratio"
+
+
 class EMIterationFloat32:
     """float32 fitting (W2)."""
 

@@ -13,13 +13,22 @@ across noisy machines):
   and validation cancel out; M-steps and the per-iteration parameter set-up
   count).
 
+For a tied workload (W5) it also times, in the same interleaved loop, the pass
+over the rows with NaN through the full-covariance missing kernel given k
+copies of the shared factor (``pass missing full``: the path tied took before
+its own kernel), and with ``--sklearn`` scikit-learn's seconds per iteration
+on the complete data from the same parameters (scikit-learn cannot take NaN:
+the missing-data figures compare against its complete-data iteration).
+``--threads`` pins the backend's threads (and BLAS to the same number).
+
     python benchmarks/missing_ratio.py [--workload W2] [--frac 0.1] [--repeats 5] [--iters 0]
-        [--n0 2] [--n1 7] [--backend numba]
+        [--n0 2] [--n1 7] [--backend numba] [--threads N] [--sklearn]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import warnings
 
@@ -29,6 +38,7 @@ from fastem import GaussianMixture
 from fastem._covariance import precision_cholesky_from_precisions, precisions_from_cholesky
 from fastem._missing import find_patterns
 from fastem._passes import PassParams, em_stats
+from fastem._threads import limit_threads
 from fastem.backends import get_backend
 from fastem.datasets import make_workload
 
@@ -42,12 +52,25 @@ def main() -> None:
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--n0", type=int, default=2)
     ap.add_argument("--n1", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None, help="backend (and BLAS) threads")
+    ap.add_argument("--sklearn", action="store_true", help="also scikit-learn, complete data")
     ap.add_argument(
         "--iters", type=int, default=0,
         help="EM iterations on the complete data before timing (0: the initial parameters)",
     )  # fmt: skip
     args = ap.parse_args()
+    if args.threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
 
+            threadpool_limits(args.threads)
+        except ImportError:
+            pass
+    with limit_threads(args.backend, args.threads):
+        run(args)
+
+
+def run(args) -> None:
     dtype = np.dtype(args.dtype)
     kernels = get_backend(args.backend)
     X, init = make_workload(args.workload, dtype=dtype)
@@ -71,6 +94,15 @@ def main() -> None:
     def missing():
         return em_stats(kernels, Xm, w, params, patterns)
 
+    full_params = dataclasses.replace(params, tied_chol=None)
+
+    def missing_full():  # tied through the full-covariance missing kernel (k copies)
+        return em_stats(kernels, Xm, w, full_params, patterns)
+
+    passes = [("pass complete", complete), ("pass missing", missing)]
+    if cov == "tied":
+        passes.append(("pass missing full", missing_full))
+
     start = {"weights_init": weights, "means_init": means,
              "precisions_init": precisions_from_cholesky(pc, cov)}  # fmt: skip
 
@@ -83,30 +115,44 @@ def main() -> None:
             warnings.simplefilter("ignore")
             gm.fit(data)
 
-    def per_iteration(data):
+    def sklearn_fit(data, max_iter):
+        from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+        gm = SkGaussianMixture(
+            init["n_components"], covariance_type=cov, max_iter=max_iter, tol=0.0, **start
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gm.fit(data)
+
+    def per_iteration(data, fit_fn=fit):
         t0 = time.perf_counter()
-        fit(data, args.n0)
+        fit_fn(data, args.n0)
         t1 = time.perf_counter()
-        fit(data, args.n1)
+        fit_fn(data, args.n1)
         t2 = time.perf_counter()
         return ((t2 - t1) - (t1 - t0)) / (args.n1 - args.n0)
 
-    complete()  # compile / warm up
-    missing()
+    for _, fn in passes:  # compile / warm up
+        fn()
     fit(X[:1000], 1)
     fit(Xm[:1000], 1)
-    names = ("pass complete", "pass missing", "fit complete", "fit missing")
+    names = [name for name, _ in passes] + ["fit complete", "fit missing"]
+    if args.sklearn:
+        names.append("sklearn complete")
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeats):
-        for name, fn in (("pass complete", complete), ("pass missing", missing)):
+        for name, fn in passes:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
         times["fit complete"].append(per_iteration(X))
         times["fit missing"].append(per_iteration(Xm))
+        if args.sklearn:
+            times["sklearn complete"].append(per_iteration(X, sklearn_fit))
     med = {name: float(np.median(t)) for name, t in times.items()}
     print(
-        f"{args.workload} {cov} {dtype.name} backend={args.backend}: "
+        f"{args.workload} {cov} {dtype.name} backend={args.backend} threads={args.threads}: "
         f"{patterns.n_patterns} patterns, {patterns.rows.shape[0]} rows, "
         f"{patterns.n_missing / X.size:.1%} missing; medians of {args.repeats}"
     )
@@ -116,6 +162,13 @@ def main() -> None:
     for kind in ("pass", "fit"):
         ratio = med[f"{kind} missing"] / med[f"{kind} complete"]
         print(f"  ratio missing/complete per {kind:4s}: {ratio:.2f}")
+    if "pass missing full" in med:
+        ratio = med["pass missing full"] / med["pass missing"]
+        print(f"  speed-up of the tied missing kernel over the full path per pass: {ratio:.2f}")
+    if args.sklearn:
+        for kind in ("complete", "missing"):
+            ratio = med["sklearn complete"] / med[f"fit {kind}"]
+            print(f"  scikit-learn complete / fastem {kind:8s} per iteration: {ratio:.1f}x")
 
 
 if __name__ == "__main__":
