@@ -427,3 +427,28 @@ def test_fit_bit_identical_on_any_thread_count():
         for name in ("startprob_", "transmat_", "means_", "covars_"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
         np.testing.assert_array_equal(a.monitor_.history, b.monitor_.history)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gmmhmm_stats_reuse_the_passs_state_densities(backend):
+    """GMMHMM's statistics take the forward-backward's state log-densities
+    instead of recomputing their log-sum-exp: the same bits, with or without
+    missing values."""
+    from fastem.hmm import GMMHMM
+    from fastem.hmm._base import _offsets, _seq_weights
+
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(sum(LENGTHS), 3))
+    X[::4] += 3.0
+    kern = get_hmm_kernels(backend)
+    for missing in (False, True):
+        if missing:
+            X[rng.uniform(size=X.shape) < 0.1] = np.nan
+        m = GMMHMM(2, n_mix=3, n_iter=1, random_state=0, backend=backend).fit(X, LENGTHS)
+        offsets = _offsets(LENGTHS, X.shape[0])
+        w = _seq_weights(None, len(LENGTHS))
+        fb = m._forward_backward(kern, X, offsets, w)
+        reused = m._emission_stats(kern, X, fb.gamma, offsets, w, logB=fb.logB)
+        fresh = m._emission_stats(kern, X, fb.gamma, offsets, w)
+        for a, b in zip(reused, fresh, strict=True):
+            np.testing.assert_array_equal(a, b)

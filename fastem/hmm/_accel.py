@@ -163,7 +163,7 @@ class _BaumWelchProblem:
             raise FloatingPointError("the log-likelihood is not finite")
         try:
             stats = model._emission_stats(
-                self.kernels, self.X, fb.gamma, self.offsets, self.seq_weight
+                self.kernels, self.X, fb.gamma, self.offsets, self.seq_weight, logB=fb.logB
             )
             model._do_mstep(fb, stats)
             image = self.packer.pack(model)

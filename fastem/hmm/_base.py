@@ -160,12 +160,14 @@ class _FBResult:
     gamma: np.ndarray  # (N, K)
     xi: np.ndarray  # (K, K)
     start: np.ndarray  # (K,)
+    logB: np.ndarray  # (N, K) emission log-densities the pass used
 
 
 class BaseHMM(*ESTIMATOR_BASES):
     """Shared machinery of the HMM estimators (not used directly).
 
-    Subclasses implement ``_emission_logprob``, ``_emission_stats``,
+    Subclasses implement ``_emission_logprob``, ``_emission_stats`` (which may
+    reuse the pass's emission log-densities ``logB``),
     ``_emission_mstep``, ``_init_emissions``, ``_check_emissions``,
     ``_validate_X``, ``_generate_sample_from_state`` and
     ``_get_n_fit_scalars_per_param``.
@@ -239,7 +241,7 @@ class BaseHMM(*ESTIMATOR_BASES):
             logB = self._emission_logprob(kernels, X)
         K = self.n_components
         S = offsets.shape[0] - 1
-        res = _FBResult(np.empty(S), np.empty_like(logB), np.empty((K, K)), np.empty(K))
+        res = _FBResult(np.empty(S), np.empty_like(logB), np.empty((K, K)), np.empty(K), logB)
         kernels.hmm.forward_backward(
             logB, offsets, self.startprob_, self.transmat_, seq_weight,
             res.gamma, res.loglik, res.xi, res.start,
@@ -316,7 +318,7 @@ class BaseHMM(*ESTIMATOR_BASES):
     def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
         for _ in range(self.n_iter):
             fb = self._forward_backward(kernels, X, offsets, seq_weight)
-            stats = self._emission_stats(kernels, X, fb.gamma, offsets, seq_weight)
+            stats = self._emission_stats(kernels, X, fb.gamma, offsets, seq_weight, logB=fb.logB)
             loglik = float(seq_weight @ fb.loglik)
             self._do_mstep(fb, stats)
             self.monitor_.report(loglik)

@@ -137,7 +137,7 @@ class CategoricalHMM(BaseHMM):
         with np.errstate(divide="ignore"):
             return np.ascontiguousarray(np.log(self.emissionprob_)[:, X[:, 0]].T)
 
-    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight):
+    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight, logB=None):
         g = _weighted_posteriors(gamma, offsets, seq_weight)
         obs = np.zeros((self.n_components, self.n_features))
         for k in range(self.n_components):
@@ -283,7 +283,7 @@ class PoissonHMM(BaseHMM):
         out -= log_fact[X].sum(axis=1)[:, None]
         return np.ascontiguousarray(out)
 
-    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight):
+    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight, logB=None):
         g = _weighted_posteriors(gamma, offsets, seq_weight)
         return g.sum(axis=0), g.T @ X.astype(np.float64)
 

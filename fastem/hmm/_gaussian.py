@@ -260,7 +260,7 @@ class GaussianHMM(BaseHMM):
         log_prob(kernels.mixture, X, self._pass_params(X.dtype), out)
         return out
 
-    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight):
+    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight, logB=None):
         """(nk, sx, sxx, shift): posterior-weighted moments centred on the current means."""
         K, D = self.means_.shape
         full = self.covariance_type in _FULL

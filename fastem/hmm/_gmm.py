@@ -251,10 +251,12 @@ class GMMHMM(BaseHMM):
             self._component_block(kernels, X[lo:hi], params, comp[: hi - lo], out[lo:hi])
         return out
 
-    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight):
+    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight, logB=None):
         """Component-posterior-weighted moments, one block of rows at a time: the
         block's component densities are recomputed rather than kept, so a fit holds
-        O(N*K) beyond X whatever the number of mixture components."""
+        O(N*K) beyond X whatever the number of mixture components. ``logB``, the
+        state log-densities of the same parameters (the forward-backward's), saves
+        their log-sum-exp; without it they are recomputed."""
         K, M, D = self.means_.shape
         C = K * M
         N = X.shape[0]
@@ -272,10 +274,13 @@ class GMMHMM(BaseHMM):
             hi = min(N, lo + _BLOCK_ROWS)
             n = hi - lo
             Xb = X[lo:hi]
-            self._component_block(kernels, Xb, params, comp[:n], state[:n])
-            kernels.hmm.gmm_posteriors(
-                comp[:n], M, state[:n], gamma[lo:hi], row_weight[lo:hi], g[:n]
-            )
+            if logB is None:
+                self._component_block(kernels, Xb, params, comp[:n], state[:n])
+                st = state[:n]
+            else:
+                log_prob(kernels.mixture, Xb, params, comp[:n])
+                st = logB[lo:hi]
+            kernels.hmm.gmm_posteriors(comp[:n], M, st, gamma[lo:hi], row_weight[lo:hi], g[:n])
             if not has_nan(Xb):
                 fn = kernels.hmm.moments_full if full else kernels.hmm.moments_diag
                 fn(Xb, g[:n], ones[:n], shift, bnk, bsx, bsxx)
