@@ -178,18 +178,71 @@ def test_structure_check_can_fail(fitted):
 
 
 # ------------------------------------------------------------- monotone EM
-@pytest.mark.parametrize("model", MCLUST_MODELS)
-def test_log_likelihood_never_decreases_with_weights_and_nan(data, model):
+def fit_weighted_with_nan(data, model):
+    """25 EM iterations (no early stop) on the data with 12% NaN and uneven weights."""
     rng = np.random.default_rng(5)
     X = data.copy()
     X[rng.random(X.shape) < 0.12] = np.nan
     w = rng.uniform(0.2, 3.0, size=X.shape[0])
     gm = fit(X, model, w, max_iter=25, tol=0)
+    assert len(gm.lower_bounds_) == 25
+    return gm
+
+
+def largest_decrease(gm) -> float:
+    """The largest drop of the log-likelihood between iterations, relative to its size
+    (0 or less: monotone; the check allows rounding, 1e-12)."""
     bounds = np.asarray(gm.lower_bounds_)
-    assert len(bounds) == 25
-    steps = np.diff(bounds)
-    assert steps.min() >= -1e-12 * np.abs(bounds).max(), steps.min()
+    return float(-np.diff(bounds).min() / np.abs(bounds).max())
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_log_likelihood_never_decreases_with_weights_and_nan(data, model):
+    gm = fit_weighted_with_nan(data, model)
+    assert largest_decrease(gm) <= 1e-12
     assert structure_violations(model, gm) == []
+
+
+@pytest.mark.parametrize("model,part", [("EVE", "orientation"), ("VVE", "orientation"),
+                                        ("VEI", "shape"), ("VEV", "shape")])  # fmt: skip
+def test_monotone_check_catches_a_wrong_m_step(data, monkeypatch, model, part):
+    """Negative control for the test above: an M-step that keeps the structure but is
+    not the maximizer (every other call: the common orientation rotated by 0.4 rad in
+    one plane, or the common shape stretched along two axes) makes the log-likelihood
+    drop, and the same check fails."""
+    import dataclasses
+
+    from fastem._covariance import precision_cholesky
+
+    original = mc.m_step  # _stats.m_step looks it up at each call
+    calls = []
+
+    def wrong(stats, m, reg_covar, eps, **options):
+        res = original(stats, m, reg_covar, eps, **options)
+        calls.append(m)
+        if m != model or len(calls) % 2:
+            return res
+        cov, orientation = res.covariances, res.orientation
+        if part == "orientation":  # R Sigma_k R^T: still one common orientation, R D
+            rot = np.eye(D)
+            rot[:2, :2] = [[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]]
+            cov, orientation = rot @ cov @ rot.T, rot @ orientation
+        elif cov.ndim == 2:  # diagonal: the common shape times a det-1 stretch
+            cov = cov * np.exp([0.4, -0.4, 0.0])
+        else:  # D_k A D_k^T -> D_k A S D_k^T: each in its own axes, still equal shapes
+            cov = np.stack([o @ np.diag(np.exp([0.4, -0.4, 0.0])) @ o.T for o in res.orientation])
+            cov = cov @ res.covariances
+            cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        prec = precision_cholesky(cov, "diag" if cov.ndim == 2 else "full")
+        return dataclasses.replace(
+            res, covariances=cov, precisions_cholesky=prec, orientation=orientation
+        )
+
+    monkeypatch.setattr(mc, "m_step", wrong)
+    gm = fit_weighted_with_nan(data, model)
+    assert model in calls
+    assert largest_decrease(gm) > 1e-6
+    assert structure_violations(model, gm) == []  # the bug is not a structure bug
 
 
 # ------------------------------------------------------------- data paths
