@@ -16,6 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
+from ._covariance import check_covariance_type, layout
 from ._hc import DEFAULT_MAX_ROWS, hc_tree
 from ._passes import PassParams, em_stats
 from ._stats import Stats, m_step
@@ -262,9 +263,12 @@ def _short_run(
     ``rel_tol * (1 + |loglik|)`` (mclust's relative criterion, on the total)."""
     eps = float(np.finfo(X.dtype).eps)
     previous = -np.inf
+    state: dict = {}  # EVE/VVE: warm-started orientation sweeps, as in the fit's EM
     try:
         for _ in range(n_passes):
-            weights, means, _, prec_chol = m_step(stats, covariance_type, reg_covar, eps)
+            weights, means, _, prec_chol = m_step(
+                stats, covariance_type, reg_covar, eps, state=state
+            )
             params = PassParams.from_model(weights, means, prec_chol, covariance_type, X.dtype)
             stats = em_stats(backend, X, sample_weight, params, check_nan=False)
             if not np.isfinite(stats.loglik):
@@ -297,7 +301,8 @@ def emem_stats(
     that run. A start whose covariances collapse is dropped; if all do, this
     falls back to the 'kmeans' start.
     """
-    full = covariance_type in ("full", "tied")
+    covariance_type = check_covariance_type(covariance_type)
+    full = _full_moments(covariance_type)
     best: Stats | None = None
     for _ in range(n_starts):
         stats = initial_stats(X, sample_weight, n_components, "k-means++", rng, backend, full)
@@ -328,6 +333,19 @@ def _feature_variances(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
     return sq / wsum
 
 
+#: Models whose every component has its own free shape and orientation, so that a
+#: component's covariance is singular whenever its scatter is: it needs ``d + 1``
+#: rows. The others share the shape or fix it (or the orientation, then a
+#: coordinate's variance needs 2 rows), and need 2.
+_FULL_RANK_MODELS = ("full", "VVV", "EVV")
+
+
+def _full_moments(covariance_type: str) -> bool:
+    """Whether a covariance type's M-step needs full second moments (its kernel
+    family is 'full'): 'full', 'tied' and the eight non-diagonal mclust models."""
+    return layout(check_covariance_type(covariance_type)) in ("full", "tied")
+
+
 def degenerate(
     stats: Stats,
     covariance_type: str,
@@ -338,25 +356,30 @@ def degenerate(
 ) -> bool:
     """Whether the M-step of ``stats`` is a degenerate (spurious) solution.
 
-    Degenerate: a component carries fewer than ``d + 1`` rows ('full') or 2
-    rows (other types), counting ``nk`` in rows as ``nk * n_rows /
-    weight_sum``; or a covariance's smallest eigenvalue, in units of the
-    features' ``variances``, is below ``rel_eig`` (collapsed onto a subspace,
-    which ``reg_covar`` alone allows on discretised data).
+    Degenerate: a component carries fewer than ``d + 1`` rows (models whose
+    components each have a free shape and orientation: 'full', VVV, EVV) or 2
+    rows (every other scikit-learn type or mclust model), counting ``nk`` in
+    rows as ``nk * n_rows / weight_sum``; or a covariance's smallest
+    eigenvalue, in units of the features' ``variances``, is below ``rel_eig``
+    (collapsed onto a subspace, which ``reg_covar`` alone allows on
+    discretised data). Any covariance layout: (k, d, d), (d, d) tied, (k, d)
+    diagonals and (k,) spherical variances.
     """
+    ct = check_covariance_type(covariance_type)
     d = stats.sx.shape[1]
     rows = stats.nk * (n_rows / stats.weight_sum)
-    if rows.min() < (d + 1 if covariance_type == "full" else 2):
+    if rows.min() < (d + 1 if ct in _FULL_RANK_MODELS else 2):
         return True
     eps = float(np.finfo(np.float64).eps)
-    _, _, cov, _ = m_step(stats, covariance_type, reg_covar, eps)
+    _, _, cov, _ = m_step(stats, ct, reg_covar, eps)
     scale = 1.0 / np.sqrt(np.maximum(variances, eps))
-    if covariance_type in ("full", "tied"):
-        cov = cov if cov.ndim == 3 else cov[None]
-        lam = min(np.linalg.eigvalsh(c * np.outer(scale, scale)).min() for c in cov)
-    elif covariance_type == "diag":
+    kind = layout(ct)
+    if kind in ("full", "tied"):  # (k, d, d), or (d, d) for 'tied'
+        scaled = cov * np.outer(scale, scale)
+        lam = np.linalg.eigvalsh(scaled).min()
+    elif kind == "diag":  # (k, d) diagonals (every diagonal mclust model)
         lam = (cov * scale**2).min()
-    else:
+    else:  # (k,) spherical variances
         lam = cov.min() * (scale**2).min()
     return bool(lam < rel_eig)
 
@@ -397,7 +420,8 @@ def best_stats(
     loglik, degenerate)`` for every run of stage 2 (for the benchmark). Falls
     back to the 'kmeans' start if every run collapses.
     """
-    full = covariance_type in ("full", "tied")
+    covariance_type = check_covariance_type(covariance_type)
+    full = _full_moments(covariance_type)
     k = n_components
     names = list(deterministic) + [
         "k-means++" if i % 2 == 0 else "random_from_data" for i in range(n_random)

@@ -408,3 +408,106 @@ def test_a_model_file_without_its_decomposition_is_refused(tmp_path, data):
     save_model(gm, path)
     with pytest.raises(ValueError, match="orientation_"):
         fastem.load(path)
+
+
+# ------------------------------------------------- starts: degenerate runs
+ALL_NAMES = MCLUST_MODELS + COVARIANCE_TYPES
+
+
+def _partition_stats(X, labels, k, full):
+    from fastem._init import stats_from_partition
+
+    w = np.ones(len(X))
+    rng = np.random.RandomState(0)
+    return stats_from_partition(X, w, np.arange(len(X)), w, labels, k, rng, full)
+
+
+def degenerate_reference(stats, model, reg, variances, n_rows, rel_eig=1e-5) -> bool:
+    """``_init.degenerate`` from its definition, on (k, d, d) matrices from
+    ``_mclust.m_step`` (not the public layouts): too few rows for the structure, or a
+    scaled eigenvalue below ``rel_eig``."""
+    m = mc.canonical_model(model)
+    d = stats.sx.shape[1]
+    rows = stats.nk * n_rows / stats.weight_sum
+    # a component's covariance is singular with its scatter iff its shape and its
+    # orientation are both its own (?VV); else 2 rows give a positive variance
+    if rows.min() < (d + 1 if m[1:] == "VV" else 2):
+        return True
+    cov = mc.m_step(stats, m, reg, EPS_64).covariances
+    full = cov if cov.ndim == 3 else np.stack([np.diag(c) for c in cov])
+    s = 1.0 / np.sqrt(variances)
+    lam = min(np.linalg.eigvalsh(c * np.outer(s, s)).min() for c in full)
+    return bool(lam < rel_eig)
+
+
+EPS_64 = float(np.finfo(np.float64).eps)
+
+
+@pytest.fixture(scope="module")
+def partitions():
+    """Three hard partitions of 3-d data with 240 rows: well separated clusters; one
+    of 3 rows (fewer than d + 1); one whose 40 rows lie on a line (not along an axis)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=240)
+    centres = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 1.0], [0.0, 5.0, -2.0]])
+    X = centres[labels] + rng.normal(size=(240, 3)) * [1.0, 0.5, 2.0]
+    small = np.zeros(240, dtype=np.int64)
+    small[:3] = 1
+    flat = X.copy()
+    flat[:40, 1:] = flat[:40, :1] * [2.0, -1.0]
+    line = np.zeros(240, dtype=np.int64)
+    line[:40] = 1
+    return {
+        "good": (X, labels, 3),
+        "small": (X, small, 2),
+        "line": (flat, line, 2),
+    }
+
+
+@pytest.mark.parametrize("case", ["good", "small", "line"])
+def test_degenerate_is_right_for_every_layout(partitions, case):
+    """Every mclust model and scikit-learn name: ``degenerate`` equals its definition
+    evaluated on full matrices, and the cases whose answer the structure decides."""
+    from fastem._init import degenerate
+
+    X, labels, k = partitions[case]
+    variances = X.var(axis=0)
+    flagged = {}
+    for name in ALL_NAMES:
+        full = name in ("full", "tied") or mc.canonical_model(name) not in mc.DIAGONAL_MODELS
+        stats = _partition_stats(X, labels, k, full)
+        got = degenerate(stats, name, 1e-9, variances, 240.0)
+        assert got == degenerate_reference(stats, name, 1e-9, variances, 240.0), name
+        flagged[name] = got
+    # an alias answers as its model
+    for alias, model in SKLEARN_ALIASES.items():
+        assert flagged[alias] == flagged[model], alias
+    if case == "good":  # separated clusters: nothing degenerate
+        assert not any(flagged.values()), flagged
+    elif case == "small":  # 3 rows < d + 1: exactly the models with own shape and axes
+        assert {n for n, f in flagged.items() if f} == {"VVV", "EVV", "full"}
+    else:  # a component on a line: VVV collapses (EVV's equal volume holds its
+        # smallest variance at ~(reg / line variance)^(1/3) of the volume: not here)
+        assert flagged["VVV"] and flagged["full"]
+        for name in ALL_NAMES:
+            m = mc.canonical_model(name)
+            if m[1] in "EI":
+                assert not flagged[name], name
+
+
+def test_emem_and_best_starts_run_in_an_mclust_model(data):
+    """emEM and 'best' short runs in a structured model: full moments for the eight
+    non-diagonal models (before, only 'full'/'tied' got them, and the runs of the
+    others failed on diagonal moments), and finite statistics after EM passes."""
+    from fastem._init import best_stats, emem_stats
+    from fastem.backends import get_backend
+
+    kernels = get_backend("numpy")
+    w = np.ones(len(data))
+    for model in ("EVE", "VEV", "VEI", "EEE"):
+        for strategy in (emem_stats, best_stats):
+            stats = strategy(data, w, K, np.random.RandomState(0), kernels, model, 1e-6)
+            assert stats.full == (model not in mc.DIAGONAL_MODELS), (model, strategy)
+            assert np.isfinite(stats.loglik) and stats.loglik < 0.0  # after EM passes
+            res = mc.m_step(stats, model, 1e-6, EPS_64)
+            assert np.isfinite(res.covariances).all()
