@@ -59,15 +59,19 @@ def main() -> None:
         help="EM iterations on the complete data before timing (0: the initial parameters)",
     )  # fmt: skip
     args = ap.parse_args()
+    limiter = None
+    if args.sklearn:
+        import sklearn.mixture  # noqa: F401  (its BLAS must be loaded before the limit)
     if args.threads is not None:
         try:
             from threadpoolctl import threadpool_limits
 
-            threadpool_limits(args.threads)
+            limiter = threadpool_limits(args.threads)  # kept: the limit holds while it lives
         except ImportError:
             pass
     with limit_threads(args.backend, args.threads):
         run(args)
+    del limiter
 
 
 def run(args) -> None:
