@@ -12,6 +12,12 @@ threads, so the 1-thread CPU ratio is the ratio of work done).
 Usage::
 
     python benchmarks/hmm_peers.py [--workload HB1] [--repeats 5] [--n0 2] [--n1 12] [--memory]
+    python benchmarks/hmm_peers.py --workload HB1 --ab-kernels COMMIT [--repeats 7]
+
+``--ab-kernels COMMIT`` skips hmmlearn and compares whole iterations (1
+thread, process CPU time, interleaved) with the Numba HMM kernels of
+``fastem/backends/_numba_hmm.py`` at ``COMMIT`` against the working tree's;
+it prints the medians and the median of the paired ratios.
 
 ``--memory`` adds the peak of the process's resident memory during a
 one-iteration fit above its level before the fit (RSS sampled every
@@ -136,6 +142,57 @@ def _fit_seconds(make, X, lengths, init, n_iter, threads=None):
             numba.set_num_threads(before)
 
 
+def _kernels_at(commit: str):
+    """The HMM kernels of ``fastem/backends/_numba_hmm.py`` at ``commit``, paired
+    with today's mixture kernels, loaded as a separate module (no Numba cache)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    from fastem.hmm import _backend
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = subprocess.run(
+        ["git", "show", f"{commit}:fastem/backends/_numba_hmm.py"],
+        cwd=root, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    for rel in ("_numba_cache", "_numba_exp", "_numba"):
+        src = src.replace(f"from .{rel} import", f"from fastem.backends.{rel} import")
+    src = src.replace("from . import _numba_cache", "from fastem.backends import _numba_cache")
+    src = src.replace("cache=True", "cache=False")
+    path = os.path.join(tempfile.mkdtemp(), "old_numba_hmm.py")
+    with open(path, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location("old_numba_hmm", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    new = _backend.get_hmm_kernels("numba")
+    return _backend.HMMKernels("numba", module, new.mixture), new
+
+
+def ab_kernels(commit, make, X, lengths, init, n0, n1, repeats):
+    """Whole-iteration CPU time on 1 thread: kernels at ``commit`` vs the working tree."""
+    from fastem.hmm import _backend
+
+    old, new = _kernels_at(commit)
+    times = {"old": [], "new": []}
+    try:
+        for _ in range(repeats + 1):  # the first round compiles
+            for name, kernels in (("old", old), ("new", new)):
+                _backend._loaded["numba"] = kernels
+                c0 = _fit_seconds(make, X, lengths, init, n0, 1)[1]
+                c1 = _fit_seconds(make, X, lengths, init, n1, 1)[1]
+                times[name].append((c1 - c0) / (n1 - n0))
+    finally:
+        _backend._loaded["numba"] = new
+    o, n = np.array(times["old"][1:]), np.array(times["new"][1:])
+    print(
+        f"  kernels at {commit}: {np.median(o) * 1e3:.3f} ms/iter, working tree: "
+        f"{np.median(n) * 1e3:.3f} ms/iter (1 thread, CPU); median paired ratio "
+        f"{np.median(o / n):.2f}x over {repeats} repeats"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="HB1", choices=sorted(WORKLOADS))
@@ -143,6 +200,7 @@ def main(argv=None):
     parser.add_argument("--n0", type=int, default=2)
     parser.add_argument("--n1", type=int, default=12)
     parser.add_argument("--memory", action="store_true", help="also report peak allocations")
+    parser.add_argument("--ab-kernels", metavar="COMMIT", help="A/B of the HMM kernels (no peers)")
     args = parser.parse_args(argv)
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
@@ -158,6 +216,11 @@ def main(argv=None):
     else:
         ours, theirs = fh.GMMHMM, hl.GMMHMM
         common["n_mix"] = n_mix
+    if args.ab_kernels:
+        print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}")
+        make = lambda n: ours(K, n_iter=n, **common)  # noqa: E731
+        ab_kernels(args.ab_kernels, make, X, lengths, init, args.n0, args.n1, args.repeats)
+        return
     makers = {
         "fastem": lambda n: ours(K, n_iter=n, **common),
         "fastem-1-thread": lambda n: ours(K, n_iter=n, **common),

@@ -10,9 +10,16 @@ Parallelism and determinism
     own slot of a partials array, and the slots are summed in group order, so
     results are bit-identical on any number of threads. The moment and GMM
     kernels do the same over fixed row chunks.
+Lock-step
+    Forward-backward takes the sequences of a group in batches of ``LANES``
+    (four) and runs their recursions in lock-step (:func:`_fb_lanes`): the
+    per-frame recursion of one sequence is latency-bound, four independent
+    ones fill the pipeline. Groups are runs of whole batches.
 Memory
-    A group in flight holds the shifted emissions of its longest sequence,
-    (T, K), plus (T,) normalizers; the forward variables live in ``gamma``,
+    A batch in flight holds, per lane, the shifted emissions, forward and
+    backward variables of its longest sequence ((T, K) each) plus (T,)
+    normalizers and shifts: O(T K) per sequence in flight. A lone sequence (the
+    last one, or ``K > LANES_MAX_K``) keeps its forward variables in ``gamma``,
     which the backward sweep overwrites with the posteriors.
 Specializations
     Every entry point passes its inputs read-only (writability is part of

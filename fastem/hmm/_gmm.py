@@ -270,6 +270,7 @@ class GMMHMM(BaseHMM):
         nk, sx = np.zeros(C), np.zeros((C, D))
         sxx = np.zeros((C, D, D) if full else (C, D))
         bnk, bsx, bsxx = np.empty_like(nk), np.empty_like(sx), np.empty_like(sxx)
+        any_nan = has_nan(X)  # one scan, not one per block
         for lo in range(0, N, _BLOCK_ROWS):
             hi = min(N, lo + _BLOCK_ROWS)
             n = hi - lo
@@ -281,7 +282,7 @@ class GMMHMM(BaseHMM):
                 log_prob(kernels.mixture, Xb, params, comp[:n])
                 st = logB[lo:hi]
             kernels.hmm.gmm_posteriors(comp[:n], M, st, gamma[lo:hi], row_weight[lo:hi], g[:n])
-            if not has_nan(Xb):
+            if not any_nan or not has_nan(Xb):
                 fn = kernels.hmm.moments_full if full else kernels.hmm.moments_diag
                 fn(Xb, g[:n], ones[:n], shift, bnk, bsx, bsxx)
             else:
