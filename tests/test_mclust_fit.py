@@ -178,13 +178,13 @@ def test_structure_check_can_fail(fitted):
 
 
 # ------------------------------------------------------------- monotone EM
-def fit_weighted_with_nan(data, model):
+def fit_weighted_with_nan(data, model, **params):
     """25 EM iterations (no early stop) on the data with 12% NaN and uneven weights."""
     rng = np.random.default_rng(5)
     X = data.copy()
     X[rng.random(X.shape) < 0.12] = np.nan
     w = rng.uniform(0.2, 3.0, size=X.shape[0])
-    gm = fit(X, model, w, max_iter=25, tol=0)
+    gm = fit(X, model, w, max_iter=25, tol=0, **params)
     assert len(gm.lower_bounds_) == 25
     return gm
 
@@ -196,9 +196,12 @@ def largest_decrease(gm) -> float:
     return float(-np.diff(bounds).min() / np.abs(bounds).max())
 
 
+@pytest.mark.parametrize("acceleration", [None, "squarem"])
 @pytest.mark.parametrize("model", MCLUST_MODELS)
-def test_log_likelihood_never_decreases_with_weights_and_nan(data, model):
-    gm = fit_weighted_with_nan(data, model)
+def test_log_likelihood_never_decreases_with_weights_and_nan(data, model, acceleration):
+    """Plain EM, and SQUAREM (select_model's default) whose extrapolations are
+    projected onto the structure and kept only if no worse."""
+    gm = fit_weighted_with_nan(data, model, acceleration=acceleration)
     assert largest_decrease(gm) <= 1e-12
     assert structure_violations(model, gm) == []
 

@@ -341,6 +341,16 @@ def test_m_step_maximizes_the_expected_complete_loglik(model, k, d, seed):
     assert np.abs(ours - theirs).max() <= 2e-6 * np.abs(ours).max()
 
 
+@pytest.mark.parametrize("model", mc.ITERATIVE_MODELS)
+def test_iterative_m_steps_maximize_at_a_larger_size(model):
+    """K = 4, d = 5 (EVE: 27 free parameters): the iterated M-steps, EVE/VVE on the
+    default (compiled, where Numba is installed) sweep, still match scipy to 1e-8."""
+    stats = make_stats(3, k=4, d=5, n=400)
+    result = mc.m_step(stats, model, 0.0, EPS)
+    assert result.converged
+    assert abs(scipy_gap(model, stats, 0.0, result, 3)) <= 1e-8
+
+
 @pytest.mark.parametrize("model", mc.ITERATIVE_MODELS + ("EVV", "EEV"))
 def test_m_step_with_regularization_maximizes_the_ridged_objective(model):
     """With ``reg_covar``, the result is the exact maximizer against ``W_k + n_k reg I``."""
