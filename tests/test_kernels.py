@@ -460,7 +460,8 @@ def test_tiled_full_block_kernels(dtype):
     tile remainder (d = 1..13) and short and full blocks: Mahalanobis norms and
     the statistics against float64 NumPy, nothing read past ``nb`` (those
     columns hold NaN), and the strict lower triangle of ``sxx`` left exactly
-    zero (the reduction mirrors the upper one onto it)."""
+    zero (the reduction mirrors the upper one onto it). The statistics' block
+    sums are checked in float64 and in float32 (what a float32 pass uses)."""
     mod = _numba_module()
     rng = np.random.default_rng(7)
     B = 256
@@ -479,11 +480,19 @@ def test_tiled_full_block_kernels(dtype):
 
             r = rng.uniform(0.0, 1.0, B)
             r[nb:] = np.nan
-            sx = np.zeros(d)
-            sxx = np.zeros((d, d))
-            nk = mod._accum_full_tiled(xt, mu, r, nb, np.empty((d, B)), sx, sxx)
-            ry = r[:nb] * y
-            np.testing.assert_allclose(nk, r[:nb].sum(), rtol=1e-12)
-            np.testing.assert_allclose(sx, ry.sum(axis=1), rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(sxx, np.triu(ry @ y.T), rtol=1e-12, atol=1e-12)
-            assert not np.tril(sxx, -1).any(), d
+            # block sums in float64, and (as the pass does for float32 X) in the dtype of X
+            for acc_dtype in {np.float64, dtype}:
+                sx = np.zeros(d)
+                sxx = np.zeros((d, d))
+                scratch = np.empty(B, acc_dtype), np.empty((d, B), acc_dtype)
+                nk = mod._accum_full_tiled(xt, mu, r, nb, *scratch, sx, sxx)
+                ry = r[:nb] * y
+                # absolute bounds scaled by the summed magnitudes (off-diagonal terms cancel)
+                t = 1e-12 if acc_dtype == np.float64 else 64 * EPS32
+                np.testing.assert_allclose(nk, r[:nb].sum(), rtol=1e-12)
+                np.testing.assert_array_less(
+                    np.abs(sx - ry.sum(axis=1)), t * np.abs(ry).sum(axis=1) + 1e-300
+                )
+                scale = np.abs(ry) @ np.abs(y).T
+                np.testing.assert_array_less(np.abs(sxx - np.triu(ry @ y.T)), t * scale + 1e-300)
+                assert not np.tril(sxx, -1).any(), d

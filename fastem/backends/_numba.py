@@ -195,11 +195,24 @@ def _block_rows_full(d):
 
 @njit(**_JIT)
 def _load_block(X, start, nb, xt):
-    """``xt[:, :nb] = X[start:start + nb].T``."""
+    """``xt[:, :nb] = X[start:start + nb].T``.
+
+    From ``d = 32`` on, eight rows at a time: one row's stores to the ``d``
+    rows of ``xt`` are a large power-of-two stride apart and land in a few L1
+    cache sets, so a row at a time thrashed them (W4, d = 64: 15 ms of a 60 ms
+    pass, 3 ms this way); eight rows fill whole 64-byte lines of ``xt``.
+    """
     d = X.shape[1]
-    for b in range(nb):
+    b = 0
+    if d >= 32:
+        while b + 8 <= nb:
+            for j in range(d):
+                for q in range(8):
+                    xt[j, b + q] = X[start + b + q, j]
+            b += 8
+    for bb in range(b, nb):
         for j in range(d):
-            xt[j, b] = X[start + b, j]
+            xt[j, bb] = X[start + bb, j]
 
 
 @njit(**_JIT)
@@ -538,30 +551,36 @@ def _tri_maha_tiled(xt, mu, U, nb, acc, maha):
 
 
 @njit(**_JIT)
-def _accum_full_tiled(xt, mu, r, nb, rd, sx_k, sxx_k):
+def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     """Add ``sum_b r_b y_b`` to ``sx_k`` and the upper triangle of
     ``sum_b r_b y_b y_b^T`` to ``sxx_k``, ``y = xt[:, b] - mu`` (subtracted in
-    the dtype of ``xt``, then float64); returns ``sum_b r_b``.
+    the dtype of ``xt``); returns ``sum_b r_b`` (float64).
 
-    ``rd`` (d, B) receives ``r * y``; the triangle is accumulated in 4x4 tiles
-    of dot products over the block (per row four loads of ``rd`` and four of
-    ``xt`` for 16 FMAs; the 10 upper sums of the tiles on the diagonal), the
-    ``d % 4`` last rows one sum at a time. The order of every sum depends only
-    on ``d``.
+    The block's sums run in the dtype of ``rc`` (B,) and ``rd`` (d, B), then
+    are added to the float64 ``sx_k``/``sxx_k``: the pass uses float64 (see
+    :func:`_chunks_full`); float32 (for float32 ``xt``) would have twice the
+    SIMD width.
+    ``rc`` receives ``r`` in that dtype and ``rd`` ``r * y``; the triangle is
+    accumulated in 4x4 tiles of dot products over the block (per row four
+    loads of ``rd`` and four of ``xt`` for 16 FMAs; the 10 upper sums of the
+    tiles on the diagonal), the ``d % 4`` last rows one sum at a time. The
+    order of every sum depends only on ``d``.
     """
     d = xt.shape[0]
     nk = 0.0
     for b in range(nb):
         nk += r[b]
+        rc[b] = r[b]
     if nk == 0.0:  # all responsibilities underflowed: every term is zero
         return nk
+    zero = rc[0] - rc[0]  # 0 in the accumulation dtype (r is finite; "* 0" would widen)
     for i in range(d):
-        s = 0.0
+        s = zero
         m = mu[i]
         xr = xt[i]
         rr = rd[i]
         for b in range(nb):
-            v = r[b] * np.float64(xr[b] - m)
+            v = rc[b] * (xr[b] - m)
             rr[b] = v
             s += v
         sx_k[i] += s
@@ -579,25 +598,25 @@ def _accum_full_tiled(xt, mu, r, nb, rd, sx_k, sxx_k):
         q2 = xt[i + 2]
         m3 = mu[i + 3]
         q3 = xt[i + 3]
-        s00 = 0.0
-        s01 = 0.0
-        s02 = 0.0
-        s03 = 0.0
-        s11 = 0.0
-        s12 = 0.0
-        s13 = 0.0
-        s22 = 0.0
-        s23 = 0.0
-        s33 = 0.0
+        s00 = zero
+        s01 = zero
+        s02 = zero
+        s03 = zero
+        s11 = zero
+        s12 = zero
+        s13 = zero
+        s22 = zero
+        s23 = zero
+        s33 = zero
         for b in range(nb):
             v0 = p0[b]
             v1 = p1[b]
             v2 = p2[b]
             v3 = p3[b]
-            y0 = np.float64(q0[b] - m0)
-            y1 = np.float64(q1[b] - m1)
-            y2 = np.float64(q2[b] - m2)
-            y3 = np.float64(q3[b] - m3)
+            y0 = q0[b] - m0
+            y1 = q1[b] - m1
+            y2 = q2[b] - m2
+            y3 = q3[b] - m3
             s00 += v0 * y0
             s01 += v0 * y1
             s02 += v0 * y2
@@ -628,31 +647,31 @@ def _accum_full_tiled(xt, mu, r, nb, rd, sx_k, sxx_k):
             q2 = xt[j + 2]
             m3 = mu[j + 3]
             q3 = xt[j + 3]
-            s00 = 0.0
-            s01 = 0.0
-            s02 = 0.0
-            s03 = 0.0
-            s10 = 0.0
-            s11 = 0.0
-            s12 = 0.0
-            s13 = 0.0
-            s20 = 0.0
-            s21 = 0.0
-            s22 = 0.0
-            s23 = 0.0
-            s30 = 0.0
-            s31 = 0.0
-            s32 = 0.0
-            s33 = 0.0
+            s00 = zero
+            s01 = zero
+            s02 = zero
+            s03 = zero
+            s10 = zero
+            s11 = zero
+            s12 = zero
+            s13 = zero
+            s20 = zero
+            s21 = zero
+            s22 = zero
+            s23 = zero
+            s30 = zero
+            s31 = zero
+            s32 = zero
+            s33 = zero
             for b in range(nb):
                 v0 = p0[b]
                 v1 = p1[b]
                 v2 = p2[b]
                 v3 = p3[b]
-                y0 = np.float64(q0[b] - m0)
-                y1 = np.float64(q1[b] - m1)
-                y2 = np.float64(q2[b] - m2)
-                y3 = np.float64(q3[b] - m3)
+                y0 = q0[b] - m0
+                y1 = q1[b] - m1
+                y2 = q2[b] - m2
+                y3 = q3[b] - m3
                 s00 += v0 * y0
                 s01 += v0 * y1
                 s02 += v0 * y2
@@ -689,12 +708,12 @@ def _accum_full_tiled(xt, mu, r, nb, rd, sx_k, sxx_k):
         while j < d:  # the d % 4 last columns
             m0 = mu[j]
             q0 = xt[j]
-            s00 = 0.0
-            s10 = 0.0
-            s20 = 0.0
-            s30 = 0.0
+            s00 = zero
+            s10 = zero
+            s20 = zero
+            s30 = zero
             for b in range(nb):
-                y0 = np.float64(q0[b] - m0)
+                y0 = q0[b] - m0
                 s00 += p0[b] * y0
                 s10 += p1[b] * y0
                 s20 += p2[b] * y0
@@ -710,9 +729,9 @@ def _accum_full_tiled(xt, mu, r, nb, rd, sx_k, sxx_k):
         for j in range(i, d):
             m0 = mu[j]
             q0 = xt[j]
-            s00 = 0.0
+            s00 = zero
             for b in range(nb):
-                s00 += p0[b] * np.float64(q0[b] - m0)
+                s00 += p0[b] * (q0[b] - m0)
             sxx_k[i, j] += s00
         i += 1
     return nk
@@ -781,11 +800,17 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
     acc = np.empty((4, B), dtype=X.dtype)
     maha = np.empty(B, dtype=X.dtype)
     logp = np.empty((k, B), dtype=np.float64)
+    # The statistics' block sums stay float64 also for float32 X: float32 ones
+    # (W2 float32 ~1.2x faster per pass) make a fit depend on how rows fall
+    # into blocks at ~1e-8, so an out-of-core fit no longer matches the
+    # in-memory one (test_out_of_core, lower bound to 1e-12).
+    rc = np.empty(B, dtype=np.float64)
     rd = np.empty((d, B), dtype=np.float64)
     # d < 4 has no 4x4 tile: the untiled kernels on a centred copy are faster there (W1)
     tiled = d >= 4
     diff = np.empty((d, B) if not tiled else (0, 0), dtype=X.dtype)
     xd = np.empty((d, B) if not tiled else (0, 0), dtype=np.float64)
+    rd1 = np.empty(B if not tiled else 0, dtype=np.float64)
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
     for c in range(i0, i1):
@@ -813,11 +838,11 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
             for kk in range(k):
                 if tiled:
                     nk_p[c, kk] += _accum_full_tiled(
-                        xt, means[kk], logp[kk], nb, rd, sx_p[c, kk], sxx_p[c, kk]
+                        xt, means[kk], logp[kk], nb, rc, rd, sx_p[c, kk], sxx_p[c, kk]
                     )
                 else:
                     _center(xt, nb, means[kk], xd)
-                    nk_p[c, kk] += _accum_full(xd, logp[kk], nb, rd[0], sx_p[c, kk], sxx_p[c, kk])
+                    nk_p[c, kk] += _accum_full(xd, logp[kk], nb, rd1, sx_p[c, kk], sxx_p[c, kk])
         if fit:
             ll_p[c] = ll
 
