@@ -347,7 +347,7 @@ def main(argv=None) -> int:
                 hit = f"{passes} passes, {cpu_hit:.1f} CPU s" if passes else "not reached"
                 print(
                     f"{name} {method or 'plain'}: to the maximum {hit}; "
-                    f"ran {n_run} passes, {cpu_end:.1f} CPU s ({cpu_end / n_run:.3f} per pass)"
+                    f"ran {n_run} passes, {cpu_end:.1f} CPU s ({1e3 * cpu_end / n_run:.2f} ms each)"
                 )
     return 0
 
