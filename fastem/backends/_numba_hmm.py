@@ -240,7 +240,8 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
 #: leaves idle. Each lane keeps its own (T, K) scratch, so every per-lane loop
 #: runs with unit stride as in the one-sequence kernels. Forward-backward CPU
 #: time, one sequence at a time / four in lock-step (medians of 15 paired runs):
-#: 1.35 at K=4, 1.63 at K=8, 1.45 at K=10, 1.25 at K=20, 1.05 at K=32, 1.01 at K=64.
+#: 1.35 at K=4, 1.63 at K=8, 1.43-1.45 at K=10, 1.23-1.25 at K=20; at K=32 and 64
+#: between 0.94 and 1.17 over three runs (noise on this shared machine).
 LANES = 4
 LANES_MAX_K = 64
 
@@ -345,15 +346,15 @@ def _fb_lanes(
             a = p3[k] * b3[t, k]
             x3[t, k] = a
             c3 += a
-        if c0 < TINY or c1 < TINY or c2 < TINY or c3 < TINY:
-            c0 = _lanes_rescue(logB, offsets, s0, 0, t, pred, al, b, m, live) if c0 < TINY else c0
-            c1 = _lanes_rescue(logB, offsets, s0, 1, t, pred, al, b, m, live) if c1 < TINY else c1
-            c2 = _lanes_rescue(logB, offsets, s0, 2, t, pred, al, b, m, live) if c2 < TINY else c2
-            c3 = _lanes_rescue(logB, offsets, s0, 3, t, pred, al, b, m, live) if c3 < TINY else c3
         c[0, t] = c0
         c[1, t] = c1
         c[2, t] = c2
         c[3, t] = c3
+        if c0 < TINY or c1 < TINY or c2 < TINY or c3 < TINY:
+            for ln in range(LANES):  # one call site: less code to compile
+                if c[ln, t] < TINY:
+                    c[ln, t] = _lanes_rescue(logB, offsets, s0, ln, t, pred, al, b, m, live)
+            c0, c1, c2, c3 = c[0, t], c[1, t], c[2, t], c[3, t]
         i0 = 1.0 / c0
         i1 = 1.0 / c1
         i2 = 1.0 / c2
