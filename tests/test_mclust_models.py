@@ -288,6 +288,14 @@ MCLUST_SUMMARIES = [
     ("VVV", 3, 3, 145, -169.0908, 29, -482.5069),
     # MASS geyser (d = 2): "Mclust VVI ... 4 components: -1330.13 299 19 -2768.568" (id 6112595552)
     ("VVI", 4, 2, 299, -1330.13, 19, -2768.568),
+    # scale(USArrests) (d = 4: Murder, Assault, UrbanPop, Rape), G = 1:5: "Mclust VEI
+    # (diagonal, equal shape) model with 3 components: -217.3636 50 20 -512.9677"
+    # (id 21175779141)
+    ("VEI", 3, 4, 50, -217.3636, 20, -512.9677),
+    # Kaggle's Prostate_Cancer (its 8 numeric measurements, standardised), G = 2:6:
+    # "Mclust VVE (ellipsoidal, equal orientation) model with 2 components: -711.9821
+    # 100 61 -1704.88" (id 57403886180)
+    ("VVE", 2, 8, 100, -711.9821, 61, -1704.88),
 ]
 
 
