@@ -1,7 +1,9 @@
 """Build script: the pure-Python package plus the optional Cython/OpenMP backend.
 
-The extension ``fastem.backends._cython`` is a fallback for machines without
-Numba, so a failure to build it never fails the install:
+The extensions ``fastem.backends._cython`` (mixture kernels) and
+``fastem.backends._cython_hmm`` (HMM kernels) are a fallback for machines without
+Numba, so a failure to build either never fails the install (each is given up
+on its own):
 
 * OpenMP is detected by compiling a test program; without it (or with
   ``FASTEM_NO_OPENMP=1``) the kernels are built serial, with a warning.
@@ -25,8 +27,10 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-EXT_NAME = "fastem.backends._cython"
-PYX = os.path.join("fastem", "backends", "_cython.pyx")
+EXTENSIONS = {  # module name -> its .pyx
+    "fastem.backends._cython": os.path.join("fastem", "backends", "_cython.pyx"),
+    "fastem.backends._cython_hmm": os.path.join("fastem", "backends", "_cython_hmm.pyx"),
+}
 
 OPENMP_TEST = textwrap.dedent(
     """\
@@ -67,33 +71,52 @@ def _compiles(compiler, source, compile_args, link_args):
     return True
 
 
+class RequiredBuildFailed(RuntimeError):
+    """A build failure under ``FASTEM_REQUIRE_CYTHON=1``: not caught again."""
+
+
 class OptionalBuildExt(build_ext):
     """build_ext that cythonizes lazily and never fails the install."""
 
     def finalize_options(self):
-        # cythonize before setuptools finalizes the Extension objects it builds
-        self._failure = None
+        # cythonize before setuptools finalizes the Extension objects it builds;
+        # one extension at a time, so a .pyx that fails loses only its own module
+        self._failures = {}
+        kept = []
         try:
             from Cython.Build import cythonize
-
-            self.distribution.ext_modules = cythonize(
-                self.distribution.ext_modules,
-                compiler_directives={"language_level": "3"},
-                quiet=True,
-            )
-        except Exception as exc:  # Cython missing or the .pyx does not compile
-            self._failure = exc
-            self.distribution.ext_modules = []
+        except Exception as exc:  # Cython missing
+            self._failures = {ext.name: exc for ext in self.distribution.ext_modules}
+        else:
+            for ext in self.distribution.ext_modules:
+                try:
+                    kept += cythonize(
+                        [ext], compiler_directives={"language_level": "3"}, quiet=True
+                    )
+                except Exception as exc:  # the .pyx does not compile
+                    self._failures[ext.name] = exc
+        self.distribution.ext_modules = kept
         super().finalize_options()
 
     def run(self):
-        if self._failure is not None:
-            self._give_up(self._failure)
+        for name, exc in self._failures.items():
+            self._give_up(name, exc)
+        if not self.distribution.ext_modules:
+            self.extensions = []
             return
         try:
             super().run()
-        except Exception as exc:  # no compiler, C compile or link error
-            self._give_up(exc)
+        except RequiredBuildFailed:
+            raise
+        except Exception as exc:  # no compiler, or set-up before any extension compiles
+            for ext in list(self.extensions):
+                self._give_up(ext.name, exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # C compile or link error: this extension only
+            self._give_up(ext.name, exc)
 
     def build_extensions(self):
         if self.compiler.compiler_type == "msvc":
@@ -130,23 +153,25 @@ class OptionalBuildExt(build_ext):
             ext.extra_link_args = link_args + list(ext.extra_link_args)
         super().build_extensions()
 
-    def _give_up(self, exc):
+    def _give_up(self, name, exc):
         msg = (
-            f"fastem: could not build the optional Cython backend ({type(exc).__name__}: "
-            f"{exc}); fastem is installed without it and runs on numba/numpy"
+            f"fastem: could not build the optional Cython extension {name} "
+            f"({type(exc).__name__}: {exc}); fastem is installed without it and runs on "
+            "numba/numpy"
         )
         if _env_flag("FASTEM_REQUIRE_CYTHON"):
-            raise RuntimeError(msg) from exc
+            raise RequiredBuildFailed(msg) from exc
         _warn(msg)
         # a binary left by an earlier build (build/ or in place) no longer matches the sources
-        stale = self.get_ext_fullpath(EXT_NAME)
+        stale = self.get_ext_fullpath(name)
         if os.path.exists(stale):
             os.remove(stale)
-        self.extensions = []  # report no outputs: the install goes on without them
+        # report no outputs for it: the install goes on without it
+        self.extensions = [ext for ext in self.extensions if ext.name != name]
 
 
 setup(
-    ext_modules=[Extension(EXT_NAME, [PYX])],
+    ext_modules=[Extension(name, [pyx]) for name, pyx in EXTENSIONS.items()],
     cmdclass={"build_ext": OptionalBuildExt},
     # the generated C source is a build intermediate, not package data
     exclude_package_data={"fastem.backends": ["*.c"]},

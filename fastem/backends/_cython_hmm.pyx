@@ -1,0 +1,594 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False, infer_types=False
+"""Cython/OpenMP HMM kernels: the fallback of :mod:`fastem.backends._numba_hmm`.
+
+Same entry points, signatures and semantics (the contract is the docstring of
+:mod:`fastem.hmm._kernels_numpy`): the results go into the caller's arrays.
+
+Determinism
+    Sequences are split into ``min(S, MAX_CHUNKS)`` contiguous groups and rows
+    into a number of chunks fixed by the shape (the same rule as the Numba
+    kernels), never by the thread count. ``prange`` hands out whole groups;
+    each group accumulates its sequences (rows) in order into its own slot of
+    a partials array, and the slots are summed in group order afterwards, so
+    the results are bit-identical on any number of OpenMP threads.
+Threads
+    The OpenMP thread count is the process's (``OMP_NUM_THREADS``, or what
+    ``fastem.backends._cython.set_num_threads`` sets for the calling thread);
+    both extensions share the one OpenMP runtime.
+Memory
+    A group in flight holds the shifted emissions and normalizers of its
+    longest sequence ((T, K) and (T,)); the forward variables live in the
+    caller's ``gamma`` (``filt``), which the backward sweep overwrites with the
+    posteriors: O(T K) per sequence in flight.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, exp, fmin, log
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+import numpy as np
+
+__all__ = [
+    "forward_backward",
+    "forward_filter",
+    "viterbi",
+    "moments_diag",
+    "moments_full",
+    "gmm_state_logprob",
+    "gmm_posteriors",
+]
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fastem_hmm_team_size(void) {
+        int n = 1;
+        #pragma omp parallel
+        {
+            #pragma omp single
+            n = omp_get_num_threads();
+        }
+        return n;
+    }
+    #else
+    static int fastem_hmm_team_size(void) { return 1; }
+    #endif
+    """
+    int fastem_hmm_team_size() noexcept nogil
+
+
+def _team_size():
+    """Threads a parallel region of this extension gets now (for tests: the
+    count that ``fastem.backends._cython.set_num_threads`` set reaches here)."""
+    return int(fastem_hmm_team_size())
+
+
+ctypedef fused floating_x:
+    float
+    double
+
+cdef double TINY = 1e-250  # same rescue threshold as the reference
+cdef double EXP_CAP = 700.0
+
+cdef enum:
+    MAX_CHUNKS = 64
+    MIN_CHUNK_ROWS = 1024
+
+cdef Py_ssize_t PARTIALS_BUDGET = 4 * 1024 * 1024  # float64 values of moment partials
+
+
+def _seq_chunks(Py_ssize_t n_sequences):
+    """Groups of sequences: fixed by their number only (determinism)."""
+    return min(n_sequences, MAX_CHUNKS)
+
+
+def _row_chunks(Py_ssize_t n_rows, Py_ssize_t floats_per_chunk=0):
+    """Row chunks of at least ``MIN_CHUNK_ROWS`` rows (at most ``MAX_CHUNKS``),
+    fewer if their partials would pass ``PARTIALS_BUDGET``; fixed by the shape."""
+    cdef Py_ssize_t c = min((n_rows + MIN_CHUNK_ROWS - 1) // MIN_CHUNK_ROWS, MAX_CHUNKS)
+    return max(1, min(c, PARTIALS_BUDGET // max(floats_per_chunk, 1)))
+
+
+cdef inline Py_ssize_t _lo(Py_ssize_t n, Py_ssize_t nc, Py_ssize_t c) noexcept nogil:
+    return (c * n) // nc
+
+
+# ------------------------------------------------------------------ forward-backward
+
+
+cdef double _forward(const double* logB, Py_ssize_t T, Py_ssize_t K, const double* startprob,
+                     const double* At, double* alpha, double* b, double* c,
+                     double* pred) noexcept nogil:
+    """Scaled forward pass of one sequence (rows of ``logB``): ``alpha`` (T, K),
+    shifted emissions ``b`` (T, K), normalizers ``c`` (T,). Returns the
+    log-likelihood (``-inf`` for an impossible sequence). ``At`` is the
+    transposed transition matrix, so the prediction is unit-stride dot products."""
+    cdef Py_ssize_t t, k, i
+    cdef double m, m2, s, e, x, v, acc, ll = 0.0
+    cdef const double* row
+    cdef double* a
+    cdef double* bt
+    for k in range(K):
+        pred[k] = startprob[k]
+    for t in range(T):
+        row = logB + t * K
+        a = alpha + t * K
+        bt = b + t * K
+        m = -INFINITY
+        for k in range(K):
+            if row[k] > m:
+                m = row[k]
+        if m == -INFINITY:
+            return -INFINITY
+        s = 0.0
+        for k in range(K):
+            e = exp(row[k] - m)
+            bt[k] = e
+            x = pred[k] * e
+            a[k] = x
+            s += x
+        if s < TINY:  # predicted mass only where the emission underflows: exact shift
+            m2 = -INFINITY
+            for k in range(K):
+                v = (log(pred[k]) if pred[k] > 0.0 else -INFINITY) + row[k]
+                a[k] = v  # scratch: log pred + logB
+                if v > m2:
+                    m2 = v
+            if m2 == -INFINITY:
+                return -INFINITY
+            s = 0.0
+            for k in range(K):
+                x = exp(a[k] - m2)
+                a[k] = x
+                s += x
+                bt[k] = exp(fmin(row[k] - m2, EXP_CAP))
+            m = m2
+        c[t] = s
+        for k in range(K):
+            a[k] = a[k] / s
+        ll += log(s) + m
+        for k in range(K):  # pred = alpha_t @ A
+            acc = 0.0
+            for i in range(K):
+                acc += At[k * K + i] * a[i]
+            pred[k] = acc
+    return ll
+
+
+cdef void _backward(Py_ssize_t T, Py_ssize_t K, const double* A, double* gamma, const double* b,
+                    const double* c, double* beta, double* v, double w,
+                    double* outer) noexcept nogil:
+    """Backward sweep of one sequence: ``gamma`` holds alpha on entry and the
+    posteriors on exit; ``outer += w * sum_t alpha_t v_t+1^T`` with
+    ``v_t+1 = b_t+1 * beta_t+1 / c_t+1`` (times A later)."""
+    cdef Py_ssize_t t, i, j
+    cdef double s, g, cn, wa, acc
+    cdef double* at
+    cdef double* gn
+    cdef const double* bn
+    at = gamma + (T - 1) * K
+    s = 0.0
+    for i in range(K):
+        s += at[i]
+    for i in range(K):
+        at[i] = at[i] / s
+    for i in range(K):
+        beta[i] = 1.0
+    for t in range(T - 2, -1, -1):
+        gn = gamma + (t + 1) * K  # posteriors of t+1
+        bn = b + (t + 1) * K
+        cn = c[t + 1]
+        for j in range(K):
+            # a state with zero posterior at t+1 is on no path: v is exactly 0, so an
+            # inf from an unreachable state cannot turn into NaN
+            v[j] = bn[j] * beta[j] / cn if gn[j] > 0.0 else 0.0
+        at = gamma + t * K
+        if w != 0.0:
+            for i in range(K):
+                wa = w * at[i]
+                for j in range(K):
+                    outer[i * K + j] += wa * v[j]
+        for i in range(K):  # beta_t = A v_t+1
+            acc = 0.0
+            for j in range(K):
+                acc += A[i * K + j] * v[j]
+            beta[i] = acc
+        s = 0.0
+        for i in range(K):
+            g = at[i] * beta[i]
+            at[i] = g
+            s += g
+        for i in range(K):
+            at[i] = at[i] / s
+
+
+cdef int _fb_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64_t* offsets,
+                   Py_ssize_t S, Py_ssize_t K, const double* startprob, const double* A,
+                   const double* At, const double* seq_weight, double* gamma, double* loglik,
+                   double* outer_p, double* start_p) noexcept nogil:
+    cdef Py_ssize_t s_lo = _lo(S, nc, ch), s_hi = _lo(S, nc, ch + 1)
+    cdef Py_ssize_t s, k, lo, T, t_max = 1
+    cdef double ll, w
+    cdef double* outer = outer_p + ch * K * K
+    cdef double* start = start_p + ch * K
+    for s in range(s_lo, s_hi):
+        T = offsets[s + 1] - offsets[s]
+        if T > t_max:
+            t_max = T
+    cdef double* b = <double*>malloc((t_max * K + t_max + 3 * K) * sizeof(double))
+    if b == NULL:
+        return -1
+    cdef double* c = b + t_max * K
+    cdef double* pred = c + t_max
+    cdef double* beta = pred + K
+    cdef double* v = beta + K
+    for s in range(s_lo, s_hi):
+        lo = offsets[s]
+        T = offsets[s + 1] - lo
+        ll = _forward(logB + lo * K, T, K, startprob, At, gamma + lo * K, b, c, pred)
+        loglik[s] = ll
+        if ll == -INFINITY:  # an impossible sequence carries no information
+            memset(gamma + lo * K, 0, T * K * sizeof(double))
+            continue
+        w = seq_weight[s]
+        _backward(T, K, A, gamma + lo * K, b, c, beta, v, w, outer)
+        for k in range(K):
+            start[k] += w * gamma[lo * K + k]
+    free(b)
+    return 0
+
+
+cdef int _filter_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64_t* offsets,
+                       Py_ssize_t S, Py_ssize_t K, const double* startprob, const double* At,
+                       double* filt, double* loglik) noexcept nogil:
+    cdef Py_ssize_t s_lo = _lo(S, nc, ch), s_hi = _lo(S, nc, ch + 1)
+    cdef Py_ssize_t s, lo, T, t_max = 1
+    for s in range(s_lo, s_hi):
+        T = offsets[s + 1] - offsets[s]
+        if T > t_max:
+            t_max = T
+    cdef double* b = <double*>malloc((t_max * K + t_max + K) * sizeof(double))
+    if b == NULL:
+        return -1
+    cdef double* c = b + t_max * K
+    cdef double* pred = c + t_max
+    for s in range(s_lo, s_hi):
+        lo = offsets[s]
+        T = offsets[s + 1] - lo
+        loglik[s] = _forward(logB + lo * K, T, K, startprob, At, filt + lo * K, b, c, pred)
+        if loglik[s] == -INFINITY:
+            memset(filt + lo * K, 0, T * K * sizeof(double))
+    free(b)
+    return 0
+
+
+cdef int _viterbi_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB,
+                        const int64_t* offsets, Py_ssize_t S, Py_ssize_t K,
+                        const double* log_startprob, const double* log_transmat,
+                        int64_t* path, double* logprob) noexcept nogil:
+    cdef Py_ssize_t s_lo = _lo(S, nc, ch), s_hi = _lo(S, nc, ch + 1)
+    cdef Py_ssize_t s, lo, T, t, i, j, k, arg, state, t_max = 1
+    cdef double best, val
+    for s in range(s_lo, s_hi):
+        T = offsets[s + 1] - offsets[s]
+        if T > t_max:
+            t_max = T
+    cdef int64_t* back = <int64_t*>malloc(t_max * K * sizeof(int64_t))
+    cdef double* delta = <double*>malloc(2 * K * sizeof(double))
+    if back == NULL or delta == NULL:
+        free(back)
+        free(delta)
+        return -1
+    cdef double* new = delta + K
+    for s in range(s_lo, s_hi):
+        lo = offsets[s]
+        T = offsets[s + 1] - lo
+        for k in range(K):
+            delta[k] = log_startprob[k] + logB[lo * K + k]
+        for t in range(1, T):
+            for j in range(K):
+                best = -INFINITY
+                arg = 0
+                for i in range(K):
+                    val = delta[i] + log_transmat[i * K + j]
+                    if val > best:  # strict: the first maximum wins, as np.argmax
+                        best = val
+                        arg = i
+                new[j] = best + logB[(lo + t) * K + j]
+                back[t * K + j] = arg
+            for j in range(K):
+                delta[j] = new[j]
+        state = 0
+        best = -INFINITY
+        for k in range(K):
+            if delta[k] > best:
+                best = delta[k]
+                state = k
+        logprob[s] = delta[state]
+        for t in range(T - 1, -1, -1):
+            path[lo + t] = state
+            state = back[t * K + state]
+    free(back)
+    free(delta)
+    return 0
+
+
+# ------------------------------------------------------------------ moments
+
+
+cdef int _moments_chunk(Py_ssize_t ch, Py_ssize_t nc, const floating_x* X, Py_ssize_t N,
+                        Py_ssize_t D, Py_ssize_t K, const double* gamma,
+                        const double* row_weight, const double* shift, double* nk_p,
+                        double* sx_p, double* sxx_p, bint full) noexcept nogil:
+    """Add rows of chunk ``ch`` into its partials (row order: deterministic).
+    ``full`` fills the upper triangle of each (D, D) block."""
+    cdef Py_ssize_t lo = _lo(N, nc, ch), hi = _lo(N, nc, ch + 1)
+    cdef Py_ssize_t r, k, i, j
+    cdef double w, g, d, gi
+    cdef double* nk = nk_p + ch * K
+    cdef double* sx = sx_p + ch * K * D
+    cdef double* sxx = sxx_p + ch * K * (D * D if full else D)
+    cdef double* sk
+    cdef double* qk
+    cdef const double* mk
+    cdef double* buf = <double*>malloc(3 * D * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* x = buf
+    cdef double* dif = buf + D
+    cdef double* gd = buf + 2 * D
+    for r in range(lo, hi):
+        w = row_weight[r]
+        for j in range(D):
+            x[j] = <double>X[r * D + j]
+        for k in range(K):
+            g = w * gamma[r * K + k]
+            if g == 0.0:  # no weight: nothing to add (a left-right model's zeros)
+                continue
+            nk[k] += g
+            mk = shift + k * D
+            sk = sx + k * D
+            if not full:
+                qk = sxx + k * D
+                for j in range(D):
+                    d = x[j] - mk[j]
+                    gi = g * d
+                    sk[j] += gi
+                    qk[j] += gi * d
+            else:
+                qk = sxx + k * D * D
+                for j in range(D):
+                    d = x[j] - mk[j]
+                    dif[j] = d
+                    gd[j] = g * d
+                    sk[j] += g * d
+                for i in range(D):
+                    gi = gd[i]
+                    for j in range(i, D):
+                        qk[i * D + j] += gi * dif[j]
+    free(buf)
+    return 0
+
+
+cdef int _moments_run(const floating_x[:, ::1] X, const double[:, ::1] gamma,
+                      const double[::1] row_weight, const double[:, ::1] shift,
+                      double[:, ::1] nk_p, double[:, :, ::1] sx_p, double[:, :, :, ::1] sxx_p,
+                      Py_ssize_t nc, bint full) except -1:
+    cdef Py_ssize_t N = X.shape[0], D = X.shape[1], K = gamma.shape[1], ch
+    cdef int fail = 0
+    if N == 0:
+        return 0
+    for ch in prange(nc, nogil=True, schedule="static"):
+        if _moments_chunk(ch, nc, &X[0, 0], N, D, K, &gamma[0, 0], &row_weight[0],
+                          &shift[0, 0], &nk_p[0, 0], &sx_p[0, 0, 0], &sxx_p[0, 0, 0, 0],
+                          full) != 0:
+            fail = 1
+    if fail:
+        raise MemoryError()
+    return 0
+
+
+# ------------------------------------------------------------------ GMM-HMM
+
+
+cdef void _gmm_state_row(const double* comp, Py_ssize_t K, Py_ssize_t M,
+                         double* out) noexcept nogil:
+    """``out[k] = logsumexp_m comp[k*M + m]``, each state shifted by its own maximum."""
+    cdef Py_ssize_t k, j
+    cdef double mk, s
+    cdef const double* ck
+    for k in range(K):
+        ck = comp + k * M
+        mk = -INFINITY
+        for j in range(M):
+            if ck[j] > mk:
+                mk = ck[j]
+        if mk == -INFINITY:
+            out[k] = -INFINITY
+            continue
+        s = 0.0
+        for j in range(M):
+            s += exp(ck[j] - mk)
+        out[k] = mk + log(s)
+
+
+cdef void _gmm_post_row(const double* comp, Py_ssize_t K, Py_ssize_t M, const double* state,
+                        const double* gamma, double w, double* out) noexcept nogil:
+    cdef Py_ssize_t k, j
+    cdef double g, sk
+    for k in range(K):
+        sk = state[k]
+        if sk == -INFINITY:  # an impossible state has no component posterior
+            for j in range(M):
+                out[k * M + j] = 0.0
+            continue
+        g = w * gamma[k]
+        for j in range(M):
+            out[k * M + j] = g * exp(comp[k * M + j] - sk)
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def _in(a, dtype=np.float64):
+    """C-contiguous ``dtype`` view of an input (a copy only where needed)."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _out(a, dtype=np.float64):
+    """A buffer the kernel can write: ``a`` itself if C-contiguous of ``dtype``,
+    else a scratch array whose contents :func:`_back` copies into ``a``."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.empty(a.shape, dtype=dtype)
+
+
+def _back(buf, a):
+    if buf is not a:
+        a[...] = buf
+
+
+def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    cdef const double[:, ::1] lb = _in(logB)
+    cdef const int64_t[::1] off = _in(offsets, np.int64)
+    cdef const double[::1] sp = _in(startprob)
+    A_arr = _in(transmat)
+    cdef const double[:, ::1] A = A_arr
+    cdef const double[:, ::1] At = np.ascontiguousarray(A_arr.T)
+    cdef const double[::1] sw = _in(seq_weight)
+    g_buf, ll_buf = _out(gamma), _out(loglik)
+    cdef double[:, ::1] g = g_buf
+    cdef double[::1] ll = ll_buf
+    cdef Py_ssize_t S = off.shape[0] - 1, K = lb.shape[1], ch
+    cdef Py_ssize_t nc = _seq_chunks(S)
+    outer_p = np.zeros((max(nc, 1), K, K))
+    start_p = np.zeros((max(nc, 1), K))
+    cdef double[:, :, ::1] op = outer_p
+    cdef double[:, ::1] st = start_p
+    cdef int fail = 0
+    if S > 0 and K > 0:
+        for ch in prange(nc, nogil=True, schedule="static"):
+            if _fb_group(ch, nc, &lb[0, 0], &off[0], S, K, &sp[0], &A[0, 0], &At[0, 0],
+                         &sw[0], &g[0, 0], &ll[0], &op[0, 0, 0], &st[0, 0]) != 0:
+                fail = 1
+        if fail:
+            raise MemoryError()
+    _back(g_buf, gamma)
+    _back(ll_buf, loglik)
+    np.multiply(A_arr, outer_p.sum(axis=0), out=xi)  # groups summed in order
+    start[:] = start_p.sum(axis=0)
+
+
+def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    cdef const double[:, ::1] lb = _in(logB)
+    cdef const int64_t[::1] off = _in(offsets, np.int64)
+    cdef const double[::1] sp = _in(startprob)
+    cdef const double[:, ::1] At = np.ascontiguousarray(_in(transmat).T)
+    f_buf, ll_buf = _out(filt), _out(loglik)
+    cdef double[:, ::1] f = f_buf
+    cdef double[::1] ll = ll_buf
+    cdef Py_ssize_t S = off.shape[0] - 1, K = lb.shape[1], ch
+    cdef Py_ssize_t nc = _seq_chunks(S)
+    cdef int fail = 0
+    if S > 0 and K > 0:
+        for ch in prange(nc, nogil=True, schedule="static"):
+            if _filter_group(ch, nc, &lb[0, 0], &off[0], S, K, &sp[0], &At[0, 0], &f[0, 0],
+                             &ll[0]) != 0:
+                fail = 1
+        if fail:
+            raise MemoryError()
+    _back(f_buf, filt)
+    _back(ll_buf, loglik)
+
+
+def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    cdef const double[:, ::1] lb = _in(logB)
+    cdef const int64_t[::1] off = _in(offsets, np.int64)
+    cdef const double[::1] ls = _in(log_startprob)
+    cdef const double[:, ::1] lt = _in(log_transmat)
+    p_buf, lp_buf = _out(path, np.int64), _out(logprob)
+    cdef int64_t[::1] p = p_buf
+    cdef double[::1] lp = lp_buf
+    cdef Py_ssize_t S = off.shape[0] - 1, K = lb.shape[1], ch
+    cdef Py_ssize_t nc = _seq_chunks(S)
+    cdef int fail = 0
+    if S > 0 and K > 0:
+        for ch in prange(nc, nogil=True, schedule="static"):
+            if _viterbi_group(ch, nc, &lb[0, 0], &off[0], S, K, &ls[0], &lt[0, 0], &p[0],
+                              &lp[0]) != 0:
+                fail = 1
+        if fail:
+            raise MemoryError()
+    _back(p_buf, path)
+    _back(lp_buf, logprob)
+
+
+def _moments(X, gamma, row_weight, shift, nk, sx, sxx, bint full):
+    X = np.ascontiguousarray(X)
+    if X.dtype != np.float32:
+        X = X.astype(np.float64, copy=False)
+    gamma_c = _in(gamma)
+    N, D = X.shape
+    K = gamma_c.shape[1]
+    nc = _row_chunks(N, K * D * D if full else K * D)
+    nk_p = np.zeros((nc, K))
+    sx_p = np.zeros((nc, K, D))
+    sxx_p = np.zeros((nc, K, D, D) if full else (nc, K, 1, D))
+    if K > 0 and D > 0:
+        if X.dtype == np.float32:
+            _moments_run[float](X, gamma_c, _in(row_weight), _in(shift), nk_p, sx_p, sxx_p,
+                                nc, full)
+        else:
+            _moments_run[double](X, gamma_c, _in(row_weight), _in(shift), nk_p, sx_p, sxx_p,
+                                 nc, full)
+    nk[:] = nk_p.sum(axis=0)  # chunks summed in order
+    sx[:] = sx_p.sum(axis=0)
+    total = sxx_p.sum(axis=0)
+    if full:  # the kernel fills the upper triangle: mirror it
+        sxx[:] = np.triu(total) + np.swapaxes(np.triu(total, 1), 1, 2)
+    else:
+        sxx[:] = total[:, 0, :]
+
+
+def moments_diag(X, gamma, row_weight, shift, nk, sx, sxx):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    _moments(X, gamma, row_weight, shift, nk, sx, sxx, False)
+
+
+def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    _moments(X, gamma, row_weight, shift, nk, sx, sxx, True)
+
+
+def gmm_state_logprob(comp, Py_ssize_t n_mix, out):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    cdef const double[:, ::1] c = _in(comp)
+    o_buf = _out(out)
+    cdef double[:, ::1] o = o_buf
+    cdef Py_ssize_t N = c.shape[0], K = o.shape[1], t
+    if N > 0 and K > 0:
+        for t in prange(N, nogil=True, schedule="static"):
+            _gmm_state_row(&c[t, 0], K, n_mix, &o[t, 0])
+    _back(o_buf, out)
+
+
+def gmm_posteriors(comp, Py_ssize_t n_mix, state, gamma, row_weight, out):
+    """See :mod:`fastem.hmm._kernels_numpy`."""
+    cdef const double[:, ::1] c = _in(comp)
+    cdef const double[:, ::1] stt = _in(state)
+    cdef const double[:, ::1] g = _in(gamma)
+    cdef const double[::1] rw = _in(row_weight)
+    o_buf = _out(out)
+    cdef double[:, ::1] o = o_buf
+    cdef Py_ssize_t N = c.shape[0], K = stt.shape[1], t
+    if N > 0 and K > 0:
+        for t in prange(N, nogil=True, schedule="static"):
+            _gmm_post_row(&c[t, 0], K, n_mix, &stt[t, 0], &g[t, 0], rw[t], &o[t, 0])
+    _back(o_buf, out)
