@@ -1,8 +1,10 @@
-"""Kernel selection for fastem.hmm: numba if it imports, else the NumPy reference.
+"""Kernel selection for fastem.hmm: numba if it imports, else the Cython/OpenMP
+kernels if they were built, else the NumPy reference.
 
-The HMM kernels are not part of :data:`fastem.backends.KERNEL_NAMES` (the
-Cython backend does not implement them); an HMM backend pairs its HMM kernels
-with the mixture backend of the same name for the emission log-densities.
+The HMM kernels are not part of :data:`fastem.backends.KERNEL_NAMES`: they live
+in their own modules (the Cython ones in the optional extension
+``fastem.backends._cython_hmm``); an HMM backend pairs its HMM kernels with the
+mixture backend of the same name for the emission log-densities.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from types import ModuleType
 
 from ..backends import get_backend
 
-HMM_BACKENDS = ("numba", "numpy")
-_MODULES = {"numba": "fastem.backends._numba_hmm", "numpy": "fastem.hmm._kernels_numpy"}
+HMM_BACKENDS = ("numba", "cython", "numpy")
+_MODULES = {
+    "numba": "fastem.backends._numba_hmm",
+    "cython": "fastem.backends._cython_hmm",
+    "numpy": "fastem.hmm._kernels_numpy",
+}
 _loaded: dict[str, HMMKernels] = {}
 _failed: dict[str, str] = {}
 
@@ -51,7 +57,7 @@ def available_hmm_backends() -> list[str]:
 
 def get_hmm_kernels(name: str | None = None) -> HMMKernels:
     """Kernels for ``name``; ``None`` means ``FASTEM_BACKEND`` if it names an HMM
-    backend, else the first that imports (numba, then numpy)."""
+    backend, else the first that imports (numba, then cython, then numpy)."""
     if name is None:
         env = os.environ.get("FASTEM_BACKEND") or None
         if env in HMM_BACKENDS and _load(env) is not None:
