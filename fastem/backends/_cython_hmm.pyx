@@ -57,8 +57,86 @@ cdef extern from *:
     #else
     static int fastem_hmm_team_size(void) { return 1; }
     #endif
+
+    #include <stdint.h>
+    #include <string.h>
+
+    /* exp(x) for x <= 0 (and small x > 0), 0 below -708: the branch-free
+       polynomial of fastem.backends._cython (Cody-Waite reduction, degree-13
+       Taylor polynomial, 2^n from the bits of the rounding shifter), so loops
+       of it vectorize; about 1 ulp. */
+    static inline double fastem_hmm_exp(double x) {
+        const double shifter = 6755399441055744.0;  /* 1.5 * 2^52 */
+        double xc = x < -708.0 ? -708.0 : x;
+        double s = xc * 1.4426950408889634 + shifter;
+        double n = s - shifter;
+        double r = (xc - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+        double p = 1.6059043836821613e-10;
+        p = p * r + 2.08767569878680990e-09;
+        p = p * r + 2.50521083854417188e-08;
+        p = p * r + 2.75573192239858907e-07;
+        p = p * r + 2.75573192239858907e-06;
+        p = p * r + 2.48015873015873016e-05;
+        p = p * r + 1.98412698412698413e-04;
+        p = p * r + 1.38888888888888889e-03;
+        p = p * r + 8.33333333333333333e-03;
+        p = p * r + 4.16666666666666667e-02;
+        p = p * r + 1.66666666666666667e-01;
+        p = p * r + 0.5;
+        p = p * r + 1.0;
+        p = p * r + 1.0;
+        uint64_t b;
+        memcpy(&b, &s, sizeof b);
+        b = (b + 1023u) << 52;
+        double scale;
+        memcpy(&scale, &b, sizeof scale);
+        double e = p * scale;
+        return x < -708.0 ? 0.0 : e;
+    }
+
+    /* log(x) for a positive, normal, finite x: fdlibm's e_log.c (x = 2^k m,
+       m in [sqrt(2)/2, sqrt(2)), f = m - 1, s = f / (2 + f)) with bit casts
+       only, as the Numba kernels' log64, so loops of it vectorize; < 1 ulp. */
+    static inline double fastem_hmm_log(double x) {
+        uint64_t bits, fb, kb;
+        double f, dk;
+        memcpy(&bits, &x, sizeof bits);
+        uint64_t mant = bits & 0x000FFFFFFFFFFFFFULL;
+        int64_t big = mant > 0x6A09E667F3BCDULL;
+        int64_t k = (int64_t)(bits >> 52) - 1023 + big;
+        fb = mant | (big ? 0x3FE0000000000000ULL : 0x3FF0000000000000ULL);
+        memcpy(&f, &fb, sizeof f);
+        f -= 1.0;
+        kb = (uint64_t)(k + (int64_t)0x4338000000000000LL);  /* int -> float by bits */
+        memcpy(&dk, &kb, sizeof dk);
+        dk -= 6755399441055744.0;
+        double hfsq = 0.5 * f * f;
+        double s = f / (2.0 + f);
+        double z = s * s;
+        double w = z * z;
+        double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
+                    + w * 1.531383769920937332e-01));
+        double t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
+                    + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+        return dk * 6.93147180369123816490e-01
+               - ((hfsq - (s * (hfsq + (t2 + t1)) + dk * 1.90821492927058770002e-10)) - f);
+    }
     """
     int fastem_hmm_team_size() noexcept nogil
+    double fastem_hmm_exp(double x) noexcept nogil
+    double fastem_hmm_log(double x) noexcept nogil
+
+
+def _exp_log(const double[::1] x):
+    """The kernels' vectorizable ``exp`` and ``log`` of ``x`` (for tests)."""
+    e = np.empty(x.shape[0])
+    lg = np.empty(x.shape[0])
+    cdef double[::1] ev = e, lv = lg
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        ev[i] = fastem_hmm_exp(x[i])
+        lv[i] = fastem_hmm_log(x[i])
+    return e, lg
 
 
 def _team_size():
@@ -108,7 +186,7 @@ cdef double _forward(const double* logB, Py_ssize_t T, Py_ssize_t K, const doubl
     log-likelihood (``-inf`` for an impossible sequence). ``At`` is the
     transposed transition matrix, so the prediction is unit-stride dot products."""
     cdef Py_ssize_t t, k, i
-    cdef double m, m2, s, e, x, v, acc, ll = 0.0
+    cdef double m, m2, s, x, v, acc, ll = 0.0
     cdef const double* row
     cdef double* a
     cdef double* bt
@@ -124,11 +202,11 @@ cdef double _forward(const double* logB, Py_ssize_t T, Py_ssize_t K, const doubl
                 m = row[k]
         if m == -INFINITY:
             return -INFINITY
+        for k in range(K):  # arguments <= 0: the vectorizable exp
+            bt[k] = fastem_hmm_exp(row[k] - m)
         s = 0.0
         for k in range(K):
-            e = exp(row[k] - m)
-            bt[k] = e
-            x = pred[k] * e
+            x = pred[k] * bt[k]
             a[k] = x
             s += x
         if s < TINY:  # predicted mass only where the emission underflows: exact shift
@@ -395,40 +473,108 @@ cdef int _moments_run(const floating_x[:, ::1] X, const double[:, ::1] gamma,
 # ------------------------------------------------------------------ GMM-HMM
 
 
-cdef void _gmm_state_row(const double* comp, Py_ssize_t K, Py_ssize_t M,
-                         double* out) noexcept nogil:
-    """``out[k] = logsumexp_m comp[k*M + m]``, each state shifted by its own maximum."""
-    cdef Py_ssize_t k, j
-    cdef double mk, s
-    cdef const double* ck
-    for k in range(K):
-        ck = comp + k * M
-        mk = -INFINITY
-        for j in range(M):
-            if ck[j] > mk:
-                mk = ck[j]
-        if mk == -INFINITY:
-            out[k] = -INFINITY
+#: A state's share of its row below this is recomputed with the state's own maximum,
+#: so its largest term is a normal number (well above the subnormals' 2.2e-308).
+cdef double LOW_SHARE = 1e-280
+
+
+cdef int _gmm_state_chunk(Py_ssize_t ch, Py_ssize_t nc, const double* comp, Py_ssize_t N,
+                          Py_ssize_t K, Py_ssize_t M, double* out) noexcept nogil:
+    """``out[t, k] = logsumexp_m comp[t, k*M + m]`` for the rows of chunk ``ch``,
+    shifted by the row's maximum over all K*M components: one loop of
+    vectorizable exponentials per row, then group sums. A state whose sum falls
+    below ``LOW_SHARE`` (far below the row's best state) is redone with its own
+    maximum, so the result equals the per-state shift's to rounding."""
+    cdef Py_ssize_t lo = _lo(N, nc, ch), hi = _lo(N, nc, ch + 1)
+    cdef Py_ssize_t C = K * M, t, k, j
+    cdef double m, mk, sm
+    cdef bint low
+    cdef const double* row
+    cdef double* o
+    cdef double* e = <double*>malloc((C + K) * sizeof(double))
+    if e == NULL:
+        return -1
+    cdef double* sk = e + C
+    for t in range(lo, hi):
+        row = comp + t * C
+        o = out + t * K
+        m = -INFINITY
+        for j in range(C):
+            if row[j] > m:
+                m = row[j]
+        if m == -INFINITY:
+            for k in range(K):
+                o[k] = -INFINITY
             continue
-        s = 0.0
-        for j in range(M):
-            s += exp(ck[j] - mk)
-        out[k] = mk + log(s)
-
-
-cdef void _gmm_post_row(const double* comp, Py_ssize_t K, Py_ssize_t M, const double* state,
-                        const double* gamma, double w, double* out) noexcept nogil:
-    cdef Py_ssize_t k, j
-    cdef double g, sk
-    for k in range(K):
-        sk = state[k]
-        if sk == -INFINITY:  # an impossible state has no component posterior
+        for j in range(C):
+            e[j] = fastem_hmm_exp(row[j] - m)
+        low = False
+        for k in range(K):
+            sm = 0.0
             for j in range(M):
-                out[k * M + j] = 0.0
+                sm += e[k * M + j]
+            if sm < LOW_SHARE:
+                low = True
+                sm = LOW_SHARE  # a normal number: the fast log's domain
+            sk[k] = sm
+        for k in range(K):
+            o[k] = m + fastem_hmm_log(sk[k])
+        if not low:
             continue
-        g = w * gamma[k]
-        for j in range(M):
-            out[k * M + j] = g * exp(comp[k * M + j] - sk)
+        for k in range(K):
+            sm = 0.0
+            for j in range(M):
+                sm += e[k * M + j]
+            if sm >= LOW_SHARE:
+                continue
+            mk = -INFINITY
+            for j in range(M):
+                if row[k * M + j] > mk:
+                    mk = row[k * M + j]
+            if mk == -INFINITY:
+                o[k] = -INFINITY
+                continue
+            sm = 0.0
+            for j in range(M):
+                sm += exp(row[k * M + j] - mk)
+            o[k] = mk + log(sm)  # sm >= 1: its largest term is exp(0)
+    free(e)
+    return 0
+
+
+cdef int _gmm_post_chunk(Py_ssize_t ch, Py_ssize_t nc, const double* comp, Py_ssize_t N,
+                         Py_ssize_t K, Py_ssize_t M, const double* state, const double* gamma,
+                         const double* row_weight, double* out) noexcept nogil:
+    """``out[t, c] = w_t gamma_tk exp(comp[t, c] - state[t, k])`` for the K*M
+    components c of state k, one vectorizable loop per row (the state's shift
+    and weight spread over its components first); an impossible state gets 0."""
+    cdef Py_ssize_t lo = _lo(N, nc, ch), hi = _lo(N, nc, ch + 1)
+    cdef Py_ssize_t C = K * M, t, k, j
+    cdef double g, sv, w
+    cdef const double* row
+    cdef double* o
+    cdef double* st = <double*>malloc(2 * C * sizeof(double))
+    if st == NULL:
+        return -1
+    cdef double* gg = st + C
+    for t in range(lo, hi):
+        row = comp + t * C
+        o = out + t * C
+        w = row_weight[t]
+        for k in range(K):
+            sv = state[t * K + k]
+            if sv == -INFINITY:  # exp(comp - inf) = 0: never inf - inf
+                sv = INFINITY
+                g = 0.0
+            else:
+                g = w * gamma[t * K + k]
+            for j in range(M):
+                st[k * M + j] = sv
+                gg[k * M + j] = g
+        for j in range(C):
+            o[j] = gg[j] * fastem_hmm_exp(row[j] - st[j])
+    free(st)
+    return 0
 
 
 # ------------------------------------------------------------------ entry points
@@ -572,10 +718,15 @@ def gmm_state_logprob(comp, Py_ssize_t n_mix, out):
     cdef const double[:, ::1] c = _in(comp)
     o_buf = _out(out)
     cdef double[:, ::1] o = o_buf
-    cdef Py_ssize_t N = c.shape[0], K = o.shape[1], t
+    cdef Py_ssize_t N = c.shape[0], K = o.shape[1], ch
+    cdef Py_ssize_t nc = _row_chunks(N)
+    cdef int fail = 0
     if N > 0 and K > 0:
-        for t in prange(N, nogil=True, schedule="static"):
-            _gmm_state_row(&c[t, 0], K, n_mix, &o[t, 0])
+        for ch in prange(nc, nogil=True, schedule="static"):
+            if _gmm_state_chunk(ch, nc, &c[0, 0], N, K, n_mix, &o[0, 0]) != 0:
+                fail = 1
+        if fail:
+            raise MemoryError()
     _back(o_buf, out)
 
 
@@ -587,8 +738,14 @@ def gmm_posteriors(comp, Py_ssize_t n_mix, state, gamma, row_weight, out):
     cdef const double[::1] rw = _in(row_weight)
     o_buf = _out(out)
     cdef double[:, ::1] o = o_buf
-    cdef Py_ssize_t N = c.shape[0], K = stt.shape[1], t
+    cdef Py_ssize_t N = c.shape[0], K = stt.shape[1], ch
+    cdef Py_ssize_t nc = _row_chunks(N)
+    cdef int fail = 0
     if N > 0 and K > 0:
-        for t in prange(N, nogil=True, schedule="static"):
-            _gmm_post_row(&c[t, 0], K, n_mix, &stt[t, 0], &g[t, 0], rw[t], &o[t, 0])
+        for ch in prange(nc, nogil=True, schedule="static"):
+            if _gmm_post_chunk(ch, nc, &c[0, 0], N, K, n_mix, &stt[0, 0], &g[0, 0], &rw[0],
+                               &o[0, 0]) != 0:
+                fail = 1
+        if fail:
+            raise MemoryError()
     _back(o_buf, out)
