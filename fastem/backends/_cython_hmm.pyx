@@ -166,8 +166,22 @@ cdef extern from *:
         }
         return fastem_hmm_hsum(a0, a1);
     }
+    /* sum p q over any n: a 4-wide vector loop, then the tail, in a fixed order */
+    static inline double fastem_hmm_dotn(const double *p, const double *q, Py_ssize_t n) {
+        fastem_hmm_v4 a = {0, 0, 0, 0}, p0, q0;
+        Py_ssize_t b = 0;
+        for (; b + 4 <= n; b += 4) {
+            memcpy(&p0, p + b, sizeof p0);
+            memcpy(&q0, q + b, sizeof q0);
+            a += p0 * q0;
+        }
+        double s = (a[0] + a[1]) + (a[2] + a[3]);
+        for (; b < n; ++b) s += p[b] * q[b];
+        return s;
+    }
     """
     int fastem_hmm_team_size() noexcept nogil
+    double fastem_hmm_dotn(const double* p, const double* q, Py_ssize_t n) noexcept nogil
     void fastem_hmm_mom(const double* x, const double* g, double m, Py_ssize_t n, double* s1,
                         double* s2) noexcept nogil
     double fastem_hmm_dot(const double* p, const double* q, Py_ssize_t n) noexcept nogil
@@ -233,8 +247,8 @@ cdef double _forward(const double* logB, Py_ssize_t T, Py_ssize_t K, const doubl
     shifted emissions ``b`` (T, K), normalizers ``c`` (T,). Returns the
     log-likelihood (``-inf`` for an impossible sequence). ``At`` is the
     transposed transition matrix, so the prediction is unit-stride dot products."""
-    cdef Py_ssize_t t, k, i
-    cdef double m, m2, s, x, v, acc, ll = 0.0
+    cdef Py_ssize_t t, k
+    cdef double m, m2, s, x, v, ll = 0.0
     cdef const double* row
     cdef double* a
     cdef double* bt
@@ -278,10 +292,7 @@ cdef double _forward(const double* logB, Py_ssize_t T, Py_ssize_t K, const doubl
             a[k] = a[k] / s
         ll += log(s) + m
         for k in range(K):  # pred = alpha_t @ A
-            acc = 0.0
-            for i in range(K):
-                acc += At[k * K + i] * a[i]
-            pred[k] = acc
+            pred[k] = fastem_hmm_dotn(At + k * K, a, K)
     return ll
 
 
@@ -292,7 +303,7 @@ cdef void _backward(Py_ssize_t T, Py_ssize_t K, const double* A, double* gamma, 
     posteriors on exit; ``outer += w * sum_t alpha_t v_t+1^T`` with
     ``v_t+1 = b_t+1 * beta_t+1 / c_t+1`` (times A later)."""
     cdef Py_ssize_t t, i, j
-    cdef double s, g, cn, wa, acc
+    cdef double s, g, cn, wa
     cdef double* at
     cdef double* gn
     cdef const double* bn
@@ -319,10 +330,7 @@ cdef void _backward(Py_ssize_t T, Py_ssize_t K, const double* A, double* gamma, 
                 for j in range(K):
                     outer[i * K + j] += wa * v[j]
         for i in range(K):  # beta_t = A v_t+1
-            acc = 0.0
-            for j in range(K):
-                acc += A[i * K + j] * v[j]
-            beta[i] = acc
+            beta[i] = fastem_hmm_dotn(A + i * K, v, K)
         s = 0.0
         for i in range(K):
             g = at[i] * beta[i]
