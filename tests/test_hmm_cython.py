@@ -174,6 +174,8 @@ def test_bit_identical_on_1_and_2_threads(monkeypatch):
     if not mixture.openmp_enabled():
         pytest.skip("built without OpenMP: always one thread")
     before = mixture.get_num_threads()
+    # every pass parallel, however small (passes under ~0.3 ms run serial by default)
+    min_work = cy._set_parallel_min_work(0)
     results = {}
     try:
         for threads in (1, 2):
@@ -182,8 +184,11 @@ def test_bit_identical_on_1_and_2_threads(monkeypatch):
             results[threads] = _all_outputs()
     finally:
         mixture.set_num_threads(before)
-    for a, b in zip(results[1], results[2], strict=True):
-        np.testing.assert_array_equal(a, b)
+        cy._set_parallel_min_work(min_work)
+    results["default"] = _all_outputs()  # small passes serial: the same groups, same bits
+    for threads in (2, "default"):
+        for a, b in zip(results[1], results[threads], strict=True):
+            np.testing.assert_array_equal(a, b)
     # Negative control: groups and chunks set otherwise (as a split that followed
     # the thread count would) change the summation order, which the comparison sees.
     monkeypatch.setattr(cy, "_seq_chunks", lambda n: 3)

@@ -54,8 +54,10 @@ cdef extern from *:
         }
         return n;
     }
+    static int fastem_hmm_max_threads(void) { return omp_get_max_threads(); }
     #else
     static int fastem_hmm_team_size(void) { return 1; }
+    static int fastem_hmm_max_threads(void) { return 1; }
     #endif
 
     #include <stdint.h>
@@ -181,6 +183,7 @@ cdef extern from *:
     }
     """
     int fastem_hmm_team_size() noexcept nogil
+    int fastem_hmm_max_threads() noexcept nogil
     double fastem_hmm_dotn(const double* p, const double* q, Py_ssize_t n) noexcept nogil
     void fastem_hmm_mom(const double* x, const double* g, double m, Py_ssize_t n, double* s1,
                         double* s2) noexcept nogil
@@ -219,6 +222,25 @@ cdef enum:
     MIN_CHUNK_ROWS = 1024
 
 cdef Py_ssize_t PARTIALS_BUDGET = 4 * 1024 * 1024  # float64 values of moment partials
+
+
+# A pass with less work than this (inner-loop iterations, about 0.3 ms) runs on the
+# calling thread: waking an OpenMP team costs far more than such a pass on a loaded
+# machine (tens of ms were measured for the mixture backend's ~30-row passes). The
+# results do not depend on it (the groups and chunks do not change).
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 18
+
+
+def _set_parallel_min_work(Py_ssize_t work):
+    """Set the work below which passes run serial; returns the old value (tests)."""
+    global PARALLEL_MIN_WORK
+    old = PARALLEL_MIN_WORK
+    PARALLEL_MIN_WORK = work
+    return old
+
+
+cdef int _threads(Py_ssize_t work) noexcept nogil:
+    return 1 if work < PARALLEL_MIN_WORK else fastem_hmm_max_threads()
 
 
 def _seq_chunks(Py_ssize_t n_sequences):
@@ -535,7 +557,8 @@ cdef int _moments_run(const floating_x[:, ::1] X, const double[:, ::1] gamma,
     cdef int fail = 0
     if N == 0:
         return 0
-    for ch in prange(nc, nogil=True, schedule="static"):
+    for ch in prange(nc, nogil=True, schedule="static",
+                     num_threads=_threads(N * K * D * (D if full else 1))):
         if _moments_chunk(ch, nc, &X[0, 0], N, D, K, &gamma[0, 0], &row_weight[0],
                           &shift[0, 0], &nk_p[0, 0], &sx_p[0, 0, 0], &sxx_p[0, 0, 0, 0],
                           full) != 0:
@@ -693,7 +716,8 @@ def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, logl
     cdef double[:, ::1] st = start_p
     cdef int fail = 0
     if S > 0 and K > 0:
-        for ch in prange(nc, nogil=True, schedule="static"):
+        for ch in prange(nc, nogil=True, schedule="static",
+                         num_threads=_threads(lb.shape[0] * K * K)):
             if _fb_group(ch, nc, &lb[0, 0], &off[0], S, K, &sp[0], &A[0, 0], &At[0, 0],
                          &sw[0], &g[0, 0], &ll[0], &op[0, 0, 0], &st[0, 0]) != 0:
                 fail = 1
@@ -718,7 +742,8 @@ def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
     cdef Py_ssize_t nc = _seq_chunks(S)
     cdef int fail = 0
     if S > 0 and K > 0:
-        for ch in prange(nc, nogil=True, schedule="static"):
+        for ch in prange(nc, nogil=True, schedule="static",
+                         num_threads=_threads(lb.shape[0] * K * K)):
             if _filter_group(ch, nc, &lb[0, 0], &off[0], S, K, &sp[0], &At[0, 0], &f[0, 0],
                              &ll[0]) != 0:
                 fail = 1
@@ -741,7 +766,8 @@ def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
     cdef Py_ssize_t nc = _seq_chunks(S)
     cdef int fail = 0
     if S > 0 and K > 0:
-        for ch in prange(nc, nogil=True, schedule="static"):
+        for ch in prange(nc, nogil=True, schedule="static",
+                         num_threads=_threads(lb.shape[0] * K * K)):
             if _viterbi_group(ch, nc, &lb[0, 0], &off[0], S, K, &ls[0], &lt[0, 0], &p[0],
                               &lp[0]) != 0:
                 fail = 1
@@ -797,7 +823,8 @@ def gmm_state_logprob(comp, Py_ssize_t n_mix, out):
     cdef Py_ssize_t nc = _row_chunks(N)
     cdef int fail = 0
     if N > 0 and K > 0:
-        for ch in prange(nc, nogil=True, schedule="static"):
+        for ch in prange(nc, nogil=True, schedule="static",
+                         num_threads=_threads(N * K * n_mix)):
             if _gmm_state_chunk(ch, nc, &c[0, 0], N, K, n_mix, &o[0, 0]) != 0:
                 fail = 1
         if fail:
@@ -817,7 +844,8 @@ def gmm_posteriors(comp, Py_ssize_t n_mix, state, gamma, row_weight, out):
     cdef Py_ssize_t nc = _row_chunks(N)
     cdef int fail = 0
     if N > 0 and K > 0:
-        for ch in prange(nc, nogil=True, schedule="static"):
+        for ch in prange(nc, nogil=True, schedule="static",
+                         num_threads=_threads(N * K * n_mix)):
             if _gmm_post_chunk(ch, nc, &c[0, 0], N, K, n_mix, &stt[0, 0], &g[0, 0], &rw[0],
                                &o[0, 0]) != 0:
                 fail = 1
