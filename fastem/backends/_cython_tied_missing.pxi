@@ -397,7 +397,7 @@ cdef double _em_missing_tied(const floating[:, ::1] X, const double[::1] sw,
     cdef const long long* rp = &rows[0]
     cdef const long long* pp = &ptr[0]
     with nogil:
-        for c in prange(nc, schedule="dynamic", chunksize=1):
+        for c in prange(nc, schedule="dynamic", chunksize=1, num_threads=_team(nc)):
             ll_p[c] = _tm_chunk(xp, wp, rp, pp, n_pat, base + c * m // nc,
                                 base + (c + 1) * m // nc, d, K, &centre[0], &proj[0, 0],
                                 &h_t[0, 0], &U[0, 0], &L[0, 0], &cc[0], True, &nk_p[c, 0],
@@ -439,7 +439,7 @@ cdef void _log_prob_missing_tied(const floating[:, ::1] X, const long long[::1] 
     cdef const long long* rp = &rows[0]
     cdef const long long* pp = &ptr[0]
     with nogil:
-        for c in prange(nc, schedule="dynamic", chunksize=1):
+        for c in prange(nc, schedule="dynamic", chunksize=1, num_threads=_team(nc)):
             _tm_chunk(xp, NULL, rp, pp, n_pat, base + c * m // nc, base + (c + 1) * m // nc,
                       d, K, &centre[0], &proj[0, 0], &h_t[0, 0], &U[0, 0], &L[0, 0], &cc[0],
                       False, NULL, NULL, NULL, &out[0, 0], &err)
