@@ -490,7 +490,7 @@ cdef int _moments_chunk(Py_ssize_t ch, Py_ssize_t nc, const floating_x* X, Py_ss
     ``full`` fills the upper triangle of each (D, D) block."""
     cdef Py_ssize_t lo = _lo(N, nc, ch), hi = _lo(N, nc, ch + 1)
     cdef Py_ssize_t start, nb, r, k, i, j, b
-    cdef double w, m, d, a0, a1, q1
+    cdef double w, m, d, a0, a1 = 0.0, q1 = 0.0  # a1, q1: out-parameters
     cdef double* nk = nk_p + ch * K
     cdef double* sx = sx_p + ch * K * D
     cdef double* sxx = sxx_p + ch * K * (D * D if full else D)
