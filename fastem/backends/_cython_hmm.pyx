@@ -239,8 +239,12 @@ def _set_parallel_min_work(Py_ssize_t work):
     return old
 
 
-cdef int _threads(Py_ssize_t work) noexcept nogil:
-    return 1 if work < PARALLEL_MIN_WORK else fastem_hmm_max_threads()
+cdef int _threads(Py_ssize_t work, Py_ssize_t n_chunks) noexcept nogil:
+    """Threads for a pass: 1 below ``PARALLEL_MIN_WORK``, never more than its chunks
+    (an idle team member would only spin)."""
+    if work < PARALLEL_MIN_WORK:
+        return 1
+    return <int>min(<Py_ssize_t>fastem_hmm_max_threads(), max(n_chunks, 1))
 
 
 def _seq_chunks(Py_ssize_t n_sequences):
@@ -558,7 +562,7 @@ cdef int _moments_run(const floating_x[:, ::1] X, const double[:, ::1] gamma,
     if N == 0:
         return 0
     for ch in prange(nc, nogil=True, schedule="static",
-                     num_threads=_threads(N * K * D * (D if full else 1))):
+                     num_threads=_threads(N * K * D * (D if full else 1), nc)):
         if _moments_chunk(ch, nc, &X[0, 0], N, D, K, &gamma[0, 0], &row_weight[0],
                           &shift[0, 0], &nk_p[0, 0], &sx_p[0, 0, 0], &sxx_p[0, 0, 0, 0],
                           full) != 0:
@@ -717,7 +721,7 @@ def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, logl
     cdef int fail = 0
     if S > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
-                         num_threads=_threads(lb.shape[0] * K * K)):
+                         num_threads=_threads(lb.shape[0] * K * K, nc)):
             if _fb_group(ch, nc, &lb[0, 0], &off[0], S, K, &sp[0], &A[0, 0], &At[0, 0],
                          &sw[0], &g[0, 0], &ll[0], &op[0, 0, 0], &st[0, 0]) != 0:
                 fail = 1
@@ -743,7 +747,7 @@ def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
     cdef int fail = 0
     if S > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
-                         num_threads=_threads(lb.shape[0] * K * K)):
+                         num_threads=_threads(lb.shape[0] * K * K, nc)):
             if _filter_group(ch, nc, &lb[0, 0], &off[0], S, K, &sp[0], &At[0, 0], &f[0, 0],
                              &ll[0]) != 0:
                 fail = 1
@@ -767,7 +771,7 @@ def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
     cdef int fail = 0
     if S > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
-                         num_threads=_threads(lb.shape[0] * K * K)):
+                         num_threads=_threads(lb.shape[0] * K * K, nc)):
             if _viterbi_group(ch, nc, &lb[0, 0], &off[0], S, K, &ls[0], &lt[0, 0], &p[0],
                               &lp[0]) != 0:
                 fail = 1
@@ -824,7 +828,7 @@ def gmm_state_logprob(comp, Py_ssize_t n_mix, out):
     cdef int fail = 0
     if N > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
-                         num_threads=_threads(N * K * n_mix)):
+                         num_threads=_threads(N * K * n_mix, nc)):
             if _gmm_state_chunk(ch, nc, &c[0, 0], N, K, n_mix, &o[0, 0]) != 0:
                 fail = 1
         if fail:
@@ -845,7 +849,7 @@ def gmm_posteriors(comp, Py_ssize_t n_mix, state, gamma, row_weight, out):
     cdef int fail = 0
     if N > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
-                         num_threads=_threads(N * K * n_mix)):
+                         num_threads=_threads(N * K * n_mix, nc)):
             if _gmm_post_chunk(ch, nc, &c[0, 0], N, K, n_mix, &stt[0, 0], &g[0, 0], &rw[0],
                                &o[0, 0]) != 0:
                 fail = 1
