@@ -690,9 +690,7 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> GaussianMixt
         if metadata["estimator"] in _HMM_ESTIMATORS:
             from .hmm._persistence import build_hmm, set_loaded_backend
 
-            # the HMMs have no cython kernels: that choice keeps the saved backend
-            hmm_backend = None if backend == "cython" else backend
-            return set_loaded_backend(build_hmm(metadata, arrays), hmm_backend)
+            return set_loaded_backend(build_hmm(metadata, arrays), backend)
         referenced = set()
         params = {}
         valid_params = set(GaussianMixture().get_params(deep=False))

@@ -26,8 +26,10 @@ def test_fastem_load_opens_an_hmm_file(hmm_file):
     assert type(loaded) is GaussianHMM
     assert loaded.score(X) == model.score(X)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
-    # the HMMs have no cython kernels: that choice keeps the saved backend
-    assert fastem.load(path, backend="cython").backend == "numpy"
+    from fastem.hmm._backend import available_hmm_backends
+
+    if "cython" in available_hmm_backends():  # the optional extension was built
+        assert fastem.load(path, backend="cython").backend == "cython"
 
 
 def test_persistence_knows_every_hmm_estimator():

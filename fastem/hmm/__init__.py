@@ -35,7 +35,7 @@ def load(path, *, backend: str | None = None):
     ----------
     path : str or os.PathLike
         The model file.
-    backend : {'numba', 'numpy'} or None, default=None
+    backend : {'numba', 'cython', 'numpy'} or None, default=None
         The loaded model's ``backend`` (None keeps the saved one where available).
 
     Returns

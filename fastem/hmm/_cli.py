@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import cli as fc
 from .._io import check_output_path, data_format, write_table
+from ._backend import HMM_BACKENDS
 
 MODEL_KINDS = {
     "gaussian": "GaussianHMM",
@@ -173,9 +174,9 @@ def _add_sequence_options(p: argparse.ArgumentParser) -> None:
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
-        choices=("numba", "numpy"),
+        choices=HMM_BACKENDS,
         default=None,
-        help="HMM kernels (default: numba where it imports)",
+        help="HMM kernels (default: numba where it imports, else cython, else numpy)",
     )
     p.add_argument("--threads", type=fc._positive_int, default=None, help="cap on compute threads")
 

@@ -44,7 +44,7 @@ class CategoricalHMM(BaseHMM):
         's' startprob, 't' transmat, 'e' emissionprob.
     n_init : int, default=1
         Restarts, keeping the best final log-likelihood (fastem extension).
-    backend : {"numba", "numpy"} or None
+    backend : {"numba", "cython", "numpy"} or None
     n_threads : int or None, default=None
         Cap on the kernels' threads (None: the backend's default). Results are
         bit-identical on any number of threads.
@@ -182,7 +182,7 @@ class PoissonHMM(BaseHMM):
     params, init_params : str, default="stl"
         's' startprob, 't' transmat, 'l' lambdas.
     n_init : int, default=1
-    backend : {"numba", "numpy"} or None
+    backend : {"numba", "cython", "numpy"} or None
     n_threads : int or None, default=None
         Cap on the kernels' threads (None: the backend's default). Results are
         bit-identical on any number of threads.

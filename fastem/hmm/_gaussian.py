@@ -81,7 +81,7 @@ class GaussianHMM(BaseHMM):
     reg_covar : float, default=0.0
         Added to the diagonal of every covariance after each M-step: a floor
         that keeps states from collapsing (fastem extension).
-    backend : {"numba", "numpy"} or None
+    backend : {"numba", "cython", "numpy"} or None
         Kernels; default numba where it imports.
     n_threads : int or None, default=None
         Cap on the kernels' threads (None: the backend's default). Results are

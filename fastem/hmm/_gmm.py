@@ -55,7 +55,7 @@ class GMMHMM(BaseHMM):
     n_init : int, default=1
     reg_covar : float, default=0.0
         Added to the diagonal of every covariance after each M-step.
-    backend : {"numba", "numpy"} or None
+    backend : {"numba", "cython", "numpy"} or None
     n_threads : int or None, default=None
         Cap on the kernels' threads (None: the backend's default). Results are
         bit-identical on any number of threads.

@@ -228,7 +228,7 @@ def load_hmm(path: str | os.PathLike, *, backend: str | None = None) -> BaseHMM:
     ----------
     path : str or os.PathLike
         The file, exactly as given.
-    backend : {'numba', 'numpy'} or None, default=None
+    backend : {'numba', 'cython', 'numpy'} or None, default=None
         Sets the loaded model's ``backend``. None keeps the saved one, unless it
         is not available here: then it becomes None with a ``UserWarning``.
 
