@@ -18,6 +18,7 @@ import numpy as np
 
 from .._base import ESTIMATOR_BASES
 from .._em import ACCELERATIONS, STOPPING_RULES
+from .._missing import has_nan
 from .._threads import limit_threads
 from ..exceptions import NotFittedError
 from ._backend import HMMKernels, get_hmm_kernels
@@ -146,12 +147,53 @@ def _seq_weights(sample_weight, n_sequences: int) -> np.ndarray:
 def _normalize_rows(new: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Rows of ``new`` divided by their sums; a row that sums to 0 keeps ``old``'s."""
     new = np.atleast_2d(new)
-    old = np.atleast_2d(old)
     s = new.sum(axis=1, keepdims=True)
     ok = s[:, 0] > 0
-    out = old.astype(np.float64, copy=True)
+    if ok.all():  # the usual case: one division, no masked copies (same values)
+        return np.divide(new, s, dtype=np.float64)
+    out = np.atleast_2d(old).astype(np.float64, copy=True)
     out[ok] = new[ok] / s[ok]
     return out
+
+
+class _FitData:
+    """What a fit's data gives every Baum-Welch iteration alike (the per-frame
+    sequence weights, whether X has a NaN), computed once per fit instead of
+    once per iteration. Held by the model only while ``fit`` iterates."""
+
+    __slots__ = ("X", "offsets", "seq_weight", "_row_weight", "_has_nan")
+
+    def __init__(self, X: np.ndarray, offsets: np.ndarray, seq_weight: np.ndarray) -> None:
+        self.X, self.offsets, self.seq_weight = X, offsets, seq_weight
+        self._row_weight = None
+        self._has_nan = None
+
+    def row_weight(self) -> np.ndarray:
+        if self._row_weight is None:
+            self._row_weight = np.repeat(self.seq_weight, np.diff(self.offsets))
+        return self._row_weight
+
+    def has_nan(self) -> bool:
+        if self._has_nan is None:
+            self._has_nan = has_nan(self.X)
+        return self._has_nan
+
+
+def _row_weight(model, X, offsets, seq_weight) -> np.ndarray:
+    """Each frame's sequence weight: the fit's cached copy when these are the
+    arrays the fit iterates on (same objects), else computed."""
+    d = getattr(model, "_fit_data", None)
+    if d is not None and d.X is X and d.offsets is offsets and d.seq_weight is seq_weight:
+        return d.row_weight()
+    return np.repeat(seq_weight, np.diff(offsets))
+
+
+def _x_has_nan(model, X) -> bool:
+    """``has_nan(X)``, scanned once per fit for the fit's own X."""
+    d = getattr(model, "_fit_data", None)
+    if d is not None and d.X is X:
+        return d.has_nan()
+    return has_nan(X)
 
 
 @dataclass
@@ -301,15 +343,19 @@ class BaseHMM(*ESTIMATOR_BASES):
             self._init(X, offsets, seq_weight, kernels, rs)
             self._check()
             self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
-            if (
-                getattr(self, "acceleration", None) is None
-                and getattr(self, "stopping", None) is None
-            ):
-                self._em_loop(kernels, X, offsets, seq_weight)
-            else:
-                from ._accel import run_driver
+            self._fit_data = _FitData(X, offsets, seq_weight)
+            try:
+                if (
+                    getattr(self, "acceleration", None) is None
+                    and getattr(self, "stopping", None) is None
+                ):
+                    self._em_loop(kernels, X, offsets, seq_weight)
+                else:
+                    from ._accel import run_driver
 
-                run_driver(self, kernels, X, offsets, seq_weight)
+                    run_driver(self, kernels, X, offsets, seq_weight)
+            finally:
+                del self._fit_data
             final = self.monitor_.history[-1] if self.monitor_.history else -np.inf
             if best is None or final > best[0]:
                 best = (final, {n: getattr(self, n) for n in self._param_attrs()}, self.monitor_)

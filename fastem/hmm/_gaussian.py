@@ -6,9 +6,9 @@ import numpy as np
 
 from .._covariance import COVARIANCE_TYPES, precision_cholesky
 from .._init import kmeans
-from .._missing import find_patterns, has_nan
+from .._missing import find_patterns
 from .._passes import PassParams, log_prob
-from ._base import BaseHMM
+from ._base import BaseHMM, _row_weight, _x_has_nan
 
 _FULL = ("full", "tied")
 
@@ -257,19 +257,25 @@ class GaussianHMM(BaseHMM):
 
     def _emission_logprob(self, kernels, X) -> np.ndarray:
         out = np.empty((X.shape[0], self.n_components))
-        log_prob(kernels.mixture, X, self._pass_params(X.dtype), out)
+        p = self._pass_params(X.dtype)
+        if p.tied_chol is None and not _x_has_nan(self, X):
+            # log_prob's complete-data branch, with the fit's NaN scan done once
+            fn = kernels.mixture.log_prob_full if p.full else kernels.mixture.log_prob_diag
+            fn(X, p.means, p.prec_chol, p.comp_const, out)
+        else:
+            log_prob(kernels.mixture, X, p, out)
         return out
 
     def _emission_stats(self, kernels, X, gamma, offsets, seq_weight, logB=None):
         """(nk, sx, sxx, shift): posterior-weighted moments centred on the current means."""
         K, D = self.means_.shape
         full = self.covariance_type in _FULL
-        row_weight = np.repeat(seq_weight, np.diff(offsets))
+        row_weight = _row_weight(self, X, offsets, seq_weight)
         shift = np.ascontiguousarray(self.means_, dtype=np.float64)
         nk = np.zeros(K)
         sx = np.zeros((K, D))
         sxx = np.zeros((K, D, D) if full else (K, D))
-        if not has_nan(X):
+        if not _x_has_nan(self, X):
             fn = kernels.hmm.moments_full if full else kernels.hmm.moments_diag
             fn(X, gamma, row_weight, shift, nk, sx, sxx)
             return nk, sx, sxx, shift

@@ -16,7 +16,7 @@ from .._covariance import COVARIANCE_TYPES, precision_cholesky
 from .._init import kmeans
 from .._missing import find_patterns, has_nan
 from .._passes import PassParams, log_prob
-from ._base import BaseHMM
+from ._base import BaseHMM, _row_weight, _x_has_nan
 from ._gaussian import GaussianHMM
 
 _BLOCK_ROWS = 8192  # rows per block of component densities (memory O(block * K * M))
@@ -262,7 +262,7 @@ class GMMHMM(BaseHMM):
         N = X.shape[0]
         full = self.covariance_type in ("full", "tied")
         params = self._flat_params(X.dtype)
-        row_weight = np.repeat(seq_weight, np.diff(offsets))
+        row_weight = _row_weight(self, X, offsets, seq_weight)
         shift = np.ascontiguousarray(self.means_.reshape(C, D))
         B = min(N, _BLOCK_ROWS)
         comp, state, g = np.empty((B, C)), np.empty((B, K)), np.empty((B, C))
@@ -270,7 +270,7 @@ class GMMHMM(BaseHMM):
         nk, sx = np.zeros(C), np.zeros((C, D))
         sxx = np.zeros((C, D, D) if full else (C, D))
         bnk, bsx, bsxx = np.empty_like(nk), np.empty_like(sx), np.empty_like(sxx)
-        any_nan = has_nan(X)  # one scan, not one per block
+        any_nan = _x_has_nan(self, X)  # one scan per fit, not one per block
         for lo in range(0, N, _BLOCK_ROWS):
             hi = min(N, lo + _BLOCK_ROWS)
             n = hi - lo
