@@ -104,3 +104,34 @@ def test_normalize_rows_fast_path_matches_masked_division():
     np.testing.assert_array_equal(out[2], old[2])
     rows = [0, 1, 3, 4]
     np.testing.assert_array_equal(out[rows], new[rows] / new[rows].sum(axis=1, keepdims=True))
+
+
+@pytest.mark.skipif("numba" not in available_hmm_backends(), reason="needs numba")
+def test_small_passes_run_on_the_calling_thread_with_the_same_bits(monkeypatch):
+    from fastem.hmm._backend import get_hmm_kernels
+
+    mod = get_hmm_kernels("numba").hmm
+    rng = np.random.default_rng(2)
+    K, D = 4, 2
+    pooled = []
+    monkeypatch.setattr(mod, "run_chunks", lambda kernel, n, *args: pooled.append(n))
+
+    def moments(n_rows):
+        X = rng.normal(size=(n_rows, D))
+        gamma = rng.dirichlet(np.ones(K), size=n_rows)
+        nk, sx, sxx = np.empty(K), np.empty((K, D)), np.empty((K, D))
+        mod.moments_diag(X, gamma, np.ones(n_rows), np.zeros((K, D)), nk, sx, sxx)
+        return X, gamma, (nk, sx, sxx)
+
+    X, gamma, small = moments(3000)  # 3000 * K * D steps: below SMALL_WORK
+    assert pooled == []
+    np.testing.assert_allclose(small[0], gamma.sum(axis=0))
+    moments(mod.SMALL_WORK // (K * D) + 1)
+    assert len(pooled) == 1  # a larger pass goes to the pool
+    # the same chunks on the pool (forced) give the same bits
+    monkeypatch.undo()
+    monkeypatch.setattr(mod, "SMALL_WORK", 0)
+    nk, sx, sxx = np.empty(K), np.empty((K, D)), np.empty((K, D))
+    mod.moments_diag(X, gamma, np.ones(3000), np.zeros((K, D)), nk, sx, sxx)
+    for a, b in zip(small, (nk, sx, sxx), strict=True):
+        np.testing.assert_array_equal(a, b)

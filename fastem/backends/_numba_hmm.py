@@ -726,6 +726,22 @@ def _gmm_post_chunks(i0, i1, n_chunks, comp, n_mix, state, gamma, row_weight, ou
 # ------------------------------------------------------------------ entry points
 
 
+# A pass with fewer inner-loop steps than this (about 20-50 us of work) runs its
+# chunks on the calling thread: handing them to the pool costs tens of
+# microseconds, more than it saves. The chunks, hence the results, are the
+# same either way.
+SMALL_WORK = 1 << 16
+
+
+def _run(kernel, n_chunks, work, *args):
+    """``run_chunks(kernel, n_chunks, *args)``, on the calling thread when
+    ``work`` (inner-loop steps of the whole pass) is below ``SMALL_WORK``."""
+    if work < SMALL_WORK:
+        kernel(0, n_chunks, *args)
+    else:
+        run_chunks(kernel, n_chunks, *args)
+
+
 def _ro(a):
     """A read-only view (no copy): one Numba specialization per dtype."""
     if a.flags.writeable:
@@ -742,8 +758,9 @@ def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, logl
     outer_p = np.zeros((nc, K, K))
     start_p = np.zeros((nc, K))
     transmat_t = _ro(np.ascontiguousarray(transmat.T))
-    run_chunks(
-        _fb_chunks, nc, nc, _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat),
+    work = 3 * logB.shape[0] * K * K  # forward, backward, transition counts
+    _run(
+        _fb_chunks, nc, work, nc, _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat),
         transmat_t, _ro(seq_weight), gamma, loglik, outer_p, start_p,
     )  # fmt: skip
     np.multiply(transmat, outer_p.sum(axis=0), out=xi)  # groups summed in order
@@ -754,8 +771,10 @@ def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
     """See :mod:`fastem.hmm._kernels_numpy`."""
     nc = _seq_chunks(offsets.shape[0] - 1)
     transmat_t = _ro(np.ascontiguousarray(transmat.T))
-    run_chunks(
-        _filter_chunks, nc, nc, _ro(logB), _ro(offsets), _ro(startprob), transmat_t,
+    K = logB.shape[1]
+    _run(
+        _filter_chunks, nc, logB.shape[0] * K * K,
+        nc, _ro(logB), _ro(offsets), _ro(startprob), transmat_t,
         filt, loglik,
     )  # fmt: skip
 
@@ -763,8 +782,10 @@ def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
 def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
     """See :mod:`fastem.hmm._kernels_numpy`."""
     nc = _seq_chunks(offsets.shape[0] - 1)
-    run_chunks(
-        _viterbi_chunks, nc, nc, _ro(logB), _ro(offsets), _ro(log_startprob),
+    K = logB.shape[1]
+    _run(
+        _viterbi_chunks, nc, logB.shape[0] * K * K,
+        nc, _ro(logB), _ro(offsets), _ro(log_startprob),
         _ro(log_transmat), path, logprob,
     )  # fmt: skip
 
@@ -776,8 +797,9 @@ def _moments(X, gamma, row_weight, shift, nk, sx, sxx, full):
     nk_p = np.zeros((nc, K))
     sx_p = np.zeros((nc, K, D))
     sxx_p = np.zeros((nc, K, D, D) if full else (nc, K, 1, D))
-    run_chunks(
-        _moments_chunks, nc, nc, _ro(X), _ro(gamma), _ro(row_weight), _ro(shift),
+    work = N * K * (D * D if full else D)
+    _run(
+        _moments_chunks, nc, work, nc, _ro(X), _ro(gamma), _ro(row_weight), _ro(shift),
         nk_p, sx_p, sxx_p, full,
     )  # fmt: skip
     nk[:] = nk_p.sum(axis=0)  # chunks summed in order
@@ -802,12 +824,13 @@ def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
 def gmm_state_logprob(comp, n_mix, out):
     """See :mod:`fastem.hmm._kernels_numpy`."""
     nc = _row_chunks(comp.shape[0])
-    run_chunks(_gmm_state_chunks, nc, nc, _ro(comp), n_mix, out)
+    _run(_gmm_state_chunks, nc, comp.size, nc, _ro(comp), n_mix, out)
 
 
 def gmm_posteriors(comp, n_mix, state, gamma, row_weight, out):
     """See :mod:`fastem.hmm._kernels_numpy`."""
     nc = _row_chunks(comp.shape[0])
-    run_chunks(
-        _gmm_post_chunks, nc, nc, _ro(comp), n_mix, _ro(state), _ro(gamma), _ro(row_weight), out
-    )
+    _run(
+        _gmm_post_chunks, nc, comp.size,
+        nc, _ro(comp), n_mix, _ro(state), _ro(gamma), _ro(row_weight), out,
+    )  # fmt: skip
