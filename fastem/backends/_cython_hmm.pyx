@@ -31,6 +31,8 @@ from libc.string cimport memset
 
 import numpy as np
 
+from fastem.backends._hmm_partials import moment_partials, sum_moment_partials
+
 __all__ = [
     "forward_backward",
     "forward_filter",
@@ -789,9 +791,7 @@ def _moments(X, gamma, row_weight, shift, nk, sx, sxx, bint full):
     N, D = X.shape
     K = gamma_c.shape[1]
     nc = _row_chunks(N, K * D * D if full else K * D)
-    nk_p = np.zeros((nc, K))
-    sx_p = np.zeros((nc, K, D))
-    sxx_p = np.zeros((nc, K, D, D) if full else (nc, K, 1, D))
+    nk_p, sx_p, sxx_p = moment_partials(nc, K, D, full)
     if K > 0 and D > 0:
         if X.dtype == np.float32:
             _moments_run[float](X, gamma_c, _in(row_weight), _in(shift), nk_p, sx_p, sxx_p,
@@ -799,13 +799,7 @@ def _moments(X, gamma, row_weight, shift, nk, sx, sxx, bint full):
         else:
             _moments_run[double](X, gamma_c, _in(row_weight), _in(shift), nk_p, sx_p, sxx_p,
                                  nc, full)
-    nk[:] = nk_p.sum(axis=0)  # chunks summed in order
-    sx[:] = sx_p.sum(axis=0)
-    total = sxx_p.sum(axis=0)
-    if full:  # the kernel fills the upper triangle: mirror it
-        sxx[:] = np.triu(total) + np.swapaxes(np.triu(total, 1), 1, 2)
-    else:
-        sxx[:] = total[:, 0, :]
+    sum_moment_partials(nk_p, sx_p, sxx_p, full, nk, sx, sxx)  # chunks summed in order
 
 
 def moments_diag(X, gamma, row_weight, shift, nk, sx, sxx):

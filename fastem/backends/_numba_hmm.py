@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
+from ._hmm_partials import moment_partials, sum_moment_partials
 from ._numba import run_chunks
 from ._numba_exp import _bits_f64, _f64_bits, exp64
 
@@ -794,21 +795,13 @@ def _moments(X, gamma, row_weight, shift, nk, sx, sxx, full):
     N, D = X.shape
     K = gamma.shape[1]
     nc = _row_chunks(N, K * D * D if full else K * D)
-    nk_p = np.zeros((nc, K))
-    sx_p = np.zeros((nc, K, D))
-    sxx_p = np.zeros((nc, K, D, D) if full else (nc, K, 1, D))
+    nk_p, sx_p, sxx_p = moment_partials(nc, K, D, full)
     work = N * K * (D * D if full else D)
     _run(
         _moments_chunks, nc, work, nc, _ro(X), _ro(gamma), _ro(row_weight), _ro(shift),
         nk_p, sx_p, sxx_p, full,
     )  # fmt: skip
-    nk[:] = nk_p.sum(axis=0)  # chunks summed in order
-    sx[:] = sx_p.sum(axis=0)
-    total = sxx_p.sum(axis=0)
-    if full:  # the kernel fills the upper triangle: mirror it
-        sxx[:] = np.triu(total) + np.swapaxes(np.triu(total, 1), 1, 2)
-    else:
-        sxx[:] = total[:, 0, :]
+    sum_moment_partials(nk_p, sx_p, sxx_p, full, nk, sx, sxx)  # chunks summed in order
 
 
 def moments_diag(X, gamma, row_weight, shift, nk, sx, sxx):
