@@ -119,11 +119,19 @@ def em_stats(
     return stats
 
 
-def log_prob(kernels: ModuleType, X: np.ndarray, params: PassParams, out: np.ndarray) -> None:
+def log_prob(
+    kernels: ModuleType,
+    X: np.ndarray,
+    params: PassParams,
+    out: np.ndarray,
+    *,
+    check_nan: bool = True,
+) -> None:
     """Weighted log-densities (n, k) of the rows of X into ``out``; a row with
-    NaN gets the marginal density of its observed coordinates."""
+    NaN gets the marginal density of its observed coordinates.
+    ``check_nan=False``: the caller knows X has no NaN (no scan)."""
     p = params
-    if not has_nan(X):
+    if not (check_nan and has_nan(X)):
         if p.tied_chol is not None:
             kernels.log_prob_tied(X, p.means, p.tied_chol, p.comp_const, out)
             return

@@ -257,13 +257,8 @@ class GaussianHMM(BaseHMM):
 
     def _emission_logprob(self, kernels, X) -> np.ndarray:
         out = np.empty((X.shape[0], self.n_components))
-        p = self._pass_params(X.dtype)
-        if p.tied_chol is None and not _x_has_nan(self, X):
-            # log_prob's complete-data branch, with the fit's NaN scan done once
-            fn = kernels.mixture.log_prob_full if p.full else kernels.mixture.log_prob_diag
-            fn(X, p.means, p.prec_chol, p.comp_const, out)
-        else:
-            log_prob(kernels.mixture, X, p, out)
+        # the fit's NaN scan is done once, not in every iteration's log_prob
+        log_prob(kernels.mixture, X, self._pass_params(X.dtype), out, check_nan=_x_has_nan(self, X))
         return out
 
     def _emission_stats(self, kernels, X, gamma, offsets, seq_weight, logB=None):
