@@ -199,6 +199,64 @@ def stopping_table(specs, n, cap, threads) -> None:
         )
 
 
+def summary_row(name, results, best) -> dict:
+    """Per method: passes and seconds to within REL of ``best`` (None if never), passes
+    run, seconds per pass, and the best value reached."""
+    target = best - REL * abs(best)
+    row = {"name": name}
+    for method, (bounds, stamps, _, _) in results.items():
+        passes, secs = reach(bounds, stamps, target)
+        per_pass = stamps[-1] / max(len(bounds), 1)
+        row[method] = (passes, secs, len(bounds), per_pass, bounds.max())
+    return row
+
+
+def summarize(methods, rows) -> None:
+    """Median and slowest-quarter ratios of passes to the maximum, per method.
+
+    Two slowest quarters: over the problems the method reached (ranked by plain EM's
+    passes; differs between methods), and the same quarter of all problems for every
+    method (the problems plain EM takes most passes on, its cap if it never got
+    there), where a problem the method did not reach counts as 0x."""
+    quarter = sorted(rows, key=lambda row: -(row[None][0] or row[None][2]))
+    quarter = {row["name"] for row in quarter[: max(1, len(rows) // 4)]}
+    for method in methods if None in methods else ():
+        if method is None:
+            continue
+        pairs, t_ratios, per_pass, fixed = [], [], [], []
+        below = above = 0
+        for row in rows:
+            p0, s0, n0, pp0, end0 = row[None]
+            p1, s1, _, pp1, end1 = row[method]
+            per_pass.append(pp1 / pp0)
+            # ended at a different stationary point than plain EM (beyond rounding)
+            below += end1 < end0 - 1e-10 * abs(end0)
+            above += end1 > end0 + 1e-10 * abs(end0)
+            if row["name"] in quarter:
+                fixed.append((p0 or n0) / p1 if p1 else 0.0)
+            if p1 is None:
+                print(f"{method}: did not reach the maximum on {row['name']}")
+                continue
+            # plain EM that did not reach it within the cap counts at the cap: a lower bound
+            pairs.append((p0 or n0, (p0 or n0) / p1))
+            t_ratios.append((s0 or pp0 * n0) / s1)
+        if not pairs:
+            continue
+        pairs.sort(reverse=True)
+        ratios = np.array([r for _, r in pairs])
+        slow = ratios[: max(1, len(ratios) // 4)]
+        print(
+            f"{method}: passes to the maximum, plain / accelerated: median "
+            f"{np.median(ratios):.1f}x, slowest quarter (by plain passes) median "
+            f"{np.median(slow):.1f}x, min {ratios.min():.1f}x; the same slowest quarter "
+            f"for all ({len(fixed)} problems, not reached = 0x): median "
+            f"{np.median(fixed):.1f}x; seconds: median "
+            f"{np.median(t_ratios):.1f}x; seconds per pass vs plain: median "
+            f"{np.median(per_pass):.3f}; reached the maximum on {len(pairs)} / {len(rows)}; "
+            f"ended below plain EM on {below}, above on {above}"
+        )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="50,000 rows, W1-W4, cap 20,000")
@@ -223,6 +281,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--kmeans", action="store_true", help="fastem's default k-means start, not the standard one"
+    )
+    parser.add_argument(
+        "--maximum",
+        choices=("best", "plain"),
+        default="best",
+        help="the maximum a method must reach: the best value any run reaches (default), or "
+        "the issue's definition, the best value of the long plain-EM run",
     )
     parser.add_argument(
         "--stopping-settings",
@@ -261,7 +326,7 @@ def main(argv=None) -> int:
     head += " | accepted/rejected |" + (" sklearn tol=1e-10 |" if args.sklearn else "")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    rows = []
+    rows: dict[str, list[dict]] = {}
     for spec, kind in specs:
         if kind == "W":
             X, init = make_workload(spec[0])
@@ -278,10 +343,12 @@ def main(argv=None) -> int:
         for method in methods:
             budget = cap if method is None else cap // 2 + 200
             results[method] = run(X, init, method, budget, args.threads)
-        best = max(r[0].max() for r in results.values())
+        maxima = {"best": max(r[0].max() for r in results.values())}
+        if None in results:  # the issue's definition: the long plain run's best value
+            maxima["plain"] = float(results[None][0].max())
+        best = maxima.get(args.maximum, maxima["best"])
         target = best - REL * abs(best)
         cells = [spec[0], f"{best:.8f}"]
-        row = {"name": spec[0]}
         cpu_row = {}
         for method, (bounds, stamps, _, cpu) in results.items():
             passes, secs = reach(bounds, stamps, target)
@@ -289,8 +356,8 @@ def main(argv=None) -> int:
             # not reached: the passes run, and how far below the maximum the fit ended
             gap = f"{(bounds.max() - best) / abs(best):.0e}"
             cells += [str(passes) if passes else f">{len(bounds)}", f"{secs:.2f}" if secs else gap]
-            per_pass = stamps[-1] / max(len(bounds), 1)
-            row[method] = (passes, secs, len(bounds), per_pass, bounds.max())
+        for key, value in maxima.items():
+            rows.setdefault(key, []).append(summary_row(spec[0], results, value))
         cells.append(
             ", ".join(
                 f"{results[m][2].n_extrapolations_accepted_}/{results[m][2].n_extrapolations_rejected_}"
@@ -305,41 +372,12 @@ def main(argv=None) -> int:
             gap = "reached" if lb >= target else f"{(lb - best) / abs(best):.0e}"
             cells.append(f"{it} passes, {secs:.1f} s, {gap}")
         print("| " + " | ".join(cells) + " |", flush=True)
-        rows.append(row)
         cpu_rows.append((spec[0], cpu_row))
 
-    print()
-    for method in methods if None in methods else ():
-        if method is None:
-            continue
-        pairs, t_ratios, per_pass = [], [], []
-        below = above = 0
-        for row in rows:
-            p0, s0, n0, pp0, end0 = row[None]
-            p1, s1, _, pp1, end1 = row[method]
-            per_pass.append(pp1 / pp0)
-            # ended at a different stationary point than plain EM (beyond rounding)
-            below += end1 < end0 - 1e-10 * abs(end0)
-            above += end1 > end0 + 1e-10 * abs(end0)
-            if p1 is None:
-                print(f"{method}: did not reach the maximum on {row['name']}")
-                continue
-            # plain EM that did not reach it within the cap counts at the cap: a lower bound
-            pairs.append((p0 or n0, (p0 or n0) / p1))
-            t_ratios.append((s0 or pp0 * n0) / s1)
-        if not pairs:
-            continue
-        pairs.sort(reverse=True)
-        ratios = np.array([r for _, r in pairs])
-        slow = ratios[: max(1, len(ratios) // 4)]
-        print(
-            f"{method}: passes to the maximum, plain / accelerated: median "
-            f"{np.median(ratios):.1f}x, slowest quarter (by plain passes) median "
-            f"{np.median(slow):.1f}x, min {ratios.min():.1f}x; seconds: median "
-            f"{np.median(t_ratios):.1f}x; seconds per pass vs plain: median "
-            f"{np.median(per_pass):.3f}; reached the maximum on {len(pairs)} / {len(rows)}; "
-            f"ended below plain EM on {below}, above on {above}"
-        )
+    for key, label in (("best", "the best value of any run"), ("plain", "plain EM's best")):
+        if key in rows:
+            print(f"\nMaximum = {label}:")
+            summarize(methods, rows[key])
     if args.only:  # CPU time (all threads), e.g. for the issue's 200k problem
         print()
         for name, cpu_row in cpu_rows:
