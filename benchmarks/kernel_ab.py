@@ -8,6 +8,12 @@ ratio new/ref per workload. Both versions are warmed (compiled) first. ``--clock
 process CPU time instead of wall time (steadier on a shared machine).
 
     python benchmarks/kernel_ab.py --ref HEAD --workloads W1 W2 W3 W4 --repeats 7
+
+With two dtypes (``--dtype float64 float32``) every repeat times both versions in both
+dtypes, and the speed of the second dtype relative to the first (median of the per-repeat
+ratios ``t_first / t_second``) is printed for each version too:
+
+    python benchmarks/kernel_ab.py --workloads W2 W4 --dtype float64 float32 --threads 1 --clock cpu
 """
 
 from __future__ import annotations
@@ -95,7 +101,12 @@ def main(argv=None) -> None:
     parser.add_argument("--ref", default="HEAD")
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4"])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--dtype", default="float64")
+    parser.add_argument(
+        "--dtype",
+        nargs="+",
+        default=["float64"],
+        help="one or two dtypes; with two, also the speed ratio of the second to the first",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--clock",
@@ -104,6 +115,8 @@ def main(argv=None) -> None:
         help="cpu: process CPU time (all threads), steadier than wall time on a loaded machine",
     )
     args = parser.parse_args(argv)
+    if len(args.dtype) > 2:
+        parser.error("--dtype takes one or two dtypes")
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
@@ -113,25 +126,34 @@ def main(argv=None) -> None:
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     ref = load_ref(args.ref)
-    data = {w: pass_args(w, np.dtype(args.dtype)) for w in args.workloads}
+    cases = [(w, dt) for w in args.workloads for dt in args.dtype]
+    data = {(w, dt): pass_args(w, np.dtype(dt)) for w, dt in cases}
     for a in data.values():  # compile both
         one_pass(ref, *a)
         one_pass(new, *a)
-    times = {(w, v): [] for w in args.workloads for v in ("ref", "new")}
+    times = {(c, v): [] for c in cases for v in ("ref", "new")}
     for r in range(args.repeats):
-        for w, a in data.items():
+        for c, a in data.items():
             order = (("ref", ref), ("new", new)) if r % 2 == 0 else (("new", new), ("ref", ref))
             for v, mod in order:
-                times[w, v].append(one_pass(mod, *a))
+                times[c, v].append(one_pass(mod, *a))
     print(
-        f"threads={args.threads} dtype={args.dtype} ref={args.ref} repeats={args.repeats}"
-        f" clock={args.clock}"
+        f"threads={args.threads} dtype={' '.join(args.dtype)} ref={args.ref}"
+        f" repeats={args.repeats} clock={args.clock}"
     )
-    print("workload  ref s/pass   new s/pass   new/ref   median of paired new/ref")
-    for w in args.workloads:
-        r, n = np.median(times[w, "ref"]), np.median(times[w, "new"])
-        paired = np.median(np.divide(times[w, "new"], times[w, "ref"]))
-        print(f"{w:8s}  {r:10.5f}   {n:10.5f}   {n / r:7.3f}   {paired:7.3f}")
+    print("workload  dtype     ref s/pass   new s/pass   new/ref   median of paired new/ref")
+    for c in cases:
+        r, n = np.median(times[c, "ref"]), np.median(times[c, "new"])
+        paired = np.median(np.divide(times[c, "new"], times[c, "ref"]))
+        print(f"{c[0]:8s}  {c[1]:8s}  {r:10.5f}   {n:10.5f}   {n / r:7.3f}   {paired:7.3f}")
+    if len(args.dtype) == 2:
+        a, b = args.dtype
+        print(f"speed of {b} relative to {a} (median of paired t_{a} / t_{b})")
+        for w in args.workloads:
+            ratios = {
+                v: np.median(np.divide(times[(w, a), v], times[(w, b), v])) for v in ("ref", "new")
+            }
+            print(f"{w:8s}  ref {ratios['ref']:6.2f}   new {ratios['new']:6.2f}")
 
 
 if __name__ == "__main__":

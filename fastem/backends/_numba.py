@@ -185,13 +185,29 @@ def _block_rows(d):
 
 
 @njit(cache=True, nogil=True)
-def _block_rows_full(d):
+def _block_rows_full(d, itemsize):
     """Rows per block of the full-covariance kernel: long row loops (the tiled
     kernels run 2-3x faster on 256 rows than on 64 at d = 16..64), while the
-    (d, B) blocks stay within the L2 cache."""
-    if d <= 128:
-        return 256
-    return 128
+    (d, B) blocks stay within the L2 cache. float32 (``itemsize`` 4) takes
+    twice the rows of float64 (the same bytes): the vector loops then run as
+    many iterations per tile, and the float32 E-step ~1.2x faster than on 256.
+
+    For float32 this is also the unit of the row grid whose block sums are
+    float32 (see :func:`_chunks_full`), so it depends on ``d`` only.
+    """
+    rows = 256 if d <= 128 else 128
+    return rows * 8 // itemsize
+
+
+@njit(cache=True, nogil=True)
+def _chunk_rows(c, n, nc, B, aligned):
+    """Rows ``lo, hi`` of chunk ``c`` of ``nc``: ``c n / nc`` (float64, as
+    always), or with ``aligned`` whole blocks of ``B`` rows counted from row 0,
+    ``c nblk / nc`` blocks (float32; a chunk may then be empty)."""
+    if not aligned:
+        return c * n // nc, (c + 1) * n // nc
+    nblk = (n + B - 1) // B
+    return min(n, c * nblk // nc * B), min(n, (c + 1) * nblk // nc * B)
 
 
 @njit(**_JIT)
@@ -558,9 +574,8 @@ def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     the dtype of ``xt``); returns ``sum_b r_b`` (float64).
 
     The block's sums run in the dtype of ``rc`` (B,) and ``rd`` (d, B), then
-    are added to the float64 ``sx_k``/``sxx_k``: the pass uses float64 (see
-    :func:`_chunks_full`); float32 (for float32 ``xt``) would have twice the
-    SIMD width.
+    are added to the float64 ``sx_k``/``sxx_k``: float64 for float64 ``xt``;
+    float32 for float32 ``xt`` (twice the SIMD width; see :func:`_chunks_full`).
     ``rc`` receives ``r`` in that dtype and ``rd`` ``r * y``; the triangle is
     accumulated in 4x4 tiles of dot products over the block (per row four
     loads of ``rd`` and four of ``xt`` for 16 FMAs; the 10 upper sums of the
@@ -739,6 +754,41 @@ def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
 
 
 @njit(**_JIT)
+def _accum_full_scaled(xt, mu, r, nb, rc, rd, sx_b, sxx_b, sx_k, sxx_k):
+    """:func:`_accum_full_tiled` with float32 block sums (float32 ``rc``,
+    ``rd``), for any magnitude of ``r``: the block sums are taken of
+    ``r / sum_b r_b`` (in [0, 1]; ``r`` is scaled in place) into the zeroed
+    float64 ``sx_b``/``sxx_b`` and added to ``sx_k``/``sxx_k`` multiplied by
+    ``sum_b r_b`` in float64, so that weights or responsibilities outside
+    float32's range (a vanishing component's ~1e-300) neither underflow to
+    zero nor overflow. Returns ``sum_b r_b``."""
+    d = xt.shape[0]
+    nk = 0.0
+    for b in range(nb):
+        nk += r[b]
+    if nk == 0.0:  # all responsibilities underflowed: every term is zero
+        return nk
+    if nk >= 2.0**-960:
+        inv = 1.0 / nk
+        for b in range(nb):
+            r[b] *= inv
+    else:  # 1 / nk would overflow: scale up first (r_b <= nk, so no overflow)
+        inv = 1.0 / (nk * 2.0**1000)
+        for b in range(nb):
+            r[b] = (r[b] * 2.0**1000) * inv
+    for i in range(d):
+        sx_b[i] = 0.0
+        for j in range(i, d):
+            sxx_b[i, j] = 0.0
+    _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_b, sxx_b)
+    for i in range(d):
+        sx_k[i] += nk * sx_b[i]
+        for j in range(i, d):
+            sxx_k[i, j] += nk * sxx_b[i, j]
+    return nk
+
+
+@njit(**_JIT)
 def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
     """Add ``sum_b r_b (x_b - mu)`` and ``sum_b r_b (x_b - mu)^2`` (float64,
     the subtraction in the dtype of ``xt``); returns ``sum_b r_b``."""
@@ -788,30 +838,37 @@ def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
 @njit(**_JIT)
 def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_p, sxx_p, out, fit):
     """E-step (and, if ``fit``, statistics) of full-covariance chunks ``i0:i1``
-    of ``nc`` (chunk ``c`` is rows ``c n / nc : (c + 1) n / nc``).
+    of ``nc`` (see :func:`_chunk_rows` for the rows of chunk ``c``).
 
     With ``fit`` chunk ``c`` adds its statistics to ``nk_p[c]``/``sx_p[c]``/
     ``sxx_p[c]`` (upper triangle) and its loglik to ``ll_p[c]``; otherwise the
     log-densities go to ``out`` (and the partials are not touched).
+
+    float32 ``X``: the statistics of a block are summed in float32 (twice the
+    SIMD width) and added to the float64 partials. A float32 sum depends on
+    which rows it adds, so the blocks are a fixed grid of ``B`` rows counted
+    from row 0 of ``X`` (chunk boundaries fall on it): the same block sums
+    come out whatever the thread count, and for any split of ``X`` into
+    pieces of a multiple of ``B`` rows (out-of-core blocks), which then differ
+    from the whole only in the float64 order of adding the block sums.
+    float64 ``X``: float64 throughout, chunks of ``n / nc`` rows.
     """
     n, d = X.shape
     k = means.shape[0]
-    B = _block_rows_full(d)
+    f32 = X.itemsize == 4
+    B = _block_rows_full(d, X.itemsize)
     xt = np.empty((d, B), dtype=X.dtype)
     acc = np.empty((4, B), dtype=X.dtype)
     maha = np.empty(B, dtype=X.dtype)
     logp = np.empty((k, B), dtype=np.float64)
-    # The statistics' block sums stay float64 also for float32 X: float32 ones
-    # (W2 float32 ~1.2x faster per pass) make a fit depend on how rows fall
-    # into blocks at ~1e-8, so an out-of-core fit no longer matches the
-    # in-memory one (test_out_of_core, lower bound to 1e-12).
-    rc = np.empty(B, dtype=np.float64)
-    rd = np.empty((d, B), dtype=np.float64)
+    rc = np.empty(B, dtype=X.dtype)  # the statistics' block sums run in the dtype of X
+    rd = np.empty((d, B), dtype=X.dtype)
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
+    sx_b = np.empty(d, dtype=np.float64)  # float32 X: one block's sums (see _accum_full_scaled)
+    sxx_b = np.empty((d, d), dtype=np.float64)
     for c in range(i0, i1):
-        lo = c * n // nc
-        hi = (c + 1) * n // nc
+        lo, hi = _chunk_rows(c, n, nc, B, f32)
         ll = 0.0
         for start in range(lo, hi, B):
             nb = min(B, hi - start)
@@ -828,9 +885,14 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
                 continue
             ll += _responsibilities(logp, w, start, nb, mx, s)
             for kk in range(k):
-                nk_p[c, kk] += _accum_full_tiled(
-                    xt, means[kk], logp[kk], nb, rc, rd, sx_p[c, kk], sxx_p[c, kk]
-                )
+                if f32:
+                    nk_p[c, kk] += _accum_full_scaled(
+                        xt, means[kk], logp[kk], nb, rc, rd, sx_b, sxx_b, sx_p[c, kk], sxx_p[c, kk]
+                    )
+                else:
+                    nk_p[c, kk] += _accum_full_tiled(
+                        xt, means[kk], logp[kk], nb, rc, rd, sx_p[c, kk], sxx_p[c, kk]
+                    )
         if fit:
             ll_p[c] = ll
 
