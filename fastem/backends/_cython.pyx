@@ -191,11 +191,31 @@ cdef extern from *:
                                double *s2) noexcept nogil
 
 
+# Register-tiled full-covariance kernels (C, restrict pointers, GNU vectors):
+# see the header's comment for why they are not Cython loops.
+cdef extern from "_full_tiles.h":
+    enum: FT_ROWS_MULTIPLE
+    void fastem_load_block_double(const double* X, Py_ssize_t nb, Py_ssize_t d, Py_ssize_t ld,
+                                  Py_ssize_t n, double* xt) noexcept nogil
+    void fastem_load_block_float(const float* X, Py_ssize_t nb, Py_ssize_t d, Py_ssize_t ld,
+                                 Py_ssize_t n, float* xt) noexcept nogil
+    void fastem_tri_maha_double(const double* xt, Py_ssize_t ld, Py_ssize_t d, const double* mu,
+                                const double* U, Py_ssize_t n, double* acc,
+                                double* maha) noexcept nogil
+    void fastem_tri_maha_float(const float* xt, Py_ssize_t ld, Py_ssize_t d, const float* mu,
+                               const float* U, Py_ssize_t n, float* acc,
+                               float* maha) noexcept nogil
+    void fastem_accum_full(const double* xt, Py_ssize_t ld, Py_ssize_t d, const double* mu,
+                           const double* w, Py_ssize_t n, double* rd, double* sx,
+                           double* sxx) noexcept nogil
+
+
 cdef enum:
     BLOCK = 32         # rows per block (multiple of 8): the K*D*BLOCK scratch stays in L1/L2
     MIN_ROWS = 2048    # rows per chunk at least: amortizes per-chunk set-up
     MAX_CHUNKS = 64    # fixed chunk count: load balance up to ~16 threads
     MIN_CAPPED = 8     # the partials budget never cuts the chunk count below this
+    FULL_BLOCK = 256   # rows per block of the tiled full-covariance pass (see _full_chunk)
 
 # Per-chunk partial statistics are capped at this many doubles (32 MiB) in all,
 # so large K*D^2 models do not multiply their statistics by MAX_CHUNKS.
@@ -514,6 +534,138 @@ cdef void _logprob_chunk(const floating* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssi
     free(y)
 
 
+# ----------------------------------------------------------------------------
+# Full covariance (complete data): blocks of FULL_BLOCK rows through the
+# register-tiled C kernels of _full_tiles.h. Long blocks, because the tiles'
+# set-up (16 coefficients of U, 16 horizontal sums of the second moments) is
+# paid once per block and component: with BLOCK = 32 rows the same tiling
+# gained nothing. A (d, FULL_BLOCK) float64 block is 128 KiB at d = 64: the
+# block, its weighted copy and the K log-density rows stay in L2.
+
+cdef inline double _resp_ld(double* lp, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t n,
+                            Py_ssize_t ld, const double* w, double* mx,
+                            double* inv) noexcept nogil:
+    """_responsibilities for K rows of stride ld, over n rows of which nb are real."""
+    cdef Py_ssize_t r, k
+    cdef double v, s, ll = 0.0
+    cdef double* row
+    for r in range(n):
+        mx[r] = lp[r]
+    for k in range(1, K):
+        row = lp + k * ld
+        for r in range(n):
+            v = row[r]
+            mx[r] = v if v > mx[r] else mx[r]
+    for k in range(K):
+        row = lp + k * ld
+        for r in range(n):
+            row[r] = row[r] - mx[r]
+        fastem_exp_inplace(row, n)
+    for r in range(n):
+        inv[r] = lp[r]
+    for k in range(1, K):
+        row = lp + k * ld
+        for r in range(n):
+            inv[r] = inv[r] + row[r]
+    for r in range(nb):
+        s = inv[r]
+        if w[r] != 0.0:  # zero-weight rows contribute nothing, even if non-finite
+            ll += w[r] * (mx[r] + log(s))
+            inv[r] = w[r] / s
+        else:
+            inv[r] = 0.0
+    for r in range(nb, n):
+        inv[r] = 0.0
+    for k in range(K):
+        row = lp + k * ld
+        for r in range(n):  # select, not product: 0 * nan would leak from w = 0 rows
+            row[r] = row[r] * inv[r] if inv[r] != 0.0 else 0.0
+    return ll
+
+
+cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssize_t r1,
+                        Py_ssize_t d, Py_ssize_t K, const floating* means, const floating* pc,
+                        const double* cc, double* nk, double* sx, double* sxx, double* out,
+                        int* err) noexcept nogil:
+    """Rows r0:r1, full covariance. out == NULL: add the statistics to nk, sx and
+    sxx (upper triangle) and return the loglik; else write the log-densities to
+    out (n x K)."""
+    cdef Py_ssize_t B = FULL_BLOCK, dd = d * d
+    cdef Py_ssize_t start, nb, n, k, r, a
+    cdef double ll = 0.0, ck, rsum
+    cdef floating m
+    cdef floating* xt = <floating*>malloc((d + 5) * B * sizeof(floating))
+    cdef floating* acc
+    cdef floating* maha
+    cdef double* lp = <double*>malloc(K * B * sizeof(double))
+    cdef double* rd = NULL
+    cdef double* cd = NULL
+    cdef double* zmu = NULL
+    cdef double* mx = NULL
+    cdef double* inv = NULL
+    cdef const double* xs
+    cdef const double* mus
+    if out == NULL:
+        rd = <double*>malloc(((2 * d + 2) * B + d) * sizeof(double))
+    if xt == NULL or lp == NULL or (out == NULL and rd == NULL):
+        err[0] = 1
+        free(xt)
+        free(lp)
+        free(rd)
+        return 0.0
+    acc = xt + d * B
+    maha = acc + 4 * B
+    if out == NULL:
+        cd = rd + d * B  # float32: the centred block widened to float64
+        mx = cd + d * B
+        inv = mx + B
+        zmu = inv + B
+        memset(zmu, 0, d * sizeof(double))
+    start = r0
+    while start < r1:
+        nb = r1 - start if r1 - start < B else B
+        n = (nb + FT_ROWS_MULTIPLE - 1) // FT_ROWS_MULTIPLE * FT_ROWS_MULTIPLE
+        if floating is double:
+            fastem_load_block_double(X + start * d, nb, d, B, n, xt)
+        else:
+            fastem_load_block_float(X + start * d, nb, d, B, n, xt)
+        for k in range(K):
+            if floating is double:
+                fastem_tri_maha_double(xt, B, d, means + k * d, pc + k * dd, n, acc, maha)
+            else:
+                fastem_tri_maha_float(xt, B, d, means + k * d, pc + k * dd, n, acc, maha)
+            ck = cc[k]
+            if out != NULL:
+                for r in range(nb):
+                    out[(start + r) * K + k] = ck - 0.5 * <double>maha[r]
+            else:
+                for r in range(n):
+                    lp[k * B + r] = ck - 0.5 * <double>maha[r]
+        if out == NULL:
+            ll += _resp_ld(lp, K, nb, n, B, w + start, mx, inv)
+            for k in range(K):
+                rsum = fastem_sum(lp + k * B, n)
+                if rsum == 0.0:  # responsibilities are >= 0: nothing to add
+                    continue
+                nk[k] += rsum
+                if floating is double:
+                    xs = xt
+                    mus = means + k * d
+                else:  # centred in float32 (as the reference), then widened once
+                    for a in range(d):
+                        m = means[k * d + a]
+                        for r in range(n):
+                            cd[a * B + r] = <double>(xt[a * B + r] - m)
+                    xs = cd
+                    mus = zmu
+                fastem_accum_full(xs, B, d, mus, lp + k * B, n, rd, sx + k * d, sxx + k * dd)
+        start += B
+    free(xt)
+    free(lp)
+    free(rd)
+    return ll
+
+
 cdef double _kmeans_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssize_t r1,
                           Py_ssize_t d, Py_ssize_t K, const double* centers, double* sums,
                           double* counts, long long* labels, bint write_labels,
@@ -770,6 +922,71 @@ cdef void _log_prob(const floating[:, ::1] X, const floating[:, ::1] means, cons
         raise MemoryError("fastem cython backend: could not allocate kernel scratch")
 
 
+cdef double _em_pass_full(const floating[:, ::1] X, const double[::1] sw,
+                          const floating[:, ::1] means, const floating[:, :, ::1] pc,
+                          const double[::1] cc, double[::1] nk, double[:, ::1] sx,
+                          double[:, :, ::1] sxx) except? -1.0:
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = means.shape[0]
+    cdef Py_ssize_t dd = d * d
+    cdef Py_ssize_t nc = _n_chunks(n, K * (dd + d + 1)), c, k, a, b
+    cdef int err = 0
+    cdef double ll = 0.0, s
+    cdef double[::1] ll_p = np.empty(nc)
+    cdef double[:, ::1] nk_p = np.empty((nc, K))
+    cdef double[:, :, ::1] sx_p = np.empty((nc, K, d))
+    cdef double[:, :, ::1] sxx_p = np.empty((nc, K, dd))  # zeroed by the thread of the chunk
+    cdef const floating* xp = &X[0, 0]
+    cdef const double* wp = &sw[0]
+    with nogil:
+        for c in prange(nc, schedule="dynamic", chunksize=1, num_threads=_team(nc)):
+            memset(&nk_p[c, 0], 0, K * sizeof(double))
+            memset(&sx_p[c, 0, 0], 0, K * d * sizeof(double))
+            memset(&sxx_p[c, 0, 0], 0, K * dd * sizeof(double))
+            ll_p[c] = _full_chunk(xp, wp, c * n // nc, (c + 1) * n // nc, d, K, &means[0, 0],
+                                  &pc[0, 0, 0], &cc[0], &nk_p[c, 0], &sx_p[c, 0, 0],
+                                  &sxx_p[c, 0, 0], NULL, &err)
+        if err == 0:
+            # fixed chunk order in every sum -> independent of the thread count
+            for c in range(nc):
+                ll = ll + ll_p[c]
+            for k in prange(K, schedule="static", num_threads=_team(nc)):
+                nk[k] = 0.0
+                for c in range(nc):
+                    nk[k] = nk[k] + nk_p[c, k]
+                for a in range(d):
+                    s = 0.0
+                    for c in range(nc):
+                        s = s + sx_p[c, k, a]
+                    sx[k, a] = s
+                for a in range(d):
+                    for b in range(a, d):
+                        s = 0.0
+                        for c in range(nc):
+                            s = s + sxx_p[c, k, a * d + b]
+                        sxx[k, a, b] = s
+                        sxx[k, b, a] = s
+    if err:
+        raise MemoryError("fastem cython backend: could not allocate kernel scratch")
+    return ll
+
+
+cdef void _log_prob_full(const floating[:, ::1] X, const floating[:, ::1] means,
+                         const floating[:, :, ::1] pc, const double[::1] cc,
+                         double[:, ::1] out) except *:
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = means.shape[0]
+    cdef Py_ssize_t nc = _n_chunks(n, 0), c
+    cdef int err = 0
+    if n == 0:
+        return
+    cdef const floating* xp = &X[0, 0]
+    with nogil:
+        for c in prange(nc, schedule="dynamic", chunksize=1, num_threads=_team(nc)):
+            _full_chunk(xp, NULL, c * n // nc, (c + 1) * n // nc, d, K, &means[0, 0],
+                        &pc[0, 0, 0], &cc[0], NULL, NULL, NULL, &out[0, 0], &err)
+    if err:
+        raise MemoryError("fastem cython backend: could not allocate kernel scratch")
+
+
 cdef double _kmeans(const floating[:, ::1] X, const double[::1] sw, const double[:, ::1] centers,
                     double[:, ::1] sums, double[::1] counts, long long[::1] labels) except? -1.0:
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = centers.shape[0]
@@ -876,8 +1093,7 @@ def _em_full_impl(const floating[:, ::1] X, const double[::1] sample_weight,
                   const floating[:, ::1] means, const floating[:, :, ::1] prec_chol,
                   const double[::1] comp_const, double[::1] nk, double[:, ::1] sx,
                   double[:, :, ::1] sxx):
-    return _em_pass(X, sample_weight, means, &prec_chol[0, 0, 0], comp_const, nk, sx,
-                    &sxx[0, 0, 0], True)
+    return _em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx)
 
 
 def _em_diag_impl(const floating[:, ::1] X, const double[::1] sample_weight,
@@ -891,7 +1107,7 @@ def _em_diag_impl(const floating[:, ::1] X, const double[::1] sample_weight,
 def _log_prob_full_impl(const floating[:, ::1] X, const floating[:, ::1] means,
                         const floating[:, :, ::1] prec_chol, const double[::1] comp_const,
                         double[:, ::1] out):
-    _log_prob(X, means, &prec_chol[0, 0, 0], comp_const, out, True)
+    _log_prob_full(X, means, prec_chol, comp_const, out)
 
 
 def _log_prob_diag_impl(const floating[:, ::1] X, const floating[:, ::1] means,

@@ -1,0 +1,299 @@
+/* Register-tiled kernels of the Cython backend's full-covariance pass.
+ *
+ * Included by _cython.pyx (the full-covariance chunk worker). A block of rows is
+ * stored feature-major: xt[a * ld + r] is feature a of row r, for n rows (n a
+ * multiple of FT_VW; rows past the block's real ones are zero with zero
+ * responsibility). Why C and not Cython loops:
+ *
+ * - restrict pointers: the Cython versions of these loops (all through plain
+ *   pointers to the same type) were vectorized only behind run-time alias
+ *   checks, and one output row per pass meant a load and store of it per four
+ *   FMAs. Here four output coordinates live in four partial-sum rows and every
+ *   loaded input row feeds four of them (16 FMAs per 4 + 4 loads, 4 stores).
+ * - Sums over rows (the second moments) are reductions, which gcc does not
+ *   vectorize without -ffast-math (it may not reorder them). They are written
+ *   with GNU vector extensions: each of the 4 x 4 sums of a tile keeps one
+ *   vector accumulator, horizontally added in a fixed order at the end, so the
+ *   order depends only on d and n (determinism), never on the thread count.
+ *
+ * Centring (x - mu) is fused into the loads and done in the type of x (as the
+ * NumPy reference subtracts), so no centred copy per component is written.
+ */
+#ifndef FASTEM_FULL_TILES_H
+#define FASTEM_FULL_TILES_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__)
+#define FT_RESTRICT __restrict__
+#else
+#define FT_RESTRICT
+#endif
+
+/* Doubles per vector accumulator, and the multiple of rows the kernels get. */
+#if defined(__GNUC__) && defined(__AVX512F__)
+#define FT_VW 8
+#else
+#define FT_VW 4
+#endif
+#define FT_ROWS_MULTIPLE 8
+
+/* ------------------------------------------------------------------------- */
+/* xt[a * ld + r] = X[r * d + a] for r < nb, 0 for nb <= r < n. Eight rows at   */
+/* a time: one row's stores are ld apart and would crowd a few L1 sets at large */
+/* d, eight rows fill whole cache lines of xt.                                  */
+#define FT_LOAD(T)                                                                    \
+static inline void fastem_load_block_##T(const T *FT_RESTRICT X, ptrdiff_t nb,         \
+                                         ptrdiff_t d, ptrdiff_t ld, ptrdiff_t n,       \
+                                         T *FT_RESTRICT xt) {                          \
+    ptrdiff_t r = 0, a, q;                                                            \
+    for (; r + 8 <= nb; r += 8)                                                       \
+        for (a = 0; a < d; ++a)                                                       \
+            for (q = 0; q < 8; ++q) xt[a * ld + r + q] = X[(r + q) * d + a];          \
+    for (; r < nb; ++r)                                                               \
+        for (a = 0; a < d; ++a) xt[a * ld + r] = X[r * d + a];                        \
+    for (a = 0; a < d; ++a)                                                           \
+        for (r = nb; r < n; ++r) xt[a * ld + r] = 0;                                  \
+}
+
+FT_LOAD(double)
+FT_LOAD(float)
+
+/* ------------------------------------------------------------------------- */
+/* E-step: maha[r] = || (xt[:, r] - mu) @ U ||^2, U upper triangular (d x d,  */
+/* row-major), row-wise for r < n. acc: 4 * ld scratch of the same type.      */
+/* Output coordinates go four at a time (columns jp..jp+3 of U): the inputs   */
+/* before jp four at a time (a 4x4 tile of U in registers), then the 4x4      */
+/* triangle on the diagonal, whose four results are squared into maha. The   */
+/* d % 4 last columns go one at a time. Every sum's order depends on d only.  */
+#define FT_TRI_MAHA(T)                                                                \
+static inline void fastem_tri_maha_##T(const T *FT_RESTRICT xt, ptrdiff_t ld,          \
+                                       ptrdiff_t d, const T *FT_RESTRICT mu,           \
+                                       const T *FT_RESTRICT U, ptrdiff_t n,            \
+                                       T *FT_RESTRICT acc, T *FT_RESTRICT maha) {      \
+    T *FT_RESTRICT a0 = acc;                                                          \
+    T *FT_RESTRICT a1 = acc + ld;                                                     \
+    T *FT_RESTRICT a2 = acc + 2 * ld;                                                 \
+    T *FT_RESTRICT a3 = acc + 3 * ld;                                                 \
+    ptrdiff_t jp = 0, j, b;                                                           \
+    for (b = 0; b < n; ++b) maha[b] = 0;                                              \
+    for (; jp + 4 <= d; jp += 4) {                                                    \
+        for (j = 0; j < jp; j += 4) {                                                 \
+            const T *FT_RESTRICT x0 = xt + j * ld, *FT_RESTRICT x1 = x0 + ld;         \
+            const T *FT_RESTRICT x2 = x1 + ld, *FT_RESTRICT x3 = x2 + ld;             \
+            const T m0 = mu[j], m1 = mu[j + 1], m2 = mu[j + 2], m3 = mu[j + 3];       \
+            const T *u0 = U + j * d + jp, *u1 = u0 + d, *u2 = u1 + d, *u3 = u2 + d;   \
+            const T u00 = u0[0], u01 = u0[1], u02 = u0[2], u03 = u0[3];               \
+            const T u10 = u1[0], u11 = u1[1], u12 = u1[2], u13 = u1[3];               \
+            const T u20 = u2[0], u21 = u2[1], u22 = u2[2], u23 = u2[3];               \
+            const T u30 = u3[0], u31 = u3[1], u32 = u3[2], u33 = u3[3];               \
+            if (j == 0) {                                                             \
+                for (b = 0; b < n; ++b) {                                             \
+                    const T y0 = x0[b] - m0, y1 = x1[b] - m1;                         \
+                    const T y2 = x2[b] - m2, y3 = x3[b] - m3;                         \
+                    a0[b] = u00 * y0 + u10 * y1 + u20 * y2 + u30 * y3;                \
+                    a1[b] = u01 * y0 + u11 * y1 + u21 * y2 + u31 * y3;                \
+                    a2[b] = u02 * y0 + u12 * y1 + u22 * y2 + u32 * y3;                \
+                    a3[b] = u03 * y0 + u13 * y1 + u23 * y2 + u33 * y3;                \
+                }                                                                     \
+            } else {                                                                  \
+                for (b = 0; b < n; ++b) {                                             \
+                    const T y0 = x0[b] - m0, y1 = x1[b] - m1;                         \
+                    const T y2 = x2[b] - m2, y3 = x3[b] - m3;                         \
+                    a0[b] = a0[b] + u00 * y0 + u10 * y1 + u20 * y2 + u30 * y3;        \
+                    a1[b] = a1[b] + u01 * y0 + u11 * y1 + u21 * y2 + u31 * y3;        \
+                    a2[b] = a2[b] + u02 * y0 + u12 * y1 + u22 * y2 + u32 * y3;        \
+                    a3[b] = a3[b] + u03 * y0 + u13 * y1 + u23 * y2 + u33 * y3;        \
+                }                                                                     \
+            }                                                                         \
+        }                                                                             \
+        {                                                                             \
+            const T *FT_RESTRICT x0 = xt + jp * ld, *FT_RESTRICT x1 = x0 + ld;        \
+            const T *FT_RESTRICT x2 = x1 + ld, *FT_RESTRICT x3 = x2 + ld;             \
+            const T m0 = mu[jp], m1 = mu[jp + 1], m2 = mu[jp + 2], m3 = mu[jp + 3];   \
+            const T *u0 = U + jp * d + jp, *u1 = u0 + d, *u2 = u1 + d, *u3 = u2 + d;  \
+            const T u00 = u0[0], u01 = u0[1], u02 = u0[2], u03 = u0[3];               \
+            const T u11 = u1[1], u12 = u1[2], u13 = u1[3];                            \
+            const T u22 = u2[2], u23 = u2[3], u33 = u3[3];                            \
+            if (jp == 0) {                                                            \
+                for (b = 0; b < n; ++b) {                                             \
+                    const T y0 = x0[b] - m0, y1 = x1[b] - m1;                         \
+                    const T y2 = x2[b] - m2, y3 = x3[b] - m3;                         \
+                    const T z0 = u00 * y0;                                            \
+                    const T z1 = u01 * y0 + u11 * y1;                                 \
+                    const T z2 = u02 * y0 + u12 * y1 + u22 * y2;                      \
+                    const T z3 = u03 * y0 + u13 * y1 + u23 * y2 + u33 * y3;           \
+                    maha[b] = (z0 * z0 + z1 * z1) + (z2 * z2 + z3 * z3);              \
+                }                                                                     \
+            } else {                                                                  \
+                for (b = 0; b < n; ++b) {                                             \
+                    const T y0 = x0[b] - m0, y1 = x1[b] - m1;                         \
+                    const T y2 = x2[b] - m2, y3 = x3[b] - m3;                         \
+                    const T z0 = a0[b] + u00 * y0;                                    \
+                    const T z1 = a1[b] + u01 * y0 + u11 * y1;                         \
+                    const T z2 = a2[b] + u02 * y0 + u12 * y1 + u22 * y2;              \
+                    const T z3 = a3[b] + u03 * y0 + u13 * y1 + u23 * y2 + u33 * y3;   \
+                    maha[b] = maha[b] + ((z0 * z0 + z1 * z1) + (z2 * z2 + z3 * z3));  \
+                }                                                                     \
+            }                                                                         \
+        }                                                                             \
+    }                                                                                 \
+    for (; jp < d; ++jp) { /* the d % 4 last columns, one at a time */                \
+        for (b = 0; b < n; ++b) a0[b] = U[jp] * (xt[b] - mu[0]);                      \
+        for (j = 1; j <= jp; ++j) {                                                   \
+            const T *FT_RESTRICT x0 = xt + j * ld;                                    \
+            const T m0 = mu[j], u0 = U[j * d + jp];                                   \
+            for (b = 0; b < n; ++b) a0[b] = a0[b] + u0 * (x0[b] - m0);                \
+        }                                                                             \
+        for (b = 0; b < n; ++b) maha[b] = maha[b] + a0[b] * a0[b];                    \
+    }                                                                                 \
+}
+
+FT_TRI_MAHA(double)
+FT_TRI_MAHA(float)
+
+/* ------------------------------------------------------------------------- */
+/* Statistics: with y_r = xt[:, r] - mu (a centred xt takes mu = 0),          */
+/* add sum_r w[r] y_r to sx (d) and the upper triangle of sum_r w[r] y_r y_r^T */
+/* to sxx (d x d, row-major). rd: d * ld scratch, receives w * y. float64.     */
+
+#if defined(__GNUC__)
+#if FT_VW == 8
+typedef double ft_vd __attribute__((vector_size(64)));
+typedef double ft_vdu __attribute__((vector_size(64), aligned(8), may_alias));
+static inline double ft_hsum(ft_vd v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+#else
+typedef double ft_vd __attribute__((vector_size(32)));
+typedef double ft_vdu __attribute__((vector_size(32), aligned(8), may_alias));
+static inline double ft_hsum(ft_vd v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+#endif
+#define FT_LD(p) (*(const ft_vdu *)(p))
+#define FT_ST(p, v) (*(ft_vdu *)(p) = (v))
+
+static inline void fastem_accum_full(const double *FT_RESTRICT xt, ptrdiff_t ld, ptrdiff_t d,
+                                     const double *FT_RESTRICT mu, const double *FT_RESTRICT w,
+                                     ptrdiff_t n, double *FT_RESTRICT rd,
+                                     double *FT_RESTRICT sx, double *FT_RESTRICT sxx) {
+    ptrdiff_t i, j, b;
+    const ft_vd zero = {0};
+    for (i = 0; i < d; ++i) { /* rd = w * y, and sx */
+        const double *FT_RESTRICT q = xt + i * ld;
+        double *FT_RESTRICT p = rd + i * ld;
+        const double m = mu[i];
+        ft_vd s = zero;
+        for (b = 0; b < n; b += FT_VW) {
+            ft_vd v = FT_LD(w + b) * (FT_LD(q + b) - m);
+            FT_ST(p + b, v);
+            s += v;
+        }
+        sx[i] += ft_hsum(s);
+    }
+#define FT_Y(c) (FT_LD(q##c + b) - m##c)
+    for (i = 0; i + 4 <= d; i += 4) {
+        const double *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;
+        const double *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;
+        double *s0 = sxx + i * d, *s1 = s0 + d, *s2 = s1 + d, *s3 = s2 + d;
+        { /* the 4x4 tile on the diagonal: its 10 upper sums */
+            const double *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;
+            const double *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;
+            const double m0 = mu[i], m1 = mu[i + 1];
+            const double m2 = mu[i + 2], m3 = mu[i + 3];
+            ft_vd c00 = zero, c01 = zero, c02 = zero, c03 = zero, c11 = zero;
+            ft_vd c12 = zero, c13 = zero, c22 = zero, c23 = zero, c33 = zero;
+            for (b = 0; b < n; b += FT_VW) {
+                const ft_vd v0 = FT_LD(p0 + b), v1 = FT_LD(p1 + b);
+                const ft_vd v2 = FT_LD(p2 + b), v3 = FT_LD(p3 + b);
+                const ft_vd y0 = FT_Y(0), y1 = FT_Y(1), y2 = FT_Y(2), y3 = FT_Y(3);
+                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;
+                c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;
+                c22 += v2 * y2; c23 += v2 * y3;
+                c33 += v3 * y3;
+            }
+            s0[i] += ft_hsum(c00); s0[i + 1] += ft_hsum(c01);
+            s0[i + 2] += ft_hsum(c02); s0[i + 3] += ft_hsum(c03);
+            s1[i + 1] += ft_hsum(c11); s1[i + 2] += ft_hsum(c12); s1[i + 3] += ft_hsum(c13);
+            s2[i + 2] += ft_hsum(c22); s2[i + 3] += ft_hsum(c23);
+            s3[i + 3] += ft_hsum(c33);
+        }
+        for (j = i + 4; j + 4 <= d; j += 4) { /* full 4x4 tiles right of it */
+            const double *FT_RESTRICT q0 = xt + j * ld, *FT_RESTRICT q1 = q0 + ld;
+            const double *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;
+            const double m0 = mu[j], m1 = mu[j + 1];
+            const double m2 = mu[j + 2], m3 = mu[j + 3];
+            ft_vd c00 = zero, c01 = zero, c02 = zero, c03 = zero;
+            ft_vd c10 = zero, c11 = zero, c12 = zero, c13 = zero;
+            ft_vd c20 = zero, c21 = zero, c22 = zero, c23 = zero;
+            ft_vd c30 = zero, c31 = zero, c32 = zero, c33 = zero;
+            for (b = 0; b < n; b += FT_VW) {
+                const ft_vd v0 = FT_LD(p0 + b), v1 = FT_LD(p1 + b);
+                const ft_vd v2 = FT_LD(p2 + b), v3 = FT_LD(p3 + b);
+                const ft_vd y0 = FT_Y(0), y1 = FT_Y(1), y2 = FT_Y(2), y3 = FT_Y(3);
+                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;
+                c10 += v1 * y0; c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;
+                c20 += v2 * y0; c21 += v2 * y1; c22 += v2 * y2; c23 += v2 * y3;
+                c30 += v3 * y0; c31 += v3 * y1; c32 += v3 * y2; c33 += v3 * y3;
+            }
+            s0[j] += ft_hsum(c00); s0[j + 1] += ft_hsum(c01);
+            s0[j + 2] += ft_hsum(c02); s0[j + 3] += ft_hsum(c03);
+            s1[j] += ft_hsum(c10); s1[j + 1] += ft_hsum(c11);
+            s1[j + 2] += ft_hsum(c12); s1[j + 3] += ft_hsum(c13);
+            s2[j] += ft_hsum(c20); s2[j + 1] += ft_hsum(c21);
+            s2[j + 2] += ft_hsum(c22); s2[j + 3] += ft_hsum(c23);
+            s3[j] += ft_hsum(c30); s3[j + 1] += ft_hsum(c31);
+            s3[j + 2] += ft_hsum(c32); s3[j + 3] += ft_hsum(c33);
+        }
+        for (; j < d; ++j) { /* the d % 4 last columns */
+            const double *FT_RESTRICT q0 = xt + j * ld;
+            const double m0 = mu[j];
+            ft_vd c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+            for (b = 0; b < n; b += FT_VW) {
+                const ft_vd y0 = FT_Y(0);
+                c0 += FT_LD(p0 + b) * y0; c1 += FT_LD(p1 + b) * y0;
+                c2 += FT_LD(p2 + b) * y0; c3 += FT_LD(p3 + b) * y0;
+            }
+            s0[j] += ft_hsum(c0); s1[j] += ft_hsum(c1);
+            s2[j] += ft_hsum(c2); s3[j] += ft_hsum(c3);
+        }
+    }
+    for (; i < d; ++i) { /* the d % 4 last rows */
+        const double *FT_RESTRICT p0 = rd + i * ld;
+        for (j = i; j < d; ++j) {
+            const double *FT_RESTRICT q0 = xt + j * ld;
+            const double m0 = mu[j];
+            ft_vd c0 = zero;
+            for (b = 0; b < n; b += FT_VW) c0 += FT_LD(p0 + b) * FT_Y(0);
+            sxx[i * d + j] += ft_hsum(c0);
+        }
+    }
+#undef FT_Y
+}
+
+#else /* portable scalar fallback (not GNU C): the same sums, in row order */
+
+static inline void fastem_accum_full(const double *xt, ptrdiff_t ld, ptrdiff_t d,
+                                     const double *mu, const double *w, ptrdiff_t n,
+                                     double *rd, double *sx, double *sxx) {
+    ptrdiff_t i, j, b;
+    for (i = 0; i < d; ++i) {
+        const double m = mu[i];
+        double s = 0.0;
+        for (b = 0; b < n; ++b) {
+            rd[i * ld + b] = w[b] * (xt[i * ld + b] - m);
+            s += rd[i * ld + b];
+        }
+        sx[i] += s;
+    }
+    for (i = 0; i < d; ++i) {
+        for (j = i; j < d; ++j) {
+            const double m = mu[j];
+            double s = 0.0;
+            for (b = 0; b < n; ++b) s += rd[i * ld + b] * (xt[j * ld + b] - m);
+            sxx[i * d + j] += s;
+        }
+    }
+}
+#endif
+
+#endif /* FASTEM_FULL_TILES_H */
