@@ -13,6 +13,13 @@ Usage::
 
     python benchmarks/hmm_peers.py [--workload HB1] [--repeats 5] [--n0 2] [--n1 12] [--memory]
     python benchmarks/hmm_peers.py --workload HB1 --ab-kernels COMMIT [--repeats 7]
+    python benchmarks/hmm_peers.py --workload HB1 --backend cython [--repeats 5]
+
+``--backend {numba,cython,numpy}`` sets fastem's ``backend=`` (default
+``numba``). With a backend other than ``numba`` the run also times
+``backend="numba"`` in the same interleaved loop (1 thread) and prints the
+median of the paired CPU ratios of the two, so the cython/numba ratio comes
+from this script.
 
 ``--ab-kernels COMMIT`` skips hmmlearn and compares whole iterations (1
 thread, process CPU time, interleaved) with the Numba HMM kernels of
@@ -146,6 +153,7 @@ def _kernels_at(commit: str):
     """The HMM kernels of ``fastem/backends/_numba_hmm.py`` at ``commit``, paired
     with today's mixture kernels, loaded as a separate module (no Numba cache)."""
     import importlib.util
+    import re
     import subprocess
     import tempfile
 
@@ -156,8 +164,7 @@ def _kernels_at(commit: str):
         ["git", "show", f"{commit}:fastem/backends/_numba_hmm.py"],
         cwd=root, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
-    for rel in ("_numba_cache", "_numba_exp", "_numba"):
-        src = src.replace(f"from .{rel} import", f"from fastem.backends.{rel} import")
+    src = re.sub(r"^from \.(\w+) import", r"from fastem.backends.\1 import", src, flags=re.M)
     src = src.replace("from . import _numba_cache", "from fastem.backends import _numba_cache")
     src = src.replace("cache=True", "cache=False")
     path = os.path.join(tempfile.mkdtemp(), "old_numba_hmm.py")
@@ -201,6 +208,9 @@ def main(argv=None):
     parser.add_argument("--n1", type=int, default=12)
     parser.add_argument("--memory", action="store_true", help="also report peak allocations")
     parser.add_argument("--ab-kernels", metavar="COMMIT", help="A/B of the HMM kernels (no peers)")
+    parser.add_argument(
+        "--backend", default="numba", choices=("numba", "cython", "numpy"), help="fastem backend"
+    )
     args = parser.parse_args(argv)
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
@@ -211,6 +221,7 @@ def main(argv=None):
     cov_type, D, K, S, T, n_mix = WORKLOADS[args.workload]
     X, lengths, init = make_data(cov_type, D, K, S, T, n_mix)
     common = dict(covariance_type=cov_type, init_params="", tol=-np.inf)
+    ours_common = dict(common, backend=args.backend)
     if n_mix is None:
         ours, theirs = fh.GaussianHMM, hl.GaussianHMM
     else:
@@ -218,23 +229,29 @@ def main(argv=None):
         common["n_mix"] = n_mix
     if args.ab_kernels:
         print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}")
-        make = lambda n: ours(K, n_iter=n, **common)  # noqa: E731
+        make = lambda n: ours(K, n_iter=n, **dict(common, backend="numba"))  # noqa: E731
         ab_kernels(args.ab_kernels, make, X, lengths, init, args.n0, args.n1, args.repeats)
         return
     makers = {
-        "fastem": lambda n: ours(K, n_iter=n, **common),
-        "fastem-1-thread": lambda n: ours(K, n_iter=n, **common),
+        "fastem": lambda n: ours(K, n_iter=n, **ours_common),
+        "fastem-1-thread": lambda n: ours(K, n_iter=n, n_threads=1, **ours_common),
         "hmmlearn-log": lambda n: theirs(K, n_iter=n, implementation="log", **common),
         "hmmlearn-scaling": lambda n: theirs(K, n_iter=n, implementation="scaling", **common),
     }
-    _fit_seconds(makers["fastem"], X, lengths, init, 1)  # compile / warm caches
+    if args.backend != "numba":  # the same fits on Numba, 1 thread, for the paired ratio
+        makers["fastem-numba-1-thread"] = lambda n: ours(
+            K, n_iter=n, n_threads=1, **dict(common, backend="numba")
+        )
+    one_thread = ("fastem-1-thread", "fastem-numba-1-thread")
+    for name in makers:
+        if name.startswith("fastem"):
+            _fit_seconds(makers[name], X, lengths, init, 1)  # compile / warm caches
     per_iter = {name: [] for name in makers}
     cpu_iter = {name: [] for name in makers}
     for _ in range(args.repeats):
         for name, make in makers.items():
-            threads = 1 if name == "fastem-1-thread" else None
-            w0, c0 = _fit_seconds(make, X, lengths, init, args.n0, threads)
-            w1, c1 = _fit_seconds(make, X, lengths, init, args.n1, threads)
+            w0, c0 = _fit_seconds(make, X, lengths, init, args.n0)  # n_threads=1 in make
+            w1, c1 = _fit_seconds(make, X, lengths, init, args.n1)
             per_iter[name].append((w1 - w0) / (args.n1 - args.n0))
             cpu_iter[name].append((c1 - c0) / (args.n1 - args.n0))
     med = {name: float(np.median(v)) for name, v in per_iter.items()}
@@ -243,15 +260,21 @@ def main(argv=None):
     cpu_ref = min(("hmmlearn-log", "hmmlearn-scaling"), key=cpu.get)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}; median of {args.repeats} "
-        f"interleaved repeats; load average {load:.1f} on {os.cpu_count()} CPUs"
+        f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}; backend {args.backend}; median "
+        f"of {args.repeats} interleaved repeats; load average {load:.1f} on {os.cpu_count()} CPUs"
     )
     for name in makers:
         print(
-            f"  {name:18s} wall {med[name] * 1e3:9.3f} ms/iter {med[ref_name] / med[name]:6.2f}x"
+            f"  {name:21s} wall {med[name] * 1e3:9.3f} ms/iter {med[ref_name] / med[name]:6.2f}x"
             f" | cpu {cpu[name] * 1e3:9.3f} ms/iter {cpu[cpu_ref] / cpu[name]:6.2f}x"
         )
     print(f"  (ratios to the faster hmmlearn: wall {ref_name}, cpu {cpu_ref})")
+    if args.backend != "numba":
+        paired = np.array(cpu_iter[one_thread[0]]) / np.array(cpu_iter[one_thread[1]])
+        print(
+            f"  {args.backend} / numba, 1 thread, CPU: median paired ratio {np.median(paired):.2f}"
+            f" (>1: {args.backend} slower) over {args.repeats} repeats"
+        )
     if args.memory:
         x_mb = X.nbytes / 2**20
         for name in ("fastem", "hmmlearn-scaling"):
