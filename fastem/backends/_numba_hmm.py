@@ -126,9 +126,11 @@ def _chunk_bounds(n_items, n_chunks, c):
 
 @njit(**_JIT)
 def _forward_seq(logB, lo, hi, startprob, transmat_t, alpha, b, c):
-    """Scaled forward pass of rows lo:hi; alpha (into ``alpha[lo:hi]``), the shifted
-    emissions ``b[0:T]`` and normalizers ``c[0:T]``. Returns the log-likelihood.
-    ``transmat_t`` is the transposed transition matrix (C-contiguous)."""
+    """Scaled forward pass of rows lo:hi: ``c_t alpha_t`` (into ``alpha[lo:hi]``,
+    unnormalized: the division by ``c_t`` is off the recursion's critical path,
+    in the next prediction), the shifted emissions ``b[0:T]`` and normalizers
+    ``c[0:T]``. Returns the log-likelihood. ``transmat_t`` is the transposed
+    transition matrix (C-contiguous)."""
     K = logB.shape[1]
     pred = np.empty(K)
     loglik = 0.0
@@ -166,17 +168,14 @@ def _forward_seq(logB, lo, hi, startprob, transmat_t, alpha, b, c):
                 b[t, k] = math.exp(min(logB[row, k] - m2, EXP_CAP))
             m = m2
         c[t] = s
-        inv = 1.0 / s
-        for k in range(K):
-            alpha[row, k] *= inv
         loglik += log64(s) + m  # TINY <= s <= K: a normal number
-        _mat_vec(transmat_t, alpha, row, pred)  # pred = alpha_t @ A
+        _mat_vec(transmat_t, alpha, row, pred, 1.0 / s)  # pred = alpha_t @ A
     return loglik
 
 
 @njit(**_JIT)
-def _mat_vec(M, x, row, out):
-    """``out = M @ x[row]``: one dot product per row of M, each a unit-stride
+def _mat_vec(M, x, row, out, scale):
+    """``out = scale * M @ x[row]``: one dot product per row of M, each a unit-stride
     reduction into a register (reassociated, so it vectorizes). About twice as
     fast at K=20 as axpy over rows into ``out``, whose loads and stores LLVM
     cannot keep in registers (``out`` may alias ``M``)."""
@@ -185,13 +184,13 @@ def _mat_vec(M, x, row, out):
         acc = 0.0
         for i in range(K):
             acc += M[j, i] * x[row, i]
-        out[j] = acc
+        out[j] = acc * scale
 
 
 @njit(**_JIT)
 def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
-    """Backward sweep over rows lo:hi. ``gamma`` holds alpha on entry and the
-    posteriors on exit; ``b`` (the shifted emissions) is overwritten by
+    """Backward sweep over rows lo:hi. ``gamma`` holds ``c_t alpha_t`` on entry
+    and the posteriors on exit; ``b`` (the shifted emissions) is overwritten by
     ``v_t = b_t * beta_t / c_t``; ``outer += w * sum_t alpha_t v_t+1^T`` (times A
     later), four frames per pass."""
     K = transmat.shape[0]
@@ -205,22 +204,27 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
             # exactly 0, and an inf from an unreachable state cannot leak into NaN.
             ok = gamma[lo + t + 1, j] > 0.0
             b[t + 1, j] = b[t + 1, j] * beta[t + 1, j] * inv if ok else 0.0
-        _mat_vec(transmat, b, t + 1, beta[t])  # beta_t = A v_t+1
+        _mat_vec(transmat, b, t + 1, beta[t], 1.0)  # beta_t = A v_t+1
     t = 0
     while t + 4 <= T - 1:
+        f0 = w / c[t]  # alpha_t = gamma[t] / c_t
+        f1 = w / c[t + 1]
+        f2 = w / c[t + 2]
+        f3 = w / c[t + 3]
         for i in range(K):
-            a0 = w * gamma[lo + t, i]
-            a1 = w * gamma[lo + t + 1, i]
-            a2 = w * gamma[lo + t + 2, i]
-            a3 = w * gamma[lo + t + 3, i]
+            a0 = f0 * gamma[lo + t, i]
+            a1 = f1 * gamma[lo + t + 1, i]
+            a2 = f2 * gamma[lo + t + 2, i]
+            a3 = f3 * gamma[lo + t + 3, i]
             for j in range(K):
                 outer[i, j] += (
                     a0 * b[t + 1, j] + a1 * b[t + 2, j] + a2 * b[t + 3, j] + (a3 * b[t + 4, j])
                 )
         t += 4
     while t < T - 1:
+        f0 = w / c[t]
         for i in range(K):
-            a0 = w * gamma[lo + t, i]
+            a0 = f0 * gamma[lo + t, i]
             for j in range(K):
                 outer[i, j] += a0 * b[t + 1, j]
         t += 1
@@ -541,6 +545,11 @@ def _filter_chunks(i0, i1, n_chunks, logB, offsets, startprob, transmat_t, filt,
             loglik[s] = _forward_seq(logB, lo, hi, startprob, transmat_t, filt, b, c)
             if loglik[s] == -np.inf:
                 filt[lo:hi, :] = 0.0
+                continue
+            for t in range(hi - lo):  # alpha_t = filt[t] / c_t
+                inv = 1.0 / c[t]
+                for k in range(K):
+                    filt[lo + t, k] *= inv
 
 
 @njit(**_JIT)
