@@ -772,25 +772,48 @@ def _chunks_missing_diag(
 # One precision L = U U^T shared by every component: one factorization of
 # L[m, m] per pattern, one projection per row, one pooled scatter; see
 # fastem.backends._tied for the algebra.
+#
+# With 20% of W5's entries missing nearly every row has a pattern of its own,
+# so the per-pattern and per-entry work runs once per row and its loop
+# overhead, not its flops, set the pass's cost. Hence: the conditionals are
+# written straight into the block's pool (no copy); a row's log-density
+# constants are written into its ``logp`` column as it is gathered (no
+# per-entry fill loop); the missing coordinates' regression uses whole rows of
+# ``L`` against the row with zeros at its missing coordinates (unit-stride
+# vector dots, no observed-index gather and no per-pattern ``L[m, o]`` copy);
+# and the block's responsibilities are transposed once, so every per-entry
+# loop over components (``D``, the ``(m, m)`` terms, ``s``) is unit-stride.
 
 
 @njit(**_JIT)
-def _tied_conditionals(L, h_t, miss, nm, obs, no, R, ri, rinv, lmo, delta, corr, cmat):
+def _miss_coords(X, row, miss):
+    """Missing coordinates of ``X[row]`` into ``miss`` (ascending, without a
+    branch per coordinate); returns their number."""
+    nm = 0
+    for j in range(X.shape[1]):
+        miss[nm] = j
+        nm += np.isnan(X[row, j])
+    return nm
+
+
+@njit(**_JIT)
+def _tied_conditionals(L, h_t, comp_const, miss, nm, R, ri, rinv, pool, off, cconst):
     """A pattern's conditionals under the shared precision ``L`` (float64).
 
     ``R`` (lower, first ``nm`` rows/columns) receives the Cholesky factor of
-    ``L[m, m]`` and ``ri`` its inverse pivots, ``lmo`` the block ``L[m, o]``,
-    ``cmat`` ``C = inv(L[m, m])``, ``delta[:nm, k]`` ``C h_k[m]`` and
-    ``corr[k]`` ``h_k[m] . delta_k`` (``h_t`` is ``h`` (d, k) with the component
-    last, so the k-loops are unit-stride vector loops); ``rinv`` is scratch.
-    Returns the log-density shift ``nm/2 log 2pi - 1/2 log det L[m, m]`` (NaN
-    unless ``L[m, m]`` is positive definite).
+    ``L[m, m]`` and ``ri`` its inverse pivots; ``pool[off:]`` receives
+    ``delta`` (nm, k), ``delta[i, k] = (C h_k[m])_i``, followed by
+    ``C = inv(L[m, m])`` (nm, nm) (``h_t`` is ``h`` (d, k) with the component
+    last, so the k-loops are unit-stride vector loops); ``cconst[k]`` the
+    row's log-density constant ``comp_const[k] + nm/2 log 2pi
+    - 1/2 log det L[m, m] + 1/2 h_k[m] . delta_k`` (NaN unless ``L[m, m]`` is
+    positive definite). ``rinv`` is scratch.
     """
     k = h_t.shape[1]
-    for kk in range(k):
-        corr[kk] = 0.0
     if nm == 0:
-        return 0.0
+        for kk in range(k):
+            cconst[kk] = comp_const[kk]
+        return
     det = 1.0
     for i in range(nm):
         mi = miss[i]
@@ -805,8 +828,6 @@ def _tied_conditionals(L, h_t, miss, nm, obs, no, R, ri, rinv, lmo, delta, corr,
                 det *= r
             else:
                 R[i, j] = s * ri[j]
-        for t in range(no):
-            lmo[i, t] = L[mi, obs[t]]
     if 1e-300 < det < math.inf:  # one log, from the pivots' logs only on over/underflow
         half_logdet = math.log(det)
     else:
@@ -821,35 +842,40 @@ def _tied_conditionals(L, h_t, miss, nm, obs, no, R, ri, rinv, lmo, delta, corr,
             for t in range(j, i):
                 s -= R[i, t] * rinv[t, j]
             rinv[i, j] = s * ri[i]
+    c0 = off + nm * k
     for i in range(nm):
         for j in range(i, nm):
             s = 0.0
             for t in range(j, nm):
                 s += rinv[t, i] * rinv[t, j]
-            cmat[i, j] = s
-            cmat[j, i] = s
-    for i in range(nm):  # delta = C h[m], all components at once
+            pool[c0 + i * nm + j] = s
+            pool[c0 + j * nm + i] = s
+    shift = 0.5 * nm * _LOG_2PI - half_logdet
+    for kk in range(k):
+        cconst[kk] = comp_const[kk] + shift
+    for i in range(nm):  # delta = C h[m], all components at once; corr = h[m] . delta
+        di = off + i * k
         for kk in range(k):
-            delta[i, kk] = 0.0
+            pool[di + kk] = 0.0
         for j in range(nm):
-            cij = cmat[i, j]
+            cij = pool[c0 + i * nm + j]
             mj = miss[j]
             for kk in range(k):
-                delta[i, kk] += cij * h_t[mj, kk]
-    for i in range(nm):
+                pool[di + kk] += cij * h_t[mj, kk]
         mi = miss[i]
         for kk in range(k):
-            corr[kk] += h_t[mi, kk] * delta[i, kk]
-    return 0.5 * nm * _LOG_2PI - half_logdet
+            cconst[kk] += 0.5 * h_t[mi, kk] * pool[di + kk]
 
 
 @njit(**_JIT)
-def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, obs, no,
-                 lmo, R, ri, v, vo):  # fmt: skip
+def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, L, R, ri, ur, v,
+                 cconst, logp):  # fmt: skip
     """Rows ``rows[start:start + cnt]`` as ``u`` into columns ``b0..`` of ``xt``
     (float64, transposed): ``x[o] - c[o]`` and the conditional mean at the centre
-    ``u[m] = -inv(L[m, m]) L[m, o] u[o]`` (two triangular solves with ``R``)."""
+    ``u[m] = -inv(L[m, m]) L[m, :] u0`` (``u0``: zeros at ``m``; two triangular
+    solves with ``R``); each column of ``logp`` starts at ``cconst``."""
     d = X.shape[1]
+    k = cconst.shape[0]
     m = rows.shape[0]
     line = max(64 // X.itemsize, 1)
     for b in range(cnt):
@@ -861,20 +887,23 @@ def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, obs, 
             _prefetch(X, r, d - 1)
         i = rows[start + b]
         col = b0 + b
-        for t in range(no):
-            j = obs[t]
+        for j in range(d):
             y = np.float64(X[i, j]) - centre[j]
-            vo[t] = y
-            xt[j, col] = y
+            ur[j] = 0.0 if np.isnan(y) else y
+        for j in range(d):
+            xt[j, col] = ur[j]
+        for kk in range(k):
+            logp[kk, col] = cconst[kk]
         if w.shape[0]:
             wb[col] = w[i]
         rb[col] = i
         if nm == 0:
             continue
-        for a in range(nm):  # R v = -L[m, o] u[o]
+        for a in range(nm):  # R v = -L[m, :] u0
+            mi = miss[a]
             s = 0.0
-            for t in range(no):
-                s += lmo[a, t] * vo[t]
+            for j in range(d):
+                s += L[mi, j] * ur[j]
             s = -s
             for j in range(a):
                 s -= R[a, j] * v[j]
@@ -924,21 +953,19 @@ def _accum_sym(xt, r, sfull, nb, qd, g):
 
 
 @njit(**_JIT)
-def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr, pool,
-                U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, sfull, sv, rcol,
-                nk, t, g, out, fit):  # fmt: skip
+def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, projected, z,
+                logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv, nk, t, tt, g, out,
+                fit):  # fmt: skip
     """E-step (and, with ``fit``, statistics) of the ``ncol`` rows ``u`` in
-    ``xt``, made of entries ``q`` (columns ``e_lo[q]:e_lo[q + 1]`` of one
-    pattern, whose ``delta`` (nm, k) and ``C`` (nm, nm) start at ``e_off[q]``
-    in ``pool``); returns the block's loglik."""
+    ``xt``, whose ``logp`` columns hold their log-density constants, made of
+    entries ``q`` (columns ``e_lo[q]:e_lo[q + 1]`` of one pattern, whose
+    ``delta`` (nm, k) and ``C`` (nm, nm) start at ``e_off[q]`` in ``pool``);
+    ``D`` goes to ``tt`` (d, k), the rest to ``nk``, ``t`` and ``g``; returns
+    the block's loglik."""
     d = xt.shape[0]
     k = projected.shape[0]
     _tri_project(xt, U, ncol, z)
     for kk in range(k):
-        for q in range(nent):
-            cq = comp_const[kk] + e_shift[q] + 0.5 * e_corr[q, kk]
-            for b in range(e_lo[q], e_lo[q + 1]):
-                logp[kk, b] = cq
         for b in range(ncol):
             maha[b] = 0.0
         for j in range(d):
@@ -960,8 +987,10 @@ def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_co
     for kk in range(k):
         a = 0.0
         for b in range(ncol):
-            a += logp[kk, b]
-            rsum[b] += logp[kk, b]
+            rk = logp[kk, b]
+            a += rk
+            rsum[b] += rk
+            rt[b, kk] = rk
         nk[kk] += a
         if a == 0.0:
             continue
@@ -980,42 +1009,41 @@ def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_co
         b0 = e_lo[q]
         b1 = e_lo[q + 1]
         off = e_off[q]
-        miss = e_miss[q]
+        for kk in range(k):
+            sv[kk] = rt[b0, kk]
+        for b in range(b0 + 1, b1):
+            for kk in range(k):
+                sv[kk] += rt[b, kk]
         tot = 0.0
         for kk in range(k):
-            r = 0.0
-            for b in range(b0, b1):
-                r += logp[kk, b]
-            sv[kk] = r
-            tot += r
+            tot += sv[kk]
         if tot == 0.0:
             continue
-        for i in range(nm):  # D: the responsibility-weighted delta
-            mi = miss[i]
-            di = off + i * k
-            for kk in range(k):
-                t[kk, mi] += sv[kk] * pool[di + kk]
         c0 = off + nm * k
-        for i in range(nm):  # (m, m): sum_k R_k delta delta^T + W C, both triangles
+        for i in range(nm):
+            mi = e_miss[q, i]
             di = off + i * k
-            for j in range(i, nm):
+            for kk in range(k):  # D: the responsibility-weighted delta
+                dv = pool[di + kk]
+                qv[kk] = sv[kk] * dv
+                tt[mi, kk] += qv[kk]
+            for b in range(b0, b1):  # s = sum_k r_k delta_k on the missing coordinates
+                a = 0.0
+                for kk in range(k):
+                    a += rt[b, kk] * pool[di + kk]
+                sfull[mi, b] = a
+            # (m, m): sum_k R_k delta delta^T + W C; the upper triangle twice,
+            # since only the symmetric part of g counts (missing_finish)
+            a = 0.0
+            for kk in range(k):
+                a += qv[kk] * pool[di + kk]
+            g[mi, mi] += a + tot * pool[c0 + i * nm + i]
+            for j in range(i + 1, nm):
                 dj = off + j * k
                 a = 0.0
                 for kk in range(k):
-                    a += sv[kk] * pool[di + kk] * pool[dj + kk]
-                a += tot * pool[c0 + i * nm + j]
-                g[miss[i], miss[j]] += a
-                if j != i:
-                    g[miss[j], miss[i]] += a
-        for b in range(b0, b1):  # s = sum_k r_k delta_k on the missing coordinates
-            for kk in range(k):
-                rcol[kk] = logp[kk, b]
-            for i in range(nm):
-                di = off + i * k
-                si = 0.0
-                for kk in range(k):
-                    si += rcol[kk] * pool[di + kk]
-                sfull[miss[i], b] = si
+                    a += qv[kk] * pool[dj + kk]
+                g[mi, e_miss[q, j]] += 2.0 * (a + tot * pool[c0 + i * nm + j])
     _accum_sym(xt, rsum, sfull, ncol, rd, g)
     return ll
 
@@ -1031,39 +1059,34 @@ def _chunks_missing_tied(
     centre, see :func:`_accum_sym`) to its partials and its loglik to
     ``ll_p[c]``, else the log-densities go to ``out``.
 
-    Each pattern segment's conditionals are computed once; its rows join the
-    current block of ``B`` rows (shared with other segments, so patterns of
-    one row still run full-width loops), a segment cut by a block boundary
-    continuing as a new entry of the next block.
+    Each pattern segment's conditionals are computed once, into the current
+    block's pool; its rows join the current block of ``B`` rows (shared with
+    other segments, so patterns of one row still run full-width loops), a
+    segment cut by a block boundary continuing as a new entry of the next
+    block (its conditionals moved to the front of the pool).
     """
     d = X.shape[1]
     k = projected.shape[0]
     B = _block_rows(d)
     cap = k * d + d * d + B * (4 * k + 16)  # pool: entries' delta and C
     miss = np.empty(d, dtype=np.int64)
-    obs = np.empty(d, dtype=np.int64)
     R = np.empty((d, d))
     ri = np.empty(d)
     rinv = np.empty((d, d))
-    lmo = np.empty((d, d))
-    delta = np.empty((d, k))
-    corr = np.empty(k)
-    cmat = np.empty((d, d))
+    cconst = np.empty(k)
+    ur = np.empty(d)
     v = np.empty(d)
-    vo = np.empty(d)
-    rcol = np.empty(k)
     e_lo = np.zeros(B + 1, dtype=np.int64)
     e_nm = np.empty(B, dtype=np.int64)
     e_miss = np.empty((B, d), dtype=np.int64)
     e_off = np.empty(B, dtype=np.int64)
-    e_shift = np.empty(B)
-    e_corr = np.empty((B, k))
     pool = np.empty(cap)
     xt = np.empty((d, B))
     wb = np.empty(B)
     rb = np.empty(B, dtype=np.int64)
     z = np.empty((d, B))
     logp = np.empty((k, B))
+    rt = np.empty((B, k))
     maha = np.empty(B)
     rd = np.empty(B)
     rsum = np.empty(B)
@@ -1071,6 +1094,8 @@ def _chunks_missing_tied(
     s = np.empty(B)
     sfull = np.empty((d, B))
     sv = np.empty(k)
+    qv = np.empty(k)
+    tt = np.empty((d, k))
     m = rows.shape[0]
     n_pat = ptr.shape[0] - 1
     for it in range(i0, i1):
@@ -1080,6 +1105,7 @@ def _chunks_missing_tied(
         nk = nk_p[c]
         t = t_p[c]
         g = g_p[c]
+        tt[:, :] = 0.0
         ncol = 0
         nent = 0
         used = 0
@@ -1091,49 +1117,52 @@ def _chunks_missing_tied(
             p += 1
             if e <= a:
                 continue
-            nm, no = _pattern(X, rows[ptr[p - 1]], miss, obs)
-            shift = _tied_conditionals(L, h_t, miss, nm, obs, no, R, ri, rinv, lmo, delta,
-                                       corr, cmat)  # fmt: skip
+            nm = _miss_coords(X, rows[ptr[p - 1]], miss)
             size = k * nm + nm * nm
+            if ncol == B or used + size > cap:
+                ll += _tied_block(
+                    xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, projected, z,
+                    logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv, nk, t, tt, g, out, fit,
+                )  # fmt: skip
+                ncol = 0
+                nent = 0
+                used = 0
+            off = used
+            _tied_conditionals(L, h_t, comp_const, miss, nm, R, ri, rinv, pool, off, cconst)
+            used += size
             while a < e:
-                if ncol == B or used + size > cap:
+                if ncol == B:  # the segment continues in a new block
                     ll += _tied_block(
-                        xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr,
-                        pool, U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, sfull,
-                        sv, rcol, nk, t, g, out, fit,
+                        xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, projected,
+                        z, logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv, nk, t, tt, g, out,
+                        fit,
                     )  # fmt: skip
+                    for j in range(size):  # forward copy: off >= 0 never overlaps badly
+                        pool[j] = pool[off + j]
+                    off = 0
+                    used = size
                     ncol = 0
                     nent = 0
-                    used = 0
                 e_nm[nent] = nm
                 for i in range(nm):
                     e_miss[nent, i] = miss[i]
-                e_off[nent] = used
-                e_shift[nent] = shift
-                for kk in range(k):
-                    e_corr[nent, kk] = corr[kk]
-                for i in range(nm):
-                    for kk in range(k):
-                        pool[used + i * k + kk] = delta[i, kk]
-                c0 = used + nm * k
-                for i in range(nm):
-                    for j in range(nm):
-                        pool[c0 + i * nm + j] = cmat[i, j]
-                used += size
+                e_off[nent] = off
                 cnt = min(B - ncol, e - a)
-                _gather_tied(X, w, rows, a, cnt, xt, wb, rb, ncol, centre, miss, nm, obs, no,
-                             lmo, R, ri, v, vo)  # fmt: skip
+                _gather_tied(X, w, rows, a, cnt, xt, wb, rb, ncol, centre, miss, nm, L, R, ri,
+                             ur, v, cconst, logp)  # fmt: skip
                 ncol += cnt
                 a += cnt
                 nent += 1
                 e_lo[nent] = ncol
         if ncol:
             ll += _tied_block(
-                xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, e_shift, e_corr,
-                pool, U, projected, comp_const, z, logp, maha, rd, rsum, mx, s, sfull,
-                sv, rcol, nk, t, g, out, fit,
+                xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, projected, z,
+                logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv, nk, t, tt, g, out, fit,
             )  # fmt: skip
         if fit:
+            for kk in range(k):
+                for j in range(d):
+                    t[kk, j] += tt[j, kk]
             ll_p[c] = ll
 
 
