@@ -32,6 +32,14 @@ EXTENSIONS = {  # module name -> its .pyx
     "fastem.backends._cython_hmm": os.path.join("fastem", "backends", "_cython_hmm.pyx"),
 }
 
+# files an extension's .pyx includes: a change to them rebuilds it (MANIFEST.in ships them)
+DEPENDS = {
+    "fastem.backends._cython": [
+        os.path.join("fastem", "backends", "_cython_tied_missing.pxi"),
+        os.path.join("fastem", "backends", "_full_tiles.h"),
+    ],
+}
+
 OPENMP_TEST = textwrap.dedent(
     """\
     #include <omp.h>
@@ -171,8 +179,10 @@ class OptionalBuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension(name, [pyx]) for name, pyx in EXTENSIONS.items()],
+    ext_modules=[
+        Extension(name, [pyx], depends=DEPENDS.get(name, [])) for name, pyx in EXTENSIONS.items()
+    ],
     cmdclass={"build_ext": OptionalBuildExt},
-    # the generated C source is a build intermediate, not package data
-    exclude_package_data={"fastem.backends": ["*.c"]},
+    # the sources (shipped in the sdist by MANIFEST.in) are build inputs, not package data
+    exclude_package_data={"fastem.backends": ["*.c", "*.pyx", "*.pxi", "*.h"]},
 )
