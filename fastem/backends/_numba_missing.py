@@ -774,15 +774,18 @@ def _chunks_missing_diag(
 # fastem.backends._tied for the algebra.
 #
 # With 20% of W5's entries missing nearly every row has a pattern of its own,
-# so the per-pattern and per-entry work runs once per row and its loop
-# overhead, not its flops, set the pass's cost. Hence: the conditionals are
-# written straight into the block's pool (no copy); a row's log-density
-# constants are written into its ``logp`` column as it is gathered (no
-# per-entry fill loop); the missing coordinates' regression uses whole rows of
-# ``L`` against the row with zeros at its missing coordinates (unit-stride
-# vector dots, no observed-index gather and no per-pattern ``L[m, o]`` copy);
-# and the block's responsibilities are transposed once, so every per-entry
-# loop over components (``D``, the ``(m, m)`` terms, ``s``) is unit-stride.
+# so the per-pattern work runs once per row, in loops a few coordinates long.
+# Hence: a block's patterns are factorized together when the block is full,
+# eight at a time with the pattern as the innermost (vector) axis, in order of
+# their number of missing coordinates (so the eight pad little); a row is
+# gathered with zeros at its missing coordinates and ``L[m, :] u0`` (unit-stride
+# dots) and completed by ``C`` once its pattern's ``C`` is known; the
+# ``W C`` term of the ``(m, m)`` block uses the rows' weights (the sum of a
+# row's responsibilities); the pool keeps only ``delta``; and the block's
+# responsibilities are transposed once, so every per-entry loop over
+# components (``D``, the ``(m, m)`` terms, ``s``) is unit-stride.
+
+_LANES = 8  # patterns factorized together
 
 
 @njit(**_JIT)
@@ -797,85 +800,70 @@ def _miss_coords(X, row, miss):
 
 
 @njit(**_JIT)
-def _tied_conditionals(L, h_t, comp_const, miss, nm, R, ri, rinv, pool, off, cconst):
-    """A pattern's conditionals under the shared precision ``L`` (float64).
-
-    ``R`` (lower, first ``nm`` rows/columns) receives the Cholesky factor of
-    ``L[m, m]`` and ``ri`` its inverse pivots; ``pool[off:]`` receives
-    ``delta`` (nm, k), ``delta[i, k] = (C h_k[m])_i``, followed by
-    ``C = inv(L[m, m])`` (nm, nm) (``h_t`` is ``h`` (d, k) with the component
-    last, so the k-loops are unit-stride vector loops); ``cconst[k]`` the
-    row's log-density constant ``comp_const[k] + nm/2 log 2pi
-    - 1/2 log det L[m, m] + 1/2 h_k[m] . delta_k`` (NaN unless ``L[m, m]`` is
-    positive definite). ``rinv`` is scratch.
-    """
-    k = h_t.shape[1]
-    if nm == 0:
-        for kk in range(k):
-            cconst[kk] = comp_const[kk]
-        return
-    det = 1.0
-    for i in range(nm):
-        mi = miss[i]
+def _tied_factor_lanes(L, lm, lnm, A, Rv, Ri, s8, det8):
+    """``C = inv(L[m, m])`` of ``_LANES`` patterns at once (lane ``q``: missing
+    coordinates ``lm[q, :lnm[q]]``), each padded with the identity to the
+    largest ``nm``: ``C`` goes to ``A[:n, :n, q]``, the Cholesky pivots'
+    product to ``det8[q]`` and the Cholesky factor to ``Rv`` (lower), its
+    inverse to ``Ri`` (lower). Returns ``n``. NaN in lane ``q`` unless its
+    ``L[m, m]`` is positive definite."""
+    n = 0
+    for q in range(_LANES):
+        n = max(n, lnm[q])
+    for i in range(n):
         for j in range(i + 1):
-            s = L[mi, miss[j]]
+            for q in range(_LANES):
+                if i < lnm[q]:
+                    A[i, j, q] = L[lm[q, i], lm[q, j]]
+                else:
+                    A[i, j, q] = 1.0 if i == j else 0.0
+    for q in range(_LANES):
+        det8[q] = 1.0
+    for i in range(n):
+        for j in range(i + 1):
+            for q in range(_LANES):
+                s8[q] = A[i, j, q]
             for t in range(j):
-                s -= R[i, t] * R[j, t]
+                for q in range(_LANES):
+                    s8[q] -= Rv[i, t, q] * Rv[j, t, q]
             if i == j:
-                r = math.sqrt(s)  # NaN unless L[m, m] is positive definite
-                R[i, i] = r
-                ri[i] = 1.0 / r
-                det *= r
+                for q in range(_LANES):
+                    r = math.sqrt(s8[q])  # NaN unless L[m, m] is positive definite
+                    Rv[i, i, q] = r
+                    Ri[i, i, q] = 1.0 / r
+                    det8[q] *= r
             else:
-                R[i, j] = s * ri[j]
-    if 1e-300 < det < math.inf:  # one log, from the pivots' logs only on over/underflow
-        half_logdet = math.log(det)
-    else:
-        half_logdet = 0.0
-        for i in range(nm):
-            half_logdet += math.log(R[i, i])
-    # C = R^-T R^-1, from the inverse of R column by column
-    for j in range(nm):
-        rinv[j, j] = ri[j]
-        for i in range(j + 1, nm):
-            s = 0.0
+                for q in range(_LANES):
+                    Rv[i, j, q] = s8[q] * Ri[j, j, q]
+    for i in range(n):  # rows of R^-1; the entries of one row are independent
+        for j in range(i):
+            for q in range(_LANES):
+                s8[q] = 0.0
             for t in range(j, i):
-                s -= R[i, t] * rinv[t, j]
-            rinv[i, j] = s * ri[i]
-    c0 = off + nm * k
-    for i in range(nm):
-        for j in range(i, nm):
-            s = 0.0
-            for t in range(j, nm):
-                s += rinv[t, i] * rinv[t, j]
-            pool[c0 + i * nm + j] = s
-            pool[c0 + j * nm + i] = s
-    shift = 0.5 * nm * _LOG_2PI - half_logdet
-    for kk in range(k):
-        cconst[kk] = comp_const[kk] + shift
-    for i in range(nm):  # delta = C h[m], all components at once; corr = h[m] . delta
-        di = off + i * k
-        for kk in range(k):
-            pool[di + kk] = 0.0
-        for j in range(nm):
-            cij = pool[c0 + i * nm + j]
-            mj = miss[j]
-            for kk in range(k):
-                pool[di + kk] += cij * h_t[mj, kk]
-        mi = miss[i]
-        for kk in range(k):
-            cconst[kk] += 0.5 * h_t[mi, kk] * pool[di + kk]
+                for q in range(_LANES):
+                    s8[q] -= Rv[i, t, q] * Ri[t, j, q]
+            for q in range(_LANES):
+                Ri[i, j, q] = s8[q] * Ri[i, i, q]
+    for i in range(n):  # C = R^-T R^-1
+        for j in range(i, n):
+            for q in range(_LANES):
+                s8[q] = 0.0
+            for t in range(j, n):
+                for q in range(_LANES):
+                    s8[q] += Ri[t, i, q] * Ri[t, j, q]
+            for q in range(_LANES):
+                A[i, j, q] = s8[q]
+                A[j, i, q] = s8[q]
+    return n
 
 
 @njit(**_JIT)
-def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, L, R, ri, ur, v,
-                 cconst, logp):  # fmt: skip
-    """Rows ``rows[start:start + cnt]`` as ``u`` into columns ``b0..`` of ``xt``
-    (float64, transposed): ``x[o] - c[o]`` and the conditional mean at the centre
-    ``u[m] = -inv(L[m, m]) L[m, :] u0`` (``u0``: zeros at ``m``; two triangular
-    solves with ``R``); each column of ``logp`` starts at ``cconst``."""
+def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, av, b0, centre, miss, nm, L, ur):
+    """Rows ``rows[start:start + cnt]`` into columns ``b0..`` of ``xt`` (float64,
+    transposed) as ``u0``: ``x[o] - c[o]`` and zeros at the missing coordinates
+    ``m``, with ``av[col, :nm] = L[m, :] u0`` (the conditional mean at the
+    centre is ``u[m] = -C av``, filled in once ``C`` is known)."""
     d = X.shape[1]
-    k = cconst.shape[0]
     m = rows.shape[0]
     line = max(64 // X.itemsize, 1)
     for b in range(cnt):
@@ -892,28 +880,97 @@ def _gather_tied(X, w, rows, start, cnt, xt, wb, rb, b0, centre, miss, nm, L, R,
             ur[j] = 0.0 if np.isnan(y) else y
         for j in range(d):
             xt[j, col] = ur[j]
-        for kk in range(k):
-            logp[kk, col] = cconst[kk]
         if w.shape[0]:
             wb[col] = w[i]
         rb[col] = i
-        if nm == 0:
-            continue
-        for a in range(nm):  # R v = -L[m, :] u0
+        for a in range(nm):
             mi = miss[a]
             s = 0.0
             for j in range(d):
                 s += L[mi, j] * ur[j]
-            s = -s
-            for j in range(a):
-                s -= R[a, j] * v[j]
-            v[a] = s * ri[a]
-        for a in range(nm - 1, -1, -1):  # R^T u[m] = v
-            s = v[a]
-            for j in range(a + 1, nm):
-                s -= R[j, a] * v[j]
-            v[a] = s * ri[a]
-            xt[miss[a], col] = v[a]
+            av[col, a] = s
+
+
+@njit(**_JIT)
+def _tied_conditionals(L, h_t, comp_const, nent, e_lo, e_nm, e_miss, e_off, wb, av, xt, logp,
+                       pool, g, order, cnt_nm, lm, lnm, A, Rv, Ri, s8, det8, cconst,
+                       fit):  # fmt: skip
+    """The conditionals of a block's entries (eight patterns at a time, by
+    their number of missing coordinates): ``delta`` (nm, k) of entry ``q`` into
+    ``pool[e_off[q]:]`` (``delta[i, k] = (C h_k[m])_i``, ``h_t`` is ``h`` (d, k)
+    with the component last), its rows' log-density constants ``comp_const[k]
+    + nm/2 log 2pi - 1/2 log det L[m, m] + 1/2 h_k[m] . delta_k`` into their
+    ``logp`` columns, their missing coordinates ``u[m] = -C av`` into ``xt``,
+    and with ``fit`` the term ``(sum of the rows' weights) C`` into the
+    ``(m, m)`` block of ``g`` (upper triangle, off-diagonal entries twice: only
+    the symmetric part of ``g`` counts)."""
+    d = L.shape[0]
+    k = h_t.shape[1]
+    for v in range(d + 2):  # counting sort of the entries by nm (0..d)
+        cnt_nm[v] = 0
+    for q in range(nent):
+        cnt_nm[e_nm[q] + 1] += 1
+    for v in range(d + 1):
+        cnt_nm[v + 1] += cnt_nm[v]
+    for q in range(nent):
+        v = e_nm[q]
+        order[cnt_nm[v]] = q
+        cnt_nm[v] += 1
+    for g0 in range(0, nent, _LANES):
+        for q in range(_LANES):
+            lnm[q] = 0
+            if g0 + q < nent:
+                ent = order[g0 + q]
+                nm = e_nm[ent]
+                lnm[q] = nm
+                for i in range(nm):
+                    lm[q, i] = e_miss[ent, i]
+        _tied_factor_lanes(L, lm, lnm, A, Rv, Ri, s8, det8)
+        for q in range(min(_LANES, nent - g0)):
+            ent = order[g0 + q]
+            nm = lnm[q]
+            det = det8[q]
+            if 1e-300 < det < math.inf:  # one log, from the pivots' logs only on over/underflow
+                half_logdet = math.log(det)
+            else:
+                half_logdet = 0.0
+                for i in range(nm):
+                    half_logdet += math.log(Rv[i, i, q])
+            shift = 0.5 * nm * _LOG_2PI - half_logdet
+            for kk in range(k):
+                cconst[kk] = comp_const[kk] + shift
+            off = e_off[ent]
+            for i in range(nm):  # delta = C h[m], all components at once
+                di = off + i * k
+                for kk in range(k):
+                    pool[di + kk] = 0.0
+                for j in range(nm):
+                    cij = A[i, j, q]
+                    mj = lm[q, j]
+                    for kk in range(k):
+                        pool[di + kk] += cij * h_t[mj, kk]
+                mi = lm[q, i]
+                for kk in range(k):
+                    cconst[kk] += 0.5 * h_t[mi, kk] * pool[di + kk]
+            b0 = e_lo[ent]
+            b1 = e_lo[ent + 1]
+            wsum = 0.0
+            for b in range(b0, b1):
+                for kk in range(k):
+                    logp[kk, b] = cconst[kk]
+                for i in range(nm):
+                    s = 0.0
+                    for j in range(nm):
+                        s -= A[i, j, q] * av[b, j]
+                    xt[lm[q, i], b] = s
+                if fit:
+                    wsum += wb[b]
+            if fit and wsum != 0.0:
+                for i in range(nm):
+                    mi = lm[q, i]
+                    g[mi, mi] += wsum * A[i, i, q]
+                    for j in range(i + 1, nm):
+                        g[mi, lm[q, j]] += 2.0 * wsum * A[i, j, q]
 
 
 @njit(**_JIT)
@@ -953,17 +1010,21 @@ def _accum_sym(xt, r, sfull, nb, qd, g):
 
 
 @njit(**_JIT)
-def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, projected, z,
-                logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv, nk, t, tt, g, out,
+def _tied_block(xt, wb, rb, av, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, L, h_t, U,
+                projected, comp_const, z, logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv,
+                order, cnt_nm, lm, lnm, A, Rv, Ri, s8, det8, cconst, nk, t, tt, g, out,
                 fit):  # fmt: skip
-    """E-step (and, with ``fit``, statistics) of the ``ncol`` rows ``u`` in
-    ``xt``, whose ``logp`` columns hold their log-density constants, made of
-    entries ``q`` (columns ``e_lo[q]:e_lo[q + 1]`` of one pattern, whose
-    ``delta`` (nm, k) and ``C`` (nm, nm) start at ``e_off[q]`` in ``pool``);
-    ``D`` goes to ``tt`` (d, k), the rest to ``nk``, ``t`` and ``g``; returns
-    the block's loglik."""
+    """E-step (and, with ``fit``, statistics) of the ``ncol`` rows ``u0`` in
+    ``xt``, made of entries ``q`` (columns ``e_lo[q]:e_lo[q + 1]`` of one
+    pattern, whose ``delta`` (nm, k) goes to ``e_off[q]`` in ``pool``): first
+    the entries' conditionals (:func:`_tied_conditionals`), then ``D`` into
+    ``tt`` (d, k) and the rest into ``nk``, ``t`` and ``g``; returns the
+    block's loglik."""
     d = xt.shape[0]
     k = projected.shape[0]
+    _tied_conditionals(L, h_t, comp_const, nent, e_lo, e_nm, e_miss, e_off, wb, av, xt, logp,
+                       pool, g, order, cnt_nm, lm, lnm, A, Rv, Ri, s8, det8, cconst,
+                       fit)  # fmt: skip
     _tri_project(xt, U, ncol, z)
     for kk in range(k):
         for b in range(ncol):
@@ -1014,12 +1075,6 @@ def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, proj
         for b in range(b0 + 1, b1):
             for kk in range(k):
                 sv[kk] += rt[b, kk]
-        tot = 0.0
-        for kk in range(k):
-            tot += sv[kk]
-        if tot == 0.0:
-            continue
-        c0 = off + nm * k
         for i in range(nm):
             mi = e_miss[q, i]
             di = off + i * k
@@ -1032,18 +1087,18 @@ def _tied_block(xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, proj
                 for kk in range(k):
                     a += rt[b, kk] * pool[di + kk]
                 sfull[mi, b] = a
-            # (m, m): sum_k R_k delta delta^T + W C; the upper triangle twice,
-            # since only the symmetric part of g counts (missing_finish)
+            # (m, m): sum_k R_k delta delta^T; the upper triangle, off-diagonal
+            # entries twice (only the symmetric part of g counts)
             a = 0.0
             for kk in range(k):
                 a += qv[kk] * pool[di + kk]
-            g[mi, mi] += a + tot * pool[c0 + i * nm + i]
+            g[mi, mi] += a
             for j in range(i + 1, nm):
                 dj = off + j * k
                 a = 0.0
                 for kk in range(k):
                     a += qv[kk] * pool[dj + kk]
-                g[mi, e_miss[q, j]] += 2.0 * (a + tot * pool[c0 + i * nm + j])
+                g[mi, e_miss[q, j]] += 2.0 * a
     _accum_sym(xt, rsum, sfull, ncol, rd, g)
     return ll
 
@@ -1059,29 +1114,24 @@ def _chunks_missing_tied(
     centre, see :func:`_accum_sym`) to its partials and its loglik to
     ``ll_p[c]``, else the log-densities go to ``out``.
 
-    Each pattern segment's conditionals are computed once, into the current
-    block's pool; its rows join the current block of ``B`` rows (shared with
-    other segments, so patterns of one row still run full-width loops), a
-    segment cut by a block boundary continuing as a new entry of the next
-    block (its conditionals moved to the front of the pool).
+    Rows join the current block of ``B`` rows as entries of one pattern each
+    (shared with other patterns, so patterns of one row still run full-width
+    loops; a segment cut by a block boundary continues as a new entry of the
+    next block); the entries' conditionals are computed when the block is full.
     """
     d = X.shape[1]
     k = projected.shape[0]
     B = _block_rows(d)
-    cap = k * d + d * d + B * (4 * k + 16)  # pool: entries' delta and C
+    cap = k * (d + 8 * B)  # pool: the entries' delta
     miss = np.empty(d, dtype=np.int64)
-    R = np.empty((d, d))
-    ri = np.empty(d)
-    rinv = np.empty((d, d))
-    cconst = np.empty(k)
     ur = np.empty(d)
-    v = np.empty(d)
     e_lo = np.zeros(B + 1, dtype=np.int64)
     e_nm = np.empty(B, dtype=np.int64)
     e_miss = np.empty((B, d), dtype=np.int64)
     e_off = np.empty(B, dtype=np.int64)
     pool = np.empty(cap)
     xt = np.empty((d, B))
+    av = np.empty((B, d))
     wb = np.empty(B)
     rb = np.empty(B, dtype=np.int64)
     z = np.empty((d, B))
@@ -1096,6 +1146,16 @@ def _chunks_missing_tied(
     sv = np.empty(k)
     qv = np.empty(k)
     tt = np.empty((d, k))
+    order = np.empty(B, dtype=np.int64)
+    cnt_nm = np.empty(d + 2, dtype=np.int64)
+    lm = np.zeros((_LANES, d), dtype=np.int64)
+    lnm = np.zeros(_LANES, dtype=np.int64)
+    A = np.zeros((d, d, _LANES))
+    Rv = np.zeros((d, d, _LANES))
+    Ri = np.zeros((d, d, _LANES))
+    s8 = np.empty(_LANES)
+    det8 = np.empty(_LANES)
+    cconst = np.empty(k)
     m = rows.shape[0]
     n_pat = ptr.shape[0] - 1
     for it in range(i0, i1):
@@ -1118,46 +1178,34 @@ def _chunks_missing_tied(
             if e <= a:
                 continue
             nm = _miss_coords(X, rows[ptr[p - 1]], miss)
-            size = k * nm + nm * nm
-            if ncol == B or used + size > cap:
-                ll += _tied_block(
-                    xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, projected, z,
-                    logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv, nk, t, tt, g, out, fit,
-                )  # fmt: skip
-                ncol = 0
-                nent = 0
-                used = 0
-            off = used
-            _tied_conditionals(L, h_t, comp_const, miss, nm, R, ri, rinv, pool, off, cconst)
-            used += size
+            size = k * nm
             while a < e:
-                if ncol == B:  # the segment continues in a new block
+                if ncol == B or used + size > cap:
                     ll += _tied_block(
-                        xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, projected,
-                        z, logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv, nk, t, tt, g, out,
-                        fit,
+                        xt, wb, rb, av, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, L, h_t,
+                        U, projected, comp_const, z, logp, rt, maha, rd, rsum, mx, s, sfull,
+                        sv, qv, order, cnt_nm, lm, lnm, A, Rv, Ri, s8, det8, cconst, nk, t,
+                        tt, g, out, fit,
                     )  # fmt: skip
-                    for j in range(size):  # forward copy: off >= 0 never overlaps badly
-                        pool[j] = pool[off + j]
-                    off = 0
-                    used = size
                     ncol = 0
                     nent = 0
+                    used = 0
                 e_nm[nent] = nm
                 for i in range(nm):
                     e_miss[nent, i] = miss[i]
-                e_off[nent] = off
+                e_off[nent] = used
+                used += size
                 cnt = min(B - ncol, e - a)
-                _gather_tied(X, w, rows, a, cnt, xt, wb, rb, ncol, centre, miss, nm, L, R, ri,
-                             ur, v, cconst, logp)  # fmt: skip
+                _gather_tied(X, w, rows, a, cnt, xt, wb, rb, av, ncol, centre, miss, nm, L, ur)
                 ncol += cnt
                 a += cnt
                 nent += 1
                 e_lo[nent] = ncol
         if ncol:
             ll += _tied_block(
-                xt, wb, rb, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, U, projected, z,
-                logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv, nk, t, tt, g, out, fit,
+                xt, wb, rb, av, ncol, nent, e_lo, e_nm, e_miss, e_off, pool, L, h_t, U,
+                projected, comp_const, z, logp, rt, maha, rd, rsum, mx, s, sfull, sv, qv,
+                order, cnt_nm, lm, lnm, A, Rv, Ri, s8, det8, cconst, nk, t, tt, g, out, fit,
             )  # fmt: skip
         if fit:
             for kk in range(k):
