@@ -51,9 +51,19 @@ Blocks (vectorization)
     Scratch is a few ``(d, B)`` and ``(k, B)`` blocks per chunk plus the
     ``O(n_chunks k d^2)`` partials; nothing is ``n x k`` or ``n x d``.
 float32
-    The Mahalanobis products run in float32 (twice the SIMD width); the
-    log-densities, exponentials and all statistics are float64, as in the
-    reference (which also subtracts the mean in float32 before widening).
+    The full-covariance pass runs its inner products in float32 (twice the
+    SIMD width): the Mahalanobis products (as the reference, which also
+    subtracts the mean in float32 before widening) and, unlike the
+    reference, the statistics of each block of ``B = 512`` rows
+    (:func:`_accum_full_scaled`), added to float64 partials; its
+    responsibilities' exponentials are float32 (:func:`_exp32`), the
+    log-densities, their log-sum-exp and the partials float64. A float32
+    sum depends on which rows it adds, so for float32 the blocks are a fixed
+    grid counted from row 0 of ``X``, chunk boundaries on it
+    (:func:`_chunk_rows`): results do not depend on the thread count, and an
+    out-of-core pass over pieces of a multiple of ``B`` rows gives the same
+    block sums as the in-memory pass (the totals differ only in float64
+    rounding). Diagonal and tied passes keep float64 statistics.
 fastmath
     Only ``reassoc``/``contract``/``arcp``/``nsz`` (vectorized reductions and
     FMAs); never ``nnan``/``ninf``, so NaN and inf propagate.
@@ -71,7 +81,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
 from ._numba_exp import exp64
@@ -386,6 +397,170 @@ def _responsibilities(logp, w, start, nb, mx, s):
     for kk in range(k):
         for b in range(nb):
             logp[kk, b] *= s[b]
+    return ll
+
+
+# ------------------------------------------------------------------ float32 exp
+# The float32 full pass takes its responsibilities' exponentials in float32
+# (16 lanes, a degree-6 polynomial) instead of exp64 (8 lanes, degree 13): at
+# d = 16 the exponentials were ~20% of a float32 pass.
+
+_EXP32_SHIFT = np.float32(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer
+_EXP32_SHIFT_BITS = 0x4B400000  # bit pattern of _EXP32_SHIFT
+_EXP32_LOG2E = np.float32(1.44269504088896341)
+# Cody-Waite two-part ln 2 (Cephes expf): n * _EXP32_C1 is exact for |n| < 2**9
+_EXP32_C1 = np.float32(0.693359375)
+_EXP32_C2 = np.float32(-2.12194440e-4)
+_EXP32_P = tuple(
+    np.float32(c)
+    for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+              1.6666665459e-1, 5.0000001201e-1)
+)  # fmt: skip
+_EXP32_LO = np.float32(-87.0)  # below: 0 (exp(-87) = 1.6e-38, near float32's smallest normal)
+
+
+@intrinsic
+def _f32_bits(typingctx, x):
+    """Reinterpret a float32 as int32 (no conversion)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _bits_f32(typingctx, x):
+    """Reinterpret the low 32 bits of an int64 as float32 (no conversion;
+    Numba widens int32 arithmetic to int64)."""
+    if x != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], context.get_value_type(types.int32))
+        return builder.bitcast(low, context.get_value_type(types.float32))
+
+    return types.float32(types.int64), codegen
+
+
+@njit(cache=True, fastmath={"contract"})
+def _exp32(x):
+    """``exp(x)`` for a float32 ``x <= 0`` (the pass's ``logp - max``), vectorizable.
+
+    Cephes ``expf``: ``n = round(x / ln 2)`` by the shifter trick, Cody-Waite
+    reduction, a degree-6 polynomial on ``|r| <= ln2 / 2``, ``2**n`` from
+    exponent bits. Within ~2 ulp of ``exp`` on ``[-87, 0]``; 0 below -87
+    (where float32 would be subnormal) and for -inf; NaN propagates. Compiled
+    without ``reassoc`` (it would fold ``(t + SHIFT) - SHIFT``), like ``exp64``.
+    """
+    xc = _EXP32_LO if x < _EXP32_LO else x  # keeps NaN
+    t = xc * _EXP32_LOG2E + _EXP32_SHIFT
+    nf = t - _EXP32_SHIFT
+    n = _f32_bits(t) - _EXP32_SHIFT_BITS
+    r = (xc - nf * _EXP32_C1) - nf * _EXP32_C2
+    p0, p1, p2, p3, p4, p5 = _EXP32_P
+    q = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+    e = (q * (r * r) + r + np.float32(1.0)) * _bits_f32((n + 127) << 23)
+    return np.float32(0.0) if x < _EXP32_LO else e
+
+
+@intrinsic
+def _f64_bits(typingctx, x):
+    """Reinterpret a float64 as int64 (no conversion)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _bits_f64(typingctx, x):
+    """Reinterpret an int64 as float64 (no conversion)."""
+    if x != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return types.float64(types.int64), codegen
+
+
+_LN2 = 0.6931471805599453
+_HALF_SQRT2_BITS = 0x3FE6A09E667F3BCD  # bit pattern of sqrt(2) / 2
+
+
+@njit(cache=True, fastmath={"contract"})
+def _log_ge1(s):
+    """``log(s)`` for a finite float64 ``s >= 1`` (a row's sum of exponentials
+    scaled by its largest), vectorizable, unlike ``math.log`` (a libm call per
+    row: ~15% of a float32 pass at d = 16).
+
+    ``s = m 2**e`` with ``m`` in ``[sqrt(2) / 2, sqrt(2))`` (from the bits), then
+    ``log m = 2 atanh(u)``, ``u = (m - 1) / (m + 1)``, ``|u| <= 0.172``, by
+    its series to ``u**19`` (truncation below 1e-16 absolute).
+    """
+    bits = _f64_bits(s)
+    # e such that m = s / 2**e lies in [sqrt(2) / 2, sqrt(2))
+    e = (bits - _HALF_SQRT2_BITS) >> 52
+    hm = _bits_f64(bits - (e << 52))
+    u = (hm - 1.0) / (hm + 1.0)
+    u2 = u * u
+    q = 1.0 / 19.0
+    q = q * u2 + 1.0 / 17.0
+    q = q * u2 + 1.0 / 15.0
+    q = q * u2 + 1.0 / 13.0
+    q = q * u2 + 1.0 / 11.0
+    q = q * u2 + 1.0 / 9.0
+    q = q * u2 + 1.0 / 7.0
+    q = q * u2 + 1.0 / 5.0
+    q = q * u2 + 1.0 / 3.0
+    return e * _LN2 + 2.0 * (u + u * u2 * q)
+
+
+@njit(**_JIT, error_model="numpy")  # no ZeroDivisionError check: the row loop vectorizes
+def _responsibilities32(logp, w, start, nb, mx, s, e32):
+    """:func:`_responsibilities` with the exponentials in float32 (``e32``, a
+    ``(k, B)`` float32 scratch; sums and the loglik in float64).
+
+    ``logp - max`` is formed in float64 and then rounded, so the float32
+    error is relative to each term, ~1e-7, whatever the magnitude of ``logp``.
+    """
+    k = logp.shape[0]
+    for b in range(nb):
+        mx[b] = logp[0, b]
+        s[b] = 0.0
+    for kk in range(1, k):
+        for b in range(nb):
+            v = logp[kk, b]
+            mx[b] = v if v > mx[b] else mx[b]
+    for kk in range(k):
+        er = e32[kk]
+        lr = logp[kk]
+        for b in range(nb):
+            er[b] = _exp32(np.float32(lr[b] - mx[b]))
+    for kk in range(k):
+        er = e32[kk]
+        for b in range(nb):
+            s[b] += np.float64(er[b])
+    wr = w[start : start + nb]
+    for b in range(nb):
+        mx[b] += _log_ge1(s[b])  # the row's logsumexp
+        s[b] = wr[b] / s[b]
+    ll = 0.0
+    for b in range(nb):
+        wb = wr[b]
+        v = wb * mx[b]
+        ll += v if wb != 0.0 else 0.0  # a zero weight adds nothing, even with mx = -inf
+    for kk in range(k):
+        er = e32[kk]
+        lr = logp[kk]
+        for b in range(nb):
+            lr[b] = np.float64(er[b]) * s[b]
     return ll
 
 
@@ -867,6 +1042,7 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
     s = np.empty(B, dtype=np.float64)
     sx_b = np.empty(d, dtype=np.float64)  # float32 X: one block's sums (see _accum_full_scaled)
     sxx_b = np.empty((d, d), dtype=np.float64)
+    e32 = np.empty((k, B if f32 else 0), dtype=np.float32)  # float32 X: the exponentials
     for c in range(i0, i1):
         lo, hi = _chunk_rows(c, n, nc, B, f32)
         ll = 0.0
@@ -883,7 +1059,10 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
                     for kk in range(k):
                         out[start + b, kk] = logp[kk, b]
                 continue
-            ll += _responsibilities(logp, w, start, nb, mx, s)
+            if f32:
+                ll += _responsibilities32(logp, w, start, nb, mx, s, e32)
+            else:
+                ll += _responsibilities(logp, w, start, nb, mx, s)
             for kk in range(k):
                 if f32:
                     nk_p[c, kk] += _accum_full_scaled(
