@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import sys
 import time
 import warnings
@@ -106,8 +105,13 @@ def parse_method(spec: str):
 def driver_options(options):
     """Hand ``options`` to the driver's scheme (GaussianMixture does not expose them)."""
     original = fastem.mixture.run_fixed_point
+
+    def merged(*args, options=None, **kwargs):  # over any options the estimator passes
+        return original(*args, options={**(options or {}), **extra}, **kwargs)
+
+    extra = dict(options or {})
     if options:
-        fastem.mixture.run_fixed_point = functools.partial(original, options=options)
+        fastem.mixture.run_fixed_point = merged
     try:
         yield
     finally:
