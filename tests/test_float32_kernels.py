@@ -1,0 +1,197 @@
+"""The numba full-covariance pass on float32 data: float32 block sums that do
+not depend on how the rows are split, and the float32 helpers it uses.
+
+The pass sums each block's statistics in float32 (twice the SIMD width) on a
+fixed grid of ``B`` rows counted from row 0 (``fastem.backends._numba``,
+``_chunks_full``). What must hold:
+
+* thread counts and splits of the rows into pieces of a multiple of ``B``
+  (the out-of-core path) give the same statistics up to float64 rounding
+  (1e-12), while a split off the grid does not (negative control: the
+  comparison can tell);
+* the float32 sums stay accurate (against float64 sums of the same terms)
+  and the weights may lie outside float32's range;
+* ``_exp32`` and ``_log_ge1`` are accurate over the range they are used on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("numba")
+nb = pytest.importorskip("fastem.backends._numba")
+
+from fastem.backends import _numpy as ref  # noqa: E402
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _problem(n, d, k, seed=0):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) * 1.5 + 0.5).astype(np.float32)
+    w = rng.uniform(0.1, 3.0, n)
+    means = (X[rng.integers(0, n, k)] + 0.3 * rng.standard_normal((k, d))).astype(np.float32)
+    a = np.triu(rng.standard_normal((k, d, d)) * 0.2)
+    a[:, np.arange(d), np.arange(d)] = rng.uniform(0.5, 1.5, (k, d))
+    logdet = np.log(np.diagonal(a, axis1=1, axis2=2)).sum(axis=1)
+    cc = np.log(np.full(k, 1.0 / k)) + logdet - 0.5 * d * np.log(2 * np.pi)
+    return X, w, means, a.astype(np.float32), cc
+
+
+def _pass(mod, X, w, means, prec, cc):
+    k, d = means.shape
+    nk, sx, sxx = np.empty(k), np.empty((k, d)), np.empty((k, d, d))
+    ll = mod.em_pass_full(X, w, means, prec, cc, nk, sx, sxx)
+    return np.array([ll]), nk, sx, sxx
+
+
+def _pieces(X, w, means, prec, cc, size):
+    """The pass over consecutive pieces of ``size`` rows, statistics added."""
+    total = None
+    for start in range(0, X.shape[0], size):
+        part = _pass(nb, X[start : start + size], w[start : start + size], means, prec, cc)
+        total = part if total is None else [a + b for a, b in zip(total, part, strict=True)]
+    return total
+
+
+def _max_scaled_diff(a, b):
+    """Largest difference of each statistic relative to its largest magnitude."""
+    return max(
+        float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-300)) for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_block_is_the_grid_unit():
+    B = nb._block_rows_full(16, 4)
+    assert B == 512 == 2 * nb._block_rows_full(16, 8)
+    assert nb._block_rows_full(64, 4) == 512
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 100_000), nc=st.sampled_from([1, 8, 16, 64, 128]))
+def test_float32_chunks_are_whole_blocks_of_the_grid(n, nc):
+    B = 512
+    bounds = [nb._chunk_rows(c, n, nc, B, True) for c in range(nc)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    for (lo, hi), (lo2, _) in zip(bounds, bounds[1:], strict=False):
+        assert hi == lo2 and lo <= hi
+    for lo, hi in bounds:
+        assert lo % B == 0 and (hi % B == 0 or hi == n)
+    # float64 keeps the n / nc split
+    assert [nb._chunk_rows(c, n, nc, B, False) for c in range(nc)] == [
+        (c * n // nc, (c + 1) * n // nc) for c in range(nc)
+    ]
+
+
+def test_pieces_on_the_grid_give_the_in_memory_statistics():
+    """Pieces of a multiple of 512 rows (as out-of-core blocks are) agree with
+    the whole pass to float64 rounding; a split off the grid does not."""
+    X, w, means, prec, cc = _problem(20_000, 16, 4)
+    whole = _pass(nb, X, w, means, prec, cc)
+    for size in (512, 1024, 4096, 3 * 2048):
+        assert _max_scaled_diff(_pieces(X, w, means, prec, cc, size), whole) < 1e-12, size
+    # negative control: pieces of 1000 rows regroup the float32 block sums
+    assert _max_scaled_diff(_pieces(X, w, means, prec, cc, 1000), whole) > 1e-10
+
+
+def test_float32_pass_is_bit_identical_across_thread_counts():
+    numba = pytest.importorskip("numba")
+    X, w, means, prec, cc = _problem(30_011, 9, 3, seed=1)
+    old = numba.get_num_threads()
+    try:
+        out = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            out.append(_pass(nb, X, w, means, prec, cc))
+    finally:
+        numba.set_num_threads(old)
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_float32_statistics_match_float64_sums():
+    """Against the reference's float64 sums of the same float32 data: the
+    float32 block sums are accurate to a few float32 ulps of the summed
+    magnitudes, over many blocks (no growth with n)."""
+    X, w, means, prec, cc = _problem(60_000, 16, 3, seed=2)
+    ll, nk, sx, sxx = _pass(nb, X, w, means, prec, cc)
+    ll_r, nk_r, sx_r, sxx_r = _pass(ref, X, w, means, prec, cc)
+    np.testing.assert_allclose(nk, nk_r, rtol=1e-5)
+    np.testing.assert_allclose(ll, ll_r, rtol=1e-6)
+    y = np.abs(X.astype(np.float64)[:, None, :] - means.astype(np.float64)[None])
+    lp = np.empty((X.shape[0], means.shape[0]))
+    ref.log_prob_full(X, means, prec, cc, lp)
+    r = np.exp(lp - np.logaddexp.reduce(lp, axis=1)[:, None]) * w[:, None]
+    scale_sx = np.einsum("nk,nkd->kd", r, y)
+    scale_sxx = np.einsum("nk,nki,nkj->kij", r, y, y)
+    tol = 64 * EPS32
+    assert np.all(np.abs(sx - sx_r) <= tol * scale_sx)
+    assert np.all(np.abs(sxx - sxx_r) <= tol * scale_sxx)
+
+
+@pytest.mark.parametrize("factor", [1e-300, 1e-40, 1e40, 1e300])
+def test_weights_outside_float32_range(factor):
+    """Block sums are taken of ``r / sum r``: weights that float32 cannot hold
+    scale the statistics, nothing underflows to zero or overflows."""
+    X, w, means, prec, cc = _problem(3000, 8, 3, seed=3)
+    base = _pass(nb, X, w, means, prec, cc)
+    scaled = _pass(nb, X, w * factor, means, prec, cc)
+    for a, b in zip(base[1:], scaled[1:], strict=True):
+        assert np.all(np.isfinite(b))
+        np.testing.assert_allclose(b / factor, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
+
+
+def test_exp32_accuracy():
+    x = np.concatenate(
+        [
+            np.linspace(-87.0, 0.0, 400_001, dtype=np.float32),
+            -np.geomspace(1e-30, 87.0, 10_001).astype(np.float32),
+        ]
+    )
+    got = np.empty_like(x)
+    _vec(nb._exp32, x, got)
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < 2 * EPS32
+    special = np.array([0.0, -0.0, -87.5, -1000.0, -np.inf, np.nan], dtype=np.float32)
+    out = np.empty_like(special)
+    _vec(nb._exp32, special, out)
+    np.testing.assert_array_equal(out[:5], [1.0, 1.0, 0.0, 0.0, 0.0])
+    assert np.isnan(out[5])
+
+
+def test_log_ge1_accuracy():
+    s = np.concatenate(
+        [
+            np.linspace(1.0, 64.0, 200_001),
+            np.geomspace(1.0, 1e300, 10_001),
+            [np.sqrt(2.0), np.nextafter(np.sqrt(2.0), 0.0), np.nextafter(1.0, 2.0), 2.0],
+        ]
+    )
+    got = np.empty_like(s)
+    _vec(nb._log_ge1, s, got)
+    want = np.log(s)
+    assert np.all(np.abs(got - want) <= 4e-16 * np.maximum(want, 1.0))
+
+
+def _vec(fn, x, out):
+    _vec_kernel(fn)(x, out)
+
+
+_KERNELS = {}
+
+
+def _vec_kernel(fn):
+    """A compiled loop applying the scalar ``fn`` (cached per function)."""
+    if fn not in _KERNELS:
+        from numba import njit
+
+        @njit
+        def apply(x, out):
+            for i in range(x.shape[0]):
+                out[i] = fn(x[i])
+
+        _KERNELS[fn] = apply
+    return _KERNELS[fn]
