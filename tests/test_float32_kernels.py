@@ -176,6 +176,35 @@ def test_log_ge1_accuracy():
     assert np.all(np.abs(got - want) <= 4e-16 * np.maximum(want, 1.0))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="fastem._blocks does not yet round float32 block_rows to a multiple of 512 "
+    "(the numba float32 grid); pieces of 341 rows regroup the float32 block sums (~1e-9)",
+)
+def test_out_of_core_float32_fit_with_blocks_off_the_grid(tmp_path, monkeypatch):
+    """An out-of-core float32 full fit equals the in-memory one to 1e-12 also
+    where BLOCK_BYTES // (d * 4) is not a multiple of 512 (d = 6)."""
+    import warnings
+
+    import fastem._blocks as blocks
+    from fastem import GaussianMixture
+    from fastem.datasets import make_mixture
+
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 << 10)  # 341 rows of 6 float32
+    X, _ = make_mixture(6000, 6, 3, random_state=2, dtype=np.float32)
+    np.save(tmp_path / "X.npy", X)
+    M = np.load(tmp_path / "X.npy", mmap_mode="r")
+    kw = dict(n_components=3, n_threads=1, max_iter=10, random_state=0, backend="numba")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        init = GaussianMixture(**kw).fit(X)
+        init = dict(means_init=init.means_, weights_init=init.weights_,
+                    precisions_init=init.precisions_)  # fmt: skip
+        a = GaussianMixture(**kw, **init).fit(X)
+        b = GaussianMixture(**kw, **init).fit(M)
+    np.testing.assert_allclose(b.lower_bound_, a.lower_bound_, rtol=1e-12)
+
+
 def _vec(fn, x, out):
     _vec_kernel(fn)(x, out)
 
