@@ -15,6 +15,10 @@ Design:
   (feature-major) so that every inner loop runs over the block's rows with a
   constant trip count and vectorizes without ``-ffast-math``. Padding rows of
   the last block are zero with zero weight.
+* Full covariance (complete data) takes blocks of ``FULL_BLOCK`` rows through
+  register-tiled C kernels (``_full_tiles.h``): 4 x 4 tiles of the triangular
+  Mahalanobis products and of the second moments, the centring fused into the
+  loads.
 * Sums over rows use 8 independent 4-wide accumulators added in a fixed order
   (small C helpers with GNU vector extensions): vectorized, yet deterministic.
 * ``exp`` is a branch-free polynomial that the compiler vectorizes (libm's
@@ -455,9 +459,9 @@ cdef inline void _accumulate(const double* resp, const floating* ct, Py_ssize_t 
 
 cdef double _em_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssize_t r1,
                       Py_ssize_t d, Py_ssize_t K, const floating* means, const floating* pc,
-                      const double* cc, bint full, double* nk, double* sx, double* sxx,
+                      const double* cc, double* nk, double* sx, double* sxx,
                       int* err) noexcept nogil:
-    cdef Py_ssize_t dd = d * d if full else d
+    """Diagonal covariance (full covariance: _full_chunk)."""
     cdef Py_ssize_t start, nb, k, r
     cdef double ll = 0.0
     cdef floating* ct = <floating*>malloc((K + 1) * d * BLOCK * sizeof(floating))
@@ -477,23 +481,20 @@ cdef double _em_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssiz
         inv = mx + BLOCK
         memset(nk, 0, K * sizeof(double))
         memset(sx, 0, K * d * sizeof(double))
-        memset(sxx, 0, K * dd * sizeof(double))
+        memset(sxx, 0, K * d * sizeof(double))
         start = r0
         while start < r1:
             nb = r1 - start if r1 - start < BLOCK else BLOCK
             _load_T(X, start, nb, d, xt)
             for k in range(K):
                 _center(xt, d, means + k * d, ct + k * d * BLOCK)
-                if full:
-                    _maha_full(ct + k * d * BLOCK, d, pc + k * d * d, y, maha)
-                else:
-                    _maha_diag(ct + k * d * BLOCK, d, pc + k * d, maha)
+                _maha_diag(ct + k * d * BLOCK, d, pc + k * d, maha)
                 for r in range(BLOCK):
                     lp[k * BLOCK + r] = cc[k] - 0.5 * <double>maha[r]
             ll += _responsibilities(lp, K, nb, w + start, mx, inv)
             for k in range(K):
-                _accumulate(lp + k * BLOCK, ct + k * d * BLOCK, d, full, pw, pw + d * BLOCK,
-                            nk + k, sx + k * d, sxx + k * dd)
+                _accumulate(lp + k * BLOCK, ct + k * d * BLOCK, d, False, pw, pw + d * BLOCK,
+                            nk + k, sx + k * d, sxx + k * d)
             start += BLOCK
     free(ct)
     free(y)
@@ -504,7 +505,8 @@ cdef double _em_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssiz
 
 cdef void _logprob_chunk(const floating* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t d,
                          Py_ssize_t K, const floating* means, const floating* pc,
-                         const double* cc, bint full, double* out, int* err) noexcept nogil:
+                         const double* cc, double* out, int* err) noexcept nogil:
+    """Diagonal covariance (full covariance: _full_chunk)."""
     cdef Py_ssize_t start, nb, k, r
     cdef floating* ct = <floating*>malloc(2 * d * BLOCK * sizeof(floating))
     cdef floating* y = <floating*>malloc(2 * BLOCK * sizeof(floating))
@@ -522,10 +524,7 @@ cdef void _logprob_chunk(const floating* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssi
             _load_T(X, start, nb, d, xt)
             for k in range(K):
                 _center(xt, d, means + k * d, ct)
-                if full:
-                    _maha_full(ct, d, pc + k * d * d, y, maha)
-                else:
-                    _maha_diag(ct, d, pc + k * d, maha)
+                _maha_diag(ct, d, pc + k * d, maha)
                 ck = cc[k]
                 for r in range(nb):
                     out[(start + r) * K + k] = ck - 0.5 * <double>maha[r]
@@ -857,22 +856,22 @@ cdef double _tied_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
 
 cdef double _em_pass(const floating[:, ::1] X, const double[::1] sw,
                      const floating[:, ::1] means, const floating* pc, const double[::1] cc,
-                     double[::1] nk, double[:, ::1] sx, double* sxx, bint full) except? -1.0:
+                     double[::1] nk, double[:, ::1] sx, double* sxx) except? -1.0:
+    """Diagonal covariance (full covariance: _em_pass_full)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = means.shape[0]
-    cdef Py_ssize_t dd = d * d if full else d
-    cdef Py_ssize_t nc = _n_chunks(n, K * (dd + d + 1)), c, k, a, b
+    cdef Py_ssize_t nc = _n_chunks(n, K * (2 * d + 1)), c, k, a
     cdef int err = 0
     cdef double ll = 0.0, s
     cdef double[::1] ll_p = np.empty(nc)
     cdef double[:, ::1] nk_p = np.empty((nc, K))
     cdef double[:, :, ::1] sx_p = np.empty((nc, K, d))
-    cdef double[:, :, ::1] sxx_p = np.empty((nc, K, dd))  # chunks zero their own (first touch)
+    cdef double[:, :, ::1] sxx_p = np.empty((nc, K, d))  # chunks zero their own (first touch)
     cdef const floating* xp = &X[0, 0]
     cdef const double* wp = &sw[0]
     with nogil:
         for c in prange(nc, schedule="dynamic", chunksize=1, num_threads=_team(nc)):
             ll_p[c] = _em_chunk(xp, wp, c * n // nc, (c + 1) * n // nc, d, K, &means[0, 0],
-                                pc, &cc[0], full, &nk_p[c, 0], &sx_p[c, 0, 0],
+                                pc, &cc[0], &nk_p[c, 0], &sx_p[c, 0, 0],
                                 &sxx_p[c, 0, 0], &err)
         if err == 0:
             # fixed chunk order in every sum -> independent of the thread count
@@ -887,27 +886,19 @@ cdef double _em_pass(const floating[:, ::1] X, const double[::1] sw,
                     for c in range(nc):
                         s = s + sx_p[c, k, a]
                     sx[k, a] = s
-                if full:
-                    for a in range(d):
-                        for b in range(a, d):
-                            s = 0.0
-                            for c in range(nc):
-                                s = s + sxx_p[c, k, a * d + b]
-                            sxx[(k * d + a) * d + b] = s
-                            sxx[(k * d + b) * d + a] = s
-                else:
-                    for a in range(d):
-                        s = 0.0
-                        for c in range(nc):
-                            s = s + sxx_p[c, k, a]
-                        sxx[k * d + a] = s
+                for a in range(d):
+                    s = 0.0
+                    for c in range(nc):
+                        s = s + sxx_p[c, k, a]
+                    sxx[k * d + a] = s
     if err:
         raise MemoryError("fastem cython backend: could not allocate kernel scratch")
     return ll
 
 
 cdef void _log_prob(const floating[:, ::1] X, const floating[:, ::1] means, const floating* pc,
-                    const double[::1] cc, double[:, ::1] out, bint full) except *:
+                    const double[::1] cc, double[:, ::1] out) except *:
+    """Diagonal covariance (full covariance: _log_prob_full)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], K = means.shape[0]
     cdef Py_ssize_t nc = _n_chunks(n, 0), c
     cdef int err = 0
@@ -917,7 +908,7 @@ cdef void _log_prob(const floating[:, ::1] X, const floating[:, ::1] means, cons
     with nogil:
         for c in prange(nc, schedule="dynamic", chunksize=1, num_threads=_team(nc)):
             _logprob_chunk(xp, c * n // nc, (c + 1) * n // nc, d, K, &means[0, 0], pc,
-                           &cc[0], full, &out[0, 0], &err)
+                           &cc[0], &out[0, 0], &err)
     if err:
         raise MemoryError("fastem cython backend: could not allocate kernel scratch")
 
@@ -1100,8 +1091,7 @@ def _em_diag_impl(const floating[:, ::1] X, const double[::1] sample_weight,
                   const floating[:, ::1] means, const floating[:, ::1] prec_chol,
                   const double[::1] comp_const, double[::1] nk, double[:, ::1] sx,
                   double[:, ::1] sxx):
-    return _em_pass(X, sample_weight, means, &prec_chol[0, 0], comp_const, nk, sx,
-                    &sxx[0, 0], False)
+    return _em_pass(X, sample_weight, means, &prec_chol[0, 0], comp_const, nk, sx, &sxx[0, 0])
 
 
 def _log_prob_full_impl(const floating[:, ::1] X, const floating[:, ::1] means,
@@ -1113,7 +1103,7 @@ def _log_prob_full_impl(const floating[:, ::1] X, const floating[:, ::1] means,
 def _log_prob_diag_impl(const floating[:, ::1] X, const floating[:, ::1] means,
                         const floating[:, ::1] prec_chol, const double[::1] comp_const,
                         double[:, ::1] out):
-    _log_prob(X, means, &prec_chol[0, 0], comp_const, out, False)
+    _log_prob(X, means, &prec_chol[0, 0], comp_const, out)
 
 
 def _tied_impl(const floating[:, ::1] X, const double[::1] sample_weight,

@@ -205,7 +205,25 @@ static inline void fastem_accum_full(const double *FT_RESTRICT xt, ptrdiff_t ld,
                                      double *FT_RESTRICT sx, double *FT_RESTRICT sxx) {
     ptrdiff_t i, j, b;
     const ft_vd zero = {0};
-    for (i = 0; i < d; ++i) { /* rd = w * y, and sx */
+    /* rd = w * y, and sx: four features per pass (one accumulator per pass was
+       bound by the latency of its adds) */
+    for (i = 0; i + 4 <= d; i += 4) {
+        const double *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;
+        const double *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;
+        double *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;
+        double *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;
+        const double m0 = mu[i], m1 = mu[i + 1], m2 = mu[i + 2], m3 = mu[i + 3];
+        ft_vd c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+        for (b = 0; b < n; b += FT_VW) {
+            const ft_vd r = FT_LD(w + b);
+            const ft_vd v0 = r * (FT_LD(q0 + b) - m0), v1 = r * (FT_LD(q1 + b) - m1);
+            const ft_vd v2 = r * (FT_LD(q2 + b) - m2), v3 = r * (FT_LD(q3 + b) - m3);
+            FT_ST(p0 + b, v0); FT_ST(p1 + b, v1); FT_ST(p2 + b, v2); FT_ST(p3 + b, v3);
+            c0 += v0; c1 += v1; c2 += v2; c3 += v3;
+        }
+        FT_ADD4(sx + i, ft_hsum4(c0, c1, c2, c3));
+    }
+    for (; i < d; ++i) {
         const double *FT_RESTRICT q = xt + i * ld;
         double *FT_RESTRICT p = rd + i * ld;
         const double m = mu[i];
