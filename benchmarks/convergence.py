@@ -25,7 +25,9 @@ covariance types, 0% and 20% missing values; plus W1-W4 (``--full`` only).
 
 A method is ``plain``, ``squarem`` or ``anderson``, optionally followed by driver
 options (``SquaremOptions`` / ``AndersonOptions`` fields) after a colon:
-``squarem:reference=x1;max_backoff=0``. With ``--only issue-200k`` the summary
+``squarem:reference=x1;max_backoff=0``; ``means=natural`` extrapolates the
+means in the precision factor's frame (an experiment on the mixture's coordinates,
+see ``driver_options``). With ``--only issue-200k`` the summary
 also gives each method's CPU seconds (process time, all threads) and passes.
 
 Prints a Markdown table and a summary (median and slowest-quarter pass ratios, time
@@ -103,19 +105,53 @@ def parse_method(spec: str):
 
 @contextlib.contextmanager
 def driver_options(options):
-    """Hand ``options`` to the driver's scheme (GaussianMixture does not expose them)."""
+    """Hand ``options`` to the driver's scheme (GaussianMixture does not expose them).
+
+    ``means='natural'`` is not a driver option but an experiment on the mixture's
+    coordinates: the means are extrapolated as ``U_k^T mu_k`` (``U_k`` the precision
+    Cholesky factor, as in the log-density ``sum log U_jj - |U^T x - U^T mu|^2 / 2``)
+    instead of ``mu_k``; see docs/acceleration.md."""
+    options = dict(options or {})
+    natural = options.pop("means", "mean") == "natural"
     original = fastem.mixture.run_fixed_point
+    pack, unpack = fastem.mixture._MixtureMap.pack, fastem.mixture._MixtureMap.unpack
 
     def merged(*args, options=None, **kwargs):  # over any options the estimator passes
         return original(*args, options={**(options or {}), **extra}, **kwargs)
 
-    extra = dict(options or {})
+    def natural_pack(self, weights, means, prec_chol):
+        pc = np.asarray(prec_chol, dtype=np.float64)
+        return pack(self, weights, natural_means(self.layout, means, pc), prec_chol)
+
+    def natural_unpack(self, x):
+        weights, means, pc = unpack(self, x)
+        with np.errstate(all="ignore"):  # judged by the map's feasibility check
+            return weights, natural_means(self.layout, means, pc, inverse=True), pc
+
+    extra = options
     if options:
         fastem.mixture.run_fixed_point = merged
+    if natural:
+        fastem.mixture._MixtureMap.pack = natural_pack
+        fastem.mixture._MixtureMap.unpack = natural_unpack
     try:
         yield
     finally:
         fastem.mixture.run_fixed_point = original
+        fastem.mixture._MixtureMap.pack, fastem.mixture._MixtureMap.unpack = pack, unpack
+
+
+def natural_means(layout, means, prec_chol, inverse=False):
+    """``U_k^T mu_k`` per component (``inverse``: ``mu_k`` back from it)."""
+    means = np.asarray(means, dtype=np.float64)
+    if layout == "full":
+        if inverse:
+            return np.linalg.solve(np.swapaxes(prec_chol, -1, -2), means[..., None])[..., 0]
+        return np.einsum("kji,kj->ki", prec_chol, means)
+    if layout == "tied":
+        return np.linalg.solve(prec_chol.T, means.T).T if inverse else means @ prec_chol
+    scale = prec_chol if layout == "diag" else prec_chol[:, None]
+    return means / scale if inverse else means * scale
 
 
 def run(X, init, method, cap, n_threads=None):
