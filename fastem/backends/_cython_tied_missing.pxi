@@ -3,82 +3,186 @@
 #
 # One precision L = U U^T shared by every component, so a pattern's C =
 # inv(L[m, m]) and regression are the same for all of them: one Cholesky
-# factor R of L[m, m] per pattern segment, not K. Each row is completed by its
-# conditional mean at the centre c of the means (u[o] = x[o] - c[o], u[m] by
-# two triangular solves with R) and projected once (z = u U); component k's
-# Mahalanobis distance is ||z - m_k||^2 minus a per-pattern correction, and the
-# statistics are one pooled scatter of u plus per-pattern terms in the (m, m)
-# block and d |m| per row. fastem.backends._tied documents the algebra and
-# finishes the statistics. Everything is float64 (X is widened on load), like
-# the reference; chunks and their reduction order depend only on the shape.
+# factor of L[m, m] per pattern segment, not K. Each row is completed by its
+# conditional mean at the centre c of the means (u[o] = x[o] - c[o],
+# u[m] = -C L[m, :] u0 with u0 the row with zeros at m) and projected once
+# (z = u U); component k's Mahalanobis distance is ||z - m_k||^2 minus a
+# per-pattern correction, and the statistics are one pooled scatter of u plus
+# per-pattern terms in the (m, m) block and d |m| per row.
+# fastem.backends._tied documents the algebra and finishes the statistics.
+# Everything is float64 (X is widened on load), like the reference; chunks and
+# their reduction order depend only on the shape.
+#
+# With 20% of W5's entries missing nearly every row has a pattern of its own,
+# so the per-pattern work runs once per row in loops a few coordinates long.
+# Hence a block's patterns are factorized together when the block is full,
+# TM_LANES at a time with the pattern as the innermost (vector) axis, in order
+# of their number of missing coordinates (so a group pads little); rows wait
+# in the block as u0 with L[m, :] u0 and are completed once C is known; the
+# W C term of the (m, m) block uses the rows' weights (the sum of a row's
+# responsibilities); the pool keeps only delta; the block's responsibilities
+# are transposed once so the per-entry loops over components are unit-stride.
+
+
+cdef enum:
+    TM_LANES = 8  # patterns factorized together (the innermost, vector axis)
+
+
+cdef int _tm_factor_lanes(Py_ssize_t d, const double* L, const Py_ssize_t* lm,
+                          const Py_ssize_t* lnm, double* A, double* Rv, double* Ri, double* s8,
+                          double* det8) noexcept nogil:
+    """C = inv(L[m, m]) of TM_LANES patterns at once (lane q: missing coordinates
+    lm[q * d:q * d + lnm[q]]), each padded with the identity to the largest nm:
+    C to A[(i * d + j) * TM_LANES + q] (i, j < n), the product of the Cholesky
+    pivots to det8[q]; Rv and Ri (same layout) receive the Cholesky factor and
+    its inverse. Returns 1 if some L[m, m] is not positive definite, else 0."""
+    cdef Py_ssize_t n = 0, q, i, j, t, ij
+    cdef double r
+    cdef int bad = 0
+    for q in range(TM_LANES):
+        if lnm[q] > n:
+            n = lnm[q]
+    for i in range(n):
+        for j in range(i + 1):
+            ij = (i * d + j) * TM_LANES
+            for q in range(TM_LANES):
+                if i < lnm[q]:
+                    A[ij + q] = L[lm[q * d + i] * d + lm[q * d + j]]
+                else:
+                    A[ij + q] = 1.0 if i == j else 0.0
+    for q in range(TM_LANES):
+        det8[q] = 1.0
+    for i in range(n):
+        for j in range(i + 1):
+            ij = (i * d + j) * TM_LANES
+            for q in range(TM_LANES):
+                s8[q] = A[ij + q]
+            for t in range(j):
+                for q in range(TM_LANES):
+                    s8[q] = s8[q] - Rv[(i * d + t) * TM_LANES + q] * Rv[(j * d + t) * TM_LANES + q]
+            if i == j:
+                for q in range(TM_LANES):
+                    if not s8[q] > 0.0:  # also catches NaN
+                        bad = 1
+                        s8[q] = 1.0
+                    r = sqrt(s8[q])
+                    Rv[ij + q] = r
+                    Ri[ij + q] = 1.0 / r
+                    det8[q] = det8[q] * r
+            else:
+                for q in range(TM_LANES):
+                    Rv[ij + q] = s8[q] * Ri[(j * d + j) * TM_LANES + q]
+    if bad:
+        return 1
+    for i in range(n):  # rows of R^-1; the entries of one row are independent
+        for j in range(i):
+            for q in range(TM_LANES):
+                s8[q] = 0.0
+            for t in range(j, i):
+                for q in range(TM_LANES):
+                    s8[q] = s8[q] - Rv[(i * d + t) * TM_LANES + q] * Ri[(t * d + j) * TM_LANES + q]
+            for q in range(TM_LANES):
+                Ri[(i * d + j) * TM_LANES + q] = s8[q] * Ri[(i * d + i) * TM_LANES + q]
+    for i in range(n):  # C = R^-T R^-1
+        for j in range(i, n):
+            for q in range(TM_LANES):
+                s8[q] = 0.0
+            for t in range(j, n):
+                for q in range(TM_LANES):
+                    s8[q] = s8[q] + Ri[(t * d + i) * TM_LANES + q] * Ri[(t * d + j) * TM_LANES + q]
+            for q in range(TM_LANES):
+                A[(i * d + j) * TM_LANES + q] = s8[q]
+                A[(j * d + i) * TM_LANES + q] = s8[q]
+    return 0
 
 
 cdef int _tm_conditionals(Py_ssize_t d, Py_ssize_t K, const double* L, const double* h_t,
-                          const Py_ssize_t* mi, Py_ssize_t nm, const Py_ssize_t* oi,
-                          double* R, double* ri, double* rinv, double* lmo, double* delta,
-                          double* corr, double* cmat, double* shift) noexcept nogil:
-    """A pattern's conditionals under L (row-major d x d; R, rinv, lmo, cmat use
-    leading dimension d): R lower Cholesky of L[m, m], ri its inverse pivots,
-    lmo = L[m, o], cmat = C, delta[i, k] = (C h_k[m])_i (nm x K) and corr[k] =
-    h_k[m] . delta_k, from h_t = h (d x K, component last: the K-loops are
-    vector loops), shift = nm/2 log 2pi - 1/2 log det L[m, m]. Returns 1 if
-    L[m, m] is not positive definite."""
-    cdef Py_ssize_t no = d - nm, i, j, tt, k
-    cdef double s, cij, half_logdet = 0.0
-    cdef const double* lrow
-    cdef const double* hj
+                          const double* cc, Py_ssize_t ne, const Py_ssize_t* e_lo,
+                          const Py_ssize_t* e_nm, const Py_ssize_t* e_mi,
+                          const Py_ssize_t* e_off, const double* wb, const double* av,
+                          double* xt, double* lp, double* pool, double* g, Py_ssize_t* order,
+                          Py_ssize_t* cnt, Py_ssize_t* lm, Py_ssize_t* lnm, double* A,
+                          double* Rv, double* Ri, double* s8, double* det8, double* cconst,
+                          bint fit) noexcept nogil:
+    """The conditionals of a block's entries, TM_LANES patterns at a time in
+    order of their number of missing coordinates: delta (nm x K) of entry q to
+    pool + e_off[q] (delta[i, k] = (C h_k[m])_i), its rows' log-density constants
+    cc[k] + nm/2 log 2pi - 1/2 log det L[m, m] + 1/2 h_k[m] . delta_k into lp, their
+    missing coordinates u[m] = -C av into xt, and with fit (sum of the rows'
+    weights) C into the (m, m) block of g (upper triangle, off-diagonal entries
+    twice: only the symmetric part of g counts). Returns 1 if some L[m, m] is
+    not positive definite."""
+    cdef Py_ssize_t v, q, g0, ent, nm, i, j, k, r, r0, r1, mi
+    cdef double det, half_logdet, shift, cij, s, wsum
     cdef double* di
-    for k in range(K):
-        corr[k] = 0.0
-    shift[0] = 0.0
-    if nm == 0:
-        return 0
-    for i in range(nm):
-        lrow = L + mi[i] * d
-        for j in range(i + 1):
-            s = lrow[mi[j]]
-            for tt in range(j):
-                s = s - R[i * d + tt] * R[j * d + tt]
-            if i == j:
-                if not s > 0.0:  # also catches NaN
-                    return 1
-                s = sqrt(s)
-                R[i * d + i] = s
-                ri[i] = 1.0 / s
-                half_logdet += log(s)
+    cdef const double* hj
+    for v in range(d + 2):  # counting sort of the entries by nm (0..d)
+        cnt[v] = 0
+    for q in range(ne):
+        cnt[e_nm[q] + 1] += 1
+    for v in range(d + 1):
+        cnt[v + 1] += cnt[v]
+    for q in range(ne):
+        v = e_nm[q]
+        order[cnt[v]] = q
+        cnt[v] += 1
+    g0 = 0
+    while g0 < ne:
+        for q in range(TM_LANES):
+            lnm[q] = 0
+            if g0 + q < ne:
+                ent = order[g0 + q]
+                nm = e_nm[ent]
+                lnm[q] = nm
+                for i in range(nm):
+                    lm[q * d + i] = e_mi[ent * d + i]
+        if _tm_factor_lanes(d, L, lm, lnm, A, Rv, Ri, s8, det8):
+            return 1
+        for q in range(TM_LANES if ne - g0 > TM_LANES else ne - g0):
+            ent = order[g0 + q]
+            nm = lnm[q]
+            det = det8[q]
+            if 1e-300 < det < 1e300:  # one log; the pivots' logs only on over/underflow
+                half_logdet = log(det)
             else:
-                R[i * d + j] = s * ri[j]
-        for tt in range(no):
-            lmo[i * d + tt] = lrow[oi[tt]]
-    for j in range(nm):  # inverse of R, column by column
-        rinv[j * d + j] = ri[j]
-        for i in range(j + 1, nm):
-            s = 0.0
-            for tt in range(j, i):
-                s = s - R[i * d + tt] * rinv[tt * d + j]
-            rinv[i * d + j] = s * ri[i]
-    for i in range(nm):  # C = R^-T R^-1
-        for j in range(i, nm):
-            s = 0.0
-            for tt in range(j, nm):
-                s = s + rinv[tt * d + i] * rinv[tt * d + j]
-            cmat[i * d + j] = s
-            cmat[j * d + i] = s
-    for i in range(nm):  # delta = C h[m], all components at once
-        di = delta + i * K
-        for k in range(K):
-            di[k] = 0.0
-        for j in range(nm):
-            cij = cmat[i * d + j]
-            hj = h_t + mi[j] * K
+                half_logdet = 0.0
+                for i in range(nm):
+                    half_logdet = half_logdet + log(Rv[(i * d + i) * TM_LANES + q])
+            shift = 0.5 * nm * _LOG_2PI - half_logdet
             for k in range(K):
-                di[k] = di[k] + cij * hj[k]
-    for i in range(nm):
-        di = delta + i * K
-        hj = h_t + mi[i] * K
-        for k in range(K):
-            corr[k] = corr[k] + hj[k] * di[k]
-    shift[0] = 0.5 * nm * _LOG_2PI - half_logdet
+                cconst[k] = cc[k] + shift
+            for i in range(nm):  # delta = C h[m], all components at once
+                di = pool + e_off[ent] + i * K
+                for k in range(K):
+                    di[k] = 0.0
+                for j in range(nm):
+                    cij = A[(i * d + j) * TM_LANES + q]
+                    hj = h_t + lm[q * d + j] * K
+                    for k in range(K):
+                        di[k] = di[k] + cij * hj[k]
+                hj = h_t + lm[q * d + i] * K
+                for k in range(K):
+                    cconst[k] = cconst[k] + 0.5 * hj[k] * di[k]
+            r0 = e_lo[ent]
+            r1 = e_lo[ent + 1]
+            wsum = 0.0
+            for r in range(r0, r1):
+                for k in range(K):
+                    lp[k * BLOCK + r] = cconst[k]
+                for i in range(nm):
+                    s = 0.0
+                    for j in range(nm):
+                        s = s - A[(i * d + j) * TM_LANES + q] * av[r * d + j]
+                    xt[lm[q * d + i] * BLOCK + r] = s
+                if fit:
+                    wsum = wsum + wb[r]
+            if fit and wsum != 0.0:
+                for i in range(nm):
+                    mi = lm[q * d + i]
+                    g[mi * d + mi] += wsum * A[(i * d + i) * TM_LANES + q]
+                    for j in range(i + 1, nm):
+                        g[mi * d + lm[q * d + j]] += 2.0 * wsum * A[(i * d + j) * TM_LANES + q]
+        g0 += TM_LANES
     return 0
 
 
@@ -106,35 +210,38 @@ cdef void _tm_accum_sym(const double* xt, const double* r, const double* sfull, 
 
 cdef double _tm_flush(Py_ssize_t d, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t ne,
                       const Py_ssize_t* e_lo, const Py_ssize_t* e_nm, const Py_ssize_t* e_mi,
-                      const Py_ssize_t* e_off, const double* e_shift, const double* e_corr,
-                      const double* pool, const double* U, const double* proj,
-                      const double* cc, double* xt, double* z, double* lp, double* maha,
-                      double* mx, double* inv, double* rsum, double* wb, double* pw,
-                      double* sfull, double* sv, const long long* rid, bint fit, double* nk,
-                      double* t, double* g, double* out) noexcept nogil:
-    """E-step (and, with fit, statistics) of the block's nb rows u (xt, d x BLOCK)
+                      const Py_ssize_t* e_off, double* pool, const double* L,
+                      const double* h_t, const double* U, const double* proj,
+                      const double* cc, double* xt, const double* av, double* z, double* lp,
+                      double* rt, double* maha, double* mx, double* inv, double* rsum,
+                      double* wb, double* pw, double* sfull, double* sv, double* qv,
+                      Py_ssize_t* order, Py_ssize_t* cnt, Py_ssize_t* lm, Py_ssize_t* lnm,
+                      double* A, double* Rv, double* Ri, double* s8, double* det8,
+                      double* cconst, const long long* rid, bint fit, double* nk, double* t,
+                      double* tt, double* g, double* out, int* err) noexcept nogil:
+    """E-step (and, with fit, statistics) of the block's nb rows u0 (xt, d x BLOCK)
     made of entries q (slots e_lo[q]:e_lo[q + 1], one pattern each, whose delta
-    (nm x K) and C (nm x nm) start at pool + e_off[q]); returns its loglik."""
-    cdef Py_ssize_t k, r, a, q, i, i2, nm, r0, r1
-    cdef double cq, mk, vv, s, tot, si
+    (nm x K) goes to pool + e_off[q]): first the entries' conditionals
+    (_tm_conditionals), then D into tt (d x K) and the rest into nk, t and g;
+    returns its loglik."""
+    cdef Py_ssize_t k, r, a, q, i, i2, nm, r0, r1, mi
+    cdef double mk, vv, s, dv
     cdef double* lpk
     cdef double* za
     cdef const double* dq
-    cdef const double* cqm
-    cdef const Py_ssize_t* mi
     cdef double ll
     for a in range(d):  # padding slots: finite, weight 0
         for r in range(nb, BLOCK):
             xt[a * BLOCK + r] = 0.0
     for r in range(nb, BLOCK):
         wb[r] = 0.0
+    if _tm_conditionals(d, K, L, h_t, cc, ne, e_lo, e_nm, e_mi, e_off, wb, av, xt, lp, pool,
+                        g, order, cnt, lm, lnm, A, Rv, Ri, s8, det8, cconst, fit):
+        err[0] = 2
+        return 0.0
     _project_tri(xt, d, U, z)
     for k in range(K):
         lpk = lp + k * BLOCK
-        for q in range(ne):
-            cq = cc[k] + e_shift[q] + 0.5 * e_corr[q * K + k]
-            for r in range(e_lo[q], e_lo[q + 1]):
-                lpk[r] = cq
         for r in range(nb, BLOCK):
             lpk[r] = 0.0
         for r in range(BLOCK):
@@ -161,6 +268,7 @@ cdef double _tm_flush(Py_ssize_t d, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t ne,
         nk[k] += s
         for r in range(BLOCK):
             rsum[r] = rsum[r] + lpk[r]
+            rt[r * K + k] = lpk[r]
         if s == 0.0:
             continue
         for a in range(d):
@@ -172,37 +280,34 @@ cdef double _tm_flush(Py_ssize_t d, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t ne,
             continue
         r0 = e_lo[q]
         r1 = e_lo[q + 1]
-        mi = e_mi + q * d
         dq = pool + e_off[q]
-        cqm = dq + nm * K
-        tot = 0.0
         for k in range(K):
-            s = 0.0
-            lpk = lp + k * BLOCK
-            for r in range(r0, r1):
-                s = s + lpk[r]
-            sv[k] = s
-            tot = tot + s
-        if tot == 0.0:
-            continue
-        for i in range(nm):  # D: the responsibility-weighted delta
+            sv[k] = rt[r0 * K + k]
+        for r in range(r0 + 1, r1):
             for k in range(K):
-                t[k * d + mi[i]] += sv[k] * dq[i * K + k]
-        for i in range(nm):  # (m, m): sum_k R_k delta delta^T + W C, both triangles
-            for i2 in range(i, nm):
+                sv[k] = sv[k] + rt[r * K + k]
+        for i in range(nm):
+            mi = e_mi[q * d + i]
+            for k in range(K):  # D: the responsibility-weighted delta
+                dv = dq[i * K + k]
+                qv[k] = sv[k] * dv
+                tt[mi * K + k] += qv[k]
+            for r in range(r0, r1):  # s = sum_k r_k delta_k on the missing coordinates
                 s = 0.0
                 for k in range(K):
-                    s = s + sv[k] * dq[i * K + k] * dq[i2 * K + k]
-                s = s + tot * cqm[i * nm + i2]
-                g[mi[i] * d + mi[i2]] += s
-                if i2 != i:
-                    g[mi[i2] * d + mi[i]] += s
-        for r in range(r0, r1):  # s = sum_k r_k delta_k on the missing coordinates
-            for i in range(nm):
-                si = 0.0
+                    s = s + rt[r * K + k] * dq[i * K + k]
+                sfull[mi * BLOCK + r] = s
+            # (m, m): sum_k R_k delta delta^T; the upper triangle, off-diagonal
+            # entries twice (only the symmetric part of g counts)
+            s = 0.0
+            for k in range(K):
+                s = s + qv[k] * dq[i * K + k]
+            g[mi * d + mi] += s
+            for i2 in range(i + 1, nm):
+                s = 0.0
                 for k in range(K):
-                    si = si + lp[k * BLOCK + r] * dq[i * K + k]
-                sfull[mi[i] * BLOCK + r] = si
+                    s = s + qv[k] * dq[i2 * K + k]
+                g[mi * d + e_mi[q * d + i2]] += 2.0 * s
     _tm_accum_sym(xt, rsum, sfull, d, pw, g)
     return ll
 
@@ -213,83 +318,93 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
                       const double* h_t, const double* U, const double* L, const double* cc,
                       bint fit, double* nk, double* t, double* g, double* out,
                       int* err) noexcept nogil:
-    """Positions j0:j1 of rows: their pattern segments' conditionals once each,
-    their rows pooled into blocks of BLOCK (a segment cut by a block boundary
-    continues as a new entry); with fit the chunk's partials (zeroed here)."""
-    cdef Py_ssize_t cap = K * d + d * d + BLOCK * (4 * K + 16)
-    cdef Py_ssize_t n_dbl = (4 * d * d + K * d + K + 2 * d + BLOCK + BLOCK * K + cap
-                             + (4 * d + K + 5) * BLOCK + K)
+    """Positions j0:j1 of rows pooled into blocks of BLOCK, one entry per pattern
+    segment (a segment cut by a block boundary continues as a new entry); the
+    entries' conditionals are computed when a block is full. With fit the
+    chunk's partials (zeroed here)."""
+    cdef Py_ssize_t cap = K * (d + 8 * BLOCK)
+    cdef Py_ssize_t n_dbl = (3 * d * d * TM_LANES + 2 * TM_LANES + K + d + BLOCK * d + cap
+                             + (4 * d + 2 * K + 5) * BLOCK + 2 * K + d * K)
     cdef double* buf = <double*>malloc(n_dbl * sizeof(double))
-    cdef Py_ssize_t* ibuf = <Py_ssize_t*>malloc((2 * d + 3 * (BLOCK + 1) + BLOCK * d)
-                                                * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* ibuf = <Py_ssize_t*>malloc((d + TM_LANES * d + TM_LANES + 4 * (BLOCK + 1)
+                                                 + BLOCK * d + d + 2) * sizeof(Py_ssize_t))
     cdef long long* rid = <long long*>malloc(BLOCK * sizeof(long long))
-    cdef double* R
-    cdef double* ri
-    cdef double* rinv
-    cdef double* lmo
-    cdef double* cmat
-    cdef double* delta
-    cdef double* corr
-    cdef double* v
-    cdef double* sfull
-    cdef double* e_shift
-    cdef double* e_corr
+    cdef double* A
+    cdef double* Rv
+    cdef double* Ri
+    cdef double* s8
+    cdef double* det8
+    cdef double* cconst
+    cdef double* ur
+    cdef double* av
     cdef double* pool
     cdef double* xt
     cdef double* z
+    cdef double* pw
     cdef double* lp
+    cdef double* rt
     cdef double* maha
     cdef double* mx
     cdef double* inv
     cdef double* rsum
     cdef double* wb
-    cdef double* pw
     cdef double* sv
+    cdef double* qv
+    cdef double* sfull
+    cdef double* tt
     cdef Py_ssize_t* mi
-    cdef Py_ssize_t* oi
+    cdef Py_ssize_t* lm
+    cdef Py_ssize_t* lnm
     cdef Py_ssize_t* e_lo
     cdef Py_ssize_t* e_nm
     cdef Py_ssize_t* e_off
+    cdef Py_ssize_t* order
     cdef Py_ssize_t* e_mi
-    cdef Py_ssize_t p, j, pf, pf_end, hi, nm, no, size, nb = 0, ne = 0, used = 0
-    cdef Py_ssize_t take, col, r, a, tt, i, k, row
-    cdef double ll = 0.0, shift, s
+    cdef Py_ssize_t* cnt
+    cdef Py_ssize_t p, j, pf, pf_end, hi, nm, size, nb = 0, ne = 0, used = 0
+    cdef Py_ssize_t take, col, r, a, i, k, row, mia
+    cdef double ll = 0.0, s, y
     cdef const floating* xr
-    cdef double* ppos
+    cdef const double* lrow
     if buf == NULL or ibuf == NULL or rid == NULL:
         err[0] = 1
         free(buf)
         free(ibuf)
         free(rid)
         return 0.0
-    R = buf
-    rinv = R + d * d
-    lmo = rinv + d * d
-    cmat = lmo + d * d
-    delta = cmat + d * d
-    corr = delta + K * d
-    ri = corr + K
-    v = ri + d
-    e_shift = v + d
-    e_corr = e_shift + BLOCK
-    pool = e_corr + BLOCK * K
+    A = buf
+    Rv = A + d * d * TM_LANES
+    Ri = Rv + d * d * TM_LANES
+    s8 = Ri + d * d * TM_LANES
+    det8 = s8 + TM_LANES
+    cconst = det8 + TM_LANES
+    ur = cconst + K
+    av = ur + d
+    pool = av + BLOCK * d
     xt = pool + cap
     z = xt + d * BLOCK
     pw = z + d * BLOCK
-    lp = pw + d * BLOCK
-    maha = lp + K * BLOCK
+    sfull = pw + d * BLOCK
+    lp = sfull + d * BLOCK
+    rt = lp + K * BLOCK
+    maha = rt + K * BLOCK
     mx = maha + BLOCK
     inv = mx + BLOCK
     rsum = inv + BLOCK
     wb = rsum + BLOCK
     sv = wb + BLOCK
-    sfull = sv + K
+    qv = sv + K
+    tt = qv + K
     mi = ibuf
-    oi = mi + d
-    e_lo = oi + d
+    lm = mi + d
+    lnm = lm + TM_LANES * d
+    e_lo = lnm + TM_LANES
     e_nm = e_lo + (BLOCK + 1)
     e_off = e_nm + (BLOCK + 1)
-    e_mi = e_off + (BLOCK + 1)
+    order = e_off + (BLOCK + 1)
+    e_mi = order + (BLOCK + 1)
+    cnt = e_mi + BLOCK * d
+    memset(tt, 0, d * K * sizeof(double))
     if fit:
         memset(nk, 0, K * sizeof(double))
         memset(t, 0, K * d * sizeof(double))
@@ -302,34 +417,27 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
         while ptr[p + 1] <= j:  # skip empty segments
             p += 1
         hi = ptr[p + 1] if ptr[p + 1] < j1 else j1
-        nm = _pattern_of(X + rows[ptr[p]] * d, d, mi, oi)
-        no = d - nm
-        if _tm_conditionals(d, K, L, h_t, mi, nm, oi, R, ri, rinv, lmo, delta, corr, cmat,
-                            &shift):
-            err[0] = 2
-            break
-        size = K * nm + nm * nm
+        xr = X + rows[ptr[p]] * d
+        nm = 0
+        for a in range(d):  # missing coordinates, without a branch per coordinate
+            mi[nm] = a
+            nm += xr[a] != xr[a]
+        size = K * nm
         while j < hi:
             if nb == BLOCK or used + size > cap:
-                ll += _tm_flush(d, K, nb, ne, e_lo, e_nm, e_mi, e_off, e_shift, e_corr, pool,
-                                U, proj, cc, xt, z, lp, maha, mx, inv, rsum, wb, pw, sfull, sv,
-                                rid, fit, nk, t, g, out)
+                ll += _tm_flush(d, K, nb, ne, e_lo, e_nm, e_mi, e_off, pool, L, h_t, U, proj,
+                                cc, xt, av, z, lp, rt, maha, mx, inv, rsum, wb, pw, sfull, sv,
+                                qv, order, cnt, lm, lnm, A, Rv, Ri, s8, det8, cconst, rid, fit,
+                                nk, t, tt, g, out, err)
                 nb = 0
                 ne = 0
                 used = 0
+                if err[0]:
+                    break
             e_nm[ne] = nm
             e_off[ne] = used
-            e_shift[ne] = shift
             for i in range(nm):
                 e_mi[ne * d + i] = mi[i]
-            ppos = pool + used
-            for k in range(K):
-                e_corr[ne * K + k] = corr[k]
-            memcpy(ppos, delta, nm * K * sizeof(double))
-            ppos = ppos + nm * K
-            for i in range(nm):
-                for a in range(nm):
-                    ppos[i * nm + a] = cmat[i * d + a]
             used += size
             take = BLOCK - nb if BLOCK - nb < hi - j else hi - j
             pf_end = j + 2 * BLOCK if j + 2 * BLOCK < j1 else j1
@@ -343,34 +451,31 @@ cdef double _tm_chunk(const floating* X, const double* w, const long long* rows,
                 rid[col] = row
                 if fit:
                     wb[col] = w[row]
-                for tt in range(no):
-                    a = oi[tt]
-                    xt[a * BLOCK + col] = <double>xr[a] - centre[a]
-                if nm == 0:
-                    continue
-                for i in range(nm):  # R v = -L[m, o] u[o]
+                for a in range(d):  # u0: x - c, zeros at the missing coordinates
+                    y = <double>xr[a] - centre[a]
+                    ur[a] = 0.0 if y != y else y
+                for a in range(d):
+                    xt[a * BLOCK + col] = ur[a]
+                for i in range(nm):  # av = L[m, :] u0
+                    lrow = L + mi[i] * d
                     s = 0.0
-                    for tt in range(no):
-                        s = s - lmo[i * d + tt] * xt[oi[tt] * BLOCK + col]
-                    for a in range(i):
-                        s = s - R[i * d + a] * v[a]
-                    v[i] = s * ri[i]
-                i = nm - 1
-                while i >= 0:  # R^T u[m] = v
-                    s = v[i]
-                    for a in range(i + 1, nm):
-                        s = s - R[a * d + i] * v[a]
-                    v[i] = s * ri[i]
-                    xt[mi[i] * BLOCK + col] = v[i]
-                    i -= 1
+                    for a in range(d):
+                        s = s + lrow[a] * ur[a]
+                    av[col * d + i] = s
             nb += take
             j += take
             ne += 1
             e_lo[ne] = nb
+        if err[0]:
+            break
     if err[0] == 0 and nb > 0:
-        ll += _tm_flush(d, K, nb, ne, e_lo, e_nm, e_mi, e_off, e_shift, e_corr, pool, U, proj,
-                        cc, xt, z, lp, maha, mx, inv, rsum, wb, pw, sfull, sv, rid, fit, nk, t, g,
-                        out)
+        ll += _tm_flush(d, K, nb, ne, e_lo, e_nm, e_mi, e_off, pool, L, h_t, U, proj, cc, xt,
+                        av, z, lp, rt, maha, mx, inv, rsum, wb, pw, sfull, sv, qv, order, cnt,
+                        lm, lnm, A, Rv, Ri, s8, det8, cconst, rid, fit, nk, t, tt, g, out, err)
+    if fit and err[0] == 0:
+        for k in range(K):
+            for a in range(d):
+                t[k * d + a] += tt[a * K + k]
     free(buf)
     free(ibuf)
     free(rid)
