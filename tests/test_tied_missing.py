@@ -260,6 +260,40 @@ def test_equals_the_full_missing_kernel_with_k_copies(backend, n, d, k, frac):
 
 @pytest.mark.skipif(not COMPILED, reason="no compiled backend available")
 @pytest.mark.parametrize("backend", COMPILED)
+def test_long_and_wide_patterns_match_reference(backend):
+    """The compiled passes factorize a block's patterns together, eight at a
+    time padded to the group's largest ``|m|``, and complete rows afterwards:
+    patterns of several blocks' worth of rows (cut by block boundaries), of
+    ``|m|`` from 0 to d - 1 in one block (groups of very different sizes), a
+    pattern whose rows all have weight 0, and ``|m| > 8``."""
+    n, d, k = 900, 13, 4
+    X, w, means, pc, cc, _ = _problem(17, n, d, k, np.float64, 0.0)
+    rng = np.random.default_rng(3)
+    masks = np.zeros((d + 2, d), dtype=bool)
+    for i in range(d):  # |m| = i, one pattern each
+        masks[i, rng.permutation(d)[:i]] = True
+    masks[d, :] = masks[d - 1]
+    masks[d, 0] = ~masks[d, 0]  # |m| = d - 2 or d, some other pattern
+    masks[d + 1, rng.permutation(d)[:9]] = True
+    which = rng.integers(0, d + 2, n)
+    which[:400] = d + 1  # 400 rows share the |m| = 9 pattern
+    which[400:430] = 3
+    X[masks[which]] = np.nan
+    X[np.isnan(X).all(axis=1), 0] = 0.5  # keep every row informative
+    w[which == 3] = 0.0  # one pattern of weight 0 only
+    pat = find_patterns(X)
+    args = (X, w, pat.rows, pat.pattern_ptr, means, pc, cc)
+    want = _em(ref.em_pass_missing_tied, *args)
+    got = _em(_kernel(backend, "em_pass_missing_tied"), *args)
+    _check_em(got, want, _ll_scale(*args))
+    lp_args = (X, pat.rows, pat.pattern_ptr, means, pc, cc)
+    want_lp = _lp(ref.log_prob_missing_tied, *lp_args)[pat.rows]
+    got_lp = _lp(_kernel(backend, "log_prob_missing_tied"), *lp_args)[pat.rows]
+    _assert_close(got_lp, want_lp, np.abs(want_lp) + 1.0, "log_prob")
+
+
+@pytest.mark.skipif(not COMPILED, reason="no compiled backend available")
+@pytest.mark.parametrize("backend", COMPILED)
 def test_parity_check_catches_a_lopsided_cross_term(backend, monkeypatch):
     """Negative control: the kernels accumulate ``G + 2 H^T`` and the finish
     takes its symmetric part; reading one triangle instead (the cross term ``H``
