@@ -48,14 +48,18 @@ Diagonal
     and each segment in a block adds its constant and ``C = 1 / prec_chol^2``.
 Tied
     One precision ``L`` shared by every component (``em_pass_missing_tied``):
-    per pattern segment one Cholesky factor of ``L[m, m]``, ``C`` and the
-    regressions ``delta_k = C h_k[m]`` of all components at once (component
-    innermost); each row is completed by its conditional mean at the centre
-    of the means and projected once, the Mahalanobis distances are the
-    complete-data tied ones minus a per-pattern correction, and the
-    statistics are one ``d^2`` product per row plus per-pattern ``(m, m)``
-    terms (algebra in :mod:`fastem.backends._tied`). Rows of short segments
-    share blocks as above; a segment cut by a block continues in the next.
+    rows are gathered into blocks with zeros at their missing coordinates;
+    when a block is full its patterns get their conditionals together, eight
+    at a time with the pattern as the innermost (vector) axis, in order of
+    their number of missing coordinates (one Cholesky factor of ``L[m, m]``
+    and ``C`` per pattern, then the regressions ``delta_k = C h_k[m]`` of all
+    components at once, component innermost). Each row is then completed by
+    its conditional mean at the centre of the means and projected once, the
+    Mahalanobis distances are the complete-data tied ones minus a per-pattern
+    correction, and the statistics are one ``d^2`` product per row plus
+    per-pattern ``(m, m)`` terms (algebra in :mod:`fastem.backends._tied`).
+    Rows of short segments share blocks as above; a segment cut by a block
+    continues in the next.
 Precision
     Everything is float64 whatever the dtype of ``X`` (as in the reference,
     which widens ``x`` and ``mu`` before subtracting): ``y[m]`` is a float64

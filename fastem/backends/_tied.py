@@ -54,7 +54,7 @@ def finish(e: np.ndarray, nk: np.ndarray, t: np.ndarray, g: np.ndarray, sx, sxx)
 # ``B = -C L[m, o]`` are the same for every component, so a pass factors
 # ``L[m, m] = R R^T`` once per pattern (not k times). Per row, ``u`` is the row
 # about ``c`` completed by its conditional mean *at the centre*:
-# ``u[o] = x[o] - c[o]``, ``u[m] = B u[o]`` (two triangular solves with ``R``),
+# ``u[o] = x[o] - c[o]``, ``u[m] = B u[o] = -C L[m, :] u0`` (``u0``: zeros at ``m``),
 # and ``z = u U`` is its one projection. Component ``k``'s deviation is then
 #
 #     y_k = u - e_k + E_m delta_k,   delta_k = e_k[m] - B e_k[o] = C h_k[m],
