@@ -24,6 +24,13 @@
 
 #include <stddef.h>
 
+/* The vector helpers below are static inline: their AVX-sized arguments cross
+   no ABI boundary, so gcc's note about it (builds without AVX) is noise. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 #if defined(__GNUC__)
 #define FT_RESTRICT __restrict__
 #else
@@ -201,7 +208,7 @@ static inline ft_v4 ft_hsum4(ft_vd a, ft_vd b, ft_vd c, ft_vd d) {
 
 /* Keep a loaded vector in a register: gcc otherwise folds the load into each of
    the four FMAs that use it (W4: 20 loads per 16 FMAs, load-bound, instead of 8). */
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__AVX__)
 #define FT_KEEP(v) __asm__("" : "+v"(v))
 #else
 #define FT_KEEP(v) ((void)0)
@@ -345,6 +352,10 @@ static inline void fastem_accum_full(const double *xt, ptrdiff_t ld, ptrdiff_t d
         }
     }
 }
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
 #endif
 
 #endif /* FASTEM_FULL_TILES_H */
