@@ -209,9 +209,12 @@ cdef extern from "_full_tiles.h":
     void fastem_tri_maha_float(const float* xt, Py_ssize_t ld, Py_ssize_t d, const float* mu,
                                const float* U, Py_ssize_t n, float* acc,
                                float* maha) noexcept nogil
-    void fastem_accum_full(const double* xt, Py_ssize_t ld, Py_ssize_t d, const double* mu,
-                           const double* w, Py_ssize_t n, double* rd, double* sx,
-                           double* sxx) noexcept nogil
+    void fastem_accum_full_double(const double* xt, Py_ssize_t ld, Py_ssize_t d,
+                                  const double* mu, const double* w, Py_ssize_t n, double* rd,
+                                  double* sx, double* sxx) noexcept nogil
+    void fastem_accum_full_float(const float* xt, Py_ssize_t ld, Py_ssize_t d, const float* mu,
+                                 const double* w, Py_ssize_t n, double* rd, double* sx,
+                                 double* sxx) noexcept nogil
 
 
 cdef enum:
@@ -590,22 +593,17 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
     sxx (upper triangle) and return the loglik; else write the log-densities to
     out (n x K)."""
     cdef Py_ssize_t B = FULL_BLOCK, dd = d * d
-    cdef Py_ssize_t start, nb, n, k, r, a
+    cdef Py_ssize_t start, nb, n, k, r
     cdef double ll = 0.0, ck, rsum
-    cdef floating m
     cdef floating* xt = <floating*>malloc((d + 5) * B * sizeof(floating))
     cdef floating* acc
     cdef floating* maha
     cdef double* lp = <double*>malloc(K * B * sizeof(double))
     cdef double* rd = NULL
-    cdef double* cd = NULL
-    cdef double* zmu = NULL
     cdef double* mx = NULL
     cdef double* inv = NULL
-    cdef const double* xs
-    cdef const double* mus
     if out == NULL:
-        rd = <double*>malloc(((2 * d + 2) * B + d) * sizeof(double))
+        rd = <double*>malloc((d + 2) * B * sizeof(double))
     if xt == NULL or lp == NULL or (out == NULL and rd == NULL):
         err[0] = 1
         free(xt)
@@ -615,11 +613,8 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
     acc = xt + d * B
     maha = acc + 4 * B
     if out == NULL:
-        cd = rd + d * B  # float32: the centred block widened to float64
-        mx = cd + d * B
+        mx = rd + d * B
         inv = mx + B
-        zmu = inv + B
-        memset(zmu, 0, d * sizeof(double))
     start = r0
     while start < r1:
         nb = r1 - start if r1 - start < B else B
@@ -648,16 +643,11 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
                     continue
                 nk[k] += rsum
                 if floating is double:
-                    xs = xt
-                    mus = means + k * d
-                else:  # centred in float32 (as the reference), then widened once
-                    for a in range(d):
-                        m = means[k * d + a]
-                        for r in range(n):
-                            cd[a * B + r] = <double>(xt[a * B + r] - m)
-                    xs = cd
-                    mus = zmu
-                fastem_accum_full(xs, B, d, mus, lp + k * B, n, rd, sx + k * d, sxx + k * dd)
+                    fastem_accum_full_double(xt, B, d, means + k * d, lp + k * B, n, rd,
+                                             sx + k * d, sxx + k * dd)
+                else:  # centred in float32 (as the reference), widened on load
+                    fastem_accum_full_float(xt, B, d, means + k * d, lp + k * B, n, rd,
+                                            sx + k * d, sxx + k * dd)
         start += B
     free(xt)
     free(lp)

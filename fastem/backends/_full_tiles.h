@@ -160,9 +160,10 @@ FT_TRI_MAHA(double)
 FT_TRI_MAHA(float)
 
 /* ------------------------------------------------------------------------- */
-/* Statistics: with y_r = xt[:, r] - mu (a centred xt takes mu = 0),          */
-/* add sum_r w[r] y_r to sx (d) and the upper triangle of sum_r w[r] y_r y_r^T */
-/* to sxx (d x d, row-major). rd: d * ld scratch, receives w * y. float64.     */
+/* Statistics: with y_r = xt[:, r] - mu (subtracted in the type of xt, then    */
+/* float64), add sum_r w[r] y_r to sx (d) and the upper triangle of            */
+/* sum_r w[r] y_r y_r^T to sxx (d x d, row-major). rd: d * ld float64 scratch, */
+/* receives w * y for the first 4 * (d / 4) features.                          */
 
 #if defined(__GNUC__)
 #if FT_VW == 8
@@ -214,144 +215,162 @@ static inline ft_v4 ft_hsum4(ft_vd a, ft_vd b, ft_vd c, ft_vd d) {
 #define FT_KEEP(v) ((void)0)
 #endif
 
-static inline void fastem_accum_full(const double *FT_RESTRICT xt, ptrdiff_t ld, ptrdiff_t d,
-                                     const double *FT_RESTRICT mu, const double *FT_RESTRICT w,
-                                     ptrdiff_t n, double *FT_RESTRICT rd,
-                                     double *FT_RESTRICT sx, double *FT_RESTRICT sxx) {
-    ptrdiff_t i, j, b;
-    const ft_vd zero = {0};
-    /* rd = w * y, and sx: four features per pass (one accumulator per pass was
-       bound by the latency of its adds) */
-    for (i = 0; i + 4 <= d; i += 4) {
-        const double *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;
-        const double *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;
-        double *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;
-        double *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;
-        const double m0 = mu[i], m1 = mu[i + 1], m2 = mu[i + 2], m3 = mu[i + 3];
-        ft_vd c0 = zero, c1 = zero, c2 = zero, c3 = zero;
-        for (b = 0; b < n; b += FT_VW) {
-            const ft_vd r = FT_LD(w + b);
-            const ft_vd v0 = r * (FT_LD(q0 + b) - m0), v1 = r * (FT_LD(q1 + b) - m1);
-            const ft_vd v2 = r * (FT_LD(q2 + b) - m2), v3 = r * (FT_LD(q3 + b) - m3);
-            FT_ST(p0 + b, v0); FT_ST(p1 + b, v1); FT_ST(p2 + b, v2); FT_ST(p3 + b, v3);
-            c0 += v0; c1 += v1; c2 += v2; c3 += v3;
-        }
-        FT_ADD4(sx + i, ft_hsum4(c0, c1, c2, c3));
-    }
-    for (; i < d; ++i) {
-        const double *FT_RESTRICT q = xt + i * ld;
-        double *FT_RESTRICT p = rd + i * ld;
-        const double m = mu[i];
-        ft_vd s = zero;
-        for (b = 0; b < n; b += FT_VW) {
-            ft_vd v = FT_LD(w + b) * (FT_LD(q + b) - m);
-            FT_ST(p + b, v);
-            s += v;
-        }
-        sx[i] += ft_hsum(s);
-    }
-#define FT_Y(c) (FT_LD(q##c + b) - m##c)
-    for (i = 0; i + 4 <= d; i += 4) {
-        const double *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;
-        const double *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;
-        double *s0 = sxx + i * d, *s1 = s0 + d, *s2 = s1 + d, *s3 = s2 + d;
-        { /* the 4x4 tile on the diagonal: its 10 upper sums */
-            const double *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;
-            const double *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;
-            const double m0 = mu[i], m1 = mu[i + 1];
-            const double m2 = mu[i + 2], m3 = mu[i + 3];
-            ft_vd c00 = zero, c01 = zero, c02 = zero, c03 = zero, c11 = zero;
-            ft_vd c12 = zero, c13 = zero, c22 = zero, c23 = zero, c33 = zero;
-            for (b = 0; b < n; b += FT_VW) {
-                ft_vd v0 = FT_LD(p0 + b), v1 = FT_LD(p1 + b);
-                ft_vd v2 = FT_LD(p2 + b), v3 = FT_LD(p3 + b);
-                FT_KEEP(v0); FT_KEEP(v1); FT_KEEP(v2); FT_KEEP(v3);
-                const ft_vd y0 = FT_Y(0), y1 = FT_Y(1), y2 = FT_Y(2), y3 = FT_Y(3);
-                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;
-                c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;
-                c22 += v2 * y2; c23 += v2 * y3;
-                c33 += v3 * y3;
-            }
-            FT_ADD4(s0 + i, ft_hsum4(c00, c01, c02, c03));
-            const ft_v4 h = ft_hsum4(c11, c12, c13, c22), g = ft_hsum4(c23, c33, zero, zero);
-            s1[i + 1] += h[0]; s1[i + 2] += h[1]; s1[i + 3] += h[2];
-            s2[i + 2] += h[3]; s2[i + 3] += g[0];
-            s3[i + 3] += g[1];
-        }
-        for (j = i + 4; j + 4 <= d; j += 4) { /* full 4x4 tiles right of it */
-            const double *FT_RESTRICT q0 = xt + j * ld, *FT_RESTRICT q1 = q0 + ld;
-            const double *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;
-            const double m0 = mu[j], m1 = mu[j + 1];
-            const double m2 = mu[j + 2], m3 = mu[j + 3];
-            ft_vd c00 = zero, c01 = zero, c02 = zero, c03 = zero;
-            ft_vd c10 = zero, c11 = zero, c12 = zero, c13 = zero;
-            ft_vd c20 = zero, c21 = zero, c22 = zero, c23 = zero;
-            ft_vd c30 = zero, c31 = zero, c32 = zero, c33 = zero;
-            for (b = 0; b < n; b += FT_VW) {
-                ft_vd v0 = FT_LD(p0 + b), v1 = FT_LD(p1 + b);
-                ft_vd v2 = FT_LD(p2 + b), v3 = FT_LD(p3 + b);
-                FT_KEEP(v0); FT_KEEP(v1); FT_KEEP(v2); FT_KEEP(v3);
-                const ft_vd y0 = FT_Y(0), y1 = FT_Y(1), y2 = FT_Y(2), y3 = FT_Y(3);
-                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;
-                c10 += v1 * y0; c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;
-                c20 += v2 * y0; c21 += v2 * y1; c22 += v2 * y2; c23 += v2 * y3;
-                c30 += v3 * y0; c31 += v3 * y1; c32 += v3 * y2; c33 += v3 * y3;
-            }
-            FT_ADD4(s0 + j, ft_hsum4(c00, c01, c02, c03));
-            FT_ADD4(s1 + j, ft_hsum4(c10, c11, c12, c13));
-            FT_ADD4(s2 + j, ft_hsum4(c20, c21, c22, c23));
-            FT_ADD4(s3 + j, ft_hsum4(c30, c31, c32, c33));
-        }
-        for (; j < d; ++j) { /* the d % 4 last columns */
-            const double *FT_RESTRICT q0 = xt + j * ld;
-            const double m0 = mu[j];
-            ft_vd c0 = zero, c1 = zero, c2 = zero, c3 = zero;
-            for (b = 0; b < n; b += FT_VW) {
-                const ft_vd y0 = FT_Y(0);
-                c0 += FT_LD(p0 + b) * y0; c1 += FT_LD(p1 + b) * y0;
-                c2 += FT_LD(p2 + b) * y0; c3 += FT_LD(p3 + b) * y0;
-            }
-            const ft_v4 h = ft_hsum4(c0, c1, c2, c3);
-            s0[j] += h[0]; s1[j] += h[1]; s2[j] += h[2]; s3[j] += h[3];
-        }
-    }
-    for (; i < d; ++i) { /* the d % 4 last rows */
-        const double *FT_RESTRICT p0 = rd + i * ld;
-        for (j = i; j < d; ++j) {
-            const double *FT_RESTRICT q0 = xt + j * ld;
-            const double m0 = mu[j];
-            ft_vd c0 = zero;
-            for (b = 0; b < n; b += FT_VW) c0 += FT_LD(p0 + b) * FT_Y(0);
-            sxx[i * d + j] += ft_hsum(c0);
-        }
-    }
-#undef FT_Y
+#define FT_ACCUM(T, Y)                                                                        \
+static inline void fastem_accum_full_##T(const T *FT_RESTRICT xt, ptrdiff_t ld, ptrdiff_t d,  \
+                                        const T *FT_RESTRICT mu, const double *FT_RESTRICT w, \
+                                        ptrdiff_t n, double *FT_RESTRICT rd,                  \
+                                        double *FT_RESTRICT sx, double *FT_RESTRICT sxx) {    \
+    ptrdiff_t i, j, b;                                                                        \
+    const ft_vd zero = {0};                                                                   \
+    /* rd = w * y and sx, four features per pass (one sum per pass waited on its adds) */     \
+    for (i = 0; i + 4 <= d; i += 4) {                                                         \
+        const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;                     \
+        const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                         \
+        double *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;                      \
+        double *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;                          \
+        const T m0 = mu[i], m1 = mu[i + 1], m2 = mu[i + 2], m3 = mu[i + 3];                   \
+        ft_vd c0 = zero, c1 = zero, c2 = zero, c3 = zero;                                     \
+        for (b = 0; b < n; b += FT_VW) {                                                      \
+            const ft_vd r = FT_LD(w + b);                                                     \
+            const ft_vd v0 = r * Y(q0 + b, m0), v1 = r * Y(q1 + b, m1);                       \
+            const ft_vd v2 = r * Y(q2 + b, m2), v3 = r * Y(q3 + b, m3);                       \
+            FT_ST(p0 + b, v0); FT_ST(p1 + b, v1); FT_ST(p2 + b, v2); FT_ST(p3 + b, v3);       \
+            c0 += v0; c1 += v1; c2 += v2; c3 += v3;                                           \
+        }                                                                                     \
+        FT_ADD4(sx + i, ft_hsum4(c0, c1, c2, c3));                                            \
+    }                                                                                         \
+    for (i = 0; i + 4 <= d; i += 4) {                                                         \
+        const double *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;                \
+        const double *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;                    \
+        double *s0 = sxx + i * d, *s1 = s0 + d, *s2 = s1 + d, *s3 = s2 + d;                   \
+        { /* the 4x4 tile on the diagonal: its 10 upper sums */                               \
+            const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;                 \
+            const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                     \
+            const T m0 = mu[i], m1 = mu[i + 1], m2 = mu[i + 2], m3 = mu[i + 3];               \
+            ft_vd c00 = zero, c01 = zero, c02 = zero, c03 = zero, c11 = zero;                 \
+            ft_vd c12 = zero, c13 = zero, c22 = zero, c23 = zero, c33 = zero;                 \
+            for (b = 0; b < n; b += FT_VW) {                                                  \
+                ft_vd v0 = FT_LD(p0 + b), v1 = FT_LD(p1 + b);                                 \
+                ft_vd v2 = FT_LD(p2 + b), v3 = FT_LD(p3 + b);                                 \
+                FT_KEEP(v0); FT_KEEP(v1); FT_KEEP(v2); FT_KEEP(v3);                           \
+                const ft_vd y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1);                           \
+                const ft_vd y2 = Y(q2 + b, m2), y3 = Y(q3 + b, m3);                           \
+                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;               \
+                c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;                               \
+                c22 += v2 * y2; c23 += v2 * y3;                                               \
+                c33 += v3 * y3;                                                               \
+            }                                                                                 \
+            FT_ADD4(s0 + i, ft_hsum4(c00, c01, c02, c03));                                    \
+            const ft_v4 h = ft_hsum4(c11, c12, c13, c22), g = ft_hsum4(c23, c33, zero, zero); \
+            s1[i + 1] += h[0]; s1[i + 2] += h[1]; s1[i + 3] += h[2];                          \
+            s2[i + 2] += h[3]; s2[i + 3] += g[0];                                             \
+            s3[i + 3] += g[1];                                                                \
+        }                                                                                     \
+        for (j = i + 4; j + 4 <= d; j += 4) { /* full 4x4 tiles right of it */                \
+            const T *FT_RESTRICT q0 = xt + j * ld, *FT_RESTRICT q1 = q0 + ld;                 \
+            const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                     \
+            const T m0 = mu[j], m1 = mu[j + 1], m2 = mu[j + 2], m3 = mu[j + 3];               \
+            ft_vd c00 = zero, c01 = zero, c02 = zero, c03 = zero;                             \
+            ft_vd c10 = zero, c11 = zero, c12 = zero, c13 = zero;                             \
+            ft_vd c20 = zero, c21 = zero, c22 = zero, c23 = zero;                             \
+            ft_vd c30 = zero, c31 = zero, c32 = zero, c33 = zero;                             \
+            for (b = 0; b < n; b += FT_VW) {                                                  \
+                ft_vd v0 = FT_LD(p0 + b), v1 = FT_LD(p1 + b);                                 \
+                ft_vd v2 = FT_LD(p2 + b), v3 = FT_LD(p3 + b);                                 \
+                FT_KEEP(v0); FT_KEEP(v1); FT_KEEP(v2); FT_KEEP(v3);                           \
+                const ft_vd y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1);                           \
+                const ft_vd y2 = Y(q2 + b, m2), y3 = Y(q3 + b, m3);                           \
+                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;               \
+                c10 += v1 * y0; c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;               \
+                c20 += v2 * y0; c21 += v2 * y1; c22 += v2 * y2; c23 += v2 * y3;               \
+                c30 += v3 * y0; c31 += v3 * y1; c32 += v3 * y2; c33 += v3 * y3;               \
+            }                                                                                 \
+            FT_ADD4(s0 + j, ft_hsum4(c00, c01, c02, c03));                                    \
+            FT_ADD4(s1 + j, ft_hsum4(c10, c11, c12, c13));                                    \
+            FT_ADD4(s2 + j, ft_hsum4(c20, c21, c22, c23));                                    \
+            FT_ADD4(s3 + j, ft_hsum4(c30, c31, c32, c33));                                    \
+        }                                                                                     \
+        for (; j < d; ++j) { /* the d % 4 last columns */                                     \
+            const T *FT_RESTRICT q0 = xt + j * ld;                                            \
+            const T m0 = mu[j];                                                               \
+            ft_vd c0 = zero, c1 = zero, c2 = zero, c3 = zero;                                 \
+            for (b = 0; b < n; b += FT_VW) {                                                  \
+                const ft_vd y0 = Y(q0 + b, m0);                                               \
+                c0 += FT_LD(p0 + b) * y0; c1 += FT_LD(p1 + b) * y0;                           \
+                c2 += FT_LD(p2 + b) * y0; c3 += FT_LD(p3 + b) * y0;                           \
+            }                                                                                 \
+            const ft_v4 h = ft_hsum4(c0, c1, c2, c3);                                         \
+            s0[j] += h[0]; s1[j] += h[1]; s2[j] += h[2]; s3[j] += h[3];                       \
+        }                                                                                     \
+    }                                                                                         \
+    if (i < d) { /* the d % 4 last rows: sx and their triangle (<= 6 sums) in one pass; */    \
+        /* missing rows repeat the last one and their sums are dropped */                     \
+        const ptrdiff_t r2 = d - i > 1 ? i + 1 : i, r3 = d - i > 2 ? i + 2 : r2;              \
+        const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = xt + r2 * ld;                \
+        const T *FT_RESTRICT q2 = xt + r3 * ld;                                               \
+        const T m0 = mu[i], m1 = mu[r2], m2 = mu[r3];                                         \
+        ft_vd a0 = zero, a1 = zero, a2 = zero, c00 = zero, c01 = zero, c02 = zero;            \
+        ft_vd c11 = zero, c12 = zero, c22 = zero;                                             \
+        for (b = 0; b < n; b += FT_VW) {                                                      \
+            const ft_vd r = FT_LD(w + b);                                                     \
+            const ft_vd y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1), y2 = Y(q2 + b, m2);           \
+            const ft_vd v0 = r * y0, v1 = r * y1, v2 = r * y2;                                \
+            a0 += v0; a1 += v1; a2 += v2;                                                     \
+            c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2;                                   \
+            c11 += v1 * y1; c12 += v1 * y2; c22 += v2 * y2;                                   \
+        }                                                                                     \
+        const ft_v4 h = ft_hsum4(a0, a1, a2, c00), g = ft_hsum4(c01, c02, c11, c12);          \
+        const double s22 = ft_hsum(c22);                                                      \
+        sx[i] += h[0];                                                                        \
+        sxx[i * d + i] += h[3];                                                               \
+        if (d - i > 1) {                                                                      \
+            sx[i + 1] += h[1];                                                                \
+            sxx[i * d + i + 1] += g[0];                                                       \
+            sxx[(i + 1) * d + i + 1] += g[2];                                                 \
+        }                                                                                     \
+        if (d - i > 2) {                                                                      \
+            sx[i + 2] += h[2];                                                                \
+            sxx[i * d + i + 2] += g[1];                                                       \
+            sxx[(i + 1) * d + i + 2] += g[3];                                                 \
+            sxx[(i + 2) * d + i + 2] += s22;                                                  \
+        }                                                                                     \
+    }                                                                                         \
 }
+
+/* y = x - mu in the type of x (as the reference subtracts), widened to float64 */
+#define FT_Y_DOUBLE(p, m) (FT_LD(p) - (m))
+typedef float ft_vf __attribute__((vector_size(4 * FT_VW)));
+typedef float ft_vfu __attribute__((vector_size(4 * FT_VW), aligned(4), may_alias));
+#define FT_Y_FLOAT(p, m) __builtin_convertvector(*(const ft_vfu *)(p) - (m), ft_vd)
+FT_ACCUM(double, FT_Y_DOUBLE)
+FT_ACCUM(float, FT_Y_FLOAT)
 
 #else /* portable scalar fallback (not GNU C): the same sums, in row order */
 
-static inline void fastem_accum_full(const double *xt, ptrdiff_t ld, ptrdiff_t d,
-                                     const double *mu, const double *w, ptrdiff_t n,
-                                     double *rd, double *sx, double *sxx) {
-    ptrdiff_t i, j, b;
-    for (i = 0; i < d; ++i) {
-        const double m = mu[i];
-        double s = 0.0;
-        for (b = 0; b < n; ++b) {
-            rd[i * ld + b] = w[b] * (xt[i * ld + b] - m);
-            s += rd[i * ld + b];
-        }
-        sx[i] += s;
-    }
-    for (i = 0; i < d; ++i) {
-        for (j = i; j < d; ++j) {
-            const double m = mu[j];
-            double s = 0.0;
-            for (b = 0; b < n; ++b) s += rd[i * ld + b] * (xt[j * ld + b] - m);
-            sxx[i * d + j] += s;
-        }
-    }
+#define FT_ACCUM(T)                                                                   \
+static inline void fastem_accum_full_##T(const T *xt, ptrdiff_t ld, ptrdiff_t d,       \
+                                        const T *mu, const double *w, ptrdiff_t n,     \
+                                        double *rd, double *sx, double *sxx) {         \
+    ptrdiff_t i, j, b;                                                                \
+    for (i = 0; i < d; ++i) {                                                         \
+        double s = 0.0;                                                               \
+        for (b = 0; b < n; ++b) {                                                     \
+            rd[i * ld + b] = w[b] * (double)(T)(xt[i * ld + b] - mu[i]);              \
+            s += rd[i * ld + b];                                                      \
+        }                                                                             \
+        sx[i] += s;                                                                   \
+    }                                                                                 \
+    for (i = 0; i < d; ++i) {                                                         \
+        for (j = i; j < d; ++j) {                                                     \
+            double s = 0.0;                                                           \
+            for (b = 0; b < n; ++b)                                                   \
+                s += rd[i * ld + b] * (double)(T)(xt[j * ld + b] - mu[j]);            \
+            sxx[i * d + j] += s;                                                      \
+        }                                                                             \
+    }                                                                                 \
 }
+FT_ACCUM(double)
+FT_ACCUM(float)
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__)
