@@ -221,12 +221,12 @@ def main(argv=None):
     cov_type, D, K, S, T, n_mix = WORKLOADS[args.workload]
     X, lengths, init = make_data(cov_type, D, K, S, T, n_mix)
     common = dict(covariance_type=cov_type, init_params="", tol=-np.inf)
-    ours_common = dict(common, backend=args.backend)
     if n_mix is None:
         ours, theirs = fh.GaussianHMM, hl.GaussianHMM
     else:
         ours, theirs = fh.GMMHMM, hl.GMMHMM
         common["n_mix"] = n_mix
+    ours_common = dict(common, backend=args.backend)
     if args.ab_kernels:
         print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}")
         make = lambda n: ours(K, n_iter=n, **dict(common, backend="numba"))  # noqa: E731
