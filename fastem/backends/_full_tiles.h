@@ -1,20 +1,27 @@
 /* Register-tiled kernels of the Cython backend's full-covariance pass.
  *
- * Included by _cython.pyx (the full-covariance chunk worker). A block of rows is
- * stored feature-major: xt[a * ld + r] is feature a of row r, for n rows (n a
- * multiple of FT_VW; rows past the block's real ones are zero with zero
- * responsibility). Why C and not Cython loops:
+ * Included by _cython.pyx (_full_chunk). A block of rows is stored
+ * feature-major: xt[a * ld + r] is feature a of row r, for n rows (n a multiple
+ * of FT_ROWS_MULTIPLE; rows past the block's real ones are zero with zero
+ * responsibility). Why C and not Cython loops (what the Cython version lost,
+ * found in gcc's -fopt-info-vec output and the disassembly):
  *
- * - restrict pointers: the Cython versions of these loops (all through plain
- *   pointers to the same type) were vectorized only behind run-time alias
- *   checks, and one output row per pass meant a load and store of it per four
- *   FMAs. Here four output coordinates live in four partial-sum rows and every
- *   loaded input row feeds four of them (16 FMAs per 4 + 4 loads, 4 stores).
+ * - restrict pointers: the Cython loops (plain pointers of one type) were
+ *   vectorized only behind run-time alias checks, and one output row per pass
+ *   meant a load and store of it per four FMAs. Here four output coordinates
+ *   live in four partial-sum rows and every loaded input row feeds four of
+ *   them (16 FMAs per 4 + 4 loads and 4 stores).
  * - Sums over rows (the second moments) are reductions, which gcc does not
  *   vectorize without -ffast-math (it may not reorder them). They are written
  *   with GNU vector extensions: each of the 4 x 4 sums of a tile keeps one
- *   vector accumulator, horizontally added in a fixed order at the end, so the
- *   order depends only on d and n (determinism), never on the thread count.
+ *   vector accumulator, reduced at the end four at a time by vector
+ *   transpose-adds (scalar reductions were a fifth of a tile's instructions),
+ *   in an order that depends only on d and n (determinism), never on the
+ *   thread count.
+ * - FT_KEEP holds a tile's loaded rows in registers: gcc otherwise folds each
+ *   load into the four FMAs that use it and the loop becomes load-bound.
+ * - Blocks of 256 rows (_cython.pyx's FULL_BLOCK): the per-block set-up of a
+ *   tile (16 coefficients, 16 reductions) is paid once per 256 rows, not 32.
  *
  * Centring (x - mu) is fused into the loads and done in the type of x (as the
  * NumPy reference subtracts), so no centred copy per component is written.
