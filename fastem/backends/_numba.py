@@ -31,12 +31,13 @@ Blocks (vectorization)
       loads of ``x`` and four of the partial sums), only the ``j <= j'``
       terms; the centring is fused into the loads and the squared norm into
       the last pass. The full-covariance kernel uses longer blocks
-      (:func:`_block_rows_full`, 256 rows): the tiled loops run 2-3x faster
-      on 256 rows than on 64.
+      (:func:`_block_rows_full`, 256 rows, 512 for float32): the tiled loops
+      run 2-3x faster on 256 rows than on 64.
     * log-sum-exp per row with the vectorizable :func:`exp64`; the
       exponentials are kept and scaled by ``w / sum`` to give the
       responsibilities (one exp per row and component).
-    * Statistics (:func:`_accum_full_tiled`): ``r (x - mu)`` (``mu`` is the
+    * Statistics (:func:`_accum_full_tiled`; float32: :func:`_accum_full_tiled32`,
+      see below): ``r (x - mu)`` (``mu`` is the
       shift) is formed once in float64, and the upper triangle of ``sxx`` is
       accumulated in 4x4 tiles of dot products over the block (16 FMAs per
       eight loads), the centring again fused into the loads; it is mirrored
@@ -201,7 +202,8 @@ def _block_rows_full(d, itemsize):
     kernels run 2-3x faster on 256 rows than on 64 at d = 16..64), while the
     (d, B) blocks stay within the L2 cache. float32 (``itemsize`` 4) takes
     twice the rows of float64 (the same bytes): the vector loops then run as
-    many iterations per tile, and the float32 E-step ~1.2x faster than on 256.
+    many iterations per tile (a float32 pass on W2/W4 took 1.13x/1.24x the
+    time with 256 rows, 1.29x on W2 with 1024).
 
     For float32 this is also the unit of the row grid whose block sums are
     float32 (see :func:`_chunks_full`), so it depends on ``d`` only.
