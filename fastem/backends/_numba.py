@@ -1185,36 +1185,27 @@ def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
 @njit(**_JIT)
 def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_p, sxx_p, out, fit):
     """E-step (and, if ``fit``, statistics) of full-covariance chunks ``i0:i1``
-    of ``nc`` (see :func:`_chunk_rows` for the rows of chunk ``c``).
+    of ``nc`` (chunk ``c`` is rows ``c n / nc : (c + 1) n / nc``), float64 ``X``
+    (float32 ``X`` takes :func:`_chunks_full32`).
 
     With ``fit`` chunk ``c`` adds its statistics to ``nk_p[c]``/``sx_p[c]``/
     ``sxx_p[c]`` (upper triangle) and its loglik to ``ll_p[c]``; otherwise the
     log-densities go to ``out`` (and the partials are not touched).
-
-    float32 ``X``: the statistics of a block are summed in float32 (twice the
-    SIMD width) and added to the float64 partials. A float32 sum depends on
-    which rows it adds, so the blocks are a fixed grid of ``B`` rows counted
-    from row 0 of ``X`` (chunk boundaries fall on it): the same block sums
-    come out whatever the thread count, and for any split of ``X`` into
-    pieces of a multiple of ``B`` rows (out-of-core blocks), which then differ
-    from the whole only in the float64 order of adding the block sums.
-    float64 ``X``: float64 throughout, chunks of ``n / nc`` rows.
     """
     n, d = X.shape
     k = means.shape[0]
-    f32 = X.itemsize == 4
     B = _block_rows_full(d, X.itemsize)
     xt = np.empty((d, B), dtype=X.dtype)
     acc = np.empty((4, B), dtype=X.dtype)
     maha = np.empty(B, dtype=X.dtype)
     logp = np.empty((k, B), dtype=np.float64)
-    rc = np.empty(B, dtype=X.dtype)  # the statistics' block sums run in the dtype of X
-    rd = np.empty((d, B), dtype=X.dtype)
+    rc = np.empty(B, dtype=np.float64)
+    rd = np.empty((d, B), dtype=np.float64)
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
-    e32 = np.empty((k, B if f32 else 0), dtype=np.float32)  # float32 X: the exponentials
     for c in range(i0, i1):
-        lo, hi = _chunk_rows(c, n, nc, B, f32)
+        lo = c * n // nc
+        hi = (c + 1) * n // nc
         ll = 0.0
         for start in range(lo, hi, B):
             nb = min(B, hi - start)
@@ -1229,19 +1220,66 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
                     for kk in range(k):
                         out[start + b, kk] = logp[kk, b]
                 continue
-            if f32:
-                ll += _responsibilities32(logp, w, start, nb, mx, s, e32)
-            else:
-                ll += _responsibilities(logp, w, start, nb, mx, s)
+            ll += _responsibilities(logp, w, start, nb, mx, s)
             for kk in range(k):
-                if f32:
-                    nk_p[c, kk] += _accum_full_tiled32(
-                        xt, means[kk], logp[kk], nb, rc, rd, sx_p[c, kk], sxx_p[c, kk]
-                    )
-                else:
-                    nk_p[c, kk] += _accum_full_tiled(
-                        xt, means[kk], logp[kk], nb, rc, rd, sx_p[c, kk], sxx_p[c, kk]
-                    )
+                nk_p[c, kk] += _accum_full_tiled(
+                    xt, means[kk], logp[kk], nb, rc, rd, sx_p[c, kk], sxx_p[c, kk]
+                )
+        if fit:
+            ll_p[c] = ll
+
+
+@njit(**_JIT)
+def _chunks_full32(
+    i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_p, sxx_p, out, fit
+):
+    """:func:`_chunks_full` for float32 ``X`` (its own kernel, so that a fit
+    compiles only the one its dtype needs; one kernel with both paths took
+    ~9 s of CPU to compile instead of ~5).
+
+    The statistics of a block are summed in float32 (twice the SIMD width;
+    :func:`_accum_full_tiled32`) and added to the float64 partials. A float32
+    sum depends on which rows it adds, so the blocks are a fixed grid of
+    ``B`` rows counted from row 0 of ``X`` and chunk boundaries fall on it
+    (:func:`_chunk_rows`): the same block sums come out whatever the thread
+    count, and for any split of ``X`` into pieces of a multiple of ``B`` rows
+    (out-of-core blocks), which then differ from the whole only in the
+    float64 order of adding the block sums. The responsibilities take float32
+    exponentials (:func:`_responsibilities32`).
+    """
+    n, d = X.shape
+    k = means.shape[0]
+    B = _block_rows_full(d, X.itemsize)
+    xt = np.empty((d, B), dtype=X.dtype)
+    acc = np.empty((4, B), dtype=X.dtype)
+    maha = np.empty(B, dtype=X.dtype)
+    logp = np.empty((k, B), dtype=np.float64)
+    rc = np.empty(B, dtype=X.dtype)
+    rd = np.empty((d, B), dtype=X.dtype)
+    mx = np.empty(B, dtype=np.float64)
+    s = np.empty(B, dtype=np.float64)
+    e32 = np.empty((k, B), dtype=np.float32)
+    for c in range(i0, i1):
+        lo, hi = _chunk_rows(c, n, nc, B, True)
+        ll = 0.0
+        for start in range(lo, hi, B):
+            nb = min(B, hi - start)
+            _load_block(X, start, nb, xt)
+            for kk in range(k):
+                _tri_maha_tiled(xt, means[kk], prec_chol[kk], nb, acc, maha)
+                cc = comp_const[kk]
+                for b in range(nb):
+                    logp[kk, b] = cc - 0.5 * np.float64(maha[b])
+            if not fit:
+                for b in range(nb):
+                    for kk in range(k):
+                        out[start + b, kk] = logp[kk, b]
+                continue
+            ll += _responsibilities32(logp, w, start, nb, mx, s, e32)
+            for kk in range(k):
+                nk_p[c, kk] += _accum_full_tiled32(
+                    xt, means[kk], logp[kk], nb, rc, rd, sx_p[c, kk], sxx_p[c, kk]
+                )
         if fit:
             ll_p[c] = ll
 
@@ -1357,9 +1395,12 @@ def _pass(kernel, X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx, f
     return ll_p, sxx_p.sum(axis=0)
 
 
-def _full_kernel(d):
-    """The full-covariance chunk kernel for ``d`` features (only it gets compiled)."""
-    return _chunks_full if d >= 4 else _chunks_full_small
+def _full_kernel(d, dtype):
+    """The full-covariance chunk kernel for ``d`` features of ``dtype`` (only
+    it gets compiled)."""
+    if d < 4:
+        return _chunks_full_small
+    return _chunks_full32 if dtype == np.float32 else _chunks_full
 
 
 def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
@@ -1373,7 +1414,7 @@ def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     """
     k, d = means.shape
     ll_p, s = _pass(
-        _full_kernel(d), X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx,
+        _full_kernel(d, X.dtype), X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx,
         k * (d * d + d + 1), (k, d, d),
     )  # fmt: skip
     _mirror_upper(s, sxx)
@@ -1401,7 +1442,7 @@ def em_pass_diag(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
 def log_prob_full(X, means, prec_chol, comp_const, out):
     """Weighted log-densities ``out[i, k]``, full precision Cholesky factors."""
     nc = _n_chunks(X.shape[0], 0)  # no partials: only the row split
-    run_chunks(_full_kernel(X.shape[1]), nc, nc, X, _NO_W, means, prec_chol, comp_const,
+    run_chunks(_full_kernel(X.shape[1], X.dtype), nc, nc, X, _NO_W, means, prec_chol, comp_const,
                *_no_partials(4), out, False)  # fmt: skip
 
 
