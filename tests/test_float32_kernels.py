@@ -205,6 +205,31 @@ def test_log_ge1_accuracy():
     assert np.all(np.abs(got - want) <= 4e-16 * np.maximum(want, 1.0))
 
 
+@pytest.mark.parametrize("d", [8, 16])
+def test_float32_fit_keeps_sklearn_parity(d):
+    """The float32 block sums keep scikit-learn's float32 model at the parity
+    tolerances of test_sklearn_parity (which fits d = 3, the untiled kernel)."""
+    import warnings
+
+    sklearn_mixture = pytest.importorskip("sklearn.mixture")
+    from _helpers import initial_parameters
+
+    from fastem import GaussianMixture
+    from fastem.datasets import make_mixture
+
+    X, _ = make_mixture(5000, d, 4, random_state=1, dtype=np.float32)
+    kw = dict(initial_parameters(X, 4, "full", seed=2), max_iter=25, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = GaussianMixture(backend="numba", **kw).fit(X)
+        theirs = sklearn_mixture.GaussianMixture(**kw).fit(X)
+    assert ours.means_.dtype == np.float32
+    tol = dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, **tol)
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), **tol)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="fastem._blocks does not yet round float32 block_rows to a multiple of 512 "
