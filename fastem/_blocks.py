@@ -55,6 +55,8 @@ __all__ = [
 
 #: Target size of one block of rows, in bytes of the fit's dtype.
 BLOCK_BYTES = 16 << 20
+# The float32 full-covariance kernels sum statistics in blocks of this many rows.
+FLOAT32_ROW_GRID = 512
 #: Most bytes of per-block missingness patterns kept between EM passes.
 PATTERN_CACHE_BYTES = 16 << 20
 
@@ -180,7 +182,10 @@ class BlockData:
     random_state : None, int, RandomState or Generator
         Seeds the initialization sample.
     block_rows : int or None
-        Rows per block; by default about ``BLOCK_BYTES`` of the fit's dtype.
+        Rows per block; by default about ``BLOCK_BYTES`` of the fit's dtype
+        (for float32 rounded up to whole 512-row blocks, so out-of-core float32
+        statistics equal the in-memory ones; other block sizes agree to float32
+        rounding, about 1e-9).
     sample : bool, default=True
         Draw the initialization sample during validation (False when the
         initial parameters are given: it is then drawn only if asked for).
@@ -206,6 +211,11 @@ class BlockData:
             self._dtype = np.dtype(np.float64)
         if block_rows is None:
             block_rows = max(1, BLOCK_BYTES // (d * self._dtype.itemsize))
+            if self._dtype.itemsize == 4:
+                # Whole blocks of the numba float32 grid (512 rows from row 0,
+                # fastem.backends._numba._chunks_full32): the float32 block sums
+                # then equal the in-memory fit's, not just to float32 rounding.
+                block_rows = -(-block_rows // FLOAT32_ROW_GRID) * FLOAT32_ROW_GRID
         self.block_rows = check_positive_int(block_rows, "block_rows")
         self.n_components = n_components
         self.random_state = random_state

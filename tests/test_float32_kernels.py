@@ -230,11 +230,6 @@ def test_float32_fit_keeps_sklearn_parity(d):
         np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), **tol)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fastem._blocks does not yet round float32 block_rows to a multiple of 512 "
-    "(the numba float32 grid); pieces of 341 rows regroup the float32 block sums (~1e-9)",
-)
 def test_out_of_core_float32_fit_with_blocks_off_the_grid(tmp_path, monkeypatch):
     """An out-of-core float32 full fit equals the in-memory one to 1e-12 also
     where BLOCK_BYTES // (d * 4) is not a multiple of 512 (d = 6)."""
