@@ -14,6 +14,13 @@ Usage::
     python benchmarks/hmm_peers.py [--workload HB1] [--repeats 5] [--n0 2] [--n1 12] [--memory]
     python benchmarks/hmm_peers.py --workload HB1 --ab-kernels COMMIT [--repeats 7]
     python benchmarks/hmm_peers.py --workload HB1 --backend cython [--repeats 5]
+    python benchmarks/hmm_peers.py --workload HB1 --ab-fb COMMIT [--repeats 15]
+
+``--ab-fb COMMIT`` times the Numba forward-backward kernel alone, at
+``COMMIT`` against the working tree, on the E-step inputs of the workload
+(the model after two iterations from the initial parameters): 1 thread, CPU
+time of back-to-back calls, interleaved, median of the paired ratios. Less
+disturbed by a loaded machine than whole iterations.
 
 ``--backend {numba,cython,numpy}`` sets fastem's ``backend=`` (default
 ``numba``). With a backend other than ``numba`` the run also times
@@ -200,6 +207,65 @@ def ab_kernels(commit, make, X, lengths, init, n0, n1, repeats):
     )
 
 
+class _CaptureFB:
+    """HMM kernels whose ``forward_backward`` records its arguments."""
+
+    def __init__(self, module):
+        self._module = module
+        self.args = None
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def forward_backward(self, *args):
+        self.args = args
+
+
+def ab_forward_backward(commit, make, X, lengths, init, repeats):
+    """The forward-backward kernel alone (1 thread, CPU): ``commit`` vs the working tree."""
+    import numba
+
+    from fastem.hmm import _backend
+
+    old, new = _kernels_at(commit)
+    model = make(2)
+    for name, value in init.items():
+        setattr(model, name, np.array(value, copy=True))
+    model.fit(X, lengths)
+    S = len(lengths)
+    capture = _CaptureFB(new.hmm)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    kernels = _backend.HMMKernels("numba", capture, new.mixture)
+    model._forward_backward(kernels, model._validate_X(X, fitting=False), offsets, np.ones(S))
+    logB, offsets, startprob, transmat, seq_weight = capture.args[:5]
+    K = logB.shape[1]
+    n_calls = max(1, int(2e7 // (logB.shape[0] * K * K)))  # about 10-50 ms a batch
+
+    def run(module, n):
+        out = (np.empty_like(logB), np.empty(S), np.empty((K, K)), np.empty(K))
+        c0 = time.process_time()
+        for _ in range(n):
+            module.forward_backward(logB, offsets, startprob, transmat, seq_weight, *out)
+        return (time.process_time() - c0) / n, out
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        diff = max(
+            float(np.max(np.abs(a - b)))
+            for a, b in zip(run(old.hmm, 1)[1], run(new.hmm, 1)[1], strict=True)
+        )
+        times = np.array([[run(m, n_calls)[0] for m in (old.hmm, new.hmm)] for _ in range(repeats)])
+    finally:
+        numba.set_num_threads(before)
+    o, n = times[:, 0], times[:, 1]
+    print(
+        f"  forward-backward at {commit}: {np.median(o) * 1e3:.3f} ms, working tree: "
+        f"{np.median(n) * 1e3:.3f} ms (1 thread, CPU); median paired ratio "
+        f"{np.median(o / n):.2f}x over {repeats} repeats; largest difference {diff:.1e}"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="HB1", choices=sorted(WORKLOADS))
@@ -208,6 +274,9 @@ def main(argv=None):
     parser.add_argument("--n1", type=int, default=12)
     parser.add_argument("--memory", action="store_true", help="also report peak allocations")
     parser.add_argument("--ab-kernels", metavar="COMMIT", help="A/B of the HMM kernels (no peers)")
+    parser.add_argument(
+        "--ab-fb", metavar="COMMIT", help="A/B of the forward-backward kernel alone (no peers)"
+    )
     parser.add_argument(
         "--backend", default="numba", choices=("numba", "cython", "numpy"), help="fastem backend"
     )
@@ -231,6 +300,11 @@ def main(argv=None):
         print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}")
         make = lambda n: ours(K, n_iter=n, **dict(common, backend="numba"))  # noqa: E731
         ab_kernels(args.ab_kernels, make, X, lengths, init, args.n0, args.n1, args.repeats)
+        return
+    if args.ab_fb:
+        print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}")
+        make = lambda n: ours(K, n_iter=n, **dict(common, backend="numba"))  # noqa: E731
+        ab_forward_backward(args.ab_fb, make, X, lengths, init, args.repeats)
         return
     makers = {
         "fastem": lambda n: ours(K, n_iter=n, **ours_common),
