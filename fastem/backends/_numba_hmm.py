@@ -228,16 +228,14 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
             for j in range(K):
                 outer[i, j] += a0 * b[t + 1, j]
         t += 1
-    for t in range(T):
+    for t in range(T):  # the sum first, then one store per posterior
         row = lo + t
         s = 0.0
         for k in range(K):
-            g = gamma[row, k] * beta[t, k]
-            gamma[row, k] = g
-            s += g
+            s += gamma[row, k] * beta[t, k]
         inv = 1.0 / s
         for k in range(K):
-            gamma[row, k] *= inv
+            gamma[row, k] = gamma[row, k] * beta[t, k] * inv
 
 
 #: Sequences run in lock-step by one thread (for ``K <= LANES_MAX_K``): four
@@ -450,15 +448,13 @@ def _fb_lanes(
         ll = 0.0
         for t in range(Tl):  # TINY <= c <= K: log64's domain; vectorizes over t
             ll += log64(c[ln, t]) + m[ln, t]
-        for t in range(Tl):
+        for t in range(Tl):  # the sum first, then one store per posterior
             g = 0.0
             for k in range(K):
-                v = xl[t, k] * yl[t, k]
-                gamma[lo + t, k] = v
-                g += v
+                g += xl[t, k] * yl[t, k]
             inv = 1.0 / g
             for k in range(K):
-                gamma[lo + t, k] *= inv
+                gamma[lo + t, k] = xl[t, k] * yl[t, k] * inv
         loglik[s] = ll
         w = seq_weight[s]
         for k in range(K):
