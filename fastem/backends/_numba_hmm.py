@@ -125,15 +125,16 @@ def _chunk_bounds(n_items, n_chunks, c):
 
 
 @njit(**_JIT)
-def _forward_seq(logB, lo, hi, startprob, transmat_t, alpha, b, c):
+def _forward_seq(logB, lo, hi, startprob, transmat_t, alpha, b, c, shifts):
     """Scaled forward pass of rows lo:hi: ``c_t alpha_t`` (into ``alpha[lo:hi]``,
     unnormalized: the division by ``c_t`` is off the recursion's critical path,
     in the next prediction), the shifted emissions ``b[0:T]`` and normalizers
-    ``c[0:T]``. Returns the log-likelihood. ``transmat_t`` is the transposed
-    transition matrix (C-contiguous)."""
+    ``c[0:T]``; the frames' shifts go into ``shifts[0:T]``. Returns the
+    log-likelihood, summed after the recursion (vectorized logarithms, off its
+    critical path). ``transmat_t`` is the transposed transition matrix
+    (C-contiguous)."""
     K = logB.shape[1]
     pred = np.empty(K)
-    loglik = 0.0
     for k in range(K):
         pred[k] = startprob[k]
     for t in range(hi - lo):
@@ -168,8 +169,11 @@ def _forward_seq(logB, lo, hi, startprob, transmat_t, alpha, b, c):
                 b[t, k] = math.exp(min(logB[row, k] - m2, EXP_CAP))
             m = m2
         c[t] = s
-        loglik += log64(s) + m  # TINY <= s <= K: a normal number
+        shifts[t] = m
         _mat_vec(transmat_t, alpha, row, pred, 1.0 / s)  # pred = alpha_t @ A
+    loglik = 0.0
+    for t in range(hi - lo):  # TINY <= c <= K: log64's domain
+        loglik += log64(c[t]) + shifts[t]
     return loglik
 
 
@@ -502,6 +506,7 @@ def _fb_chunks(
     b1 = np.empty((t_single, K))
     be1 = np.empty((t_single, K))
     c1 = np.empty(t_single)
+    m1 = np.empty(t_single)
     for ch in range(i0, i1):
         b_lo, b_hi = _chunk_bounds(n_batches, n_chunks, ch)
         s_lo, s_hi = b_lo * lanes, min(b_hi * lanes, S)
@@ -514,7 +519,7 @@ def _fb_chunks(
                 )  # fmt: skip
                 continue
             lo, hi = offsets[s0], offsets[s0 + 1]
-            ll = _forward_seq(logB, lo, hi, startprob, transmat_t, gamma, b1, c1)
+            ll = _forward_seq(logB, lo, hi, startprob, transmat_t, gamma, b1, c1, m1)
             loglik[s0] = ll
             if ll == -np.inf:
                 gamma[lo:hi, :] = 0.0
@@ -536,9 +541,10 @@ def _filter_chunks(i0, i1, n_chunks, logB, offsets, startprob, transmat_t, filt,
             t_max = max(t_max, offsets[s + 1] - offsets[s])
         b = np.empty((t_max, K))
         c = np.empty(t_max)
+        m = np.empty(t_max)
         for s in range(s_lo, s_hi):
             lo, hi = offsets[s], offsets[s + 1]
-            loglik[s] = _forward_seq(logB, lo, hi, startprob, transmat_t, filt, b, c)
+            loglik[s] = _forward_seq(logB, lo, hi, startprob, transmat_t, filt, b, c, m)
             if loglik[s] == -np.inf:
                 filt[lo:hi, :] = 0.0
                 continue
