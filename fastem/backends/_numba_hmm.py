@@ -134,22 +134,30 @@ def _forward_seq(logB, lo, hi, startprob, transmat_t, alpha, b, c, shifts):
     critical path). ``transmat_t`` is the transposed transition matrix
     (C-contiguous)."""
     K = logB.shape[1]
-    pred = np.empty(K)
-    for k in range(K):
-        pred[k] = startprob[k]
-    for t in range(hi - lo):
+    T = hi - lo
+    # The shifted emissions first, off the recursion: row maxima, then the
+    # exponentials in one flat loop (vector code throughout).
+    for t in range(T):
         row = lo + t
         m = -np.inf
         for k in range(K):
-            if logB[row, k] > m:
-                m = logB[row, k]
-        if m == -np.inf:
+            m = max(m, logB[row, k])
+        if m == -np.inf:  # an impossible frame: the sequence has probability 0
             return -np.inf
+        shifts[t] = m
+        for k in range(K):
+            b[t, k] = logB[row, k] - m
+    flat = b.reshape(b.shape[0] * K)
+    for i in range(T * K):
+        flat[i] = exp64(flat[i])
+    pred = np.empty(K)
+    for k in range(K):
+        pred[k] = startprob[k]
+    for t in range(T):
+        row = lo + t
         s = 0.0
         for k in range(K):
-            e = exp64(logB[row, k] - m)
-            b[t, k] = e
-            a = pred[k] * e
+            a = pred[k] * b[t, k]
             alpha[row, k] = a
             s += a
         if s < TINY:  # predicted mass only where the emission underflows: exact shift
@@ -167,9 +175,8 @@ def _forward_seq(logB, lo, hi, startprob, transmat_t, alpha, b, c, shifts):
                 alpha[row, k] = a
                 s += a
                 b[t, k] = math.exp(min(logB[row, k] - m2, EXP_CAP))
-            m = m2
+            shifts[t] = m2
         c[t] = s
-        shifts[t] = m
         _mat_vec(transmat_t, alpha, row, pred, 1.0 / s)  # pred = alpha_t @ A
     loglik = 0.0
     for t in range(hi - lo):  # TINY <= c <= K: log64's domain
