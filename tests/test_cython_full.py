@@ -1,11 +1,13 @@
 """The Cython backend's register-tiled full-covariance pass (``_full_tiles.h``).
 
-The pass treats features in 4 x 4 tiles (then the ``d % 4`` last ones singly)
-and rows in blocks of 256 padded to a multiple of 8, so every tile shape and
-every padding case is checked against the NumPy reference here: d from 1 to
-17 (each remainder of d mod 4, one to four tiles) and 33/64, n on both sides
-of the 8-row and 256-row boundaries and over several chunks. test_kernels.py
-draws random shapes for every backend; this file pins the edges.
+The pass treats features in 4 x 4 tiles (then the ``d % 4`` last ones) and
+rows in blocks of 256 (float32: 512, its statistics summed in float32 on a
+grid of such blocks) padded to a multiple of 16, so every tile shape and every
+padding case is checked against the NumPy reference here: d from 1 to 17 (each
+remainder of d mod 4, one to four tiles) and 33/64, n on both sides of the
+block boundaries and over several chunks; and the float32 sums' grid and
+scaling. test_kernels.py draws random shapes for every backend; this file pins
+the edges.
 """
 
 from __future__ import annotations
@@ -114,6 +116,50 @@ def test_zero_weight_rows_contribute_nothing():
     sub = _em(cy, np.ascontiguousarray(X[keep]), w[keep], means, U, cc)[:4]
     for a, b in zip(got, sub, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+GRID = 512  # rows of the float32 block-sum grid (d <= 128), as in the numba backend
+
+
+def test_float32_pieces_on_the_grid_add_up_to_the_whole():
+    # float32 block sums run on a grid of 512 rows from row 0 that chunk boundaries
+    # respect, so a pass over pieces of whole grid blocks (out-of-core blocks) has
+    # the same block sums as the whole and differs only in the float64 additions
+    rng = np.random.default_rng(5)
+    X, w, means, U, cc = _problem(rng, 6 * 2048 + 300, 6, 3, np.float32)
+    whole = _em(cy, X, w, means, U, cc)
+    cut = 8 * GRID
+    a = _em(cy, X[:cut], w[:cut], means, U, cc)
+    b = _em(cy, X[cut:], w[cut:], means, U, cc)
+    for i in range(4):  # loglik, nk, sx, sxx
+        np.testing.assert_allclose(a[i] + b[i], whole[i], rtol=1e-12, atol=1e-12)
+
+
+def _assert_float32_stats_close(got, want, rtol):
+    for g, r in zip(got[1:4], want[1:4], strict=True):
+        assert np.all(np.isfinite(g))
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol * np.abs(r).max())
+
+
+def test_float32_vanishing_component_neither_underflows_nor_vanishes():
+    # responsibilities ~1e-300 (far below float32's range): the block sums are of
+    # r / sum(r), scaled back in float64, so the component keeps its statistics
+    rng = np.random.default_rng(8)
+    X, w, means, U, cc = _problem(rng, 2000, 5, 3, np.float32)
+    w[:] = 1.0
+    cc = cc.copy()
+    cc[2] -= 690.0
+    got, want = _em(cy, X, w, means, U, cc), _em(ref, X, w, means, U, cc)
+    assert 0.0 < want[1][2] < 1e-290
+    for g, r in zip(got[1:4], want[1:4], strict=True):
+        np.testing.assert_allclose(g[2], r[2], rtol=1e-4, atol=1e-4 * np.abs(r[2]).max())
+
+
+def test_float32_huge_weights_do_not_overflow():
+    rng = np.random.default_rng(9)
+    X, w, means, U, cc = _problem(rng, 2000, 5, 3, np.float32)
+    w = np.where(w > 0, 1e37, 0.0)  # r y y^T would pass float32's 3.4e38
+    _assert_float32_stats_close(_em(cy, X, w, means, U, cc), _em(ref, X, w, means, U, cc), 1e-4)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ Design:
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport log, sqrt
+from libc.math cimport ldexp, log, sqrt
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
 
@@ -212,9 +212,9 @@ cdef extern from "_full_tiles.h":
     void fastem_accum_full_double(const double* xt, Py_ssize_t ld, Py_ssize_t d,
                                   const double* mu, const double* w, Py_ssize_t n, double* rd,
                                   double* sx, double* sxx) noexcept nogil
-    void fastem_accum_full_float(const float* xt, Py_ssize_t ld, Py_ssize_t d, const float* mu,
-                                 const double* w, Py_ssize_t n, double* rd, double* sx,
-                                 double* sxx) noexcept nogil
+    void fastem_accum_full_f32(const float* xt, Py_ssize_t ld, Py_ssize_t d, const float* mu,
+                               const float* w, Py_ssize_t n, float* rd, double* sx,
+                               double* sxx) noexcept nogil
 
 
 cdef enum:
@@ -543,6 +543,32 @@ cdef void _logprob_chunk(const floating* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssi
 # paid once per block and component: with BLOCK = 32 rows the same tiling
 # gained nothing. A (d, FULL_BLOCK) float64 block is 128 KiB at d = 64: the
 # block, its weighted copy and the K log-density rows stay in L2.
+#
+# float32 X sums a block's statistics in float32 (twice the SIMD lanes), as the
+# numba backend does. A float32 sum depends on which rows it adds, so float32
+# blocks are a fixed grid of _full_rows(d) rows counted from row 0 (the same
+# grid as numba's, 512 rows up to d = 128) and chunk boundaries fall on it:
+# the block sums are then the same for any thread count and for out-of-core
+# pieces of a multiple of the grid, which differ from the whole only in the
+# float64 order of adding them.
+
+cdef inline Py_ssize_t _full_rows(Py_ssize_t d, bint f32) noexcept nogil:
+    """Rows per block of the full pass: FULL_BLOCK; float32 the numba grid."""
+    if not f32:
+        return FULL_BLOCK
+    return 2 * FULL_BLOCK if d <= 128 else FULL_BLOCK
+
+
+cdef inline Py_ssize_t _chunk_start(Py_ssize_t c, Py_ssize_t n, Py_ssize_t nc,
+                                    Py_ssize_t grid) noexcept nogil:
+    """First row of chunk c of nc: c n / nc, or (grid > 0) on the grid of that
+    many rows from row 0 (a chunk may then be empty)."""
+    cdef Py_ssize_t nblk, r
+    if grid == 0:
+        return c * n // nc
+    nblk = (n + grid - 1) // grid
+    r = c * nblk // nc * grid
+    return r if r < n else n
 
 cdef inline double _resp_ld(double* lp, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t n,
                             Py_ssize_t ld, const double* w, double* mx,
@@ -585,6 +611,31 @@ cdef inline double _resp_ld(double* lp, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t 
     return ll
 
 
+cdef inline void _accum_f32(const float* xt, Py_ssize_t B, Py_ssize_t d, const float* mu,
+                            const double* r, Py_ssize_t n, double rsum, double tiny,
+                            double big, float* rc, float* rd, double* sxb, double* sxxb,
+                            double* sx, double* sxx) noexcept nogil:
+    """float32 X: one block's statistics summed in float32, of r / rsum (in
+    [0, 1]: a vanishing component's ~1e-300 or a huge weight neither underflows
+    nor overflows float32), added to sx, sxx times rsum in float64."""
+    cdef Py_ssize_t i, j
+    cdef double sc
+    if rsum >= tiny:
+        sc = 1.0 / rsum
+        for i in range(n):
+            rc[i] = <float>(r[i] * sc)
+    else:  # 1 / rsum would overflow: scale up first (r <= rsum)
+        sc = 1.0 / (rsum * big)
+        for i in range(n):
+            rc[i] = <float>((r[i] * big) * sc)
+    memset(sxb, 0, (d + d * d) * sizeof(double))
+    fastem_accum_full_f32(xt, B, d, mu, rc, n, rd, sxb, sxxb)
+    for i in range(d):
+        sx[i] += rsum * sxb[i]
+        for j in range(i, d):
+            sxx[i * d + j] += rsum * sxxb[i * d + j]
+
+
 cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssize_t r1,
                         Py_ssize_t d, Py_ssize_t K, const floating* means, const floating* pc,
                         const double* cc, double* nk, double* sx, double* sxx, double* out,
@@ -592,9 +643,10 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
     """Rows r0:r1, full covariance. out == NULL: add the statistics to nk, sx and
     sxx (upper triangle) and return the loglik; else write the log-densities to
     out (n x K)."""
-    cdef Py_ssize_t B = FULL_BLOCK, dd = d * d
+    cdef Py_ssize_t B = _full_rows(d, floating is float), dd = d * d
     cdef Py_ssize_t start, nb, n, k, r
     cdef double ll = 0.0, ck, rsum
+    cdef double tiny = ldexp(1.0, -960), big = ldexp(1.0, 1000)
     cdef floating* xt = <floating*>malloc((d + 5) * B * sizeof(floating))
     cdef floating* acc
     cdef floating* maha
@@ -602,8 +654,11 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
     cdef double* rd = NULL
     cdef double* mx = NULL
     cdef double* inv = NULL
+    cdef double* sxb = NULL
+    cdef double* sxxb = NULL
+    cdef float* rc = NULL
     if out == NULL:
-        rd = <double*>malloc((d + 2) * B * sizeof(double))
+        rd = <double*>malloc(((d + 3) * B + d + dd) * sizeof(double))
     if xt == NULL or lp == NULL or (out == NULL and rd == NULL):
         err[0] = 1
         free(xt)
@@ -613,8 +668,11 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
     acc = xt + d * B
     maha = acc + 4 * B
     if out == NULL:
-        mx = rd + d * B
+        mx = rd + d * B  # rd: d * B float64, or float32 for float32 X
         inv = mx + B
+        sxb = inv + B  # float32 X: one block's sums
+        sxxb = sxb + d
+        rc = <float*>(sxxb + dd)  # float32 X: the block's scaled responsibilities
     start = r0
     while start < r1:
         nb = r1 - start if r1 - start < B else B
@@ -645,9 +703,9 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
                 if floating is double:
                     fastem_accum_full_double(xt, B, d, means + k * d, lp + k * B, n, rd,
                                              sx + k * d, sxx + k * dd)
-                else:  # centred in float32 (as the reference), widened on load
-                    fastem_accum_full_float(xt, B, d, means + k * d, lp + k * B, n, rd,
-                                            sx + k * d, sxx + k * dd)
+                else:
+                    _accum_f32(xt, B, d, means + k * d, lp + k * B, n, rsum, tiny, big, rc,
+                               <float*>rd, sxb, sxxb, sx + k * d, sxx + k * dd)
         start += B
     free(xt)
     free(lp)
@@ -916,6 +974,8 @@ cdef double _em_pass_full(const floating[:, ::1] X, const double[::1] sw,
     cdef double[:, ::1] nk_p = np.empty((nc, K))
     cdef double[:, :, ::1] sx_p = np.empty((nc, K, d))
     cdef double[:, :, ::1] sxx_p = np.empty((nc, K, dd))  # zeroed by the thread of the chunk
+    # float32: chunk boundaries on the grid of its float32 block sums
+    cdef Py_ssize_t grid = 0 if floating is double else _full_rows(d, True)
     cdef const floating* xp = &X[0, 0]
     cdef const double* wp = &sw[0]
     with nogil:
@@ -923,7 +983,8 @@ cdef double _em_pass_full(const floating[:, ::1] X, const double[::1] sw,
             memset(&nk_p[c, 0], 0, K * sizeof(double))
             memset(&sx_p[c, 0, 0], 0, K * d * sizeof(double))
             memset(&sxx_p[c, 0, 0], 0, K * dd * sizeof(double))
-            ll_p[c] = _full_chunk(xp, wp, c * n // nc, (c + 1) * n // nc, d, K, &means[0, 0],
+            ll_p[c] = _full_chunk(xp, wp, _chunk_start(c, n, nc, grid),
+                                  _chunk_start(c + 1, n, nc, grid), d, K, &means[0, 0],
                                   &pc[0, 0, 0], &cc[0], &nk_p[c, 0], &sx_p[c, 0, 0],
                                   &sxx_p[c, 0, 0], NULL, &err)
         if err == 0:

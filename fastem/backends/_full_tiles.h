@@ -50,7 +50,7 @@
 #else
 #define FT_VW 4
 #endif
-#define FT_ROWS_MULTIPLE 8
+#define FT_ROWS_MULTIPLE 16
 
 /* ------------------------------------------------------------------------- */
 /* xt[a * ld + r] = X[r * d + a] for r < nb, 0 for nb <= r < n. Eight rows at   */
@@ -222,162 +222,197 @@ static inline ft_v4 ft_hsum4(ft_vd a, ft_vd b, ft_vd c, ft_vd d) {
 #define FT_KEEP(v) ((void)0)
 #endif
 
-#define FT_ACCUM(T, Y)                                                                        \
-static inline void fastem_accum_full_##T(const T *FT_RESTRICT xt, ptrdiff_t ld, ptrdiff_t d,  \
-                                        const T *FT_RESTRICT mu, const double *FT_RESTRICT w, \
-                                        ptrdiff_t n, double *FT_RESTRICT rd,                  \
-                                        double *FT_RESTRICT sx, double *FT_RESTRICT sxx) {    \
-    ptrdiff_t i, j, b;                                                                        \
-    const ft_vd zero = {0};                                                                   \
-    /* rd = w * y and sx, four features per pass (one sum per pass waited on its adds) */     \
-    for (i = 0; i + 4 <= d; i += 4) {                                                         \
-        const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;                     \
-        const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                         \
-        double *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;                      \
-        double *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;                          \
-        const T m0 = mu[i], m1 = mu[i + 1], m2 = mu[i + 2], m3 = mu[i + 3];                   \
-        ft_vd c0 = zero, c1 = zero, c2 = zero, c3 = zero;                                     \
-        for (b = 0; b < n; b += FT_VW) {                                                      \
-            const ft_vd r = FT_LD(w + b);                                                     \
-            const ft_vd v0 = r * Y(q0 + b, m0), v1 = r * Y(q1 + b, m1);                       \
-            const ft_vd v2 = r * Y(q2 + b, m2), v3 = r * Y(q3 + b, m3);                       \
-            FT_ST(p0 + b, v0); FT_ST(p1 + b, v1); FT_ST(p2 + b, v2); FT_ST(p3 + b, v3);       \
-            c0 += v0; c1 += v1; c2 += v2; c3 += v3;                                           \
-        }                                                                                     \
-        FT_ADD4(sx + i, ft_hsum4(c0, c1, c2, c3));                                            \
-    }                                                                                         \
-    for (i = 0; i + 4 <= d; i += 4) {                                                         \
-        const double *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;                \
-        const double *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;                    \
-        double *s0 = sxx + i * d, *s1 = s0 + d, *s2 = s1 + d, *s3 = s2 + d;                   \
-        { /* the 4x4 tile on the diagonal: its 10 upper sums */                               \
-            const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;                 \
-            const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                     \
-            const T m0 = mu[i], m1 = mu[i + 1], m2 = mu[i + 2], m3 = mu[i + 3];               \
-            ft_vd c00 = zero, c01 = zero, c02 = zero, c03 = zero, c11 = zero;                 \
-            ft_vd c12 = zero, c13 = zero, c22 = zero, c23 = zero, c33 = zero;                 \
-            for (b = 0; b < n; b += FT_VW) {                                                  \
-                ft_vd v0 = FT_LD(p0 + b), v1 = FT_LD(p1 + b);                                 \
-                ft_vd v2 = FT_LD(p2 + b), v3 = FT_LD(p3 + b);                                 \
-                FT_KEEP(v0); FT_KEEP(v1); FT_KEEP(v2); FT_KEEP(v3);                           \
-                const ft_vd y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1);                           \
-                const ft_vd y2 = Y(q2 + b, m2), y3 = Y(q3 + b, m3);                           \
-                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;               \
-                c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;                               \
-                c22 += v2 * y2; c23 += v2 * y3;                                               \
-                c33 += v3 * y3;                                                               \
-            }                                                                                 \
-            FT_ADD4(s0 + i, ft_hsum4(c00, c01, c02, c03));                                    \
-            const ft_v4 h = ft_hsum4(c11, c12, c13, c22), g = ft_hsum4(c23, c33, zero, zero); \
-            s1[i + 1] += h[0]; s1[i + 2] += h[1]; s1[i + 3] += h[2];                          \
-            s2[i + 2] += h[3]; s2[i + 3] += g[0];                                             \
-            s3[i + 3] += g[1];                                                                \
-        }                                                                                     \
-        for (j = i + 4; j + 4 <= d; j += 4) { /* full 4x4 tiles right of it */                \
-            const T *FT_RESTRICT q0 = xt + j * ld, *FT_RESTRICT q1 = q0 + ld;                 \
-            const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                     \
-            const T m0 = mu[j], m1 = mu[j + 1], m2 = mu[j + 2], m3 = mu[j + 3];               \
-            ft_vd c00 = zero, c01 = zero, c02 = zero, c03 = zero;                             \
-            ft_vd c10 = zero, c11 = zero, c12 = zero, c13 = zero;                             \
-            ft_vd c20 = zero, c21 = zero, c22 = zero, c23 = zero;                             \
-            ft_vd c30 = zero, c31 = zero, c32 = zero, c33 = zero;                             \
-            for (b = 0; b < n; b += FT_VW) {                                                  \
-                ft_vd v0 = FT_LD(p0 + b), v1 = FT_LD(p1 + b);                                 \
-                ft_vd v2 = FT_LD(p2 + b), v3 = FT_LD(p3 + b);                                 \
-                FT_KEEP(v0); FT_KEEP(v1); FT_KEEP(v2); FT_KEEP(v3);                           \
-                const ft_vd y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1);                           \
-                const ft_vd y2 = Y(q2 + b, m2), y3 = Y(q3 + b, m3);                           \
-                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;               \
-                c10 += v1 * y0; c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;               \
-                c20 += v2 * y0; c21 += v2 * y1; c22 += v2 * y2; c23 += v2 * y3;               \
-                c30 += v3 * y0; c31 += v3 * y1; c32 += v3 * y2; c33 += v3 * y3;               \
-            }                                                                                 \
-            FT_ADD4(s0 + j, ft_hsum4(c00, c01, c02, c03));                                    \
-            FT_ADD4(s1 + j, ft_hsum4(c10, c11, c12, c13));                                    \
-            FT_ADD4(s2 + j, ft_hsum4(c20, c21, c22, c23));                                    \
-            FT_ADD4(s3 + j, ft_hsum4(c30, c31, c32, c33));                                    \
-        }                                                                                     \
-        for (; j < d; ++j) { /* the d % 4 last columns */                                     \
-            const T *FT_RESTRICT q0 = xt + j * ld;                                            \
-            const T m0 = mu[j];                                                               \
-            ft_vd c0 = zero, c1 = zero, c2 = zero, c3 = zero;                                 \
-            for (b = 0; b < n; b += FT_VW) {                                                  \
-                const ft_vd y0 = Y(q0 + b, m0);                                               \
-                c0 += FT_LD(p0 + b) * y0; c1 += FT_LD(p1 + b) * y0;                           \
-                c2 += FT_LD(p2 + b) * y0; c3 += FT_LD(p3 + b) * y0;                           \
-            }                                                                                 \
-            const ft_v4 h = ft_hsum4(c0, c1, c2, c3);                                         \
-            s0[j] += h[0]; s1[j] += h[1]; s2[j] += h[2]; s3[j] += h[3];                       \
-        }                                                                                     \
-    }                                                                                         \
-    if (i < d) { /* the d % 4 last rows: sx and their triangle (<= 6 sums) in one pass; */    \
-        /* missing rows repeat the last one and their sums are dropped */                     \
-        const ptrdiff_t r2 = d - i > 1 ? i + 1 : i, r3 = d - i > 2 ? i + 2 : r2;              \
-        const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = xt + r2 * ld;                \
-        const T *FT_RESTRICT q2 = xt + r3 * ld;                                               \
-        const T m0 = mu[i], m1 = mu[r2], m2 = mu[r3];                                         \
-        ft_vd a0 = zero, a1 = zero, a2 = zero, c00 = zero, c01 = zero, c02 = zero;            \
-        ft_vd c11 = zero, c12 = zero, c22 = zero;                                             \
-        for (b = 0; b < n; b += FT_VW) {                                                      \
-            const ft_vd r = FT_LD(w + b);                                                     \
-            const ft_vd y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1), y2 = Y(q2 + b, m2);           \
-            const ft_vd v0 = r * y0, v1 = r * y1, v2 = r * y2;                                \
-            a0 += v0; a1 += v1; a2 += v2;                                                     \
-            c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2;                                   \
-            c11 += v1 * y1; c12 += v1 * y2; c22 += v2 * y2;                                   \
-        }                                                                                     \
-        const ft_v4 h = ft_hsum4(a0, a1, a2, c00), g = ft_hsum4(c01, c02, c11, c12);          \
-        const double s22 = ft_hsum(c22);                                                      \
-        sx[i] += h[0];                                                                        \
-        sxx[i * d + i] += h[3];                                                               \
-        if (d - i > 1) {                                                                      \
-            sx[i + 1] += h[1];                                                                \
-            sxx[i * d + i + 1] += g[0];                                                       \
-            sxx[(i + 1) * d + i + 1] += g[2];                                                 \
-        }                                                                                     \
-        if (d - i > 2) {                                                                      \
-            sx[i + 2] += h[2];                                                                \
-            sxx[i * d + i + 2] += g[1];                                                       \
-            sxx[(i + 1) * d + i + 2] += g[3];                                                 \
-            sxx[(i + 2) * d + i + 2] += s22;                                                  \
-        }                                                                                     \
-    }                                                                                         \
+#define FT_ACCUM(NAME, T, R, V, VL, LDR, STR, Y, HSUM4, HSUM)                              \
+static inline void NAME(const T *FT_RESTRICT xt, ptrdiff_t ld, ptrdiff_t d,                \
+                                        const T *FT_RESTRICT mu, const R *FT_RESTRICT w,   \
+                                        ptrdiff_t n, R *FT_RESTRICT rd,                    \
+                                        double *FT_RESTRICT sx, double *FT_RESTRICT sxx) { \
+    ptrdiff_t i, j, b;                                                                     \
+    const V zero = {0};                                                                    \
+    /* rd = w * y and sx, four features per pass (one sum per pass waited on its adds) */  \
+    for (i = 0; i + 4 <= d; i += 4) {                                                      \
+        const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;                  \
+        const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                      \
+        R *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;                        \
+        R *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;                            \
+        const T m0 = mu[i], m1 = mu[i + 1], m2 = mu[i + 2], m3 = mu[i + 3];                \
+        V c0 = zero, c1 = zero, c2 = zero, c3 = zero;                                      \
+        for (b = 0; b < n; b += VL) {                                                      \
+            const V r = LDR(w + b);                                                        \
+            const V v0 = r * Y(q0 + b, m0), v1 = r * Y(q1 + b, m1);                        \
+            const V v2 = r * Y(q2 + b, m2), v3 = r * Y(q3 + b, m3);                        \
+            STR(p0 + b, v0); STR(p1 + b, v1); STR(p2 + b, v2); STR(p3 + b, v3);            \
+            c0 += v0; c1 += v1; c2 += v2; c3 += v3;                                        \
+        }                                                                                  \
+        FT_ADD4(sx + i, HSUM4(c0, c1, c2, c3));                                            \
+    }                                                                                      \
+    for (i = 0; i + 4 <= d; i += 4) {                                                      \
+        const R *FT_RESTRICT p0 = rd + i * ld, *FT_RESTRICT p1 = p0 + ld;                  \
+        const R *FT_RESTRICT p2 = p1 + ld, *FT_RESTRICT p3 = p2 + ld;                      \
+        double *s0 = sxx + i * d, *s1 = s0 + d, *s2 = s1 + d, *s3 = s2 + d;                \
+        { /* the 4x4 tile on the diagonal: its 10 upper sums */                            \
+            const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = q0 + ld;              \
+            const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                  \
+            const T m0 = mu[i], m1 = mu[i + 1], m2 = mu[i + 2], m3 = mu[i + 3];            \
+            V c00 = zero, c01 = zero, c02 = zero, c03 = zero, c11 = zero;                  \
+            V c12 = zero, c13 = zero, c22 = zero, c23 = zero, c33 = zero;                  \
+            for (b = 0; b < n; b += VL) {                                                  \
+                V v0 = LDR(p0 + b), v1 = LDR(p1 + b);                                      \
+                V v2 = LDR(p2 + b), v3 = LDR(p3 + b);                                      \
+                FT_KEEP(v0); FT_KEEP(v1); FT_KEEP(v2); FT_KEEP(v3);                        \
+                const V y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1);                            \
+                const V y2 = Y(q2 + b, m2), y3 = Y(q3 + b, m3);                            \
+                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;            \
+                c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;                            \
+                c22 += v2 * y2; c23 += v2 * y3;                                            \
+                c33 += v3 * y3;                                                            \
+            }                                                                              \
+            FT_ADD4(s0 + i, HSUM4(c00, c01, c02, c03));                                    \
+            const ft_v4 h = HSUM4(c11, c12, c13, c22), g = HSUM4(c23, c33, zero, zero);    \
+            s1[i + 1] += h[0]; s1[i + 2] += h[1]; s1[i + 3] += h[2];                       \
+            s2[i + 2] += h[3]; s2[i + 3] += g[0];                                          \
+            s3[i + 3] += g[1];                                                             \
+        }                                                                                  \
+        for (j = i + 4; j + 4 <= d; j += 4) { /* full 4x4 tiles right of it */             \
+            const T *FT_RESTRICT q0 = xt + j * ld, *FT_RESTRICT q1 = q0 + ld;              \
+            const T *FT_RESTRICT q2 = q1 + ld, *FT_RESTRICT q3 = q2 + ld;                  \
+            const T m0 = mu[j], m1 = mu[j + 1], m2 = mu[j + 2], m3 = mu[j + 3];            \
+            V c00 = zero, c01 = zero, c02 = zero, c03 = zero;                              \
+            V c10 = zero, c11 = zero, c12 = zero, c13 = zero;                              \
+            V c20 = zero, c21 = zero, c22 = zero, c23 = zero;                              \
+            V c30 = zero, c31 = zero, c32 = zero, c33 = zero;                              \
+            for (b = 0; b < n; b += VL) {                                                  \
+                V v0 = LDR(p0 + b), v1 = LDR(p1 + b);                                      \
+                V v2 = LDR(p2 + b), v3 = LDR(p3 + b);                                      \
+                FT_KEEP(v0); FT_KEEP(v1); FT_KEEP(v2); FT_KEEP(v3);                        \
+                const V y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1);                            \
+                const V y2 = Y(q2 + b, m2), y3 = Y(q3 + b, m3);                            \
+                c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2; c03 += v0 * y3;            \
+                c10 += v1 * y0; c11 += v1 * y1; c12 += v1 * y2; c13 += v1 * y3;            \
+                c20 += v2 * y0; c21 += v2 * y1; c22 += v2 * y2; c23 += v2 * y3;            \
+                c30 += v3 * y0; c31 += v3 * y1; c32 += v3 * y2; c33 += v3 * y3;            \
+            }                                                                              \
+            FT_ADD4(s0 + j, HSUM4(c00, c01, c02, c03));                                    \
+            FT_ADD4(s1 + j, HSUM4(c10, c11, c12, c13));                                    \
+            FT_ADD4(s2 + j, HSUM4(c20, c21, c22, c23));                                    \
+            FT_ADD4(s3 + j, HSUM4(c30, c31, c32, c33));                                    \
+        }                                                                                  \
+        for (; j < d; ++j) { /* the d % 4 last columns */                                  \
+            const T *FT_RESTRICT q0 = xt + j * ld;                                         \
+            const T m0 = mu[j];                                                            \
+            V c0 = zero, c1 = zero, c2 = zero, c3 = zero;                                  \
+            for (b = 0; b < n; b += VL) {                                                  \
+                const V y0 = Y(q0 + b, m0);                                                \
+                c0 += LDR(p0 + b) * y0; c1 += LDR(p1 + b) * y0;                            \
+                c2 += LDR(p2 + b) * y0; c3 += LDR(p3 + b) * y0;                            \
+            }                                                                              \
+            const ft_v4 h = HSUM4(c0, c1, c2, c3);                                         \
+            s0[j] += h[0]; s1[j] += h[1]; s2[j] += h[2]; s3[j] += h[3];                    \
+        }                                                                                  \
+    }                                                                                      \
+    if (i < d) { /* the d % 4 last rows: sx and their triangle (<= 6 sums) in one pass; */ \
+        /* missing rows repeat the last one and their sums are dropped */                  \
+        const ptrdiff_t r2 = d - i > 1 ? i + 1 : i, r3 = d - i > 2 ? i + 2 : r2;           \
+        const T *FT_RESTRICT q0 = xt + i * ld, *FT_RESTRICT q1 = xt + r2 * ld;             \
+        const T *FT_RESTRICT q2 = xt + r3 * ld;                                            \
+        const T m0 = mu[i], m1 = mu[r2], m2 = mu[r3];                                      \
+        V a0 = zero, a1 = zero, a2 = zero, c00 = zero, c01 = zero, c02 = zero;             \
+        V c11 = zero, c12 = zero, c22 = zero;                                              \
+        for (b = 0; b < n; b += VL) {                                                      \
+            const V r = LDR(w + b);                                                        \
+            const V y0 = Y(q0 + b, m0), y1 = Y(q1 + b, m1), y2 = Y(q2 + b, m2);            \
+            const V v0 = r * y0, v1 = r * y1, v2 = r * y2;                                 \
+            a0 += v0; a1 += v1; a2 += v2;                                                  \
+            c00 += v0 * y0; c01 += v0 * y1; c02 += v0 * y2;                                \
+            c11 += v1 * y1; c12 += v1 * y2; c22 += v2 * y2;                                \
+        }                                                                                  \
+        const ft_v4 h = HSUM4(a0, a1, a2, c00), g = HSUM4(c01, c02, c11, c12);             \
+        const double s22 = HSUM(c22);                                                      \
+        sx[i] += h[0];                                                                     \
+        sxx[i * d + i] += h[3];                                                            \
+        if (d - i > 1) {                                                                   \
+            sx[i + 1] += h[1];                                                             \
+            sxx[i * d + i + 1] += g[0];                                                    \
+            sxx[(i + 1) * d + i + 1] += g[2];                                              \
+        }                                                                                  \
+        if (d - i > 2) {                                                                   \
+            sx[i + 2] += h[2];                                                             \
+            sxx[i * d + i + 2] += g[1];                                                    \
+            sxx[(i + 1) * d + i + 2] += g[3];                                              \
+            sxx[(i + 2) * d + i + 2] += s22;                                               \
+        }                                                                                  \
+    }                                                                                      \
 }
 
-/* y = x - mu in the type of x (as the reference subtracts), widened to float64 */
+/* float64 X: float64 throughout. */
 #define FT_Y_DOUBLE(p, m) (FT_LD(p) - (m))
-typedef float ft_vf __attribute__((vector_size(4 * FT_VW)));
-typedef float ft_vfu __attribute__((vector_size(4 * FT_VW), aligned(4), may_alias));
-#define FT_Y_FLOAT(p, m) __builtin_convertvector(*(const ft_vfu *)(p) - (m), ft_vd)
-FT_ACCUM(double, FT_Y_DOUBLE)
-FT_ACCUM(float, FT_Y_FLOAT)
+FT_ACCUM(fastem_accum_full_double, double, double, ft_vd, FT_VW, FT_LD, FT_ST, FT_Y_DOUBLE,
+         ft_hsum4, ft_hsum)
+
+/* float32 X: a block's sums in float32 (twice the lanes of float64), each
+   reduced in float32 and then added to the float64 sx and sxx. */
+#define FT_FW (2 * FT_VW)
+typedef float ft_vs __attribute__((vector_size(4 * FT_FW)));
+typedef float ft_vsu __attribute__((vector_size(4 * FT_FW), aligned(4), may_alias));
+typedef float ft_s4 __attribute__((vector_size(16)));
+typedef int ft_i4 __attribute__((vector_size(16)));
+#if defined(__clang__)
+#define FT_SHUFS(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
+#else
+#define FT_SHUFS(a, b, i, j, k, l) __builtin_shuffle(a, b, (ft_i4){i, j, k, l})
+#endif
+#define FT_LDS(p) (*(const ft_vsu *)(p))
+#define FT_STS(p, v) (*(ft_vsu *)(p) = (v))
+#define FT_Y_F32(p, m) (FT_LDS(p) - (m))
+static inline ft_s4 ft_folds(ft_vs v) {
+    union { ft_vs v; ft_s4 q[FT_FW / 4]; } u;
+    u.v = v;
+#if FT_FW == 16
+    return (u.q[0] + u.q[2]) + (u.q[1] + u.q[3]);
+#else
+    return u.q[0] + u.q[1];
+#endif
+}
+static inline ft_v4 ft_hsum4s(ft_vs a, ft_vs b, ft_vs c, ft_vs d) {
+    const ft_s4 A = ft_folds(a), B = ft_folds(b), C = ft_folds(c), D = ft_folds(d);
+    const ft_s4 ab = FT_SHUFS(A, B, 0, 4, 2, 6) + FT_SHUFS(A, B, 1, 5, 3, 7);
+    const ft_s4 cd = FT_SHUFS(C, D, 0, 4, 2, 6) + FT_SHUFS(C, D, 1, 5, 3, 7);
+    return __builtin_convertvector(FT_SHUFS(ab, cd, 0, 1, 4, 5) + FT_SHUFS(ab, cd, 2, 3, 6, 7),
+                                   ft_v4);
+}
+static inline double ft_hsums(ft_vs v) {
+    const ft_s4 q = ft_folds(v);
+    return (double)((q[0] + q[1]) + (q[2] + q[3]));
+}
+FT_ACCUM(fastem_accum_full_f32, float, float, ft_vs, FT_FW, FT_LDS, FT_STS, FT_Y_F32,
+         ft_hsum4s, ft_hsums)
 
 #else /* portable scalar fallback (not GNU C): the same sums, in row order */
 
-#define FT_ACCUM(T)                                                                   \
-static inline void fastem_accum_full_##T(const T *xt, ptrdiff_t ld, ptrdiff_t d,       \
-                                        const T *mu, const double *w, ptrdiff_t n,     \
-                                        double *rd, double *sx, double *sxx) {         \
+#define FT_FW 8
+#define FT_ACCUM(NAME, T, R)                                                          \
+static inline void NAME(const T *xt, ptrdiff_t ld, ptrdiff_t d, const T *mu,           \
+                        const R *w, ptrdiff_t n, R *rd, double *sx, double *sxx) {     \
     ptrdiff_t i, j, b;                                                                \
     for (i = 0; i < d; ++i) {                                                         \
-        double s = 0.0;                                                               \
+        R s = 0;                                                                      \
         for (b = 0; b < n; ++b) {                                                     \
-            rd[i * ld + b] = w[b] * (double)(T)(xt[i * ld + b] - mu[i]);              \
+            rd[i * ld + b] = w[b] * (R)(T)(xt[i * ld + b] - mu[i]);                   \
             s += rd[i * ld + b];                                                      \
         }                                                                             \
-        sx[i] += s;                                                                   \
+        sx[i] += (double)s;                                                           \
     }                                                                                 \
     for (i = 0; i < d; ++i) {                                                         \
         for (j = i; j < d; ++j) {                                                     \
-            double s = 0.0;                                                           \
+            R s = 0;                                                                  \
             for (b = 0; b < n; ++b)                                                   \
-                s += rd[i * ld + b] * (double)(T)(xt[j * ld + b] - mu[j]);            \
-            sxx[i * d + j] += s;                                                      \
+                s += rd[i * ld + b] * (R)(T)(xt[j * ld + b] - mu[j]);                 \
+            sxx[i * d + j] += (double)s;                                              \
         }                                                                             \
     }                                                                                 \
 }
-FT_ACCUM(double)
-FT_ACCUM(float)
+FT_ACCUM(fastem_accum_full_double, double, double)
+FT_ACCUM(fastem_accum_full_f32, float, float)
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__)
