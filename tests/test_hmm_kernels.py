@@ -159,6 +159,35 @@ def test_lockstep_batches_match_reference_on_hard_cases(backend):
         np.testing.assert_allclose(one["gamma"], a["gamma"][lo[s] : offsets[s + 1]], rtol=1e-12)
 
 
+@pytest.mark.skipif(not OTHER_BACKENDS, reason="only the numpy reference is available")
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+@pytest.mark.parametrize("lengths", [[6], [5, 4, 7, 3, 6]])
+def test_sequence_alone_impossible_mid_way(backend, lengths):
+    """A sequence that runs alone (numba: the last one after the lock-step
+    batches, whose emissions are computed before its recursion) with an
+    impossible frame in its middle: log-likelihood -inf, zero posteriors,
+    filtered probabilities and counts; the other sequences as the reference."""
+    kern = get_hmm_kernels(backend).hmm
+    rng = np.random.default_rng(5)
+    K = 3
+    offsets = _offsets(lengths)
+    logB = rng.normal(scale=2.0, size=(offsets[-1], K))
+    bad = offsets[-2] + 3  # frame 3 of the last sequence
+    logB[bad] = -np.inf
+    start, trans = _model(rng, K)
+    w = np.ones(len(lengths))
+    a, b = _fb(kern, logB, offsets, start, trans, w), _fb(ref, logB, offsets, start, trans, w)
+    assert a["loglik"][-1] == -np.inf
+    np.testing.assert_array_equal(a["gamma"][offsets[-2] :], 0.0)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-10, atol=1e-13, err_msg=name)
+    filt, ll = np.empty_like(logB), np.empty(len(lengths))
+    kern.forward_filter(logB, offsets, start, trans, filt, ll)
+    assert ll[-1] == -np.inf
+    np.testing.assert_array_equal(filt[offsets[-2] :], 0.0)
+    np.testing.assert_allclose(ll[:-1], b["loglik"][:-1], rtol=1e-12)
+
+
 @st.composite
 def _problems(draw):
     K = draw(st.integers(1, 4))
