@@ -335,4 +335,9 @@ def test_build_hmm_from_a_read_archive(tmp_path):
     model = GMMHMM(2, n_mix=2, n_iter=2, random_state=0).fit(X, LENGTHS)
     model.save(tmp_path / "m")
     built = set_loaded_backend(build_hmm(*_read_archive(str(tmp_path / "m"))), "numpy")
-    assert built.backend == "numpy" and built.score(X, LENGTHS) == model.score(X, LENGTHS)
+    assert built.backend == "numpy"
+    # The fitted model scores on the automatic backend (numba where installed): the
+    # backends agree to rounding, not bit for bit (their forward sums differ in order).
+    np.testing.assert_allclose(built.score(X, LENGTHS), model.score(X, LENGTHS), rtol=1e-12)
+    model.backend = "numpy"
+    assert built.score(X, LENGTHS) == model.score(X, LENGTHS)
