@@ -86,7 +86,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
-from ._numba_exp import exp64
+from ._numba_exp import _bits_f64, _f64_bits, exp64
 
 __all__ = [
     "em_pass_full",
@@ -466,30 +466,6 @@ def _exp32(x):
     q = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
     e = (q * (r * r) + r + np.float32(1.0)) * _bits_f32((n + 127) << 23)
     return np.float32(0.0) if x < _EXP32_LO else e
-
-
-@intrinsic
-def _f64_bits(typingctx, x):
-    """Reinterpret a float64 as int64 (no conversion)."""
-    if x != types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-
-    return types.int64(types.float64), codegen
-
-
-@intrinsic
-def _bits_f64(typingctx, x):
-    """Reinterpret an int64 as float64 (no conversion)."""
-    if x != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return types.float64(types.int64), codegen
 
 
 _LN2 = 0.6931471805599453
