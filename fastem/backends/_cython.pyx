@@ -370,47 +370,6 @@ cdef inline void _maha_diag(const floating* ct, Py_ssize_t d, const floating* p,
             maha[r] = maha[r] + t0 * t0
 
 
-cdef inline double _responsibilities(double* lp, Py_ssize_t K, Py_ssize_t nb, const double* w,
-                                     double* mx, double* inv) noexcept nogil:
-    """lp (K x BLOCK) log-densities -> responsibilities times weight, in place.
-
-    Returns sum_r w[r] * logsumexp_k lp[k, r] over the nb real rows.
-    """
-    cdef Py_ssize_t r, k
-    cdef double v, s, ll = 0.0
-    cdef double* row
-    for r in range(BLOCK):
-        mx[r] = lp[r]
-    for k in range(1, K):
-        row = lp + k * BLOCK
-        for r in range(BLOCK):
-            v = row[r]
-            mx[r] = v if v > mx[r] else mx[r]
-    for k in range(K):
-        row = lp + k * BLOCK
-        for r in range(BLOCK):
-            row[r] = row[r] - mx[r]
-    fastem_exp_inplace(lp, K * BLOCK)
-    for r in range(BLOCK):
-        inv[r] = lp[r]
-    for k in range(1, K):
-        row = lp + k * BLOCK
-        for r in range(BLOCK):
-            inv[r] = inv[r] + row[r]
-    for r in range(nb):
-        s = inv[r]
-        if w[r] != 0.0:  # zero-weight rows contribute nothing, even if non-finite
-            ll += w[r] * (mx[r] + log(s))
-            inv[r] = w[r] / s
-        else:
-            inv[r] = 0.0
-    for r in range(nb, BLOCK):
-        inv[r] = 0.0
-    for k in range(K):
-        row = lp + k * BLOCK
-        for r in range(BLOCK):  # select, not product: 0 * nan would leak from w = 0 rows
-            row[r] = row[r] * inv[r] if inv[r] != 0.0 else 0.0
-    return ll
 
 
 cdef inline void _accumulate(const double* resp, const floating* ct, Py_ssize_t d, bint full,
@@ -609,6 +568,15 @@ cdef inline double _resp_ld(double* lp, Py_ssize_t K, Py_ssize_t nb, Py_ssize_t 
         for r in range(n):  # select, not product: 0 * nan would leak from w = 0 rows
             row[r] = row[r] * inv[r] if inv[r] != 0.0 else 0.0
     return ll
+
+
+cdef inline double _responsibilities(double* lp, Py_ssize_t K, Py_ssize_t nb, const double* w,
+                                     double* mx, double* inv) noexcept nogil:
+    """lp (K x BLOCK) log-densities -> responsibilities times weight, in place.
+
+    Returns sum_r w[r] * logsumexp_k lp[k, r] over the nb real rows.
+    """
+    return _resp_ld(lp, K, nb, BLOCK, BLOCK, w, mx, inv)
 
 
 cdef inline void _accum_f32(const float* xt, Py_ssize_t B, Py_ssize_t d, const float* mu,
