@@ -22,3 +22,12 @@ from _helpers import BACKENDS  # noqa: E402
 def backend(request) -> str:
     """Every backend that imports here."""
     return request.param
+
+
+@pytest.fixture
+def restore_cython_threads():
+    """Put the cython backend's OpenMP thread count back after a test that sets it."""
+    cy = pytest.importorskip("fastem.backends._cython")
+    before = cy.get_num_threads()
+    yield
+    cy.set_num_threads(before)

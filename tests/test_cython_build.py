@@ -41,14 +41,7 @@ def test_openmp_enabled():
         assert cy.openmp_enabled()
 
 
-@pytest.fixture
-def restore_threads():
-    before = cy.get_num_threads()
-    yield
-    cy.set_num_threads(before)
-
-
-def test_thread_control_round_trips(restore_threads):
+def test_thread_control_round_trips(restore_cython_threads):
     if not cy.openmp_enabled():
         pytest.skip("built without OpenMP: always one thread")
     for n in (1, 3, 2):
@@ -86,7 +79,7 @@ def _run_all(X, sw, means, prec_chol, comp_const, full):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("full", [True, False], ids=["full", "diag"])
 @pytest.mark.parametrize("n", [1, 1000, 50_001])
-def test_bit_identical_across_thread_counts(restore_threads, dtype, full, n):
+def test_bit_identical_across_thread_counts(restore_cython_threads, dtype, full, n):
     if not cy.openmp_enabled():
         pytest.skip("built without OpenMP: always one thread")
     rng = np.random.default_rng(n)

@@ -162,15 +162,8 @@ def test_float32_huge_weights_do_not_overflow():
     _assert_float32_stats_close(_em(cy, X, w, means, U, cc), _em(ref, X, w, means, U, cc), 1e-4)
 
 
-@pytest.fixture
-def restore_threads():
-    before = cy.get_num_threads()
-    yield
-    cy.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_bit_identical_across_thread_counts(restore_threads, dtype):
+def test_bit_identical_across_thread_counts(restore_cython_threads, dtype):
     if not cy.openmp_enabled():
         pytest.skip("built without OpenMP: always one thread")
     rng = np.random.default_rng(11)

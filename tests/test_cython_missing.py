@@ -95,16 +95,9 @@ def _assert_em_close(got, want, rtol):
     assert np.all(np.abs(sxx_g - sxx_w) <= rtol * (scale + 1e-300))
 
 
-@pytest.fixture
-def restore_threads():
-    before = cy.get_num_threads()
-    yield
-    cy.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("full", [True, False], ids=["full", "diag"])
-def test_bit_identical_on_1_and_2_threads(restore_threads, full, dtype):
+def test_bit_identical_on_1_and_2_threads(restore_cython_threads, full, dtype):
     if not cy.openmp_enabled():
         pytest.skip("built without OpenMP: always one thread")
     # several chunks, many patterns, chunk boundaries inside patterns
