@@ -870,6 +870,44 @@ cdef double _tied_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
 # ----------------------------------------------------------------------------
 # Fused-type drivers: split rows into chunks, run chunks in parallel, reduce.
 
+cdef double _sum_partials(const double[::1] ll_p, const double[:, ::1] nk_p,
+                          const double[:, :, ::1] sx_p, const double[:, :, ::1] sxx_p,
+                          double[::1] nk, double[:, ::1] sx, double* sxx,
+                          bint full) noexcept nogil:
+    """The chunks' partials summed in chunk order, so independent of the thread
+    count: returns the log-likelihood, writes nk, sx and sxx (full: (K, d, d)
+    from the partials' upper triangles, mirrored; else (K, d)). sxx is
+    C-contiguous (the callers' memoryviews are)."""
+    cdef Py_ssize_t nc = ll_p.shape[0], K = nk_p.shape[1], d = sx_p.shape[2], c, k, a, b
+    cdef double ll = 0.0, s
+    for c in range(nc):
+        ll = ll + ll_p[c]
+    for k in prange(K, schedule="static", num_threads=_team(nc)):
+        nk[k] = 0.0
+        for c in range(nc):
+            nk[k] = nk[k] + nk_p[c, k]
+        for a in range(d):
+            s = 0.0
+            for c in range(nc):
+                s = s + sx_p[c, k, a]
+            sx[k, a] = s
+        if full:
+            for a in range(d):
+                for b in range(a, d):
+                    s = 0.0
+                    for c in range(nc):
+                        s = s + sxx_p[c, k, a * d + b]
+                    sxx[(k * d + a) * d + b] = s
+                    sxx[(k * d + b) * d + a] = s
+        else:
+            for a in range(d):
+                s = 0.0
+                for c in range(nc):
+                    s = s + sxx_p[c, k, a]
+                sxx[k * d + a] = s
+    return ll
+
+
 cdef double _em_pass(const floating[:, ::1] X, const double[::1] sw,
                      const floating[:, ::1] means, const floating* pc, const double[::1] cc,
                      double[::1] nk, double[:, ::1] sx, double* sxx) except? -1.0:
@@ -890,23 +928,7 @@ cdef double _em_pass(const floating[:, ::1] X, const double[::1] sw,
                                 pc, &cc[0], &nk_p[c, 0], &sx_p[c, 0, 0],
                                 &sxx_p[c, 0, 0], &err)
         if err == 0:
-            # fixed chunk order in every sum -> independent of the thread count
-            for c in range(nc):
-                ll = ll + ll_p[c]
-            for k in prange(K, schedule="static", num_threads=_team(nc)):
-                nk[k] = 0.0
-                for c in range(nc):
-                    nk[k] = nk[k] + nk_p[c, k]
-                for a in range(d):
-                    s = 0.0
-                    for c in range(nc):
-                        s = s + sx_p[c, k, a]
-                    sx[k, a] = s
-                for a in range(d):
-                    s = 0.0
-                    for c in range(nc):
-                        s = s + sxx_p[c, k, a]
-                    sxx[k * d + a] = s
+            ll = _sum_partials(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx, False)
     if err:
         raise MemoryError("fastem cython backend: could not allocate kernel scratch")
     return ll
@@ -956,25 +978,7 @@ cdef double _em_pass_full(const floating[:, ::1] X, const double[::1] sw,
                                   &pc[0, 0, 0], &cc[0], &nk_p[c, 0], &sx_p[c, 0, 0],
                                   &sxx_p[c, 0, 0], NULL, &err)
         if err == 0:
-            # fixed chunk order in every sum -> independent of the thread count
-            for c in range(nc):
-                ll = ll + ll_p[c]
-            for k in prange(K, schedule="static", num_threads=_team(nc)):
-                nk[k] = 0.0
-                for c in range(nc):
-                    nk[k] = nk[k] + nk_p[c, k]
-                for a in range(d):
-                    s = 0.0
-                    for c in range(nc):
-                        s = s + sx_p[c, k, a]
-                    sx[k, a] = s
-                for a in range(d):
-                    for b in range(a, d):
-                        s = 0.0
-                        for c in range(nc):
-                            s = s + sxx_p[c, k, a * d + b]
-                        sxx[k, a, b] = s
-                        sxx[k, b, a] = s
+            ll = _sum_partials(ll_p, nk_p, sx_p, sxx_p, nk, sx, &sxx[0, 0, 0], True)
     if err:
         raise MemoryError("fastem cython backend: could not allocate kernel scratch")
     return ll
@@ -1807,32 +1811,7 @@ cdef double _em_pass_missing(const floating[:, ::1] X, const double[::1] sw,
                                      &cc[0], full, True, &nk_p[c, 0], &sx_p[c, 0, 0],
                                      &sxx_p[c, 0, 0], NULL, &err)
         if err == 0:
-            # fixed chunk order in every sum -> independent of the thread count
-            for c in range(nc):
-                ll = ll + ll_p[c]
-            for k in prange(K, schedule="static", num_threads=_team(nc)):
-                nk[k] = 0.0
-                for c in range(nc):
-                    nk[k] = nk[k] + nk_p[c, k]
-                for a in range(d):
-                    s = 0.0
-                    for c in range(nc):
-                        s = s + sx_p[c, k, a]
-                    sx[k, a] = s
-                if full:
-                    for a in range(d):
-                        for b in range(a, d):
-                            s = 0.0
-                            for c in range(nc):
-                                s = s + sxx_p[c, k, a * d + b]
-                            sxx[(k * d + a) * d + b] = s
-                            sxx[(k * d + b) * d + a] = s
-                else:
-                    for a in range(d):
-                        s = 0.0
-                        for c in range(nc):
-                            s = s + sxx_p[c, k, a]
-                        sxx[k * d + a] = s
+            ll = _sum_partials(ll_p, nk_p, sx_p, sxx_p, nk, sx, sxx, full)
     _raise_missing(err)
     return ll
 
