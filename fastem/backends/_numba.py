@@ -1437,26 +1437,284 @@ def log_prob_diag(X, means, prec_chol, comp_const, out):
 @njit(**_JIT)
 def _tri_project(diff, U, nb, z):
     """``z[:, :nb] = (diff[:, :nb].T @ U).T`` with ``U`` upper triangular:
-    ``z[jp] = sum_{j <= jp} U[j, jp] diff[j]``, four inputs per pass over ``z[jp]``."""
+    ``z[jp] = sum_{j <= jp} U[j, jp] diff[j]``, register-tiled.
+
+    Output coordinates go four at a time: for columns ``jp .. jp + 3`` the
+    inputs before ``jp`` are taken four at a time (a 4x4 tile of ``U``: per row
+    four loads of ``diff`` and four of ``z`` for 16 FMAs), then the 4x4
+    triangle of ``U`` on the diagonal finishes them. The ``d % 4`` last columns
+    go one at a time. The order of every sum depends only on ``d``.
+    """
     d = diff.shape[0]
-    for jp in range(d):
+    jp = 0
+    while jp + 4 <= d:
+        z0 = z[jp + 0]
+        z1 = z[jp + 1]
+        z2 = z[jp + 2]
+        z3 = z[jp + 3]
+        for j in range(0, jp, 4):
+            x0r = diff[j + 0]
+            x1r = diff[j + 1]
+            x2r = diff[j + 2]
+            x3r = diff[j + 3]
+            u00 = U[j + 0, jp + 0]
+            u01 = U[j + 0, jp + 1]
+            u02 = U[j + 0, jp + 2]
+            u03 = U[j + 0, jp + 3]
+            u10 = U[j + 1, jp + 0]
+            u11 = U[j + 1, jp + 1]
+            u12 = U[j + 1, jp + 2]
+            u13 = U[j + 1, jp + 3]
+            u20 = U[j + 2, jp + 0]
+            u21 = U[j + 2, jp + 1]
+            u22 = U[j + 2, jp + 2]
+            u23 = U[j + 2, jp + 3]
+            u30 = U[j + 3, jp + 0]
+            u31 = U[j + 3, jp + 1]
+            u32 = U[j + 3, jp + 2]
+            u33 = U[j + 3, jp + 3]
+            if j == 0:
+                for b in range(nb):
+                    x0 = x0r[b]
+                    x1 = x1r[b]
+                    x2 = x2r[b]
+                    x3 = x3r[b]
+                    z0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    z1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    z2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    z3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+            else:
+                for b in range(nb):
+                    x0 = x0r[b]
+                    x1 = x1r[b]
+                    x2 = x2r[b]
+                    x3 = x3r[b]
+                    z0[b] = z0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    z1[b] = z1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    z2[b] = z2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    z3[b] = z3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+        x0r = diff[jp + 0]
+        x1r = diff[jp + 1]
+        x2r = diff[jp + 2]
+        x3r = diff[jp + 3]
+        u00 = U[jp + 0, jp + 0]
+        u01 = U[jp + 0, jp + 1]
+        u11 = U[jp + 1, jp + 1]
+        u02 = U[jp + 0, jp + 2]
+        u12 = U[jp + 1, jp + 2]
+        u22 = U[jp + 2, jp + 2]
+        u03 = U[jp + 0, jp + 3]
+        u13 = U[jp + 1, jp + 3]
+        u23 = U[jp + 2, jp + 3]
+        u33 = U[jp + 3, jp + 3]
+        if jp == 0:
+            for b in range(nb):
+                x0 = x0r[b]
+                x1 = x1r[b]
+                x2 = x2r[b]
+                x3 = x3r[b]
+                z0[b] = u00 * x0
+                z1[b] = u01 * x0 + u11 * x1
+                z2[b] = u02 * x0 + u12 * x1 + u22 * x2
+                z3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+        else:
+            for b in range(nb):
+                x0 = x0r[b]
+                x1 = x1r[b]
+                x2 = x2r[b]
+                x3 = x3r[b]
+                z0[b] = z0[b] + u00 * x0
+                z1[b] = z1[b] + u01 * x0 + u11 * x1
+                z2[b] = z2[b] + u02 * x0 + u12 * x1 + u22 * x2
+                z3[b] = z3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+        jp += 4
+    while jp < d:  # the d % 4 last columns, one at a time
+        z0 = z[jp]
         u0 = U[0, jp]
+        x0r = diff[0]
         for b in range(nb):
-            z[jp, b] = u0 * diff[0, b]
-        j = 1
-        while j + 4 <= jp + 1:
+            z0[b] = u0 * x0r[b]
+        for j in range(1, jp + 1):
             u0 = U[j, jp]
-            u1 = U[j + 1, jp]
-            u2 = U[j + 2, jp]
-            u3 = U[j + 3, jp]
+            x0r = diff[j]
             for b in range(nb):
-                t = z[jp, b] + u0 * diff[j, b] + u1 * diff[j + 1, b]
-                z[jp, b] = t + u2 * diff[j + 2, b] + u3 * diff[j + 3, b]
+                z0[b] += u0 * x0r[b]
+        jp += 1
+
+
+@njit(**_JIT)
+def _tied_maha4(z, m, nb, c0, c1, c2, c3):
+    """``c<q>[:nb] = ||z[:, :nb] - m[q][:, None]||^2`` column-wise for four
+    components at once: a 4x4 tile (four rows of ``z``, four components) per
+    pass, four loads of ``z`` and four of ``c`` for 16 squared differences."""
+    d = z.shape[0]
+    m0 = m[0]
+    m1 = m[1]
+    m2 = m[2]
+    m3 = m[3]
+    for b in range(nb):
+        c0[b] = 0.0
+        c1[b] = 0.0
+        c2[b] = 0.0
+        c3[b] = 0.0
+    jp = 0
+    while jp + 4 <= d:
+        z0 = z[jp + 0]
+        z1 = z[jp + 1]
+        z2 = z[jp + 2]
+        z3 = z[jp + 3]
+        a00 = m0[jp + 0]
+        a01 = m0[jp + 1]
+        a02 = m0[jp + 2]
+        a03 = m0[jp + 3]
+        a10 = m1[jp + 0]
+        a11 = m1[jp + 1]
+        a12 = m1[jp + 2]
+        a13 = m1[jp + 3]
+        a20 = m2[jp + 0]
+        a21 = m2[jp + 1]
+        a22 = m2[jp + 2]
+        a23 = m2[jp + 3]
+        a30 = m3[jp + 0]
+        a31 = m3[jp + 1]
+        a32 = m3[jp + 2]
+        a33 = m3[jp + 3]
+        for b in range(nb):
+            y0 = z0[b]
+            y1 = z1[b]
+            y2 = z2[b]
+            y3 = z3[b]
+            v0 = y0 - a00
+            v1 = y1 - a01
+            v2 = y2 - a02
+            v3 = y3 - a03
+            c0[b] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+            v0 = y0 - a10
+            v1 = y1 - a11
+            v2 = y2 - a12
+            v3 = y3 - a13
+            c1[b] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+            v0 = y0 - a20
+            v1 = y1 - a21
+            v2 = y2 - a22
+            v3 = y3 - a23
+            c2[b] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+            v0 = y0 - a30
+            v1 = y1 - a31
+            v2 = y2 - a32
+            v3 = y3 - a33
+            c3[b] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+        jp += 4
+    while jp < d:  # the d % 4 last rows of z
+        zr = z[jp]
+        a0 = m0[jp]
+        a1 = m1[jp]
+        a2 = m2[jp]
+        a3 = m3[jp]
+        for b in range(nb):
+            v = zr[b]
+            v0 = v - a0
+            v1 = v - a1
+            v2 = v - a2
+            v3 = v - a3
+            c0[b] += v0 * v0
+            c1[b] += v1 * v1
+            c2[b] += v2 * v2
+            c3[b] += v3 * v3
+        jp += 1
+
+
+@njit(**_JIT)
+def _tied_t4(r, diff, nb, t0, t1, t2, t3):
+    """``t<q>[j] += sum_b r[q, b] diff[j, b]`` for four components (rows of
+    ``r``): 4x4 tiles of dot products, four loads of ``r`` and four of
+    ``diff`` per row for 16 FMAs (sums in float64)."""
+    d = diff.shape[0]
+    r0 = r[0]
+    r1 = r[1]
+    r2 = r[2]
+    r3 = r[3]
+    j = 0
+    while j < d:
+        if j + 4 <= d:
+            q0 = diff[j + 0]
+            q1 = diff[j + 1]
+            q2 = diff[j + 2]
+            q3 = diff[j + 3]
+            s00 = 0.0
+            s01 = 0.0
+            s02 = 0.0
+            s03 = 0.0
+            s10 = 0.0
+            s11 = 0.0
+            s12 = 0.0
+            s13 = 0.0
+            s20 = 0.0
+            s21 = 0.0
+            s22 = 0.0
+            s23 = 0.0
+            s30 = 0.0
+            s31 = 0.0
+            s32 = 0.0
+            s33 = 0.0
+            for b in range(nb):
+                y0 = np.float64(q0[b])
+                y1 = np.float64(q1[b])
+                y2 = np.float64(q2[b])
+                y3 = np.float64(q3[b])
+                v = r0[b]
+                s00 += v * y0
+                s01 += v * y1
+                s02 += v * y2
+                s03 += v * y3
+                v = r1[b]
+                s10 += v * y0
+                s11 += v * y1
+                s12 += v * y2
+                s13 += v * y3
+                v = r2[b]
+                s20 += v * y0
+                s21 += v * y1
+                s22 += v * y2
+                s23 += v * y3
+                v = r3[b]
+                s30 += v * y0
+                s31 += v * y1
+                s32 += v * y2
+                s33 += v * y3
+            t0[j + 0] += s00
+            t0[j + 1] += s01
+            t0[j + 2] += s02
+            t0[j + 3] += s03
+            t1[j + 0] += s10
+            t1[j + 1] += s11
+            t1[j + 2] += s12
+            t1[j + 3] += s13
+            t2[j + 0] += s20
+            t2[j + 1] += s21
+            t2[j + 2] += s22
+            t2[j + 3] += s23
+            t3[j + 0] += s30
+            t3[j + 1] += s31
+            t3[j + 2] += s32
+            t3[j + 3] += s33
             j += 4
-        while j <= jp:
-            u0 = U[j, jp]
+        else:  # the d % 4 last coordinates
+            q0 = diff[j]
+            s00 = 0.0
+            s10 = 0.0
+            s20 = 0.0
+            s30 = 0.0
             for b in range(nb):
-                z[jp, b] += u0 * diff[j, b]
+                y0 = np.float64(q0[b])
+                s00 += r0[b] * y0
+                s10 += r1[b] * y0
+                s20 += r2[b] * y0
+                s30 += r3[b] * y0
+            t0[j] += s00
+            t1[j] += s10
+            t2[j] += s20
+            t3[j] += s30
             j += 1
 
 
@@ -1466,17 +1724,24 @@ def _chunks_tied(
 ):
     """E-step (and, if ``fit``, ``nk``, ``t`` and the upper triangle of ``g``
     into chunk ``c``'s partials) of chunks ``i0:i1`` under one shared factor
-    ``U``; see :func:`_chunks_full`."""
+    ``U``; see :func:`_chunks_full`.
+
+    Blocks of :func:`_block_rows_full` rows (of float64; for every dtype, so
+    the row grid depends on ``d`` only): the tiled projection and the tiled
+    pooled scatter run 256-row loops. ``G`` goes through
+    :func:`_accum_full_tiled` with float64 scratch, so its block sums are
+    float64 for float32 ``X`` too.
+    """
     n, d = X.shape
     k = projected.shape[0]
     B = _block_rows(d)
     xt = np.empty((d, B), dtype=X.dtype)
     diff = np.empty((d, B), dtype=X.dtype)
     z = np.empty((d, B), dtype=X.dtype)
-    maha = np.empty(B, dtype=X.dtype)
+    maha = np.empty((4, B), dtype=X.dtype)
     logp = np.empty((k, B), dtype=np.float64)
-    xd = np.empty((d, B), dtype=np.float64)
-    rd = np.empty(B, dtype=np.float64)
+    rd = np.empty((d, B), dtype=np.float64)
+    rc = np.empty(B, dtype=np.float64)
     rsum = np.empty(B, dtype=np.float64)
     mx = np.empty(B, dtype=np.float64)
     s = np.empty(B, dtype=np.float64)
@@ -1490,24 +1755,35 @@ def _chunks_tied(
             _load_block(X, start, nb, xt)
             _center(xt, nb, centre, diff)
             _tri_project(diff, U, nb, z)
-            for kk in range(k):
+            kk = 0
+            while kk + 4 <= k:
+                _tied_maha4(z, projected[kk:], nb, maha[0], maha[1], maha[2], maha[3])
+                for q in range(4):
+                    cc = comp_const[kk + q]
+                    mq = maha[q]
+                    lq = logp[kk + q]
+                    for b in range(nb):
+                        lq[b] = cc - 0.5 * np.float64(mq[b])
+                kk += 4
+            while kk < k:  # the k % 4 last components
+                m0 = maha[0]
                 for b in range(nb):
-                    maha[b] = 0.0
+                    m0[b] = 0.0
                 for jp in range(d):
                     m = projected[kk, jp]
                     for b in range(nb):
                         v = z[jp, b] - m
-                        maha[b] += v * v
+                        m0[b] += v * v
                 cc = comp_const[kk]
                 for b in range(nb):
-                    logp[kk, b] = cc - 0.5 * np.float64(maha[b])
+                    logp[kk, b] = cc - 0.5 * np.float64(m0[b])
+                kk += 1
             if not fit:
                 for b in range(nb):
                     for kk in range(k):
                         out[start + b, kk] = logp[kk, b]
                 continue
             ll += _responsibilities(logp, w, start, nb, mx, s)
-            _center(xt, nb, centre, xd)
             for b in range(nb):
                 rsum[b] = 0.0
             for kk in range(k):
@@ -1516,14 +1792,19 @@ def _chunks_tied(
                     a += logp[kk, b]
                     rsum[b] += logp[kk, b]
                 nk_p[c, kk] += a
-                if a == 0.0:
-                    continue
+            tc = t_p[c]
+            kk = 0
+            while kk + 4 <= k:
+                _tied_t4(logp[kk:], diff, nb, tc[kk], tc[kk + 1], tc[kk + 2], tc[kk + 3])
+                kk += 4
+            while kk < k:  # the k % 4 last components
                 for j in range(d):
                     a = 0.0
                     for b in range(nb):
-                        a += logp[kk, b] * xd[j, b]
-                    t_p[c, kk, j] += a
-            _accum_full(xd, rsum, nb, rd, gsx, g_p[c])
+                        a += logp[kk, b] * diff[j, b]
+                    tc[kk, j] += a
+                kk += 1
+            _accum_full_tiled(xt, centre, rsum, nb, rc, rd, gsx, g_p[c])
         if fit:
             ll_p[c] = ll
 
