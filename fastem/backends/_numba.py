@@ -1726,15 +1726,14 @@ def _chunks_tied(
     into chunk ``c``'s partials) of chunks ``i0:i1`` under one shared factor
     ``U``; see :func:`_chunks_full`.
 
-    Blocks of :func:`_block_rows_full` rows (of float64; for every dtype, so
-    the row grid depends on ``d`` only): the tiled projection and the tiled
-    pooled scatter run 256-row loops. ``G`` goes through
-    :func:`_accum_full_tiled` with float64 scratch, so its block sums are
-    float64 for float32 ``X`` too.
+    Blocks of :func:`_block_rows` rows for float64, twice that for float32
+    (the same bytes; W5 one pass: 256 float64 rows took 1.2x the time of 128,
+    256 float32 rows 0.8x). ``G`` goes through :func:`_accum_full_tiled` with
+    float64 scratch, so its block sums are float64 for float32 ``X`` too.
     """
     n, d = X.shape
     k = projected.shape[0]
-    B = _block_rows(d)
+    B = _block_rows(d) * 8 // X.itemsize
     xt = np.empty((d, B), dtype=X.dtype)
     diff = np.empty((d, B), dtype=X.dtype)
     z = np.empty((d, B), dtype=X.dtype)
