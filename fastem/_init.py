@@ -2,7 +2,8 @@
 k-means++, random responsibilities, random rows, model-based hierarchical
 clustering ('hc', :mod:`fastem._hc`), short EM runs ('emem'), the best of
 deterministic and random starts after short runs ('best', :func:`best_stats`),
-and user-given parameters.
+that start converged and searched by split-and-merge EM ('smem',
+:mod:`fastem._smem`), and user-given parameters.
 
 Every random choice over rows samples by inverting the cumulative sample
 weights, so a row of integer weight ``m`` is chosen exactly as ``m`` copies of
@@ -22,7 +23,16 @@ from ._passes import PassParams, em_stats
 from ._stats import Stats, m_step
 from .backends._numpy import accumulate_block
 
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem", "best")
+INIT_METHODS = (
+    "kmeans",
+    "k-means++",
+    "random",
+    "random_from_data",
+    "hc",
+    "emem",
+    "best",
+    "smem",
+)
 # emEM (Biernacki, Celeux & Govaert 2003): short runs from k-means++ seeds.
 EMEM_STARTS = 10
 EMEM_PASSES = 5
@@ -479,14 +489,21 @@ def initial_stats(
     'random_from_data' one row per component (so the initial covariances are
     ``reg_covar`` alone). 'hc' is the partition of model-based hierarchical
     clustering (:func:`hc_stats`); 'emem' the best of short EM runs
-    (:func:`emem_stats`), which runs the model's ``covariance_type`` (default
-    'full' if ``full`` else 'diag') with ``reg_covar``.
+    (:func:`emem_stats`), 'best' :func:`best_stats` and 'smem' the 'best'
+    start converged then searched by split-and-merge moves
+    (:func:`fastem._smem.smem_stats`); these three run the model's
+    ``covariance_type`` (default 'full' if ``full`` else 'diag') with
+    ``reg_covar``.
     """
     k, d = n_components, X.shape[1]
     if method == "hc":
         return hc_stats(X, sample_weight, k, rng, full)
-    if method in ("emem", "best"):
+    if method in ("emem", "best", "smem"):
         ct = covariance_type if covariance_type is not None else ("full" if full else "diag")
+        if method == "smem":
+            from ._smem import smem_stats  # imports this module: import when used
+
+            return smem_stats(X, sample_weight, k, rng, backend, ct, reg_covar)
         strategy = emem_stats if method == "emem" else best_stats
         return strategy(X, sample_weight, k, rng, backend, ct, reg_covar)
     if method == "kmeans":
