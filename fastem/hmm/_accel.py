@@ -16,10 +16,19 @@ finite vector is a valid model:
 
 Only the parameters the fit updates (``params``) are in the vector; the others
 stay as they are. One pass at a point sets the model to it, runs the
-forward-backward pass and the emission statistics (the objective is the
-weighted log-likelihood, the quantity hmmlearn's monitor records), then the
-M-step, whose result is the point's image; the M-step's parameters ride along
-as the payload, so the fitted model is an exact M-step result, as in plain EM.
+forward-backward pass and the emission statistics, then the M-step, whose
+result is the point's image; the M-step's parameters ride along as the
+payload, so the fitted model is an exact M-step result, as in plain EM.
+
+The objective the driver judges points by is the one the M-step ascends: the
+weighted log-likelihood plus the log prior of the point's parameters
+(:func:`fastem.hmm._prior.log_prior`; the log-likelihood alone when the priors
+are flat). Judged by the log-likelihood alone, a regularized Baum-Welch step
+can lose, so extrapolations were accepted or rejected against the wrong
+quantity (docs/acceleration.md, "Why reference=x1 broke the HMM driver
+tests"). ``monitor_.history`` keeps the log-likelihood, per pass, of the best
+point so far by the objective (hmmlearn's quantity); ``objective_history_``
+the objective itself.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import sys
 import numpy as np
 
 from .._em import Evaluation, StoppingRule, make_stopping_rule, run_fixed_point
+from ._prior import log_prior
 
 _TINY = np.finfo(np.float64).tiny
 
@@ -143,6 +153,8 @@ class _BaumWelchProblem:
         self.seq_weight = seq_weight
         self.packer = packer
         self.attrs = model._param_attrs()
+        # (objective, log-likelihood, has an image) of the last pass, for the monitor
+        self.last: tuple[float, float, bool] | None = None
 
     def evaluate(self, x: np.ndarray, extrapolated: bool) -> Evaluation | None:
         model = self.model
@@ -161,6 +173,12 @@ class _BaumWelchProblem:
             if extrapolated:
                 return None
             raise FloatingPointError("the log-likelihood is not finite")
+        # the objective at x: log prior of the parameters the pass ran at
+        objective = loglik + log_prior(model)
+        if math.isnan(objective):
+            if extrapolated:
+                return None
+            raise FloatingPointError("the log prior is not a number")
         try:
             stats = model._emission_stats(
                 self.kernels, self.X, fb.gamma, self.offsets, self.seq_weight, logB=fb.logB
@@ -171,10 +189,12 @@ class _BaumWelchProblem:
                 raise FloatingPointError("non-finite M-step")
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             if extrapolated:
-                return Evaluation(x, loglik, None)
+                self.last = (objective, loglik, False)
+                return Evaluation(x, objective, None)
             raise
         payload = {name: np.array(getattr(model, name), copy=True) for name in self.attrs}
-        return Evaluation(x, loglik, image, payload)
+        self.last = (objective, loglik, True)
+        return Evaluation(x, objective, image, payload)
 
 
 def run_driver(model, kernels, X, offsets, seq_weight) -> None:
@@ -185,8 +205,18 @@ def run_driver(model, kernels, X, offsets, seq_weight) -> None:
     else:
         rule = make_stopping_rule(model.stopping, model.tol)
     monitor = model.monitor_
+    problem = _BaumWelchProblem(model, kernels, X, offsets, seq_weight, packer)
+    best_loglik: list[float] = []  # per pass: the log-likelihood of the best point so far
 
     def on_pass(n_passes: int, lower_bound: float, change: float) -> None:
+        # The driver made the last pass's point the best iff the bound is its
+        # objective and its M-step succeeded (it sets the best on >=, so a tie
+        # moves it too); else the best point, and its log-likelihood, stay.
+        objective, loglik, has_image = problem.last
+        if has_image and objective == lower_bound or not best_loglik:
+            best_loglik.append(loglik)
+        else:
+            best_loglik.append(best_loglik[-1])
         if model.verbose:
             print(
                 monitor._template.format(iter=n_passes, log_prob=lower_bound, delta=change),
@@ -195,7 +225,7 @@ def run_driver(model, kernels, X, offsets, seq_weight) -> None:
 
     start = {name: np.array(getattr(model, name), copy=True) for name in model._param_attrs()}
     result = run_fixed_point(
-        _BaumWelchProblem(model, kernels, X, offsets, seq_weight, packer),
+        problem,
         packer.pack(model),
         method=model.acceleration,
         max_passes=model.n_iter,
@@ -205,7 +235,8 @@ def run_driver(model, kernels, X, offsets, seq_weight) -> None:
     final = result.payload if result.payload is not None else start
     for name, value in final.items():
         setattr(model, name, value)
-    monitor.history.extend(result.lower_bounds)
+    monitor.history.extend(best_loglik)
+    monitor.objective_history.extend(result.lower_bounds)
     monitor.iter = result.n_passes
     monitor._converged = bool(result.converged)
     monitor.n_extrapolations_accepted = result.n_accepted

@@ -22,6 +22,7 @@ from .._missing import has_nan
 from .._threads import limit_threads
 from ..exceptions import NotFittedError
 from ._backend import HMMKernels, get_hmm_kernels
+from ._prior import log_prior
 
 _log = logging.getLogger(__name__)
 DECODER_ALGORITHMS = ("viterbi", "map")
@@ -48,6 +49,9 @@ class ConvergenceMonitor:
     history : deque
         Log-likelihood (log-posterior with priors not included, as hmmlearn)
         at the parameters each M-step started from.
+    objective_history : list of float
+        The objective the M-step ascends, ``log-likelihood + log prior`` (see
+        :mod:`fastem.hmm._prior`), at the same parameters (fastem extension).
     iter : int
         Iterations done.
     """
@@ -59,6 +63,7 @@ class ConvergenceMonitor:
         self.n_iter = n_iter
         self.verbose = verbose
         self.history: deque = deque()
+        self.objective_history: list[float] = []
         self.iter = 0
         # Set by an accelerated fit or a fastem stopping rule: the driver's verdict.
         self._converged: bool | None = None
@@ -72,6 +77,7 @@ class ConvergenceMonitor:
     def _reset(self) -> None:
         self.iter = 0
         self.history.clear()
+        self.objective_history.clear()
 
     def report(self, log_prob: float) -> None:
         """Record one iteration's log-likelihood (and print it if verbose)."""
@@ -199,10 +205,10 @@ def _x_has_nan(model, X) -> bool:
 @dataclass
 class _FBResult:
     loglik: np.ndarray  # (S,) per sequence
-    gamma: np.ndarray  # (N, K)
+    gamma: np.ndarray | None  # (N, K); None from a fused E-step
     xi: np.ndarray  # (K, K)
     start: np.ndarray  # (K,)
-    logB: np.ndarray  # (N, K) emission log-densities the pass used
+    logB: np.ndarray | None  # (N, K) emission log-densities the pass used (or None)
 
 
 class BaseHMM(*ESTIMATOR_BASES):
@@ -290,6 +296,14 @@ class BaseHMM(*ESTIMATOR_BASES):
         )  # fmt: skip
         return res
 
+    def _estep(self, kernels: HMMKernels, X, offsets, seq_weight) -> tuple[_FBResult, tuple]:
+        """One Baum-Welch E-step: the forward-backward result (its ``loglik``,
+        ``xi`` and ``start``) and the emission statistics. Emission models with
+        a fused kernel override it (their ``gamma`` and ``logB`` may be None)."""
+        fb = self._forward_backward(kernels, X, offsets, seq_weight)
+        stats = self._emission_stats(kernels, X, fb.gamma, offsets, seq_weight, logB=fb.logB)
+        return fb, stats
+
     def _prepare(self, X, lengths):
         self._check_fitted()
         self._check()
@@ -330,6 +344,9 @@ class BaseHMM(*ESTIMATOR_BASES):
         for name, value in best[1].items():
             setattr(self, name, value)
         self.monitor_ = best[2]
+        objective = getattr(self.monitor_, "objective_history", [])
+        self.objective_history_ = np.asarray(objective, dtype=np.float64)
+        self.objective_ = float(objective[-1]) if len(objective) else -np.inf
         return self
 
     def _fit_restarts(self, X, offsets, seq_weight, kernels, n_init, rs, given):
@@ -363,9 +380,10 @@ class BaseHMM(*ESTIMATOR_BASES):
 
     def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
         for _ in range(self.n_iter):
-            fb = self._forward_backward(kernels, X, offsets, seq_weight)
-            stats = self._emission_stats(kernels, X, fb.gamma, offsets, seq_weight, logB=fb.logB)
+            fb, stats = self._estep(kernels, X, offsets, seq_weight)
             loglik = float(seq_weight @ fb.loglik)
+            # the objective the M-step ascends, at the parameters of this E-step
+            self.monitor_.objective_history.append(loglik + log_prior(self))
             self._do_mstep(fb, stats)
             self.monitor_.report(loglik)
             if self.monitor_.converged:

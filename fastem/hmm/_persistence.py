@@ -20,6 +20,9 @@ convergence monitor (``monitor_history_``, ``monitor_iter_`` and
 stopping rule decides and the history alone cannot reproduce), from which
 ``monitor_`` is rebuilt. A file written before ``monitor_converged_`` was
 stored loads with the verdict of hmmlearn's rule on the history.
+``objective_history_`` (log-likelihood + log prior per iteration, see
+:mod:`fastem.hmm._prior`) is stored with the monitor when the fit recorded it;
+a file without it loads without ``objective_`` and ``objective_history_``.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ _EMISSION_ATTRIBUTES: dict[str, dict[str, str]] = {
 }
 _COMMON_ATTRIBUTES = ("startprob_", "transmat_", "monitor_history_", "monitor_iter_")
 # Stored since the monitor's verdict was saved; optional when reading older files.
-_OPTIONAL_ATTRIBUTES = ("monitor_converged_",)
+_OPTIONAL_ATTRIBUTES = ("monitor_converged_", "objective_history_")
 
 
 def _attribute_map(estimator: str) -> dict[str, str]:
@@ -136,6 +139,9 @@ def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
     values["monitor_history_"] = np.asarray(history, dtype=np.float64)
     values["monitor_iter_"] = 0 if monitor is None else int(monitor.iter)
     values["monitor_converged_"] = False if monitor is None else bool(monitor.converged)
+    objective = getattr(model, "objective_history_", None)
+    if objective is not None:
+        values["objective_history_"] = np.asarray(objective, dtype=np.float64)
     if "n_features" in values:
         values["n_features"] = int(values["n_features"])
     attributes = {
@@ -335,6 +341,18 @@ def build_hmm(metadata: dict, arrays: dict[str, np.ndarray]) -> BaseHMM:
         if type(converged) is not bool:
             raise _Invalid(f"monitor_converged_ must be true or false, got {converged!r}")
         monitor._converged = converged
+    if "objective_history_" in attributes:
+        objective = attributes["objective_history_"]
+        if (
+            not isinstance(objective, np.ndarray) or objective.ndim != 1
+            or objective.dtype != np.float64 or objective.shape != history.shape
+        ):  # fmt: skip
+            raise _Invalid("objective_history_ must be a float64 array as long as the history")
+        if np.isnan(objective).any() or (objective == np.inf).any():
+            raise _Invalid("objective_history_ must not hold NaN or +inf")
+        monitor.objective_history.extend(float(v) for v in objective)
+        model.objective_history_ = objective
+        model.objective_ = float(objective[-1]) if objective.size else -np.inf
     model.monitor_ = monitor
     if estimator == "CategoricalHMM":
         if model.n_features is None:

@@ -1,0 +1,182 @@
+"""The log prior density whose MAP update is the HMMs' M-step (issue #15).
+
+fastem's M-step is hmmlearn's, priors included. Each update below is the
+maximizer of ``Q(theta) + log p(theta)`` (``Q`` the expected complete-data
+log-likelihood of the E-step) for the density ``p`` written next to it, up to
+an additive constant that does not depend on the parameters. So Baum-Welch
+never decreases the *objective* ``log L(theta) + log p(theta)`` (the log
+posterior up to a constant), which :func:`log_prior` lets a fit record.
+
+Conventions (``n`` the posterior weight of a state or component, ``S`` its
+scatter about the new mean):
+
+- Dirichlet(alpha) on ``startprob_``, each row of ``transmat_``, each row of
+  GMMHMM's ``weights_`` and of ``emissionprob_``: ``sum (alpha - 1) log p``.
+  MAP: ``p ∝ alpha - 1 + counts``. A zero entry of the parameter is left out
+  of the sum: fastem keeps zeros of ``startprob_``/``transmat_`` (structural
+  zeros), so the parameter lives on that face of the simplex and the M-step
+  maximizes over the face. Exact for ``alpha >= 1``; for ``alpha < 1`` the
+  density is unbounded at the boundary (no MAP exists) and hmmlearn's clipping
+  of ``alpha - 1 + counts`` at 0 is not a maximizer.
+- GaussianHMM (hmmlearn's ``_do_mstep``): means ``(w m0 + sum g x) / (w + n)``
+  and, for "diag" (per state k and feature d),
+  ``sigma2 = (cp + w (mu - m0)^2 + S) / (max(cw - 1, 0) + n)``: the MAP of
+  ``-1/2 [max(cw - 1, 0) log sigma2 + (cp + w (mu - m0)^2) / sigma2]``, i.e. a
+  Normal ``N(m0, sigma2 / w)`` on the mean times an inverse gamma with shape
+  ``(max(cw - 1, 0) - 3) / 2`` (``- 2`` when ``w = 0``) and scale ``cp / 2``.
+  "spherical" averages the "diag" update over features, which is the MAP of
+  the same penalty with one ``sigma2`` for all features when ``covars_weight``
+  is the same for every feature. "full": ``-1/2 [max(cw - D, 0) log|Sigma| +
+  tr(Sigma^-1 (cp + w (mu - m0)(mu - m0)^T))]`` (Normal times inverse Wishart
+  with ``max(cw - D, 0) - D - 2`` degrees of freedom and scale ``cp``; a scalar
+  ``cp`` is added to every entry, hmmlearn's broadcasting). "tied": one
+  ``Sigma``, the K mean terms summed.
+- GMMHMM (hmmlearn's ``GMMHMM._do_mstep``, a Normal-inverse-Wishart /
+  Normal-inverse-gamma prior per component, ``lambda = means_weight``):
+  "full" ``-1/2 [(nu + D + 2) log|Sigma| + tr(Sigma^-1 (Psi^T + lambda cm cm^T))]``,
+  "diag" ``-(alpha + 3/2) log sigma2 - (beta + lambda cm^2 / 2) / sigma2``,
+  "spherical" ``-(alpha + 1 + D/2) log sigma2 - (beta + lambda |cm|^2 / 2) / sigma2``,
+  "tied" (per state) ``-1/2 [(nu + D + 1 + M) log|Sigma| + tr(Sigma^-1 (Psi^T +
+  sum_m lambda cm cm^T))]`` with ``cm = mu - m0``. hmmlearn's covariance update
+  uses the scatter about the means *before* the M-step: with
+  ``means_weight = 0`` that is an ECM step (covariances given the old means,
+  then means given the new covariances: each conditional step maximizes, so
+  the objective still never decreases); with ``means_weight > 0`` the prior term
+  uses the new means and the step is neither (no guarantee).
+- PoissonHMM: ``sum alpha log lambda - beta lambda`` (gamma, shape
+  ``alpha + 1``, rate ``beta``). hmmlearn's update
+  ``(alpha + N ybar_k) / (beta + N)`` uses the total weight ``N`` of all
+  states, so it is this MAP only when ``alpha = beta = 0`` (the default) or
+  there is one state; otherwise it is the MAP of a prior that scales with the
+  state's share ``n_k / N`` of the data, not of any fixed prior.
+
+Not part of any prior: fastem's ``reg_covar`` (added to the covariance after
+the MAP update: a floor that binds may lower the objective) and the ``1e-5``
+lower bound hmmlearn puts on the "diag"/"spherical" denominator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["log_prior"]
+
+
+def _dirichlet(p: np.ndarray, alpha) -> float:
+    """``sum (alpha - 1) log p`` over the entries with ``p > 0`` (the face)."""
+    p = np.asarray(p, dtype=np.float64)
+    am1 = np.broadcast_to(np.asarray(alpha, dtype=np.float64) - 1.0, p.shape)
+    pos = p > 0
+    return float(np.sum(am1[pos] * np.log(p[pos])))
+
+
+def _logdet_trace(cov: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``log|cov|`` and ``tr(cov^-1 scale)`` of stacked matrices (..., D, D)."""
+    L = np.linalg.cholesky(cov)
+    logdet = 2.0 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1)
+    trace = np.trace(np.linalg.solve(cov, scale), axis1=-2, axis2=-1)
+    return logdet, trace
+
+
+def _gaussian_hmm(model) -> float:
+    # The broadcasting of GaussianHMM._emission_mstep, term for term.
+    mu = np.asarray(model.means_, dtype=np.float64)
+    K, D = mu.shape
+    ct = model.covariance_type
+    mw = np.asarray(model.means_weight, dtype=np.float64)
+    mw = mw[:, None] if mw.ndim == 1 else mw
+    mp = np.asarray(model.means_prior, dtype=np.float64)
+    mp = mp[:, None] if mp.ndim == 1 and mp.shape[0] == K and D != K else mp
+    cp = np.asarray(model.covars_prior, dtype=np.float64)
+    cw = np.asarray(model.covars_weight, dtype=np.float64)
+    meandiff = mu - mp
+    cov = np.asarray(model._covars_, dtype=np.float64)
+    if ct in ("spherical", "diag"):
+        var = np.broadcast_to(cov[:, None] if ct == "spherical" else cov, (K, D))
+        shape = np.broadcast_to(np.maximum(cw - 1.0, 0.0), (K, D))
+        scale = np.broadcast_to(cp + mw * meandiff**2, (K, D))
+        return float(-0.5 * np.sum(shape * np.log(var) + scale / var))
+    outer = mw[..., None] * meandiff[:, :, None] * meandiff[:, None, :]
+    dof = np.maximum(cw - D, 0.0)
+    if ct == "tied":
+        logdet, trace = _logdet_trace(cov, np.broadcast_to(cp + outer.sum(axis=0), (D, D)))
+        return float(-0.5 * (dof * logdet + trace))
+    logdet, trace = _logdet_trace(cov, np.broadcast_to(cp + outer, (K, D, D)))
+    return float(-0.5 * np.sum(np.broadcast_to(dof, (K,)) * logdet + trace))
+
+
+def _gmm_hmm(model) -> float:
+    wp, mp, mw, cp, cw = model._priors()
+    mu = np.asarray(model.means_, dtype=np.float64)
+    K, M, D = mu.shape
+    ct = model.covariance_type
+    cov = np.asarray(model.covars_, dtype=np.float64)
+    cm = mu - mp
+    out = _dirichlet(model.weights_, wp)
+    if ct == "full":  # nu = cw, Psi = cp
+        scale = np.swapaxes(cp, 2, 3) + mw[:, :, None, None] * cm[..., :, None] * cm[..., None, :]
+        logdet, trace = _logdet_trace(cov, scale)
+        return out + float(-0.5 * np.sum((cw + D + 2.0) * logdet + trace))
+    if ct == "tied":
+        scale = np.swapaxes(cp, 1, 2) + np.einsum(
+            "ij,ijkl->ikl", mw, cm[..., :, None] * cm[..., None, :]
+        )
+        logdet, trace = _logdet_trace(cov, scale)
+        return out + float(-0.5 * np.sum((cw + D + 1.0 + M) * logdet + trace))
+    if ct == "diag":  # alpha = cp, beta = cw
+        return out + float(
+            np.sum(-(cp + 1.5) * np.log(cov) - (cw + 0.5 * mw[:, :, None] * cm**2) / cov)
+        )
+    sq = (cm**2).sum(axis=2)
+    return out + float(np.sum(-(cp + 1.0 + D / 2.0) * np.log(cov) - (cw + 0.5 * mw * sq) / cov))
+
+
+def _poisson_hmm(model) -> float:
+    lam = np.asarray(model.lambdas_, dtype=np.float64)
+    alpha = np.broadcast_to(np.asarray(model.lambdas_prior, dtype=np.float64), lam.shape)
+    beta = np.broadcast_to(np.asarray(model.lambdas_weight, dtype=np.float64), lam.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_log = np.where(alpha == 0, 0.0, alpha * np.log(lam))  # 0 log 0 = 0
+    return float(np.sum(a_log - beta * lam))
+
+
+def log_prior(model) -> float:
+    """Log prior density of a fitted (or initialized) HMM's parameters.
+
+    The density, up to an additive constant, whose MAP update is the model's
+    M-step (see the module docstring for each model and covariance type and for
+    where the M-step is not its exact maximizer). The Baum-Welch objective is
+    ``log-likelihood + log_prior(model)``.
+
+    Parameters
+    ----------
+    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+        With its parameters set (``startprob_``, ``transmat_`` and the
+        emission parameters).
+
+    Returns
+    -------
+    float
+        ``-inf`` where a parameter is outside the prior's support (e.g. a
+        singular covariance).
+    """
+    from ._discrete import CategoricalHMM, PoissonHMM
+    from ._gaussian import GaussianHMM
+    from ._gmm import GMMHMM
+
+    out = _dirichlet(model.startprob_, model.startprob_prior)
+    out += _dirichlet(model.transmat_, model.transmat_prior)
+    try:
+        if isinstance(model, GMMHMM):
+            out += _gmm_hmm(model)
+        elif isinstance(model, GaussianHMM):
+            out += _gaussian_hmm(model)
+        elif isinstance(model, CategoricalHMM):
+            out += _dirichlet(model.emissionprob_, model.emissionprob_prior)
+        elif isinstance(model, PoissonHMM):
+            out += _poisson_hmm(model)
+        else:
+            raise TypeError(f"no prior is defined for {type(model).__name__}")
+    except np.linalg.LinAlgError:
+        return -np.inf
+    return float(out)
