@@ -47,6 +47,7 @@ __all__ = [
     "moments_full",
     "gmm_state_logprob",
     "gmm_posteriors",
+    "estep_diag",
 ]
 
 TINY = 1e-250  # same rescue threshold as the reference
@@ -261,15 +262,16 @@ LANES_MAX_K = 64
 
 
 @njit(**_JIT)
-def _lanes_emissions(logB, offsets, s0, nl, T, b, m, last, live):
+def _lanes_emissions(logB, offsets, base, s0, nl, T, b, m, last, live):
     """Shifted emissions ``b[l, t, k]`` and shifts ``m[l, t]`` of lane l's
-    sequence ``s0 + l``; frames past a lane's end (and every frame of an
-    impossible sequence) get the neutral ``b = 1``, ``m = 0``, up to the batch's
-    longest ``T``."""
+    sequence ``s0 + l`` (frame ``offsets[s] + t`` is row ``offsets[s] + t - base``
+    of ``logB``); frames past a lane's end (and every frame of an impossible
+    sequence) get the neutral ``b = 1``, ``m = 0``, up to the batch's longest
+    ``T``."""
     K = logB.shape[1]
     for ln in range(LANES):
         Tl = offsets[s0 + ln + 1] - offsets[s0 + ln] if ln < nl else 0
-        lo = offsets[s0 + ln] if ln < nl else 0
+        lo = offsets[s0 + ln] - base if ln < nl else 0
         last[ln] = Tl
         live[ln] = 1.0 if Tl > 0 else 0.0
         bl = b[ln]
@@ -298,11 +300,11 @@ def _lanes_emissions(logB, offsets, s0, nl, T, b, m, last, live):
 
 
 @njit(**_JIT)
-def _lanes_rescue(logB, offsets, s0, ln, t, pred, al, b, m, live):
+def _lanes_rescue(logB, offsets, base, s0, ln, t, pred, al, b, m, live):
     """The exact-shift redo of lane l's frame t (see :func:`_forward_seq`);
     returns the frame's normalizer (1.0 if the sequence turns out impossible)."""
     K = logB.shape[1]
-    row = offsets[s0 + ln] + t
+    row = offsets[s0 + ln] + t - base
     m2 = -np.inf
     for k in range(K):
         p = pred[ln, k]
@@ -326,7 +328,7 @@ def _lanes_rescue(logB, offsets, s0, ln, t, pred, al, b, m, live):
 
 @njit(**_JIT)
 def _fb_lanes(
-    logB, offsets, s0, nl, startprob, transmat, transmat_t, seq_weight, gamma, loglik,
+    logB, offsets, base, s0, nl, startprob, transmat, transmat_t, seq_weight, gamma, loglik,
     outer, start_acc, b, al, be, c, m, pred, last, live,
 ):  # fmt: skip
     """Forward-backward of sequences ``s0:s0 + nl`` (nl <= LANES) in lock-step,
@@ -334,12 +336,14 @@ def _fb_lanes(
     per-sequence arithmetic of :func:`_forward_seq` / :func:`_backward_seq`
     (the lanes never mix), so a sequence's posteriors and log-likelihood do not
     depend on its neighbours. Adds ``sum_l w_l sum_t alpha_t v_t+1^T`` into
-    ``outer``."""
+    ``outer``. Frame ``offsets[s] + t`` is row ``offsets[s] + t - base`` of
+    ``logB`` and ``gamma`` (``base`` 0: the whole arrays; the fused E-step
+    passes one batch's rows)."""
     K = logB.shape[1]
     T = 0
     for ln in range(nl):
         T = max(T, offsets[s0 + ln + 1] - offsets[s0 + ln])
-    _lanes_emissions(logB, offsets, s0, nl, T, b, m, last, live)
+    _lanes_emissions(logB, offsets, base, s0, nl, T, b, m, last, live)
     L0, L1, L2, L3 = last[0], last[1], last[2], last[3]
     b0, b1, b2, b3 = b[0], b[1], b[2], b[3]
     x0, x1, x2, x3 = al[0], al[1], al[2], al[3]
@@ -374,7 +378,7 @@ def _fb_lanes(
         if c0 < TINY or c1 < TINY or c2 < TINY or c3 < TINY:
             for ln in range(LANES):  # one call site: less code to compile
                 if c[ln, t] < TINY:
-                    c[ln, t] = _lanes_rescue(logB, offsets, s0, ln, t, pred, al, b, m, live)
+                    c[ln, t] = _lanes_rescue(logB, offsets, base, s0, ln, t, pred, al, b, m, live)
             c0, c1, c2, c3 = c[0, t], c[1, t], c[2, t], c[3, t]
         i0 = 1.0 / c0
         i1 = 1.0 / c1
@@ -447,7 +451,7 @@ def _fb_lanes(
     # posteriors, log-likelihoods and start counts, lane by lane
     for ln in range(nl):
         s = s0 + ln
-        lo = offsets[s]
+        lo = offsets[s] - base
         Tl = last[ln]
         if live[ln] == 0.0:
             loglik[s] = -np.inf
@@ -521,7 +525,7 @@ def _fb_chunks(
             nl = min(lanes, s_hi - s0)
             if nl > 1:
                 _fb_lanes(
-                    logB, offsets, s0, nl, startprob, transmat, transmat_t, seq_weight,
+                    logB, offsets, 0, s0, nl, startprob, transmat, transmat_t, seq_weight,
                     gamma, loglik, outer_p[ch], start_p[ch], b, al, be, c, m, pred, last, live,
                 )  # fmt: skip
                 continue
@@ -604,9 +608,12 @@ def _viterbi_chunks(i0, i1, n_chunks, logB, offsets, log_startprob, log_transmat
 
 
 @njit(**_JIT)
-def _moments_block(X, gamma, row_weight, shift, lo, nb, xt, gt, diff, gd, nk, sx, sxx, full):
-    """Add one block of rows to a chunk's partials. Rows go into transposed
-    (D, B) / (K, B) scratch so the inner loops run over rows with unit stride."""
+def _moments_block(
+    X, gamma, row_weight, shift, lo, gbase, nb, xt, gt, diff, gd, nk, sx, sxx, full
+):  # fmt: skip
+    """Add rows ``lo:lo + nb`` to a chunk's partials (their posteriors are rows
+    ``lo - gbase:...`` of ``gamma``). Rows go into transposed (D, B) / (K, B)
+    scratch so the inner loops run over rows with unit stride."""
     D = X.shape[1]
     K = gamma.shape[1]
     for b in range(nb):
@@ -614,7 +621,7 @@ def _moments_block(X, gamma, row_weight, shift, lo, nb, xt, gt, diff, gd, nk, sx
         for j in range(D):
             xt[j, b] = np.float64(X[lo + b, j])
         for k in range(K):
-            gt[k, b] = w * gamma[lo + b, k]
+            gt[k, b] = w * gamma[lo - gbase + b, k]
     for k in range(K):
         s0 = 0.0
         for b in range(nb):
@@ -666,9 +673,103 @@ def _moments_chunks(i0, i1, n_chunks, X, gamma, row_weight, shift, nk_p, sx_p, s
         for start in range(lo, hi, BLOCK):
             nb = min(BLOCK, hi - start)
             _moments_block(
-                X, gamma, row_weight, shift, start, nb, xt, gt, diff, gd,
+                X, gamma, row_weight, shift, start, 0, nb, xt, gt, diff, gd,
                 nk_p[ch], sx_p[ch], sxx_p[ch], full,
             )  # fmt: skip
+
+
+# ------------------------------------------------------------------ fused E-step
+# Diagonal Gaussian emissions, forward-backward and moments of one batch of
+# sequences at a time, in one pass over the thread pool: the (N, K) emission
+# and posterior arrays of the separate kernels are never formed (a batch's
+# rows stay in cache from the emissions to the moments), and an iteration
+# hands the pool one pass instead of three.
+
+
+@njit(**_JIT)
+def _diag_logb(X, r0, nr, means_t, pc_t, comp_const, lb):
+    """``lb[t, k] = comp_const[k] - sum_j ((X[r0 + t, j] - mu_kj) u_kj)^2 / 2``
+    for ``t < nr``, with the means and diagonal precision factors transposed
+    ((D, K)): the loops over states run with unit stride (vector code)."""
+    D = X.shape[1]
+    K = means_t.shape[1]
+    for t in range(nr):
+        row = r0 + t
+        for k in range(K):
+            lb[t, k] = 0.0
+        for j in range(D):
+            x = X[row, j]
+            for k in range(K):
+                d = (x - means_t[j, k]) * pc_t[j, k]
+                lb[t, k] += d * d
+        for k in range(K):
+            lb[t, k] = comp_const[k] - 0.5 * lb[t, k]
+
+
+@njit(**_JIT)
+def _estep_diag_chunks(
+    i0, i1, n_chunks, X, offsets, means_t, pc_t, comp_const, startprob, transmat,
+    transmat_t, seq_weight, row_weight, shift, loglik, outer_p, start_p, nk_p, sx_p, sxx_p,
+):  # fmt: skip
+    """The groups i0:i1 of :func:`_fb_chunks` (same batches), each batch's
+    emissions computed into a (rows, K) scratch first and its moments about
+    ``shift`` added into the group's partials after its posteriors."""
+    D = X.shape[1]
+    K = means_t.shape[1]
+    S = offsets.shape[0] - 1
+    lanes = LANES if K <= LANES_MAX_K else 1
+    n_batches = (S + lanes - 1) // lanes
+    last = np.empty(LANES, dtype=np.int64)
+    live = np.empty(LANES)
+    pred = np.empty((LANES, K))
+    t_max = 0
+    r_max = 0
+    for ch in range(i0, i1):
+        b_lo, b_hi = _chunk_bounds(n_batches, n_chunks, ch)
+        s_lo, s_hi = b_lo * lanes, min(b_hi * lanes, S)
+        for s0 in range(s_lo, s_hi, lanes):
+            s1 = min(s0 + lanes, s_hi)
+            r_max = max(r_max, offsets[s1] - offsets[s0])
+            for s in range(s0, s1):
+                t_max = max(t_max, offsets[s + 1] - offsets[s])
+    lb = np.empty((r_max, K))
+    gam = np.empty((r_max, K))
+    b = np.empty((LANES, t_max, K))
+    al = np.empty((LANES, t_max, K))
+    be = np.empty((LANES, t_max, K))
+    c = np.empty((LANES, t_max))
+    m = np.empty((LANES, t_max))
+    xt = np.empty((D, BLOCK))
+    gt = np.empty((K, BLOCK))
+    diff = np.empty((D, BLOCK))
+    gd = np.empty((D, BLOCK))
+    for ch in range(i0, i1):
+        b_lo, b_hi = _chunk_bounds(n_batches, n_chunks, ch)
+        s_lo, s_hi = b_lo * lanes, min(b_hi * lanes, S)
+        for s0 in range(s_lo, s_hi, lanes):
+            nl = min(lanes, s_hi - s0)
+            r0 = offsets[s0]
+            nr = offsets[s0 + nl] - r0
+            _diag_logb(X, r0, nr, means_t, pc_t, comp_const, lb)
+            if nl > 1:
+                _fb_lanes(
+                    lb, offsets, r0, s0, nl, startprob, transmat, transmat_t, seq_weight,
+                    gam, loglik, outer_p[ch], start_p[ch], b, al, be, c, m, pred, last, live,
+                )  # fmt: skip
+            else:
+                ll = _forward_seq(lb, 0, nr, startprob, transmat_t, gam, b[0], c[0], m[0])
+                loglik[s0] = ll
+                if ll == -np.inf:
+                    continue  # probability 0: no posteriors, no counts
+                w = seq_weight[s0]
+                _backward_seq(0, nr, transmat, gam, b[0], c[0], be[0], outer_p[ch], w)
+                for k in range(K):
+                    start_p[ch, k] += w * gam[0, k]
+            for start in range(r0, r0 + nr, BLOCK):
+                _moments_block(
+                    X, gam, row_weight, shift, start, r0, min(BLOCK, r0 + nr - start),
+                    xt, gt, diff, gd, nk_p[ch], sx_p[ch], sxx_p[ch], False,
+                )  # fmt: skip
 
 
 #: A state's share of its row below this is recomputed with the state's own maximum,
@@ -841,6 +942,52 @@ def moments_diag(X, gamma, row_weight, shift, nk, sx, sxx):
 def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
     """See :mod:`fastem.hmm._kernels_numpy`."""
     _moments(X, gamma, row_weight, shift, nk, sx, sxx, True)
+
+
+#: The fused E-step takes a shape with at least this many batches of sequences
+#: (groups of the thread pool's static split); below it the separate kernels,
+#: whose emissions and moments are parallel over rows, balance better (one
+#: long sequence would be one group on one thread).
+FUSED_MIN_BATCHES = 8
+
+
+def estep_diag(
+    X, offsets, means, prec_chol, comp_const, startprob, transmat, seq_weight, row_weight,
+    shift, loglik, xi, start, nk, sx, sxx,
+):  # fmt: skip
+    """Fused E-step of a diagonal-Gaussian HMM (optional entry; see
+    :func:`fastem.hmm._backend.estep_diag`), or ``False`` when the shape has
+    too few batches of sequences for it (nothing written then).
+
+    Equals, to rounding, ``log_prob_diag`` into ``logB``, then
+    ``forward_backward(logB, ...)`` and ``moments_diag(X, gamma, row_weight,
+    shift, nk, sx, sxx)``: ``loglik``, ``xi``, ``start``, ``nk``, ``sx``,
+    ``sxx`` as those write them (X float64). Group partials summed in group
+    order: the same bits on any thread count.
+    """
+    N, D = X.shape
+    K = means.shape[0]
+    S = offsets.shape[0] - 1
+    lanes = LANES if K <= LANES_MAX_K else 1
+    n_batches = (S + lanes - 1) // lanes
+    if n_batches < FUSED_MIN_BATCHES:
+        return False
+    nc = _seq_chunks(n_batches)
+    outer_p = np.zeros((nc, K, K))
+    start_p = np.zeros((nc, K))
+    nk_p, sx_p, sxx_p = moment_partials(nc, K, D, False)
+    work = N * K * (3 * K + 3 * D)
+    _run(
+        _estep_diag_chunks, nc, work, nc, _ro(X), _ro(offsets),
+        _ro(np.ascontiguousarray(means.T)), _ro(np.ascontiguousarray(prec_chol.T)),
+        _ro(comp_const), _ro(startprob), _ro(transmat),
+        _ro(np.ascontiguousarray(transmat.T)), _ro(seq_weight), _ro(row_weight),
+        _ro(shift), loglik, outer_p, start_p, nk_p, sx_p, sxx_p,
+    )  # fmt: skip
+    np.multiply(transmat, outer_p.sum(axis=0), out=xi)  # groups summed in order
+    start[:] = start_p.sum(axis=0)
+    sum_moment_partials(nk_p, sx_p, sxx_p, False, nk, sx, sxx)
+    return True
 
 
 def gmm_state_logprob(comp, n_mix, out):

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from types import ModuleType
 
+import numpy as np
+
 from ..backends import get_backend
 
 HMM_BACKENDS = ("numba", "cython", "numpy")
@@ -76,3 +78,69 @@ def get_hmm_kernels(name: str | None = None) -> HMMKernels:
             f"available: {', '.join(available_hmm_backends())}"
         )
     return kernels
+
+
+# ------------------------------------------------------------------ optional kernels
+# A backend module may add fused kernels to the contract of
+# ``fastem.hmm._kernels_numpy``; each has a fallback here composed of the
+# contract's kernels, which every backend has, and is tested against it.
+
+
+def estep_diag(
+    kernels: HMMKernels,
+    X: np.ndarray,
+    offsets: np.ndarray,
+    means: np.ndarray,
+    prec_chol: np.ndarray,
+    comp_const: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    seq_weight: np.ndarray,
+    row_weight: np.ndarray,
+    shift: np.ndarray,
+    loglik: np.ndarray,
+    xi: np.ndarray,
+    start: np.ndarray,
+    nk: np.ndarray,
+    sx: np.ndarray,
+    sxx: np.ndarray,
+) -> None:
+    """One E-step of an HMM with diagonal Gaussian emissions and no missing values.
+
+    Writes what ``forward_backward`` writes (``loglik``, ``xi``, ``start``) for
+    the emission log-densities of ``mixture.log_prob_diag(X, means, prec_chol,
+    comp_const)``, and what ``moments_diag(X, gamma, row_weight, shift, ...)``
+    writes for its posteriors (``nk``, ``sx``, ``sxx``). The backend's fused
+    ``estep_diag`` runs where it has one and takes the shape (float64 ``X``):
+    same values to rounding, without the (N, K) emission and posterior arrays.
+    Otherwise the three contract kernels run in turn (the same bits as before
+    the fused kernel existed).
+
+    Parameters
+    ----------
+    kernels : HMMKernels
+    X : ndarray of shape (n_samples, n_features)
+    offsets : ndarray of shape (n_sequences + 1,), int64
+    means, prec_chol : ndarray of shape (n_components, n_features)
+        In ``X``'s dtype; ``prec_chol`` holds diagonal precision factors.
+    comp_const : ndarray of shape (n_components,)
+        ``log det U_k - D/2 log(2 pi)`` (no mixing weights).
+    startprob, transmat, seq_weight, row_weight, shift : ndarray
+        As ``forward_backward`` and ``moments_diag`` take them.
+    loglik, xi, start, nk, sx, sxx : ndarray
+        Outputs, overwritten.
+    """
+    fused = getattr(kernels.hmm, "estep_diag", None)
+    if fused is not None and X.dtype == np.float64:
+        if fused(
+            X, offsets, means, prec_chol, comp_const, startprob, transmat, seq_weight,
+            row_weight, shift, loglik, xi, start, nk, sx, sxx,
+        ):  # fmt: skip
+            return
+    logB = np.empty((X.shape[0], means.shape[0]))
+    kernels.mixture.log_prob_diag(X, means, prec_chol, comp_const, logB)
+    gamma = np.empty_like(logB)
+    kernels.hmm.forward_backward(
+        logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
+    )
+    kernels.hmm.moments_diag(X, gamma, row_weight, shift, nk, sx, sxx)

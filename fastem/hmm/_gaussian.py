@@ -8,7 +8,8 @@ from .._covariance import COVARIANCE_TYPES, precision_cholesky
 from .._init import kmeans
 from .._missing import find_patterns
 from .._passes import PassParams, log_prob
-from ._base import BaseHMM, _row_weight, _x_has_nan
+from ._backend import estep_diag
+from ._base import BaseHMM, _FBResult, _row_weight, _x_has_nan
 
 _FULL = ("full", "tied")
 
@@ -260,6 +261,24 @@ class GaussianHMM(BaseHMM):
         # the fit's NaN scan is done once, not in every iteration's log_prob
         log_prob(kernels.mixture, X, self._pass_params(X.dtype), out, check_nan=_x_has_nan(self, X))
         return out
+
+    def _estep(self, kernels, X, offsets, seq_weight):
+        """Diagonal and spherical covariances without missing values: one fused
+        kernel (:func:`fastem.hmm._backend.estep_diag`) where the backend has
+        it; otherwise, and for the other cases, the separate kernels."""
+        if self.covariance_type in _FULL or _x_has_nan(self, X):
+            return super()._estep(kernels, X, offsets, seq_weight)
+        K, D = self.means_.shape
+        p = self._pass_params(X.dtype)
+        shift = np.ascontiguousarray(self.means_, dtype=np.float64)
+        fb = _FBResult(np.empty(offsets.shape[0] - 1), None, np.empty((K, K)), np.empty(K), None)
+        nk, sx, sxx = np.empty(K), np.empty((K, D)), np.empty((K, D))
+        estep_diag(
+            kernels, X, offsets, p.means, p.prec_chol, p.comp_const, self.startprob_,
+            self.transmat_, seq_weight, _row_weight(self, X, offsets, seq_weight), shift,
+            fb.loglik, fb.xi, fb.start, nk, sx, sxx,
+        )  # fmt: skip
+        return fb, (nk, sx, sxx, shift)
 
     def _emission_stats(self, kernels, X, gamma, offsets, seq_weight, logB=None):
         """(nk, sx, sxx, shift): posterior-weighted moments centred on the current means."""
