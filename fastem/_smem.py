@@ -24,13 +24,16 @@ log-likelihood ends higher, and the search repeats from there.
   ``(pair 1, best split)`` is the paper's.
 - **Move.** The merged component is moment-matched (weight ``w_i + w_j``, the
   weighted mean, the covariance of the two together). The split component is
-  cut along the principal axis of its rows' scatter in standardised
-  coordinates (so features of very different scales do not decide it): two
-  halves of weight ``w_k / 2`` at ``mu_k +- delta`` with ``delta`` half the
-  axis' variance, each with the covariance ``Sigma_k - delta delta^T``
-  (moment-preserving; the diagonal or the average of it for 'diag' and
-  'spherical'; the shared covariance is kept for 'tied'). Deterministic: no
-  random perturbation is needed.
+  cut along the direction in which its rows' scatter is widest relative to
+  the pooled within-component scatter (a generalized eigenvector: invariant
+  to the features' units and to any linear transformation of the data; the
+  plain principal axis would split a wide cluster across a narrow feature
+  after standardisation, or follow the feature with the largest unit without
+  it): two halves of weight ``w_k / 2`` at ``mu_k +- delta``, each with the
+  covariance ``Sigma_k - delta delta^T`` (moment-preserving; ``delta`` takes
+  half the scatter along that direction; the diagonal, or its average, for
+  'diag' and 'spherical'; the shared covariance is kept for 'tied').
+  Deterministic: no random perturbation is needed.
 - **Partial EM.** The three new components are fitted to the rows with
   weights ``w_n s(x_n)``, ``s`` the share of the three old components in the
   row's posterior, as a three-component mixture; the others stay fixed and
@@ -72,6 +75,8 @@ from ._passes import PassParams, em_stats, log_prob
 from ._stats import Stats, m_step
 from .backends._numpy import logsumexp_rows
 
+#: The start searched from (any start of :func:`fastem._init.initial_stats`).
+SMEM_START = "best"
 #: Candidate moves tried per round (the paper: 5 to 10).
 SMEM_CANDIDATES = 5
 #: Accepted moves at most (each is followed by a new round of candidates).
@@ -186,13 +191,20 @@ def candidate_triples(j_merge: np.ndarray, j_split: np.ndarray, n_candidates: in
     return [(i, j, c) for _, _, i, j, c in ranked[:n_candidates]]
 
 
-def _principal_offset(scatter: np.ndarray, variances: np.ndarray) -> np.ndarray:
-    """``delta``: half the variance along the principal axis of ``scatter`` in
-    standardised coordinates, mapped back to the data's units."""
-    scale = np.sqrt(np.maximum(variances, np.finfo(np.float64).tiny))
-    standard = scatter / np.outer(scale, scale)
-    lam, vec = np.linalg.eigh(standard)
-    return np.sqrt(max(lam[-1], 0.0) / 2.0) * vec[:, -1] * scale
+def _principal_offset(scatter: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """``delta``, the split's mean offset: along the direction ``v`` in which
+    ``scatter`` is widest relative to ``pooled`` (the generalized eigenproblem
+    ``scatter v = lambda pooled v``: invariant to any linear transformation of
+    the data, so neither the features' units nor their correlations decide
+    it), scaled so that ``delta^T scatter^-1 delta = 1/2``: the two halves keep
+    the component's covariance with ``scatter - delta delta^T`` positive
+    definite."""
+    lower = np.linalg.cholesky(pooled)
+    inv = np.linalg.inv(lower)
+    _, vec = np.linalg.eigh(inv @ scatter @ inv.T)
+    v = inv.T @ vec[:, -1]
+    sv = scatter @ v
+    return np.sqrt(0.5 / max(float(v @ sv), np.finfo(np.float64).tiny)) * sv
 
 
 def split_merge(
@@ -200,7 +212,7 @@ def split_merge(
     means: np.ndarray,
     cov: np.ndarray,
     scatter: np.ndarray,
-    variances: np.ndarray,
+    pooled: np.ndarray,
     move: tuple[int, int, int],
     covariance_type: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,8 +225,9 @@ def split_merge(
         The current mixture, ``cov`` in the layout of ``covariance_type``.
     scatter : ndarray of shape (k, d, d)
         Each component's rows' covariance (:func:`smem_criteria`).
-    variances : ndarray of shape (d,)
-        The features' variances (the standardisation of the split direction).
+    pooled : ndarray of shape (d, d)
+        The pooled within-component scatter, the metric of the split direction
+        (:func:`_pooled_scatter`).
     move : (i, j, k)
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
 
@@ -235,7 +248,7 @@ def split_merge(
     elif ct == "spherical":
         d = mu.shape[1]
         merged = (w[i] * (cv[i] + di @ di / d) + w[j] * (cv[j] + dj @ dj / d)) / wm
-    delta = _principal_offset(scatter[k], variances)
+    delta = _principal_offset(scatter[k], pooled)
     half = w[k] / 2.0
     mean_k = mu[k].copy()
     if ct == "full":
@@ -257,6 +270,13 @@ def split_merge(
         cv[i] = merged
         cv[j] = cv[k] = halved
     return w, mu, cv
+
+
+def _pooled_scatter(weights: np.ndarray, scatter: np.ndarray, variances: np.ndarray):
+    """``sum_k w_k scatter_k``, with a ridge of 1e-9 feature variances (a
+    component on a subspace would leave it singular)."""
+    pooled = np.einsum("k,kij->ij", weights, scatter)
+    return pooled + np.diag(1e-9 * np.maximum(variances, np.finfo(np.float64).tiny))
 
 
 def _estep(X, sample_weight, weights, means, prec_chol, ct, backend) -> Stats:
@@ -320,12 +340,12 @@ def smem_search(
     covariance_type: str,
     reg_covar: float,
     *,
-    n_candidates: int = SMEM_CANDIDATES,
-    max_rounds: int = SMEM_MAX_ROUNDS,
-    partial_passes: int = SMEM_PARTIAL_PASSES,
-    full_passes: int = SMEM_FULL_PASSES,
-    rel_tol: float = SMEM_REL_TOL,
-    accept_tol: float = SMEM_ACCEPT_TOL,
+    n_candidates: int | None = None,
+    max_rounds: int | None = None,
+    partial_passes: int | None = None,
+    full_passes: int | None = None,
+    rel_tol: float | None = None,
+    accept_tol: float | None = None,
     trace: list | None = None,
 ) -> Stats:
     """Converge the fit that ``stats`` starts, then search split-and-merge moves.
@@ -341,16 +361,16 @@ def smem_search(
     backend : module
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
     reg_covar : float
-    n_candidates : int
+    n_candidates : int, default=SMEM_CANDIDATES
         Moves tried per round (the paper's ``C``).
-    max_rounds : int
+    max_rounds : int, default=SMEM_MAX_ROUNDS
         Accepted moves at most.
-    partial_passes, full_passes : int
+    partial_passes, full_passes : int, default=SMEM_PARTIAL_PASSES, SMEM_FULL_PASSES
         Passes of partial EM and (at most) of each full EM run.
-    rel_tol : float
+    rel_tol : float, default=SMEM_REL_TOL
         A full EM run stops once a pass gains less than ``rel_tol * (1 + |l|)``,
         ``l`` the total log-likelihood.
-    accept_tol : float
+    accept_tol : float, default=SMEM_ACCEPT_TOL
         Nats per row a move must gain to be kept.
     trace : list, optional
         Receives ``(i, j, k, loglik or None, accepted)`` for every candidate
@@ -362,6 +382,13 @@ def smem_search(
         The last E-step of the best fit found: its M-step continues it. Its
         log-likelihood is never below that of the converged start.
     """
+    # None: the module's constants, read at call time (the benchmark varies them).
+    n_candidates = SMEM_CANDIDATES if n_candidates is None else n_candidates
+    max_rounds = SMEM_MAX_ROUNDS if max_rounds is None else max_rounds
+    partial_passes = SMEM_PARTIAL_PASSES if partial_passes is None else partial_passes
+    full_passes = SMEM_FULL_PASSES if full_passes is None else full_passes
+    rel_tol = SMEM_REL_TOL if rel_tol is None else rel_tol
+    accept_tol = SMEM_ACCEPT_TOL if accept_tol is None else accept_tol
     ct = _as_layout(covariance_type)
     eps = float(np.finfo(X.dtype).eps)
     weight_sum = float(sample_weight.sum())
@@ -376,12 +403,13 @@ def smem_search(
         j_merge, j_split, scatter = smem_criteria(
             X, sample_weight, weights, means, prec_chol, ct, backend
         )
+        pooled = _pooled_scatter(weights, scatter, variances)
         improved = False
         for move in candidate_triples(j_merge, j_split, n_candidates):
             comps = np.array(move)
             result = None
             try:
-                w, mu, cv = split_merge(weights, means, cov, scatter, variances, move, ct)
+                w, mu, cv = split_merge(weights, means, cov, scatter, pooled, move, ct)
                 share = _share(X, weights, means, prec_chol, ct, backend, comps)
                 w, mu, cv = _partial_em(
                     X, sample_weight, share, w, mu, cv, comps, ct, reg_covar, backend,
@@ -419,12 +447,13 @@ def smem_stats(
     covariance_type: str,
     reg_covar: float,
     *,
-    start: str = "best",
+    start: str | None = None,
     **search,
 ) -> Stats:
-    """``init_params='smem'``: a start (``'best'`` by default, or ``'hc'``,
-    ``'kmeans'``, ...), converged, then :func:`smem_search`; ``search`` passes
-    its keyword arguments through."""
+    """``init_params='smem'``: a start (``SMEM_START``, 'best', by default;
+    or 'hc', 'kmeans', ...), converged, then :func:`smem_search`; ``search``
+    passes its keyword arguments through."""
+    start = SMEM_START if start is None else start
     ct = _as_layout(covariance_type)
     full = _full_moments(ct)
     if start == "best":
