@@ -183,10 +183,170 @@ cdef extern from *:
         for (; b < n; ++b) s += p[b] * q[b];
         return s;
     }
+
+    /* Lock-step forward-backward helpers. Four lanes (sequences) at a time; rows
+       padded to Kp (a multiple of 4) columns with zeros, so every loop runs in whole
+       4-wide vectors. Each output element is a sum in a fixed order (over i, then
+       lane by lane), so the same bits on every run, without reassociation flags. */
+    static inline fastem_hmm_v4 fastem_hmm_ld(const double *p) {
+        fastem_hmm_v4 r;
+        memcpy(&r, p, sizeof r);
+        return r;
+    }
+    static inline void fastem_hmm_st(double *p, fastem_hmm_v4 r) { memcpy(p, &r, sizeof r); }
+    static inline fastem_hmm_v4 fastem_hmm_bc(double x) {
+        fastem_hmm_v4 r = {x, x, x, x};
+        return r;
+    }
+    /* o_l[j] = s_l * sum_{i<K} x_l[i] M[i Kp + j] for j < Kp, lanes l = 0..3: rows of
+       M as axpy into register accumulators (8 columns x 4 lanes: 8 independent FMA
+       chains), no horizontal sums. Forward: M = A (pred = alpha A); backward:
+       M = A^T (beta = A v). */
+    static void fastem_hmm_mv4(const double *M, Py_ssize_t K, Py_ssize_t Kp,
+                               const double *x0, const double *x1, const double *x2,
+                               const double *x3, double *o0, double *o1, double *o2,
+                               double *o3, double s0, double s1, double s2, double s3) {
+        Py_ssize_t j = 0, i;
+        const fastem_hmm_v4 z = {0, 0, 0, 0};
+        for (; j + 8 <= Kp; j += 8) {
+            fastem_hmm_v4 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z,
+                          a31 = z, m0, m1, b;
+            const double *mr = M + j;
+            for (i = 0; i < K; ++i, mr += Kp) {
+                m0 = fastem_hmm_ld(mr);
+                m1 = fastem_hmm_ld(mr + 4);
+                b = fastem_hmm_bc(x0[i]); a00 += m0 * b; a01 += m1 * b;
+                b = fastem_hmm_bc(x1[i]); a10 += m0 * b; a11 += m1 * b;
+                b = fastem_hmm_bc(x2[i]); a20 += m0 * b; a21 += m1 * b;
+                b = fastem_hmm_bc(x3[i]); a30 += m0 * b; a31 += m1 * b;
+            }
+            fastem_hmm_st(o0 + j, a00 * s0); fastem_hmm_st(o0 + j + 4, a01 * s0);
+            fastem_hmm_st(o1 + j, a10 * s1); fastem_hmm_st(o1 + j + 4, a11 * s1);
+            fastem_hmm_st(o2 + j, a20 * s2); fastem_hmm_st(o2 + j + 4, a21 * s2);
+            fastem_hmm_st(o3 + j, a30 * s3); fastem_hmm_st(o3 + j + 4, a31 * s3);
+        }
+        if (j < Kp) {  /* the last 4 columns */
+            fastem_hmm_v4 a0 = z, a1 = z, a2 = z, a3 = z, m0;
+            const double *mr = M + j;
+            for (i = 0; i < K; ++i, mr += Kp) {
+                m0 = fastem_hmm_ld(mr);
+                a0 += m0 * fastem_hmm_bc(x0[i]);
+                a1 += m0 * fastem_hmm_bc(x1[i]);
+                a2 += m0 * fastem_hmm_bc(x2[i]);
+                a3 += m0 * fastem_hmm_bc(x3[i]);
+            }
+            fastem_hmm_st(o0 + j, a0 * s0);
+            fastem_hmm_st(o1 + j, a1 * s1);
+            fastem_hmm_st(o2 + j, a2 * s2);
+            fastem_hmm_st(o3 + j, a3 * s3);
+        }
+    }
+    /* x = p * b (Kp values), returns sum x in a fixed order */
+    static inline double fastem_hmm_mulsum(const double *p, const double *b, double *x,
+                                           Py_ssize_t Kp) {
+        fastem_hmm_v4 a = {0, 0, 0, 0}, q;
+        for (Py_ssize_t k = 0; k < Kp; k += 4) {
+            q = fastem_hmm_ld(p + k) * fastem_hmm_ld(b + k);
+            fastem_hmm_st(x + k, q);
+            a += q;
+        }
+        return (a[0] + a[1]) + (a[2] + a[3]);
+    }
+    /* b = ok && x > 0 ? b * y * inv : 0 (Kp values): v of the backward sweep; a state
+       with zero forward mass is on no path, so an inf there cannot turn into NaN */
+    typedef long long fastem_hmm_m4 __attribute__((vector_size(32)));
+    static inline void fastem_hmm_vmask(double *b, const double *y, const double *x,
+                                        double inv, int ok, Py_ssize_t Kp) {
+        if (!ok) {
+            memset(b, 0, Kp * sizeof(double));
+            return;
+        }
+        const fastem_hmm_v4 z = {0, 0, 0, 0};
+        for (Py_ssize_t k = 0; k < Kp; k += 4) {
+            fastem_hmm_v4 p = fastem_hmm_ld(b + k) * fastem_hmm_ld(y + k) * inv;
+            fastem_hmm_m4 keep = (fastem_hmm_m4)(fastem_hmm_ld(x + k) > z);
+            fastem_hmm_st(b + k, (fastem_hmm_v4)((fastem_hmm_m4)p & keep));
+        }
+    }
+    /* outer[i Kp + j] += sum_{t<n} sum_l a_l[t Kp + i] v_l[(t + 1) Kp + j]: register
+       tiles of 4 rows x 8 (then 4) columns, accumulated over all frames and lanes
+       before one update of outer */
+    static void fastem_hmm_outer4(const double *a0, const double *a1, const double *a2,
+                                  const double *a3, const double *v0, const double *v1,
+                                  const double *v2, const double *v3, Py_ssize_t n,
+                                  Py_ssize_t Kp, double *outer) {
+        const double *al[4] = {a0, a1, a2, a3};
+        const double *vl[4] = {v0, v1, v2, v3};
+        const fastem_hmm_v4 z = {0, 0, 0, 0};
+        for (Py_ssize_t ib = 0; ib < Kp; ib += 4) {
+            Py_ssize_t jb = 0;
+            for (; jb + 8 <= Kp; jb += 8) {
+                fastem_hmm_v4 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z,
+                              c30 = z, c31 = z, w0, w1, b;
+                for (Py_ssize_t t = 0; t < n; ++t) {
+                    for (int l = 0; l < 4; ++l) {
+                        const double *a = al[l] + t * Kp + ib;
+                        const double *v = vl[l] + (t + 1) * Kp + jb;
+                        w0 = fastem_hmm_ld(v);
+                        w1 = fastem_hmm_ld(v + 4);
+                        b = fastem_hmm_bc(a[0]); c00 += b * w0; c01 += b * w1;
+                        b = fastem_hmm_bc(a[1]); c10 += b * w0; c11 += b * w1;
+                        b = fastem_hmm_bc(a[2]); c20 += b * w0; c21 += b * w1;
+                        b = fastem_hmm_bc(a[3]); c30 += b * w0; c31 += b * w1;
+                    }
+                }
+                double *o = outer + ib * Kp + jb;
+                fastem_hmm_st(o, fastem_hmm_ld(o) + c00);
+                fastem_hmm_st(o + 4, fastem_hmm_ld(o + 4) + c01);
+                o += Kp;
+                fastem_hmm_st(o, fastem_hmm_ld(o) + c10);
+                fastem_hmm_st(o + 4, fastem_hmm_ld(o + 4) + c11);
+                o += Kp;
+                fastem_hmm_st(o, fastem_hmm_ld(o) + c20);
+                fastem_hmm_st(o + 4, fastem_hmm_ld(o + 4) + c21);
+                o += Kp;
+                fastem_hmm_st(o, fastem_hmm_ld(o) + c30);
+                fastem_hmm_st(o + 4, fastem_hmm_ld(o + 4) + c31);
+            }
+            if (jb < Kp) {
+                fastem_hmm_v4 c0 = z, c1 = z, c2 = z, c3 = z, w0;
+                for (Py_ssize_t t = 0; t < n; ++t) {
+                    for (int l = 0; l < 4; ++l) {
+                        const double *a = al[l] + t * Kp + ib;
+                        w0 = fastem_hmm_ld(vl[l] + (t + 1) * Kp + jb);
+                        c0 += fastem_hmm_bc(a[0]) * w0;
+                        c1 += fastem_hmm_bc(a[1]) * w0;
+                        c2 += fastem_hmm_bc(a[2]) * w0;
+                        c3 += fastem_hmm_bc(a[3]) * w0;
+                    }
+                }
+                double *o = outer + ib * Kp + jb;
+                fastem_hmm_st(o, fastem_hmm_ld(o) + c0);
+                o += Kp;
+                fastem_hmm_st(o, fastem_hmm_ld(o) + c1);
+                o += Kp;
+                fastem_hmm_st(o, fastem_hmm_ld(o) + c2);
+                o += Kp;
+                fastem_hmm_st(o, fastem_hmm_ld(o) + c3);
+            }
+        }
+    }
     """
     int fastem_hmm_team_size() noexcept nogil
     int fastem_hmm_max_threads() noexcept nogil
     double fastem_hmm_dotn(const double* p, const double* q, Py_ssize_t n) noexcept nogil
+    void fastem_hmm_mv4(const double* M, Py_ssize_t K, Py_ssize_t Kp, const double* x0,
+                        const double* x1, const double* x2, const double* x3, double* o0,
+                        double* o1, double* o2, double* o3, double s0, double s1, double s2,
+                        double s3) noexcept nogil
+    double fastem_hmm_mulsum(const double* p, const double* b, double* x,
+                             Py_ssize_t Kp) noexcept nogil
+    void fastem_hmm_vmask(double* b, const double* y, const double* x, double inv, int ok,
+                          Py_ssize_t Kp) noexcept nogil
+    void fastem_hmm_outer4(const double* a0, const double* a1, const double* a2,
+                           const double* a3, const double* v0, const double* v1,
+                           const double* v2, const double* v3, Py_ssize_t n, Py_ssize_t Kp,
+                           double* outer) noexcept nogil
     void fastem_hmm_mom(const double* x, const double* g, double m, Py_ssize_t n, double* s1,
                         double* s2) noexcept nogil
     double fastem_hmm_dot(const double* p, const double* q, Py_ssize_t n) noexcept nogil
@@ -368,39 +528,271 @@ cdef void _backward(Py_ssize_t T, Py_ssize_t K, const double* A, double* gamma, 
             at[i] = at[i] / s
 
 
-cdef int _fb_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64_t* offsets,
-                   Py_ssize_t S, Py_ssize_t K, const double* startprob, const double* A,
-                   const double* At, const double* seq_weight, double* gamma, double* loglik,
-                   double* outer_p, double* start_p) noexcept nogil:
-    cdef Py_ssize_t s_lo = _lo(S, nc, ch), s_hi = _lo(S, nc, ch + 1)
-    cdef Py_ssize_t s, k, lo, T, t_max = 1
-    cdef double ll, w
-    cdef double* outer = outer_p + ch * K * K
-    cdef double* start = start_p + ch * K
-    for s in range(s_lo, s_hi):
-        T = offsets[s + 1] - offsets[s]
-        if T > t_max:
-            t_max = T
-    cdef double* b = <double*>malloc((t_max * K + t_max + 3 * K) * sizeof(double))
-    if b == NULL:
-        return -1
-    cdef double* c = b + t_max * K
-    cdef double* pred = c + t_max
+#: Sequences run in lock-step, four per thread (the lanes of a batch): one
+#: sequence's recursion is latency-bound (each frame waits for the last), four
+#: independent ones fill the pipeline. Each lane does exactly one sequence's
+#: arithmetic, so a sequence's results do not depend on its neighbours.
+cdef enum:
+    LANES = 4
+
+
+cdef double _lane_rescue(const double* logB, Py_ssize_t K, Py_ssize_t Kp, Py_ssize_t t,
+                         double* pred, double* x, double* b, double* m,
+                         double* live) noexcept nogil:
+    """The exact-shift redo of one lane's frame t (see :func:`_forward`), on the
+    lane's rows; returns the frame's normalizer (1.0 if the sequence turns out
+    impossible, which marks the lane dead)."""
+    cdef Py_ssize_t k
+    cdef double m2 = -INFINITY, v, a, s = 0.0
+    cdef const double* row = logB + t * K
+    cdef double* xt = x + t * Kp
+    for k in range(K):
+        v = (log(pred[k]) if pred[k] > 0.0 else -INFINITY) + row[k]
+        xt[k] = v  # scratch: log pred + logB
+        if v > m2:
+            m2 = v
+    if m2 == -INFINITY:
+        live[0] = 0.0
+        for k in range(K):
+            xt[k] = pred[k]
+        return 1.0
+    for k in range(K):
+        a = exp(xt[k] - m2)
+        xt[k] = a
+        s += a
+        b[t * Kp + k] = exp(fmin(row[k] - m2, EXP_CAP))
+    m[t] = m2
+    return s
+
+
+cdef void _fb_lanes(const double* logB, const int64_t* offsets, Py_ssize_t s0, Py_ssize_t nl,
+                    Py_ssize_t K, Py_ssize_t Kp, Py_ssize_t T, const double* startprob,
+                    const double* Ap, const double* Atp, const double* seq_weight,
+                    double* gamma, double* loglik, double* outer, double* start,
+                    double* b, double* x, double* y, double* c, double* m,
+                    double* pred) noexcept nogil:
+    """Forward-backward of sequences ``s0:s0 + nl`` (1 < nl <= LANES) in lock-step.
+    Lane l keeps its shifted emissions, forward and backward variables in
+    ``b``, ``x``, ``y`` + l T Kp ((T, Kp) each, columns K:Kp zero), normalizers
+    and shifts in ``c``, ``m`` + l T; ``T`` is the batch's longest sequence,
+    shorter lanes run on neutral frames (b = 1) that contribute nothing. ``x``
+    holds ``c_t alpha_t`` (unnormalized: the division by ``c_t`` is off the
+    recursion's critical path, in the next prediction). ``Ap``/``Atp`` are A and
+    A^T with rows padded to Kp. Adds ``sum_l w_l sum_t alpha_t v_t+1^T`` into
+    ``outer`` (Kp, Kp) and ``sum_l w_l gamma_l0`` into ``start``."""
+    cdef Py_ssize_t L[LANES]
+    cdef double live[LANES]
+    cdef double cc[LANES]
+    cdef double inv[LANES]
+    cdef double* bl[LANES]
+    cdef double* xl[LANES]
+    cdef double* yl[LANES]
+    cdef double* cl[LANES]
+    cdef double* ml[LANES]
+    cdef double* pl[LANES]
+    cdef Py_ssize_t ln, t, k, u, lo, Tl, first_pad, TK = T * Kp
+    cdef double mx, ll, g, iv, w, f
+    cdef const double* row
+    cdef double* bt
+    cdef bint rescue
+    for ln in range(LANES):
+        bl[ln] = b + ln * TK
+        xl[ln] = x + ln * TK
+        yl[ln] = y + ln * TK
+        cl[ln] = c + ln * T
+        ml[ln] = m + ln * T
+        pl[ln] = pred + ln * Kp
+    # shifted emissions, lane by lane: row maxima, then the exponentials in one flat
+    # loop over the lane's rows (the padding columns get exp(-inf) = 0); frames past
+    # a lane's end (and every frame of an impossible sequence) are neutral: b = 1
+    for ln in range(LANES):
+        Tl = offsets[s0 + ln + 1] - offsets[s0 + ln] if ln < nl else 0
+        lo = offsets[s0 + ln] if ln < nl else 0
+        L[ln] = Tl
+        live[ln] = 1.0 if Tl > 0 else 0.0
+        for t in range(Tl):
+            row = logB + (lo + t) * K
+            bt = bl[ln] + t * Kp
+            mx = -INFINITY
+            for k in range(K):
+                if row[k] > mx:
+                    mx = row[k]
+            if mx == -INFINITY:  # an impossible frame: the sequence has probability 0
+                live[ln] = 0.0
+                break
+            ml[ln][t] = mx
+            for k in range(K):
+                bt[k] = row[k] - mx
+            for k in range(K, Kp):
+                bt[k] = -INFINITY
+        first_pad = Tl if live[ln] > 0.0 else 0
+        bt = bl[ln]
+        for k in range(first_pad * Kp):
+            bt[k] = fastem_hmm_exp(bt[k])
+        for t in range(first_pad, T):
+            ml[ln][t] = 0.0
+            bt = bl[ln] + t * Kp
+            for k in range(K):
+                bt[k] = 1.0
+            for k in range(K, Kp):
+                bt[k] = 0.0
+        for k in range(K):
+            pl[ln][k] = startprob[k]
+        for k in range(K, Kp):
+            pl[ln][k] = 0.0
+    # forward: x_t = pred * b_t, c_t = sum x_t, pred = (x_t / c_t) A
+    for t in range(T):
+        rescue = False
+        for ln in range(LANES):
+            cc[ln] = fastem_hmm_mulsum(pl[ln], bl[ln] + t * Kp, xl[ln] + t * Kp, Kp)
+            rescue = rescue or cc[ln] < TINY
+        if rescue:
+            for ln in range(LANES):
+                if cc[ln] < TINY:
+                    if t < L[ln] and live[ln] > 0.0:
+                        cc[ln] = _lane_rescue(logB + offsets[s0 + ln] * K, K, Kp, t, pl[ln],
+                                              xl[ln], bl[ln], ml[ln], &live[ln])
+                    else:  # a neutral frame of a finished or dead lane: no NaN from it
+                        cc[ln] = 1.0
+        for ln in range(LANES):
+            cl[ln][t] = cc[ln]
+            inv[ln] = 1.0 / cc[ln]
+        fastem_hmm_mv4(Ap, K, Kp, xl[0] + t * Kp, xl[1] + t * Kp, xl[2] + t * Kp,
+                       xl[3] + t * Kp, pl[0], pl[1], pl[2], pl[3], inv[0], inv[1], inv[2],
+                       inv[3])
+    # backward: b_t+1 becomes v_t+1 = b * beta / c (0 off the sequence or on an
+    # unreachable state), beta_t = A v_t+1 (1 at and after a lane's last frame)
+    for ln in range(LANES):
+        bt = yl[ln] + (T - 1) * Kp
+        for k in range(K):
+            bt[k] = 1.0
+        for k in range(K, Kp):
+            bt[k] = 0.0
+    for t in range(T - 2, -1, -1):
+        u = t + 1
+        for ln in range(LANES):
+            fastem_hmm_vmask(bl[ln] + u * Kp, yl[ln] + u * Kp, xl[ln] + u * Kp, 1.0 / cl[ln][u],
+                             u < L[ln] and live[ln] > 0.0, Kp)
+        fastem_hmm_mv4(Atp, K, Kp, bl[0] + u * Kp, bl[1] + u * Kp, bl[2] + u * Kp,
+                       bl[3] + u * Kp, yl[0] + t * Kp, yl[1] + t * Kp, yl[2] + t * Kp,
+                       yl[3] + t * Kp, 1.0, 1.0, 1.0, 1.0)
+        for ln in range(LANES):
+            if u >= L[ln]:
+                bt = yl[ln] + t * Kp
+                for k in range(K):
+                    bt[k] = 1.0
+    # posteriors, log-likelihoods and start counts, lane by lane; then x_t becomes
+    # w alpha_t (0 where it meets no v_t+1) for the transition counts
+    for ln in range(LANES):
+        Tl = L[ln]
+        if ln < nl:
+            lo = offsets[s0 + ln]
+            if live[ln] == 0.0:
+                loglik[s0 + ln] = -INFINITY
+                memset(gamma + lo * K, 0, Tl * K * sizeof(double))
+            else:
+                ll = 0.0
+                for t in range(Tl):  # TINY <= c <= K: the fast log's domain
+                    ll = ll + (fastem_hmm_log(cl[ln][t]) + ml[ln][t])
+                loglik[s0 + ln] = ll
+                for t in range(Tl):
+                    g = fastem_hmm_dotn(xl[ln] + t * Kp, yl[ln] + t * Kp, Kp)
+                    iv = 1.0 / g
+                    bt = gamma + (lo + t) * K
+                    for k in range(K):
+                        bt[k] = xl[ln][t * Kp + k] * yl[ln][t * Kp + k] * iv
+                w = seq_weight[s0 + ln]
+                for k in range(K):
+                    start[k] += w * gamma[lo * K + k]
+        w = seq_weight[s0 + ln] if ln < nl and live[ln] > 0.0 else 0.0
+        for t in range(T - 1):
+            bt = xl[ln] + t * Kp
+            f = w / cl[ln][t] if t < Tl - 1 else 0.0
+            for k in range(Kp):
+                bt[k] = bt[k] * f
+    fastem_hmm_outer4(xl[0], xl[1], xl[2], xl[3], bl[0], bl[1], bl[2], bl[3], T - 1, Kp, outer)
+
+
+cdef void _fb_single(const double* logB, Py_ssize_t T, Py_ssize_t K, const double* startprob,
+                     const double* A, const double* At, double w, double* gamma,
+                     double* loglik, double* outer, double* start, double* b,
+                     double* c) noexcept nogil:
+    """Forward-backward of one sequence (rows of ``logB``; a batch of one)."""
+    cdef Py_ssize_t k
+    cdef double* pred = c + T
     cdef double* beta = pred + K
     cdef double* v = beta + K
-    for s in range(s_lo, s_hi):
-        lo = offsets[s]
-        T = offsets[s + 1] - lo
-        ll = _forward(logB + lo * K, T, K, startprob, At, gamma + lo * K, b, c, pred)
-        loglik[s] = ll
-        if ll == -INFINITY:  # an impossible sequence carries no information
-            memset(gamma + lo * K, 0, T * K * sizeof(double))
-            continue
-        w = seq_weight[s]
-        _backward(T, K, A, gamma + lo * K, b, c, beta, v, w, outer)
-        for k in range(K):
-            start[k] += w * gamma[lo * K + k]
-    free(b)
+    cdef double ll = _forward(logB, T, K, startprob, At, gamma, b, c, pred)
+    loglik[0] = ll
+    if ll == -INFINITY:  # an impossible sequence carries no information
+        memset(gamma, 0, T * K * sizeof(double))
+        return
+    _backward(T, K, A, gamma, b, c, beta, v, w, outer)
+    for k in range(K):
+        start[k] += w * gamma[k]
+
+
+cdef int _fb_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64_t* offsets,
+                   Py_ssize_t S, Py_ssize_t K, Py_ssize_t Kp, const double* startprob,
+                   const double* A, const double* At, const double* Ap, const double* Atp,
+                   const double* seq_weight, double* gamma, double* loglik, double* outer_p,
+                   double* start_p) noexcept nogil:
+    """Forward-backward of group ``ch``: the sequences of batches
+    ``_lo(n_batches, nc, ch)`` to ``_lo(n_batches, nc, ch + 1)``, a batch being
+    ``LANES`` consecutive sequences (the last one maybe fewer; a batch of one
+    runs alone). The transition counts of the lanes go into a (Kp, Kp) scratch
+    added into ``outer_p[ch]`` at the end, in a fixed order."""
+    cdef Py_ssize_t n_batches = (S + LANES - 1) // LANES
+    cdef Py_ssize_t s_lo = _lo(n_batches, nc, ch) * LANES
+    cdef Py_ssize_t s_hi = min(_lo(n_batches, nc, ch + 1) * LANES, S)
+    cdef Py_ssize_t s0, s, nl, T, i, j, t_lanes = 0, t_single = 0
+    cdef double* outer = outer_p + ch * K * K
+    cdef double* start = start_p + ch * K
+    s0 = s_lo
+    while s0 < s_hi:
+        nl = min(<Py_ssize_t>LANES, s_hi - s0)
+        for s in range(s0, s0 + nl):
+            T = offsets[s + 1] - offsets[s]
+            if nl > 1:
+                t_lanes = max(t_lanes, T)
+            else:
+                t_single = max(t_single, T)
+        s0 += LANES
+    # lanes: b, x, y (LANES, T, Kp), c, m (LANES, T), pred (LANES, Kp), outer (Kp, Kp);
+    # a batch of one: b (T, K), c (T,), pred, beta, v (K,)
+    cdef Py_ssize_t n_lanes = LANES * (3 * t_lanes * Kp + 2 * t_lanes + Kp) + Kp * Kp
+    cdef double* buf = <double*>malloc(
+        (n_lanes + t_single * K + t_single + 3 * K) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* lb = buf
+    cdef double* lx = lb + LANES * t_lanes * Kp
+    cdef double* ly = lx + LANES * t_lanes * Kp
+    cdef double* lc = ly + LANES * t_lanes * Kp
+    cdef double* lm = lc + LANES * t_lanes
+    cdef double* lp = lm + LANES * t_lanes
+    cdef double* lo_outer = lp + LANES * Kp
+    cdef double* sb = buf + n_lanes
+    cdef double* sc = sb + t_single * K
+    memset(lo_outer, 0, Kp * Kp * sizeof(double))
+    s0 = s_lo
+    while s0 < s_hi:
+        nl = min(<Py_ssize_t>LANES, s_hi - s0)
+        if nl > 1:
+            T = 0
+            for s in range(s0, s0 + nl):
+                T = max(T, offsets[s + 1] - offsets[s])
+            _fb_lanes(logB, offsets, s0, nl, K, Kp, T, startprob, Ap, Atp, seq_weight,
+                      gamma, loglik, lo_outer, start, lb, lx, ly, lc, lm, lp)
+        else:
+            T = offsets[s0 + 1] - offsets[s0]
+            _fb_single(logB + offsets[s0] * K, T, K, startprob, A, At, seq_weight[s0],
+                       gamma + offsets[s0] * K, loglik + s0, outer, start, sb, sc)
+        s0 += LANES
+    for i in range(K):
+        for j in range(K):
+            outer[i * K + j] += lo_outer[i * Kp + j]
+    free(buf)
     return 0
 
 
@@ -715,7 +1107,15 @@ def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, logl
     cdef double[:, ::1] g = g_buf
     cdef double[::1] ll = ll_buf
     cdef Py_ssize_t S = off.shape[0] - 1, K = lb.shape[1], ch
-    cdef Py_ssize_t nc = _seq_chunks(S)
+    cdef Py_ssize_t Kp = (K + 3) // 4 * 4
+    cdef Py_ssize_t nc = _seq_chunks((S + LANES - 1) // LANES)  # groups of whole batches
+    # A and A^T with rows padded to Kp columns (zeros) for the lanes' vector loops
+    Ap_arr = np.zeros((K, Kp))
+    Ap_arr[:, :K] = A_arr
+    Atp_arr = np.zeros((K, Kp))
+    Atp_arr[:, :K] = A_arr.T
+    cdef const double[:, ::1] Ap = Ap_arr
+    cdef const double[:, ::1] Atp = Atp_arr
     outer_p = np.zeros((max(nc, 1), K, K))
     start_p = np.zeros((max(nc, 1), K))
     cdef double[:, :, ::1] op = outer_p
@@ -724,8 +1124,9 @@ def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, logl
     if S > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
                          num_threads=_threads(lb.shape[0] * K * K, nc)):
-            if _fb_group(ch, nc, &lb[0, 0], &off[0], S, K, &sp[0], &A[0, 0], &At[0, 0],
-                         &sw[0], &g[0, 0], &ll[0], &op[0, 0, 0], &st[0, 0]) != 0:
+            if _fb_group(ch, nc, &lb[0, 0], &off[0], S, K, Kp, &sp[0], &A[0, 0], &At[0, 0],
+                         &Ap[0, 0], &Atp[0, 0], &sw[0], &g[0, 0], &ll[0], &op[0, 0, 0],
+                         &st[0, 0]) != 0:
                 fail = 1
         if fail:
             raise MemoryError()

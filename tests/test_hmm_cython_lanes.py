@@ -1,0 +1,162 @@
+"""The Cython forward-backward's lock-step lanes (``fastem.backends._cython_hmm``):
+batches of four sequences run together, each lane on (T, Kp) scratch padded to a
+multiple of four states. Against the NumPy reference under hypothesis with the
+shapes that stress the lanes (a number of sequences not a multiple of four,
+length-1 sequences, very different lengths in one batch, dead lanes, K not a
+multiple of four and above eight); a sequence's results independent of its batch
+neighbours; and a Gaussian fit with missing rows equal to ``backend="numpy"``.
+Skipped where the optional extension is not built."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+cy = pytest.importorskip("fastem.backends._cython_hmm")
+
+from fastem.hmm import GaussianHMM  # noqa: E402
+from fastem.hmm import _kernels_numpy as ref  # noqa: E402
+from fastem.hmm._backend import available_hmm_backends  # noqa: E402
+
+
+def _offsets(lengths):
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _fb(kern, logB, offsets, start, trans, w):
+    K, S = logB.shape[1], offsets.size - 1
+    out = dict(gamma=np.empty_like(logB), loglik=np.empty(S), xi=np.empty((K, K)))
+    out["start"] = np.empty(K)
+    kern.forward_backward(logB, offsets, start, trans, w, *out.values())
+    return out
+
+
+def _model(rng, K, p_zero_trans):
+    """Start and transition probabilities with structural zeros (the diagonal
+    stays possible, state 0 never starts)."""
+    trans = rng.dirichlet(np.ones(K), size=K) * (rng.uniform(size=(K, K)) >= p_zero_trans)
+    trans[np.arange(K), np.arange(K)] += 0.1
+    trans /= trans.sum(axis=1, keepdims=True)
+    start = rng.dirichlet(np.ones(K))
+    if K > 1:
+        start[0] = 0.0
+        start /= start.sum()
+    return start, trans
+
+
+@st.composite
+def _lane_problems(draw):
+    S = draw(st.integers(2, 13))
+    # lengths from three regimes, so one batch can hold a length-1 sequence next
+    # to one a hundred times longer
+    lengths = draw(
+        st.lists(
+            st.one_of(st.just(1), st.integers(2, 6), st.integers(40, 120)),
+            min_size=S,
+            max_size=S,
+        )
+    )
+    return dict(
+        K=draw(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 12, 13])),
+        lengths=lengths,
+        seed=draw(st.integers(0, 2**16)),
+        zero_w=draw(st.lists(st.booleans(), min_size=S, max_size=S)),
+        p_zero_trans=draw(st.sampled_from([0.0, 0.5])),
+        p_impossible=draw(st.sampled_from([0.0, 0.02, 0.2])),
+        p_missing=draw(st.sampled_from([0.0, 0.2])),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(p=_lane_problems())
+def test_lanes_match_reference(p):
+    K, lengths = p["K"], p["lengths"]
+    rng = np.random.default_rng(p["seed"])
+    offsets = _offsets(lengths)
+    N, S = sum(lengths), len(lengths)
+    start, trans = _model(rng, K, p["p_zero_trans"])
+    logB = rng.normal(scale=3.0, size=(N, K))
+    logB[rng.uniform(size=(N, K)) < p["p_impossible"]] = -np.inf  # dead lanes
+    logB[rng.uniform(size=N) < 0.05] -= 2000.0  # frames whose exp underflows: the redo
+    logB[rng.uniform(size=N) < p["p_missing"]] = 0.0  # a row with nothing observed
+    w = rng.uniform(0.1, 3.0, size=S)
+    w[np.array(p["zero_w"])] = 0.0
+
+    a, b = _fb(cy, logB, offsets, start, trans, w), _fb(ref, logB, offsets, start, trans, w)
+    np.testing.assert_array_equal(a["loglik"] == -np.inf, b["loglik"] == -np.inf)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_sequence_independent_of_its_batch_neighbours():
+    """Lanes never mix: sequence 0's posteriors and log-likelihood are the same
+    bits whatever the three sequences that share its batch (longer, shorter,
+    impossible), and the transition counts of a batch are the sum of its
+    sequences' (the neighbours given weight 0 add exactly nothing)."""
+    rng = np.random.default_rng(5)
+    K = 10
+    start, trans = _model(rng, K, 0.3)
+    first = rng.normal(scale=3.0, size=(60, K))
+    results = []
+    for lengths in ([60, 1, 200, 7], [60, 60, 60, 60], [60, 3, 2, 1]):
+        logB = np.concatenate([first] + [rng.normal(scale=3.0, size=(n, K)) for n in lengths[1:]])
+        if lengths[1] == 60:
+            logB[70, :] = -np.inf  # an impossible neighbour: a dead lane
+        w = np.array([1.5, 0.0, 0.0, 0.0])
+        results.append(_fb(cy, logB, _offsets(lengths), start, trans, w))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other["gamma"][:60], results[0]["gamma"][:60])
+        np.testing.assert_array_equal(other["loglik"][0], results[0]["loglik"][0])
+        np.testing.assert_array_equal(other["start"], results[0]["start"])
+        np.testing.assert_array_equal(other["xi"], results[0]["xi"])
+    assert results[1]["loglik"][1] == -np.inf
+
+
+def test_lanes_with_many_states():
+    """K = 70 (eight-column register tiles and a four-column tail, 18 row tiles)
+    and batches of 4, 4 and 2 sequences, against the reference."""
+    rng = np.random.default_rng(9)
+    K, lengths = 70, [30, 1, 17, 30, 2, 29, 5, 11, 30, 4]
+    offsets = _offsets(lengths)
+    start, trans = _model(rng, K, 0.5)
+    logB = rng.normal(scale=3.0, size=(sum(lengths), K))
+    w = rng.uniform(0.5, 2.0, size=len(lengths))
+    a, b = _fb(cy, logB, offsets, start, trans, w), _fb(ref, logB, offsets, start, trans, w)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+@pytest.mark.skipif("cython" not in available_hmm_backends(), reason="cython backend not built")
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_fit_with_missing_rows_equals_numpy(covariance_type):
+    """Seven sequences (batches of four and three) with NaN entries and whole
+    NaN rows: a fit on the Cython kernels equals one on the NumPy reference."""
+    rng = np.random.default_rng(2)
+    lengths = [40, 1, 25, 60, 3, 33, 18]
+    N = sum(lengths)
+    z = (np.arange(N) // 15) % 3
+    X = rng.normal(size=(N, 3)) * 0.7 + np.array([-2.0, 0.0, 2.0])[z, None]
+    X[rng.uniform(size=X.shape) < 0.1] = np.nan
+    X[rng.uniform(size=N) < 0.05] = np.nan  # rows with nothing observed
+    models = {}
+    for backend in ("cython", "numpy"):
+        m = GaussianHMM(
+            n_components=5,
+            covariance_type=covariance_type,
+            n_iter=5,
+            tol=-np.inf,
+            random_state=0,
+            backend=backend,
+        )
+        models[backend] = m.fit(X, lengths)
+    a, b = models["cython"], models["numpy"]
+    np.testing.assert_allclose(a.monitor_.history, b.monitor_.history, rtol=1e-10)
+    for name in a._param_attrs():
+        np.testing.assert_allclose(
+            getattr(a, name), getattr(b, name), rtol=1e-8, atol=1e-12, err_msg=name
+        )
+    np.testing.assert_allclose(
+        a.predict_proba(X, lengths), b.predict_proba(X, lengths), rtol=1e-8, atol=1e-10
+    )
