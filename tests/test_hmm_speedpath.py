@@ -174,7 +174,7 @@ def test_fused_declines_few_batches():
 @needs_numba
 def test_fused_bit_identical_for_1_2_3_5_threads(monkeypatch, always_fused):
     """The groups' split over 1, 2, 3 or 5 threads (imposed by replacing
-    ``run_chunks``) gives the same bits; groups that followed the thread count
+    ``run_caller_first``) gives the same bits; groups that followed the thread count
     would not (negative control)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -198,16 +198,42 @@ def test_fused_bit_identical_for_1_2_3_5_threads(monkeypatch, always_fused):
     results = {}
     for threads in (1, 2, 3, 5):
         calls = []
-        monkeypatch.setattr(mod, "run_chunks", splitter(threads, calls))
+        monkeypatch.setattr(mod, "run_caller_first", splitter(threads, calls))
         results[threads] = _estep(get_hmm_kernels("numba"), args, row_w, shift)
         assert max(calls) == threads
     for threads in (2, 3, 5):
         for name in OUTPUTS:
             np.testing.assert_array_equal(results[1][name], results[threads][name], err_msg=name)
-    monkeypatch.setattr(mod, "run_chunks", splitter(1, []))
+    monkeypatch.setattr(mod, "run_caller_first", splitter(1, []))
     monkeypatch.setattr(mod, "_seq_chunks", lambda n: 3)
     changed = _estep(get_hmm_kernels("numba"), args, row_w, shift)
     assert any(not np.array_equal(results[1][n], changed[n]) for n in OUTPUTS)
+
+
+@needs_numba
+def test_caller_first_split_covers_every_group_once():
+    """run_caller_first: the calling thread's range is the largest, and the
+    ranges cover every group once, in order, on this machine's threads."""
+    import numba
+
+    mod = get_hmm_kernels("numba").hmm
+    seen = []
+
+    def kernel(i0, i1, log):
+        log.append((i0, i1))
+
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            for n in (1, 2, 7, 13):
+                seen.clear()
+                mod.run_caller_first(kernel, n, seen)
+                ranges = sorted(seen)
+                assert [i for a, b in ranges for i in range(a, b)] == list(range(n))
+                assert ranges[0][1] - ranges[0][0] == max(b - a for a, b in ranges)
+    finally:
+        numba.set_num_threads(before)
 
 
 @needs_numba
