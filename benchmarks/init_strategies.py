@@ -255,7 +255,8 @@ def run(args) -> tuple[list[list[str]], dict[str, float], dict[str, float], list
     columns = _columns(args.strategies)
     totals: dict[str, list[float]] = {c: [] for c in columns}
     gaps: dict[str, list[float]] = {c: [] for c in columns}  # rare problems only
-    problems = [p for p in suite(args.quick) if not args.problems or args.problems in p.name]
+    wanted = [w for w in args.problems.split("|") if w]
+    problems = [p for p in suite(args.quick) if not wanted or any(w in p.name for w in wanted)]
     for problem in problems:
         t_start = time.perf_counter()
         results: dict[str, list[tuple[float, float, int, float]]] = {}
@@ -341,7 +342,11 @@ def main() -> None:
         default=",".join(SINGLE),
         help="comma-separated single strategies to run (default: all)",
     )
-    ap.add_argument("--problems", default="", help="only problems whose name contains this")
+    ap.add_argument(
+        "--problems",
+        default="",
+        help="only problems whose name contains one of these ('|'-separated)",
+    )
     ap.add_argument(
         "--known",
         action="store_true",

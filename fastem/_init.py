@@ -410,6 +410,7 @@ def best_stats(
     long_passes: int = BEST_LONG_PASSES,
     long_tol: float = BEST_LONG_TOL,
     trace: list | None = None,
+    finalists: list | None = None,
 ) -> Stats:
     """The best of several starts, each run a little, the best few run longer.
 
@@ -427,8 +428,10 @@ def best_stats(
     does: such optima have unbounded likelihood and are not the better fit.
 
     ``trace``, when given a list, receives ``(name, stage-1 loglik, final
-    loglik, degenerate)`` for every run of stage 2 (for the benchmark). Falls
-    back to the 'kmeans' start if every run collapses.
+    loglik, degenerate)`` for every run of stage 2 (for the benchmark);
+    ``finalists``, when given a list, receives ``(degenerate, stats)`` of every
+    stage-2 run that did not collapse (SMEM searches from each). Falls back to
+    the 'kmeans' start if every run collapses.
     """
     covariance_type = check_covariance_type(covariance_type)
     full = _full_moments(covariance_type)
@@ -462,6 +465,8 @@ def best_stats(
             trace.append((name, before, None if done is None else done.loglik, bad))
         if done is None:
             continue
+        if finalists is not None:
+            finalists.append((bad, done))
         key = (not bad, done.loglik)
         if best_key is None or key > best_key:
             best, best_key = done, key

@@ -456,6 +456,19 @@ def smem_stats(
     start = SMEM_START if start is None else start
     ct = _as_layout(covariance_type)
     full = _full_moments(ct)
+    if start == "best-all":  # search from every proper finalist of 'best'; keep the best
+        runs: list = []
+        fallback = best_stats(
+            X, sample_weight, n_components, rng, backend, ct, reg_covar, finalists=runs
+        )
+        starts = [stats for bad, stats in runs if not bad] or [fallback]
+        found = [smem_search(X, sample_weight, s, backend, ct, reg_covar, **search) for s in starts]
+        variances = _feature_variances(X, sample_weight)
+        n_rows = float(np.count_nonzero(sample_weight > 0))
+        return max(
+            found,
+            key=lambda s: (not degenerate(s, ct, reg_covar, variances, n_rows), s.loglik),
+        )
     if start == "best":
         stats = best_stats(X, sample_weight, n_components, rng, backend, ct, reg_covar)
     elif start == "hc":

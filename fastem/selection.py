@@ -775,12 +775,13 @@ def select_model(
         The shared starts: ``"hc"`` (mclust's: one hierarchical clustering tree
         cut at every ``K``), any other :class:`GaussianMixture` start
         (``"kmeans"``, ``"k-means++"``, ``"random"``, ``"random_from_data"``,
-        ``"emem"``, ``"best"``), or several joined by ``+``: every candidate is
+        ``"emem"``, ``"best"``, ``"smem"``), or several joined by ``+``: every candidate is
         then fitted from each and keeps its best fit (a degenerate fit loses to
         a proper one). The default fits each candidate from the hc tree's cut
         and from emEM's best short run (run in the 'full' model). emEM's short runs are
         shared too: they run the 'full' model (the 'diag' one when every model
-        searched is diagonal) once per ``K`` and restart; so do ``"best"``'s.
+        searched is diagonal) once per ``K`` and restart; so do ``"best"``'s
+        and ``"smem"``'s (its split-and-merge search then runs in that model).
     random_state : int, RandomState, Generator or None, default=None
         Seed of the initializations; also given to every candidate.
     **params

@@ -233,3 +233,17 @@ def test_estimator_weights_missing_values_and_dtype(dtype):
     gm = GaussianMixture(3, init_params="smem", random_state=0).fit(X, sample_weight=w)
     assert np.isfinite(gm.lower_bound_) and gm.means_.dtype == dtype
     assert sorted(np.round(gm.means_[:, 0] / 10.0)) == [0.0, 1.0, 2.0]
+
+
+def test_search_from_every_finalist_is_not_worse():
+    """start='best-all' searches from each proper finalist of 'best' (which
+    best_stats hands back through ``finalists``) and keeps the best."""
+    X, _, _ = three_blobs()
+    X = np.vstack([X, [[10.0, 6.0]] + np.random.default_rng(1).normal(size=(60, 2))])
+    sw = np.ones(X.shape[0])
+    backend = get_backend()
+    one = smem.smem_stats(X, sw, 4, np.random.RandomState(0), backend, "full", 1e-6)
+    every = smem.smem_stats(
+        X, sw, 4, np.random.RandomState(0), backend, "full", 1e-6, start="best-all"
+    )
+    assert every.loglik >= one.loglik - 1e-9 * abs(one.loglik)
