@@ -157,6 +157,53 @@ cdef extern from *:
         *s1 = fastem_hmm_hsum(a0, a1);
         *s2 = fastem_hmm_hsum(q0, q1);
     }
+    /* fastem_hmm_mom of two coordinates (x, m) and (y, mm) against the same weights,
+       interleaved: twice the independent accumulator chains, the same sums in the
+       same order as two calls */
+    static inline void fastem_hmm_mom2(const double *x, const double *y, const double *g,
+                                       double m, double mm, Py_ssize_t n, double *s1,
+                                       double *s2, double *t1, double *t2) {
+        fastem_hmm_v4 a0 = {0, 0, 0, 0}, a1 = a0, q0 = a0, q1 = a0, x0, x1, g0, g1;
+        fastem_hmm_v4 b0 = a0, b1 = a0, r0 = a0, r1 = a0, y0, y1, h0, h1;
+        fastem_hmm_v4 mv = {m, m, m, m}, mw = {mm, mm, mm, mm};
+        for (Py_ssize_t b = 0; b < n; b += 8) {
+            memcpy(&g0, g + b, sizeof g0);
+            memcpy(&g1, g + b + 4, sizeof g1);
+            memcpy(&x0, x + b, sizeof x0);
+            memcpy(&x1, x + b + 4, sizeof x1);
+            memcpy(&y0, y + b, sizeof y0);
+            memcpy(&y1, y + b + 4, sizeof y1);
+            h0 = g0 * (y0 - mw);  /* before g0 becomes g0 * x0 */
+            h1 = g1 * (y1 - mw);
+            x0 -= mv;
+            x1 -= mv;
+            g0 *= x0;
+            g1 *= x1;
+            a0 += g0;
+            a1 += g1;
+            q0 += g0 * x0;
+            q1 += g1 * x1;
+            b0 += h0;
+            b1 += h1;
+            r0 += h0 * (y0 - mw);
+            r1 += h1 * (y1 - mw);
+        }
+        *s1 = fastem_hmm_hsum(a0, a1);
+        *s2 = fastem_hmm_hsum(q0, q1);
+        *t1 = fastem_hmm_hsum(b0, b1);
+        *t2 = fastem_hmm_hsum(r0, r1);
+    }
+    /* sum p over n values (n a multiple of 8), in the fixed order of fastem_hmm_dot */
+    static inline double fastem_hmm_sum(const double *p, Py_ssize_t n) {
+        fastem_hmm_v4 a0 = {0, 0, 0, 0}, a1 = a0, p0, p1;
+        for (Py_ssize_t b = 0; b < n; b += 8) {
+            memcpy(&p0, p + b, sizeof p0);
+            memcpy(&p1, p + b + 4, sizeof p1);
+            a0 += p0;
+            a1 += p1;
+        }
+        return fastem_hmm_hsum(a0, a1);
+    }
     /* sum p q */
     static inline double fastem_hmm_dot(const double *p, const double *q, Py_ssize_t n) {
         fastem_hmm_v4 a0 = {0, 0, 0, 0}, a1 = a0, p0, p1, q0, q1;
@@ -347,9 +394,13 @@ cdef extern from *:
                            const double* a3, const double* v0, const double* v1,
                            const double* v2, const double* v3, Py_ssize_t n, Py_ssize_t Kp,
                            double* outer) noexcept nogil
+    void fastem_hmm_mom2(const double* x, const double* y, const double* g, double m, double mm,
+                         Py_ssize_t n, double* s1, double* s2, double* t1,
+                         double* t2) noexcept nogil
     void fastem_hmm_mom(const double* x, const double* g, double m, Py_ssize_t n, double* s1,
                         double* s2) noexcept nogil
     double fastem_hmm_dot(const double* p, const double* q, Py_ssize_t n) noexcept nogil
+    double fastem_hmm_sum(const double* p, Py_ssize_t n) noexcept nogil
     double fastem_hmm_exp(double x) noexcept nogil
     double fastem_hmm_log(double x) noexcept nogil
 
@@ -888,7 +939,7 @@ cdef int _moments_chunk(Py_ssize_t ch, Py_ssize_t nc, const floating_x* X, Py_ss
     ``full`` fills the upper triangle of each (D, D) block."""
     cdef Py_ssize_t lo = _lo(N, nc, ch), hi = _lo(N, nc, ch + 1)
     cdef Py_ssize_t start, nb, r, k, i, j, b
-    cdef double w, m, d, a0, a1 = 0.0, q1 = 0.0  # a1, q1: out-parameters
+    cdef double w, m, d, a0, a1 = 0.0, q1 = 0.0, a2 = 0.0, q2 = 0.0  # a1..q2: outputs
     cdef double* nk = nk_p + ch * K
     cdef double* sx = sx_p + ch * K * D
     cdef double* sxx = sxx_p + ch * K * (D * D if full else D)
@@ -919,29 +970,36 @@ cdef int _moments_chunk(Py_ssize_t ch, Py_ssize_t nc, const floating_x* X, Py_ss
                     gt[k * MB + b] = 0.0
         for k in range(K):
             gk = gt + k * MB
-            a0 = 0.0
-            for b in range(MB):
-                a0 += gk[b]
+            a0 = fastem_hmm_sum(gk, MB)
             if a0 == 0.0:  # no weight in this block (a left-right model's zeros)
                 continue
             nk[k] += a0
+            if not full:
+                j = 0
+                while j + 2 <= D:  # two coordinates a pass: more independent chains
+                    fastem_hmm_mom2(xt + j * MB, xt + (j + 1) * MB, gk, shift[k * D + j],
+                                    shift[k * D + j + 1], MB, &a1, &q1, &a2, &q2)
+                    sx[k * D + j] += a1
+                    sxx[k * D + j] += q1
+                    sx[k * D + j + 1] += a2
+                    sxx[k * D + j + 1] += q2
+                    j += 2
+                if j < D:
+                    fastem_hmm_mom(xt + j * MB, gk, shift[k * D + j], MB, &a1, &q1)
+                    sx[k * D + j] += a1
+                    sxx[k * D + j] += q1
+                continue
             for j in range(D):
                 m = shift[k * D + j]
                 xj = xt + j * MB
-                if not full:
-                    fastem_hmm_mom(xj, gk, m, MB, &a1, &q1)
-                    sx[k * D + j] += a1
-                    sxx[k * D + j] += q1
-                else:
-                    for b in range(MB):
-                        d = xj[b] - m
-                        dif[j * MB + b] = d
-                        gd[j * MB + b] = gk[b] * d
-                    sx[k * D + j] += fastem_hmm_dot(gk, dif + j * MB, MB)
-            if full:
-                for i in range(D):
-                    for j in range(i, D):
-                        sxx[(k * D + i) * D + j] += fastem_hmm_dot(gd + i * MB, dif + j * MB, MB)
+                for b in range(MB):
+                    d = xj[b] - m
+                    dif[j * MB + b] = d
+                    gd[j * MB + b] = gk[b] * d
+                sx[k * D + j] += fastem_hmm_dot(gk, dif + j * MB, MB)
+            for i in range(D):
+                for j in range(i, D):
+                    sxx[(k * D + i) * D + j] += fastem_hmm_dot(gd + i * MB, dif + j * MB, MB)
         start += MB
     free(buf)
     return 0
