@@ -315,15 +315,49 @@ cdef extern from *:
             fastem_hmm_st(b + k, (fastem_hmm_v4)((fastem_hmm_m4)p & keep));
         }
     }
-    /* outer[i Kp + j] += sum_{t<n} sum_l a_l[t Kp + i] v_l[(t + 1) Kp + j]: register
-       tiles of 4 rows x 8 (then 4) columns, accumulated over all frames and lanes
-       before one update of outer */
-    static void fastem_hmm_outer4(const double *a0, const double *a1, const double *a2,
-                                  const double *a3, const double *v0, const double *v1,
-                                  const double *v2, const double *v3, Py_ssize_t n,
-                                  Py_ssize_t Kp, double *outer) {
-        const double *al[4] = {a0, a1, a2, a3};
-        const double *vl[4] = {v0, v1, v2, v3};
+    /* o[j] = s * sum_{i<K} x[i] M[i Kp + j] for j < Kp, one lane: even and odd i in
+       two sets of accumulators (4 chains of 8 columns, or 2 of the last 4), added at
+       the end. */
+    static void fastem_hmm_mv1(const double *M, Py_ssize_t K, Py_ssize_t Kp,
+                               const double *x, double *o, double s) {
+        Py_ssize_t j = 0, i;
+        const fastem_hmm_v4 z = {0, 0, 0, 0};
+        for (; j + 8 <= Kp; j += 8) {
+            fastem_hmm_v4 a0 = z, a1 = z, b0 = z, b1 = z, p, q;
+            const double *mr = M + j;
+            for (i = 0; i + 2 <= K; i += 2, mr += 2 * Kp) {
+                p = fastem_hmm_bc(x[i]);
+                q = fastem_hmm_bc(x[i + 1]);
+                a0 += fastem_hmm_ld(mr) * p;
+                a1 += fastem_hmm_ld(mr + 4) * p;
+                b0 += fastem_hmm_ld(mr + Kp) * q;
+                b1 += fastem_hmm_ld(mr + Kp + 4) * q;
+            }
+            if (i < K) {
+                p = fastem_hmm_bc(x[i]);
+                a0 += fastem_hmm_ld(mr) * p;
+                a1 += fastem_hmm_ld(mr + 4) * p;
+            }
+            fastem_hmm_st(o + j, (a0 + b0) * s);
+            fastem_hmm_st(o + j + 4, (a1 + b1) * s);
+        }
+        if (j < Kp) {
+            fastem_hmm_v4 a0 = z, b0 = z;
+            const double *mr = M + j;
+            for (i = 0; i + 2 <= K; i += 2, mr += 2 * Kp) {
+                a0 += fastem_hmm_ld(mr) * fastem_hmm_bc(x[i]);
+                b0 += fastem_hmm_ld(mr + Kp) * fastem_hmm_bc(x[i + 1]);
+            }
+            if (i < K)
+                a0 += fastem_hmm_ld(mr) * fastem_hmm_bc(x[i]);
+            fastem_hmm_st(o + j, (a0 + b0) * s);
+        }
+    }
+    /* outer[i Kp + j] += sum_{t<n} sum_{l<nl} a_l[t Kp + i] v_l[(t + 1) Kp + j]:
+       register tiles of 4 rows x 8 (then 4) columns, accumulated over all frames
+       and lanes (in that order) before one update of outer */
+    static void fastem_hmm_outer(double **al, double **vl, int nl, Py_ssize_t n,
+                                 Py_ssize_t Kp, double *outer) {
         const fastem_hmm_v4 z = {0, 0, 0, 0};
         for (Py_ssize_t ib = 0; ib < Kp; ib += 4) {
             Py_ssize_t jb = 0;
@@ -331,7 +365,7 @@ cdef extern from *:
                 fastem_hmm_v4 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z,
                               c30 = z, c31 = z, w0, w1, b;
                 for (Py_ssize_t t = 0; t < n; ++t) {
-                    for (int l = 0; l < 4; ++l) {
+                    for (int l = 0; l < nl; ++l) {
                         const double *a = al[l] + t * Kp + ib;
                         const double *v = vl[l] + (t + 1) * Kp + jb;
                         w0 = fastem_hmm_ld(v);
@@ -358,7 +392,7 @@ cdef extern from *:
             if (jb < Kp) {
                 fastem_hmm_v4 c0 = z, c1 = z, c2 = z, c3 = z, w0;
                 for (Py_ssize_t t = 0; t < n; ++t) {
-                    for (int l = 0; l < 4; ++l) {
+                    for (int l = 0; l < nl; ++l) {
                         const double *a = al[l] + t * Kp + ib;
                         w0 = fastem_hmm_ld(vl[l] + (t + 1) * Kp + jb);
                         c0 += fastem_hmm_bc(a[0]) * w0;
@@ -390,10 +424,10 @@ cdef extern from *:
                              Py_ssize_t Kp) noexcept nogil
     void fastem_hmm_vmask(double* b, const double* y, const double* x, double inv, int ok,
                           Py_ssize_t Kp) noexcept nogil
-    void fastem_hmm_outer4(const double* a0, const double* a1, const double* a2,
-                           const double* a3, const double* v0, const double* v1,
-                           const double* v2, const double* v3, Py_ssize_t n, Py_ssize_t Kp,
-                           double* outer) noexcept nogil
+    void fastem_hmm_mv1(const double* M, Py_ssize_t K, Py_ssize_t Kp, const double* x,
+                        double* o, double s) noexcept nogil
+    void fastem_hmm_outer(double** al, double** vl, int nl, Py_ssize_t n, Py_ssize_t Kp,
+                          double* outer) noexcept nogil
     void fastem_hmm_mom2(const double* x, const double* y, const double* g, double m, double mm,
                          Py_ssize_t n, double* s1, double* s2, double* t1,
                          double* t2) noexcept nogil
@@ -479,120 +513,50 @@ cdef inline Py_ssize_t _lo(Py_ssize_t n, Py_ssize_t nc, Py_ssize_t c) noexcept n
 # ------------------------------------------------------------------ forward-backward
 
 
-cdef double _forward(const double* logB, Py_ssize_t T, Py_ssize_t K, const double* startprob,
-                     const double* At, double* alpha, double* b, double* c,
-                     double* pred) noexcept nogil:
-    """Scaled forward pass of one sequence (rows of ``logB``): ``alpha`` (T, K),
-    shifted emissions ``b`` (T, K), normalizers ``c`` (T,). Returns the
-    log-likelihood (``-inf`` for an impossible sequence). ``At`` is the
-    transposed transition matrix, so the prediction is unit-stride dot products."""
-    cdef Py_ssize_t t, k
-    cdef double m, m2, s, x, v, ll = 0.0
-    cdef const double* row
-    cdef double* a
-    cdef double* bt
-    for k in range(K):
-        pred[k] = startprob[k]
-    for t in range(T):
-        row = logB + t * K
-        a = alpha + t * K
-        bt = b + t * K
-        m = -INFINITY
-        for k in range(K):
-            if row[k] > m:
-                m = row[k]
-        if m == -INFINITY:
-            return -INFINITY
-        for k in range(K):  # arguments <= 0: the vectorizable exp
-            bt[k] = fastem_hmm_exp(row[k] - m)
-        s = 0.0
-        for k in range(K):
-            x = pred[k] * bt[k]
-            a[k] = x
-            s += x
-        if s < TINY:  # predicted mass only where the emission underflows: exact shift
-            m2 = -INFINITY
-            for k in range(K):
-                v = (log(pred[k]) if pred[k] > 0.0 else -INFINITY) + row[k]
-                a[k] = v  # scratch: log pred + logB
-                if v > m2:
-                    m2 = v
-            if m2 == -INFINITY:
-                return -INFINITY
-            s = 0.0
-            for k in range(K):
-                x = exp(a[k] - m2)
-                a[k] = x
-                s += x
-                bt[k] = exp(fmin(row[k] - m2, EXP_CAP))
-            m = m2
-        c[t] = s
-        for k in range(K):
-            a[k] = a[k] / s
-        ll += log(s) + m
-        for k in range(K):  # pred = alpha_t @ A
-            pred[k] = fastem_hmm_dotn(At + k * K, a, K)
-    return ll
-
-
-cdef void _backward(Py_ssize_t T, Py_ssize_t K, const double* A, double* gamma, const double* b,
-                    const double* c, double* beta, double* v, double w,
-                    double* outer) noexcept nogil:
-    """Backward sweep of one sequence: ``gamma`` holds alpha on entry and the
-    posteriors on exit; ``outer += w * sum_t alpha_t v_t+1^T`` with
-    ``v_t+1 = b_t+1 * beta_t+1 / c_t+1`` (times A later)."""
-    cdef Py_ssize_t t, i, j
-    cdef double s, g, cn, wa
-    cdef double* at
-    cdef double* gn
-    cdef const double* bn
-    at = gamma + (T - 1) * K
-    s = 0.0
-    for i in range(K):
-        s += at[i]
-    for i in range(K):
-        at[i] = at[i] / s
-    for i in range(K):
-        beta[i] = 1.0
-    for t in range(T - 2, -1, -1):
-        gn = gamma + (t + 1) * K  # posteriors of t+1
-        bn = b + (t + 1) * K
-        cn = c[t + 1]
-        for j in range(K):
-            # a state with zero posterior at t+1 is on no path: v is exactly 0, so an
-            # inf from an unreachable state cannot turn into NaN
-            v[j] = bn[j] * beta[j] / cn if gn[j] > 0.0 else 0.0
-        at = gamma + t * K
-        if w != 0.0:
-            for i in range(K):
-                wa = w * at[i]
-                for j in range(K):
-                    outer[i * K + j] += wa * v[j]
-        for i in range(K):  # beta_t = A v_t+1
-            beta[i] = fastem_hmm_dotn(A + i * K, v, K)
-        s = 0.0
-        for i in range(K):
-            g = at[i] * beta[i]
-            at[i] = g
-            s += g
-        for i in range(K):
-            at[i] = at[i] / s
-
-
 #: Sequences run in lock-step, four per thread (the lanes of a batch): one
 #: sequence's recursion is latency-bound (each frame waits for the last), four
 #: independent ones fill the pipeline. Each lane does exactly one sequence's
-#: arithmetic, so a sequence's results do not depend on its neighbours.
+#: arithmetic, so a sequence's results do not depend on its neighbours. A batch
+#: of one (the last sequence) runs on the same code with one lane.
 cdef enum:
     LANES = 4
+
+
+cdef struct Lanes:
+    # per lane: shifted emissions b, forward variables x, backward variables y
+    # ((T, Kp) each, columns K:Kp zero), normalizers c and shifts m ((T,) each),
+    # the prediction pred (Kp,); the lane's length L and liveness
+    double* b[LANES]
+    double* x[LANES]
+    double* y[LANES]
+    double* c[LANES]
+    double* m[LANES]
+    double* pred[LANES]
+    Py_ssize_t L[LANES]
+    double live[LANES]
+
+
+cdef void _lanes_init(Lanes* ln, int nlanes, Py_ssize_t T, Py_ssize_t Kp,
+                      double* buf) noexcept nogil:
+    """Carve one batch's scratch (``nlanes * (3 T Kp + 2 T + Kp)`` values) into lanes."""
+    cdef int l
+    for l in range(nlanes):
+        ln.b[l] = buf + l * T * Kp
+        ln.x[l] = buf + (nlanes + l) * T * Kp
+        ln.y[l] = buf + (2 * nlanes + l) * T * Kp
+        ln.c[l] = buf + 3 * nlanes * T * Kp + l * T
+        ln.m[l] = buf + 3 * nlanes * T * Kp + (nlanes + l) * T
+        ln.pred[l] = buf + 3 * nlanes * T * Kp + 2 * nlanes * T + l * Kp
 
 
 cdef double _lane_rescue(const double* logB, Py_ssize_t K, Py_ssize_t Kp, Py_ssize_t t,
                          double* pred, double* x, double* b, double* m,
                          double* live) noexcept nogil:
-    """The exact-shift redo of one lane's frame t (see :func:`_forward`), on the
-    lane's rows; returns the frame's normalizer (1.0 if the sequence turns out
-    impossible, which marks the lane dead)."""
+    """The exact-shift redo of one lane's frame t, on the lane's rows (``logB``
+    at its first frame): the predicted mass falls only where the shifted
+    emissions underflow, so shift by ``max_k (log pred_k + logB_tk)``, which
+    makes the largest term exactly 1. Returns the frame's normalizer (1.0 if the
+    sequence turns out impossible, which marks the lane dead)."""
     cdef Py_ssize_t k
     cdef double m2 = -INFINITY, v, a, s = 0.0
     cdef const double* row = logB + t * K
@@ -616,258 +580,259 @@ cdef double _lane_rescue(const double* logB, Py_ssize_t K, Py_ssize_t Kp, Py_ssi
     return s
 
 
-cdef void _fb_lanes(const double* logB, const int64_t* offsets, Py_ssize_t s0, Py_ssize_t nl,
-                    Py_ssize_t K, Py_ssize_t Kp, Py_ssize_t T, const double* startprob,
-                    const double* Ap, const double* Atp, const double* seq_weight,
-                    double* gamma, double* loglik, double* outer, double* start,
-                    double* b, double* x, double* y, double* c, double* m,
-                    double* pred) noexcept nogil:
-    """Forward-backward of sequences ``s0:s0 + nl`` (1 < nl <= LANES) in lock-step.
-    Lane l keeps its shifted emissions, forward and backward variables in
-    ``b``, ``x``, ``y`` + l T Kp ((T, Kp) each, columns K:Kp zero), normalizers
-    and shifts in ``c``, ``m`` + l T; ``T`` is the batch's longest sequence,
-    shorter lanes run on neutral frames (b = 1) that contribute nothing. ``x``
-    holds ``c_t alpha_t`` (unnormalized: the division by ``c_t`` is off the
-    recursion's critical path, in the next prediction). ``Ap``/``Atp`` are A and
-    A^T with rows padded to Kp. Adds ``sum_l w_l sum_t alpha_t v_t+1^T`` into
-    ``outer`` (Kp, Kp) and ``sum_l w_l gamma_l0`` into ``start``."""
-    cdef Py_ssize_t L[LANES]
-    cdef double live[LANES]
+cdef void _lanes_forward(Lanes* ln, int nlanes, const double* logB, const int64_t* offsets,
+                         Py_ssize_t s0, Py_ssize_t nl, Py_ssize_t K, Py_ssize_t Kp,
+                         Py_ssize_t T, const double* startprob,
+                         const double* Ap) noexcept nogil:
+    """Emissions and forward pass of sequences ``s0:s0 + nl`` (nl <= nlanes, nlanes
+    1 or ``LANES``) in lock-step; ``T`` is the batch's longest sequence, shorter
+    lanes run on neutral frames (b = 1) that contribute nothing. ``x_t`` holds
+    ``c_t alpha_t`` (unnormalized: the division by ``c_t`` is off the
+    recursion's critical path, in the next prediction). ``Ap`` is A with rows
+    padded to Kp."""
+    cdef Py_ssize_t t, k, lo, Tl, first_pad
+    cdef int l
+    cdef double mx
     cdef double cc[LANES]
     cdef double inv[LANES]
-    cdef double* bl[LANES]
-    cdef double* xl[LANES]
-    cdef double* yl[LANES]
-    cdef double* cl[LANES]
-    cdef double* ml[LANES]
-    cdef double* pl[LANES]
-    cdef Py_ssize_t ln, t, k, u, lo, Tl, first_pad, TK = T * Kp
-    cdef double mx, ll, g, iv, w, f
     cdef const double* row
     cdef double* bt
     cdef bint rescue
-    for ln in range(LANES):
-        bl[ln] = b + ln * TK
-        xl[ln] = x + ln * TK
-        yl[ln] = y + ln * TK
-        cl[ln] = c + ln * T
-        ml[ln] = m + ln * T
-        pl[ln] = pred + ln * Kp
     # shifted emissions, lane by lane: row maxima, then the exponentials in one flat
     # loop over the lane's rows (the padding columns get exp(-inf) = 0); frames past
     # a lane's end (and every frame of an impossible sequence) are neutral: b = 1
-    for ln in range(LANES):
-        Tl = offsets[s0 + ln + 1] - offsets[s0 + ln] if ln < nl else 0
-        lo = offsets[s0 + ln] if ln < nl else 0
-        L[ln] = Tl
-        live[ln] = 1.0 if Tl > 0 else 0.0
+    for l in range(nlanes):
+        Tl = offsets[s0 + l + 1] - offsets[s0 + l] if l < nl else 0
+        lo = offsets[s0 + l] if l < nl else 0
+        ln.L[l] = Tl
+        ln.live[l] = 1.0 if Tl > 0 else 0.0
         for t in range(Tl):
             row = logB + (lo + t) * K
-            bt = bl[ln] + t * Kp
+            bt = ln.b[l] + t * Kp
             mx = -INFINITY
             for k in range(K):
                 if row[k] > mx:
                     mx = row[k]
             if mx == -INFINITY:  # an impossible frame: the sequence has probability 0
-                live[ln] = 0.0
+                ln.live[l] = 0.0
                 break
-            ml[ln][t] = mx
+            ln.m[l][t] = mx
             for k in range(K):
                 bt[k] = row[k] - mx
             for k in range(K, Kp):
                 bt[k] = -INFINITY
-        first_pad = Tl if live[ln] > 0.0 else 0
-        bt = bl[ln]
+        first_pad = Tl if ln.live[l] > 0.0 else 0
+        bt = ln.b[l]
         for k in range(first_pad * Kp):
             bt[k] = fastem_hmm_exp(bt[k])
         for t in range(first_pad, T):
-            ml[ln][t] = 0.0
-            bt = bl[ln] + t * Kp
+            ln.m[l][t] = 0.0
+            bt = ln.b[l] + t * Kp
             for k in range(K):
                 bt[k] = 1.0
             for k in range(K, Kp):
                 bt[k] = 0.0
         for k in range(K):
-            pl[ln][k] = startprob[k]
+            ln.pred[l][k] = startprob[k]
         for k in range(K, Kp):
-            pl[ln][k] = 0.0
-    # forward: x_t = pred * b_t, c_t = sum x_t, pred = (x_t / c_t) A
+            ln.pred[l][k] = 0.0
+    # x_t = pred * b_t, c_t = sum x_t, pred = (x_t / c_t) A
     for t in range(T):
         rescue = False
-        for ln in range(LANES):
-            cc[ln] = fastem_hmm_mulsum(pl[ln], bl[ln] + t * Kp, xl[ln] + t * Kp, Kp)
-            rescue = rescue or cc[ln] < TINY
+        for l in range(nlanes):
+            cc[l] = fastem_hmm_mulsum(ln.pred[l], ln.b[l] + t * Kp, ln.x[l] + t * Kp, Kp)
+            rescue = rescue or cc[l] < TINY
         if rescue:
-            for ln in range(LANES):
-                if cc[ln] < TINY:
-                    if t < L[ln] and live[ln] > 0.0:
-                        cc[ln] = _lane_rescue(logB + offsets[s0 + ln] * K, K, Kp, t, pl[ln],
-                                              xl[ln], bl[ln], ml[ln], &live[ln])
+            for l in range(nlanes):
+                if cc[l] < TINY:
+                    if t < ln.L[l] and ln.live[l] > 0.0:
+                        cc[l] = _lane_rescue(logB + offsets[s0 + l] * K, K, Kp, t, ln.pred[l],
+                                             ln.x[l], ln.b[l], ln.m[l], &ln.live[l])
                     else:  # a neutral frame of a finished or dead lane: no NaN from it
-                        cc[ln] = 1.0
-        for ln in range(LANES):
-            cl[ln][t] = cc[ln]
-            inv[ln] = 1.0 / cc[ln]
-        fastem_hmm_mv4(Ap, K, Kp, xl[0] + t * Kp, xl[1] + t * Kp, xl[2] + t * Kp,
-                       xl[3] + t * Kp, pl[0], pl[1], pl[2], pl[3], inv[0], inv[1], inv[2],
-                       inv[3])
+                        cc[l] = 1.0
+        for l in range(nlanes):
+            ln.c[l][t] = cc[l]
+            inv[l] = 1.0 / cc[l]
+        if nlanes == LANES:
+            fastem_hmm_mv4(Ap, K, Kp, ln.x[0] + t * Kp, ln.x[1] + t * Kp, ln.x[2] + t * Kp,
+                           ln.x[3] + t * Kp, ln.pred[0], ln.pred[1], ln.pred[2], ln.pred[3],
+                           inv[0], inv[1], inv[2], inv[3])
+        else:
+            fastem_hmm_mv1(Ap, K, Kp, ln.x[0] + t * Kp, ln.pred[0], inv[0])
+
+
+cdef void _lanes_fb(Lanes* ln, int nlanes, const double* logB, const int64_t* offsets,
+                    Py_ssize_t s0, Py_ssize_t nl, Py_ssize_t K, Py_ssize_t Kp, Py_ssize_t T,
+                    const double* startprob, const double* Ap, const double* Atp,
+                    const double* seq_weight, double* gamma, double* loglik, double* outer,
+                    double* start) noexcept nogil:
+    """Forward-backward of sequences ``s0:s0 + nl`` in lock-step (see
+    :func:`_lanes_forward`). ``Atp`` is A^T with rows padded to Kp. Writes the
+    posteriors and log-likelihoods; adds ``sum_l w_l sum_t alpha_t v_t+1^T`` into
+    ``outer`` (Kp, Kp) and ``sum_l w_l gamma_l0`` into ``start``."""
+    cdef Py_ssize_t t, k, u, lo, Tl
+    cdef int l
+    cdef double ll, g, iv, w, f
+    cdef double* bt
+    cdef double* xt
+    cdef double* yt
+    _lanes_forward(ln, nlanes, logB, offsets, s0, nl, K, Kp, T, startprob, Ap)
     # backward: b_t+1 becomes v_t+1 = b * beta / c (0 off the sequence or on an
     # unreachable state), beta_t = A v_t+1 (1 at and after a lane's last frame)
-    for ln in range(LANES):
-        bt = yl[ln] + (T - 1) * Kp
+    for l in range(nlanes):
+        bt = ln.y[l] + (T - 1) * Kp
         for k in range(K):
             bt[k] = 1.0
         for k in range(K, Kp):
             bt[k] = 0.0
     for t in range(T - 2, -1, -1):
         u = t + 1
-        for ln in range(LANES):
-            fastem_hmm_vmask(bl[ln] + u * Kp, yl[ln] + u * Kp, xl[ln] + u * Kp, 1.0 / cl[ln][u],
-                             u < L[ln] and live[ln] > 0.0, Kp)
-        fastem_hmm_mv4(Atp, K, Kp, bl[0] + u * Kp, bl[1] + u * Kp, bl[2] + u * Kp,
-                       bl[3] + u * Kp, yl[0] + t * Kp, yl[1] + t * Kp, yl[2] + t * Kp,
-                       yl[3] + t * Kp, 1.0, 1.0, 1.0, 1.0)
-        for ln in range(LANES):
-            if u >= L[ln]:
-                bt = yl[ln] + t * Kp
+        for l in range(nlanes):
+            fastem_hmm_vmask(ln.b[l] + u * Kp, ln.y[l] + u * Kp, ln.x[l] + u * Kp,
+                             1.0 / ln.c[l][u], u < ln.L[l] and ln.live[l] > 0.0, Kp)
+        if nlanes == LANES:
+            fastem_hmm_mv4(Atp, K, Kp, ln.b[0] + u * Kp, ln.b[1] + u * Kp, ln.b[2] + u * Kp,
+                           ln.b[3] + u * Kp, ln.y[0] + t * Kp, ln.y[1] + t * Kp,
+                           ln.y[2] + t * Kp, ln.y[3] + t * Kp, 1.0, 1.0, 1.0, 1.0)
+        else:
+            fastem_hmm_mv1(Atp, K, Kp, ln.b[0] + u * Kp, ln.y[0] + t * Kp, 1.0)
+        for l in range(nlanes):
+            if u >= ln.L[l]:
+                bt = ln.y[l] + t * Kp
                 for k in range(K):
                     bt[k] = 1.0
     # posteriors, log-likelihoods and start counts, lane by lane; then x_t becomes
     # w alpha_t (0 where it meets no v_t+1) for the transition counts
-    for ln in range(LANES):
-        Tl = L[ln]
-        if ln < nl:
-            lo = offsets[s0 + ln]
-            if live[ln] == 0.0:
-                loglik[s0 + ln] = -INFINITY
+    for l in range(nlanes):
+        Tl = ln.L[l]
+        if l < nl:
+            lo = offsets[s0 + l]
+            if ln.live[l] == 0.0:
+                loglik[s0 + l] = -INFINITY
                 memset(gamma + lo * K, 0, Tl * K * sizeof(double))
             else:
                 ll = 0.0
                 for t in range(Tl):  # TINY <= c <= K: the fast log's domain
-                    ll = ll + (fastem_hmm_log(cl[ln][t]) + ml[ln][t])
-                loglik[s0 + ln] = ll
+                    ll = ll + (fastem_hmm_log(ln.c[l][t]) + ln.m[l][t])
+                loglik[s0 + l] = ll
                 for t in range(Tl):
-                    g = fastem_hmm_dotn(xl[ln] + t * Kp, yl[ln] + t * Kp, Kp)
-                    iv = 1.0 / g
+                    xt = ln.x[l] + t * Kp
+                    yt = ln.y[l] + t * Kp
+                    iv = 1.0 / fastem_hmm_dotn(xt, yt, Kp)
                     bt = gamma + (lo + t) * K
                     for k in range(K):
-                        bt[k] = xl[ln][t * Kp + k] * yl[ln][t * Kp + k] * iv
-                w = seq_weight[s0 + ln]
+                        bt[k] = xt[k] * yt[k] * iv
+                w = seq_weight[s0 + l]
                 for k in range(K):
                     start[k] += w * gamma[lo * K + k]
-        w = seq_weight[s0 + ln] if ln < nl and live[ln] > 0.0 else 0.0
+        w = seq_weight[s0 + l] if l < nl and ln.live[l] > 0.0 else 0.0
         for t in range(T - 1):
-            bt = xl[ln] + t * Kp
-            f = w / cl[ln][t] if t < Tl - 1 else 0.0
+            bt = ln.x[l] + t * Kp
+            f = w / ln.c[l][t] if t < Tl - 1 else 0.0
             for k in range(Kp):
                 bt[k] = bt[k] * f
-    fastem_hmm_outer4(xl[0], xl[1], xl[2], xl[3], bl[0], bl[1], bl[2], bl[3], T - 1, Kp, outer)
+    fastem_hmm_outer(ln.x, ln.b, nlanes, T - 1, Kp, outer)
 
 
-cdef void _fb_single(const double* logB, Py_ssize_t T, Py_ssize_t K, const double* startprob,
-                     const double* A, const double* At, double w, double* gamma,
-                     double* loglik, double* outer, double* start, double* b,
-                     double* c) noexcept nogil:
-    """Forward-backward of one sequence (rows of ``logB``; a batch of one)."""
-    cdef Py_ssize_t k
-    cdef double* pred = c + T
-    cdef double* beta = pred + K
-    cdef double* v = beta + K
-    cdef double ll = _forward(logB, T, K, startprob, At, gamma, b, c, pred)
-    loglik[0] = ll
-    if ll == -INFINITY:  # an impossible sequence carries no information
-        memset(gamma, 0, T * K * sizeof(double))
-        return
-    _backward(T, K, A, gamma, b, c, beta, v, w, outer)
-    for k in range(K):
-        start[k] += w * gamma[k]
+cdef Py_ssize_t _group_scratch(Py_ssize_t s_lo, Py_ssize_t s_hi, const int64_t* offsets,
+                               Py_ssize_t Kp) noexcept nogil:
+    """Values of scratch for the batches of sequences s_lo:s_hi: the largest
+    batch's ``nlanes * (3 T Kp + 2 T + Kp)``."""
+    cdef Py_ssize_t s0 = s_lo, s, nl, T, need = 0
+    while s0 < s_hi:
+        nl = min(<Py_ssize_t>LANES, s_hi - s0)
+        T = 0
+        for s in range(s0, s0 + nl):
+            T = max(T, offsets[s + 1] - offsets[s])
+        nl = LANES if nl > 1 else 1
+        need = max(need, nl * (3 * T * Kp + 2 * T + Kp))
+        s0 += LANES
+    return need
 
 
 cdef int _fb_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64_t* offsets,
                    Py_ssize_t S, Py_ssize_t K, Py_ssize_t Kp, const double* startprob,
-                   const double* A, const double* At, const double* Ap, const double* Atp,
-                   const double* seq_weight, double* gamma, double* loglik, double* outer_p,
+                   const double* Ap, const double* Atp, const double* seq_weight,
+                   double* gamma, double* loglik, double* outer_p,
                    double* start_p) noexcept nogil:
     """Forward-backward of group ``ch``: the sequences of batches
     ``_lo(n_batches, nc, ch)`` to ``_lo(n_batches, nc, ch + 1)``, a batch being
     ``LANES`` consecutive sequences (the last one maybe fewer; a batch of one
-    runs alone). The transition counts of the lanes go into a (Kp, Kp) scratch
-    added into ``outer_p[ch]`` at the end, in a fixed order."""
+    runs with one lane). The transition counts go into a (Kp, Kp) scratch
+    added into ``outer_p[ch]`` at the end."""
     cdef Py_ssize_t n_batches = (S + LANES - 1) // LANES
     cdef Py_ssize_t s_lo = _lo(n_batches, nc, ch) * LANES
     cdef Py_ssize_t s_hi = min(_lo(n_batches, nc, ch + 1) * LANES, S)
-    cdef Py_ssize_t s0, s, nl, T, i, j, t_lanes = 0, t_single = 0
+    cdef Py_ssize_t s0, s, nl, T, i, j
     cdef double* outer = outer_p + ch * K * K
     cdef double* start = start_p + ch * K
-    s0 = s_lo
-    while s0 < s_hi:
-        nl = min(<Py_ssize_t>LANES, s_hi - s0)
-        for s in range(s0, s0 + nl):
-            T = offsets[s + 1] - offsets[s]
-            if nl > 1:
-                t_lanes = max(t_lanes, T)
-            else:
-                t_single = max(t_single, T)
-        s0 += LANES
-    # lanes: b, x, y (LANES, T, Kp), c, m (LANES, T), pred (LANES, Kp), outer (Kp, Kp);
-    # a batch of one: b (T, K), c (T,), pred, beta, v (K,)
-    cdef Py_ssize_t n_lanes = LANES * (3 * t_lanes * Kp + 2 * t_lanes + Kp) + Kp * Kp
-    cdef double* buf = <double*>malloc(
-        (n_lanes + t_single * K + t_single + 3 * K) * sizeof(double))
+    cdef Lanes ln
+    cdef Py_ssize_t need = _group_scratch(s_lo, s_hi, offsets, Kp)
+    cdef double* buf = <double*>malloc((need + Kp * Kp) * sizeof(double))
     if buf == NULL:
         return -1
-    cdef double* lb = buf
-    cdef double* lx = lb + LANES * t_lanes * Kp
-    cdef double* ly = lx + LANES * t_lanes * Kp
-    cdef double* lc = ly + LANES * t_lanes * Kp
-    cdef double* lm = lc + LANES * t_lanes
-    cdef double* lp = lm + LANES * t_lanes
-    cdef double* lo_outer = lp + LANES * Kp
-    cdef double* sb = buf + n_lanes
-    cdef double* sc = sb + t_single * K
-    memset(lo_outer, 0, Kp * Kp * sizeof(double))
+    cdef double* outer_kp = buf + need
+    memset(outer_kp, 0, Kp * Kp * sizeof(double))
     s0 = s_lo
     while s0 < s_hi:
         nl = min(<Py_ssize_t>LANES, s_hi - s0)
-        if nl > 1:
-            T = 0
-            for s in range(s0, s0 + nl):
-                T = max(T, offsets[s + 1] - offsets[s])
-            _fb_lanes(logB, offsets, s0, nl, K, Kp, T, startprob, Ap, Atp, seq_weight,
-                      gamma, loglik, lo_outer, start, lb, lx, ly, lc, lm, lp)
-        else:
-            T = offsets[s0 + 1] - offsets[s0]
-            _fb_single(logB + offsets[s0] * K, T, K, startprob, A, At, seq_weight[s0],
-                       gamma + offsets[s0] * K, loglik + s0, outer, start, sb, sc)
+        T = 0
+        for s in range(s0, s0 + nl):
+            T = max(T, offsets[s + 1] - offsets[s])
+        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf)
+        _lanes_fb(&ln, LANES if nl > 1 else 1, logB, offsets, s0, nl, K, Kp, T, startprob,
+                  Ap, Atp, seq_weight, gamma, loglik, outer_kp, start)
         s0 += LANES
     for i in range(K):
         for j in range(K):
-            outer[i * K + j] += lo_outer[i * Kp + j]
+            outer[i * K + j] += outer_kp[i * Kp + j]
     free(buf)
     return 0
 
 
 cdef int _filter_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64_t* offsets,
-                       Py_ssize_t S, Py_ssize_t K, const double* startprob, const double* At,
-                       double* filt, double* loglik) noexcept nogil:
-    cdef Py_ssize_t s_lo = _lo(S, nc, ch), s_hi = _lo(S, nc, ch + 1)
-    cdef Py_ssize_t s, lo, T, t_max = 1
-    for s in range(s_lo, s_hi):
-        T = offsets[s + 1] - offsets[s]
-        if T > t_max:
-            t_max = T
-    cdef double* b = <double*>malloc((t_max * K + t_max + K) * sizeof(double))
-    if b == NULL:
+                       Py_ssize_t S, Py_ssize_t K, Py_ssize_t Kp, const double* startprob,
+                       const double* Ap, double* filt, double* loglik) noexcept nogil:
+    """Filtered probabilities ``alpha_t = x_t / c_t`` of the batches of group ``ch``
+    (as :func:`_fb_group`), from the same lock-step forward pass."""
+    cdef Py_ssize_t n_batches = (S + LANES - 1) // LANES
+    cdef Py_ssize_t s_lo = _lo(n_batches, nc, ch) * LANES
+    cdef Py_ssize_t s_hi = min(_lo(n_batches, nc, ch + 1) * LANES, S)
+    cdef Py_ssize_t s0, s, nl, T, t, k, lo
+    cdef int l
+    cdef double ll, iv
+    cdef double* xt
+    cdef double* ft
+    cdef Lanes ln
+    cdef double* buf = <double*>malloc(_group_scratch(s_lo, s_hi, offsets, Kp) * sizeof(double))
+    if buf == NULL:
         return -1
-    cdef double* c = b + t_max * K
-    cdef double* pred = c + t_max
-    for s in range(s_lo, s_hi):
-        lo = offsets[s]
-        T = offsets[s + 1] - lo
-        loglik[s] = _forward(logB + lo * K, T, K, startprob, At, filt + lo * K, b, c, pred)
-        if loglik[s] == -INFINITY:
-            memset(filt + lo * K, 0, T * K * sizeof(double))
-    free(b)
+    s0 = s_lo
+    while s0 < s_hi:
+        nl = min(<Py_ssize_t>LANES, s_hi - s0)
+        T = 0
+        for s in range(s0, s0 + nl):
+            T = max(T, offsets[s + 1] - offsets[s])
+        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf)
+        _lanes_forward(&ln, LANES if nl > 1 else 1, logB, offsets, s0, nl, K, Kp, T,
+                       startprob, Ap)
+        for l in range(nl):
+            lo = offsets[s0 + l]
+            if ln.live[l] == 0.0:  # an impossible sequence: zero filtered probabilities
+                loglik[s0 + l] = -INFINITY
+                memset(filt + lo * K, 0, ln.L[l] * K * sizeof(double))
+                continue
+            ll = 0.0
+            for t in range(ln.L[l]):
+                ll = ll + (fastem_hmm_log(ln.c[l][t]) + ln.m[l][t])
+                iv = 1.0 / ln.c[l][t]
+                xt = ln.x[l] + t * Kp
+                ft = filt + (lo + t) * K
+                for k in range(K):
+                    ft[k] = xt[k] * iv
+            loglik[s0 + l] = ll
+        s0 += LANES
+    free(buf)
     return 0
 
 
@@ -1152,14 +1117,20 @@ def _back(buf, a):
         a[...] = buf
 
 
+def _padded(a, Py_ssize_t Kp):
+    """``a`` (K, K) with rows padded to Kp columns of zeros: the lanes' vector loops
+    run over whole 4-wide vectors."""
+    out = np.zeros((a.shape[0], Kp))
+    out[:, : a.shape[1]] = a
+    return out
+
+
 def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
     """See :mod:`fastem.hmm._kernels_numpy`."""
     cdef const double[:, ::1] lb = _in(logB)
     cdef const int64_t[::1] off = _in(offsets, np.int64)
     cdef const double[::1] sp = _in(startprob)
     A_arr = _in(transmat)
-    cdef const double[:, ::1] A = A_arr
-    cdef const double[:, ::1] At = np.ascontiguousarray(A_arr.T)
     cdef const double[::1] sw = _in(seq_weight)
     g_buf, ll_buf = _out(gamma), _out(loglik)
     cdef double[:, ::1] g = g_buf
@@ -1167,13 +1138,8 @@ def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, logl
     cdef Py_ssize_t S = off.shape[0] - 1, K = lb.shape[1], ch
     cdef Py_ssize_t Kp = (K + 3) // 4 * 4
     cdef Py_ssize_t nc = _seq_chunks((S + LANES - 1) // LANES)  # groups of whole batches
-    # A and A^T with rows padded to Kp columns (zeros) for the lanes' vector loops
-    Ap_arr = np.zeros((K, Kp))
-    Ap_arr[:, :K] = A_arr
-    Atp_arr = np.zeros((K, Kp))
-    Atp_arr[:, :K] = A_arr.T
-    cdef const double[:, ::1] Ap = Ap_arr
-    cdef const double[:, ::1] Atp = Atp_arr
+    cdef const double[:, ::1] Ap = _padded(A_arr, Kp)
+    cdef const double[:, ::1] Atp = _padded(A_arr.T, Kp)
     outer_p = np.zeros((max(nc, 1), K, K))
     start_p = np.zeros((max(nc, 1), K))
     cdef double[:, :, ::1] op = outer_p
@@ -1182,9 +1148,8 @@ def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, logl
     if S > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
                          num_threads=_threads(lb.shape[0] * K * K, nc)):
-            if _fb_group(ch, nc, &lb[0, 0], &off[0], S, K, Kp, &sp[0], &A[0, 0], &At[0, 0],
-                         &Ap[0, 0], &Atp[0, 0], &sw[0], &g[0, 0], &ll[0], &op[0, 0, 0],
-                         &st[0, 0]) != 0:
+            if _fb_group(ch, nc, &lb[0, 0], &off[0], S, K, Kp, &sp[0], &Ap[0, 0], &Atp[0, 0],
+                         &sw[0], &g[0, 0], &ll[0], &op[0, 0, 0], &st[0, 0]) != 0:
                 fail = 1
         if fail:
             raise MemoryError()
@@ -1199,18 +1164,19 @@ def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
     cdef const double[:, ::1] lb = _in(logB)
     cdef const int64_t[::1] off = _in(offsets, np.int64)
     cdef const double[::1] sp = _in(startprob)
-    cdef const double[:, ::1] At = np.ascontiguousarray(_in(transmat).T)
     f_buf, ll_buf = _out(filt), _out(loglik)
     cdef double[:, ::1] f = f_buf
     cdef double[::1] ll = ll_buf
     cdef Py_ssize_t S = off.shape[0] - 1, K = lb.shape[1], ch
-    cdef Py_ssize_t nc = _seq_chunks(S)
+    cdef Py_ssize_t Kp = (K + 3) // 4 * 4
+    cdef Py_ssize_t nc = _seq_chunks((S + LANES - 1) // LANES)  # groups of whole batches
+    cdef const double[:, ::1] Ap = _padded(_in(transmat), Kp)
     cdef int fail = 0
     if S > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
                          num_threads=_threads(lb.shape[0] * K * K, nc)):
-            if _filter_group(ch, nc, &lb[0, 0], &off[0], S, K, &sp[0], &At[0, 0], &f[0, 0],
-                             &ll[0]) != 0:
+            if _filter_group(ch, nc, &lb[0, 0], &off[0], S, K, Kp, &sp[0], &Ap[0, 0],
+                             &f[0, 0], &ll[0]) != 0:
                 fail = 1
         if fail:
             raise MemoryError()
