@@ -15,6 +15,14 @@ Usage::
     python benchmarks/hmm_peers.py --workload HB1 --ab-kernels COMMIT [--repeats 7]
     python benchmarks/hmm_peers.py --workload HB1 --backend cython [--repeats 5]
     python benchmarks/hmm_peers.py --workload HB1 --ab-fb COMMIT [--repeats 15]
+    python benchmarks/hmm_peers.py --workload HB2 --serial [--threads 2] [--repeats 7]
+
+``--serial`` (no peers) splits a Numba fit's iteration into its serial part,
+the CPU time of the calling thread outside the thread pool's passes (Python,
+the M-step, small kernels run inline, reductions), and the pool's passes (wall
+time and CPU time of all threads, and their number per iteration). The serial
+part bounds the wall time on any number of cores from below and is far less
+disturbed by other processes than wall time.
 
 ``--ab-fb COMMIT`` times the Numba forward-backward kernel alone, at
 ``COMMIT`` against the working tree, on the E-step inputs of the workload
@@ -266,6 +274,58 @@ def ab_forward_backward(commit, make, X, lengths, init, repeats):
     )
 
 
+def serial_profile(make, X, lengths, init, n0, n1, repeats, threads):
+    """Per iteration: the calling thread's CPU time outside the pool's passes,
+    and the passes' wall and CPU (all threads) time and number (medians)."""
+    from fastem.backends import _numba, _numba_hmm
+
+    acc = {"main": 0.0, "proc": 0.0, "wall": 0.0, "calls": 0}
+
+    def timed(fn):
+        def run(kernel, n_iter, *args):
+            m0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+            try:
+                return fn(kernel, n_iter, *args)
+            finally:
+                acc["main"] += time.thread_time() - m0
+                acc["proc"] += time.process_time() - p0
+                acc["wall"] += time.perf_counter() - w0
+                acc["calls"] += 1
+
+        return run
+
+    names = [(_numba, "run_chunks"), (_numba_hmm, "run_chunks")]
+    if hasattr(_numba_hmm, "run_caller_first"):
+        names.append((_numba_hmm, "run_caller_first"))
+    saved = [(mod, name, getattr(mod, name)) for mod, name in names]
+
+    def one_fit(n):
+        for key in acc:
+            acc[key] = 0
+        m0, w0 = time.thread_time(), time.perf_counter()
+        _fit_seconds(make, X, lengths, init, n, threads)
+        return np.array(
+            [time.thread_time() - m0 - acc["main"], acc["wall"], acc["proc"], acc["calls"],
+             time.perf_counter() - w0]
+        )  # fmt: skip
+
+    try:
+        for mod, name, fn in saved:
+            setattr(mod, name, timed(fn))
+        one_fit(n0)  # compile / warm caches
+        rows = [(one_fit(n1) - one_fit(n0)) / (n1 - n0) for _ in range(repeats)]
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
+    serial, wall, cpu, calls, total = np.median(np.array(rows), axis=0)
+    print(
+        f"  {threads} thread(s): serial CPU {serial * 1e3:.3f} ms/iter (calling thread, outside "
+        f"the pool's passes); {calls:.0f} passes/iter: wall {wall * 1e3:.3f} ms, CPU "
+        f"{cpu * 1e3:.3f} ms (all threads); whole iteration wall {total * 1e3:.3f} ms "
+        f"(median of {repeats})"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="HB1", choices=sorted(WORKLOADS))
@@ -277,6 +337,10 @@ def main(argv=None):
     parser.add_argument(
         "--ab-fb", metavar="COMMIT", help="A/B of the forward-backward kernel alone (no peers)"
     )
+    parser.add_argument(
+        "--serial", action="store_true", help="serial part and pool passes of a fit (no peers)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="threads for --serial")
     parser.add_argument(
         "--backend", default="numba", choices=("numba", "cython", "numpy"), help="fastem backend"
     )
@@ -305,6 +369,12 @@ def main(argv=None):
         print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}")
         make = lambda n: ours(K, n_iter=n, **dict(common, backend="numba"))  # noqa: E731
         ab_forward_backward(args.ab_fb, make, X, lengths, init, args.repeats)
+        return
+    if args.serial:
+        print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}; numba")
+        make = lambda n: ours(K, n_iter=n, **dict(common, backend="numba"))  # noqa: E731
+        for threads in sorted({1, args.threads}):
+            serial_profile(make, X, lengths, init, args.n0, args.n1, args.repeats, threads)
         return
     makers = {
         "fastem": lambda n: ours(K, n_iter=n, **ours_common),
