@@ -131,6 +131,20 @@ def test_fused_matches_fallbacks(lengths, K, D, zeros, outlier, seed):
 
 
 @needs_numba
+@pytest.mark.parametrize(
+    ("n_sequences", "K"),
+    [(300, 3), (12, 65)],  # groups of several batches; K > LANES_MAX_K: one sequence a batch
+)
+def test_fused_matches_fallback_on_many_groups_and_large_k(n_sequences, K, always_fused):
+    rng = np.random.default_rng(K)
+    args, row_w, shift = _problem(rng, rng.integers(1, 12, size=n_sequences), K, D=2)
+    _assert_close(
+        _estep(get_hmm_kernels("numba"), args, row_w, shift),
+        _estep(_unfused("numba"), args, row_w, shift),
+    )
+
+
+@needs_numba
 def test_fused_runs_and_detects_a_changed_input(always_fused):
     """The comparison above is not vacuous: the fused kernel really runs (it
     reports True) and one sequence's weight changed moves its statistics."""
