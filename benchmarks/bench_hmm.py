@@ -23,10 +23,10 @@ from fastem.hmm import available_hmm_backends
 
 try:  # asv imports the benchmark folder as a package; a plain run imports the file
     from .bench_em import pin_threads
-    from .hmm_peers import WORKLOADS, make_data
+    from .hmm_peers import WORKLOADS, make_data, serial_times
 except ImportError:  # pragma: no cover
     from bench_em import pin_threads
-    from hmm_peers import WORKLOADS, make_data
+    from hmm_peers import WORKLOADS, make_data, serial_times
 
 N0, N1 = 2, 6
 BACKENDS = available_hmm_backends()  # numba (where it imports), numpy
@@ -56,6 +56,14 @@ def _data(name):
     return make_data(cov_type, D, K, S, T, n_mix)
 
 
+def _warm(name, backend, X, init):
+    """Compile (or load from the cache) both paths before timing: one sequence
+    (the separate kernels) and 40 short ones (the fused diagonal E-step, which
+    takes 8 or more batches of sequences)."""
+    _fit(name, backend, X[:400], [400], init, 1)
+    _fit(name, backend, X[:400], [10] * 40, init, 1)
+
+
 class HMMIteration:
     """Baum-Welch iterations on HB1, HB2, HB4 and one long full-covariance sequence."""
 
@@ -68,7 +76,7 @@ class HMMIteration:
             raise NotImplementedError  # the NumPy reference is minutes per run there
         pin_threads()
         self.X, self.lengths, self.init = _data(name)
-        _fit(name, backend, self.X[:400], [400], self.init, 1)  # compile, warm caches
+        _warm(name, backend, self.X, self.init)
 
     def time_five_iterations(self, backend, name):
         _fit(name, backend, self.X, self.lengths, self.init, 5)
@@ -94,6 +102,40 @@ class HMMIteration:
     track_loglik_after_5_iterations.unit = "nats per frame"
 
 
+class HMMSerialPart:
+    """The serial part of a Baum-Welch iteration on HB1 and HB2 (Numba): CPU time
+    of the calling thread outside the thread pool's passes (Python, the M-step,
+    kernels small enough to run inline, reductions), which bounds the 2-thread
+    wall time from below; and the number of pool passes per iteration."""
+
+    params = (NAMES[:2],)
+    param_names = ("workload",)
+    timeout = 900
+
+    def setup(self, name):
+        if "numba" not in BACKENDS:
+            raise NotImplementedError
+        pin_threads()
+        self.X, self.lengths, self.init = _data(name)
+        _warm(name, "numba", self.X, self.init)
+
+    def _times(self, name):
+        def make(n):
+            return _model(name, "numba", n)
+
+        return serial_times(make, self.X, self.lengths, self.init, N0, N1, 3, None)
+
+    def track_serial_cpu_per_iteration(self, name):
+        return float(self._times(name)[0])
+
+    track_serial_cpu_per_iteration.unit = "seconds"
+
+    def track_pool_passes_per_iteration(self, name):
+        return float(self._times(name)[3])
+
+    track_pool_passes_per_iteration.unit = "passes"
+
+
 class HMMAcceleratedFit:
     """A whole fit on HB2 (hmmlearn's rule, tol=1e-3, at most 300 passes), plain and
     accelerated: seconds, passes and the log-likelihood reached."""
@@ -105,7 +147,7 @@ class HMMAcceleratedFit:
     def setup(self, acceleration):
         pin_threads()
         self.X, self.lengths, self.init = _data("HB2")
-        _fit("HB2", BACKENDS[0], self.X[:400], [400], self.init, 1)
+        _warm("HB2", BACKENDS[0], self.X, self.init)
 
     def _whole_fit(self, acceleration):
         return _fit("HB2", BACKENDS[0], self.X, self.lengths, self.init, 300, tol=1e-3,

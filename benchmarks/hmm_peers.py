@@ -274,9 +274,10 @@ def ab_forward_backward(commit, make, X, lengths, init, repeats):
     )
 
 
-def serial_profile(make, X, lengths, init, n0, n1, repeats, threads):
-    """Per iteration: the calling thread's CPU time outside the pool's passes,
-    and the passes' wall and CPU (all threads) time and number (medians)."""
+def serial_times(make, X, lengths, init, n0, n1, repeats, threads):
+    """Per iteration (medians over ``repeats``), seconds: the calling thread's
+    CPU time outside the thread pool's passes, the passes' wall time and CPU
+    time (all threads), their number, and the whole iteration's wall time."""
     from fastem.backends import _numba, _numba_hmm
 
     acc = {"main": 0.0, "proc": 0.0, "wall": 0.0, "calls": 0}
@@ -317,7 +318,12 @@ def serial_profile(make, X, lengths, init, n0, n1, repeats, threads):
     finally:
         for mod, name, fn in saved:
             setattr(mod, name, fn)
-    serial, wall, cpu, calls, total = np.median(np.array(rows), axis=0)
+    return np.median(np.array(rows), axis=0)
+
+
+def serial_profile(make, X, lengths, init, n0, n1, repeats, threads):
+    """Print :func:`serial_times`."""
+    serial, wall, cpu, calls, total = serial_times(make, X, lengths, init, n0, n1, repeats, threads)
     print(
         f"  {threads} thread(s): serial CPU {serial * 1e3:.3f} ms/iter (calling thread, outside "
         f"the pool's passes); {calls:.0f} passes/iter: wall {wall * 1e3:.3f} ms, CPU "
