@@ -412,6 +412,46 @@ cdef extern from *:
             }
         }
     }
+    /* One Viterbi step, vectorized over the destination states j < Kp:
+       nd[j] = max_{i<K} (delta[i] + lt[i Kp + j]) and arg[j] its first maximizing i
+       (strict comparisons, as np.argmax), two 4-column blocks a pass (independent
+       chains). The same additions and comparisons as the scalar loop: the same bits. */
+    static inline fastem_hmm_v4 fastem_hmm_sel(fastem_hmm_m4 m, fastem_hmm_v4 a,
+                                               fastem_hmm_v4 b) {
+        return (fastem_hmm_v4)(((fastem_hmm_m4)a & m) | ((fastem_hmm_m4)b & ~m));
+    }
+    static void fastem_hmm_vit_step(const double *delta, const double *lt, Py_ssize_t K,
+                                    Py_ssize_t Kp, double *nd, int64_t *arg) {
+        Py_ssize_t j = 0, i;
+        for (; j < Kp; j += 8) {
+            int two = j + 8 <= Kp;
+            const double *lr = lt + j;
+            fastem_hmm_v4 d = fastem_hmm_bc(delta[0]), c0, c1;
+            fastem_hmm_v4 b0 = d + fastem_hmm_ld(lr), b1 = two ? d + fastem_hmm_ld(lr + 4) : d;
+            fastem_hmm_m4 a0 = {0, 0, 0, 0}, a1 = a0, m0, m1;
+            for (i = 1; i < K; ++i) {
+                lr += Kp;
+                d = fastem_hmm_bc(delta[i]);
+                fastem_hmm_m4 iv = {i, i, i, i};
+                c0 = d + fastem_hmm_ld(lr);
+                m0 = (fastem_hmm_m4)(c0 > b0);
+                b0 = fastem_hmm_sel(m0, c0, b0);
+                a0 = (iv & m0) | (a0 & ~m0);
+                if (two) {
+                    c1 = d + fastem_hmm_ld(lr + 4);
+                    m1 = (fastem_hmm_m4)(c1 > b1);
+                    b1 = fastem_hmm_sel(m1, c1, b1);
+                    a1 = (iv & m1) | (a1 & ~m1);
+                }
+            }
+            fastem_hmm_st(nd + j, b0);
+            memcpy(arg + j, &a0, sizeof a0);
+            if (two) {
+                fastem_hmm_st(nd + j + 4, b1);
+                memcpy(arg + j + 4, &a1, sizeof a1);
+            }
+        }
+    }
     """
     int fastem_hmm_team_size() noexcept nogil
     int fastem_hmm_max_threads() noexcept nogil
@@ -424,6 +464,8 @@ cdef extern from *:
                              Py_ssize_t Kp) noexcept nogil
     void fastem_hmm_vmask(double* b, const double* y, const double* x, double inv, int ok,
                           Py_ssize_t Kp) noexcept nogil
+    void fastem_hmm_vit_step(const double* delta, const double* lt, Py_ssize_t K, Py_ssize_t Kp,
+                             double* nd, int64_t* arg) noexcept nogil
     void fastem_hmm_mv1(const double* M, Py_ssize_t K, Py_ssize_t Kp, const double* x,
                         double* o, double s) noexcept nogil
     void fastem_hmm_outer(double** al, double** vl, int nl, Py_ssize_t n, Py_ssize_t Kp,
@@ -534,12 +576,19 @@ cdef struct Lanes:
     double* pred[LANES]
     Py_ssize_t L[LANES]
     double live[LANES]
+    # frame r of the data is row r - base of logB (stride ld) and of gamma (stride K)
+    Py_ssize_t base
+    Py_ssize_t ld
 
 
-cdef void _lanes_init(Lanes* ln, int nlanes, Py_ssize_t T, Py_ssize_t Kp,
-                      double* buf) noexcept nogil:
-    """Carve one batch's scratch (``nlanes * (3 T Kp + 2 T + Kp)`` values) into lanes."""
+cdef void _lanes_init(Lanes* ln, int nlanes, Py_ssize_t T, Py_ssize_t Kp, double* buf,
+                      Py_ssize_t base, Py_ssize_t ld) noexcept nogil:
+    """Carve one batch's scratch (``nlanes * (3 T Kp + 2 T + Kp)`` values) into lanes;
+    the batch's frames are rows ``offsets[s] - base`` on of logB (row stride ``ld``)
+    and of gamma."""
     cdef int l
+    ln.base = base
+    ln.ld = ld
     for l in range(nlanes):
         ln.b[l] = buf + l * T * Kp
         ln.x[l] = buf + (nlanes + l) * T * Kp
@@ -549,8 +598,8 @@ cdef void _lanes_init(Lanes* ln, int nlanes, Py_ssize_t T, Py_ssize_t Kp,
         ln.pred[l] = buf + 3 * nlanes * T * Kp + 2 * nlanes * T + l * Kp
 
 
-cdef double _lane_rescue(const double* logB, Py_ssize_t K, Py_ssize_t Kp, Py_ssize_t t,
-                         double* pred, double* x, double* b, double* m,
+cdef double _lane_rescue(const double* logB, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t Kp,
+                         Py_ssize_t t, double* pred, double* x, double* b, double* m,
                          double* live) noexcept nogil:
     """The exact-shift redo of one lane's frame t, on the lane's rows (``logB``
     at its first frame): the predicted mass falls only where the shifted
@@ -559,7 +608,7 @@ cdef double _lane_rescue(const double* logB, Py_ssize_t K, Py_ssize_t Kp, Py_ssi
     sequence turns out impossible, which marks the lane dead)."""
     cdef Py_ssize_t k
     cdef double m2 = -INFINITY, v, a, s = 0.0
-    cdef const double* row = logB + t * K
+    cdef const double* row = logB + t * ld
     cdef double* xt = x + t * Kp
     for k in range(K):
         v = (log(pred[k]) if pred[k] > 0.0 else -INFINITY) + row[k]
@@ -607,7 +656,7 @@ cdef void _lanes_forward(Lanes* ln, int nlanes, const double* logB, const int64_
         ln.L[l] = Tl
         ln.live[l] = 1.0 if Tl > 0 else 0.0
         for t in range(Tl):
-            row = logB + (lo + t) * K
+            row = logB + (lo - ln.base + t) * ln.ld
             bt = ln.b[l] + t * Kp
             mx = -INFINITY
             for k in range(K):
@@ -646,8 +695,9 @@ cdef void _lanes_forward(Lanes* ln, int nlanes, const double* logB, const int64_
             for l in range(nlanes):
                 if cc[l] < TINY:
                     if t < ln.L[l] and ln.live[l] > 0.0:
-                        cc[l] = _lane_rescue(logB + offsets[s0 + l] * K, K, Kp, t, ln.pred[l],
-                                             ln.x[l], ln.b[l], ln.m[l], &ln.live[l])
+                        cc[l] = _lane_rescue(logB + (offsets[s0 + l] - ln.base) * ln.ld, ln.ld,
+                                             K, Kp, t, ln.pred[l], ln.x[l], ln.b[l], ln.m[l],
+                                             &ln.live[l])
                     else:  # a neutral frame of a finished or dead lane: no NaN from it
                         cc[l] = 1.0
         for l in range(nlanes):
@@ -706,7 +756,7 @@ cdef void _lanes_fb(Lanes* ln, int nlanes, const double* logB, const int64_t* of
     for l in range(nlanes):
         Tl = ln.L[l]
         if l < nl:
-            lo = offsets[s0 + l]
+            lo = offsets[s0 + l] - ln.base
             if ln.live[l] == 0.0:
                 loglik[s0 + l] = -INFINITY
                 memset(gamma + lo * K, 0, Tl * K * sizeof(double))
@@ -779,7 +829,7 @@ cdef int _fb_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64
         T = 0
         for s in range(s0, s0 + nl):
             T = max(T, offsets[s + 1] - offsets[s])
-        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf)
+        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf, 0, K)
         _lanes_fb(&ln, LANES if nl > 1 else 1, logB, offsets, s0, nl, K, Kp, T, startprob,
                   Ap, Atp, seq_weight, gamma, loglik, outer_kp, start)
         s0 += LANES
@@ -813,7 +863,7 @@ cdef int _filter_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const i
         T = 0
         for s in range(s0, s0 + nl):
             T = max(T, offsets[s + 1] - offsets[s])
-        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf)
+        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf, 0, K)
         _lanes_forward(&ln, LANES if nl > 1 else 1, logB, offsets, s0, nl, K, Kp, T,
                        startprob, Ap)
         for l in range(nl):
@@ -837,41 +887,42 @@ cdef int _filter_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const i
 
 
 cdef int _viterbi_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB,
-                        const int64_t* offsets, Py_ssize_t S, Py_ssize_t K,
+                        const int64_t* offsets, Py_ssize_t S, Py_ssize_t K, Py_ssize_t Kp,
                         const double* log_startprob, const double* log_transmat,
                         int64_t* path, double* logprob) noexcept nogil:
+    """Viterbi paths of the sequences of group ``ch``. ``log_transmat`` has rows
+    padded to Kp columns (-inf), so each step runs in whole 4-wide vectors over
+    the destination states; back pointers are (T, Kp)."""
     cdef Py_ssize_t s_lo = _lo(S, nc, ch), s_hi = _lo(S, nc, ch + 1)
-    cdef Py_ssize_t s, lo, T, t, i, j, k, arg, state, t_max = 1
-    cdef double best, val
+    cdef Py_ssize_t s, lo, T, t, k, state, t_max = 1
+    cdef double best
+    cdef double* tmp
+    cdef const double* row
     for s in range(s_lo, s_hi):
         T = offsets[s + 1] - offsets[s]
         if T > t_max:
             t_max = T
-    cdef int64_t* back = <int64_t*>malloc(t_max * K * sizeof(int64_t))
-    cdef double* delta = <double*>malloc(2 * K * sizeof(double))
-    if back == NULL or delta == NULL:
+    cdef int64_t* back = <int64_t*>malloc(t_max * Kp * sizeof(int64_t))
+    cdef double* dbuf = <double*>malloc(2 * Kp * sizeof(double))
+    if back == NULL or dbuf == NULL:
         free(back)
-        free(delta)
+        free(dbuf)
         return -1
-    cdef double* new = delta + K
+    cdef double* delta = dbuf
+    cdef double* new = dbuf + Kp
     for s in range(s_lo, s_hi):
         lo = offsets[s]
         T = offsets[s + 1] - lo
         for k in range(K):
             delta[k] = log_startprob[k] + logB[lo * K + k]
         for t in range(1, T):
-            for j in range(K):
-                best = -INFINITY
-                arg = 0
-                for i in range(K):
-                    val = delta[i] + log_transmat[i * K + j]
-                    if val > best:  # strict: the first maximum wins, as np.argmax
-                        best = val
-                        arg = i
-                new[j] = best + logB[(lo + t) * K + j]
-                back[t * K + j] = arg
-            for j in range(K):
-                delta[j] = new[j]
+            fastem_hmm_vit_step(delta, log_transmat, K, Kp, new, back + t * Kp)
+            row = logB + (lo + t) * K
+            for k in range(K):
+                new[k] = new[k] + row[k]
+            tmp = delta
+            delta = new
+            new = tmp
         state = 0
         best = -INFINITY
         for k in range(K):
@@ -881,9 +932,9 @@ cdef int _viterbi_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB,
         logprob[s] = delta[state]
         for t in range(T - 1, -1, -1):
             path[lo + t] = state
-            state = back[t * K + state]
+            state = back[t * Kp + state]
     free(back)
-    free(delta)
+    free(dbuf)
     return 0
 
 
@@ -894,23 +945,17 @@ cdef enum:
     MB = 64  # rows per transposed moment block (a multiple of 8): (D + K) x MB in L1
 
 
-cdef int _moments_chunk(Py_ssize_t ch, Py_ssize_t nc, const floating_x* X, Py_ssize_t N,
-                        Py_ssize_t D, Py_ssize_t K, const double* gamma,
-                        const double* row_weight, const double* shift, double* nk_p,
-                        double* sx_p, double* sxx_p, bint full) noexcept nogil:
-    """Add the rows of chunk ``ch`` into its partials, in blocks of ``MB`` rows
-    stored transposed ((D, MB) and (K, MB); the last block padded with zero
-    weight), so the sums over rows run with unit stride in a fixed order.
-    ``full`` fills the upper triangle of each (D, D) block."""
-    cdef Py_ssize_t lo = _lo(N, nc, ch), hi = _lo(N, nc, ch + 1)
+cdef void _moments_rows(const floating_x* X, Py_ssize_t D, Py_ssize_t K, const double* gamma,
+                        const double* row_weight, const double* shift, Py_ssize_t lo,
+                        Py_ssize_t hi, double* buf, double* nk, double* sx, double* sxx,
+                        bint full) noexcept nogil:
+    """Add rows lo:hi into the partials ``nk``, ``sx``, ``sxx``, in blocks of ``MB``
+    rows stored transposed ((D, MB) and (K, MB) in ``buf``, (3 D + K) MB values;
+    the last block padded with zero weight), so the sums over rows run with unit
+    stride in a fixed order. Row r's posteriors are ``gamma[r - lo]``. ``full``
+    fills the upper triangle of each (D, D) block."""
     cdef Py_ssize_t start, nb, r, k, i, j, b
     cdef double w, m, d, a0, a1 = 0.0, q1 = 0.0, a2 = 0.0, q2 = 0.0  # a1..q2: outputs
-    cdef double* nk = nk_p + ch * K
-    cdef double* sx = sx_p + ch * K * D
-    cdef double* sxx = sxx_p + ch * K * (D * D if full else D)
-    cdef double* buf = <double*>malloc((3 * D + K) * MB * sizeof(double))
-    if buf == NULL:
-        return -1
     cdef double* xt = buf
     cdef double* gt = buf + D * MB
     cdef double* dif = gt + K * MB
@@ -927,7 +972,7 @@ cdef int _moments_chunk(Py_ssize_t ch, Py_ssize_t nc, const floating_x* X, Py_ss
                 for j in range(D):
                     xt[j * MB + b] = <double>X[r * D + j]
                 for k in range(K):
-                    gt[k * MB + b] = w * gamma[r * K + k]
+                    gt[k * MB + b] = w * gamma[(r - lo) * K + k]
             else:  # padding: zero weight
                 for j in range(D):
                     xt[j * MB + b] = 0.0
@@ -966,6 +1011,19 @@ cdef int _moments_chunk(Py_ssize_t ch, Py_ssize_t nc, const floating_x* X, Py_ss
                 for j in range(i, D):
                     sxx[(k * D + i) * D + j] += fastem_hmm_dot(gd + i * MB, dif + j * MB, MB)
         start += MB
+
+
+cdef int _moments_chunk(Py_ssize_t ch, Py_ssize_t nc, const floating_x* X, Py_ssize_t N,
+                        Py_ssize_t D, Py_ssize_t K, const double* gamma,
+                        const double* row_weight, const double* shift, double* nk_p,
+                        double* sx_p, double* sxx_p, bint full) noexcept nogil:
+    """Add the rows of chunk ``ch`` into its partials (:func:`_moments_rows`)."""
+    cdef Py_ssize_t lo = _lo(N, nc, ch), hi = _lo(N, nc, ch + 1)
+    cdef double* buf = <double*>malloc((3 * D + K) * MB * sizeof(double))
+    if buf == NULL:
+        return -1
+    _moments_rows(X, D, K, gamma + lo * K, row_weight, shift, lo, hi, buf, nk_p + ch * K,
+                  sx_p + ch * K * D, sxx_p + ch * K * (D * D if full else D), full)
     free(buf)
     return 0
 
@@ -1117,10 +1175,10 @@ def _back(buf, a):
         a[...] = buf
 
 
-def _padded(a, Py_ssize_t Kp):
-    """``a`` (K, K) with rows padded to Kp columns of zeros: the lanes' vector loops
-    run over whole 4-wide vectors."""
-    out = np.zeros((a.shape[0], Kp))
+def _padded(a, Py_ssize_t Kp, double fill=0.0):
+    """``a`` (K, K) with rows padded to Kp columns of ``fill``: the vector loops run
+    over whole 4-wide vectors."""
+    out = np.full((a.shape[0], Kp), fill)
     out[:, : a.shape[1]] = a
     return out
 
@@ -1189,17 +1247,18 @@ def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
     cdef const double[:, ::1] lb = _in(logB)
     cdef const int64_t[::1] off = _in(offsets, np.int64)
     cdef const double[::1] ls = _in(log_startprob)
-    cdef const double[:, ::1] lt = _in(log_transmat)
     p_buf, lp_buf = _out(path, np.int64), _out(logprob)
     cdef int64_t[::1] p = p_buf
     cdef double[::1] lp = lp_buf
     cdef Py_ssize_t S = off.shape[0] - 1, K = lb.shape[1], ch
+    cdef Py_ssize_t Kp = (K + 3) // 4 * 4
+    cdef const double[:, ::1] lt = _padded(_in(log_transmat), Kp, -np.inf)
     cdef Py_ssize_t nc = _seq_chunks(S)
     cdef int fail = 0
     if S > 0 and K > 0:
         for ch in prange(nc, nogil=True, schedule="static",
                          num_threads=_threads(lb.shape[0] * K * K, nc)):
-            if _viterbi_group(ch, nc, &lb[0, 0], &off[0], S, K, &ls[0], &lt[0, 0], &p[0],
+            if _viterbi_group(ch, nc, &lb[0, 0], &off[0], S, K, Kp, &ls[0], &lt[0, 0], &p[0],
                               &lp[0]) != 0:
                 fail = 1
         if fail:
