@@ -52,11 +52,17 @@ class CategoricalHMM(BaseHMM):
         None: plain Baum-Welch; else fastem's fixed-point accelerator (docs/hmm.md).
     stopping : {None, "absolute", "relative", "aitken"}, default=None
         None: hmmlearn's rule (an iteration gains less than ``tol``); else
-        fastem's rules (docs/acceleration.md) on the total log-likelihood.
+        fastem's rules (docs/acceleration.md) on the objective
+        (log-likelihood + log prior).
 
     Attributes
     ----------
     startprob_, transmat_, monitor_
+    objective_history_ : ndarray of shape (n_iter_done,)
+        Log-likelihood + log prior of the parameters at each E-step: the
+        objective the M-step ascends (fastem extension; docs/hmm.md).
+    objective_ : float
+        Its last value.
     emissionprob_ : ndarray of shape (n_components, n_features)
     """
 
@@ -190,11 +196,17 @@ class PoissonHMM(BaseHMM):
         None: plain Baum-Welch; else fastem's fixed-point accelerator (docs/hmm.md).
     stopping : {None, "absolute", "relative", "aitken"}, default=None
         None: hmmlearn's rule (an iteration gains less than ``tol``); else
-        fastem's rules (docs/acceleration.md) on the total log-likelihood.
+        fastem's rules (docs/acceleration.md) on the objective
+        (log-likelihood + log prior).
 
     Attributes
     ----------
     startprob_, transmat_, monitor_
+    objective_history_ : ndarray of shape (n_iter_done,)
+        Log-likelihood + log prior of the parameters at each E-step: the
+        objective the M-step ascends (fastem extension; docs/hmm.md).
+    objective_ : float
+        Its last value.
     lambdas_ : ndarray of shape (n_components, n_features)
 
     Notes

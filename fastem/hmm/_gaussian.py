@@ -90,12 +90,12 @@ class GaussianHMM(BaseHMM):
     acceleration : {None, "squarem", "anderson"}, default=None
         None: plain Baum-Welch. Otherwise fastem's generic fixed-point
         accelerator (:mod:`fastem._em`) extrapolates the parameters, keeping an
-        extrapolation only if its log-likelihood is at least that of the EM step
-        it replaces (see docs/hmm.md).
+        extrapolation only if its objective (log-likelihood + log prior) is at
+        least that of the EM step it replaces (see docs/hmm.md).
     stopping : {None, "absolute", "relative", "aitken"}, default=None
         None: hmmlearn's rule (stop when an iteration gains less than ``tol``).
         The others are fastem's rules (docs/acceleration.md) applied to the
-        total log-likelihood.
+        objective (total log-likelihood + log prior).
 
     Attributes
     ----------
@@ -109,6 +109,11 @@ class GaussianHMM(BaseHMM):
         (n_features, n_features) tied, (n_components, n_features, n_features) full.
     n_features : int
     monitor_ : ConvergenceMonitor
+    objective_history_ : ndarray of shape (n_iter_done,)
+        Log-likelihood + log prior of the parameters at each E-step: the
+        objective the M-step ascends (fastem extension; docs/hmm.md).
+    objective_ : float
+        Its last value.
 
     Notes
     -----

@@ -63,11 +63,17 @@ class GMMHMM(BaseHMM):
         None: plain Baum-Welch; else fastem's fixed-point accelerator (docs/hmm.md).
     stopping : {None, "absolute", "relative", "aitken"}, default=None
         None: hmmlearn's rule (an iteration gains less than ``tol``); else
-        fastem's rules (docs/acceleration.md) on the total log-likelihood.
+        fastem's rules (docs/acceleration.md) on the objective
+        (log-likelihood + log prior).
 
     Attributes
     ----------
     startprob_, transmat_, monitor_
+    objective_history_ : ndarray of shape (n_iter_done,)
+        Log-likelihood + log prior of the parameters at each E-step: the
+        objective the M-step ascends (fastem extension; docs/hmm.md).
+    objective_ : float
+        Its last value.
     weights_ : ndarray of shape (n_components, n_mix)
     means_ : ndarray of shape (n_components, n_mix, n_features)
     covars_ : ndarray

@@ -65,9 +65,13 @@ __all__ = ["log_prior"]
 def _dirichlet(p: np.ndarray, alpha) -> float:
     """``sum (alpha - 1) log p`` over the entries with ``p > 0`` (the face)."""
     p = np.asarray(p, dtype=np.float64)
-    am1 = np.broadcast_to(np.asarray(alpha, dtype=np.float64) - 1.0, p.shape)
-    pos = p > 0
-    return float(np.sum(am1[pos] * np.log(p[pos])))
+    alpha = np.asarray(alpha, dtype=np.float64)
+    if alpha.ndim == 0 and alpha == 1.0:  # the default, flat: once per iteration, so no work
+        return 0.0
+    logp = np.log(p, out=np.zeros(p.shape), where=p > 0)  # 0 where p == 0: left out
+    if alpha.ndim == 0:
+        return float((alpha - 1.0) * logp.sum())
+    return float(np.sum((alpha - 1.0) * logp))
 
 
 def _logdet_trace(cov: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,9 +97,13 @@ def _gaussian_hmm(model) -> float:
     cov = np.asarray(model._covars_, dtype=np.float64)
     if ct in ("spherical", "diag"):
         var = np.broadcast_to(cov[:, None] if ct == "spherical" else cov, (K, D))
-        shape = np.broadcast_to(np.maximum(cw - 1.0, 0.0), (K, D))
-        scale = np.broadcast_to(cp + mw * meandiff**2, (K, D))
-        return float(-0.5 * np.sum(shape * np.log(var) + scale / var))
+        shape = np.maximum(cw - 1.0, 0.0)
+        # hmmlearn's defaults (means_weight 0, covars_weight 1) leave cp / var alone
+        scale = cp + mw * meandiff**2 if mw.any() else cp
+        out = np.sum(np.broadcast_to(scale, (K, D)) / var)
+        if shape.any():
+            out += np.sum(np.broadcast_to(shape, (K, D)) * np.log(var))
+        return float(-0.5 * out)
     outer = mw[..., None] * meandiff[:, :, None] * meandiff[:, None, :]
     dof = np.maximum(cw - D, 0.0)
     if ct == "tied":
@@ -140,6 +148,9 @@ def _poisson_hmm(model) -> float:
     return float(np.sum(a_log - beta * lam))
 
 
+_CLASSES: list[type] = []
+
+
 def log_prior(model) -> float:
     """Log prior density of a fitted (or initialized) HMM's parameters.
 
@@ -160,10 +171,13 @@ def log_prior(model) -> float:
         ``-inf`` where a parameter is outside the prior's support (e.g. a
         singular covariance).
     """
-    from ._discrete import CategoricalHMM, PoissonHMM
-    from ._gaussian import GaussianHMM
-    from ._gmm import GMMHMM
+    if not _CLASSES:  # imported here: the estimator modules import this one
+        from ._discrete import CategoricalHMM, PoissonHMM
+        from ._gaussian import GaussianHMM
+        from ._gmm import GMMHMM
 
+        _CLASSES.extend((GMMHMM, GaussianHMM, CategoricalHMM, PoissonHMM))
+    GMMHMM, GaussianHMM, CategoricalHMM, PoissonHMM = _CLASSES
     out = _dirichlet(model.startprob_, model.startprob_prior)
     out += _dirichlet(model.transmat_, model.transmat_prior)
     try:
