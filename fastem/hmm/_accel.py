@@ -15,20 +15,22 @@ finite vector is a valid model:
   diagonal and spherical variances and Poisson rates as logs.
 
 Only the parameters the fit updates (``params``) are in the vector; the others
-stay as they are. One pass at a point sets the model to it, runs the
-forward-backward pass and the emission statistics, then the M-step, whose
-result is the point's image; the M-step's parameters ride along as the
-payload, so the fitted model is an exact M-step result, as in plain EM.
+stay as they are. One pass at a point sets the model to it, runs the fit's
+E-step (``_estep``: forward-backward and emission statistics, fused where the
+model has such a kernel), then the M-step, whose result is the point's image;
+the M-step's parameters ride along as the payload, so the fitted model is an
+exact M-step result, as in plain EM.
 
 The objective the driver judges points by is the one the M-step ascends: the
 weighted log-likelihood plus the log prior of the point's parameters
 (:func:`fastem.hmm._prior.log_prior`; the log-likelihood alone when the priors
-are flat). Judged by the log-likelihood alone, a regularized Baum-Welch step
-can lose, so extrapolations were accepted or rejected against the wrong
-quantity (docs/acceleration.md, "Why reference=x1 broke the HMM driver
-tests"). ``monitor_.history`` keeps the log-likelihood, per pass, of the best
-point so far by the objective (hmmlearn's quantity); ``objective_history_``
-the objective itself.
+are flat). Judged by the log-likelihood alone, a Baum-Welch step with priors
+can lose, so extrapolations were accepted or rejected against a quantity the
+M-step does not ascend (docs/acceleration.md, "Why reference=x1 broke the HMM
+driver tests"). fastem's ``reg_covar`` floor is in no objective: with it the
+map ascends neither (docs/hmm.md). ``monitor_.history`` keeps the
+log-likelihood, per pass, of the best point so far by the objective
+(hmmlearn's quantity); ``objective_history_`` the objective itself.
 """
 
 from __future__ import annotations
@@ -162,8 +164,8 @@ class _BaumWelchProblem:
             if extrapolated:
                 return None
             raise FloatingPointError("Baum-Welch produced non-finite parameters")
-        try:
-            fb = model._forward_backward(self.kernels, self.X, self.offsets, self.seq_weight)
+        try:  # the fit's own E-step (a fused kernel where the model has one)
+            fb, stats = model._estep(self.kernels, self.X, self.offsets, self.seq_weight)
             loglik = float(self.seq_weight @ fb.loglik)
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             if extrapolated:
@@ -180,9 +182,6 @@ class _BaumWelchProblem:
                 return None
             raise FloatingPointError("the log prior is not a number")
         try:
-            stats = model._emission_stats(
-                self.kernels, self.X, fb.gamma, self.offsets, self.seq_weight, logB=fb.logB
-            )
             model._do_mstep(fb, stats)
             image = self.packer.pack(model)
             if not np.isfinite(image).all():
