@@ -4,8 +4,10 @@ multiple of four states. Against the NumPy reference under hypothesis with the
 shapes that stress the lanes (a number of sequences not a multiple of four,
 length-1 sequences, very different lengths in one batch, dead lanes, K not a
 multiple of four and above eight), for the forward-backward and the filter; a
-sequence's results independent of its batch neighbours; and a Gaussian fit with
-missing rows equal to ``backend="numpy"``.
+sequence's results independent of its batch neighbours; a Gaussian fit with
+missing rows equal to ``backend="numpy"``; and the fused diagonal E-step
+(``estep_diag``) against the reference's kernels in turn, on 1 and 2 threads and
+in a fit.
 Skipped where the optional extension is not built."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 
 cy = pytest.importorskip("fastem.backends._cython_hmm")
 
+from fastem.backends import get_backend  # noqa: E402
 from fastem.hmm import GaussianHMM  # noqa: E402
 from fastem.hmm import _kernels_numpy as ref  # noqa: E402
 from fastem.hmm._backend import available_hmm_backends  # noqa: E402
@@ -171,3 +174,126 @@ def test_fit_with_missing_rows_equals_numpy(covariance_type):
     np.testing.assert_allclose(
         a.predict_proba(X, lengths), b.predict_proba(X, lengths), rtol=1e-8, atol=1e-10
     )
+
+
+# ------------------------------------------------------------------ fused E-step
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.one_of(st.just(1), st.integers(2, 30)), min_size=1, max_size=40),
+    K=st.sampled_from([1, 2, 3, 5, 8, 9, 13]),
+    D=st.integers(1, 5),
+    left_right=st.booleans(),
+    outlier=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_estep_diag_matches_reference(lengths, K, D, left_right, outlier, seed):
+    """``estep_diag`` (emissions, lock-step forward-backward and moments per
+    batch) against the NumPy reference's three kernels in turn, on every shape
+    (the batch threshold lowered to 1); declines below the threshold."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cy, "FUSED_MIN_BATCHES", 1)
+        _check_estep(lengths, K, D, left_right, outlier, seed)
+        mp.setattr(cy, "FUSED_MIN_BATCHES", (len(lengths) + 3) // 4 + 1)
+        _check_estep(lengths, K, D, left_right, outlier, seed, fused=False)  # declines
+
+
+def _check_estep(lengths, K, D, left_right, outlier, seed, fused=True):
+    """The fused E-step against the reference (``fused``), or its refusal."""
+    rng = np.random.default_rng(seed)
+    offsets = _offsets(lengths)
+    N, S = sum(lengths), len(lengths)
+    means = rng.normal(scale=3.0, size=(K, D))
+    pc = rng.uniform(0.5, 2.0, size=(K, D))
+    if outlier:  # frames far from every mean, a sharp state: the exact-shift redo
+        pc[0] = 40.0
+    cc = np.log(pc).sum(axis=1) - 0.5 * D * np.log(2 * np.pi)
+    X = means[rng.integers(K, size=N)] + rng.normal(size=(N, D))
+    if outlier:
+        X[offsets[:-1][np.array(lengths) > 1] + 1] += 30.0
+    start, trans = _model(rng, K, 0.0)
+    if left_right and K > 1:  # structural zeros below the diagonal
+        trans = np.triu(trans)
+        trans /= trans.sum(axis=1, keepdims=True)
+        start = np.eye(K)[0]
+    w = rng.uniform(0.0, 2.0, size=S)
+    w[rng.uniform(size=S) < 0.2] = 0.0
+    row_w = np.repeat(w, lengths)
+    shift = means + rng.normal(scale=0.1, size=(K, D))
+    args = (X, offsets, means, pc, cc, start, trans, w, row_w, shift)
+    got = [np.empty(S), np.empty((K, K)), np.empty(K), np.empty(K), np.empty((K, D))]
+    got.append(np.empty((K, D)))
+    if not fused:
+        assert cy.estep_diag(*args, *got) is False
+        return
+    assert cy.estep_diag(*args, *got) is True
+
+    logB = np.empty((N, K))
+    get_backend("numpy").log_prob_diag(X, means, pc, cc, logB)
+    fb = _fb(ref, logB, offsets, start, trans, w)
+    nk, sx, sxx = np.empty(K), np.empty((K, D)), np.empty((K, D))
+    ref.moments_diag(X, fb["gamma"], row_w, shift, nk, sx, sxx)
+    want = [fb["loglik"], fb["xi"], fb["start"], nk, sx, sxx]
+    for name, a, b in zip(("loglik", "xi", "start", "nk", "sx", "sxx"), got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-9, err_msg=name)
+
+
+def test_estep_diag_bit_identical_on_1_and_2_threads():
+    mixture = pytest.importorskip("fastem.backends._cython")
+    if not mixture.openmp_enabled():
+        pytest.skip("built without OpenMP: always one thread")
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(1, 120, size=90)
+    offsets = _offsets(lengths)
+    N, S, K, D = int(lengths.sum()), lengths.size, 6, 3
+    means = rng.normal(scale=3.0, size=(K, D))
+    pc = rng.uniform(0.5, 2.0, size=(K, D))
+    cc = np.log(pc).sum(axis=1) - 0.5 * D * np.log(2 * np.pi)
+    X = means[rng.integers(K, size=N)] + rng.normal(size=(N, D))
+    start, trans = _model(rng, K, 0.3)
+    w = rng.uniform(0.5, 2.0, size=S)
+    args = (X, offsets, means, pc, cc, start, trans, w, np.repeat(w, lengths), means)
+    before = mixture.get_num_threads()
+    min_work = cy._set_parallel_min_work(0)
+    results = []
+    try:
+        for threads in (1, 2):
+            mixture.set_num_threads(threads)
+            out = [np.empty(S), np.empty((K, K)), np.empty(K), np.empty(K), np.empty((K, D))]
+            out.append(np.empty((K, D)))
+            assert cy.estep_diag(*args, *out) is True
+            results.append(out)
+    finally:
+        mixture.set_num_threads(before)
+        cy._set_parallel_min_work(min_work)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif("cython" not in available_hmm_backends(), reason="cython backend not built")
+def test_fit_takes_the_fused_estep(monkeypatch):
+    """A diagonal GaussianHMM fit on 40 sequences (10 batches) runs the Cython
+    fused E-step, and equals the NumPy reference's fit."""
+    calls = []
+    fused = cy.estep_diag
+    monkeypatch.setattr(cy, "estep_diag", lambda *a: calls.append(1) or fused(*a))
+    rng = np.random.default_rng(6)
+    lengths = list(rng.integers(1, 40, size=40))
+    N = sum(lengths)
+    z = (np.arange(N) // 10) % 3
+    X = rng.normal(size=(N, 2)) * 0.7 + np.array([-2.0, 0.0, 2.0])[z, None]
+    models = {}
+    for backend in ("cython", "numpy"):
+        m = GaussianHMM(
+            n_components=3, covariance_type="diag", n_iter=4, tol=-np.inf, random_state=0,
+            backend=backend,
+        )  # fmt: skip
+        models[backend] = m.fit(X, lengths)
+    assert calls
+    a, b = models["cython"], models["numpy"]
+    np.testing.assert_allclose(a.monitor_.history, b.monitor_.history, rtol=1e-10)
+    for name in a._param_attrs():
+        np.testing.assert_allclose(
+            getattr(a, name), getattr(b, name), rtol=1e-8, atol=1e-12, err_msg=name
+        )

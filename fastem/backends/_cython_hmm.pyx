@@ -452,6 +452,38 @@ cdef extern from *:
             }
         }
     }
+    /* Diagonal-Gaussian emission log-densities of one frame x (D values) for
+       Kp (padded) states: out[k] = cc[k] - sum_j ((x_j - mu_jk) u_jk)^2 / 2, with the
+       means and precision factors transposed ((D, Kp)), vectorized over states,
+       each sum over j in order. */
+    static void fastem_hmm_diag_row(const double *x, Py_ssize_t D, const double *mt,
+                                    const double *ut, const double *cc, Py_ssize_t Kp,
+                                    double *out) {
+        const fastem_hmm_v4 z = {0, 0, 0, 0}, h = {0.5, 0.5, 0.5, 0.5};
+        Py_ssize_t k = 0, j;
+        for (; k + 8 <= Kp; k += 8) {
+            fastem_hmm_v4 a0 = z, a1 = z, d0, d1, xv;
+            for (j = 0; j < D; ++j) {
+                xv = fastem_hmm_bc(x[j]);
+                d0 = (xv - fastem_hmm_ld(mt + j * Kp + k)) * fastem_hmm_ld(ut + j * Kp + k);
+                d1 = (xv - fastem_hmm_ld(mt + j * Kp + k + 4))
+                     * fastem_hmm_ld(ut + j * Kp + k + 4);
+                a0 += d0 * d0;
+                a1 += d1 * d1;
+            }
+            fastem_hmm_st(out + k, fastem_hmm_ld(cc + k) - h * a0);
+            fastem_hmm_st(out + k + 4, fastem_hmm_ld(cc + k + 4) - h * a1);
+        }
+        if (k < Kp) {
+            fastem_hmm_v4 a0 = z, d0;
+            for (j = 0; j < D; ++j) {
+                d0 = (fastem_hmm_bc(x[j]) - fastem_hmm_ld(mt + j * Kp + k))
+                     * fastem_hmm_ld(ut + j * Kp + k);
+                a0 += d0 * d0;
+            }
+            fastem_hmm_st(out + k, fastem_hmm_ld(cc + k) - h * a0);
+        }
+    }
     """
     int fastem_hmm_team_size() noexcept nogil
     int fastem_hmm_max_threads() noexcept nogil
@@ -466,6 +498,8 @@ cdef extern from *:
                           Py_ssize_t Kp) noexcept nogil
     void fastem_hmm_vit_step(const double* delta, const double* lt, Py_ssize_t K, Py_ssize_t Kp,
                              double* nd, int64_t* arg) noexcept nogil
+    void fastem_hmm_diag_row(const double* x, Py_ssize_t D, const double* mt, const double* ut,
+                             const double* cc, Py_ssize_t Kp, double* out) noexcept nogil
     void fastem_hmm_mv1(const double* M, Py_ssize_t K, Py_ssize_t Kp, const double* x,
                         double* o, double s) noexcept nogil
     void fastem_hmm_outer(double** al, double** vl, int nl, Py_ssize_t n, Py_ssize_t Kp,
@@ -1047,6 +1081,66 @@ cdef int _moments_run(const floating_x[:, ::1] X, const double[:, ::1] gamma,
     return 0
 
 
+# ------------------------------------------------------------------ fused E-step
+
+
+cdef int _estep_diag_group(Py_ssize_t ch, Py_ssize_t nc, const double* X, Py_ssize_t D,
+                           const int64_t* offsets, Py_ssize_t S, Py_ssize_t K, Py_ssize_t Kp,
+                           const double* mt, const double* ut, const double* cc,
+                           const double* startprob, const double* Ap, const double* Atp,
+                           const double* seq_weight, const double* row_weight,
+                           const double* shift, double* loglik, double* outer_p,
+                           double* start_p, double* nk_p, double* sx_p,
+                           double* sxx_p) noexcept nogil:
+    """The batches of :func:`_fb_group`'s group ``ch``, each one's emissions
+    computed into a (rows, Kp) scratch first, its posteriors into a (rows, K)
+    scratch, and its moments about ``shift`` added into the group's partials
+    right after: no (N, K) array, and a batch's rows stay in cache throughout."""
+    cdef Py_ssize_t n_batches = (S + LANES - 1) // LANES
+    cdef Py_ssize_t s_lo = _lo(n_batches, nc, ch) * LANES
+    cdef Py_ssize_t s_hi = min(_lo(n_batches, nc, ch + 1) * LANES, S)
+    cdef Py_ssize_t s0, s, nl, T, i, j, r, r0, nr, r_max = 0
+    cdef double* outer = outer_p + ch * K * K
+    cdef Lanes ln
+    s0 = s_lo
+    while s0 < s_hi:
+        nl = min(<Py_ssize_t>LANES, s_hi - s0)
+        r_max = max(r_max, offsets[s0 + nl] - offsets[s0])
+        s0 += LANES
+    cdef Py_ssize_t need = _group_scratch(s_lo, s_hi, offsets, Kp)
+    cdef Py_ssize_t n_mom = (3 * D + K) * MB
+    cdef double* buf = <double*>malloc(
+        (need + Kp * Kp + r_max * (Kp + K) + n_mom) * sizeof(double))
+    if buf == NULL:
+        return -1
+    cdef double* outer_kp = buf + need
+    cdef double* lb = outer_kp + Kp * Kp
+    cdef double* gam = lb + r_max * Kp
+    cdef double* mom = gam + r_max * K
+    memset(outer_kp, 0, Kp * Kp * sizeof(double))
+    s0 = s_lo
+    while s0 < s_hi:
+        nl = min(<Py_ssize_t>LANES, s_hi - s0)
+        r0 = offsets[s0]
+        nr = offsets[s0 + nl] - r0
+        T = 0
+        for s in range(s0, s0 + nl):
+            T = max(T, offsets[s + 1] - offsets[s])
+        for r in range(nr):
+            fastem_hmm_diag_row(X + (r0 + r) * D, D, mt, ut, cc, Kp, lb + r * Kp)
+        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf, r0, Kp)
+        _lanes_fb(&ln, LANES if nl > 1 else 1, lb, offsets, s0, nl, K, Kp, T, startprob,
+                  Ap, Atp, seq_weight, gam, loglik, outer_kp, start_p + ch * K)
+        _moments_rows(X, D, K, gam, row_weight, shift, r0, r0 + nr, mom, nk_p + ch * K,
+                      sx_p + ch * K * D, sxx_p + ch * K * D, False)
+        s0 += LANES
+    for i in range(K):
+        for j in range(K):
+            outer[i * K + j] += outer_kp[i * Kp + j]
+    free(buf)
+    return 0
+
+
 # ------------------------------------------------------------------ GMM-HMM
 
 
@@ -1240,6 +1334,70 @@ def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
             raise MemoryError()
     _back(f_buf, filt)
     _back(ll_buf, loglik)
+
+
+#: The fused E-step takes a shape with at least this many batches of sequences
+#: (as the Numba kernels): below it the separate kernels, whose emissions and
+#: moments are parallel over rows, balance better (one long sequence would be
+#: one group on one thread).
+FUSED_MIN_BATCHES = 8
+
+
+def estep_diag(X, offsets, means, prec_chol, comp_const, startprob, transmat, seq_weight,
+               row_weight, shift, loglik, xi, start, nk, sx, sxx):
+    """Fused E-step of a diagonal-Gaussian HMM (optional entry; see
+    :func:`fastem.hmm._backend.estep_diag`), or ``False`` when the shape has fewer
+    than ``FUSED_MIN_BATCHES`` batches of sequences (nothing written then).
+
+    Equals, to rounding, ``log_prob_diag`` into ``logB``, then
+    ``forward_backward(logB, ...)`` and ``moments_diag(X, gamma, row_weight,
+    shift, nk, sx, sxx)`` (X float64), without the (N, K) emission and posterior
+    arrays. Group partials summed in group order: the same bits on any thread
+    count.
+    """
+    cdef Py_ssize_t S = offsets.shape[0] - 1, K = means.shape[0], D = X.shape[1], ch
+    cdef Py_ssize_t n_batches = (S + LANES - 1) // LANES
+    if n_batches < FUSED_MIN_BATCHES or K == 0 or D == 0:
+        return False
+    cdef Py_ssize_t Kp = (K + 3) // 4 * 4
+    cdef Py_ssize_t nc = _seq_chunks(n_batches)
+    cdef const double[:, ::1] Xv = _in(X)
+    cdef const int64_t[::1] off = _in(offsets, np.int64)
+    cdef const double[:, ::1] mt = _padded(_in(means).T, Kp)
+    cdef const double[:, ::1] ut = _padded(_in(prec_chol).T, Kp)
+    cdef const double[:, ::1] cc = _padded(_in(comp_const)[None, :], Kp)
+    cdef const double[::1] sp = _in(startprob)
+    A_arr = _in(transmat)
+    cdef const double[:, ::1] Ap = _padded(A_arr, Kp)
+    cdef const double[:, ::1] Atp = _padded(A_arr.T, Kp)
+    cdef const double[::1] sw = _in(seq_weight)
+    cdef const double[::1] rw = _in(row_weight)
+    cdef const double[:, ::1] sh = _in(shift)
+    ll_buf = _out(loglik)
+    cdef double[::1] ll = ll_buf
+    outer_p = np.zeros((nc, K, K))
+    start_p = np.zeros((nc, K))
+    nk_p, sx_p, sxx_p = moment_partials(nc, K, D, False)
+    cdef double[:, :, ::1] op = outer_p
+    cdef double[:, ::1] st = start_p
+    cdef double[:, ::1] nkv = nk_p
+    cdef double[:, :, ::1] sxv = sx_p
+    cdef double[:, :, :, ::1] sxxv = sxx_p
+    cdef int fail = 0
+    for ch in prange(nc, nogil=True, schedule="static",
+                     num_threads=_threads(Xv.shape[0] * K * (3 * K + 3 * D), nc)):
+        if _estep_diag_group(ch, nc, &Xv[0, 0], D, &off[0], S, K, Kp, &mt[0, 0], &ut[0, 0],
+                             &cc[0, 0], &sp[0], &Ap[0, 0], &Atp[0, 0], &sw[0], &rw[0],
+                             &sh[0, 0], &ll[0], &op[0, 0, 0], &st[0, 0], &nkv[0, 0],
+                             &sxv[0, 0, 0], &sxxv[0, 0, 0, 0]) != 0:
+            fail = 1
+    if fail:
+        raise MemoryError()
+    _back(ll_buf, loglik)
+    np.multiply(A_arr, outer_p.sum(axis=0), out=xi)  # groups summed in order
+    start[:] = start_p.sum(axis=0)
+    sum_moment_partials(nk_p, sx_p, sxx_p, False, nk, sx, sxx)
+    return True
 
 
 def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
