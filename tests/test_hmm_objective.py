@@ -237,6 +237,25 @@ def test_poisson_gamma_prior_with_several_states_is_not_a_map():
     assert _max_gain(_mstep(model, fb, stats), fb, stats, "l") > 1e-9
 
 
+def test_reg_covar_is_not_in_the_objective():
+    """reg_covar is added after the MAP update: the M-step is then not the argmax."""
+    X = _gauss()
+    model = _after(_gaussian("diag", reg_covar=0.05), X)
+    fb, stats = _estep(model, X)
+    assert _max_gain(_mstep(model, fb, stats), fb, stats, "c") > 1e-9
+
+
+def test_dirichlet_below_one_has_no_map():
+    """alpha < 1: hmmlearn clips alpha - 1 + count at 0, but the density is
+    unbounded at the boundary, so any small positive value beats the zero."""
+    X = np.minimum(_counts(), 5)
+    model = _after(CategoricalHMM(2, emissionprob_prior=0.3, n_features=8), X)
+    fb, stats = _estep(model, X)
+    new = _mstep(model, fb, stats)
+    assert (new.emissionprob_ == 0).any()  # symbols 6, 7 never occur: clipped to 0
+    assert _max_gain(new, fb, stats, "e") > 1e-9
+
+
 # ------------------------------------------------------------------ negative controls
 def _no_emission_prior(cls):
     """The emission M-step with hmmlearn's flat priors (the prior term dropped)."""
