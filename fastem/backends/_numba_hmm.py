@@ -21,6 +21,14 @@ Memory
     normalizers and shifts: O(T K) per sequence in flight. A lone sequence (the
     last one, or ``K > LANES_MAX_K``) keeps its forward variables in ``gamma``,
     which the backward sweep overwrites with the posteriors.
+Fused E-step (optional entry, :func:`estep_diag`)
+    For diagonal Gaussian emissions without missing values, each batch's
+    emission log-densities, forward-backward and moments run back to back in
+    one pool pass over the same groups: no (N, K) emission or posterior array
+    (a batch's (rows, K) scratch instead, in cache from the emissions to the
+    moments) and one hand-off to the thread pool per iteration instead of
+    three. :func:`fastem.hmm._backend.estep_diag` falls back to the separate
+    kernels for backends without it and for shapes with few batches.
 Specializations
     Every entry point passes its inputs read-only (writability is part of
     Numba's array type), so each kernel compiles once (the moments once per
