@@ -64,7 +64,11 @@ float32
     (:func:`_chunk_rows`): results do not depend on the thread count, and an
     out-of-core pass over pieces of a multiple of ``B`` rows gives the same
     block sums as the in-memory pass (the totals differ only in float64
-    rounding). Diagonal and tied passes keep float64 statistics.
+    rounding). Its blocks are 64-byte aligned (:func:`_empty32`) and its
+    tiled loops run over whole 16-lane vectors (:func:`_load_block32` zeroes
+    a block's columns past its last row), which keeps LLVM from emitting a
+    vectorized remainder loop whose broadcasts spilled the main loop's.
+    Diagonal and tied passes keep float64 statistics.
 fastmath
     Only ``reassoc``/``contract``/``arcp``/``nsz`` (vectorized reductions and
     FMAs); never ``nnan``/``ninf``, so NaN and inf propagate.
