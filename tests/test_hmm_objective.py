@@ -626,3 +626,30 @@ def test_default_backend_records_the_same_objective():
             fit.fit(X, LENGTHS, sample_weight=SW)
             _assert_monotone(fit)
             np.testing.assert_allclose(fit.objective_history_, ref.objective_history_, rtol=1e-9)
+
+
+def test_default_priors():
+    """hmmlearn's defaults: flat except GaussianHMM's covars_prior (0.01 / var)
+    and GMMHMM spherical's ((n_mix - D) / 2) log var."""
+    rng = np.random.default_rng(8)
+    K, M, D = 2, 3, 2
+    common = dict(startprob_=np.array([0.3, 0.7]), transmat_=np.array([[0.6, 0.4], [0.1, 0.9]]))
+    cov = {
+        "spherical": rng.uniform(0.5, 2, (K, M)),
+        "diag": rng.uniform(0.5, 2, (K, M, D)),
+        "full": np.tile(np.eye(D) * 1.7, (K, M, 1, 1)),
+        "tied": np.tile(np.eye(D) * 1.3, (K, 1, 1)),
+    }
+    for ct in COV_TYPES:
+        g = _set(GMMHMM(K, n_mix=M, covariance_type=ct), weights_=np.full((K, M), 1 / M),
+                 means_=rng.normal(size=(K, M, D)), covars_=cov[ct], **common)  # fmt: skip
+        expected = (M - D) / 2 * np.log(cov[ct]).sum() if ct == "spherical" else 0.0
+        np.testing.assert_allclose(log_prior(g), expected, rtol=1e-12, atol=0)
+    var = rng.uniform(0.5, 2, (K, D))
+    gh = _set(GaussianHMM(K), means_=rng.normal(size=(K, D)), covars_=var, **common)
+    np.testing.assert_allclose(log_prior(gh), -0.5 * np.sum(0.01 / var), rtol=1e-12)
+    cat = _set(
+        CategoricalHMM(K, n_features=3), emissionprob_=rng.dirichlet(np.ones(3), K), **common
+    )
+    pois = _set(PoissonHMM(K), lambdas_=rng.uniform(0.5, 3, (K, 2)), **common)
+    assert log_prior(cat) == log_prior(pois) == 0.0

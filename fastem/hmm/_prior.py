@@ -42,7 +42,9 @@ scatter about the new mean):
   ``means_weight = 0`` that is an ECM step (covariances given the old means,
   then means given the new covariances: each conditional step maximizes, so
   the objective still never decreases); with ``means_weight > 0`` the prior term
-  uses the new means and the step is neither (no guarantee).
+  uses the new means and the step is neither (no guarantee). hmmlearn's
+  default for "spherical", ``covars_prior = -(n_mix + 2) / 2``, leaves
+  ``(n_mix - D) / 2 log sigma2`` (flat only when ``n_mix == D``).
 - PoissonHMM: ``sum alpha log lambda - beta lambda`` (gamma, shape
   ``alpha + 1``, rate ``beta``). hmmlearn's update
   ``(alpha + N ybar_k) / (beta + N)`` uses the total weight ``N`` of all
