@@ -321,7 +321,7 @@ def _dirichlet_prior(draw, shape):
 
 
 SETTINGS = settings(
-    max_examples=15, deadline=None, derandomize=True,
+    max_examples=25, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )  # fmt: skip
 
