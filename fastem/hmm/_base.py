@@ -373,7 +373,10 @@ class BaseHMM(*ESTIMATOR_BASES):
                     run_driver(self, kernels, X, offsets, seq_weight)
             finally:
                 del self._fit_data
-            final = self.monitor_.history[-1] if self.monitor_.history else -np.inf
+            # Keep the restart with the best objective the fit ascends (log-likelihood +
+            # log prior; the log-likelihood itself under flat priors).
+            objective = self.monitor_.objective_history
+            final = objective[-1] if objective else -np.inf
             if best is None or final > best[0]:
                 best = (final, {n: getattr(self, n) for n in self._param_attrs()}, self.monitor_)
         return best
