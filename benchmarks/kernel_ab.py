@@ -148,12 +148,18 @@ def main(argv=None) -> None:
         print(f"{c[0]:8s}  {c[1]:8s}  {r:10.5f}   {n:10.5f}   {n / r:7.3f}   {paired:7.3f}")
     if len(args.dtype) == 2:
         a, b = args.dtype
-        print(f"speed of {b} relative to {a} (median of paired t_{a} / t_{b})")
+        print(
+            f"speed of {b} relative to {a} (median of paired t_{a} / t_{b};"
+            " in brackets their quartiles, the spread between repeats)"
+        )
         for w in args.workloads:
-            ratios = {
-                v: np.median(np.divide(times[(w, a), v], times[(w, b), v])) for v in ("ref", "new")
-            }
-            print(f"{w:8s}  ref {ratios['ref']:6.2f}   new {ratios['new']:6.2f}")
+            parts = []
+            for v in ("ref", "new"):
+                q1, q2, q3 = np.percentile(
+                    np.divide(times[(w, a), v], times[(w, b), v]), [25, 50, 75]
+                )
+                parts.append(f"{v} {q2:6.2f} [{q1:.2f}-{q3:.2f}]")
+            print(f"{w:8s}  " + "   ".join(parts))
 
 
 if __name__ == "__main__":
