@@ -149,9 +149,8 @@ def smem_criteria(
     for start in range(0, X.shape[0], _BLOCK):
         xb = np.ascontiguousarray(X[start : start + _BLOCK])
         wb = sample_weight[start : start + _BLOCK]
-        lp = np.empty((xb.shape[0], k), dtype=xb.dtype)
+        lp = np.empty((xb.shape[0], k))  # float64 for every data dtype, as kernels take
         log_prob(backend, xb, params, lp, check_nan=False)
-        lp = lp.astype(np.float64)
         log_post = lp - logsumexp_rows(lp)[:, None]
         post = np.exp(log_post)
         wpost = post * wb[:, None]
@@ -293,9 +292,8 @@ def _share(X, weights, means, prec_chol, ct, backend, comps) -> np.ndarray:
     share = np.empty(X.shape[0])
     for start in range(0, X.shape[0], _BLOCK):
         xb = np.ascontiguousarray(X[start : start + _BLOCK])
-        lp = np.empty((xb.shape[0], k), dtype=xb.dtype)
+        lp = np.empty((xb.shape[0], k))  # float64 for every data dtype, as kernels take
         log_prob(backend, xb, params, lp, check_nan=False)
-        lp = lp.astype(np.float64)
         share[start : start + xb.shape[0]] = np.exp(
             logsumexp_rows(lp[:, comps]) - logsumexp_rows(lp)
         )

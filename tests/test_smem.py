@@ -239,7 +239,8 @@ def test_search_from_every_finalist_is_not_worse():
     """start='best-all' searches from each proper finalist of 'best' (which
     best_stats hands back through ``finalists``) and keeps the best."""
     X, _, _ = three_blobs()
-    X = np.vstack([X, [[10.0, 6.0]] + np.random.default_rng(1).normal(size=(60, 2))])[::3]
+    X = np.vstack([X, [[10.0, 6.0]] + np.random.default_rng(1).normal(size=(60, 2))])
+    X = np.ascontiguousarray(X[::3])  # the kernels take C-contiguous rows
     sw = np.ones(X.shape[0])
     backend = get_backend()
     one = smem.smem_stats(X, sw, 4, np.random.RandomState(0), backend, "full", 1e-6)
