@@ -27,7 +27,7 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY, exp, fmin, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -1378,6 +1378,61 @@ def forward_filter(logB, offsets, startprob, transmat, filt, loglik):
             raise MemoryError()
     _back(f_buf, filt)
     _back(ll_buf, loglik)
+
+
+def component_logprob_diag(X, means, prec_chol, comp_const, out):
+    """Diagonal-Gaussian log-densities ``out[n, k] = comp_const[k] - sum_j ((X_nj -
+    mu_kj) u_kj)^2 / 2`` of float64 rows without NaN (other X is converted):
+    the fused E-step's emission code, vectorized over components, as an optional
+    entry (a GMM-HMM's component densities: the mixture backend's
+    ``log_prob_diag`` computes the same to rounding).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    means, prec_chol : ndarray of shape (n_components, n_features)
+        Means and diagonal precision factors.
+    comp_const : ndarray of shape (n_components,)
+        ``log det U_k - D/2 log(2 pi)`` plus any log-weight.
+    out : ndarray of shape (n_samples, n_components)
+        Overwritten.
+    """
+    cdef const double[:, ::1] Xv = _in(X)
+    cdef Py_ssize_t N = Xv.shape[0], D = Xv.shape[1], K = means.shape[0], ch
+    cdef Py_ssize_t Kp = (K + 3) // 4 * 4
+    cdef const double[:, ::1] mt = _padded(_in(means).T, Kp)
+    cdef const double[:, ::1] ut = _padded(_in(prec_chol).T, Kp)
+    cdef const double[:, ::1] cc = _padded(_in(comp_const)[None, :], Kp)
+    o_buf = _out(out)
+    cdef double[:, ::1] o = o_buf
+    cdef Py_ssize_t nc = _row_chunks(N)
+    cdef int fail = 0
+    if N > 0 and K > 0 and D > 0:
+        for ch in prange(nc, nogil=True, schedule="static",
+                         num_threads=_threads(N * K * D, nc)):
+            if _diag_rows(&Xv[0, 0], D, &mt[0, 0], &ut[0, 0], &cc[0, 0], K, Kp,
+                          _lo(N, nc, ch), _lo(N, nc, ch + 1), &o[0, 0]) != 0:
+                fail = 1
+        if fail:
+            raise MemoryError()
+    elif N > 0 and K > 0:  # no features: the constants
+        o_buf[...] = _in(comp_const)[None, :]
+    _back(o_buf, out)
+
+
+cdef int _diag_rows(const double* X, Py_ssize_t D, const double* mt, const double* ut,
+                    const double* cc, Py_ssize_t K, Py_ssize_t Kp, Py_ssize_t lo,
+                    Py_ssize_t hi, double* out) noexcept nogil:
+    """Rows lo:hi of :func:`component_logprob_diag`."""
+    cdef Py_ssize_t r
+    cdef double* row = <double*>malloc(Kp * sizeof(double))
+    if row == NULL:
+        return -1
+    for r in range(lo, hi):
+        fastem_hmm_diag_row(X + r * D, D, mt, ut, cc, Kp, row)
+        memcpy(out + r * K, row, K * sizeof(double))
+    free(row)
+    return 0
 
 
 #: The fused E-step takes a shape with at least this many batches of sequences
