@@ -296,8 +296,8 @@ def serial_times(make, X, lengths, init, n0, n1, repeats, threads):
         return run
 
     names = [(_numba, "run_chunks"), (_numba_hmm, "run_chunks")]
-    if hasattr(_numba_hmm, "run_caller_first"):
-        names.append((_numba_hmm, "run_caller_first"))
+    if hasattr(_numba_hmm, "run_dynamic"):  # the fused E-step's pool pass
+        names.append((_numba_hmm, "run_dynamic"))
     saved = [(mod, name, getattr(mod, name)) for mod, name in names]
 
     def one_fit(n):

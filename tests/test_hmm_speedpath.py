@@ -187,21 +187,21 @@ def test_fused_declines_few_batches():
 
 @needs_numba
 def test_fused_bit_identical_for_1_2_3_5_threads(monkeypatch, always_fused):
-    """The groups' split over 1, 2, 3 or 5 threads (imposed by replacing
-    ``run_caller_first``) gives the same bits; groups that followed the thread count
-    would not (negative control)."""
+    """1, 2, 3 or 5 real threads claiming the groups from the shared counter
+    (the dynamic schedule; ``run_dynamic`` replaced so the count is not capped
+    by this machine's pool) give the same bits, on every one of several
+    repeats; groups that followed the thread count would not (negative
+    control)."""
     from concurrent.futures import ThreadPoolExecutor
 
     mod = always_fused
     monkeypatch.setattr(mod, "SMALL_WORK", 0)
 
-    def splitter(n_threads, calls):
+    def on_threads(n_threads, calls):
         def run(kernel, n_iter, *a):
-            nt = min(n_threads, n_iter)
-            bounds = [t * n_iter // nt for t in range(nt + 1)]
-            calls.append(nt)
-            with ThreadPoolExecutor(max_workers=nt) as pool:
-                fs = [pool.submit(kernel, bounds[t], bounds[t + 1], *a) for t in range(nt)]
+            calls.append(n_threads)
+            with ThreadPoolExecutor(max_workers=n_threads) as pool:
+                fs = [pool.submit(kernel, 0, n_iter, *a) for _ in range(n_threads)]
                 for f in fs:
                     f.result()
 
@@ -209,43 +209,40 @@ def test_fused_bit_identical_for_1_2_3_5_threads(monkeypatch, always_fused):
 
     rng = np.random.default_rng(9)
     args, row_w, shift = _problem(rng, rng.integers(1, 60, size=70), K=5, D=3, outlier=True)
-    results = {}
-    for threads in (1, 2, 3, 5):
-        calls = []
-        monkeypatch.setattr(mod, "run_caller_first", splitter(threads, calls))
-        results[threads] = _estep(get_hmm_kernels("numba"), args, row_w, shift)
-        assert max(calls) == threads
+    monkeypatch.setattr(mod, "run_dynamic", on_threads(1, []))
+    one = _estep(get_hmm_kernels("numba"), args, row_w, shift)
     for threads in (2, 3, 5):
-        for name in OUTPUTS:
-            np.testing.assert_array_equal(results[1][name], results[threads][name], err_msg=name)
-    monkeypatch.setattr(mod, "run_caller_first", splitter(1, []))
+        for _ in range(3):
+            calls = []
+            monkeypatch.setattr(mod, "run_dynamic", on_threads(threads, calls))
+            got = _estep(get_hmm_kernels("numba"), args, row_w, shift)
+            assert calls == [threads]
+            for name in OUTPUTS:
+                np.testing.assert_array_equal(one[name], got[name], err_msg=f"{threads}: {name}")
+    monkeypatch.setattr(mod, "run_dynamic", on_threads(1, []))
     monkeypatch.setattr(mod, "_seq_chunks", lambda n: 3)
     changed = _estep(get_hmm_kernels("numba"), args, row_w, shift)
-    assert any(not np.array_equal(results[1][n], changed[n]) for n in OUTPUTS)
+    assert any(not np.array_equal(one[n], changed[n]) for n in OUTPUTS)
 
 
 @needs_numba
-def test_caller_first_split_covers_every_group_once():
-    """run_caller_first: the calling thread's range is the largest, and the
-    ranges cover every group once, in order, on this machine's threads."""
+def test_fused_on_this_machines_threads_matches_one_thread():
+    """The real pool (``run_dynamic``) on every thread this machine has, against
+    one thread: the same bits, repeatedly (a group claimed twice or never would
+    change the sums)."""
     import numba
 
-    mod = get_hmm_kernels("numba").hmm
-    seen = []
-
-    def kernel(i0, i1, log):
-        log.append((i0, i1))
-
+    rng = np.random.default_rng(10)
+    args, row_w, shift = _problem(rng, rng.integers(20, 80, size=200), K=6, D=2)
     before = numba.get_num_threads()
     try:
-        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(threads)
-            for n in (1, 2, 7, 13):
-                seen.clear()
-                mod.run_caller_first(kernel, n, seen)
-                ranges = sorted(seen)
-                assert [i for a, b in ranges for i in range(a, b)] == list(range(n))
-                assert ranges[0][1] - ranges[0][0] == max(b - a for a, b in ranges)
+        numba.set_num_threads(1)
+        one = _estep(get_hmm_kernels("numba"), args, row_w, shift)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        for _ in range(5):
+            got = _estep(get_hmm_kernels("numba"), args, row_w, shift)
+            for name in OUTPUTS:
+                np.testing.assert_array_equal(one[name], got[name], err_msg=name)
     finally:
         numba.set_num_threads(before)
 

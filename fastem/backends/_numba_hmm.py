@@ -41,7 +41,9 @@ import math
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
 from ._hmm_partials import moment_partials, sum_moment_partials
@@ -695,6 +697,25 @@ def _moments_chunks(i0, i1, n_chunks, X, gamma, row_weight, shift, nk_p, sx_p, s
 # hands the pool one pass instead of three.
 
 
+@intrinsic
+def _next_group(typingctx, counter):
+    """``counter[0]`` before an atomic increment by 1 (int64 array): the next
+    group for the calling thread. Which thread takes which group never changes a
+    group's result (its partials have their own slot), only who finishes when."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arrty = signature.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        zero = context.get_constant(types.intp, 0)
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [zero])
+        one = context.get_constant(types.int64, 1)
+        return builder.atomic_rmw("add", ptr, one, "monotonic")
+
+    return types.int64(counter), codegen
+
+
 @njit(**_JIT)
 def _diag_logb(X, r0, nr, means, pc, comp_const, xt, acc, lb):
     """``lb[t, k] = comp_const[k] - sum_j ((X[r0 + t, j] - mu_kj) u_kj)^2 / 2``
@@ -737,12 +758,15 @@ def _diag_logb(X, r0, nr, means, pc, comp_const, xt, acc, lb):
 
 @njit(**_JIT)
 def _estep_diag_chunks(
-    i0, i1, n_chunks, X, offsets, means, pc, comp_const, startprob, transmat,
+    i0, i1, counter, n_chunks, X, offsets, means, pc, comp_const, startprob, transmat,
     transmat_t, seq_weight, row_weight, shift, loglik, outer_p, start_p, nk_p, sx_p, sxx_p,
 ):  # fmt: skip
-    """The groups i0:i1 of :func:`_fb_chunks` (same batches), each batch's
-    emissions computed into a (rows, K) scratch first and its moments about
-    ``shift`` added into the group's partials after its posteriors."""
+    """The groups of :func:`_fb_chunks` (same batches), each batch's emissions
+    computed into a (rows, K) scratch first and its moments about ``shift``
+    added into the group's partials after its posteriors. Every thread runs
+    this with the same ``counter`` and claims groups from it until none is
+    left (a dynamic schedule: a thread that starts late, or is descheduled,
+    takes fewer groups); ``i0:i1`` only bounds the scratch sizes (all groups)."""
     D = X.shape[1]
     K = means.shape[0]
     S = offsets.shape[0] - 1
@@ -773,7 +797,10 @@ def _estep_diag_chunks(
     gt = np.empty((K, BLOCK))
     diff = np.empty((D, BLOCK))
     gd = np.empty((D, BLOCK))
-    for ch in range(i0, i1):
+    while True:
+        ch = _next_group(counter)
+        if ch >= n_chunks:
+            break
         b_lo, b_hi = _chunk_bounds(n_batches, n_chunks, ch)
         s_lo, s_hi = b_lo * lanes, min(b_hi * lanes, S)
         for s0 in range(s_lo, s_hi, lanes):
@@ -903,22 +930,18 @@ def _run(kernel, n_chunks, work, *args):
         run_chunks(kernel, n_chunks, *args)
 
 
-def run_caller_first(kernel, n_iter, *args):
-    """:func:`~fastem.backends._numba.run_chunks` with the calling thread's
-    range the largest (ranges of ``ceil(t n / threads)``): it starts at once,
-    a worker only after its wake-up, the dispatch of its arguments and the
-    GIL. With few, equal groups (HB2: 13 of ~30 us on 2 threads) the thread
-    that finishes last was the worker with the extra group. Which thread runs a
-    group does not change its result."""
+def run_dynamic(kernel, n_iter, *args):
+    """``kernel(0, n_iter, *args)`` on the calling thread and on
+    ``numba.get_num_threads() - 1`` workers at once; the kernel shares its
+    groups out itself (see :func:`_estep_diag_chunks`)."""
     nt = min(int(numba.get_num_threads()), n_iter)
     if nt <= 1:
         kernel(0, n_iter, *args)
         return
-    bounds = [-(-t * n_iter // nt) for t in range(nt + 1)]
     pool = _executor()
-    futures = [pool.submit(kernel, bounds[t], bounds[t + 1], *args) for t in range(1, nt)]
+    futures = [pool.submit(kernel, 0, n_iter, *args) for _ in range(1, nt)]
     try:
-        kernel(0, bounds[1], *args)
+        kernel(0, n_iter, *args)
     finally:
         for f in futures:
             f.result()
@@ -1054,8 +1077,9 @@ def estep_diag(
     start_p = np.zeros((nc, K))
     nk_p, sx_p, sxx_p = moment_partials(nc, K, D, False)
     work = N * K * (3 * K + 3 * D)
+    counter = np.zeros(1, dtype=np.int64)
     args = (
-        nc, _ro(X), _ro(offsets), _ro(np.ascontiguousarray(means)),
+        counter, nc, _ro(X), _ro(offsets), _ro(np.ascontiguousarray(means)),
         _ro(np.ascontiguousarray(prec_chol)), _ro(comp_const), _ro(startprob), _ro(transmat),
         _ro(np.ascontiguousarray(transmat.T)), _ro(seq_weight), _ro(row_weight),
         _ro(shift), loglik, outer_p, start_p, nk_p, sx_p, sxx_p,
@@ -1063,7 +1087,7 @@ def estep_diag(
     if work < SMALL_WORK:
         _estep_diag_chunks(0, nc, *args)
     else:
-        run_caller_first(_estep_diag_chunks, nc, *args)
+        run_dynamic(_estep_diag_chunks, nc, *args)
     _sum_groups(transmat, outer_p, start_p, nk_p, sx_p, sxx_p, xi, start, nk, sx, sxx)
     return True
 
