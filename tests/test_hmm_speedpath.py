@@ -219,6 +219,17 @@ def test_fused_bit_identical_for_1_2_3_5_threads(monkeypatch, always_fused):
             assert calls == [threads]
             for name in OUTPUTS:
                 np.testing.assert_array_equal(one[name], got[name], err_msg=f"{threads}: {name}")
+
+    # Negative controls: threads that do not share the counter (each runs every
+    # group) double the counts; groups that followed the thread count change
+    # the order of the sums.
+    def own_counters(kernel, n_iter, counter, *a):
+        for _ in range(2):  # one after the other: no race on the partials
+            kernel(0, n_iter, counter.copy(), *a)
+
+    monkeypatch.setattr(mod, "run_dynamic", own_counters)
+    doubled = _estep(get_hmm_kernels("numba"), args, row_w, shift)
+    np.testing.assert_allclose(doubled["nk"], 2 * one["nk"], rtol=1e-12)
     monkeypatch.setattr(mod, "run_dynamic", on_threads(1, []))
     monkeypatch.setattr(mod, "_seq_chunks", lambda n: 3)
     changed = _estep(get_hmm_kernels("numba"), args, row_w, shift)
