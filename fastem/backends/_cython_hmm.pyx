@@ -4,23 +4,42 @@
 
 Same entry points, signatures and semantics (the contract is the docstring of
 :mod:`fastem.hmm._kernels_numpy`): the results go into the caller's arrays.
+Optional entries: ``estep_diag`` (the fused diagonal-Gaussian E-step of
+:func:`fastem.hmm._backend.estep_diag`) and ``component_logprob_diag``.
 
+Lock-step
+    Forward-backward, the filter and the fused E-step take the sequences in
+    batches of ``LANES`` (four) consecutive ones and run their recursions in
+    lock-step on one thread: one sequence's per-frame recursion is
+    latency-bound, four independent ones fill the pipeline. Each lane keeps its
+    own (T, Kp) rows, padded with zero columns to ``Kp``, a multiple of four
+    states, so every per-frame product is whole 4-wide vectors (GNU C vector
+    extensions): the prediction and backward products as register-tiled axpys
+    over rows of A (8 states x 4 lanes of accumulators), the transition counts
+    as 4 x 8 register tiles summed over frames and lanes. Forward variables stay
+    unnormalized (``c_t alpha_t``: the division is off the recursion's critical
+    path, in the next prediction). A batch of one sequence (the last, or one
+    long sequence) runs the same code with one lane. Each lane does exactly one
+    sequence's arithmetic, so a sequence's results do not depend on the
+    sequences that share its batch; every sum has a fixed order, so no
+    ``-ffast-math`` is needed.
 Determinism
-    Sequences are split into ``min(S, MAX_CHUNKS)`` contiguous groups and rows
-    into a number of chunks fixed by the shape (the same rule as the Numba
-    kernels), never by the thread count. ``prange`` hands out whole groups;
-    each group accumulates its sequences (rows) in order into its own slot of
-    a partials array, and the slots are summed in group order afterwards, so
-    the results are bit-identical on any number of OpenMP threads.
+    Batches are split into ``min(n_batches, MAX_CHUNKS)`` contiguous groups
+    (sequences into ``min(S, MAX_CHUNKS)`` for Viterbi) and rows into a number
+    of chunks fixed by the shape (the same rule as the Numba kernels), never by
+    the thread count. ``prange`` hands out whole groups; each group accumulates
+    its batches (rows) in order into its own slot of a partials array, and the
+    slots are summed in group order afterwards, so the results are
+    bit-identical on any number of OpenMP threads.
 Threads
     The OpenMP thread count is the process's (``OMP_NUM_THREADS``, or what
     ``fastem.backends._cython.set_num_threads`` sets for the calling thread);
     both extensions share the one OpenMP runtime.
 Memory
-    A group in flight holds the shifted emissions and normalizers of its
-    longest sequence ((T, K) and (T,)); the forward variables live in the
-    caller's ``gamma`` (``filt``), which the backward sweep overwrites with the
-    posteriors: O(T K) per sequence in flight.
+    A batch in flight holds, per lane, the shifted emissions, forward and
+    backward variables of its longest sequence ((T, Kp) each) plus (T,)
+    normalizers and shifts: O(T K) per sequence in flight; the fused E-step
+    adds the batch's (rows, Kp) emissions and (rows, K) posteriors.
 """
 
 from cython.parallel cimport prange
