@@ -64,7 +64,7 @@ float32
     (:func:`_chunk_rows`): results do not depend on the thread count, and an
     out-of-core pass over pieces of a multiple of ``B`` rows gives the same
     block sums as the in-memory pass (the totals differ only in float64
-    rounding). Its blocks are 64-byte aligned (:func:`_empty32`) and its
+    rounding). Its blocks are 64-byte aligned (:func:`_empty_aligned`) and its
     tiled loops run over whole 16-lane vectors (:func:`_load_block32` zeroes
     a block's columns past its last row), which keeps LLVM from emitting a
     vectorized remainder loop whose broadcasts spilled the main loop's.
@@ -1527,6 +1527,25 @@ def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
     return nk
 
 
+@njit(cache=True, nogil=True)
+def _empty_aligned(size, dtype):
+    """An uninitialised 1-D scratch of ``size`` elements of ``dtype`` whose
+    data starts on a 64-byte boundary (reshape it to ``(rows, cols)`` with
+    ``cols`` a multiple of 64 bytes and every row starts on one too).
+
+    Numba's ``np.empty`` aligns to 32 bytes only, and a 64-byte vector load
+    from a 32-byte boundary spans two cache lines: the W4 pass took ~1.25x
+    the time (float32 and float64 alike) with its blocks so placed, and which
+    allocation got which alignment varied from call to call. ``size`` is
+    passed as a product (``d * B``, not ``(d, B)``), so no call site
+    specializes this function on a literal.
+    """
+    buf = np.empty(size + 15, dtype=dtype)
+    it = buf.itemsize
+    off = (-np.int64(buf.ctypes.data // it)) & (64 // it - 1)
+    return buf[off : off + size]
+
+
 @njit(**_JIT)
 def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_p, sxx_p, out, fit):
     """E-step (and, if ``fit``, statistics) of full-covariance chunks ``i0:i1``
@@ -1540,14 +1559,14 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
     n, d = X.shape
     k = means.shape[0]
     B = _block_rows_full(d, X.itemsize)
-    xt = np.empty((d, B), dtype=X.dtype)
-    acc = np.empty((4, B), dtype=X.dtype)
-    maha = np.empty(B, dtype=X.dtype)
-    logp = np.empty((k, B), dtype=np.float64)
-    rc = np.empty(B, dtype=np.float64)
-    rd = np.empty((d, B), dtype=np.float64)
-    mx = np.empty(B, dtype=np.float64)
-    s = np.empty(B, dtype=np.float64)
+    xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    acc = _empty_aligned(4 * B, X.dtype).reshape((4, B))
+    maha = _empty_aligned(B, X.dtype)
+    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
+    rc = _empty_aligned(B, np.float64)
+    rd = _empty_aligned(d * B, np.float64).reshape((d, B))
+    mx = _empty_aligned(B, np.float64)
+    s = _empty_aligned(B, np.float64)
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
@@ -1574,21 +1593,6 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
             ll_p[c] = ll
 
 
-@njit(cache=True, nogil=True)
-def _empty32(rows, cols):
-    """An uninitialised ``(rows, cols)`` float32 scratch whose data starts on a
-    64-byte boundary (``cols`` a multiple of 16: so does every row).
-
-    Numba's ``np.empty`` aligns to 32 bytes only, and a 16-lane float32 load
-    from a 32-byte boundary spans two cache lines: the W4 float32 pass took
-    ~1.3x the time with its blocks so placed (which allocation got which
-    alignment varied from call to call).
-    """
-    buf = np.empty(rows * cols + 15, dtype=np.float32)
-    off = (-np.int64(buf.ctypes.data // 4)) & 15
-    return buf[off : off + rows * cols].reshape((rows, cols))
-
-
 @njit(**_JIT)
 def _chunks_full32(
     i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_p, sxx_p, out, fit
@@ -1606,21 +1610,21 @@ def _chunks_full32(
     (out-of-core blocks), which then differ from the whole only in the
     float64 order of adding the block sums. The responsibilities take float32
     exponentials (:func:`_responsibilities32`). The blocks are 64-byte aligned
-    (:func:`_empty32`) and the tiled loops run over whole 16-lane
+    (:func:`_empty_aligned`) and the tiled loops run over whole 16-lane
     vectors (:func:`_load_block32` zeroes the columns past the last row).
     """
     n, d = X.shape
     k = means.shape[0]
     B = _block_rows_full(d, X.itemsize)
-    xt = _empty32(d, B)
-    acc = _empty32(4, B)
-    maha = _empty32(1, B)[0]
-    logp = np.empty((k, B), dtype=np.float64)
-    rc = _empty32(1, B)[0]
-    rd = _empty32(d, B)
-    mx = np.empty(B, dtype=np.float64)
-    s = np.empty(B, dtype=np.float64)
-    e32 = _empty32(k, B)
+    xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    acc = _empty_aligned(4 * B, X.dtype).reshape((4, B))
+    maha = _empty_aligned(B, X.dtype)
+    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
+    rc = _empty_aligned(B, X.dtype)
+    rd = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    mx = _empty_aligned(B, np.float64)
+    s = _empty_aligned(B, np.float64)
+    e32 = _empty_aligned(k * B, X.dtype).reshape((k, B))
     for c in range(i0, i1):
         lo, hi = _chunk_rows(c, n, nc, B, True)
         ll = 0.0
@@ -1657,15 +1661,15 @@ def _chunks_full_small(
     n, d = X.shape
     k = means.shape[0]
     B = _block_rows(d)
-    xt = np.empty((d, B), dtype=X.dtype)
-    diff = np.empty((d, B), dtype=X.dtype)
-    acc = np.empty(B, dtype=X.dtype)
-    maha = np.empty(B, dtype=X.dtype)
-    logp = np.empty((k, B), dtype=np.float64)
-    xd = np.empty((d, B), dtype=np.float64)
-    rd = np.empty(B, dtype=np.float64)
-    mx = np.empty(B, dtype=np.float64)
-    s = np.empty(B, dtype=np.float64)
+    xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    diff = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    acc = _empty_aligned(B, X.dtype)
+    maha = _empty_aligned(B, X.dtype)
+    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
+    xd = _empty_aligned(d * B, np.float64).reshape((d, B))
+    rd = _empty_aligned(B, np.float64)
+    mx = _empty_aligned(B, np.float64)
+    s = _empty_aligned(B, np.float64)
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
@@ -1698,11 +1702,11 @@ def _chunks_diag(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
     n, d = X.shape
     k = means.shape[0]
     B = _block_rows(d)
-    xt = np.empty((d, B), dtype=X.dtype)
-    maha = np.empty(B, dtype=X.dtype)
-    logp = np.empty((k, B), dtype=np.float64)
-    mx = np.empty(B, dtype=np.float64)
-    s = np.empty(B, dtype=np.float64)
+    xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    maha = _empty_aligned(B, X.dtype)
+    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
+    mx = _empty_aligned(B, np.float64)
+    s = _empty_aligned(B, np.float64)
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
@@ -2120,16 +2124,16 @@ def _chunks_tied(
     n, d = X.shape
     k = projected.shape[0]
     B = _block_rows(d) * 8 // X.itemsize
-    xt = np.empty((d, B), dtype=X.dtype)
-    diff = np.empty((d, B), dtype=X.dtype)
-    z = np.empty((d, B), dtype=X.dtype)
-    maha = np.empty((4, B), dtype=X.dtype)
-    logp = np.empty((k, B), dtype=np.float64)
-    rd = np.empty((d, B), dtype=np.float64)
-    rc = np.empty(B, dtype=np.float64)
-    rsum = np.empty(B, dtype=np.float64)
-    mx = np.empty(B, dtype=np.float64)
-    s = np.empty(B, dtype=np.float64)
+    xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    diff = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    z = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    maha = _empty_aligned(4 * B, X.dtype).reshape((4, B))
+    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
+    rd = _empty_aligned(d * B, np.float64).reshape((d, B))
+    rc = _empty_aligned(B, np.float64)
+    rsum = _empty_aligned(B, np.float64)
+    mx = _empty_aligned(B, np.float64)
+    s = _empty_aligned(B, np.float64)
     gsx = np.zeros(d, dtype=np.float64)  # sum_k t_k again: not needed
     for c in range(i0, i1):
         lo = c * n // nc
