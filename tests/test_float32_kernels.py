@@ -135,8 +135,10 @@ def test_float32_statistics_match_float64_sums():
 def test_accum_full_tiled32_block():
     """The float32 block kernel for every tile remainder (d = 4..13) and short
     and full blocks: statistics against float64 NumPy on the same centred
-    float32 values, nothing read past ``nb`` (NaN there), strict lower
-    triangle of ``sxx`` untouched, and added to what the partials held."""
+    float32 values, nothing read past ``nb`` rounded up to 16 (the columns
+    up to there zero, as ``_load_block32`` leaves them, NaN after them; ``r``
+    NaN past ``nb``), strict lower triangle of ``sxx`` untouched, and added
+    to what the partials held."""
     rng = np.random.default_rng(7)
     B = 512
     for d in range(4, 14):
@@ -144,6 +146,7 @@ def test_accum_full_tiled32_block():
         for nb_rows in (1, 13, B):
             xt = np.full((d, B), np.nan, dtype=np.float32)
             xt[:, :nb_rows] = rng.standard_normal((d, nb_rows))
+            xt[:, nb_rows : (nb_rows + 15) // 16 * 16] = 0
             y = (xt[:, :nb_rows] - mu[:, None]).astype(np.float64)  # subtracted in float32
             r = rng.uniform(0.0, 1.0, B)
             r[nb_rows:] = np.nan
@@ -151,7 +154,7 @@ def test_accum_full_tiled32_block():
             sxx0 = np.triu(rng.standard_normal((d, d)))
             sx, sxx = sx0.copy(), sxx0.copy()
             scratch = np.empty(B, np.float32), np.empty((d, B), np.float32)
-            nk = nb._accum_full_tiled32(xt, mu, r, nb_rows, *scratch, sx, sxx)
+            nk = nb._accum_full_tiled32v(xt, mu, r, nb_rows, *scratch, sx, sxx)
             ry = r[:nb_rows] * y
             np.testing.assert_allclose(nk, r[:nb_rows].sum(), rtol=1e-12)
             t = 64 * EPS32

@@ -36,7 +36,7 @@ Blocks (vectorization)
     * log-sum-exp per row with the vectorizable :func:`exp64`; the
       exponentials are kept and scaled by ``w / sum`` to give the
       responsibilities (one exp per row and component).
-    * Statistics (:func:`_accum_full_tiled`; float32: :func:`_accum_full_tiled32`,
+    * Statistics (:func:`_accum_full_tiled`; float32: :func:`_accum_full_tiled32v`,
       see below): ``r (x - mu)`` (``mu`` is the
       shift) is formed once in float64, and the upper triangle of ``sxx`` is
       accumulated in 4x4 tiles of dot products over the block (16 FMAs per
@@ -56,7 +56,7 @@ float32
     SIMD width): the Mahalanobis products (as the reference, which also
     subtracts the mean in float32 before widening) and, unlike the
     reference, the statistics of each block of ``B = 512`` rows
-    (:func:`_accum_full_tiled32`), added to float64 partials; its
+    (:func:`_accum_full_tiled32v`), added to float64 partials; its
     responsibilities' exponentials are float32 (:func:`_exp32`), the
     log-densities, their log-sum-exp and the partials float64. A float32
     sum depends on which rows it adds, so for float32 the blocks are a fixed
@@ -1071,7 +1071,7 @@ def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
 
 
 @njit(**_JIT)
-def _accum_full_tiled32(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
+def _accum_full_tiled32v(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     """:func:`_accum_full_tiled` for float32 ``xt``, ``rc``, ``rd``: the block
     sums in float32 (twice the SIMD width), for any magnitude of ``r``.
 
@@ -1080,209 +1080,14 @@ def _accum_full_tiled32(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     that weights or responsibilities outside float32's range (a vanishing
     component's ~1e-300) neither underflow to zero nor overflow. ``r * y``
     and ``sx`` are formed in the loops of the 4x4 tiles on the diagonal (one
-    pass over the block less). Returns ``sum_b r_b`` (float64).
-    """
-    d = xt.shape[0]
-    nk = 0.0
-    for b in range(nb):
-        nk += r[b]
-    if nk == 0.0:  # all responsibilities underflowed: every term is zero
-        return nk
-    if nk >= 2.0**-960:
-        inv = 1.0 / nk
-        for b in range(nb):
-            rc[b] = r[b] * inv
-    else:  # 1 / nk would overflow: scale up first (r_b <= nk, so no overflow)
-        inv = 1.0 / (nk * 2.0**1000)
-        for b in range(nb):
-            rc[b] = (r[b] * 2.0**1000) * inv
-    zero = rc[0] - rc[0]  # 0 in float32 ("* 0" would widen)
-    i = 0
-    while i + 4 <= d:
-        p0 = rd[i + 0]
-        p1 = rd[i + 1]
-        p2 = rd[i + 2]
-        p3 = rd[i + 3]
-        m0 = mu[i + 0]
-        q0 = xt[i + 0]
-        m1 = mu[i + 1]
-        q1 = xt[i + 1]
-        m2 = mu[i + 2]
-        q2 = xt[i + 2]
-        m3 = mu[i + 3]
-        q3 = xt[i + 3]
-        a0 = zero
-        a1 = zero
-        a2 = zero
-        a3 = zero
-        s00 = zero
-        s01 = zero
-        s02 = zero
-        s03 = zero
-        s11 = zero
-        s12 = zero
-        s13 = zero
-        s22 = zero
-        s23 = zero
-        s33 = zero
-        for b in range(nb):
-            y0 = q0[b] - m0
-            y1 = q1[b] - m1
-            y2 = q2[b] - m2
-            y3 = q3[b] - m3
-            rb = rc[b]
-            v0 = rb * y0
-            v1 = rb * y1
-            v2 = rb * y2
-            v3 = rb * y3
-            p0[b] = v0
-            p1[b] = v1
-            p2[b] = v2
-            p3[b] = v3
-            a0 += v0
-            a1 += v1
-            a2 += v2
-            a3 += v3
-            s00 += v0 * y0
-            s01 += v0 * y1
-            s02 += v0 * y2
-            s03 += v0 * y3
-            s11 += v1 * y1
-            s12 += v1 * y2
-            s13 += v1 * y3
-            s22 += v2 * y2
-            s23 += v2 * y3
-            s33 += v3 * y3
-        sx_k[i + 0] += nk * a0
-        sx_k[i + 1] += nk * a1
-        sx_k[i + 2] += nk * a2
-        sx_k[i + 3] += nk * a3
-        sxx_k[i + 0, i + 0] += nk * s00
-        sxx_k[i + 0, i + 1] += nk * s01
-        sxx_k[i + 0, i + 2] += nk * s02
-        sxx_k[i + 0, i + 3] += nk * s03
-        sxx_k[i + 1, i + 1] += nk * s11
-        sxx_k[i + 1, i + 2] += nk * s12
-        sxx_k[i + 1, i + 3] += nk * s13
-        sxx_k[i + 2, i + 2] += nk * s22
-        sxx_k[i + 2, i + 3] += nk * s23
-        sxx_k[i + 3, i + 3] += nk * s33
-        j = i + 4
-        while j + 4 <= d:
-            m0 = mu[j + 0]
-            q0 = xt[j + 0]
-            m1 = mu[j + 1]
-            q1 = xt[j + 1]
-            m2 = mu[j + 2]
-            q2 = xt[j + 2]
-            m3 = mu[j + 3]
-            q3 = xt[j + 3]
-            s00 = zero
-            s01 = zero
-            s02 = zero
-            s03 = zero
-            s10 = zero
-            s11 = zero
-            s12 = zero
-            s13 = zero
-            s20 = zero
-            s21 = zero
-            s22 = zero
-            s23 = zero
-            s30 = zero
-            s31 = zero
-            s32 = zero
-            s33 = zero
-            for b in range(nb):
-                v0 = p0[b]
-                v1 = p1[b]
-                v2 = p2[b]
-                v3 = p3[b]
-                y0 = q0[b] - m0
-                y1 = q1[b] - m1
-                y2 = q2[b] - m2
-                y3 = q3[b] - m3
-                s00 += v0 * y0
-                s01 += v0 * y1
-                s02 += v0 * y2
-                s03 += v0 * y3
-                s10 += v1 * y0
-                s11 += v1 * y1
-                s12 += v1 * y2
-                s13 += v1 * y3
-                s20 += v2 * y0
-                s21 += v2 * y1
-                s22 += v2 * y2
-                s23 += v2 * y3
-                s30 += v3 * y0
-                s31 += v3 * y1
-                s32 += v3 * y2
-                s33 += v3 * y3
-            sxx_k[i + 0, j + 0] += nk * s00
-            sxx_k[i + 0, j + 1] += nk * s01
-            sxx_k[i + 0, j + 2] += nk * s02
-            sxx_k[i + 0, j + 3] += nk * s03
-            sxx_k[i + 1, j + 0] += nk * s10
-            sxx_k[i + 1, j + 1] += nk * s11
-            sxx_k[i + 1, j + 2] += nk * s12
-            sxx_k[i + 1, j + 3] += nk * s13
-            sxx_k[i + 2, j + 0] += nk * s20
-            sxx_k[i + 2, j + 1] += nk * s21
-            sxx_k[i + 2, j + 2] += nk * s22
-            sxx_k[i + 2, j + 3] += nk * s23
-            sxx_k[i + 3, j + 0] += nk * s30
-            sxx_k[i + 3, j + 1] += nk * s31
-            sxx_k[i + 3, j + 2] += nk * s32
-            sxx_k[i + 3, j + 3] += nk * s33
-            j += 4
-        while j < d:  # the d % 4 last columns
-            m0 = mu[j]
-            q0 = xt[j]
-            s00 = zero
-            s10 = zero
-            s20 = zero
-            s30 = zero
-            for b in range(nb):
-                y0 = q0[b] - m0
-                s00 += p0[b] * y0
-                s10 += p1[b] * y0
-                s20 += p2[b] * y0
-                s30 += p3[b] * y0
-            sxx_k[i, j] += nk * s00
-            sxx_k[i + 1, j] += nk * s10
-            sxx_k[i + 2, j] += nk * s20
-            sxx_k[i + 3, j] += nk * s30
-            j += 1
-        i += 4
-    while i < d:  # the d % 4 last rows
-        p0 = rd[i]
-        m0 = mu[i]
-        q0 = xt[i]
-        a0 = zero
-        for b in range(nb):
-            v0 = rc[b] * (q0[b] - m0)
-            p0[b] = v0
-            a0 += v0
-        sx_k[i] += nk * a0
-        for j in range(i, d):
-            m0 = mu[j]
-            q0 = xt[j]
-            s00 = zero
-            for b in range(nb):
-                s00 += p0[b] * (q0[b] - m0)
-            sxx_k[i, j] += nk * s00
-        i += 1
-    return nk
+    pass over the block less).
 
-
-@njit(**_JIT)
-def _accum_full_tiled32v(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
-    """:func:`_accum_full_tiled32` with its tile loops over ``nb`` rounded up
-    to a multiple of 16 (see :func:`_tri_maha_tiled32`: no vectorized
-    remainder loop competing for the registers), ``rc`` zero on the extra
-    rows, so that they add exact zeros. ``xt`` must be finite there (the
-    float32 pass loads blocks with :func:`_load_block32`, which zeroes them),
-    and ``rc`` and ``rd`` that long. Returns ``sum_b r_b`` (float64).
+    The tile loops run over ``nb`` rounded up to a multiple of 16 (see
+    :func:`_tri_maha_tiled32`: no vectorized remainder loop competing for the
+    registers), ``rc`` zero on the extra rows, so that they add exact zeros.
+    ``xt`` must be finite there (the float32 pass loads blocks with
+    :func:`_load_block32`, which zeroes them), and ``rc`` and ``rd`` that
+    long. Returns ``sum_b r_b`` (float64).
     """
     d = xt.shape[0]
     nk = 0.0
@@ -1602,7 +1407,7 @@ def _chunks_full32(
     ~9 s of CPU to compile instead of ~5).
 
     The statistics of a block are summed in float32 (twice the SIMD width;
-    :func:`_accum_full_tiled32`) and added to the float64 partials. A float32
+    :func:`_accum_full_tiled32v`) and added to the float64 partials. A float32
     sum depends on which rows it adds, so the blocks are a fixed grid of
     ``B`` rows counted from row 0 of ``X`` and chunk boundaries fall on it
     (:func:`_chunk_rows`): the same block sums come out whatever the thread
