@@ -14,6 +14,10 @@ dtypes, and the speed of the second dtype relative to the first (median of the p
 ratios ``t_first / t_second``) is printed for each version too:
 
     python benchmarks/kernel_ab.py --workloads W2 W4 --dtype float64 float32 --threads 1 --clock cpu
+
+With ``--missing FRAC`` that fraction of the entries (completely at random, seeded) is NaN and
+a pass is ``fastem._passes.em_stats`` with the patterns found once beforehand (as a fit does):
+the missing-data kernels. Every ratio is printed with the quartiles of the per-repeat ratios.
 """
 
 from __future__ import annotations
@@ -80,10 +84,28 @@ def pass_args(name: str, dtype):
 CLOCK = time.perf_counter
 
 
-def one_pass(backend, X, w, p, ct, k, d):
-    """Seconds (of ``CLOCK``) of one fused E+M pass of ``backend``."""
+def add_missing(X, frac: float, seed: int = 0):
+    """A copy of ``X`` with ``frac`` of its entries NaN (no row left empty), and its patterns."""
+    from fastem._missing import find_patterns
+
+    X = X.copy()
+    mask = np.random.default_rng(seed).random(X.shape) < frac
+    mask[mask.all(axis=1), 0] = False
+    X[mask] = np.nan
+    return X, find_patterns(X)
+
+
+def one_pass(backend, X, w, p, ct, k, d, patterns=None):
+    """Seconds (of ``CLOCK``) of one fused E+M pass of ``backend`` (the missing-data
+    kernels if ``patterns`` is given)."""
     from fastem._stats import Stats
 
+    if patterns is not None:
+        from fastem._passes import em_stats
+
+        t = CLOCK()
+        em_stats(backend, X, w, p, patterns)
+        return CLOCK() - t
     stats = Stats.zeros(k, d, p.full, p.shift)
     if ct == "tied":
         fn = backend.em_pass_tied
@@ -109,6 +131,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        help="fraction of entries set to NaN: times the missing-data kernels",
+    )
+    parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -128,6 +156,10 @@ def main(argv=None) -> None:
     ref = load_ref(args.ref)
     cases = [(w, dt) for w in args.workloads for dt in args.dtype]
     data = {(w, dt): pass_args(w, np.dtype(dt)) for w, dt in cases}
+    if args.missing > 0:
+        for c, (X, *rest) in list(data.items()):
+            Xm, patterns = add_missing(X, args.missing)
+            data[c] = (Xm, *rest, patterns)
     for a in data.values():  # compile both
         one_pass(ref, *a)
         one_pass(new, *a)
@@ -139,13 +171,19 @@ def main(argv=None) -> None:
                 times[c, v].append(one_pass(mod, *a))
     print(
         f"threads={args.threads} dtype={' '.join(args.dtype)} ref={args.ref}"
-        f" repeats={args.repeats} clock={args.clock}"
+        f" repeats={args.repeats} clock={args.clock} missing={args.missing}"
     )
-    print("workload  dtype     ref s/pass   new s/pass   new/ref   median of paired new/ref")
+    print(
+        "workload  dtype     ref s/pass   new s/pass   new/ref"
+        "   median of paired new/ref [quartiles]"
+    )
     for c in cases:
         r, n = np.median(times[c, "ref"]), np.median(times[c, "new"])
-        paired = np.median(np.divide(times[c, "new"], times[c, "ref"]))
-        print(f"{c[0]:8s}  {c[1]:8s}  {r:10.5f}   {n:10.5f}   {n / r:7.3f}   {paired:7.3f}")
+        q1, q2, q3 = np.percentile(np.divide(times[c, "new"], times[c, "ref"]), [25, 50, 75])
+        print(
+            f"{c[0]:8s}  {c[1]:8s}  {r:10.5f}   {n:10.5f}   {n / r:7.3f}"
+            f"   {q2:7.3f} [{q1:.3f}-{q3:.3f}]"
+        )
     if len(args.dtype) == 2:
         a, b = args.dtype
         print(

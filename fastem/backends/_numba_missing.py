@@ -514,8 +514,8 @@ def _chunks_missing_full(
     l_fact = np.zeros(1, dtype=np.bool_)
     l_cond = np.empty((d * d, k))
     l_shk = np.empty((k, 1))
-    l_xt = np.empty((d, B), dtype=X.dtype)
-    l_wb = np.empty(B)
+    l_xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    l_wb = _empty_aligned(B, np.float64)
     l_rb = np.empty(B, dtype=np.int64)
     # the shared block of short segments
     seg_lo = np.zeros(B + 1, dtype=np.uint64)  # unsigned: see _cond_means
@@ -526,24 +526,24 @@ def _chunks_missing_full(
     seg_off = np.empty(B, dtype=np.int64)
     seg_fact = np.empty(B, dtype=np.bool_)
     cond = np.empty((cap, k))
-    shk = np.empty((k, B))
-    xt = np.empty((d, B), dtype=X.dtype)
-    wb = np.empty(B)
+    shk = _empty_aligned(k * B, np.float64).reshape((k, B))
+    xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    wb = _empty_aligned(B, np.float64)
     rb = np.empty(B, dtype=np.int64)
     # block work arrays
-    yd = np.empty((d, B))
+    yd = _empty_aligned(d * B, np.float64).reshape((d, B))
     ym = np.empty((B, d, k))
     yo = np.empty((d, k))
     mu_t = np.empty((d, k))
     for kk in range(k):
         for j in range(d):
             mu_t[j, kk] = means[kk, j]
-    logp = np.empty((k, B))
-    acc = np.empty(B)
-    maha = np.empty(B)
-    rd = np.empty(B)
-    mx = np.empty(B)
-    s = np.empty(B)
+    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
+    acc = _empty_aligned(B, np.float64)
+    maha = _empty_aligned(B, np.float64)
+    rd = _empty_aligned(B, np.float64)
+    mx = _empty_aligned(B, np.float64)
+    s = _empty_aligned(B, np.float64)
     m = rows.shape[0]
     n_pat = ptr.shape[0] - 1
     for it in range(i0, i1):
@@ -707,13 +707,13 @@ def _chunks_missing_diag(
     seg_lo = np.empty(B + 1, dtype=np.uint64)  # unsigned: see _cond_means
     seg_nm = np.empty(B, dtype=np.int64)
     seg_miss = np.empty((B, d), dtype=np.int64)
-    xt = np.empty((d, B), dtype=X.dtype)
-    wb = np.empty(B)
+    xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    wb = _empty_aligned(B, np.float64)
     rb = np.empty(B, dtype=np.int64)
-    maha = np.empty(B)
-    logp = np.empty((k, B))
-    mx = np.empty(B)
-    s = np.empty(B)
+    maha = _empty_aligned(B, np.float64)
+    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
+    mx = _empty_aligned(B, np.float64)
+    s = _empty_aligned(B, np.float64)
     m = rows.shape[0]
     n_pat = ptr.shape[0] - 1
     for it in range(i0, i1):
@@ -1134,19 +1134,19 @@ def _chunks_missing_tied(
     e_miss = np.empty((B, d), dtype=np.int64)
     e_off = np.empty(B, dtype=np.int64)
     pool = np.empty(cap)
-    xt = np.empty((d, B))
+    xt = _empty_aligned(d * B, np.float64).reshape((d, B))
     av = np.empty((B, d))
-    wb = np.empty(B)
+    wb = _empty_aligned(B, np.float64)
     rb = np.empty(B, dtype=np.int64)
-    z = np.empty((d, B))
-    logp = np.empty((k, B))
+    z = _empty_aligned(d * B, np.float64).reshape((d, B))
+    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
     rt = np.empty((B, k))
-    maha = np.empty(B)
-    rd = np.empty(B)
-    rsum = np.empty(B)
-    mx = np.empty(B)
-    s = np.empty(B)
-    sfull = np.empty((d, B))
+    maha = _empty_aligned(B, np.float64)
+    rd = _empty_aligned(B, np.float64)
+    rsum = _empty_aligned(B, np.float64)
+    mx = _empty_aligned(B, np.float64)
+    s = _empty_aligned(B, np.float64)
+    sfull = _empty_aligned(d * B, np.float64).reshape((d, B))
     sv = np.empty(k)
     qv = np.empty(k)
     tt = np.empty((d, k))
@@ -1380,6 +1380,7 @@ from ._numba import (  # noqa: E402
     _NO_W,
     _accum_full,
     _block_rows,
+    _empty_aligned,
     _mirror_upper,
     _n_chunks,
     _responsibilities,
