@@ -57,7 +57,7 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 MCLUST_MODELS = ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE", "EVE", "VVE", "EEV",
                  "VEV", "EVV", "VVV")  # fmt: skip
 SKLEARN_ALIASES = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem", "best")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem", "best", "smem")
 ACCELERATIONS = ("squarem", "anderson")  # and "none": plain EM
 STOPPING_RULES = ("absolute", "relative", "aitken")
 # Fit settings that reach the maximum (issue #14): fastem.selection.DEFAULT_FIT_SETTINGS.
