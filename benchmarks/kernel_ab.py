@@ -1,4 +1,4 @@
-"""Per-pass time of the numba kernels: this working tree against a git revision, interleaved.
+"""Per-pass time of the numba (or Cython) kernels: the working tree against a reference.
 
 The numba backend files of ``--ref`` (``git show REV:fastem/backends/...``) are copied into a
 temporary package and imported next to the working tree's backend; each repeat times one
@@ -14,6 +14,13 @@ dtypes, and the speed of the second dtype relative to the first (median of the p
 ratios ``t_first / t_second``) is printed for each version too:
 
     python benchmarks/kernel_ab.py --workloads W2 W4 --dtype float64 float32 --threads 1 --clock cpu
+
+With ``--backend cython`` it A/Bs the Cython extension instead: ``--ref-so`` is the
+extension built from the reference sources (build it there with ``setup.py build_ext -b DIR``
+and pass ``DIR/fastem/backends/_cython.*.so``); it is loaded under another module name beside
+the working tree's ``fastem.backends._cython``.
+
+    python benchmarks/kernel_ab.py --backend cython --ref-so /tmp/ref/_cython.so --threads 1
 
 With ``--missing FRAC`` that fraction of the entries (completely at random, seeded) is NaN and
 a pass is ``fastem._passes.em_stats`` with the patterns found once beforehand (as a fit does):
@@ -62,6 +69,18 @@ def load_ref(rev: str):
         (folder / name).write_text(text)
     sys.path.insert(0, str(folder.parent))
     return importlib.import_module("fastem_ref_backend._numba")
+
+
+def load_ref_so(path: str):
+    """The Cython extension at ``path``, as module ``fastem_ref_cython._cython`` (import the
+    working tree's ``fastem.backends._cython`` first: Cython then initializes a second,
+    separate module from the other file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fastem_ref_cython._cython", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pass_args(name: str, dtype):
@@ -121,6 +140,8 @@ def one_pass(backend, X, w, p, ct, k, d, patterns=None):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="HEAD")
+    parser.add_argument("--backend", choices=("numba", "cython"), default="numba")
+    parser.add_argument("--ref-so", help="--backend cython: the reference build of the extension")
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
@@ -148,12 +169,22 @@ def main(argv=None) -> None:
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
-    import numba
+    if args.backend == "cython":
+        if not args.ref_so:
+            parser.error("--backend cython needs --ref-so")
+        from fastem.backends import _cython as new
 
-    from fastem.backends import _numba as new
+        ref = load_ref_so(args.ref_so)
+        args.ref = args.ref_so
+        for mod in (new, ref):
+            mod.set_num_threads(args.threads)
+    else:
+        import numba
 
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    ref = load_ref(args.ref)
+        from fastem.backends import _numba as new
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        ref = load_ref(args.ref)
     cases = [(w, dt) for w in args.workloads for dt in args.dtype]
     data = {(w, dt): pass_args(w, np.dtype(dt)) for w, dt in cases}
     if args.missing > 0:
@@ -170,7 +201,7 @@ def main(argv=None) -> None:
             for v, mod in order:
                 times[c, v].append(one_pass(mod, *a))
     print(
-        f"threads={args.threads} dtype={' '.join(args.dtype)} ref={args.ref}"
+        f"backend={args.backend} threads={args.threads} dtype={' '.join(args.dtype)} ref={args.ref}"
         f" repeats={args.repeats} clock={args.clock} missing={args.missing}"
     )
     print(
