@@ -22,7 +22,7 @@ from .._missing import has_nan
 from .._threads import limit_threads
 from ..exceptions import NotFittedError
 from ._backend import HMMKernels, get_hmm_kernels
-from ._prior import log_prior
+from ._prior import log_prior_function
 
 _log = logging.getLogger(__name__)
 DECODER_ALGORITHMS = ("viterbi", "map")
@@ -57,6 +57,7 @@ class ConvergenceMonitor:
     """
 
     _template = "{iter:>10d} {log_prob:>16.8f} {delta:>+16.8f}"
+    _precision = np.finfo(float).eps ** 0.5  # the decrease that counts as one
 
     def __init__(self, tol: float, n_iter: int, verbose: bool):
         self.tol = tol
@@ -87,8 +88,7 @@ class ConvergenceMonitor:
                 self._template.format(iter=self.iter + 1, log_prob=log_prob, delta=delta),
                 file=sys.stderr,
             )
-        precision = np.finfo(float).eps ** 0.5
-        if self.history and (log_prob - self.history[-1]) < -precision:
+        if self.history and (log_prob - self.history[-1]) < -self._precision:
             _log.warning(
                 "Model is not converging. Current: %s is not greater than %s.",
                 log_prob,
@@ -154,12 +154,21 @@ def _normalize_rows(new: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Rows of ``new`` divided by their sums; a row that sums to 0 keeps ``old``'s."""
     new = np.atleast_2d(new)
     s = new.sum(axis=1, keepdims=True)
-    ok = s[:, 0] > 0
-    if ok.all():  # the usual case: one division, no masked copies (same values)
+    if s.min() > 0:  # the usual case (all rows > 0; NaN fails): one division
         return np.divide(new, s, dtype=np.float64)
+    ok = s[:, 0] > 0
     out = np.atleast_2d(old).astype(np.float64, copy=True)
     out[ok] = new[ok] / s[ok]
     return out
+
+
+def _dirichlet_counts(am1, counts: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """``max(alpha - 1 + counts, 0)`` with the zeros of ``old`` kept (structural
+    zeros); ``am1`` is ``alpha - 1``, None for the flat prior (``alpha = 1``)."""
+    new = np.maximum(counts if am1 is None else am1 + counts, 0)
+    if old.all():  # no zero to keep (the usual case): no masked copy
+        return new
+    return np.where(old == 0, 0, new)
 
 
 class _FitData:
@@ -167,12 +176,14 @@ class _FitData:
     sequence weights, whether X has a NaN), computed once per fit instead of
     once per iteration. Held by the model only while ``fit`` iterates."""
 
-    __slots__ = ("X", "offsets", "seq_weight", "_row_weight", "_has_nan")
+    __slots__ = ("X", "offsets", "seq_weight", "_row_weight", "_has_nan", "plans")
 
     def __init__(self, X: np.ndarray, offsets: np.ndarray, seq_weight: np.ndarray) -> None:
         self.X, self.offsets, self.seq_weight = X, offsets, seq_weight
         self._row_weight = None
         self._has_nan = None
+        # M-step plans: what the fixed hyperparameters give every iteration alike
+        self.plans: dict = {}
 
     def row_weight(self) -> np.ndarray:
         if self._row_weight is None:
@@ -200,6 +211,20 @@ def _x_has_nan(model, X) -> bool:
     if d is not None and d.X is X:
         return d.has_nan()
     return has_nan(X)
+
+
+def _fit_plan(model, key: str, build):
+    """``build()``, once per fit (cached for the fit's duration); computed afresh
+    outside a fit. For what depends only on hyperparameters, which a fit does
+    not change."""
+    d = getattr(model, "_fit_data", None)
+    if d is None:
+        return build()
+    try:
+        return d.plans[key]
+    except KeyError:
+        plan = d.plans[key] = build()
+        return plan
 
 
 @dataclass
@@ -382,29 +407,45 @@ class BaseHMM(*ESTIMATOR_BASES):
         return best
 
     def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
+        prior = log_prior_function(self)  # the hyperparameters are fixed during a fit
+        monitor = self.monitor_
         for _ in range(self.n_iter):
             fb, stats = self._estep(kernels, X, offsets, seq_weight)
             loglik = float(seq_weight @ fb.loglik)
             # the objective the M-step ascends, at the parameters of this E-step
-            self.monitor_.objective_history.append(loglik + log_prior(self))
+            monitor.objective_history.append(loglik + prior(self))
             self._do_mstep(fb, stats)
-            self.monitor_.report(loglik)
-            if self.monitor_.converged:
+            monitor.report(loglik)
+            if monitor.converged:
                 break
 
     def _do_mstep(self, fb: _FBResult, stats) -> None:
         # A negative prior - 1 + count is clipped to 0 (hmmlearn); zeros stay zeros
         # (structural zeros of a left-right model); a row with no count at all keeps
         # its previous value instead of becoming 0/0.
+        if self._compiled_mstep(fb, stats):
+            return
+        start_am1, trans_am1 = _fit_plan(self, "dirichlet", self._dirichlet_plan)
         if "s" in self.params:
-            new = np.maximum(np.asarray(self.startprob_prior) - 1 + fb.start, 0)
-            new = np.where(self.startprob_ == 0, 0, new)
+            new = _dirichlet_counts(start_am1, fb.start, self.startprob_)
             self.startprob_ = _normalize_rows(new, self.startprob_)[0]
         if "t" in self.params:
-            new = np.maximum(np.asarray(self.transmat_prior) - 1 + fb.xi, 0)
-            new = np.where(self.transmat_ == 0, 0, new)
+            new = _dirichlet_counts(trans_am1, fb.xi, self.transmat_)
             self.transmat_ = _normalize_rows(new, self.transmat_)
         self._emission_mstep(stats)
+
+    def _dirichlet_plan(self):
+        """``alpha - 1`` of the start and transition priors, None where flat."""
+
+        def am1(alpha):
+            alpha = np.asarray(alpha)
+            return None if alpha.ndim == 0 and alpha == 1 else alpha - 1
+
+        return am1(self.startprob_prior), am1(self.transmat_prior)
+
+    def _compiled_mstep(self, fb: _FBResult, stats) -> bool:
+        """A whole M-step in one compiled call where the model has one (then True)."""
+        return False
 
     def _init(self, X, offsets, seq_weight, kernels, rs) -> None:
         K = self.n_components

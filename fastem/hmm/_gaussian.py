@@ -9,7 +9,7 @@ from .._init import kmeans
 from .._missing import find_patterns
 from .._passes import PassParams, log_prob
 from ._backend import estep_diag
-from ._base import BaseHMM, _FBResult, _row_weight, _x_has_nan
+from ._base import BaseHMM, _FBResult, _fit_plan, _row_weight, _x_has_nan
 
 _FULL = ("full", "tied")
 
@@ -335,14 +335,73 @@ class GaussianHMM(BaseHMM):
         return nk, sx, sxx, shift
 
     # ------------------------------------------------------------ M-step
-    def _emission_mstep(self, stats) -> None:
+    def _compiled_mstep(self, fb, stats) -> bool:
+        """Diagonal and spherical covariances on the numba backend: the whole
+        M-step (start, transitions, means, covariances) in one compiled call
+        (:func:`fastem.hmm._mstep_numba.mstep_diag`, the NumPy M-step's values
+        bit for bit) instead of ~30 NumPy calls."""
+        plan = _fit_plan(self, "compiled_mstep", self._compiled_mstep_plan)
+        if plan is None:
+            return False
+        fn, hyper, flags = plan
         nk, sx, sxx, shift = stats
+        spherical = self.covariance_type == "spherical"
+        cov = self._covars_
+        start, trans, means, cov_new = fn(
+            fb.start, fb.xi, nk, sx, sxx, shift, self.startprob_, self.transmat_,
+            self.means_, cov.reshape(cov.shape[0], -1), hyper, float(self.reg_covar),
+            flags, spherical,
+        )  # fmt: skip
+        if flags & 1:
+            self.startprob_ = start
+        if flags & 2:
+            self.transmat_ = trans
+        if flags & 4:
+            self.means_ = means
+        if flags & 8:
+            self._covars_ = cov_new.reshape(cov.shape)
+        return True
+
+    def _compiled_mstep_plan(self):
+        """(kernel, prior arrays, params bits), or None where the NumPy M-step runs:
+        other covariance types, other backends, priors that do not broadcast to
+        (K, D) (the NumPy code raises its own error then)."""
+        if self.covariance_type not in ("diag", "spherical") or self._kernels().name != "numba":
+            return None
+        try:
+            from ._mstep_numba import PAIRWISE_MAX, mstep_diag
+        except ImportError:  # pragma: no cover - numba present but broken
+            return None
         K, D = self.means_.shape
-        ct = self.covariance_type
+        if max(K, D if self.covariance_type == "spherical" else 0) > PAIRWISE_MAX:
+            return None  # rows it does not sum in NumPy's order
+        mw, mp = self._mean_priors()
+        hyper = np.zeros((5, K + 1, max(K, D)))
+        try:
+            hyper[0, 0, :K] = np.asarray(self.startprob_prior, dtype=np.float64) - 1
+            hyper[0, 1:, :K] = np.asarray(self.transmat_prior, dtype=np.float64) - 1
+            cw1 = np.maximum(np.asarray(self.covars_weight, dtype=np.float64) - 1, 0)
+            for i, a in enumerate((mw, mp, np.asarray(self.covars_prior, np.float64), cw1)):
+                hyper[i + 1, :K, :D] = np.broadcast_to(a, (K, D))
+        except ValueError:
+            return None
+        flags = sum(1 << i for i, code in enumerate("stmc") if code in self.params)
+        return mstep_diag, hyper, flags
+
+    def _mean_priors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``means_weight`` and ``means_prior`` shaped to broadcast against (K, D)."""
+        K, D = self.means_.shape
         mw = np.asarray(self.means_weight, dtype=np.float64)
         mw = mw[:, None] if mw.ndim == 1 else mw
         mp = np.asarray(self.means_prior, dtype=np.float64)
         mp = mp[:, None] if mp.ndim == 1 and mp.shape[0] == K and D != K else mp
+        return mw, mp
+
+    def _emission_mstep(self, stats) -> None:
+        nk, sx, sxx, shift = stats
+        K, D = self.means_.shape
+        ct = self.covariance_type
+        mw, mp = _fit_plan(self, "mean_priors", self._mean_priors)
         if "m" in self.params:
             obs = sx + nk[:, None] * shift
             denom = np.broadcast_to(mw + nk[:, None], (K, D))

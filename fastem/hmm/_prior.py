@@ -61,19 +61,34 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["log_prior"]
+__all__ = ["log_prior", "log_prior_function"]
 
 
 def _dirichlet(p: np.ndarray, alpha) -> float:
     """``sum (alpha - 1) log p`` over the entries with ``p > 0`` (the face)."""
-    p = np.asarray(p, dtype=np.float64)
+    return _dirichlet_term(alpha)(p)
+
+
+def _dirichlet_term(alpha):
+    """:func:`_dirichlet` of a fixed ``alpha`` as a function of ``p`` (``alpha - 1``
+    computed once; the default flat prior: a constant 0, no work per call)."""
     alpha = np.asarray(alpha, dtype=np.float64)
-    if alpha.ndim == 0 and alpha == 1.0:  # the default, flat: once per iteration, so no work
-        return 0.0
-    logp = np.log(p, out=np.zeros(p.shape), where=p > 0)  # 0 where p == 0: left out
-    if alpha.ndim == 0:
-        return float((alpha - 1.0) * logp.sum())
-    return float(np.sum((alpha - 1.0) * logp))
+    if alpha.ndim == 0 and alpha == 1.0:
+        return _zero
+    am1 = alpha - 1.0
+
+    def term(p) -> float:
+        p = np.asarray(p, dtype=np.float64)
+        logp = np.log(p, out=np.zeros(p.shape), where=p > 0)  # 0 where p == 0: left out
+        if am1.ndim == 0:
+            return float(am1 * logp.sum())
+        return float(np.sum(am1 * logp))
+
+    return term
+
+
+def _zero(_p) -> float:
+    return 0.0
 
 
 def _logdet_trace(cov: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +100,14 @@ def _logdet_trace(cov: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _gaussian_hmm(model) -> float:
-    # The broadcasting of GaussianHMM._emission_mstep, term for term.
-    mu = np.asarray(model.means_, dtype=np.float64)
-    K, D = mu.shape
+    return _gaussian_hmm_term(model)(model)
+
+
+def _gaussian_hmm_term(model):
+    """The Gaussian emission term as a function of the model's parameters, its
+    hyperparameter arrays prepared once (the broadcasting of
+    ``GaussianHMM._emission_mstep``, term for term)."""
+    K, D = np.shape(model.means_)
     ct = model.covariance_type
     mw = np.asarray(model.means_weight, dtype=np.float64)
     mw = mw[:, None] if mw.ndim == 1 else mw
@@ -95,24 +115,42 @@ def _gaussian_hmm(model) -> float:
     mp = mp[:, None] if mp.ndim == 1 and mp.shape[0] == K and D != K else mp
     cp = np.asarray(model.covars_prior, dtype=np.float64)
     cw = np.asarray(model.covars_weight, dtype=np.float64)
-    meandiff = mu - mp
-    cov = np.asarray(model._covars_, dtype=np.float64)
     if ct in ("spherical", "diag"):
-        var = np.broadcast_to(cov[:, None] if ct == "spherical" else cov, (K, D))
         shape = np.maximum(cw - 1.0, 0.0)
-        # hmmlearn's defaults (means_weight 0, covars_weight 1) leave cp / var alone
-        scale = cp + mw * meandiff**2 if mw.any() else cp
-        out = np.sum(np.broadcast_to(scale, (K, D)) / var)
-        if shape.any():
-            out += np.sum(np.broadcast_to(shape, (K, D)) * np.log(var))
-        return float(-0.5 * out)
-    outer = mw[..., None] * meandiff[:, :, None] * meandiff[:, None, :]
+        shape = np.ascontiguousarray(np.broadcast_to(shape, (K, D))) if shape.any() else None
+        # hmmlearn's defaults (means_weight 0, covars_weight 1) leave cp / var alone:
+        # then the numerator is a constant (K, D) array
+        fixed = None if mw.any() else np.ascontiguousarray(np.broadcast_to(cp, (K, D)))
+        spherical = ct == "spherical"
+
+        def diag(model) -> float:
+            cov = np.asarray(model._covars_, dtype=np.float64)
+            var = cov[:, None] if spherical else cov  # broadcasts to (K, D)
+            if fixed is None:
+                meandiff = np.asarray(model.means_, dtype=np.float64) - mp
+                scale = np.broadcast_to(cp + mw * meandiff**2, (K, D))
+            else:
+                scale = fixed
+            out = np.sum(scale / var)
+            if shape is not None:
+                out += np.sum(shape * np.log(np.broadcast_to(var, (K, D))))
+            return float(-0.5 * out)
+
+        return diag
     dof = np.maximum(cw - D, 0.0)
-    if ct == "tied":
-        logdet, trace = _logdet_trace(cov, np.broadcast_to(cp + outer.sum(axis=0), (D, D)))
-        return float(-0.5 * (dof * logdet + trace))
-    logdet, trace = _logdet_trace(cov, np.broadcast_to(cp + outer, (K, D, D)))
-    return float(-0.5 * np.sum(np.broadcast_to(dof, (K,)) * logdet + trace))
+
+    def full(model) -> float:
+        mu = np.asarray(model.means_, dtype=np.float64)
+        meandiff = mu - mp
+        cov = np.asarray(model._covars_, dtype=np.float64)
+        outer = mw[..., None] * meandiff[:, :, None] * meandiff[:, None, :]
+        if ct == "tied":
+            logdet, trace = _logdet_trace(cov, np.broadcast_to(cp + outer.sum(axis=0), (D, D)))
+            return float(-0.5 * (dof * logdet + trace))
+        logdet, trace = _logdet_trace(cov, np.broadcast_to(cp + outer, (K, D, D)))
+        return float(-0.5 * np.sum(np.broadcast_to(dof, (K,)) * logdet + trace))
+
+    return full
 
 
 def _gmm_hmm(model) -> float:
@@ -173,6 +211,26 @@ def log_prior(model) -> float:
         ``-inf`` where a parameter is outside the prior's support (e.g. a
         singular covariance).
     """
+    return log_prior_function(model)(model)
+
+
+def log_prior_function(model):
+    """:func:`log_prior` as a function of the parameters, for the fixed
+    hyperparameters of ``model``: the prior arrays are prepared once (a fit
+    builds it once and calls it every iteration) and the default flat terms
+    cost nothing.
+
+    Parameters
+    ----------
+    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+        Its priors, covariance type and parameter shapes must not change while
+        the returned function is in use.
+
+    Returns
+    -------
+    callable
+        ``f(model) -> float``, equal to ``log_prior(model)`` bit for bit.
+    """
     if not _CLASSES:  # imported here: the estimator modules import this one
         from ._discrete import CategoricalHMM, PoissonHMM
         from ._gaussian import GaussianHMM
@@ -180,19 +238,29 @@ def log_prior(model) -> float:
 
         _CLASSES.extend((GMMHMM, GaussianHMM, CategoricalHMM, PoissonHMM))
     GMMHMM, GaussianHMM, CategoricalHMM, PoissonHMM = _CLASSES
-    out = _dirichlet(model.startprob_, model.startprob_prior)
-    out += _dirichlet(model.transmat_, model.transmat_prior)
-    try:
-        if isinstance(model, GMMHMM):
-            out += _gmm_hmm(model)
-        elif isinstance(model, GaussianHMM):
-            out += _gaussian_hmm(model)
-        elif isinstance(model, CategoricalHMM):
-            out += _dirichlet(model.emissionprob_, model.emissionprob_prior)
-        elif isinstance(model, PoissonHMM):
-            out += _poisson_hmm(model)
-        else:
-            raise TypeError(f"no prior is defined for {type(model).__name__}")
-    except np.linalg.LinAlgError:
-        return -np.inf
-    return float(out)
+    start = _dirichlet_term(model.startprob_prior)
+    trans = _dirichlet_term(model.transmat_prior)
+    if isinstance(model, GMMHMM):
+        emission = _gmm_hmm
+    elif isinstance(model, GaussianHMM):
+        emission = _gaussian_hmm_term(model)
+    elif isinstance(model, CategoricalHMM):
+        term = _dirichlet_term(model.emissionprob_prior)
+
+        def emission(m):
+            return term(m.emissionprob_)
+    elif isinstance(model, PoissonHMM):
+        emission = _poisson_hmm
+    else:
+        raise TypeError(f"no prior is defined for {type(model).__name__}")
+
+    def evaluate(m) -> float:
+        out = start(m.startprob_)
+        out += trans(m.transmat_)
+        try:
+            out += emission(m)
+        except np.linalg.LinAlgError:
+            return -np.inf
+        return float(out)
+
+    return evaluate

@@ -1,0 +1,144 @@
+"""A compiled Baum-Welch M-step for diagonal and spherical GaussianHMMs.
+
+The NumPy M-step (``BaseHMM._do_mstep`` with ``GaussianHMM._emission_mstep``)
+costs ~30 NumPy calls per iteration on (K,), (K, K) and (K, D) arrays: ~35 us,
+a third of the serial part of an HB2 iteration (D=1, K=10). This is the same
+arithmetic in one call, element by element in the NumPy expressions' order of
+operations, and the row sums in NumPy's pairwise order (``np.add.reduce`` on a
+contiguous row), so it gives the NumPy M-step's values bit for bit (tested).
+Used with the numba backend only; the NumPy M-step stays the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..backends import _numba_cache  # noqa: F401  (registers the cache locator)
+
+__all__ = ["PAIRWISE_MAX", "mstep_diag"]
+
+PAIRWISE_MAX = 128  # the longest row the kernel sums in NumPy's order
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_sum(a, lo, n):
+    """``a[lo:lo + n].sum()`` in NumPy's order for ``n <= PAIRWISE_MAX`` (umath's
+    pairwise_sum: eight accumulators; above 128 it recurses on halves, which is
+    left out: a recursive kernel loaded from Numba's cache crashed)."""
+    if n < 8:
+        r = -0.0
+        for i in range(n):
+            r += a[lo + i]
+        return r
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    stop = n - n % 8
+    while i < stop:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _dirichlet_row(am1, counts, old, out, row):
+    """``max(alpha - 1 + counts, 0)``, zeros of ``old`` kept, normalized; a row
+    that sums to 0 (or NaN) keeps ``old`` (``BaseHMM._do_mstep``). 1-D arrays."""
+    M = counts.shape[0]
+    for j in range(M):
+        v = am1[j] + counts[j]
+        if v < 0.0:  # np.maximum(v, 0): NaN stays NaN
+            v = 0.0
+        if old[j] == 0:
+            v = 0.0
+        row[j] = v
+    s = _pairwise_sum(row, 0, M)
+    if s > 0:
+        for j in range(M):
+            out[j] = row[j] / s
+    else:
+        for j in range(M):
+            out[j] = old[j]
+
+
+@njit(cache=True, nogil=True)
+def mstep_diag(
+    start, xi, nk, sx, sxx, shift, startprob, transmat, means, covars,
+    hyper, reg_covar, flags, spherical,
+):  # fmt: skip
+    """The M-step of a diag/spherical GaussianHMM from the E-step's statistics.
+
+    Parameters
+    ----------
+    start, xi : (K,), (K, K) start and transition counts.
+    nk, sx, sxx, shift : (K,), (K, D), (K, D), (K, D) posterior weights and
+        first and second moments about ``shift``.
+    startprob, transmat, means, covars : the current parameters (read only);
+        ``covars`` (K, 1) for spherical, (K, D) for diag.
+    hyper : (5, K + 1, max(K, D)) prior arrays: [0] ``startprob_prior - 1`` in
+        row 0 and ``transmat_prior - 1`` in rows 1..K (first K columns); [1..4]
+        ``means_weight``, ``means_prior``, ``covars_prior`` and
+        ``max(covars_weight - 1, 0)`` broadcast to (K, D) in their first K rows
+        and D columns.
+    reg_covar : float
+    flags : int, bits 1 's', 2 't', 4 'm', 8 'c' of ``params``.
+    spherical : bool
+
+    Returns
+    -------
+    startprob, transmat, means, covars : new arrays; those ``params`` leaves
+    are unset (``means`` a copy: the covariance update reads it).
+    """
+    K, D = sx.shape
+    # Fresh outputs (the caller keeps the old arrays where ``params`` leaves them).
+    new_start = np.empty(K)
+    new_trans = np.empty((K, K))
+    row = np.empty(max(K, D))
+    if flags & 1:
+        _dirichlet_row(hyper[0, 0, :K], start, startprob, new_start, row)
+    if flags & 2:
+        for k in range(K):
+            _dirichlet_row(hyper[0, k + 1, :K], xi[k], transmat[k], new_trans[k], row)
+    mw, mp, cp, cw1 = hyper[1], hyper[2], hyper[3], hyper[4]
+    mu = np.empty((K, D))
+    for k in range(K):
+        for d in range(D):
+            if not flags & 4:
+                mu[k, d] = means[k, d]
+            else:
+                obs = sx[k, d] + nk[k] * shift[k, d]
+                denom = mw[k, d] + nk[k]
+                if denom > 0:
+                    mu[k, d] = (mw[k, d] * mp[k, d] + obs) / denom
+                else:  # empty state: keep
+                    mu[k, d] = means[k, d]
+    new_cov = np.empty(covars.shape)
+    if flags & 8:
+        for k in range(K):
+            for d in range(D):
+                delta = mu[k, d] - shift[k, d]
+                md = mu[k, d] - mp[k, d]
+                c_n = mw[k, d] * (md * md) + sxx[k, d] - (2 * delta) * sx[k, d]
+                c_n = c_n + nk[k] * (delta * delta)
+                c_d = cw1[k, d] + nk[k]
+                if c_d < 1e-5:  # np.maximum(c_d, 1e-5): NaN stays NaN
+                    c_d = 1e-5
+                row[d] = (cp[k, d] + c_n) / c_d
+            if spherical:  # the mean over features, NumPy's sum / D
+                row[0] = _pairwise_sum(row, 0, D) / D
+            empty = nk[k] <= 0
+            for c in range(covars.shape[1]):
+                new_cov[k, c] = covars[k, c] if empty else row[c] + reg_covar
+    return new_start, new_trans, mu, new_cov
