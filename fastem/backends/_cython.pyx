@@ -199,6 +199,8 @@ cdef extern from *:
 # see the header's comment for why they are not Cython loops.
 cdef extern from "_full_tiles.h":
     enum: FT_ROWS_MULTIPLE
+    void* fastem_aligned_alloc(size_t size) noexcept nogil  # 64-byte aligned
+    void fastem_aligned_free(void* p) noexcept nogil
     void fastem_load_block_double(const double* X, Py_ssize_t nb, Py_ssize_t d, Py_ssize_t ld,
                                   Py_ssize_t n, double* xt) noexcept nogil
     void fastem_load_block_float(const float* X, Py_ssize_t nb, Py_ssize_t d, Py_ssize_t ld,
@@ -426,11 +428,11 @@ cdef double _em_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssiz
     """Diagonal covariance (full covariance: _full_chunk)."""
     cdef Py_ssize_t start, nb, k, r
     cdef double ll = 0.0
-    cdef floating* ct = <floating*>malloc((K + 1) * d * BLOCK * sizeof(floating))
-    cdef floating* y = <floating*>malloc(2 * BLOCK * sizeof(floating))
-    cdef double* lp = <double*>malloc(K * BLOCK * sizeof(double))
+    cdef floating* ct = <floating*>fastem_aligned_alloc((K + 1) * d * BLOCK * sizeof(floating))
+    cdef floating* y = <floating*>fastem_aligned_alloc(2 * BLOCK * sizeof(floating))
+    cdef double* lp = <double*>fastem_aligned_alloc(K * BLOCK * sizeof(double))
     cdef floating* xt
-    cdef double* pw = <double*>malloc((2 * d + 2) * BLOCK * sizeof(double))
+    cdef double* pw = <double*>fastem_aligned_alloc((2 * d + 2) * BLOCK * sizeof(double))
     cdef floating* maha
     cdef double* mx
     cdef double* inv
@@ -458,10 +460,10 @@ cdef double _em_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ssiz
                 _accumulate(lp + k * BLOCK, ct + k * d * BLOCK, d, False, pw, pw + d * BLOCK,
                             nk + k, sx + k * d, sxx + k * d)
             start += BLOCK
-    free(ct)
-    free(y)
-    free(lp)
-    free(pw)
+    fastem_aligned_free(ct)
+    fastem_aligned_free(y)
+    fastem_aligned_free(lp)
+    fastem_aligned_free(pw)
     return ll
 
 
@@ -470,8 +472,8 @@ cdef void _logprob_chunk(const floating* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssi
                          const double* cc, double* out, int* err) noexcept nogil:
     """Diagonal covariance (full covariance: _full_chunk)."""
     cdef Py_ssize_t start, nb, k, r
-    cdef floating* ct = <floating*>malloc(2 * d * BLOCK * sizeof(floating))
-    cdef floating* y = <floating*>malloc(2 * BLOCK * sizeof(floating))
+    cdef floating* ct = <floating*>fastem_aligned_alloc(2 * d * BLOCK * sizeof(floating))
+    cdef floating* y = <floating*>fastem_aligned_alloc(2 * BLOCK * sizeof(floating))
     cdef floating* maha
     cdef floating* xt
     cdef double ck
@@ -491,8 +493,8 @@ cdef void _logprob_chunk(const floating* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssi
                 for r in range(nb):
                     out[(start + r) * K + k] = ck - 0.5 * <double>maha[r]
             start += BLOCK
-    free(ct)
-    free(y)
+    fastem_aligned_free(ct)
+    fastem_aligned_free(y)
 
 
 # ----------------------------------------------------------------------------
@@ -615,10 +617,10 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
     cdef Py_ssize_t start, nb, n, k, r
     cdef double ll = 0.0, ck, rsum
     cdef double tiny = ldexp(1.0, -960), big = ldexp(1.0, 1000)
-    cdef floating* xt = <floating*>malloc((d + 5) * B * sizeof(floating))
+    cdef floating* xt = <floating*>fastem_aligned_alloc((d + 5) * B * sizeof(floating))
     cdef floating* acc
     cdef floating* maha
-    cdef double* lp = <double*>malloc(K * B * sizeof(double))
+    cdef double* lp = <double*>fastem_aligned_alloc(K * B * sizeof(double))
     cdef double* rd = NULL
     cdef double* mx = NULL
     cdef double* inv = NULL
@@ -626,12 +628,12 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
     cdef double* sxxb = NULL
     cdef float* rc = NULL
     if out == NULL:
-        rd = <double*>malloc(((d + 3) * B + d + dd) * sizeof(double))
+        rd = <double*>fastem_aligned_alloc(((d + 3) * B + d + dd + 8) * sizeof(double))
     if xt == NULL or lp == NULL or (out == NULL and rd == NULL):
         err[0] = 1
-        free(xt)
-        free(lp)
-        free(rd)
+        fastem_aligned_free(xt)
+        fastem_aligned_free(lp)
+        fastem_aligned_free(rd)
         return 0.0
     acc = xt + d * B
     maha = acc + 4 * B
@@ -640,7 +642,8 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
         inv = mx + B
         sxb = inv + B  # float32 X: one block's sums
         sxxb = sxb + d
-        rc = <float*>(sxxb + dd)  # float32 X: the block's scaled responsibilities
+        # float32 X: the block's scaled responsibilities, on a 64-byte boundary
+        rc = <float*>(rd + (d + 2) * B + (d + dd + 7) // 8 * 8)
     start = r0
     while start < r1:
         nb = r1 - start if r1 - start < B else B
@@ -675,9 +678,9 @@ cdef double _full_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_ss
                     _accum_f32(xt, B, d, means + k * d, lp + k * B, n, rsum, tiny, big, rc,
                                <float*>rd, sxb, sxxb, sx + k * d, sxx + k * dd)
         start += B
-    free(xt)
-    free(lp)
-    free(rd)
+    fastem_aligned_free(xt)
+    fastem_aligned_free(lp)
+    fastem_aligned_free(rd)
     return ll
 
 
@@ -687,8 +690,8 @@ cdef double _kmeans_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_
                           int* err) noexcept nogil:
     cdef Py_ssize_t start, nb, k, r, a, lab
     cdef double inertia = 0.0, t, wr, cka
-    cdef double* xt = <double*>malloc((d + 2) * BLOCK * sizeof(double))
-    cdef long long* best_k = <long long*>malloc(BLOCK * sizeof(long long))
+    cdef double* xt = <double*>fastem_aligned_alloc((d + 2) * BLOCK * sizeof(double))
+    cdef long long* best_k = <long long*>fastem_aligned_alloc(BLOCK * sizeof(long long))
     cdef double* dist
     cdef double* best
     cdef const floating* xr
@@ -737,8 +740,8 @@ cdef double _kmeans_chunk(const floating* X, const double* w, Py_ssize_t r0, Py_
                     for a in range(d):
                         sums[lab * d + a] += wr * xt[a * BLOCK + r]
             start += BLOCK
-    free(xt)
-    free(best_k)
+    fastem_aligned_free(xt)
+    fastem_aligned_free(best_k)
     return inertia
 
 
