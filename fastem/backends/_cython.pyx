@@ -1639,7 +1639,7 @@ cdef double _missing_chunk(const floating* X, const double* w, const long long* 
     cdef double* lpc
     cdef double* wb
     cdef double* yo
-    cdef double* buf = <double*>malloc(
+    cdef double* buf = <double*>fastem_aligned_alloc(  # blocks of BLOCK rows: aligned
         ((K + 2) * d * BLOCK + (2 * K + 6) * BLOCK + K * d * (d + 7) + 3 * d * d + 2 * K
          + (BLOCK + 1) * K + d + 8) * sizeof(double))
     cdef Py_ssize_t* ibuf = <Py_ssize_t*>malloc(
@@ -1648,7 +1648,7 @@ cdef double _missing_chunk(const floating* X, const double* w, const long long* 
     s.ll = 0.0
     if buf == NULL or ibuf == NULL or rid == NULL:
         err[0] = 1
-        free(buf)
+        fastem_aligned_free(buf)
         free(ibuf)
         free(rid)
         return 0.0
@@ -1782,7 +1782,7 @@ cdef double _missing_chunk(const floating* X, const double* w, const long long* 
         s.open = False
     if err[0] == 0 and s.nb > 0:
         _mflush(&s)
-    free(buf)
+    fastem_aligned_free(buf)
     free(ibuf)
     free(rid)
     return s.ll
