@@ -409,22 +409,28 @@ class BaseHMM(*ESTIMATOR_BASES):
     def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
         prior = log_prior_function(self)  # the hyperparameters are fixed during a fit
         monitor = self.monitor_
+        log_prior = None  # of the current parameters, where the M-step computed it
         for _ in range(self.n_iter):
             fb, stats = self._estep(kernels, X, offsets, seq_weight)
             loglik = float(seq_weight @ fb.loglik)
+            if log_prior is None:
+                log_prior = prior(self)
             # the objective the M-step ascends, at the parameters of this E-step
-            monitor.objective_history.append(loglik + prior(self))
-            self._do_mstep(fb, stats)
+            monitor.objective_history.append(loglik + log_prior)
+            log_prior = self._do_mstep(fb, stats)
             monitor.report(loglik)
             if monitor.converged:
                 break
 
-    def _do_mstep(self, fb: _FBResult, stats) -> None:
+    def _do_mstep(self, fb: _FBResult, stats) -> float | None:
+        """The M-step; returns the log prior of the new parameters where it came
+        with them (the compiled M-step), else None."""
         # A negative prior - 1 + count is clipped to 0 (hmmlearn); zeros stay zeros
         # (structural zeros of a left-right model); a row with no count at all keeps
         # its previous value instead of becoming 0/0.
-        if self._compiled_mstep(fb, stats):
-            return
+        log_prior = self._compiled_mstep(fb, stats)
+        if log_prior is not None:
+            return log_prior
         start_am1, trans_am1 = _fit_plan(self, "dirichlet", self._dirichlet_plan)
         if "s" in self.params:
             new = _dirichlet_counts(start_am1, fb.start, self.startprob_)
@@ -433,6 +439,7 @@ class BaseHMM(*ESTIMATOR_BASES):
             new = _dirichlet_counts(trans_am1, fb.xi, self.transmat_)
             self.transmat_ = _normalize_rows(new, self.transmat_)
         self._emission_mstep(stats)
+        return None
 
     def _dirichlet_plan(self):
         """``alpha - 1`` of the start and transition priors, None where flat."""
@@ -443,9 +450,10 @@ class BaseHMM(*ESTIMATOR_BASES):
 
         return am1(self.startprob_prior), am1(self.transmat_prior)
 
-    def _compiled_mstep(self, fb: _FBResult, stats) -> bool:
-        """A whole M-step in one compiled call where the model has one (then True)."""
-        return False
+    def _compiled_mstep(self, fb: _FBResult, stats) -> float | None:
+        """A whole M-step in one compiled call where the model has one: then the
+        log prior of the new parameters, else None (nothing done)."""
+        return None
 
     def _init(self, X, offsets, seq_weight, kernels, rs) -> None:
         K = self.n_components

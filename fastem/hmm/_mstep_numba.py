@@ -93,13 +93,17 @@ def mstep_diag(
         ``max(covars_weight - 1, 0)`` broadcast to (K, D) in their first K rows
         and D columns.
     reg_covar : float
-    flags : int, bits 1 's', 2 't', 4 'm', 8 'c' of ``params``.
+    flags : int, bits 1 's', 2 't', 4 'm', 8 'c' of ``params``; 16, 32, 64
+        for the log prior.
     spherical : bool
 
     Returns
     -------
-    startprob, transmat, means, covars : new arrays; those ``params`` leaves
-    are unset (``means`` a copy: the covariance update reads it).
+    startprob, transmat, means, covars : new arrays (copies of the old where
+        ``params`` leaves them).
+    log_prior : float
+        The log prior of these parameters (flag bits 16, 32, 64: see
+        :func:`_log_prior`), the next E-step's objective term.
     """
     K, D = sx.shape
     # Fresh outputs (the caller keeps the old arrays where ``params`` leaves them).
@@ -141,4 +145,44 @@ def mstep_diag(
             empty = nk[k] <= 0
             for c in range(covars.shape[1]):
                 new_cov[k, c] = covars[k, c] if empty else row[c] + reg_covar
-    return new_start, new_trans, mu, new_cov
+    else:
+        new_cov[:] = covars
+    if not flags & 1:
+        new_start[:] = startprob
+    if not flags & 2:
+        new_trans[:] = transmat
+    return (
+        new_start,
+        new_trans,
+        mu,
+        new_cov,
+        _log_prior(new_start, new_trans, mu, new_cov, hyper, flags, spherical),
+    )
+
+
+@njit(cache=True, nogil=True)
+def _log_prior(startprob, transmat, means, covars, hyper, flags, spherical):
+    """:func:`fastem.hmm._prior.log_prior` of these parameters (the same terms,
+    summed in loop order: equal to rounding). Flag bits 16 and 32: the start
+    and transition priors are not flat; 64: some ``covars_weight > 1``."""
+    K, D = means.shape
+    out = 0.0
+    if flags & 16:
+        for j in range(K):
+            if startprob[j] > 0:
+                out += hyper[0, 0, j] * np.log(startprob[j])
+    if flags & 32:
+        for k in range(K):
+            for j in range(K):
+                if transmat[k, j] > 0:
+                    out += hyper[0, k + 1, j] * np.log(transmat[k, j])
+    mw, mp, cp, cw1 = hyper[1], hyper[2], hyper[3], hyper[4]
+    g = 0.0
+    for k in range(K):
+        for d in range(D):
+            var = covars[k, 0] if spherical else covars[k, d]
+            md = means[k, d] - mp[k, d]
+            g += (cp[k, d] + mw[k, d] * (md * md)) / var
+            if flags & 64:
+                g += cw1[k, d] * np.log(var)
+    return out - 0.5 * g
