@@ -235,8 +235,26 @@ class GMMHMM(BaseHMM):
     def _component_block(self, kernels, X, params, comp, state):
         """Weighted component log-densities (rows, K*M) and state emissions (rows, K)
         of a block of rows, into ``comp`` and ``state``."""
-        log_prob(kernels.mixture, X, params, comp)
+        self._component_logprob(kernels, X, params, comp)
         kernels.hmm.gmm_state_logprob(comp, self.n_mix, state)
+
+    @staticmethod
+    def _component_logprob(kernels, X, params, comp) -> None:
+        """Weighted component log-densities (rows, K*M) of a block into ``comp``:
+        the HMM backend's own diagonal kernel where it has one (the Cython backend's
+        is vectorized over components, 0.7x the mixture kernel's time on HB4's
+        blocks), for float64 rows without NaN; else the mixture kernels."""
+        own = getattr(kernels.hmm, "component_logprob_diag", None)
+        if (
+            own is not None
+            and not params.full
+            and params.tied_chol is None
+            and X.dtype == np.float64
+            and not has_nan(X)
+        ):
+            own(X, params.means, params.prec_chol, params.comp_const, comp)
+            return
+        log_prob(kernels.mixture, X, params, comp)
 
     def _emission_packing(self) -> list[tuple[str, str, str, bool]]:
         cov = "chol" if self.covariance_type in ("full", "tied") else "log"
@@ -285,7 +303,7 @@ class GMMHMM(BaseHMM):
                 self._component_block(kernels, Xb, params, comp[:n], state[:n])
                 st = state[:n]
             else:
-                log_prob(kernels.mixture, Xb, params, comp[:n])
+                self._component_logprob(kernels, Xb, params, comp[:n])
                 st = logB[lo:hi]
             kernels.hmm.gmm_posteriors(comp[:n], M, st, gamma[lo:hi], row_weight[lo:hi], g[:n])
             if not any_nan or not has_nan(Xb):
