@@ -16,6 +16,7 @@ Usage::
     python benchmarks/hmm_peers.py --workload HB1 --backend cython [--repeats 5]
     python benchmarks/hmm_peers.py --workload HB1 --ab-fb COMMIT [--repeats 15]
     python benchmarks/hmm_peers.py --workload HB2 --serial [--threads 2] [--repeats 7]
+    python benchmarks/hmm_peers.py --workload HB2 --ab-serial COMMIT [--rounds 6]
 
 ``--serial`` (no peers) splits a Numba fit's iteration into its serial part,
 the CPU time of the calling thread outside the thread pool's passes (Python,
@@ -23,6 +24,14 @@ the M-step, small kernels run inline, reductions), and the pool's passes (wall
 time and CPU time of all threads, and their number per iteration). The serial
 part bounds the wall time on any number of cores from below and is far less
 disturbed by other processes than wall time.
+
+``--ab-serial COMMIT`` compares the whole code (Python and kernels) at
+``COMMIT`` with the working tree: it checks ``COMMIT`` out into a temporary git
+worktree (the built Cython extensions copied in), then runs ``--serial`` in
+the two trees alternately, each in its own process, ``--rounds`` times (the
+first round only warms the Numba caches), and prints per thread count the
+medians of the serial CPU and of the 1-thread CPU of a whole iteration
+(serial + pool passes) with the medians of the paired old/new ratios.
 
 ``--ab-fb COMMIT`` times the Numba forward-backward kernel alone, at
 ``COMMIT`` against the working tree, on the E-step inputs of the workload
@@ -332,6 +341,62 @@ def serial_profile(make, X, lengths, init, n0, n1, repeats, threads):
     )
 
 
+_SERIAL_LINE = (
+    r"(\d+) thread\(s\): serial CPU ([\d.]+) ms/iter.*?passes/iter: wall [\d.]+ ms, "
+    r"CPU ([\d.]+) ms"
+)
+
+
+def ab_serial(commit, workload, rounds, repeats, n0, n1, threads):
+    """``--serial`` at ``commit`` (a temporary worktree) and in the working tree,
+    alternately in fresh processes; medians and paired ratios."""
+    import glob
+    import re
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    old = os.path.join(tempfile.mkdtemp(), "old")
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", old, commit], cwd=root, check=True)
+    try:
+        for so in glob.glob(os.path.join(root, "fastem", "backends", "*.so")):
+            shutil.copy(so, os.path.join(old, "fastem", "backends"))
+        args = ["--workload", workload, "--serial", "--repeats", str(repeats), "--n0", str(n0),
+                "--n1", str(n1), "--threads", str(threads)]  # fmt: skip
+        res = {"old": {}, "new": {}}
+        for r in range(rounds):
+            for name, tree in (("old", old), ("new", root)):
+                out = subprocess.run(
+                    [sys.executable, os.path.join(tree, "benchmarks", "hmm_peers.py"), *args],
+                    cwd=tree, env=dict(os.environ, PYTHONPATH=tree), check=True,
+                    capture_output=True, text=True,
+                ).stdout  # fmt: skip
+                if r == 0:
+                    continue  # warms (or compiles) the tree's Numba cache
+                for th, serial, passes in re.findall(_SERIAL_LINE, out):
+                    row = res[name].setdefault(int(th), [])
+                    row.append((float(serial), float(serial) + float(passes)))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", old], cwd=root, check=False)
+    print(f"{workload}: {commit} (old) vs the working tree (new), {rounds - 1} alternated rounds")
+    for th in sorted(res["new"]):
+        o, n = np.array(res["old"][th]), np.array(res["new"][th])
+        line = (
+            f"  {th} thread(s): serial CPU old {np.median(o[:, 0]) * 1e3:.1f} new "
+            f"{np.median(n[:, 0]) * 1e3:.1f} us/iter, paired ratio "
+            f"{np.median(o[:, 0] / n[:, 0]):.2f}"
+        )
+        if th == 1:  # on one thread the passes' CPU is the rest of the iteration
+            line += (
+                f"; whole iteration CPU old {np.median(o[:, 1]) * 1e3:.1f} new "
+                f"{np.median(n[:, 1]) * 1e3:.1f} us/iter, paired ratio "
+                f"{np.median(o[:, 1] / n[:, 1]):.2f}"
+            )
+        print(line)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="HB1", choices=sorted(WORKLOADS))
@@ -348,10 +413,20 @@ def main(argv=None):
     )
     parser.add_argument("--threads", type=int, default=2, help="threads for --serial")
     parser.add_argument(
+        "--ab-serial", metavar="COMMIT",
+        help="--serial at COMMIT (a temporary worktree) and here, alternated (no peers)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=6, help="rounds for --ab-serial")
+    parser.add_argument(
         "--backend", default="numba", choices=("numba", "cython", "numpy"), help="fastem backend"
     )
     args = parser.parse_args(argv)
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+    if args.ab_serial:
+        ab_serial(
+            args.ab_serial, args.workload, args.rounds, args.repeats, args.n0, args.n1, args.threads
+        )
+        return
 
     from hmmlearn import hmm as hl
 
