@@ -210,3 +210,20 @@ def test_prepared_log_prior_follows_the_parameters(index):
     fresh = log_prior(model)  # built at the new parameters
     assert fresh != at_first  # the parameters moved, and the prior with them
     assert prepared(model) == fresh
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_plans_do_not_outlive_a_fit(backend):
+    """The prior arrays are prepared once per fit: fits with other
+    hyperparameters differ (a plan kept across fits would make them equal),
+    and a refit with new ones equals a fresh model with them."""
+    X = _data()
+    kw = dict(n_iter=4, tol=-np.inf, random_state=0, backend=backend)
+    b = dict(transmat_prior=3.0, covars_weight=4.0, means_weight=2.0)
+    fresh_b = GaussianHMM(3, **b, **kw).fit(X, LENGTHS)
+    model = GaussianHMM(3, **kw).fit(X, LENGTHS)
+    assert not np.array_equal(model.transmat_, fresh_b.transmat_)
+    assert not np.array_equal(model._covars_, fresh_b._covars_)
+    model.set_params(**b).fit(X, LENGTHS)
+    _assert_same(model, fresh_b)
+    assert not hasattr(model, "_fit_data")
