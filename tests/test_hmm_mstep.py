@@ -129,10 +129,11 @@ def _data(missing=False):
 
 
 @pytest.mark.parametrize("ct", ["diag", "spherical"])
-@pytest.mark.parametrize("missing", [False, True])
+@pytest.mark.parametrize(("missing", "dtype"), [(False, np.float64), (True, np.float64),
+                                                (False, np.float32)])  # fmt: skip
 @pytest.mark.parametrize("priors", [False, True])
-def test_fits_equal_with_and_without_the_compiled_mstep(monkeypatch, ct, missing, priors):
-    X = _data(missing)
+def test_fits_equal_with_and_without_the_compiled_mstep(monkeypatch, ct, missing, dtype, priors):
+    X = _data(missing).astype(dtype)
     kw = dict(n_iter=6, tol=-np.inf, random_state=0, backend="numba", covariance_type=ct)
     if priors:
         kw.update(startprob_prior=2.0, transmat_prior=1.5, means_weight=0.5, covars_weight=2.0)
