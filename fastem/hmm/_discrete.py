@@ -43,7 +43,8 @@ class CategoricalHMM(BaseHMM):
     params, init_params : str, default="ste"
         's' startprob, 't' transmat, 'e' emissionprob.
     n_init : int, default=1
-        Restarts, keeping the best final log-likelihood (fastem extension).
+        Restarts, keeping the best final objective (log-likelihood + log prior,
+        ``objective_``; fastem extension).
     backend : {"numba", "cython", "numpy"} or None
     n_threads : int or None, default=None
         Cap on the kernels' threads (None: the backend's default). Results are

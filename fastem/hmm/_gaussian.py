@@ -78,7 +78,8 @@ class GaussianHMM(BaseHMM):
         which agree with hmmlearn's "log" results.
     n_init : int, default=1
         Restarts from fresh initializations; the one with the highest final
-        log-likelihood is kept (fastem extension).
+        objective (log-likelihood + log prior, ``objective_``) is kept (fastem
+        extension).
     reg_covar : float, default=0.0
         Added to the diagonal of every covariance after each M-step: a floor
         that keeps states from collapsing (fastem extension).
