@@ -21,6 +21,10 @@ Design:
   loads.
 * Sums over rows use 8 independent 4-wide accumulators added in a fixed order
   (small C helpers with GNU vector extensions): vectorized, yet deterministic.
+* Per-chunk scratch starts on a 64-byte boundary (``fastem_aligned_alloc``;
+  malloc gives 16, and a vector load then often spans two cache lines): one
+  pass took 0.88-0.99x the time (W1-W4). The tied worker keeps malloc: aligned,
+  its W5 pass took 1.19x the time (cause not found; no hardware counters here).
 * ``exp`` is a branch-free polynomial that the compiler vectorizes (libm's
   scalar ``exp`` would dominate at small D).
 * float32 input: distances run in float32, statistics accumulate in float64
