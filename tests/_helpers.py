@@ -37,3 +37,17 @@ def covariances_from_scatter(scatter, nk, covariance_type: str, reg_covar: float
         return scatter.sum(axis=0) / nk.sum() + reg_covar * np.eye(d)
     cov = np.diagonal(scatter, axis1=1, axis2=2) / nk[:, None] + reg_covar
     return cov.mean(axis=1) if covariance_type == "spherical" else cov
+
+
+def hmm_offsets(lengths) -> np.ndarray:
+    """Sequence start offsets (S + 1,) of an HMM kernel call."""
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def hmm_forward_backward(kern, logB, offsets, start, trans, w) -> dict:
+    """One ``forward_backward`` call of an HMM backend, its outputs by name."""
+    K, S = logB.shape[1], offsets.size - 1
+    out = dict(gamma=np.empty_like(logB), loglik=np.empty(S), xi=np.empty((K, K)))
+    out["start"] = np.empty(K)
+    kern.forward_backward(logB, offsets, start, trans, w, *out.values())
+    return out

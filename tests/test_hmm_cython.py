@@ -13,21 +13,12 @@ from hypothesis import strategies as st
 
 cy = pytest.importorskip("fastem.backends._cython_hmm")
 
+from _helpers import hmm_forward_backward as _fb  # noqa: E402
+from _helpers import hmm_offsets as _offsets  # noqa: E402
+
 from fastem.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM  # noqa: E402
 from fastem.hmm import _kernels_numpy as ref  # noqa: E402
 from fastem.hmm._backend import available_hmm_backends, get_hmm_kernels  # noqa: E402
-
-
-def _offsets(lengths):
-    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-
-
-def _fb(kern, logB, offsets, start, trans, w):
-    K, S = logB.shape[1], offsets.size - 1
-    out = dict(gamma=np.empty_like(logB), loglik=np.empty(S), xi=np.empty((K, K)))
-    out["start"] = np.empty(K)
-    kern.forward_backward(logB, offsets, start, trans, w, *out.values())
-    return out
 
 
 def _close(a, b, name, rtol=1e-10, atol=1e-13):

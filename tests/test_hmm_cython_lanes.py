@@ -19,22 +19,13 @@ from hypothesis import strategies as st
 
 cy = pytest.importorskip("fastem.backends._cython_hmm")
 
+from _helpers import hmm_forward_backward as _fb  # noqa: E402
+from _helpers import hmm_offsets as _offsets  # noqa: E402
+
 from fastem.backends import get_backend  # noqa: E402
 from fastem.hmm import GaussianHMM  # noqa: E402
 from fastem.hmm import _kernels_numpy as ref  # noqa: E402
 from fastem.hmm._backend import available_hmm_backends  # noqa: E402
-
-
-def _offsets(lengths):
-    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-
-
-def _fb(kern, logB, offsets, start, trans, w):
-    K, S = logB.shape[1], offsets.size - 1
-    out = dict(gamma=np.empty_like(logB), loglik=np.empty(S), xi=np.empty((K, K)))
-    out["start"] = np.empty(K)
-    kern.forward_backward(logB, offsets, start, trans, w, *out.values())
-    return out
 
 
 def _model(rng, K, p_zero_trans):
