@@ -51,3 +51,30 @@ def hmm_forward_backward(kern, logB, offsets, start, trans, w) -> dict:
     out["start"] = np.empty(K)
     kern.forward_backward(logB, offsets, start, trans, w, *out.values())
     return out
+
+
+def hmm_start_trans(rng, K: int, p_zero_trans: float):
+    """Start and transition probabilities with structural zeros (the diagonal
+    stays possible, state 0 never starts)."""
+    trans = rng.dirichlet(np.ones(K), size=K) * (rng.uniform(size=(K, K)) >= p_zero_trans)
+    trans[np.arange(K), np.arange(K)] += 0.1
+    trans /= trans.sum(axis=1, keepdims=True)
+    start = rng.dirichlet(np.ones(K))
+    if K > 1:
+        start[0] = 0.0
+        start /= start.sum()
+    return start, trans
+
+
+def float32_full_problem(n: int, d: int, k: int, seed: int = 0):
+    """float32 rows, weights, means, upper-triangular precision factors and the
+    components' log constants of a random full-covariance pass."""
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) * 1.5 + 0.5).astype(np.float32)
+    w = rng.uniform(0.1, 3.0, n)
+    means = (X[rng.integers(0, n, k)] + 0.3 * rng.standard_normal((k, d))).astype(np.float32)
+    a = np.triu(rng.standard_normal((k, d, d)) * 0.2)
+    a[:, np.arange(d), np.arange(d)] = rng.uniform(0.5, 1.5, (k, d))
+    logdet = np.log(np.diagonal(a, axis1=1, axis2=2)).sum(axis=1)
+    cc = np.log(np.full(k, 1.0 / k)) + logdet - 0.5 * d * np.log(2 * np.pi)
+    return X, w, means, a.astype(np.float32), cc

@@ -24,21 +24,11 @@ from hypothesis import strategies as st
 pytest.importorskip("numba")
 nb = pytest.importorskip("fastem.backends._numba")
 
+from _helpers import float32_full_problem  # noqa: E402
+
 from fastem.backends import _numpy as ref  # noqa: E402
 
 EPS32 = float(np.finfo(np.float32).eps)
-
-
-def _problem(n, d, k, seed=0):
-    rng = np.random.default_rng(seed)
-    X = (rng.standard_normal((n, d)) * 1.5 + 0.5).astype(np.float32)
-    w = rng.uniform(0.1, 3.0, n)
-    means = (X[rng.integers(0, n, k)] + 0.3 * rng.standard_normal((k, d))).astype(np.float32)
-    a = np.triu(rng.standard_normal((k, d, d)) * 0.2)
-    a[:, np.arange(d), np.arange(d)] = rng.uniform(0.5, 1.5, (k, d))
-    logdet = np.log(np.diagonal(a, axis1=1, axis2=2)).sum(axis=1)
-    cc = np.log(np.full(k, 1.0 / k)) + logdet - 0.5 * d * np.log(2 * np.pi)
-    return X, w, means, a.astype(np.float32), cc
 
 
 def _pass(mod, X, w, means, prec, cc):
@@ -89,7 +79,7 @@ def test_float32_chunks_are_whole_blocks_of_the_grid(n, nc):
 def test_pieces_on_the_grid_give_the_in_memory_statistics():
     """Pieces of a multiple of 512 rows (as out-of-core blocks are) agree with
     the whole pass to float64 rounding; a split off the grid does not."""
-    X, w, means, prec, cc = _problem(20_000, 16, 4)
+    X, w, means, prec, cc = float32_full_problem(20_000, 16, 4)
     whole = _pass(nb, X, w, means, prec, cc)
     for size in (512, 1024, 4096, 3 * 2048):
         assert _max_scaled_diff(_pieces(X, w, means, prec, cc, size), whole) < 1e-12, size
@@ -99,7 +89,7 @@ def test_pieces_on_the_grid_give_the_in_memory_statistics():
 
 def test_float32_pass_is_bit_identical_across_thread_counts():
     numba = pytest.importorskip("numba")
-    X, w, means, prec, cc = _problem(30_011, 9, 3, seed=1)
+    X, w, means, prec, cc = float32_full_problem(30_011, 9, 3, seed=1)
     old = numba.get_num_threads()
     try:
         out = []
@@ -116,7 +106,7 @@ def test_float32_statistics_match_float64_sums():
     """Against the reference's float64 sums of the same float32 data: the
     float32 block sums are accurate to a few float32 ulps of the summed
     magnitudes, over many blocks (no growth with n)."""
-    X, w, means, prec, cc = _problem(60_000, 16, 3, seed=2)
+    X, w, means, prec, cc = float32_full_problem(60_000, 16, 3, seed=2)
     ll, nk, sx, sxx = _pass(nb, X, w, means, prec, cc)
     ll_r, nk_r, sx_r, sxx_r = _pass(ref, X, w, means, prec, cc)
     np.testing.assert_allclose(nk, nk_r, rtol=1e-5)
@@ -168,7 +158,7 @@ def test_accum_full_tiled32_block():
 def test_weights_outside_float32_range(factor):
     """Block sums are taken of ``r / sum r``: weights that float32 cannot hold
     scale the statistics, nothing underflows to zero or overflows."""
-    X, w, means, prec, cc = _problem(3000, 8, 3, seed=3)
+    X, w, means, prec, cc = float32_full_problem(3000, 8, 3, seed=3)
     base = _pass(nb, X, w, means, prec, cc)
     scaled = _pass(nb, X, w * factor, means, prec, cc)
     for a, b in zip(base[1:], scaled[1:], strict=True):

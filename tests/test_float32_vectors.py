@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 pytest.importorskip("numba")
 nb = pytest.importorskip("fastem.backends._numba")
 
+from _helpers import float32_full_problem  # noqa: E402
+
 from fastem.backends import _numpy as ref  # noqa: E402
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -121,24 +123,12 @@ def test_accum_full_tiled32v_reads_the_padding():
     assert np.isnan(sxx).any()
 
 
-def _problem(n, d, k, seed):
-    rng = np.random.default_rng(seed)
-    X = (rng.standard_normal((n, d)) * 1.5 + 0.5).astype(np.float32)
-    w = rng.uniform(0.1, 3.0, n)
-    means = (X[rng.integers(0, n, k)] + 0.3 * rng.standard_normal((k, d))).astype(np.float32)
-    a = np.triu(rng.standard_normal((k, d, d)) * 0.2)
-    a[:, np.arange(d), np.arange(d)] = rng.uniform(0.5, 1.5, (k, d))
-    logdet = np.log(np.diagonal(a, axis1=1, axis2=2)).sum(axis=1)
-    cc = np.log(np.full(k, 1.0 / k)) + logdet - 0.5 * d * np.log(2 * np.pi)
-    return X, w, means, a.astype(np.float32), cc
-
-
 @pytest.mark.parametrize("d", [4, 7, 64])
 @pytest.mark.parametrize("n", [5, 16, 1000, 2 * B + 33])
 def test_pass_against_reference(d, n):
     """The whole pass (statistics and log-densities) for row counts off the
     16- and 512-row grids: the padded rows add nothing."""
-    X, w, means, prec, cc = _problem(n, d, 3, seed=d + n)
+    X, w, means, prec, cc = float32_full_problem(n, d, 3, seed=d + n)
     k = means.shape[0]
     got = [np.empty(k), np.empty((k, d)), np.empty((k, d, d))]
     want = [np.empty(k), np.empty((k, d)), np.empty((k, d, d))]

@@ -15,6 +15,7 @@ cy = pytest.importorskip("fastem.backends._cython_hmm")
 
 from _helpers import hmm_forward_backward as _fb  # noqa: E402
 from _helpers import hmm_offsets as _offsets  # noqa: E402
+from _helpers import hmm_start_trans  # noqa: E402
 
 from fastem.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM  # noqa: E402
 from fastem.hmm import _kernels_numpy as ref  # noqa: E402
@@ -50,13 +51,7 @@ def test_kernels_match_reference(p):
     offsets = _offsets(lengths)
     N, S = sum(lengths), len(lengths)
     # impossible transitions (the diagonal stays possible) and impossible emissions
-    trans = rng.dirichlet(np.ones(K), size=K) * (rng.uniform(size=(K, K)) >= p["p_zero_trans"])
-    trans[np.arange(K), np.arange(K)] += 0.1
-    trans /= trans.sum(axis=1, keepdims=True)
-    start = rng.dirichlet(np.ones(K))
-    if K > 1:
-        start[0] = 0.0
-        start /= start.sum()
+    start, trans = hmm_start_trans(rng, K, p["p_zero_trans"])
     logB = rng.normal(scale=3.0, size=(N, K))
     logB[rng.uniform(size=(N, K)) < p["p_impossible"]] = -np.inf
     logB[rng.uniform(size=N) < 0.1] -= 2000.0  # whole frames whose exp underflows

@@ -21,24 +21,12 @@ cy = pytest.importorskip("fastem.backends._cython_hmm")
 
 from _helpers import hmm_forward_backward as _fb  # noqa: E402
 from _helpers import hmm_offsets as _offsets  # noqa: E402
+from _helpers import hmm_start_trans  # noqa: E402
 
 from fastem.backends import get_backend  # noqa: E402
 from fastem.hmm import GaussianHMM  # noqa: E402
 from fastem.hmm import _kernels_numpy as ref  # noqa: E402
 from fastem.hmm._backend import available_hmm_backends  # noqa: E402
-
-
-def _model(rng, K, p_zero_trans):
-    """Start and transition probabilities with structural zeros (the diagonal
-    stays possible, state 0 never starts)."""
-    trans = rng.dirichlet(np.ones(K), size=K) * (rng.uniform(size=(K, K)) >= p_zero_trans)
-    trans[np.arange(K), np.arange(K)] += 0.1
-    trans /= trans.sum(axis=1, keepdims=True)
-    start = rng.dirichlet(np.ones(K))
-    if K > 1:
-        start[0] = 0.0
-        start /= start.sum()
-    return start, trans
 
 
 @st.composite
@@ -71,7 +59,7 @@ def test_lanes_match_reference(p):
     rng = np.random.default_rng(p["seed"])
     offsets = _offsets(lengths)
     N, S = sum(lengths), len(lengths)
-    start, trans = _model(rng, K, p["p_zero_trans"])
+    start, trans = hmm_start_trans(rng, K, p["p_zero_trans"])
     logB = rng.normal(scale=3.0, size=(N, K))
     logB[rng.uniform(size=(N, K)) < p["p_impossible"]] = -np.inf  # dead lanes
     logB[rng.uniform(size=N) < 0.05] -= 2000.0  # frames whose exp underflows: the redo
@@ -102,7 +90,7 @@ def test_sequence_independent_of_its_batch_neighbours():
     sequences' (the neighbours given weight 0 add exactly nothing)."""
     rng = np.random.default_rng(5)
     K = 10
-    start, trans = _model(rng, K, 0.3)
+    start, trans = hmm_start_trans(rng, K, 0.3)
     first = rng.normal(scale=3.0, size=(60, K))
     results = []
     for lengths in ([60, 1, 200, 7], [60, 60, 60, 60], [60, 3, 2, 1]):
@@ -125,7 +113,7 @@ def test_lanes_with_many_states():
     rng = np.random.default_rng(9)
     K, lengths = 70, [30, 1, 17, 30, 2, 29, 5, 11, 30, 4]
     offsets = _offsets(lengths)
-    start, trans = _model(rng, K, 0.5)
+    start, trans = hmm_start_trans(rng, K, 0.5)
     logB = rng.normal(scale=3.0, size=(sum(lengths), K))
     w = rng.uniform(0.5, 2.0, size=len(lengths))
     a, b = _fb(cy, logB, offsets, start, trans, w), _fb(ref, logB, offsets, start, trans, w)
@@ -203,7 +191,7 @@ def _check_estep(lengths, K, D, left_right, outlier, seed, fused=True):
     X = means[rng.integers(K, size=N)] + rng.normal(size=(N, D))
     if outlier:
         X[offsets[:-1][np.array(lengths) > 1] + 1] += 30.0
-    start, trans = _model(rng, K, 0.0)
+    start, trans = hmm_start_trans(rng, K, 0.0)
     if left_right and K > 1:  # structural zeros below the diagonal
         trans = np.triu(trans)
         trans /= trans.sum(axis=1, keepdims=True)
@@ -242,7 +230,7 @@ def test_estep_diag_bit_identical_on_1_and_2_threads():
     pc = rng.uniform(0.5, 2.0, size=(K, D))
     cc = np.log(pc).sum(axis=1) - 0.5 * D * np.log(2 * np.pi)
     X = means[rng.integers(K, size=N)] + rng.normal(size=(N, D))
-    start, trans = _model(rng, K, 0.3)
+    start, trans = hmm_start_trans(rng, K, 0.3)
     w = rng.uniform(0.5, 2.0, size=S)
     args = (X, offsets, means, pc, cc, start, trans, w, np.repeat(w, lengths), means)
     before = mixture.get_num_threads()
