@@ -47,7 +47,7 @@ from numba.extending import intrinsic
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
 from ._hmm_partials import moment_partials, sum_moment_partials
-from ._numba import _executor, run_chunks
+from ._numba import _diag_maha, _executor, run_chunks
 from ._numba_exp import _bits_f64, _f64_bits, exp64
 
 __all__ = [
@@ -722,7 +722,8 @@ def _diag_logb(X, r0, nr, means, pc, comp_const, xt, acc, lb):
     for ``t < nr``. Rows go through a transposed (D, BLOCK) block so the inner
     loops run over 64 rows (full-width vector code; a loop over K = 10 or 20
     states is shorter than LLVM's vector body and ran 2x slower), four
-    features per pass over the block's squared distances."""
+    features per pass over the block's squared distances (the mixture kernels'
+    :func:`fastem.backends._numba._diag_maha`)."""
     D = X.shape[1]
     K = means.shape[0]
     for s0 in range(0, nr, BLOCK):
@@ -731,26 +732,7 @@ def _diag_logb(X, r0, nr, means, pc, comp_const, xt, acc, lb):
             for j in range(D):
                 xt[j, b] = X[r0 + s0 + b, j]
         for k in range(K):
-            for b in range(nb):
-                acc[b] = 0.0
-            j = 0
-            while j + 4 <= D:
-                m0, m1, m2, m3 = means[k, j], means[k, j + 1], means[k, j + 2], means[k, j + 3]
-                q0, q1, q2, q3 = pc[k, j], pc[k, j + 1], pc[k, j + 2], pc[k, j + 3]
-                for b in range(nb):
-                    e0 = (xt[j, b] - m0) * q0
-                    e1 = (xt[j + 1, b] - m1) * q1
-                    e2 = (xt[j + 2, b] - m2) * q2
-                    e3 = (xt[j + 3, b] - m3) * q3
-                    acc[b] += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3)
-                j += 4
-            while j < D:
-                m0 = means[k, j]
-                q0 = pc[k, j]
-                for b in range(nb):
-                    e0 = (xt[j, b] - m0) * q0
-                    acc[b] += e0 * e0
-                j += 1
+            _diag_maha(xt, nb, means[k], pc[k], acc)
             c = comp_const[k]
             for b in range(nb):
                 lb[s0 + b, k] = c - 0.5 * acc[b]
