@@ -40,7 +40,8 @@ time of back-to-back calls, interleaved, median of the paired ratios. Less
 disturbed by a loaded machine than whole iterations.
 
 ``--backend {numba,cython,numpy}`` sets fastem's ``backend=`` (default
-``numba``). With a backend other than ``numba`` the run also times
+``numba``); ``cython`` sets ``OMP_WAIT_POLICY=passive`` before the extension
+loads unless the environment sets a policy. With a backend other than ``numba`` the run also times
 ``backend="numba"`` in the same interleaved loop (1 thread) and prints the
 median of the paired CPU ratios of the two, so the cython/numba ratio comes
 from this script.
@@ -421,6 +422,12 @@ def main(argv=None):
         "--backend", default="numba", choices=("numba", "cython", "numpy"), help="fastem backend"
     )
     args = parser.parse_args(argv)
+    if args.backend == "cython":
+        # Passive OpenMP waits: GCC's default spins each worker up to ~300k cycles after a
+        # parallel region, CPU that the interleaved peers (and the 1-thread fits) of this run
+        # would otherwise share the cores with. Read when libgomp loads, so it is set before
+        # the Cython extension is imported, and only when the user has not chosen a policy.
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
     if args.ab_serial:
         ab_serial(

@@ -41,7 +41,7 @@ import sys
 import numpy as np
 
 from .._em import Evaluation, StoppingRule, make_stopping_rule, run_fixed_point
-from ._prior import log_prior
+from ._prior import log_prior_function
 
 _TINY = np.finfo(np.float64).tiny
 
@@ -155,6 +155,8 @@ class _BaumWelchProblem:
         self.seq_weight = seq_weight
         self.packer = packer
         self.attrs = model._param_attrs()
+        # log_prior(model) for the fixed hyperparameters, prepared once (same bits)
+        self.log_prior = log_prior_function(model)
         # (objective, log-likelihood, has an image) of the last pass, for the monitor
         self.last: tuple[float, float, bool] | None = None
 
@@ -176,7 +178,7 @@ class _BaumWelchProblem:
                 return None
             raise FloatingPointError("the log-likelihood is not finite")
         # the objective at x: log prior of the parameters the pass ran at
-        objective = loglik + log_prior(model)
+        objective = loglik + self.log_prior(model)
         if math.isnan(objective):
             if extrapolated:
                 return None
