@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 ACCELERATIONS = (None, "squarem", "anderson")
+# Schemes the driver runs that the estimators do not offer (measured, not adopted:
+# docs/acceleration.md).
+EXPERIMENTAL = ("qn",)
 
 
 @dataclass
@@ -266,8 +269,9 @@ def run_fixed_point(
     problem : FixedPointProblem
     x0 : ndarray of shape (n_params,)
         The start (float64); its pass is the first.
-    method : {None, 'squarem', 'anderson'}
-        None: plain EM. See :mod:`fastem._em.squarem` and :mod:`fastem._em.anderson`.
+    method : {None, 'squarem', 'anderson', 'qn'}
+        None: plain EM. See :mod:`fastem._em.squarem`, :mod:`fastem._em.anderson`
+        and :mod:`fastem._em.qn` (experimental: not offered by the estimators).
     max_passes : int
         Budget of passes (each visited point costs one).
     rule : StoppingRule
@@ -282,7 +286,7 @@ def run_fixed_point(
     -------
     FixedPointResult
     """
-    if method not in ACCELERATIONS:
+    if method not in ACCELERATIONS + EXPERIMENTAL:
         raise ValueError(
             f"Invalid value for 'acceleration': {method!r}; expected one of {ACCELERATIONS}."
         )
@@ -294,6 +298,10 @@ def run_fixed_point(
         from .squarem import SquaremOptions, run_squarem
 
         run_squarem(run, x0, SquaremOptions(**(options or {})))
+    elif method == "qn":
+        from .qn import QuasiNewtonOptions, run_qn
+
+        run_qn(run, x0, QuasiNewtonOptions(**(options or {})))
     else:
         from .anderson import AndersonOptions, run_anderson
 
