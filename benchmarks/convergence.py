@@ -21,13 +21,17 @@ covariance types, 0% and 20% missing values; plus W1-W4 (``--full`` only).
     python benchmarks/convergence.py --full     # 50,000 rows, cap 20,000 passes, W1-W4
     python benchmarks/convergence.py --only issue-200k   # the issue's 200k x 16, K=16
     python benchmarks/convergence.py --stopping-settings  # candidate defaults (passes / gap)
-    python benchmarks/convergence.py --methods plain,squarem,squarem:reference=x1  # driver options
+    python benchmarks/convergence.py --methods "plain,squarem,squarem:reference=x2;means=mean"
 
-A method is ``plain``, ``squarem`` or ``anderson``, optionally followed by driver
-options (``SquaremOptions`` / ``AndersonOptions`` fields) after a colon:
-``squarem:reference=x1;max_backoff=0``; ``means=natural`` extrapolates the
-means in the precision factor's frame (an experiment on the mixture's coordinates,
-see ``driver_options``). With ``--only issue-200k`` the summary
+A method is ``plain``, ``squarem``, ``anderson`` or ``qn`` (the driver's experimental
+quasi-Newton scheme, Zhou, Alexander & Lange 2011; not an estimator option), optionally
+followed by driver options (``SquaremOptions`` / ``AndersonOptions`` /
+``QuasiNewtonOptions`` fields) after a colon:
+``squarem:reference=x2;max_backoff=0``. ``means=mean`` extrapolates the means
+in data units instead of the precision factor's frame (the mixture's coordinates
+before the default changed, see ``driver_options``). ``squarem`` is
+``GaussianMixture``'s SQUAREM (``reference=x1``, natural means);
+``squarem:reference=x2;means=mean`` the earlier default. With ``--only issue-200k`` the summary
 also gives each method's CPU seconds (process time, all threads) and passes.
 
 Prints a Markdown table and a summary (median and slowest-quarter pass ratios, time
@@ -44,6 +48,7 @@ import warnings
 
 import numpy as np
 
+import fastem._em.fixed_point
 import fastem.mixture
 from fastem import GaussianMixture
 from fastem._events import fit_listener
@@ -104,54 +109,34 @@ def parse_method(spec: str):
 
 
 @contextlib.contextmanager
-def driver_options(options):
+def driver_options(options, method=None):
     """Hand ``options`` to the driver's scheme (GaussianMixture does not expose them).
 
-    ``means='natural'`` is not a driver option but an experiment on the mixture's
-    coordinates: the means are extrapolated as ``U_k^T mu_k`` (``U_k`` the precision
-    Cholesky factor, as in the log-density ``sum log U_jj - |U^T x - U^T mu|^2 / 2``)
-    instead of ``mu_k``; see docs/acceleration.md."""
+    ``method`` (e.g. ``'qn'``) replaces the estimator's scheme: the driver's
+    experimental schemes are not among ``GaussianMixture``'s accelerations.
+    ``means='mean'`` or ``'natural'`` is not a driver option but the mixture's
+    coordinates for the means: ``mu_k`` (before the default changed) or ``U_k^T mu_k``
+    (``U_k`` the precision Cholesky factor; the default); see docs/acceleration.md."""
     options = dict(options or {})
-    natural = options.pop("means", "mean") == "natural"
+    frame = options.pop("means", None)
     original = fastem.mixture.run_fixed_point
-    pack, unpack = fastem.mixture._MixtureMap.pack, fastem.mixture._MixtureMap.unpack
+    original_frame = fastem.mixture._MixtureMap.means_frame
 
     def merged(*args, options=None, **kwargs):  # over any options the estimator passes
+        if method is not None:
+            kwargs["method"], options = method, None
         return original(*args, options={**(options or {}), **extra}, **kwargs)
 
-    def natural_pack(self, weights, means, prec_chol):
-        pc = np.asarray(prec_chol, dtype=np.float64)
-        return pack(self, weights, natural_means(self.layout, means, pc), prec_chol)
-
-    def natural_unpack(self, x):
-        weights, means, pc = unpack(self, x)
-        with np.errstate(all="ignore"):  # judged by the map's feasibility check
-            return weights, natural_means(self.layout, means, pc, inverse=True), pc
-
     extra = options
-    if options:
+    if options or method is not None:
         fastem.mixture.run_fixed_point = merged
-    if natural:
-        fastem.mixture._MixtureMap.pack = natural_pack
-        fastem.mixture._MixtureMap.unpack = natural_unpack
+    if frame is not None:
+        fastem.mixture._MixtureMap.means_frame = frame
     try:
         yield
     finally:
         fastem.mixture.run_fixed_point = original
-        fastem.mixture._MixtureMap.pack, fastem.mixture._MixtureMap.unpack = pack, unpack
-
-
-def natural_means(layout, means, prec_chol, inverse=False):
-    """``U_k^T mu_k`` per component (``inverse``: ``mu_k`` back from it)."""
-    means = np.asarray(means, dtype=np.float64)
-    if layout == "full":
-        if inverse:
-            return np.linalg.solve(np.swapaxes(prec_chol, -1, -2), means[..., None])[..., 0]
-        return np.einsum("kji,kj->ki", prec_chol, means)
-    if layout == "tied":
-        return np.linalg.solve(prec_chol.T, means.T).T if inverse else means @ prec_chol
-    scale = prec_chol if layout == "diag" else prec_chol[:, None]
-    return means / scale if inverse else means * scale
+        fastem.mixture._MixtureMap.means_frame = original_frame
 
 
 def run(X, init, method, cap, n_threads=None):
@@ -159,6 +144,9 @@ def run(X, init, method, cap, n_threads=None):
 
     ``method`` is a method spec (see the module docs) or None."""
     method, options = parse_method(method) if method else (None, {})
+    override = None
+    if method in fastem._em.fixed_point.EXPERIMENTAL:  # through the driver only
+        method, override = "squarem", method
     stamps, cpu = [], []
 
     def listener(event, **info):
@@ -174,7 +162,7 @@ def run(X, init, method, cap, n_threads=None):
         n_threads=n_threads,
         **init,
     )
-    with warnings.catch_warnings(), fit_listener(listener), driver_options(options):
+    with warnings.catch_warnings(), fit_listener(listener), driver_options(options, override):
         warnings.simplefilter("ignore")
         c0 = time.process_time()
         t0 = time.perf_counter()

@@ -607,3 +607,62 @@ def test_verbose_output(slow_problem, capsys):
     out = capsys.readouterr().out
     assert "Initialization 0" in out and "Iteration 2\t time lapse" in out
     assert "Initialization converged" in out
+
+
+# ------------------------------------------------- the mixture's default coordinates
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(1, 4),
+    d=st.integers(1, 4),
+    covariance_type=st.sampled_from(COVARIANCE_TYPES),
+)
+def test_natural_means_round_trip(seed, k, d, covariance_type):
+    """The means are packed as ``U_k^T mu_k`` and unpacked back, for every type."""
+    X, _ = make_mixture(60, d, k, random_state=seed)
+    problem = _problem(X, np.ones(len(X)), covariance_type)
+    weights, means, _, pc = _start(X, k, covariance_type, seed)
+    x = problem.start((weights, means, None, pc))
+    block = x[k : k + k * d].reshape(k, d)
+    if covariance_type == "full":
+        expected = np.einsum("kji,kj->ki", pc, means)
+    elif covariance_type == "tied":
+        expected = means @ pc
+    else:
+        expected = means * (pc if covariance_type == "diag" else pc[:, None])
+    np.testing.assert_allclose(block, expected, rtol=1e-12, atol=1e-12)
+    w2, m2, pc2 = problem.unpack(x.copy())  # a copy: not the remembered exact point
+    np.testing.assert_allclose(w2, weights, rtol=1e-12)
+    np.testing.assert_allclose(m2, means, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(pc2, pc, rtol=1e-12)
+
+
+def test_singular_factor_is_infeasible_not_an_error():
+    """An extrapolated factor whose diagonal underflows to 0 cannot map the natural
+    means back: the point is infeasible (no pass), not a LinAlgError."""
+    X, _ = make_mixture(200, 2, 2, random_state=1)
+    for covariance_type in ("full", "tied"):
+        problem = _problem(X, np.ones(len(X)), covariance_type, reg_covar=0.0)
+        x = problem.start(_start(X, 2, covariance_type, 0)).copy()
+        x[2 + 4] = -1e4  # the first log-diagonal entry of the (first) factor: exp -> 0
+        assert problem.evaluate(x, True) is None
+
+
+def test_estimator_squarem_is_reference_x1(slow_problem, monkeypatch):
+    """GaussianMixture's SQUAREM judges against the cycle's first EM step (two passes
+    per cycle after an accepted point); the driver's default (the HMMs') stays x2."""
+    import fastem.mixture
+
+    seen = []
+    original = fastem.mixture.run_fixed_point
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["method"], kwargs.get("options")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fastem.mixture, "run_fixed_point", spy)
+    X, init = slow_problem
+    _fit(X, max_iter=60, acceleration="squarem", **init)
+    _fit(X, max_iter=60, acceleration="anderson", **init)
+    assert seen == [("squarem", {"reference": "x1"}), ("anderson", None)]
+    assert fp.run_fixed_point.__kwdefaults__["options"] is None
