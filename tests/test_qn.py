@@ -30,12 +30,17 @@ from test_acceleration import (
 import fastem.mixture
 from fastem import GaussianMixture
 from fastem._em import fixed_point as fp
-from fastem._em.qn import QuasiNewtonOptions, qn_step
+from fastem._em.qn import QuasiNewtonOptions, _contracting, qn_step
 from fastem.backends import available_backends
 from fastem.datasets import make_mixture
 from fastem.exceptions import ConvergenceWarning
 
-REFERENCES = ({"reference": "x1"}, {"reference": "x2"}, {"q": 1}, {"q": 8, "max_backoff": 2})
+REFERENCES = (
+    {"reference": "x1"},
+    {"reference": "x2"},
+    {"q": 1, "guard": False},
+    {"q": 8, "max_backoff": 2, "restart": True},
+)
 COMPILED = [b for b in available_backends() if b != "numpy"]
 
 
@@ -56,6 +61,24 @@ def test_step_is_newton_on_a_linear_map():
     np.testing.assert_allclose(qn_step(U, V, xs[3], xs[4]), fixed, rtol=1e-8)
     assert np.linalg.norm(qn_step(U[:, :1], V[:, :1], xs[3], xs[4]) - fixed) > 1e-3
     assert qn_step(np.zeros((3, 1)), V[:, :1], xs[3], xs[4]) is None  # no direction
+
+
+def test_guard_tells_contracting_from_expanding_pairs():
+    """The guard's test: the secant pairs of a contraction pass, those of a map that
+    expands along one direction (EM leaving a saddle region) do not."""
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    for rates, expected in (
+        ([0.99, 0.9, 0.5, 0.3, 0.2, 0.1], True),
+        ([1.2, 0.9, 0.5, 0.3, 0.2, 0.1], False),
+    ):
+        A = q @ np.diag(rates) @ q.T
+        xs = [rng.normal(size=6)]
+        for _ in range(5):
+            xs.append(A @ xs[-1])
+        U = np.stack([xs[i + 1] - xs[i] for i in range(4)], axis=1)
+        V = np.stack([xs[i + 2] - xs[i + 1] for i in range(4)], axis=1)
+        assert _contracting(U, V) is expected
 
 
 def test_options_checked():
@@ -86,9 +109,10 @@ def test_poisson_toy_same_fixed_point_in_far_fewer_passes(options):
 
 def test_passes_per_cycle():
     """``x1``: a cycle after an accepted point is two passes (``F(x)``, ``x'``);
-    ``x2``: three (``F(x)``, ``F(F(x))``, ``x'``)."""
+    ``x2``: three (``F(x)``, ``F(F(x))``, ``x'``). (Without the guard, which skips a
+    proposal where the pairs do not contract.)"""
     for options, gap in (({"reference": "x1"}, 1), ({"reference": "x2"}, 2)):
-        _, res = _poisson("qn", options=options, max_passes=60)
+        _, res = _poisson("qn", options={**options, "guard": False}, max_passes=60)
         k = res.kinds
         accepted = [i for i, kind in enumerate(k) if kind == "accepted"]
         assert len(accepted) > 3

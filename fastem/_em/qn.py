@@ -30,7 +30,13 @@ proposal generalizes the EM point it is compared with. Every run of consecutive
 EM points (fallbacks and pauses included) adds its pairs; a kept ``x'`` starts
 a new run. The small system is solved by least squares, dropping directions
 whose singular value is below ``1e-8`` of the largest (nearly parallel pairs);
-a non-finite one gives no proposal: the cycle is plain EM. After a rejection,
+a non-finite one gives no proposal: the cycle is plain EM. So does, with
+``guard`` (the default), a secant model that does not contract: the rates it
+implies, the eigenvalues of ``(U^T U)^-1 U^T V`` (``dF`` on the pairs' span),
+must have real part below 1. Where EM speeds up (leaving a saddle region, rates
+above 1) Newton's step points backwards and every proposal would be rejected,
+a pass each: on the sweep's mid-D2-K4-tied problem, 4 pairs without the guard
+took 961 passes to the maximum, with it 108 (plain EM 1,310). After a rejection,
 ``max_backoff`` (0 by default) plain EM steps may follow, doubling while
 rejections continue, as in SQUAREM here.
 
@@ -66,11 +72,17 @@ class QuasiNewtonOptions:
     max_backoff : int
         Most plain EM steps after a rejected proposal before the next one
         (1 after a first rejection, doubling while they continue; 0: none).
+    restart : bool
+        After a rejected proposal keep only the newest pair.
+    guard : bool
+        Propose only while the secant model contracts (see the module docs).
     """
 
     q: int = 4
     reference: str = "x1"
     max_backoff: int = 0
+    restart: bool = False
+    guard: bool = True
 
     def __post_init__(self) -> None:
         if int(self.q) < 1:
@@ -114,6 +126,15 @@ def qn_step(U: np.ndarray, V: np.ndarray, base: np.ndarray, image: np.ndarray) -
         coef = np.linalg.lstsq(system, rhs, rcond=RCOND)[0]
         x = image + Vs @ coef
     return x if np.all(np.isfinite(x)) else None
+
+
+def _contracting(U: np.ndarray, V: np.ndarray) -> bool:
+    """The secant model's rates, the eigenvalues of ``(U^T U)^-1 U^T V`` (dF on the
+    pairs' span), all have real part below 1: Newton's step then goes forward."""
+    H = np.linalg.lstsq(U, V, rcond=None)[0]
+    with np.errstate(all="ignore"):
+        rates = np.linalg.eigvals(H)
+    return bool(np.all(np.isfinite(rates)) and np.all(rates.real < 1.0))
 
 
 def run_qn(run: Run, x0: np.ndarray, opts: QuasiNewtonOptions) -> None:
@@ -161,12 +182,16 @@ def run_qn(run: Run, x0: np.ndarray, opts: QuasiNewtonOptions) -> None:
         U = np.stack([u for u, _ in pairs], axis=1)
         V = np.stack([v for _, v in pairs], axis=1)
         x = qn_step(U, V, base.x, ref.x)
+        if x is not None and opts.guard and not _contracting(U, V):
+            x = None
         proposal = None if x is None else run.propose(x, ref)
         if proposal is not None:
             cur = proposal
             backoff = 0
         else:
             cur = ref
+            if opts.restart:  # the pairs mislead here: start again from the newest
+                del pairs[:-1]
             if x is not None and opts.max_backoff:
                 backoff = min(2 * backoff or 1, opts.max_backoff)
                 wait = backoff
