@@ -38,9 +38,11 @@ Specializations
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -259,6 +261,275 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
         inv = 1.0 / s
         for k in range(K):
             gamma[row, k] = gamma[row, k] * beta[t, k] * inv
+
+
+# ------------------------------------------------------------------ one long sequence
+# A lone sequence (S == 1) has no lanes to fill: its forward and backward
+# recursions run at the same time instead, on two threads, each scaled by its
+# own per-frame normalizer (the backward one does not need the forward's), then
+# the posteriors and transition counts in fixed chunks of frames. Work items,
+# claimed in order from a shared counter by every thread of the pass:
+#   0 .. n-1      shifted emissions of chunk p (row maxima, then exponentials)
+#   n, n + 1      the forward recursion, the backward recursion (after all of
+#                 the emissions)
+#   n + 2 + p     posteriors and transition counts of chunk p (after both)
+# An item waits only for items claimed before it, which threads are running, so
+# a pass never deadlocks, whatever the number of threads (one thread runs the
+# items in order without waiting). Each chunk adds its counts into its own slot,
+# summed in chunk order: the same bits on any thread count.
+
+
+@intrinsic
+def _fetch_add(typingctx, arr, idx, val):
+    """``arr[idx]`` before an atomic ``arr[idx] += val`` (int64 array).
+    Sequentially consistent, so it is also a full barrier: a thread that reads
+    an item's completion count sees the item's writes."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arrty = signature.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        v = context.cast(builder, args[2], signature.args[2], types.int64)
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [i])
+        return builder.atomic_rmw("add", ptr, v, "seq_cst")
+
+    return types.int64(arr, idx, val), codegen
+
+
+@intrinsic
+def _yield_cpu(typingctx):
+    """``sched_yield()``: a waiting thread gives its core away (this machine's
+    cores are shared; spinning would take time from the thread it waits for)."""
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@njit(**_JIT)
+def _wait_count(counter, i, n):
+    """Returns once ``counter[i] >= n``."""
+    while _fetch_add(counter, i, 0) < n:
+        _yield_cpu()
+
+
+@njit(**_JIT)
+def _lone_emissions(logB, lo, hi, b, m, flag):
+    """``b[t] = exp(logB[t] - m[t])`` with ``m[t]`` the row maximum, rows lo:hi;
+    ``flag[t] = 2`` marks an impossible frame (``b[t] = 1``, ``m[t] = 0``),
+    else 0. Returns the number of impossible frames."""
+    K = logB.shape[1]
+    bad = 0
+    for t in range(lo, hi):
+        mx = -np.inf
+        for k in range(K):
+            mx = max(mx, logB[t, k])
+        ok = mx > -np.inf
+        bad += 0 if ok else 1
+        flag[t] = 0.0 if ok else 2.0
+        mx = mx if ok else 0.0
+        m[t] = mx
+        for k in range(K):
+            b[t, k] = logB[t, k] - mx if ok else 0.0
+    # One flat loop from 0 over a slice: vector code throughout (indices from lo * K
+    # keep Numba's negative-index wraparound, and the loop scalar: 3.5x slower).
+    flat = b.reshape(b.shape[0] * K)[lo * K : hi * K]
+    for i in range(flat.shape[0]):
+        flat[i] = exp64(flat[i])
+    return bad
+
+
+@njit(**_JIT)
+def _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag):
+    """The forward recursion of :func:`_forward_seq` without writing ``b``
+    (the backward recursion reads it at the same time): an exact-shift redo
+    of frame t sets ``m[t]`` to its shift and ``flag[t] = 1``, and the
+    posterior chunks recompute that frame's emissions. Returns the
+    log-likelihood (``-inf`` for an impossible sequence)."""
+    T, K = logB.shape
+    pred = np.empty(K)
+    for k in range(K):
+        pred[k] = startprob[k]
+    for t in range(T):
+        s = 0.0
+        for k in range(K):
+            a = pred[k] * b[t, k]
+            al[t, k] = a
+            s += a
+        if s < TINY:  # predicted mass only where the emission underflows: exact shift
+            m2 = -np.inf
+            for k in range(K):
+                v = (math.log(pred[k]) if pred[k] > 0.0 else -np.inf) + logB[t, k]
+                pred[k] = v  # scratch: log pred + logB
+                m2 = max(m2, v)
+            if m2 == -np.inf:
+                return -np.inf
+            s = 0.0
+            for k in range(K):
+                a = math.exp(pred[k] - m2)
+                al[t, k] = a
+                s += a
+            m[t] = m2
+            flag[t] = 1.0
+        c[t] = s
+        _mat_vec(transmat_t, al, t, pred, 1.0 / s)  # pred = alpha_t @ A
+    loglik = 0.0
+    for t in range(T):  # TINY <= c <= K: log64's domain
+        loglik += log64(c[t]) + m[t]
+    return loglik
+
+
+@njit(**_JIT)
+def _lone_backward(logB, transmat, b, be):
+    """Backward recursion scaled by its own normalizers: ``be[T-1] = 1``,
+    ``be[t-1] = A y_t / sum(y_t)`` with ``y_t = b_t * be_t`` (each ``be_t`` is
+    beta_t times a constant of its frame, which the per-frame normalizations
+    of the posteriors and counts remove). Where ``y_t`` underflows it is
+    redone in log space with its exact shift, as the forward does."""
+    T, K = logB.shape
+    y = np.empty((1, K))
+    for k in range(K):
+        be[T - 1, k] = 1.0
+    for t in range(T - 1, 0, -1):
+        d = 0.0
+        for k in range(K):
+            v = be[t, k] * b[t, k]
+            y[0, k] = v
+            d += v
+        if d < TINY:
+            m2 = -np.inf
+            for k in range(K):
+                v = (math.log(be[t, k]) if be[t, k] > 0.0 else -np.inf) + logB[t, k]
+                y[0, k] = v
+                m2 = max(m2, v)
+            if m2 == -np.inf:  # no way on from here (the forward finds it impossible)
+                for u in range(t):
+                    for k in range(K):
+                        be[u, k] = 0.0
+                return
+            d = 0.0
+            for k in range(K):
+                v = math.exp(y[0, k] - m2)
+                y[0, k] = v
+                d += v
+        _mat_vec(transmat, y, 0, be[t - 1], 1.0 / d)  # be_t-1 = A y_t / d_t
+
+
+@njit(**_JIT)
+def _lone_posteriors(logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer, start):
+    """Posteriors of frames lo:hi into ``gamma`` and ``outer += w sum_t alpha_t
+    v_t+1^T`` over t in lo:hi (t + 1 < T), with ``v_u = b_u * be_u / S_u``,
+    ``S_u = sum(al_u * be_u)`` (rows lo+1..hi of ``b`` become ``v``: no other
+    chunk reads them). Frame 0's chunk writes the start counts. Returns the
+    number of frames whose ``S`` is below ``TINY``: the backward's scale lost
+    the states that carry the forward's mass (possible only with zero or
+    extremely small transitions), and the caller redoes the sequence with the
+    coupled recursions."""
+    T, K = logB.shape
+    lost = 0
+    for u in range(lo + 1, min(hi + 1, T)):
+        s = 0.0
+        for k in range(K):
+            s += al[u, k] * be[u, k]
+        lost += 1 if s < TINY else 0
+        inv = 1.0 / s if s > 0.0 else 0.0
+        if flag[u] == 1.0:  # the forward's exact shift: the emissions it used
+            for k in range(K):
+                b[u, k] = math.exp(min(logB[u, k] - m[u], EXP_CAP))
+        for k in range(K):
+            # a state with zero forward probability is on no path: v is exactly
+            # 0, and a large redone emission cannot meet an inf into NaN
+            b[u, k] = b[u, k] * be[u, k] * inv if al[u, k] > 0.0 else 0.0
+    t = lo
+    end = min(hi, T - 1)
+    while t + 4 <= end:
+        f0 = w / c[t]  # alpha_t = al[t] / c_t
+        f1 = w / c[t + 1]
+        f2 = w / c[t + 2]
+        f3 = w / c[t + 3]
+        for i in range(K):
+            a0 = f0 * al[t, i]
+            a1 = f1 * al[t + 1, i]
+            a2 = f2 * al[t + 2, i]
+            a3 = f3 * al[t + 3, i]
+            for j in range(K):
+                outer[i, j] += (
+                    a0 * b[t + 1, j] + a1 * b[t + 2, j] + a2 * b[t + 3, j] + (a3 * b[t + 4, j])
+                )
+        t += 4
+    while t < end:
+        f0 = w / c[t]
+        for i in range(K):
+            a0 = f0 * al[t, i]
+            for j in range(K):
+                outer[i, j] += a0 * b[t + 1, j]
+        t += 1
+    for t in range(lo, hi):
+        s = 0.0
+        for k in range(K):
+            s += al[t, k] * be[t, k]
+        lost += 1 if s < TINY else 0
+        inv = 1.0 / s if s > 0.0 else 0.0
+        for k in range(K):
+            gamma[t, k] = al[t, k] * be[t, k] * inv
+    if lo == 0:
+        for k in range(K):
+            start[k] = w * gamma[0, k]
+    return lost
+
+
+@njit(**_JIT)
+def _lone_items(
+    i0, i1, counter, n_chunks, logB, startprob, transmat, transmat_t, w,
+    gamma, b, al, be, c, m, flag, ll, outer_p, start,
+):  # fmt: skip
+    """The work items of one sequence's forward-backward (see above), claimed
+    from ``counter[0]``; ``counter[1]``, ``[2]`` count finished emission items
+    and recursions, ``counter[3]`` impossible frames, ``counter[4]`` frames
+    that need the coupled recursions (see :func:`_lone_posteriors`). ``i0:i1``
+    is unused (every thread claims items until none is left)."""
+    T, K = logB.shape
+    n_items = 2 * n_chunks + 2
+    while True:
+        it = _fetch_add(counter, 0, 1)
+        if it >= n_items:
+            break
+        if it < n_chunks:
+            lo, hi = _chunk_bounds(T, n_chunks, it)
+            bad = _lone_emissions(logB, lo, hi, b, m, flag)
+            if bad > 0:
+                _fetch_add(counter, 3, bad)
+            _fetch_add(counter, 1, 1)
+        elif it < n_chunks + 2:
+            _wait_count(counter, 1, n_chunks)
+            possible = _fetch_add(counter, 3, 0) == 0
+            if it == n_chunks:
+                ll[0] = -np.inf
+                if possible:
+                    ll[0] = _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag)
+            elif possible:
+                _lone_backward(logB, transmat, b, be)
+            _fetch_add(counter, 2, 1)
+        else:
+            _wait_count(counter, 2, 2)
+            p = it - n_chunks - 2
+            lo, hi = _chunk_bounds(T, n_chunks, p)
+            if ll[0] == -np.inf:  # probability 0: no posteriors, no counts
+                for t in range(lo, hi):
+                    for k in range(K):
+                        gamma[t, k] = 0.0
+                continue
+            lost = _lone_posteriors(
+                logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer_p[p], start
+            )
+            if lost > 0:
+                _fetch_add(counter, 4, lost)
 
 
 #: Sequences run in lock-step by one thread (for ``K <= LANES_MAX_K``): four
@@ -937,8 +1208,72 @@ def _ro(a):
     return a
 
 
+#: The lone-sequence scratch (three (T, K) arrays) is kept per calling thread
+#: between calls up to this size: fresh pages cost a fault each on first touch
+#: (~1.7 us per 4 KiB page on this 2-core VM: 0.5 ms per (20000, 8) array, as
+#: much as its forward recursion), a reused buffer none.
+SCRATCH_KEEP_BYTES = 64 << 20
+_scratch_tls = threading.local()
+
+
+def _lone_scratch(n):
+    """``n`` float64 values: the calling thread's kept buffer if large enough."""
+    buf = getattr(_scratch_tls, "buf", None)
+    if buf is not None and buf.size >= n:
+        return buf[:n]
+    buf = np.empty(n)
+    if n * 8 <= SCRATCH_KEEP_BYTES:
+        _scratch_tls.buf = buf
+    return buf
+
+
+def _forward_backward_lone(
+    logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
+):
+    """:func:`forward_backward` of one sequence: its work items (emission
+    chunks, the two recursions at once, posterior chunks) in one pool pass."""
+    lo, hi = int(offsets[0]), int(offsets[1])
+    T, K = hi - lo, logB.shape[1]
+    nc = _row_chunks(T)
+    buf = _lone_scratch(3 * T * K + 3 * T)
+    b, al, be = (buf[i * T * K : (i + 1) * T * K].reshape(T, K) for i in range(3))
+    c, m, flag = (buf[3 * T * K + i * T : 3 * T * K + (i + 1) * T] for i in range(3))
+    counter = np.zeros(5, dtype=np.int64)
+    ll = np.empty(1)
+    outer_p = np.zeros((nc, K, K))
+    start_p = np.zeros(K)
+    args = (
+        counter, nc, _ro(logB[lo:hi]), _ro(startprob), _ro(transmat),
+        _ro(np.ascontiguousarray(transmat.T)), float(seq_weight[0]), gamma[lo:hi],
+        b, al, be, c, m, flag, ll, outer_p, start_p,
+    )  # fmt: skip
+    n_items = 2 * nc + 2
+    if 3 * T * K * K < SMALL_WORK:
+        _lone_items(0, n_items, *args)
+    else:
+        run_dynamic(_lone_items, n_items, *args)
+    if counter[4] > 0:  # rare (see _lone_posteriors): the serial coupled recursions
+        outer_p = np.zeros((1, K, K))
+        start_p = np.zeros((1, K))
+        _fb_chunks(
+            0, 1, 1, _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat),
+            args[5], _ro(seq_weight), gamma, loglik, outer_p, start_p,
+        )  # fmt: skip
+        np.multiply(transmat, outer_p[0], out=xi)
+        start[:] = start_p[0]
+        return
+    loglik[0] = ll[0]
+    np.multiply(transmat, outer_p.sum(axis=0), out=xi)  # chunks summed in order
+    start[:] = start_p
+
+
 def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
     """See :mod:`fastem.hmm._kernels_numpy`."""
+    if offsets.shape[0] == 2:
+        _forward_backward_lone(
+            logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
+        )
+        return
     K = logB.shape[1]
     lanes = LANES if K <= LANES_MAX_K else 1
     nc = _seq_chunks((offsets.shape[0] - 1 + lanes - 1) // lanes)  # groups of batches
