@@ -23,10 +23,9 @@ covariance types, 0% and 20% missing values; plus W1-W4 (``--full`` only).
     python benchmarks/convergence.py --stopping-settings  # candidate defaults (passes / gap)
     python benchmarks/convergence.py --methods "plain,squarem,squarem:reference=x2;means=mean"
 
-A method is ``plain``, ``squarem``, ``anderson`` or ``qn`` (the driver's experimental
-quasi-Newton scheme, Zhou, Alexander & Lange 2011; not an estimator option), optionally
-followed by driver options (``SquaremOptions`` / ``AndersonOptions`` /
-``QuasiNewtonOptions`` fields) after a colon:
+A method is ``plain``, ``squarem``, ``anderson`` or ``qn`` (quasi-Newton, Zhou,
+Alexander & Lange 2011), optionally followed by driver options (``SquaremOptions`` /
+``AndersonOptions`` / ``QuasiNewtonOptions`` fields) after a colon:
 ``squarem:reference=x2;max_backoff=0``. ``means=mean`` extrapolates the means
 in data units instead of the precision factor's frame (the mixture's coordinates
 before the default changed, see ``driver_options``). ``squarem`` is
@@ -48,7 +47,6 @@ import warnings
 
 import numpy as np
 
-import fastem._em.fixed_point
 import fastem.mixture
 from fastem import GaussianMixture
 from fastem._events import fit_listener
@@ -109,11 +107,8 @@ def parse_method(spec: str):
 
 
 @contextlib.contextmanager
-def driver_options(options, method=None):
+def driver_options(options):
     """Hand ``options`` to the driver's scheme (GaussianMixture does not expose them).
-
-    ``method`` (e.g. ``'qn'``) replaces the estimator's scheme: the driver's
-    experimental schemes are not among ``GaussianMixture``'s accelerations.
     ``means='mean'`` or ``'natural'`` is not a driver option but the mixture's
     coordinates for the means: ``mu_k`` (before the default changed) or ``U_k^T mu_k``
     (``U_k`` the precision Cholesky factor; the default); see docs/acceleration.md."""
@@ -123,12 +118,10 @@ def driver_options(options, method=None):
     original_frame = fastem.mixture._MixtureMap.means_frame
 
     def merged(*args, options=None, **kwargs):  # over any options the estimator passes
-        if method is not None:
-            kwargs["method"], options = method, None
         return original(*args, options={**(options or {}), **extra}, **kwargs)
 
     extra = options
-    if options or method is not None:
+    if options:
         fastem.mixture.run_fixed_point = merged
     if frame is not None:
         fastem.mixture._MixtureMap.means_frame = frame
@@ -144,9 +137,6 @@ def run(X, init, method, cap, n_threads=None):
 
     ``method`` is a method spec (see the module docs) or None."""
     method, options = parse_method(method) if method else (None, {})
-    override = None
-    if method in fastem._em.fixed_point.EXPERIMENTAL:  # through the driver only
-        method, override = "squarem", method
     stamps, cpu = [], []
 
     def listener(event, **info):
@@ -162,7 +152,7 @@ def run(X, init, method, cap, n_threads=None):
         n_threads=n_threads,
         **init,
     )
-    with warnings.catch_warnings(), fit_listener(listener), driver_options(options, override):
+    with warnings.catch_warnings(), fit_listener(listener), driver_options(options):
         warnings.simplefilter("ignore")
         c0 = time.process_time()
         t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from ._covariance import (
     precisions_from_cholesky,
 )
 from ._data import ArrayData
-from ._em import ACCELERATIONS, STOPPING_RULES, Evaluation, make_stopping_rule, run_fixed_point
+from ._em import METHODS, STOPPING_RULES, Evaluation, make_stopping_rule, run_fixed_point
 from ._events import emit
 from ._init import INIT_METHODS, initial_stats
 from ._missing import check_fit_coverage, impute_rows
@@ -369,16 +369,17 @@ class GaussianMixture(*ESTIMATOR_BASES):
         on a model fitted by :meth:`fit`, the fit counts as batch 1.
     learning_decay : float, default=0.7
         The exponent of that step size, in (0.5, 1].
-    acceleration : {None, 'squarem', 'anderson'}, default=None
+    acceleration : {None, 'squarem', 'anderson', 'qn'}, default=None
         None: plain EM, step for step scikit-learn's. 'squarem': SQUAREM
         (Varadhan & Roland 2008); 'anderson': damped restarted Anderson
-        acceleration (after DAAREM, Henderson & Varadhan 2019). Both extrapolate
-        from the EM iterates and keep an extrapolation only if its
-        log-likelihood is at least that of an EM step from the same point
-        (SQUAREM: the cycle's first, ``F(x0)``; Anderson: ``F(x)``), so the
-        log-likelihood never decreases; ``max_iter`` and ``n_iter_`` then count
-        data passes, extrapolations included. See :mod:`fastem._em` and
-        docs/acceleration.md.
+        acceleration (after DAAREM, Henderson & Varadhan 2019); 'qn': the
+        quasi-Newton acceleration of Zhou, Alexander & Lange (2011) with 4
+        secant pairs. All extrapolate from the EM iterates and keep an
+        extrapolation only if its log-likelihood is at least that of an EM step
+        from the same point (SQUAREM and 'qn': the cycle's first, ``F(x0)``;
+        Anderson: ``F(x)``), so the log-likelihood never decreases;
+        ``max_iter`` and ``n_iter_`` then count data passes, extrapolations
+        included. See :mod:`fastem._em` and docs/acceleration.md.
     stopping : {'absolute', 'relative', 'aitken'}, default='absolute'
         When to stop, given ``tol`` and the average log-likelihoods ``l`` of
         consecutive EM steps: 'absolute' (scikit-learn's) when
@@ -507,10 +508,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
         if self.n_threads is not None:
             check_positive_int(self.n_threads, "n_threads")
         ct = check_covariance_type(self.covariance_type)
-        if self.acceleration not in ACCELERATIONS:
+        if self.acceleration not in METHODS:
             raise ValueError(
                 f"Invalid value for 'acceleration': {self.acceleration!r}; "
-                f"expected one of {ACCELERATIONS}."
+                f"expected one of {METHODS}."
             )
         if self.stopping not in STOPPING_RULES:
             raise ValueError(

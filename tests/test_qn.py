@@ -1,12 +1,11 @@
-"""The driver's experimental quasi-Newton scheme (Zhou, Alexander & Lange 2011).
+"""Quasi-Newton acceleration (Zhou, Alexander & Lange 2011): ``acceleration="qn"``.
 
-Not an estimator option (docs/acceleration.md gives the sweep's figures); reached here
-through :func:`fastem._em.run_fixed_point` and, for whole fits, by handing the
-mixture's driver call ``method="qn"``. The same guarantees as SQUAREM and Anderson:
+The same guarantees as SQUAREM and Anderson (tests/test_acceleration.py):
 the objective never decreases along the path, an accepted proposal is never below the
 EM point it replaces, accepted iterates are feasible (every covariance type, weights,
-NaN), the same fixed point as plain EM, bit-identical across thread counts, and a
-negative control (without the safeguard the path goes down).
+NaN), the same fixed point as plain EM (in memory, on a memmap, on Dask),
+bit-identical across thread counts, and a negative control (without the safeguard the
+path goes down).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from test_acceleration import (
     _unsafeguarded_propose,
 )
 
-import fastem.mixture
 from fastem import GaussianMixture
 from fastem._em import fixed_point as fp
 from fastem._em.qn import QuasiNewtonOptions, _contracting, qn_step
@@ -85,8 +83,10 @@ def test_options_checked():
     for bad in ({"q": 0}, {"reference": "x3"}, {"max_backoff": -1}):
         with pytest.raises(ValueError):
             QuasiNewtonOptions(**bad)
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    assert GaussianMixture(2, acceleration="qn", max_iter=5).fit(X).n_iter_ == 5
     with pytest.raises(ValueError, match="acceleration"):
-        GaussianMixture(2, acceleration="qn").fit(np.random.default_rng(0).normal(size=(50, 2)))
+        GaussianMixture(2, acceleration="newton").fit(X)
 
 
 @pytest.mark.parametrize("options", REFERENCES)
@@ -174,18 +174,6 @@ def test_safeguard_properties_with_extrapolations(covariance_type):
         assert _check_safeguard(*run) > 0
 
 
-@pytest.fixture
-def qn_fits(monkeypatch):
-    """GaussianMixture(acceleration='squarem') fits run the driver's ``qn`` instead."""
-    original = fastem.mixture.run_fixed_point
-
-    def qn(*args, **kwargs):
-        kwargs["method"], kwargs["options"] = "qn", None
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(fastem.mixture, "run_fixed_point", qn)
-
-
 def _fit(X, **kwargs):
     kwargs.setdefault("backend", "numpy")
     with warnings.catch_warnings():
@@ -193,12 +181,12 @@ def _fit(X, **kwargs):
         return GaussianMixture(**kwargs).fit(X)
 
 
-def test_same_fixed_point_as_plain_em(qn_fits):
+def test_same_fixed_point_as_plain_em():
     X, _ = make_mixture(3000, 2, 4, random_state=5)
     X = X * 2.5  # overlapping: plain EM needs a few hundred passes
     kw = {"n_components": 4, "random_state": 0, "tol": 1e-15, "stopping": "aitken"}
     plain = _fit(X, max_iter=20_000, **kw)
-    fast = _fit(X, max_iter=20_000, acceleration="squarem", **kw)
+    fast = _fit(X, max_iter=20_000, acceleration="qn", **kw)
     assert plain.converged_ and fast.converged_
     assert fast.n_iter_ * 3 < plain.n_iter_
     assert fast.n_extrapolations_accepted_ > 0
@@ -207,7 +195,7 @@ def test_same_fixed_point_as_plain_em(qn_fits):
 
 @pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
 @pytest.mark.parametrize(("covariance_type", "dtype"), [("full", np.float64), ("diag", np.float32)])
-def test_bit_identical_across_thread_counts(qn_fits, covariance_type, dtype):
+def test_bit_identical_across_thread_counts(covariance_type, dtype):
     X, _ = make_mixture(10_000, 4, 5, random_state=3, dtype=dtype)
     a, b = (
         _fit(
@@ -216,7 +204,7 @@ def test_bit_identical_across_thread_counts(qn_fits, covariance_type, dtype):
             covariance_type=covariance_type,
             random_state=0,
             tol=1e-8,
-            acceleration="squarem",
+            acceleration="qn",
             backend=COMPILED[0],
             n_threads=n_threads,
         )
@@ -226,3 +214,25 @@ def test_bit_identical_across_thread_counts(qn_fits, covariance_type, dtype):
     assert a.n_iter_ == b.n_iter_ and a.lower_bounds_ == b.lower_bounds_
     for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
         np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr), err_msg=attr)
+
+
+def test_memmap_and_dask_same_fixed_point(tmp_path):
+    X, _ = make_mixture(3000, 2, 4, random_state=5)
+    X = X * 2.5
+    kw = {"n_components": 4, "random_state": 0, "tol": 1e-15, "stopping": "aitken"}
+    plain = _fit(X, max_iter=20_000, **kw)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    mm = _fit(np.load(path, mmap_mode="r"), max_iter=3000, acceleration="qn", **kw)
+    _assert_same_fit(plain, mm)
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        fast = _fit(da.from_array(X, chunks=1000), max_iter=3000, acceleration="qn", **kw)
+    assert fast.converged_
+    _assert_same_fit(plain, fast)

@@ -5,6 +5,8 @@
 - :mod:`~fastem._em.squarem`: SQUAREM (Varadhan & Roland 2008);
 - :mod:`~fastem._em.anderson`: damped restarted Anderson (DAAREM, Henderson &
   Varadhan 2019);
+- :mod:`~fastem._em.qn`: quasi-Newton with ``q`` secant pairs (Zhou, Alexander &
+  Lange 2011);
 - :mod:`~fastem._em.stopping`: absolute, relative and Aitken stopping rules.
 
 Models (the Gaussian mixture, the hidden Markov models) pack their parameters
@@ -13,6 +15,7 @@ into a flat vector and provide :class:`FixedPointProblem`.
 
 from .fixed_point import (
     ACCELERATIONS,
+    METHODS,
     Evaluation,
     FixedPointProblem,
     FixedPointResult,
@@ -22,6 +25,7 @@ from .stopping import STOPPING_RULES, StoppingRule, make_stopping_rule
 
 __all__ = [
     "ACCELERATIONS",
+    "METHODS",
     "STOPPING_RULES",
     "Evaluation",
     "FixedPointProblem",

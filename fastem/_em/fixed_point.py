@@ -43,6 +43,7 @@ from .stopping import StoppingRule
 
 __all__ = [
     "ACCELERATIONS",
+    "METHODS",
     "Evaluation",
     "FixedPointProblem",
     "FixedPointResult",
@@ -50,9 +51,9 @@ __all__ = [
 ]
 
 ACCELERATIONS = (None, "squarem", "anderson")
-# Schemes the driver runs that the estimators do not offer (measured, not adopted:
-# docs/acceleration.md).
-EXPERIMENTAL = ("qn",)
+# Every scheme the driver runs. "qn" (quasi-Newton) is offered by GaussianMixture;
+# the HMMs and the CLI list ACCELERATIONS (docs/acceleration.md).
+METHODS = (*ACCELERATIONS, "qn")
 
 
 @dataclass
@@ -271,7 +272,7 @@ def run_fixed_point(
         The start (float64); its pass is the first.
     method : {None, 'squarem', 'anderson', 'qn'}
         None: plain EM. See :mod:`fastem._em.squarem`, :mod:`fastem._em.anderson`
-        and :mod:`fastem._em.qn` (experimental: not offered by the estimators).
+        and :mod:`fastem._em.qn`.
     max_passes : int
         Budget of passes (each visited point costs one).
     rule : StoppingRule
@@ -286,9 +287,9 @@ def run_fixed_point(
     -------
     FixedPointResult
     """
-    if method not in ACCELERATIONS + EXPERIMENTAL:
+    if method not in METHODS:
         raise ValueError(
-            f"Invalid value for 'acceleration': {method!r}; expected one of {ACCELERATIONS}."
+            f"Invalid value for 'acceleration': {method!r}; expected one of {METHODS}."
         )
     run = Run(problem, max_passes, rule, previous_objective, on_pass)
     x0 = np.asarray(x0, dtype=np.float64)

@@ -40,9 +40,11 @@ took 961 passes to the maximum, with it 108 (plain EM 1,310). After a rejection,
 ``max_backoff`` (0 by default) plain EM steps may follow, doubling while
 rejections continue, as in SQUAREM here.
 
-Experimental: reachable through :func:`~fastem._em.fixed_point.run_fixed_point`
-(``method="qn"``) and the convergence benchmark, not through the estimators
-(see docs/acceleration.md for the measurements).
+``GaussianMixture(acceleration="qn")`` runs it with these defaults (4 pairs,
+``x1``, the guard); the HMMs and the CLI do not offer it yet. On the
+convergence sweep (docs/acceleration.md) it reached plain EM's best value on
+27 of 28 problems with a median 5.3x fewer passes (SQUAREM's default: 28,
+3.7x).
 """
 
 from __future__ import annotations
