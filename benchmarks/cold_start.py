@@ -12,6 +12,15 @@ modification time, so the warm cache would be recompiled.
     python benchmarks/cold_start.py --covariance full diag tied spherical \
         --dtype float64 float32 --repeats 3
 
+With ``--ref COMMIT`` the code at ``COMMIT`` (a temporary ``git worktree``) runs too, each
+child of the reference right before the same child of the working tree (cold and warm), so
+load on the machine hits both alike; the table then has one line per version and the median
+of the paired ratios working tree / reference of the cold CPU time:
+
+    python benchmarks/cold_start.py --ref HEAD --covariance full tied --repeats 5
+
+``--cold-only`` skips the warm runs (half the time).
+
 Problem: 20,000 x 4, K = 3 (issue #13's), ``max_iter=10``, k-means initialization.
 """
 
@@ -25,6 +34,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = """
 import json, sys, time, warnings
@@ -45,13 +57,29 @@ print(json.dumps({"wall": w1, "cpu": c1, "wall2": w2, "cpu2": c2}))
 """
 
 
-def run_child(ct: str, dt: str, cache: str, threads: int) -> dict:
+def run_child(ct: str, dt: str, cache: str, threads: int, tree: Path = ROOT) -> dict:
+    """One fresh interpreter that imports fastem from ``tree`` (first on its path)."""
     env = dict(os.environ, FASTEM_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads))
     env.pop("NUMBA_CACHE_DIR", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, ct, dt], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, ct, dt],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),  # not the repository root: ``tree`` decides which fastem
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cold(ct: str, dt: str, threads: int, tree: Path) -> dict:
+    """A first fit with a new, empty cache folder."""
+    folder = tempfile.mkdtemp(prefix="fastem-cold-")
+    try:
+        return run_child(ct, dt, folder, threads, tree)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv=None) -> None:
@@ -60,40 +88,79 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", nargs="+", default=["float64", "float32"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ref", metavar="COMMIT", help="also run COMMIT, interleaved")
+    parser.add_argument("--cold-only", action="store_true", help="no warm-cache runs")
     args = parser.parse_args(argv)
+    trees = {"": ROOT}
+    if args.ref:
+        ref_tree = Path(tempfile.mkdtemp(prefix="fastem-ref-")) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(ref_tree), args.ref],
+            cwd=ROOT,
+            check=True,
+        )
+        trees = {args.ref: ref_tree, "work": ROOT}
+    try:
+        report(args, trees)
+    finally:
+        if args.ref:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(ref_tree)], cwd=ROOT, check=False
+            )
+            shutil.rmtree(ref_tree.parent, ignore_errors=True)
+
+
+def report(args, trees: dict) -> None:
+    """Run the children (versions alternated within each repeat) and print the table."""
     print("first fit of a new process, 20000 x 4, K=3, max_iter=10 (median of", args.repeats, ")")
     print(
-        f"{'covariance':10s} {'dtype':8s} | {'cold wall':>9s} {'cold cpu':>8s} | "
+        f"{'covariance':10s} {'dtype':8s} {'version':>8s} | {'cold wall':>9s} {'cold cpu':>8s} | "
         f"{'warm wall':>9s} {'warm cpu':>8s} | {'fit alone':>9s} {'cpu':>6s} | "
         f"{'warm extra':>10s} {'cpu':>6s}"
     )
     for ct in args.covariance:
         for dt in args.dtype:
-            cold, warm = [], []
-            warm_dir = tempfile.mkdtemp(prefix="fastem-warm-")
+            colds = {v: [] for v in trees}
+            warms = {v: [] for v in trees}
+            warm_dirs = {v: tempfile.mkdtemp(prefix="fastem-warm-") for v in trees}
             try:
-                run_child(ct, dt, warm_dir, args.threads)  # fills the warm cache
+                if not args.cold_only:
+                    for v, tree in trees.items():  # fill the warm caches
+                        run_child(ct, dt, warm_dirs[v], args.threads, tree)
                 for _ in range(args.repeats):
-                    cold_dir = tempfile.mkdtemp(prefix="fastem-cold-")
-                    try:
-                        cold.append(run_child(ct, dt, cold_dir, args.threads))
-                    finally:
-                        shutil.rmtree(cold_dir, ignore_errors=True)
-                    warm.append(run_child(ct, dt, warm_dir, args.threads))
+                    for v, tree in trees.items():
+                        colds[v].append(cold(ct, dt, args.threads, tree))
+                        if not args.cold_only:
+                            warms[v].append(run_child(ct, dt, warm_dirs[v], args.threads, tree))
             finally:
-                shutil.rmtree(warm_dir, ignore_errors=True)
+                for folder in warm_dirs.values():
+                    shutil.rmtree(folder, ignore_errors=True)
+            for v in trees:
+                print_row(ct, dt, v, colds[v], warms[v])
+            if len(trees) == 2:
+                ref, new = (colds[v] for v in trees)
+                ratios = sorted(b["cpu"] / a["cpu"] for a, b in zip(ref, new, strict=True))
+                print(
+                    f"{ct:10s} {dt:8s} cold cpu work/ref: median {statistics.median(ratios):.3f}"
+                    f" (min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
+                )
 
-            def med(rows, key):
-                return statistics.median(r[key] for r in rows)
 
-            extra = statistics.median(r["wall"] - r["wall2"] for r in warm)
-            extra_cpu = statistics.median(r["cpu"] - r["cpu2"] for r in warm)
-            print(
-                f"{ct:10s} {dt:8s} | {med(cold, 'wall'):9.2f} {med(cold, 'cpu'):8.2f} | "
-                f"{med(warm, 'wall'):9.3f} {med(warm, 'cpu'):8.3f} | "
-                f"{med(warm, 'wall2'):9.3f} {med(warm, 'cpu2'):6.3f} | "
-                f"{extra:10.3f} {extra_cpu:6.3f}"
-            )
+def print_row(ct: str, dt: str, version: str, cold_rows: list, warm_rows: list) -> None:
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows) if rows else float("nan")
+
+    if warm_rows:
+        extra = statistics.median(r["wall"] - r["wall2"] for r in warm_rows)
+        extra_cpu = statistics.median(r["cpu"] - r["cpu2"] for r in warm_rows)
+    else:
+        extra = extra_cpu = float("nan")
+    print(
+        f"{ct:10s} {dt:8s} {version[:8]:>8s} | {med(cold_rows, 'wall'):9.2f} "
+        f"{med(cold_rows, 'cpu'):8.2f} | {med(warm_rows, 'wall'):9.3f} "
+        f"{med(warm_rows, 'cpu'):8.3f} | {med(warm_rows, 'wall2'):9.3f} "
+        f"{med(warm_rows, 'cpu2'):6.3f} | {extra:10.3f} {extra_cpu:6.3f}"
+    )
 
 
 if __name__ == "__main__":
