@@ -386,13 +386,15 @@ def _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag):
 
 
 @njit(**_JIT)
-def _lone_backward(logB, transmat, b, be):
+def _lone_backward(transmat, b, be):
     """Backward recursion scaled by its own normalizers: ``be[T-1] = 1``,
     ``be[t-1] = A y_t / sum(y_t)`` with ``y_t = b_t * be_t`` (each ``be_t`` is
     beta_t times a constant of its frame, which the per-frame normalizations
-    of the posteriors and counts remove). Where ``y_t`` underflows it is
-    redone in log space with its exact shift, as the forward does."""
-    T, K = logB.shape
+    of the posteriors and counts remove). Where ``sum(y_t)`` falls below
+    ``TINY`` it stops with ``be[0:t] = 0``: the forward's mass at t is then
+    below ``TINY`` in this scale too, so the posterior chunks hand the
+    sequence to the coupled recursions (see :func:`_lone_posteriors`)."""
+    T, K = b.shape[0], b.shape[1]
     y = np.empty((1, K))
     for k in range(K):
         be[T - 1, k] = 1.0
@@ -403,21 +405,10 @@ def _lone_backward(logB, transmat, b, be):
             y[0, k] = v
             d += v
         if d < TINY:
-            m2 = -np.inf
-            for k in range(K):
-                v = (math.log(be[t, k]) if be[t, k] > 0.0 else -np.inf) + logB[t, k]
-                y[0, k] = v
-                m2 = max(m2, v)
-            if m2 == -np.inf:  # no way on from here (the forward finds it impossible)
-                for u in range(t):
-                    for k in range(K):
-                        be[u, k] = 0.0
-                return
-            d = 0.0
-            for k in range(K):
-                v = math.exp(y[0, k] - m2)
-                y[0, k] = v
-                d += v
+            for u in range(t):
+                for k in range(K):
+                    be[u, k] = 0.0
+            return
         _mat_vec(transmat, y, 0, be[t - 1], 1.0 / d)  # be_t-1 = A y_t / d_t
 
 
@@ -514,7 +505,7 @@ def _lone_items(
                 if possible:
                     ll[0] = _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag)
             elif possible:
-                _lone_backward(logB, transmat, b, be)
+                _lone_backward(transmat, b, be)
             _fetch_add(counter, 2, 1)
         else:
             _wait_count(counter, 2, 2)
@@ -1012,16 +1003,22 @@ def _diag_logb(X, r0, nr, means, pc, comp_const, xt, acc, lb):
 @njit(**_JIT)
 def _estep_diag_chunks(
     i0, i1, counter, n_chunks, X, offsets, means, pc, comp_const, startprob, transmat,
-    transmat_t, seq_weight, row_weight, shift, loglik, outer_p, start_p, nk_p, sx_p, sxx_p,
+    seq_weight, row_weight, shift, loglik, outer_p, start_p, nk_p, sx_p, sxx_p,
 ):  # fmt: skip
     """The groups of :func:`_fb_chunks` (same batches), each batch's emissions
     computed into a (rows, K) scratch first and its moments about ``shift``
     added into the group's partials after its posteriors. Every thread runs
     this with the same ``counter`` and claims groups from it until none is
     left (a dynamic schedule: a thread that starts late, or is descheduled,
-    takes fewer groups); ``i0:i1`` only bounds the scratch sizes (all groups)."""
+    takes fewer groups); ``i0:i1`` only bounds the scratch sizes (all groups).
+    Each thread transposes ``transmat`` into its scratch (no serial copy per
+    call)."""
     D = X.shape[1]
     K = means.shape[0]
+    transmat_t = np.empty((K, K))
+    for i in range(K):
+        for j in range(K):
+            transmat_t[j, i] = transmat[i, j]
     S = offsets.shape[0] - 1
     lanes = LANES if K <= LANES_MAX_K else 1
     n_batches = (S + lanes - 1) // lanes
@@ -1339,7 +1336,8 @@ def moments_full(X, gamma, row_weight, shift, nk, sx, sxx):
 def _sum_groups(transmat, outer_p, start_p, nk_p, sx_p, sxx_p, xi, start, nk, sx, sxx):
     """The groups' partials summed in group order (one call instead of five
     NumPy reductions, ~7 us of an HB2 iteration's serial part); ``xi = A *
-    outer``. No fastmath: the order of each sum is the groups'."""
+    outer``. No fastmath: the order of each sum is the groups'. The partials
+    are zeroed as they are read, ready for the next pass (a fit reuses them)."""
     nc, K = start_p.shape
     D = sx_p.shape[2]
     xi[:, :] = 0.0
@@ -1351,11 +1349,16 @@ def _sum_groups(transmat, outer_p, start_p, nk_p, sx_p, sxx_p, xi, start, nk, sx
         for i in range(K):
             start[i] += start_p[g, i]
             nk[i] += nk_p[g, i]
+            start_p[g, i] = 0.0
+            nk_p[g, i] = 0.0
             for j in range(K):
                 xi[i, j] += outer_p[g, i, j]
+                outer_p[g, i, j] = 0.0
             for j in range(D):
                 sx[i, j] += sx_p[g, i, j]
                 sxx[i, j] += sxx_p[g, i, 0, j]
+                sx_p[g, i, j] = 0.0
+                sxx_p[g, i, 0, j] = 0.0
     for i in range(K):
         for j in range(K):
             xi[i, j] *= transmat[i, j]
@@ -1368,9 +1371,51 @@ def _sum_groups(transmat, outer_p, start_p, nk_p, sx_p, sxx_p, xi, start, nk, sx
 FUSED_MIN_BATCHES = 8
 
 
+#: ``estep_diag`` takes a ``workspace`` dict after its outputs (the Cython
+#: backend's does not): :func:`fastem.hmm._backend.estep_diag` passes one there.
+ESTEP_DIAG_WORKSPACE = True
+
+
+def _estep_diag_setup(X, offsets, seq_weight, row_weight, K):
+    """What every call on these data arrays alike needs (one fit's iterations):
+    the key, the pool pass's fixed arguments and the reduction's, or None where
+    the shape has too few batches for the fused step."""
+    N, D = X.shape
+    S = offsets.shape[0] - 1
+    lanes = LANES if K <= LANES_MAX_K else 1
+    n_batches = (S + lanes - 1) // lanes
+    if n_batches < FUSED_MIN_BATCHES:
+        return None
+    nc = _seq_chunks(n_batches)
+    # zeroed again by ``_sum_groups`` as it reads them
+    outer_p, start_p = np.zeros((nc, K, K)), np.zeros((nc, K))
+    nk_p, sx_p, sxx_p = moment_partials(nc, K, D, False)
+    return (
+        (X, offsets, seq_weight, row_weight, K),
+        N * K * (3 * K + 3 * D),  # work
+        np.zeros(1, dtype=np.int64),  # the groups' counter
+        nc,
+        (_ro(X), _ro(offsets)),
+        (_ro(seq_weight), _ro(row_weight)),
+        (outer_p, start_p, nk_p, sx_p, sxx_p),
+    )
+
+
+def _same_data(key, X, offsets, seq_weight, row_weight, K):
+    return (
+        key[0] is X and key[1] is offsets and key[2] is seq_weight and key[3] is row_weight
+        and key[4] == K
+    )  # fmt: skip
+
+
+def _ro_c(a):
+    """:func:`_ro` of ``a`` as a C-contiguous array (no copy when it is one)."""
+    return _ro(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+
+
 def estep_diag(
     X, offsets, means, prec_chol, comp_const, startprob, transmat, seq_weight, row_weight,
-    shift, loglik, xi, start, nk, sx, sxx,
+    shift, loglik, xi, start, nk, sx, sxx, workspace=None,
 ):  # fmt: skip
     """Fused E-step of a diagonal-Gaussian HMM (optional entry; see
     :func:`fastem.hmm._backend.estep_diag`), or ``False`` when the shape has
@@ -1380,32 +1425,37 @@ def estep_diag(
     ``forward_backward(logB, ...)`` and ``moments_diag(X, gamma, row_weight,
     shift, nk, sx, sxx)``: ``loglik``, ``xi``, ``start``, ``nk``, ``sx``,
     ``sxx`` as those write them (X float64). Group partials summed in group
-    order: the same bits on any thread count.
+    order: the same bits on any thread count. ``workspace``, a dict the
+    caller keeps across calls on the same ``X``, ``offsets``, ``seq_weight``
+    and ``row_weight`` objects (a fit's iterations), holds what those calls
+    share (read-only views, partials, the counter), made once; the values
+    are the same with or without it. Inputs that are read-only already are
+    passed as they are.
     """
-    N, D = X.shape
     K = means.shape[0]
-    S = offsets.shape[0] - 1
-    lanes = LANES if K <= LANES_MAX_K else 1
-    n_batches = (S + lanes - 1) // lanes
-    if n_batches < FUSED_MIN_BATCHES:
-        return False
-    nc = _seq_chunks(n_batches)
-    outer_p = np.zeros((nc, K, K))
-    start_p = np.zeros((nc, K))
-    nk_p, sx_p, sxx_p = moment_partials(nc, K, D, False)
-    work = N * K * (3 * K + 3 * D)
-    counter = np.zeros(1, dtype=np.int64)
+    ws = None if workspace is None else workspace.get("estep_diag")
+    if ws is None or not _same_data(ws[0], X, offsets, seq_weight, row_weight, K):
+        ws = _estep_diag_setup(X, offsets, seq_weight, row_weight, K)
+        if ws is None:
+            return False
+        if workspace is not None:
+            workspace["estep_diag"] = ws
+    _, work, counter, nc, data, weights, partials = ws
+    counter[0] = 0
     args = (
-        counter, nc, _ro(X), _ro(offsets), _ro(np.ascontiguousarray(means)),
-        _ro(np.ascontiguousarray(prec_chol)), _ro(comp_const), _ro(startprob), _ro(transmat),
-        _ro(np.ascontiguousarray(transmat.T)), _ro(seq_weight), _ro(row_weight),
-        _ro(shift), loglik, outer_p, start_p, nk_p, sx_p, sxx_p,
+        counter, nc, *data, _ro_c(means), _ro_c(prec_chol), _ro(comp_const), _ro(startprob),
+        _ro(transmat), *weights, _ro(shift), loglik, *partials,
     )  # fmt: skip
-    if work < SMALL_WORK:
-        _estep_diag_chunks(0, nc, *args)
-    else:
-        run_dynamic(_estep_diag_chunks, nc, *args)
-    _sum_groups(transmat, outer_p, start_p, nk_p, sx_p, sxx_p, xi, start, nk, sx, sxx)
+    try:
+        if work < SMALL_WORK:
+            _estep_diag_chunks(0, nc, *args)
+        else:
+            run_dynamic(_estep_diag_chunks, nc, *args)
+    except BaseException:
+        if workspace is not None:  # partials left unread: not reused
+            workspace.pop("estep_diag", None)
+        raise
+    _sum_groups(transmat, *partials, xi, start, nk, sx, sxx)
     return True
 
 

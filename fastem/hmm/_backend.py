@@ -104,6 +104,7 @@ def estep_diag(
     nk: np.ndarray,
     sx: np.ndarray,
     sxx: np.ndarray,
+    workspace: dict | None = None,
 ) -> None:
     """One E-step of an HMM with diagonal Gaussian emissions and no missing values.
 
@@ -129,12 +130,19 @@ def estep_diag(
         As ``forward_backward`` and ``moments_diag`` take them.
     loglik, xi, start, nk, sx, sxx : ndarray
         Outputs, overwritten.
+    workspace : dict, optional
+        Kept by the caller across calls on the same ``X``, ``offsets``,
+        ``seq_weight`` and ``row_weight`` objects (a fit's iterations): a fused
+        kernel that takes one (``ESTEP_DIAG_WORKSPACE``) keeps in it what those
+        calls share instead of making it each time. Same values either way.
     """
-    fused = getattr(kernels.hmm, "estep_diag", None)
+    hmm = kernels.hmm
+    fused = getattr(hmm, "estep_diag", None)
     if fused is not None and X.dtype == np.float64:
+        extra = (workspace,) if getattr(hmm, "ESTEP_DIAG_WORKSPACE", False) else ()
         if fused(
             X, offsets, means, prec_chol, comp_const, startprob, transmat, seq_weight,
-            row_weight, shift, loglik, xi, start, nk, sx, sxx,
+            row_weight, shift, loglik, xi, start, nk, sx, sxx, *extra,
         ):  # fmt: skip
             return
     logB = np.empty((X.shape[0], means.shape[0]))

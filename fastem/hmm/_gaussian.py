@@ -38,6 +38,86 @@ def _validate_covars(covars: np.ndarray, covariance_type: str, K: int, D: int | 
     return c
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+class _FusedPlan:
+    """A fit's fused diag/spherical E-step on the numba backend with float64 X
+    (built once per fit by ``_fit_plan``): the buffers the kernels read and
+    write, made once, with their read-only views (the kernels' argument
+    types), so that an iteration makes no array, view or copy in Python. Per
+    iteration one compiled call (:func:`fastem.hmm._mstep_numba.estep_params_diag`)
+    writes the precision factors and copies the parameters into the buffers,
+    three or four NumPy calls with ``out=`` give the constants (the operations
+    of ``log_det_cholesky``, so the same bits), and the E-step writes the
+    statistics into the same arrays every iteration. The caller uses them
+    before the next E-step (the loop's M-step)."""
+
+    __slots__ = (
+        "X", "mstep", "spherical", "half_d_log_2pi", "pcs", "logs", "pc", "means", "start",
+        "trans", "comp_const", "views", "fb", "stats", "workspace",
+    )  # fmt: skip
+
+    @classmethod
+    def build(cls, model, kernels, X):
+        """The plan, or None where the fit does not take it (other backends,
+        float32 X: the general code runs)."""
+        if kernels.name != "numba" or X.dtype != np.float64:
+            return None
+        try:
+            from ._mstep_numba import estep_params_diag
+        except ImportError:  # pragma: no cover - numba present but broken
+            return None
+        self = cls()
+        K, D = model.means_.shape
+        self.X = X
+        self.mstep = estep_params_diag
+        self.spherical = model.covariance_type == "spherical"
+        self.half_d_log_2pi = 0.5 * D * _LOG_2PI
+        C = 1 if self.spherical else D
+        self.pcs, self.logs = np.empty((K, C)), np.empty((K, C))
+        self.pc, self.means = np.empty((K, D)), np.empty((K, D))
+        self.start, self.trans, self.comp_const = np.empty(K), np.empty((K, K)), np.empty(K)
+        self.views = tuple(
+            _read_only(a) for a in (self.means, self.pc, self.comp_const, self.start, self.trans)
+        )
+        self.fb = _FBResult(np.empty(0), None, np.empty((K, K)), np.empty(K), None)
+        self.stats = (np.empty(K), np.empty((K, D)), np.empty((K, D)), self.means)
+        self.workspace = {}
+        return self
+
+    def run(self, model, kernels, X, offsets, seq_weight):
+        """The E-step's ``(fb, stats)``, or None (nothing done) where a variance is
+        not finite and positive: the general code raises its error then."""
+        cov = model._covars_
+        if not self.mstep(
+            cov.reshape(cov.shape[0], -1), model.means_, model.startprob_, model.transmat_,
+            self.pcs, self.pc, self.means, self.start, self.trans,
+        ):  # fmt: skip
+            return None
+        # log_det_cholesky's operations: log, the row sums (diag) or D times (spherical)
+        cc = self.comp_const
+        np.log(self.pcs, out=self.logs)
+        np.add.reduce(self.logs, axis=1, out=cc)
+        if self.spherical:
+            np.multiply(self.pc.shape[1], cc, out=cc)  # n_features * log(pc)
+        np.subtract(cc, self.half_d_log_2pi, out=cc)
+        fb = self.fb
+        if fb.loglik.shape[0] != offsets.shape[0] - 1:
+            fb.loglik = np.empty(offsets.shape[0] - 1)
+        nk, sx, sxx, _ = self.stats
+        means, pc, comp_const, start, trans = self.views
+        estep_diag(
+            kernels, X, offsets, means, pc, comp_const, start, trans, seq_weight,
+            _row_weight(model, X, offsets, seq_weight), means,
+            fb.loglik, fb.xi, fb.start, nk, sx, sxx, self.workspace,
+        )  # fmt: skip
+        return fb, self.stats
+
+
 class GaussianHMM(BaseHMM):
     """Hidden Markov model with Gaussian emissions, fitted by Baum-Welch.
 
@@ -274,12 +354,16 @@ class GaussianHMM(BaseHMM):
         it; otherwise, and for the other cases, the separate kernels."""
         if self.covariance_type in _FULL or _x_has_nan(self, X):
             return super()._estep(kernels, X, offsets, seq_weight)
+        plan = _fit_plan(self, "fused_estep", lambda: _FusedPlan.build(self, kernels, X))
+        if plan is not None and plan.X is X:
+            res = plan.run(self, kernels, X, offsets, seq_weight)
+            if res is not None:
+                return res
         K, D = self.means_.shape
         shift = np.ascontiguousarray(self.means_, dtype=np.float64)
         if X.dtype == np.float64:
             # _pass_params' values (unit weights: log 1 + log det is log det, a
-            # fresh (K,) array for both types), without its general-case work:
-            # ~13 us of an HB2 iteration's ~90 us serial part, ~7 here
+            # fresh (K,) array for both types), without its general-case work
             ct = self.covariance_type
             pc = precision_cholesky(self._covars_, ct)
             comp_const = log_det_cholesky(pc, ct, D) - 0.5 * D * _LOG_2PI

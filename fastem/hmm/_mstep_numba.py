@@ -16,7 +16,7 @@ from numba import njit
 
 from ..backends import _numba_cache  # noqa: F401  (registers the cache locator)
 
-__all__ = ["PAIRWISE_MAX", "mstep_diag"]
+__all__ = ["PAIRWISE_MAX", "estep_params_diag", "mstep_diag"]
 
 PAIRWISE_MAX = 128  # the longest row the kernel sums in NumPy's order
 
@@ -191,3 +191,31 @@ def _log_prior(startprob, transmat, means, covars, hyper, flags, spherical):
             if flags & 64:
                 g += cw1[k, d] * np.log(var)
     return out - 0.5 * g
+
+
+@njit(cache=True, nogil=True)
+def estep_params_diag(covars, means, startprob, transmat, pcs, pc, means_out, start_out, trans_out):
+    """The fused E-step's inputs for the current parameters, into a fit's buffers.
+
+    ``pcs = 1 / sqrt(covars)`` ((K, 1) spherical or (K, D) diag: what
+    :func:`fastem._covariance.precision_cholesky` gives, the same IEEE
+    operations), ``pc`` that repeated to (K, D) for spherical (``np.repeat``),
+    ``means``, ``startprob`` and ``transmat`` copied. Returns False, with the
+    buffers partly written, if a variance is not finite and positive (the caller
+    lets ``precision_cholesky`` raise its error then).
+    """
+    K, D = means.shape
+    C = covars.shape[1]
+    for k in range(K):
+        for c in range(C):
+            v = covars[k, c]
+            if not (np.isfinite(v) and v > 0):
+                return False
+            pcs[k, c] = 1.0 / np.sqrt(v)
+        for d in range(D):
+            pc[k, d] = pcs[k, 0] if C == 1 else pcs[k, d]
+            means_out[k, d] = means[k, d]
+        start_out[k] = startprob[k]
+        for j in range(K):
+            trans_out[k, j] = transmat[k, j]
+    return True
