@@ -26,12 +26,12 @@ covariance types, 0% and 20% missing values; plus W1-W4 (``--full`` only).
 A method is ``plain``, ``squarem``, ``anderson`` or ``qn`` (quasi-Newton, Zhou,
 Alexander & Lange 2011), optionally followed by driver options (``SquaremOptions`` /
 ``AndersonOptions`` / ``QuasiNewtonOptions`` fields) after a colon:
-``squarem:reference=x2;max_backoff=0``. ``means=mean`` extrapolates the means
-in data units instead of the precision factor's frame (the mixture's coordinates
-before the default changed, see ``driver_options``). ``squarem`` is
-``GaussianMixture``'s SQUAREM (``reference=x1``, natural means);
-``squarem:reference=x2;means=mean`` the earlier default. With ``--only issue-200k`` the summary
-also gives each method's CPU seconds (process time, all threads) and passes.
+``squarem:reference=x2;max_backoff=0``. ``means=mean`` or ``means=natural``
+extrapolates the means in data units or in the precision factor's frame (see
+``driver_options``). ``squarem`` is ``GaussianMixture``'s SQUAREM (``reference=x1``,
+natural means); ``squarem:reference=x2;means=mean`` the earlier default. With
+``--only issue-200k`` the summary also gives each method's CPU seconds (process time, all
+threads) and passes.
 
 Prints a Markdown table and a summary (median and slowest-quarter pass ratios, time
 ratios, seconds per pass).
@@ -110,12 +110,13 @@ def parse_method(spec: str):
 def driver_options(options):
     """Hand ``options`` to the driver's scheme (GaussianMixture does not expose them).
     ``means='mean'`` or ``'natural'`` is not a driver option but the mixture's
-    coordinates for the means: ``mu_k`` (before the default changed) or ``U_k^T mu_k``
-    (``U_k`` the precision Cholesky factor; the default); see docs/acceleration.md."""
+    coordinates for the means: ``mu_k`` or ``U_k^T mu_k`` (``U_k`` the precision
+    Cholesky factor), instead of the scheme's own (``fastem.mixture.MEANS_FRAMES``:
+    natural for SQUAREM and qn, data units for Anderson); see docs/acceleration.md."""
     options = dict(options or {})
     frame = options.pop("means", None)
     original = fastem.mixture.run_fixed_point
-    original_frame = fastem.mixture._MixtureMap.means_frame
+    frames = dict(fastem.mixture.MEANS_FRAMES)
 
     def merged(*args, options=None, **kwargs):  # over any options the estimator passes
         return original(*args, options={**(options or {}), **extra}, **kwargs)
@@ -124,12 +125,12 @@ def driver_options(options):
     if options:
         fastem.mixture.run_fixed_point = merged
     if frame is not None:
-        fastem.mixture._MixtureMap.means_frame = frame
+        fastem.mixture.MEANS_FRAMES.update(dict.fromkeys(frames, frame))
     try:
         yield
     finally:
         fastem.mixture.run_fixed_point = original
-        fastem.mixture._MixtureMap.means_frame = original_frame
+        fastem.mixture.MEANS_FRAMES.update(frames)
 
 
 def run(X, init, method, cap, n_threads=None):

@@ -650,19 +650,25 @@ def test_singular_factor_is_infeasible_not_an_error():
 
 def test_estimator_squarem_is_reference_x1(slow_problem, monkeypatch):
     """GaussianMixture's SQUAREM judges against the cycle's first EM step (two passes
-    per cycle after an accepted point); the driver's default (the HMMs') stays x2."""
+    per cycle after an accepted point); the driver's default (the HMMs') stays x2. The
+    means' frame: natural for SQUAREM and quasi-Newton, data units for Anderson."""
     import fastem.mixture
 
     seen = []
     original = fastem.mixture.run_fixed_point
 
-    def spy(*args, **kwargs):
-        seen.append((kwargs["method"], kwargs.get("options")))
-        return original(*args, **kwargs)
+    def spy(problem, *args, **kwargs):
+        seen.append((kwargs["method"], kwargs.get("options"), problem.means_frame))
+        return original(problem, *args, **kwargs)
 
     monkeypatch.setattr(fastem.mixture, "run_fixed_point", spy)
     X, init = slow_problem
     _fit(X, max_iter=60, acceleration="squarem", **init)
     _fit(X, max_iter=60, acceleration="anderson", **init)
-    assert seen == [("squarem", {"reference": "x1"}), ("anderson", None)]
+    _fit(X, max_iter=60, acceleration="qn", **init)
+    assert seen == [
+        ("squarem", {"reference": "x1"}, "natural"),
+        ("anderson", None, "mean"),
+        ("qn", None, "natural"),
+    ]
     assert fp.run_fixed_point.__kwdefaults__["options"] is None
