@@ -409,58 +409,80 @@ def _lone_backward(transmat, b, be):
                 for k in range(K):
                     be[u, k] = 0.0
             return
-        _mat_vec(transmat, y, 0, be[t - 1], 1.0 / d)  # be_t-1 = A y_t / d_t
+        inv = 1.0 / d
+        for j in range(K):  # be_t-1 = A y_t / d_t, into its row (no view per frame)
+            acc = 0.0
+            for i in range(K):
+                acc += transmat[j, i] * y[0, i]
+            be[t - 1, j] = acc * inv
 
 
 @njit(**_JIT)
-def _lone_posteriors(logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer, start):
+def _cross_products(p, q, n, nb, out):
+    """``out[i, j] += sum_b p[i, b] q[j, b]`` for ``i, j < n``, ``b < nb``, in 2 x 2
+    blocks of (i, j) (one load per multiply-add), the loops over b in vector
+    code (a loop over K = 8 states is shorter than LLVM's vector body)."""
+    for i in range(0, n - 1, 2):
+        for j in range(0, n - 1, 2):
+            a00 = a01 = a10 = a11 = 0.0
+            for b in range(nb):
+                p0 = p[i, b]
+                p1 = p[i + 1, b]
+                q0 = q[j, b]
+                q1 = q[j + 1, b]
+                a00 += p0 * q0
+                a01 += p0 * q1
+                a10 += p1 * q0
+                a11 += p1 * q1
+            out[i, j] += a00
+            out[i, j + 1] += a01
+            out[i + 1, j] += a10
+            out[i + 1, j + 1] += a11
+    if n % 2 == 1:  # the last row and column
+        e = n - 1
+        for j in range(n):
+            a0 = a1 = 0.0
+            for b in range(nb):
+                a0 += p[e, b] * q[j, b]
+                a1 += p[j, b] * q[e, b]
+            out[e, j] += a0
+            if j < e:
+                out[j, e] += a1
+
+
+@njit(**_JIT)
+def _lone_posteriors(logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer, start, at, vt):
     """Posteriors of frames lo:hi into ``gamma`` and ``outer += w sum_t alpha_t
-    v_t+1^T`` over t in lo:hi (t + 1 < T), with ``v_u = b_u * be_u / S_u``,
-    ``S_u = sum(al_u * be_u)`` (rows lo+1..hi of ``b`` become ``v``: no other
-    chunk reads them). Frame 0's chunk writes the start counts. Returns the
-    number of frames whose ``S`` is below ``TINY``: the backward's scale lost
-    the states that carry the forward's mass (possible only with zero or
+    v_t+1^T`` over t in lo:hi (t + 1 < T), with ``alpha_t = al_t / c_t``,
+    ``v_u = b_u * be_u / S_u``, ``S_u = sum(al_u * be_u)``: 64 frames at a
+    time through transposed (K, 64) blocks ``at``, ``vt`` (vector code over
+    frames). Frame 0's chunk writes the start counts. Returns the number of
+    frames whose ``S`` is below ``TINY``: the backward's scale lost the
+    states that carry the forward's mass (possible only with zero or
     extremely small transitions), and the caller redoes the sequence with the
     coupled recursions."""
     T, K = logB.shape
     lost = 0
-    for u in range(lo + 1, min(hi + 1, T)):
-        s = 0.0
-        for k in range(K):
-            s += al[u, k] * be[u, k]
-        lost += 1 if s < TINY else 0
-        inv = 1.0 / s if s > 0.0 else 0.0
-        if flag[u] == 1.0:  # the forward's exact shift: the emissions it used
-            for k in range(K):
-                b[u, k] = math.exp(min(logB[u, k] - m[u], EXP_CAP))
-        for k in range(K):
-            # a state with zero forward probability is on no path: v is exactly
-            # 0, and a large redone emission cannot meet an inf into NaN
-            b[u, k] = b[u, k] * be[u, k] * inv if al[u, k] > 0.0 else 0.0
-    t = lo
     end = min(hi, T - 1)
-    while t + 4 <= end:
-        f0 = w / c[t]  # alpha_t = al[t] / c_t
-        f1 = w / c[t + 1]
-        f2 = w / c[t + 2]
-        f3 = w / c[t + 3]
-        for i in range(K):
-            a0 = f0 * al[t, i]
-            a1 = f1 * al[t + 1, i]
-            a2 = f2 * al[t + 2, i]
-            a3 = f3 * al[t + 3, i]
-            for j in range(K):
-                outer[i, j] += (
-                    a0 * b[t + 1, j] + a1 * b[t + 2, j] + a2 * b[t + 3, j] + (a3 * b[t + 4, j])
-                )
-        t += 4
-    while t < end:
-        f0 = w / c[t]
-        for i in range(K):
-            a0 = f0 * al[t, i]
-            for j in range(K):
-                outer[i, j] += a0 * b[t + 1, j]
-        t += 1
+    for t0 in range(lo, end, BLOCK):
+        nb = min(BLOCK, end - t0)
+        for r in range(nb):
+            t = t0 + r
+            u = t + 1
+            s = 0.0
+            for k in range(K):
+                s += al[u, k] * be[u, k]
+            lost += 1 if s < TINY else 0
+            inv = 1.0 / s if s > 0.0 else 0.0
+            f = w / c[t]
+            redo = flag[u] == 1.0  # the forward's exact shift: the emissions it used
+            for k in range(K):
+                e = math.exp(min(logB[u, k] - m[u], EXP_CAP)) if redo else b[u, k]
+                at[k, r] = f * al[t, k]
+                # a state with zero forward probability is on no path: v is exactly
+                # 0, and a large redone emission cannot meet an inf into NaN
+                vt[k, r] = e * be[u, k] * inv if al[u, k] > 0.0 else 0.0
+        _cross_products(at, vt, K, nb, outer)
     for t in range(lo, hi):
         s = 0.0
         for k in range(K):
@@ -487,6 +509,8 @@ def _lone_items(
     is unused (every thread claims items until none is left)."""
     T, K = logB.shape
     n_items = 2 * n_chunks + 2
+    at = np.empty((K, BLOCK))
+    vt = np.empty((K, BLOCK))
     while True:
         it = _fetch_add(counter, 0, 1)
         if it >= n_items:
@@ -517,7 +541,7 @@ def _lone_items(
                         gamma[t, k] = 0.0
                 continue
             lost = _lone_posteriors(
-                logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer_p[p], start
+                logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer_p[p], start, at, vt
             )
             if lost > 0:
                 _fetch_add(counter, 4, lost)
