@@ -12,15 +12,17 @@ A pass yields the objective of its *input* and the map at that input, so every
 point the driver visits costs exactly one pass, whatever the scheme:
 
 - plain EM visits ``x, F(x), F(F(x)), ...``;
-- an accelerated scheme (:mod:`~fastem._em.squarem`, :mod:`~fastem._em.anderson`)
-  also visits extrapolated points. Each extrapolation ``x'`` generalizes one
-  plain EM point ``e`` (the scheme gives ``e`` back for step length 0 or 1),
-  and both are visited, so both objectives are exact. The safeguard keeps ``x'``
+- an accelerated scheme (:mod:`~fastem._em.squarem`, :mod:`~fastem._em.anderson`,
+  :mod:`~fastem._em.qn`) also visits extrapolated points. Each extrapolation
+  ``x'`` is judged against one plain EM point ``e`` from the same start (the one
+  it generalizes, which the scheme gives back for step length 0 or 1, or with
+  SQUAREM's ``reference="x1"`` the cycle's first EM step), and both are
+  visited, so both objectives are exact. The safeguard keeps ``x'``
   only if it is feasible and ``l(x') >= l(e)``; otherwise the iterate is ``e``,
   whose pass is already done. An infeasible ``x'`` costs no pass at all.
 
 So the objective never decreases along the accepted iterates, an accepted
-extrapolation is never below the EM point it replaces, and ``n_passes`` counts
+extrapolation is never below the EM point it is judged against, and ``n_passes`` counts
 every pass, rejected extrapolations included. :class:`FixedPointResult` records,
 per pass, the best objective seen so far (a lower bound on the objective of the
 returned point) and the raw objective of that pass.
