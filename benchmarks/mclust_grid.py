@@ -29,16 +29,19 @@ in a fresh interpreter.
 
 ``--select`` replaces the cell-by-cell grid with the way a user runs it:
 ``fastem.select_model`` with its defaults (mclust's 14 models, shared hc + emEM
-starts, SQUAREM, Aitken stopping at 1e-8, up to 1000 iterations: fits to the
-maximum) against scikit-learn's 4 types with scikit-learn's defaults (k-means
-start, ``tol=1e-3``, ``max_iter=100``), one thread on both sides, interleaved by K:
-``select_model(X, n_components=[K])`` then scikit-learn's 4 fits at K, for K = 1..kmax.
-Per-K calls rebuild the hc tree that one whole-grid call would build once, so
-fastem's figure is, if anything, high.
+starts, SQUAREM, Aitken stopping at 1e-8, up to 1000 iterations; by default the
+two-stage search, ``refine="contenders"``: every candidate screened, the ones
+that could be among the best three fitted to the maximum) against
+scikit-learn's 4 types with scikit-learn's defaults (k-means start,
+``tol=1e-3``, ``max_iter=100``), one thread on both sides. fastem's grid is one
+``select_model(X, n_components=range(1, kmax + 1))`` call (the two-stage search
+ranks the whole grid); ``--refine all`` times the former behaviour (every
+candidate to the maximum), ``--refine both`` both, on the same data.
 
     python benchmarks/mclust_grid.py [--n 100000] [--d 8] [--kmax 9] [--true-k 4]
         [--models all] [--no-sklearn] [--mstep-d 64] [--mstep-k 16] [--skip-grid]
         [--sweep-ab 4,10,24,64] [--sweep-k 8] [--skip-mstep] [--select]
+        [--refine contenders|all|both]
 """
 
 from __future__ import annotations
@@ -231,13 +234,19 @@ def sweep_ab(ds: list[int], k: int, rows: int, repeats: int, seed: int = 0) -> N
             print(f"  first call, {what}: {float(out[0]):.2f} CPU s, {float(out[1]):.2f} wall s")
 
 
-def select_grid(X: np.ndarray, kmax: int, seed: int) -> None:
-    """select_model's defaults (14 models) against scikit-learn's defaults (4 types)."""
+def select_grid(X: np.ndarray, kmax: int, seed: int, refine: list[str]) -> None:
+    """select_model's defaults (14 models) against scikit-learn's defaults (4 types).
+
+    fastem: one ``select_model(X, n_components=range(1, kmax + 1))`` call per
+    ``refine`` mode (its two-stage search ranks the whole grid, so the grid is one
+    call, as a user runs it); scikit-learn: its 4 types at K = 1..kmax. CPU
+    seconds, one thread; the two libraries alternate (scikit-learn, then each
+    fastem mode).
+    """
     from sklearn.mixture import GaussianMixture as SkGM
 
     from fastem import select_model
 
-    ours, theirs, best, iters = {}, {}, {}, {}
     # warm-up, untimed: imports, Numba cache loads, first calls on both sides
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -245,42 +254,60 @@ def select_grid(X: np.ndarray, kmax: int, seed: int) -> None:
         for ct in SKLEARN_ALIASES:
             SkGM(2, covariance_type=ct, random_state=seed).fit(X[:2000])
     print("\nselect_model defaults (14 models) vs scikit-learn defaults (4 types); CPU s")
+    theirs = {}
     for k in range(1, kmax + 1):
+        for ct in SKLEARN_ALIASES:
+            c0 = time.process_time()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gm = SkGM(k, covariance_type=ct, random_state=seed).fit(X)
+            theirs[(k, ct)] = (time.process_time() - c0, -gm.bic(X), gm.n_iter_)
+    t_theirs = sum(t[0] for t in theirs.values())
+    print(f"scikit-learn, 4 types x K=1..{kmax}: {t_theirs:.1f} CPU s "
+          f"({t_theirs / (4 * kmax):.2f} per type and K)")  # fmt: skip
+    for ct in SKLEARN_ALIASES:
+        cpu = sum(theirs[(k, ct)][0] for k in range(1, kmax + 1))
+        its = sum(theirs[(k, ct)][2] for k in range(1, kmax + 1))
+        print(f"  {ct}: {cpu:.2f} CPU s, {its} EM iterations")
+    results = {}
+    for mode in refine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             c0 = time.process_time()
-            sel = select_model(X, n_components=[k], random_state=seed, n_threads=1)
-            ours[k] = time.process_time() - c0
-            theirs[k] = {}
-            for ct in SKLEARN_ALIASES:
-                c0 = time.process_time()
-                gm = SkGM(k, covariance_type=ct, random_state=seed).fit(X)
-                theirs[k][ct] = (time.process_time() - c0, -gm.bic(X), gm.n_iter_)
-        rows = [r for r in sel.table if r.get("bic") is not None]
-        best[k] = {r["covariance_type"]: -r["bic"] for r in rows}
+            sel = select_model(
+                X, n_components=range(1, kmax + 1), random_state=seed, n_threads=1, refine=mode
+            )
+            cpu = time.process_time() - c0
+        results[mode] = sel
+        rows = [r for r in sel.table if r["error"] is None]
+        best = sel.table[sel.best_index_]
+        print(
+            f"fastem select_model(refine={mode!r}), 14 models x K=1..{kmax}: {cpu:.1f} CPU s "
+            f"({cpu / (14 * kmax):.2f} per model and K); / scikit-learn: {cpu / t_theirs:.2f}"
+        )
+        print(
+            f"  refined {sum(bool(r['refined']) for r in rows)} of {len(sel.table)} candidates; "
+            f"selected {best['covariance_type']},{best['n_components']} BIC (mclust sign) "
+            f"{-best['bic']:.4f}"
+        )
+        top = [sel.table[i] for i in sel.ranking()[:3]]
+        print("  best three: " + ", ".join(
+            f"{r['covariance_type']},{r['n_components']} {-r['bic']:.4f}" for r in top
+        ))  # fmt: skip
+        iters: dict[str, int] = {}
         for r in rows:
             iters[r["covariance_type"]] = iters.get(r["covariance_type"], 0) + (r["n_iter"] or 0)
-        sk = sum(t[0] for t in theirs[k].values())
-        print(
-            f"  K={k}: fastem 14 models {ours[k]:7.2f}  scikit-learn 4 types {sk:7.2f}  "
-            f"({', '.join(f'{ct} {t[0]:.2f}' for ct, t in theirs[k].items())})",
-            flush=True,
-        )
-    t_ours = sum(ours.values())
-    t_theirs = sum(sum(t[0] for t in v.values()) for v in theirs.values())
-    print(
-        f"fastem select_model, 14 models x K=1..{kmax}: {t_ours:.1f} CPU s "
-        f"({t_ours / (14 * kmax):.2f} per model and K); scikit-learn, 4 types: "
-        f"{t_theirs:.1f} CPU s ({t_theirs / (4 * kmax):.2f} per type and K); "
-        f"ratio {t_ours / t_theirs:.2f}"
-    )
-    print("EM iterations summed over K (fastem: the kept fit of each candidate):")
-    print("  " + "  ".join(f"{m} {n}" for m, n in iters.items()))
-    sk_iters = {ct: sum(theirs[k][ct][2] for k in theirs) for ct in SKLEARN_ALIASES}
-    print("  scikit-learn: " + "  ".join(f"{ct} {n}" for ct, n in sk_iters.items()))
-    print("BIC, mclust sign (fastem's model = scikit-learn's type):")
+        print("  EM passes of the kept fits summed over K: "
+              + "  ".join(f"{m} {n}" for m, n in iters.items()))  # fmt: skip
+        print("  not refined: " + " ".join(
+            f"{r['covariance_type']},{r['n_components']}" for r in rows if not r["refined"]
+        ))  # fmt: skip
+    print("BIC, mclust sign (fastem's model = scikit-learn's type), K=1..kmax:")
+    sel = results[refine[0]]
     for alias, model in SKLEARN_ALIASES.items():
-        pairs = [(best[k].get(model, float("nan")), theirs[k][alias][1]) for k in best]
+        ours = {r["n_components"]: -r["bic"] for r in sel.table
+                if r["covariance_type"] == model and r["bic"] is not None}  # fmt: skip
+        pairs = [(ours.get(k, float("nan")), theirs[(k, alias)][1]) for k in range(1, kmax + 1)]
         print(f"  {model}/{alias}: " + "  ".join(f"{a:.1f}/{b:.1f}" for a, b in pairs))
 
 
@@ -302,13 +329,17 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-ab", default="", help="comma list of d, e.g. 4,10,24,64")
     p.add_argument("--sweep-k", type=int, default=8)
     p.add_argument("--select", action="store_true", help="select_model vs scikit-learn")
+    p.add_argument(
+        "--refine", default="contenders", help="select_model's refine: contenders, all, or both"
+    )
     args = p.parse_args(argv)
     limits = _limits()
     try:
         if args.select:
             X, _ = make_mixture(args.n, args.d, args.true_k, random_state=args.seed)
             print(f"data: make_mixture({args.n}, {args.d}, {args.true_k})")
-            select_grid(X, args.kmax, args.seed)
+            modes = ["contenders", "all"] if args.refine == "both" else [args.refine]
+            select_grid(X, args.kmax, args.seed, modes)
         elif not args.skip_grid:
             X, _ = make_mixture(args.n, args.d, args.true_k, random_state=args.seed)
             models = list(MCLUST_MODELS) if args.models == "all" else args.models.split(",")

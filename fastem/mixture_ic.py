@@ -31,8 +31,10 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
     ``covariance_types`` (by default mclust's 14 models, all started from one
     shared hierarchical clustering tree and from emEM's short runs, and fitted
     with SQUAREM and the Aitken
-    stopping rule at ``tol=1e-8`` so that every candidate reaches its maximum)
-    and keeps the candidate with the lowest criterion. Every other method is
+    stopping rule at ``tol=1e-8`` so that the best candidates reach their
+    maximum; the others, which cannot be among the best three, are only
+    screened unless ``refine="all"``) and keeps the candidate with the lowest
+    criterion. Every other method is
     the selected :class:`~fastem.GaussianMixture`'s.
 
     For the former behaviour (k-means starts, scikit-learn's fit settings), pass
@@ -63,6 +65,11 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
         As in :class:`~fastem.GaussianMixture`.
     reg_covar, n_init, random_state, backend, n_threads
         As in :class:`~fastem.GaussianMixture`, the same for every candidate.
+    refine : {'contenders', 'all'}, default='contenders'
+        'contenders': every candidate is screened, and only those that could
+        be among the best three are fitted to the final settings (``tol``,
+        ``stopping``); 'all': every candidate is. See
+        :func:`fastem.select_model`.
 
     Attributes
     ----------
@@ -106,6 +113,7 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
         n_threads: int | None = None,
         acceleration: str | None = DEFAULT_FIT_SETTINGS["acceleration"],
         stopping: str = DEFAULT_FIT_SETTINGS["stopping"],
+        refine: str = "contenders",
     ) -> None:
         self.n_components = n_components
         self.covariance_types = covariance_types
@@ -120,6 +128,7 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
         self.n_threads = n_threads
         self.acceleration = acceleration
         self.stopping = stopping
+        self.refine = refine
 
     def __sklearn_tags__(self):
         # Candidates are GaussianMixtures: NaN entries are missing values.
@@ -164,6 +173,7 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
             n_threads=self.n_threads,
             acceleration=self.acceleration,
             stopping=self.stopping,
+            refine=self.refine,
         )
         best = selection.best_
         self.selection_ = selection

@@ -36,7 +36,9 @@ deterministic and is built only once) and draws new seeds for the other starts.
 Each candidate is a plain :class:`~fastem.GaussianMixture` whose
 ``weights_init``, ``means_init`` and ``precisions_init`` hold the start of its
 best fit (and whose ``init_params`` names that start), so
-``sklearn.base.clone(candidate).fit(X)`` reproduces it exactly. When ``X``
+``sklearn.base.clone(candidate).fit(X)`` reproduces it: exactly for a screened
+candidate and with ``refine="all"``, to the same maximum (within ``tol``) for
+one refined by the two-stage search, which continued it warm. When ``X``
 contains NaN (missing values), the starts come from the copy of ``X`` that
 :class:`~fastem.GaussianMixture` initializes from (NaN filled by column means,
 rows with nothing observed weighted 0); EM then uses the observed values only.
@@ -50,6 +52,18 @@ predicted remaining gain of the average log-likelihood is below 1e-8) and
 maximum, not of a fit stopped early; docs/selection.md has the measurement.
 :data:`SCIKIT_LEARN_SETTINGS` gives the former behaviour (k-means starts,
 scikit-learn's stopping rule): ``select_model(X, **SCIKIT_LEARN_SETTINGS)``.
+
+Two stages
+----------
+Most of a grid's EM passes go to overfitted candidates (more components than
+the data support), whose EM converges slowly towards a maximum that cannot win.
+So by default (``refine="contenders"``) every candidate is first *screened*
+(Aitken at :data:`SCREEN_TOL` = 1e-5, at most :data:`SCREEN_MAX_ITER` passes),
+and only those whose criterion, with a generous allowance for what their fit
+could still gain, could be among the best :data:`N_CONTENDERS` continue, warm,
+to the final settings. The table's ``refined`` column and the ``~`` marks of
+:meth:`ModelSelection.to_text` say which; ``refine="all"`` fits every candidate
+to the final settings. docs/selection.md has the rule and its measurement.
 
 Progress
 --------
@@ -122,6 +136,16 @@ SCIKIT_LEARN_SETTINGS: dict[str, Any] = {
     "acceleration": None,
     "max_iter": 100,
 }
+# Two-stage search (select_model's refine="contenders"): every candidate is first
+# fitted to Aitken's predicted remaining gain SCREEN_TOL (per unit of weight); then
+# only those that could be among the best N_CONTENDERS, with SCREEN_SAFETY times
+# that prediction still to gain, continue to the final settings.
+REFINE = ("contenders", "all")
+SCREEN_TOL = 1e-5
+SCREEN_MAX_ITER = 200
+SCREEN_SAFETY = 100.0
+SCREEN_WINDOW = 30
+N_CONTENDERS = 3
 SIGNS = ("sklearn", "mclust")
 # Parameters select_model sets itself, with what to use instead.
 _RESERVED = {
@@ -153,8 +177,14 @@ class ModelSelection:
         covariance model), with keys ``n_components``, ``covariance_type``,
         ``bic``, ``aic``, ``icl`` (scikit-learn's sign: lower is better),
         ``log_likelihood`` (weighted total over the rows), ``n_parameters``,
-        ``converged``, ``n_iter``, ``init`` (the start of the kept fit) and
-        ``error`` (None, or why the candidate failed; its scores are then None).
+        ``converged``, ``n_iter``, ``init`` (the start of the kept fit),
+        ``refined`` and ``error`` (None, or why the candidate failed; its scores
+        are then None). ``refined`` is True for a candidate fitted to the final
+        settings (to its maximum, with the defaults) and False for one that
+        :func:`select_model`'s two-stage search left at the screening stage
+        (Aitken's predicted remaining gain below :data:`SCREEN_TOL` per row)
+        because it could not be among the best :data:`N_CONTENDERS`;
+        ``converged`` and ``n_iter`` are then those of the screening fit.
     models_ : dict
         ``(n_components, covariance_type)`` -> fitted GaussianMixture, for every
         candidate that did not fail.
@@ -291,12 +321,19 @@ class ModelSelection:
             for r, i in enumerate(ranked)
         }
         width_mark = len(f" ({top})") if ranked else 0
+        screened = {
+            (row["n_components"], row["covariance_type"])
+            for row in self.table
+            if row["error"] is None and row.get("refined") is False
+        }
         cells = []
         for a, k in enumerate(ks):
             line = []
             for b, model in enumerate(models):
                 value = values[a, b]
                 text = "NA" if math.isnan(value) else f"{value:.{digits}f}"
+                if (k, model) in screened:
+                    text += "~"
                 rank = rank_of.get((k, model))
                 mark = f" ({rank})" if rank is not None else ""
                 line.append(text + mark.ljust(width_mark))
@@ -348,10 +385,17 @@ class ModelSelection:
                     f"  {row['covariance_type']},{row['n_components']}: "
                     f"{_shorten(row['error'], 100)}"
                 )
+        if screened:
+            lines.append("")
+            lines.append(
+                f"~: {len(screened)} candidate(s) only screened (Aitken at {SCREEN_TOL:g} per "
+                f"row, or {SCREEN_MAX_ITER} passes): their bound could not reach the best "
+                f"{N_CONTENDERS}; refine='all' fits every candidate to the maximum."
+            )
         not_converged = [
             f"{row['covariance_type']},{row['n_components']}"
             for row in self.table
-            if row["error"] is None and not row["converged"]
+            if row["error"] is None and not row["converged"] and row.get("refined") is not False
         ]
         if not_converged:
             lines.append("")
@@ -362,7 +406,7 @@ class ModelSelection:
 
     def _long_text(self, sign: str, factor: float, digits: int) -> str:
         headers = ["", "K", "covariance", "BIC", "AIC", "ICL", "log-lik", "params", "conv",
-                   "iter", "init", "error"]  # fmt: skip
+                   "iter", "refined", "init", "error"]  # fmt: skip
 
         def number(value: Any, flip: bool = True) -> str:
             if value is None:
@@ -384,12 +428,13 @@ class ModelSelection:
                     str(row["n_parameters"]),
                     "-" if failed else ("yes" if row["converged"] else "no"),
                     "-" if failed else str(row["n_iter"]),
+                    "-" if failed else ("no" if row.get("refined") is False else "yes"),
                     row.get("init") or "-",
                     _shorten(row["error"] or "", 60),
                 ]
             )
         widths = [max(len(r[c]) for r in [headers, *rows]) for c in range(len(headers))]
-        left = {0, 2, 10, 11}  # text columns; numbers align right
+        left = {0, 2, 11, 12}  # text columns; numbers align right
 
         def line(cells: list[str]) -> str:
             parts = [
@@ -723,6 +768,7 @@ def select_model(
     n_init: int = 1,
     init_params: str | Iterable[str] = DEFAULT_INIT,
     random_state=None,
+    refine: str = "contenders",
     **params,
 ) -> ModelSelection:
     """Fit a grid of Gaussian mixtures and pick the best by an information criterion.
@@ -784,6 +830,28 @@ def select_model(
         and ``"smem"``'s (its split-and-merge search then runs in that model).
     random_state : int, RandomState, Generator or None, default=None
         Seed of the initializations; also given to every candidate.
+    refine : {'contenders', 'all'}, default='contenders'
+        Which candidates are fitted to the final settings (``tol``,
+        ``stopping``, ``max_iter``: by default to their maximum). 'all': every
+        candidate, each fitted once (the former behaviour). 'contenders': two
+        stages. First every start of every candidate is screened: fitted until
+        Aitken's predicted remaining gain of the average log-likelihood is below
+        :data:`SCREEN_TOL` (1e-5), or for at most :data:`SCREEN_MAX_ITER` (200)
+        passes. Then, best bound first, every candidate that could still be
+        among the best :data:`N_CONTENDERS` (3) continues warm from its screened
+        fit (same acceleration, the passes ``max_iter`` leaves) to the final
+        settings, until none can: a candidate is left screened when its
+        criterion minus twice the most its log-likelihood is taken to gain
+        (:data:`SCREEN_SAFETY` = 100 times Aitken's prediction, or for a fit
+        still climbing at the pass limit its recent gain per pass times the
+        passes left) is above the third best value, which can only fall.
+        The best three (so the selected model) are thus fitted to the final
+        settings; ``table`` rows say which candidates were ``refined``, and
+        :meth:`ModelSelection.to_text` marks the others ``~``. No local rule
+        bounds a fit that later leaves a plateau: docs/selection.md ("Two
+        stages") has the measurement. Two stages are used only with
+        ``stopping="aitken"`` and ``tol`` below :data:`SCREEN_TOL` (as the
+        defaults); otherwise every candidate is fitted once.
     **params
         Other :class:`GaussianMixture` parameters (``tol``, ``reg_covar``,
         ``max_iter``, ``acceleration``, ``stopping``, ``backend``,
@@ -828,6 +896,17 @@ def select_model(
     methods = check_init(init_params)
     n_init = check_positive_int(n_init, "n_init")
     params = {**DEFAULT_FIT_SETTINGS, **params}
+    if refine not in REFINE:
+        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
+    # Two stages only where the screen is looser than the final settings and its
+    # Aitken prediction bounds what a screened fit can still gain.
+    two_stage = (
+        refine == "contenders"
+        and params["stopping"] == "aitken"
+        and 0 <= params["tol"] < SCREEN_TOL
+        and params["max_iter"] > 0
+    )
+    screen = {"tol": SCREEN_TOL, "max_iter": min(params["max_iter"], SCREEN_MAX_ITER)}
     # NaN passes through: whether missing values are allowed is the estimator's call.
     X = check_array(X, allow_nan=True, min_samples=2, estimator_name="select_model")
     n, d = X.shape
@@ -880,7 +959,11 @@ def select_model(
 
     table: list[dict] = []
     models: dict[tuple[int, str], GaussianMixture] = {}
+    # Every start's fit of every candidate, kept for stage 2: (fit, degenerate or None).
+    fits: list[list[list]] = []
+    done: set[int] = set()  # ids of the fits run to the final settings
     n_candidates = len(ks) * len(types)
+    fit_params = {**params, **screen} if two_stage else params
     for k in ks:
         starts: list[tuple[str, dict[str, tuple | Exception]]] = []
         for restart, method in plan:
@@ -907,8 +990,10 @@ def select_model(
                 "n_iter": None,
                 "init": None,
                 "error": None,
+                "refined": None,
             }
-            model, error, model_bad = None, None, None
+            error = None
+            cell_fits: list[list] = []
             for restart, (method, start) in enumerate(starts):
                 if isinstance(start[ct], Exception):
                     error = error or start[ct]
@@ -926,23 +1011,20 @@ def select_model(
                     precisions_init=precisions,
                     init_params=method,  # unused (the start is given): says which it was
                     random_state=random_state,
-                    **params,
+                    **fit_params,
                 )
                 try:
                     _fit_quietly(fitted, X, sample_weight)
                 except _FIT_ERRORS as exc:
                     error = error or exc
                     continue
-                # Among several starts a degenerate fit loses to a proper one; then the
-                # higher lower bound wins, the first of equal ones as in n_init.
-                if model is None:
-                    model, model_bad = fitted, None
-                    continue
-                if model_bad is None:
-                    model_bad = degenerate_fit(model, n_rows, variances)
-                fitted_bad = degenerate_fit(fitted, n_rows, variances)
-                if (not fitted_bad, fitted.lower_bound_) > (not model_bad, model.lower_bound_):
-                    model, model_bad = fitted, fitted_bad
+                cell_fits.append([fitted, None])
+                if not two_stage or fitted.n_iter_ >= params["max_iter"]:
+                    # A screened fit that used every pass of max_iter is its full fit
+                    # already: the path does not depend on tol, only where it stops.
+                    fitted.set_params(tol=params["tol"])
+                    done.add(id(fitted))
+            model = _keep(cell_fits, n_rows, variances)
             if model is not None:
                 try:
                     scores = _criteria(model, X, sw, weighted)
@@ -951,14 +1033,24 @@ def select_model(
             if model is None:
                 row["error"] = _message(error) if error is not None else "no start succeeded"
             else:
+                # A screened fit that ran out of passes is its full fit already: the
+                # path does not depend on tol, only where it stops.
                 row.update(
                     scores,
                     converged=bool(model.converged_),
                     n_iter=int(model.n_iter_),
                     init=model.init_params,
+                    refined=id(model) in done,
                 )
                 models[(k, ct)] = model
+            fits.append(cell_fits)
             table.append(row)
+
+    if two_stage:
+        _refine_contenders(
+            table, fits, models, done, criterion, params, X, sample_weight, sw, weighted,
+            n_rows, variances, n_candidates,
+        )  # fmt: skip
 
     ranked = [
         (row[criterion], i)
@@ -983,3 +1075,154 @@ def select_model(
             stacklevel=2,
         )
     return ModelSelection(best, best_index, criterion, table, models)
+
+
+def _keep(cell_fits: list[list], n_rows: float, variances: np.ndarray) -> GaussianMixture | None:
+    """The fit a candidate keeps among its starts' fits (``[fit, degenerate]`` pairs;
+    ``degenerate`` is filled in on demand): a degenerate fit loses to a proper
+    one; then the higher lower bound wins, the first of equal ones as in n_init."""
+    if len(cell_fits) > 1:
+        for pair in cell_fits:
+            if pair[1] is None:
+                pair[1] = degenerate_fit(pair[0], n_rows, variances)
+    best = None
+    for pair in cell_fits:
+        key = (not pair[1], pair[0].lower_bound_)
+        if best is None or key > (not best[1], best[0].lower_bound_):
+            best = pair
+    return None if best is None else best[0]
+
+
+def _continue_fit(model: GaussianMixture, params: dict, X, sample_weight, done: set) -> None:
+    """Continue a screened fit from where it stopped to the final settings (warm:
+    same acceleration, the remaining passes of ``max_iter``); its ``n_iter_`` and
+    ``lower_bounds_`` then cover both stages, and its parameters are the final
+    settings again (``warm_start`` off)."""
+    n_screen, bounds = int(model.n_iter_), list(model.lower_bounds_)
+    accepted = model.n_extrapolations_accepted_
+    rejected = model.n_extrapolations_rejected_
+    left = int(params["max_iter"]) - n_screen
+    if left > 0:
+        model.set_params(warm_start=True, tol=params["tol"], stopping=params["stopping"],
+                         max_iter=left)  # fmt: skip
+        try:
+            _fit_quietly(model, X, sample_weight)
+        finally:
+            model.set_params(warm_start=False, max_iter=params["max_iter"])
+        model.n_iter_ = n_screen + int(model.n_iter_)
+        model.lower_bounds_ = bounds + list(model.lower_bounds_)
+        model.n_extrapolations_accepted_ += accepted
+        model.n_extrapolations_rejected_ += rejected
+    else:
+        model.set_params(tol=params["tol"], stopping=params["stopping"])
+    done.add(id(model))
+
+
+def _gain_bound(model: GaussianMixture, n_rows: float, done: set, max_iter: int) -> float:
+    """What a screened fit's total log-likelihood is taken to gain at most by
+    continuing to the final settings; 0 for a fit already there.
+
+    A fit the screen stopped (Aitken's predicted remaining gain below
+    :data:`SCREEN_TOL` per unit of weight): :data:`SCREEN_SAFETY` times that
+    prediction. A fit still climbing at :data:`SCREEN_MAX_ITER` passes: also at
+    least its mean gain per pass over the last :data:`SCREEN_WINDOW` passes
+    times the passes ``max_iter`` leaves, the most it could gain if its gains
+    stopped shrinking. Neither bounds a fit that leaves a plateau later (see
+    docs/selection.md, "Two stages").
+    """
+    if id(model) in done:
+        return 0.0
+    per_row = SCREEN_SAFETY * SCREEN_TOL
+    if not model.converged_:
+        trace = model.lower_bounds_
+        window = min(SCREEN_WINDOW, len(trace) - 1)
+        slope = (trace[-1] - trace[-1 - window]) / window if window > 0 else math.inf
+        per_row = max(per_row, (max_iter - model.n_iter_) * slope)
+    return per_row * n_rows
+
+
+def _refine_contenders(
+    table, fits, models, done, criterion, params, X, sample_weight, sw, weighted, n_rows,
+    variances, n_candidates,
+) -> None:  # fmt: skip
+    """Stage 2: continue the screened candidates that could still be among the best
+    :data:`N_CONTENDERS` to the final settings, best bound first, until no other can.
+
+    A candidate's criterion can only fall as its fit continues (the log-likelihood
+    does not decrease), and by at most ``2 * _gain_bound``: its stage-1 value
+    minus that is a lower bound ``L``. The threshold ``T`` is the
+    ``N_CONTENDERS``-th best of the values that can only fall further (final ones,
+    and for BIC/AIC the screened ones; ICL, not monotone, counts final values only
+    and bounds a screened candidate by its BIC bound, as ICL >= BIC). A candidate
+    with ``L > T`` cannot enter the best ``N_CONTENDERS``; the others are refined.
+    """
+    monotone = criterion != "icl"
+    max_iter = int(params["max_iter"])
+    base = "bic" if criterion == "icl" else criterion
+    bounds: dict[int, float] = {}
+    for i, row in enumerate(table):
+        if row["error"] is not None or all(id(f) in done for f, _ in fits[i]):
+            continue
+        # The most any of its starts' fits could reach; the kept fit's criterion
+        # was computed after its last M-step, a little above its lower bound.
+        reach = max(f.lower_bound_ * n_rows + _gain_bound(f, n_rows, done, max_iter)
+                    for f, _ in fits[i])  # fmt: skip
+        model = models[(row["n_components"], row["covariance_type"])]
+        reach = max(reach, row["log_likelihood"] + _gain_bound(model, n_rows, done, max_iter))
+        penalty = row[base] + 2.0 * row["log_likelihood"]
+        bounds[i] = penalty - 2.0 * reach
+    while bounds:
+        values = [
+            row[criterion]
+            for i, row in enumerate(table)
+            if row["error"] is None and (row["refined"] or monotone)
+        ]
+        values = sorted(v for v in values if v is not None and not math.isnan(v))
+        threshold = values[N_CONTENDERS - 1] if len(values) >= N_CONTENDERS else math.inf
+        i = min(bounds, key=bounds.get)
+        if bounds[i] > threshold:
+            break
+        del bounds[i]
+        row = table[i]
+        key = (row["n_components"], row["covariance_type"])
+        emit("candidate_start", candidate=i, n_candidates=n_candidates, refine=True)
+        cell_fits = fits[i]
+        kept = models[key]
+        failed = None
+        for pair in list(cell_fits):
+            fit = pair[0]
+            if fit is not kept:
+                if id(fit) in done:
+                    continue
+                # Another start's fit is continued too if it could still overtake.
+                reach = fit.lower_bound_ * n_rows + _gain_bound(fit, n_rows, done, max_iter)
+                if reach < kept.lower_bound_ * n_rows and not degenerate_fit(
+                    kept, n_rows, variances
+                ):
+                    continue
+            try:
+                _continue_fit(fit, params, X, sample_weight, done)
+            except _FIT_ERRORS as exc:
+                failed = failed or exc
+                cell_fits.remove(pair)
+        for pair in cell_fits:
+            pair[1] = None  # degeneracy is judged again on the continued fits
+        model = _keep(cell_fits, n_rows, variances)
+        if model is not None:
+            try:
+                scores = _criteria(model, X, sw, weighted)
+            except _FIT_ERRORS as exc:
+                model, failed = None, exc
+        if model is None:
+            row.update(bic=None, aic=None, icl=None, log_likelihood=None, converged=None,
+                       n_iter=None, init=None, refined=None, error=_message(failed))  # fmt: skip
+            models.pop(key, None)
+            continue
+        row.update(
+            scores,
+            converged=bool(model.converged_),
+            n_iter=int(model.n_iter_),
+            init=model.init_params,
+            refined=id(model) in done,
+        )
+        models[key] = model
