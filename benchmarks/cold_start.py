@@ -21,6 +21,15 @@ of the paired ratios working tree / reference of the cold CPU time:
 
 ``--cold-only`` skips the warm runs (half the time).
 
+``--profile`` instead runs one cold first fit per version (``--repeats`` times, the medians
+printed) and splits the compile time (thread CPU, what compiling a function costs itself,
+its callees' compiles excluded) of each function Numba compiled, from Numba's event API and
+timers around its LLVM steps: type inference, the rest of Numba's front end, lowering to
+LLVM IR, LLVM's per-function passes, its module optimization (O3) and machine code
+emission (docs/cold_start.md):
+
+    python benchmarks/cold_start.py --profile --covariance full --dtype float64 --ref HEAD
+
 Problem: 20,000 x 4, K = 3 (issue #13's), ``max_iter=10``, k-means initialization.
 """
 
@@ -57,13 +66,86 @@ print(json.dumps({"wall": w1, "cpu": c1, "wall2": w2, "cpu2": c2}))
 """
 
 
-def run_child(ct: str, dt: str, cache: str, threads: int, tree: Path = ROOT) -> dict:
+# A cold first fit (one thread) that reports per compiled function where its compile time
+# went. Numba's "numba:compile" events nest (a kernel's compile contains its callees'), so
+# each function is charged its own time only; "numba:run_pass" events give the front-end
+# passes, and timers around CPUCodeLibrary's LLVM steps the optimization and code emission.
+PROFILE = """
+import collections, json, sys, time, warnings
+import numpy as np
+from numba.core import codegen, event
+import fastem.backends._numba_cache  # its own patch of the LLVM steps first
+clock = time.thread_time
+stack, passes = [], []
+agg = collections.defaultdict(lambda: collections.defaultdict(float))
+
+class Compile(event.Listener):
+    def on_start(self, ev):
+        stack.append([ev.data["dispatcher"].py_func.__qualname__, clock(), 0.0])
+    def on_end(self, ev):
+        name, t0, child = stack.pop()
+        dt = clock() - t0
+        agg[name]["self"] += dt - child
+        agg[name]["n"] += 1
+        if stack:
+            stack[-1][2] += dt
+
+class Pass(event.Listener):  # a pass's time less the callees compiled during it
+    def on_start(self, ev):
+        passes.append([ev.data["name"].split(" [")[0], clock(), stack[-1][2] if stack else 0.0])
+    def on_end(self, ev):
+        name, t0, child0 = passes.pop()
+        if stack:
+            agg[stack[-1][0]]["pass:" + name] += clock() - t0 - (stack[-1][2] - child0)
+
+def timed(cls, meth, key):
+    orig = getattr(cls, meth)
+    def wrapper(self, *a, **k):
+        t0 = clock()
+        try:
+            return orig(self, *a, **k)
+        finally:
+            agg[stack[-1][0] if stack else "(none)"][key] += clock() - t0
+    setattr(cls, meth, wrapper)
+
+timed(codegen.CPUCodeLibrary, "_optimize_functions", "fpm")
+timed(codegen.CPUCodeLibrary, "_optimize_final_module", "o3")
+timed(codegen.JITCodeLibrary, "_finalize_specific", "mc")
+event.register("numba:compile", Compile())
+event.register("numba:run_pass", Pass())
+from fastem import GaussianMixture
+ct, dt = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(0)
+X = np.concatenate([rng.normal(3.0 * i, 1.0, (20000 // 3 + 1, 4)) for i in range(3)])
+X = np.ascontiguousarray(X[:20000], dtype=dt)
+c = time.process_time()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    GaussianMixture(3, covariance_type=ct, max_iter=10, random_state=0, n_threads=1).fit(X)
+cpu = time.process_time() - c
+rows = {}
+for name, d in agg.items():
+    llvm = d["fpm"] + d["o3"] + d["mc"]
+    # native_lowering contains the LLVM steps (the library is finalized there)
+    lower = d["pass:native_lowering"] - llvm
+    front = sum(v for k, v in d.items() if k.startswith("pass:")) - d["pass:native_lowering"]
+    rows[name] = {"n": d["n"], "self": d["self"], "typeinf": d["pass:nopython_type_inference"],
+                  "front": front - d["pass:nopython_type_inference"], "lower": lower,
+                  "fpm": d["fpm"], "o3": d["o3"], "mc": d["mc"]}
+print(json.dumps({"cpu": cpu, "rows": rows}))
+"""
+COLUMNS = ("self", "typeinf", "front", "lower", "fpm", "o3", "mc")
+
+
+def run_child(
+    ct: str, dt: str, cache: str, threads: int, tree: Path = ROOT, code: str = CHILD
+) -> dict:
     """One fresh interpreter that imports fastem from ``tree`` (first on its path)."""
     env = dict(os.environ, FASTEM_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads))
     env.pop("NUMBA_CACHE_DIR", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, ct, dt],
+        [sys.executable, "-c", code, ct, dt],
         env=env,
         capture_output=True,
         text=True,
@@ -73,11 +155,11 @@ def run_child(ct: str, dt: str, cache: str, threads: int, tree: Path = ROOT) -> 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cold(ct: str, dt: str, threads: int, tree: Path) -> dict:
+def cold(ct: str, dt: str, threads: int, tree: Path, code: str = CHILD) -> dict:
     """A first fit with a new, empty cache folder."""
     folder = tempfile.mkdtemp(prefix="fastem-cold-")
     try:
-        return run_child(ct, dt, folder, threads, tree)
+        return run_child(ct, dt, folder, threads, tree, code)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -90,6 +172,10 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ref", metavar="COMMIT", help="also run COMMIT, interleaved")
     parser.add_argument("--cold-only", action="store_true", help="no warm-cache runs")
+    parser.add_argument(
+        "--profile", action="store_true", help="compile time per function (cold, 1 thread)"
+    )
+    parser.add_argument("--top", type=int, default=12, help="--profile: functions listed")
     args = parser.parse_args(argv)
     trees = {"": ROOT}
     if args.ref:
@@ -101,7 +187,7 @@ def main(argv=None) -> None:
         )
         trees = {args.ref: ref_tree, "work": ROOT}
     try:
-        report(args, trees)
+        (profile if args.profile else report)(args, trees)
     finally:
         if args.ref:
             subprocess.run(
@@ -143,6 +229,43 @@ def report(args, trees: dict) -> None:
                 print(
                     f"{ct:10s} {dt:8s} cold cpu work/ref: median {statistics.median(ratios):.3f}"
                     f" (min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
+                )
+
+
+def profile(args, trees: dict) -> None:
+    """``--profile``: per version, the median over repeats of each function's compile time
+    by step, the largest first, and the sums."""
+    for ct in args.covariance:
+        for dt in args.dtype:
+            runs = {v: [] for v in trees}
+            for _ in range(args.repeats):
+                for v, tree in trees.items():
+                    runs[v].append(cold(ct, dt, 1, tree, PROFILE))
+            for v, rs in runs.items():
+                names = set().union(*(r["rows"] for r in rs))
+
+                def med(name, col, rs=rs):
+                    return statistics.median(r["rows"].get(name, {}).get(col, 0.0) for r in rs)
+
+                table = sorted(((med(n, "self"), n) for n in names), reverse=True)
+                cpu = statistics.median(r["cpu"] for r in rs)
+                print(
+                    f"\n{ct} {dt} {v or 'work'}: first fit CPU {cpu:.2f} s, compiling "
+                    f"{sum(t for t, _ in table):.2f} s (thread CPU; median of {len(rs)})"
+                )
+                print(f"{'function':34s} {'n':>2s} " + " ".join(f"{c:>7s}" for c in COLUMNS))
+                for _, n in table[: args.top]:
+                    print(
+                        f"{n[:34]:34s} {int(med(n, 'n')):2d} "
+                        + " ".join(f"{med(n, c):7.3f}" for c in COLUMNS)
+                    )
+                rest = table[args.top :]
+                if rest:
+                    label = f"({len(rest)} more)"
+                    print(f"{label:34s}    {sum(t for t, _ in rest):7.3f}")
+                print(
+                    f"{'sum':34s}    "
+                    + " ".join(f"{sum(med(n, c) for n in names):7.3f}" for c in COLUMNS)
                 )
 
 
