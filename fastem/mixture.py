@@ -3,6 +3,7 @@ prediction; the per-row work happens in the backend kernels."""
 
 from __future__ import annotations
 
+import math
 import numbers
 import time
 import warnings
@@ -202,15 +203,18 @@ class _MixtureMap:
         if not np.isfinite(prec_chol).all() or weights.min() <= 0.0:
             return False
         if self.reg_covar > 0.0:
-            limit = (1.0 + 1e-9) / self.reg_covar  # beyond rounding
+            # compared as norms, not squares: a huge extrapolated factor entry would
+            # overflow a Python float's square (OverflowError, not inf)
+            limit = math.sqrt((1.0 + 1e-9) / self.reg_covar)  # beyond rounding
             if self.layout in ("full", "tied"):
                 stack = prec_chol.reshape(-1, *prec_chol.shape[-2:])
                 # |U|_2 <= |U|_F: the SVD only when the cheap bound is inconclusive
-                if float(np.max(np.einsum("kij,kij->k", stack, stack))) > limit:
-                    top = float(np.max(np.linalg.norm(stack, 2, axis=(1, 2)))) ** 2
-                    if top > limit:
+                with np.errstate(over="ignore"):
+                    frobenius = float(np.sqrt(np.max(np.einsum("kij,kij->k", stack, stack))))
+                if not frobenius <= limit:
+                    if not float(np.max(np.linalg.norm(stack, 2, axis=(1, 2)))) <= limit:
                         return False
-            elif float(np.max(prec_chol * prec_chol)) > limit:
+            elif not float(np.max(np.abs(prec_chol))) <= limit:
                 return False
         return True
 

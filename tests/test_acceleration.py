@@ -672,3 +672,17 @@ def test_estimator_squarem_is_reference_x1(slow_problem, monkeypatch):
         ("qn", None, "natural"),
     ]
     assert fp.run_fixed_point.__kwdefaults__["options"] is None
+
+
+def test_huge_extrapolated_factor_is_infeasible_not_an_error():
+    """A factor entry near the float range (an extrapolation far out) breaks the floor:
+    infeasible, no pass; squaring its norm as a Python float raised OverflowError."""
+    X, _ = make_mixture(200, 2, 2, random_state=1)
+    for covariance_type in COVARIANCE_TYPES:
+        problem = _problem(X, np.ones(len(X)), covariance_type, reg_covar=1e-6)
+        x = problem.start(_start(X, 2, covariance_type, 0)).copy()
+        if covariance_type in ("full", "tied"):
+            x[-1] = 1e200  # an off-diagonal entry of the last factor
+        else:
+            x[-1] = 460.0  # a log-scale: exp(460) ~ 1e200
+        assert problem.evaluate(x, True) is None
