@@ -125,7 +125,10 @@ def qn_step(U: np.ndarray, V: np.ndarray, base: np.ndarray, image: np.ndarray) -
         # Least squares with singular values below RCOND of the largest dropped: the
         # pairs become nearly parallel as the slowest direction takes over (and are
         # dependent when q exceeds the parameters), where a plain solve blows up.
-        coef = np.linalg.lstsq(system, rhs, rcond=RCOND)[0]
+        try:
+            coef = np.linalg.lstsq(system, rhs, rcond=RCOND)[0]
+        except np.linalg.LinAlgError:  # the SVD did not converge
+            return None
         x = image + Vs @ coef
     return x if np.all(np.isfinite(x)) else None
 
@@ -133,9 +136,11 @@ def qn_step(U: np.ndarray, V: np.ndarray, base: np.ndarray, image: np.ndarray) -
 def _contracting(U: np.ndarray, V: np.ndarray) -> bool:
     """The secant model's rates, the eigenvalues of ``(U^T U)^-1 U^T V`` (dF on the
     pairs' span), all have real part below 1: Newton's step then goes forward."""
-    H = np.linalg.lstsq(U, V, rcond=None)[0]
     with np.errstate(all="ignore"):
-        rates = np.linalg.eigvals(H)
+        try:
+            rates = np.linalg.eigvals(np.linalg.lstsq(U, V, rcond=None)[0])
+        except (np.linalg.LinAlgError, ValueError):  # no convergence, or non-finite pairs
+            return False
     return bool(np.all(np.isfinite(rates)) and np.all(rates.real < 1.0))
 
 
