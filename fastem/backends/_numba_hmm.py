@@ -298,14 +298,34 @@ def _fetch_add(typingctx, arr, idx, val):
     return types.int64(arr, idx, val), codegen
 
 
+def _register_yield():
+    """Registers the OS's "give the core away" call (``sched_yield``, Windows'
+    ``SwitchToThread``; both ``int f(void)``) with the JIT as ``_YIELD_SYMBOL``
+    (a symbol that cached code finds again, not an address baked into it)."""
+    import ctypes
+    import sys
+
+    from llvmlite import binding
+
+    if sys.platform == "win32":
+        fn = ctypes.windll.kernel32.SwitchToThread
+    else:
+        fn = ctypes.CDLL(None).sched_yield
+    binding.add_symbol(_YIELD_SYMBOL, ctypes.cast(fn, ctypes.c_void_p).value)
+
+
+_YIELD_SYMBOL = "fastem_hmm_yield"
+_register_yield()
+
+
 @intrinsic
 def _yield_cpu(typingctx):
-    """``sched_yield()``: a waiting thread gives its core away (this machine's
-    cores are shared; spinning would take time from the thread it waits for)."""
+    """Yields the core: a waiting thread gives it away (a shared machine's
+    cores may be busy; spinning would take time from the thread it waits for)."""
 
     def codegen(context, builder, signature, args):
         fnty = ir.FunctionType(ir.IntType(32), [])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "sched_yield")
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _YIELD_SYMBOL)
         builder.call(fn, [])
         return context.get_dummy_value()
 
