@@ -261,3 +261,41 @@ def test_estep_params_diag_matches_numpy(K, D, spherical, log_scale, seed):
     np.testing.assert_array_equal(bufs[0], pcs.reshape(K, C))
     for got, want in zip(bufs[1:], (pc, means, start, trans), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+_SIGNATURES = """
+import numpy as np
+import fastem.hmm._gaussian as hg
+from fastem.backends import _numba, _numba_hmm
+from fastem.hmm import GaussianHMM
+
+kernels = (_numba._chunks_diag, _numba_hmm._fb_chunks, _numba_hmm._moments_chunks,
+           _numba_hmm._estep_diag_chunks, _numba_hmm._sum_groups)
+build = hg._FusedPlan.build
+for lengths in ([600], [20] * 40):
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(sum(lengths), 2)) + 3.0 * rng.integers(3, size=(sum(lengths), 1))
+    hg._FusedPlan.build = classmethod(lambda cls, *a: None)
+    GaussianHMM(3, "diag", n_iter=3, random_state=0, backend="numba").fit(X, lengths)
+    before = [set(k.signatures) for k in kernels]
+    hg._FusedPlan.build = build
+    GaussianHMM(3, "diag", n_iter=3, random_state=0, backend="numba").fit(X, lengths)
+    new = [set(k.signatures) - b for k, b in zip(kernels, before)]
+    print(sum(map(len, new)))
+"""
+
+
+def test_plan_compiles_no_new_kernel_types():
+    """Through the plan, the kernels see the argument types of the general
+    path (read-only views only where the fused kernel takes them; writable
+    arrays for the fallback kernels of a shape it declines), so a fit compiles
+    no further specialization. In a fresh process: one where another test ran
+    first may hold the specializations already. (Checked by hand: passing the
+    read-only views on every iteration gives a new ``_sum_groups`` type.)"""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SIGNATURES], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert out == ["0", "0"]

@@ -1548,7 +1548,7 @@ def estep_diag(
         if workspace is not None:  # partials left unread: not reused
             workspace.pop("estep_diag", None)
         raise
-    _sum_groups(transmat, *partials, xi, start, nk, sx, sxx)
+    _sum_groups(args[8], *partials, xi, start, nk, sx, sxx)  # read-only transmat: one type
     return True
 
 

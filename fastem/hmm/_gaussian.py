@@ -58,7 +58,7 @@ class _FusedPlan:
 
     __slots__ = (
         "X", "mstep", "spherical", "half_d_log_2pi", "pcs", "logs", "pc", "means", "start",
-        "trans", "comp_const", "views", "fb", "stats", "workspace",
+        "trans", "comp_const", "bases", "views", "fb", "stats", "workspace",
     )  # fmt: skip
 
     @classmethod
@@ -81,9 +81,8 @@ class _FusedPlan:
         self.pcs, self.logs = np.empty((K, C)), np.empty((K, C))
         self.pc, self.means = np.empty((K, D)), np.empty((K, D))
         self.start, self.trans, self.comp_const = np.empty(K), np.empty((K, K)), np.empty(K)
-        self.views = tuple(
-            _read_only(a) for a in (self.means, self.pc, self.comp_const, self.start, self.trans)
-        )
+        self.bases = (self.means, self.pc, self.comp_const, self.start, self.trans)
+        self.views = tuple(_read_only(a) for a in self.bases)
         self.fb = _FBResult(np.empty(0), None, np.empty((K, K)), np.empty(K), None)
         self.stats = (np.empty(K), np.empty((K, D)), np.empty((K, D)), self.means)
         self.workspace = {}
@@ -109,7 +108,11 @@ class _FusedPlan:
         if fb.loglik.shape[0] != offsets.shape[0] - 1:
             fb.loglik = np.empty(offsets.shape[0] - 1)
         nk, sx, sxx, _ = self.stats
-        means, pc, comp_const, start, trans = self.views
+        # The read-only views once the fused kernel has taken the shape (it keeps
+        # its entry in the workspace); the writable arrays before, and for the
+        # fallback kernels, whose compiled types are those of writable inputs.
+        fused = "estep_diag" in self.workspace
+        means, pc, comp_const, start, trans = self.views if fused else self.bases
         estep_diag(
             kernels, X, offsets, means, pc, comp_const, start, trans, seq_weight,
             _row_weight(model, X, offsets, seq_weight), means,
