@@ -38,10 +38,15 @@ scikit-learn's 4 types with scikit-learn's defaults (k-means start,
 ranks the whole grid); ``--refine all`` times the former behaviour (every
 candidate to the maximum), ``--refine both`` both, on the same data.
 
+``--check-choice`` compares ``refine="contenders"`` with ``refine="all"`` on
+small data (iris, wine, diabetes, make_mixture sets): the selected model, its
+BIC, the best three, how many candidates were refined, CPU seconds.
+
     python benchmarks/mclust_grid.py [--n 100000] [--d 8] [--kmax 9] [--true-k 4]
         [--models all] [--no-sklearn] [--mstep-d 64] [--mstep-k 16] [--skip-grid]
         [--sweep-ab 4,10,24,64] [--sweep-k 8] [--skip-mstep] [--select]
         [--refine contenders|all|both]
+        [--check-choice]
 """
 
 from __future__ import annotations
@@ -311,6 +316,57 @@ def select_grid(X: np.ndarray, kmax: int, seed: int, refine: list[str]) -> None:
         print(f"  {model}/{alias}: " + "  ".join(f"{a:.1f}/{b:.1f}" for a, b in pairs))
 
 
+def _choice_data(seed: int) -> dict[str, np.ndarray]:
+    """Small data sets for --check-choice: scikit-learn's iris, wine and diabetes
+    (without its binary column; unscaled) and three make_mixture sets."""
+    from sklearn.datasets import load_diabetes, load_iris, load_wine
+
+    diabetes = load_diabetes().data
+    return {
+        "iris": load_iris().data,
+        "wine": load_wine().data,
+        "diabetes": np.delete(diabetes, 1, axis=1),
+        "mixture 600x2 K=5": make_mixture(600, 2, 5, random_state=seed)[0],
+        "mixture 1500x4 K=3": make_mixture(1500, 4, 3, random_state=seed + 1)[0],
+        "mixture 20000x8 K=4": make_mixture(20000, 8, 4, random_state=seed)[0],
+    }
+
+
+def check_choice(kmax: int, seed: int) -> None:
+    """select_model's two stages against every candidate to the maximum: the choice,
+    its BIC, the best three, the candidates refined, CPU seconds (one thread)."""
+    from fastem import select_model
+
+    print(f"\nrefine='contenders' vs refine='all', 14 models, K=1..{kmax} (CPU s, one thread)")
+    for name, X in _choice_data(seed).items():
+        out = {}
+        for mode in ("contenders", "all"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                c0 = time.process_time()
+                sel = select_model(X, range(1, kmax + 1), random_state=seed, n_threads=1,
+                                   refine=mode)  # fmt: skip
+                out[mode] = (sel, time.process_time() - c0)
+        (two, t_two), (full, t_full) = out["contenders"], out["all"]
+
+        def top(sel):
+            return [
+                f"{sel.table[i]['covariance_type']},{sel.table[i]['n_components']}"
+                for i in sel.ranking()[:3]
+            ]
+
+        b_two, b_full = two.table[two.best_index_], full.table[full.best_index_]
+        same = top(two) == top(full)
+        print(
+            f"  {name} ({X.shape[0]}x{X.shape[1]}): {top(two)[0]} BIC {b_two['bic']:.6f} vs "
+            f"{top(full)[0]} {b_full['bic']:.6f} (diff {b_two['bic'] - b_full['bic']:.2e}); "
+            f"best three {'equal' if same else f'{top(two)} vs {top(full)}'}; refined "
+            f"{sum(bool(r['refined']) for r in two.table)}/{len(two.table)}; CPU "
+            f"{t_two:.1f} vs {t_full:.1f} s",
+            flush=True,
+        )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100_000)
@@ -330,12 +386,17 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-k", type=int, default=8)
     p.add_argument("--select", action="store_true", help="select_model vs scikit-learn")
     p.add_argument(
+        "--check-choice", action="store_true", help="refine='contenders' vs 'all' on small data"
+    )
+    p.add_argument(
         "--refine", default="contenders", help="select_model's refine: contenders, all, or both"
     )
     args = p.parse_args(argv)
     limits = _limits()
     try:
-        if args.select:
+        if args.check_choice:
+            check_choice(args.kmax, args.seed)
+        elif args.select:
             X, _ = make_mixture(args.n, args.d, args.true_k, random_state=args.seed)
             print(f"data: make_mixture({args.n}, {args.d}, {args.true_k})")
             modes = ["contenders", "all"] if args.refine == "both" else [args.refine]

@@ -136,15 +136,20 @@ SCIKIT_LEARN_SETTINGS: dict[str, Any] = {
     "acceleration": None,
     "max_iter": 100,
 }
-# Two-stage search (select_model's refine="contenders"): every candidate is first
-# fitted to Aitken's predicted remaining gain SCREEN_TOL (per unit of weight); then
-# only those that could be among the best N_CONTENDERS, with SCREEN_SAFETY times
-# that prediction still to gain, continue to the final settings.
+# Two-stage search (select_model's refine="contenders"): every start of every
+# candidate is screened (Aitken at SCREEN_TOL per unit of weight, at most
+# SCREEN_MAX_ITER passes); then the candidates that could be among the best
+# N_CONTENDERS continue to the final settings. A screened fit is taken to gain at
+# most SCREEN_SAFETY times Aitken's prediction (or, still climbing at the pass
+# limit, its mean gain per pass over the last SCREEN_WINDOW passes times the passes
+# left), and at least SCREEN_MIN_GAIN log-likelihood units (small data: a component
+# collapsing onto a few rows after the screen; docs/selection.md, "Two stages").
 REFINE = ("contenders", "all")
 SCREEN_TOL = 1e-5
 SCREEN_MAX_ITER = 200
 SCREEN_SAFETY = 100.0
 SCREEN_WINDOW = 30
+SCREEN_MIN_GAIN = 50.0
 N_CONTENDERS = 3
 SIGNS = ("sklearn", "mclust")
 # Parameters select_model sets itself, with what to use instead.
@@ -844,7 +849,8 @@ def select_model(
         criterion minus twice the most its log-likelihood is taken to gain
         (:data:`SCREEN_SAFETY` = 100 times Aitken's prediction, or for a fit
         still climbing at the pass limit its recent gain per pass times the
-        passes left) is above the third best value, which can only fall.
+        passes left; at least :data:`SCREEN_MIN_GAIN` = 50) is above the third
+        best value, which can only fall.
         The best three (so the selected model) are thus fitted to the final
         settings; ``table`` rows say which candidates were ``refined``, and
         :meth:`ModelSelection.to_text` marks the others ``~``. No local rule
@@ -1127,8 +1133,9 @@ def _gain_bound(model: GaussianMixture, n_rows: float, done: set, max_iter: int)
     prediction. A fit still climbing at :data:`SCREEN_MAX_ITER` passes: also at
     least its mean gain per pass over the last :data:`SCREEN_WINDOW` passes
     times the passes ``max_iter`` leaves, the most it could gain if its gains
-    stopped shrinking. Neither bounds a fit that leaves a plateau later (see
-    docs/selection.md, "Two stages").
+    stopped shrinking. Never less than :data:`SCREEN_MIN_GAIN` in all. Neither
+    rule bounds a fit that later leaves a plateau or collapses a component onto
+    a few rows; the allowances are measured (docs/selection.md, "Two stages").
     """
     if id(model) in done:
         return 0.0
@@ -1138,7 +1145,7 @@ def _gain_bound(model: GaussianMixture, n_rows: float, done: set, max_iter: int)
         window = min(SCREEN_WINDOW, len(trace) - 1)
         slope = (trace[-1] - trace[-1 - window]) / window if window > 0 else math.inf
         per_row = max(per_row, (max_iter - model.n_iter_) * slope)
-    return per_row * n_rows
+    return max(per_row * n_rows, SCREEN_MIN_GAIN)
 
 
 def _refine_contenders(

@@ -151,3 +151,21 @@ def test_one_stage_where_the_screen_is_not_looser(four):
 def test_bad_refine(four):
     with pytest.raises(ValueError, match="refine must be one of"):
         select_model(four, [2], ["VVV"], refine="some")
+
+
+def test_the_floor_catches_a_component_collapsing_after_the_screen(monkeypatch):
+    """iris, VEE with K = 9: after its screen a component collapses onto one row and
+    the likelihood jumps (35 units, far beyond Aitken's prediction), to a degenerate
+    optimum whose BIC beats VEV,2's. The 50-unit floor refines it, so the two-stage
+    choice is refine='all''s; without the floor (negative control) it is not."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    X = datasets.load_iris().data
+    kw = dict(n_components=range(1, 10), covariance_types=["VEE", "VEV"], random_state=0)
+    full = select_model(X, refine="all", **kw)
+    assert full.best_params_ == {"n_components": 9, "covariance_type": "VEE"}
+    _check_same_choice(select_model(X, **kw), full, X.shape[0])
+    monkeypatch.setattr(selection_module, "SCREEN_MIN_GAIN", 0.0)
+    unfloored = select_model(X, **kw)
+    assert unfloored.best_params_ == {"n_components": 2, "covariance_type": "VEV"}
+    with pytest.raises(AssertionError):
+        _check_same_choice(unfloored, full, X.shape[0])
