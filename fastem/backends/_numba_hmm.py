@@ -480,7 +480,13 @@ def _lone_posteriors(logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer, start
     extremely small transitions), and the caller redoes the sequence with the
     coupled recursions."""
     T, K = logB.shape
-    lost = 0
+    s = 0.0
+    for k in range(K):
+        s += al[lo, k] * be[lo, k]
+    lost = 1 if s < TINY else 0
+    inv = 1.0 / s if s > 0.0 else 0.0
+    for k in range(K):
+        gamma[lo, k] = al[lo, k] * be[lo, k] * inv
     end = min(hi, T - 1)
     for t0 in range(lo, end, BLOCK):
         nb = min(BLOCK, end - t0)
@@ -492,6 +498,9 @@ def _lone_posteriors(logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer, start
                 s += al[u, k] * be[u, k]
             lost += 1 if s < TINY else 0
             inv = 1.0 / s if s > 0.0 else 0.0
+            if u < hi:  # the chunk's posteriors, in the same pass (row hi is the next's)
+                for k in range(K):
+                    gamma[u, k] = al[u, k] * be[u, k] * inv
             f = w / c[t]
             redo = flag[u] == 1.0  # the forward's exact shift: the emissions it used
             for k in range(K):
@@ -501,14 +510,6 @@ def _lone_posteriors(logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer, start
                 # 0, and a large redone emission cannot meet an inf into NaN
                 vt[k, r] = e * be[u, k] * inv if al[u, k] > 0.0 else 0.0
         _cross_products(at, vt, K, nb, outer)
-    for t in range(lo, hi):
-        s = 0.0
-        for k in range(K):
-            s += al[t, k] * be[t, k]
-        lost += 1 if s < TINY else 0
-        inv = 1.0 / s if s > 0.0 else 0.0
-        for k in range(K):
-            gamma[t, k] = al[t, k] * be[t, k] * inv
     if lo == 0:
         for k in range(K):
             start[k] = w * gamma[0, k]
