@@ -2033,9 +2033,11 @@ def _chunks_kmeans(i0, i1, nc, X, w, centers, in_p, sums_p, counts_p, labels):
     n, d = X.shape
     k = centers.shape[0]
     B = _block_rows(d)
-    xt = np.empty((d, B), dtype=np.float64)
-    dist = np.empty(B, dtype=np.float64)
-    best = np.empty(B, dtype=np.float64)
+    # float64 scratch from _empty_aligned (compiled for the E-step kernels
+    # anyway): two np.empty specializations fewer to compile in a first fit
+    xt = _empty_aligned(d * B, _F64).reshape((d, B))
+    dist = _empty_aligned(B, _F64)
+    best = _empty_aligned(B, _F64)
     lab = np.empty(B, dtype=np.int64)
     write_labels = labels.shape[0] > 0
     for c in range(i0, i1):
