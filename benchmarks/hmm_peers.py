@@ -27,7 +27,9 @@ disturbed by other processes than wall time.
 
 ``--ab-serial COMMIT`` compares the whole code (Python and kernels) at
 ``COMMIT`` with the working tree: it checks ``COMMIT`` out into a temporary git
-worktree (the built Cython extensions copied in), then runs ``--serial`` in
+worktree (the built Cython extensions copied in; ``COMMIT`` may instead be the
+path of a tree laid out by hand, such as a copy of the working tree with some
+changes reverted, which isolates them from other work), then runs ``--serial`` in
 the two trees alternately, each in its own process, ``--rounds`` times (the
 first round only warms the Numba caches), and prints per thread count the
 medians of the serial CPU and of the 1-thread CPU of a whole iteration
@@ -359,11 +361,15 @@ def ab_serial(commit, workload, rounds, repeats, n0, n1, threads):
     import tempfile
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    old = os.path.join(tempfile.mkdtemp(), "old")
-    subprocess.run(["git", "worktree", "add", "-q", "--detach", old, commit], cwd=root, check=True)
-    try:
+    given_tree = os.path.isdir(commit)  # a tree already laid out (e.g. a copy with files reverted)
+    old = os.path.abspath(commit) if given_tree else os.path.join(tempfile.mkdtemp(), "old")
+    if not given_tree:
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", old, commit], cwd=root, check=True
+        )
         for so in glob.glob(os.path.join(root, "fastem", "backends", "*.so")):
             shutil.copy(so, os.path.join(old, "fastem", "backends"))
+    try:
         args = ["--workload", workload, "--serial", "--repeats", str(repeats), "--n0", str(n0),
                 "--n1", str(n1), "--threads", str(threads)]  # fmt: skip
         res = {"old": {}, "new": {}}
@@ -380,7 +386,8 @@ def ab_serial(commit, workload, rounds, repeats, n0, n1, threads):
                     row = res[name].setdefault(int(th), [])
                     row.append((float(serial), float(serial) + float(passes)))
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", old], cwd=root, check=False)
+        if not given_tree:
+            subprocess.run(["git", "worktree", "remove", "--force", old], cwd=root, check=False)
     print(f"{workload}: {commit} (old) vs the working tree (new), {rounds - 1} alternated rounds")
     for th in sorted(res["new"]):
         o, n = np.array(res["old"][th]), np.array(res["new"][th])
