@@ -1024,7 +1024,7 @@ def select_model(
                 except _FIT_ERRORS as exc:
                     error = error or exc
                     continue
-                cell_fits.append([fitted, None])
+                cell_fits.append([fitted, None, restart])
                 if not two_stage or fitted.n_iter_ >= params["max_iter"]:
                     # A screened fit that used every pass of max_iter is its full fit
                     # already: the path does not depend on tol, only where it stops.
@@ -1055,7 +1055,7 @@ def select_model(
     if two_stage:
         _refine_contenders(
             table, fits, models, done, criterion, params, X, sample_weight, sw, weighted,
-            n_rows, variances, n_candidates,
+            n_rows, variances, n_candidates, len(plan),
         )  # fmt: skip
 
     ranked = [
@@ -1084,7 +1084,7 @@ def select_model(
 
 
 def _keep(cell_fits: list[list], n_rows: float, variances: np.ndarray) -> GaussianMixture | None:
-    """The fit a candidate keeps among its starts' fits (``[fit, degenerate]`` pairs;
+    """The fit a candidate keeps among its starts' fits (``[fit, degenerate, restart]``;
     ``degenerate`` is filled in on demand): a degenerate fit loses to a proper
     one; then the higher lower bound wins, the first of equal ones as in n_init."""
     if len(cell_fits) > 1:
@@ -1150,7 +1150,7 @@ def _gain_bound(model: GaussianMixture, n_rows: float, done: set, max_iter: int)
 
 def _refine_contenders(
     table, fits, models, done, criterion, params, X, sample_weight, sw, weighted, n_rows,
-    variances, n_candidates,
+    variances, n_candidates, n_restarts,
 ) -> None:  # fmt: skip
     """Stage 2: continue the screened candidates that could still be among the best
     :data:`N_CONTENDERS` to the final settings, best bound first, until no other can.
@@ -1168,12 +1168,12 @@ def _refine_contenders(
     base = "bic" if criterion == "icl" else criterion
     bounds: dict[int, float] = {}
     for i, row in enumerate(table):
-        if row["error"] is not None or all(id(f) in done for f, _ in fits[i]):
+        if row["error"] is not None or all(id(f) in done for f, *_ in fits[i]):
             continue
         # The most any of its starts' fits could reach; the kept fit's criterion
         # was computed after its last M-step, a little above its lower bound.
         reach = max(f.lower_bound_ * n_rows + _gain_bound(f, n_rows, done, max_iter)
-                    for f, _ in fits[i])  # fmt: skip
+                    for f, *_ in fits[i])  # fmt: skip
         model = models[(row["n_components"], row["covariance_type"])]
         reach = max(reach, row["log_likelihood"] + _gain_bound(model, n_rows, done, max_iter))
         penalty = row[base] + 2.0 * row["log_likelihood"]
@@ -1192,21 +1192,25 @@ def _refine_contenders(
         del bounds[i]
         row = table[i]
         key = (row["n_components"], row["covariance_type"])
-        emit("candidate_start", candidate=i, n_candidates=n_candidates, refine=True)
         cell_fits = fits[i]
         kept = models[key]
         failed = None
         for pair in list(cell_fits):
             fit = pair[0]
+            if id(fit) in done:
+                continue
             if fit is not kept:
-                if id(fit) in done:
-                    continue
                 # Another start's fit is continued too if it could still overtake.
                 reach = fit.lower_bound_ * n_rows + _gain_bound(fit, n_rows, done, max_iter)
                 if reach < kept.lower_bound_ * n_rows and not degenerate_fit(
                     kept, n_rows, variances
                 ):
                     continue
+            # The same candidate and restart numbers as its screen: progress shows it again.
+            emit(
+                "candidate_start", candidate=i, n_candidates=n_candidates, restart=pair[2],
+                n_restarts=n_restarts, refine=True,
+            )  # fmt: skip
             try:
                 _continue_fit(fit, params, X, sample_weight, done)
             except _FIT_ERRORS as exc:
