@@ -1195,7 +1195,8 @@ def _refine_contenders(
         cell_fits = fits[i]
         kept = models[key]
         failed = None
-        for pair in list(cell_fits):
+        # The kept fit first: another start's is then judged against its final value.
+        for pair in sorted(cell_fits, key=lambda pair: pair[0] is not kept):
             fit = pair[0]
             if id(fit) in done:
                 continue

@@ -192,3 +192,16 @@ def test_in_a_pipeline_with_a_scaler(three):
     assert pipe[-1].n_components_ == 3
     assert pipe.predict(three[:10] * 1000.0).shape == (10,)
     assert clone(pipe)[-1].get_params() == pipe[-1].get_params()
+
+
+def test_refine_is_passed_on(three, fitted):
+    assert fitted.get_params()["refine"] == "contenders"
+    screened = [row for row in fitted.selection_.table if not row["refined"]]
+    assert screened  # the default two-stage search left some candidates screened
+    everything = GaussianMixtureIC(
+        range(1, 5), covariance_types=MODELS, init_params="hc", random_state=0, refine="all"
+    ).fit(three)
+    assert all(row["refined"] for row in everything.selection_.table)
+    assert everything.selection_.best_params_ == fitted.selection_.best_params_
+    with pytest.raises(ValueError, match="refine must be one of"):
+        GaussianMixtureIC([2], covariance_types="VVV", refine="none").fit(three)
