@@ -1961,7 +1961,9 @@ def _chunks_tied(
     rsum = _empty_aligned(B, _F64)
     mx = _empty_aligned(B, _F64)
     s = _empty_aligned(B, _F64)
-    gsx = np.zeros(d, dtype=np.float64)  # sum_k t_k again: not needed
+    gsx = _empty_aligned(d, _F64)  # sum_k t_k again: not needed (np.zeros would
+    for j in range(d):  # compile two more NumPy implementations in a first fit)
+        gsx[j] = 0.0
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
