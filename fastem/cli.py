@@ -58,8 +58,9 @@ MCLUST_MODELS = ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE", "EVE", 
                  "VEV", "EVV", "VVV")  # fmt: skip
 SKLEARN_ALIASES = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem", "best", "smem")
-ACCELERATIONS = ("squarem", "anderson")  # and "none": plain EM
+ACCELERATIONS = ("squarem", "anderson", "qn")  # and "none": plain EM
 STOPPING_RULES = ("absolute", "relative", "aitken")
+REFINE = ("contenders", "all")  # select_model's two-stage search, or every candidate
 # Fit settings that reach the maximum (issue #14): fastem.selection.DEFAULT_FIT_SETTINGS.
 FIT_DEFAULTS = {"tol": 1e-8, "stopping": "aitken", "acceleration": "squarem", "max_iter": 1000}
 # select's shared starts: fastem.selection.DEFAULT_INIT (one hc tree for every K and
@@ -494,6 +495,7 @@ def _call_select(select_model, X, ks: list[int], args: argparse.Namespace):
         n_threads=args.threads,
         acceleration=_acceleration(args),
         stopping=args.stopping,
+        refine=args.refine,
     )
     params = inspect.signature(select_model).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -846,7 +848,7 @@ def _add_fit_options(
         "--acceleration",
         choices=(*ACCELERATIONS, "none"),
         default=FIT_DEFAULTS["acceleration"],
-        help="EM acceleration (default squarem; none: plain EM, as scikit-learn)",
+        help="EM acceleration (default squarem; qn: quasi-Newton; none: plain EM, as scikit-learn)",
     )
     p.add_argument("--reg-covar", type=_nonneg_float, default=1e-6, help="added to variances")
     if select:
@@ -908,6 +910,14 @@ def _add_select_command(select: argparse.ArgumentParser) -> None:
         default="grid",
         help="grid: K x model grid, best three marked (mclust's summary); table: one line "
         "per candidate with every criterion",
+    )
+    select.add_argument(
+        "--refine",
+        choices=REFINE,
+        default="contenders",
+        help="contenders (default): screen every candidate, then fit to the maximum only "
+        "those that could be among the best three (the others are marked ~); all: fit "
+        "every candidate to the maximum",
     )
     select.add_argument("-o", "--output", metavar="MODEL", help="save the best model (.npz)")
     select.add_argument("--plot", metavar="FIGURE", help="save the criterion plot (.png, ...)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -276,9 +277,11 @@ def test_select_progress_lines(missing):
         fastem.select_model(X, [1, 2, 3], ["full", "diag"], n_init=2, random_state=0,
                             backend="numpy", max_iter=5, init_params="kmeans")  # fmt: skip
     ends = [line for line in stream.getvalue().splitlines() if "after" in line]
-    assert [line.split("  ")[:2] for line in ends] == [
+    assert [line.split("  ")[:2] for line in ends[:12]] == [
         [f"fit {f}/6", f"restart {r}/2"] for f in range(1, 7) for r in (1, 2)
     ]
+    # Then the two-stage search's continuations (refine="contenders"), labelled the same way.
+    assert all(re.match(r"fit [1-6]/6  restart [12]/2  ", line) for line in ends[12:])
 
 
 def test_progress_listener_modes():
@@ -680,14 +683,15 @@ def test_fit_reports_the_bic_with_missing_values_too(tmp_path, files, capsys):
 def test_the_commands_choices_are_the_librarys():
     """cli.py copies these tuples (parsing must not import NumPy): keep them equal."""
     from fastem import _covariance, _init, backends, cli, selection
-    from fastem._em.fixed_point import ACCELERATIONS
+    from fastem._em.fixed_point import METHODS
     from fastem._em.stopping import STOPPING_RULES
 
     assert cli.INIT_METHODS == _init.INIT_METHODS
     assert cli.COVARIANCE_TYPES == _covariance.COVARIANCE_TYPES
     assert cli.MCLUST_MODELS == _covariance.MCLUST_MODELS == selection.ALL_MODELS
     assert cli.SKLEARN_ALIASES == _covariance.SKLEARN_ALIASES
-    assert cli.ACCELERATIONS == tuple(a for a in ACCELERATIONS if a is not None)
+    assert cli.ACCELERATIONS == tuple(a for a in METHODS if a is not None)
+    assert cli.REFINE == selection.REFINE
     assert cli.STOPPING_RULES == STOPPING_RULES
     assert cli.FIT_DEFAULTS == selection.DEFAULT_FIT_SETTINGS
     assert cli.SELECT_INIT == selection.DEFAULT_INIT
@@ -753,3 +757,26 @@ def test_fit_takes_mclust_names_and_scikit_learns_settings(tmp_path, files, caps
     assert result.returncode == 0, result.stderr
     model = fastem.persistence.load(tmp_path / "b.npz")
     assert (model.acceleration, model.stopping, model.tol) == (None, "absolute", 1e-3)
+
+
+def test_select_refine_and_qn_reach_the_library(tmp_path, files, capsys, monkeypatch):
+    # --refine and --acceleration qn are passed through to select_model / the estimator.
+    seen = {}
+    real = fastem.select_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastem, "select_model", spy)
+    data = str(files["root"] / "x.csv")
+    result = _main(capsys, "select", data, "--k", "1-2", "--covariance", "VVV,EII",
+                   "--refine", "all", *NUMPY)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert seen["refine"] == "all" and "~" not in result.stdout
+    result = _main(capsys, "select", data, "--k", "1-2", "--refine", "some", *NUMPY)
+    assert result.returncode == 2 and "--refine" in result.stderr
+    result = _main(capsys, "fit", data, "-k", "2", "--acceleration", "qn", "-o",
+                   str(tmp_path / "q.npz"), *NUMPY)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert fastem.persistence.load(tmp_path / "q.npz").acceleration == "qn"
