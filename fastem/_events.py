@@ -13,7 +13,8 @@ Events and their keyword arguments:
 ``"init_end"``: ``init``, ``n_init``, ``converged``, ``n_iter``, ``lower_bound``
 ``"candidate_start"`` (from :func:`fastem.select_model`, before each candidate's
     fit): ``candidate`` (0-based), ``n_candidates``, and ``restart``, ``n_restarts``
-    when restarts are shared across covariance types
+    when restarts are shared across covariance types; ``refine=True`` when the
+    two-stage search (``refine="contenders"``) continues a screened candidate
 """
 
 from __future__ import annotations
