@@ -176,7 +176,7 @@ class _FitData:
     sequence weights, whether X has a NaN), computed once per fit instead of
     once per iteration. Held by the model only while ``fit`` iterates."""
 
-    __slots__ = ("X", "offsets", "seq_weight", "_row_weight", "_has_nan", "plans")
+    __slots__ = ("X", "offsets", "seq_weight", "_row_weight", "_has_nan", "plans", "buffers")
 
     def __init__(self, X: np.ndarray, offsets: np.ndarray, seq_weight: np.ndarray) -> None:
         self.X, self.offsets, self.seq_weight = X, offsets, seq_weight
@@ -184,6 +184,8 @@ class _FitData:
         self._has_nan = None
         # M-step plans: what the fixed hyperparameters give every iteration alike
         self.plans: dict = {}
+        # per-iteration (N, K) arrays, made once per fit (``_fit_buffer``)
+        self.buffers: dict = {}
 
     def row_weight(self) -> np.ndarray:
         if self._row_weight is None:
@@ -211,6 +213,25 @@ def _x_has_nan(model, X) -> bool:
     if d is not None and d.X is X:
         return d.has_nan()
     return has_nan(X)
+
+
+def _fit_buffer(model, X, name: str, shape: tuple) -> np.ndarray:
+    """``np.empty(shape)``, or within a fit on its own ``X`` the fit's float64
+    array ``name``, made once per fit and handed out again every iteration.
+
+    A fresh (N, K) array costs a page fault per 4 KiB on first touch (~1.7 us
+    each on the benchmark VM: ~0.5 ms per iteration at N=20,000, K=8); reusing
+    one costs none. Only for arrays an iteration consumes before the next one
+    asks for the same name (the emission log-densities, the posteriors): what
+    is returned to the user is made outside a fit, where this is a fresh array.
+    """
+    d = getattr(model, "_fit_data", None)
+    if d is None or d.X is not X:
+        return np.empty(shape)
+    a = d.buffers.get(name)
+    if a is None or a.shape != shape:
+        a = d.buffers[name] = np.empty(shape)
+    return a
 
 
 def _fit_plan(model, key: str, build):
@@ -314,7 +335,8 @@ class BaseHMM(*ESTIMATOR_BASES):
             logB = self._emission_logprob(kernels, X)
         K = self.n_components
         S = offsets.shape[0] - 1
-        res = _FBResult(np.empty(S), np.empty_like(logB), np.empty((K, K)), np.empty(K), logB)
+        gamma = _fit_buffer(self, X, "gamma", logB.shape)
+        res = _FBResult(np.empty(S), gamma, np.empty((K, K)), np.empty(K), logB)
         kernels.hmm.forward_backward(
             logB, offsets, self.startprob_, self.transmat_, seq_weight,
             res.gamma, res.loglik, res.xi, res.start,

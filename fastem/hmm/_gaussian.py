@@ -9,7 +9,7 @@ from .._init import kmeans
 from .._missing import find_patterns
 from .._passes import PassParams, log_prob
 from ._backend import estep_diag
-from ._base import BaseHMM, _FBResult, _fit_plan, _row_weight, _x_has_nan
+from ._base import BaseHMM, _FBResult, _fit_buffer, _fit_plan, _row_weight, _x_has_nan
 
 _FULL = ("full", "tied")
 
@@ -346,7 +346,7 @@ class GaussianHMM(BaseHMM):
         return PassParams.from_model(np.ones(means.shape[0]), means, pc, kind, dtype)
 
     def _emission_logprob(self, kernels, X) -> np.ndarray:
-        out = np.empty((X.shape[0], self.n_components))
+        out = _fit_buffer(self, X, "logB", (X.shape[0], self.n_components))
         # the fit's NaN scan is done once, not in every iteration's log_prob
         log_prob(kernels.mixture, X, self._pass_params(X.dtype), out, check_nan=_x_has_nan(self, X))
         return out

@@ -16,7 +16,7 @@ from .._covariance import COVARIANCE_TYPES, precision_cholesky
 from .._init import kmeans
 from .._missing import find_patterns, has_nan
 from .._passes import PassParams, log_prob
-from ._base import BaseHMM, _row_weight, _x_has_nan
+from ._base import BaseHMM, _fit_buffer, _row_weight, _x_has_nan
 from ._gaussian import GaussianHMM
 
 _BLOCK_ROWS = 8192  # rows per block of component densities (memory O(block * K * M))
@@ -268,8 +268,8 @@ class GMMHMM(BaseHMM):
         K, M = self.n_components, self.n_mix
         N = X.shape[0]
         params = self._flat_params(X.dtype)
-        out = np.empty((N, K))
-        comp = np.empty((min(N, _BLOCK_ROWS), K * M))
+        out = _fit_buffer(self, X, "logB", (N, K))
+        comp = _fit_buffer(self, X, "gmm_comp", (min(N, _BLOCK_ROWS), K * M))
         for lo in range(0, N, _BLOCK_ROWS):
             hi = min(N, lo + _BLOCK_ROWS)
             self._component_block(kernels, X[lo:hi], params, comp[: hi - lo], out[lo:hi])
