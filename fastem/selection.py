@@ -1039,8 +1039,6 @@ def select_model(
             if model is None:
                 row["error"] = _message(error) if error is not None else "no start succeeded"
             else:
-                # A screened fit that ran out of passes is its full fit already: the
-                # path does not depend on tol, only where it stops.
                 row.update(
                     scores,
                     converged=bool(model.converged_),
