@@ -480,6 +480,70 @@ class GaussianHMM(BaseHMM):
         flags |= 16 * hyper[0, 0].any() | 32 * hyper[0, 1:].any() | 64 * hyper[4].any()
         return mstep_diag, hyper, int(flags)
 
+    def _do_mstep(self, fb, stats) -> float | None:
+        """Full and tied covariances on the numba backend: the whole M-step in
+        one compiled call (:func:`fastem.hmm._mstep_numba.mstep_full`, the NumPy
+        M-step's values bit for bit) instead of ~40 NumPy calls on (K, D, D)
+        arrays; the loop evaluates the log prior (None returned). Otherwise
+        the general M-step."""
+        if self.covariance_type not in _FULL:
+            return super()._do_mstep(fb, stats)
+        plan = _fit_plan(self, "compiled_mstep_full", self._compiled_mstep_full_plan)
+        if plan is None:
+            return super()._do_mstep(fb, stats)
+        fn, hyper, cp, cvw, flags = plan
+        nk, sx, sxx, shift = stats
+        cov = self._covars_
+        start, trans, means, cov_new = fn(
+            fb.start, fb.xi, nk, sx, sxx, shift, self.startprob_, self.transmat_,
+            self.means_, cov.reshape(-1, *cov.shape[-2:]), hyper, cp, cvw,
+            float(self.reg_covar), flags, self.covariance_type == "tied",
+        )  # fmt: skip
+        if flags & 1:
+            self.startprob_ = start
+        if flags & 2:
+            self.transmat_ = trans
+        if flags & 4:
+            self.means_ = means
+        if flags & 8:
+            self._covars_ = cov_new.reshape(cov.shape)
+        return None
+
+    def _compiled_mstep_full_plan(self):
+        """(kernel, prior arrays, flag bits) for :func:`mstep_full`, or None where
+        the NumPy M-step runs: other backends, K above ``PAIRWISE_MAX``, priors
+        that do not broadcast as the NumPy M-step's (it raises its own error)."""
+        if self._kernels().name != "numba":
+            return None
+        try:
+            from ._mstep_numba import PAIRWISE_MAX, mstep_full
+        except ImportError:  # pragma: no cover - numba present but broken
+            return None
+        K, D = self.means_.shape
+        if K > PAIRWISE_MAX:
+            return None  # nk.sum() not in NumPy's order
+        tied = self.covariance_type == "tied"
+        C = 1 if tied else K
+        mw, mp = self._mean_priors()
+        hyper = np.zeros((3, K + 1, max(K, D)))
+        try:
+            hyper[0, 0, :K] = np.asarray(self.startprob_prior, dtype=np.float64) - 1
+            hyper[0, 1:, :K] = np.asarray(self.transmat_prior, dtype=np.float64) - 1
+            for i, a in enumerate((mw, mp)):
+                hyper[i + 1, :K, :D] = np.broadcast_to(a, (K, D))
+            cp = np.asarray(self.covars_prior, dtype=np.float64)
+            if cp.ndim > 2 + (not tied):
+                return None
+            cp = np.ascontiguousarray(np.broadcast_to(cp, (C, D, D)), dtype=np.float64)
+            cw = np.asarray(self.covars_weight, dtype=np.float64)
+            if cw.ndim > (0 if tied else 1):
+                return None
+            cvw = np.ascontiguousarray(np.broadcast_to(np.maximum(cw - D, 0), (C,)))
+        except ValueError:
+            return None
+        flags = sum(1 << i for i, code in enumerate("stmc") if code in self.params)
+        return mstep_full, hyper, cp, cvw, int(flags)
+
     def _mean_priors(self) -> tuple[np.ndarray, np.ndarray]:
         """``means_weight`` and ``means_prior`` shaped to broadcast against (K, D)."""
         K, D = self.means_.shape

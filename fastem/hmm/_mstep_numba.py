@@ -16,7 +16,7 @@ from numba import njit
 
 from ..backends import _numba_cache  # noqa: F401  (registers the cache locator)
 
-__all__ = ["PAIRWISE_MAX", "estep_params_diag", "mstep_diag"]
+__all__ = ["PAIRWISE_MAX", "estep_params_diag", "mstep_diag", "mstep_full"]
 
 PAIRWISE_MAX = 128  # the longest row the kernel sums in NumPy's order
 
@@ -163,6 +163,107 @@ def mstep_diag(
         new_cov,
         _log_prior(new_start, new_trans, mu, new_cov, hyper, flags, spherical),
     )
+
+
+@njit(cache=True, nogil=True)
+def mstep_full(
+    start, xi, nk, sx, sxx, shift, startprob, transmat, means, covars,
+    hyper, cp, cvw, reg_covar, flags, tied,
+):  # fmt: skip
+    """The M-step of a full/tied GaussianHMM from the E-step's statistics.
+
+    The NumPy M-step's values bit for bit (``BaseHMM._do_mstep`` with
+    ``GaussianHMM._emission_mstep``): each (K, D, D) expression element by
+    element in its order of operations; the tied sum over states in NumPy's
+    order for ``c_n.sum(axis=0)`` (one state after another) and ``nk.sum()``
+    pairwise.
+
+    Parameters
+    ----------
+    start, xi, nk, sx, shift : as :func:`mstep_diag`.
+    sxx : (K, D, D) second moments about ``shift``.
+    startprob, transmat, means : the current parameters (read only).
+    covars : (K, D, D) full, (1, D, D) tied; read only.
+    hyper : (3, K + 1, max(K, D)): planes 0..2 of :func:`mstep_diag`'s.
+    cp : (K, D, D) (full) or (1, D, D) (tied) ``covars_prior`` broadcast.
+    cvw : (K,) (full) or (1,) (tied) ``max(covars_weight - D, 0)``.
+    reg_covar : float
+    flags : int, bits 1 's', 2 't', 4 'm', 8 'c' of ``params``.
+    tied : bool
+
+    Returns
+    -------
+    startprob, transmat, means, covars : new arrays (copies of the old where
+        ``params`` leaves them).
+    """
+    K, D = sx.shape
+    new_start = np.empty(K)
+    new_trans = np.empty((K, K))
+    row = np.empty(max(K, D))
+    if flags & 1:
+        _dirichlet_row(hyper[0, 0, :K], start, startprob, new_start, row)
+    else:
+        for k in range(K):
+            new_start[k] = startprob[k]
+    for k in range(K):
+        if flags & 2:
+            _dirichlet_row(hyper[0, k + 1, :K], xi[k], transmat[k], new_trans[k], row)
+        else:
+            for j in range(K):
+                new_trans[k, j] = transmat[k, j]
+    mw, mp = hyper[1], hyper[2]
+    mu = np.empty((K, D))
+    for k in range(K):
+        for d in range(D):
+            if not flags & 4:
+                mu[k, d] = means[k, d]
+            else:
+                obs = sx[k, d] + nk[k] * shift[k, d]
+                denom = mw[k, d] + nk[k]
+                if denom > 0:
+                    mu[k, d] = (mw[k, d] * mp[k, d] + obs) / denom
+                else:  # empty state: keep
+                    mu[k, d] = means[k, d]
+    new_cov = np.empty(covars.shape)
+    if not flags & 8:
+        for k in range(covars.shape[0]):
+            for i in range(D):
+                for j in range(D):
+                    new_cov[k, i, j] = covars[k, i, j]
+        return new_start, new_trans, mu, new_cov
+    # c_n = mw md_i md_j + sxx - d_i sx_j - d_j sx_i + nk d_i d_j, left to right
+    acc = np.empty((D, D) if tied else (0, 0))
+    div, old = 1.0, False
+    for k in range(K):
+        if not tied:
+            denom = cvw[k] + nk[k]
+            keep = denom <= 0
+            div = 1.0 if keep else denom
+            old = keep or nk[k] <= 0
+        for i in range(D):
+            di = mu[k, i] - shift[k, i]
+            mdi = mu[k, i] - mp[k, i]
+            for j in range(D):
+                dj = mu[k, j] - shift[k, j]
+                mdj = mu[k, j] - mp[k, j]
+                v = (mw[k, i] * mdi) * mdj + sxx[k, i, j]
+                v = v - di * sx[k, j]
+                v = v - dj * sx[k, i]
+                v = v + (nk[k] * di) * dj
+                if tied:
+                    acc[i, j] = v if k == 0 else acc[i, j] + v
+                elif old:
+                    new_cov[k, i, j] = covars[k, i, j]
+                else:
+                    e = 1.0 if i == j else 0.0
+                    new_cov[k, i, j] = (cp[k, i, j] + v) / div + reg_covar * e
+    if tied:
+        den = cvw[0] + _pairwise_sum(nk, 0, K)
+        for i in range(D):
+            for j in range(D):
+                e = 1.0 if i == j else 0.0
+                new_cov[0, i, j] = (cp[0, i, j] + acc[i, j]) / den + reg_covar * e
+    return new_start, new_trans, mu, new_cov
 
 
 @njit(cache=True, nogil=True)
