@@ -655,6 +655,123 @@ def _accum_full(xd, r, nb, rd, sx_k, sxx_k):
     return nk
 
 
+@helper(**_JIT)
+def _tri_maha_tiles(xt, mu, U, nb, acc, maha):
+    """The body of :func:`_tri_maha_tiled` and :func:`_tri_maha_tiled32`
+    (inlined into each: the float32 one passes ``nb`` rounded up, which LLVM
+    then sees as a multiple of 16)."""
+    d = xt.shape[0]
+    for b in range(nb):
+        maha[b] = 0.0
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    jp = 0
+    while jp + 4 <= d:
+        for j in range(0, jp, 4):
+            m0 = mu[j + 0]
+            x0r = xt[j + 0]
+            m1 = mu[j + 1]
+            x1r = xt[j + 1]
+            m2 = mu[j + 2]
+            x2r = xt[j + 2]
+            m3 = mu[j + 3]
+            x3r = xt[j + 3]
+            u00 = U[j + 0, jp + 0]
+            u01 = U[j + 0, jp + 1]
+            u02 = U[j + 0, jp + 2]
+            u03 = U[j + 0, jp + 3]
+            u10 = U[j + 1, jp + 0]
+            u11 = U[j + 1, jp + 1]
+            u12 = U[j + 1, jp + 2]
+            u13 = U[j + 1, jp + 3]
+            u20 = U[j + 2, jp + 0]
+            u21 = U[j + 2, jp + 1]
+            u22 = U[j + 2, jp + 2]
+            u23 = U[j + 2, jp + 3]
+            u30 = U[j + 3, jp + 0]
+            u31 = U[j + 3, jp + 1]
+            u32 = U[j + 3, jp + 2]
+            u33 = U[j + 3, jp + 3]
+            if j == 0:
+                for b in range(nb):
+                    x0 = x0r[b] - m0
+                    x1 = x1r[b] - m1
+                    x2 = x2r[b] - m2
+                    x3 = x3r[b] - m3
+                    a0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    a1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    a2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    a3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+            else:
+                for b in range(nb):
+                    x0 = x0r[b] - m0
+                    x1 = x1r[b] - m1
+                    x2 = x2r[b] - m2
+                    x3 = x3r[b] - m3
+                    a0[b] = a0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    a1[b] = a1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    a2[b] = a2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    a3[b] = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+        m0 = mu[jp + 0]
+        x0r = xt[jp + 0]
+        m1 = mu[jp + 1]
+        x1r = xt[jp + 1]
+        m2 = mu[jp + 2]
+        x2r = xt[jp + 2]
+        m3 = mu[jp + 3]
+        x3r = xt[jp + 3]
+        u00 = U[jp + 0, jp + 0]
+        u01 = U[jp + 0, jp + 1]
+        u11 = U[jp + 1, jp + 1]
+        u02 = U[jp + 0, jp + 2]
+        u12 = U[jp + 1, jp + 2]
+        u22 = U[jp + 2, jp + 2]
+        u03 = U[jp + 0, jp + 3]
+        u13 = U[jp + 1, jp + 3]
+        u23 = U[jp + 2, jp + 3]
+        u33 = U[jp + 3, jp + 3]
+        if jp == 0:
+            for b in range(nb):
+                x0 = x0r[b] - m0
+                x1 = x1r[b] - m1
+                x2 = x2r[b] - m2
+                x3 = x3r[b] - m3
+                y0 = u00 * x0
+                y1 = u01 * x0 + u11 * x1
+                y2 = u02 * x0 + u12 * x1 + u22 * x2
+                y3 = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+                maha[b] = (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
+        else:
+            for b in range(nb):
+                x0 = x0r[b] - m0
+                x1 = x1r[b] - m1
+                x2 = x2r[b] - m2
+                x3 = x3r[b] - m3
+                y0 = a0[b] + u00 * x0
+                y1 = a1[b] + u01 * x0 + u11 * x1
+                y2 = a2[b] + u02 * x0 + u12 * x1 + u22 * x2
+                y3 = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+                maha[b] += (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
+        jp += 4
+    while jp < d:  # the d % 4 last columns, one at a time
+        m0 = mu[0]
+        u0 = U[0, jp]
+        x0r = xt[0]
+        for b in range(nb):
+            a0[b] = u0 * (x0r[b] - m0)
+        for j in range(1, jp + 1):
+            m0 = mu[j]
+            u0 = U[j, jp]
+            x0r = xt[j]
+            for b in range(nb):
+                a0[b] += u0 * (x0r[b] - m0)
+        for b in range(nb):
+            maha[b] += a0[b] * a0[b]
+        jp += 1
+
+
 @helper(out_of_line=True, **_JIT)
 def _tri_maha_tiled(xt, mu, U, nb, acc, maha):
     """``maha[:nb] = ||(xt[:, :nb] - mu[:, None]).T @ U||^2`` row-wise, ``U``
@@ -669,116 +786,7 @@ def _tri_maha_tiled(xt, mu, U, nb, acc, maha):
     ``d % 4`` last columns go one at a time. The order of every sum depends
     only on ``d``.
     """
-    d = xt.shape[0]
-    for b in range(nb):
-        maha[b] = 0.0
-    a0 = acc[0]
-    a1 = acc[1]
-    a2 = acc[2]
-    a3 = acc[3]
-    jp = 0
-    while jp + 4 <= d:
-        for j in range(0, jp, 4):
-            m0 = mu[j + 0]
-            x0r = xt[j + 0]
-            m1 = mu[j + 1]
-            x1r = xt[j + 1]
-            m2 = mu[j + 2]
-            x2r = xt[j + 2]
-            m3 = mu[j + 3]
-            x3r = xt[j + 3]
-            u00 = U[j + 0, jp + 0]
-            u01 = U[j + 0, jp + 1]
-            u02 = U[j + 0, jp + 2]
-            u03 = U[j + 0, jp + 3]
-            u10 = U[j + 1, jp + 0]
-            u11 = U[j + 1, jp + 1]
-            u12 = U[j + 1, jp + 2]
-            u13 = U[j + 1, jp + 3]
-            u20 = U[j + 2, jp + 0]
-            u21 = U[j + 2, jp + 1]
-            u22 = U[j + 2, jp + 2]
-            u23 = U[j + 2, jp + 3]
-            u30 = U[j + 3, jp + 0]
-            u31 = U[j + 3, jp + 1]
-            u32 = U[j + 3, jp + 2]
-            u33 = U[j + 3, jp + 3]
-            if j == 0:
-                for b in range(nb):
-                    x0 = x0r[b] - m0
-                    x1 = x1r[b] - m1
-                    x2 = x2r[b] - m2
-                    x3 = x3r[b] - m3
-                    a0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
-                    a1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
-                    a2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
-                    a3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-            else:
-                for b in range(nb):
-                    x0 = x0r[b] - m0
-                    x1 = x1r[b] - m1
-                    x2 = x2r[b] - m2
-                    x3 = x3r[b] - m3
-                    a0[b] = a0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
-                    a1[b] = a1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
-                    a2[b] = a2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
-                    a3[b] = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-        m0 = mu[jp + 0]
-        x0r = xt[jp + 0]
-        m1 = mu[jp + 1]
-        x1r = xt[jp + 1]
-        m2 = mu[jp + 2]
-        x2r = xt[jp + 2]
-        m3 = mu[jp + 3]
-        x3r = xt[jp + 3]
-        u00 = U[jp + 0, jp + 0]
-        u01 = U[jp + 0, jp + 1]
-        u11 = U[jp + 1, jp + 1]
-        u02 = U[jp + 0, jp + 2]
-        u12 = U[jp + 1, jp + 2]
-        u22 = U[jp + 2, jp + 2]
-        u03 = U[jp + 0, jp + 3]
-        u13 = U[jp + 1, jp + 3]
-        u23 = U[jp + 2, jp + 3]
-        u33 = U[jp + 3, jp + 3]
-        if jp == 0:
-            for b in range(nb):
-                x0 = x0r[b] - m0
-                x1 = x1r[b] - m1
-                x2 = x2r[b] - m2
-                x3 = x3r[b] - m3
-                y0 = u00 * x0
-                y1 = u01 * x0 + u11 * x1
-                y2 = u02 * x0 + u12 * x1 + u22 * x2
-                y3 = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-                maha[b] = (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
-        else:
-            for b in range(nb):
-                x0 = x0r[b] - m0
-                x1 = x1r[b] - m1
-                x2 = x2r[b] - m2
-                x3 = x3r[b] - m3
-                y0 = a0[b] + u00 * x0
-                y1 = a1[b] + u01 * x0 + u11 * x1
-                y2 = a2[b] + u02 * x0 + u12 * x1 + u22 * x2
-                y3 = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-                maha[b] += (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
-        jp += 4
-    while jp < d:  # the d % 4 last columns, one at a time
-        m0 = mu[0]
-        u0 = U[0, jp]
-        x0r = xt[0]
-        for b in range(nb):
-            a0[b] = u0 * (x0r[b] - m0)
-        for j in range(1, jp + 1):
-            m0 = mu[j]
-            u0 = U[j, jp]
-            x0r = xt[j]
-            for b in range(nb):
-                a0[b] += u0 * (x0r[b] - m0)
-        for b in range(nb):
-            maha[b] += a0[b] * a0[b]
-        jp += 1
+    _tri_maha_tiles(xt, mu, U, nb, acc, maha)
 
 
 @helper(out_of_line=True, **_JIT)
@@ -793,117 +801,8 @@ def _tri_maha_tiled32(xt, mu, U, nb, acc, maha):
     loop's, which spilled five of those to the stack (reloaded every
     iteration); W4's Mahalanobis products took ~0.86x the time without.
     """
-    d = xt.shape[0]
     nb = (nb + 15) & -16  # a whole number of 16-lane vectors
-    for b in range(nb):
-        maha[b] = 0.0
-    a0 = acc[0]
-    a1 = acc[1]
-    a2 = acc[2]
-    a3 = acc[3]
-    jp = 0
-    while jp + 4 <= d:
-        for j in range(0, jp, 4):
-            m0 = mu[j + 0]
-            x0r = xt[j + 0]
-            m1 = mu[j + 1]
-            x1r = xt[j + 1]
-            m2 = mu[j + 2]
-            x2r = xt[j + 2]
-            m3 = mu[j + 3]
-            x3r = xt[j + 3]
-            u00 = U[j + 0, jp + 0]
-            u01 = U[j + 0, jp + 1]
-            u02 = U[j + 0, jp + 2]
-            u03 = U[j + 0, jp + 3]
-            u10 = U[j + 1, jp + 0]
-            u11 = U[j + 1, jp + 1]
-            u12 = U[j + 1, jp + 2]
-            u13 = U[j + 1, jp + 3]
-            u20 = U[j + 2, jp + 0]
-            u21 = U[j + 2, jp + 1]
-            u22 = U[j + 2, jp + 2]
-            u23 = U[j + 2, jp + 3]
-            u30 = U[j + 3, jp + 0]
-            u31 = U[j + 3, jp + 1]
-            u32 = U[j + 3, jp + 2]
-            u33 = U[j + 3, jp + 3]
-            if j == 0:
-                for b in range(nb):
-                    x0 = x0r[b] - m0
-                    x1 = x1r[b] - m1
-                    x2 = x2r[b] - m2
-                    x3 = x3r[b] - m3
-                    a0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
-                    a1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
-                    a2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
-                    a3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-            else:
-                for b in range(nb):
-                    x0 = x0r[b] - m0
-                    x1 = x1r[b] - m1
-                    x2 = x2r[b] - m2
-                    x3 = x3r[b] - m3
-                    a0[b] = a0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
-                    a1[b] = a1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
-                    a2[b] = a2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
-                    a3[b] = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-        m0 = mu[jp + 0]
-        x0r = xt[jp + 0]
-        m1 = mu[jp + 1]
-        x1r = xt[jp + 1]
-        m2 = mu[jp + 2]
-        x2r = xt[jp + 2]
-        m3 = mu[jp + 3]
-        x3r = xt[jp + 3]
-        u00 = U[jp + 0, jp + 0]
-        u01 = U[jp + 0, jp + 1]
-        u11 = U[jp + 1, jp + 1]
-        u02 = U[jp + 0, jp + 2]
-        u12 = U[jp + 1, jp + 2]
-        u22 = U[jp + 2, jp + 2]
-        u03 = U[jp + 0, jp + 3]
-        u13 = U[jp + 1, jp + 3]
-        u23 = U[jp + 2, jp + 3]
-        u33 = U[jp + 3, jp + 3]
-        if jp == 0:
-            for b in range(nb):
-                x0 = x0r[b] - m0
-                x1 = x1r[b] - m1
-                x2 = x2r[b] - m2
-                x3 = x3r[b] - m3
-                y0 = u00 * x0
-                y1 = u01 * x0 + u11 * x1
-                y2 = u02 * x0 + u12 * x1 + u22 * x2
-                y3 = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-                maha[b] = (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
-        else:
-            for b in range(nb):
-                x0 = x0r[b] - m0
-                x1 = x1r[b] - m1
-                x2 = x2r[b] - m2
-                x3 = x3r[b] - m3
-                y0 = a0[b] + u00 * x0
-                y1 = a1[b] + u01 * x0 + u11 * x1
-                y2 = a2[b] + u02 * x0 + u12 * x1 + u22 * x2
-                y3 = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-                maha[b] += (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
-        jp += 4
-    while jp < d:  # the d % 4 last columns, one at a time
-        m0 = mu[0]
-        u0 = U[0, jp]
-        x0r = xt[0]
-        for b in range(nb):
-            a0[b] = u0 * (x0r[b] - m0)
-        for j in range(1, jp + 1):
-            m0 = mu[j]
-            u0 = U[j, jp]
-            x0r = xt[j]
-            for b in range(nb):
-                a0[b] += u0 * (x0r[b] - m0)
-        for b in range(nb):
-            maha[b] += a0[b] * a0[b]
-        jp += 1
+    _tri_maha_tiles(xt, mu, U, nb, acc, maha)
 
 
 @helper(out_of_line=True, **_JIT)
