@@ -258,3 +258,37 @@ def test_fit_through_compiled_full_mstep_is_bit_identical(covariance_type, n_thr
     monkeypatch.setattr(hmm_gaussian.GaussianHMM, "_compiled_mstep_full_plan", lambda self: None)
     b = GaussianHMM(3, covariance_type, **kw).fit(X, lengths, sample_weight=[1.0, 2.0, 0.5])
     _assert_same_bits(a, b)
+
+
+# ------------------------------------------------------------ pool dispatch
+@numba_only
+def test_run_dynamic_thread_count_follows_numba_and_limit_threads():
+    """The cached thread-count getter is numba's per-thread count: it follows
+    ``numba.set_num_threads`` on this thread (not another thread's setting) and
+    fastem's ``limit_threads``."""
+    import threading
+
+    import numba
+
+    from fastem._threads import limit_threads
+    from fastem.backends import _numba_hmm
+
+    before = numba.get_num_threads()
+    try:
+        for n in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(n)
+            assert _numba_hmm._num_threads() == n == numba.get_num_threads()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        seen = []
+        t = threading.Thread(
+            target=lambda: (numba.set_num_threads(1), seen.append(_numba_hmm._num_threads()))
+        )
+        t.start()
+        t.join()
+        assert seen == [1]
+        assert _numba_hmm._num_threads() == numba.config.NUMBA_NUM_THREADS
+        with limit_threads("numba", 1):
+            assert _numba_hmm._num_threads() == 1
+        assert _numba_hmm._pool() is _numba_hmm._pool()
+    finally:
+        numba.set_num_threads(before)

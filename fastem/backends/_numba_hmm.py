@@ -29,6 +29,10 @@ Fused E-step (optional entry, :func:`estep_diag`)
     moments) and one hand-off to the thread pool per iteration instead of
     three. :func:`fastem.hmm._backend.estep_diag` falls back to the separate
     kernels for backends without it and for shapes with few batches.
+One sequence (``S == 1``)
+    Work items in one dynamic pass (emission chunks, the two recursions at
+    once, posterior/count chunks); per-thread scratch of three (T, K) arrays
+    kept up to ``SCRATCH_KEEP_BYTES``.
 Specializations
     Every entry point passes its inputs read-only (writability is part of
     Numba's array type), so each kernel compiles once (the moments once per
@@ -38,6 +42,7 @@ Specializations
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import numba
@@ -1273,15 +1278,47 @@ def _run(kernel, n_chunks, work, *args):
         run_chunks(kernel, n_chunks, *args)
 
 
+_thread_count = None  # numba's per-thread count getter, once its threads are launched
+_pool_of_pid = (None, -1)  # (_executor(), the pid it was made in)
+
+
+def _num_threads() -> int:
+    """``numba.get_num_threads()`` without its per-call threading-layer check
+    (~1.4 us: ``_launch_threads`` takes two locks every call): the layer's own
+    getter once the threads are launched. The count stays the calling thread's
+    current one (``numba.set_num_threads``, ``limit_threads``)."""
+    global _thread_count
+    get = _thread_count
+    if get is None:
+        n = numba.get_num_threads()  # launches the threading layer
+        from numba.np.ufunc import parallel
+
+        _thread_count = getattr(parallel, "_get_num_threads", None) or numba.get_num_threads
+        return n
+    n = get()
+    return n if n > 0 else numba.get_num_threads()  # numba's own error path
+
+
+def _pool():
+    """``_executor()`` without its lock (~0.8 us) once made in this process
+    (it is made once per process: a forked child makes its own)."""
+    global _pool_of_pid
+    pool, pid = _pool_of_pid
+    if pid != os.getpid():
+        pool = _executor()
+        _pool_of_pid = (pool, os.getpid())
+    return pool
+
+
 def run_dynamic(kernel, n_iter, *args):
     """``kernel(0, n_iter, *args)`` on the calling thread and on
     ``numba.get_num_threads() - 1`` workers at once; the kernel shares its
     groups out itself (see :func:`_estep_diag_chunks`)."""
-    nt = min(int(numba.get_num_threads()), n_iter)
+    nt = min(int(_num_threads()), n_iter)
     if nt <= 1:
         kernel(0, n_iter, *args)
         return
-    pool = _executor()
+    pool = _pool()
     futures = [pool.submit(kernel, 0, n_iter, *args) for _ in range(1, nt)]
     try:
         kernel(0, n_iter, *args)
