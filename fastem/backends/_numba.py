@@ -805,6 +805,121 @@ def _tri_maha_tiled32(xt, mu, U, nb, acc, maha):
     _tri_maha_tiles(xt, mu, U, nb, acc, maha)
 
 
+@helper(**_JIT)
+def _sxx_right(xt, mu, p0, p1, p2, p3, i, n, c, zero, sxx_k):
+    """Add ``c`` times the dot products over ``b < n`` of the rows ``p0 ..
+    p3`` (``r * y`` of coordinates ``i .. i + 3``) with ``xt[j] - mu[j]`` to
+    ``sxx_k[i:i + 4, j]`` for every ``j >= i + 4``: in 4x4 tiles (per row four
+    loads of each for 16 FMAs), the ``d % 4`` last columns one at a time.
+
+    Inlined into :func:`_accum_full_tiled` (``c = 1``, which LLVM folds away)
+    and :func:`_accum_full_tiled32v` (``c = sum_b r_b``, ``n`` a multiple of
+    16): one source for both dtypes' off-diagonal tiles.
+    """
+    d = xt.shape[0]
+    j = i + 4
+    while j + 4 <= d:
+        m0 = mu[j + 0]
+        q0 = xt[j + 0]
+        m1 = mu[j + 1]
+        q1 = xt[j + 1]
+        m2 = mu[j + 2]
+        q2 = xt[j + 2]
+        m3 = mu[j + 3]
+        q3 = xt[j + 3]
+        s00 = zero
+        s01 = zero
+        s02 = zero
+        s03 = zero
+        s10 = zero
+        s11 = zero
+        s12 = zero
+        s13 = zero
+        s20 = zero
+        s21 = zero
+        s22 = zero
+        s23 = zero
+        s30 = zero
+        s31 = zero
+        s32 = zero
+        s33 = zero
+        for b in range(n):
+            v0 = p0[b]
+            v1 = p1[b]
+            v2 = p2[b]
+            v3 = p3[b]
+            y0 = q0[b] - m0
+            y1 = q1[b] - m1
+            y2 = q2[b] - m2
+            y3 = q3[b] - m3
+            s00 += v0 * y0
+            s01 += v0 * y1
+            s02 += v0 * y2
+            s03 += v0 * y3
+            s10 += v1 * y0
+            s11 += v1 * y1
+            s12 += v1 * y2
+            s13 += v1 * y3
+            s20 += v2 * y0
+            s21 += v2 * y1
+            s22 += v2 * y2
+            s23 += v2 * y3
+            s30 += v3 * y0
+            s31 += v3 * y1
+            s32 += v3 * y2
+            s33 += v3 * y3
+        sxx_k[i + 0, j + 0] += c * s00
+        sxx_k[i + 0, j + 1] += c * s01
+        sxx_k[i + 0, j + 2] += c * s02
+        sxx_k[i + 0, j + 3] += c * s03
+        sxx_k[i + 1, j + 0] += c * s10
+        sxx_k[i + 1, j + 1] += c * s11
+        sxx_k[i + 1, j + 2] += c * s12
+        sxx_k[i + 1, j + 3] += c * s13
+        sxx_k[i + 2, j + 0] += c * s20
+        sxx_k[i + 2, j + 1] += c * s21
+        sxx_k[i + 2, j + 2] += c * s22
+        sxx_k[i + 2, j + 3] += c * s23
+        sxx_k[i + 3, j + 0] += c * s30
+        sxx_k[i + 3, j + 1] += c * s31
+        sxx_k[i + 3, j + 2] += c * s32
+        sxx_k[i + 3, j + 3] += c * s33
+        j += 4
+    while j < d:  # the d % 4 last columns
+        m0 = mu[j]
+        q0 = xt[j]
+        s00 = zero
+        s10 = zero
+        s20 = zero
+        s30 = zero
+        for b in range(n):
+            y0 = q0[b] - m0
+            s00 += p0[b] * y0
+            s10 += p1[b] * y0
+            s20 += p2[b] * y0
+            s30 += p3[b] * y0
+        sxx_k[i, j] += c * s00
+        sxx_k[i + 1, j] += c * s10
+        sxx_k[i + 2, j] += c * s20
+        sxx_k[i + 3, j] += c * s30
+        j += 1
+
+
+@helper(**_JIT)
+def _sxx_row(xt, mu, p0, i, n, c, zero, sxx_k):
+    """Add ``c`` times the dot products over ``b < n`` of the row ``p0`` with
+    ``xt[j] - mu[j]`` to ``sxx_k[i, j]`` for ``j >= i`` (one of the ``d % 4``
+    last rows of :func:`_accum_full_tiled` and :func:`_accum_full_tiled32v`)."""
+    d = xt.shape[0]
+    for j in range(i, d):
+        m0 = mu[j]
+        q0 = xt[j]
+        s00 = zero
+        for b in range(n):
+            s00 += p0[b] * (q0[b] - m0)
+        sxx_k[i, j] += c * s00
+
+
 @helper(out_of_line=True, **_JIT)
 def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     """Add ``sum_b r_b y_b`` to ``sx_k`` and the upper triangle of
@@ -891,102 +1006,11 @@ def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
         sxx_k[i + 2, i + 2] += s22
         sxx_k[i + 2, i + 3] += s23
         sxx_k[i + 3, i + 3] += s33
-        j = i + 4
-        while j + 4 <= d:
-            m0 = mu[j + 0]
-            q0 = xt[j + 0]
-            m1 = mu[j + 1]
-            q1 = xt[j + 1]
-            m2 = mu[j + 2]
-            q2 = xt[j + 2]
-            m3 = mu[j + 3]
-            q3 = xt[j + 3]
-            s00 = zero
-            s01 = zero
-            s02 = zero
-            s03 = zero
-            s10 = zero
-            s11 = zero
-            s12 = zero
-            s13 = zero
-            s20 = zero
-            s21 = zero
-            s22 = zero
-            s23 = zero
-            s30 = zero
-            s31 = zero
-            s32 = zero
-            s33 = zero
-            for b in range(nb):
-                v0 = p0[b]
-                v1 = p1[b]
-                v2 = p2[b]
-                v3 = p3[b]
-                y0 = q0[b] - m0
-                y1 = q1[b] - m1
-                y2 = q2[b] - m2
-                y3 = q3[b] - m3
-                s00 += v0 * y0
-                s01 += v0 * y1
-                s02 += v0 * y2
-                s03 += v0 * y3
-                s10 += v1 * y0
-                s11 += v1 * y1
-                s12 += v1 * y2
-                s13 += v1 * y3
-                s20 += v2 * y0
-                s21 += v2 * y1
-                s22 += v2 * y2
-                s23 += v2 * y3
-                s30 += v3 * y0
-                s31 += v3 * y1
-                s32 += v3 * y2
-                s33 += v3 * y3
-            sxx_k[i + 0, j + 0] += s00
-            sxx_k[i + 0, j + 1] += s01
-            sxx_k[i + 0, j + 2] += s02
-            sxx_k[i + 0, j + 3] += s03
-            sxx_k[i + 1, j + 0] += s10
-            sxx_k[i + 1, j + 1] += s11
-            sxx_k[i + 1, j + 2] += s12
-            sxx_k[i + 1, j + 3] += s13
-            sxx_k[i + 2, j + 0] += s20
-            sxx_k[i + 2, j + 1] += s21
-            sxx_k[i + 2, j + 2] += s22
-            sxx_k[i + 2, j + 3] += s23
-            sxx_k[i + 3, j + 0] += s30
-            sxx_k[i + 3, j + 1] += s31
-            sxx_k[i + 3, j + 2] += s32
-            sxx_k[i + 3, j + 3] += s33
-            j += 4
-        while j < d:  # the d % 4 last columns
-            m0 = mu[j]
-            q0 = xt[j]
-            s00 = zero
-            s10 = zero
-            s20 = zero
-            s30 = zero
-            for b in range(nb):
-                y0 = q0[b] - m0
-                s00 += p0[b] * y0
-                s10 += p1[b] * y0
-                s20 += p2[b] * y0
-                s30 += p3[b] * y0
-            sxx_k[i, j] += s00
-            sxx_k[i + 1, j] += s10
-            sxx_k[i + 2, j] += s20
-            sxx_k[i + 3, j] += s30
-            j += 1
+        _sxx_right(xt, mu, p0, p1, p2, p3, i, nb, 1.0, zero, sxx_k)
         i += 4
     while i < d:  # the d % 4 last rows
         p0 = rd[i]
-        for j in range(i, d):
-            m0 = mu[j]
-            q0 = xt[j]
-            s00 = zero
-            for b in range(nb):
-                s00 += p0[b] * (q0[b] - m0)
-            sxx_k[i, j] += s00
+        _sxx_row(xt, mu, p0, i, nb, 1.0, zero, sxx_k)
         i += 1
     return nk
 
@@ -1098,92 +1122,7 @@ def _accum_full_tiled32v(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
         sxx_k[i + 2, i + 2] += nk * s22
         sxx_k[i + 2, i + 3] += nk * s23
         sxx_k[i + 3, i + 3] += nk * s33
-        j = i + 4
-        while j + 4 <= d:
-            m0 = mu[j + 0]
-            q0 = xt[j + 0]
-            m1 = mu[j + 1]
-            q1 = xt[j + 1]
-            m2 = mu[j + 2]
-            q2 = xt[j + 2]
-            m3 = mu[j + 3]
-            q3 = xt[j + 3]
-            s00 = zero
-            s01 = zero
-            s02 = zero
-            s03 = zero
-            s10 = zero
-            s11 = zero
-            s12 = zero
-            s13 = zero
-            s20 = zero
-            s21 = zero
-            s22 = zero
-            s23 = zero
-            s30 = zero
-            s31 = zero
-            s32 = zero
-            s33 = zero
-            for b in range(nv):
-                v0 = p0[b]
-                v1 = p1[b]
-                v2 = p2[b]
-                v3 = p3[b]
-                y0 = q0[b] - m0
-                y1 = q1[b] - m1
-                y2 = q2[b] - m2
-                y3 = q3[b] - m3
-                s00 += v0 * y0
-                s01 += v0 * y1
-                s02 += v0 * y2
-                s03 += v0 * y3
-                s10 += v1 * y0
-                s11 += v1 * y1
-                s12 += v1 * y2
-                s13 += v1 * y3
-                s20 += v2 * y0
-                s21 += v2 * y1
-                s22 += v2 * y2
-                s23 += v2 * y3
-                s30 += v3 * y0
-                s31 += v3 * y1
-                s32 += v3 * y2
-                s33 += v3 * y3
-            sxx_k[i + 0, j + 0] += nk * s00
-            sxx_k[i + 0, j + 1] += nk * s01
-            sxx_k[i + 0, j + 2] += nk * s02
-            sxx_k[i + 0, j + 3] += nk * s03
-            sxx_k[i + 1, j + 0] += nk * s10
-            sxx_k[i + 1, j + 1] += nk * s11
-            sxx_k[i + 1, j + 2] += nk * s12
-            sxx_k[i + 1, j + 3] += nk * s13
-            sxx_k[i + 2, j + 0] += nk * s20
-            sxx_k[i + 2, j + 1] += nk * s21
-            sxx_k[i + 2, j + 2] += nk * s22
-            sxx_k[i + 2, j + 3] += nk * s23
-            sxx_k[i + 3, j + 0] += nk * s30
-            sxx_k[i + 3, j + 1] += nk * s31
-            sxx_k[i + 3, j + 2] += nk * s32
-            sxx_k[i + 3, j + 3] += nk * s33
-            j += 4
-        while j < d:  # the d % 4 last columns
-            m0 = mu[j]
-            q0 = xt[j]
-            s00 = zero
-            s10 = zero
-            s20 = zero
-            s30 = zero
-            for b in range(nv):
-                y0 = q0[b] - m0
-                s00 += p0[b] * y0
-                s10 += p1[b] * y0
-                s20 += p2[b] * y0
-                s30 += p3[b] * y0
-            sxx_k[i, j] += nk * s00
-            sxx_k[i + 1, j] += nk * s10
-            sxx_k[i + 2, j] += nk * s20
-            sxx_k[i + 3, j] += nk * s30
-            j += 1
+        _sxx_right(xt, mu, p0, p1, p2, p3, i, nv, nk, zero, sxx_k)
         i += 4
     while i < d:  # the d % 4 last rows
         p0 = rd[i]
@@ -1195,13 +1134,7 @@ def _accum_full_tiled32v(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
             p0[b] = v0
             a0 += v0
         sx_k[i] += nk * a0
-        for j in range(i, d):
-            m0 = mu[j]
-            q0 = xt[j]
-            s00 = zero
-            for b in range(nv):
-                s00 += p0[b] * (q0[b] - m0)
-            sxx_k[i, j] += nk * s00
+        _sxx_row(xt, mu, p0, i, nv, nk, zero, sxx_k)
         i += 1
     return nk
 
