@@ -292,3 +292,59 @@ def test_run_dynamic_thread_count_follows_numba_and_limit_threads():
         assert _numba_hmm._pool() is _numba_hmm._pool()
     finally:
         numba.set_num_threads(before)
+
+
+def _claiming_kernel(fail_in_worker=False):
+    """A Python stand-in for the dynamic kernels: claims ``counter[0]`` (under
+    a lock) until a claim is past ``i1``; optionally raises in a worker."""
+    import threading
+
+    lock = threading.Lock()
+    done = []
+
+    def kernel(i0, i1, counter):
+        if fail_in_worker and threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("worker failed")
+        while True:
+            with lock:
+                it = int(counter[0])
+                counter[0] += 1
+            if it >= i1:
+                return
+            done.append(it)
+
+    return kernel, done
+
+
+@numba_only
+def test_run_dynamic_claims_wait_and_errors(monkeypatch):
+    """On 2 threads the caller returns once every thread made its final claim,
+    the futures settled by the next pass; a worker's error is raised (the claim
+    count is never reached: the futures are waited on); WAIT_POLLS=0 waits on
+    the futures."""
+    import numba
+
+    from fastem.backends import _numba_hmm
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        _numba_hmm._settle()
+        for polls in (10**6, 0):
+            monkeypatch.setattr(_numba_hmm, "WAIT_POLLS", polls)
+            kernel, done = _claiming_kernel()
+            counter = np.zeros(1, dtype=np.int64)
+            _numba_hmm.run_dynamic(kernel, 50, counter)
+            assert sorted(done) == list(range(50)) and counter[0] == 52
+            assert len(_numba_hmm._unsettled) == (1 if polls else 0)
+            _numba_hmm._settle()
+            assert not _numba_hmm._unsettled
+        monkeypatch.setattr(_numba_hmm, "WAIT_POLLS", 50)
+        kernel, done = _claiming_kernel(fail_in_worker=True)
+        with pytest.raises(RuntimeError, match="worker failed"):
+            _numba_hmm.run_dynamic(kernel, 20, np.zeros(1, dtype=np.int64))
+        assert sorted(done) == list(range(20))  # the caller ran every item
+    finally:
+        numba.set_num_threads(before)

@@ -1318,13 +1318,55 @@ def run_dynamic(kernel, n_iter, *args):
     if nt <= 1:
         kernel(0, n_iter, *args)
         return
+    _settle()
     pool = _pool()
     futures = [pool.submit(kernel, 0, n_iter, *args) for _ in range(1, nt)]
     try:
         kernel(0, n_iter, *args)
-    finally:
+    except BaseException:
         for f in futures:
             f.result()
+        raise
+    # Every thread's last act is a claim past the end (``counter[0]``, args[0]):
+    # once there are nt of them, every worker's writes are done and visible (the
+    # claims are sequentially consistent), without waiting for the worker to
+    # take the GIL, settle its future and wake this thread. Bounded: a worker
+    # that has not started (a busy core) is waited for by its future.
+    if WAIT_POLLS and _wait_claims(args[0], n_iter + nt, WAIT_POLLS):
+        _unsettled.extend((os.getpid(), f) for f in futures)  # read by the next pass
+        return
+    for f in futures:
+        f.result()
+
+
+#: Polls (each a ``sched_yield``, ~0.3-1 us on an idle core) of the claim count
+#: by the caller of :func:`run_dynamic` before it waits on the futures; 0: always
+#: wait on the futures.
+WAIT_POLLS = 200
+_unsettled: list = []  # (pid, future) of passes that did not wait on their futures
+
+
+def _settle():
+    """The futures of earlier passes whose threads had all finished: their
+    results (a worker's error raised here). A forked child drops its parent's
+    (their threads are not in the child)."""
+    while _unsettled:
+        try:
+            pid, f = _unsettled.pop()
+        except IndexError:  # another thread took the last one
+            return
+        if pid == os.getpid():
+            f.result()
+
+
+@njit(**_JIT)
+def _wait_claims(counter, target, polls):
+    """True once ``counter[0] >= target``; False after ``polls`` yields."""
+    for _ in range(polls):
+        if _fetch_add(counter, 0, 0) >= target:
+            return True
+        _yield_cpu()
+    return _fetch_add(counter, 0, 0) >= target
 
 
 def _ro(a):
