@@ -1061,7 +1061,10 @@ def _moments_chunks(i0, i1, n_chunks, X, gamma, row_weight, shift, nk_p, sx_p, s
 def _next_group(typingctx, counter):
     """``counter[0]`` before an atomic increment by 1 (int64 array): the next
     group for the calling thread. Which thread takes which group never changes a
-    group's result (its partials have their own slot), only who finishes when."""
+    group's result (its partials have their own slot), only who finishes when.
+    Sequentially consistent (on x86 the same ``lock xadd`` as a relaxed one):
+    :func:`run_dynamic`'s caller reads a thread's final claim as the sign
+    that the thread's writes are done, so none may move past it."""
     if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
         return None
 
@@ -1071,7 +1074,7 @@ def _next_group(typingctx, counter):
         zero = context.get_constant(types.intp, 0)
         ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [zero])
         one = context.get_constant(types.int64, 1)
-        return builder.atomic_rmw("add", ptr, one, "monotonic")
+        return builder.atomic_rmw("add", ptr, one, "seq_cst")
 
     return types.int64(counter), codegen
 
