@@ -1316,7 +1316,10 @@ def _pool():
 def run_dynamic(kernel, n_iter, *args):
     """``kernel(0, n_iter, *args)`` on the calling thread and on
     ``numba.get_num_threads() - 1`` workers at once; the kernel shares its
-    groups out itself (see :func:`_estep_diag_chunks`)."""
+    groups out itself (see :func:`_estep_diag_chunks`). Contract: ``args[0]``
+    is an int64 counter whose ``[0]`` starts at 0, and each thread claims
+    items from it with a sequentially consistent increment until a claim is
+    ``>= n_iter``, its last act."""
     nt = min(int(_num_threads()), n_iter)
     if nt <= 1:
         kernel(0, n_iter, *args)
