@@ -100,3 +100,62 @@ def test_kernel_calls_its_block_helpers_out_of_line(tmp_path):
     # negative control: without the registry LLVM inlines them
     inlined = _called("inline", str(tmp_path / "b"))
     assert not any("_accum_diag" in c or "_responsibilities" in c for c in inlined), inlined
+
+
+# The 4x4 tile primitives that the float64 and float32 helpers share (issue #13, "D1") must
+# be inlined into each caller: the float32 callers round the trip count up to 16 lanes, which
+# LLVM sees only then (no vectorized remainder loop), and no call sits in the tile loops.
+# Compiled in a fresh process with an empty cache (Numba cannot inspect cache-loaded code);
+# prints, per helper, the fastem functions its compiled module calls.
+TILE_CALLS = """
+import json, re, sys
+import numba
+import numpy as np
+from fastem.backends import _numba as nb, _numba_cache
+
+PRIMITIVES = ("_u_tile", "_tri_maha_tiles", "_sxx_right", "_sxx_row")
+if sys.argv[1] == "out_of_line":  # negative control: the primitives' copies kept as calls
+    for p in PRIMITIVES:
+        _numba_cache._OUT_OF_LINE.add(_numba_cache._mangled_prefix(nb.__name__, p))
+d, rows = 9, 32  # two 4x4 tiles and a last coordinate: every tile path
+calls = {}
+# the float32 helpers: their trip count rounding is what inlining must keep visible
+for name, dt in (("_tri_maha_tiled32", np.float32), ("_accum_full_tiled32v", np.float32)):
+    xt = np.zeros((d, rows), dt)
+    if name.startswith("_tri_maha_tiled"):
+        args = (xt, np.zeros(d, dt), np.eye(d, dtype=dt), rows, np.zeros((4, rows), dt),
+                np.zeros(rows, dt))
+    else:
+        args = (xt, np.zeros(d, dt), np.ones(rows), rows, np.zeros(rows, dt),
+                np.zeros((d, rows), dt), np.zeros(d), np.zeros((d, d)))
+    disp = getattr(nb, name).jit
+    sig = tuple(numba.typeof(a) for a in args)
+    disp.compile(sig)
+    llvm = disp.inspect_llvm(sig)
+    assert "define" in llvm  # compiled here, not loaded from a cache
+    found = re.findall(r"call [^@]*@_ZN6fastem8backends\\d+(\\w+?)B", llvm)
+    calls[name] = sorted(c for c in set(found) if c.endswith(PRIMITIVES))
+print(json.dumps(calls))
+"""
+
+
+def _tile_calls(mode: str, cache: str) -> dict[str, list[str]]:
+    env = dict(os.environ, FASTEM_CACHE_DIR=cache)
+    env.pop("NUMBA_CACHE_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-c", TILE_CALLS, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_tile_primitives_are_inlined(tmp_path):
+    calls = _tile_calls("inline", str(tmp_path / "a"))
+    assert len(calls) == 2
+    assert not any(calls.values()), calls
+    # negative control: registered out of line, every helper calls its primitive
+    kept = _tile_calls("out_of_line", str(tmp_path / "b"))
+    assert all(kept.values()), kept
