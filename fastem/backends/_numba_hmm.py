@@ -1346,9 +1346,12 @@ def run_dynamic(kernel, n_iter, *args):
 
 
 #: Polls (each a ``sched_yield``, ~0.3-1 us on an idle core) of the claim count
-#: by the caller of :func:`run_dynamic` before it waits on the futures; 0: always
-#: wait on the futures.
-WAIT_POLLS = 200
+#: by the caller of :func:`run_dynamic` before it waits on the futures; 0 (the
+#: default): always wait on the futures. 200 against 0, 2 threads, paired wall
+#: per iteration in two quiet windows: HB2 1.02x and 0.97x, LONGFULL 1.09x and
+#: 1.01x; with another process on the second core down to 0.97x and 0.87x (a
+#: yield can hand the core to it). No gain shown, so off.
+WAIT_POLLS = 0
 _unsettled: list = []  # (pid, future) of passes that did not wait on their futures
 
 
