@@ -103,8 +103,9 @@ def test_kernel_calls_its_block_helpers_out_of_line(tmp_path):
 
 
 # The 4x4 tile primitives that the float64 and float32 helpers share (issue #13, "D1") must
-# be inlined into each caller: the float32 callers round the trip count up to 16 lanes, which
-# LLVM sees only then (no vectorized remainder loop), and no call sits in the tile loops.
+# be inlined into each caller (``inline="always"``: in Numba's IR, before typing, so that they
+# add no compile unit of their own): the float32 callers round the trip count up to 16 lanes,
+# which LLVM sees only then (no vectorized remainder loop), and no call sits in the tile loops.
 # Compiled in a fresh process with an empty cache (Numba cannot inspect cache-loaded code);
 # prints, per helper, the fastem functions its compiled module calls.
 TILE_CALLS = """
@@ -114,8 +115,9 @@ import numpy as np
 from fastem.backends import _numba as nb, _numba_cache
 
 PRIMITIVES = ("_u_tile", "_tri_maha_tiles", "_sxx_right", "_sxx_row")
-if sys.argv[1] == "out_of_line":  # negative control: the primitives' copies kept as calls
+if sys.argv[1] == "out_of_line":  # negative control: compiled apart, their copies kept as calls
     for p in PRIMITIVES:
+        getattr(nb, p).py.targetoptions["inline"] = "never"  # read by Numba's IR inliner
         _numba_cache._OUT_OF_LINE.add(_numba_cache._mangled_prefix(nb.__name__, p))
 d, rows = 9, 32  # two 4x4 tiles and a last coordinate: every tile path
 calls = {}
