@@ -114,7 +114,7 @@ import numba
 import numpy as np
 from fastem.backends import _numba as nb, _numba_cache
 
-PRIMITIVES = ("_u_tile", "_tri_maha_tiles", "_sxx_right", "_sxx_row")
+PRIMITIVES = ("_tri_maha_tiles", "_sxx_right", "_sxx_row")
 if sys.argv[1] == "out_of_line":  # negative control: compiled apart, their copies kept as calls
     for p in PRIMITIVES:
         getattr(nb, p).py.targetoptions["inline"] = "never"  # read by Numba's IR inliner

@@ -655,58 +655,10 @@ def _accum_full(xd, r, nb, rd, sx_k, sxx_k):
     return nk
 
 
-# The tile primitives shared by several helpers are inlined in Numba's IR, before typing
+# The bodies shared by several helpers are inlined in Numba's IR, before typing
 # (``inline="always"``): compiled as functions of their own they cost a compile unit each
 # (typing, lowering, a second LLVM optimization in the caller), +37% compile CPU time of a
 # cold full-covariance fit; inlined, the callers compile as if written out.
-@helper(inline="always", **_JIT)
-def _u_tile(U, j, jp, x0r, x1r, x2r, x3r, m0, m1, m2, m3, center, nb, z0, z1, z2, z3):
-    """One 4x4 tile of an upper-triangular product: ``z<c>[:nb] (+)=
-    sum_r U[j + r, jp + c] * y<r>``, ``y<r> = x<r>r - m<r>`` with ``center``
-    (in the dtype of ``x<r>r``), else ``x<r>r``; ``=`` for ``j == 0``, ``+=``
-    after. Per row four loads of ``x`` and four of ``z`` for 16 FMAs.
-
-    Inlined into :func:`_tri_maha_tiles` (centred) and :func:`_tri_project`
-    (not: ``center`` is a constant there, so the subtraction is compiled out).
-    """
-    u00 = U[j + 0, jp + 0]
-    u01 = U[j + 0, jp + 1]
-    u02 = U[j + 0, jp + 2]
-    u03 = U[j + 0, jp + 3]
-    u10 = U[j + 1, jp + 0]
-    u11 = U[j + 1, jp + 1]
-    u12 = U[j + 1, jp + 2]
-    u13 = U[j + 1, jp + 3]
-    u20 = U[j + 2, jp + 0]
-    u21 = U[j + 2, jp + 1]
-    u22 = U[j + 2, jp + 2]
-    u23 = U[j + 2, jp + 3]
-    u30 = U[j + 3, jp + 0]
-    u31 = U[j + 3, jp + 1]
-    u32 = U[j + 3, jp + 2]
-    u33 = U[j + 3, jp + 3]
-    if j == 0:
-        for b in range(nb):
-            x0 = x0r[b] - m0 if center else x0r[b]
-            x1 = x1r[b] - m1 if center else x1r[b]
-            x2 = x2r[b] - m2 if center else x2r[b]
-            x3 = x3r[b] - m3 if center else x3r[b]
-            z0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
-            z1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
-            z2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
-            z3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-    else:
-        for b in range(nb):
-            x0 = x0r[b] - m0 if center else x0r[b]
-            x1 = x1r[b] - m1 if center else x1r[b]
-            x2 = x2r[b] - m2 if center else x2r[b]
-            x3 = x3r[b] - m3 if center else x3r[b]
-            z0[b] = z0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
-            z1[b] = z1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
-            z2[b] = z2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
-            z3[b] = z3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
-
-
 @helper(inline="always", **_JIT)
 def _tri_maha_tiles(xt, mu, U, nb, acc, maha):
     """The body of :func:`_tri_maha_tiled` and :func:`_tri_maha_tiled32`
@@ -722,15 +674,50 @@ def _tri_maha_tiles(xt, mu, U, nb, acc, maha):
     jp = 0
     while jp + 4 <= d:
         for j in range(0, jp, 4):
-            x0r = xt[j + 0]
-            x1r = xt[j + 1]
-            x2r = xt[j + 2]
-            x3r = xt[j + 3]
             m0 = mu[j + 0]
+            x0r = xt[j + 0]
             m1 = mu[j + 1]
+            x1r = xt[j + 1]
             m2 = mu[j + 2]
+            x2r = xt[j + 2]
             m3 = mu[j + 3]
-            _u_tile(U, j, jp, x0r, x1r, x2r, x3r, m0, m1, m2, m3, True, nb, a0, a1, a2, a3)
+            x3r = xt[j + 3]
+            u00 = U[j + 0, jp + 0]
+            u01 = U[j + 0, jp + 1]
+            u02 = U[j + 0, jp + 2]
+            u03 = U[j + 0, jp + 3]
+            u10 = U[j + 1, jp + 0]
+            u11 = U[j + 1, jp + 1]
+            u12 = U[j + 1, jp + 2]
+            u13 = U[j + 1, jp + 3]
+            u20 = U[j + 2, jp + 0]
+            u21 = U[j + 2, jp + 1]
+            u22 = U[j + 2, jp + 2]
+            u23 = U[j + 2, jp + 3]
+            u30 = U[j + 3, jp + 0]
+            u31 = U[j + 3, jp + 1]
+            u32 = U[j + 3, jp + 2]
+            u33 = U[j + 3, jp + 3]
+            if j == 0:
+                for b in range(nb):
+                    x0 = x0r[b] - m0
+                    x1 = x1r[b] - m1
+                    x2 = x2r[b] - m2
+                    x3 = x3r[b] - m3
+                    a0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    a1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    a2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    a3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+            else:
+                for b in range(nb):
+                    x0 = x0r[b] - m0
+                    x1 = x1r[b] - m1
+                    x2 = x2r[b] - m2
+                    x3 = x3r[b] - m3
+                    a0[b] = a0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    a1[b] = a1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    a2[b] = a2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    a3[b] = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
         m0 = mu[jp + 0]
         x0r = xt[jp + 0]
         m1 = mu[jp + 1]
@@ -1523,8 +1510,42 @@ def _tri_project(diff, U, nb, z):
             x1r = diff[j + 1]
             x2r = diff[j + 2]
             x3r = diff[j + 3]
-            m = x0r[0]  # unused (no centring): only its dtype matters
-            _u_tile(U, j, jp, x0r, x1r, x2r, x3r, m, m, m, m, False, nb, z0, z1, z2, z3)
+            u00 = U[j + 0, jp + 0]
+            u01 = U[j + 0, jp + 1]
+            u02 = U[j + 0, jp + 2]
+            u03 = U[j + 0, jp + 3]
+            u10 = U[j + 1, jp + 0]
+            u11 = U[j + 1, jp + 1]
+            u12 = U[j + 1, jp + 2]
+            u13 = U[j + 1, jp + 3]
+            u20 = U[j + 2, jp + 0]
+            u21 = U[j + 2, jp + 1]
+            u22 = U[j + 2, jp + 2]
+            u23 = U[j + 2, jp + 3]
+            u30 = U[j + 3, jp + 0]
+            u31 = U[j + 3, jp + 1]
+            u32 = U[j + 3, jp + 2]
+            u33 = U[j + 3, jp + 3]
+            if j == 0:
+                for b in range(nb):
+                    x0 = x0r[b]
+                    x1 = x1r[b]
+                    x2 = x2r[b]
+                    x3 = x3r[b]
+                    z0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    z1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    z2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    z3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+            else:
+                for b in range(nb):
+                    x0 = x0r[b]
+                    x1 = x1r[b]
+                    x2 = x2r[b]
+                    x3 = x3r[b]
+                    z0[b] = z0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    z1[b] = z1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    z2[b] = z2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    z3[b] = z3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
         x0r = diff[jp + 0]
         x1r = diff[jp + 1]
         x2r = diff[jp + 2]
