@@ -655,15 +655,20 @@ def _accum_full(xd, r, nb, rd, sx_k, sxx_k):
     return nk
 
 
-# The bodies shared by several helpers are inlined in Numba's IR, before typing
-# (``inline="always"``): compiled as functions of their own they cost a compile unit each
-# (typing, lowering, a second LLVM optimization in the caller), +37% compile CPU time of a
-# cold full-covariance fit; inlined, the callers compile as if written out.
-@helper(inline="always", **_JIT)
-def _tri_maha_tiles(xt, mu, U, nb, acc, maha):
-    """The body of :func:`_tri_maha_tiled` and :func:`_tri_maha_tiled32`
-    (inlined into each: the float32 one passes ``nb`` rounded up, which LLVM
-    then sees as a multiple of 16)."""
+@helper(out_of_line=True, **_JIT)
+def _tri_maha_tiled(xt, mu, U, nb, acc, maha):
+    """``maha[:nb] = ||(xt[:, :nb] - mu[:, None]).T @ U||^2`` row-wise, ``U``
+    upper triangular, register-tiled.
+
+    The centring is fused into the loads (``xt - mu`` in the dtype of ``xt``,
+    as the reference subtracts). Output coordinates go four at a time: for
+    columns ``jp .. jp + 3`` the inputs before ``jp`` are taken four at a time
+    (a 4x4 tile of ``U``: per row four loads of ``xt`` and four partial sums in
+    ``acc[0:4]`` for 16 FMAs), then the 4x4 triangle of ``U`` on the diagonal
+    finishes the four coordinates and adds their squares into ``maha``. The
+    ``d % 4`` last columns go one at a time. The order of every sum depends
+    only on ``d``.
+    """
     d = xt.shape[0]
     for b in range(nb):
         maha[b] = 0.0
@@ -777,23 +782,6 @@ def _tri_maha_tiles(xt, mu, U, nb, acc, maha):
 
 
 @helper(out_of_line=True, **_JIT)
-def _tri_maha_tiled(xt, mu, U, nb, acc, maha):
-    """``maha[:nb] = ||(xt[:, :nb] - mu[:, None]).T @ U||^2`` row-wise, ``U``
-    upper triangular, register-tiled.
-
-    The centring is fused into the loads (``xt - mu`` in the dtype of ``xt``,
-    as the reference subtracts). Output coordinates go four at a time: for
-    columns ``jp .. jp + 3`` the inputs before ``jp`` are taken four at a time
-    (a 4x4 tile of ``U``: per row four loads of ``xt`` and four partial sums in
-    ``acc[0:4]`` for 16 FMAs), then the 4x4 triangle of ``U`` on the diagonal
-    finishes the four coordinates and adds their squares into ``maha``. The
-    ``d % 4`` last columns go one at a time. The order of every sum depends
-    only on ``d``.
-    """
-    _tri_maha_tiles(xt, mu, U, nb, acc, maha)
-
-
-@helper(out_of_line=True, **_JIT)
 def _tri_maha_tiled32(xt, mu, U, nb, acc, maha):
     """:func:`_tri_maha_tiled` for float32 ``xt``, over ``nb`` rounded up to a
     multiple of 16 (``xt``, ``acc`` and ``maha`` must be that long; each row
@@ -805,123 +793,117 @@ def _tri_maha_tiled32(xt, mu, U, nb, acc, maha):
     loop's, which spilled five of those to the stack (reloaded every
     iteration); W4's Mahalanobis products took ~0.86x the time without.
     """
+    d = xt.shape[0]
     nb = (nb + 15) & -16  # a whole number of 16-lane vectors
-    _tri_maha_tiles(xt, mu, U, nb, acc, maha)
-
-
-@helper(inline="always", **_JIT)
-def _sxx_right(xt, mu, p0, p1, p2, p3, i, n, c, zero, sxx_k):
-    """Add ``c`` times the dot products over ``b < n`` of the rows ``p0 ..
-    p3`` (``r * y`` of coordinates ``i .. i + 3``) with ``xt[j] - mu[j]`` to
-    ``sxx_k[i:i + 4, j]`` for every ``j >= i + 4``: in 4x4 tiles (per row four
-    loads of each for 16 FMAs), the ``d % 4`` last columns one at a time.
-
-    Inlined into :func:`_accum_full_tiled` (``c = 1``, which LLVM folds away)
-    and :func:`_accum_full_tiled32v` (``c = sum_b r_b``, ``n`` a multiple of
-    16): one source for both dtypes' off-diagonal tiles.
-    """
-    d = xt.shape[0]
-    j = i + 4
-    while j + 4 <= d:
-        m0 = mu[j + 0]
-        q0 = xt[j + 0]
-        m1 = mu[j + 1]
-        q1 = xt[j + 1]
-        m2 = mu[j + 2]
-        q2 = xt[j + 2]
-        m3 = mu[j + 3]
-        q3 = xt[j + 3]
-        s00 = zero
-        s01 = zero
-        s02 = zero
-        s03 = zero
-        s10 = zero
-        s11 = zero
-        s12 = zero
-        s13 = zero
-        s20 = zero
-        s21 = zero
-        s22 = zero
-        s23 = zero
-        s30 = zero
-        s31 = zero
-        s32 = zero
-        s33 = zero
-        for b in range(n):
-            v0 = p0[b]
-            v1 = p1[b]
-            v2 = p2[b]
-            v3 = p3[b]
-            y0 = q0[b] - m0
-            y1 = q1[b] - m1
-            y2 = q2[b] - m2
-            y3 = q3[b] - m3
-            s00 += v0 * y0
-            s01 += v0 * y1
-            s02 += v0 * y2
-            s03 += v0 * y3
-            s10 += v1 * y0
-            s11 += v1 * y1
-            s12 += v1 * y2
-            s13 += v1 * y3
-            s20 += v2 * y0
-            s21 += v2 * y1
-            s22 += v2 * y2
-            s23 += v2 * y3
-            s30 += v3 * y0
-            s31 += v3 * y1
-            s32 += v3 * y2
-            s33 += v3 * y3
-        sxx_k[i + 0, j + 0] += c * s00
-        sxx_k[i + 0, j + 1] += c * s01
-        sxx_k[i + 0, j + 2] += c * s02
-        sxx_k[i + 0, j + 3] += c * s03
-        sxx_k[i + 1, j + 0] += c * s10
-        sxx_k[i + 1, j + 1] += c * s11
-        sxx_k[i + 1, j + 2] += c * s12
-        sxx_k[i + 1, j + 3] += c * s13
-        sxx_k[i + 2, j + 0] += c * s20
-        sxx_k[i + 2, j + 1] += c * s21
-        sxx_k[i + 2, j + 2] += c * s22
-        sxx_k[i + 2, j + 3] += c * s23
-        sxx_k[i + 3, j + 0] += c * s30
-        sxx_k[i + 3, j + 1] += c * s31
-        sxx_k[i + 3, j + 2] += c * s32
-        sxx_k[i + 3, j + 3] += c * s33
-        j += 4
-    while j < d:  # the d % 4 last columns
-        m0 = mu[j]
-        q0 = xt[j]
-        s00 = zero
-        s10 = zero
-        s20 = zero
-        s30 = zero
-        for b in range(n):
-            y0 = q0[b] - m0
-            s00 += p0[b] * y0
-            s10 += p1[b] * y0
-            s20 += p2[b] * y0
-            s30 += p3[b] * y0
-        sxx_k[i, j] += c * s00
-        sxx_k[i + 1, j] += c * s10
-        sxx_k[i + 2, j] += c * s20
-        sxx_k[i + 3, j] += c * s30
-        j += 1
-
-
-@helper(inline="always", **_JIT)
-def _sxx_row(xt, mu, p0, i, n, c, zero, sxx_k):
-    """Add ``c`` times the dot products over ``b < n`` of the row ``p0`` with
-    ``xt[j] - mu[j]`` to ``sxx_k[i, j]`` for ``j >= i`` (one of the ``d % 4``
-    last rows of :func:`_accum_full_tiled` and :func:`_accum_full_tiled32v`)."""
-    d = xt.shape[0]
-    for j in range(i, d):
-        m0 = mu[j]
-        q0 = xt[j]
-        s00 = zero
-        for b in range(n):
-            s00 += p0[b] * (q0[b] - m0)
-        sxx_k[i, j] += c * s00
+    for b in range(nb):
+        maha[b] = 0.0
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    jp = 0
+    while jp + 4 <= d:
+        for j in range(0, jp, 4):
+            m0 = mu[j + 0]
+            x0r = xt[j + 0]
+            m1 = mu[j + 1]
+            x1r = xt[j + 1]
+            m2 = mu[j + 2]
+            x2r = xt[j + 2]
+            m3 = mu[j + 3]
+            x3r = xt[j + 3]
+            u00 = U[j + 0, jp + 0]
+            u01 = U[j + 0, jp + 1]
+            u02 = U[j + 0, jp + 2]
+            u03 = U[j + 0, jp + 3]
+            u10 = U[j + 1, jp + 0]
+            u11 = U[j + 1, jp + 1]
+            u12 = U[j + 1, jp + 2]
+            u13 = U[j + 1, jp + 3]
+            u20 = U[j + 2, jp + 0]
+            u21 = U[j + 2, jp + 1]
+            u22 = U[j + 2, jp + 2]
+            u23 = U[j + 2, jp + 3]
+            u30 = U[j + 3, jp + 0]
+            u31 = U[j + 3, jp + 1]
+            u32 = U[j + 3, jp + 2]
+            u33 = U[j + 3, jp + 3]
+            if j == 0:
+                for b in range(nb):
+                    x0 = x0r[b] - m0
+                    x1 = x1r[b] - m1
+                    x2 = x2r[b] - m2
+                    x3 = x3r[b] - m3
+                    a0[b] = u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    a1[b] = u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    a2[b] = u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    a3[b] = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+            else:
+                for b in range(nb):
+                    x0 = x0r[b] - m0
+                    x1 = x1r[b] - m1
+                    x2 = x2r[b] - m2
+                    x3 = x3r[b] - m3
+                    a0[b] = a0[b] + u00 * x0 + u10 * x1 + u20 * x2 + u30 * x3
+                    a1[b] = a1[b] + u01 * x0 + u11 * x1 + u21 * x2 + u31 * x3
+                    a2[b] = a2[b] + u02 * x0 + u12 * x1 + u22 * x2 + u32 * x3
+                    a3[b] = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+        m0 = mu[jp + 0]
+        x0r = xt[jp + 0]
+        m1 = mu[jp + 1]
+        x1r = xt[jp + 1]
+        m2 = mu[jp + 2]
+        x2r = xt[jp + 2]
+        m3 = mu[jp + 3]
+        x3r = xt[jp + 3]
+        u00 = U[jp + 0, jp + 0]
+        u01 = U[jp + 0, jp + 1]
+        u11 = U[jp + 1, jp + 1]
+        u02 = U[jp + 0, jp + 2]
+        u12 = U[jp + 1, jp + 2]
+        u22 = U[jp + 2, jp + 2]
+        u03 = U[jp + 0, jp + 3]
+        u13 = U[jp + 1, jp + 3]
+        u23 = U[jp + 2, jp + 3]
+        u33 = U[jp + 3, jp + 3]
+        if jp == 0:
+            for b in range(nb):
+                x0 = x0r[b] - m0
+                x1 = x1r[b] - m1
+                x2 = x2r[b] - m2
+                x3 = x3r[b] - m3
+                y0 = u00 * x0
+                y1 = u01 * x0 + u11 * x1
+                y2 = u02 * x0 + u12 * x1 + u22 * x2
+                y3 = u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+                maha[b] = (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
+        else:
+            for b in range(nb):
+                x0 = x0r[b] - m0
+                x1 = x1r[b] - m1
+                x2 = x2r[b] - m2
+                x3 = x3r[b] - m3
+                y0 = a0[b] + u00 * x0
+                y1 = a1[b] + u01 * x0 + u11 * x1
+                y2 = a2[b] + u02 * x0 + u12 * x1 + u22 * x2
+                y3 = a3[b] + u03 * x0 + u13 * x1 + u23 * x2 + u33 * x3
+                maha[b] += (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
+        jp += 4
+    while jp < d:  # the d % 4 last columns, one at a time
+        m0 = mu[0]
+        u0 = U[0, jp]
+        x0r = xt[0]
+        for b in range(nb):
+            a0[b] = u0 * (x0r[b] - m0)
+        for j in range(1, jp + 1):
+            m0 = mu[j]
+            u0 = U[j, jp]
+            x0r = xt[j]
+            for b in range(nb):
+                a0[b] += u0 * (x0r[b] - m0)
+        for b in range(nb):
+            maha[b] += a0[b] * a0[b]
+        jp += 1
 
 
 @helper(out_of_line=True, **_JIT)
@@ -1010,11 +992,102 @@ def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
         sxx_k[i + 2, i + 2] += s22
         sxx_k[i + 2, i + 3] += s23
         sxx_k[i + 3, i + 3] += s33
-        _sxx_right(xt, mu, p0, p1, p2, p3, i, nb, 1.0, zero, sxx_k)
+        j = i + 4
+        while j + 4 <= d:
+            m0 = mu[j + 0]
+            q0 = xt[j + 0]
+            m1 = mu[j + 1]
+            q1 = xt[j + 1]
+            m2 = mu[j + 2]
+            q2 = xt[j + 2]
+            m3 = mu[j + 3]
+            q3 = xt[j + 3]
+            s00 = zero
+            s01 = zero
+            s02 = zero
+            s03 = zero
+            s10 = zero
+            s11 = zero
+            s12 = zero
+            s13 = zero
+            s20 = zero
+            s21 = zero
+            s22 = zero
+            s23 = zero
+            s30 = zero
+            s31 = zero
+            s32 = zero
+            s33 = zero
+            for b in range(nb):
+                v0 = p0[b]
+                v1 = p1[b]
+                v2 = p2[b]
+                v3 = p3[b]
+                y0 = q0[b] - m0
+                y1 = q1[b] - m1
+                y2 = q2[b] - m2
+                y3 = q3[b] - m3
+                s00 += v0 * y0
+                s01 += v0 * y1
+                s02 += v0 * y2
+                s03 += v0 * y3
+                s10 += v1 * y0
+                s11 += v1 * y1
+                s12 += v1 * y2
+                s13 += v1 * y3
+                s20 += v2 * y0
+                s21 += v2 * y1
+                s22 += v2 * y2
+                s23 += v2 * y3
+                s30 += v3 * y0
+                s31 += v3 * y1
+                s32 += v3 * y2
+                s33 += v3 * y3
+            sxx_k[i + 0, j + 0] += s00
+            sxx_k[i + 0, j + 1] += s01
+            sxx_k[i + 0, j + 2] += s02
+            sxx_k[i + 0, j + 3] += s03
+            sxx_k[i + 1, j + 0] += s10
+            sxx_k[i + 1, j + 1] += s11
+            sxx_k[i + 1, j + 2] += s12
+            sxx_k[i + 1, j + 3] += s13
+            sxx_k[i + 2, j + 0] += s20
+            sxx_k[i + 2, j + 1] += s21
+            sxx_k[i + 2, j + 2] += s22
+            sxx_k[i + 2, j + 3] += s23
+            sxx_k[i + 3, j + 0] += s30
+            sxx_k[i + 3, j + 1] += s31
+            sxx_k[i + 3, j + 2] += s32
+            sxx_k[i + 3, j + 3] += s33
+            j += 4
+        while j < d:  # the d % 4 last columns
+            m0 = mu[j]
+            q0 = xt[j]
+            s00 = zero
+            s10 = zero
+            s20 = zero
+            s30 = zero
+            for b in range(nb):
+                y0 = q0[b] - m0
+                s00 += p0[b] * y0
+                s10 += p1[b] * y0
+                s20 += p2[b] * y0
+                s30 += p3[b] * y0
+            sxx_k[i, j] += s00
+            sxx_k[i + 1, j] += s10
+            sxx_k[i + 2, j] += s20
+            sxx_k[i + 3, j] += s30
+            j += 1
         i += 4
     while i < d:  # the d % 4 last rows
         p0 = rd[i]
-        _sxx_row(xt, mu, p0, i, nb, 1.0, zero, sxx_k)
+        for j in range(i, d):
+            m0 = mu[j]
+            q0 = xt[j]
+            s00 = zero
+            for b in range(nb):
+                s00 += p0[b] * (q0[b] - m0)
+            sxx_k[i, j] += s00
         i += 1
     return nk
 
@@ -1126,7 +1199,92 @@ def _accum_full_tiled32v(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
         sxx_k[i + 2, i + 2] += nk * s22
         sxx_k[i + 2, i + 3] += nk * s23
         sxx_k[i + 3, i + 3] += nk * s33
-        _sxx_right(xt, mu, p0, p1, p2, p3, i, nv, nk, zero, sxx_k)
+        j = i + 4
+        while j + 4 <= d:
+            m0 = mu[j + 0]
+            q0 = xt[j + 0]
+            m1 = mu[j + 1]
+            q1 = xt[j + 1]
+            m2 = mu[j + 2]
+            q2 = xt[j + 2]
+            m3 = mu[j + 3]
+            q3 = xt[j + 3]
+            s00 = zero
+            s01 = zero
+            s02 = zero
+            s03 = zero
+            s10 = zero
+            s11 = zero
+            s12 = zero
+            s13 = zero
+            s20 = zero
+            s21 = zero
+            s22 = zero
+            s23 = zero
+            s30 = zero
+            s31 = zero
+            s32 = zero
+            s33 = zero
+            for b in range(nv):
+                v0 = p0[b]
+                v1 = p1[b]
+                v2 = p2[b]
+                v3 = p3[b]
+                y0 = q0[b] - m0
+                y1 = q1[b] - m1
+                y2 = q2[b] - m2
+                y3 = q3[b] - m3
+                s00 += v0 * y0
+                s01 += v0 * y1
+                s02 += v0 * y2
+                s03 += v0 * y3
+                s10 += v1 * y0
+                s11 += v1 * y1
+                s12 += v1 * y2
+                s13 += v1 * y3
+                s20 += v2 * y0
+                s21 += v2 * y1
+                s22 += v2 * y2
+                s23 += v2 * y3
+                s30 += v3 * y0
+                s31 += v3 * y1
+                s32 += v3 * y2
+                s33 += v3 * y3
+            sxx_k[i + 0, j + 0] += nk * s00
+            sxx_k[i + 0, j + 1] += nk * s01
+            sxx_k[i + 0, j + 2] += nk * s02
+            sxx_k[i + 0, j + 3] += nk * s03
+            sxx_k[i + 1, j + 0] += nk * s10
+            sxx_k[i + 1, j + 1] += nk * s11
+            sxx_k[i + 1, j + 2] += nk * s12
+            sxx_k[i + 1, j + 3] += nk * s13
+            sxx_k[i + 2, j + 0] += nk * s20
+            sxx_k[i + 2, j + 1] += nk * s21
+            sxx_k[i + 2, j + 2] += nk * s22
+            sxx_k[i + 2, j + 3] += nk * s23
+            sxx_k[i + 3, j + 0] += nk * s30
+            sxx_k[i + 3, j + 1] += nk * s31
+            sxx_k[i + 3, j + 2] += nk * s32
+            sxx_k[i + 3, j + 3] += nk * s33
+            j += 4
+        while j < d:  # the d % 4 last columns
+            m0 = mu[j]
+            q0 = xt[j]
+            s00 = zero
+            s10 = zero
+            s20 = zero
+            s30 = zero
+            for b in range(nv):
+                y0 = q0[b] - m0
+                s00 += p0[b] * y0
+                s10 += p1[b] * y0
+                s20 += p2[b] * y0
+                s30 += p3[b] * y0
+            sxx_k[i, j] += nk * s00
+            sxx_k[i + 1, j] += nk * s10
+            sxx_k[i + 2, j] += nk * s20
+            sxx_k[i + 3, j] += nk * s30
+            j += 1
         i += 4
     while i < d:  # the d % 4 last rows
         p0 = rd[i]
@@ -1138,7 +1296,13 @@ def _accum_full_tiled32v(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
             p0[b] = v0
             a0 += v0
         sx_k[i] += nk * a0
-        _sxx_row(xt, mu, p0, i, nv, nk, zero, sxx_k)
+        for j in range(i, d):
+            m0 = mu[j]
+            q0 = xt[j]
+            s00 = zero
+            for b in range(nv):
+                s00 += p0[b] * (q0[b] - m0)
+            sxx_k[i, j] += nk * s00
         i += 1
     return nk
 
