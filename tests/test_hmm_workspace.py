@@ -15,7 +15,7 @@ import copy
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import fastem.hmm._base as hmm_base
@@ -215,6 +215,7 @@ def test_mstep_full_is_the_numpy_mstep_bit_for_bit(covariance_type, spec, params
     tied=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
+@example(K=9, D=1, tied=True, seed=0)  # NumPy sums (K, 1, 1) pairwise: found by hypothesis
 def test_mstep_full_shapes(K, D, tied, seed):
     """Every shape, including tied sums over up to 20 states (NumPy's order of
     ``c_n.sum(axis=0)`` and ``nk.sum()``)."""

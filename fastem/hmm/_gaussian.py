@@ -442,6 +442,12 @@ class GaussianHMM(BaseHMM):
             self.means_, cov.reshape(cov.shape[0], -1), hyper, float(self.reg_covar),
             flags, self.covariance_type == "spherical",
         )  # fmt: skip
+        self._set_mstep_result(flags, start, trans, means, cov_new.reshape(cov.shape))
+        return log_prior
+
+    def _set_mstep_result(self, flags: int, start, trans, means, covars) -> None:
+        """Keep what a compiled M-step updated (``flags``: 1 start, 2 transitions,
+        4 means, 8 covariances, as ``params`` selects)."""
         if flags & 1:
             self.startprob_ = start
         if flags & 2:
@@ -449,8 +455,7 @@ class GaussianHMM(BaseHMM):
         if flags & 4:
             self.means_ = means
         if flags & 8:
-            self._covars_ = cov_new.reshape(cov.shape)
-        return log_prior
+            self._covars_ = covars
 
     def _compiled_mstep_plan(self):
         """(kernel, prior arrays, flag bits), or None where the NumPy M-step runs:
@@ -499,14 +504,7 @@ class GaussianHMM(BaseHMM):
             self.means_, cov.reshape(-1, *cov.shape[-2:]), hyper, cp, cvw,
             float(self.reg_covar), flags, self.covariance_type == "tied",
         )  # fmt: skip
-        if flags & 1:
-            self.startprob_ = start
-        if flags & 2:
-            self.transmat_ = trans
-        if flags & 4:
-            self.means_ = means
-        if flags & 8:
-            self._covars_ = cov_new.reshape(cov.shape)
+        self._set_mstep_result(flags, start, trans, means, cov_new.reshape(cov.shape))
         return None
 
     def _compiled_mstep_full_plan(self):

@@ -233,6 +233,9 @@ def mstep_full(
         return new_start, new_trans, mu, new_cov
     # c_n = mw md_i md_j + sxx - d_i sx_j - d_j sx_i + nk d_i d_j, left to right
     acc = np.empty((D, D) if tied else (0, 0))
+    # D = 1: NumPy sums c_n's (K, 1, 1) over states as one contiguous run, pairwise
+    # (8 partial sums from K = 8 on); for D > 1 its axis-0 sum adds states in order.
+    vals = np.empty(K if tied and D == 1 else 0)
     div, old = 1.0, False
     for k in range(K):
         if not tied:
@@ -250,7 +253,9 @@ def mstep_full(
                 v = v - di * sx[k, j]
                 v = v - dj * sx[k, i]
                 v = v + (nk[k] * di) * dj
-                if tied:
+                if tied and D == 1:
+                    vals[k] = v
+                elif tied:
                     acc[i, j] = v if k == 0 else acc[i, j] + v
                 elif old:
                     new_cov[k, i, j] = covars[k, i, j]
@@ -258,6 +263,8 @@ def mstep_full(
                     e = 1.0 if i == j else 0.0
                     new_cov[k, i, j] = (cp[k, i, j] + v) / div + reg_covar * e
     if tied:
+        if D == 1:
+            acc[0, 0] = _pairwise_sum(vals, 0, K)
         den = cvw[0] + _pairwise_sum(nk, 0, K)
         for i in range(D):
             for j in range(D):
