@@ -74,6 +74,42 @@ def _dirichlet_row(am1, counts, old, out, row):
 
 
 @njit(cache=True, nogil=True)
+def _start_trans_means(start, xi, nk, sx, shift, startprob, transmat, means, hyper, flags):
+    """The M-step's start probabilities, transitions and means (flag bits 1, 2,
+    4; copies of the old ones where ``params`` leaves them), shared by
+    :func:`mstep_diag` and :func:`mstep_full`, and a scratch row of max(K, D)."""
+    K, D = sx.shape
+    new_start = np.empty(K)
+    new_trans = np.empty((K, K))
+    row = np.empty(max(K, D))
+    if flags & 1:
+        _dirichlet_row(hyper[0, 0, :K], start, startprob, new_start, row)
+    else:
+        for k in range(K):
+            new_start[k] = startprob[k]
+    for k in range(K):
+        if flags & 2:
+            _dirichlet_row(hyper[0, k + 1, :K], xi[k], transmat[k], new_trans[k], row)
+        else:
+            for j in range(K):
+                new_trans[k, j] = transmat[k, j]
+    mw, mp = hyper[1], hyper[2]
+    mu = np.empty((K, D))
+    for k in range(K):
+        for d in range(D):
+            if not flags & 4:
+                mu[k, d] = means[k, d]
+            else:
+                obs = sx[k, d] + nk[k] * shift[k, d]
+                denom = mw[k, d] + nk[k]
+                if denom > 0:
+                    mu[k, d] = (mw[k, d] * mp[k, d] + obs) / denom
+                else:  # empty state: keep
+                    mu[k, d] = means[k, d]
+    return new_start, new_trans, mu, row
+
+
+@njit(cache=True, nogil=True)
 def mstep_diag(
     start, xi, nk, sx, sxx, shift, startprob, transmat, means, covars,
     hyper, reg_covar, flags, spherical,
@@ -106,28 +142,10 @@ def mstep_diag(
         :func:`_log_prior`), the next E-step's objective term.
     """
     K, D = sx.shape
-    # Fresh outputs (the caller keeps the old arrays where ``params`` leaves them).
-    new_start = np.empty(K)
-    new_trans = np.empty((K, K))
-    row = np.empty(max(K, D))
-    if flags & 1:
-        _dirichlet_row(hyper[0, 0, :K], start, startprob, new_start, row)
-    if flags & 2:
-        for k in range(K):
-            _dirichlet_row(hyper[0, k + 1, :K], xi[k], transmat[k], new_trans[k], row)
+    new_start, new_trans, mu, row = _start_trans_means(
+        start, xi, nk, sx, shift, startprob, transmat, means, hyper, flags
+    )
     mw, mp, cp, cw1 = hyper[1], hyper[2], hyper[3], hyper[4]
-    mu = np.empty((K, D))
-    for k in range(K):
-        for d in range(D):
-            if not flags & 4:
-                mu[k, d] = means[k, d]
-            else:
-                obs = sx[k, d] + nk[k] * shift[k, d]
-                denom = mw[k, d] + nk[k]
-                if denom > 0:
-                    mu[k, d] = (mw[k, d] * mp[k, d] + obs) / denom
-                else:  # empty state: keep
-                    mu[k, d] = means[k, d]
     new_cov = np.empty(covars.shape)
     if flags & 8:
         for k in range(K):
@@ -149,13 +167,6 @@ def mstep_diag(
         for k in range(K):
             for c in range(covars.shape[1]):
                 new_cov[k, c] = covars[k, c]
-    if not flags & 1:
-        for k in range(K):
-            new_start[k] = startprob[k]
-    if not flags & 2:
-        for k in range(K):
-            for j in range(K):
-                new_trans[k, j] = transmat[k, j]
     return (
         new_start,
         new_trans,
@@ -175,8 +186,8 @@ def mstep_full(
     The NumPy M-step's values bit for bit (``BaseHMM._do_mstep`` with
     ``GaussianHMM._emission_mstep``): each (K, D, D) expression element by
     element in its order of operations; the tied sum over states in NumPy's
-    order for ``c_n.sum(axis=0)`` (one state after another) and ``nk.sum()``
-    pairwise.
+    order for ``c_n.sum(axis=0)`` (one state after another; pairwise when D = 1)
+    and ``nk.sum()`` pairwise.
 
     Parameters
     ----------
@@ -197,33 +208,10 @@ def mstep_full(
         ``params`` leaves them).
     """
     K, D = sx.shape
-    new_start = np.empty(K)
-    new_trans = np.empty((K, K))
-    row = np.empty(max(K, D))
-    if flags & 1:
-        _dirichlet_row(hyper[0, 0, :K], start, startprob, new_start, row)
-    else:
-        for k in range(K):
-            new_start[k] = startprob[k]
-    for k in range(K):
-        if flags & 2:
-            _dirichlet_row(hyper[0, k + 1, :K], xi[k], transmat[k], new_trans[k], row)
-        else:
-            for j in range(K):
-                new_trans[k, j] = transmat[k, j]
+    new_start, new_trans, mu, _ = _start_trans_means(
+        start, xi, nk, sx, shift, startprob, transmat, means, hyper, flags
+    )
     mw, mp = hyper[1], hyper[2]
-    mu = np.empty((K, D))
-    for k in range(K):
-        for d in range(D):
-            if not flags & 4:
-                mu[k, d] = means[k, d]
-            else:
-                obs = sx[k, d] + nk[k] * shift[k, d]
-                denom = mw[k, d] + nk[k]
-                if denom > 0:
-                    mu[k, d] = (mw[k, d] * mp[k, d] + obs) / denom
-                else:  # empty state: keep
-                    mu[k, d] = means[k, d]
     new_cov = np.empty(covars.shape)
     if not flags & 8:
         for k in range(covars.shape[0]):
