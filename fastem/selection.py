@@ -752,6 +752,31 @@ def degenerate_fit(model: GaussianMixture, n_rows: float, variances: np.ndarray)
     return lam < 1e-5
 
 
+def _keep_and_score(cell_fits, n_rows, variances, X, sw, weighted):
+    """The candidate's kept fit among its starts and its criteria: ``(model,
+    scores, None)``, ``(None, None, exc)`` if scoring failed, or ``(None, None,
+    None)`` if no start is kept."""
+    model = _keep(cell_fits, n_rows, variances)
+    if model is None:
+        return None, None, None
+    try:
+        return model, _criteria(model, X, sw, weighted), None
+    except _FIT_ERRORS as exc:
+        return None, None, exc
+
+
+def _fill_row(row: dict, scores: dict, model: GaussianMixture, done: set) -> None:
+    """A candidate's table row from its kept fit (``done``: ids of the fits run
+    to the final settings)."""
+    row.update(
+        scores,
+        converged=bool(model.converged_),
+        n_iter=int(model.n_iter_),
+        init=model.init_params,
+        refined=id(model) in done,
+    )
+
+
 def _message(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
@@ -1030,22 +1055,12 @@ def select_model(
                     # already: the path does not depend on tol, only where it stops.
                     fitted.set_params(tol=params["tol"])
                     done.add(id(fitted))
-            model = _keep(cell_fits, n_rows, variances)
-            if model is not None:
-                try:
-                    scores = _criteria(model, X, sw, weighted)
-                except _FIT_ERRORS as exc:
-                    model, error = None, exc
+            model, scores, exc = _keep_and_score(cell_fits, n_rows, variances, X, sw, weighted)
+            error = exc or error
             if model is None:
                 row["error"] = _message(error) if error is not None else "no start succeeded"
             else:
-                row.update(
-                    scores,
-                    converged=bool(model.converged_),
-                    n_iter=int(model.n_iter_),
-                    init=model.init_params,
-                    refined=id(model) in done,
-                )
+                _fill_row(row, scores, model, done)
                 models[(k, ct)] = model
             fits.append(cell_fits)
             table.append(row)
@@ -1217,22 +1232,12 @@ def _refine_contenders(
                 cell_fits.remove(pair)
         for pair in cell_fits:
             pair[1] = None  # degeneracy is judged again on the continued fits
-        model = _keep(cell_fits, n_rows, variances)
-        if model is not None:
-            try:
-                scores = _criteria(model, X, sw, weighted)
-            except _FIT_ERRORS as exc:
-                model, failed = None, exc
+        model, scores, exc = _keep_and_score(cell_fits, n_rows, variances, X, sw, weighted)
+        failed = exc or failed
         if model is None:
             row.update(bic=None, aic=None, icl=None, log_likelihood=None, converged=None,
                        n_iter=None, init=None, refined=None, error=_message(failed))  # fmt: skip
             models.pop(key, None)
             continue
-        row.update(
-            scores,
-            converged=bool(model.converged_),
-            n_iter=int(model.n_iter_),
-            init=model.init_params,
-            refined=id(model) in done,
-        )
+        _fill_row(row, scores, model, done)
         models[key] = model
