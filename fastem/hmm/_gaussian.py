@@ -340,6 +340,38 @@ class GaussianHMM(BaseHMM):
         return pc
 
     def _pass_params(self, dtype, means=None, pc=None) -> PassParams:
+        if means is None and pc is None and dtype == np.float64 and self.covariance_type in _FULL:
+            # Within a fit on the numba backend, X without NaN: the precision
+            # factors and constants in one compiled call into the fit's buffers
+            # (:func:`fastem.hmm._mstep_numba.estep_params_full`, NumPy's LAPACK
+            # calls and values bit for bit) instead of ~100 us of NumPy calls.
+            # ``precisions`` (for the missing-data kernels only) is left None.
+            # The buffers are rewritten by the next call: the E-step consumes them.
+            d = getattr(self, "_fit_data", None)
+            if d is not None and not d.has_nan():
+
+                def build():
+                    if self._kernels().name != "numba":
+                        return None
+                    try:
+                        from ._mstep_numba import HAVE_LAPACK, PAIRWISE_MAX, estep_params_full
+                    except ImportError:  # pragma: no cover - numba present but broken
+                        return None
+                    K, D = self.means_.shape
+                    if not HAVE_LAPACK or D > PAIRWISE_MAX:
+                        return None
+                    C = 1 if self.covariance_type == "tied" else K
+                    bufs = (np.empty((C, D, D)), np.empty((C, D, D)), np.empty((K, D, D)))
+                    half = 0.5 * D * _LOG_2PI  # kernel_arguments' constant
+                    return estep_params_full, half, bufs, np.empty((D, D)), np.empty(K)
+
+                plan = _fit_plan(self, "full_pass_params", build)
+                if plan is not None:
+                    fn, half, (chol, inv, pcs), tied_pc, cc = plan
+                    cov = self._covars_
+                    if fn(cov.reshape(-1, *cov.shape[-2:]), half, chol, inv, pcs, tied_pc, cc):
+                        m = np.ascontiguousarray(self.means_, dtype=np.float64)
+                        return PassParams(True, m, pcs, cc, None, m)  # tied: as "full", below
         means = self.means_ if means is None else means
         pc = self._kernel_precisions() if pc is None else pc
         kind = "full" if self.covariance_type in _FULL else "diag"
