@@ -53,9 +53,10 @@ __all__ = [
 ]
 
 ACCELERATIONS = (None, "squarem", "anderson")
-# Every scheme the driver runs. "qn" (quasi-Newton) is offered by GaussianMixture;
-# the HMMs and the CLI list ACCELERATIONS (docs/acceleration.md).
-METHODS = (*ACCELERATIONS, "qn")
+# Every scheme the driver runs. "qn" (quasi-Newton) and "rre" (cycled vector
+# extrapolation) are offered by GaussianMixture; the HMMs and the CLI list
+# ACCELERATIONS (docs/acceleration.md).
+METHODS = (*ACCELERATIONS, "qn", "rre")
 
 
 @dataclass
@@ -272,9 +273,9 @@ def run_fixed_point(
     problem : FixedPointProblem
     x0 : ndarray of shape (n_params,)
         The start (float64); its pass is the first.
-    method : {None, 'squarem', 'anderson', 'qn'}
-        None: plain EM. See :mod:`fastem._em.squarem`, :mod:`fastem._em.anderson`
-        and :mod:`fastem._em.qn`.
+    method : {None, 'squarem', 'anderson', 'qn', 'rre'}
+        None: plain EM. See :mod:`fastem._em.squarem`, :mod:`fastem._em.anderson`,
+        :mod:`fastem._em.qn` and :mod:`fastem._em.vector`.
     max_passes : int
         Budget of passes (each visited point costs one).
     rule : StoppingRule
@@ -305,6 +306,10 @@ def run_fixed_point(
         from .qn import QuasiNewtonOptions, run_qn
 
         run_qn(run, x0, QuasiNewtonOptions(**(options or {})))
+    elif method == "rre":
+        from .vector import VectorOptions, run_vector
+
+        run_vector(run, x0, VectorOptions(**(options or {})))
     else:
         from .anderson import AndersonOptions, run_anderson
 
