@@ -383,6 +383,7 @@ class BaseHMM(*ESTIMATOR_BASES):
         kernels = self._kernels()
         n_init = int(getattr(self, "n_init", 1))
         rs = _random_state(self.random_state)
+        self._warn_overwritten()
         # Given initial parameters (not in init_params) are the start of every restart.
         given = {name: getattr(self, name) for name in self._param_attrs() if hasattr(self, name)}
         best = None
@@ -390,7 +391,7 @@ class BaseHMM(*ESTIMATOR_BASES):
             best = self._fit_restarts(X, offsets, seq_weight, kernels, n_init, rs, given)
         for name, value in best[1].items():
             setattr(self, name, value)
-        self.monitor_ = best[2]
+        self._set_fit_monitor(best[2])
         objective = getattr(self.monitor_, "objective_history", [])
         self.objective_history_ = np.asarray(objective, dtype=np.float64)
         self.objective_ = float(objective[-1]) if len(objective) else -np.inf
@@ -398,15 +399,15 @@ class BaseHMM(*ESTIMATOR_BASES):
 
     def _fit_restarts(self, X, offsets, seq_weight, kernels, n_init, rs, given):
         best = None
-        for _ in range(n_init):
+        for restart in range(n_init):
             for name in self._param_attrs():
                 if name in given:
                     setattr(self, name, np.array(given[name], copy=True))
                 elif hasattr(self, name):
                     delattr(self, name)  # drawn afresh by each restart
-            self._init(X, offsets, seq_weight, kernels, rs)
+            self._initialize(X, offsets, seq_weight, kernels, rs, warn=restart == 0)
             self._check()
-            self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+            self._set_fit_monitor(self._new_monitor())
             self._fit_data = _FitData(X, offsets, seq_weight)
             try:
                 if (
@@ -428,12 +429,51 @@ class BaseHMM(*ESTIMATOR_BASES):
                 best = (final, {n: getattr(self, n) for n in self._param_attrs()}, self.monitor_)
         return best
 
+    # ------------------------------------------------------------ monitor
+    @property
+    def monitor_(self) -> ConvergenceMonitor:
+        """The :class:`ConvergenceMonitor` of the last fit.
+
+        Before any fit, one built from ``tol``, ``n_iter`` and ``verbose``, as
+        hmmlearn's constructor makes. A monitor assigned here (hmmlearn's way to
+        install a custom one, e.g. a subclass) is the one ``fit`` uses, reset
+        first (a copy per restart with ``n_init``); otherwise each fit builds a
+        fresh one from ``tol``, ``n_iter`` and ``verbose``.
+        """
+        monitor = self.__dict__.get("_monitor")
+        if monitor is None:
+            monitor = self.__dict__["_monitor"] = ConvergenceMonitor(
+                self.tol, self.n_iter, self.verbose
+            )
+        return monitor
+
+    @monitor_.setter
+    def monitor_(self, monitor) -> None:
+        self.__dict__["_monitor"] = monitor
+        self.__dict__["_monitor_installed"] = True
+
+    def _set_fit_monitor(self, monitor) -> None:
+        """Store a monitor made by ``fit`` or ``load`` (not a user-installed one)."""
+        self.__dict__["_monitor"] = monitor
+
+    def _new_monitor(self):
+        """The monitor for one restart: a reset copy of an installed one, else fresh."""
+        if self.__dict__.get("_monitor_installed"):
+            import copy
+
+            monitor = copy.deepcopy(self.__dict__["_monitor"])
+            monitor._reset()
+            if hasattr(monitor, "_converged"):
+                monitor._converged = None
+            return monitor
+        return ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+
     def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
         prior = log_prior_function(self)  # the hyperparameters are fixed during a fit
         monitor = self.monitor_
         log_prior = None  # of the current parameters, where the M-step computed it
         for _ in range(self.n_iter):
-            fb, stats = self._estep(kernels, X, offsets, seq_weight)
+            fb, stats = self._estep_floored(kernels, X, offsets, seq_weight)
             loglik = float(seq_weight @ fb.loglik)
             if log_prior is None:
                 log_prior = prior(self)
@@ -443,6 +483,21 @@ class BaseHMM(*ESTIMATOR_BASES):
             monitor.report(loglik)
             if monitor.converged:
                 break
+
+    def _estep_floored(self, kernels, X, offsets, seq_weight):
+        """``_estep``; where it fails on a covariance that is not positive
+        definite, hmmlearn's fallback (``_floor_singular``) and the E-step again."""
+        try:
+            return self._estep(kernels, X, offsets, seq_weight)
+        except ValueError:
+            if not self._floor_singular():
+                raise
+        return self._estep(kernels, X, offsets, seq_weight)
+
+    def _floor_singular(self) -> bool:
+        """Make the covariances usable where they are not positive definite;
+        True where something changed (emission models with covariances)."""
+        return False
 
     def _do_mstep(self, fb: _FBResult, stats) -> float | None:
         """The M-step; returns the log prior of the new parameters where it came
@@ -477,7 +532,33 @@ class BaseHMM(*ESTIMATOR_BASES):
         log prior of the new parameters, else None (nothing done)."""
         return None
 
-    def _init(self, X, offsets, seq_weight, kernels, rs) -> None:
+    def _init(self, X, lengths=None) -> None:
+        """Initialize the parameters from ``X`` as ``fit`` does before its first
+        iteration: those in ``init_params`` and those not set.
+
+        hmmlearn's hook with hmmlearn's signature, for code (and hmmlearn's
+        tests) that initializes a model without fitting it. It logs the same
+        warnings as hmmlearn: a set parameter that ``init_params`` overwrites,
+        and fewer data points than free parameters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        lengths : array-like of int or int, optional
+            Sequence lengths (an int is one sequence of that length).
+        """
+        self._check_constructor()
+        X = self._validate_X(X, fitting=True)
+        if lengths is not None and np.ndim(lengths) == 0:
+            lengths = [lengths]
+        offsets = _offsets(lengths, X.shape[0])
+        seq_weight = _seq_weights(None, offsets.shape[0] - 1)
+        kernels = self._kernels()
+        self._warn_overwritten()
+        with self._limit_threads(kernels):
+            self._initialize(X, offsets, seq_weight, kernels, _random_state(self.random_state))
+
+    def _initialize(self, X, offsets, seq_weight, kernels, rs, warn: bool = True) -> None:
         K = self.n_components
         init = 1.0 / K
         if self._needs_init("s", "startprob_"):
@@ -485,6 +566,35 @@ class BaseHMM(*ESTIMATOR_BASES):
         if self._needs_init("t", "transmat_"):
             self.transmat_ = rs.dirichlet(np.full(K, init), size=K)
         self._init_emissions(X, offsets, seq_weight, kernels, rs)
+        if warn:
+            # hmmlearn's warning, on the same count (X.size, NaN included).
+            per_param = self._get_n_fit_scalars_per_param()
+            n_fit = sum(per_param.get(code, 0) for code in self.params)
+            if X.size < n_fit:
+                _log.warning(
+                    "Fitting a model with %d free scalar parameters with only "
+                    "%d data points will result in a degenerate solution.",
+                    n_fit,
+                    X.size,
+                )
+
+    # init_params code -> the attribute it initializes (hmmlearn's names).
+    _init_attrs = {
+        "s": "startprob_", "t": "transmat_", "m": "means_", "c": "covars_",
+        "w": "weights_", "e": "emissionprob_", "l": "lambdas_",
+    }  # fmt: skip
+
+    def _warn_overwritten(self) -> None:
+        """hmmlearn's log warning for each set parameter that ``init_params``
+        will overwrite (once per fit, not per restart)."""
+        for code, name in self._init_attrs.items():
+            if code in self.init_params and hasattr(self, name):
+                _log.warning(
+                    "Even though the %r attribute is set, it will be overwritten "
+                    "during initialization because 'init_params' contains %r",
+                    name,
+                    code,
+                )
 
     def _needs_init(self, code: str, name: str) -> bool:
         return code in self.init_params or not hasattr(self, name)

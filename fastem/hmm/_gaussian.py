@@ -15,11 +15,20 @@ _FULL = ("full", "tied")
 
 
 def _validate_covars(covars: np.ndarray, covariance_type: str, K: int, D: int | None):
-    """Check hmmlearn-shaped covariances; spherical may be (K,) or (K, D) (tiled)."""
+    """Check hmmlearn-shaped covariances; spherical may be (K,), (K, D) (tiled),
+    (K, D, D) (multiples of the identity, the ``covars_`` getter's form) or any
+    (K, 1, ...) with one value per state (hmmlearn accepts these too)."""
     c = covars
     if covariance_type == "spherical":
-        if c.ndim == 2:
+        if c.ndim >= 2 and c.shape[0] == K and c[0].size == 1:
+            c = c.reshape(K)
+        elif c.ndim == 2:
             c = c[:, 0]
+        elif c.ndim == 3 and c.shape[0] == K and c.shape[1] == c.shape[2]:
+            iso = c[:, 0, 0]
+            if not np.allclose(c, iso[:, None, None] * np.eye(c.shape[1])):
+                raise ValueError("'spherical' covars of shape (K, D, D) must be multiples of I")
+            c = iso
         if c.shape != (K,) or (c <= 0).any():
             raise ValueError("'spherical' covars must be positive, of shape (n_components,)")
         return c
@@ -36,6 +45,35 @@ def _validate_covars(covars: np.ndarray, covariance_type: str, K: int, D: int | 
     if not np.allclose(c, np.swapaxes(c, 1, 2)):
         raise ValueError("'full' covars must be symmetric")
     return c
+
+
+# hmmlearn's density adds this to the diagonal of a full or tied covariance
+# whose Cholesky factorization fails (``min_covar`` of its
+# ``_log_multivariate_normal_density_full``).
+SINGULAR_FLOOR = 1e-7
+
+
+def floor_singular(covars: np.ndarray) -> np.ndarray | None:
+    """hmmlearn's fallback for full or tied covariances that are not positive
+    definite: ``SINGULAR_FLOOR`` on the diagonal of each such matrix. hmmlearn
+    adds it at each density evaluation and keeps the singular matrix; fastem
+    stores the floored one, so the densities and the next M-step are the same.
+
+    Returns the new array, or None where no matrix is singular (or one is not
+    finite: no floor helps, the caller's error stands)."""
+    c = np.array(covars, dtype=np.float64, copy=True)
+    stack = c.reshape(-1, c.shape[-2], c.shape[-1])
+    if not np.isfinite(stack).all():
+        return None
+    eye = np.eye(stack.shape[-1])
+    changed = False
+    for k in range(stack.shape[0]):
+        try:
+            np.linalg.cholesky(stack[k])
+        except np.linalg.LinAlgError:
+            stack[k] += SINGULAR_FLOOR * eye
+            changed = True
+    return c if changed else None
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -277,6 +315,14 @@ class GaussianHMM(BaseHMM):
     def covars_(self, covars) -> None:
         covars = np.array(covars, dtype=np.float64, copy=True)
         self._covars_ = _validate_covars(covars, self.covariance_type, self.n_components, None)
+
+    def _floor_singular(self) -> bool:
+        if self.covariance_type not in _FULL:
+            return False
+        new = floor_singular(self._covars_)
+        if new is not None:
+            self._covars_ = new
+        return new is not None
 
     def _check_constructor(self) -> None:
         super()._check_constructor()

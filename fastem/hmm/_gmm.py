@@ -17,7 +17,7 @@ from .._init import kmeans
 from .._missing import find_patterns, has_nan
 from .._passes import PassParams, log_prob
 from ._base import BaseHMM, _fit_buffer, _row_weight, _x_has_nan
-from ._gaussian import GaussianHMM
+from ._gaussian import GaussianHMM, floor_singular
 
 _BLOCK_ROWS = 8192  # rows per block of component densities (memory O(block * K * M))
 
@@ -153,6 +153,14 @@ class GMMHMM(BaseHMM):
 
     _validate_X = GaussianHMM._validate_X
 
+    def _floor_singular(self) -> bool:
+        if self.covariance_type not in ("full", "tied"):
+            return False
+        new = floor_singular(self.covars_)
+        if new is not None:
+            self.covars_ = new
+        return new is not None
+
     def _check_emissions(self) -> None:
         K, M = self.n_components, self.n_mix
         self.weights_ = np.asarray(self.weights_, dtype=np.float64)
@@ -164,6 +172,8 @@ class GMMHMM(BaseHMM):
             raise ValueError("means_ must have shape (n_components, n_mix, n_features)")
         D = self.n_features = self.means_.shape[2]
         self.covars_ = np.asarray(self.covars_, dtype=np.float64)
+        if self.covariance_type not in COVARIANCE_TYPES:  # set after construction
+            raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}")
         need = {
             "spherical": (K, M),
             "diag": (K, M, D),

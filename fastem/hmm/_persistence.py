@@ -353,7 +353,7 @@ def build_hmm(metadata: dict, arrays: dict[str, np.ndarray]) -> BaseHMM:
         monitor.objective_history.extend(float(v) for v in objective)
         model.objective_history_ = objective
         model.objective_ = float(objective[-1]) if objective.size else -np.inf
-    model.monitor_ = monitor
+    model._set_fit_monitor(monitor)
     if estimator == "CategoricalHMM":
         if model.n_features is None:
             raise _Invalid("n_features must be set")
