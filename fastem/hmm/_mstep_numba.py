@@ -17,18 +17,20 @@ from numba import njit, types
 from ..backends import _numba_cache  # noqa: F401  (registers the cache locator)
 
 __all__ = [
-    "HAVE_LAPACK", "PAIRWISE_MAX", "estep_params_diag", "estep_params_full",
+    "HAVE_LAPACK", "PAIRWISE_MAX", "estep_params_diag", "estep_params_full", "log_prior_full",
     "mstep_diag", "mstep_full",
 ]  # fmt: skip
 
-try:  # LAPACK's Cholesky as NumPy calls it (numba binds scipy's LAPACK)
+try:  # LAPACK as NumPy calls it (numba binds scipy's LAPACK: the same OpenBLAS here)
     from numba.np.linalg import _LAPACK, ensure_lapack
+    from numba.np.linalg import F_INT_nptype as _F_INT
 
     ensure_lapack()
     _potrf = _LAPACK().numba_xxpotrf(types.float64)
+    _gesv = _LAPACK().numba_xgesv(types.float64)
     HAVE_LAPACK = True
 except Exception:  # pragma: no cover - numba without scipy: the NumPy code runs
-    _potrf = None
+    _potrf = _gesv = _F_INT = None
     HAVE_LAPACK = False
 
 PAIRWISE_MAX = 128  # the longest row the kernel sums in NumPy's order
@@ -423,3 +425,108 @@ def estep_params_full(covars, half_d_log_2pi, chol, inv, pc, tied_pc, comp_const
                 for j in range(D):
                     pc[c, i, j] = iv[j, i]
     return True
+
+
+@njit(cache=True, nogil=True)
+def _dirichlet_log(p, am1, scalar, scratch):
+    """``_prior._dirichlet_term``: ``sum (alpha - 1) log p`` over ``p > 0``, the
+    flattened (contiguous) ``log p`` summed pairwise, ``am1 * sum`` for a scalar
+    prior, else ``sum(am1 * log p)``; ``p`` and ``am1`` flat, n <= PAIRWISE_MAX."""
+    n = p.shape[0]
+    for i in range(n):
+        lp = np.log(p[i]) if p[i] > 0 else 0.0
+        scratch[i] = lp if scalar else am1[i] * lp
+    s = _pairwise_sum(scratch, 0, n)
+    return am1[0] * s if scalar else s
+
+
+@njit(cache=True, nogil=True)
+def log_prior_full(
+    startprob, transmat, means, covars, start_am1, trans_am1, prior_flags, mw, mp, cp, dof,
+):  # fmt: skip
+    """:func:`fastem.hmm._prior.log_prior` of a full/tied GaussianHMM, bit for bit.
+
+    The same terms in the same order: the Dirichlet terms (flattened pairwise
+    sums), then per state ``scale = cp + (mw md_i) md_j`` (tied: the states'
+    terms summed in ``outer.sum(axis=0)``'s order), ``log|Sigma|`` from
+    LAPACK's Cholesky and ``tr(solve(Sigma, scale))`` from LAPACK's dgesv (the
+    calls NumPy makes), pairwise sums over features and states.
+
+    Parameters
+    ----------
+    startprob, transmat, means : the parameters; ``transmat`` flattened (K * K,).
+    covars : (C, D, D), C = K full, 1 tied.
+    start_am1, trans_am1 : (K,), (K * K,) ``alpha - 1`` broadcast (flattened).
+    prior_flags : int, bit 1 start prior not flat, 2 its ``alpha`` a scalar,
+        4 transition prior not flat, 8 its ``alpha`` a scalar.
+    mw, mp : (K, D) ``means_weight``, ``means_prior`` broadcast.
+    cp : (C, D, D) ``covars_prior`` broadcast.
+    dof : (C,) ``max(covars_weight - D, 0)``.
+
+    Returns
+    -------
+    ok : bool
+        False (value 0) where a covariance is not finite or LAPACK finds it not
+        positive definite: the NumPy code decides then (-inf or an error).
+    value : float
+    """
+    K, D = means.shape
+    C = covars.shape[0]
+    scratch = np.empty(max(K * K, D, C))
+    out = 0.0
+    if prior_flags & 1:
+        out = _dirichlet_log(startprob, start_am1, prior_flags & 2 != 0, scratch)
+    if prior_flags & 4:
+        out += _dirichlet_log(transmat, trans_am1, prior_flags & 8 != 0, scratch)
+    else:
+        out += 0.0  # the flat term's 0.0, added as the NumPy code adds it
+    md = np.empty((K, D))
+    for k in range(K):
+        for i in range(D):
+            md[k, i] = means[k, i] - mp[k, i]
+    scale = np.empty((D, D))
+    L = np.empty((D, D))
+    buf = np.empty((D, D))
+    sol = np.empty((D, D))
+    ipiv = np.empty(D, dtype=_F_INT)
+    vals = np.empty(K)
+    terms = np.empty(C)
+    tied = C == 1
+    for c in range(C):
+        if tied:  # cp + outer.sum(axis=0): states in order (D = 1: pairwise)
+            for i in range(D):
+                for j in range(D):
+                    if D == 1:
+                        for k in range(K):
+                            vals[k] = (mw[k, 0] * md[k, 0]) * md[k, 0]
+                        acc = _pairwise_sum(vals, 0, K)
+                    else:
+                        acc = (mw[0, i] * md[0, i]) * md[0, j]
+                        for k in range(1, K):
+                            acc = acc + (mw[k, i] * md[k, i]) * md[k, j]
+                    scale[i, j] = cp[0, i, j] + acc
+        else:
+            for i in range(D):
+                for j in range(D):
+                    scale[i, j] = cp[c, i, j] + (mw[c, i] * md[c, i]) * md[c, j]
+        if not _all_finite(covars[c]) or not _chol_lower(covars[c], buf, L):
+            return False, 0.0
+        for i in range(D):
+            scratch[i] = np.log(L[i, i])
+        logdet = 2.0 * _pairwise_sum(scratch, 0, D)
+        # np.linalg.solve(covars[c], scale): dgesv on Fortran-order copies
+        for i in range(D):
+            for j in range(D):
+                buf[j, i] = covars[c, i, j]
+                sol[j, i] = scale[i, j]
+        if _gesv(ord("d"), D, D, buf.ctypes, D, ipiv.ctypes, sol.ctypes, D) != 0:
+            return False, 0.0
+        for i in range(D):
+            scratch[i] = sol[i, i]
+        trace = _pairwise_sum(scratch, 0, D)
+        terms[c] = dof[c] * logdet + trace
+    if tied:
+        emission = -0.5 * terms[0]
+    else:
+        emission = -0.5 * _pairwise_sum(terms, 0, C)
+    return True, out + emission
