@@ -147,12 +147,35 @@ def _executor() -> ThreadPoolExecutor:
     """The worker threads (``NUMBA_NUM_THREADS - 1``; the caller is one more),
     created on first use and again in a forked child."""
     global _pool, _pool_pid
+    pool = _pool
+    if pool is not None and _pool_pid == os.getpid():
+        return pool  # made in this process: no lock (~0.3 us per pass)
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
             workers = max(1, numba.config.NUMBA_NUM_THREADS - 1)
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastem")
             _pool_pid = os.getpid()
         return _pool
+
+
+_get_threads = None  # numba's per-thread count getter, once the layer is up
+
+
+def _num_threads() -> int:
+    """``numba.get_num_threads()`` without its per-call threading-layer check
+    (~0.5 us: ``_launch_threads`` takes two locks): once the layer is launched,
+    its own getter, which still reads the calling thread's current count
+    (``numba.set_num_threads``, ``limit_threads``)."""
+    global _get_threads
+    get = _get_threads
+    if get is None:
+        n = numba.get_num_threads()  # launches the threading layer
+        from numba.np.ufunc import parallel
+
+        _get_threads = getattr(parallel, "_get_num_threads", None) or numba.get_num_threads
+        return int(n)
+    n = get()
+    return int(n) if n > 0 else int(numba.get_num_threads())  # numba's own error path
 
 
 def run_chunks(kernel, n_iter, *args):
@@ -164,7 +187,7 @@ def run_chunks(kernel, n_iter, *args):
     must be a ``nogil`` Numba function that writes each iteration's results
     to its own place, so that the split does not change them.
     """
-    nt = min(int(numba.get_num_threads()), n_iter)
+    nt = min(_num_threads(), n_iter)
     if nt <= 1:
         kernel(0, n_iter, *args)
         return
