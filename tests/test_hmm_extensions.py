@@ -453,3 +453,103 @@ def test_gmmhmm_stats_reuse_the_passs_state_densities(backend):
         fresh = m._emission_stats(kern, X, fb.gamma, offsets, w)
         for a, b in zip(reused, fresh, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- hmmlearn's own suite
+# Regressions found by running hmmlearn 0.3.3's test suite against fastem.hmm
+# (tests/test_peer_hmmlearn_suite.py, docs/hmmlearn_suite.md).
+
+
+def test_init_hook_has_hmmlearns_signature_and_fits_start():
+    """``_init(X, lengths)`` (hmmlearn's hook, called by its tests and by users
+    who initialize without fitting) sets what fit's initialization sets, and
+    leaves given parameters alone."""
+    X, rng = _data(D=2, seed=3)
+    a = GaussianHMM(3, "diag", random_state=7)
+    a._init(X, LENGTHS)
+    a._check()
+    b = GaussianHMM(3, "diag", random_state=7, n_iter=1, tol=np.inf).fit(X, LENGTHS)
+    # fit's first history entry is the log-likelihood at its initial parameters
+    assert a.score(X, LENGTHS) == pytest.approx(b.monitor_.history[0], rel=1e-12)
+    c = GaussianHMM(3, "diag", init_params="st", random_state=7)
+    c.means_, c.covars_ = a.means_ + 1.0, a._covars_ * 2.0
+    c._init(X, sum(LENGTHS))  # an int is one sequence, as in hmmlearn's tests
+    np.testing.assert_array_equal(c.means_, a.means_ + 1.0)
+    np.testing.assert_array_equal(c._covars_, a._covars_ * 2.0)
+
+
+def test_hmmlearns_initialization_warnings(caplog):
+    """hmmlearn logs a warning when init_params overwrites a parameter the user
+    set, and when there are fewer data points than free parameters."""
+    X, _ = _data(D=2, seed=4)
+    m = GaussianHMM(3, "diag", random_state=0, n_iter=2)
+    m.startprob_ = np.full(3, 1 / 3)
+    with caplog.at_level(logging.WARNING, logger="fastem.hmm"):
+        m.fit(X, LENGTHS)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("'startprob_' attribute is set, it will be overwritten" in s for s in msgs) == 1
+    assert not any("degenerate" in s for s in msgs)
+    caplog.clear()
+    small = GaussianHMM(3, "full", init_params="")
+    small.startprob_, small.transmat_ = np.full(3, 1 / 3), np.full((3, 3), 1 / 3)
+    small.means_, small.covars_ = np.zeros((3, 2)), np.tile(np.eye(2), (3, 1, 1))
+    with caplog.at_level(logging.WARNING, logger="fastem.hmm"):
+        small._init(X[:4], 4)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs == [
+        "Fitting a model with 23 free scalar parameters with only 8 data points "
+        "will result in a degenerate solution."
+    ]
+
+
+def test_monitor_exists_before_fit_and_an_assigned_one_is_used():
+    """hmmlearn's custom-monitor idiom: ``monitor_`` exists after construction
+    and a monitor assigned before ``fit`` is the one fit reports to."""
+    from fastem.hmm import ConvergenceMonitor
+
+    class Counting(ConvergenceMonitor):
+        def report(self, log_prob):
+            self.calls = getattr(self, "calls", 0) + 1
+            super().report(log_prob)
+
+    X, _ = _data(D=2, seed=5)
+    m = GaussianHMM(2, "diag", n_iter=4, tol=-np.inf, random_state=0)
+    assert (m.monitor_.tol, m.monitor_.n_iter) == (-np.inf, 4)
+    assert "monitor_" not in vars(m) and not any(k.endswith("_") for k in vars(m))
+    m.monitor_ = Counting(-np.inf, 3, False)
+    m.fit(X, LENGTHS)
+    assert isinstance(m.monitor_, Counting) and m.monitor_.calls == 3
+    assert len(m.monitor_.history) == 3 and m.monitor_.converged
+    # Without an assigned monitor each fit builds one from tol / n_iter.
+    plain = GaussianHMM(2, "diag", n_iter=4, tol=-np.inf, random_state=0)
+    _ = plain.monitor_
+    plain.n_iter = 2
+    plain.fit(X, LENGTHS)
+    assert type(plain.monitor_) is ConvergenceMonitor and len(plain.monitor_.history) == 2
+
+
+def test_spherical_covars_in_hmmlearns_other_shapes():
+    """hmmlearn accepts spherical covars as (K, D, D) multiples of I and as
+    (K, 1, 1, 1) (its issue #385); so does fastem. A non-isotropic (K, D, D)
+    is refused."""
+    m = GaussianHMM(2, "spherical")
+    m.means_ = np.zeros((2, 3))
+    m.covars_ = np.array([[[[4.0]]], [[[3.0]]]])
+    np.testing.assert_array_equal(m._covars_, [4.0, 3.0])
+    m.covars_ = np.array([2.0, 5.0])[:, None, None] * np.eye(3)
+    np.testing.assert_array_equal(m._covars_, [2.0, 5.0])
+    np.testing.assert_array_equal(m.covars_, np.array([2.0, 5.0])[:, None, None] * np.eye(3))
+    with pytest.raises(ValueError, match="multiples of I"):
+        m.covars_ = np.array([np.diag([1.0, 2.0, 3.0])] * 2)
+
+
+def test_gmmhmm_check_refuses_a_bad_covariance_type_with_valueerror():
+    from fastem.hmm import GMMHMM
+
+    X, _ = _data(D=2, seed=6)
+    m = GMMHMM(2, n_mix=2, n_iter=1, random_state=0).fit(X, LENGTHS)
+    m.covariance_type = "bad_covariance_type"
+    with pytest.raises(ValueError, match="covariance_type"):
+        m._check()
+    with pytest.raises(ValueError, match="covariance_type"):
+        m.score(X, LENGTHS)

@@ -234,3 +234,43 @@ def test_gmmhmm_priors_match_hmmlearn():
         ours = _set(GMMHMM(K, **kw), init).fit(X, LENGTHS)
         for name in ("startprob_", "transmat_", "weights_", "means_", "covars_"):
             _assert_close(getattr(ours, name), getattr(theirs, name), f"{name} {covariance_type}")
+
+
+# hmmlearn's issue #2 (its test_fit_zero_variance): a constant feature, few frames per state.
+ZERO_VARIANCE_X = np.array([
+    [715.0, 585.0, 0.0, 0.0], [715.0, 520.0, 1.04705811, -60.3696289],
+    [715.0, 455.0, 0.72088623, -52.7055664], [715.0, 390.0, -0.457946777, -78.0605469],
+    [715.0, 325.0, -6.43127441, -55.9954834], [715.0, 260.0, -2.90063477, -78.0220947],
+    [715.0, 195.0, 8.45532227, -70.3294373], [715.0, 130.0, 4.09387207, -58.3621216],
+    [715.0, 65.0, -1.2166748, -44.8131409],
+])  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_singular_full_covariance_takes_hmmlearns_fallback(backend, monkeypatch):
+    """On hmmlearn's zero-variance example the third M-step gives a full
+    covariance that is not positive definite (in NumPy's and SciPy's Cholesky
+    alike). hmmlearn's density adds 1e-7 to its diagonal and goes on; fastem
+    stores that floored matrix and goes on too (it raised before; found by
+    hmmlearn's own suite). Up to there the fits agree; afterwards another state's
+    covariance has an eigenvalue ~1e-13, so no two implementations track each
+    other (docs/hmmlearn_suite.md): the test asserts a finite fit and score."""
+    X, K = ZERO_VARIANCE_X, 3
+    cv = np.cov(X.T) + 1e-3 * np.eye(4)
+    init = dict(
+        startprob_=np.full(K, 1 / K), transmat_=np.full((K, K), 1 / K),
+        means_=X[[0, 4, 8]].copy(), covars_=np.tile(cv, (K, 1, 1)),
+    )  # fmt: skip
+    theirs = _set(hl.GaussianHMM(K, "full", init_params="", n_iter=4, tol=-np.inf), init).fit(X)
+    ours = GaussianHMM(K, "full", init_params="", n_iter=4, tol=-np.inf, backend=backend)
+    _set(ours, init).fit(X)
+    np.testing.assert_allclose(
+        list(ours.monitor_.history)[:3], list(theirs.monitor_.history)[:3], rtol=RTOL
+    )
+    assert len(ours.monitor_.history) == 4 and np.isfinite(ours.monitor_.history).all()
+    assert np.isfinite(ours.score(X))
+    np.linalg.cholesky(ours.covars_)  # what score and decode factor
+    # Negative control: without the fallback the same fit fails at its 4th E-step.
+    monkeypatch.setattr(GaussianHMM, "_floor_singular", lambda self: False)
+    with pytest.raises(ValueError, match="ill-defined covariance"):
+        _set(GaussianHMM(K, "full", init_params="", n_iter=4, backend=backend), init).fit(X)

@@ -391,6 +391,8 @@ class BaseHMM(*ESTIMATOR_BASES):
             best = self._fit_restarts(X, offsets, seq_weight, kernels, n_init, rs, given)
         for name, value in best[1].items():
             setattr(self, name, value)
+        # The last M-step's covariances are used by score/decode with hmmlearn's fallback.
+        self._floor_singular()
         self._set_fit_monitor(best[2])
         objective = getattr(self.monitor_, "objective_history", [])
         self.objective_history_ = np.asarray(objective, dtype=np.float64)
