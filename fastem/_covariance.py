@@ -107,12 +107,15 @@ def covariance_shape(covariance_type: str, n_components: int, n_features: int) -
 
 def _singular_error(component: int | None, reg_covar: float | None) -> ValueError:
     which = "the shared (tied) covariance" if component is None else f"component {component}"
-    reg = "" if reg_covar is None else f" (currently {reg_covar:g})"
+    reg = "" if reg_covar is None else f" reg_covar is currently {reg_covar:g}."
+    # fastem's diagnosis (short: model-selection tables show the start), then
+    # scikit-learn's message word for word (code matching it keeps working)
     return ValueError(
         f"Fitting failed: {which} has an ill-defined covariance (singular or not "
-        "positive definite), for instance because it collapsed onto a single point or "
-        f"onto fewer points than features. Increase reg_covar{reg}, use fewer "
-        "components, or scale the data."
+        "positive definite). Fitting the mixture model failed because some components "
+        "have ill-defined empirical covariance (for instance caused by singleton or "
+        "collapsed samples). Try to decrease the number of components, increase "
+        f"reg_covar, or scale the input data.{reg}"
     )
 
 

@@ -339,4 +339,27 @@ def _sklearn_m_step(
         cov = scatter / nk[:, None] + reg_covar
         if covariance_type == "spherical":
             cov = cov.mean(axis=1)
+        cov = _floor_vanished_variances(cov, means, eps)
     return weights, means, cov, precision_cholesky(cov, covariance_type, reg_covar)
+
+
+def _floor_vanished_variances(cov: np.ndarray, means: np.ndarray, eps: float) -> np.ndarray:
+    """'diag'/'spherical' variances that come out ``<= 0`` set to ``eps * mean**2``.
+
+    Only with ``reg_covar = 0``: a component collapsed onto one row (or left
+    empty) has a zero variance, which the centred moments give as 0 or a
+    rounding residue of either sign (-4e-48 in scikit-learn's #18216 test).
+    scikit-learn's uncentred ``E[x^2] - E[x]^2`` leaves a residue of about
+    ``eps * mean**2`` there and fits through when it is positive; this is that
+    resolution, deterministically, so such a fit goes on instead of raising.
+    A component at the origin has no such scale (the floor is 0) and still
+    raises the ill-defined-covariance error, as scikit-learn's exact 0 does.
+    Positive variances are returned untouched (bit for bit).
+    """
+    vanished = cov <= 0.0
+    if not vanished.any():
+        return cov
+    floor = eps * means**2
+    if cov.ndim == 1:  # spherical: one variance per component
+        floor = floor.mean(axis=1)
+    return np.where(vanished, floor, cov)

@@ -536,43 +536,61 @@ class GaussianMixture(*ESTIMATOR_BASES):
             )
         k, d = self.n_components, n_features
         user: dict = {}
+        # The messages start with scikit-learn's own (code matching them keeps working)
+        # and end with fastem's wording of the same check.
         if self.weights_init is not None:
-            w = self._user_array(self.weights_init, "weights_init", (k,))
+            w = self._user_array(self.weights_init, "weights_init", (k,), "weights")
             if (w < 0).any() or (w > 1).any():
-                raise ValueError(
-                    f"weights_init must lie in [0, 1], got min {w.min():.5g} and max {w.max():.5g}."
+                lo, hi = w.min(), w.max()
+                raise ValueError(  # scikit-learn's text labels the minimum 'max value'
+                    "The parameter 'weights' should be in the range [0, 1], but got "
+                    f"max value {lo:.5f}, min value {hi:.5f} (weights_init must lie in "
+                    f"[0, 1]; its minimum is {lo:.5g} and its maximum {hi:.5g})."
                 )
-            if abs(1.0 - w.sum()) > 1e-6:
-                raise ValueError(f"weights_init must sum to 1, got sum {w.sum():.8g}.")
+            # scikit-learn's tolerance: float32 weights stay float32 there
+            float32 = np.asarray(self.weights_init).dtype == np.float32
+            if abs(1.0 - w.sum()) > (1e-6 if float32 else 1e-8):
+                raise ValueError(
+                    "The parameter 'weights' should be normalized, but got sum(weights) = "
+                    f"{w.sum():.5f} (weights_init must sum to 1, got sum {w.sum():.10g})."
+                )
             user["weights"] = w
         if self.means_init is not None:
-            user["means"] = self._user_array(self.means_init, "means_init", (k, d))
+            user["means"] = self._user_array(self.means_init, "means_init", (k, d), "means")
         if self.precisions_init is not None:
             shape = covariance_shape(ct, k, d)
-            p = self._user_array(self.precisions_init, "precisions_init", shape)
+            label = f"{self.covariance_type} precision"
+            p = self._user_array(self.precisions_init, "precisions_init", shape, label)
             if layout(ct) in ("full", "tied"):
                 mats = p.reshape(-1, d, d)
                 for i, mat in enumerate(mats):
                     if not np.allclose(mat, mat.T) or np.linalg.eigvalsh(mat).min() <= 0:
                         which = "" if layout(ct) == "tied" else f" (component {i})"
                         raise ValueError(
-                            f"precisions_init{which} must be symmetric positive definite."
+                            f"'{label}' should be symmetric, positive-definite "
+                            f"(precisions_init{which} must be symmetric positive definite)."
                         )
             elif (p <= 0).any():
-                raise ValueError(f"precisions_init must be positive for '{ct}' covariances.")
+                raise ValueError(
+                    f"'{label}' should be positive (precisions_init must be positive "
+                    f"for '{ct}' covariances)."
+                )
             # mclust models: the model's layout ((k, d) or (k, d, d)); a start that
             # lacks the structure is projected onto it (see _initial_parameters)
             user["prec_chol"] = precision_cholesky_from_precisions(p, ct)
         return user
 
     @staticmethod
-    def _user_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    def _user_array(value, name: str, shape: tuple[int, ...], label: str) -> np.ndarray:
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
         arr = arr.astype(np.float64)
         if arr.shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {arr.shape}.")
+            raise ValueError(
+                f"The parameter '{label}' should have the shape of {shape}, but got "
+                f"{arr.shape} ({name} must have shape {shape})."
+            )
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinity.")
         return arr
@@ -1038,9 +1056,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
         return out
 
     def score(self, X, y=None) -> float:
-        """Average log-likelihood of the rows of X (a Python float, as scikit-learn's;
-        the values of :meth:`score_samples` averaged in float64)."""
-        return float(self.score_samples(X).astype(np.float64).mean())
+        """Average log-likelihood of the rows of X: ``float(score_samples(X).mean())``,
+        as scikit-learn's (for float32 data, a float32 mean, so that ``score`` and
+        ``score_samples(X).mean()`` agree)."""
+        return float(self.score_samples(X).mean())
 
     def _average_log_likelihood(self, X) -> float:
         """:meth:`score` in float64 whatever the dtypes (for the criteria)."""
@@ -1101,7 +1120,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
             or not isinstance(n_samples, numbers.Integral)
             or (n_samples < 1)
         ):
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+            raise ValueError(  # scikit-learn's message, then fastem's
+                f"Invalid value for 'n_samples': {n_samples!r} . The sampling requires at "
+                f"least one sample (n_samples must be a positive integer, got {n_samples!r})."
+            )
         rng = _check_random_state(self.random_state)
         weights = self.weights_.astype(np.float64)
         counts = rng.multinomial(n_samples, weights / weights.sum())

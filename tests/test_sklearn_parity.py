@@ -92,3 +92,101 @@ def test_n_parameters_match_sklearn():
         init = initial_parameters(X, 2, ct)
         ours, theirs = _fit_both(X, init, "numpy", max_iter=2)
         assert ours._n_parameters() == theirs._n_parameters()
+
+
+def _errors_of(kw, X):
+    """The ValueError messages of scikit-learn's and fastem's fit with ``kw``."""
+    messages = []
+    for cls in (sklearn_mixture.GaussianMixture, GaussianMixture):
+        with pytest.raises(ValueError) as exc:
+            cls(**kw).fit(X)
+        messages.append(str(exc.value))
+    return messages
+
+
+_K, _D = 2, 3
+_BAD_USER_PARAMETERS = {
+    "weights shape": {"weights_init": np.full((_K, 1), 0.5)},
+    "weights range": {"weights_init": np.array([1.5, -0.5])},
+    "weights sum": {"weights_init": np.array([0.5, 0.4])},
+    "weights sum 1e-7 off": {"weights_init": np.array([0.5, 0.5 + 1e-7])},
+    "means shape": {"means_init": np.zeros((_K + 1, _D))},
+    **{
+        f"{ct} precision shape": {"covariance_type": ct, "precisions_init": np.ones(shape)}
+        for ct, shape in {
+            "full": (_K + 1, _D, _D),
+            "tied": (_D + 1, _D + 1),
+            "diag": (_K + 1, _D),
+            "spherical": (_K + 1,),
+        }.items()
+    },
+    "full precision not PD": {"precisions_init": np.stack([np.eye(_D), -np.eye(_D)])},
+    "tied precision not PD": {"covariance_type": "tied", "precisions_init": -np.eye(_D)},
+    "diag precision not positive": {"covariance_type": "diag", "precisions_init": -np.ones((2, 3))},
+    "spherical precision not positive": {
+        "covariance_type": "spherical",
+        "precisions_init": np.array([1.0, 0.0]),
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_USER_PARAMETERS))
+def test_user_parameter_errors_start_with_scikit_learns_message(case):
+    """Code that matches scikit-learn's message (its own tests do) keeps working: fastem's
+    message is scikit-learn's, word for word, followed by fastem's wording."""
+    X = np.random.default_rng(0).normal(size=(20, _D))
+    theirs, ours = _errors_of({"n_components": _K, **_BAD_USER_PARAMETERS[case]}, X)
+    assert ours.startswith(theirs), (ours, theirs)
+
+
+def test_sample_error_starts_as_scikit_learns():
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    for cls in (sklearn_mixture.GaussianMixture, GaussianMixture):
+        gm = cls(2, random_state=0).fit(X)
+        with pytest.raises(
+            ValueError, match=r"^Invalid value for 'n_samples': \d+ \. The sampling"
+        ):
+            gm.sample(0)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_precisions_init_gives_scikit_learns_initial_factors(covariance_type, dtype):
+    """scikit-learn's #26415 through the public API: with ``max_iter=0`` the model is its
+    start, so ``precisions_cholesky_`` is the factor of ``precisions_init`` as
+    scikit-learn's ``_compute_precision_cholesky_from_precisions`` computes it: the
+    upper-triangular ``U`` with ``U U^T = P`` (the square root for 'diag'/'spherical').
+    (scikit-learn's own test reaches it through the private
+    ``_initialize``; its max_iter=0 fit with a full user start fails, wanting a
+    ``covariances_`` that it never set)."""
+    X, _ = make_mixture(200, 3, 4, random_state=3, dtype=dtype)
+    init = initial_parameters(X, 4, covariance_type, seed=1)
+    precisions = np.asarray(init["precisions_init"], dtype=dtype)
+    ours = GaussianMixture(**init, max_iter=0).fit(X)
+    if covariance_type in ("full", "tied"):  # scikit-learn's: flip, lower Cholesky, flip
+        flip = precisions.astype(np.float64)[..., ::-1, ::-1]
+        expected = np.linalg.cholesky(flip)[..., ::-1, ::-1]
+    else:
+        expected = np.sqrt(precisions.astype(np.float64))
+    assert ours.precisions_cholesky_.dtype == dtype
+    np.testing.assert_allclose(ours.precisions_cholesky_, expected, **TOLERANCES[dtype])
+    np.testing.assert_allclose(ours.precisions_, precisions, **TOLERANCES[dtype])
+    np.testing.assert_allclose(ours.means_, init["means_init"], **TOLERANCES[dtype])
+
+
+def test_full_user_start_runs_no_initialization(monkeypatch):
+    """scikit-learn's gh-26015 (its test mocks a private function): with weights, means and
+    precisions all given, no initialization (k-means or other) runs."""
+    import fastem.mixture
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the initialization ran")
+
+    monkeypatch.setattr(fastem.mixture, "initial_stats", fail)
+    X, _ = make_mixture(200, 2, 2, random_state=0)
+    init = initial_parameters(X, 2, "full", seed=0)
+    GaussianMixture(**init, max_iter=3).fit(X)
+    # negative control: without the precisions the initialization runs (and fails here)
+    del init["precisions_init"]
+    with pytest.raises(AssertionError, match="the initialization ran"):
+        GaussianMixture(**init, max_iter=3).fit(X)
