@@ -17,6 +17,7 @@ Usage::
     python benchmarks/hmm_peers.py --workload HB1 --ab-fb COMMIT [--repeats 15]
     python benchmarks/hmm_peers.py --workload HB2 --serial [--threads 2] [--repeats 7]
     python benchmarks/hmm_peers.py --workload HB2 --ab-serial COMMIT [--rounds 6]
+    python benchmarks/hmm_peers.py --workload LONGFULL --ab-compiled [--rounds 9] [--threads 2]
 
 ``--serial`` (no peers) splits a Numba fit's iteration into its serial part,
 the CPU time of the calling thread outside the thread pool's passes (Python,
@@ -34,6 +35,15 @@ the two trees alternately, each in its own process, ``--rounds`` times (the
 first round only warms the Numba caches), and prints per thread count the
 medians of the serial CPU and of the 1-thread CPU of a whole iteration
 (serial + pool passes) with the medians of the paired old/new ratios.
+
+``--ab-compiled`` (no peers; full/tied workloads) alternates, in one process,
+fits with the compiled full/tied E-step parameters and log prior
+(``fastem.hmm._mstep_numba.estep_params_full``, ``log_prior_full``) and fits
+with the NumPy code they replace (``HAVE_LAPACK`` set False: both decline;
+the results are the same bits), ``--rounds`` times in alternating order, and
+prints per thread count (1 and ``--threads``) the medians of the calling
+thread's CPU, the process CPU and the wall time per iteration with the
+medians of the paired ratios.
 
 ``--ab-fb COMMIT`` times the Numba forward-backward kernel alone, at
 ``COMMIT`` against the working tree, on the E-step inputs of the workload
@@ -405,6 +415,54 @@ def ab_serial(commit, workload, rounds, repeats, n0, n1, threads):
         print(line)
 
 
+def ab_compiled(make, X, lengths, init, n0, n1, rounds, threads):
+    """Print the in-process A/B of ``--ab-compiled``."""
+    from fastem.hmm import _mstep_numba
+
+    def per_iter(th):
+        def one(n):
+            model = make(n)
+            for name, value in init.items():
+                setattr(model, name, np.array(value, copy=True))
+            import numba
+
+            before = numba.get_num_threads()
+            numba.set_num_threads(th)
+            try:
+                t, c, w = time.thread_time(), time.process_time(), time.perf_counter()
+                model.fit(X, lengths)
+                return np.array(
+                    [time.thread_time() - t, time.process_time() - c, time.perf_counter() - w]
+                )
+            finally:
+                numba.set_num_threads(before)
+
+        return (one(n1) - one(n0)) / (n1 - n0)
+
+    saved = _mstep_numba.HAVE_LAPACK
+    try:
+        for th in sorted({1, threads}):
+            rows = {True: [], False: []}
+            for on in (True, False):  # compile / warm caches
+                _mstep_numba.HAVE_LAPACK = on
+                per_iter(th)
+            for r in range(rounds):
+                for on in (True, False) if r % 2 else (False, True):
+                    _mstep_numba.HAVE_LAPACK = on
+                    rows[on].append(per_iter(th))
+            new, old = np.array(rows[True]), np.array(rows[False])
+            ratio = np.median(old / new, axis=0)
+            cells = [
+                f"{label} NumPy {np.median(old[:, i]) * 1e6:.0f} compiled "
+                f"{np.median(new[:, i]) * 1e6:.0f} us (paired {ratio[i]:.3f})"
+                for i, label in enumerate(("calling-thread CPU", "process CPU", "wall"))
+            ]
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            print(f"  {th} thread(s), per iteration: " + "; ".join(cells) + f"; load {load:.1f}")
+    finally:
+        _mstep_numba.HAVE_LAPACK = saved
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="HB1", choices=sorted(WORKLOADS))
@@ -425,6 +483,10 @@ def main(argv=None):
         help="--serial at COMMIT (a temporary worktree) and here, alternated (no peers)",
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=6, help="rounds for --ab-serial")
+    parser.add_argument(
+        "--ab-compiled", action="store_true",
+        help="compiled full/tied E-step parameters and log prior vs NumPy, one process (no peers)",
+    )  # fmt: skip
     parser.add_argument(
         "--backend", default="numba", choices=("numba", "cython", "numpy"), help="fastem backend"
     )
@@ -464,6 +526,11 @@ def main(argv=None):
         print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}")
         make = lambda n: ours(K, n_iter=n, **dict(common, backend="numba"))  # noqa: E731
         ab_forward_backward(args.ab_fb, make, X, lengths, init, args.repeats)
+        return
+    if args.ab_compiled:
+        print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}; numba")
+        make = lambda n: ours(K, n_iter=n, **dict(common, backend="numba"))  # noqa: E731
+        ab_compiled(make, X, lengths, init, args.n0, args.n1, args.rounds, args.threads)
         return
     if args.serial:
         print(f"{args.workload}: {cov_type}, D={D}, K={K}, {S} x {T}; numba")
