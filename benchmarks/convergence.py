@@ -23,9 +23,10 @@ covariance types, 0% and 20% missing values; plus W1-W4 (``--full`` only).
     python benchmarks/convergence.py --stopping-settings  # candidate defaults (passes / gap)
     python benchmarks/convergence.py --methods "plain,squarem,squarem:reference=x2;means=mean"
 
-A method is ``plain``, ``squarem``, ``anderson`` or ``qn`` (quasi-Newton, Zhou,
-Alexander & Lange 2011), optionally followed by driver options (``SquaremOptions`` /
-``AndersonOptions`` / ``QuasiNewtonOptions`` fields) after a colon:
+A method is ``plain``, ``squarem``, ``anderson``, ``qn`` (quasi-Newton, Zhou,
+Alexander & Lange 2011) or ``rre`` (cycled vector extrapolation, RRE or MPE, Smith, Ford
+& Sidi 1987), optionally followed by driver options (``SquaremOptions`` /
+``AndersonOptions`` / ``QuasiNewtonOptions`` / ``VectorOptions`` fields) after a colon:
 ``squarem:reference=x2;max_backoff=0``. ``means=mean`` or ``means=natural``
 extrapolates the means in data units or in the precision factor's frame (see
 ``driver_options``). ``squarem`` is ``GaussianMixture``'s SQUAREM (``reference=x1``,
@@ -230,15 +231,17 @@ def summary_row(name, results, best) -> dict:
     return row
 
 
-def summarize(methods, rows) -> None:
+def summarize(methods, rows, quarter_size=None) -> None:
     """Median and slowest-quarter ratios of passes to the maximum, per method.
 
     Two slowest quarters: over the problems the method reached (ranked by plain EM's
     passes; differs between methods), and the same quarter of all problems for every
     method (the problems plain EM takes most passes on, its cap if it never got
-    there), where a problem the method did not reach counts as 0x."""
+    there), where a problem the method did not reach counts as 0x. ``quarter_size``
+    overrides its size (a quarter of the problems run): ``--only`` with the sweep's
+    slowest quarter and ``--quarter 7`` gives that quarter's figures."""
     quarter = sorted(rows, key=lambda row: -(row[None][0] or row[None][2]))
-    quarter = {row["name"] for row in quarter[: max(1, len(rows) // 4)]}
+    quarter = {row["name"] for row in quarter[: quarter_size or max(1, len(rows) // 4)]}
     for method in methods if None in methods else ():
         if method is None:
             continue
@@ -295,8 +298,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--methods",
         default="plain,squarem,anderson",
-        help="comma-separated methods, each 'plain', 'squarem' or 'anderson' with optional "
-        "driver options after a colon ('squarem:reference=x1')",
+        help="comma-separated methods, each 'plain', 'squarem', 'anderson', 'qn' or 'rre' "
+        "with optional driver options after a colon ('squarem:reference=x1', "
+        "'rre:kind=mpe;order=3')",
     )
     parser.add_argument(
         "--kmeans", action="store_true", help="fastem's default k-means start, not the standard one"
@@ -307,6 +311,13 @@ def main(argv=None) -> int:
         default="best",
         help="the maximum a method must reach: the best value any run reaches (default), or "
         "the issue's definition, the best value of the long plain-EM run",
+    )
+    parser.add_argument(
+        "--quarter",
+        type=int,
+        default=None,
+        help="size of the 'same slowest quarter' in the summary (default: a quarter of "
+        "the problems run)",
     )
     parser.add_argument(
         "--stopping-settings",
@@ -396,7 +407,7 @@ def main(argv=None) -> int:
     for key, label in (("best", "the best value of any run"), ("plain", "plain EM's best")):
         if key in rows:
             print(f"\nMaximum = {label}:")
-            summarize(methods, rows[key])
+            summarize(methods, rows[key], args.quarter)
     if args.only:  # CPU time (all threads), e.g. for the issue's 200k problem
         print()
         for name, cpu_row in cpu_rows:

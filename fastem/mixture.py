@@ -288,8 +288,8 @@ class _MixtureMap:
 # The means' frame per acceleration, from the convergence sweep (docs/acceleration.md):
 # natural means helped SQUAREM (with the x1 reference) and quasi-Newton; Anderson
 # did better in data units (25 of 28 problems reached against 21).
-# Vector extrapolation ("rre") as quasi-Newton, whose secant model it shares.
-MEANS_FRAMES = {"squarem": "natural", "qn": "natural", "anderson": "mean", "rre": "natural"}
+# Vector extrapolation ("mpe") as quasi-Newton, whose secant model it shares.
+MEANS_FRAMES = {"squarem": "natural", "qn": "natural", "anderson": "mean", "mpe": "natural"}
 
 
 class GaussianMixture(*ESTIMATOR_BASES):

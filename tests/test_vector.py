@@ -1,4 +1,4 @@
-"""Cycled vector extrapolation (RRE / MPE, Smith, Ford & Sidi 1987): ``acceleration="rre"``.
+"""Cycled vector extrapolation (RRE / MPE, Smith, Ford & Sidi 1987): ``acceleration="mpe"``.
 
 The same guarantees as SQUAREM, Anderson and quasi-Newton (tests/test_acceleration.py,
 tests/test_qn.py): the objective never decreases along the path, an accepted proposal
@@ -35,9 +35,9 @@ from fastem.exceptions import ConvergenceWarning
 
 OPTIONS = (
     {},
-    {"kind": "mpe"},
+    {"kind": "rre", "order": 4},
     {"order": 2, "guard": False},
-    {"order": 8, "max_backoff": 1, "kind": "mpe"},
+    {"order": 8, "max_backoff": 1},
 )
 COMPILED = [b for b in available_backends() if b != "numpy"]
 
@@ -79,14 +79,14 @@ def test_options_checked():
             VectorOptions(**bad)
     X = np.random.default_rng(0).normal(size=(50, 2))
     with pytest.warns(ConvergenceWarning):  # tol=0 never converges: all 5 passes run
-        assert GaussianMixture(2, acceleration="rre", max_iter=5, tol=0.0).fit(X).n_iter_ == 5
+        assert GaussianMixture(2, acceleration="mpe", max_iter=5, tol=0.0).fit(X).n_iter_ == 5
 
 
 @pytest.mark.parametrize("options", OPTIONS)
 def test_poisson_toy_same_fixed_point_in_far_fewer_passes(options):
     _, plain = _poisson(None)
     _, limit = _poisson(None, tol=0.0, max_passes=10_000)
-    problem, res = _poisson("rre", options=options)
+    problem, res = _poisson("mpe", options=options)
     assert res.converged and res.n_passes * 10 < plain.n_passes
     np.testing.assert_allclose(res.image, limit.image, rtol=2e-4)
     assert res.objective >= plain.objective - 1e-7
@@ -103,7 +103,7 @@ def test_poisson_toy_same_fixed_point_in_far_fewer_passes(options):
 def test_passes_per_cycle():
     """After an accepted point a cycle is ``order`` EM passes and the proposal."""
     for order in (1, 2, 3):
-        _, res = _poisson("rre", options={"order": order, "guard": False}, max_passes=60)
+        _, res = _poisson("mpe", options={"order": order, "guard": False}, max_passes=60)
         k = res.kinds
         accepted = [i for i, kind in enumerate(k) if kind == "accepted"]
         assert len(accepted) > 2
@@ -115,7 +115,7 @@ def test_passes_per_cycle():
 @pytest.mark.parametrize("budget", [1, 2, 3, 4, 7])
 def test_budget_counts_every_pass(budget):
     for options in OPTIONS:
-        problem, res = _poisson("rre", max_passes=budget, options=options)
+        problem, res = _poisson("mpe", max_passes=budget, options=options)
         assert problem.calls == res.n_passes == budget
 
 
@@ -125,7 +125,7 @@ def test_negative_control_monotonicity_fails_without_safeguard(monkeypatch):
     found = False
     for seed in range(20):
         *_, res = _safeguard_run(
-            seed, 3, 2, "full", "rre", False, 0.0, passes=60, options={"guard": False}
+            seed, 3, 2, "full", "mpe", False, 0.0, passes=60, options={"guard": False}
         )
         found = np.diff(_path(res)).min() < -1e-9 * abs(res.objective)
         if found:
@@ -146,7 +146,7 @@ def test_negative_control_monotonicity_fails_without_safeguard(monkeypatch):
 def test_safeguard_properties(seed, k, d, covariance_type, options, weighted, nan_fraction):
     try:
         run = _safeguard_run(
-            seed, k, d, covariance_type, "rre", weighted, nan_fraction, options=options
+            seed, k, d, covariance_type, "mpe", weighted, nan_fraction, options=options
         )
     except ValueError as exc:  # a component collapsed under plain EM: the user's error
         assert "ill-defined covariance" in str(exc)
@@ -158,7 +158,7 @@ def test_safeguard_properties(seed, k, d, covariance_type, options, weighted, na
 def test_safeguard_properties_with_extrapolations(covariance_type):
     """Fixed cases where proposals are kept (so the checks above are not vacuous)."""
     for options in OPTIONS[:2]:
-        run = _safeguard_run(3, 3, 3, covariance_type, "rre", True, 0.1, passes=60, options=options)
+        run = _safeguard_run(3, 3, 3, covariance_type, "mpe", True, 0.1, passes=60, options=options)
         assert _check_safeguard(*run) > 0
 
 
@@ -174,7 +174,7 @@ def test_same_fixed_point_as_plain_em_in_memory_and_on_a_memmap(tmp_path):
     X = X * 2.5  # overlapping: plain EM needs a few hundred passes
     kw = {"n_components": 4, "random_state": 0, "tol": 1e-15, "stopping": "aitken"}
     plain = _fit(X, max_iter=20_000, **kw)
-    fast = _fit(X, max_iter=20_000, acceleration="rre", **kw)
+    fast = _fit(X, max_iter=20_000, acceleration="mpe", **kw)
     assert plain.converged_ and fast.converged_
     assert fast.n_iter_ * 3 < plain.n_iter_
     assert fast.n_extrapolations_accepted_ > 0
@@ -182,7 +182,7 @@ def test_same_fixed_point_as_plain_em_in_memory_and_on_a_memmap(tmp_path):
     path = tmp_path / "X.npy"
     np.save(path, X)
     _assert_same_fit(
-        plain, _fit(np.load(path, mmap_mode="r"), max_iter=3000, acceleration="rre", **kw)
+        plain, _fit(np.load(path, mmap_mode="r"), max_iter=3000, acceleration="mpe", **kw)
     )
 
 
@@ -197,7 +197,7 @@ def test_bit_identical_across_thread_counts(covariance_type, dtype):
             covariance_type=covariance_type,
             random_state=0,
             tol=1e-8,
-            acceleration="rre",
+            acceleration="mpe",
             backend=COMPILED[0],
             n_threads=n_threads,
         )

@@ -53,10 +53,10 @@ __all__ = [
 ]
 
 ACCELERATIONS = (None, "squarem", "anderson")
-# Every scheme the driver runs. "qn" (quasi-Newton) and "rre" (cycled vector
+# Every scheme the driver runs. "qn" (quasi-Newton) and "mpe" (cycled vector
 # extrapolation) are offered by GaussianMixture; the HMMs and the CLI list
 # ACCELERATIONS (docs/acceleration.md).
-METHODS = (*ACCELERATIONS, "qn", "rre")
+METHODS = (*ACCELERATIONS, "qn", "mpe")
 
 
 @dataclass
@@ -273,7 +273,7 @@ def run_fixed_point(
     problem : FixedPointProblem
     x0 : ndarray of shape (n_params,)
         The start (float64); its pass is the first.
-    method : {None, 'squarem', 'anderson', 'qn', 'rre'}
+    method : {None, 'squarem', 'anderson', 'qn', 'mpe'}
         None: plain EM. See :mod:`fastem._em.squarem`, :mod:`fastem._em.anderson`,
         :mod:`fastem._em.qn` and :mod:`fastem._em.vector`.
     max_passes : int
@@ -306,7 +306,7 @@ def run_fixed_point(
         from .qn import QuasiNewtonOptions, run_qn
 
         run_qn(run, x0, QuasiNewtonOptions(**(options or {})))
-    elif method == "rre":
+    elif method == "mpe":
         from .vector import VectorOptions, run_vector
 
         run_vector(run, x0, VectorOptions(**(options or {})))
