@@ -725,7 +725,11 @@ def _fb_lanes(
     # unreachable state), beta_t = A v_t+1 (1 at and after a lane's last frame)
     for k in range(K):
         y0[T - 1, k] = y1[T - 1, k] = y2[T - 1, k] = y3[T - 1, k] = 1.0
-    for t in range(T - 2, -1, -1):
+    # Frames t >= t_split, where some lane has ended (beta = 1 at and after its
+    # last frame), take the selects below; frames before it, where every lane is
+    # inside its sequence, the same arithmetic without them (2-5% of an HB2 pass).
+    t_split = max(min(L0, L1, L2, L3) - 1, 0)
+    for t in range(T - 2, t_split - 1, -1):
         u = t + 1
         i0 = 1.0 / c[0, u]
         i1 = 1.0 / c[1, u]
@@ -755,6 +759,36 @@ def _fb_lanes(
             y1[t, j] = q1 if u < L1 else 1.0
             y2[t, j] = q2 if u < L2 else 1.0
             y3[t, j] = q3 if u < L3 else 1.0
+    ok0 = live[0] > 0.0
+    ok1 = live[1] > 0.0
+    ok2 = live[2] > 0.0
+    ok3 = live[3] > 0.0
+    for t in range(t_split - 1, -1, -1):
+        u = t + 1
+        i0 = 1.0 / c[0, u]
+        i1 = 1.0 / c[1, u]
+        i2 = 1.0 / c[2, u]
+        i3 = 1.0 / c[3, u]
+        for k in range(K):
+            b0[u, k] = b0[u, k] * y0[u, k] * i0 if ok0 and x0[u, k] > 0.0 else 0.0
+        for k in range(K):
+            b1[u, k] = b1[u, k] * y1[u, k] * i1 if ok1 and x1[u, k] > 0.0 else 0.0
+        for k in range(K):
+            b2[u, k] = b2[u, k] * y2[u, k] * i2 if ok2 and x2[u, k] > 0.0 else 0.0
+        for k in range(K):
+            b3[u, k] = b3[u, k] * y3[u, k] * i3 if ok3 and x3[u, k] > 0.0 else 0.0
+        for j in range(K):
+            q0 = q1 = q2 = q3 = 0.0
+            for i in range(K):
+                a = transmat[j, i]
+                q0 += a * b0[u, i]
+                q1 += a * b1[u, i]
+                q2 += a * b2[u, i]
+                q3 += a * b3[u, i]
+            y0[t, j] = q0
+            y1[t, j] = q1
+            y2[t, j] = q2
+            y3[t, j] = q3
     # transition counts: outer[i, j] += sum_l w_l alpha_l,t,i v_l,t+1,j
     w0 = seq_weight[s0] if live[0] > 0.0 else 0.0
     w1 = seq_weight[s0 + 1] if nl > 1 and live[1] > 0.0 else 0.0
@@ -1079,6 +1113,22 @@ def _next_group(typingctx, counter):
     return types.int64(counter), codegen
 
 
+@njit(cache=True, nogil=True)
+def _diag_logb_1d(X, r0, nr, means, pc, comp_const, lb):
+    """:func:`_diag_logb` for one feature, row by row (no transposed block, no
+    running sum). Compiled without fastmath, so each value keeps the rounding
+    steps of the general path, ``c - 0.5 * round(t * t)`` with ``t = (x - mu) u``
+    (the halving is exact): the same bits. A contracted ``c - 0.5 t^2`` would
+    round once, differently."""
+    K = means.shape[0]
+    for t in range(nr):
+        x = X[r0 + t, 0]
+        for k in range(K):
+            d = (x - means[k, 0]) * pc[k, 0]
+            sq = d * d
+            lb[t, k] = comp_const[k] - 0.5 * sq
+
+
 @njit(**_JIT)
 def _diag_logb(X, r0, nr, means, pc, comp_const, xt, acc, lb):
     """``lb[t, k] = comp_const[k] - sum_j ((X[r0 + t, j] - mu_kj) u_kj)^2 / 2``
@@ -1089,6 +1139,9 @@ def _diag_logb(X, r0, nr, means, pc, comp_const, xt, acc, lb):
     :func:`fastem.backends._numba._diag_maha`)."""
     D = X.shape[1]
     K = means.shape[0]
+    if D == 1:  # univariate sequences: a block per row costs more than the row
+        _diag_logb_1d(X, r0, nr, means, pc, comp_const, lb)
+        return
     for s0 in range(0, nr, BLOCK):
         nb = min(BLOCK, nr - s0)
         for b in range(nb):
