@@ -58,7 +58,7 @@ MCLUST_MODELS = ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE", "EVE", 
                  "VEV", "EVV", "VVV")  # fmt: skip
 SKLEARN_ALIASES = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc", "emem", "best", "smem")
-ACCELERATIONS = ("squarem", "anderson", "qn")  # and "none": plain EM
+ACCELERATIONS = ("squarem", "anderson", "qn", "mpe")  # and "none": plain EM
 STOPPING_RULES = ("absolute", "relative", "aitken")
 REFINE = ("contenders", "all")  # select_model's two-stage search, or every candidate
 # Fit settings that reach the maximum (issue #14): fastem.selection.DEFAULT_FIT_SETTINGS.
@@ -848,7 +848,8 @@ def _add_fit_options(
         "--acceleration",
         choices=(*ACCELERATIONS, "none"),
         default=FIT_DEFAULTS["acceleration"],
-        help="EM acceleration (default squarem; qn: quasi-Newton; none: plain EM, as scikit-learn)",
+        help="EM acceleration (default squarem; qn: quasi-Newton; mpe: minimal polynomial "
+        "extrapolation; none: plain EM, as scikit-learn)",
     )
     p.add_argument("--reg-covar", type=_nonneg_float, default=1e-6, help="added to variances")
     if select:
