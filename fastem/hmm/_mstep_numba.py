@@ -1,4 +1,7 @@
-"""A compiled Baum-Welch M-step for diagonal and spherical GaussianHMMs.
+"""Compiled Baum-Welch steps of GaussianHMMs: the M-step (diag/spherical:
+:func:`mstep_diag`; full/tied: :func:`mstep_full`), the E-step's parameters
+(:func:`estep_params_diag`, :func:`estep_params_full`) and the full/tied log
+prior (:func:`log_prior_full`).
 
 The NumPy M-step (``BaseHMM._do_mstep`` with ``GaussianHMM._emission_mstep``)
 costs ~30 NumPy calls per iteration on (K,), (K, K) and (K, D) arrays: ~35 us,
