@@ -553,3 +553,42 @@ def test_gmmhmm_check_refuses_a_bad_covariance_type_with_valueerror():
         m._check()
     with pytest.raises(ValueError, match="covariance_type"):
         m.score(X, LENGTHS)
+
+
+def test_custom_emission_subclass_hmmlearns_idiom():
+    """hmmlearn's documented extension point: subclass BaseHMM and override
+    _compute_log_likelihood. Scoring and decoding then run on fastem's kernels
+    and equal a GaussianHMM's given the same emission log-densities; fit
+    refuses clearly."""
+    from fastem.hmm import BaseHMM
+
+    X, rng = _data(D=2, seed=8)
+    ref = GaussianHMM(3, "diag", n_iter=3, random_state=0).fit(X, LENGTHS)
+
+    class Fixed(BaseHMM):
+        def _compute_log_likelihood(self, X):
+            return ref._emission_logprob(get_hmm_kernels("numpy"), X).copy()
+
+    m = Fixed(3)
+    assert m.get_params()["n_components"] == 3 and m.params == "st"
+    m.startprob_, m.transmat_ = ref.startprob_, ref.transmat_
+    assert m.score(X, LENGTHS) == pytest.approx(ref.score(X, LENGTHS), rel=1e-12)
+    np.testing.assert_allclose(m.predict_proba(X, LENGTHS), ref.predict_proba(X, LENGTHS))
+    np.testing.assert_array_equal(m.predict(X, LENGTHS), ref.predict(X, LENGTHS))
+    _, states = m.sample(5, random_state=0)
+    assert states.shape == (5,)
+    with pytest.raises(NotImplementedError, match="scoring, decoding and sampling only"):
+        m.fit(X, LENGTHS)
+    with pytest.raises(NotImplementedError, match="_compute_log_likelihood"):
+        bare = BaseHMM(3)
+        bare.startprob_, bare.transmat_ = ref.startprob_, ref.transmat_
+        bare.score(X)
+
+
+def test_stationary_distribution_needs_transmat_only():
+    """As hmmlearn: a model with only ``transmat_`` set has a stationary distribution."""
+    m = CategoricalHMM(2)
+    m.transmat_ = np.array([[0.9, 0.1], [0.3, 0.7]])
+    np.testing.assert_allclose(m.get_stationary_distribution(), [0.75, 0.25])
+    with pytest.raises(Exception, match="transmat_"):
+        CategoricalHMM(2).get_stationary_distribution()

@@ -3,7 +3,8 @@
 The installed ``hmmlearn/tests`` files that test the four models fastem offers
 are copied to a temporary package whose ``hmm`` module is fastem's
 (``from hmmlearn import hmm`` -> fastem's ``GaussianHMM``, ``GMMHMM``,
-``CategoricalHMM``, ``PoissonHMM``; ``ConvergenceMonitor`` -> fastem's);
+``CategoricalHMM``, ``PoissonHMM``; ``BaseHMM`` and ``ConvergenceMonitor`` ->
+fastem's);
 everything else in them is kept (hmmlearn's helpers ``normalize`` and
 ``DECODER_ALGORITHMS`` included). pytest runs them in a subprocess with a fixed
 seed, and every outcome that is not a pass must be listed below with its
@@ -62,8 +63,9 @@ REWRITES = (
     (
         "test_base.py",
         "from hmmlearn.base import BaseHMM, ConvergenceMonitor\n",
-        # BaseHMM stays hmmlearn's: only the excluded stub-model tests use it.
-        "from hmmlearn.base import BaseHMM\nfrom fastem.hmm import ConvergenceMonitor\n",
+        # hmmlearn's custom-emission idiom (a BaseHMM subclass overriding
+        # _compute_log_likelihood) runs on fastem's BaseHMM.
+        "from fastem.hmm import BaseHMM, ConvergenceMonitor\n",
         1,
     ),
 )
@@ -72,29 +74,23 @@ HMM_MODULE = (
     "from fastem.hmm import CategoricalHMM, GMMHMM, GaussianHMM, PoissonHMM  # noqa: F401\n"
 )
 
-_B = "test_base.py::"
-_STUB = (
-    "tests hmmlearn's own code: a stub subclass of hmmlearn's BaseHMM overriding "
-    "_compute_log_likelihood, checked against hmmlearn's C forward/backward (_hmmc)"
+_B = "test_base.py::TestBaseAgainstWikipedia::"
+_HMMC = (
+    "tests hmmlearn's C forward/backward/Viterbi functions (hmmlearn._hmmc) directly; "
+    "fastem's kernels are tested against hmmlearn in tests/test_hmm_parity.py"
 )
 # Deselected: they test hmmlearn's internals, which fastem does not have.
 EXCLUDED = {
     **{
-        _B + "TestBaseAgainstWikipedia::" + name: _STUB
+        _B + name: _HMMC
         for name in (
             "test_do_forward_scaling_pass",
             "test_do_forward_pass",
             "test_do_backward_scaling_pass",
             "test_do_backward_log_pass",
             "test_do_viterbi_pass",
-            "test_score_samples",
-            "test_generate_samples",
         )
     },
-    _B + "TestBaseConsistentWithGMM::test_score_samples": _STUB,
-    _B + "TestBaseConsistentWithGMM::test_decode": _STUB,
-    _B + "test_base_hmm_attributes": _STUB,
-    _B + "test_stationary_distribution": _STUB,
     **{
         "test_categorical_hmm.py::TestCategoricalHMM::"
         f"test__check_and_set_categorical_n_features[{impl}]": (
@@ -136,14 +132,18 @@ UPSTREAM_XFAIL = {
         "hmmlearn's own xfail (module-wide); passes with fastem: the singular-covariance "
         "fallback keeps the fit going",
     ),
-    **{
-        f"test_gmm_hmm.py::TestGMMHMMWith{ct}Covars::"
-        "test_fit_works_on_sequences_of_different_length": (
-            "xpassed",
-            "hmmlearn's own xfail (module-wide); passes with fastem",
-        )
-        for ct in ("Diag", "Tied")
-    },
+    "test_gmm_hmm.py::TestGMMHMMWithTiedCovars::test_fit_works_on_sequences_of_different_length": (
+        "xpassed",
+        "hmmlearn's own xfail (module-wide); passes with fastem",
+    ),
+    "test_gmm_hmm.py::TestGMMHMMWithDiagCovars::test_fit_works_on_sequences_of_different_length": (
+        ("xfailed", "xpassed"),
+        "hmmlearn's own xfail (module-wide). 12 random frames, 3 states, random_state=None: "
+        "with some initializations (18 of 200 seeds) a state's variance collapses to "
+        "exactly 0 and fastem raises its ill-defined-covariance error, where hmmlearn "
+        "goes on with a zero variance; which one the global NumPy stream gives here "
+        "depends on the tests run before it",
+    ),
     **{
         f"test_gmm_hmm_new.py::TestGMMHMMWith{ct}Covars::test_fit_zero_variance[{impl}]": (
             "xfailed",
@@ -164,7 +164,7 @@ UPSTREAM_XFAIL = {
     },
 }
 
-N_PASSED = 212  # every other collected test (252 collected, 13 deselected)
+N_PASSED = 218  # every other collected test (252 collected, 7 deselected)
 
 
 def _hmmlearn_tests() -> Path:
@@ -235,6 +235,7 @@ def test_rewrite_leaves_hmmlearns_models_out(tmp_path):
     for path in tests.glob("*.py"):
         text = path.read_text()
         assert "from hmmlearn import hmm" not in text
+        assert "from hmmlearn.base import BaseHMM" not in text
         assert "from hmmlearn.base import ConvergenceMonitor" not in text
     assert "from fastem.hmm import" in (tests.parent / "hmm.py").read_text()
 
@@ -251,7 +252,7 @@ def test_hmmlearn_suite_outcomes_are_the_listed_ones(suite_run):
     expected |= {n: outcome for n, (outcome, _) in UPSTREAM_XFAIL.items()}
     for nodeid, outcome in expected.items():
         got = found.get(nodeid)
-        if got != outcome:
+        if got not in ((outcome,) if isinstance(outcome, str) else outcome):
             what = "UNEXPECTED PASS" if got in ("passed", "xpassed") else "changed"
             problems.append(f"{nodeid}: expected {outcome}, got {got} ({what})")
     for nodeid, outcome in sorted(found.items()):

@@ -12,7 +12,7 @@ Import this module explicitly: ``import fastem`` does not load it.
 """
 
 from ._backend import available_hmm_backends
-from ._base import ConvergenceMonitor
+from ._base import BaseHMM, ConvergenceMonitor
 from ._discrete import CategoricalHMM, PoissonHMM
 from ._gaussian import GaussianHMM
 from ._gmm import GMMHMM
@@ -23,6 +23,7 @@ __all__ = [
     "CategoricalHMM",
     "PoissonHMM",
     "ConvergenceMonitor",
+    "BaseHMM",
     "available_hmm_backends",
     "load",
 ]

@@ -268,6 +268,79 @@ class BaseHMM(*ESTIMATOR_BASES):
     """
 
     _emission_params = ""
+    _emission_attrs: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        algorithm: str = "viterbi",
+        random_state=None,
+        n_iter: int = 10,
+        tol: float = 1e-2,
+        verbose: bool = False,
+        params: str = "st",
+        init_params: str = "st",
+        implementation: str = "log",
+    ) -> None:
+        """hmmlearn's ``BaseHMM`` constructor, for a custom-emission subclass
+        (see ``_compute_log_likelihood``); fastem's own models have their own."""
+        self.n_components = n_components
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+
+    # ------------------------------------------------------------ custom emissions
+    # hmmlearn's documented way to add an emission model is to subclass BaseHMM
+    # and override _compute_log_likelihood(X) -> (n_samples, n_components) (and
+    # _generate_sample_from_state for sampling). fastem supports that for
+    # inference: score, score_samples, decode, predict(_proba), sample and the
+    # filtered probabilities run on fastem's kernels. Fitting such a model is
+    # not supported (hmmlearn's sufficient-statistics hooks are not offered).
+    def _emission_logprob(self, kernels, X) -> np.ndarray:
+        compute = getattr(self, "_compute_log_likelihood", None)
+        if compute is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} defines no emission model: override "
+                "_compute_log_likelihood(X) (hmmlearn's hook)"
+            )
+        logB = np.ascontiguousarray(compute(X), dtype=np.float64)
+        if logB.shape != (X.shape[0], self.n_components):
+            raise ValueError(
+                f"_compute_log_likelihood returned shape {logB.shape}, expected "
+                f"{(X.shape[0], self.n_components)}"
+            )
+        return logB
+
+    def _validate_X(self, X, fitting: bool) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
+        return X
+
+    def _check_emissions(self) -> None:
+        """Validate the emission parameters (none for a custom-emission model)."""
+
+    def _emission_packing(self) -> list[tuple[str, str, str, bool]]:
+        return []
+
+    def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
+        nc = self.n_components
+        return {"s": nc - 1, "t": nc * (nc - 1)}
+
+    def _init_emissions(self, X, offsets, seq_weight, kernels, rs) -> None:
+        """Initialize the emission parameters (none for a custom-emission model)."""
+
+    def _generate_sample_from_state(self, state: int, random_state):
+        return ()  # hmmlearn's default: a custom model without sampling draws no features
 
     # ------------------------------------------------------------ validation
     def _kernels(self) -> HMMKernels:
@@ -376,6 +449,12 @@ class BaseHMM(*ESTIMATOR_BASES):
         -------
         self
         """
+        if type(self)._emission_logprob is BaseHMM._emission_logprob:
+            raise NotImplementedError(
+                "fastem fits GaussianHMM, GMMHMM, CategoricalHMM and PoissonHMM; a "
+                "custom-emission subclass of BaseHMM supports scoring, decoding and "
+                "sampling only"
+            )
         self._check_constructor()
         X = self._validate_X(X, fitting=True)
         offsets = _offsets(lengths, X.shape[0])
@@ -771,9 +850,14 @@ class BaseHMM(*ESTIMATOR_BASES):
 
     # ------------------------------------------------------------ model selection
     def get_stationary_distribution(self) -> np.ndarray:
-        """Stationary distribution of the state chain (left eigenvector of eigenvalue 1)."""
-        self._check_fitted()
-        eigvals, eigvecs = np.linalg.eig(self.transmat_.T)
+        """Stationary distribution of the state chain (left eigenvector of eigenvalue 1).
+
+        Needs ``transmat_`` only (as hmmlearn)."""
+        if not hasattr(self, "transmat_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance has no transmat_. Call 'fit' first."
+            )
+        eigvals, eigvecs = np.linalg.eig(np.asarray(self.transmat_, dtype=np.float64).T)
         vec = np.real_if_close(eigvecs[:, np.argmax(eigvals.real)])
         return vec / vec.sum()
 
