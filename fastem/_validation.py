@@ -120,21 +120,35 @@ def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray:
     return sw
 
 
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    """Validate an integer parameter ``>= minimum``."""
+def check_positive_int(value, name: str, minimum: int = 1, owner: str | None = None) -> int:
+    """Validate an integer parameter ``>= minimum``.
+
+    ``owner``: the estimator's class name, for scikit-learn's wording of the error
+    (``The 'n_init' parameter of GaussianMixture must be an int in the range ...``).
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if owner is not None:
+            raise ValueError(
+                f"The {name!r} parameter of {owner} must be an int in the range "
+                f"[{minimum}, inf). Got {value!r} instead."
+            )
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     return int(value)
 
 
-def check_nonneg_float(value, name: str) -> float:
-    """Validate a finite real parameter ``>= 0``."""
+def check_nonneg_float(value, name: str, owner: str | None = None) -> float:
+    """Validate a finite real parameter ``>= 0`` (``owner``: as :func:`check_positive_int`)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not np.isfinite(value)
         or value < 0
     ):
+        if owner is not None:
+            raise ValueError(
+                f"The {name!r} parameter of {owner} must be a float in the range "
+                f"[0.0, inf). Got {value!r} instead."
+            )
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     return float(value)
 

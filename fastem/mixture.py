@@ -510,15 +510,23 @@ class GaussianMixture(*ESTIMATOR_BASES):
     # ------------------------------------------------------------------ checks
     def _check_parameters(self, n_features: int) -> dict:
         """Validate hyper-parameters and user initial parameters (float64 copies)."""
-        check_positive_int(self.n_components, "n_components")
-        check_nonneg_float(self.tol, "tol")
-        check_nonneg_float(self.reg_covar, "reg_covar")
-        check_positive_int(self.max_iter, "max_iter", minimum=0)
-        check_positive_int(self.n_init, "n_init")
-        check_positive_int(self.verbose_interval, "verbose_interval")
+        owner = type(self).__name__  # scikit-learn's wording of the errors
+        check_positive_int(self.n_components, "n_components", owner=owner)
+        check_nonneg_float(self.tol, "tol", owner=owner)
+        check_nonneg_float(self.reg_covar, "reg_covar", owner=owner)
+        check_positive_int(self.max_iter, "max_iter", minimum=0, owner=owner)
+        check_positive_int(self.n_init, "n_init", owner=owner)
+        check_positive_int(self.verbose_interval, "verbose_interval", owner=owner)
         if self.n_threads is not None:
-            check_positive_int(self.n_threads, "n_threads")
-        ct = check_covariance_type(self.covariance_type)
+            check_positive_int(self.n_threads, "n_threads", owner=owner)
+        try:
+            ct = check_covariance_type(self.covariance_type)
+        except ValueError as exc:
+            raise ValueError(
+                f"The 'covariance_type' parameter of {owner} must be a str among "
+                f"{{'full', 'tied', 'diag', 'spherical'}} or an mclust model name. Got "
+                f"{self.covariance_type!r} instead. ({exc})"
+            ) from None
         if self.acceleration not in METHODS:
             raise ValueError(
                 f"Invalid value for 'acceleration': {self.acceleration!r}; "
@@ -531,8 +539,13 @@ class GaussianMixture(*ESTIMATOR_BASES):
             )
         if self.init_params not in INIT_METHODS:
             raise ValueError(
-                f"Invalid value for 'init_params': {self.init_params!r}; "
-                f"expected one of {INIT_METHODS}."
+                f"The 'init_params' parameter of {owner} must be a str among "
+                f"{set(INIT_METHODS)}. Got {self.init_params!r} instead."
+            )
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(
+                f"The 'warm_start' parameter of {owner} must be an instance of 'bool' or "
+                f"an instance of 'numpy.bool'. Got {self.warm_start!r} instead."
             )
         k, d = self.n_components, n_features
         user: dict = {}
@@ -585,14 +598,21 @@ class GaussianMixture(*ESTIMATOR_BASES):
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
+        dtype = arr.dtype if arr.dtype == np.float32 else np.dtype(np.float64)
         arr = arr.astype(np.float64)
+        # scikit-learn's check_array, before the shape check as there
+        if np.isnan(arr).any():
+            raise ValueError(f"Input contains NaN. ({name} contains NaN.)")
+        if not np.isfinite(arr).all():
+            raise ValueError(
+                f"Input contains infinity or a value too large for {dtype!r}. "
+                f"({name} contains infinity.)"
+            )
         if arr.shape != shape:
             raise ValueError(
                 f"The parameter '{label}' should have the shape of {shape}, but got "
                 f"{arr.shape} ({name} must have shape {shape})."
             )
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or infinity.")
         return arr
 
     def _check_is_fitted(self) -> None:
@@ -706,7 +726,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         X = check_array(X, min_samples=2, allow_nan=True, estimator_name=type(self).__name__)
         n = X.shape[0]
         sw = check_sample_weight(sample_weight, n)
-        check_positive_int(self.n_components, "n_components")
+        check_positive_int(self.n_components, "n_components", owner=type(self).__name__)
         k = self.n_components
         if n < k:
             raise ValueError(

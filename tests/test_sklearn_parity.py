@@ -111,6 +111,12 @@ _BAD_USER_PARAMETERS = {
     "weights sum": {"weights_init": np.array([0.5, 0.4])},
     "weights sum 1e-7 off": {"weights_init": np.array([0.5, 0.5 + 1e-7])},
     "means shape": {"means_init": np.zeros((_K + 1, _D))},
+    "means NaN": {"means_init": np.full((_K, _D), np.nan)},
+    "weights infinity": {"weights_init": np.array([np.inf, 0.5])},
+    "float32 precisions infinity": {
+        "covariance_type": "spherical",
+        "precisions_init": np.array([np.inf, 1.0], dtype=np.float32),
+    },
     **{
         f"{ct} precision shape": {"covariance_type": ct, "precisions_init": np.ones(shape)}
         for ct, shape in {
@@ -190,3 +196,35 @@ def test_full_user_start_runs_no_initialization(monkeypatch):
     del init["precisions_init"]
     with pytest.raises(AssertionError, match="the initialization ran"):
         GaussianMixture(**init, max_iter=3).fit(X)
+
+
+_BAD_HYPER_PARAMETERS = [
+    {"n_components": 0},
+    {"n_components": 2.5},
+    {"tol": -1.0},
+    {"reg_covar": -1e-6},
+    {"max_iter": -1},
+    {"n_init": 0},
+    {"verbose_interval": 0},
+    {"warm_start": "yes"},
+]
+
+
+@pytest.mark.parametrize(
+    "params", _BAD_HYPER_PARAMETERS, ids=lambda p: "-".join(map(str, *p.items()))
+)
+def test_hyper_parameter_errors_are_scikit_learns(params):
+    X = np.random.default_rng(0).normal(size=(20, _D))
+    theirs, ours = _errors_of(params, X)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("params", [{"covariance_type": "banana"}, {"init_params": "magic"}])
+def test_choice_errors_start_as_scikit_learns(params):
+    """fastem accepts more choices (mclust models, 'hc', ...), so only the start is shared."""
+    X = np.random.default_rng(0).normal(size=(20, _D))
+    theirs, ours = _errors_of(params, X)
+    name = next(iter(params))
+    prefix = f"The '{name}' parameter of GaussianMixture must be a str among "
+    assert theirs.startswith(prefix) and ours.startswith(prefix), (ours, theirs)
+    assert f"Got {params[name]!r} instead." in ours
