@@ -1,7 +1,7 @@
-"""asv: data passes to the maximum, plain EM against SQUAREM and damped Anderson.
+"""asv: data passes to the maximum, plain EM against SQUAREM, damped Anderson, qn and MPE.
 
 One small overlapping problem (3,000 rows, D=2, K=4, full covariances, BENCHMARKS.md's
-standard start). The maximum is the best lower bound of the three runs (each until a
+standard start). The maximum is the best lower bound of the runs (each until a
 step gains nothing, plain EM capped at 2,000 passes); a method's figure is its first
 pass within 1e-10 relative of it (the cap + 1 if never). The sweep of many problems
 is ``benchmarks/convergence.py``.
@@ -25,7 +25,7 @@ def _passes_to_maximum() -> dict:
     X += -0.3 * centres[labels]  # heavier overlap: slow plain EM
     init = initial_parameters(X, 4, "full", random_state=1)
     bounds = {}
-    for method in (None, "squarem", "anderson"):
+    for method in (None, "squarem", "anderson", "qn", "mpe"):
         gm = GaussianMixture(
             tol=1e-300, stopping="aitken", max_iter=CAP, acceleration=method, **init
         )
@@ -45,7 +45,7 @@ def _passes_to_maximum() -> dict:
 class PassesToMaximum:
     """Data passes until the lower bound is within 1e-10 of the maximum."""
 
-    params = ["None", "squarem", "anderson"]
+    params = ["None", "squarem", "anderson", "qn", "mpe"]
     param_names = ["acceleration"]
     timeout = 600
 
