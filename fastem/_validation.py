@@ -50,14 +50,18 @@ def check_array(
             raise TypeError(f"{name} could not be converted to float64: {exc}") from exc
         except ValueError as exc:  # a string that does not parse as a number
             raise ValueError(f"{name} could not be converted to float64: {exc}") from exc
-    if arr.ndim != 2:
-        hint = (
-            " Reshape your data either using array.reshape(-1, 1) if your data has a "
-            "single feature or array.reshape(1, -1) if it contains a single sample."
-            if arr.ndim < 2
-            else ""
+    if arr.ndim < 2:  # scikit-learn's check_array message, word for word
+        raise ValueError(
+            f"Expected 2D array, got {'scalar' if arr.ndim == 0 else '1D'} array instead:"
+            f"\narray={arr}.\nReshape your data either using array.reshape(-1, 1) if "
+            "your data has a single feature or array.reshape(1, -1) if it contains a "
+            "single sample."
         )
-        raise ValueError(f"Expected 2D array for {name}, got {arr.ndim}D array instead.{hint}")
+    if arr.ndim > 2:
+        raise ValueError(
+            f"Found array with dim {arr.ndim}, while dim <= 2 is required by "
+            f"{estimator_name}. (Expected 2D array for {name}, got {arr.ndim}D array instead.)"
+        )
     n_rows, n_cols = arr.shape
     if n_rows < min_samples:
         raise ValueError(

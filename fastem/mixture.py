@@ -1108,14 +1108,16 @@ class GaussianMixture(*ESTIMATOR_BASES):
         Returns
         -------
         resp : ndarray of shape (n_samples, n_components)
-            Rows sum to 1; dtype of the fitted model.
+            Rows sum to 1; float32 for float32 data under a float32 model, else float64.
         """
         if _is_dask_collection(X):
             from .dask import predict_dask
 
             return predict_dask(self, X, "predict_proba")
         X = self._validate_predict_input(X)
-        resp = np.empty((X.shape[0], self.n_components), dtype=self.means_.dtype)
+        # float32 only for float32 data under a float32 model, as scikit-learn's
+        dtype = np.result_type(X.dtype, self.means_.dtype)
+        resp = np.empty((X.shape[0], self.n_components), dtype=dtype)
         for a, b, logp in self._log_prob_blocks(X):
             with np.errstate(under="ignore"):
                 resp[a:b] = np.exp(logp - logsumexp_rows(logp)[:, None])
@@ -1175,9 +1177,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
             from .dask import score_sum
 
             total, n = score_sum(self, X)
-            return -2.0 * total + self._n_parameters() * np.log(n)
-        n = np.shape(X)[0]
-        return -2.0 * self._average_log_likelihood(X) * n + self._n_parameters() * np.log(n)
+            return float(-2.0 * total + self._n_parameters() * np.log(n))
+        n = np.shape(X)[0]  # a Python float, as scikit-learn's
+        return float(-2.0 * self._average_log_likelihood(X) * n + self._n_parameters() * np.log(n))
 
     def save(self, path) -> None:
         """Save the fitted model to ``path`` (a versioned ``.npz``; see :func:`fastem.load`).
@@ -1194,6 +1196,6 @@ class GaussianMixture(*ESTIMATOR_BASES):
         if _is_dask_collection(X):
             from .dask import score_sum
 
-            return -2.0 * score_sum(self, X)[0] + 2.0 * self._n_parameters()
+            return float(-2.0 * score_sum(self, X)[0] + 2.0 * self._n_parameters())
         n = np.shape(X)[0]
-        return -2.0 * self._average_log_likelihood(X) * n + 2.0 * self._n_parameters()
+        return float(-2.0 * self._average_log_likelihood(X) * n + 2.0 * self._n_parameters())

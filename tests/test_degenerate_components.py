@@ -206,3 +206,21 @@ def test_scikit_learn_fits_through_the_collapse_only_on_rounding_noise():
     np.testing.assert_allclose(ref.weights_[narrow], 1 / 30, rtol=1e-10)
     scale = np.finfo(np.float64).eps * (X**2).sum(axis=1).max()
     assert np.all(ref.covariances_[narrow] < 10 * scale)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_empty_component_without_reg_covar_neither_raises_nor_gives_nan(backend, covariance_type):
+    """reg_covar=0: the empty component's variance is 0, set to eps * mean**2 (its mean is
+    kept, ~1e3, so 2.2e-10); scikit-learn raises here (its empty mean moves to the origin,
+    with an exact 0 variance). full: a singular matrix still raises, as scikit-learn's."""
+    X, kw = _empty_component_problem(covariance_type)
+    kw["reg_covar"] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = GaussianMixture(**kw, backend=backend).fit(X)
+    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_", "lower_bound_"):
+        assert np.isfinite(getattr(gm, attr)).all(), attr
+    np.testing.assert_array_equal(gm.means_[2], kw["means_init"][2])
+    floor = np.finfo(np.float64).eps * kw["means_init"][2] ** 2
+    expected = floor if covariance_type == "diag" else floor.mean()
+    np.testing.assert_allclose(gm.covariances_[2], expected, rtol=1e-12)

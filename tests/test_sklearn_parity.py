@@ -228,3 +228,34 @@ def test_choice_errors_start_as_scikit_learns(params):
     prefix = f"The '{name}' parameter of GaussianMixture must be a str among "
     assert theirs.startswith(prefix) and ours.startswith(prefix), (ours, theirs)
     assert f"Got {params[name]!r} instead." in ours
+
+
+@pytest.mark.parametrize("model_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
+def test_prediction_dtypes_and_types_are_scikit_learns(model_dtype, data_dtype):
+    """float32 only for float32 data under a float32 model; bic/aic/score Python floats."""
+    X, _ = make_mixture(300, 2, 2, random_state=0)
+    ours = GaussianMixture(2, random_state=0).fit(X.astype(model_dtype))
+    theirs = sklearn_mixture.GaussianMixture(2, random_state=0).fit(X.astype(model_dtype))
+    Xp = X.astype(data_dtype)
+    for method in ("predict_proba", "score_samples"):
+        assert getattr(ours, method)(Xp).dtype == getattr(theirs, method)(Xp).dtype, method
+    for method in ("bic", "aic", "score"):
+        assert type(getattr(ours, method)(Xp)) is type(getattr(theirs, method)(Xp)), method
+
+
+@pytest.mark.parametrize("shape", [(), (6,), (3, 2, 2)])
+def test_wrong_dimension_errors_start_as_scikit_learns(shape):
+    X = np.arange(float(np.prod(shape))).reshape(shape)
+    theirs, ours = _errors_of({"n_components": 1}, X)
+    assert ours.startswith(theirs), (ours, theirs)
+    fitted = GaussianMixture(1).fit(np.random.default_rng(0).normal(size=(10, 6)))
+    reference = sklearn_mixture.GaussianMixture(1).fit(
+        np.random.default_rng(0).normal(size=(10, 6))
+    )
+    messages = []
+    for model in (reference, fitted):
+        with pytest.raises(ValueError) as exc:
+            model.predict(X)
+        messages.append(str(exc.value))
+    assert messages[1].startswith(messages[0]), messages
