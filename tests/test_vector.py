@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import COVARIANCE_TYPES
+from _helpers import COVARIANCE_TYPES, initial_parameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_acceleration import (
@@ -207,3 +207,43 @@ def test_bit_identical_across_thread_counts(covariance_type, dtype):
     assert a.n_iter_ == b.n_iter_ and a.lower_bounds_ == b.lower_bounds_
     for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
         np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr), err_msg=attr)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_every_covariance_type_with_weights_nan_float32(covariance_type):
+    X, _ = make_mixture(1500, 3, 3, random_state=2, dtype=np.float32)
+    X = X * np.float32(2.0)
+    X[::17, 1] = np.nan
+    sw = np.random.default_rng(0).uniform(0.5, 2.0, size=len(X))
+    init = initial_parameters(np.nan_to_num(X), 3, covariance_type, 0)
+    kw = {"tol": 1e-9, "max_iter": 5000, "backend": "numpy", **init}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = GaussianMixture(**kw).fit(X, sample_weight=sw)
+        fast = GaussianMixture(acceleration="mpe", **kw).fit(X, sample_weight=sw)
+    assert fast.means_.dtype == np.float32
+    assert fast.lower_bound_ >= plain.lower_bound_ - 1e-6
+    _assert_same_fit(plain, fast, rtol=2e-3, bound_rtol=1e-6)
+
+
+def test_n_init_warm_start_and_structured_models():
+    X, _ = make_mixture(600, 3, 3, random_state=3)
+    kw = {"n_components": 3, "random_state": 0, "tol": 1e-8, "acceleration": "mpe"}
+    X[:, 0] *= 0.4  # overlapping components: extrapolation has work to do
+    multi = _fit(X, n_init=3, **kw)
+    assert multi.lower_bound_ >= _fit(X, **kw).lower_bound_  # the best of three starts
+    gm = GaussianMixture(
+        3, max_iter=10, tol=0.0, warm_start=True, backend="numpy", acceleration="mpe"
+    )
+    bounds = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(3):
+            bounds.append(gm.fit(X).lower_bound_)
+    assert np.all(np.diff(bounds) >= 0) and gm.n_iter_ == 10
+    # mclust models: extrapolated points are projected onto the model's structure
+    for model in ("VEI", "EVE", "VEV"):
+        plain = _fit(X, covariance_type=model, max_iter=300, **{**kw, "acceleration": None})
+        fast = _fit(X, covariance_type=model, max_iter=300, **kw)
+        assert fast.n_extrapolations_accepted_ + fast.n_extrapolations_rejected_ > 0
+        assert fast.lower_bound_ >= plain.lower_bound_ - 1e-5
