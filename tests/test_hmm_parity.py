@@ -216,7 +216,14 @@ def test_gmmhmm_matches_hmmlearn(backend, covariance_type):
     np.testing.assert_allclose(ours.score(X, LENGTHS), theirs.score(X, LENGTHS), rtol=RTOL)
     _assert_close(ours.predict_proba(X, LENGTHS), theirs.predict_proba(X, LENGTHS), "posteriors")
     np.testing.assert_array_equal(ours.predict(X, LENGTHS), theirs.predict(X, LENGTHS))
-    np.testing.assert_allclose(ours.bic(X, LENGTHS), theirs.bic(X, LENGTHS), rtol=RTOL)
+    # hmmlearn counts M - 1 free weights in all, fastem K (M - 1) (one simplex per state).
+    extra = (K - 1) * (M - 1)
+    assert ours._n_parameters() == sum(theirs._get_n_fit_scalars_per_param().values()) + extra
+    n = X.shape[0]
+    np.testing.assert_allclose(
+        ours.bic(X, LENGTHS), theirs.bic(X, LENGTHS) + extra * np.log(n), rtol=RTOL
+    )
+    np.testing.assert_allclose(ours.aic(X, LENGTHS), theirs.aic(X, LENGTHS) + 2 * extra, rtol=RTOL)
 
 
 def test_gmmhmm_priors_match_hmmlearn():

@@ -195,7 +195,10 @@ class GMMHMM(BaseHMM):
                 "full": nc * nm * nf * (nf + 1) // 2,
                 "tied": nc * nf * (nf + 1) // 2,
             }[self.covariance_type],
-            "w": nm - 1,
+            # Each state's weights are free but for their sum: nc * (nm - 1).
+            # hmmlearn 0.3.3 counts nm - 1 (one state's), which undercounts its
+            # aic/bic by (nc - 1)(nm - 1) parameters (docs/hmmlearn_suite.md).
+            "w": nc * (nm - 1),
         }
 
     def _priors(self):
