@@ -7,6 +7,8 @@
   Varadhan 2019);
 - :mod:`~fastem._em.qn`: quasi-Newton with ``q`` secant pairs (Zhou, Alexander &
   Lange 2011);
+- :mod:`~fastem._em.vector`: cycled vector extrapolation, MPE and RRE (Smith, Ford &
+  Sidi 1987);
 - :mod:`~fastem._em.stopping`: absolute, relative and Aitken stopping rules.
 
 Models (the Gaussian mixture, the hidden Markov models) pack their parameters
