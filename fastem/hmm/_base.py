@@ -258,13 +258,34 @@ class _FBResult:
 
 
 class BaseHMM(*ESTIMATOR_BASES):
-    """Shared machinery of the HMM estimators (not used directly).
+    """Shared machinery of the HMM estimators.
 
-    Subclasses implement ``_emission_logprob``, ``_emission_stats`` (which may
-    reuse the pass's emission log-densities ``logB``),
+    fastem's models implement ``_emission_logprob``, ``_emission_stats`` (which
+    may reuse the pass's emission log-densities ``logB``),
     ``_emission_mstep``, ``_init_emissions``, ``_check_emissions``,
     ``_validate_X``, ``_generate_sample_from_state`` and
     ``_get_n_fit_scalars_per_param``.
+
+    hmmlearn's extension idiom also works, for inference: a subclass that
+    overrides ``_compute_log_likelihood(X)`` (returning the
+    (n_samples, n_components) emission log-densities) and, to sample,
+    ``_generate_sample_from_state(state, random_state)``, then sets
+    ``startprob_`` and ``transmat_``, can ``score``, ``score_samples``,
+    ``decode``, ``predict``, ``predict_proba`` and ``sample`` on fastem's
+    kernels. ``fit`` raises ``NotImplementedError`` for such a subclass.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+    startprob_prior, transmat_prior : float or array, default=1.0
+    algorithm : {"viterbi", "map"}, default="viterbi"
+    random_state : int, RandomState or None
+    n_iter : int, default=10
+    tol : float, default=1e-2
+    verbose : bool, default=False
+    params, init_params : str, default="st"
+    implementation : {"log", "scaling"}, default="log"
+        Accepted and ignored (see docs/hmm.md).
     """
 
     _emission_params = ""
