@@ -259,3 +259,15 @@ def test_wrong_dimension_errors_start_as_scikit_learns(shape):
             model.predict(X)
         messages.append(str(exc.value))
     assert messages[1].startswith(messages[0]), messages
+
+
+def test_out_of_core_wrong_dimension_errors_use_scikit_learns_words(tmp_path):
+    """A memory map is read in blocks (never whole), so its message leaves out the values;
+    it starts as scikit-learn's (1-D: up to the values; 3-D: word for word)."""
+    for shape, start in [((10,), "Expected 2D array, got 1D array instead"),
+                         ((4, 2, 2), "Found array with dim 3, while dim <= 2 is required by "
+                                     "GaussianMixture.")]:  # fmt: skip
+        X = np.memmap(tmp_path / f"x{len(shape)}", dtype=np.float64, mode="w+", shape=shape)
+        with pytest.raises(ValueError) as exc:
+            GaussianMixture(1).fit(X)
+        assert str(exc.value).startswith(start)
