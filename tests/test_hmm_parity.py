@@ -281,3 +281,23 @@ def test_singular_full_covariance_takes_hmmlearns_fallback(backend, monkeypatch)
     monkeypatch.setattr(GaussianHMM, "_floor_singular", lambda self: False)
     with pytest.raises(ValueError, match="ill-defined covariance"):
         _set(GaussianHMM(K, "full", init_params="", n_iter=4, backend=backend), init).fit(X)
+
+
+@pytest.mark.parametrize("kw", [{"acceleration": "squarem"}, {"stopping": "aitken"}])
+def test_singular_fallback_in_the_accelerated_driver(kw, monkeypatch):
+    """The generic driver (acceleration or a fastem stopping rule) runs the EM
+    points through the same singular-covariance fallback as plain Baum-Welch."""
+    X, K = ZERO_VARIANCE_X, 3
+    cv = np.cov(X.T) + 1e-3 * np.eye(4)
+    init = dict(
+        startprob_=np.full(K, 1 / K), transmat_=np.full((K, K), 1 / K),
+        means_=X[[0, 4, 8]].copy(), covars_=np.tile(cv, (K, 1, 1)),
+    )  # fmt: skip
+    ours = GaussianHMM(K, "full", init_params="", n_iter=6, tol=-np.inf, **kw)
+    _set(ours, init).fit(X)
+    assert np.isfinite(ours.score(X))
+    np.linalg.cholesky(ours.covars_)
+    # Negative control: without the fallback the driver's EM point fails.
+    monkeypatch.setattr(GaussianHMM, "_floor_singular", lambda self: False)
+    with pytest.raises(ValueError, match="ill-defined covariance"):
+        _set(GaussianHMM(K, "full", init_params="", n_iter=6, tol=-np.inf, **kw), init).fit(X)

@@ -166,8 +166,12 @@ class _BaumWelchProblem:
             if extrapolated:
                 return None
             raise FloatingPointError("Baum-Welch produced non-finite parameters")
-        try:  # the fit's own E-step (a fused kernel where the model has one)
-            fb, stats = model._estep(self.kernels, self.X, self.offsets, self.seq_weight)
+        # The fit's own E-step (a fused kernel where the model has one). An EM
+        # point gets hmmlearn's singular-covariance fallback as plain Baum-Welch
+        # does; an extrapolated one that is not positive definite is infeasible.
+        estep = model._estep if extrapolated else model._estep_floored
+        try:
+            fb, stats = estep(self.kernels, self.X, self.offsets, self.seq_weight)
             loglik = float(self.seq_weight @ fb.loglik)
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             if extrapolated:
@@ -185,7 +189,18 @@ class _BaumWelchProblem:
             raise FloatingPointError("the log prior is not a number")
         try:
             model._do_mstep(fb, stats)
-            image = self.packer.pack(model)
+            try:
+                image = self.packer.pack(model)
+            except np.linalg.LinAlgError:
+                # An EM image whose covariance is not positive definite (its packing
+                # factors it) takes the fallback the next plain E-step would take;
+                # where none helps, that E-step raises the model's own error.
+                if extrapolated:
+                    raise
+                if not model._floor_singular():
+                    model._estep(self.kernels, self.X, self.offsets, self.seq_weight)
+                    raise
+                image = self.packer.pack(model)
             if not np.isfinite(image).all():
                 raise FloatingPointError("non-finite M-step")
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
