@@ -380,15 +380,17 @@ class GaussianMixture(*ESTIMATOR_BASES):
         on a model fitted by :meth:`fit`, the fit counts as batch 1.
     learning_decay : float, default=0.7
         The exponent of that step size, in (0.5, 1].
-    acceleration : {None, 'squarem', 'anderson', 'qn'}, default=None
+    acceleration : {None, 'squarem', 'anderson', 'qn', 'mpe'}, default=None
         None: plain EM, step for step scikit-learn's. 'squarem': SQUAREM
         (Varadhan & Roland 2008); 'anderson': damped restarted Anderson
         acceleration (after DAAREM, Henderson & Varadhan 2019); 'qn': the
         quasi-Newton acceleration of Zhou, Alexander & Lange (2011) with 4
-        secant pairs. All extrapolate from the EM iterates and keep an
-        extrapolation only if its log-likelihood is at least that of an EM step
-        from the same point (SQUAREM and 'qn': the cycle's first, ``F(x0)``;
-        Anderson: ``F(x)``), so the log-likelihood never decreases;
+        secant pairs; 'mpe': cycled minimal polynomial extrapolation (Smith,
+        Ford & Sidi 1987) over the last 4 EM points. All extrapolate from the
+        EM iterates and keep an extrapolation only if its log-likelihood is at
+        least that of an EM step from the same point (SQUAREM and 'qn': the
+        cycle's first, ``F(x0)``; Anderson: ``F(x)``; 'mpe': the last EM
+        point), so the log-likelihood never decreases;
         ``max_iter`` and ``n_iter_`` then count data passes, extrapolations
         included. See :mod:`fastem._em` and docs/acceleration.md.
     stopping : {'absolute', 'relative', 'aitken'}, default='absolute'
