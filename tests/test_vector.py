@@ -169,7 +169,7 @@ def _fit(X, **kwargs):
         return GaussianMixture(**kwargs).fit(X)
 
 
-def test_same_fixed_point_as_plain_em_in_memory_and_on_a_memmap(tmp_path):
+def test_same_fixed_point_as_plain_em_in_memory_on_a_memmap_and_on_dask(tmp_path):
     X, _ = make_mixture(3000, 2, 4, random_state=5)
     X = X * 2.5  # overlapping: plain EM needs a few hundred passes
     kw = {"n_components": 4, "random_state": 0, "tol": 1e-15, "stopping": "aitken"}
@@ -184,6 +184,17 @@ def test_same_fixed_point_as_plain_em_in_memory_and_on_a_memmap(tmp_path):
     _assert_same_fit(
         plain, _fit(np.load(path, mmap_mode="r"), max_iter=3000, acceleration="mpe", **kw)
     )
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        on_dask = _fit(da.from_array(X, chunks=1000), max_iter=3000, acceleration="mpe", **kw)
+    assert on_dask.converged_ and on_dask.n_extrapolations_accepted_ > 0
+    _assert_same_fit(plain, on_dask)
 
 
 @pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
