@@ -1,8 +1,7 @@
 """Numba lock-step HMM kernels on short univariate sequences (HB2's shape):
 the D = 1 emission kernel (``_diag_logb_1d``) against the blocked path and the
-NumPy formula bit for bit; the backward sweep's split (frames where every lane
-is inside its sequence run without selects) against the reference, wherever
-the split falls; the fused E-step and
+NumPy formula bit for bit; lock-step batches of equal, mixed and length-1
+lanes against the reference; the fused E-step and
 whole fits against the NumPy reference (lengths including 1, weights, NaN);
 the same bits on 1 and 2 threads."""
 
@@ -92,13 +91,12 @@ def test_logb_1d_comparison_sees_one_rounding_less():
     hole=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_backward_split_matches_reference(length, other, K, zeros, hole, seed):
-    """Batches whose lanes all have one length (every backward frame in the
-    select-free loop), a batch with a lane of length 1 (every frame through the
-    selects) and mixed lengths (the split in between), with structural zeros
-    (unreachable states: the masks of both loops) and a state impossible for a
-    few frames: each sequence equals the reference and does not depend on its
-    neighbours (rtol 1e-13: the two loops may sum in another order)."""
+def test_lanes_of_equal_and_mixed_lengths_match_reference(length, other, K, zeros, hole, seed):
+    """Batches whose lanes all have one length, a lane of length 1 next to long
+    ones and mixed lengths (the backward sweep's ``u < L`` selects), with
+    structural zeros (unreachable states: the ``alpha > 0`` masks) and a state
+    impossible for half the frames: each sequence equals the reference and does
+    not depend on its neighbours (rtol 1e-13)."""
     from fastem.hmm import _kernels_numpy as ref
 
     rng = np.random.default_rng(seed)

@@ -660,9 +660,8 @@ def _fb_lanes(
     lane l in ``b[l]``, ``al[l]``, ``be[l]`` ((T, K) each). Each lane does the
     per-sequence arithmetic of :func:`_forward_seq` / :func:`_backward_seq`
     (the lanes never mix), so a sequence's posteriors and log-likelihood do not
-    depend on its neighbours beyond the last bits (the backward frames before
-    and after ``t_split`` may sum in different orders). Adds ``sum_l w_l sum_t
-    alpha_t v_t+1^T`` into ``outer``. Frame ``offsets[s] + t`` is row ``offsets[s] + t - base`` of
+    depend on its neighbours. Adds ``sum_l w_l sum_t alpha_t v_t+1^T`` into
+    ``outer``. Frame ``offsets[s] + t`` is row ``offsets[s] + t - base`` of
     ``logB`` and ``gamma`` (``base`` 0: the whole arrays; the fused E-step
     passes one batch's rows)."""
     K = logB.shape[1]
@@ -726,15 +725,7 @@ def _fb_lanes(
     # unreachable state), beta_t = A v_t+1 (1 at and after a lane's last frame)
     for k in range(K):
         y0[T - 1, k] = y1[T - 1, k] = y2[T - 1, k] = y3[T - 1, k] = 1.0
-    # Frames t >= t_split, where some lane has ended (beta = 1 at and after its
-    # last frame), take the selects below; frames before it, where every lane is
-    # inside its sequence, the same arithmetic without them (HB2: 1.09x a whole
-    # iteration with the D = 1 emissions). A batch with an impossible sequence
-    # (or an empty lane) takes the selects throughout.
-    t_split = max(min(L0, L1, L2, L3) - 1, 0)
-    if live[0] == 0.0 or live[1] == 0.0 or live[2] == 0.0 or live[3] == 0.0:
-        t_split = 0
-    for t in range(T - 2, t_split - 1, -1):
+    for t in range(T - 2, -1, -1):
         u = t + 1
         i0 = 1.0 / c[0, u]
         i1 = 1.0 / c[1, u]
@@ -764,32 +755,6 @@ def _fb_lanes(
             y1[t, j] = q1 if u < L1 else 1.0
             y2[t, j] = q2 if u < L2 else 1.0
             y3[t, j] = q3 if u < L3 else 1.0
-    for t in range(t_split - 1, -1, -1):  # every lane live and inside its sequence
-        u = t + 1
-        i0 = 1.0 / c[0, u]
-        i1 = 1.0 / c[1, u]
-        i2 = 1.0 / c[2, u]
-        i3 = 1.0 / c[3, u]
-        for k in range(K):
-            b0[u, k] = b0[u, k] * y0[u, k] * i0 if x0[u, k] > 0.0 else 0.0
-        for k in range(K):
-            b1[u, k] = b1[u, k] * y1[u, k] * i1 if x1[u, k] > 0.0 else 0.0
-        for k in range(K):
-            b2[u, k] = b2[u, k] * y2[u, k] * i2 if x2[u, k] > 0.0 else 0.0
-        for k in range(K):
-            b3[u, k] = b3[u, k] * y3[u, k] * i3 if x3[u, k] > 0.0 else 0.0
-        for j in range(K):
-            q0 = q1 = q2 = q3 = 0.0
-            for i in range(K):
-                a = transmat[j, i]
-                q0 += a * b0[u, i]
-                q1 += a * b1[u, i]
-                q2 += a * b2[u, i]
-                q3 += a * b3[u, i]
-            y0[t, j] = q0
-            y1[t, j] = q1
-            y2[t, j] = q2
-            y3[t, j] = q3
     # transition counts: outer[i, j] += sum_l w_l alpha_l,t,i v_l,t+1,j
     w0 = seq_weight[s0] if live[0] > 0.0 else 0.0
     w1 = seq_weight[s0 + 1] if nl > 1 and live[1] > 0.0 else 0.0
