@@ -1,15 +1,20 @@
 """Baum-Welch on fastem's generic fixed-point driver (:mod:`fastem._em`).
 
-Used when an HMM has ``acceleration="squarem"|"anderson"`` or a ``stopping``
-rule; plain Baum-Welch with hmmlearn's rule (the default) keeps its own loop.
+Used when an HMM has an ``acceleration`` (``"squarem"``, ``"anderson"``, ``"qn"``,
+``"mpe"``: every scheme of :data:`fastem._em.METHODS`) or a ``stopping`` rule;
+plain Baum-Welch with hmmlearn's rule (the default) keeps its own loop.
 
 The driver extrapolates a flat vector of unconstrained coordinates, so that any
 finite vector is a valid model:
 
 - probability rows (``startprob_``, ``transmat_`` rows, GMM ``weights_`` rows,
   ``emissionprob_`` rows) as log-probabilities, mapped back by a softmax per
-  row. Zeros of ``startprob_`` and ``transmat_`` at the start of the fit are
-  structural: they are left out of the vector and stay exactly zero;
+  row (SQUAREM, Anderson); for qn and MPE as the probabilities themselves (rows
+  renormalized; a negative entry is infeasible, and an extrapolated entry is
+  first cut at a tenth of its value at the last EM point: see
+  :data:`SIMPLEX_FRAMES`). Zeros of ``startprob_`` and ``transmat_`` at the
+  start of the fit are structural: they are left out of the vector and stay
+  exactly zero;
 - means as they are;
 - full and tied covariances as their Cholesky factors with a log diagonal;
   diagonal and spherical variances and Poisson rates as logs.
@@ -44,6 +49,26 @@ from .._em import Evaluation, StoppingRule, make_stopping_rule, run_fixed_point
 from ._prior import log_prior_function
 
 _TINY = np.finfo(np.float64).tiny
+# The probability rows' frame per scheme, and how far one extrapolation may shrink a
+# probability (a fraction of its value at the last EM point; None: no limit). qn and
+# MPE, and any scheme not listed, extrapolate the probabilities themselves: in
+# log-probabilities an entry that Baum-Welch sends to zero moves by a constant step
+# each pass (a rate of 1, the fixed point at -inf), and their Newton-like steps along
+# it lost on nearly every proposal (benchmarks/hmm_convergence.py --quick:
+# categorical, 2,475 plain passes to the maximum; qn and MPE > 3,000 in logs, 129 and
+# 113 here). An overshoot below zero is cut at a tenth of the EM point's value instead
+# of being infeasible (without the cut nearly every proposal there was: 1,707 and
+# 1,983 passes). SQUAREM and Anderson keep log rows (docs/hmm.md has both frames).
+SIMPLEX_FRAMES: dict[str | None, str] = {None: "log", "squarem": "log", "anderson": "log"}
+SHRINK: dict[str | None, float | None] = {}
+DEFAULT_SHRINK = 0.1  # where the frame is "prob" and SHRINK has no entry
+
+
+def _frame(acceleration: str | None) -> tuple[str, float | None]:
+    """The probability rows' frame and the shrink limit for ``acceleration``."""
+    frame = SIMPLEX_FRAMES.get(acceleration, "prob")
+    default = DEFAULT_SHRINK if frame == "prob" else None
+    return frame, SHRINK.get(acceleration, default)
 
 
 class _GainBelowTol(StoppingRule):
@@ -66,9 +91,12 @@ class _GainBelowTol(StoppingRule):
 class _Block:
     """One parameter array's slice of the flat vector and its transform."""
 
-    def __init__(self, attr: str, kind: str, value: np.ndarray, structural: bool) -> None:
+    def __init__(
+        self, attr: str, kind: str, value: np.ndarray, structural: bool, simplex: str = "log"
+    ) -> None:
         self.attr = attr
         self.kind = kind
+        self.simplex = simplex
         self.shape = value.shape
         if kind == "simplex":
             rows = value.reshape(-1, value.shape[-1]) if value.ndim else value.reshape(1, -1)
@@ -86,6 +114,8 @@ class _Block:
     def pack(self, value: np.ndarray) -> np.ndarray:
         if self.kind == "simplex":
             rows = value.reshape(self.mask.shape)
+            if self.simplex == "prob":
+                return np.array(rows[self.mask], dtype=np.float64)
             return np.log(np.maximum(rows, _TINY))[self.mask]
         if self.kind == "log":
             return np.log(np.maximum(value, _TINY)).ravel()
@@ -97,6 +127,15 @@ class _Block:
         return np.asarray(value, dtype=np.float64).ravel()
 
     def unpack(self, v: np.ndarray) -> np.ndarray:
+        if self.kind == "simplex" and self.simplex == "prob":
+            # Probabilities as they are: a negative entry is outside the simplex (the
+            # caller sees NaN: infeasible); rows sum to 1 up to rounding.
+            p = np.zeros(self.mask.shape)
+            p[self.mask] = v
+            if (p < 0).any():
+                return np.full(self.shape, np.nan)
+            p /= p.sum(axis=1, keepdims=True)
+            return p.reshape(self.shape)
         if self.kind == "simplex":
             logp = np.full(self.mask.shape, -np.inf)
             logp[self.mask] = v
@@ -118,13 +157,31 @@ class _Block:
 class _Packer:
     """The model's updated parameters <-> one flat float64 vector."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, simplex: str = "log") -> None:
         self.blocks = [
-            _Block(attr, kind, np.asarray(getattr(model, attr), dtype=np.float64), structural)
+            _Block(
+                attr, kind, np.asarray(getattr(model, attr), dtype=np.float64), structural, simplex
+            )
             for code, attr, kind, structural in model._packing()
             if code in model.params
         ]
         self.bounds = np.cumsum([0] + [b.size for b in self.blocks])
+        self.simplex = simplex
+        spans = zip(self.blocks, self.bounds[:-1], self.bounds[1:], strict=True)
+        index = [np.arange(lo, hi) for b, lo, hi in spans if b.kind == "simplex"]
+        self.simplex_index = np.concatenate(index) if index else np.empty(0, dtype=np.int64)
+
+    def limit(self, x: np.ndarray, reference: np.ndarray, shrink: float) -> np.ndarray:
+        """``x`` with no probability below ``shrink`` times its value at ``reference``."""
+        i = self.simplex_index
+        if not i.size:
+            return x
+        x = x.copy()
+        if self.simplex == "prob":
+            x[i] = np.maximum(x[i], shrink * reference[i])
+        else:
+            x[i] = np.maximum(x[i], reference[i] + math.log(shrink))
+        return x
 
     def pack(self, model) -> np.ndarray:
         parts = [b.pack(np.asarray(getattr(model, b.attr), dtype=np.float64)) for b in self.blocks]
@@ -159,8 +216,17 @@ class _BaumWelchProblem:
         self.log_prior = log_prior_function(model)
         # (objective, log-likelihood, has an image) of the last pass, for the monitor
         self.last: tuple[float, float, bool] | None = None
+        self.shrink = _frame(model.acceleration)[1]
+        self.em_x: np.ndarray | None = None  # the last EM point visited
 
     def evaluate(self, x: np.ndarray, extrapolated: bool) -> Evaluation | None:
+        if not extrapolated:
+            self.em_x = x
+        elif self.shrink is not None and self.em_x is not None:
+            x = self.packer.limit(x, self.em_x, self.shrink)
+        return self._evaluate(x, extrapolated)
+
+    def _evaluate(self, x: np.ndarray, extrapolated: bool) -> Evaluation | None:
         model = self.model
         if not self.packer.unpack(model, x):
             if extrapolated:
@@ -215,7 +281,7 @@ class _BaumWelchProblem:
 
 def run_driver(model, kernels, X, offsets, seq_weight) -> None:
     """Fit ``model`` (already initialized, with a fresh ``monitor_``) with the driver."""
-    packer = _Packer(model)
+    packer = _Packer(model, _frame(model.acceleration)[0])
     if model.stopping is None:
         rule: StoppingRule = _GainBelowTol(model.tol)
     else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._base import ESTIMATOR_BASES
-from .._em import ACCELERATIONS, STOPPING_RULES
+from .._em import METHODS, STOPPING_RULES
 from .._missing import has_nan
 from .._threads import limit_threads
 from ..exceptions import NotFittedError
@@ -384,10 +384,10 @@ class BaseHMM(*ESTIMATOR_BASES):
             or n_threads < 1
         ):  # fmt: skip
             raise ValueError(f"n_threads must be None or an integer >= 1, got {n_threads!r}")
-        if getattr(self, "acceleration", None) not in ACCELERATIONS:
-            raise ValueError(
-                f"acceleration must be one of {ACCELERATIONS}, got {self.acceleration!r}"
-            )
+        # Every scheme the generic driver runs (fastem._em.METHODS): Baum-Welch is
+        # one more fixed-point map to it (fastem/hmm/_accel.py).
+        if getattr(self, "acceleration", None) not in METHODS:
+            raise ValueError(f"acceleration must be one of {METHODS}, got {self.acceleration!r}")
         if getattr(self, "stopping", None) not in (None, *STOPPING_RULES):
             raise ValueError(
                 f"stopping must be one of {(None, *STOPPING_RULES)}, got {self.stopping!r}"

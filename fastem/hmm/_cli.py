@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from .. import cli as fc
+from .._em import METHODS
 from .._io import check_output_path, data_format, write_table
 from ._backend import HMM_BACKENDS
 
@@ -96,9 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     fit.add_argument(
         "--acceleration",
-        choices=("squarem", "anderson"),
+        choices=tuple(m for m in METHODS if m is not None),
         default=None,
-        help="accelerate Baum-Welch (default: plain)",
+        help="accelerate Baum-Welch (default: plain; docs/hmm.md)",
     )
     fit.add_argument(
         "--stopping",
