@@ -1424,11 +1424,117 @@ def _lone_scratch(n):
     return buf
 
 
+#: The lone sequence's per-call arrays besides the scratch (counter, partials,
+#: the transposed transitions), kept per calling thread for the last (T, K):
+#: made, zeroed and sliced once, not every iteration (~25 us of Python a call
+#: on this VM, most of it with the caches cold after the kernel's pass).
+_lone_tls = threading.local()
+
+
+def _lone_workspace(T, K, nc):
+    """The calling thread's ``(key, views, counter, ll, ll_p, outer_p, start_p,
+    transmat_t, its read-only view)`` for a sequence of T frames, K states and
+    ``nc`` chunks; the counter and the partials are zero (:func:`_lone_finish`
+    zeroes them as it reads them)."""
+    ws = getattr(_lone_tls, "ws", None)
+    if ws is not None and ws[0] == (T, K, nc):
+        return ws
+    buf = _lone_scratch(3 * T * K + 3 * T)
+    views = tuple(buf[i * T * K : (i + 1) * T * K].reshape(T, K) for i in range(3)) + tuple(
+        buf[3 * T * K + i * T : 3 * T * K + (i + 1) * T] for i in range(3)
+    )
+    transmat_t = np.empty((K, K))
+    ws = (
+        (T, K, nc), views, np.zeros(5, dtype=np.int64), np.empty(1), np.empty(nc),
+        np.zeros((nc, K, K)), np.zeros(K), transmat_t, _ro(transmat_t),
+    )  # fmt: skip
+    if (3 * T * K + 3 * T) * 8 <= SCRATCH_KEEP_BYTES:
+        _lone_tls.ws = ws  # only with a kept scratch (the views are of it)
+    return ws
+
+
+@njit(cache=True, nogil=True)
+def _lone_finish(transmat, counter, ll, ll_p, outer_p, start_p, loglik, xi, start):
+    """After a lone sequence's pass: ``loglik``, ``xi = A * sum_p outer_p[p]``
+    and ``start``, as the NumPy code they replace wrote them (``sum`` of the
+    chunks' log-likelihoods from 0.0 in chunk order, as Python's ``sum``;
+    ``outer_p.sum(axis=0)``: 0.0 plus each chunk in order, for ``K > 1``),
+    and the counter and partials zeroed for the next call. Returns False
+    (nothing written) where the sequence needs the coupled recursions
+    (``counter[4] > 0``). No fastmath: the order of each sum is the chunks'."""
+    nc, K = outer_p.shape[0], outer_p.shape[1]
+    redo = counter[4] > 0
+    if not redo:
+        if ll[0] == -np.inf:
+            loglik[0] = ll[0]
+        else:
+            acc = 0.0
+            for p in range(nc):
+                acc += ll_p[p]
+            loglik[0] = acc
+        for i in range(K):
+            for j in range(K):
+                acc = 0.0
+                for p in range(nc):
+                    acc += outer_p[p, i, j]
+                xi[i, j] = transmat[i, j] * acc
+            start[i] = start_p[i]
+    for i in range(counter.shape[0]):
+        counter[i] = 0
+    for p in range(nc):
+        for i in range(K):
+            for j in range(K):
+                outer_p[p, i, j] = 0.0
+    for i in range(K):
+        start_p[i] = 0.0
+    return not redo
+
+
 def _forward_backward_lone(
     logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
 ):
     """:func:`forward_backward` of one sequence: its work items (emission
     chunks, the two recursions at once, posterior chunks) in one pool pass."""
+    lo, hi = int(offsets[0]), int(offsets[1])
+    T, K = hi - lo, logB.shape[1]
+    if K == 1:  # NumPy sums a (nc, 1, 1) axis pairwise: its own code, its own bits
+        return _forward_backward_lone_numpy(
+            logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
+        )
+    nc = _row_chunks(T)
+    ws = _lone_workspace(T, K, nc)
+    _, (b, al, be, c, m, flag), counter, ll, ll_p, outer_p, start_p, tt, tt_ro = ws
+    np.copyto(tt, transmat.T)
+    args = (
+        counter, nc, _ro(logB[lo:hi]), _ro(startprob), _ro(transmat), tt_ro,
+        float(seq_weight[0]), gamma[lo:hi], b, al, be, c, m, flag, ll, ll_p, outer_p, start_p,
+    )  # fmt: skip
+    n_items = 2 * nc + 2
+    try:
+        if 3 * T * K * K < SMALL_WORK:
+            _lone_items(0, n_items, *args)
+        else:
+            run_dynamic(_lone_items, n_items, *args)
+        done = _lone_finish(transmat, counter, ll, ll_p, outer_p, start_p, loglik, xi, start)
+    except BaseException:
+        _lone_tls.ws = None  # counter and partials left unread: made again
+        raise
+    if not done:  # rare (see _lone_posteriors): the serial coupled recursions
+        outer_p = np.zeros((1, K, K))
+        start_p = np.zeros((1, K))
+        _fb_chunks(
+            0, 1, 1, _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat),
+            args[5], _ro(seq_weight), gamma, loglik, outer_p, start_p,
+        )  # fmt: skip
+        np.multiply(transmat, outer_p[0], out=xi)
+        start[:] = start_p[0]
+
+
+def _forward_backward_lone_numpy(
+    logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
+):
+    """:func:`_forward_backward_lone` with fresh arrays and NumPy's reductions
+    (K = 1, where ``outer_p.sum(axis=0)`` is NumPy's pairwise sum)."""
     lo, hi = int(offsets[0]), int(offsets[1])
     T, K = hi - lo, logB.shape[1]
     nc = _row_chunks(T)
@@ -1510,17 +1616,106 @@ def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
     )  # fmt: skip
 
 
+#: The moments' per-chunk partials, kept per calling thread for the last few
+#: shapes (a GMMHMM's row blocks: two) up to ``SCRATCH_KEEP_BYTES`` each, zeroed
+#: by the compiled sum as it reads them: three fresh zeroed arrays every
+#: iteration cost their allocation and, at LONGFULL's (20, 8, 8, 8), 20 page
+#: faults.
+_moments_tls = threading.local()
+MOMENT_SHAPES_KEPT = 4
+
+
+def _moment_partials_kept(nc, K, D, full):
+    """Zeroed ``(nk_p, sx_p, sxx_p)``: the calling thread's kept ones for this
+    shape, else new ones (kept if small enough)."""
+    key = (nc, K, D, full)
+    kept = getattr(_moments_tls, "kept", None)
+    if kept is None:
+        kept = _moments_tls.kept = {}
+    p = kept.get(key)
+    if p is None:
+        p = moment_partials(nc, K, D, full)
+        if nc * K * (D + 1 + (D * D if full else D)) * 8 <= SCRATCH_KEEP_BYTES:
+            if len(kept) >= MOMENT_SHAPES_KEPT:
+                kept.clear()
+            kept[key] = p
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _sum_moments_full(nk_p, sx_p, sxx_p, nk, sx, sxx):
+    """:func:`~fastem.backends._hmm_partials.sum_moment_partials` of full
+    moments, the same bits for ``K > 1`` (NumPy's ``sum(axis=0)`` of these
+    shapes adds 0.0 and then each chunk in order; ``np.triu`` + its mirror adds
+    0.0 to each element), and the partials zeroed for the next call. No
+    fastmath: each sum in chunk order."""
+    nc, K = nk_p.shape
+    D = sx_p.shape[2]
+    nk[:] = 0.0
+    sx[:, :] = 0.0
+    sxx[:, :, :] = 0.0
+    for p in range(nc):
+        for i in range(K):
+            nk[i] += nk_p[p, i]
+            nk_p[p, i] = 0.0
+            for d in range(D):
+                sx[i, d] += sx_p[p, i, d]
+                sx_p[p, i, d] = 0.0
+                for e in range(D):
+                    if e >= d:  # the kernel fills the upper triangle only
+                        sxx[i, d, e] += sxx_p[p, i, d, e]
+                    sxx_p[p, i, d, e] = 0.0
+    for i in range(K):
+        for d in range(D):
+            for e in range(d, D):
+                v = sxx[i, d, e]
+                sxx[i, d, e] = v + 0.0
+                if e > d:
+                    sxx[i, e, d] = 0.0 + v
+
+
+@njit(cache=True, nogil=True)
+def _sum_moments_diag(nk_p, sx_p, sxx_p, nk, sx, sxx):
+    """:func:`_sum_moments_full` of diagonal moments (``sxx_p`` (nc, K, 1, D))."""
+    nc, K = nk_p.shape
+    D = sx_p.shape[2]
+    nk[:] = 0.0
+    sx[:, :] = 0.0
+    sxx[:, :] = 0.0
+    for p in range(nc):
+        for i in range(K):
+            nk[i] += nk_p[p, i]
+            nk_p[p, i] = 0.0
+            for d in range(D):
+                sx[i, d] += sx_p[p, i, d]
+                sxx[i, d] += sxx_p[p, i, 0, d]
+                sx_p[p, i, d] = 0.0
+                sxx_p[p, i, 0, d] = 0.0
+
+
 def _moments(X, gamma, row_weight, shift, nk, sx, sxx, full):
     N, D = X.shape
     K = gamma.shape[1]
     nc = _row_chunks(N, K * D * D if full else K * D)
-    nk_p, sx_p, sxx_p = moment_partials(nc, K, D, full)
     work = N * K * (D * D if full else D)
-    _run(
-        _moments_chunks, nc, work, nc, _ro(X), _ro(gamma), _ro(row_weight), _ro(shift),
-        nk_p, sx_p, sxx_p, full,
-    )  # fmt: skip
-    sum_moment_partials(nk_p, sx_p, sxx_p, full, nk, sx, sxx)  # chunks summed in order
+    if K == 1:  # NumPy sums a (nc, 1) axis pairwise: its own code, its own bits
+        nk_p, sx_p, sxx_p = moment_partials(nc, K, D, full)
+    else:
+        nk_p, sx_p, sxx_p = _moment_partials_kept(nc, K, D, full)
+    try:
+        _run(
+            _moments_chunks, nc, work, nc, _ro(X), _ro(gamma), _ro(row_weight), _ro(shift),
+            nk_p, sx_p, sxx_p, full,
+        )  # fmt: skip
+    except BaseException:
+        _moments_tls.kept = None  # partials left unread: made again
+        raise
+    if K == 1:
+        sum_moment_partials(nk_p, sx_p, sxx_p, full, nk, sx, sxx)  # chunks summed in order
+    elif full:
+        _sum_moments_full(nk_p, sx_p, sxx_p, nk, sx, sxx)
+    else:
+        _sum_moments_diag(nk_p, sx_p, sxx_p, nk, sx, sxx)
 
 
 def moments_diag(X, gamma, row_weight, shift, nk, sx, sxx):
