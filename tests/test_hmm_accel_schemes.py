@@ -13,11 +13,13 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastem._em.fixed_point as fixed_point
 import fastem.hmm._accel as accel
 from fastem._em import ACCELERATIONS, METHODS
-from fastem.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+from fastem.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM, load
 from fastem.hmm._prior import log_prior
 
 SCHEMES = [m for m in METHODS if m not in ACCELERATIONS]  # qn, mpe
@@ -196,6 +198,7 @@ def test_cli_offers_the_schemes(tmp_path, capsys):
                      "-o", str(tmp_path / f"{scheme}.npz"), "--acceleration", scheme, "-q",
                      "--backend", "numpy"])  # fmt: skip
         assert code == 0, capsys.readouterr().err
+        assert load(tmp_path / f"{scheme}.npz").acceleration == scheme
 
 
 # ---------------------------------------------------------------- negative controls
@@ -217,6 +220,32 @@ def test_packer_prob_frame_roundtrip_and_infeasible_rows():
     cut = packer.limit(bad, x, 0.1)
     i = packer.simplex_index
     assert (cut[i] >= 0.1 * x[i]).all() and packer.unpack(copy, cut)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.sampled_from([1e-3, 1.0, 50.0]),
+)
+def test_prob_frame_cut_keeps_rows_on_the_simplex_and_zeros_structural(k, seed, scale):
+    """Any extrapolation, cut at a tenth of the EM point's probabilities, unpacks to
+    rows on the simplex with the structural zeros exactly zero."""
+    rng = np.random.default_rng(seed)
+    model = CategoricalHMM(k, n_features=3)
+    transmat = rng.dirichlet(np.ones(k), size=k) * (rng.random((k, k)) < 0.7)
+    transmat[np.arange(k), rng.integers(k, size=k)] += 0.5  # no empty row
+    model.startprob_ = np.full(k, 1.0 / k)
+    model.transmat_ = transmat / transmat.sum(axis=1, keepdims=True)
+    model.emissionprob_ = rng.dirichlet(np.ones(3), size=k)
+    packer = accel._Packer(model, "prob")
+    reference = packer.pack(model)
+    x = reference + scale * rng.normal(size=reference.size)
+    assert packer.unpack(model, packer.limit(x, reference, 0.1))
+    for p in (model.startprob_[None], model.transmat_, model.emissionprob_):
+        assert (p >= 0).all()
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    assert (model.transmat_[transmat == 0] == 0).all()
 
 
 def _broken_acceptance(self, x, reference):
