@@ -222,3 +222,28 @@ def test_moments_reuse_their_partials_bit_for_bit(full):
         for got, w in zip(ex.map(run, cases * 3), want * 3, strict=True):
             for g, x in zip(got, w, strict=True):
                 _bits_equal(g, x)
+
+
+def test_arrays_over_the_keep_limits_are_fresh_and_right(monkeypatch):
+    """Above the keep limits nothing is kept (fresh arrays every call, as
+    before), with the same bits."""
+    rng = np.random.default_rng(7)
+    monkeypatch.setattr(nh, "SCRATCH_KEEP_BYTES", 0)
+    monkeypatch.setattr(nh, "MOMENTS_KEEP_BYTES", 0)
+    monkeypatch.setattr(nh, "_lone_tls", type(nh._lone_tls)())
+    monkeypatch.setattr(nh, "_moments_tls", type(nh._moments_tls)())
+    monkeypatch.setattr(nh, "_scratch_tls", type(nh._scratch_tls)())
+    start, trans = hmm_start_trans(rng, 4, 0.0)
+    logB = _logB(rng, 3000, 4)
+    for _ in range(2):
+        _assert_same(_fb(logB, start, trans), _fb_numpy(logB, start, trans))
+    assert getattr(nh._lone_tls, "ws", None) is None
+    X, shift = rng.normal(size=(3000, 3)), rng.normal(size=(4, 3))
+    gamma, rw = rng.dirichlet(np.ones(4), size=3000), np.ones(3000)
+    want = _moments_numpy(X, gamma, rw, shift, True)
+    for _ in range(2):
+        got = [np.empty(4), np.empty((4, 3)), np.empty((4, 3, 3))]
+        nh.moments_full(X, gamma, rw, shift, *got)
+        for g, w in zip(got, want, strict=True):
+            _bits_equal(g, w)
+    assert not nh._moments_tls.kept

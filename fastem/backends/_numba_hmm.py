@@ -1617,12 +1617,14 @@ def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
 
 
 #: The moments' per-chunk partials, kept per calling thread for the last few
-#: shapes (a GMMHMM's row blocks: two) up to ``SCRATCH_KEEP_BYTES`` each, zeroed
+#: shapes (a GMMHMM's row blocks: two) up to ``MOMENTS_KEEP_BYTES`` each, zeroed
 #: by the compiled sum as it reads them: three fresh zeroed arrays every
-#: iteration cost their allocation and, at LONGFULL's (20, 8, 8, 8), 20 page
-#: faults.
+#: iteration cost their allocation and, at LONGFULL's (20, 8, 8, 8), ~20 page
+#: faults. Larger partials come with far more arithmetic per byte, and are not
+#: kept (at most 16 MiB per thread stays allocated).
 _moments_tls = threading.local()
 MOMENT_SHAPES_KEPT = 4
+MOMENTS_KEEP_BYTES = 4 << 20
 
 
 def _moment_partials_kept(nc, K, D, full):
@@ -1635,7 +1637,7 @@ def _moment_partials_kept(nc, K, D, full):
     p = kept.get(key)
     if p is None:
         p = moment_partials(nc, K, D, full)
-        if nc * K * (D + 1 + (D * D if full else D)) * 8 <= SCRATCH_KEEP_BYTES:
+        if nc * K * (D + 1 + (D * D if full else D)) * 8 <= MOMENTS_KEEP_BYTES:
             if len(kept) >= MOMENT_SHAPES_KEPT:
                 kept.clear()
             kept[key] = p
