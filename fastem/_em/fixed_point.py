@@ -53,9 +53,8 @@ __all__ = [
 ]
 
 ACCELERATIONS = (None, "squarem", "anderson")
-# Every scheme the driver runs. "qn" (quasi-Newton) and "mpe" (cycled vector
-# extrapolation) are offered by GaussianMixture; the HMMs and the CLI list
-# ACCELERATIONS (docs/acceleration.md).
+# Every scheme the driver runs, all offered by GaussianMixture, the HMMs and
+# the CLI; ACCELERATIONS are the older three (docs/acceleration.md).
 METHODS = (*ACCELERATIONS, "qn", "mpe")
 
 

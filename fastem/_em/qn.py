@@ -41,7 +41,8 @@ took 961 passes to the maximum, with it 108 (plain EM 1,310). After a rejection,
 rejections continue, as in SQUAREM here.
 
 ``GaussianMixture(acceleration="qn")`` runs it with these defaults (4 pairs,
-``x1``, the guard); the HMMs and the CLI do not offer it yet. On the
+``x1``, the guard), as do the HMMs (in a probability frame, docs/hmm.md) and
+the CLI. On the
 convergence sweep (docs/acceleration.md) it reached plain EM's best value on
 27 of 28 problems with a median 5.3x fewer passes (SQUAREM's default: 28,
 3.7x).

@@ -49,7 +49,7 @@ class CategoricalHMM(BaseHMM):
     n_threads : int or None, default=None
         Cap on the kernels' threads (None: the backend's default). Results are
         bit-identical on any number of threads.
-    acceleration : {None, "squarem", "anderson"}, default=None
+    acceleration : {None, "squarem", "anderson", "qn", "mpe"}, default=None
         None: plain Baum-Welch; else fastem's fixed-point accelerator (docs/hmm.md).
     stopping : {None, "absolute", "relative", "aitken"}, default=None
         None: hmmlearn's rule (an iteration gains less than ``tol``); else
@@ -193,7 +193,7 @@ class PoissonHMM(BaseHMM):
     n_threads : int or None, default=None
         Cap on the kernels' threads (None: the backend's default). Results are
         bit-identical on any number of threads.
-    acceleration : {None, "squarem", "anderson"}, default=None
+    acceleration : {None, "squarem", "anderson", "qn", "mpe"}, default=None
         None: plain Baum-Welch; else fastem's fixed-point accelerator (docs/hmm.md).
     stopping : {None, "absolute", "relative", "aitken"}, default=None
         None: hmmlearn's rule (an iteration gains less than ``tol``); else

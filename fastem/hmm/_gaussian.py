@@ -209,7 +209,7 @@ class GaussianHMM(BaseHMM):
     n_threads : int or None, default=None
         Cap on the kernels' threads (None: the backend's default). Results are
         bit-identical on any number of threads.
-    acceleration : {None, "squarem", "anderson"}, default=None
+    acceleration : {None, "squarem", "anderson", "qn", "mpe"}, default=None
         None: plain Baum-Welch. Otherwise fastem's generic fixed-point
         accelerator (:mod:`fastem._em`) extrapolates the parameters, keeping an
         extrapolation only if its objective (log-likelihood + log prior) is at
