@@ -20,6 +20,17 @@ Threads (start-up)
     ``prange``: Numba's parfor lowering compiled each fused kernel twice more
     and made a first fit with an empty cache several times slower (issue #13;
     see ``docs/startup.md``). The per-call cost is a few thread hand-offs.
+Helpers (start-up)
+    The functions the kernels call are ``@helper`` functions
+    (:class:`fastem.backends._numba_cache.Helper`): compiled without the
+    CPython and C wrappers that only a call from Python needs (a Python
+    call, as tests make, goes to a twin that has them). Those that run once
+    per block of rows (``out_of_line``) stay calls in the kernels instead of
+    being inlined, so a kernel's module does not optimize their (already
+    optimized) code a second time inside a function several times its size.
+    Per-element helpers (``exp64``, ``_exp32``) stay inlined, so the loops
+    around them vectorize. Fits hash bit-identical to the inlined build's;
+    a first fit with an empty cache compiles less (``docs/cold_start.md``).
 Blocks (vectorization)
     Inside a chunk, rows are processed in blocks of ``B`` rows copied into a
     transposed ``(d, B)`` scratch, so every inner loop runs over points with
@@ -93,6 +104,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
+from ._numba_cache import helper
 from ._numba_exp import _bits_f64, _f64_bits, exp64
 
 __all__ = [
@@ -114,7 +126,13 @@ MAX_CHUNKS = 128
 PARTIALS_BUDGET = 4 * 1024 * 1024  # float64 values (32 MiB)
 
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
-_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
+# Kernels are called from Python (their CPython wrapper), never as C callbacks:
+# no cfunc wrapper to compile. Helpers (``@helper``) have neither wrapper.
+_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH, no_cfunc_wrapper=True)
+# The float64 scratch dtype as a dtype object, the type ``X.dtype`` has: with
+# float64 ``X`` the kernels' float64 and ``X.dtype`` scratch then share one
+# compiled ``_empty_aligned`` (``np.float64``, a class, would make a second).
+_F64 = np.dtype(np.float64)
 
 
 def _n_chunks(n, floats_per_chunk):
@@ -216,7 +234,7 @@ def _mirror_upper(s, out):
     out += np.swapaxes(np.triu(s, 1), -1, -2)
 
 
-@njit(cache=True, nogil=True)
+@helper(cache=True, nogil=True)
 def _block_rows(d):
     """Rows per transposed block: keeps a ``(d, B)`` float64 block near 16-32 KiB."""
     if d <= 8:
@@ -226,7 +244,7 @@ def _block_rows(d):
     return 64
 
 
-@njit(cache=True, nogil=True)
+@helper(cache=True, nogil=True)
 def _block_rows_full(d, itemsize):
     """Rows per block of the full-covariance kernel: long row loops (the tiled
     kernels run 2-3x faster on 256 rows than on 64 at d = 16..64), while the
@@ -242,7 +260,7 @@ def _block_rows_full(d, itemsize):
     return rows * 8 // itemsize
 
 
-@njit(cache=True, nogil=True)
+@helper(cache=True, nogil=True)
 def _chunk_rows(c, n, nc, B, aligned):
     """Rows ``lo, hi`` of chunk ``c`` of ``nc``: ``c n / nc`` (float64, as
     always), or with ``aligned`` whole blocks of ``B`` rows counted from row 0,
@@ -253,7 +271,7 @@ def _chunk_rows(c, n, nc, B, aligned):
     return min(n, c * nblk // nc * B), min(n, (c + 1) * nblk // nc * B)
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _load_block(X, start, nb, xt):
     """``xt[:, :nb] = X[start:start + nb].T``.
 
@@ -275,7 +293,7 @@ def _load_block(X, start, nb, xt):
             xt[j, bb] = X[start + bb, j]
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _load_block32(X, start, nb, xt):
     """:func:`_load_block` for float32 ``X``, then zeros in the columns ``nb``
     up to the next multiple of 16 (the float32 tiled loops run over whole
@@ -310,7 +328,7 @@ def _load_block32(X, start, nb, xt):
             xt[j, bb] = np.float32(0.0)
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _center(xt, nb, mu, diff):
     """``diff[:, :nb] = xt[:, :nb] - mu[:, None]`` in the dtype of ``diff``.
 
@@ -323,7 +341,7 @@ def _center(xt, nb, mu, diff):
             diff[j, b] = xt[j, b] - m
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _tri_maha(diff, U, nb, acc, maha):
     """``maha[:nb] = ||diff[:, :nb].T @ U||^2`` row-wise, ``U`` upper triangular.
 
@@ -435,7 +453,7 @@ def _diag_maha(xt, nb, mu, prec, maha):
         j += 1
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _responsibilities(logp, w, start, nb, mx, s):
     """Turn ``logp[:, :nb]`` into responsibilities times weight, in place.
 
@@ -512,7 +530,7 @@ def _bits_f32(typingctx, x):
     return types.float32(types.int64), codegen
 
 
-@njit(cache=True, fastmath={"contract"})
+@helper(cache=True, fastmath={"contract"})
 def _exp32(x):
     """``exp(x)`` for a float32 ``x <= 0`` (the pass's ``logp - max``), vectorizable.
 
@@ -537,7 +555,7 @@ _LN2 = 0.6931471805599453
 _HALF_SQRT2_BITS = 0x3FE6A09E667F3BCD  # bit pattern of sqrt(2) / 2
 
 
-@njit(cache=True, fastmath={"contract"})
+@helper(cache=True, fastmath={"contract"})
 def _log_ge1(s):
     """``log(s)`` for a finite float64 ``s >= 1`` (a row's sum of exponentials
     scaled by its largest), vectorizable, unlike ``math.log`` (a libm call per
@@ -565,7 +583,8 @@ def _log_ge1(s):
     return e * _LN2 + 2.0 * (u + u * u2 * q)
 
 
-@njit(**_JIT, error_model="numpy")  # no ZeroDivisionError check: the row loop vectorizes
+# error_model="numpy": no ZeroDivisionError check, so the row loop vectorizes
+@helper(out_of_line=True, **_JIT, error_model="numpy")
 def _responsibilities32(logp, w, start, nb, mx, s, e32):
     """:func:`_responsibilities` with the exponentials in float32 (``e32``, a
     ``(k, B)`` float32 scratch; sums and the loglik in float64).
@@ -607,7 +626,7 @@ def _responsibilities32(logp, w, start, nb, mx, s, e32):
     return ll
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _accum_full(xd, r, nb, rd, sx_k, sxx_k):
     """Add ``sum_b r_b xd_b`` to ``sx_k`` and the upper triangle of
     ``sum_b r_b xd_b xd_b^T`` to ``sxx_k``; returns ``sum_b r_b``."""
@@ -659,7 +678,7 @@ def _accum_full(xd, r, nb, rd, sx_k, sxx_k):
     return nk
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _tri_maha_tiled(xt, mu, U, nb, acc, maha):
     """``maha[:nb] = ||(xt[:, :nb] - mu[:, None]).T @ U||^2`` row-wise, ``U``
     upper triangular, register-tiled.
@@ -785,7 +804,7 @@ def _tri_maha_tiled(xt, mu, U, nb, acc, maha):
         jp += 1
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _tri_maha_tiled32(xt, mu, U, nb, acc, maha):
     """:func:`_tri_maha_tiled` for float32 ``xt``, over ``nb`` rounded up to a
     multiple of 16 (``xt``, ``acc`` and ``maha`` must be that long; each row
@@ -910,7 +929,7 @@ def _tri_maha_tiled32(xt, mu, U, nb, acc, maha):
         jp += 1
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     """Add ``sum_b r_b y_b`` to ``sx_k`` and the upper triangle of
     ``sum_b r_b y_b y_b^T`` to ``sxx_k``, ``y = xt[:, b] - mu`` (subtracted in
@@ -1096,7 +1115,7 @@ def _accum_full_tiled(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     return nk
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _accum_full_tiled32v(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     """:func:`_accum_full_tiled` for float32 ``xt``, ``rc``, ``rd``: the block
     sums in float32 (twice the SIMD width), for any magnitude of ``r``.
@@ -1311,7 +1330,7 @@ def _accum_full_tiled32v(xt, mu, r, nb, rc, rd, sx_k, sxx_k):
     return nk
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
     """Add ``sum_b r_b (x_b - mu)`` and ``sum_b r_b (x_b - mu)^2`` (float64,
     the subtraction in the dtype of ``xt``); returns ``sum_b r_b``."""
@@ -1358,7 +1377,7 @@ def _accum_diag(xt, mu, r, nb, sx_k, sxx_k):
     return nk
 
 
-@njit(cache=True, nogil=True)
+@helper(out_of_line=True, cache=True, nogil=True)
 def _empty_aligned(size, dtype):
     """An uninitialised 1-D scratch of ``size`` elements of ``dtype`` whose
     data starts on a 64-byte boundary (reshape it to ``(rows, cols)`` with
@@ -1393,11 +1412,11 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
     xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
     acc = _empty_aligned(4 * B, X.dtype).reshape((4, B))
     maha = _empty_aligned(B, X.dtype)
-    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
-    rc = _empty_aligned(B, np.float64)
-    rd = _empty_aligned(d * B, np.float64).reshape((d, B))
-    mx = _empty_aligned(B, np.float64)
-    s = _empty_aligned(B, np.float64)
+    logp = _empty_aligned(k * B, _F64).reshape((k, B))
+    rc = _empty_aligned(B, _F64)
+    rd = _empty_aligned(d * B, _F64).reshape((d, B))
+    mx = _empty_aligned(B, _F64)
+    s = _empty_aligned(B, _F64)
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
@@ -1450,11 +1469,11 @@ def _chunks_full32(
     xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
     acc = _empty_aligned(4 * B, X.dtype).reshape((4, B))
     maha = _empty_aligned(B, X.dtype)
-    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
+    logp = _empty_aligned(k * B, _F64).reshape((k, B))
     rc = _empty_aligned(B, X.dtype)
     rd = _empty_aligned(d * B, X.dtype).reshape((d, B))
-    mx = _empty_aligned(B, np.float64)
-    s = _empty_aligned(B, np.float64)
+    mx = _empty_aligned(B, _F64)
+    s = _empty_aligned(B, _F64)
     e32 = _empty_aligned(k * B, X.dtype).reshape((k, B))
     for c in range(i0, i1):
         lo, hi = _chunk_rows(c, n, nc, B, True)
@@ -1496,11 +1515,11 @@ def _chunks_full_small(
     diff = _empty_aligned(d * B, X.dtype).reshape((d, B))
     acc = _empty_aligned(B, X.dtype)
     maha = _empty_aligned(B, X.dtype)
-    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
-    xd = _empty_aligned(d * B, np.float64).reshape((d, B))
-    rd = _empty_aligned(B, np.float64)
-    mx = _empty_aligned(B, np.float64)
-    s = _empty_aligned(B, np.float64)
+    logp = _empty_aligned(k * B, _F64).reshape((k, B))
+    xd = _empty_aligned(d * B, _F64).reshape((d, B))
+    rd = _empty_aligned(B, _F64)
+    mx = _empty_aligned(B, _F64)
+    s = _empty_aligned(B, _F64)
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
@@ -1535,9 +1554,9 @@ def _chunks_diag(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
     B = _block_rows(d)
     xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
     maha = _empty_aligned(B, X.dtype)
-    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
-    mx = _empty_aligned(B, np.float64)
-    s = _empty_aligned(B, np.float64)
+    logp = _empty_aligned(k * B, _F64).reshape((k, B))
+    mx = _empty_aligned(B, _F64)
+    s = _empty_aligned(B, _F64)
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
@@ -1655,7 +1674,7 @@ def log_prob_diag(X, means, prec_chol, comp_const, out):
 # component, and one pooled scatter (see fastem.backends._tied for the algebra).
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _tri_project(diff, U, nb, z):
     """``z[:, :nb] = (diff[:, :nb].T @ U).T`` with ``U`` upper triangular:
     ``z[jp] = sum_{j <= jp} U[j, jp] diff[j]``, register-tiled.
@@ -1763,7 +1782,7 @@ def _tri_project(diff, U, nb, z):
         jp += 1
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _tied_maha4(z, m, nb, c0, c1, c2, c3):
     """``c<q>[:nb] = ||z[:, :nb] - m[q][:, None]||^2`` column-wise for four
     components at once: a 4x4 tile (four rows of ``z``, four components) per
@@ -1845,7 +1864,7 @@ def _tied_maha4(z, m, nb, c0, c1, c2, c3):
         jp += 1
 
 
-@njit(**_JIT)
+@helper(out_of_line=True, **_JIT)
 def _tied_t4(r, diff, nb, t0, t1, t2, t3):
     """``t<q>[j] += sum_b r[q, b] diff[j, b]`` for four components (rows of
     ``r``): 4x4 tiles of dot products, four loads of ``r`` and four of
@@ -1959,13 +1978,15 @@ def _chunks_tied(
     diff = _empty_aligned(d * B, X.dtype).reshape((d, B))
     z = _empty_aligned(d * B, X.dtype).reshape((d, B))
     maha = _empty_aligned(4 * B, X.dtype).reshape((4, B))
-    logp = _empty_aligned(k * B, np.float64).reshape((k, B))
-    rd = _empty_aligned(d * B, np.float64).reshape((d, B))
-    rc = _empty_aligned(B, np.float64)
-    rsum = _empty_aligned(B, np.float64)
-    mx = _empty_aligned(B, np.float64)
-    s = _empty_aligned(B, np.float64)
-    gsx = np.zeros(d, dtype=np.float64)  # sum_k t_k again: not needed
+    logp = _empty_aligned(k * B, _F64).reshape((k, B))
+    rd = _empty_aligned(d * B, _F64).reshape((d, B))
+    rc = _empty_aligned(B, _F64)
+    rsum = _empty_aligned(B, _F64)
+    mx = _empty_aligned(B, _F64)
+    s = _empty_aligned(B, _F64)
+    gsx = _empty_aligned(d, _F64)  # sum_k t_k again: not needed (np.zeros would
+    for j in range(d):  # compile two more NumPy implementations in a first fit)
+        gsx[j] = 0.0
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
@@ -2037,9 +2058,11 @@ def _chunks_kmeans(i0, i1, nc, X, w, centers, in_p, sums_p, counts_p, labels):
     n, d = X.shape
     k = centers.shape[0]
     B = _block_rows(d)
-    xt = np.empty((d, B), dtype=np.float64)
-    dist = np.empty(B, dtype=np.float64)
-    best = np.empty(B, dtype=np.float64)
+    # float64 scratch from _empty_aligned (compiled for the E-step kernels
+    # anyway): two np.empty specializations fewer to compile in a first fit
+    xt = _empty_aligned(d * B, _F64).reshape((d, B))
+    dist = _empty_aligned(B, _F64)
+    best = _empty_aligned(B, _F64)
     lab = np.empty(B, dtype=np.int64)
     write_labels = labels.shape[0] > 0
     for c in range(i0, i1):

@@ -29,6 +29,11 @@ It also makes a cached kernel run the very code its compiling process ran:
 each fastem kernel calls its own, internal, copies of its helpers (see
 ``_patch_final_optimization``), so results are bit-identical whether a process
 compiled the kernels or loaded them from the cache.
+
+Last, :func:`helper` compiles the functions that kernels call without the
+wrappers that only a call from Python needs, and keeps those that run once per
+block of rows out of line in their callers (:class:`Helper`): a first fit with
+an empty cache compiles less (issue #13; ``docs/cold_start.md``).
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Part of each cache folder's name; changed when the way fastem has Numba
 # compile its kernels changes (not the source), so that kernels compiled the
-# old way are not loaded. "int1": helpers' copies internalized (see below).
-_CODEGEN_TAG = "int1"
+# old way are not loaded. "int1": helpers' copies internalized (see below);
+# "ool1": block helpers kept out of line, helpers without wrappers (Helper).
+_CODEGEN_TAG = "int1-ool1"
 
 
 def _numba_class(*names: str):
@@ -181,10 +187,29 @@ def _internalize_linked_copies(module) -> int:
     return count
 
 
+def _mark_out_of_line(module) -> int:
+    """Give the linked-in copies of out-of-line helpers (see :class:`Helper`)
+    in ``module`` the ``noinline`` attribute; returns how many."""
+    count = 0
+    if not _OUT_OF_LINE:
+        return count
+    prefixes = tuple(_OUT_OF_LINE)
+    for fn in module.functions:
+        if (
+            not fn.is_declaration
+            and fn.linkage == _Linkage.internal
+            and fn.name.startswith(prefixes)
+        ):
+            fn.add_function_attribute("noinline")
+            count += 1
+    return count
+
+
 def _patch_final_optimization() -> bool:
     """Wrap Numba's CPU library final-module optimization so that fastem's
-    kernels call their own copies of their helpers (see above); False where
-    this Numba's codegen is not the one it was written against."""
+    kernels call their own copies of their helpers (see above) and keep the
+    out-of-line helpers' calls (see :class:`Helper`); False where this
+    Numba's codegen is not the one it was written against."""
     try:
         from llvmlite.binding import Linkage
         from numba.core.codegen import CPUCodeLibrary
@@ -193,7 +218,7 @@ def _patch_final_optimization() -> bool:
     original = getattr(CPUCodeLibrary, "_optimize_final_module", None)
     if original is None:  # pragma: no cover - other Numba layout
         return False
-    if getattr(original, "_fastem_internalizes", False):
+    if getattr(original, "_fastem_out_of_line", False):
         return True
     global _Linkage
     _Linkage = Linkage
@@ -202,13 +227,109 @@ def _patch_final_optimization() -> bool:
         module = getattr(self, "_final_module", None)
         if module is not None and _is_fastem_module(module):
             _internalize_linked_copies(module)
+            _mark_out_of_line(module)
         return original(self)
 
+    # An earlier version of this wrapper (another copy of fastem in the
+    # process, e.g. benchmarks/kernel_ab.py's reference) may be installed
+    # already: it is wrapped in turn (internalizing twice changes nothing).
     _optimize_final_module._fastem_internalizes = True
+    _optimize_final_module._fastem_out_of_line = True
     _optimize_final_module.__wrapped__ = original
     CPUCodeLibrary._optimize_final_module = _optimize_final_module
     return True
 
 
+# Mangled-name prefixes of the out-of-line helpers (filled by Helper).
+_OUT_OF_LINE: set[str] = set()
 _Linkage = None
 INTERNALIZED = _patch_final_optimization()
+
+
+# ------------------------------------------------------------ helpers
+# Every ``@njit`` function compiles, besides its own code, a CPython wrapper
+# (unboxing each argument) and a C-callable wrapper, optimizes them and emits
+# their machine code. A helper that only kernels call never runs them: its
+# code is linked into each caller's module. There LLVM inlines it and then
+# optimizes the helper's (already optimized) code a second time as part of a
+# caller several times its size, which made up most of the optimization and
+# code generation time of a fused kernel. A helper that runs once per block of
+# rows gains nothing from inlining: it stays a call.
+
+
+def _mangled_prefix(module: str, qualname: str) -> str:
+    """The start of Numba's mangled symbol for ``module.qualname`` (Itanium
+    style: each dotted part prefixed with its length)."""
+    parts = module.split(".") + qualname.split(".")
+    return "_ZN" + "".join(f"{len(p)}{p}" for p in parts)
+
+
+class Helper:
+    """A Numba function that only other Numba functions call, compiled
+    without the CPython and C wrappers.
+
+    Compiled code sees the wrapper-less dispatcher (through
+    ``_numba_type_``). A call from Python goes to a separate twin compiled
+    with wrappers on first use (tests call helpers directly), cached under
+    its own name, so the two never load each other's compiled code; its other
+    attributes (``stats``, ``signatures``, ``py_func``) are the twin's.
+
+    With ``out_of_line`` (for helpers that run once per block of rows, never
+    per element) callers keep calling it rather than inlining it: the same
+    machine code as inlined (the helper is optimized on its own first either
+    way) for a fraction of the callers' optimization and code generation
+    time. Never for a helper called inside a vectorized loop (``exp64``).
+    """
+
+    def __init__(self, fn, flags: dict, out_of_line: bool = False) -> None:
+        from numba import njit
+
+        self._flags = dict(flags)
+        self.jit = njit(**dict(self._flags, no_cpython_wrapper=True, no_cfunc_wrapper=True))(fn)
+        self._fn = fn
+        self._twin = None
+        self.__name__ = fn.__name__
+        self.__qualname__ = fn.__qualname__
+        self.__doc__ = fn.__doc__
+        self.__module__ = fn.__module__
+        self.__wrapped__ = fn
+        if out_of_line:
+            _OUT_OF_LINE.add(_mangled_prefix(fn.__module__, fn.__qualname__))
+
+    @property
+    def _numba_type_(self):
+        return self.jit._numba_type_
+
+    @property
+    def py(self):
+        """The twin with wrappers, for calls from Python."""
+        if self._twin is None:
+            import types
+
+            from numba import njit
+
+            fn = self._fn
+            twin = types.FunctionType(
+                fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+            )
+            twin.__qualname__ = fn.__qualname__ + "__py"  # its own cache index
+            twin.__doc__ = fn.__doc__
+            self._twin = njit(**self._flags)(twin)
+        return self._twin
+
+    def __call__(self, *args):
+        return self.py(*args)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_fn", "_twin", "_flags", "jit"):
+            raise AttributeError(name)
+        return getattr(self.py, name)
+
+
+def helper(out_of_line: bool = False, **flags):
+    """Decorator: a :class:`Helper` compiled with these ``njit`` flags."""
+
+    def decorate(fn):
+        return Helper(fn, flags, out_of_line)
+
+    return decorate

@@ -21,10 +21,11 @@ inlines it into a ``fastmath`` kernel.
 
 from __future__ import annotations
 
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
 from . import _numba_cache  # noqa: F401  (registers the cache locator)
+from ._numba_cache import helper
 
 __all__ = ["exp64"]
 
@@ -75,7 +76,7 @@ def _bits_f64(typingctx, x):
     return types.float64(types.int64), codegen
 
 
-@njit(cache=True, fastmath={"contract"})
+@helper(cache=True, fastmath={"contract"})
 def exp64(x):
     """``exp(x)`` for a float64 scalar, vectorizable by LLVM (see module docstring)."""
     if x < _EXP_MIN:
