@@ -100,3 +100,64 @@ def test_kernel_calls_its_block_helpers_out_of_line(tmp_path):
     # negative control: without the registry LLVM inlines them
     inlined = _called("inline", str(tmp_path / "b"))
     assert not any("_accum_diag" in c or "_responsibilities" in c for c in inlined), inlined
+
+
+# A process with an empty cache compiles a helper, then a missing-data kernel whose module
+# keeps its own out-of-line, internal copy of that helper, then a new jitted caller of the
+# helper. Prints whether the JIT still resolves the helper's symbol to the helper's own
+# code. "keep_names": the copies keep the helper's name (the state before the fix).
+SYMBOLS = """
+import json, sys, warnings
+import numpy as np
+from numba import njit
+from fastem import GaussianMixture
+from fastem.backends import _numba as nb, _numba_cache
+if sys.argv[1] == "keep_names":
+    _numba_cache.COPY_SUFFIX = ""
+
+def caller():
+    @njit
+    def f(logp, w, mx, s):
+        return nb._responsibilities(logp, w, 0, logp.shape[1], mx, s)
+    return f
+
+logp = np.random.default_rng(0).normal(-3.0, 2.0, (3, 40))
+w = np.linspace(0.0, 2.0, 40)
+first = caller()(logp.copy(), w, np.empty(40), np.empty(40))
+(cres,) = nb._responsibilities.jit.overloads.values()
+engine = cres.library.codegen._engine
+before = engine.get_function_address(cres.fndesc.mangled_name)
+X = np.random.default_rng(0).normal(size=(300, 3))
+X[np.random.default_rng(1).random(X.shape) < 0.1] = np.nan
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    GaussianMixture(2, covariance_type="diag", init_params="random", max_iter=2,
+                    random_state=0, backend="numba").fit(X)
+same = engine.get_function_address(cres.fndesc.mangled_name) == before
+out = {"same": same}
+if same:  # before the fix this call ran the kernel's copy with the wrong arguments
+    out["again"] = caller()(logp.copy(), w, np.empty(40), np.empty(40)) == first
+print(json.dumps(out))
+"""
+
+
+def _symbols(mode: str, cache: str) -> dict:
+    env = dict(os.environ, FASTEM_CACHE_DIR=cache)
+    env.pop("NUMBA_CACHE_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-c", SYMBOLS, mode], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_kernel_copies_never_replace_the_helpers_symbol(tmp_path):
+    """A kernel's private copy of a helper never answers for the helper's name.
+
+    Numba's JIT keeps one table of symbols by name for the whole process, internal ones
+    included. A kernel's out-of-line copy of ``_responsibilities`` (LLVM may change the
+    calling convention of an internal function) kept the helper's name, so a jitted
+    function compiled after the kernel called the copy with the wrong arguments: the CI
+    segfault of issue #13, in a process that compiles (empty cache)."""
+    assert _symbols("renamed", str(tmp_path / "a")) == {"same": True, "again": True}
+    # negative control: with the copies' names kept, the kernel's copy takes the name
+    assert _symbols("keep_names", str(tmp_path / "b")) == {"same": False}

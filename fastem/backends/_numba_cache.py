@@ -51,9 +51,10 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Part of each cache folder's name; changed when the way fastem has Numba
 # compile its kernels changes (not the source), so that kernels compiled the
-# old way are not loaded. "int1": helpers' copies internalized (see below);
-# "ool1": block helpers kept out of line, helpers without wrappers (Helper).
-_CODEGEN_TAG = "int1-ool1"
+# old way are not loaded. "int2": helpers' copies internalized and renamed
+# (see below; "int1" kept their names); "ool1": block helpers kept out of
+# line, helpers without wrappers (Helper).
+_CODEGEN_TAG = "int2-ool1"
 
 
 def _numba_class(*names: str):
@@ -159,6 +160,22 @@ REGISTERED = _register()
 # ``sx``). Making the linked-in copies internal before the final optimization
 # binds each kernel to its own copies, the code that is also cached, so a
 # fresh compile, a cache load and any order of calls run the same code.
+#
+# The copies are also renamed (``COPY_SUFFIX``). Numba's JIT (MCJIT's
+# RuntimeDyld) puts a loaded object's symbols, internal ones included, in one
+# process-wide table by name, the last one loaded winning. An internal copy
+# that kept the helper's name then replaced the helper's own definition for
+# every later lookup of that name: a function compiled afterwards that calls
+# the helper (its linked-in copy is a weak definition, resolved through the
+# table) ran the kernel's copy. That copy is private to the kernel, so LLVM
+# may change its calling convention (fastcc, dead arguments removed); with
+# the out-of-line helpers (``noinline``) such copies survive, and a jitted
+# function calling ``_responsibilities`` after a missing-data kernel had been
+# compiled in the same process jumped into it with the wrong arguments and
+# crashed (the CI segfault of issue #13; docs/cold_start.md). Only the
+# process that compiles the kernel is exposed (a cache-loading one loads the
+# helper's own library after the kernel): CI's fresh clone, not a warm run.
+# Renamed, no copy shares a name with anything another module references.
 
 
 def _is_fastem_module(module) -> bool:
@@ -174,15 +191,22 @@ def _is_fastem_module(module) -> bool:
     return False
 
 
+# Appended to the name of every internalized copy: a name no other module
+# declares or defines, so the JIT never resolves another module's reference
+# to a kernel's private copy (see above).
+COPY_SUFFIX = ".fastem_copy"
+
+
 def _internalize_linked_copies(module) -> int:
     """Give the ``linkonce_odr``/``weak_odr`` function definitions of
-    ``module`` (its callees' linked-in copies) internal linkage; returns how
-    many."""
+    ``module`` (its callees' linked-in copies) internal linkage and a name of
+    their own (``COPY_SUFFIX``); returns how many."""
     count = 0
     for fn in module.functions:
         if not fn.is_declaration and fn.linkage in (_Linkage.linkonce_odr, _Linkage.weak_odr):
             fn.linkage = _Linkage.internal
             fn.visibility = "default"
+            fn.name = fn.name + COPY_SUFFIX
             count += 1
     return count
 
