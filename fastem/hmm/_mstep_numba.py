@@ -24,7 +24,7 @@ __all__ = [
     "mstep_diag", "mstep_full",
 ]  # fmt: skip
 
-try:  # LAPACK as NumPy calls it (numba binds scipy's LAPACK: the same OpenBLAS here)
+try:  # LAPACK as NumPy calls it (numba binds scipy's LAPACK: another OpenBLAS build)
     from numba.np.linalg import _LAPACK, ensure_lapack
     from numba.np.linalg import F_INT_nptype as _F_INT
 
@@ -341,9 +341,10 @@ def estep_params_diag(covars, means, startprob, transmat, pcs, pc, means_out, st
 # copy; ``np.linalg.solve``: dgesv) plus ~20 NumPy calls on (K, D, D) arrays:
 # ~100 us per LONGFULL iteration for the precisions, ~60 us for the log prior.
 # The functions below make the same LAPACK calls on the same Fortran-order data
-# from compiled code (numba binds scipy's OpenBLAS; NumPy's is the same OpenBLAS
-# build here: 0 differing bits, tested) and the rest element by element in
-# NumPy's order, so the values are the NumPy code's bit for bit.
+# from compiled code (numba binds scipy's OpenBLAS, a separate build from
+# NumPy's: 0.3.30 and 0.3.31 here, 0 differing bits, tested) and the rest element
+# by element in NumPy's order, so the values are the NumPy code's bit for bit
+# where the two builds round alike (tests/test_hmm_longfull.py checks which).
 
 
 @njit(cache=True, nogil=True)
