@@ -21,7 +21,8 @@ nh = pytest.importorskip("fastem.backends._numba_hmm")
 
 
 def _bits_equal(a, b):
-    a, b = np.atleast_1d(np.asarray(a, np.float64)), np.atleast_1d(np.asarray(b, np.float64))
+    a = np.ascontiguousarray(np.atleast_1d(np.asarray(a, np.float64)))
+    b = np.ascontiguousarray(np.atleast_1d(np.asarray(b, np.float64)))
     assert a.shape == b.shape
     assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
 
@@ -247,3 +248,29 @@ def test_arrays_over_the_keep_limits_are_fresh_and_right(monkeypatch):
         for g, w in zip(got, want, strict=True):
             _bits_equal(g, w)
     assert not nh._moments_tls.kept
+
+
+@settings(max_examples=30, deadline=None)
+@given(K=st.integers(1, 12), w=st.sampled_from([1.0, 0.7, 3.0]), seed=st.integers(0, 2**31))
+def test_count_row_keeps_the_roundings_of_the_loop_it_replaced(K, w, seed):
+    """The transition counts' left factors ``at[k, r] = w alpha_t(k) / c_t`` as
+    the posterior loop before 2026-12-02 (session 9) rounded them, compiled:
+    ``(w * al) * (1 / c)``, a true division for state 0 when K is odd. Fits
+    hashed before and after are the same bits (K 2-20, weights, underflow)."""
+    rng = np.random.default_rng(seed)
+    al = rng.uniform(size=(3, K)) * 10.0 ** rng.integers(-300, 5, size=(3, K))
+    c = rng.uniform(1e-3, 8.0, size=3)
+    at = np.full((K, 4), np.nan)
+    nh._count_row(at, 2, al, 1, w, c[1])
+    want = (w * al[1]) * (1.0 / c[1])
+    if K % 2 == 1:
+        want[0] = (w * al[1, 0]) / c[1]
+    _bits_equal(at[:, 2], want)
+
+
+def test_count_row_roundings_differ_negative_control():
+    """The two roundings differ on some inputs, so keeping the division for
+    state 0 of an odd K is what keeps those fits' bits."""
+    rng = np.random.default_rng(8)
+    al, c = rng.uniform(size=1000), rng.uniform(1e-3, 8.0, size=1000)
+    assert ((al * (1.0 / c)) != (al / c)).any()

@@ -473,6 +473,23 @@ def _cross_products(p, q, n, nb, out):
                 out[j, e] += a1
 
 
+@njit(cache=True, nogil=True)
+def _count_row(at, r, al, t, w, ct):
+    """``at[k, r] = w alpha_t(k) / c_t`` with the roundings of the loop this
+    replaced, as LLVM compiled it under ``arcp``: ``(w * al) * (1 / c)``, but a
+    true division for state 0 when K is odd (its peeled first iteration). No
+    fastmath here, so these stay the roundings whatever the caller's loops
+    become (the per-instruction flags survive inlining)."""
+    K = al.shape[1]
+    rc = 1.0 / ct
+    k0 = 0
+    if K % 2 == 1:
+        at[0, r] = (w * al[t, 0]) / ct
+        k0 = 1
+    for k in range(k0, K):
+        at[k, r] = (w * al[t, k]) * rc
+
+
 @njit(**_JIT)
 def _lone_posteriors(logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer, start, at, vt):
     """Posteriors of frames lo:hi into ``gamma`` and ``outer += w sum_t alpha_t
@@ -506,14 +523,16 @@ def _lone_posteriors(logB, w, lo, hi, gamma, b, al, be, c, m, flag, outer, start
             if u < hi:  # the chunk's posteriors, in the same pass (row hi is the next's)
                 for k in range(K):
                     gamma[u, k] = al[u, k] * be[u, k] * inv
-            f = w / c[t]
-            redo = flag[u] == 1.0  # the forward's exact shift: the emissions it used
-            for k in range(K):
-                e = math.exp(min(logB[u, k] - m[u], EXP_CAP)) if redo else b[u, k]
-                at[k, r] = f * al[t, k]
-                # a state with zero forward probability is on no path: v is exactly
-                # 0, and a large redone emission cannot meet an inf into NaN
-                vt[k, r] = e * be[u, k] * inv if al[u, k] > 0.0 else 0.0
+            _count_row(at, r, al, t, w, c[t])
+            if flag[u] == 1.0:  # the forward's exact shift: the emissions it used
+                for k in range(K):
+                    e = math.exp(min(logB[u, k] - m[u], EXP_CAP))
+                    # a state with zero forward probability is on no path: v is
+                    # exactly 0, and a large redone emission cannot meet an inf into NaN
+                    vt[k, r] = e * be[u, k] * inv if al[u, k] > 0.0 else 0.0
+            else:  # the branch out of the loop: no exp call in the common one
+                for k in range(K):
+                    vt[k, r] = b[u, k] * be[u, k] * inv if al[u, k] > 0.0 else 0.0
         _cross_products(at, vt, K, nb, outer)
     if lo == 0:
         for k in range(K):
