@@ -1539,14 +1539,25 @@ def _forward_backward_lone(
         _lone_tls.ws = None  # counter and partials left unread: made again
         raise
     if not done:  # rare (see _lone_posteriors): the serial coupled recursions
-        outer_p = np.zeros((1, K, K))
-        start_p = np.zeros((1, K))
-        _fb_chunks(
-            0, 1, 1, _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat),
-            args[5], _ro(seq_weight), gamma, loglik, outer_p, start_p,
-        )  # fmt: skip
-        np.multiply(transmat, outer_p[0], out=xi)
-        start[:] = start_p[0]
+        _coupled_lone(
+            logB, offsets, startprob, transmat, args[5], seq_weight, gamma, loglik, xi, start
+        )
+
+
+def _coupled_lone(
+    logB, offsets, startprob, transmat, transmat_t, seq_weight, gamma, loglik, xi, start
+):
+    """The serial coupled recursions for one sequence, where the concurrent
+    forward and backward cannot be used (see _lone_posteriors)."""
+    K = logB.shape[1]
+    outer_p = np.zeros((1, K, K))
+    start_p = np.zeros((1, K))
+    _fb_chunks(
+        0, 1, 1, _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat),
+        transmat_t, _ro(seq_weight), gamma, loglik, outer_p, start_p,
+    )  # fmt: skip
+    np.multiply(transmat, outer_p[0], out=xi)
+    start[:] = start_p[0]
 
 
 def _forward_backward_lone_numpy(
@@ -1576,14 +1587,9 @@ def _forward_backward_lone_numpy(
     else:
         run_dynamic(_lone_items, n_items, *args)
     if counter[4] > 0:  # rare (see _lone_posteriors): the serial coupled recursions
-        outer_p = np.zeros((1, K, K))
-        start_p = np.zeros((1, K))
-        _fb_chunks(
-            0, 1, 1, _ro(logB), _ro(offsets), _ro(startprob), _ro(transmat),
-            args[5], _ro(seq_weight), gamma, loglik, outer_p, start_p,
-        )  # fmt: skip
-        np.multiply(transmat, outer_p[0], out=xi)
-        start[:] = start_p[0]
+        _coupled_lone(
+            logB, offsets, startprob, transmat, args[5], seq_weight, gamma, loglik, xi, start
+        )
         return
     loglik[0] = ll[0] if ll[0] == -np.inf else sum(ll_p.tolist())  # in chunk order
     np.multiply(transmat, outer_p.sum(axis=0), out=xi)  # chunks summed in order
