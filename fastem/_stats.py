@@ -335,7 +335,9 @@ def _sklearn_m_step(
             cov = scatter.sum(axis=0) / nk.sum()  # only the pooled sxx counts (see Stats)
             cov[np.arange(d), np.arange(d)] += reg_covar
     else:
-        scatter = stats.sxx - 2.0 * stats.sx * delta + nk_raw[:, None] * delta**2
+        # A sum of squares, never negative: about a distant shift it can round
+        # below 0 (by more than reg_covar), which must not look like a vanished one.
+        scatter = np.maximum(stats.sxx - 2.0 * stats.sx * delta + nk_raw[:, None] * delta**2, 0.0)
         cov = scatter / nk[:, None] + reg_covar
         if covariance_type == "spherical":
             cov = cov.mean(axis=1)

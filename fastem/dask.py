@@ -615,8 +615,8 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
     Returns
     -------
     dask.array.Array
-        Shape (n_samples,) (int64 labels or float64 log-densities),
-        (n_samples, n_components) (responsibilities, in the model's dtype) or
+        Shape (n_samples,) (int64 labels or log-densities),
+        (n_samples, n_components) (responsibilities) or
         (n_samples, n_features) (X with NaN imputed, float32 if X is, else
         float64), chunked like X's rows.
     """
@@ -643,8 +643,11 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
             meta=np.empty((0, 0), dtype=X.dtype),
             token=token,
         )
+    # the in-memory methods' dtypes: X as validated (float32 or float64) with the model's
+    x_dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    out_dtype = np.result_type(x_dtype, model.means_.dtype)
     if method == "predict_proba":
-        dtype = np.dtype(model.means_.dtype)
+        dtype = out_dtype
         return X.map_blocks(
             _predict_block,
             model=snapshot,
@@ -654,7 +657,7 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
             meta=np.empty((0, 0), dtype=dtype),
             token=token,
         )
-    dtype = np.dtype(np.int64 if method == "predict" else np.float64)
+    dtype = np.dtype(np.int64) if method == "predict" else out_dtype
     return X.map_blocks(
         _predict_block,
         model=snapshot,

@@ -454,3 +454,19 @@ def test_worker_killed_mid_fit(client, data):
     assert len(prepared) >= n_chunks + killed[0]["held"]
     _assert_same_model(undisturbed, disturbed, rtol=0)
     client.wait_for_workers(2, timeout=30)  # the nanny brought it back
+
+
+@pytest.mark.parametrize(
+    ("x_dtype", "model_dtype"),
+    [(np.float32, np.float32), (np.float64, np.float32), (np.float32, np.float64)],
+)
+def test_lazy_predict_dtypes_are_the_in_memory_ones(client, data, x_dtype, model_dtype):
+    """The declared dtype of a lazy result is what it computes, and what the
+    in-memory method returns (float32 only for float32 data under a float32 model)."""
+    gm = _fit(data.astype(model_dtype), n_components=K, random_state=0)
+    X = data.astype(x_dtype)
+    Xd = da.from_array(X, chunks=(700, 2))
+    for method in ("predict_proba", "score_samples"):
+        out = fdask.predict_dask(gm, Xd, method)
+        expected = getattr(gm, method)(X)
+        assert out.dtype == expected.dtype == out.compute().dtype, method
