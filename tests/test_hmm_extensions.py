@@ -592,3 +592,59 @@ def test_stationary_distribution_needs_transmat_only():
     np.testing.assert_allclose(m.get_stationary_distribution(), [0.75, 0.25])
     with pytest.raises(Exception, match="transmat_"):
         CategoricalHMM(2).get_stationary_distribution()
+
+
+# ---------------------------------------------- a custom monitor calling the model
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag"])
+def test_a_monitor_may_call_the_model_during_the_fit(backend, covariance_type):
+    """A custom monitor's ``report`` runs with the fit's per-fit state hidden:
+    scoring other data with NaN works (the compiled full/tied E-step parameters
+    are for the fit's own X, which has none), posteriors of the fit's own X are
+    fresh arrays (not the fit's reused buffer), and the fit is unchanged."""
+    from fastem.hmm._base import ConvergenceMonitor
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (150, 2)), rng.normal(4, 1, (150, 2))])
+    Xv = X[:100].copy()
+    Xv[5, 0] = np.nan
+    scores, posteriors = [], []
+
+    class Calling(ConvergenceMonitor):
+        def report(self, log_prob):
+            scores.append(model.score(Xv))
+            posteriors.append(model.predict_proba(X))
+            super().report(log_prob)
+
+    kw = dict(covariance_type=covariance_type, n_iter=3, tol=-np.inf, random_state=0)
+    model = GaussianHMM(2, backend=backend, **kw)
+    model.monitor_ = Calling(-np.inf, 3, False)
+    model.fit(X)
+    ref = GaussianHMM(2, backend=backend, **kw).fit(X)
+    assert len(scores) == 3 and np.isfinite(scores).all()
+    assert not np.shares_memory(posteriors[0], posteriors[-1])
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(ref, name), err_msg=name)
+
+
+def test_an_installed_hmmlearn_monitor_is_the_one_fit_reports_to():
+    """hmmlearn's idiom: ``model.monitor_ = ConvergenceMonitor(...)`` before
+    ``fit``; fit reports to that object (hmmlearn's own class too, which has no
+    ``objective_history``), and restarts report to reset copies of it."""
+    hb = pytest.importorskip("hmmlearn.base")
+    from fastem.hmm._base import ConvergenceMonitor
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (150, 2)), rng.normal(3, 1, (150, 2))])
+    for cls in (ConvergenceMonitor, hb.ConvergenceMonitor):
+        mon = cls(1e-2, 5, False)
+        m = GaussianHMM(2, n_iter=5, tol=-np.inf, random_state=1)
+        m.monitor_ = mon
+        m.fit(X)
+        assert m.monitor_ is mon and mon.iter == 5 and len(mon.history) == 5, cls
+        assert len(m.objective_history_) == 5
+    mon = ConvergenceMonitor(1e-2, 4, False)
+    m = GaussianHMM(2, n_iter=4, tol=-np.inf, random_state=1, n_init=3)
+    m.monitor_ = mon
+    m.fit(X)
+    assert m.monitor_.iter == 4 and type(m.monitor_) is ConvergenceMonitor

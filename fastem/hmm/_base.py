@@ -501,6 +501,11 @@ class BaseHMM(*ESTIMATOR_BASES):
 
     def _fit_restarts(self, X, offsets, seq_weight, kernels, n_init, rs, given):
         best = None
+        template = None  # an installed monitor as it was, for the restarts after the first
+        if n_init > 1 and self.__dict__.get("_monitor_installed"):
+            import copy
+
+            template = copy.deepcopy(self.__dict__["_monitor"])
         for restart in range(n_init):
             for name in self._param_attrs():
                 if name in given:
@@ -509,7 +514,7 @@ class BaseHMM(*ESTIMATOR_BASES):
                     delattr(self, name)  # drawn afresh by each restart
             self._initialize(X, offsets, seq_weight, kernels, rs, warn=restart == 0)
             self._check()
-            self._set_fit_monitor(self._new_monitor())
+            self._set_fit_monitor(self._new_monitor(template if restart else None))
             self._fit_data = _FitData(X, offsets, seq_weight)
             try:
                 if (
@@ -558,17 +563,24 @@ class BaseHMM(*ESTIMATOR_BASES):
         """Store a monitor made by ``fit`` or ``load`` (not a user-installed one)."""
         self.__dict__["_monitor"] = monitor
 
-    def _new_monitor(self):
-        """The monitor for one restart: a reset copy of an installed one, else fresh."""
-        if self.__dict__.get("_monitor_installed"):
+    def _new_monitor(self, template=None):
+        """The monitor for one restart: the installed one itself (reset), or
+        with ``template`` (restarts after the first) a reset copy of it, else a
+        fresh one. An installed monitor may be hmmlearn's own class: it gets
+        the ``objective_history`` list fastem records."""
+        if not self.__dict__.get("_monitor_installed"):
+            return ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+        if template is None:
+            monitor = self.__dict__["_monitor"]
+        else:
             import copy
 
-            monitor = copy.deepcopy(self.__dict__["_monitor"])
-            monitor._reset()
-            if hasattr(monitor, "_converged"):
-                monitor._converged = None
-            return monitor
-        return ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+            monitor = copy.deepcopy(template)
+        monitor._reset()
+        if hasattr(monitor, "_converged"):
+            monitor._converged = None
+        monitor.objective_history = []
+        return monitor
 
     def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
         prior = log_prior_function(self)  # the hyperparameters are fixed during a fit
@@ -582,9 +594,21 @@ class BaseHMM(*ESTIMATOR_BASES):
             # the objective the M-step ascends, at the parameters of this E-step
             monitor.objective_history.append(loglik + log_prior)
             log_prior = self._do_mstep(fb, stats)
-            monitor.report(loglik)
+            self._report_outside_fit(monitor, loglik)
             if monitor.converged:
                 break
+
+    def _report_outside_fit(self, monitor, loglik: float) -> None:
+        """``monitor.report(loglik)`` with the fit's per-fit state hidden: a
+        custom monitor may call the model (``score``, ``predict_proba``) on any
+        data, which must then run as outside a fit (fresh arrays, no plans made
+        for the fit's own X)."""
+        fit_data = self.__dict__.pop("_fit_data", None)
+        try:
+            monitor.report(loglik)
+        finally:
+            if fit_data is not None:
+                self._fit_data = fit_data
 
     def _estep_floored(self, kernels, X, offsets, seq_weight):
         """``_estep``; where it fails on a covariance that is not positive
