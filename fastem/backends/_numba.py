@@ -156,24 +156,26 @@ def _n_chunks(n, floats_per_chunk):
 # 20 s of 28 s). Same static split as ``prange``, same per-chunk partials, so
 # results do not depend on the thread count.
 
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
+# (pool, pid of the process that made it), one object so that a lock-free read
+# sees both or neither (a forked child must not use its parent's dead pool)
+_pool_state: tuple[ThreadPoolExecutor, int] | None = None
 _pool_lock = threading.Lock()
 
 
 def _executor() -> ThreadPoolExecutor:
     """The worker threads (``NUMBA_NUM_THREADS - 1``; the caller is one more),
     created on first use and again in a forked child."""
-    global _pool, _pool_pid
-    pool = _pool
-    if pool is not None and _pool_pid == os.getpid():
-        return pool  # made in this process: no lock (~0.3 us per pass)
+    global _pool_state
+    state = _pool_state
+    if state is not None and state[1] == os.getpid():
+        return state[0]  # made in this process: no lock (~0.3 us per pass)
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
+        state = _pool_state
+        if state is None or state[1] != os.getpid():
             workers = max(1, numba.config.NUMBA_NUM_THREADS - 1)
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastem")
-            _pool_pid = os.getpid()
-        return _pool
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastem")
+            state = _pool_state = (pool, os.getpid())
+        return state[0]
 
 
 _get_threads = None  # numba's per-thread count getter, once the layer is up
