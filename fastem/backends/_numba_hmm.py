@@ -274,10 +274,13 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
 # own per-frame normalizer (the backward one does not need the forward's), then
 # the posteriors and transition counts in fixed chunks of frames. Work items,
 # claimed in order from a shared counter by every thread of the pass:
-#   0 .. n-1      shifted emissions of chunk p (row maxima, then exponentials)
-#   n, n + 1      the forward recursion, the backward recursion (after all of
-#                 the emissions)
-#   n + 2 + p     posteriors and transition counts of chunk p (after both)
+#   0 .. n-1      shifted emissions of chunk 0, n-1, 1, n-2, ... (row maxima,
+#                 then exponentials; the ends first, where the recursions start)
+#   n, n + 1      the forward recursion, the backward recursion, each waiting
+#                 for a chunk's emissions only as it reaches the chunk
+#   n + 2 + q     posteriors and transition counts of chunk n-1-q, after the
+#                 forward and once the backward has passed the chunk (so a
+#                 thread whose recursion ends first follows the other one)
 # An item waits only for items claimed before it, which threads are running, so
 # a pass never deadlocks, whatever the number of threads (one thread runs the
 # items in order without waiting). Each chunk adds its counts into its own slot,
@@ -337,6 +340,10 @@ def _yield_cpu(typingctx):
     return types.none(), codegen
 
 
+#: ``counter[_READY + p]``: chunk p's emissions are done (see :func:`_lone_items`).
+_READY = 6
+
+
 @njit(**_JIT)
 def _wait_count(counter, i, n):
     """Returns once ``counter[i] >= n``."""
@@ -371,18 +378,24 @@ def _lone_emissions(logB, lo, hi, b, m, flag):
 
 
 @njit(**_JIT)
-def _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag):
+def _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag, counter, n_chunks):
     """The forward recursion of :func:`_forward_seq` without writing ``b``
     (the backward recursion reads it at the same time): an exact-shift redo
     of frame t sets ``m[t]`` to its shift and ``flag[t] = 1``, and the
     posterior chunks recompute that frame's emissions. Returns ``-inf`` for an
     impossible sequence, else 0 (the chunks sum the log-likelihood: a scalar
-    loop of logarithms, 15% of the recursion's time, off its thread)."""
+    loop of logarithms, 15% of the recursion's time, off its thread). Waits for
+    chunk p's emissions (``counter[_READY + p]``) as it reaches the chunk."""
     T, K = logB.shape
     pred = np.empty(K)
     for k in range(K):
         pred[k] = startprob[k]
+    p, nxt = 0, 0
     for t in range(T):
+        if t == nxt:  # chunk p's first frame: its emissions
+            _wait_count(counter, _READY + p, 1)
+            p += 1
+            nxt = _chunk_bounds(T, n_chunks, p)[0] if p < n_chunks else T
         s = 0.0
         for k in range(K):
             a = pred[k] * b[t, k]
@@ -409,19 +422,28 @@ def _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag):
 
 
 @njit(**_JIT)
-def _lone_backward(transmat, b, be):
+def _lone_backward(transmat, b, be, counter, n_chunks):
     """Backward recursion scaled by its own normalizers: ``be[T-1] = 1``,
     ``be[t-1] = A y_t / sum(y_t)`` with ``y_t = b_t * be_t`` (each ``be_t`` is
     beta_t times a constant of its frame, which the per-frame normalizations
     of the posteriors and counts remove). Where ``sum(y_t)`` falls below
     ``TINY`` it stops with ``be[0:t] = 0``: the forward's mass at t is then
     below ``TINY`` in this scale too, so the posterior chunks hand the
-    sequence to the coupled recursions (see :func:`_lone_posteriors`)."""
+    sequence to the coupled recursions (see :func:`_lone_posteriors`). Waits
+    for chunk p's emissions as it reaches the chunk, and counts in
+    ``counter[5]`` the chunks from the last down whose rows are written."""
     T, K = b.shape[0], b.shape[1]
     y = np.empty((1, K))
     for k in range(K):
         be[T - 1, k] = 1.0
+    p = n_chunks - 1
+    lo_p = _chunk_bounds(T, n_chunks, p)[0]
+    _wait_count(counter, _READY + p, 1)
     for t in range(T - 1, 0, -1):
+        if t < lo_p:  # into chunk p - 1: its emissions
+            p -= 1
+            lo_p = _chunk_bounds(T, n_chunks, p)[0]
+            _wait_count(counter, _READY + p, 1)
         d = 0.0
         for k in range(K):
             v = be[t, k] * b[t, k]
@@ -438,6 +460,8 @@ def _lone_backward(transmat, b, be):
             for i in range(K):
                 acc += transmat[j, i] * y[0, i]
             be[t - 1, j] = acc * inv
+        if t - 1 == lo_p:  # chunk p's rows are all written (a full barrier)
+            _fetch_add(counter, 5, 1)
 
 
 @njit(**_JIT)
@@ -546,10 +570,14 @@ def _lone_items(
     gamma, b, al, be, c, m, flag, ll, ll_p, outer_p, start,
 ):  # fmt: skip
     """The work items of one sequence's forward-backward (see above), claimed
-    from ``counter[0]``; ``counter[1]``, ``[2]`` count finished emission items
-    and recursions, ``counter[3]`` impossible frames, ``counter[4]`` frames
-    that need the coupled recursions (see :func:`_lone_posteriors`). ``i0:i1``
-    is unused (every thread claims items until none is left)."""
+    from ``counter[0]``; ``counter[1]`` counts finished emission items,
+    ``counter[2]`` the finished forward, ``counter[3]`` impossible frames,
+    ``counter[4]`` frames that need the coupled recursions (see
+    :func:`_lone_posteriors`), ``counter[5]`` chunks the backward has passed,
+    ``counter[_READY + p]`` chunk p's emissions done. ``i0:i1`` is unused
+    (every thread claims items until none is left). An impossible frame is
+    known once every emission item is done: the recursions run on regardless
+    (their values then unused) and the forward then sets ``-inf``."""
     T, K = logB.shape
     n_items = 2 * n_chunks + 2
     at = np.empty((K, BLOCK))
@@ -559,24 +587,26 @@ def _lone_items(
         if it >= n_items:
             break
         if it < n_chunks:
-            lo, hi = _chunk_bounds(T, n_chunks, it)
+            h = it // 2
+            p = h if it % 2 == 0 else n_chunks - 1 - h  # the ends first
+            lo, hi = _chunk_bounds(T, n_chunks, p)
             bad = _lone_emissions(logB, lo, hi, b, m, flag)
             if bad > 0:
                 _fetch_add(counter, 3, bad)
             _fetch_add(counter, 1, 1)
-        elif it < n_chunks + 2:
-            _wait_count(counter, 1, n_chunks)
-            possible = _fetch_add(counter, 3, 0) == 0
-            if it == n_chunks:
-                ll[0] = -np.inf
-                if possible:
-                    ll[0] = _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag)
-            elif possible:
-                _lone_backward(transmat, b, be)
+            _fetch_add(counter, _READY + p, 1)
+        elif it == n_chunks:
+            r = _lone_forward(logB, startprob, transmat_t, b, al, c, m, flag, counter, n_chunks)
+            _wait_count(counter, 1, n_chunks)  # done already: the forward passed every chunk
+            ll[0] = r if _fetch_add(counter, 3, 0) == 0 else -np.inf
             _fetch_add(counter, 2, 1)
+        elif it == n_chunks + 1:
+            _lone_backward(transmat, b, be, counter, n_chunks)
+            _fetch_add(counter, 5, n_chunks - _fetch_add(counter, 5, 0))  # all (early stop)
         else:
-            _wait_count(counter, 2, 2)
-            p = it - n_chunks - 2
+            p = n_chunks - 1 - (it - n_chunks - 2)  # from the last chunk down
+            _wait_count(counter, 2, 1)
+            _wait_count(counter, 5, n_chunks - p)
             lo, hi = _chunk_bounds(T, n_chunks, p)
             if ll[0] == -np.inf:  # probability 0: no posteriors, no counts
                 for t in range(lo, hi):
@@ -1464,7 +1494,7 @@ def _lone_workspace(T, K, nc):
     )
     transmat_t = np.empty((K, K))
     ws = (
-        (T, K, nc), views, np.zeros(5, dtype=np.int64), np.empty(1), np.empty(nc),
+        (T, K, nc), views, np.zeros(_READY + nc, dtype=np.int64), np.empty(1), np.empty(nc),
         np.zeros((nc, K, K)), np.zeros(K), transmat_t, _ro(transmat_t),
     )  # fmt: skip
     if (3 * T * K + 3 * T) * 8 <= SCRATCH_KEEP_BYTES:
@@ -1571,7 +1601,7 @@ def _forward_backward_lone_numpy(
     buf = _lone_scratch(3 * T * K + 3 * T)
     b, al, be = (buf[i * T * K : (i + 1) * T * K].reshape(T, K) for i in range(3))
     c, m, flag = (buf[3 * T * K + i * T : 3 * T * K + (i + 1) * T] for i in range(3))
-    counter = np.zeros(5, dtype=np.int64)
+    counter = np.zeros(_READY + nc, dtype=np.int64)
     ll = np.empty(1)
     ll_p = np.empty(nc)
     outer_p = np.zeros((nc, K, K))
