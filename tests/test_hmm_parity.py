@@ -253,6 +253,17 @@ ZERO_VARIANCE_X = np.array([
 ])  # fmt: skip
 
 
+def _zero_variance_start():
+    """hmmlearn's zero-variance data, K = 3 and a common full-covariance start."""
+    X, K = ZERO_VARIANCE_X, 3
+    cv = np.cov(X.T) + 1e-3 * np.eye(4)
+    init = dict(
+        startprob_=np.full(K, 1 / K), transmat_=np.full((K, K), 1 / K),
+        means_=X[[0, 4, 8]].copy(), covars_=np.tile(cv, (K, 1, 1)),
+    )  # fmt: skip
+    return X, K, init
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_singular_full_covariance_takes_hmmlearns_fallback(backend, monkeypatch):
     """On hmmlearn's zero-variance example the third M-step gives a full
@@ -262,12 +273,7 @@ def test_singular_full_covariance_takes_hmmlearns_fallback(backend, monkeypatch)
     hmmlearn's own suite). Up to there the fits agree; afterwards another state's
     covariance has an eigenvalue ~1e-13, so no two implementations track each
     other (docs/hmmlearn_suite.md): the test asserts a finite fit and score."""
-    X, K = ZERO_VARIANCE_X, 3
-    cv = np.cov(X.T) + 1e-3 * np.eye(4)
-    init = dict(
-        startprob_=np.full(K, 1 / K), transmat_=np.full((K, K), 1 / K),
-        means_=X[[0, 4, 8]].copy(), covars_=np.tile(cv, (K, 1, 1)),
-    )  # fmt: skip
+    X, K, init = _zero_variance_start()
     theirs = _set(hl.GaussianHMM(K, "full", init_params="", n_iter=4, tol=-np.inf), init).fit(X)
     ours = GaussianHMM(K, "full", init_params="", n_iter=4, tol=-np.inf, backend=backend)
     _set(ours, init).fit(X)
@@ -287,12 +293,7 @@ def test_singular_full_covariance_takes_hmmlearns_fallback(backend, monkeypatch)
 def test_singular_fallback_in_the_accelerated_driver(kw, monkeypatch):
     """The generic driver (acceleration or a fastem stopping rule) runs the EM
     points through the same singular-covariance fallback as plain Baum-Welch."""
-    X, K = ZERO_VARIANCE_X, 3
-    cv = np.cov(X.T) + 1e-3 * np.eye(4)
-    init = dict(
-        startprob_=np.full(K, 1 / K), transmat_=np.full((K, K), 1 / K),
-        means_=X[[0, 4, 8]].copy(), covars_=np.tile(cv, (K, 1, 1)),
-    )  # fmt: skip
+    X, K, init = _zero_variance_start()
     ours = GaussianHMM(K, "full", init_params="", n_iter=6, tol=-np.inf, **kw)
     _set(ours, init).fit(X)
     assert np.isfinite(ours.score(X))
