@@ -112,8 +112,8 @@ def _fb_numpy(logB, start, trans):
     T, K = logB.shape
     out = dict(gamma=np.empty_like(logB), loglik=np.empty(1), xi=np.empty((K, K)))
     out["start"] = np.empty(K)
-    nh._forward_backward_lone_numpy(
-        logB, np.array([0, T]), start, trans, np.array([1.5]), *out.values()
+    nh._forward_backward_lone(
+        logB, np.array([0, T]), start, trans, np.array([1.5]), *out.values(), numpy_sums=True
     )
     return out
 

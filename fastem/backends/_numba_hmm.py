@@ -1480,12 +1480,12 @@ def _lone_scratch(n):
 _lone_tls = threading.local()
 
 
-def _lone_workspace(T, K, nc):
+def _lone_workspace(T, K, nc, keep=True):
     """The calling thread's ``(key, views, counter, ll, ll_p, outer_p, start_p,
     transmat_t, its read-only view)`` for a sequence of T frames, K states and
     ``nc`` chunks; the counter and the partials are zero (:func:`_lone_finish`
-    zeroes them as it reads them)."""
-    ws = getattr(_lone_tls, "ws", None)
+    zeroes them as it reads them). ``keep=False``: new arrays, not kept."""
+    ws = getattr(_lone_tls, "ws", None) if keep else None
     if ws is not None and ws[0] == (T, K, nc):
         return ws
     buf = _lone_scratch(3 * T * K + 3 * T)
@@ -1497,7 +1497,7 @@ def _lone_workspace(T, K, nc):
         (T, K, nc), views, np.zeros(_READY + nc, dtype=np.int64), np.empty(1), np.empty(nc),
         np.zeros((nc, K, K)), np.zeros(K), transmat_t, _ro(transmat_t),
     )  # fmt: skip
-    if (3 * T * K + 3 * T) * 8 <= SCRATCH_KEEP_BYTES:
+    if keep and (3 * T * K + 3 * T) * 8 <= SCRATCH_KEEP_BYTES:
         _lone_tls.ws = ws  # only with a kept scratch (the views are of it)
     return ws
 
@@ -1540,18 +1540,20 @@ def _lone_finish(transmat, counter, ll, ll_p, outer_p, start_p, loglik, xi, star
 
 
 def _forward_backward_lone(
-    logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
+    logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start, numpy_sums=False
 ):
     """:func:`forward_backward` of one sequence: its work items (emission
-    chunks, the two recursions at once, posterior chunks) in one pool pass."""
+    chunks, the two recursions at once, posterior chunks) in one pool pass.
+
+    The per-call arrays are kept per thread and the chunks' sums compiled
+    (:func:`_lone_finish`), except with ``K = 1``, where NumPy sums a (nc, 1, 1)
+    axis pairwise (its own bits), or ``numpy_sums``: fresh arrays and NumPy's
+    reductions (the code the compiled sums replaced, which tests compare with)."""
     lo, hi = int(offsets[0]), int(offsets[1])
     T, K = hi - lo, logB.shape[1]
-    if K == 1:  # NumPy sums a (nc, 1, 1) axis pairwise: its own code, its own bits
-        return _forward_backward_lone_numpy(
-            logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
-        )
+    numpy_sums = numpy_sums or K == 1
     nc = _row_chunks(T)
-    ws = _lone_workspace(T, K, nc)
+    ws = _lone_workspace(T, K, nc, keep=not numpy_sums)
     _, (b, al, be, c, m, flag), counter, ll, ll_p, outer_p, start_p, tt, tt_ro = ws
     np.copyto(tt, transmat.T)
     args = (
@@ -1564,13 +1566,21 @@ def _forward_backward_lone(
             _lone_items(0, n_items, *args)
         else:
             run_dynamic(_lone_items, n_items, *args)
-        done = _lone_finish(transmat, counter, ll, ll_p, outer_p, start_p, loglik, xi, start)
+        if numpy_sums:
+            done = counter[4] == 0
+            if done:
+                loglik[0] = ll[0] if ll[0] == -np.inf else sum(ll_p.tolist())  # chunk order
+                np.multiply(transmat, outer_p.sum(axis=0), out=xi)  # chunks summed in order
+                start[:] = start_p
+        else:
+            done = _lone_finish(transmat, counter, ll, ll_p, outer_p, start_p, loglik, xi, start)
     except BaseException:
-        _lone_tls.ws = None  # counter and partials left unread: made again
+        if not numpy_sums:
+            _lone_tls.ws = None  # counter and partials left unread: made again
         raise
     if not done:  # rare (see _lone_posteriors): the serial coupled recursions
         _coupled_lone(
-            logB, offsets, startprob, transmat, args[5], seq_weight, gamma, loglik, xi, start
+            logB, offsets, startprob, transmat, tt_ro, seq_weight, gamma, loglik, xi, start
         )
 
 
@@ -1588,42 +1598,6 @@ def _coupled_lone(
     )  # fmt: skip
     np.multiply(transmat, outer_p[0], out=xi)
     start[:] = start_p[0]
-
-
-def _forward_backward_lone_numpy(
-    logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start
-):
-    """:func:`_forward_backward_lone` with fresh arrays and NumPy's reductions
-    (K = 1, where ``outer_p.sum(axis=0)`` is NumPy's pairwise sum)."""
-    lo, hi = int(offsets[0]), int(offsets[1])
-    T, K = hi - lo, logB.shape[1]
-    nc = _row_chunks(T)
-    buf = _lone_scratch(3 * T * K + 3 * T)
-    b, al, be = (buf[i * T * K : (i + 1) * T * K].reshape(T, K) for i in range(3))
-    c, m, flag = (buf[3 * T * K + i * T : 3 * T * K + (i + 1) * T] for i in range(3))
-    counter = np.zeros(_READY + nc, dtype=np.int64)
-    ll = np.empty(1)
-    ll_p = np.empty(nc)
-    outer_p = np.zeros((nc, K, K))
-    start_p = np.zeros(K)
-    args = (
-        counter, nc, _ro(logB[lo:hi]), _ro(startprob), _ro(transmat),
-        _ro(np.ascontiguousarray(transmat.T)), float(seq_weight[0]), gamma[lo:hi],
-        b, al, be, c, m, flag, ll, ll_p, outer_p, start_p,
-    )  # fmt: skip
-    n_items = 2 * nc + 2
-    if 3 * T * K * K < SMALL_WORK:
-        _lone_items(0, n_items, *args)
-    else:
-        run_dynamic(_lone_items, n_items, *args)
-    if counter[4] > 0:  # rare (see _lone_posteriors): the serial coupled recursions
-        _coupled_lone(
-            logB, offsets, startprob, transmat, args[5], seq_weight, gamma, loglik, xi, start
-        )
-        return
-    loglik[0] = ll[0] if ll[0] == -np.inf else sum(ll_p.tolist())  # in chunk order
-    np.multiply(transmat, outer_p.sum(axis=0), out=xi)  # chunks summed in order
-    start[:] = start_p
 
 
 def forward_backward(logB, offsets, startprob, transmat, seq_weight, gamma, loglik, xi, start):
