@@ -79,6 +79,7 @@ class ConvergenceMonitor:
         self.iter = 0
         self.history.clear()
         self.objective_history.clear()
+        self._converged = None
 
     def report(self, log_prob: float) -> None:
         """Record one iteration's log-likelihood (and print it if verbose)."""
@@ -577,9 +578,7 @@ class BaseHMM(*ESTIMATOR_BASES):
 
             monitor = copy.deepcopy(template)
         monitor._reset()
-        if hasattr(monitor, "_converged"):
-            monitor._converged = None
-        monitor.objective_history = []
+        monitor.objective_history = []  # hmmlearn's class has none
         return monitor
 
     def _em_loop(self, kernels, X, offsets, seq_weight) -> None:
