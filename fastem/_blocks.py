@@ -42,7 +42,7 @@ import numpy as np
 from ._missing import MissingPatterns, check_fit_coverage, find_patterns, has_nan
 from ._passes import PassParams, em_stats
 from ._stats import Stats
-from ._validation import check_positive_int
+from ._validation import check_positive_int, raise_not_2d
 
 __all__ = [
     "BLOCK_BYTES",
@@ -433,17 +433,8 @@ def _check_shape_dtype(X, min_samples: int = 2) -> tuple[int, int]:
         raise ValueError(f"Complex data not supported: X has dtype {dtype}.")
     if dtype.kind not in "biuf":
         raise ValueError(f"X must be numeric, got dtype {dtype}.")
-    if len(shape) < 2:  # scikit-learn's words, without the (possibly huge) values
-        raise ValueError(
-            f"Expected 2D array, got {'scalar' if not shape else '1D'} array instead "
-            f"(shape={shape}). Reshape your data either using array.reshape(-1, 1) if your "
-            "data has a single feature or array.reshape(1, -1) if it contains a single sample."
-        )
-    if len(shape) > 2:
-        raise ValueError(
-            f"Found array with dim {len(shape)}, while dim <= 2 is required by GaussianMixture. "
-            f"(Expected 2D array for X, got {len(shape)}D array instead.)"
-        )
+    if len(shape) != 2:  # scikit-learn's words, without the (possibly huge) values
+        raise_not_2d(len(shape), "X", "GaussianMixture", f" (shape={shape}). ")
     n, d = (int(s) for s in shape)
     if n < min_samples:
         raise ValueError(

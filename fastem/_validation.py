@@ -50,18 +50,8 @@ def check_array(
             raise TypeError(f"{name} could not be converted to float64: {exc}") from exc
         except ValueError as exc:  # a string that does not parse as a number
             raise ValueError(f"{name} could not be converted to float64: {exc}") from exc
-    if arr.ndim < 2:  # scikit-learn's check_array message, word for word
-        raise ValueError(
-            f"Expected 2D array, got {'scalar' if arr.ndim == 0 else '1D'} array instead:"
-            f"\narray={arr}.\nReshape your data either using array.reshape(-1, 1) if "
-            "your data has a single feature or array.reshape(1, -1) if it contains a "
-            "single sample."
-        )
-    if arr.ndim > 2:
-        raise ValueError(
-            f"Found array with dim {arr.ndim}, while dim <= 2 is required by "
-            f"{estimator_name}. (Expected 2D array for {name}, got {arr.ndim}D array instead.)"
-        )
+    if arr.ndim != 2:  # scikit-learn's check_array message, word for word
+        raise_not_2d(arr.ndim, name, estimator_name, f":\narray={arr}.\n")
     n_rows, n_cols = arr.shape
     if n_rows < min_samples:
         raise ValueError(
@@ -122,6 +112,24 @@ def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray:
     if sw.sum() <= 0:
         raise ValueError("sample_weight sums to zero: there is nothing to fit.")
     return sw
+
+
+def raise_not_2d(ndim: int, name: str, estimator_name: str, shown: str) -> None:
+    """scikit-learn's ``check_array`` error for data of ``ndim != 2`` dimensions.
+
+    ``shown``: what the message says of the data between "instead" and
+    "Reshape" (the values of an in-memory array; the shape of out-of-core input).
+    """
+    if ndim < 2:
+        raise ValueError(
+            f"Expected 2D array, got {'scalar' if ndim == 0 else '1D'} array instead{shown}"
+            "Reshape your data either using array.reshape(-1, 1) if your data has a single "
+            "feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    raise ValueError(
+        f"Found array with dim {ndim}, while dim <= 2 is required by {estimator_name}. "
+        f"(Expected 2D array for {name}, got {ndim}D array instead.)"
+    )
 
 
 def check_positive_int(value, name: str, minimum: int = 1, owner: str | None = None) -> int:
