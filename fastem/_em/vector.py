@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fixed_point import Evaluation, Run
+from .qn import _contracting as _secant_contracting
 
 __all__ = ["VectorOptions", "extrapolate", "run_vector"]
 
@@ -128,13 +129,8 @@ def extrapolate(points: np.ndarray, images: np.ndarray, kind: str = "mpe") -> np
 
 def _contracting(U: np.ndarray) -> bool:
     """The rates of ``dF`` on the chain's span (``u_{i+1} = dF u_i``), all with
-    real part below 1."""
-    with np.errstate(all="ignore"):
-        try:
-            rates = np.linalg.eigvals(np.linalg.lstsq(U[:, :-1], U[:, 1:], rcond=None)[0])
-        except (np.linalg.LinAlgError, ValueError):
-            return False
-    return bool(np.all(np.isfinite(rates)) and np.all(rates.real < 1.0))
+    real part below 1: quasi-Newton's guard with consecutive residuals as pairs."""
+    return _secant_contracting(U[:, :-1], U[:, 1:])
 
 
 def run_vector(run: Run, x0: np.ndarray, opts: VectorOptions) -> None:
