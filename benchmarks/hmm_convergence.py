@@ -51,7 +51,7 @@ import fastem.hmm._accel as accel
 from fastem.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hmm_peers import make_data  # noqa: E402
+from hmm_peers import make_data, sample_states  # noqa: E402
 
 REL = 1e-10
 DEFAULT_METHODS = "plain,squarem,anderson,qn,mpe"
@@ -63,17 +63,6 @@ def _sticky(K: int, stay: float) -> np.ndarray:
     return trans
 
 
-def _states(rng, trans: np.ndarray, S: int, T: int) -> np.ndarray:
-    K = len(trans)
-    z = np.empty(S * T, dtype=np.int64)
-    for s in range(S):
-        state = rng.integers(K)
-        for t in range(T):
-            z[s * T + t] = state
-            state = rng.choice(K, p=trans[state])
-    return z
-
-
 def problems(quick: bool, seed: int = 0) -> dict:
     """name -> (model factory, X, lengths, given initial parameters or None)."""
     rng = np.random.default_rng(seed)
@@ -82,7 +71,7 @@ def problems(quick: bool, seed: int = 0) -> dict:
     X, lengths, init = make_data("diag", 1, 10, 25 if quick else 50, 100, seed=seed)
     out["HB2"] = (lambda **kw: GaussianHMM(10, covariance_type="diag", **kw), X, lengths, init)
 
-    z = _states(rng, _sticky(4, 0.85), S, 150)
+    z = sample_states(rng, _sticky(4, 0.85), S, 150)
     means = rng.normal(scale=1.2, size=(4, 3))
     A = rng.normal(size=(4, 3, 3)) * 0.4 + np.eye(3)
     X = means[z] + np.einsum("nij,nj->ni", A[z], rng.normal(size=(S * 150, 3)))
@@ -90,16 +79,16 @@ def problems(quick: bool, seed: int = 0) -> dict:
         lambda **kw: GaussianHMM(4, covariance_type="full", **kw), X, np.full(S, 150), None
     )  # fmt: skip
 
-    z = _states(rng, _sticky(3, 0.8), S, 100)
+    z = sample_states(rng, _sticky(3, 0.8), S, 100)
     emis = rng.dirichlet(np.ones(6) * 2.0, size=3)
     X = np.array([rng.choice(6, p=emis[k]) for k in z])[:, None]
     out["categorical"] = (lambda **kw: CategoricalHMM(3, **kw), X, np.full(S, 100), None)
 
-    z = _states(rng, _sticky(3, 0.8), S, 100)
+    z = sample_states(rng, _sticky(3, 0.8), S, 100)
     X = rng.poisson(np.array([1.0, 3.0, 6.0])[z])[:, None]
     out["poisson"] = (lambda **kw: PoissonHMM(3, **kw), X, np.full(S, 100), None)
 
-    z = _states(rng, _sticky(3, 0.85), S, 150)
+    z = sample_states(rng, _sticky(3, 0.85), S, 150)
     centres = rng.normal(scale=3.0, size=(3, 2, 2))
     X = centres[z, rng.integers(2, size=S * 150)] + rng.normal(size=(S * 150, 2))
     out["gmmhmm"] = (

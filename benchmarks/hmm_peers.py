@@ -87,6 +87,19 @@ WORKLOADS = {
 }
 
 
+def sample_states(rng, trans: np.ndarray, S: int, T: int) -> np.ndarray:
+    """State paths of ``S`` sequences of ``T`` frames of the chain ``trans``, one
+    after another (a uniform first state)."""
+    K = len(trans)
+    z = np.empty(S * T, dtype=np.int64)
+    for s in range(S):
+        state = rng.integers(K)
+        for t in range(T):
+            z[s * T + t] = state
+            state = rng.choice(K, p=trans[state])
+    return z
+
+
 def make_data(cov_type: str, D: int, K: int, S: int, T: int, n_mix=None, seed: int = 0):
     """Sequences from a random sticky HMM with well-separated means (a mixture of
     ``n_mix`` Gaussians per state if given), and the initial parameters every
@@ -96,12 +109,7 @@ def make_data(cov_type: str, D: int, K: int, S: int, T: int, n_mix=None, seed: i
     trans = np.full((K, K), 0.1 / max(K - 1, 1))
     np.fill_diagonal(trans, 0.9 if K > 1 else 1.0)
     means = rng.normal(scale=4.0, size=(K, M, D))
-    z = np.empty(S * T, dtype=np.int64)
-    for s in range(S):
-        state = rng.integers(K)
-        for t in range(T):
-            z[s * T + t] = state
-            state = rng.choice(K, p=trans[state])
+    z = sample_states(rng, trans, S, T)
     X = means[z, rng.integers(M, size=S * T)] + rng.normal(size=(S * T, D))
     lengths = np.full(S, T)
     init = dict(
