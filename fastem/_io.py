@@ -323,6 +323,24 @@ def _write_csv(stream: IO[str], data: np.ndarray, columns: Sequence[str] | None)
         stream.write(",".join(map(_format_cell, row)) + "\n")
 
 
+def _unique_names(names: Sequence[str]) -> list[str]:
+    """Column names made unique as pandas' ``read_csv`` does (``a, a.1, a.2``): a CSV
+    header may repeat a name, which Parquet readers refuse."""
+    taken = set(names)
+    seen: set[str] = set()
+    unique = []
+    for name in names:
+        new, n = name, 0
+        while new in seen:
+            n += 1
+            new = f"{name}.{n}"
+            if new in taken:  # a later column already has that name: skip it
+                new = name
+        seen.add(new)
+        unique.append(new)
+    return unique
+
+
 def write_table(
     path: str | os.PathLike,
     data: np.ndarray,
@@ -339,7 +357,8 @@ def write_table(
     data : ndarray of shape (n_rows,) or (n_rows, n_columns)
     columns : sequence of str, default=None
         Column names (the CSV header and the Parquet field names); Parquet
-        uses ``c0, c1, ...`` when None. Ignored for ``.npy``.
+        uses ``c0, c1, ...`` when None, and a repeated name gets a suffix there
+        (``a, a.1``; Parquet readers refuse repeats). Ignored for ``.npy``.
     stdout : text file, default=None
         Where ``'-'`` writes to (``sys.stdout`` when None).
     """
@@ -355,7 +374,10 @@ def write_table(
     if fmt == ".parquet":
         pa = _import_pyarrow()
         names = list(columns) if columns is not None else [f"c{j}" for j in range(table.shape[1])]
-        arrow = pa.table({name: table[:, j] for j, name in enumerate(names)})
+        # From arrays, not a dict: a dict keeps one column per repeated name.
+        arrow = pa.Table.from_arrays(
+            [pa.array(table[:, j]) for j in range(table.shape[1])], names=_unique_names(names)
+        )
     with atomic_output(path) as tmp:
         if fmt == ".npy":
             np.save(tmp, data)
