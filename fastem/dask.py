@@ -256,8 +256,15 @@ def _take_informative(chunk: _Chunk, ranks: np.ndarray | None) -> tuple[np.ndarr
     return chunk.X[idx], chunk.sample_weight[idx]
 
 
-def _predict_block(block: np.ndarray, model, method: str) -> np.ndarray:
-    """The in-memory method on one chunk, its kernels capped as fit's are."""
+def _predict_block(block: np.ndarray, model, method: str, out_dtype: np.dtype) -> np.ndarray:
+    """The in-memory method on one chunk, its kernels capped as fit's are.
+
+    An empty chunk (a filtered array, ``X[X[:, 0] > 0]``, has them) gives an empty
+    result of the declared ``out_dtype``: the in-memory methods refuse 0 rows.
+    """
+    if block.shape[0] == 0:
+        tail = {"predict_proba": (model.n_components,), "impute": (block.shape[1],)}
+        return np.empty((0, *tail.get(method, ())), dtype=out_dtype)
     backend_name = backends.resolve_backend_name(model.backend)
     with limit_threads(backend_name, _task_threads(model.n_threads)):
         return getattr(model, method)(block)
@@ -639,6 +646,7 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
             _predict_block,
             model=snapshot,
             method=method,
+            out_dtype=X.dtype,
             dtype=X.dtype,
             meta=np.empty((0, 0), dtype=X.dtype),
             token=token,
@@ -652,6 +660,7 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
             _predict_block,
             model=snapshot,
             method=method,
+            out_dtype=dtype,
             dtype=dtype,
             chunks=(X.chunks[0], (model.n_components,)),
             meta=np.empty((0, 0), dtype=dtype),
@@ -662,6 +671,7 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
         _predict_block,
         model=snapshot,
         method=method,
+        out_dtype=dtype,
         dtype=dtype,
         drop_axis=1,
         meta=np.empty((0,), dtype=dtype),
