@@ -51,7 +51,13 @@ from ._data import ArrayData
 from ._passes import PassParams
 from ._stats import Stats, m_step, to_public_layout
 from ._threads import limit_threads
-from ._validation import check_array, check_positive_int, check_sample_weight
+from ._validation import (
+    check_array,
+    check_feature_names,
+    check_positive_int,
+    check_sample_weight,
+    string_column_names,
+)
 
 __all__ = [
     "ONLINE_ATTRIBUTES",
@@ -257,6 +263,11 @@ def partial_fit(estimator, X, sample_weight=None):
     check_positive_int(estimator.n_components, "n_components")
     given = (estimator.weights_init, estimator.means_init, estimator.precisions_init)
     needs_init = not fitted and any(value is None for value in given)
+    # scikit-learn's protocol: a later batch's column names must be the fitted ones;
+    # the first batch's are recorded, once the step has succeeded.
+    names = string_column_names(X)
+    if fitted:
+        check_feature_names(estimator, X, reset=False)
     data = _batch_data(estimator, X, sample_weight, fitted, needs_init)
     d = data.n_features
     user = estimator._check_parameters(d)
@@ -324,12 +335,16 @@ def partial_fit(estimator, X, sample_weight=None):
     estimator.converged_ = False
     estimator.n_iter_ = n_batches
     estimator.lower_bound_ = float(lower_bound)
-    if isinstance(bounds, list):
-        bounds.append(float(lower_bound))
-        estimator.lower_bounds_ = bounds
-    else:
-        estimator.lower_bounds_ = [float(lower_bound)]
+    # A new list: the previous one may be held elsewhere (a reference kept by the
+    # caller, a copy of the estimator) and must not grow with this stream.
+    previous = bounds if isinstance(bounds, list) else []
+    estimator.lower_bounds_ = [*previous, float(lower_bound)]
     estimator.n_features_in_ = d
+    if not fitted:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
     estimator.backend_ = backend_name
     estimator._set_decomposition(ct, covariances, state.get("orientation"), dtype)
     return estimator

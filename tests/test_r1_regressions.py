@@ -61,3 +61,58 @@ def test_dask_methods_on_a_filtered_array_with_empty_chunks(dtype):
         rel = 1e-12 if dtype == np.float64 else 1e-6  # float32 sums in another order
         assert gm.score(filtered) == pytest.approx(gm.score(X[keep]), rel=rel)
         assert gm.bic(filtered) == pytest.approx(gm.bic(X[keep]), rel=rel)
+
+
+# ---------------------------------------------------------------- partial_fit
+def _two_blobs(n=60, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.vstack([rng.normal(0, 1, (n, d)), rng.normal(4, 1.5, (n, d))])
+
+
+def test_partial_fit_follows_the_feature_names_protocol():
+    # Before the fix partial_fit ignored column names: a stream of DataFrames left no
+    # feature_names_in_ (so predict on a DataFrame warned "fitted without feature
+    # names"), and a batch with other column names was blended in silently.
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    from fastem import GaussianMixture
+
+    X = _two_blobs()
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    gm = GaussianMixture(2, backend="numpy", random_state=0).partial_fit(frame)
+    np.testing.assert_array_equal(gm.feature_names_in_, ["a", "b", "c"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "fitted without feature names" warning
+        gm.predict(frame)
+        gm.partial_fit(frame)
+    means = gm.means_.copy()
+    with pytest.raises(ValueError, match="feature names should match"):
+        gm.partial_fit(pd.DataFrame(X, columns=["x", "y", "z"]))
+    assert gm.n_batches_ == 2
+    np.testing.assert_array_equal(gm.means_, means)  # unchanged on error
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        gm.partial_fit(X)
+    # A stream started on a plain array has no names, as fit's.
+    assert not hasattr(GaussianMixture(2, backend="numpy").partial_fit(X), "feature_names_in_")
+    # After fit(frame), a batch with other names is refused too.
+    fitted = GaussianMixture(2, backend="numpy", random_state=0).fit(frame)
+    with pytest.raises(ValueError, match="feature names should match"):
+        fitted.partial_fit(pd.DataFrame(X, columns=["a", "c", "b"]))
+
+
+def test_partial_fit_gives_lower_bounds_a_new_list():
+    # Before the fix the previous lower_bounds_ list was appended to in place: a
+    # reference the caller kept (or a copy.copy of the estimator) grew with the stream.
+    import copy
+
+    from fastem import GaussianMixture
+
+    X = _two_blobs()
+    gm = GaussianMixture(2, backend="numpy", random_state=0).partial_fit(X)
+    kept = gm.lower_bounds_
+    snapshot = copy.copy(gm)
+    gm.partial_fit(X)
+    assert len(kept) == 1 and len(snapshot.lower_bounds_) == snapshot.n_batches_ == 1
+    assert len(gm.lower_bounds_) == gm.n_batches_ == 2
+    assert gm.lower_bounds_[0] == kept[0] and gm.lower_bounds_[-1] == gm.lower_bound_
