@@ -183,12 +183,19 @@ class ModelSelection:
         ``bic``, ``aic``, ``icl`` (scikit-learn's sign: lower is better),
         ``log_likelihood`` (weighted total over the rows), ``n_parameters``,
         ``converged``, ``n_iter``, ``init`` (the start of the kept fit),
-        ``refined`` and ``error`` (None, or why the candidate failed; its scores
-        are then None). ``refined`` is True for a candidate fitted to the final
-        settings (to its maximum, with the defaults) and False for one that
-        :func:`select_model`'s two-stage search left at the screening stage
-        (Aitken's predicted remaining gain below :data:`SCREEN_TOL` per row)
-        because it could not be among the best :data:`N_CONTENDERS`;
+        ``refined``, ``degenerate`` and ``error`` (None, or why the candidate
+        failed; its scores are then None). ``degenerate`` is True for a fit at a
+        spurious optimum (:func:`degenerate_fit`: a component on fewer rows than
+        its covariance needs, or a collapsed covariance), whose likelihood grows
+        without fitting the data better; such a candidate keeps its scores but
+        is ranked after every proper one and is not chosen unless every
+        candidate is degenerate (mclust reports these cells NA: its EM stops on
+        the singular covariance that fastem's ``reg_covar`` prevents).
+        ``refined`` is True for a candidate fitted to the final settings (to its
+        maximum, with the defaults) and False for one that :func:`select_model`'s
+        two-stage search left at the screening stage (Aitken's predicted remaining
+        gain below :data:`SCREEN_TOL` per row) because it could not be among the
+        best :data:`N_CONTENDERS`;
         ``converged`` and ``n_iter`` are then those of the screening fit.
     models_ : dict
         ``(n_components, covariance_type)`` -> fitted GaussianMixture, for every
@@ -225,15 +232,12 @@ class ModelSelection:
         Returns
         -------
         list of int
-            Indices into :attr:`table`, by increasing criterion (ties: table order).
+            Indices into :attr:`table`: the proper candidates by increasing
+            criterion, then the degenerate ones (``table``'s ``degenerate``,
+            :func:`degenerate_fit`) by increasing criterion; ties: table order.
         """
         criterion = _check_criterion(self.criterion if criterion is None else criterion)
-        scored = [
-            (row[criterion], i)
-            for i, row in enumerate(self.table)
-            if row["error"] is None and row[criterion] is not None and math.isfinite(row[criterion])
-        ]
-        return [i for _, i in sorted(scored)]
+        return _ranking(self.table, criterion)
 
     def grid(
         self, criterion: str | None = None, sign: str = "sklearn"
@@ -331,6 +335,11 @@ class ModelSelection:
             for row in self.table
             if row["error"] is None and row.get("refined") is False
         }
+        degenerate = {
+            (row["n_components"], row["covariance_type"])
+            for row in self.table
+            if row["error"] is None and row.get("degenerate")
+        }
         cells = []
         for a, k in enumerate(ks):
             line = []
@@ -339,6 +348,8 @@ class ModelSelection:
                 text = "NA" if math.isnan(value) else f"{value:.{digits}f}"
                 if (k, model) in screened:
                     text += "~"
+                if (k, model) in degenerate:
+                    text += "!"
                 rank = rank_of.get((k, model))
                 mark = f" ({rank})" if rank is not None else ""
                 line.append(text + mark.ljust(width_mark))
@@ -390,6 +401,17 @@ class ModelSelection:
                     f"  {row['covariance_type']},{row['n_components']}: "
                     f"{_shorten(row['error'], 100)}"
                 )
+        if degenerate:
+            lines.append("")
+            lines.append(
+                f"!: {len(degenerate)} degenerate candidate(s) (a component on too few rows "
+                "or a collapsed covariance; mclust's NA), ranked after the others: "
+                + ", ".join(
+                    f"{row['covariance_type']},{row['n_components']}"
+                    for row in self.table
+                    if (row["n_components"], row["covariance_type"]) in degenerate
+                )
+            )
         if screened:
             lines.append("")
             lines.append(
@@ -411,7 +433,7 @@ class ModelSelection:
 
     def _long_text(self, sign: str, factor: float, digits: int) -> str:
         headers = ["", "K", "covariance", "BIC", "AIC", "ICL", "log-lik", "params", "conv",
-                   "iter", "refined", "init", "error"]  # fmt: skip
+                   "iter", "refined", "degenerate", "init", "error"]  # fmt: skip
 
         def number(value: Any, flip: bool = True) -> str:
             if value is None:
@@ -434,12 +456,13 @@ class ModelSelection:
                     "-" if failed else ("yes" if row["converged"] else "no"),
                     "-" if failed else str(row["n_iter"]),
                     "-" if failed else ("no" if row.get("refined") is False else "yes"),
+                    "-" if failed else ("yes" if row.get("degenerate") else "no"),
                     row.get("init") or "-",
                     _shorten(row["error"] or "", 60),
                 ]
             )
         widths = [max(len(r[c]) for r in [headers, *rows]) for c in range(len(headers))]
-        left = {0, 2, 11, 12}  # text columns; numbers align right
+        left = {0, 2, 12, 13}  # text columns; numbers align right
 
         def line(cells: list[str]) -> str:
             parts = [
@@ -489,6 +512,17 @@ def _formula(criterion: str, sign: str) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _ranking(table: list[dict], criterion: str) -> list[int]:
+    """Rows of ``table`` with a finite ``criterion``: proper candidates best first,
+    then degenerate ones best first (ties: table order)."""
+    scored = [
+        (bool(row.get("degenerate")), row[criterion], i)
+        for i, row in enumerate(table)
+        if row["error"] is None and row[criterion] is not None and math.isfinite(row[criterion])
+    ]
+    return [i for *_, i in sorted(scored)]
 
 
 def _check_criterion(criterion: str) -> str:
@@ -732,7 +766,9 @@ def degenerate_fit(model: GaussianMixture, n_rows: float, variances: np.ndarray)
     ``reg_covar`` allows on discretised data). As ``fastem._init.degenerate``
     for the starts of ``init_params="best"``, and the spurious-optimum rule of
     ``benchmarks/init_strategies.py``. Such optima have an unbounded
-    likelihood: they win on it without fitting the data better.
+    likelihood: they win on it without fitting the data better, so
+    :func:`select_model` uses this rule both between a candidate's starts and
+    between candidates (a degenerate candidate is ranked after the proper ones).
     """
     d = model.means_.shape[1]
     free = canonical_model(model.covariance_type)[2] == "V"
@@ -760,9 +796,12 @@ def _keep_and_score(cell_fits, n_rows, variances, X, sw, weighted):
     if model is None:
         return None, None, None
     try:
-        return model, _criteria(model, X, sw, weighted), None
+        scores = _criteria(model, X, sw, weighted)
     except _FIT_ERRORS as exc:
         return None, None, exc
+    # Flagged, not dropped: the row keeps its scores and ranks after the proper ones.
+    scores["degenerate"] = bool(degenerate_fit(model, n_rows, variances))
+    return model, scores, None
 
 
 def _fill_row(row: dict, scores: dict, model: GaussianMixture, done: set) -> None:
@@ -915,7 +954,13 @@ def select_model(
     -----
     A candidate that cannot be fitted (typically a singular covariance: too many
     components for the data) is reported in the table with its error, not
-    raised, unless every candidate fails. The criteria of a candidate come from
+    raised, unless every candidate fails. A degenerate candidate
+    (:func:`degenerate_fit`: say a component collapsed onto one row, which
+    ``reg_covar`` keeps finite and mclust reports as NA) keeps its scores, flagged
+    ``degenerate`` in the table and ``!`` in the text, but is ranked after the
+    proper ones and chosen only when every candidate is degenerate (with a
+    warning): on iris, VEE with 9 components reaches such an optimum and would
+    otherwise beat mclust's choice, VEV with 2. The criteria of a candidate come from
     one pass over X in row blocks; the (n_samples, n_components) array of
     responsibilities is never formed.
     """
@@ -1022,6 +1067,7 @@ def select_model(
                 "init": None,
                 "error": None,
                 "refined": None,
+                "degenerate": None,
             }
             error = None
             cell_fits: list[list] = []
@@ -1071,11 +1117,7 @@ def select_model(
             n_rows, variances, n_candidates, len(plan),
         )  # fmt: skip
 
-    ranked = [
-        (row[criterion], i)
-        for i, row in enumerate(table)
-        if row["error"] is None and not math.isnan(row[criterion])
-    ]
+    ranked = _ranking(table, criterion)
     if not ranked:
         first = table[0]
         raise ValueError(
@@ -1083,8 +1125,17 @@ def select_model(
             f"{first['n_components']}, covariance_type={first['covariance_type']!r}): "
             f"{first['error']}"
         )
-    best_index = min(ranked)[1]  # ties: the first in table order
+    best_index = ranked[0]  # a proper candidate if any; ties: the first in table order
     best_row = table[best_index]
+    if best_row["degenerate"]:
+        warnings.warn(
+            f"Every candidate is degenerate (a component on too few rows or a collapsed "
+            f"covariance); the best of them (n_components={best_row['n_components']}, "
+            f"covariance_type={best_row['covariance_type']!r}) is returned. Consider fewer "
+            "components or a larger reg_covar.",
+            UserWarning,
+            stacklevel=2,
+        )
     best = models[(best_row["n_components"], best_row["covariance_type"])]
     if not best.converged_ and best.max_iter > 0:
         warnings.warn(
@@ -1192,10 +1243,12 @@ def _refine_contenders(
         penalty = row[base] + 2.0 * row["log_likelihood"]
         bounds[i] = penalty - 2.0 * reach
     while bounds:
+        # Degenerate candidates are not chosen while a proper one exists: they do not
+        # set the threshold (leaving them out can only refine more candidates).
         values = [
             row[criterion]
             for i, row in enumerate(table)
-            if row["error"] is None and (row["refined"] or monotone)
+            if row["error"] is None and (row["refined"] or monotone) and not row["degenerate"]
         ]
         values = sorted(v for v in values if v is not None and not math.isnan(v))
         threshold = values[N_CONTENDERS - 1] if len(values) >= N_CONTENDERS else math.inf
@@ -1236,7 +1289,8 @@ def _refine_contenders(
         failed = exc or failed
         if model is None:
             row.update(bic=None, aic=None, icl=None, log_likelihood=None, converged=None,
-                       n_iter=None, init=None, refined=None, error=_message(failed))  # fmt: skip
+                       n_iter=None, init=None, refined=None, degenerate=None,
+                       error=_message(failed))  # fmt: skip
             models.pop(key, None)
             continue
         _fill_row(row, scores, model, done)

@@ -17,7 +17,7 @@ from fastem.datasets import make_mixture
 
 KEYS = {
     "n_components", "covariance_type", "bic", "aic", "icl", "log_likelihood",
-    "n_parameters", "converged", "n_iter", "init", "error", "refined",
+    "n_parameters", "converged", "n_iter", "init", "error", "refined", "degenerate",
 }  # fmt: skip
 
 

@@ -121,8 +121,8 @@ def test_table_text_and_the_rule(four):
     assert f"~: {len(screened)} candidate(s) only screened" in text
     assert "~" not in full.to_text()
     long = two.to_text(layout="table")
-    assert long.splitlines()[0].split()[9] == "refined"
-    assert sum(line.split()[-2] == "no" for line in long.splitlines()[1:-1]) == len(screened)
+    assert long.splitlines()[0].split()[9:11] == ["refined", "degenerate"]
+    assert sum(line.split()[-3] == "no" for line in long.splitlines()[1:-1]) == len(screened)
 
 
 def test_icl_and_aic_choose_as_every_candidate_to_the_maximum(four):
@@ -157,15 +157,22 @@ def test_the_floor_catches_a_component_collapsing_after_the_screen(monkeypatch):
     """iris, VEE with K = 9: after its screen a component collapses onto one row and
     the likelihood jumps (35 units, far beyond Aitken's prediction), to a degenerate
     optimum whose BIC beats VEV,2's. The 50-unit floor refines it, so the two-stage
-    choice is refine='all''s; without the floor (negative control) it is not."""
+    row is refine='all''s (same value, flagged degenerate, so neither chooses it);
+    without the floor (negative control) it stays screened short of that optimum."""
     datasets = pytest.importorskip("sklearn.datasets")
     X = datasets.load_iris().data
     kw = dict(n_components=range(1, 10), covariance_types=["VEE", "VEV"], random_state=0)
     full = select_model(X, refine="all", **kw)
-    assert full.best_params_ == {"n_components": 9, "covariance_type": "VEE"}
-    _check_same_choice(select_model(X, **kw), full, X.shape[0])
+    assert full.best_params_ == {"n_components": 2, "covariance_type": "VEV"}
+    vee9 = full.table[-2]
+    assert (vee9["n_components"], vee9["covariance_type"], vee9["degenerate"]) == (9, "VEE", True)
+    assert vee9["bic"] < full.table[full.best_index_]["bic"]  # it would win on BIC
+    two = select_model(X, **kw)
+    _check_same_choice(two, full, X.shape[0])
+    assert two.table[-2]["refined"] and two.table[-2]["degenerate"]
+    assert two.table[-2]["bic"] == pytest.approx(vee9["bic"], rel=0, abs=1e-4)
     monkeypatch.setattr(selection_module, "SCREEN_MIN_GAIN", 0.0)
     unfloored = select_model(X, **kw)
     assert unfloored.best_params_ == {"n_components": 2, "covariance_type": "VEV"}
-    with pytest.raises(AssertionError):
-        _check_same_choice(unfloored, full, X.shape[0])
+    assert not unfloored.table[-2]["refined"]
+    assert unfloored.table[-2]["bic"] > vee9["bic"] + 50.0
