@@ -129,22 +129,48 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         -------
         X_imputed : ndarray of shape (n_samples, n_features)
         """
-        if not hasattr(self, "mixture_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
+        self._check_fitted()
         check_feature_names(self, X, reset=False)
         X = check_array(
             X, n_features=self.n_features_in_, allow_nan=True, estimator_name=type(self).__name__
         )
         return self.mixture_.impute(X)
 
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "mixture_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Output feature names: the input's (imputation keeps every column)."""
+        """Output feature names: the input's (imputation keeps every column).
+
+        Parameters
+        ----------
+        input_features : array-like of str, default=None
+            The input's names: ``feature_names_in_`` when None (``x0, x1, ...``
+            if ``fit`` saw no names). Checked as scikit-learn checks them: one
+            per feature, and equal to ``feature_names_in_`` where that exists.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        self._check_fitted()
+        names = getattr(self, "feature_names_in_", None)
         if input_features is None:
-            names = getattr(self, "feature_names_in_", None)
             if names is None:
                 return np.array([f"x{i}" for i in range(self.n_features_in_)], dtype=object)
             return np.asarray(names, dtype=object)
-        return np.asarray(input_features, dtype=object)
+        features = np.asarray(input_features, dtype=object)
+        if names is not None and (
+            features.shape != names.shape or not np.array_equal(features, names)
+        ):
+            raise ValueError("input_features is not equal to feature_names_in_")
+        if features.ndim != 1 or features.shape[0] != self.n_features_in_:
+            raise ValueError(
+                f"input_features should have length equal to number of features "
+                f"({self.n_features_in_}), got {features.size}"
+            )
+        return features

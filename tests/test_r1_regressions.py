@@ -116,3 +116,37 @@ def test_partial_fit_gives_lower_bounds_a_new_list():
     assert len(kept) == 1 and len(snapshot.lower_bounds_) == snapshot.n_batches_ == 1
     assert len(gm.lower_bounds_) == gm.n_batches_ == 2
     assert gm.lower_bounds_[0] == kept[0] and gm.lower_bounds_[-1] == gm.lower_bound_
+
+
+# ---------------------------------------------------------------- the imputer
+def test_imputer_get_feature_names_out_checks_like_scikit_learn():
+    # Before the fix: unfitted gave AttributeError (not NotFittedError), and
+    # input_features of the wrong length or other names than feature_names_in_
+    # were returned as given instead of raising, as scikit-learn's transformers do.
+    from fastem.exceptions import NotFittedError
+    from fastem.impute import GaussianMixtureImputer
+
+    X = _two_blobs()
+    X[::5, 1] = np.nan
+    with pytest.raises(NotFittedError):
+        GaussianMixtureImputer(backend="numpy").get_feature_names_out()
+    imp = GaussianMixtureImputer(2, backend="numpy", random_state=0).fit(X)
+    np.testing.assert_array_equal(imp.get_feature_names_out(), ["x0", "x1", "x2"])
+    assert imp.get_feature_names_out(["p", "q", "r"]).tolist() == ["p", "q", "r"]
+    with pytest.raises(ValueError, match="input_features should have length equal"):
+        imp.get_feature_names_out(["p", "q"])
+    imp.feature_names_in_ = np.array(["a", "b", "c"], dtype=object)  # as fit(DataFrame) sets
+    assert imp.get_feature_names_out(["a", "b", "c"]).dtype == object
+    with pytest.raises(ValueError, match="input_features is not equal to feature_names_in_"):
+        imp.get_feature_names_out(["a", "c", "b"])
+
+
+def test_imputer_passes_scikit_learns_feature_names_out_check():
+    pytest.importorskip("sklearn")
+    from sklearn.utils.estimator_checks import check_transformer_get_feature_names_out
+
+    from fastem.impute import GaussianMixtureImputer
+
+    check_transformer_get_feature_names_out(
+        "GaussianMixtureImputer", GaussianMixtureImputer(backend="numpy")
+    )
