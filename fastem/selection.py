@@ -499,15 +499,12 @@ _CRITERION_NAMES = {
 
 
 def _formula(criterion: str, sign: str) -> str:
-    if criterion == "aic":
-        penalty = "2 p"
-    elif criterion == "bic":
-        penalty = "p log n"
-    else:
-        penalty = "p log n + 2 sum log z_MAP"
+    # ICL = BIC - 2 sum log z_MAP (scikit-learn's sign); mclust's is its negation,
+    # 2 log L - p log n + 2 sum log z_MAP (log z_MAP <= 0: the classification's cost).
+    penalty = "2 p" if criterion == "aic" else "p log n"
     if sign == "mclust":
-        return f"2 log L - {penalty.replace('+ 2', '- 2')}"
-    return f"-2 log L + {penalty.replace('+ 2', '- 2')}"
+        return f"2 log L - {penalty}" + (" + 2 sum log z_MAP" if criterion == "icl" else "")
+    return f"-2 log L + {penalty}" + (" - 2 sum log z_MAP" if criterion == "icl" else "")
 
 
 def _shorten(text: str, limit: int) -> str:

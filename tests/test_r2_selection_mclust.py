@@ -147,3 +147,32 @@ def test_every_candidate_degenerate_returns_the_best_with_a_warning():
         sel = select_model(X, [3], ["VVV"], init_params="hc", random_state=0)
     assert sel.table[sel.best_index_]["degenerate"]
     assert math.isfinite(sel.table[sel.best_index_]["bic"])
+
+
+@pytest.mark.parametrize("sign", ["sklearn", "mclust"])
+@pytest.mark.parametrize("criterion", ["bic", "aic", "icl"])
+def test_printed_formula_evaluates_to_the_printed_value(sign, criterion):
+    """The header's formula, evaluated with the fit's log L, p, n and sum log z_MAP,
+    gives the value printed under that sign (mclust's ICL adds 2 sum log z_MAP:
+    it printed '- 2 sum log z_MAP' before, the sign of the other convention)."""
+    from fastem.datasets import make_mixture
+
+    X = make_mixture(200, 2, 2, random_state=0)[0]
+    sel = select_model(X, [2], ["VVV"], init_params="hc", random_state=0)
+    row = sel.table[0]
+    model = sel.best_
+    header = sel.to_text(sign=sign, criterion=criterion).splitlines()[0]
+    formula = header.split("(")[1].split(";")[0].split(", ", 1)[1]
+    names = {
+        "log L": row["log_likelihood"],
+        "p": row["n_parameters"],
+        "log n": math.log(X.shape[0]),
+        "sum log z_MAP": float(np.log(model.predict_proba(X).max(axis=1)).sum()),
+    }
+    expression = formula
+    for name in sorted(names, key=len, reverse=True):
+        expression = expression.replace(name, f"({names[name]!r})")
+    expression = expression.replace(") (", ") * (").replace("2 (", "2 * (")
+    value = eval(expression, {"__builtins__": {}})  # numbers and + - * only
+    printed = (1.0 if sign == "sklearn" else -1.0) * row[criterion]
+    assert value == pytest.approx(printed, rel=1e-9)
