@@ -9,6 +9,7 @@ that axes and its figure is returned.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,8 +79,14 @@ def _projection(X: np.ndarray, dims, projection) -> tuple[np.ndarray, np.ndarray
     if isinstance(projection, str):
         if projection != "pca":
             raise ValueError(f"projection must be 'pca' or a (d, 2) matrix, got {projection!r}")
-        centre = X.mean(axis=0)
-        _, s, vt = np.linalg.svd(X - centre, full_matrices=False)
+        complete = X[~np.isnan(X).any(axis=1)]  # NaN (missing values) would stop the SVD
+        if complete.shape[0] == 0:
+            raise ValueError(
+                "projection='pca' needs rows without missing values (NaN); every row of X "
+                "has one: plot two features with dims=, or give a projection matrix"
+            )
+        centre = complete.mean(axis=0)
+        _, s, vt = np.linalg.svd(complete - centre, full_matrices=False)
         share = s**2 / max(float((s**2).sum()), np.finfo(float).tiny)
         labels = [f"PC{i + 1} ({share[i]:.0%} of variance)" for i in range(2)]
         return vt[:2].T, centre, labels
@@ -104,8 +111,11 @@ def plot_clusters(
 
     Parameters
     ----------
-    model : fitted GaussianMixture
+    model : fitted GaussianMixture or GaussianMixtureIC
     X : array-like of shape (n_samples, n_features)
+        NaN (missing values) are allowed: a row is drawn where its two plotted
+        features are observed (with ``projection``, where all are; the PCA
+        comes from the complete rows).
     dims : pair of int, default=(0, 1)
         The two features to plot, when ``projection`` is None.
     projection : 'pca' or array-like of shape (n_features, 2), default=None
@@ -126,6 +136,18 @@ def plot_clusters(
     fig : matplotlib Figure
         One :class:`matplotlib.patches.Ellipse` per component in the axes.
     """
+    if not hasattr(model, "means_"):  # any fitted mixture: GaussianMixture, GaussianMixtureIC
+        from .exceptions import NotFittedError
+
+        raise NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet; fit it before plotting."
+        )
+    if getattr(model, "feature_names_in_", None) is not None:
+        # X's columns are checked here; predict below then sees a plain array on purpose
+        from ._validation import check_feature_names
+
+        check_feature_names(model, X, reset=False)
+    model = getattr(model, "best_estimator_", model)  # GaussianMixtureIC: its selected mixture
     X = np.asarray(X, dtype=np.float64)
     means = np.asarray(model.means_, dtype=np.float64)
     k, d = means.shape
@@ -141,8 +163,14 @@ def plot_clusters(
         X = X[np.sort(rows)]
     P, centre, labels = _projection(X, dims, projection)
     colors = _colors(k)
-    Y = (X - centre) @ P
-    pred = model.predict(X)
+    if projection is None:  # the two features as they are: NaN elsewhere does not hide a row
+        Y = X[:, np.flatnonzero(P.any(axis=1))] @ P[P.any(axis=1)]
+    else:  # a row with NaN has no projection (NaN): not drawn
+        Y = (X - centre) @ P
+    with warnings.catch_warnings():
+        # the names were checked above, on the caller's X
+        warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+        pred = model.predict(X)
     ax.scatter(Y[:, 0], Y[:, 1], c=colors[pred], s=4, alpha=0.5, linewidths=0, rasterized=True)
 
     centres = (means - centre) @ P

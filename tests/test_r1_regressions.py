@@ -150,3 +150,58 @@ def test_imputer_passes_scikit_learns_feature_names_out_check():
     check_transformer_get_feature_names_out(
         "GaussianMixtureImputer", GaussianMixtureImputer(backend="numpy")
     )
+
+
+# ---------------------------------------------------------------- plot_clusters
+def _drawn_rows(fig) -> int:
+    points = fig.axes[0].collections[0].get_offsets()
+    return int(np.isfinite(np.asarray(points, dtype=float)).all(axis=1).sum())
+
+
+def test_plot_clusters_with_missing_values():
+    # Before the fix: projection="pca" on X with NaN raised LinAlgError ("SVD did not
+    # converge"), and with dims a row with NaN in an unplotted feature was not drawn.
+    pytest.importorskip("matplotlib")
+    from fastem import GaussianMixture
+    from fastem.plotting import plot_clusters
+
+    X = _two_blobs()
+    X[::7, 2] = np.nan  # not a plotted feature with dims=(0, 1)
+    X[3, 0] = np.nan  # a plotted one: that row cannot be drawn
+    gm = GaussianMixture(2, backend="numpy", random_state=0).fit(X)
+    assert _drawn_rows(plot_clusters(gm, X)) == X.shape[0] - 1
+    fig = plot_clusters(gm, X, projection="pca")
+    complete = ~np.isnan(X).any(axis=1)
+    assert _drawn_rows(fig) == int(complete.sum())
+    assert sum(p.get_gid().startswith("component-") for p in fig.axes[0].patches) == 2
+    with pytest.raises(ValueError, match="needs rows without missing values"):
+        plot_clusters(
+            gm, np.where(np.isnan(X).any(axis=1, keepdims=True), X, np.nan), projection="pca"
+        )
+
+
+def test_plot_clusters_feature_names_fitted_check_and_gaussian_mixture_ic():
+    # Before the fix: a DataFrame (the one the model was fitted on) gave a spurious
+    # "X does not have valid feature names" warning, an unfitted model an
+    # AttributeError, and a GaussianMixtureIC an AttributeError (covariance_type).
+    pytest.importorskip("matplotlib")
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    from fastem import GaussianMixture, GaussianMixtureIC
+    from fastem.exceptions import NotFittedError
+    from fastem.plotting import plot_clusters
+
+    frame = pd.DataFrame(_two_blobs(d=2), columns=["a", "b"])
+    gm = GaussianMixture(2, backend="numpy", random_state=0).fit(frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_clusters(gm, frame)
+    with pytest.raises(ValueError, match="feature names should match"):
+        plot_clusters(gm, frame.rename(columns={"a": "z"}))
+    with pytest.raises(NotFittedError):
+        plot_clusters(GaussianMixture(2), frame)
+    ic = GaussianMixtureIC((1, 2), covariance_types=("VVV", "EII"), random_state=0)
+    ic.set_params(backend="numpy").fit(frame.to_numpy())
+    fig = plot_clusters(ic, frame.to_numpy())
+    assert len(fig.axes[0].patches) == ic.n_components_
