@@ -128,7 +128,13 @@ PARTIALS_BUDGET = 4 * 1024 * 1024  # float64 values (32 MiB)
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 # Kernels are called from Python (their CPython wrapper), never as C callbacks:
 # no cfunc wrapper to compile. Helpers (``@helper``) have neither wrapper.
-_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH, no_cfunc_wrapper=True)
+_JIT = dict(
+    cache=True,
+    nogil=True,
+    fastmath=_FASTMATH,
+    no_cfunc_wrapper=True,
+    pipeline_class=_numba_cache.Compiler,  # with the typing memo (see _numba_cache)
+)
 # The float64 scratch dtype as a dtype object, the type ``X.dtype`` has: with
 # float64 ``X`` the kernels' float64 and ``X.dtype`` scratch then share one
 # compiled ``_empty_aligned`` (``np.float64``, a class, would make a second).

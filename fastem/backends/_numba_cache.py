@@ -354,6 +354,79 @@ def helper(out_of_line: bool = False, **flags):
     """Decorator: a :class:`Helper` compiled with these ``njit`` flags."""
 
     def decorate(fn):
-        return Helper(fn, flags, out_of_line)
+        return Helper(fn, dict({"pipeline_class": Compiler}, **flags), out_of_line)
 
     return decorate
+
+
+# ------------------------------------------------------------ typing memo
+# Numba resolves the type of every call, operators included, by trying each
+# of the function's typing templates in turn (``BaseFunction.get_call_type``),
+# for every statement: ``float64 * float64`` is resolved again at each of the
+# hundreds of products of a hand-unrolled tile (and once more while lowering
+# it). That was most of Numba's type inference time and part of its
+# lowering in fastem's kernels. While fastem's compiler runs (``Compiler``),
+# the signature found for a function type, typing context and argument types
+# is remembered and reused: the same types give the same signature, so the
+# compiled code is the same. Failures are not remembered (they raise again).
+# Other Numba code in the process is not affected (the memo is off outside
+# fastem's compiles; compiles hold Numba's global compiler lock).
+
+_CALL_TYPES: dict = {}
+_MEMO_DEPTH = 0
+
+
+def _patch_call_type_memo() -> bool:
+    """Wrap ``BaseFunction.get_call_type`` with the memo (active only inside
+    :class:`Compiler`); False where this Numba lacks it."""
+    try:
+        from numba.core.types.functions import BaseFunction
+    except ImportError:  # pragma: no cover - other Numba layout
+        return False
+    original = getattr(BaseFunction, "get_call_type", None)
+    if original is None:  # pragma: no cover - other Numba layout
+        return False
+    if getattr(original, "_fastem_memo", False):
+        return True
+
+    def get_call_type(self, context, args, kws):
+        if not _MEMO_DEPTH:
+            return original(self, context, args, kws)
+        try:
+            key = (self, context, tuple(args), tuple(sorted(kws.items())))
+            sig = _CALL_TYPES.get(key)
+        except TypeError:  # an unhashable argument type: not remembered
+            return original(self, context, args, kws)
+        if sig is None:
+            sig = original(self, context, args, kws)
+            if sig is not None:
+                _CALL_TYPES[key] = sig
+        return sig
+
+    get_call_type._fastem_memo = True
+    get_call_type.__wrapped__ = original
+    BaseFunction.get_call_type = get_call_type
+    return True
+
+
+MEMO = _patch_call_type_memo()
+
+
+def _compiler_class():
+    from numba.core.compiler import Compiler as _NumbaCompiler
+
+    class Compiler(_NumbaCompiler):
+        """Numba's default compiler with the typing memo on while it runs."""
+
+        def _compile_core(self):
+            global _MEMO_DEPTH
+            _MEMO_DEPTH += 1
+            try:
+                return super()._compile_core()
+            finally:
+                _MEMO_DEPTH -= 1
+
+    return Compiler
+
+
+Compiler = _compiler_class()

@@ -1,0 +1,90 @@
+"""The typing memo of fastem's Numba compiler (``_numba_cache.Compiler``; issue #13,
+docs/cold_start.md "Session 10"): on inside fastem's compiles only, and the signatures
+it returns are the ones Numba's own resolution gives."""
+
+import operator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from numba import njit, types  # noqa: E402
+from numba.core.types.functions import BaseFunction  # noqa: E402
+
+from fastem.backends import _numba_cache  # noqa: E402
+
+
+def _body(x, y):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i] * y[i] - x[i] * 0.5
+    return s
+
+
+def _fresh(fn, **flags):
+    """A new function object (its own dispatcher, no shared compile)."""
+    import types as pytypes
+
+    return njit(**flags)(
+        pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__)
+    )
+
+
+def test_memo_is_installed():
+    assert _numba_cache.MEMO
+    assert getattr(BaseFunction.get_call_type, "_fastem_memo", False)
+
+
+def test_memo_fills_only_inside_fastem_compiles(monkeypatch):
+    memo = {}
+    monkeypatch.setattr(_numba_cache, "_CALL_TYPES", memo)
+    x = np.arange(5.0)
+    plain = _fresh(_body)
+    assert plain(x, x) == _body(x, x)
+    assert memo == {}  # another library's Numba code: never remembered
+    ours = _fresh(_body, pipeline_class=_numba_cache.Compiler)
+    assert ours(x, x) == plain(x, x)
+    muls = [k for k in memo if getattr(k[0], "typing_key", None) is operator.mul]
+    assert muls, "fastem's compiler resolved operator.mul without the memo"
+    assert _numba_cache._MEMO_DEPTH == 0
+
+
+def test_memo_returns_numbas_own_signatures(monkeypatch):
+    memo = {}
+    monkeypatch.setattr(_numba_cache, "_CALL_TYPES", memo)
+    ours = _fresh(_body, pipeline_class=_numba_cache.Compiler)
+    ours(np.arange(3.0), np.arange(3.0))
+    original = BaseFunction.get_call_type.__wrapped__
+    assert memo
+    for (fnty, context, args, kws), sig in memo.items():
+        assert original(fnty, context, args, dict(kws)) == sig
+
+
+def test_memo_serves_repeated_resolutions(monkeypatch):
+    """Negative control included: the second resolution of the same call comes from the
+    memo (the original is not asked again), and with the memo off it is asked each time."""
+    calls = []
+    original = BaseFunction.get_call_type.__wrapped__
+
+    def counting(self, context, args, kws):
+        calls.append(args)
+        return original(self, context, args, kws)
+
+    monkeypatch.setattr(_numba_cache, "_CALL_TYPES", {})
+    # the memo wrapped around a counting resolution (restored after the test)
+    monkeypatch.setattr(BaseFunction, "get_call_type", counting)
+    assert _numba_cache._patch_call_type_memo()
+    from numba.core.registry import cpu_target
+
+    ctx = cpu_target.typing_context
+    fnty = ctx.resolve_value_type(operator.mul)
+    args = (types.float64, types.float64)
+    monkeypatch.setattr(_numba_cache, "_MEMO_DEPTH", 1)
+    first = fnty.get_call_type(ctx, args, {})
+    second = fnty.get_call_type(ctx, args, {})
+    assert first == second and len(calls) == 1
+    monkeypatch.setattr(_numba_cache, "_MEMO_DEPTH", 0)
+    fnty.get_call_type(ctx, args, {})
+    fnty.get_call_type(ctx, args, {})
+    assert len(calls) == 3
