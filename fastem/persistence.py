@@ -50,6 +50,7 @@ read, so no file can make :func:`load` allocate more than the file's own size.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -370,6 +371,10 @@ def save_model(model: GaussianMixture, path: str | os.PathLike) -> None:
 def _write_archive(path: str, members: dict[str, np.ndarray]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    if not os.path.isdir(directory):  # else the error would name the temporary file
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot save the model: folder '{directory}' does not exist", path
+        )
     # O_EXCL: never write through someone else's file; mode 0o666 lets the umask decide.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:

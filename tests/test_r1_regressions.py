@@ -205,3 +205,18 @@ def test_plot_clusters_feature_names_fitted_check_and_gaussian_mixture_ic():
     ic.set_params(backend="numpy").fit(frame.to_numpy())
     fig = plot_clusters(ic, frame.to_numpy())
     assert len(fig.axes[0].patches) == ic.n_components_
+
+
+# ---------------------------------------------------------------- model files
+def test_save_into_a_missing_folder_names_the_path_not_a_temporary_file(tmp_path):
+    # Before the fix the FileNotFoundError named '.x.npz.<random>.tmp', a file the
+    # user never asked for.
+    from fastem import GaussianMixture
+
+    gm = GaussianMixture(1, backend="numpy").fit(_two_blobs(n=10, d=2))
+    target = tmp_path / "no_such_folder" / "x.npz"
+    with pytest.raises(FileNotFoundError) as info:
+        gm.save(target)
+    assert info.value.filename == str(target)
+    assert ".tmp" not in str(info.value) and "does not exist" in str(info.value)
+    assert not target.parent.exists()
