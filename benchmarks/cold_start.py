@@ -21,6 +21,12 @@ of the paired ratios working tree / reference of the cold CPU time:
 
 ``--cold-only`` skips the warm runs (half the time).
 
+The table starts with **the numba floor**: a fresh interpreter that imports Numba and calls
+one trivial ``@njit(cache=True)`` function, compiled (cold: an empty cache folder) or loaded
+from the cache (warm). What that costs (Numba's import, its first compile or cache load,
+which sets up its typing and target registries and imports ``scipy.linalg``) every first fit
+costs too, before fastem's own kernels; fastem cannot cut it. ``--no-floor`` skips it.
+
 ``--profile`` instead runs one cold first fit per version (``--repeats`` times, the medians
 printed) and splits the compile time (thread CPU, what compiling a function costs itself,
 its callees' compiles excluded) of each function Numba compiled, from Numba's event API and
@@ -64,6 +70,57 @@ def fit():
 (w1, c1), (w2, c2) = fit(), fit()
 print(json.dumps({"wall": w1, "cpu": c1, "wall2": w2, "cpu2": c2}))
 """
+
+
+# The numba floor: import Numba and call one trivial cached function (a file of its own:
+# Numba caches only functions defined in a file), timed from before the import.
+FLOOR = """
+import json, time
+w0, c0 = time.perf_counter(), time.process_time()
+import numba
+w1, c1 = time.perf_counter(), time.process_time()
+@numba.njit(cache=True)
+def one(x):
+    return x + 1
+one(1)
+w2, c2 = time.perf_counter(), time.process_time()
+print(json.dumps({"wall": w2 - w0, "cpu": c2 - c0, "import_wall": w1 - w0,
+                  "import_cpu": c1 - c0, "call_wall": w2 - w1, "call_cpu": c2 - c1}))
+"""
+
+
+def run_floor(folder: str) -> dict:
+    """One fresh interpreter running ``FLOOR`` from ``folder`` (its Numba cache too)."""
+    script = Path(folder) / "numba_floor.py"
+    script.write_text(FLOOR)
+    env = dict(os.environ, NUMBA_CACHE_DIR=folder)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=folder,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def floor_rows(repeats: int) -> tuple[list, list]:
+    """``repeats`` cold and warm runs of the numba floor, interleaved."""
+    colds, warms = [], []
+    warm_dir = tempfile.mkdtemp(prefix="fastem-floor-warm-")
+    try:
+        run_floor(warm_dir)  # fills the warm cache
+        for _ in range(repeats):
+            cold_dir = tempfile.mkdtemp(prefix="fastem-floor-cold-")
+            try:
+                colds.append(run_floor(cold_dir))
+            finally:
+                shutil.rmtree(cold_dir, ignore_errors=True)
+            warms.append(run_floor(warm_dir))
+    finally:
+        shutil.rmtree(warm_dir, ignore_errors=True)
+    return colds, warms
 
 
 # A cold first fit (one thread) that reports per compiled function where its compile time
@@ -173,6 +230,9 @@ def main(argv=None) -> None:
     parser.add_argument("--ref", metavar="COMMIT", help="also run COMMIT, interleaved")
     parser.add_argument("--cold-only", action="store_true", help="no warm-cache runs")
     parser.add_argument(
+        "--no-floor", action="store_true", help="no numba-floor row (import + a trivial call)"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="compile time per function (cold, 1 thread)"
     )
     parser.add_argument("--top", type=int, default=12, help="--profile: functions listed")
@@ -204,6 +264,8 @@ def report(args, trees: dict) -> None:
         f"{'warm wall':>9s} {'warm cpu':>8s} | {'fit alone':>9s} {'cpu':>6s} | "
         f"{'warm extra':>10s} {'cpu':>6s}"
     )
+    if not args.no_floor:
+        print_floor(*floor_rows(args.repeats))
     for ct in args.covariance:
         for dt in args.dtype:
             colds = {v: [] for v in trees}
@@ -267,6 +329,26 @@ def profile(args, trees: dict) -> None:
                     f"{'sum':34s}    "
                     + " ".join(f"{sum(med(n, c) for n in names):7.3f}" for c in COLUMNS)
                 )
+
+
+def print_floor(cold_rows: list, warm_rows: list) -> None:
+    """The numba floor's row (its whole run is start-up: "warm extra" is the warm run) and
+    its split into ``import numba`` and the first call."""
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    print(
+        f"{'numba floor':19s} {'':>8s} | {med(cold_rows, 'wall'):9.2f} "
+        f"{med(cold_rows, 'cpu'):8.2f} | {med(warm_rows, 'wall'):9.3f} "
+        f"{med(warm_rows, 'cpu'):8.3f} | {'':9s} {'':6s} | "
+        f"{med(warm_rows, 'wall'):10.3f} {med(warm_rows, 'cpu'):6.3f}"
+    )
+    print(
+        f"  (import numba {med(warm_rows, 'import_cpu'):.3f} s CPU; first call: compile "
+        f"{med(cold_rows, 'call_cpu'):.3f} s cold, cache load {med(warm_rows, 'call_cpu'):.3f}"
+        " s warm)"
+    )
 
 
 def print_row(ct: str, dt: str, version: str, cold_rows: list, warm_rows: list) -> None:
