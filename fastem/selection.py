@@ -755,21 +755,32 @@ def _start_parameters(
 def degenerate_fit(model: GaussianMixture, n_rows: float, variances: np.ndarray) -> bool:
     """Whether a fitted mixture is a degenerate (spurious) optimum.
 
-    Degenerate: a component carries fewer rows (``weights_ * n_rows``) than
-    ``d + 1`` for a model whose components have their own orientation (VVV,
-    EEV, VEV, EVV: a free covariance per component), or than 2 for the others;
-    or a covariance's smallest eigenvalue, in units of the features'
-    ``variances``, is below 1e-5 (collapsed onto a subspace, which a small
-    ``reg_covar`` allows on discretised data). As ``fastem._init.degenerate``
-    for the starts of ``init_params="best"``, and the spurious-optimum rule of
-    ``benchmarks/init_strategies.py``. Such optima have an unbounded
-    likelihood: they win on it without fitting the data better, so
+    Degenerate: a component carries fewer rows (``weights_ * n_rows``) than its
+    own covariance parameters need: ``d + 1`` where each component has a free
+    shape and orientation (VVV, EVV), 2 where its volume or shape is its own
+    (VII, VEI, EVI, VVI, VEE, EVE, VVE, VEV: one row leaves them no scatter),
+    and 1 where volume and shape are shared (EII, EEI, EEE, EEV: a component's
+    rows set only its mean and orientation, so a small one is a proper, bounded
+    optimum, which mclust reports too); or a covariance's smallest eigenvalue,
+    in units of the features' ``variances``, is below 1e-5 (collapsed onto a
+    subspace, which a small ``reg_covar`` allows on discretised data). The row
+    counts are ``fastem._init.degenerate``'s (for the starts of
+    ``init_params="best"``) but for the shared-volume-and-shape models. Such
+    optima have an unbounded likelihood (or, with ``reg_covar``, one bounded only
+    by it): they win on it without fitting the data better, so
     :func:`select_model` uses this rule both between a candidate's starts and
-    between candidates (a degenerate candidate is ranked after the proper ones).
+    between candidates (a degenerate candidate is ranked after the proper ones;
+    mclust reports such cells NA, its EM stopping on the singular covariance).
     """
     d = model.means_.shape[1]
-    free = canonical_model(model.covariance_type)[2] == "V"
-    if float(np.min(model.weights_)) * n_rows < (d + 1 if free else 2):
+    name = canonical_model(model.covariance_type)
+    if name in ("VVV", "EVV"):
+        need = d + 1
+    elif name.startswith("EE") or name == "EII":
+        need = 1
+    else:
+        need = 2
+    if float(np.min(model.weights_)) * n_rows < need:
         return True
     eps = float(np.finfo(np.float64).eps)
     scale = 1.0 / np.sqrt(np.maximum(np.asarray(variances, dtype=np.float64), eps))

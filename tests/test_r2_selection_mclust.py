@@ -176,3 +176,37 @@ def test_printed_formula_evaluates_to_the_printed_value(sign, criterion):
     value = eval(expression, {"__builtins__": {}})  # numbers and + - * only
     printed = (1.0 if sign == "sklearn" else -1.0) * row[criterion]
     assert value == pytest.approx(printed, rel=1e-9)
+
+
+def _fake_fit(model: str, rows: list[float], d: int):
+    """What degenerate_fit reads of a fit: unit covariances in the model's layout."""
+    from types import SimpleNamespace
+
+    from fastem._covariance import layout
+
+    k = len(rows)
+    kind = layout(model)
+    cov = {"full": np.tile(np.eye(d), (k, 1, 1)), "diag": np.ones((k, d)),
+           "spherical": np.ones(k), "tied": np.eye(d)}[kind]  # fmt: skip
+    weights = np.asarray(rows, dtype=float) / sum(rows)
+    return SimpleNamespace(covariance_type=model, weights_=weights, means_=np.zeros((k, d)),
+                           covariances_=cov)  # fmt: skip
+
+
+@pytest.mark.parametrize("model", selection_module.ALL_MODELS)
+def test_degenerate_rows_follow_what_each_model_estimates_per_component(model):
+    """One row leaves a component no scatter: degenerate where its volume or shape
+    is its own, not where both are shared (EII, EEI, EEE, EEV: a bounded optimum
+    mclust reports; the rule flagged these before). Three rows in 4-D are too few
+    only for a free shape and orientation (VVV, EVV)."""
+    d, n = 4, 150.0
+    variances = np.ones(d)
+    one_row = _fake_fit(model, [1.0, 74.0, 75.0], d)
+    shared = model in ("EII", "EEI", "EEE", "EEV")
+    assert selection_module.degenerate_fit(one_row, n, variances) is not shared
+    three_rows = _fake_fit(model, [3.0, 72.0, 75.0], d)
+    assert selection_module.degenerate_fit(three_rows, n, variances) is (model in ("VVV", "EVV"))
+    # A collapsed covariance is degenerate whatever the rows.
+    collapsed = _fake_fit(model, [50.0, 50.0, 50.0], d)
+    collapsed.covariances_ = collapsed.covariances_ * 1e-7
+    assert selection_module.degenerate_fit(collapsed, n, variances)
