@@ -296,13 +296,39 @@ def _load_model(path: str, backend: str | None = None, *, quiet: bool = False) -
     return model
 
 
-def _check_features(model: GaussianMixture, X: np.ndarray, model_path: str, data: str) -> None:
+def _shown_names(names) -> str:
+    names = [str(name) for name in names]
+    return ", ".join(names[:8] + (["..."] if len(names) > 8 else []))
+
+
+def _check_features(
+    model: GaussianMixture, X: np.ndarray, model_path: str, data: str, columns=None
+) -> None:
+    """X must have the model's feature count and, when both the file (a header) and the
+    model (fitted on a DataFrame) name the columns, the model's names in its order."""
     d = model.n_features_in_
     if X.shape[1] != d:
         raise CommandError(
             f"the model '{model_path}' was fitted on {d} feature(s) but '{data}' has "
             f"{X.shape[1]} column(s); give data with the same columns as the training data"
         )
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and columns is not None and list(columns) != [str(n) for n in names]:
+        raise CommandError(
+            f"the columns of '{data}' ({_shown_names(columns)}) are not the features the "
+            f"model '{model_path}' was fitted on ({_shown_names(names)}); give the data "
+            "with these columns, in this order"
+        )
+
+
+@contextmanager
+def _scoring(args: argparse.Namespace):
+    """Warnings of predict/impute as one line each; the model's feature names were
+    checked against the file's header (:func:`_check_features`), and a file without
+    one is read by position, so the library's warning about names is not repeated."""
+    with _one_line_warnings(args.quiet), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+        yield
 
 
 def _apply_runtime_options(model: GaussianMixture, args: argparse.Namespace) -> None:
@@ -448,14 +474,15 @@ def run_predict(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     model = _load_model(args.model, args.backend, quiet=args.quiet)
     _apply_runtime_options(model, args)
-    X, _ = _read(args.data)
-    _check_features(model, X, args.model, args.data)
-    if args.proba:
-        out = model.predict_proba(X)
-        columns = [f"proba_{j}" for j in range(model.n_components)]
-    else:
-        out = model.predict(X)
-        columns = ["label"]
+    X, names = _read(args.data)
+    _check_features(model, X, args.model, args.data, names)
+    with _scoring(args):
+        if args.proba:
+            out = model.predict_proba(X)
+            columns = [f"proba_{j}" for j in range(model.n_components)]
+        else:
+            out = model.predict(X)
+            columns = ["label"]
     write_table(args.output, out, columns)
     what = "component probabilities" if args.proba else "labels"
     where = "stdout" if args.output == "-" else f"'{args.output}'"
@@ -689,9 +716,10 @@ def run_impute(args: argparse.Namespace) -> int:
         raise CommandError("this fastem's GaussianMixture cannot impute; upgrade fastem")
     _apply_runtime_options(model, args)
     X, columns = _read(args.data)
-    _check_features(model, X, args.model, args.data)
+    _check_features(model, X, args.model, args.data, columns)
     missing = np.isnan(X)
-    filled = model.impute(X)
+    with _scoring(args):
+        filled = model.impute(X)
     write_table(args.output, filled, columns)
     where = "stdout" if args.output == "-" else f"'{args.output}'"
     _info(

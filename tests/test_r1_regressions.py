@@ -220,3 +220,41 @@ def test_save_into_a_missing_folder_names_the_path_not_a_temporary_file(tmp_path
     assert info.value.filename == str(target)
     assert ".tmp" not in str(info.value) and "does not exist" in str(info.value)
     assert not target.parent.exists()
+
+
+# ---------------------------------------------------------------- the command
+def test_cli_scores_a_dataframe_model_by_its_column_names(tmp_path, capsys):
+    # A model fitted on a DataFrame knows its column names. Before the fix `fastem
+    # predict`/`impute` scored a CSV whose header had the columns in another order by
+    # position (wrong labels, exit 0), and printed scikit-learn's raw name warning,
+    # with a source line, for every file (also with --quiet).
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    from fastem import GaussianMixture
+    from fastem.cli import main
+
+    X = _two_blobs(d=2)
+    gm = GaussianMixture(2, backend="numpy", random_state=0).fit(
+        pd.DataFrame(X, columns=["a", "b"])
+    )
+    gm.save(tmp_path / "m.npz")
+    pd.DataFrame(X, columns=["a", "b"]).to_csv(tmp_path / "ab.csv", index=False)
+    pd.DataFrame(X[:, ::-1], columns=["b", "a"]).to_csv(tmp_path / "ba.csv", index=False)
+    np.save(tmp_path / "x.npy", X)  # no names: read by position
+    m = str(tmp_path / "m.npz")
+    for command in ("predict", "impute"):
+        for data in ("ab.csv", "x.npy"):
+            out = tmp_path / f"{command}-{data}.csv"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert main([command, m, str(tmp_path / data), "-o", str(out), "-q"]) == 0
+            assert capsys.readouterr().err == "" and not caught
+        capsys.readouterr()
+        out = tmp_path / f"{command}-ba.csv"
+        assert main([command, m, str(tmp_path / "ba.csv"), "-o", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "(b, a)" in err and "(a, b)" in err
+        assert not out.exists()
+    labels = pd.read_csv(tmp_path / "predict-ab.csv.csv")["label"].to_numpy()
+    np.testing.assert_array_equal(labels, gm.predict(pd.DataFrame(X, columns=["a", "b"])))
