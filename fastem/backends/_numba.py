@@ -1989,10 +1989,11 @@ def _chunks_tied(
     maha = _empty_aligned(4 * B, X.dtype).reshape((4, B))
     logp = _empty_aligned(k * B, _F64).reshape((k, B))
     rd = _empty_aligned(d * B, _F64).reshape((d, B))
-    rc = _empty_aligned(B, _F64)
-    rsum = _empty_aligned(B, _F64)
-    mx = _empty_aligned(B, _F64)
-    s = _empty_aligned(B, _F64)
+    rows = _empty_aligned(4 * B, _F64).reshape((4, B))  # one call for four rows
+    rc = rows[0]
+    rsum = rows[1]
+    mx = rows[2]
+    s = rows[3]
     gsx = _empty_aligned(d, _F64)  # sum_k t_k again: not needed (np.zeros would
     for j in range(d):  # compile two more NumPy implementations in a first fit)
         gsx[j] = 0.0
@@ -2067,12 +2068,16 @@ def _chunks_kmeans(i0, i1, nc, X, w, centers, in_p, sums_p, counts_p, labels):
     n, d = X.shape
     k = centers.shape[0]
     B = _block_rows(d)
-    # float64 scratch from _empty_aligned (compiled for the E-step kernels
-    # anyway): two np.empty specializations fewer to compile in a first fit
-    xt = _empty_aligned(d * B, _F64).reshape((d, B))
-    dist = _empty_aligned(B, _F64)
-    best = _empty_aligned(B, _F64)
-    lab = np.empty(B, dtype=np.int64)
+    # Scratch from _empty_aligned, compiled for the E-step kernels anyway: no
+    # np.empty specialization of its own in a first fit. The block in X's dtype,
+    # as the E-step kernels load theirs, so a float32 fit compiles one
+    # _load_block, not two; ``xt - cj`` and ``wb * xt`` widen it to float64
+    # exactly, as a float64 copy held it. Labels as float64 (exact).
+    xt = _empty_aligned(d * B, X.dtype).reshape((d, B))
+    rows = _empty_aligned(3 * B, _F64).reshape((3, B))
+    dist = rows[0]
+    best = rows[1]
+    lab = rows[2]
     write_labels = labels.shape[0] > 0
     for c in range(i0, i1):
         lo = c * n // nc
@@ -2102,7 +2107,7 @@ def _chunks_kmeans(i0, i1, nc, X, w, centers, in_p, sums_p, counts_p, labels):
                             lab[b] = kk
             for b in range(nb):
                 wb = w[start + b]
-                kk = lab[b]
+                kk = int(lab[b])
                 inertia += wb * best[b]
                 counts[kk] += wb
                 for j in range(d):
