@@ -732,15 +732,23 @@ def run_impute(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def _match_components(true_means: np.ndarray, found_means: np.ndarray) -> np.ndarray:
-    """Greedy nearest matching of found components to true ones (k is small)."""
+    """Greedy nearest matching of found components to true ones (k is small).
+
+    A true component with no rows drawn (NaN mean; tiny --n-samples) is matched
+    last, to a found component left over: NaN would otherwise win argmin.
+    """
     k = true_means.shape[0]
     dist = ((true_means[:, None, :] - found_means[None, :, :]) ** 2).sum(axis=2)
+    undrawn = np.isnan(dist).any(axis=1)
+    dist[undrawn] = np.inf
     order = np.full(k, -1)
-    for _ in range(k):
+    for _ in range(int((~undrawn).sum())):
         i, j = np.unravel_index(np.argmin(dist), dist.shape)
         order[i] = j
         dist[i, :] = np.inf
         dist[:, j] = np.inf
+    left = [j for j in range(k) if j not in set(order.tolist())]
+    order[undrawn] = left
     return order
 
 
@@ -799,15 +807,19 @@ def run_demo(args: argparse.Namespace) -> int:
         "(includes k-means initialization and any first-call compilation)"
     )
     print(f"average log-likelihood: {gm.lower_bound_:.5f}")
-    true_means = np.array([X[labels == k].mean(axis=0) for k in range(args.n_components)])
-    true_weights = np.bincount(labels, minlength=args.n_components) / labels.size
+    counts = np.bincount(labels, minlength=args.n_components)
+    true_means = np.full((args.n_components, X.shape[1]), np.nan)
+    for k in np.flatnonzero(counts):  # a component may draw no row when rows are few
+        true_means[k] = X[labels == k].mean(axis=0)
+    true_weights = counts / labels.size
     order = _match_components(true_means, gm.means_)
     agreement = (order[labels] == gm.predict(X)).mean()
     print("component  true weight  fitted weight  distance between true and fitted mean")
     for k in range(args.n_components):
         j = order[k]
         dist = float(np.linalg.norm(true_means[k] - gm.means_[j]))
-        print(f"{k:9d}  {true_weights[k]:11.4f}  {gm.weights_[j]:13.4f}  {dist:.4f}")
+        shown = f"{dist:.4f}" if counts[k] else "- (no row drawn)"
+        print(f"{k:9d}  {true_weights[k]:11.4f}  {gm.weights_[j]:13.4f}  {shown}")
     print(f"rows assigned to the component they were drawn from: {agreement:.1%}")
     if draw:
         _demo_figure(gm, X, args.plot)
