@@ -19,6 +19,21 @@ from .mixture import GaussianMixture
 __all__ = ["GaussianMixtureImputer"]
 
 
+def _nullable_to_nan(X):
+    """pandas' nullable numeric columns (``Float64``, ``Int64``, ``boolean``: missing is
+    ``pd.NA``) as a float64 array with NaN, as scikit-learn's ``check_array`` converts
+    them; anything else is returned as is (``check_array`` judges it)."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(X, "to_numpy"):
+        return X
+    dtypes = list(dtypes) if hasattr(dtypes, "__len__") else [dtypes]  # a Series has one
+    if all(isinstance(dt, np.dtype) for dt in dtypes):
+        return X  # NumPy columns: no pd.NA
+    if not all(getattr(dt, "kind", "O") in "biuf" for dt in dtypes):
+        return X  # strings, categories, ...: check_array's error
+    return X.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 class GaussianMixtureImputer(*TRANSFORMER_BASES):
     """Fill in missing values with their expectation under a Gaussian mixture.
 
@@ -90,6 +105,7 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            NaN, or ``pd.NA`` in pandas' nullable columns, marks a missing value.
         y : ignored
         sample_weight : array-like of shape (n_samples,), default=None
 
@@ -111,7 +127,8 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         )
         # The names are this estimator's to check; the inner mixture sees plain arrays.
         named = string_column_names(X) is not None
-        mixture.fit(np.asarray(X) if named else X, sample_weight=sample_weight)
+        values = _nullable_to_nan(X)
+        mixture.fit(np.asarray(values) if named else values, sample_weight=sample_weight)
         self.mixture_ = mixture
         check_feature_names(self, X, reset=True)
         self.n_features_in_ = mixture.n_features_in_
@@ -132,7 +149,10 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         self._check_fitted()
         check_feature_names(self, X, reset=False)
         X = check_array(
-            X, n_features=self.n_features_in_, allow_nan=True, estimator_name=type(self).__name__
+            _nullable_to_nan(X),
+            n_features=self.n_features_in_,
+            allow_nan=True,
+            estimator_name=type(self).__name__,
         )
         return self.mixture_.impute(X)
 

@@ -279,3 +279,24 @@ def test_demo_matching_skips_components_that_drew_no_row(capsys):
         assert main([*args, "numpy", "-q"]) == 0
     out = capsys.readouterr().out
     assert "nan" not in out and "(no row drawn)" in out
+
+
+def test_imputer_takes_pandas_nullable_columns_with_pd_na():
+    # pandas' nullable dtypes mark missing values with pd.NA; before the fix the imputer
+    # raised "TypeError: X could not be converted to float64 ... 'NAType'" on them
+    # (scikit-learn's IterativeImputer takes them, as NaN).
+    pd = pytest.importorskip("pandas")
+    from fastem.impute import GaussianMixtureImputer
+
+    X = _two_blobs()
+    X[::4, 1] = np.nan
+    X[::5, 0] = np.round(X[::5, 0])  # still float; the Int64 column below has whole numbers
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).astype("Float64")
+    frame["c"] = pd.array(np.where(np.arange(X.shape[0]) % 6 == 0, np.nan, np.round(X[:, 2])))
+    frame["c"] = frame["c"].astype("Int64")
+    assert frame.isna().sum().tolist() == [0, 30, 20]
+    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    want = GaussianMixtureImputer(2, backend="numpy", random_state=0).fit_transform(values)
+    imp = GaussianMixtureImputer(2, backend="numpy", random_state=0).fit(frame)
+    np.testing.assert_array_equal(imp.transform(frame), want)
+    np.testing.assert_array_equal(imp.get_feature_names_out(), ["a", "b", "c"])
