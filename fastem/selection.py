@@ -65,6 +65,18 @@ to the final settings. The table's ``refined`` column and the ``~`` marks of
 :meth:`ModelSelection.to_text` say which; ``refine="all"`` fits every candidate
 to the final settings. docs/selection.md has the rule and its measurement.
 
+Degenerate candidates
+---------------------
+A fit whose component sits on too few rows for what it estimates, or whose
+covariance has collapsed (:func:`degenerate_fit`), is a spurious optimum: its
+likelihood is bounded only by ``reg_covar`` and beats proper fits without
+fitting the data better. mclust's EM stops there on the singular covariance
+and reports the cell NA. Here such a candidate keeps its scores, flagged
+``degenerate`` in the table (``!`` in :meth:`ModelSelection.to_text`), and is
+ranked after every proper candidate: it is chosen only when all are degenerate
+(with a warning). On iris, VEE with 7 and 9 components collapse a component
+onto one row; without the rule VEE,9 would be chosen over mclust's VEV,2.
+
 Progress
 --------
 Before each fit, :func:`select_model` emits a ``"candidate_start"`` event
