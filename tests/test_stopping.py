@@ -59,6 +59,25 @@ def test_aitken_edge_cases():
     assert not rule.update(-1.0) and rule.criterion == math.inf
 
 
+def test_aitken_stops_on_a_step_without_gain_even_at_tol_zero():
+    """tol = 0 never stops, except Aitken on a step that gains nothing (the rule's
+    documented contract); before, "0 < 0" kept it running to max_iter, e.g. K = 1,
+    whose EM reaches its fixed point in one step."""
+    for tol in (0.0, 1e-8):
+        rule = make_stopping_rule("aitken", tol)
+        assert [rule.update(v) for v in (-5.0, -4.0, -4.0)] == [False, False, True]
+        rule = make_stopping_rule("aitken", tol)
+        assert [rule.update(v) for v in (-5.0, -4.0, -4.0 - 1e-15)] == [False, False, True]
+    for name in ("absolute", "relative"):  # tol = 0: never
+        rule = make_stopping_rule(name, 0.0)
+        assert not any(rule.update(v) for v in (-5.0, -4.0, -4.0, -4.0))
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fit = GaussianMixture(1, stopping="aitken", tol=0.0, max_iter=50).fit(X)
+    assert fit.converged_ and fit.n_iter_ <= 3
+
+
 @pytest.fixture(scope="module")
 def problem():
     X, _ = make_mixture(2000, 2, 4, random_state=5)

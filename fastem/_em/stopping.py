@@ -84,6 +84,10 @@ class StoppingRule:
             self.criterion = abs(change) / (1.0 + abs(h[-1]))
         else:
             self.criterion = self._aitken_remaining()
+            if change <= 0.0:
+                # No gain at all: a fixed point to rounding; stops whatever tol
+                # (tol = 0 included, where "criterion < tol" alone never holds).
+                return True
         return self.criterion < self.tol
 
     _max_rate = 0.0
