@@ -292,7 +292,10 @@ def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[str]]:
         for path in targets:
             folder = os.path.dirname(os.path.abspath(path))
             suffix = "".join(Path(path).suffixes[-1:])
-            fd, tmp = tempfile.mkstemp(prefix=".fastem-", suffix=suffix, dir=folder)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".fastem-", suffix=suffix, dir=folder)
+            except OSError as exc:  # name the output, not the temporary file
+                raise type(exc)(exc.errno, exc.strerror, path) from exc
             os.close(fd)
             tmps.append(tmp)
         yield list(tmps)

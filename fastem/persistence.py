@@ -376,7 +376,10 @@ def _write_archive(path: str, members: dict[str, np.ndarray]) -> None:
             errno.ENOENT, f"cannot save the model: folder '{directory}' does not exist", path
         )
     # O_EXCL: never write through someone else's file; mode 0o666 lets the umask decide.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:  # a read-only folder, say: name the model's path, not tmp's
+        raise type(exc)(exc.errno, exc.strerror, path) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as archive:

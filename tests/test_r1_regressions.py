@@ -5,6 +5,8 @@ Each test failed on the code before its fix (noted per test).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -300,3 +302,42 @@ def test_imputer_takes_pandas_nullable_columns_with_pd_na():
     imp = GaussianMixtureImputer(2, backend="numpy", random_state=0).fit(frame)
     np.testing.assert_array_equal(imp.transform(frame), want)
     np.testing.assert_array_equal(imp.get_feature_names_out(), ["a", "b", "c"])
+
+
+def test_an_unwritable_folder_is_reported_with_the_output_path(tmp_path, monkeypatch, capsys):
+    # Before the fix the PermissionError of a read-only folder named the hidden
+    # temporary file ('.fastem-xxxx.csv', '.m.npz.<hex>.tmp'). Simulated (tests may
+    # run as root, who may write anywhere): creating the temporary file fails.
+    import errno
+    import tempfile
+
+    from fastem import GaussianMixture
+    from fastem._io import write_table
+    from fastem.cli import main
+
+    def refuse_mkstemp(prefix="", suffix="", dir=None):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}tmp{suffix}")
+
+    real_open = os.open
+
+    def refuse_tmp(path, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    target = tmp_path / "labels.csv"
+    monkeypatch.setattr(tempfile, "mkstemp", refuse_mkstemp)
+    with pytest.raises(PermissionError) as info:
+        write_table(target, np.arange(3))
+    assert info.value.filename == str(target)
+    gm = GaussianMixture(1, backend="numpy").fit(_two_blobs(n=10, d=2))
+    gm.save(tmp_path / "m.npz")
+    np.save(tmp_path / "x.npy", _two_blobs(n=10, d=2))
+    assert (
+        main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "x.npy"), "-o", str(target)]) == 2
+    )
+    assert capsys.readouterr().err == f"fastem: error: Permission denied: '{target}'\n"
+    monkeypatch.setattr(os, "open", refuse_tmp)
+    with pytest.raises(PermissionError) as info:
+        gm.save(tmp_path / "m2.npz")
+    assert info.value.filename == str(tmp_path / "m2.npz")
