@@ -81,6 +81,7 @@ PENDING_README: list[Pending] = [
         marks=(
             "<!-- doc-test: setup import numpy as np; from fastem.datasets import make_mixture"
             "; batches = np.array_split(make_mixture(20_000, 8, 5, random_state=0)[0], 10) -->",
+            "<!-- doc-test: check assert gm.n_batches_ == len(batches) -->",
         ),
     ),
     Pending(
@@ -102,6 +103,8 @@ PENDING_README: list[Pending] = [
             '<!-- doc-test: replace da.from_zarr("weights.zarr") -> da.ones(5_000, chunks=1_000)'
             " -->",
             '<!-- doc-test: replace labels.to_zarr("labels.zarr") -> labels.compute() -->',
+            "<!-- doc-test: check assert isinstance(labels, da.Array)"
+            " and isinstance(resp, da.Array) -->",
             "<!-- doc-test: check client.close() -->",
         ),
     ),
