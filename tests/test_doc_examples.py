@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 from _doc_blocks import Block, check, extract_blocks, missing_modules, run_blocks
+from hypothesis import given
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = ["README.md", *(f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md")))]
@@ -217,7 +219,8 @@ def test_every_doc_has_its_blocks():
     counts = {p: sum(b.path == p for b in BLOCKS) for p in DOC_FILES}
     for path in DOC_FILES:
         raw = (ROOT / path).read_text(encoding="utf-8")
-        assert counts[path] == len(re.findall(r"^```python$", raw, re.M)), path
+        # Any python fence, indented or spaced, counts: the parser must see each one.
+        assert counts[path] == len(re.findall(r"^[ \t]*```[ \t]*python", raw, re.M)), path
     assert counts["README.md"] >= 11 and counts["docs/hmm.md"] >= 4
 
 
@@ -347,6 +350,39 @@ def test_missing_optional_extra_skips(monkeypatch):
         lambda name, *a: None if name in ("matplotlib", "numba") else real(name, *a),
     )
     assert missing_modules(block) == ["matplotlib", "numba"]
+
+
+_code_line = st.from_regex(r"[a-z]{1,6} = [0-9]{1,3}", fullmatch=True)
+_text_line = st.from_regex(r"[A-Za-z ,.]{0,30}", fullmatch=True)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(_text_line, max_size=3),
+            st.lists(_code_line, min_size=1, max_size=4),
+            st.booleans(),
+            st.booleans(),
+        ),
+        max_size=5,
+    )
+)
+def test_parser_finds_each_block_its_line_and_marks(parts):
+    """Text, optional marks (and a blank line), then a block, repeated: the parser returns
+    every block with its code, fence line and marks."""
+    lines: list[str] = []
+    expected = []
+    for text, code, skip, blank in parts:
+        lines += [t for t in text if t.strip()] + [""]
+        if skip:
+            lines.append("<!-- doc-test: skip (why) -->")
+        if blank:
+            lines.append("")
+        lines.append("```python")
+        expected.append((len(lines), "\n".join(code) + "\n", "(why)" if skip else None))
+        lines += [*code, "```", ""]
+    blocks = extract_blocks("\n".join(lines), "gen.md")
+    assert [(b.line, b.code, b.skip) for b in blocks] == expected
 
 
 def test_pending_readme_changes_apply_to_one_block_each():
