@@ -238,9 +238,10 @@ def plot_selection(selection, *, criterion: str | None = None, sign: str = "skle
 
     Parameters
     ----------
-    selection : result of :func:`fastem.select_model`, or its table
+    selection : result of :func:`fastem.select_model`, a fitted GaussianMixtureIC, or a table
         An object with a ``table`` (list of dicts with ``n_components``,
-        ``covariance_type`` and one key per criterion), or that list itself.
+        ``covariance_type`` and one key per criterion), a
+        :class:`~fastem.GaussianMixtureIC` (its ``selection_``), or that list itself.
         A candidate with an ``error`` or no value is a gap in its line (mclust's
         NA).
     criterion : {'bic', 'aic', 'icl'}, default=None
@@ -257,6 +258,14 @@ def plot_selection(selection, *, criterion: str | None = None, sign: str = "skle
         One line per covariance model, each with its own marker, in the order
         searched; the legend names the models; the best point is starred.
     """
+    if hasattr(type(selection), "fit") and not hasattr(selection, "table"):  # an estimator
+        if not hasattr(selection, "selection_"):
+            from .exceptions import NotFittedError
+
+            raise NotFittedError(
+                f"This {type(selection).__name__} instance is not fitted yet; fit it first."
+            )
+        selection = selection.selection_  # GaussianMixtureIC: its search
     table = getattr(selection, "table", selection)
     if criterion is None:
         criterion = getattr(selection, "criterion", None) or "bic"

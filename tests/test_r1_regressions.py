@@ -341,3 +341,22 @@ def test_an_unwritable_folder_is_reported_with_the_output_path(tmp_path, monkeyp
     with pytest.raises(PermissionError) as info:
         gm.save(tmp_path / "m2.npz")
     assert info.value.filename == str(tmp_path / "m2.npz")
+
+
+def test_plot_selection_of_a_gaussian_mixture_ic():
+    # Before the fix plot_selection(ic) raised "TypeError: 'GaussianMixtureIC' object
+    # is not iterable"; it plots the estimator's search (ic.selection_).
+    pytest.importorskip("matplotlib")
+    from fastem import GaussianMixtureIC
+    from fastem.exceptions import NotFittedError
+    from fastem.plotting import plot_selection
+
+    ic = GaussianMixtureIC((1, 2), covariance_types=("VVV", "EII"), random_state=0)
+    with pytest.raises(NotFittedError):
+        plot_selection(ic)
+    ic.set_params(backend="numpy").fit(_two_blobs(d=2))
+    fig = plot_selection(ic)
+    want = plot_selection(ic.selection_)
+    assert [line.get_label() for line in fig.axes[0].lines] == ["VVV", "EII"]
+    for got, ref in zip(fig.axes[0].lines, want.axes[0].lines, strict=True):
+        np.testing.assert_array_equal(got.get_ydata(), ref.get_ydata())
