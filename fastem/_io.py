@@ -118,10 +118,16 @@ def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray
     stream = io.StringIO(text) if isinstance(text, str) else text
     reader = csv.reader(stream)
     rows, lines = [], []  # lines: the line each row ends on, for error messages
-    for row in reader:
-        if row and any(f.strip() for f in row):
-            rows.append(row)
-            lines.append(reader.line_num)
+    try:
+        for row in reader:
+            if row and any(f.strip() for f in row):
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as exc:  # a field over csv's size limit, say (another delimiter?)
+        raise InputError(
+            f"{source}: line {reader.line_num} cannot be read as CSV ({exc}); fastem reads "
+            "comma-separated numbers"
+        ) from None
     if not rows:
         raise InputError(f"{source} holds no data rows; give a CSV file with numeric columns")
     columns = None

@@ -35,6 +35,23 @@ def test_parquet_output_keeps_every_column_of_a_repeated_header(tmp_path, names,
     np.testing.assert_array_equal(back, data)
 
 
+def test_csv_that_the_csv_module_refuses_is_an_input_error(tmp_path, capsys):
+    # A field longer than the csv module's limit (131072 characters: a wide file with
+    # another delimiter, say) raised _csv.Error, which the command did not catch: a
+    # traceback instead of one 'fastem: error:' line.
+    from fastem._io import InputError, parse_csv
+    from fastem.cli import main
+
+    text = "a;b\n" + ";".join(["1.2345"] * 30_000) + "\n"
+    with pytest.raises(InputError, match="line 2 cannot be read as CSV"):
+        parse_csv(text, source="wide.csv")
+    (tmp_path / "wide.csv").write_text(text)
+    args = ["fit", str(tmp_path / "wide.csv"), "-k", "1", "-o", str(tmp_path / "m.npz")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastem: error:") and err.count("\n") == 1
+
+
 # ---------------------------------------------------------------- Dask prediction
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_dask_methods_on_a_filtered_array_with_empty_chunks(dtype):
