@@ -38,13 +38,13 @@ BLOCK_TIMEOUT = 120
 @dataclass(frozen=True)
 class Pending:
     """A change the README needs: ``marks`` (lines) to put just above the fence of the
-    block that contains ``snippet``, and/or ``old`` -> ``new`` in that block's text."""
+    block that contains ``snippet``, and/or ``(old, new)`` replacements of that block's
+    text (``fixes``)."""
 
     snippet: str
     reason: str
     marks: tuple[str, ...] = ()
-    old: str | None = None
-    new: str | None = None
+    fixes: tuple[tuple[str, str], ...] = ()
 
 
 PENDING_README: list[Pending] = [
@@ -63,13 +63,15 @@ PENDING_README: list[Pending] = [
             "<!-- doc-test: replace 200_000 -> 5_000 -->",
             "<!-- doc-test: check assert gm.converged_ -->",
         ),
-        old='gm = GaussianMixture(16, acceleration="squarem", stopping="aitken", tol=1e-8)'
-        ".fit(X)\n",
-        new=(
-            "X, _ = make_mixture(200_000, 16, 16, random_state=0)        # 16 components\n"
-            'gm = GaussianMixture(16, acceleration="squarem", stopping="aitken", tol=1e-8,\n'
-            "                     max_iter=1000, random_state=0).fit(X)\n"
-            "gm.converged_                                               # True: at the maximum\n"
+        fixes=(
+            (
+                'gm = GaussianMixture(16, acceleration="squarem", stopping="aitken", tol=1e-8)'
+                ".fit(X)\n",
+                "X, _ = make_mixture(200_000, 16, 16, random_state=0)        # 16 components\n"
+                'gm = GaussianMixture(16, acceleration="squarem", stopping="aitken", tol=1e-8,\n'
+                "                     max_iter=1000, random_state=0).fit(X)\n"
+                "gm.converged_" + " " * 47 + "# True: at the maximum\n",
+            ),
         ),
     ),
     Pending(
@@ -113,8 +115,12 @@ PENDING_README: list[Pending] = [
     Pending(
         'gm = fastem.GaussianMixture(3, random_state=0).fit(X)\ngm.save("model.npz")',
         "NameError: the block uses `fastem.` and nothing in the README imports fastem",
-        old="gm = fastem.GaussianMixture(3, random_state=0).fit(X)\n",
-        new="import fastem\n\ngm = fastem.GaussianMixture(3, random_state=0).fit(X)\n",
+        fixes=(
+            (
+                "gm = fastem.GaussianMixture(3, random_state=0).fit(X)\n",
+                "import fastem\n\ngm = fastem.GaussianMixture(3, random_state=0).fit(X)\n",
+            ),
+        ),
     ),
     Pending(
         "sel = fastem.select_model(X, n_components=range(1, 10)",
@@ -123,9 +129,16 @@ PENDING_README: list[Pending] = [
         marks=(
             "<!-- doc-test: setup from sklearn.datasets import load_iris; X = load_iris().data -->",
             "<!-- doc-test: replace range(1, 10) -> range(1, 4) -->",
+            '<!-- doc-test: check assert sel.best_params_ == {"n_components": 2, '
+            '"covariance_type": "VEV"} -->',
         ),
-        old="sel = fastem.select_model(",
-        new="import fastem\n\nsel = fastem.select_model(",
+        fixes=(
+            ("sel = fastem.select_model(", "import fastem\n\nsel = fastem.select_model("),
+            (
+                "sel.best_params_     # {'n_components': 3, 'covariance_type': 'VEV'}",
+                "sel.best_params_     # {'n_components': 2, 'covariance_type': 'VEV'} on iris",
+            ),
+        ),
     ),
     Pending(
         "GaussianMixtureIC(n_components=range(1, 10), random_state=0)",
@@ -182,7 +195,7 @@ def is_applied(text: str, p: Pending) -> bool:
     """Whether the README already has every part of a pending change."""
     fence, start, end = _fence_of(text, p.snippet)
     above = _marks_above(text, fence)
-    return all(m in above for m in p.marks) and (p.new is None or p.new in text[start:end])
+    return all(m in above for m in p.marks) and all(new in text[start:end] for _, new in p.fixes)
 
 
 def apply_pending(text: str, pending: list[Pending]) -> str:
@@ -190,9 +203,10 @@ def apply_pending(text: str, pending: list[Pending]) -> str:
     for p in pending:
         fence, start, end = _fence_of(text, p.snippet)
         code = text[start:end]
-        if p.old is not None and p.new not in code:
-            assert p.old in code, f"{p.old!r} is no longer in the README block"
-            code = code.replace(p.old, p.new)
+        for old, new in p.fixes:
+            if new not in code:
+                assert old in code, f"{old!r} is no longer in the README block"
+                code = code.replace(old, new)
         above = _marks_above(text, fence)
         marks = "".join(m + "\n" for m in p.marks if m not in above)
         text = text[:fence] + marks + text[fence:start] + code + text[end:]
