@@ -203,6 +203,12 @@ def _read_parquet(path: str) -> tuple[np.ndarray, list[str]]:
     except (pa.ArrowException, OSError) as exc:
         reason = _without_path(str(exc), path)
         raise InputError(f"cannot read '{path}' as Parquet: {reason}") from exc
+    # pandas stores a DataFrame's index (other than a plain RangeIndex) as columns that
+    # its metadata names ('__index_level_0__' for a filtered frame's): the index, not data.
+    pandas_meta = table.schema.pandas_metadata or {}
+    index = {name for name in pandas_meta.get("index_columns", []) if isinstance(name, str)}
+    if index:
+        table = table.select([j for j, name in enumerate(table.column_names) if name not in index])
     columns = []
     for name, col in zip(table.column_names, table.columns, strict=True):
         if not (
@@ -234,7 +240,8 @@ def read_data(path: str | os.PathLike, *, stdin: IO[str] | None = None):
     Returns
     -------
     X : ndarray of shape (n_rows, n_columns)
-        float64; missing values are NaN.
+        float64; missing values are NaN. A Parquet file written by pandas gives its
+        columns without the DataFrame's index (as ``pandas.read_parquet`` would).
     columns : list of str or None
         Column names, when the file has them.
     """

@@ -52,6 +52,30 @@ def test_csv_that_the_csv_module_refuses_is_an_input_error(tmp_path, capsys):
     assert err.startswith("fastem: error:") and err.count("\n") == 1
 
 
+def test_parquet_from_pandas_leaves_out_the_dataframe_index(tmp_path):
+    # pandas writes a DataFrame's index (any but a plain RangeIndex: a filtered frame's,
+    # a set_index column) as Parquet columns named in its metadata. Before the fix
+    # they were read as data: `fastem fit` on df[df.a > 0].to_parquet(...) fitted the
+    # row numbers as a third feature.
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    X = _two_blobs(d=2)
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    kept = frame[frame.a > 0]
+    kept.to_parquet(tmp_path / "filtered.parquet")
+    frame.set_index("a").to_parquet(tmp_path / "indexed.parquet")
+    frame.to_parquet(tmp_path / "plain.parquet")
+    values, columns = read_data(tmp_path / "filtered.parquet")
+    assert columns == ["a", "b"]
+    np.testing.assert_array_equal(values, kept.to_numpy())
+    values, columns = read_data(tmp_path / "indexed.parquet")
+    assert columns == ["b"]
+    np.testing.assert_array_equal(values, X[:, [1]])
+    values, columns = read_data(tmp_path / "plain.parquet")
+    assert columns == ["a", "b"]
+    np.testing.assert_array_equal(values, X)
+
+
 # ---------------------------------------------------------------- Dask prediction
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_dask_methods_on_a_filtered_array_with_empty_chunks(dtype):
