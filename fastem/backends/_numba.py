@@ -2107,7 +2107,7 @@ def _chunks_kmeans(i0, i1, nc, X, w, centers, in_p, sums_p, counts_p, labels):
                             lab[b] = kk
             for b in range(nb):
                 wb = w[start + b]
-                kk = int(lab[b])
+                kk = np.int64(lab[b])
                 inertia += wb * best[b]
                 counts[kk] += wb
                 for j in range(d):
