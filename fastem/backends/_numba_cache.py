@@ -32,8 +32,10 @@ compiled the kernels or loaded them from the cache.
 
 Last, :func:`helper` compiles the functions that kernels call without the
 wrappers that only a call from Python needs, and keeps those that run once per
-block of rows out of line in their callers (:class:`Helper`): a first fit with
-an empty cache compiles less (issue #13; ``docs/cold_start.md``).
+block of rows out of line in their callers (:class:`Helper`); their own
+libraries are optimized for linking but never emitted as machine code, and
+fastem's compiler (:class:`Compiler`) remembers the call types it resolves: a
+first fit with an empty cache compiles less (issue #13; ``docs/cold_start.md``).
 """
 
 from __future__ import annotations
@@ -264,7 +266,9 @@ def _patch_final_optimization() -> bool:
     return True
 
 
-# Mangled-name prefixes of the out-of-line helpers (filled by Helper).
+# Mangled-name prefixes of the helpers and of the out-of-line ones (filled
+# by Helper).
+_HELPERS: set[str] = set()
 _OUT_OF_LINE: set[str] = set()
 _Linkage = None
 INTERNALIZED = _patch_final_optimization()
@@ -309,7 +313,12 @@ class Helper:
         from numba import njit
 
         self._flags = dict(flags)
-        self.jit = njit(**dict(self._flags, no_cpython_wrapper=True, no_cfunc_wrapper=True))(fn)
+        # No cache: a kernel's cache entry holds its own copy of the helper's
+        # code, so a process that loads kernels never needs the helper; and
+        # no machine code of its own (see _patch_helper_finalization).
+        self.jit = njit(
+            **dict(self._flags, no_cpython_wrapper=True, no_cfunc_wrapper=True, cache=False)
+        )(fn)
         self._fn = fn
         self._twin = None
         self.__name__ = fn.__name__
@@ -317,8 +326,10 @@ class Helper:
         self.__doc__ = fn.__doc__
         self.__module__ = fn.__module__
         self.__wrapped__ = fn
+        prefix = _mangled_prefix(fn.__module__, fn.__qualname__)
+        _HELPERS.add(prefix)
         if out_of_line:
-            _OUT_OF_LINE.add(_mangled_prefix(fn.__module__, fn.__qualname__))
+            _OUT_OF_LINE.add(prefix)
 
     @property
     def _numba_type_(self):
@@ -348,6 +359,94 @@ class Helper:
         if name.startswith("__") or name in ("_fn", "_twin", "_flags", "jit"):
             raise AttributeError(name)
         return getattr(self.py, name)
+
+
+# A helper's own library is optimized (its callers link that optimized
+# module in) but never run: kernels run their own copies, and a Python call
+# runs the twin. Emitting its machine code (and caching it) was wasted work,
+# a tenth of a cold fit's compile. Its module is therefore never added to
+# Numba's JIT, as for Numba's ahead-of-time libraries: no machine code, no
+# symbols (so none can be resolved to it either).
+
+
+def _is_helper_module(module) -> bool:
+    """Whether a final module is a wrapper-less helper's own: it defines a
+    registered helper and no CPython wrapper."""
+    if not _HELPERS:
+        return False
+    prefixes = tuple(_HELPERS)
+    found = False
+    for fn in module.functions:
+        if fn.is_declaration or fn.linkage != _Linkage.external:
+            continue
+        if fn.name.startswith("_ZN7cpython"):
+            return False
+        found = found or fn.name.startswith(prefixes)
+    return found
+
+
+def _patch_helper_finalization() -> bool:
+    """Wrap Numba's ``_finalize_final_module`` so that a helper's own library
+    is finalized without being added to the JIT (see above); False where
+    this Numba's codegen is not the one it was written against."""
+    try:
+        from numba.core.codegen import CPUCodeLibrary
+    except ImportError:  # pragma: no cover - other Numba layout
+        return False
+    original = getattr(CPUCodeLibrary, "_finalize_final_module", None)
+    if original is None or _Linkage is None:  # pragma: no cover - other Numba layout
+        return False
+    if getattr(original, "_fastem_no_helper_code", False):
+        return True
+
+    def _finalize_final_module(self):
+        module = getattr(self, "_final_module", None)
+        codegen = getattr(self, "_codegen", None)
+        if module is None or codegen is None or not _is_helper_module(module):
+            return original(self)
+        # Numba's ahead-of-time codegen: the module is not added to the JIT,
+        # nothing is emitted (compiles hold Numba's compiler lock).
+        codegen._add_module = _no_module
+        self._finalize_specific = _nothing
+        try:
+            return original(self)
+        finally:
+            del codegen._add_module
+            del self._finalize_specific
+
+    _finalize_final_module._fastem_no_helper_code = True
+    _finalize_final_module.__wrapped__ = original
+    CPUCodeLibrary._finalize_final_module = _finalize_final_module
+
+    # Numba then stores the helper's environment pointer in its module's
+    # global, which is not in the JIT (its address would be 0): skipped for a
+    # name the JIT does not define. (A kernel's copy of a helper never reads
+    # that environment; a kernel loaded from the cache runs its copies so.)
+    from numba.core.codegen import JITCPUCodegen
+
+    set_env = JITCPUCodegen.set_env
+    if not getattr(set_env, "_fastem_no_helper_code", False):
+
+        def guarded_set_env(self, env_name, env):
+            if not self._engine.is_symbol_defined(env_name):
+                return None
+            return set_env(self, env_name, env)
+
+        guarded_set_env._fastem_no_helper_code = True
+        guarded_set_env.__wrapped__ = set_env
+        JITCPUCodegen.set_env = guarded_set_env
+    return True
+
+
+def _no_module(module):
+    return None
+
+
+def _nothing():
+    return None
+
+
+NO_HELPER_CODE = _patch_helper_finalization()
 
 
 def helper(out_of_line: bool = False, **flags):
