@@ -239,10 +239,26 @@ def _progress_mode(args: argparse.Namespace) -> str:
     return choose_mode(quiet=args.quiet, verbose=args.verbose, stream=sys.stderr)
 
 
-def _read(path: str) -> tuple[np.ndarray, list[str] | None]:
+def _looks_like_an_index(X: np.ndarray, columns: list[str] | None) -> bool:
+    """An unnamed first column of increasing whole numbers: what pandas' ``to_csv``
+    writes for the index unless told ``index=False``."""
+    if not columns or columns[0] != "" or X.shape[0] < 2 or X.shape[1] < 2:
+        return False
+    first = X[:, 0]
+    return bool(np.all(first == np.round(first)) and np.all(np.diff(first) > 0))
+
+
+def _read(path: str, quiet: bool = False) -> tuple[np.ndarray, list[str] | None]:
     X, columns = read_data(path)
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise CommandError(f"'{path}' holds no data (shape {X.shape})")
+    if not quiet and _looks_like_an_index(X, columns):
+        print(
+            f"fastem: warning: the first column of '{path}' has no name and holds increasing "
+            "whole numbers, like the index pandas' to_csv writes; it is used as a feature: if "
+            "it is the index, save with index=False or drop that column",
+            file=sys.stderr,
+        )
     infinite = np.isinf(X)
     if infinite.any():
         rows, cols = np.nonzero(infinite)
@@ -439,7 +455,7 @@ def run_fit(args: argparse.Namespace) -> int:
     output = args.output
     _check_model_output(output)
     _check_backend(args.backend)
-    X, _ = _read(args.data)
+    X, _ = _read(args.data, args.quiet)
     _check_k(args.n_components, X.shape[0], args.data)
     model = _estimator(args, args.n_components)
     start = time.perf_counter()
@@ -474,7 +490,7 @@ def run_predict(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     model = _load_model(args.model, args.backend, quiet=args.quiet)
     _apply_runtime_options(model, args)
-    X, names = _read(args.data)
+    X, names = _read(args.data, args.quiet)
     _check_features(model, X, args.model, args.data, names)
     with _scoring(args):
         if args.proba:
@@ -548,7 +564,7 @@ def run_select(args: argparse.Namespace) -> int:
         _require_matplotlib("--plot")
         _check_figure_path(args.plot)
     _check_backend(args.backend)
-    X, _ = _read(args.data)
+    X, _ = _read(args.data, args.quiet)
     ks = _k_values(args.k, X.shape[0], args.data)
     n_models = (
         len(args.covariance)
@@ -715,7 +731,7 @@ def run_impute(args: argparse.Namespace) -> int:
     if not hasattr(model, "impute"):
         raise CommandError("this fastem's GaussianMixture cannot impute; upgrade fastem")
     _apply_runtime_options(model, args)
-    X, columns = _read(args.data)
+    X, columns = _read(args.data, args.quiet)
     _check_features(model, X, args.model, args.data, columns)
     missing = np.isnan(X)
     with _scoring(args):

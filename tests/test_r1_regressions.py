@@ -401,3 +401,25 @@ def test_plot_selection_of_a_gaussian_mixture_ic():
     assert [line.get_label() for line in fig.axes[0].lines] == ["VVV", "EII"]
     for got, ref in zip(fig.axes[0].lines, want.axes[0].lines, strict=True):
         np.testing.assert_array_equal(got.get_ydata(), ref.get_ydata())
+
+
+def test_cli_warns_when_the_first_csv_column_looks_like_a_pandas_index(tmp_path, capsys):
+    # df.to_csv(path) writes the index as an unnamed first column, which fastem (as
+    # pandas.read_csv) reads as data: before, `fastem fit` then silently fitted the row
+    # numbers as a feature. Now one warning line says so (none with -q, none for data
+    # saved with index=False).
+    pd = pytest.importorskip("pandas")
+    from fastem.cli import main
+
+    frame = pd.DataFrame(_two_blobs(d=2), columns=["a", "b"])
+    frame[frame.a > 0].to_csv(tmp_path / "with_index.csv")
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    out = str(tmp_path / "m.npz")
+    fit = ["fit", "-k", "2", "-o", out, "--backend", "numpy"]
+    assert main([*fit, str(tmp_path / "with_index.csv")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("fastem: warning:") == 1 and "index=False" in err and err.count("\n") == 1
+    assert main([*fit, str(tmp_path / "with_index.csv"), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*fit, str(tmp_path / "plain.csv")]) == 0
+    assert "warning" not in capsys.readouterr().err
