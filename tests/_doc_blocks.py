@@ -96,7 +96,11 @@ class Block:
         """The optional modules the block (and its setup) imports."""
         found: set[str] = set()
         for text in [*self.setup, self.source(), *self.check]:
-            for node in ast.walk(ast.parse(text)):
+            try:
+                tree = ast.parse(text)
+            except SyntaxError:
+                continue  # the run reports it, as the block's failure
+            for node in ast.walk(tree):
                 names = []
                 if isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
@@ -213,8 +217,9 @@ def run_blocks(
     """Run the blocks in order in one namespace, in a fresh subprocess.
 
     Blocks that are marked ``skip`` are left out (their ids are absent from the result).
-    Returns a dict ``id -> {"status": "ok"|"error"|"skip", "stdout", "error", "seconds"}``;
-    a block the subprocess never reached (it timed out or died) is absent too.
+    Returns a dict ``id -> {"status": "ok"|"error"|"skip", "stdout", "error", "seconds",
+    "warnings"}``; a block the subprocess never reached (it timed out or died) is absent
+    too, and ``"__stderr__"`` holds the end of the subprocess's standard error.
     """
     todo = [
         {
@@ -246,7 +251,9 @@ def run_blocks(
             )
             tail = proc.stderr[-3000:]
         except subprocess.TimeoutExpired as exc:
-            tail = f"the file's blocks ran past {timeout} s\n{exc.stderr or ''}"[-3000:]
+            err = exc.stderr or ""
+            err = err.decode(errors="replace") if isinstance(err, bytes) else err
+            tail = f"the file's blocks ran past {timeout} s\n{err}"[-3000:]
         results: dict[str, dict] = {}
         if out.exists():
             for rec in out.read_text().splitlines():
@@ -373,3 +380,8 @@ if __name__ == "__main__":
     # sys.path, not tests/ (this file's folder).
     sys.path[0] = ""
     _child(sys.argv[1], sys.argv[2])
+    # Every result is written: do not wait for threads a block left running (a Dask
+    # client, a pool), which would hold the test until its timeout.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

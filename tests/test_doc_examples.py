@@ -364,6 +364,8 @@ def test_missing_optional_extra_skips(monkeypatch):
         lambda name, *a: None if name in ("matplotlib", "numba") else real(name, *a),
     )
     assert missing_modules(block) == ["matplotlib", "numba"]
+    (bad,) = extract_blocks("```python\nimport pandas as\n```\n", "syntax.md")
+    assert bad.needs() == []  # a syntax error is the run's to report, not collection's
 
 
 _code_line = st.from_regex(r"[a-z]{1,6} = [0-9]{1,3}", fullmatch=True)
