@@ -66,6 +66,7 @@ import functools
 import numbers
 import operator
 import os
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -85,7 +86,12 @@ from ._missing import MissingPatterns, check_fit_coverage, find_patterns, has_na
 from ._passes import PassParams, em_stats
 from ._stats import Stats
 from ._threads import limit_threads
-from ._validation import FLOAT_DTYPES, check_positive_int, check_sample_weight
+from ._validation import (
+    FLOAT_DTYPES,
+    check_feature_names,
+    check_positive_int,
+    check_sample_weight,
+)
 
 __all__ = [
     "DaskData",
@@ -266,7 +272,9 @@ def _predict_block(block: np.ndarray, model, method: str, out_dtype: np.dtype) -
         tail = {"predict_proba": (model.n_components,), "impute": (block.shape[1],)}
         return np.empty((0, *tail.get(method, ())), dtype=out_dtype)
     backend_name = backends.resolve_backend_name(model.backend)
-    with limit_threads(backend_name, _task_threads(model.n_threads)):
+    with limit_threads(backend_name, _task_threads(model.n_threads)), warnings.catch_warnings():
+        # predict_dask warned once on the client; not again per chunk on the workers
+        warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
         return getattr(model, method)(block)
 
 
@@ -637,6 +645,9 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
             f"X has {X.shape[1]} features, but {name} is expecting "
             f"{model.n_features_in_} features as input."
         )
+    # A Dask array has no column names: a model fitted with names warns here, once, as
+    # the in-memory methods do (the chunks' own calls are kept quiet).
+    check_feature_names(model, X, reset=False)
     if X.numblocks[1] > 1:
         X = X.rechunk({1: -1})
     snapshot = delayed(copy.deepcopy(model), traverse=False)

@@ -423,3 +423,32 @@ def test_cli_warns_when_the_first_csv_column_looks_like_a_pandas_index(tmp_path,
     assert capsys.readouterr().err == ""
     assert main([*fit, str(tmp_path / "plain.csv")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_dask_methods_warn_about_missing_names_once_on_the_client():
+    # A model fitted on a DataFrame, asked about a Dask array (no column names): before
+    # the fix nothing was said at the call, and every chunk's task warned on its worker
+    # when computed (10 warnings for 10 chunks, in the workers' logs on a cluster).
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    from fastem import GaussianMixture
+
+    X = _two_blobs(d=2)
+    named = GaussianMixture(2, backend="numpy", random_state=0).fit(
+        pd.DataFrame(X, columns=["a", "b"])
+    )
+    plain = GaussianMixture(2, backend="numpy", random_state=0).fit(X)
+    dX = da.from_array(X, chunks=(12, 2))  # 10 chunks
+    with dask.config.set(scheduler="synchronous"):
+        for method in ("predict", "predict_proba", "score_samples", "impute"):
+            for model, expected in ((named, 1), (plain, 0)):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    lazy = getattr(model, method)(dX)
+                    assert len(caught) == expected, method  # at the call, not at compute
+                    lazy.compute()
+                assert len(caught) == expected, method
+                assert all("valid feature names" in str(w.message) for w in caught)
