@@ -436,9 +436,9 @@ cdef extern from *:
         }
     }
     /* One Viterbi step, vectorized over the destination states j < Kp:
-       nd[j] = max_{i<K} (delta[i] + lt[i Kp + j]) and arg[j] its first maximizing i
-       (strict comparisons, as np.argmax), two 4-column blocks a pass (independent
-       chains). The same additions and comparisons as the scalar loop: the same bits. */
+       nd[j] = max_{i<K} (delta[i] + lt[i Kp + j]) and arg[j] its last maximizing i
+       (>=: the predecessor hmmlearn's backtrack picks on an exact tie), two 4-column
+       blocks a pass (independent chains). The same additions as the scalar loop. */
     static inline fastem_hmm_v4 fastem_hmm_sel(fastem_hmm_m4 m, fastem_hmm_v4 a,
                                                fastem_hmm_v4 b) {
         return (fastem_hmm_v4)(((fastem_hmm_m4)a & m) | ((fastem_hmm_m4)b & ~m));
@@ -457,12 +457,12 @@ cdef extern from *:
                 d = fastem_hmm_bc(delta[i]);
                 fastem_hmm_m4 iv = {i, i, i, i};
                 c0 = d + fastem_hmm_ld(lr);
-                m0 = (fastem_hmm_m4)(c0 > b0);
+                m0 = (fastem_hmm_m4)(c0 >= b0);
                 b0 = fastem_hmm_sel(m0, c0, b0);
                 a0 = (iv & m0) | (a0 & ~m0);
                 if (two) {
                     c1 = d + fastem_hmm_ld(lr + 4);
-                    m1 = (fastem_hmm_m4)(c1 > b1);
+                    m1 = (fastem_hmm_m4)(c1 >= b1);
                     b1 = fastem_hmm_sel(m1, c1, b1);
                     a1 = (iv & m1) | (a1 & ~m1);
                 }

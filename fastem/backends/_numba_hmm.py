@@ -962,7 +962,10 @@ def _viterbi_chunks(i0, i1, n_chunks, logB, offsets, log_startprob, log_transmat
                     arg = 0
                     for i in range(K):
                         v = delta[i] + log_transmat[i, j]
-                        if v > best:  # strict: the first maximum wins, as np.argmax
+                        # >=: the last maximum wins, the predecessor hmmlearn's
+                        # backtrack picks (exact ties are common with discrete
+                        # emissions); the final state below is the first maximum
+                        if v >= best:
                             best = v
                             arg = i
                     new[j] = best + logB[lo + t, j]

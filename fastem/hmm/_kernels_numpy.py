@@ -139,7 +139,9 @@ def viterbi(logB, offsets, log_startprob, log_transmat, path, logprob):
         delta = log_startprob + logB[lo]
         for t in range(1, T):
             cand = delta[:, None] + log_transmat  # (from, to)
-            back[t] = np.argmax(cand, axis=0)
+            # The last maximizing predecessor, as hmmlearn's backtrack picks it
+            # (exact ties are common with discrete emissions).
+            back[t] = K - 1 - np.argmax(cand[::-1], axis=0)
             delta = cand[back[t], np.arange(K)] + logB[lo + t]
         state = int(np.argmax(delta))
         logprob[s] = delta[state]
