@@ -13,6 +13,21 @@ def _is_sparse(X) -> bool:
     return hasattr(X, "toarray") and hasattr(X, "nnz")
 
 
+def nullable_to_nan(X):
+    """pandas' nullable numeric columns (``Float64``, ``Int64``, ``boolean``: missing is
+    ``pd.NA``) as a float64 array with NaN, as scikit-learn's ``check_array`` converts
+    them; anything else is returned as is (``check_array`` judges it)."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(X, "to_numpy"):
+        return X
+    dtypes = list(dtypes) if hasattr(dtypes, "__len__") else [dtypes]  # a Series has one
+    if all(isinstance(dt, np.dtype) for dt in dtypes):
+        return X  # NumPy columns: no pd.NA
+    if not all(getattr(dt, "kind", "O") in "biuf" for dt in dtypes):
+        return X  # strings, categories, ...: check_array's error
+    return X.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def check_array(
     X,
     *,
@@ -35,6 +50,7 @@ def check_array(
             f"{estimator_name} does not support sparse input; pass a dense array "
             "(for example X.toarray())."
         )
+    X = nullable_to_nan(X)
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and other unconvertible input
@@ -212,13 +228,19 @@ def check_feature_names(estimator, X, *, reset: bool) -> None:
         )
         return
     if len(fitted) != len(names) or np.any(fitted != names):
-        unseen = [n for n in names if n not in set(fitted)]
-        missing = [n for n in fitted if n not in set(names)]
-        lines = ["The feature names should match those that were passed during fit."]
+        # scikit-learn's message, word for word (its estimator checks match on it)
+        unseen = sorted(set(names) - set(fitted))
+        missing = sorted(set(fitted) - set(names))
+
+        def listed(items) -> str:
+            shown = [f"- {name}\n" for name in items[:5]]
+            return "".join(shown) + ("- ...\n" if len(items) > 5 else "")
+
+        message = "The feature names should match those that were passed during fit.\n"
         if unseen:
-            lines.append(f"Feature names unseen at fit time: {', '.join(map(str, unseen))}")
+            message += "Feature names unseen at fit time:\n" + listed(unseen)
         if missing:
-            lines.append(f"Feature names seen at fit time, yet now missing: {', '.join(missing)}")
+            message += "Feature names seen at fit time, yet now missing:\n" + listed(missing)
         if not unseen and not missing:
-            lines.append("Feature names must be in the same order as they were in fit.")
-        raise ValueError("\n".join(lines))
+            message += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(message)

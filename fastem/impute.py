@@ -12,26 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import TRANSFORMER_BASES, allow_nan_tags
-from ._validation import check_array, check_feature_names, string_column_names
+from ._validation import check_array, check_feature_names, nullable_to_nan, string_column_names
 from .exceptions import NotFittedError
 from .mixture import GaussianMixture
 
 __all__ = ["GaussianMixtureImputer"]
-
-
-def _nullable_to_nan(X):
-    """pandas' nullable numeric columns (``Float64``, ``Int64``, ``boolean``: missing is
-    ``pd.NA``) as a float64 array with NaN, as scikit-learn's ``check_array`` converts
-    them; anything else is returned as is (``check_array`` judges it)."""
-    dtypes = getattr(X, "dtypes", None)
-    if dtypes is None or not hasattr(X, "to_numpy"):
-        return X
-    dtypes = list(dtypes) if hasattr(dtypes, "__len__") else [dtypes]  # a Series has one
-    if all(isinstance(dt, np.dtype) for dt in dtypes):
-        return X  # NumPy columns: no pd.NA
-    if not all(getattr(dt, "kind", "O") in "biuf" for dt in dtypes):
-        return X  # strings, categories, ...: check_array's error
-    return X.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 class GaussianMixtureImputer(*TRANSFORMER_BASES):
@@ -127,7 +112,7 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         )
         # The names are this estimator's to check; the inner mixture sees plain arrays.
         named = string_column_names(X) is not None
-        values = _nullable_to_nan(X)
+        values = nullable_to_nan(X)
         mixture.fit(np.asarray(values) if named else values, sample_weight=sample_weight)
         self.mixture_ = mixture
         check_feature_names(self, X, reset=True)
@@ -149,7 +134,7 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         self._check_fitted()
         check_feature_names(self, X, reset=False)
         X = check_array(
-            _nullable_to_nan(X),
+            nullable_to_nan(X),
             n_features=self.n_features_in_,
             allow_nan=True,
             estimator_name=type(self).__name__,

@@ -452,3 +452,34 @@ def test_dask_methods_warn_about_missing_names_once_on_the_client():
                     lazy.compute()
                 assert len(caught) == expected, method
                 assert all("valid feature names" in str(w.message) for w in caught)
+
+
+# ------------------------------------------- pandas protocols in every estimator
+def test_gaussian_mixture_takes_pandas_nullable_columns_as_nan():
+    # pandas' nullable columns hold pd.NA; scikit-learn's check_array turns them into NaN.
+    # Before the fix GaussianMixture.fit raised "TypeError: ... NAType" (the imputer
+    # alone converted them).
+    pd = pytest.importorskip("pandas")
+    from fastem import GaussianMixture
+
+    X = _two_blobs(d=2)
+    X[::7, 0] = np.nan
+    df = pd.DataFrame({"a": pd.array(X[:, 0], dtype="Float64"), "b": pd.array(X[:, 1])})
+    df.loc[3, "a"] = pd.NA
+    X[3, 0] = np.nan
+    nullable = GaussianMixture(2, backend="numpy", random_state=0).fit(df)
+    plain = GaussianMixture(2, backend="numpy", random_state=0).fit(X)
+    np.testing.assert_array_equal(nullable.means_, plain.means_)
+    np.testing.assert_array_equal(nullable.predict_proba(df), plain.predict_proba(X))
+
+
+def test_feature_name_mismatch_message_is_scikit_learns():
+    # scikit-learn's check_dataframe_column_names_consistency matches the message word
+    # for word; before the fix fastem's one-line lists failed it.
+    pytest.importorskip("pandas")
+    checks = pytest.importorskip("sklearn.utils.estimator_checks")
+    from fastem import GaussianMixture
+
+    checks.check_dataframe_column_names_consistency(
+        "GaussianMixture", GaussianMixture(2, backend="numpy", max_iter=5)
+    )
