@@ -50,7 +50,17 @@ _LAZY = {
     "show_config": "._config",
 }
 # Submodules that `import fastem` used to load, so `fastem.backends` etc. keep working.
-_SUBMODULES = {"backends", "mixture", "mixture_ic", "persistence", "selection"}
+_SUBMODULES = {
+    "backends",
+    "datasets",
+    "hmm",
+    "impute",
+    "mixture",
+    "mixture_ic",
+    "persistence",
+    "plotting",
+    "selection",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -86,6 +86,20 @@ def test_public_names_load_on_first_access():
         fastem.no_such_name  # noqa: B018
 
 
+def test_every_public_submodule_is_an_attribute_of_a_fresh_import():
+    # `import fastem; fastem.hmm` raised AttributeError unless the submodule had been
+    # imported first (session 10 review); a fresh process shows it, this one may not.
+    code = """
+        import fastem
+        for name in ("backends", "datasets", "hmm", "impute", "mixture", "mixture_ic",
+                     "persistence", "plotting", "selection"):
+            module = getattr(fastem, name)
+            assert module.__name__ == "fastem." + name, module
+    """
+    _run(code)
+    assert _heavy_modules_after("import fastem\nfastem.datasets") == ["numpy"]
+
+
 def test_subcommand_parses_its_options_lazily():
     from fastem.cli import build_parser
 
