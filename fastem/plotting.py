@@ -276,13 +276,14 @@ def plot_selection(selection, *, criterion: str | None = None, sign: str = "skle
     ks = sorted({int(row["n_components"]) for row in table})
     models = list(dict.fromkeys(row["covariance_type"] for row in table))
     values = np.full((len(models), len(ks)), np.nan)
+    degenerate = np.zeros((len(models), len(ks)), dtype=bool)
     for row in table:
         value = row.get(criterion)
         if row.get("error") or value is None or not np.isfinite(value):
             continue
-        values[models.index(row["covariance_type"]), ks.index(int(row["n_components"]))] = (
-            factor * value
-        )
+        i, j = models.index(row["covariance_type"]), ks.index(int(row["n_components"]))
+        values[i, j] = factor * value
+        degenerate[i, j] = bool(row.get("degenerate"))
     if np.isnan(values).all():
         raise ValueError(f"the selection has no successful fit with a {criterion!r} value to plot")
     fig, ax = _figure(ax, (7.0, 4.5))
@@ -293,7 +294,11 @@ def plot_selection(selection, *, criterion: str | None = None, sign: str = "skle
             label=model,
         )  # fmt: skip
     # The best point: lowest with scikit-learn's sign, highest with mclust's.
-    flat = np.where(np.isnan(values), np.inf, factor * values)
+    # As select_model chooses: a degenerate candidate only when every candidate is one.
+    eligible = ~np.isnan(values) & ~degenerate
+    if not eligible.any():
+        eligible = ~np.isnan(values)
+    flat = np.where(eligible, factor * values, np.inf)
     i, j = np.unravel_index(int(np.argmin(flat)), flat.shape)
     best = (ks[j], values[i, j])
     # A scatter (not a line) so the axes hold exactly one line per covariance model.

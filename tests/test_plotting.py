@@ -188,6 +188,22 @@ def test_plot_selection_mclust_sign_negates_and_stars_the_maximum(tmp_path):
     _render(fig, tmp_path)
 
 
+def test_plot_selection_stars_the_proper_best_not_a_degenerate_one(tmp_path):
+    # select_model ranks a degenerate candidate (mclust's NA) after every proper one; the
+    # star and title must show that choice, not the table's lowest value (on iris the
+    # plot starred VEE,9 while best_params_ was VEV,2).
+    table = _table()
+    table[3]["degenerate"] = True  # full, k = 4: the lowest BIC (76)
+    (ax,) = plot_selection(table).axes
+    # next best: full at k = 3 (100 - 30 + 9 = 79)
+    np.testing.assert_allclose(ax.collections[-1].get_offsets()[0], [3, 79.0])
+    assert "full, n_components = 3" in ax.get_title()
+    every = [dict(row, degenerate=True) for row in _table()]
+    (ax,) = plot_selection(every).axes  # all degenerate: the lowest, as select_model
+    np.testing.assert_allclose(ax.collections[-1].get_offsets()[0], [4, 76.0])
+    _render(ax.figure, tmp_path)
+
+
 def test_plot_selection_of_a_14_model_search(tmp_path):
     from fastem import select_model
     from fastem.selection import ALL_MODELS
