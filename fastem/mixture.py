@@ -421,15 +421,18 @@ class GaussianMixture(*ESTIMATOR_BASES):
         ``covariances_[k] = scale_[k] * D_k @ diag(shape_[k]) @ D_k.T``. See
         :func:`fastem._mclust.decomposition` for the conventions.
     converged_ : bool
-        Whether the best initialization converged.
+        Whether the best initialization converged; False after :meth:`partial_fit`.
     n_iter_ : int
-        EM iterations (data passes) of the best initialization.
+        EM iterations (data passes) of the best initialization; after
+        :meth:`partial_fit`, the batches of the stream (``n_batches_``).
     lower_bound_ : float
         Average log-likelihood (the EM lower bound) of the best initialization,
-        evaluated at the parameters before its last M-step.
+        evaluated at the parameters before its last M-step; after
+        :meth:`partial_fit`, the last batch's, at the parameters before its step.
     lower_bounds_ : list of float
         Its lower bound at every pass (with acceleration: the best so far,
-        which a rejected extrapolation's pass leaves unchanged).
+        which a rejected extrapolation's pass leaves unchanged); after
+        :meth:`partial_fit`, one per batch (a preceding fit's final bound first).
     n_extrapolations_accepted_ : int
         Extrapolations the best initialization kept (0 without acceleration).
     n_extrapolations_rejected_ : int
@@ -953,7 +956,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
         from its batch (or from the ``*_init`` parameters). On a model fitted by
         :meth:`fit` (or loaded without a stream) it continues from the fitted
         parameters: the fit counts as batch 1, so this batch is blended in with
-        step ``(2 + learning_offset) ** -learning_decay``.
+        step ``(2 + learning_offset) ** -learning_decay``. A DataFrame's column
+        names are recorded from the first batch (``feature_names_in_``); a later
+        batch with other names raises ``ValueError`` and leaves the model unchanged.
 
         Parameters
         ----------
