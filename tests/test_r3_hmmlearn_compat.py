@@ -79,3 +79,80 @@ def test_viterbi_path_equals_hmmlearns_on_ties(data):
         lp_f, path_f = ours.decode(X, lengths)
         assert lp_f == pytest.approx(lp_h, rel=1e-12), backend
         np.testing.assert_array_equal(path_f, path_h, err_msg=backend)
+
+
+# ------------------------------------------------------------ random_state
+def _symbols(n=120, seed=3):
+    return np.random.RandomState(seed).randint(0, 4, size=(n, 1))
+
+
+def test_random_state_none_uses_numpys_global_stream():
+    """random_state=None is NumPy's global stream (sklearn's check_random_state,
+    which hmmlearn uses): np.random.seed makes fit and sample repeatable."""
+    from fastem.hmm import GaussianHMM
+
+    X = _symbols()
+    fits = []
+    for _ in range(2):
+        np.random.seed(0)  # noqa: NPY002 (the global stream is the point)
+        fits.append(CategoricalHMM(3, n_iter=2, backend="numpy").fit(X).emissionprob_)
+    np.testing.assert_array_equal(fits[0], fits[1])
+    Xg = np.random.RandomState(1).normal(size=(60, 2))
+    means = []
+    for _ in range(2):
+        np.random.seed(5)  # noqa: NPY002 (the global stream is the point)
+        means.append(GaussianHMM(2, n_iter=2, backend="numpy").fit(Xg).means_)
+    np.testing.assert_array_equal(means[0], means[1])
+    model = CategoricalHMM(3, n_iter=2, random_state=0, backend="numpy").fit(X)
+    model.random_state = None
+    np.random.seed(11)  # noqa: NPY002 (the global stream is the point)
+    X1, z1 = model.sample(25)
+    X2, z2 = model.sample(25, random_state=np.random.RandomState(11))
+    np.testing.assert_array_equal(z1, z2)
+    np.testing.assert_array_equal(X1, X2)
+
+
+@pytest.mark.parametrize("seed", [0, 7, np.int64(3)])
+def test_int_seed_initializes_categorical_and_poisson_as_hmmlearn(seed):
+    """hmmlearn's CategoricalHMM/PoissonHMM draw startprob_ and transmat_ from
+    RandomState(seed) and their emissions from a fresh RandomState(seed): the
+    same seed gives the same initial model (n_iter=0 keeps it)."""
+    from fastem.hmm import PoissonHMM
+
+    K = 3
+    X = _symbols()
+    cat = CategoricalHMM(K, n_iter=0, random_state=seed, backend="numpy").fit(X)
+    rs = np.random.RandomState(seed)
+    np.testing.assert_array_equal(cat.startprob_, rs.dirichlet(np.full(K, 1 / K)))
+    np.testing.assert_array_equal(cat.transmat_, rs.dirichlet(np.full(K, 1 / K), size=K))
+    e = np.random.RandomState(seed).rand(K, 4)
+    np.testing.assert_allclose(cat.emissionprob_, e / e.sum(axis=1, keepdims=True), rtol=1e-15)
+    C = np.random.RandomState(4).poisson(3, size=(80, 2))
+    poi = PoissonHMM(K, n_iter=0, random_state=seed, backend="numpy").fit(C)
+    mean, var = C.mean(), C.var()
+    lam = np.random.RandomState(seed).gamma(mean**2 / var, var / mean, size=(K, 2))
+    np.testing.assert_array_equal(poi.lambdas_, lam)
+    # restarts after the first draw other emissions (the stream goes on)
+    two = CategoricalHMM(K, n_iter=0, n_init=2, random_state=seed, backend="numpy")
+    two._initialize(X, np.array([0, len(X)]), np.ones(1), two._kernels(),
+                    np.random.RandomState(seed), first=False)  # fmt: skip
+    assert not np.allclose(two.emissionprob_, cat.emissionprob_)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeded_categorical_and_poisson_fits_equal_hmmlearns(backend):
+    hl = pytest.importorskip("hmmlearn.hmm")
+    from fastem.hmm import PoissonHMM
+
+    X = _symbols(200)
+    C = np.random.RandomState(4).poisson(3, size=(150, 2))
+    for seed in (0, 7):
+        theirs = hl.CategoricalHMM(3, random_state=seed, n_iter=5).fit(X, [120, 80])
+        ours = CategoricalHMM(3, random_state=seed, n_iter=5, backend=backend).fit(X, [120, 80])
+        for name in ("startprob_", "transmat_", "emissionprob_"):
+            np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-7)
+        np.testing.assert_allclose(ours.monitor_.history, theirs.monitor_.history, rtol=1e-9)
+        theirs = hl.PoissonHMM(3, random_state=seed, n_iter=5).fit(C)
+        ours = PoissonHMM(3, random_state=seed, n_iter=5, backend=backend).fit(C)
+        for name in ("startprob_", "transmat_", "lambdas_"):
+            np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-7)

@@ -109,9 +109,14 @@ class ConvergenceMonitor:
 
 
 def _random_state(seed) -> np.random.RandomState:
+    """scikit-learn's ``check_random_state``, as hmmlearn uses it: None is NumPy's
+    global stream (so ``np.random.seed`` makes a fit or a sample repeatable), an
+    int a fresh ``RandomState``, a ``RandomState`` itself."""
     if isinstance(seed, np.random.RandomState):
         return seed
-    if seed is None or isinstance(seed, (int, np.integer)):
+    if seed is None:
+        return np.random.mtrand._rand
+    if isinstance(seed, (int, np.integer)):
         return np.random.RandomState(seed)
     raise ValueError(f"random_state must be None, an int or a RandomState, got {seed!r}")
 
@@ -291,6 +296,9 @@ class BaseHMM(*ESTIMATOR_BASES):
 
     _emission_params = ""
     _emission_attrs: tuple[str, ...] = ()
+    # Whether the first restart draws the emissions from a fresh
+    # _random_state(random_state), as hmmlearn's CategoricalHMM and PoissonHMM do.
+    _reseed_emissions = False
 
     def __init__(
         self,
@@ -513,7 +521,7 @@ class BaseHMM(*ESTIMATOR_BASES):
                     setattr(self, name, np.array(given[name], copy=True))
                 elif hasattr(self, name):
                     delattr(self, name)  # drawn afresh by each restart
-            self._initialize(X, offsets, seq_weight, kernels, rs, warn=restart == 0)
+            self._initialize(X, offsets, seq_weight, kernels, rs, first=restart == 0)
             self._check()
             self._set_fit_monitor(self._new_monitor(template if restart else None))
             self._fit_data = _FitData(X, offsets, seq_weight)
@@ -683,15 +691,27 @@ class BaseHMM(*ESTIMATOR_BASES):
         with self._limit_threads(kernels):
             self._initialize(X, offsets, seq_weight, kernels, _random_state(self.random_state))
 
-    def _initialize(self, X, offsets, seq_weight, kernels, rs, warn: bool = True) -> None:
+    def _initialize(self, X, offsets, seq_weight, kernels, rs, first: bool = True) -> None:
+        """Draw the parameters to initialize; ``first``: the fit's first restart
+        (it logs hmmlearn's warning, and may re-seed the emissions)."""
         K = self.n_components
         init = 1.0 / K
         if self._needs_init("s", "startprob_"):
             self.startprob_ = rs.dirichlet(np.full(K, init))
         if self._needs_init("t", "transmat_"):
             self.transmat_ = rs.dirichlet(np.full(K, init), size=K)
+        if (
+            first
+            and self._reseed_emissions
+            and not isinstance(self.random_state, np.random.RandomState)
+        ):
+            # hmmlearn's CategoricalHMM and PoissonHMM draw their emissions from
+            # check_random_state(random_state) again: an int seed starts afresh
+            # there, so the same seed gives hmmlearn's initial model. Later
+            # restarts continue the stream (else every restart would share them).
+            rs = _random_state(self.random_state)
         self._init_emissions(X, offsets, seq_weight, kernels, rs)
-        if warn:
+        if first:
             # hmmlearn's warning, on the same count (X.size, NaN included).
             per_param = self._get_n_fit_scalars_per_param()
             n_fit = sum(per_param.get(code, 0) for code in self.params)

@@ -68,6 +68,7 @@ class CategoricalHMM(BaseHMM):
     """
 
     _emission_attrs = ("emissionprob_",)
+    _reseed_emissions = True  # hmmlearn's _init re-seeds: the same seed, its model
 
     def __init__(
         self,
@@ -216,6 +217,7 @@ class PoissonHMM(BaseHMM):
     """
 
     _emission_attrs = ("lambdas_",)
+    _reseed_emissions = True  # hmmlearn's _init re-seeds: the same seed, its model
 
     def __init__(
         self,
