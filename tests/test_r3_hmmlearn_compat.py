@@ -156,3 +156,20 @@ def test_seeded_categorical_and_poisson_fits_equal_hmmlearns(backend):
         ours = PoissonHMM(3, random_state=seed, n_iter=5, backend=backend).fit(C)
         for name in ("startprob_", "transmat_", "lambdas_"):
             np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-7)
+
+
+# ------------------------------------------------------------ lengths
+def test_lengths_read_flat_as_hmmlearns_cumsum():
+    """hmmlearn reads lengths through np.cumsum: an int is one sequence, a
+    column of lengths is a list (fit, score, decode, posteriors alike)."""
+    X = _symbols(30)
+    model = CategoricalHMM(2, n_iter=3, random_state=0, backend="numpy")
+    ref = CategoricalHMM(2, n_iter=3, random_state=0, backend="numpy").fit(X, [30])
+    np.testing.assert_array_equal(model.fit(X, 30).emissionprob_, ref.emissionprob_)
+    assert model.score(X, 30) == ref.score(X, [30])
+    column = np.array([[12], [18]])
+    np.testing.assert_array_equal(model.predict(X, column), ref.predict(X, [12, 18]))
+    np.testing.assert_array_equal(model.predict_proba(X, column), ref.predict_proba(X, [12, 18]))
+    model._init(X, 30)  # hmmlearn's hook took an int already
+    with pytest.raises(ValueError, match="lengths sum to 29"):
+        model.score(X, 29)

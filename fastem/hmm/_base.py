@@ -122,11 +122,14 @@ def _random_state(seed) -> np.random.RandomState:
 
 
 def _offsets(lengths, n_samples: int) -> np.ndarray:
-    """Sequence boundaries (S + 1,) int64 from ``lengths`` (None: one sequence)."""
+    """Sequence boundaries (S + 1,) int64 from ``lengths`` (None: one sequence).
+
+    Any shape is read flat, as hmmlearn's ``np.cumsum(lengths)`` reads it: an int
+    is one sequence of that length, a column of lengths is a list of them."""
     if lengths is None:
         lengths = np.array([n_samples])
-    lengths = np.asarray(lengths)
-    if lengths.ndim != 1 or lengths.size == 0:
+    lengths = np.ravel(lengths)
+    if lengths.size == 0:
         raise ValueError("lengths must be a non-empty 1-D array of sequence lengths")
     if not np.issubdtype(lengths.dtype, np.integer):
         if not np.all(np.mod(lengths, 1) == 0):
@@ -682,8 +685,6 @@ class BaseHMM(*ESTIMATOR_BASES):
         """
         self._check_constructor()
         X = self._validate_X(X, fitting=True)
-        if lengths is not None and np.ndim(lengths) == 0:
-            lengths = [lengths]
         offsets = _offsets(lengths, X.shape[0])
         seq_weight = _seq_weights(None, offsets.shape[0] - 1)
         kernels = self._kernels()
