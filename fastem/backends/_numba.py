@@ -1934,16 +1934,60 @@ def _tied_maha4(z, m, nb, c0, c1, c2, c3):
 
 
 @helper(out_of_line=True, **_JIT)
-def _tied_t4(r, diff, nb, t0, t1, t2, t3):
+def _tied_t4(r, diff, nb, t0, t1, t2, t3, upper=False):
     """``t<q>[j] += sum_b r[q, b] diff[j, b]`` for four components (rows of
     ``r``): 4x4 tiles of dot products, four loads of ``r`` and four of
-    ``diff`` per row for 16 FMAs (sums in float64)."""
+    ``diff`` per row for 16 FMAs (sums in float64).
+
+    With ``upper`` (and ``d >= 4``) the first tile adds only its 10 sums with
+    ``j >= q``: the diagonal tile of a strip of the tied kernel's pooled
+    scatter, whose lower half nothing reads (as :func:`_accum_full_tiled`'s
+    diagonal tiles, in the same order).
+    """
     d = diff.shape[0]
     r0 = r[0]
     r1 = r[1]
     r2 = r[2]
     r3 = r[3]
     j = 0
+    if upper and d >= 4:
+        q0 = diff[0]
+        q1 = diff[1]
+        q2 = diff[2]
+        q3 = diff[3]
+        s00 = s01 = s02 = s03 = 0.0
+        s11 = s12 = s13 = 0.0
+        s22 = s23 = s33 = 0.0
+        for b in range(nb):
+            v0 = r0[b]
+            v1 = r1[b]
+            v2 = r2[b]
+            v3 = r3[b]
+            y0 = np.float64(q0[b])
+            y1 = np.float64(q1[b])
+            y2 = np.float64(q2[b])
+            y3 = np.float64(q3[b])
+            s00 += v0 * y0
+            s01 += v0 * y1
+            s02 += v0 * y2
+            s03 += v0 * y3
+            s11 += v1 * y1
+            s12 += v1 * y2
+            s13 += v1 * y3
+            s22 += v2 * y2
+            s23 += v2 * y3
+            s33 += v3 * y3
+        t0[0] += s00
+        t0[1] += s01
+        t0[2] += s02
+        t0[3] += s03
+        t1[1] += s11
+        t1[2] += s12
+        t1[3] += s13
+        t2[2] += s22
+        t2[3] += s23
+        t3[3] += s33
+        j = 4
     while j < d:
         if j + 4 <= d:
             j1 = j + 1
@@ -2025,8 +2069,16 @@ def _chunks_tied(
 
     Blocks of :func:`_block_rows` rows for float64, twice that for float32
     (the same bytes; W5 one pass: 256 float64 rows took 1.2x the time of 128,
-    256 float32 rows 0.8x). ``G`` goes through :func:`_accum_full_tiled` with
-    float64 scratch, so its block sums are float64 for float32 ``X`` too.
+    256 float32 rows 0.8x).
+
+    ``G`` (its upper triangle; :func:`fastem.backends._tied.finish` reads no
+    other entry) is ``rd = rsum (x - c)`` in float64 (block sums float64 for
+    float32 ``X`` too), then strips of four rows by :func:`_tied_t4`: the 4x4
+    tiles of dot products (the diagonal one upper only), the same sums in the
+    same order as :func:`_accum_full_tiled` computes them (checked bit for
+    bit), without compiling that helper for a tied fit. The last strip runs
+    into three padding rows of ``rd`` (zero) and of ``g_p`` (ignored) and,
+    if ``d % 4``, fills a few entries below the diagonal (ignored).
     """
     n, d = X.shape
     k = projected.shape[0]
@@ -2036,15 +2088,14 @@ def _chunks_tied(
     z = _empty_aligned(d * B, X.dtype).reshape((d, B))
     maha = _empty_aligned(4 * B, X.dtype).reshape((4, B))
     logp = _empty_aligned(k * B, _F64).reshape((k, B))
-    rd = _empty_aligned(d * B, _F64).reshape((d, B))
-    rows = _empty_aligned(4 * B, _F64).reshape((4, B))  # one call for four rows
-    rc = rows[0]
-    rsum = rows[1]
-    mx = rows[2]
-    s = rows[3]
-    gsx = _empty_aligned(d, _F64)  # sum_k t_k again: not needed (np.zeros would
-    for j in range(d):  # compile two more NumPy implementations in a first fit)
-        gsx[j] = 0.0
+    rd = _empty_aligned((d + 3) * B, _F64).reshape((d + 3, B))
+    for j in range(d, d + 3):  # padding under the last strip of four rows
+        for b in range(B):
+            rd[j, b] = 0.0
+    rows = _empty_aligned(3 * B, _F64).reshape((3, B))  # one call for three rows
+    rsum = rows[0]
+    mx = rows[1]
+    s = rows[2]
     for c in range(i0, i1):
         lo = c * n // nc
         hi = (c + 1) * n // nc
@@ -2094,7 +2145,7 @@ def _chunks_tied(
             tc = t_p[c]
             kk = 0
             while kk + 4 <= k:
-                _tied_t4(logp[kk:], diff, nb, tc[kk], tc[kk + 1], tc[kk + 2], tc[kk + 3])
+                _tied_t4(logp[kk:], diff, nb, tc[kk], tc[kk + 1], tc[kk + 2], tc[kk + 3], False)
                 kk += 4
             while kk < k:  # the k % 4 last components
                 for j in range(d):
@@ -2103,7 +2154,15 @@ def _chunks_tied(
                         a += logp[kk, b] * diff[j, b]
                     tc[kk, j] += a
                 kk += 1
-            _accum_full_tiled(xt, centre, rsum, nb, rc, rd, gsx, g_p[c])
+            for j in range(d):
+                dj = diff[j]
+                rj = rd[j]
+                for b in range(nb):
+                    rj[b] = rsum[b] * dj[b]
+            gc = g_p[c]
+            for i in range(0, d, 4):
+                gi = gc[i:]
+                _tied_t4(rd[i:], diff[i:], nb, gi[0, i:], gi[1, i:], gi[2, i:], gi[3, i:], True)
         if fit:
             ll_p[c] = ll
 
@@ -2228,12 +2287,12 @@ def em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     ll_p = np.zeros(nc)
     nk_p = np.zeros((nc, k))
     t_p = np.zeros((nc, k, d))
-    g_p = np.zeros((nc, d, d))
+    g_p = np.zeros((nc, d + 3, d))  # three rows of padding (see _chunks_tied)
     out = np.empty((0, k))
     inputs = [_readonly(a) for a in (X, sample_weight, centre, projected, U, comp_const)]
     run_chunks(_chunks_tied, nc, nc, *inputs, ll_p, nk_p, t_p, g_p, out, True)
     nk[...] = nk_p.sum(axis=0)
-    _tied.finish(e, nk, t_p.sum(axis=0), g_p.sum(axis=0), sx, sxx)
+    _tied.finish(e, nk, t_p.sum(axis=0), g_p.sum(axis=0)[:d], sx, sxx)
     return _sum_chunks(ll_p)
 
 
