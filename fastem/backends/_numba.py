@@ -29,8 +29,11 @@ Helpers (start-up)
     being inlined, so a kernel's module does not optimize their (already
     optimized) code a second time inside a function several times its size.
     Per-element helpers (``exp64``, ``_exp32``) stay inlined, so the loops
-    around them vectorize. Fits hash bit-identical to the inlined build's;
-    a first fit with an empty cache compiles less (``docs/cold_start.md``).
+    around them vectorize. A helper's own library is optimized (callers link
+    it in) but never emitted as machine code, and every fastem function
+    compiles with ``_numba_cache.Compiler`` (Numba's, with a memo of the call
+    types it resolves). Fits hash bit-identical to the inlined build's; a
+    first fit with an empty cache compiles less (``docs/cold_start.md``).
 Blocks (vectorization)
     Inside a chunk, rows are processed in blocks of ``B`` rows copied into a
     transposed ``(d, B)`` scratch, so every inner loop runs over points with
