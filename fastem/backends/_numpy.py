@@ -98,10 +98,17 @@ BLOCK = 4096
 
 
 def logsumexp_rows(a: np.ndarray) -> np.ndarray:
-    """``log(sum(exp(a), axis=1))`` computed stably (also used by the estimator)."""
+    """``log(sum(exp(a), axis=1))`` computed stably (also used by the estimator).
+
+    A row whose entries are all ``-inf`` (a density that underflows to 0 under
+    every component, as for a point ~1e155 standard deviations away) gives
+    ``-inf``, as scipy's ``logsumexp`` does, not the NaN of ``-inf - -inf``.
+    """
     amax = a.max(axis=1)
-    with np.errstate(under="ignore"):
-        return amax + np.log(np.exp(a - amax[:, None]).sum(axis=1))
+    # shifting by 0 instead of -inf leaves such rows at log(0) = -inf
+    shift = np.where(np.isneginf(amax), 0.0, amax)
+    with np.errstate(under="ignore", divide="ignore"):
+        return shift + np.log(np.exp(a - shift[:, None]).sum(axis=1))
 
 
 def _block_log_prob_full(xb, means, prec_chol, comp_const):
