@@ -173,3 +173,98 @@ def test_lengths_read_flat_as_hmmlearns_cumsum():
     model._init(X, 30)  # hmmlearn's hook took an int already
     with pytest.raises(ValueError, match="lengths sum to 29"):
         model.score(X, 29)
+
+
+# ------------------------------------------------------------ MultinomialHMM
+def _multinomial_data(n=200, n_trials=5, seed=0):
+    rs = np.random.RandomState(seed)
+    emission = rs.dirichlet(np.ones(4), size=3)
+    z = rs.randint(0, 3, n)
+    return np.array([rs.multinomial(n_trials, emission[k]) for k in z])
+
+
+def test_multinomial_emissions_are_scipys_logpmf():
+    """hmmlearn's MultinomialHMM scores frames with scipy's multinomial.logpmf
+    (n = the row's total); a zero probability of an unseen symbol is fine."""
+    stats = pytest.importorskip("scipy.stats")
+    from fastem.hmm import MultinomialHMM
+
+    X = _multinomial_data(40)
+    X[::4, 0] += 3  # frames with other totals
+    model = MultinomialHMM(2, n_trials=X.sum(axis=1), init_params="", backend="numpy")
+    model.startprob_ = np.array([0.3, 0.7])
+    model.transmat_ = np.array([[0.9, 0.1], [0.2, 0.8]])
+    model.emissionprob_ = np.array([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.0, 0.0]])
+    logB = model._emission_logprob(model._kernels(), model._validate_X(X, fitting=False))
+    for k in range(2):
+        expected = stats.multinomial.logpmf(X, n=X.sum(axis=1), p=model.emissionprob_[k])
+        np.testing.assert_allclose(logB[:, k], expected, rtol=1e-12)
+    assert np.isfinite(model.score(X[X[:, 2:].sum(axis=1) == 0]))
+
+
+def test_multinomial_n_trials_as_hmmlearn():
+    from fastem.hmm import MultinomialHMM
+
+    X = _multinomial_data(30)
+    model = MultinomialHMM(3, random_state=0, n_iter=2, backend="numpy").fit(X)
+    np.testing.assert_array_equal(model.n_trials, X.sum(axis=1))  # None: the row sums
+    assert model.n_features == 4 and model.emissionprob_.shape == (3, 4)
+    with pytest.raises(ValueError, match="add up to the number of trials"):
+        MultinomialHMM(3, n_trials=6, backend="numpy").fit(X)
+    uneven = X.copy()
+    uneven[0, 0] += 1
+    with pytest.raises(ValueError, match="a single n_trials"):
+        MultinomialHMM(3, n_iter=1, random_state=0, backend="numpy").fit(uneven).sample(2)
+    Xs, states = model.sample(15, random_state=1)
+    assert Xs.shape == (15, 4) and (Xs.sum(axis=1) == 5).all() and states.shape == (15,)
+    with pytest.raises(ValueError, match="n_trials must be set"):
+        fresh = MultinomialHMM(1, init_params="")
+        fresh.startprob_, fresh.transmat_ = np.ones(1), np.ones((1, 1))
+        fresh.emissionprob_ = np.full((1, 4), 0.25)
+        fresh.score(X)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_multinomial_matches_hmmlearn(backend):
+    """fastem.hmm.MultinomialHMM (missing before: ImportError) against
+    hmmlearn's from the same seed: its initialization, every fitted attribute,
+    the monitor's history, score, posteriors, the path, aic/bic and a sample."""
+    hl = pytest.importorskip("hmmlearn.hmm")
+    from fastem.hmm import MultinomialHMM
+
+    X, lengths = _multinomial_data(), [120, 80]
+    theirs = hl.MultinomialHMM(3, n_trials=5, random_state=0, n_iter=6).fit(X, lengths)
+    ours = MultinomialHMM(3, n_trials=5, random_state=0, n_iter=6, backend=backend)
+    ours.fit(X, lengths)
+    for name in ("startprob_", "transmat_", "emissionprob_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-7)
+    np.testing.assert_allclose(ours.monitor_.history, theirs.monitor_.history, rtol=1e-10)
+    assert ours.score(X, lengths) == pytest.approx(theirs.score(X, lengths), rel=1e-10)
+    np.testing.assert_allclose(
+        ours.predict_proba(X, lengths), theirs.predict_proba(X, lengths), atol=1e-9
+    )
+    np.testing.assert_array_equal(ours.predict(X, lengths), theirs.predict(X, lengths))
+    assert ours.bic(X, lengths) == pytest.approx(theirs.bic(X, lengths), rel=1e-10)
+    pairs = zip(ours.sample(20, random_state=3), theirs.sample(20, random_state=3), strict=True)
+    for a, b in pairs:
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("error")
+def test_zero_probabilities_score_without_warnings():
+    """A zero Poisson rate or multinomial probability with a zero count is
+    0 * log 0 = 0: no RuntimeWarning (it raised under -W error)."""
+    from fastem.hmm import MultinomialHMM, PoissonHMM
+
+    poisson = PoissonHMM(2, init_params="", backend="numpy")
+    poisson.startprob_, poisson.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+    poisson.lambdas_ = np.array([[0.0, 1.0], [2.0, 3.0]])
+    X = np.array([[0, 1], [0, 2]])
+    # log p(x | lam) = sum_d x log lam - lam - log x!, with 0 log 0 = 0
+    logB = np.array([[-1.0, -5.0 + np.log(3.0)], [-1.0 - np.log(2.0), -5.0 + np.log(4.5)]])
+    np.testing.assert_allclose(poisson._emission_logprob(None, X), logB, rtol=1e-14)
+    np.testing.assert_allclose(poisson.score(X), np.log(np.exp(logB).mean(axis=1)).sum())
+    multi = MultinomialHMM(2, n_trials=3, init_params="", backend="numpy")
+    multi.startprob_, multi.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+    multi.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    assert np.isfinite(multi.score(np.array([[1, 2, 0], [0, 0, 3]])))

@@ -13,7 +13,7 @@ Import this module explicitly: ``import fastem`` does not load it.
 
 from ._backend import available_hmm_backends
 from ._base import BaseHMM, ConvergenceMonitor
-from ._discrete import CategoricalHMM, PoissonHMM
+from ._discrete import CategoricalHMM, MultinomialHMM, PoissonHMM
 from ._gaussian import GaussianHMM
 from ._gmm import GMMHMM
 
@@ -22,6 +22,7 @@ __all__ = [
     "GMMHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "MultinomialHMM",
     "ConvergenceMonitor",
     "BaseHMM",
     "available_hmm_backends",

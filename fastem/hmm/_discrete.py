@@ -291,9 +291,10 @@ class PoissonHMM(BaseHMM):
             out = xf @ log_lam.T
         else:
             out = np.zeros((X.shape[0], self.n_components))
-            for k in range(self.n_components):
-                terms = np.where(X > 0, xf * log_lam[k], 0.0)
-                out[:, k] = terms.sum(axis=1)
+            with np.errstate(invalid="ignore"):  # 0 * log(0): NaN, masked to 0
+                for k in range(self.n_components):
+                    terms = np.where(X > 0, xf * log_lam[k], 0.0)
+                    out[:, k] = terms.sum(axis=1)
         out -= lam.sum(axis=1)
         out -= log_fact[X].sum(axis=1)[:, None]
         return np.ascontiguousarray(out)
@@ -323,3 +324,159 @@ class PoissonHMM(BaseHMM):
 
     def _generate_sample_from_state(self, state: int, random_state) -> np.ndarray:
         return random_state.poisson(self.lambdas_[state])
+
+
+class MultinomialHMM(BaseHMM):
+    """Hidden Markov model with multinomial emissions.
+
+    A drop-in for ``hmmlearn.hmm.MultinomialHMM`` (0.3.3): each frame is a
+    vector of non-negative integer counts over ``n_features`` symbols, drawn
+    from ``Multinomial(n_trials, emissionprob_[state])`` where ``n_trials`` is
+    the frame's total count. (hmmlearn's pre-0.2.8 ``MultinomialHMM`` is
+    :class:`CategoricalHMM`.)
+
+    Parameters
+    ----------
+    n_components : int, default=1
+    n_trials : int, array of int or None, default=None
+        Number of trials of each frame. None: ``fit`` sets it to the frames'
+        row sums, as hmmlearn does; given, every row of ``X`` must sum to it.
+        Sampling needs a single value.
+    startprob_prior, transmat_prior : float or array, default=1.0
+        Dirichlet priors of ``startprob_`` and the rows of ``transmat_``
+        (``emissionprob_`` has none: hmmlearn's M-step is the maximum
+        likelihood one).
+    algorithm, random_state, n_iter, tol, verbose, implementation
+        As in :class:`~fastem.hmm.GaussianHMM`.
+    params, init_params : str, default="ste"
+        's' startprob, 't' transmat, 'e' emissionprob.
+    n_init : int, default=1
+        Restarts, keeping the best final objective (fastem extension).
+    backend : {"numba", "cython", "numpy"} or None
+    n_threads : int or None, default=None
+    acceleration : {None, "squarem", "anderson", "qn", "mpe"}, default=None
+    stopping : {None, "absolute", "relative", "aitken"}, default=None
+        As in :class:`~fastem.hmm.CategoricalHMM`.
+
+    Attributes
+    ----------
+    startprob_, transmat_, monitor_, objective_history_, objective_
+    emissionprob_ : ndarray of shape (n_components, n_features)
+    n_features : int
+
+    Notes
+    -----
+    A state with no posterior weight keeps its emission row (hmmlearn gives
+    NaN). Not in fastem's model file format (``save`` raises).
+    """
+
+    _emission_attrs = ("emissionprob_",)
+    _reseed_emissions = True  # hmmlearn's _init re-seeds: the same seed, its model
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        n_trials=None,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        algorithm: str = "viterbi",
+        random_state=None,
+        n_iter: int = 10,
+        tol: float = 1e-2,
+        verbose: bool = False,
+        params: str = "ste",
+        init_params: str = "ste",
+        implementation: str = "log",
+        n_init: int = 1,
+        backend: str | None = None,
+        n_threads: int | None = None,
+        acceleration: str | None = None,
+        stopping: str | None = None,
+    ):
+        self.n_components = n_components
+        self.n_trials = n_trials
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self.backend = backend
+        self.n_threads = n_threads
+        self.acceleration = acceleration
+        self.stopping = stopping
+
+    def _validate_X(self, X, fitting: bool) -> np.ndarray:
+        X = _check_counts(X, "Symbol counts")
+        known = getattr(self, "emissionprob_", None)
+        if known is not None and np.ndim(known) == 2 and X.shape[1] != np.shape(known)[1]:
+            raise ValueError(f"X has {X.shape[1]} features, the model {np.shape(known)[1]}")
+        if fitting:  # hmmlearn's _check_and_set_n_features: it also sets n_trials
+            totals = X.sum(axis=1)
+            if self.n_trials is None:
+                self.n_trials = totals
+            elif not (totals == self.n_trials).all():
+                raise ValueError(
+                    "Total count for each sample should add up to the number of trials"
+                )
+        return X
+
+    def _check_emissions(self) -> None:
+        self.emissionprob_ = np.atleast_2d(np.asarray(self.emissionprob_, dtype=np.float64))
+        self.n_features = self.emissionprob_.shape[1]
+        if self.emissionprob_.shape[0] != self.n_components:
+            raise ValueError("emissionprob_ must have shape (n_components, n_features)")
+        self._check_sum_1("emissionprob_")
+        if self.n_trials is None:
+            raise ValueError("n_trials must be set")
+
+    def _get_n_fit_scalars_per_param(self) -> dict[str, int]:
+        nc, nf = self.n_components, self.n_features
+        return {"s": nc - 1, "t": nc * (nc - 1), "e": nc * (nf - 1)}
+
+    def _emission_packing(self) -> list[tuple[str, str, str, bool]]:
+        return [("e", "emissionprob_", "simplex", False)]
+
+    def _emission_logprob(self, kernels, X) -> np.ndarray:
+        # log n! - sum_d log x_d! + sum_d x_d log p_d (0 log 0 = 0), n the row's total
+        # (scipy's multinomial.logpmf, which hmmlearn calls)
+        from math import lgamma
+
+        totals = X.sum(axis=1)
+        log_fact = np.array([lgamma(i + 1.0) for i in range(int(totals.max()) + 1)])
+        with np.errstate(divide="ignore"):
+            log_p = np.log(self.emissionprob_)
+        xf = X.astype(np.float64)
+        if (self.emissionprob_ > 0).all():
+            out = xf @ log_p.T
+        else:
+            out = np.zeros((X.shape[0], self.n_components))
+            with np.errstate(invalid="ignore"):  # 0 * log(0): NaN, masked to 0
+                for k in range(self.n_components):
+                    out[:, k] = np.where(X > 0, xf * log_p[k], 0.0).sum(axis=1)
+        out += (log_fact[totals] - log_fact[X].sum(axis=1))[:, None]
+        return np.ascontiguousarray(out)
+
+    def _emission_stats(self, kernels, X, gamma, offsets, seq_weight, logB=None):
+        return _weighted_posteriors(gamma, offsets, seq_weight).T @ X.astype(np.float64)
+
+    def _emission_mstep(self, obs) -> None:
+        if "e" in self.params:
+            self.emissionprob_ = _normalize_rows(obs, self.emissionprob_)
+
+    def _init_emissions(self, X, offsets, seq_weight, kernels, rs) -> None:
+        self.n_features = X.shape[1]
+        if self._needs_init("e", "emissionprob_"):
+            e = rs.rand(self.n_components, self.n_features)
+            self.emissionprob_ = e / e.sum(axis=1, keepdims=True)
+
+    def _generate_sample_from_state(self, state: int, random_state) -> np.ndarray:
+        n_trials = np.unique(self.n_trials)
+        if n_trials.size != 1:
+            raise ValueError("For sampling, a single n_trials must be given")
+        return random_state.multinomial(int(n_trials[0]), self.emissionprob_[state])

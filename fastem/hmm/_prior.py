@@ -232,12 +232,12 @@ def log_prior_function(model):
         ``f(model) -> float``, equal to ``log_prior(model)`` bit for bit.
     """
     if not _CLASSES:  # imported here: the estimator modules import this one
-        from ._discrete import CategoricalHMM, PoissonHMM
+        from ._discrete import CategoricalHMM, MultinomialHMM, PoissonHMM
         from ._gaussian import GaussianHMM
         from ._gmm import GMMHMM
 
-        _CLASSES.extend((GMMHMM, GaussianHMM, CategoricalHMM, PoissonHMM))
-    GMMHMM, GaussianHMM, CategoricalHMM, PoissonHMM = _CLASSES
+        _CLASSES.extend((GMMHMM, GaussianHMM, CategoricalHMM, PoissonHMM, MultinomialHMM))
+    GMMHMM, GaussianHMM, CategoricalHMM, PoissonHMM, MultinomialHMM = _CLASSES
     start = _dirichlet_term(model.startprob_prior)
     trans = _dirichlet_term(model.transmat_prior)
     if isinstance(model, GMMHMM):
@@ -251,6 +251,10 @@ def log_prior_function(model):
             return term(m.emissionprob_)
     elif isinstance(model, PoissonHMM):
         emission = _poisson_hmm
+    elif isinstance(model, MultinomialHMM):  # hmmlearn's emission update has no prior
+
+        def emission(m):
+            return 0.0
     else:
         raise TypeError(f"no prior is defined for {type(model).__name__}")
 
