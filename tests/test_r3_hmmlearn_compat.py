@@ -268,3 +268,28 @@ def test_zero_probabilities_score_without_warnings():
     multi.startprob_, multi.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
     multi.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
     assert np.isfinite(multi.score(np.array([[1, 2, 0], [0, 0, 3]])))
+
+
+def test_multinomial_save_refused_until_the_format_reads_it(tmp_path, monkeypatch):
+    """fastem.persistence's reader lists the HMM estimators it accepts; until it
+    names MultinomialHMM, save refuses (no file that load would reject). With
+    the name added, the file round-trips: same scores, paths and n_trials."""
+    import fastem.persistence as persistence
+    from fastem.hmm import MultinomialHMM, load
+
+    X = _multinomial_data(30)
+    model = MultinomialHMM(2, random_state=0, n_iter=3, backend="numpy").fit(X, [10, 20])
+    if "MultinomialHMM" not in persistence._HMM_ESTIMATORS:
+        with pytest.raises(ValueError, match="does not hold a MultinomialHMM yet"):
+            model.save(tmp_path / "m.npz")
+        assert not (tmp_path / "m.npz").exists()
+        names = (*persistence._HMM_ESTIMATORS, "MultinomialHMM")
+        monkeypatch.setattr(persistence, "_HMM_ESTIMATORS", names)
+    model.save(tmp_path / "m.npz")
+    loaded = load(tmp_path / "m.npz")
+    assert type(loaded) is MultinomialHMM
+    np.testing.assert_array_equal(loaded.n_trials, model.n_trials)
+    np.testing.assert_array_equal(loaded.emissionprob_, model.emissionprob_)
+    assert loaded.score(X, [10, 20]) == model.score(X, [10, 20])
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert list(loaded.monitor_.history) == list(model.monitor_.history)

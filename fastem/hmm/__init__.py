@@ -42,7 +42,7 @@ def load(path, *, backend: str | None = None):
 
     Returns
     -------
-    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+    model : GaussianHMM, GMMHMM, CategoricalHMM, PoissonHMM or MultinomialHMM
 
     Raises
     ------

@@ -367,7 +367,7 @@ class MultinomialHMM(BaseHMM):
     Notes
     -----
     A state with no posterior weight keeps its emission row (hmmlearn gives
-    NaN). Not in fastem's model file format (``save`` raises).
+    NaN). fastem's model format does not hold it yet (``save`` raises).
     """
 
     _emission_attrs = ("emissionprob_",)

@@ -4,8 +4,8 @@ The file is the one :mod:`fastem.persistence` writes for
 :class:`~fastem.GaussianMixture` (format ``"fastem-model"``, version 1: an
 uncompressed ``.npz`` archive of numeric arrays plus one JSON metadata member,
 every array and the metadata under SHA-256 digests), with ``"estimator"``
-naming the HMM class (``"GaussianHMM"``, ``"GMMHMM"``, ``"CategoricalHMM"``
-or ``"PoissonHMM"``). The archive is written and read with
+naming the HMM class (``"GaussianHMM"``, ``"GMMHMM"``, ``"CategoricalHMM"``,
+``"PoissonHMM"`` or ``"MultinomialHMM"``). The archive is written and read with
 :mod:`fastem.persistence`'s own helpers, so the same checks apply: no
 unpickling, every member's ``.npy`` header checked against the metadata and
 its size before its data is read, names, types and shapes checked before the
@@ -39,7 +39,7 @@ from .. import persistence as _p
 from .._version import __version__
 from ._backend import HMM_BACKENDS, available_hmm_backends
 from ._base import BaseHMM, ConvergenceMonitor
-from ._discrete import CategoricalHMM, PoissonHMM
+from ._discrete import CategoricalHMM, MultinomialHMM, PoissonHMM
 from ._gaussian import GaussianHMM
 from ._gmm import GMMHMM
 
@@ -58,6 +58,7 @@ HMM_ESTIMATORS: dict[str, type[BaseHMM]] = {
     "GMMHMM": GMMHMM,
     "CategoricalHMM": CategoricalHMM,
     "PoissonHMM": PoissonHMM,
+    "MultinomialHMM": MultinomialHMM,
 }
 # File attribute name -> model attribute name, per class (the Gaussian HMM keeps its
 # covariances in `_covars_`, in the layout of its covariance type).
@@ -66,6 +67,7 @@ _EMISSION_ATTRIBUTES: dict[str, dict[str, str]] = {
     "GMMHMM": {"weights_": "weights_", "means_": "means_", "covars_": "covars_"},
     "CategoricalHMM": {"emissionprob_": "emissionprob_"},
     "PoissonHMM": {"lambdas_": "lambdas_"},
+    "MultinomialHMM": {"emissionprob_": "emissionprob_"},
 }
 _COMMON_ATTRIBUTES = ("startprob_", "transmat_", "monitor_history_", "monitor_iter_")
 # Stored since the monitor's verdict was saved; optional when reading older files.
@@ -86,7 +88,7 @@ def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
 
     Parameters
     ----------
-    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+    model : GaussianHMM, GMMHMM, CategoricalHMM, PoissonHMM or MultinomialHMM
         A fitted model.
     path : str or os.PathLike
         The file, exactly as given (no ``.npz`` suffix is added); replaced
@@ -109,6 +111,8 @@ def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
     estimator = type(model).__name__
     if estimator not in HMM_ESTIMATORS or type(model) is not HMM_ESTIMATORS[estimator]:
         raise ValueError(f"save_hmm expects a fastem.hmm model, got {estimator}.")
+    if estimator not in _p._HMM_ESTIMATORS:  # the format's reader would refuse the file
+        raise ValueError(f"fastem's model format does not hold a {estimator} yet.")
     model._check_fitted()
     model._check()
     arrays: dict[str, np.ndarray] = {}
@@ -211,10 +215,14 @@ def _check_hmm(model: BaseHMM, estimator: str) -> None:
             raise _Invalid(f"{name.lstrip('_')} must be a float64 array")
         if not np.isfinite(value).all():
             raise _Invalid(f"{name.lstrip('_')} must hold finite values")
-    if estimator == "CategoricalHMM":
+    if estimator in ("CategoricalHMM", "MultinomialHMM"):
         shape = (K, model.n_features)
         if model.emissionprob_.shape != shape:
             raise _Invalid(f"emissionprob_ must have shape {shape}")
+        if estimator == "MultinomialHMM":
+            trials = np.asarray(model.n_trials)
+            if trials.ndim > 1 or trials.dtype.kind not in "iu" or (trials < 0).any():
+                raise _Invalid("n_trials must be a non-negative integer or 1-D integer array")
     elif estimator == "PoissonHMM":
         if model.lambdas_.shape != (K, model.n_features):
             raise _Invalid(f"lambdas_ must have shape {(K, model.n_features)}")
@@ -240,7 +248,7 @@ def load_hmm(path: str | os.PathLike, *, backend: str | None = None) -> BaseHMM:
 
     Returns
     -------
-    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+    model : GaussianHMM, GMMHMM, CategoricalHMM, PoissonHMM or MultinomialHMM
         The fitted model; its scores, posteriors and decoded paths are
         bit-identical to the saved model's on the same backend.
 

@@ -201,7 +201,7 @@ def log_prior(model) -> float:
 
     Parameters
     ----------
-    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+    model : GaussianHMM, GMMHMM, CategoricalHMM, PoissonHMM or MultinomialHMM
         With its parameters set (``startprob_``, ``transmat_`` and the
         emission parameters).
 
@@ -222,7 +222,7 @@ def log_prior_function(model):
 
     Parameters
     ----------
-    model : GaussianHMM, GMMHMM, CategoricalHMM or PoissonHMM
+    model : GaussianHMM, GMMHMM, CategoricalHMM, PoissonHMM or MultinomialHMM
         Its priors, covariance type and parameter shapes must not change while
         the returned function is in use.
 
