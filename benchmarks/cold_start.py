@@ -189,7 +189,12 @@ for name, d in agg.items():
     rows[name] = {"n": d["n"], "self": d["self"], "typeinf": d["pass:nopython_type_inference"],
                   "front": front - d["pass:nopython_type_inference"], "lower": lower,
                   "fpm": d["fpm"], "o3": d["o3"], "mc": d["mc"]}
-print(json.dumps({"cpu": cpu, "rows": rows}))
+passes = collections.Counter()
+for d in agg.values():
+    for k, v in d.items():
+        if k.startswith("pass:"):
+            passes[k[5:]] += v
+print(json.dumps({"cpu": cpu, "rows": rows, "passes": passes}))
 """
 COLUMNS = ("self", "typeinf", "front", "lower", "fpm", "o3", "mc")
 
@@ -328,6 +333,15 @@ def profile(args, trees: dict) -> None:
                 print(
                     f"{'sum':34s}    "
                     + " ".join(f"{sum(med(n, c) for n in names):7.3f}" for c in COLUMNS)
+                )
+                passes = set().union(*(r.get("passes", {}) for r in rs))
+                totals = sorted(
+                    ((statistics.median(r["passes"].get(p, 0.0) for r in rs), p) for p in passes),
+                    reverse=True,
+                )
+                print(
+                    "Numba passes, summed over functions (native_lowering includes LLVM):",
+                    ", ".join(f"{p} {t:.3f}" for t, p in totals if t >= 0.005),
                 )
 
 
