@@ -1937,60 +1937,16 @@ def _tied_maha4(z, m, nb, c0, c1, c2, c3):
 
 
 @helper(out_of_line=True, **_JIT)
-def _tied_t4(r, diff, nb, t0, t1, t2, t3, upper=False):
+def _tied_t4(r, diff, nb, t0, t1, t2, t3):
     """``t<q>[j] += sum_b r[q, b] diff[j, b]`` for four components (rows of
     ``r``): 4x4 tiles of dot products, four loads of ``r`` and four of
-    ``diff`` per row for 16 FMAs (sums in float64).
-
-    With ``upper`` (and ``d >= 4``) the first tile adds only its 10 sums with
-    ``j >= q``: the diagonal tile of a strip of the tied kernel's pooled
-    scatter, whose lower half nothing reads (as :func:`_accum_full_tiled`'s
-    diagonal tiles, in the same order).
-    """
+    ``diff`` per row for 16 FMAs (sums in float64)."""
     d = diff.shape[0]
     r0 = r[0]
     r1 = r[1]
     r2 = r[2]
     r3 = r[3]
     j = 0
-    if upper and d >= 4:
-        q0 = diff[0]
-        q1 = diff[1]
-        q2 = diff[2]
-        q3 = diff[3]
-        s00 = s01 = s02 = s03 = 0.0
-        s11 = s12 = s13 = 0.0
-        s22 = s23 = s33 = 0.0
-        for b in range(nb):
-            v0 = r0[b]
-            v1 = r1[b]
-            v2 = r2[b]
-            v3 = r3[b]
-            y0 = np.float64(q0[b])
-            y1 = np.float64(q1[b])
-            y2 = np.float64(q2[b])
-            y3 = np.float64(q3[b])
-            s00 += v0 * y0
-            s01 += v0 * y1
-            s02 += v0 * y2
-            s03 += v0 * y3
-            s11 += v1 * y1
-            s12 += v1 * y2
-            s13 += v1 * y3
-            s22 += v2 * y2
-            s23 += v2 * y3
-            s33 += v3 * y3
-        t0[0] += s00
-        t0[1] += s01
-        t0[2] += s02
-        t0[3] += s03
-        t1[1] += s11
-        t1[2] += s12
-        t1[3] += s13
-        t2[2] += s22
-        t2[3] += s23
-        t3[3] += s33
-        j = 4
     while j < d:
         if j + 4 <= d:
             j1 = j + 1
@@ -2062,6 +2018,142 @@ def _tied_t4(r, diff, nb, t0, t1, t2, t3, upper=False):
             j += 1
 
 
+@helper(out_of_line=True, **_JIT)
+def _tied_g(rd, diff, nb, g):
+    """The upper triangle of ``g += rd[:, :nb] @ diff[:, :nb].T`` (sums in
+    float64): the tied kernel's pooled scatter, ``rd = r (x - c)``.
+
+    Strips of four rows of ``g``: the diagonal 4x4 tile (its 10 sums on and
+    above the diagonal), then 4x4 tiles of dot products to its right (four
+    loads of ``rd`` and four of ``diff`` per row for 16 FMAs), then the
+    ``d % 4`` last columns one at a time: the sums, each in the same order, of
+    :func:`_accum_full_tiled`'s tiles (the same results bit for bit), in one
+    call per block. ``rd`` and ``g`` have three more rows than ``diff`` (zero
+    and ignored): the last strip's when ``d % 4``, which also fills a few
+    entries below the diagonal (ignored).
+    """
+    d = diff.shape[0]
+    for i in range(0, d, 4):
+        r0 = rd[i]
+        r1 = rd[i + 1]
+        r2 = rd[i + 2]
+        r3 = rd[i + 3]
+        t0 = g[i]
+        t1 = g[i + 1]
+        t2 = g[i + 2]
+        t3 = g[i + 3]
+        j = i
+        if i + 4 <= d:
+            j1 = i + 1
+            j2 = i + 2
+            j3 = i + 3
+            q0 = diff[i]
+            q1 = diff[j1]
+            q2 = diff[j2]
+            q3 = diff[j3]
+            s00 = s01 = s02 = s03 = 0.0
+            s11 = s12 = s13 = 0.0
+            s22 = s23 = s33 = 0.0
+            for b in range(nb):
+                v0 = r0[b]
+                v1 = r1[b]
+                v2 = r2[b]
+                v3 = r3[b]
+                y0 = np.float64(q0[b])
+                y1 = np.float64(q1[b])
+                y2 = np.float64(q2[b])
+                y3 = np.float64(q3[b])
+                s00 += v0 * y0
+                s01 += v0 * y1
+                s02 += v0 * y2
+                s03 += v0 * y3
+                s11 += v1 * y1
+                s12 += v1 * y2
+                s13 += v1 * y3
+                s22 += v2 * y2
+                s23 += v2 * y3
+                s33 += v3 * y3
+            t0[i] += s00
+            t0[j1] += s01
+            t0[j2] += s02
+            t0[j3] += s03
+            t1[j1] += s11
+            t1[j2] += s12
+            t1[j3] += s13
+            t2[j2] += s22
+            t2[j3] += s23
+            t3[j3] += s33
+            j = i + 4
+        while j + 4 <= d:
+            j1 = j + 1
+            j2 = j + 2
+            j3 = j + 3
+            q0 = diff[j]
+            q1 = diff[j1]
+            q2 = diff[j2]
+            q3 = diff[j3]
+            s00 = s01 = s02 = s03 = 0.0
+            s10 = s11 = s12 = s13 = 0.0
+            s20 = s21 = s22 = s23 = 0.0
+            s30 = s31 = s32 = s33 = 0.0
+            for b in range(nb):
+                y0 = np.float64(q0[b])
+                y1 = np.float64(q1[b])
+                y2 = np.float64(q2[b])
+                y3 = np.float64(q3[b])
+                v = r0[b]
+                s00 += v * y0
+                s01 += v * y1
+                s02 += v * y2
+                s03 += v * y3
+                v = r1[b]
+                s10 += v * y0
+                s11 += v * y1
+                s12 += v * y2
+                s13 += v * y3
+                v = r2[b]
+                s20 += v * y0
+                s21 += v * y1
+                s22 += v * y2
+                s23 += v * y3
+                v = r3[b]
+                s30 += v * y0
+                s31 += v * y1
+                s32 += v * y2
+                s33 += v * y3
+            t0[j] += s00
+            t0[j1] += s01
+            t0[j2] += s02
+            t0[j3] += s03
+            t1[j] += s10
+            t1[j1] += s11
+            t1[j2] += s12
+            t1[j3] += s13
+            t2[j] += s20
+            t2[j1] += s21
+            t2[j2] += s22
+            t2[j3] += s23
+            t3[j] += s30
+            t3[j1] += s31
+            t3[j2] += s32
+            t3[j3] += s33
+            j += 4
+        while j < d:  # the d % 4 last columns
+            q0 = diff[j]
+            s00 = s10 = s20 = s30 = 0.0
+            for b in range(nb):
+                y0 = np.float64(q0[b])
+                s00 += r0[b] * y0
+                s10 += r1[b] * y0
+                s20 += r2[b] * y0
+                s30 += r3[b] * y0
+            t0[j] += s00
+            t1[j] += s10
+            t2[j] += s20
+            t3[j] += s30
+            j += 1
+
+
 @njit(**_JIT)
 def _chunks_tied(
     i0, i1, nc, X, w, centre, projected, U, comp_const, ll_p, nk_p, t_p, g_p, out, fit
@@ -2076,12 +2168,10 @@ def _chunks_tied(
 
     ``G`` (its upper triangle; :func:`fastem.backends._tied.finish` reads no
     other entry) is ``rd = rsum (x - c)`` in float64 (block sums float64 for
-    float32 ``X`` too), then strips of four rows by :func:`_tied_t4`: the 4x4
-    tiles of dot products (the diagonal one upper only), the same sums in the
-    same order as :func:`_accum_full_tiled` computes them (checked bit for
-    bit), without compiling that helper for a tied fit. The last strip runs
-    into three padding rows of ``rd`` (zero) and of ``g_p`` (ignored) and,
-    if ``d % 4``, fills a few entries below the diagonal (ignored).
+    float32 ``X`` too), then :func:`_tied_g`: the same sums in the same order
+    as :func:`_accum_full_tiled` computes them (checked bit for bit), without
+    compiling that helper for a tied fit. ``rd`` and ``g_p`` have three rows
+    of padding (zero, ignored) for its last strip of four rows.
     """
     n, d = X.shape
     k = projected.shape[0]
@@ -2148,7 +2238,7 @@ def _chunks_tied(
             tc = t_p[c]
             kk = 0
             while kk + 4 <= k:
-                _tied_t4(logp[kk:], diff, nb, tc[kk], tc[kk + 1], tc[kk + 2], tc[kk + 3], False)
+                _tied_t4(logp[kk:], diff, nb, tc[kk], tc[kk + 1], tc[kk + 2], tc[kk + 3])
                 kk += 4
             while kk < k:  # the k % 4 last components
                 for j in range(d):
@@ -2162,10 +2252,7 @@ def _chunks_tied(
                 rj = rd[j]
                 for b in range(nb):
                     rj[b] = rsum[b] * dj[b]
-            gc = g_p[c]
-            for i in range(0, d, 4):
-                gi = gc[i:]
-                _tied_t4(rd[i:], diff[i:], nb, gi[0, i:], gi[1, i:], gi[2, i:], gi[3, i:], True)
+            _tied_g(rd, diff, nb, g_p[c])
         if fit:
             ll_p[c] = ll
 
