@@ -57,8 +57,9 @@ def test_memo_returns_numbas_own_signatures(monkeypatch):
     ours(np.arange(3.0), np.arange(3.0))
     original = BaseFunction.get_call_type.__wrapped__
     assert memo
-    for (fnty, context, args, kws), sig in memo.items():
+    for (fnty, context, args, kws), (sig, impl_key) in memo.items():
         assert original(fnty, context, args, dict(kws)) == sig
+        assert fnty._impl_keys[sig.args] == impl_key
 
 
 def test_memo_serves_repeated_resolutions(monkeypatch):
@@ -82,8 +83,12 @@ def test_memo_serves_repeated_resolutions(monkeypatch):
     args = (types.float64, types.float64)
     monkeypatch.setattr(_numba_cache, "_MEMO_DEPTH", 1)
     first = fnty.get_call_type(ctx, args, {})
+    recorded = fnty._impl_keys[first.args]
+    fnty._impl_keys[first.args] = "overwritten by another resolution"
     second = fnty.get_call_type(ctx, args, {})
     assert first == second and len(calls) == 1
+    # a remembered resolution records its implementation again, as a fresh one does
+    assert fnty._impl_keys[first.args] == recorded
     monkeypatch.setattr(_numba_cache, "_MEMO_DEPTH", 0)
     fnty.get_call_type(ctx, args, {})
     fnty.get_call_type(ctx, args, {})

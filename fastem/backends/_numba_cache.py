@@ -471,7 +471,7 @@ def helper(out_of_line: bool = False, **flags):
 # Other Numba code in the process is not affected (the memo is off outside
 # fastem's compiles; compiles hold Numba's global compiler lock).
 
-_CALL_TYPES: dict = {}
+_CALL_TYPES: dict = {}  # key -> (signature, implementation key)
 _MEMO_DEPTH = 0
 
 
@@ -493,13 +493,19 @@ def _patch_call_type_memo() -> bool:
             return original(self, context, args, kws)
         try:
             key = (self, context, tuple(args), tuple(sorted(kws.items())))
-            sig = _CALL_TYPES.get(key)
+            found = _CALL_TYPES.get(key)
         except TypeError:  # an unhashable argument type: not remembered
             return original(self, context, args, kws)
-        if sig is None:
-            sig = original(self, context, args, kws)
-            if sig is not None:
-                _CALL_TYPES[key] = sig
+        if found is not None:
+            # Numba's resolution also records which implementation lowers the
+            # signature (the last resolution's): recorded again, as resolving
+            # afresh would.
+            sig, impl_key = found
+            self._impl_keys[sig.args] = impl_key
+            return sig
+        sig = original(self, context, args, kws)
+        if sig is not None and sig.args in self._impl_keys:
+            _CALL_TYPES[key] = (sig, self._impl_keys[sig.args])
         return sig
 
     get_call_type._fastem_memo = True
