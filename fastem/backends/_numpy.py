@@ -136,8 +136,7 @@ def _em_pass(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx, full):
     sxx[:] = 0.0
     loglik = 0.0
     for start in range(0, X.shape[0], BLOCK):
-        xb = X[start : start + BLOCK]
-        wb = sample_weight[start : start + BLOCK]
+        xb, wb = _weighted_rows(X[start : start + BLOCK], sample_weight[start : start + BLOCK])
         logp = block_log_prob(xb, means, prec_chol, comp_const)
         lse = logsumexp_rows(logp)
         loglik += float(wb @ lse)
@@ -145,6 +144,16 @@ def _em_pass(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx, full):
             resp = np.exp(logp - lse[:, None]) * wb[:, None]
         accumulate_block(xb, resp, means, nk, sx, sxx, full)
     return loglik
+
+
+def _weighted_rows(xb, wb):
+    """The rows of positive weight: a row of weight 0 adds nothing to any statistic,
+    even one whose density underflows to 0 (its ``0 * -inf`` and ``0 * inf`` would be
+    NaN)."""
+    keep = wb != 0.0
+    if keep.all():
+        return xb, wb
+    return xb[keep], wb[keep]
 
 
 def accumulate_block(xb, resp, shift, nk, sx, sxx, full):
@@ -285,6 +294,7 @@ def _em_pass_missing(X, sw, rows, ptr, means, prec_chol, precisions, comp_const,
     sxx[:] = 0.0
     loglik = 0.0
     for idx, missing in _missing_blocks(X, rows, ptr):
+        idx = idx[sw[idx] != 0.0]  # as _weighted_rows
         xs = X[idx].astype(np.float64)
         wb = sw[idx]
         y, logp, conds = _pattern_deviations(
