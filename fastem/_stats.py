@@ -309,12 +309,39 @@ def project(
     return m_step(stats, covariance_type, 0.0, eps, state=state)
 
 
+def empty_component_floor(stats: Stats, eps: float) -> float:
+    """What the M-step adds to each ``n_k``: scikit-learn's ``10 * eps``, times the
+    total weight where that is below 1.
+
+    The floor keeps an empty component's parameters finite. scikit-learn adds
+    ``10 * eps`` to counts of rows (totals >= 1); against sample weights that sum
+    to ``1e-12`` the same constant would be ``1e-3`` of the data's weight and
+    bias every estimate (``1e-200`` per row: the means never move). Scaled with
+    a total below 1, the fit does not depend on the scale of ``sample_weight``;
+    with unit weights (or any total >= 1) it is scikit-learn's constant, bit
+    for bit.
+
+    Parameters
+    ----------
+    stats : Stats
+    eps : float
+        Machine epsilon of the data's dtype.
+
+    Returns
+    -------
+    float
+    """
+    total = float(stats.weight_sum)
+    scale = total if 0.0 < total < 1.0 else 1.0  # 0 or not finite: the plain constant
+    return 10.0 * eps * scale
+
+
 def _sklearn_m_step(
     stats: Stats, covariance_type: str, reg_covar: float, eps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's M-step for its four covariance types."""
     nk_raw = stats.nk
-    nk = nk_raw + 10.0 * eps
+    nk = nk_raw + empty_component_floor(stats, eps)
     delta = stats.sx / nk[:, None]  # new mean minus shift
     means = stats.shift + delta
     weights = nk / nk.sum()

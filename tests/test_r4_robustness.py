@@ -121,3 +121,45 @@ def test_zero_weight_row_whose_density_underflows_adds_nothing(
     np.testing.assert_allclose(gm.lower_bound_, ref.lower_bound_, rtol=1e-12)
     np.testing.assert_allclose(gm.means_, ref.means_, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gm.covariances_, ref.covariances_, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_fit_does_not_depend_on_the_scale_of_sample_weight(backend, covariance_type):
+    """Multiplying every sample weight by a constant leaves the maximum-likelihood fit
+    unchanged. The M-step's absolute 10 eps floor on n_k broke that for weights summing
+    to well below 1 (unnormalized importance weights): at 1e-12 per row the means were
+    off by 5e-5, at 1e-200 they never moved from their start."""
+    X = _two_blobs(80, 2, seed=3)
+    kw = dict(
+        covariance_type=covariance_type,
+        backend=backend,
+        max_iter=15,
+        tol=0.0,
+        means_init=X[[0, -1]],
+        weights_init=np.array([0.5, 0.5]),
+        precisions_init=_unit_precisions(covariance_type, 2, 2),
+    )
+    sw = np.random.default_rng(3).uniform(0.5, 2.0, X.shape[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tol=0: no convergence
+        ref = GaussianMixture(2, **kw).fit(X, sample_weight=sw)
+        for scale in (1e-12, 1e-200):
+            gm = GaussianMixture(2, **kw).fit(X, sample_weight=sw * scale)
+            np.testing.assert_allclose(gm.weights_, ref.weights_, rtol=1e-10)
+            np.testing.assert_allclose(gm.means_, ref.means_, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(gm.covariances_, ref.covariances_, rtol=1e-10)
+            np.testing.assert_allclose(gm.lower_bound_, ref.lower_bound_, rtol=1e-12)
+
+
+def test_empty_component_floor_is_scikit_learns_for_totals_of_at_least_one():
+    """Unit weights (any total >= 1): exactly scikit-learn's ``10 * eps``; below 1 it
+    scales with the total, so the floor is the same fraction of the data's weight."""
+    from fastem._stats import Stats, empty_component_floor
+
+    eps = np.finfo(np.float64).eps
+    stats = Stats.zeros(2, 3, True, np.zeros((2, 3)))
+    for total, expected in ((1.0, 10 * eps), (150.0, 10 * eps), (1e-12, 10 * eps * 1e-12)):
+        stats.weight_sum = total
+        assert empty_component_floor(stats, eps) == expected
+    stats.weight_sum = 0.0  # statistics with no total recorded: the plain constant
+    assert empty_component_floor(stats, eps) == 10 * eps
