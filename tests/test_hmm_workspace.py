@@ -119,7 +119,7 @@ def test_buffers_are_per_fit_and_not_returned():
 numba_only = pytest.mark.skipif("numba" not in available_hmm_backends(), reason="needs numba")
 
 
-def _random_mstep_case(rng, K, D, covariance_type, params, priors):
+def _random_mstep_case(rng, K, D, covariance_type, params, priors, empty=False):
     m = GaussianHMM(K, covariance_type, params=params, backend="numba", **priors)
     m.startprob_ = rng.dirichlet(np.ones(K))
     m.transmat_ = rng.dirichlet(np.ones(K), size=K)
@@ -131,8 +131,9 @@ def _random_mstep_case(rng, K, D, covariance_type, params, priors):
     full = A @ np.swapaxes(A, 1, 2) + np.eye(D)
     m._covars_ = full[0] if covariance_type == "tied" else full
     m.n_features = D
-    nk = rng.uniform(0, 50, size=K)
-    nk[-1] = 0.0 if K > 1 else nk[-1]  # an empty state keeps its parameters
+    nk = rng.uniform(0.5, 50, size=K)
+    if empty:  # an empty state: the NumPy M-step's rule, not the compiled one
+        nk[-1] = 0.0
     B = rng.normal(size=(K, D, D))
     stats = (nk, rng.normal(size=(K, D)), B @ np.swapaxes(B, 1, 2), m.means_.copy())
     fb = hmm_base._FBResult(
@@ -180,12 +181,18 @@ def _both_msteps(m, fb, stats, monkeypatch):
 
     def plan(self):
         p = real(self)
-        calls.append(p is not None)
-        return p
+        if p is None:
+            return p
+
+        def counted(*args):
+            calls.append(True)
+            return p[0](*args)
+
+        return (counted, *p[1:])
 
     monkeypatch.setattr(hmm_gaussian.GaussianHMM, "_compiled_mstep_full_plan", plan)
     assert a._do_mstep(fb, stats) is None
-    assert calls == [True]  # the compiled M-step ran
+    assert calls == ([] if not stats[0].all() else [True])  # the compiled M-step ran
     monkeypatch.setattr(hmm_gaussian.GaussianHMM, "_compiled_mstep_full_plan", lambda self: None)
     b._do_mstep(fb, stats)
     return a, b
@@ -205,6 +212,21 @@ def test_mstep_full_is_the_numpy_mstep_bit_for_bit(covariance_type, spec, params
     for name in ("startprob_", "transmat_", "means_", "_covars_"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.shape == y.shape and x.tobytes() == y.tobytes(), name
+
+
+@numba_only
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_mstep_full_leaves_an_empty_state_to_the_numpy_mstep(covariance_type, monkeypatch):
+    """A state with no posterior weight: the NumPy M-step runs (hmmlearn's
+    update where the priors define it), the compiled one is not called."""
+    rng = np.random.default_rng(3)
+    spec = PRIORS[1]
+    m, fb, stats = _random_mstep_case(
+        rng, 4, 3, covariance_type, "stmc", _priors(spec, rng, 4, 3, covariance_type), True
+    )
+    a, b = _both_msteps(m, fb, stats, monkeypatch)
+    for name in ("startprob_", "transmat_", "means_", "_covars_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 @numba_only

@@ -293,3 +293,64 @@ def test_multinomial_save_refused_until_the_format_reads_it(tmp_path, monkeypatc
     assert loaded.score(X, [10, 20]) == model.score(X, [10, 20])
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert list(loaded.monitor_.history) == list(model.monitor_.history)
+
+
+# ------------------------------------------------------------ empty states
+def _unreachable(cls, covariance_type, **kw):
+    """State 1 is never visited (start and transitions into it are 0): it gets
+    no posterior weight, and with means_weight > 0 and a covariance prior
+    hmmlearn's update is defined there (the prior's mode)."""
+    D = 2
+    cp = 0.2 if covariance_type in ("diag", "spherical") else 0.2 * np.eye(D)
+    priors = dict(means_prior=1.0, means_weight=0.5, covars_prior=cp, covars_weight=4.0)
+    model = cls(2, covariance_type=covariance_type, init_params="", n_iter=2, tol=-np.inf,
+                **priors, **kw)  # fmt: skip
+    model.startprob_ = np.array([1.0, 0.0])
+    model.transmat_ = np.array([[1.0, 0.0], [0.5, 0.5]])
+    model.means_ = np.array([[0.0, 0.0], [3.0, -3.0]])
+    model.covars_ = {
+        "diag": np.array([[1.0, 2.0], [3.0, 4.0]]),
+        "spherical": np.array([1.5, 2.5]),
+        "full": np.array([np.eye(D), 2 * np.eye(D) + 0.5]),
+        "tied": np.eye(D) + 0.2,
+    }[covariance_type]
+    return model
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_state_takes_the_priors_update(backend):
+    """A state with no posterior weight: mean = means_prior and covariance =
+    covars_prior / max(covars_weight - 1, 1e-5) ("diag"), as hmmlearn's update
+    gives; fastem kept the previous values (mean 3/-3 ... covariance 3, 4)."""
+    from fastem.hmm import GaussianHMM
+
+    X = np.random.RandomState(0).normal(size=(40, 2))
+    model = _unreachable(GaussianHMM, "diag", backend=backend).fit(X)
+    np.testing.assert_allclose(model.means_[1], [1.0, 1.0])
+    np.testing.assert_allclose(model._covars_[1], [0.2 / 3, 0.2 / 3])
+    # without a mean prior hmmlearn's mean is 0/0 (NaN): the previous values stay
+    kept = _unreachable(GaussianHMM, "diag", backend=backend).set_params(means_weight=0.0)
+    kept.fit(X)
+    np.testing.assert_array_equal(kept.means_[1], [3.0, -3.0])
+    np.testing.assert_array_equal(kept._covars_[1], [3.0, 4.0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "full", "tied"])
+def test_empty_state_matches_hmmlearn(backend, covariance_type):
+    hl = pytest.importorskip("hmmlearn.hmm")
+    from fastem.hmm import GaussianHMM
+
+    X = np.random.RandomState(0).normal(size=(40, 2))
+    theirs = _unreachable(hl.GaussianHMM, covariance_type).fit(X, [25, 15])
+    ours = _unreachable(GaussianHMM, covariance_type, backend=backend).fit(X, [25, 15])
+    # the transition row of the empty state never fires: fastem keeps it, hmmlearn
+    # zeros it (a documented difference)
+    np.testing.assert_array_equal(ours.transmat_[0], theirs.transmat_[0])
+    for name in ("startprob_", "means_", "covars_"):
+        theirs_value = getattr(theirs, name)
+        if name == "covars_" and covariance_type == "spherical":
+            # hmmlearn's getter gives (K * D, D, D) here: compare its (K, D) internal array
+            theirs_value = theirs._covars_[:, 0, None, None] * np.eye(2)
+        np.testing.assert_allclose(getattr(ours, name), theirs_value, rtol=1e-10, err_msg=name)
+    np.testing.assert_allclose(ours.monitor_.history, theirs.monitor_.history, rtol=1e-12)

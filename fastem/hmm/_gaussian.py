@@ -510,10 +510,10 @@ class GaussianHMM(BaseHMM):
         NumPy M-step is to run. (So on that path ``_emission_mstep`` is not
         called.)"""
         plan = _fit_plan(self, "compiled_mstep", self._compiled_mstep_plan)
-        if plan is None:
+        nk, sx, sxx, shift = stats
+        if plan is None or not nk.all():  # an empty state: the NumPy M-step's rule
             return None
         fn, hyper, flags = plan
-        nk, sx, sxx, shift = stats
         cov = self._covars_
         start, trans, means, cov_new, log_prior = fn(
             fb.start, fb.xi, nk, sx, sxx, shift, self.startprob_, self.transmat_,
@@ -572,10 +572,10 @@ class GaussianHMM(BaseHMM):
         if self.covariance_type not in _FULL:
             return super()._do_mstep(fb, stats)
         plan = _fit_plan(self, "compiled_mstep_full", self._compiled_mstep_full_plan)
-        if plan is None:
+        nk, sx, sxx, shift = stats
+        if plan is None or not nk.all():  # an empty state: the NumPy M-step's rule
             return super()._do_mstep(fb, stats)
         fn, hyper, cp, cvw, flags = plan
-        nk, sx, sxx, shift = stats
         cov = self._covars_
         start, trans, means, cov_new = fn(
             fb.start, fb.xi, nk, sx, sxx, shift, self.startprob_, self.transmat_,
@@ -634,12 +634,17 @@ class GaussianHMM(BaseHMM):
         K, D = self.means_.shape
         ct = self.covariance_type
         mw, mp = _fit_plan(self, "mean_priors", self._mean_priors)
+        # Where hmmlearn's update is 0/0 (a state with no posterior weight and no
+        # prior weight) it gives NaN; fastem keeps the previous value there, and
+        # elsewhere (an empty state that the priors define) follows hmmlearn.
+        undefined = np.zeros((K, D), dtype=bool)  # hmmlearn's NaN means
         if "m" in self.params:
             obs = sx + nk[:, None] * shift
             denom = np.broadcast_to(mw + nk[:, None], (K, D))
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = (mw * mp + obs) / denom
-            self.means_ = np.where(denom > 0, new, self.means_)  # empty state: keep
+            undefined = ~(denom > 0)
+            self.means_ = np.where(undefined, self.means_, new)  # empty state: keep
         if "c" not in self.params:
             return
         mu = self.means_
@@ -647,7 +652,6 @@ class GaussianHMM(BaseHMM):
         meandiff = mu - mp
         cp = np.asarray(self.covars_prior, dtype=np.float64)
         cw = np.asarray(self.covars_weight, dtype=np.float64)
-        empty = nk <= 0
         if ct in ("spherical", "diag"):
             # sum_t g (x - mu)^2 from moments about the shift: sxx - 2 d sx + nk d^2
             c_n = mw * meandiff**2 + sxx - 2 * delta * sx + nk[:, None] * delta**2
@@ -656,9 +660,9 @@ class GaussianHMM(BaseHMM):
             if ct == "spherical":
                 cov = cov.mean(axis=1)
                 old = self._covars_
-                new = np.where(empty, old, cov + self.reg_covar)
+                new = np.where(undefined.any(axis=1), old, cov + self.reg_covar)
             else:
-                new = np.where(empty[:, None], self._covars_, cov + self.reg_covar)
+                new = np.where(undefined, self._covars_, cov + self.reg_covar)
             self._covars_ = new
             return
         dd = delta[:, :, None] * sx[:, None, :]
@@ -676,11 +680,11 @@ class GaussianHMM(BaseHMM):
             self._covars_ = cov + self.reg_covar * eye
             return
         denom = cvweight + nk
-        keep = denom <= 0
+        keep = (denom <= 0) | undefined.any(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             cov = (cp + c_n) / np.where(keep, 1.0, denom)[:, None, None]
         cov = cov + self.reg_covar * eye
-        self._covars_ = np.where((keep | empty)[:, None, None], self._covars_, cov)
+        self._covars_ = np.where(keep[:, None, None], self._covars_, cov)
 
     # ------------------------------------------------------------ init
     def _init_emissions(self, X, offsets, seq_weight, kernels, rs) -> None:
