@@ -354,3 +354,47 @@ def test_empty_state_matches_hmmlearn(backend, covariance_type):
             theirs_value = theirs._covars_[:, 0, None, None] * np.eye(2)
         np.testing.assert_allclose(getattr(ours, name), theirs_value, rtol=1e-10, err_msg=name)
     np.testing.assert_allclose(ours.monitor_.history, theirs.monitor_.history, rtol=1e-12)
+
+
+def _unreachable_gmm(cls, covariance_type, priors=True, **kw):
+    D, M = 2, 2
+    extra = {}
+    if priors:
+        full = covariance_type in ("full", "tied")
+        extra = dict(
+            weights_prior=2.0, means_prior=1.0, means_weight=0.5,
+            covars_prior=0.3 * np.eye(D) if full else 0.5,
+            covars_weight={"full": 5.0, "tied": 6.0}.get(covariance_type, 2.0),
+        )  # fmt: skip
+    model = cls(2, n_mix=M, covariance_type=covariance_type, init_params="", n_iter=2,
+                tol=-np.inf, **extra, **kw)  # fmt: skip
+    model.startprob_ = np.array([1.0, 0.0])
+    model.transmat_ = np.array([[1.0, 0.0], [0.5, 0.5]])
+    model.means_ = np.random.RandomState(1).normal(size=(2, M, D))
+    model.weights_ = np.array([[0.5, 0.5], [0.3, 0.7]])
+    model.covars_ = {
+        "diag": np.full((2, M, D), 1.5),
+        "spherical": np.full((2, M), 1.5),
+        "full": np.tile(1.5 * np.eye(D), (2, M, 1, 1)),
+        "tied": np.tile(1.5 * np.eye(D), (2, 1, 1)),
+    }[covariance_type]
+    return model
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "full", "tied"])
+def test_gmmhmm_empty_state(covariance_type):
+    """GMMHMM: an unvisited state takes hmmlearn's update where the priors
+    define it (the covariances kept their previous values before), and keeps
+    its previous values under the default priors, where hmmlearn's is 0/0."""
+    from fastem.hmm import GMMHMM
+
+    X = np.random.RandomState(0).normal(size=(60, 2))
+    kept = _unreachable_gmm(GMMHMM, covariance_type, priors=False, backend="numpy").fit(X)
+    start = _unreachable_gmm(GMMHMM, covariance_type, priors=False)
+    for name in ("weights_", "means_", "covars_"):
+        np.testing.assert_array_equal(getattr(kept, name)[1], getattr(start, name)[1])
+    hl = pytest.importorskip("hmmlearn.hmm")
+    theirs = _unreachable_gmm(hl.GMMHMM, covariance_type).fit(X)
+    ours = _unreachable_gmm(GMMHMM, covariance_type, backend="numpy").fit(X)
+    for name in ("weights_", "means_", "covars_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-10)

@@ -377,12 +377,17 @@ class GMMHMM(BaseHMM):
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = (nk + am1) / w_d
             self.weights_ = np.where(w_d > 0, new, self.weights_)  # empty state: keep
+        # An empty component keeps its previous covariance only where hmmlearn's
+        # update is undefined (0/0: NaN means, a zero denominator); where its priors
+        # define one (the prior's mode), fastem's equals it.
+        undefined = np.zeros((K, M), dtype=bool)  # hmmlearn's NaN means
         if "m" in self.params:
             m_n = mw[:, :, None] * mp + sx + nk[:, :, None] * shift
             m_d = nk + mw
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = m_n / m_d[:, :, None]
-            self.means_ = np.where((m_d > 0)[:, :, None], new, self.means_)
+            undefined = ~(m_d > 0)
+            self.means_ = np.where(undefined[:, :, None], self.means_, new)
         if "c" not in self.params:
             return
         # hmmlearn's covariance statistics are centred on the means *before* this
@@ -396,26 +401,29 @@ class GMMHMM(BaseHMM):
             c_d = (nk + 1 + cw + D + 1)[:, :, None, None]
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = c_n / c_d + self.reg_covar * eye
-            self.covars_ = np.where(empty[:, :, None, None], old, new)
+            keep = empty & (undefined | ~(c_d[:, :, 0, 0] > 0))
+            self.covars_ = np.where(keep[:, :, None, None], old, new)
         elif ct == "diag":
             c_n = mw[:, :, None] * cm**2 + 2 * cw + sxx
             c_d = nk[:, :, None] + 1 + 2 * (cp + 1)
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = c_n / c_d + self.reg_covar
-            self.covars_ = np.where(empty[:, :, None], old, new)
+            keep = empty[:, :, None] & (undefined[:, :, None] | ~(c_d > 0))
+            self.covars_ = np.where(keep, old, new)
         elif ct == "spherical":
             c_n = mw * (cm**2).sum(axis=2) + 2 * cw + sxx.sum(axis=2)
             c_d = D * (nk + 1) + 2 * (cp + 1)
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = c_n / c_d + self.reg_covar
-            self.covars_ = np.where(empty, old, new)
+            self.covars_ = np.where(empty & (undefined | ~(c_d > 0)), old, new)
         else:  # tied: one covariance per state, shared by its components
             c_n = np.einsum("ij,ijkl->ikl", mw, cm[..., :, None] * cm[..., None, :])
             c_n = c_n + np.swapaxes(cp, 1, 2) + sxx.sum(axis=1)
             c_d = (post_sum + M + cw + D + 1)[:, None, None]
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = c_n / c_d + self.reg_covar * eye
-            self.covars_ = np.where((post_sum <= 0)[:, None, None], old, new)
+            keep = (post_sum <= 0) & (undefined.any(axis=1) | ~(c_d[:, 0, 0] > 0))
+            self.covars_ = np.where(keep[:, None, None], old, new)
 
     # ------------------------------------------------------------ init
     def _init_emissions(self, X, offsets, seq_weight, kernels, rs) -> None:
