@@ -108,7 +108,10 @@ print(json.dumps(n))
 
 
 def _load_block_specializations(tmp_path, covariance_type, control=False):
-    env = dict(os.environ, FASTEM_CACHE_DIR=str(tmp_path / "cache"))
+    # an empty cache of its own: a cache-loading process compiles nothing
+    cache = tmp_path / ("cache-control" if control else "cache")
+    env = dict(os.environ, FASTEM_CACHE_DIR=str(cache))
+    env.pop("NUMBA_CACHE_DIR", None)  # it would override FASTEM_CACHE_DIR
     args = [sys.executable, "-c", _CHILD, covariance_type] + (["control"] if control else [])
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
