@@ -82,6 +82,7 @@ UNPATCH = (
     "import fastem.backends._numba_cache\n"
     "from numba.core.codegen import CPUCodeLibrary as L\n"
     "L._optimize_final_module = L._optimize_final_module.__wrapped__\n"
+    "L._finalize_final_module = L._finalize_final_module.__wrapped__\n"
 )
 
 
