@@ -2019,31 +2019,34 @@ def _tied_t4(r, diff, nb, t0, t1, t2, t3):
 
 
 @helper(out_of_line=True, **_JIT)
-def _tied_g(rd, diff, nb, g):
-    """The upper triangle of ``g += rd[:, :nb] @ diff[:, :nb].T`` (sums in
-    float64): the tied kernel's pooled scatter, ``rd = r (x - c)``.
+def _tied_dots(r, diff, nb, t, tri):
+    """``t[q, j] += sum_b r[q, b] diff[j, b]`` (sums in float64), by strips
+    of four rows of ``r`` and ``t`` (``r``'s rows a multiple of four): the
+    tied kernel's ``t`` (``r`` the responsibilities of four components at a
+    time) and, with ``tri``, its pooled scatter ``G`` (``r = rd``, the upper
+    triangle only), in one call per block each.
 
-    Strips of four rows of ``g``: the diagonal 4x4 tile (its 10 sums on and
-    above the diagonal), then 4x4 tiles of dot products to its right (four
-    loads of ``rd`` and four of ``diff`` per row for 16 FMAs), then the
-    ``d % 4`` last columns one at a time: the sums, each in the same order, of
-    :func:`_accum_full_tiled`'s tiles (the same results bit for bit), in one
-    call per block. ``rd`` and ``g`` have three more rows than ``diff`` (zero
-    and ignored): the last strip's when ``d % 4``, which also fills a few
-    entries below the diagonal (ignored).
+    A strip is 4x4 tiles of dot products (four loads of ``r`` and four of
+    ``diff`` per row for 16 FMAs), then the ``d % 4`` last columns one at a
+    time; with ``tri``, strip ``i`` starts at column ``i`` with the diagonal
+    tile's 10 sums on and above its diagonal. Every sum in the order of
+    :func:`_tied_t4` and of :func:`_accum_full_tiled`'s tiles (the same
+    results bit for bit). For ``G``, ``rd`` and ``t`` have three more rows
+    than ``diff`` (zero and ignored: the last strip's, when ``d % 4``), and
+    that strip also fills a few entries below the diagonal (ignored).
     """
     d = diff.shape[0]
-    for i in range(0, d, 4):
-        r0 = rd[i]
-        r1 = rd[i + 1]
-        r2 = rd[i + 2]
-        r3 = rd[i + 3]
-        t0 = g[i]
-        t1 = g[i + 1]
-        t2 = g[i + 2]
-        t3 = g[i + 3]
-        j = i
-        if i + 4 <= d:
+    for i in range(0, r.shape[0] - 3, 4):
+        r0 = r[i]
+        r1 = r[i + 1]
+        r2 = r[i + 2]
+        r3 = r[i + 3]
+        t0 = t[i]
+        t1 = t[i + 1]
+        t2 = t[i + 2]
+        t3 = t[i + 3]
+        j = 0
+        if tri and i + 4 <= d:
             j1 = i + 1
             j2 = i + 2
             j3 = i + 3
@@ -2084,6 +2087,8 @@ def _tied_g(rd, diff, nb, g):
             t2[j3] += s23
             t3[j3] += s33
             j = i + 4
+        elif tri:
+            j = i
         while j + 4 <= d:
             j1 = j + 1
             j2 = j + 2
@@ -2168,7 +2173,7 @@ def _chunks_tied(
 
     ``G`` (its upper triangle; :func:`fastem.backends._tied.finish` reads no
     other entry) is ``rd = rsum (x - c)`` in float64 (block sums float64 for
-    float32 ``X`` too), then :func:`_tied_g`: the same sums in the same order
+    float32 ``X`` too), then :func:`_tied_dots`: the same sums in the same order
     as :func:`_accum_full_tiled` computes them (checked bit for bit), without
     compiling that helper for a tied fit. ``rd`` and ``g_p`` have three rows
     of padding (zero, ignored) for its last strip of four rows.
@@ -2236,23 +2241,22 @@ def _chunks_tied(
                     rsum[b] += logp[kk, b]
                 nk_p[c, kk] += a
             tc = t_p[c]
-            kk = 0
-            while kk + 4 <= k:
-                _tied_t4(logp[kk:], diff, nb, tc[kk], tc[kk + 1], tc[kk + 2], tc[kk + 3])
-                kk += 4
-            while kk < k:  # the k % 4 last components
+            k4 = k - k % 4
+            # fit is True here: "not fit" and "fit" are runtime bools, so
+            # _tied_dots compiles once (literal False/True made two versions)
+            _tied_dots(logp[:k4], diff, nb, tc, not fit)  # four components at a time
+            for kk in range(k4, k):  # the k % 4 last components
                 for j in range(d):
                     a = 0.0
                     for b in range(nb):
                         a += logp[kk, b] * diff[j, b]
                     tc[kk, j] += a
-                kk += 1
             for j in range(d):
                 dj = diff[j]
                 rj = rd[j]
                 for b in range(nb):
                     rj[b] = rsum[b] * dj[b]
-            _tied_g(rd, diff, nb, g_p[c])
+            _tied_dots(rd, diff, nb, g_p[c], fit)  # tri
         if fit:
             ll_p[c] = ll
 
