@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("numba")
@@ -92,6 +92,9 @@ def _model(rng, K: int, D: int, ct: str, **priors) -> GaussianHMM:
     tied=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
+# NumPy's SIMD log and libm's differ in the last bit on one diagonal entry here: the
+# constants must come from NumPy's code, not the compiled log.
+@example(K=1, D=7, tied=False, seed=7)
 def test_estep_params_full_matches_numpy(K, D, tied, seed):
     rng = np.random.default_rng(seed)
     m = _model(rng, K, D, "tied" if tied else "full")
@@ -149,6 +152,9 @@ def _priors(rng, case: int, K: int, D: int, tied: bool) -> dict:
     zeros=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
+# Numba's log (libm) and NumPy's SIMD log differ in the last bit on some inputs, so the
+# compiled prior is NumPy's to a few ulp, not always bit for bit (2 ulp here).
+@example(K=1, D=8, tied=True, case=3, zeros=False, seed=188817226)
 def test_log_prior_full_matches_numpy(K, D, tied, case, zeros, seed):
     rng = np.random.default_rng(seed)
     m = _model(rng, K, D, "tied" if tied else "full", **_priors(rng, case, K, D, tied))
@@ -157,7 +163,7 @@ def test_log_prior_full_matches_numpy(K, D, tied, case, zeros, seed):
         m.transmat_[1, 2] = 0.0
     f = prior_mod.log_prior_function(m)
     assert "_compiled_gaussian_full" in f.__qualname__
-    _assert_same(f(m), _numpy_prior(m))
+    np.testing.assert_allclose(f(m), _numpy_prior(m), rtol=1e-13, atol=1e-13)
 
 
 def test_log_prior_not_positive_definite_is_numpys():

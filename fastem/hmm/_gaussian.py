@@ -416,6 +416,11 @@ class GaussianHMM(BaseHMM):
                     fn, half, (chol, inv, pcs), tied_pc, cc = plan
                     cov = self._covars_
                     if fn(cov.reshape(-1, *cov.shape[-2:]), half, chol, inv, pcs, tied_pc, cc):
+                        # The constants again as kernel_arguments computes them: NumPy's
+                        # SIMD log and the libm log Numba calls differ in the last bit for
+                        # some inputs (1 of 7 on a 7-D case), the factors never do.
+                        # (``pcs`` holds a tied factor K times, as the reference's "full").
+                        cc[:] = (0.0 + log_det_cholesky(pcs, "full", pcs.shape[-1])) - half
                         m = np.ascontiguousarray(self.means_, dtype=np.float64)
                         return PassParams(True, m, pcs, cc, None, m)  # tied: as "full", below
         means = self.means_ if means is None else means

@@ -380,7 +380,8 @@ def estep_params_full(covars, half_d_log_2pi, chol, inv, pc, tied_pc, comp_const
     ``precision_cholesky`` (the Cholesky factor ``L``, its inverse by forward
     substitution as ``_inverse_lower``'s einsum sums it, transposed) and
     ``kernel_arguments``' ``comp_const = log 1 + log det U - D/2 log 2 pi``
-    (the diagonal's logs summed pairwise), bit for bit.
+    (the diagonal's logs summed pairwise; the caller recomputes it with NumPy's
+    log, whose last bit libm's does not always match), the factors bit for bit.
 
     Parameters
     ----------
@@ -448,13 +449,15 @@ def _dirichlet_log(p, am1, scalar, scratch):
 def log_prior_full(
     startprob, transmat, means, covars, start_am1, trans_am1, prior_flags, mw, mp, cp, dof,
 ):  # fmt: skip
-    """:func:`fastem.hmm._prior.log_prior` of a full/tied GaussianHMM, bit for bit.
+    """:func:`fastem.hmm._prior.log_prior` of a full/tied GaussianHMM.
 
-    The same terms in the same order: the Dirichlet terms (flattened pairwise
-    sums), then per state ``scale = cp + (mw md_i) md_j`` (tied: the states'
-    terms summed in ``outer.sum(axis=0)``'s order), ``log|Sigma|`` from
-    LAPACK's Cholesky and ``tr(solve(Sigma, scale))`` from LAPACK's dgesv (the
-    calls NumPy makes), pairwise sums over features and states.
+    NumPy's value to a few ulp (the logs are libm's, which differ from NumPy's
+    SIMD log in the last bit on some inputs); the same terms in the same order:
+    the Dirichlet terms (flattened pairwise sums), then per state
+    ``scale = cp + (mw md_i) md_j`` (tied: the states' terms summed in
+    ``outer.sum(axis=0)``'s order), ``log|Sigma|`` from LAPACK's Cholesky and
+    ``tr(solve(Sigma, scale))`` from LAPACK's dgesv (the calls NumPy makes),
+    pairwise sums over features and states.
 
     Parameters
     ----------

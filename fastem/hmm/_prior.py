@@ -276,7 +276,8 @@ def _compiled_gaussian_full(model, fallback):
     """``evaluate`` of :func:`log_prior_function` for a full/tied GaussianHMM on
     the numba backend in one compiled call
     (:func:`fastem.hmm._mstep_numba.log_prior_full`: the same LAPACK calls and
-    sums in NumPy's order, so the same bits) instead of ~25 NumPy calls (~60 us
+    sums in NumPy's order: NumPy's value to a few ulp, since Numba's libm log and
+    NumPy's SIMD log differ in the last bit on some inputs) instead of ~25 NumPy calls (~60 us
     per LONGFULL iteration); ``fallback`` (the NumPy code) where a covariance is
     not finite or not positive definite. None where it does not apply: other
     backends, priors that do not broadcast as the NumPy code's (which then
