@@ -1940,7 +1940,11 @@ def _tied_maha4(z, m, nb, c0, c1, c2, c3):
 def _tied_t4(r, diff, nb, t0, t1, t2, t3):
     """``t<q>[j] += sum_b r[q, b] diff[j, b]`` for four components (rows of
     ``r``): 4x4 tiles of dot products, four loads of ``r`` and four of
-    ``diff`` per row for 16 FMAs (sums in float64)."""
+    ``diff`` per row for 16 FMAs (sums in float64).
+
+    The kernels call :func:`_tied_dots` (the same sums, all components in one
+    call); this four-row form is what ``tests/test_tied_numba.py`` checks.
+    """
     d = diff.shape[0]
     r0 = r[0]
     r1 = r[1]
