@@ -117,7 +117,7 @@ OPTIONAL_ATTRIBUTES: tuple[str, ...] = (
 
 _METADATA = "fastem_metadata"
 #: fastem.hmm's estimators, whose files :func:`load` hands to fastem.hmm.
-_HMM_ESTIMATORS = ("GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM")
+_HMM_ESTIMATORS = ("GaussianHMM", "GMMHMM", "CategoricalHMM", "PoissonHMM", "MultinomialHMM")
 _MAX_METADATA_BYTES = 16 << 20
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same model, same bytes
 _ARRAY_KINDS = "biuf"

@@ -29,7 +29,7 @@ import pytest
 HMMLEARN_VERSION = "0.3.3"
 REPO = Path(__file__).resolve().parents[1]
 
-# The files that test the models fastem offers (the variational, multinomial and
+# The files that test the models fastem offers (the variational and
 # KL-divergence files test models fastem does not have; test_utils.py tests
 # hmmlearn.utils).
 FILES = (
@@ -42,6 +42,7 @@ FILES = (
     "test_gmm_hmm_new.py",
     "test_gmm_hmm_multisequence.py",
     "test_poisson_hmm.py",
+    "test_multinomial_hmm.py",
 )
 
 # (file, old, new, how many times old must occur): the whole rewrite (old == new:
@@ -54,6 +55,7 @@ REWRITES = (
     ("test_gmm_hmm.py", "from hmmlearn import hmm\n", "from .. import hmm\n", 1),
     ("test_gmm_hmm_multisequence.py", "from hmmlearn import hmm\n", "from .. import hmm\n", 1),
     ("test_poisson_hmm.py", "from hmmlearn import hmm\n", "from .. import hmm\n", 1),
+    ("test_multinomial_hmm.py", "from hmmlearn import hmm\n", "from .. import hmm\n", 1),
     (
         "test_gmm_hmm_multisequence.py",
         "from hmmlearn.base import ConvergenceMonitor\n",
@@ -71,7 +73,9 @@ REWRITES = (
 )
 
 HMM_MODULE = (
-    "from fastem.hmm import CategoricalHMM, GMMHMM, GaussianHMM, PoissonHMM  # noqa: F401\n"
+    "from fastem.hmm import (  # noqa: F401\n"
+    "    CategoricalHMM, GMMHMM, GaussianHMM, MultinomialHMM, PoissonHMM,\n"
+    ")\n"
 )
 
 _B = "test_base.py::TestBaseAgainstWikipedia::"
@@ -97,6 +101,14 @@ EXCLUDED = {
             "calls hmmlearn's private _check_and_set_n_features; fastem checks symbols "
             "in fit/score (negative and non-integral values raise ValueError; integral "
             "floats are accepted, hmmlearn refuses any float dtype)"
+        )
+        for impl in ("scaling", "log")
+    },
+    **{
+        "test_multinomial_hmm.py::TestMultinomialHMM::"
+        f"test__check_and_set_multinomial_n_features_n_trials[{impl}]": (
+            "calls hmmlearn's private _check_and_set_n_features; fastem checks counts and "
+            "n_trials in fit/score"
         )
         for impl in ("scaling", "log")
     },
@@ -164,7 +176,7 @@ UPSTREAM_XFAIL = {
     },
 }
 
-N_PASSED = 218  # every other collected test (252 collected, 7 deselected)
+N_PASSED = 232  # every other collected test (268 collected, 9 deselected)
 
 
 def _hmmlearn_tests() -> Path:

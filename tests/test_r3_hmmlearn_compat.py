@@ -270,21 +270,13 @@ def test_zero_probabilities_score_without_warnings():
     assert np.isfinite(multi.score(np.array([[1, 2, 0], [0, 0, 3]])))
 
 
-def test_multinomial_save_refused_until_the_format_reads_it(tmp_path, monkeypatch):
-    """fastem.persistence's reader lists the HMM estimators it accepts; until it
-    names MultinomialHMM, save refuses (no file that load would reject). With
-    the name added, the file round-trips: same scores, paths and n_trials."""
-    import fastem.persistence as persistence
+def test_multinomial_model_file_round_trips(tmp_path):
+    """A MultinomialHMM's file (fastem.persistence's reader lists it): same scores,
+    paths, n_trials and history after load."""
     from fastem.hmm import MultinomialHMM, load
 
     X = _multinomial_data(30)
     model = MultinomialHMM(2, random_state=0, n_iter=3, backend="numpy").fit(X, [10, 20])
-    if "MultinomialHMM" not in persistence._HMM_ESTIMATORS:
-        with pytest.raises(ValueError, match="does not hold a MultinomialHMM yet"):
-            model.save(tmp_path / "m.npz")
-        assert not (tmp_path / "m.npz").exists()
-        names = (*persistence._HMM_ESTIMATORS, "MultinomialHMM")
-        monkeypatch.setattr(persistence, "_HMM_ESTIMATORS", names)
     model.save(tmp_path / "m.npz")
     loaded = load(tmp_path / "m.npz")
     assert type(loaded) is MultinomialHMM
