@@ -184,7 +184,9 @@ def weights_means_scatter(
     weights : (k,), means : (k, d), nk : (k,), scatter : (k, d, d) or (k, d)
     """
     nk_raw = stats.nk
-    nk = nk_raw + 10.0 * eps
+    from ._stats import empty_component_floor  # (_stats imports this module lazily)
+
+    nk = nk_raw + empty_component_floor(stats, eps)
     delta = stats.sx / nk[:, None]
     means = stats.shift + delta
     weights = nk / nk.sum()
@@ -643,7 +645,7 @@ def m_step(
             elif m == "EVI":
                 _check_positive(wreg, reg)
                 g = _geometric_mean(wreg)
-                cov = (g.sum() / n) * wreg / g[:, None]
+                cov = (g.sum() / n) * (wreg / g[:, None])  # divide first: no overflow at 1e150
             else:  # VEI
                 lam, a, n_iter, converged, history = _common_shape(wreg, nk, reg, tol, max_iter)
                 cov = lam[:, None] * a[None, :]
@@ -669,7 +671,7 @@ def m_step(
             sign, logdet = np.linalg.slogdet(wreg)
             _check_positive(np.where(sign > 0, 1.0, 0.0), reg)
             g = np.exp(logdet / d)
-            cov = (g.sum() / n) * wreg / g[:, None, None]
+            cov = (g.sum() / n) * (wreg / g[:, None, None])  # divide first, as above
         elif m in ("EEV", "VEV"):
             omega, vectors = _descending_eigh(wreg)
             omega = np.maximum(omega, 0.0)  # W_k is semidefinite: drop rounding below 0

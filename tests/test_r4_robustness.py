@@ -163,3 +163,35 @@ def test_empty_component_floor_is_scikit_learns_for_totals_of_at_least_one():
         assert empty_component_floor(stats, eps) == expected
     stats.weight_sum = 0.0  # statistics with no total recorded: the plain constant
     assert empty_component_floor(stats, eps) == 10 * eps
+
+
+@pytest.mark.parametrize("model", ["EVI", "EVV", "VEV", "VEI"])
+def test_mclust_fit_does_not_depend_on_the_scale_of_sample_weight(model):
+    """mclust's M-steps had their own absolute ``10 eps`` floor (the test above, for
+    the mclust models): at 1e-12 per row the fit moved by ~1e-5. The iterative VEV and
+    VEI solvers stop on their own tolerances, so those match to 1e-8."""
+    X = _two_blobs(80, 3, seed=5)
+    kw = dict(covariance_type=model, backend="numpy", max_iter=10, tol=0.0,
+              means_init=X[[0, -1]], weights_init=np.array([0.5, 0.5]))  # fmt: skip
+    sw = np.random.default_rng(5).uniform(0.5, 2.0, X.shape[0])
+    rtol = 1e-12 if model in ("EVI", "EVV") else 1e-8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tol=0: no convergence
+        ref = GaussianMixture(2, **kw).fit(X, sample_weight=sw)
+        gm = GaussianMixture(2, **kw).fit(X, sample_weight=sw * 1e-12)
+    np.testing.assert_allclose(gm.means_, ref.means_, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(gm.covariances_, ref.covariances_, rtol=rtol)
+
+
+@pytest.mark.parametrize("model", ["EVI", "EVV"])
+def test_mclust_equal_volume_models_fit_data_at_1e150(model):
+    """``(sum g / n) * W / g`` overflowed at data scales near 1e150 (W ~ 1e300 times
+    sum g ~ 1e300); dividing first keeps every intermediate in range (reg_covar=0: an
+    absolute floor would not scale)."""
+    X = _two_blobs(80, 3, seed=5)
+    kw = dict(covariance_type=model, backend="numpy", max_iter=5, random_state=0, reg_covar=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unit = GaussianMixture(2, **kw).fit(X)
+        big = GaussianMixture(2, **kw).fit(X * 1e150)
+    np.testing.assert_allclose(big.covariances_ / 1e300, unit.covariances_, rtol=1e-9)
