@@ -367,7 +367,7 @@ class MultinomialHMM(BaseHMM):
     Notes
     -----
     A state with no posterior weight keeps its emission row (hmmlearn gives
-    NaN). fastem's model format does not hold it yet (``save`` raises).
+    NaN). ``save``/``fastem.load`` keep it, ``n_trials`` included.
     """
 
     _emission_attrs = ("emissionprob_",)
