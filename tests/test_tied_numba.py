@@ -2,7 +2,7 @@
 at shapes with several 4x4 tiles and ragged edges (``d % 4``, ``k % 4``, a
 last partial block).
 
-The helpers (``_tri_project``, ``_tied_maha4``, ``_tied_t4``) are checked
+The helpers (``_tri_project``, ``_tied_maha4``, ``_tied_dots``) are checked
 term by term on random blocks; the pass is checked against the NumPy reference
 with the tolerances of ``tests/test_kernels.py``.
 """
@@ -54,17 +54,42 @@ def test_tied_maha4_matches_numpy(d, nb, seed):
 
 
 @SETTINGS
-@given(d=st.integers(1, 13), nb=st.integers(1, B), seed=st.integers(0, 2**32 - 1))
-def test_tied_t4_adds_dot_products(d, nb, seed):
+@given(
+    d=st.integers(1, 13),
+    nb=st.integers(1, B),
+    strips=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_tied_dots_adds_dot_products(d, nb, strips, seed):
+    """The kernel's per-component sums: ``t += r @ diff.T`` four rows at a time."""
     rng = np.random.default_rng(seed)
-    r = rng.uniform(0.0, 1.0, (4, B))
+    r = rng.uniform(0.0, 1.0, (4 * strips, B))
     diff = _block(rng, d, np.float32)  # float32 block, float64 sums
-    start = rng.standard_normal((4, d))
+    start = rng.standard_normal((4 * strips, d))
     t = start.copy()
-    nb_mod._tied_t4(r, diff, nb, t[0], t[1], t[2], t[3])
+    nb_mod._tied_dots(r, diff, nb, t, False)
     want = start + r[:, :nb] @ diff[:, :nb].astype(np.float64).T
     scale = np.abs(start) + np.abs(r[:, :nb]) @ np.abs(diff[:, :nb].astype(np.float64)).T
     np.testing.assert_allclose(t, want, rtol=0, atol=1e-13 * scale.max())
+
+
+@SETTINGS
+@given(d=st.integers(1, 13), nb=st.integers(1, B), seed=st.integers(0, 2**32 - 1))
+def test_tied_dots_pooled_scatter_fills_the_upper_triangle(d, nb, seed):
+    """With ``tri``: the pooled scatter ``G += rd @ diff.T`` on and above the diagonal,
+    ``rd`` and ``G`` padded to a multiple of four rows (the padding is ignored)."""
+    rng = np.random.default_rng(seed)
+    diff = _block(rng, d, np.float64)
+    rows = -(-d // 4) * 4
+    rd = np.zeros((rows, B))
+    rd[:d] = rng.uniform(0.0, 1.0, (d, 1)) * diff  # rd = rsum * (x - c), as the kernel's
+    start = rng.standard_normal((rows, d))
+    g = start.copy()
+    nb_mod._tied_dots(rd, diff, nb, g, True)
+    want = start[:d] + rd[:d, :nb] @ diff[:, :nb].T
+    upper = np.triu(np.ones((d, d), dtype=bool))
+    scale = np.abs(start[:d]) + np.abs(rd[:d, :nb]) @ np.abs(diff[:, :nb]).T
+    np.testing.assert_allclose(g[:d][upper], want[upper], rtol=0, atol=1e-13 * scale.max())
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -1937,92 +1937,6 @@ def _tied_maha4(z, m, nb, c0, c1, c2, c3):
 
 
 @helper(out_of_line=True, **_JIT)
-def _tied_t4(r, diff, nb, t0, t1, t2, t3):
-    """``t<q>[j] += sum_b r[q, b] diff[j, b]`` for four components (rows of
-    ``r``): 4x4 tiles of dot products, four loads of ``r`` and four of
-    ``diff`` per row for 16 FMAs (sums in float64).
-
-    The kernels call :func:`_tied_dots` (the same sums, all components in one
-    call); this four-row form is what ``tests/test_tied_numba.py`` checks.
-    """
-    d = diff.shape[0]
-    r0 = r[0]
-    r1 = r[1]
-    r2 = r[2]
-    r3 = r[3]
-    j = 0
-    while j < d:
-        if j + 4 <= d:
-            j1 = j + 1
-            j2 = j + 2
-            j3 = j + 3
-            q0 = diff[j]
-            q1 = diff[j1]
-            q2 = diff[j2]
-            q3 = diff[j3]
-            s00 = s01 = s02 = s03 = 0.0
-            s10 = s11 = s12 = s13 = 0.0
-            s20 = s21 = s22 = s23 = 0.0
-            s30 = s31 = s32 = s33 = 0.0
-            for b in range(nb):
-                y0 = np.float64(q0[b])
-                y1 = np.float64(q1[b])
-                y2 = np.float64(q2[b])
-                y3 = np.float64(q3[b])
-                v = r0[b]
-                s00 += v * y0
-                s01 += v * y1
-                s02 += v * y2
-                s03 += v * y3
-                v = r1[b]
-                s10 += v * y0
-                s11 += v * y1
-                s12 += v * y2
-                s13 += v * y3
-                v = r2[b]
-                s20 += v * y0
-                s21 += v * y1
-                s22 += v * y2
-                s23 += v * y3
-                v = r3[b]
-                s30 += v * y0
-                s31 += v * y1
-                s32 += v * y2
-                s33 += v * y3
-            t0[j] += s00
-            t0[j1] += s01
-            t0[j2] += s02
-            t0[j3] += s03
-            t1[j] += s10
-            t1[j1] += s11
-            t1[j2] += s12
-            t1[j3] += s13
-            t2[j] += s20
-            t2[j1] += s21
-            t2[j2] += s22
-            t2[j3] += s23
-            t3[j] += s30
-            t3[j1] += s31
-            t3[j2] += s32
-            t3[j3] += s33
-            j += 4
-        else:  # the d % 4 last coordinates
-            q0 = diff[j]
-            s00 = s10 = s20 = s30 = 0.0
-            for b in range(nb):
-                y0 = np.float64(q0[b])
-                s00 += r0[b] * y0
-                s10 += r1[b] * y0
-                s20 += r2[b] * y0
-                s30 += r3[b] * y0
-            t0[j] += s00
-            t1[j] += s10
-            t2[j] += s20
-            t3[j] += s30
-            j += 1
-
-
-@helper(out_of_line=True, **_JIT)
 def _tied_dots(r, diff, nb, t, tri):
     """``t[q, j] += sum_b r[q, b] diff[j, b]`` (sums in float64), by strips
     of four rows of ``r`` and ``t`` (``r``'s rows a multiple of four): the
@@ -2034,7 +1948,8 @@ def _tied_dots(r, diff, nb, t, tri):
     ``diff`` per row for 16 FMAs), then the ``d % 4`` last columns one at a
     time; with ``tri``, strip ``i`` starts at column ``i`` with the diagonal
     tile's 10 sums on and above its diagonal. Every sum in the order of
-    :func:`_tied_t4` and of :func:`_accum_full_tiled`'s tiles (the same
+    the four-row tile helper it replaced (``_tied_t4``) and of
+    :func:`_accum_full_tiled`'s tiles (the same
     results bit for bit). For ``G``, ``rd`` and ``t`` have three more rows
     than ``diff`` (zero and ignored: the last strip's, when ``d % 4``), and
     that strip also fills a few entries below the diagonal (ignored).

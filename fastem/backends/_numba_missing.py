@@ -77,7 +77,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import _numba_cache  # noqa: F401  (registers the cache locator)
+from . import _numba_cache  # registers the cache locator; its compiler has the typing memo
 
 __all__ = [
     "em_pass_missing_full",
@@ -92,7 +92,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 # Same flags as the complete-data kernels: never nnan/ninf (NaN marks missing).
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
-_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH)
+_JIT = dict(cache=True, nogil=True, fastmath=_FASTMATH, pipeline_class=_numba_cache.Compiler)
 
 
 # Rows ahead that _gather asks the CPU to fetch: rows of one pattern lie
