@@ -20,7 +20,7 @@ def nullable_to_nan(X):
     dtypes = getattr(X, "dtypes", None)
     if dtypes is None or not hasattr(X, "to_numpy"):
         return X
-    dtypes = list(dtypes) if hasattr(dtypes, "__len__") else [dtypes]  # a Series has one
+    dtypes = [dtypes] if getattr(X, "ndim", 2) == 1 else list(dtypes)  # a Series has one
     if all(isinstance(dt, np.dtype) for dt in dtypes):
         return X  # NumPy columns: no pd.NA
     if not all(getattr(dt, "kind", "O") in "biuf" for dt in dtypes):

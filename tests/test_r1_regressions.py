@@ -483,3 +483,14 @@ def test_feature_name_mismatch_message_is_scikit_learns():
     checks.check_dataframe_column_names_consistency(
         "GaussianMixture", GaussianMixture(2, backend="numpy", max_iter=5)
     )
+
+
+def test_a_pandas_series_gets_scikit_learns_1d_error():
+    # A Series has one dtype, and a NumPy dtype has __len__: nullable_to_nan iterated
+    # it (TypeError) instead of letting check_array say "Expected 2D array".
+    pd = pytest.importorskip("pandas")
+    from fastem import GaussianMixture
+
+    for series in (pd.Series(np.arange(10.0)), pd.Series(pd.array([1.0, None] * 5))):
+        with pytest.raises(ValueError, match="Expected 2D array"):
+            GaussianMixture(2, backend="numpy").fit(series)
