@@ -11,6 +11,7 @@ pytest.importorskip("numba")
 
 from numba import njit, types  # noqa: E402
 from numba.core.types.functions import BaseFunction  # noqa: E402
+from numba.extending import overload  # noqa: E402
 
 from fastem.backends import _numba_cache  # noqa: E402
 
@@ -57,7 +58,7 @@ def test_memo_returns_numbas_own_signatures(monkeypatch):
     ours(np.arange(3.0), np.arange(3.0))
     original = BaseFunction.get_call_type.__wrapped__
     assert memo
-    for (fnty, context, args, kws), (sig, impl_key) in memo.items():
+    for (fnty, context, args, kws, _flags), (sig, impl_key) in memo.items():
         assert original(fnty, context, args, dict(kws)) == sig
         assert fnty._impl_keys[sig.args] == impl_key
 
@@ -93,3 +94,29 @@ def test_memo_serves_repeated_resolutions(monkeypatch):
     fnty.get_call_type(ctx, args, {})
     fnty.get_call_type(ctx, args, {})
     assert len(calls) == 3
+
+
+def _mydiv(a, b):
+    return a / b
+
+
+@overload(_mydiv)
+def _ov_mydiv(a, b):
+    return lambda a, b: a / b
+
+
+def test_memo_keeps_an_overloads_compile_per_caller_flags():
+    # Numba compiles an @overload once per set of the caller's flags; a memo keyed
+    # without them handed the error_model="numpy" compile (1/0 = inf) to an
+    # error_model="python" caller, which must raise (the review found it so).
+    @njit(error_model="numpy", pipeline_class=_numba_cache.Compiler)
+    def k_numpy(a, b):
+        return _mydiv(a, b)
+
+    @njit(error_model="python", pipeline_class=_numba_cache.Compiler)
+    def k_python(a, b):
+        return _mydiv(a, b)
+
+    assert k_numpy(1.0, 0.0) == np.inf
+    with pytest.raises(ZeroDivisionError):
+        k_python(1.0, 0.0)

@@ -58,3 +58,67 @@ def test_helper_library_is_not_added_to_the_jit(monkeypatch):
     monkeypatch.setattr(_numba_cache, "_HELPERS", set())
     _thrice.jit.compile(SIG)
     assert _defined(_thrice.jit)
+
+
+@helper(cache=False)
+def _checked(x):
+    if x < 0.0:
+        raise ValueError("negative", x)  # a runtime value: reads the helper's environment
+    return x + 1.0
+
+
+@njit(cache=False)
+def _call_checked(x):
+    return _checked(x)
+
+
+_SCRIPT = """
+import sys
+from numba import njit
+from fastem.backends import _numba_cache
+from fastem.backends._numba_cache import helper
+if sys.argv[1] == "blind":
+    _numba_cache._reads_environment = lambda module: False
+@helper()
+def checked(x):
+    if x < 0:
+        raise ValueError("negative", x)
+    return x + 1
+@njit
+def call(x):
+    return checked(x)
+assert call(2) == 3
+try:
+    call(-1)
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+
+
+def _raised_in_a_fresh_process(tmp_path, mode: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTEM_CACHE_DIR=str(tmp_path / mode))
+    out = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, mode], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_helper_that_reads_its_environment_is_emitted(tmp_path):
+    # A raise carrying a runtime value (or a print) reads the helper's Numba
+    # environment, which only the JIT holds: such a helper keeps its machine code.
+    assert _call_checked(1.0) == 2.0
+    with pytest.raises(ValueError, match="negative"):
+        _call_checked(-1.0)
+    (cres,) = _checked.jit.overloads.values()
+    module = cres.library._final_module
+    assert _numba_cache._reads_environment(module)
+    assert not _numba_cache._is_helper_module(module)
+    # A fresh process, as a user's: the raise works; negative control, with the
+    # environment check blind the helper is not emitted and the raise breaks.
+    assert _raised_in_a_fresh_process(tmp_path, "checked") == "ValueError"
+    assert _raised_in_a_fresh_process(tmp_path, "blind") == "RuntimeError"

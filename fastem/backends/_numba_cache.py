@@ -371,7 +371,9 @@ class Helper:
 
 def _is_helper_module(module) -> bool:
     """Whether a final module is a wrapper-less helper's own: it defines a
-    registered helper and no CPython wrapper."""
+    registered helper and no CPython wrapper, and its code never reads a Numba
+    environment (a raise carrying runtime values, a print: those need the
+    environment the JIT would hold, so such a helper is emitted as before)."""
     if not _HELPERS:
         return False
     prefixes = tuple(_HELPERS)
@@ -382,7 +384,16 @@ def _is_helper_module(module) -> bool:
         if fn.name.startswith("_ZN7cpython"):
             return False
         found = found or fn.name.startswith(prefixes)
-    return found
+    return found and not _reads_environment(module)
+
+
+def _reads_environment(module) -> bool:
+    """Whether an instruction of ``module`` uses a ``NumbaEnv`` global (after
+    optimization an unused one is only its own definition line)."""
+    return any(
+        "_ZN08NumbaEnv" in line and not line.startswith("@_ZN08NumbaEnv")
+        for line in str(module).splitlines()
+    )
 
 
 def _patch_helper_finalization() -> bool:
@@ -487,12 +498,26 @@ def _patch_call_type_memo() -> bool:
         return False
     if getattr(original, "_fastem_memo", False):
         return True
+    try:
+        from numba.core.targetconfig import ConfigStack
+        from numba.core.typing.templates import _OverloadFunctionTemplate
+    except ImportError:  # pragma: no cover - other Numba layout
+        return False
+
+    def _has_overload(function_type) -> bool:
+        return any(
+            isinstance(t, type) and issubclass(t, _OverloadFunctionTemplate)
+            for t in getattr(function_type, "templates", ())
+        )
 
     def get_call_type(self, context, args, kws):
         if not _MEMO_DEPTH:
             return original(self, context, args, kws)
         try:
-            key = (self, context, tuple(args), tuple(sorted(kws.items())))
+            # An @overload is compiled once per set of the caller's flags
+            # (fastmath, error_model): its resolution is remembered per flags.
+            flags = ConfigStack.top_or_none() if _has_overload(self) else None
+            key = (self, context, tuple(args), tuple(sorted(kws.items())), flags)
             found = _CALL_TYPES.get(key)
         except TypeError:  # an unhashable argument type: not remembered
             return original(self, context, args, kws)
