@@ -486,6 +486,12 @@ _CALL_TYPES: dict = {}  # key -> (signature, implementation key)
 _MEMO_DEPTH = 0
 
 
+# The caller's flags an @overload's compile inherits (Numba's
+# CPUTargetOptions.finalize: ``inherit_if_not_set``); no other flag of the
+# caller reaches the overload's body.
+_INHERITED_FLAGS = ("nrt", "fastmath", "error_model", "forceinline")
+
+
 def _patch_call_type_memo() -> bool:
     """Wrap ``BaseFunction.get_call_type`` with the memo (active only inside
     :class:`Compiler`); False where this Numba lacks it."""
@@ -504,11 +510,31 @@ def _patch_call_type_memo() -> bool:
     except ImportError:  # pragma: no cover - other Numba layout
         return False
 
-    def _has_overload(function_type) -> bool:
-        return any(
-            isinstance(t, type) and issubclass(t, _OverloadFunctionTemplate)
-            for t in getattr(function_type, "templates", ())
-        )
+    overloads: dict = {}  # function type -> whether an @overload template resolves it
+    flag_keys: dict = {}  # id(flags) -> (flags, their values): hashed once, not per call
+
+    def _flags_key(function_type):
+        """The caller's flags where an @overload resolves ``function_type``
+        (Numba compiles one per flags), else None (resolved in the caller's own
+        context). Only the inherited flags count, read once per flags object."""
+        has = overloads.get(function_type)
+        if has is None:
+            has = overloads[function_type] = any(
+                isinstance(t, type) and issubclass(t, _OverloadFunctionTemplate)
+                for t in getattr(function_type, "templates", ())
+            )
+        flags = ConfigStack.top_or_none() if has else None
+        if flags is None:
+            return None
+        entry = flag_keys.get(id(flags))
+        if entry is None or entry[0] is not flags:  # kept alive: an id is not reused
+            entry = flag_keys[id(flags)] = (flags, _hashable_values(flags))
+        return entry[1]
+
+    def _hashable_values(flags) -> tuple:
+        """The values of the flags an overload's compile inherits from its caller
+        (``FastMathOptions``, unhashable, by its repr, which shows every setting)."""
+        return tuple(repr(getattr(flags, name, None)) for name in _INHERITED_FLAGS)
 
     def get_call_type(self, context, args, kws):
         if not _MEMO_DEPTH:
@@ -516,8 +542,7 @@ def _patch_call_type_memo() -> bool:
         try:
             # An @overload is compiled once per set of the caller's flags
             # (fastmath, error_model): its resolution is remembered per flags.
-            flags = ConfigStack.top_or_none() if _has_overload(self) else None
-            key = (self, context, tuple(args), tuple(sorted(kws.items())), flags)
+            key = (self, context, tuple(args), tuple(sorted(kws.items())), _flags_key(self))
             found = _CALL_TYPES.get(key)
         except TypeError:  # an unhashable argument type: not remembered
             return original(self, context, args, kws)
