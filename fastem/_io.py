@@ -100,7 +100,9 @@ def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray
     column, and ``nan,1`` or ``1,abc`` is data); a non-numeric field in the
     data is an error naming its column and line. Empty fields and
     ``NaN``/``nan``/``NA`` (also ``N/A``, ``null``, ``none``) are missing values
-    (NaN). Blank lines are skipped.
+    (NaN). Blank lines are skipped; a line of empty fields (``,,``) is a row
+    with every value missing, as ``pandas.read_csv`` reads it, so each output
+    row of a command stays aligned with its input row.
 
     Parameters
     ----------
@@ -120,7 +122,9 @@ def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray
     rows, lines = [], []  # lines: the line each row ends on, for error messages
     try:
         for row in reader:
-            if row and any(f.strip() for f in row):
+            # A blank (or whitespace-only) line is skipped; ',,' is a row of NaN: dropping
+            # it would shift every later row of predict's or impute's output.
+            if len(row) > 1 or (row and row[0].strip()):
                 rows.append(row)
                 lines.append(reader.line_num)
     except csv.Error as exc:  # a field over csv's size limit, say (another delimiter?)

@@ -1,0 +1,52 @@
+"""Regression tests for bugs found in session 11's review (helper R1).
+
+Each test failed on the code before its fix (noted per test).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastem import GaussianMixture
+from fastem._io import parse_csv
+from fastem.cli import main
+
+NUMPY = ("--backend", "numpy")
+
+
+def _blobs(n: int = 60, d: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.vstack([rng.normal(0, 1, (n // 2, d)), rng.normal(4, 1, (n - n // 2, d))])
+
+
+# ---------------------------------------------------------------- CSV rows of empty fields
+def test_csv_row_of_empty_fields_is_a_row_of_missing_values():
+    # Before the fix ',,' was skipped like a blank line: the row vanished, so
+    # `fastem predict`/`impute` wrote fewer rows than the input had and every later
+    # output row was paired with the wrong input row. pandas.read_csv reads NaN there.
+    X, columns = parse_csv("a,b,c\n1,2,3\n,,\n4,5,6\n")
+    assert columns == ["a", "b", "c"]
+    assert X.shape == (3, 3)
+    assert np.isnan(X[1]).all()
+    np.testing.assert_array_equal(X[[0, 2]], [[1, 2, 3], [4, 5, 6]])
+    # Blank and whitespace-only lines are still skipped, as pandas skips them.
+    X, _ = parse_csv("1,2\n\n   \n3,4\n")
+    np.testing.assert_array_equal(X, [[1, 2], [3, 4]])
+
+
+def test_predict_and_impute_keep_one_output_row_per_input_row(tmp_path, capsys):
+    X = _blobs()
+    gm = GaussianMixture(2, random_state=0, backend="numpy").fit(X)
+    gm.save(tmp_path / "m.npz")
+    lines = ["a,b,c"] + [",".join(map(repr, row)) for row in X[:4].tolist()]
+    lines.insert(3, ",,")  # the third data row: nothing observed
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    model, data = str(tmp_path / "m.npz"), str(tmp_path / "d.csv")
+    assert main(["predict", model, data, "-o", str(tmp_path / "p.npy"), "-q", *NUMPY]) == 0
+    assert main(["impute", model, data, "-o", str(tmp_path / "i.npy"), "-q", *NUMPY]) == 0
+    labels, filled = np.load(tmp_path / "p.npy"), np.load(tmp_path / "i.npy")
+    assert labels.shape == (5,) and filled.shape == (5, 3)
+    expected = np.insert(X[:4], 2, np.nan, axis=0)
+    np.testing.assert_array_equal(labels, gm.predict(expected))
+    np.testing.assert_array_equal(filled[[0, 1, 3, 4]], X[:4])
+    np.testing.assert_allclose(filled[2], gm.impute(expected)[2])
