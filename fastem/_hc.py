@@ -63,6 +63,32 @@ DEFAULT_MAX_ROWS = 2000
 HC_TRANSFORMS = ("SVD", "STD", "VARS")
 
 
+def _standardise(X, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted z-scores of the non-constant columns of ``X`` (float64).
+
+    Each column is first divided by a power of two near its largest magnitude,
+    which z-scores do not depend on and which is exact: the result has the same
+    bits as without it, but a column with values near 1e160 (whose squares
+    overflow) is standardised too instead of becoming 0/inf and NaN.
+
+    Returns
+    -------
+    keep : ndarray of bool, shape (d,)
+        The columns whose spread is above rounding (the others are constant).
+    standard : ndarray of shape (m, keep.sum())
+    """
+    X = np.asarray(X, dtype=np.float64)
+    peak = np.abs(X).max(axis=0)
+    exponent = np.frexp(np.where(peak > 0, peak, 1.0))[1]
+    X = np.ldexp(X, -exponent)  # |X| < 1 per column, exactly rescaled
+    total = w.sum()
+    mean = (w @ X) / total
+    centred = X - mean
+    sd = np.sqrt((w @ (centred * centred)) / total)
+    keep = sd > np.finfo(np.float64).eps * np.maximum(np.abs(mean), 2.0**-exponent)
+    return keep, centred[:, keep] / sd[keep]
+
+
 def svd_transform(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """mclust's ``hcUse="SVD"`` transformation of weighted rows (float64).
 
@@ -78,16 +104,10 @@ def svd_transform(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
         Standardised rows in the scaled singular basis; a single zero column
         if every feature is constant.
     """
-    X = np.asarray(X, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
-    total = w.sum()
-    mean = (w @ X) / total
-    centred = X - mean
-    sd = np.sqrt((w @ (centred * centred)) / total)
-    keep = sd > np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+    keep, standard = _standardise(X, w)
     if not keep.any():
         return np.zeros((X.shape[0], 1))
-    standard = centred[:, keep] / sd[keep]
     _, s, vt = np.linalg.svd(np.sqrt(w)[:, None] * standard, full_matrices=False)
     rank = s > s[0] * max(standard.shape) * np.finfo(np.float64).eps
     return (standard @ vt[rank].T) / np.sqrt(s[rank])
@@ -117,14 +137,10 @@ def hc_transform(X: np.ndarray, weights: np.ndarray, use: str = "SVD") -> np.nda
         return X.copy()
     if use != "STD":
         raise ValueError(f"use must be one of {HC_TRANSFORMS}, got {use!r}")
-    w = np.asarray(weights, dtype=np.float64)
-    mean = (w @ X) / w.sum()
-    centred = X - mean
-    sd = np.sqrt((w @ (centred * centred)) / w.sum())
-    keep = sd > np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+    keep, standard = _standardise(X, np.asarray(weights, dtype=np.float64))
     if not keep.any():
         return np.zeros((X.shape[0], 1))
-    return centred[:, keep] / sd[keep]
+    return standard
 
 
 def hc_alpha(Z: np.ndarray, weights: np.ndarray) -> float:
