@@ -270,6 +270,14 @@ def _read(path: str, quiet: bool = False) -> tuple[np.ndarray, list[str] | None]
     return X, columns
 
 
+def _record_names(model: GaussianMixture, columns: list[str] | None) -> None:
+    """Keep the data file's header as the model's ``feature_names_in_`` (what a fit on
+    a DataFrame with these columns records), so that ``predict``/``impute`` refuse a
+    file whose header names other columns or the same in another order."""
+    if columns is not None:
+        model.feature_names_in_ = np.asarray(columns, dtype=object)
+
+
 def _check_backend(name: str | None) -> None:
     try:
         resolve_backend_name(name)
@@ -455,12 +463,14 @@ def run_fit(args: argparse.Namespace) -> int:
     output = args.output
     _check_model_output(output)
     _check_backend(args.backend)
-    X, _ = _read(args.data, args.quiet)
+    X, columns = _read(args.data, args.quiet)
     _check_k(args.n_components, X.shape[0], args.data)
     model = _estimator(args, args.n_components)
     start = time.perf_counter()
     _fit_quietly(lambda: model.fit(X), args)
     elapsed = time.perf_counter() - start
+    bic = model.bic(X)  # with NaN: the observed values' likelihood, as select reports
+    _record_names(model, columns)  # after scoring X, an array without names
     model.save(output)  # atomic: never a partial file
     n, d = X.shape
     n_missing = int(np.isnan(X).sum())
@@ -471,7 +481,6 @@ def run_fit(args: argparse.Namespace) -> int:
         else f"did NOT converge in {model.n_iter_} EM iterations (raise --max-iter or --tol)"
     )
     restarts = f", best of {model.n_init} initializations" if model.n_init > 1 else ""
-    bic = model.bic(X)  # with NaN: the observed values' likelihood, as select reports
     _info(
         args,
         f"Fitted a {model.n_components}-component {model.covariance_type}-covariance Gaussian "
@@ -564,7 +573,7 @@ def run_select(args: argparse.Namespace) -> int:
         _require_matplotlib("--plot")
         _check_figure_path(args.plot)
     _check_backend(args.backend)
-    X, _ = _read(args.data, args.quiet)
+    X, columns = _read(args.data, args.quiet)
     ks = _k_values(args.k, X.shape[0], args.data)
     n_models = (
         len(args.covariance)
@@ -587,6 +596,7 @@ def run_select(args: argparse.Namespace) -> int:
     with atomic_outputs(*targets) as tmps:
         written = dict(zip(targets, tmps, strict=True))
         if output is not None:
+            _record_names(best, columns)
             best.save(written[output])
         if args.plot is not None:
             from .plotting import plot_selection

@@ -6,8 +6,9 @@ Each test failed on the code before its fix (noted per test).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from fastem import GaussianMixture
+from fastem import GaussianMixture, load
 from fastem._io import parse_csv
 from fastem.cli import main
 
@@ -50,3 +51,48 @@ def test_predict_and_impute_keep_one_output_row_per_input_row(tmp_path, capsys):
     np.testing.assert_array_equal(labels, gm.predict(expected))
     np.testing.assert_array_equal(filled[[0, 1, 3, 4]], X[:4])
     np.testing.assert_allclose(filled[2], gm.impute(expected)[2])
+
+
+# ---------------------------------------------------------------- header names of CLI fits
+def _write_named_csv(path, X, names) -> None:
+    lines = [",".join(names)] + [",".join(map(repr, row)) for row in X.tolist()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("command", ["fit", "select"])
+def test_a_model_fitted_by_the_command_knows_its_header(tmp_path, capsys, command):
+    # Before the fix `fastem fit data.csv` (and `select -o`) saved no column names, so
+    # `fastem predict` on a file with the same columns in another order scored them
+    # by position: wrong labels, exit 0. Only models fitted on a DataFrame were checked.
+    X = _blobs()
+    _write_named_csv(tmp_path / "train.csv", X, ["a", "b", "c"])
+    _write_named_csv(tmp_path / "swapped.csv", X[:, ::-1], ["c", "b", "a"])
+    model = str(tmp_path / "m.npz")
+    if command == "fit":
+        args = ["fit", str(tmp_path / "train.csv"), "-k", "2", "-o", model]
+    else:
+        args = ["select", str(tmp_path / "train.csv"), "--k", "1-2", "--covariance", "VVV"]
+        args += ["--init", "kmeans", "-o", model]
+    assert main([*args, "-q", *NUMPY]) == 0
+    assert capsys.readouterr().err == ""  # no warning about names while fitting
+    gm = load(model)
+    assert list(gm.feature_names_in_) == ["a", "b", "c"]
+    out = str(tmp_path / "p.npy")
+    assert main(["predict", model, str(tmp_path / "swapped.csv"), "-o", out, *NUMPY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastem: error: the columns of") and err.count("\n") == 1
+    # The same header, or a file without one, is scored as before.
+    assert main(["predict", model, str(tmp_path / "train.csv"), "-o", out, "-q", *NUMPY]) == 0
+    np.testing.assert_array_equal(np.load(out), _predict_quietly(gm, X))
+    np.save(tmp_path / "plain.npy", X)
+    assert main(["predict", model, str(tmp_path / "plain.npy"), "-o", out, *NUMPY]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def _predict_quietly(gm, X: np.ndarray) -> np.ndarray:
+    """X scored by ``gm`` without its names warning (the data are the fitted columns)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "X does not have valid feature names")
+        return gm.predict(X)
