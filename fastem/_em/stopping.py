@@ -70,9 +70,20 @@ class StoppingRule:
         self.criterion = math.inf
 
     def update(self, value: float) -> bool:
-        """Add the objective of the next EM step; return whether to stop."""
+        """Add the objective of the next EM step; return whether to stop.
+
+        A value that is not finite (``-inf``: a point the data cannot come
+        from; ``nan``) never stops and starts the chain afresh, as a start at
+        ``-inf`` does in :meth:`reset`: a gain from ``-inf`` is infinite, and
+        Aitken's rate ``gain / inf = 0`` would otherwise predict that nothing
+        is left to gain after any finite step.
+        """
+        value = float(value)
+        if not math.isfinite(value):
+            self.reset()
+            return False
         h = self._history
-        h.append(float(value))
+        h.append(value)
         if len(h) > 4:
             del h[0]
         if len(h) < 2:
