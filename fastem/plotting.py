@@ -80,10 +80,10 @@ def _projection(X: np.ndarray, dims, projection) -> tuple[np.ndarray, np.ndarray
         if projection != "pca":
             raise ValueError(f"projection must be 'pca' or a (d, 2) matrix, got {projection!r}")
         complete = X[~np.isnan(X).any(axis=1)]  # NaN (missing values) would stop the SVD
-        if complete.shape[0] == 0:
+        if complete.shape[0] < 2:  # one row has no principal axes (and one singular value)
             raise ValueError(
-                "projection='pca' needs rows without missing values (NaN); every row of X "
-                "has one: plot two features with dims=, or give a projection matrix"
+                "projection='pca' needs rows without missing values (NaN), at least 2, got "
+                f"{complete.shape[0]}: plot two features with dims=, or give a projection matrix"
             )
         centre = complete.mean(axis=0)
         _, s, vt = np.linalg.svd(complete - centre, full_matrices=False)

@@ -96,3 +96,22 @@ def _predict_quietly(gm, X: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "X does not have valid feature names")
         return gm.predict(X)
+
+
+# ---------------------------------------------------------------- plot_clusters PCA
+@pytest.mark.parametrize("n_complete", [0, 1])
+def test_plot_clusters_pca_of_fewer_than_two_complete_rows_is_a_value_error(n_complete):
+    # Before the fix one complete row (X of one row, or one row without NaN) gave
+    # "IndexError: index 1 is out of bounds" from the variance shares of the SVD.
+    pytest.importorskip("matplotlib")
+    from fastem.plotting import plot_clusters
+
+    X = _blobs()
+    gm = GaussianMixture(2, random_state=0, backend="numpy").fit(X)
+    Y = X[:5].copy()
+    Y[n_complete:, 0] = np.nan
+    with pytest.raises(ValueError, match=f"needs rows without missing values .*got {n_complete}"):
+        plot_clusters(gm, Y, projection="pca")
+    with pytest.raises(ValueError, match="got 1"):
+        plot_clusters(gm, X[:1], projection="pca")
+    plot_clusters(gm, X[:2], projection="pca")  # two rows are enough
