@@ -645,9 +645,10 @@ def _read_image(Image, path: str) -> np.ndarray:
 
 
 _LOSSLESS = (".png", ".tif", ".tiff", ".bmp")
+_LOSSLESS_16 = (".png", ".tif", ".tiff")  # label maps of more than 256 components (uint16)
 
 
-def _check_image_path(Image, path: str, labels: bool) -> str:
+def _check_image_path(Image, path: str, labels: bool, n_components: int = 1) -> str:
     ext = Path(path).suffix.lower()
     formats = Image.registered_extensions()
     if ext not in formats:
@@ -660,6 +661,13 @@ def _check_image_path(Image, path: str, labels: bool) -> str:
             f"--labels needs a lossless format to keep label values exact; use a name ending "
             f"in {', '.join(_LOSSLESS)} instead of '{path}'"
         )
+    if labels and n_components > 256 and ext not in _LOSSLESS_16:
+        # more than 256 labels need 16-bit pixels, which BMP does not have: say so now,
+        # not after the fit
+        raise CommandError(
+            f"--labels with -k {n_components} needs 16-bit pixels, which '{path}' cannot "
+            f"hold; use a name ending in {', '.join(_LOSSLESS_16)}, or -k 256 or less"
+        )
     check_output_path(path, what="image")
     return formats[ext]
 
@@ -668,7 +676,7 @@ def run_segment(args: argparse.Namespace) -> int:
     """``fastem segment``: paint each pixel with its colour component's mean."""
     Image = _import_pillow()
     _check_distinct_outputs({"-o": args.output, "--plot": args.plot})
-    image_format = _check_image_path(Image, args.output, args.labels)
+    image_format = _check_image_path(Image, args.output, args.labels, args.n_components)
     if args.plot is not None:
         _require_matplotlib("--plot")
         _check_figure_path(args.plot)

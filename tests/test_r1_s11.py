@@ -115,3 +115,19 @@ def test_plot_clusters_pca_of_fewer_than_two_complete_rows_is_a_value_error(n_co
     with pytest.raises(ValueError, match="got 1"):
         plot_clusters(gm, X[:1], projection="pca")
     plot_clusters(gm, X[:2], projection="pca")  # two rows are enough
+
+
+# ---------------------------------------------------------------- segment --labels to BMP
+def test_segment_labels_beyond_256_to_bmp_fail_before_the_fit(tmp_path, capsys):
+    # Before the fix the uint16 label map of -k 257 and more was fitted, then Pillow
+    # refused to save it ('cannot write mode I;16 as BMP'): the whole fit wasted.
+    # Checked with the arguments now, so even a missing image reports this first.
+    pytest.importorskip("PIL")
+    out = str(tmp_path / "labels.bmp")
+    args = ["segment", str(tmp_path / "no-such.png"), "-k", "300", "-o", out, "--labels"]
+    assert main([*args, *NUMPY]) == 2
+    err = capsys.readouterr().err
+    assert "16-bit pixels" in err and ".png, .tif, .tiff" in err and err.count("\n") == 1
+    args[3] = "256"  # 256 labels fit in 8 bits: BMP is fine (the image is what is missing)
+    assert main([*args, *NUMPY]) == 2
+    assert "no such image file" in capsys.readouterr().err
