@@ -121,11 +121,13 @@ def _random_state(seed) -> np.random.RandomState:
     raise ValueError(f"random_state must be None, an int or a RandomState, got {seed!r}")
 
 
-def _offsets(lengths, n_samples: int) -> np.ndarray:
+def _offsets(lengths, n_samples: int, allow_empty: bool = False) -> np.ndarray:
     """Sequence boundaries (S + 1,) int64 from ``lengths`` (None: one sequence).
 
     Any shape is read flat, as hmmlearn's ``np.cumsum(lengths)`` reads it: an int
-    is one sequence of that length, a column of lengths is a list of them."""
+    is one sequence of that length, a column of lengths is a list of them.
+    ``allow_empty``: a length may be 0 (the models' methods then drop that
+    sequence, :func:`_nonempty`)."""
     if lengths is None:
         lengths = np.array([n_samples])
     lengths = np.ravel(lengths)
@@ -135,13 +137,29 @@ def _offsets(lengths, n_samples: int) -> np.ndarray:
         if not np.all(np.mod(lengths, 1) == 0):
             raise ValueError("lengths must be integers")
     lengths = lengths.astype(np.int64)
-    if (lengths < 1).any():
-        raise ValueError("every sequence length must be at least 1")
+    if (lengths < (0 if allow_empty else 1)).any():
+        raise ValueError("every sequence length must be at least " + ("0" if allow_empty else "1"))
     if int(lengths.sum()) != n_samples:
         raise ValueError(f"lengths sum to {int(lengths.sum())}, but X has {n_samples} samples")
     offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return offsets
+
+
+def _nonempty(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The boundaries of the sequences with at least one frame, and the mask of
+    those among all (None where every sequence has a frame).
+
+    hmmlearn 0.3.3 runs its forward pass on a zero-length sequence as on any
+    other and reads and writes past the end of its empty arrays: its
+    ``score`` then adds an arbitrary number, ``"scaling"`` and ``"map"`` raise,
+    ``fit`` raises IndexError. An empty sequence has probability 1 and no
+    frame to label: fastem leaves it out of every pass (it adds 0 to the
+    log-likelihood and nothing to any statistic)."""
+    mask = offsets[1:] > offsets[:-1]
+    if mask.all():
+        return offsets, None
+    return np.concatenate([offsets[:-1][mask], offsets[-1:]]), mask
 
 
 def _seq_weights(sample_weight, n_sequences: int) -> np.ndarray:
@@ -458,10 +476,18 @@ class BaseHMM(*ESTIMATOR_BASES):
         return fb, stats
 
     def _prepare(self, X, lengths):
+        """``X`` validated and the boundaries of its non-empty sequences."""
+        X, offsets, _ = self._prepare_masked(X, lengths)
+        return X, offsets
+
+    def _prepare_masked(self, X, lengths):
+        """``_prepare``'s, and the mask of the non-empty sequences among all
+        (None where none is empty)."""
         self._check_fitted()
         self._check()
         X = self._validate_X(X, fitting=False)
-        return X, _offsets(lengths, X.shape[0])
+        offsets, mask = _nonempty(_offsets(lengths, X.shape[0], allow_empty=True))
+        return X, offsets, mask
 
     # ------------------------------------------------------------ fit
     def fit(self, X, lengths=None, sample_weight=None):
@@ -490,8 +516,7 @@ class BaseHMM(*ESTIMATOR_BASES):
             )
         self._check_constructor()
         X = self._validate_X(X, fitting=True)
-        offsets = _offsets(lengths, X.shape[0])
-        seq_weight = _seq_weights(sample_weight, offsets.shape[0] - 1)
+        offsets, seq_weight = self._fit_sequences(X, lengths, sample_weight)
         kernels = self._kernels()
         n_init = int(getattr(self, "n_init", 1))
         rs = _random_state(self.random_state)
@@ -510,6 +535,18 @@ class BaseHMM(*ESTIMATOR_BASES):
         self.objective_history_ = np.asarray(objective, dtype=np.float64)
         self.objective_ = float(objective[-1]) if len(objective) else -np.inf
         return self
+
+    @staticmethod
+    def _fit_sequences(X, lengths, sample_weight) -> tuple[np.ndarray, np.ndarray]:
+        """The boundaries and weights of the non-empty sequences of a fit."""
+        offsets = _offsets(lengths, X.shape[0], allow_empty=True)
+        seq_weight = _seq_weights(sample_weight, offsets.shape[0] - 1)
+        offsets, mask = _nonempty(offsets)
+        if mask is not None:
+            seq_weight = seq_weight[mask]
+            if seq_weight.sum() <= 0:
+                raise ValueError("sample_weight must have a positive sum over non-empty sequences")
+        return offsets, seq_weight
 
     def _fit_restarts(self, X, offsets, seq_weight, kernels, n_init, rs, given):
         best = None
@@ -685,8 +722,7 @@ class BaseHMM(*ESTIMATOR_BASES):
         """
         self._check_constructor()
         X = self._validate_X(X, fitting=True)
-        offsets = _offsets(lengths, X.shape[0])
-        seq_weight = _seq_weights(None, offsets.shape[0] - 1)
+        offsets, seq_weight = self._fit_sequences(X, lengths, None)
         kernels = self._kernels()
         self._warn_overwritten()
         with self._limit_threads(kernels):
@@ -706,11 +742,14 @@ class BaseHMM(*ESTIMATOR_BASES):
             and self._reseed_emissions
             and not isinstance(self.random_state, np.random.RandomState)
         ):
-            # hmmlearn's CategoricalHMM and PoissonHMM draw their emissions from
-            # check_random_state(random_state) again: an int seed starts afresh
-            # there, so the same seed gives hmmlearn's initial model. Later
-            # restarts continue the stream (else every restart would share them).
-            rs = _random_state(self.random_state)
+            # hmmlearn's CategoricalHMM, PoissonHMM and MultinomialHMM draw their
+            # emissions from check_random_state(random_state) again: an int seed
+            # starts afresh there, so the same seed gives hmmlearn's initial model.
+            # Later restarts continue the stream (else every restart would share
+            # them). hmmlearn also stores that generator as the random_state
+            # parameter (self.random_state = check_random_state(...)), so sample()
+            # and a second fit continue its stream: the same here.
+            rs = self.random_state = _random_state(self.random_state)
         self._init_emissions(X, offsets, seq_weight, kernels, rs)
         if first:
             # hmmlearn's warning, on the same count (X.size, NaN included).
@@ -789,13 +828,17 @@ class BaseHMM(*ESTIMATOR_BASES):
     def _filter(self, X, lengths) -> tuple[np.ndarray, np.ndarray]:
         """The forward pass: filtered posteriors (n_samples, n_components) and the
         log-likelihood of each sequence."""
-        X, offsets = self._prepare(X, lengths)
+        X, offsets, mask = self._prepare_masked(X, lengths)
         kernels = self._kernels()
         with self._limit_threads(kernels):
             logB = self._emission_logprob(kernels, X)
             filt = np.empty_like(logB)
             loglik = np.empty(offsets.size - 1)
             kernels.hmm.forward_filter(logB, offsets, self.startprob_, self.transmat_, filt, loglik)
+        if mask is not None:  # an empty sequence: log-likelihood 0
+            full = np.zeros(mask.size)
+            full[mask] = loglik
+            loglik = full
         return filt, loglik
 
     def score(self, X, lengths=None) -> float:

@@ -34,7 +34,9 @@ MODEL_KINDS = {
     "gmm": "GMMHMM",
     "categorical": "CategoricalHMM",
     "poisson": "PoissonHMM",
+    "multinomial": "MultinomialHMM",
 }
+_DISCRETE = ("categorical", "poisson", "multinomial")
 _COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
 
 
@@ -60,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=tuple(MODEL_KINDS),
         default="gaussian",
         help="emission model: gaussian (default), gmm (a Gaussian mixture per state), "
-        "categorical (one column of symbols 0, 1, ...), poisson (counts)",
+        "categorical (one column of symbols 0, 1, ...), poisson (counts), "
+        "multinomial (a row of counts over the columns' symbols)",
     )
     fit.add_argument(
         "--covariance",
@@ -311,7 +314,7 @@ def _info(args: argparse.Namespace, line: str) -> None:
 # ----------------------------------------------------------------------------- commands
 def run_fit(args: argparse.Namespace) -> int:
     """``fastem hmm fit``: fit an HMM to DATA and save it to MODEL."""
-    from . import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
+    from . import GMMHMM, CategoricalHMM, GaussianHMM, MultinomialHMM, PoissonHMM
 
     fc._check_model_output(args.output)
     X, _, lengths = _read_sequences(args)
@@ -327,7 +330,13 @@ def run_fit(args: argparse.Namespace) -> int:
         acceleration=args.acceleration,
         stopping=args.stopping,
     )
-    if args.kind in ("categorical", "poisson"):
+    if args.kind == "multinomial":
+        X = _check_discrete(X, args.kind, args.data)
+        totals = np.unique(X.sum(axis=1))
+        # One total: n_trials is that number (sample can draw); else None, which
+        # fit sets to the rows' totals (hmmlearn's), and sample refuses.
+        model = MultinomialHMM(n_trials=int(totals[0]) if totals.size == 1 else None, **common)
+    elif args.kind in _DISCRETE:
         X = _check_discrete(X, args.kind, args.data)
         cls = CategoricalHMM if args.kind == "categorical" else PoissonHMM
         model = cls(**common)
@@ -372,7 +381,7 @@ def run_decode(args: argparse.Namespace) -> int:
     model = _load_hmm(args)
     X, _, lengths = _read_sequences(args)
     kind = _model_kind(model)
-    if kind in ("categorical", "poisson"):
+    if kind in _DISCRETE:
         X = _check_discrete(X, kind, args.data)
     d = 1 if kind == "categorical" else int(model.n_features)
     if X.shape[1] != d:
@@ -415,6 +424,11 @@ def run_sample(args: argparse.Namespace) -> int:
     data_format(args.output)
     check_output_path(args.output)
     model = _load_hmm(args)
+    if _model_kind(model) == "multinomial" and np.unique(model.n_trials).size != 1:
+        raise fc.CommandError(
+            f"the multinomial model '{args.model}' was fitted on rows with different totals; "
+            "sampling needs one total (number of trials) for every row"
+        )
     rs = np.random.RandomState(args.seed)
     parts = []
     for s in range(args.n_sequences):
@@ -431,7 +445,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.states:
         columns.append("state")
     out = np.vstack(parts)
-    if _model_kind(model) in ("categorical", "poisson"):
+    if _model_kind(model) in _DISCRETE:
         out = out.astype(np.int64)  # counts and symbols: every column is whole numbers
     write_table(args.output, out, columns)
     _info(

@@ -10,6 +10,7 @@ from .._missing import find_patterns
 from .._passes import PassParams, log_prob
 from ._backend import estep_diag
 from ._base import BaseHMM, _FBResult, _fit_buffer, _fit_plan, _row_weight, _x_has_nan
+from ._prior import mean_prior_arrays
 
 _FULL = ("full", "tied")
 
@@ -606,6 +607,8 @@ class GaussianHMM(BaseHMM):
         tied = self.covariance_type == "tied"
         C = 1 if tied else K
         mw, mp = self._mean_priors()
+        if not (mw == mw[:, :1]).all():
+            return None  # a per-feature weight: the kernel weights rows, hmmlearn columns
         hyper = np.zeros((3, K + 1, max(K, D)))
         try:
             hyper[0, 0, :K] = np.asarray(self.startprob_prior, dtype=np.float64) - 1
@@ -626,13 +629,10 @@ class GaussianHMM(BaseHMM):
         return mstep_full, hyper, cp, cvw, int(flags)
 
     def _mean_priors(self) -> tuple[np.ndarray, np.ndarray]:
-        """``means_weight`` and ``means_prior`` shaped to broadcast against (K, D)."""
+        """``means_weight`` and ``means_prior`` broadcast to (K, D), as hmmlearn
+        broadcasts them (:func:`~fastem.hmm._prior.mean_prior_arrays`)."""
         K, D = self.means_.shape
-        mw = np.asarray(self.means_weight, dtype=np.float64)
-        mw = mw[:, None] if mw.ndim == 1 else mw
-        mp = np.asarray(self.means_prior, dtype=np.float64)
-        mp = mp[:, None] if mp.ndim == 1 and mp.shape[0] == K and D != K else mp
-        return mw, mp
+        return mean_prior_arrays(self.means_weight, self.means_prior, K, D)
 
     def _emission_mstep(self, stats) -> None:
         nk, sx, sxx, shift = stats
@@ -672,7 +672,8 @@ class GaussianHMM(BaseHMM):
             return
         dd = delta[:, :, None] * sx[:, None, :]
         c_n = (
-            mw[..., None] * meandiff[:, :, None] * meandiff[:, None, :]
+            # hmmlearn's means_weight * np.outer(md, md): column j takes weight j
+            mw[:, None, :] * meandiff[:, :, None] * meandiff[:, None, :]
             + sxx
             - dd
             - np.swapaxes(dd, 1, 2)

@@ -23,6 +23,10 @@ stored loads with the verdict of hmmlearn's rule on the history.
 ``objective_history_`` (log-likelihood + log prior per iteration, see
 :mod:`fastem.hmm._prior`) is stored with the monitor when the fit recorded it;
 a file without it loads without ``objective_`` and ``objective_history_``.
+A ``random_state`` that is a ``RandomState`` (the discrete models' ``fit``
+stores one, as hmmlearn's do) is stored as its generator state
+(``random_state_mt19937_``: the 624 keys, the position, the cached Gaussian)
+with the parameter None; the loaded model gets the generator back.
 """
 
 from __future__ import annotations
@@ -71,7 +75,35 @@ _EMISSION_ATTRIBUTES: dict[str, dict[str, str]] = {
 }
 _COMMON_ATTRIBUTES = ("startprob_", "transmat_", "monitor_history_", "monitor_iter_")
 # Stored since the monitor's verdict was saved; optional when reading older files.
-_OPTIONAL_ATTRIBUTES = ("monitor_converged_", "objective_history_")
+_OPTIONAL_ATTRIBUTES = ("monitor_converged_", "objective_history_", "random_state_mt19937_")
+
+
+def _generator_state(rs: np.random.RandomState) -> np.ndarray | None:
+    """A ``RandomState``'s whole state as one float64 array (624 keys, the
+    position, the cached Gaussian flag and value; every value exact in
+    float64), or None where it is not a Mersenne Twister."""
+    state = rs.get_state(legacy=False)
+    if state["bit_generator"] != "MT19937":
+        return None
+    mt = state["state"]
+    rest = [mt["pos"], state["has_gauss"], state["gauss"]]
+    return np.concatenate([mt["key"].astype(np.float64), np.array(rest, dtype=np.float64)])
+
+
+def _generator_from(values) -> np.random.RandomState:
+    """The ``RandomState`` :func:`_generator_state` describes (raises ValueError)."""
+    if not isinstance(values, np.ndarray) or values.shape != (627,) or values.dtype != np.float64:
+        raise _p._Invalid("random_state_mt19937_ must be a float64 array of 627 values")
+    keys, rest = values[:624], values[624:]
+    if (
+        not np.isfinite(values).all() or (keys != np.round(keys)).any()
+        or keys.min() < 0 or keys.max() >= 2**32 or not 0 <= rest[0] <= 624
+        or rest[0] != round(rest[0]) or rest[1] not in (0, 1)
+    ):  # fmt: skip
+        raise _p._Invalid("random_state_mt19937_ does not describe a generator state")
+    rs = np.random.RandomState()
+    rs.set_state(("MT19937", keys.astype(np.uint32), int(rest[0]), int(rest[1]), float(rest[2])))
+    return rs
 
 
 def _attribute_map(estimator: str) -> dict[str, str]:
@@ -105,8 +137,10 @@ def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
 
     Notes
     -----
-    ``random_state`` is saved when it is None or an integer; a ``RandomState``
-    is saved as None with a ``UserWarning`` and a note in the file.
+    ``random_state`` is saved when it is None, an integer or a ``RandomState``
+    (its whole state: the loaded model's ``sample`` continues the same
+    stream; NumPy's global one is saved as None). Anything else is saved as
+    None with a ``UserWarning`` and a note in the file.
     """
     estimator = type(model).__name__
     if estimator not in HMM_ESTIMATORS or type(model) is not HMM_ESTIMATORS[estimator]:
@@ -118,9 +152,20 @@ def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
     arrays: dict[str, np.ndarray] = {}
     notes: list[str] = []
     params: dict[str, dict] = {}
+    generator = None
     for name, value in model.get_params(deep=False).items():
         if name == "random_state" and isinstance(value, numbers.Integral):
             value = int(value)
+        elif name == "random_state" and value is np.random.mtrand._rand:
+            value = None  # NumPy's global stream (hmmlearn's discrete fit stores it)
+        elif (
+            name == "random_state"
+            and isinstance(value, np.random.RandomState)
+            and ((generator := _generator_state(value)) is not None)
+        ):
+            # A generator (hmmlearn's discrete models store one in fit): its state,
+            # so that the loaded model's sample() continues the same stream.
+            value = None
         elif name == "random_state" and value is not None:
             notes.append(f"random_state of type {type(value).__name__} was saved as None")
             warnings.warn(
@@ -143,6 +188,8 @@ def save_hmm(model: BaseHMM, path: str | os.PathLike) -> None:
     values["monitor_history_"] = np.asarray(history, dtype=np.float64)
     values["monitor_iter_"] = 0 if monitor is None else int(monitor.iter)
     values["monitor_converged_"] = False if monitor is None else bool(monitor.converged)
+    if generator is not None:
+        values["random_state_mt19937_"] = generator
     objective = getattr(model, "objective_history_", None)
     if objective is not None:
         values["objective_history_"] = np.asarray(objective, dtype=np.float64)
@@ -362,6 +409,10 @@ def build_hmm(metadata: dict, arrays: dict[str, np.ndarray]) -> BaseHMM:
         model.objective_history_ = objective
         model.objective_ = float(objective[-1]) if objective.size else -np.inf
     model._set_fit_monitor(monitor)
+    if "random_state_mt19937_" in attributes:
+        if model.random_state is not None:
+            raise _Invalid("random_state_mt19937_ goes with random_state None")
+        model.random_state = _generator_from(attributes["random_state_mt19937_"])
     if estimator == "CategoricalHMM":
         if model.n_features is None:
             raise _Invalid("n_features must be set")

@@ -64,6 +64,25 @@ import numpy as np
 __all__ = ["log_prior", "log_prior_function"]
 
 
+def mean_prior_arrays(means_weight, means_prior, K: int, D: int) -> tuple[np.ndarray, np.ndarray]:
+    """GaussianHMM's ``means_weight`` and ``means_prior`` broadcast to (K, D).
+
+    hmmlearn's M-step computes ``means_weight * means_prior + stats['obs']``
+    with ``obs`` of shape (K, D): NumPy's broadcasting, so a 1-D array runs
+    along the features (a length-K one is per feature when K == D). A 1-D
+    array of length K that NumPy cannot broadcast (D != K) is read per state,
+    as hmmlearn's docstring describes (hmmlearn raises there, or for D == 1
+    makes (K, K) means). Raises ValueError where neither applies.
+    """
+    out = []
+    for a in (means_weight, means_prior):
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim == 1 and a.shape[0] == K and D != K:
+            a = a[:, None]
+        out.append(np.ascontiguousarray(np.broadcast_to(a, (K, D))))
+    return out[0], out[1]
+
+
 def _dirichlet(p: np.ndarray, alpha) -> float:
     """``sum (alpha - 1) log p`` over the entries with ``p > 0`` (the face)."""
     return _dirichlet_term(alpha)(p)
@@ -109,10 +128,7 @@ def _gaussian_hmm_term(model):
     ``GaussianHMM._emission_mstep``, term for term)."""
     K, D = np.shape(model.means_)
     ct = model.covariance_type
-    mw = np.asarray(model.means_weight, dtype=np.float64)
-    mw = mw[:, None] if mw.ndim == 1 else mw
-    mp = np.asarray(model.means_prior, dtype=np.float64)
-    mp = mp[:, None] if mp.ndim == 1 and mp.shape[0] == K and D != K else mp
+    mw, mp = mean_prior_arrays(model.means_weight, model.means_prior, K, D)
     cp = np.asarray(model.covars_prior, dtype=np.float64)
     cw = np.asarray(model.covars_weight, dtype=np.float64)
     if ct in ("spherical", "diag"):
@@ -143,7 +159,8 @@ def _gaussian_hmm_term(model):
         mu = np.asarray(model.means_, dtype=np.float64)
         meandiff = mu - mp
         cov = np.asarray(model._covars_, dtype=np.float64)
-        outer = mw[..., None] * meandiff[:, :, None] * meandiff[:, None, :]
+        # hmmlearn's np.outer(md, md) times means_weight: the weight of column j
+        outer = mw[:, None, :] * meandiff[:, :, None] * meandiff[:, None, :]
         if ct == "tied":
             logdet, trace = _logdet_trace(cov, np.broadcast_to(cp + outer.sum(axis=0), (D, D)))
             return float(-0.5 * (dof * logdet + trace))
@@ -305,12 +322,9 @@ def _compiled_gaussian_full(model, fallback):
     try:
         start_am1, s_scalar, s_flat = am1_of(model.startprob_prior, (K,))
         trans_am1, t_scalar, t_flat = am1_of(model.transmat_prior, (K, K))
-        mw = np.asarray(model.means_weight, dtype=np.float64)
-        mw = mw[:, None] if mw.ndim == 1 else mw
-        mp = np.asarray(model.means_prior, dtype=np.float64)
-        mp = mp[:, None] if mp.ndim == 1 and mp.shape[0] == K and D != K else mp
-        if np.broadcast_shapes(mw[..., None].shape, mp.shape + (1,), (K, D, D)) != (K, D, D):
-            return None
+        mw, mp = mean_prior_arrays(model.means_weight, model.means_prior, K, D)
+        if not (mw == mw[:, :1]).all():
+            return None  # a per-feature weight: hmmlearn's column-wise term (fallback)
         cp = np.asarray(model.covars_prior, dtype=np.float64)
         cw = np.asarray(model.covars_weight, dtype=np.float64)
         if np.broadcast_shapes(cp.shape, (C, D, D)[tied:]) != (C, D, D)[tied:]:
