@@ -329,7 +329,23 @@ def emem_stats(
 def _start(X, sample_weight, k, name, rng, backend, full) -> Stats:
     if name == "hc-std":
         return hc_stats(X, sample_weight, k, rng, full, use="STD")
-    return initial_stats(X, sample_weight, k, name, rng, backend, full)
+    # weighted_draw: the random-row starts keep the draw 'best' was measured with
+    return initial_stats(X, sample_weight, k, name, rng, backend, full, weighted_draw=True)
+
+
+def _random_rows(sample_weight: np.ndarray, k: int, rng, like_sklearn: bool) -> np.ndarray:
+    """``k`` distinct rows drawn with probability proportional to their weight.
+
+    ``like_sklearn``: unweighted data (all weights equal) takes scikit-learn's own
+    draw, ``choice(n, k, replace=False)``, so that ``init_params="random_from_data"``
+    with the same ``random_state`` starts from the rows scikit-learn starts from
+    (``choice`` with a uniform ``p`` draws other rows from the same stream).
+    """
+    if like_sklearn and sample_weight.min() == sample_weight.max():
+        return rng.choice(sample_weight.shape[0], size=k, replace=False)
+    positive = np.flatnonzero(sample_weight > 0)
+    p = sample_weight[positive] / sample_weight[positive].sum()
+    return positive[rng.choice(positive.shape[0], size=k, replace=False, p=p)]
 
 
 def _feature_variances(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
@@ -486,6 +502,7 @@ def initial_stats(
     *,
     covariance_type: str | None = None,
     reg_covar: float = 1e-6,
+    weighted_draw: bool = False,
 ) -> Stats:
     """Sufficient statistics of the initial responsibilities of ``method``.
 
@@ -498,7 +515,8 @@ def initial_stats(
     start converged then searched by split-and-merge moves
     (:func:`fastem._smem.smem_stats`); these three run the model's
     ``covariance_type`` (default 'full' if ``full`` else 'diag') with
-    ``reg_covar``.
+    ``reg_covar``. ``weighted_draw``: 'random_from_data' always draws by weight
+    (:func:`_random_rows`), as the random-row starts of 'best' do.
     """
     k, d = n_components, X.shape[1]
     if method == "hc":
@@ -530,9 +548,7 @@ def initial_stats(
     if method == "k-means++":
         _, indices = kmeans_plusplus(X, sample_weight, k, rng)
     elif method == "random_from_data":
-        positive = np.flatnonzero(sample_weight > 0)
-        p = sample_weight[positive] / sample_weight[positive].sum()
-        indices = positive[rng.choice(positive.shape[0], size=k, replace=False, p=p)]
+        indices = _random_rows(sample_weight, k, rng, like_sklearn=not weighted_draw)
     else:  # validated by the estimator; kept as a guard for direct callers
         raise ValueError(f"unknown init_params {method!r}; expected one of {INIT_METHODS}")
     rows = X[indices].astype(np.float64)
