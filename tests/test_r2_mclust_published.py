@@ -215,3 +215,40 @@ def test_banknote_diagonal_univariate_e_and_v(banknote):
     assert v["log_likelihood"] == pytest.approx(-268.51, abs=5e-3)
     assert -v["bic"] == pytest.approx(-563.5115, abs=5e-3)
     assert sel.best_params_["covariance_type"] == "VII"
+
+
+def test_banknote_diagonal_v2_parameters_and_icl(banknote):
+    """The same fit's printed parameters: pro 0.5219834 0.4780166, means 139.4973
+    141.5604, sigmasq 0.3589844 0.1500838, ICL -571.7465, clusters 104 96 (id
+    36285701568). mclust stopped 0.005 short of the maximum in log-likelihood, so
+    the parameters agree to about 1e-3 (relative) and ICL, which moves with the
+    classification entropy, to 0.03."""
+    x = banknote[:, 5:]
+    sel = select_model(x, [2], ["VII"], random_state=0)
+    model, row = sel.best_, sel.table[0]
+    order = np.argsort(model.means_.ravel())
+    np.testing.assert_allclose(model.weights_[order], [0.5219834, 0.4780166], atol=2e-3)
+    np.testing.assert_allclose(model.means_.ravel()[order], [139.4973, 141.5604], atol=5e-3)
+    np.testing.assert_allclose(model.covariances_.ravel()[order], [0.3589844, 0.1500838], rtol=1e-2)
+    assert -row["icl"] == pytest.approx(-571.7465, abs=0.03)
+    assert sorted(np.bincount(model.predict(x)).tolist()) == [96, 104]
+
+
+def test_faithful_waiting_chooses_e2_as_densitymclust(faithful):
+    """``densityMclust(faithful$waiting)`` (models E and V, G = 1:9): "Mclust E
+    (univariate, equal variance) model with 2 components: log-likelihood -1034.002,
+    n 272, df 4, BIC -2090.427, ICL -2099.576; mixing probabilities 0.3609461
+    0.6390539, means 54.61675 80.09239, variances 34.44093" (find_string id
+    32234549334). With one feature EII is mclust's E."""
+    waiting = faithful[:, 1:]
+    sel = select_model(waiting, random_state=0)
+    assert sel.best_params_ == {"n_components": 2, "covariance_type": "EII"}
+    model, row = sel.best_, sel.table[sel.best_index_]
+    assert row["n_parameters"] == 4
+    assert row["log_likelihood"] == pytest.approx(-1034.002, abs=1e-3)
+    assert -row["bic"] == pytest.approx(-2090.427, abs=1e-3)
+    assert -row["icl"] == pytest.approx(-2099.576, abs=0.03)
+    order = np.argsort(model.means_.ravel())
+    np.testing.assert_allclose(model.weights_[order], [0.3609461, 0.6390539], atol=1e-3)
+    np.testing.assert_allclose(model.means_.ravel()[order], [54.61675, 80.09239], atol=5e-3)
+    np.testing.assert_allclose(model.covariances_.ravel(), 34.44093, rtol=1e-3)
