@@ -233,6 +233,28 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
         """Draws from the selected mixture: :meth:`GaussianMixture.sample`."""
         return self._best().sample(n_samples)
 
+    def save(self, path) -> None:
+        """Save the selected mixture to ``path`` (:meth:`GaussianMixture.save`).
+
+        The file is the selected :class:`~fastem.GaussianMixture`'s model file:
+        :func:`fastem.load` returns that GaussianMixture (its ``n_components``
+        and ``covariance_type`` are the selected ones, and its predictions
+        are the same), not a GaussianMixtureIC. The search (``selection_``, its
+        table and the other candidates) and this estimator's own parameters
+        are not in the file; pickle the estimator to keep those.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write, exactly as given.
+
+        Raises
+        ------
+        NotFittedError
+            If ``fit`` has not been called.
+        """
+        self._best().save(path)
+
     def bic(self, X) -> float:
         """The selected mixture's BIC on X: :meth:`GaussianMixture.bic`."""
         return self._best().bic(X)

@@ -151,6 +151,33 @@ def test_pickle_round_trip(three, fitted):
     assert clone.selection_.table == fitted.selection_.table
 
 
+@pytest.mark.parametrize("models", [MODELS, ("VVE",), ("EVE", "VEV")])
+def test_save_writes_the_selected_mixture(tmp_path, three, models):
+    """``save`` writes the selected GaussianMixture's model file: ``fastem.load``
+    gives that mixture back (also for mclust's iterated models), predicting the
+    same bits; the search itself is not in the file."""
+    model = GaussianMixtureIC([2, 3], covariance_types=models, init_params="hc", random_state=0)
+    model.fit(three)
+    path = tmp_path / "ic.npz"
+    model.save(path)
+    loaded = fastem.load(path)
+    assert type(loaded) is GaussianMixture
+    assert loaded.n_components == model.n_components_
+    assert loaded.covariance_type == model.covariance_type_
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
+    np.testing.assert_array_equal(loaded.predict_proba(three), model.predict_proba(three))
+    np.testing.assert_array_equal(loaded.score_samples(three), model.score_samples(three))
+    assert not hasattr(loaded, "selection_")
+
+
+def test_save_unfitted_raises(tmp_path):
+    path = tmp_path / "ic.npz"
+    with pytest.raises(NotFittedError, match="not fitted"):
+        GaussianMixtureIC().save(path)
+    assert not path.exists()
+
+
 def test_defaults_are_select_models(three):
     from fastem.selection import DEFAULT_FIT_SETTINGS
 
