@@ -22,10 +22,12 @@ as :class:`fastem._data.ArrayData` does, holding one block of rows at a time:
   (no rescan).
 - Initialization (``init_params``) runs in memory on a uniform random sample
   of the rows that carry information (a positive weight and an observed
-  value): ``min(n, max(10_000, 1000 * n_components))`` rows, drawn during the
+  value): ``max(10_000, 1000 * n_components)`` rows, drawn during the
   validation pass by keeping the rows with the smallest random keys (seeded by
-  ``random_state``), with their weights. Missing values of the sample are
-  filled with the column means of all of X. With ``weights_init``,
+  ``random_state``), with their weights. X with no more rows than that is
+  taken whole, in order (rows with nothing observed weighted 0), as the
+  in-memory fit takes it: the same start for every ``init_params``. Missing
+  values of the sample are filled with the column means of all of X. With ``weights_init``,
   ``means_init`` and ``precisions_init`` all given, no sample is drawn, and
   the fit matches the in-memory fit from the same parameters up to the order
   of floating-point sums.
@@ -299,9 +301,13 @@ class BlockData:
         features, informative rows) and/or draw the initialization sample."""
         d = self._n_features
         sampler = None
+        take_all = False
         if sample:
             size = init_sample_size(self.n_samples, self.n_components)
             sampler = _Sample(size, d, self._dtype, _random_generator(self.random_state))
+            # Few rows: every row, as the in-memory fit initializes from all of X (rows
+            # with nothing observed weighted 0): the same start for every init_params.
+            take_all = size >= self.n_samples
         observed = np.zeros(d, dtype=np.int64)
         col_sum = np.zeros(d)
         col_weight = np.zeros(d)
@@ -339,7 +345,10 @@ class BlockData:
                 col_weight += wb @ seen
                 weight_sum += float(wb[~empty].sum())
             n_positive += int(informative.sum())
-            if sampler is not None:
+            if take_all:
+                kept = wb if nan is None else np.where(empty, 0.0, wb)
+                sampler.offer(start, xb, kept, np.arange(xb.shape[0]))
+            elif sampler is not None:
                 sampler.offer(start, xb, wb, np.flatnonzero(informative))
             del xb, wb
             self._release(start, stop)

@@ -48,8 +48,9 @@ and at least one observed value), of
 rows (by default ``max(10_000, 1000 * n_components)``), drawn with the
 estimator's ``random_state`` and weighted by their sample weights; NaN in the
 sample are filled with the column means of the whole array. When the data
-holds no more informative rows than that, the "sample" is all of them in
-order, and the initialization is the in-memory one.
+holds no more rows than that, the "sample" is every row in order (rows of weight
+0 or with nothing observed weighted 0), and the initialization is the in-memory
+one, for every ``init_params``.
 
 Prediction
 ----------
@@ -256,10 +257,13 @@ def _sum_stats(*parts: Stats) -> Stats:
 
 
 def _take_informative(chunk: _Chunk, ranks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (and weights) of a chunk's informative rows at the given ranks (all if None)."""
+    """Rows (and weights) of a chunk's informative rows at the given ranks; every row
+    if ranks is None, a row with nothing observed weighted 0 (as the in-memory fit
+    initializes from all of X)."""
+    if ranks is None:
+        return chunk.X, np.where(_observed_rows(chunk), chunk.sample_weight, 0.0)
     informative = np.flatnonzero((chunk.sample_weight > 0) & _observed_rows(chunk))
-    idx = informative if ranks is None else informative[ranks]
-    return chunk.X[idx], chunk.sample_weight[idx]
+    return chunk.X[informative[ranks]], chunk.sample_weight[informative[ranks]]
 
 
 def _predict_block(block: np.ndarray, model, method: str, out_dtype: np.dtype) -> np.ndarray:
@@ -528,8 +532,14 @@ class DaskData:
         counts = np.array([s.n_informative for s in self._summaries], dtype=np.int64)
         total = int(counts.sum())
         m = init_sample_size(total, self._n_components)
-        if m >= total:
+        if init_sample_size(self.n_samples, self._n_components) >= self.n_samples:
+            # Few rows: every row, in order, as the in-memory fit initializes from all
+            # of X (rows of weight 0 or with nothing observed weighted 0): the same start
+            # for every init_params, the random ones included.
             ranks: list[np.ndarray | None] = [None] * len(counts)
+            counts = np.array([s.n_rows for s in self._summaries], dtype=np.int64)
+        elif m >= total:
+            ranks = [np.arange(c) for c in counts]
         else:
             rng = _sample_rng(self._random_state)
             chosen = np.sort(rng.choice(total, size=m, replace=False))

@@ -131,3 +131,48 @@ def test_segment_labels_beyond_256_to_bmp_fail_before_the_fit(tmp_path, capsys):
     args[3] = "256"  # 256 labels fit in 8 bits: BMP is fine (the image is what is missing)
     assert main([*args, *NUMPY]) == 2
     assert "no such image file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- out-of-core / Dask starts
+def _weighted_incomplete(n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    X = _blobs(n)
+    X[::7, 1] = np.nan
+    X[5] = np.nan  # a row with nothing observed
+    w = np.ones(n)
+    w[::11] = 0.0  # rows that count for nothing
+    return X, w
+
+
+@pytest.mark.filterwarnings("ignore::fastem.exceptions.ConvergenceWarning")  # max_iter=5
+@pytest.mark.parametrize("init", ["random", "random_from_data"])
+def test_memmap_fit_of_small_data_starts_as_in_memory(tmp_path, init):
+    # Small data (fewer rows than the initialization sample) is documented to start as
+    # the in-memory fit. Before the fix the sample held only the informative rows, so
+    # with rows of weight 0 or nothing observed the random inits drew other numbers:
+    # another start, another fit (lower bounds 5e-4 apart here).
+    X, w = _weighted_incomplete()
+    np.save(tmp_path / "X.npy", X)
+    M = np.load(tmp_path / "X.npy", mmap_mode="r")
+    kw = dict(init_params=init, random_state=0, backend="numpy", max_iter=5)
+    with pytest.warns(UserWarning, match="every value missing"):
+        a = GaussianMixture(2, **kw).fit(X, sample_weight=w)
+    with pytest.warns(UserWarning, match="every value missing"):
+        b = GaussianMixture(2, **kw).fit(M, sample_weight=w)
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-12, atol=1e-12)
+    assert b.lower_bounds_ == pytest.approx(a.lower_bounds_, rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::fastem.exceptions.ConvergenceWarning")  # max_iter=5
+@pytest.mark.parametrize("init", ["random", "random_from_data"])
+def test_dask_fit_of_small_data_starts_as_in_memory(init):
+    # As above, for a Dask array (dask.py's docs promised the in-memory start).
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    X, w = _weighted_incomplete()
+    kw = dict(init_params=init, random_state=0, backend="numpy", max_iter=5)
+    with pytest.warns(UserWarning, match="every value missing"):
+        a = GaussianMixture(2, **kw).fit(X, sample_weight=w)
+    with dask.config.set(scheduler="synchronous"), pytest.warns(UserWarning):
+        b = GaussianMixture(2, **kw).fit(da.from_array(X, chunks=(150, 3)), sample_weight=w)
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-12, atol=1e-12)
+    assert b.lower_bounds_ == pytest.approx(a.lower_bounds_, rel=1e-12)
