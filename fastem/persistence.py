@@ -270,6 +270,17 @@ def _decode(desc: Any, member: str, arrays: dict[str, np.ndarray]) -> Any:
 
 
 # --------------------------------------------------------------------- save
+def _is_foreign_array(value: Any) -> bool:
+    """An array-like that is not a NumPy array or a Python sequence (a pandas
+    DataFrame or Series, an xarray DataArray, ...): it converts itself with
+    ``numpy.asarray``, as the estimator's checks convert it."""
+    return (
+        value is not None
+        and not isinstance(value, (np.ndarray, np.generic, list, tuple, str, bytes))
+        and hasattr(value, "__array__")
+    )
+
+
 def _fitted_attributes(model: GaussianMixture) -> dict[str, Any]:
     """Public attributes ending in ``_`` (the fitted state, by scikit-learn's convention)."""
     return {
@@ -310,7 +321,8 @@ def save_model(model: GaussianMixture, path: str | os.PathLike) -> None:
     Array-valued parameters (``weights_init``, ``means_init``,
     ``precisions_init``) are saved as arrays: an array comes back with its dtype,
     a list of Python numbers as such a list (mixed ints and floats as floats),
-    a list of arrays as one array.
+    a list of arrays as one array, and any other array-like (a pandas DataFrame
+    of means, say) as the NumPy array it converts to (with a note in the file).
     """
     if not isinstance(model, GaussianMixture):
         raise ValueError(f"save_model expects a GaussianMixture, got {type(model).__name__}.")
@@ -331,6 +343,11 @@ def save_model(model: GaussianMixture, path: str | os.PathLike) -> None:
                 stacklevel=3,
             )
             value = None
+        elif name.endswith("_init") and _is_foreign_array(value):
+            # A DataFrame of means (df.groupby(labels).mean()), say: fit took it as
+            # the array it holds, and so does the file.
+            notes.append(f"{name} of type {type(value).__name__} was saved as an ndarray")
+            value = np.asarray(value)
         try:
             params[name] = _encode(value, f"param.{name}", arrays)
         except _UnsafeValue as exc:

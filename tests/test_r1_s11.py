@@ -176,3 +176,24 @@ def test_dask_fit_of_small_data_starts_as_in_memory(init):
         b = GaussianMixture(2, **kw).fit(da.from_array(X, chunks=(150, 3)), sample_weight=w)
     np.testing.assert_allclose(b.means_, a.means_, rtol=1e-12, atol=1e-12)
     assert b.lower_bounds_ == pytest.approx(a.lower_bounds_, rel=1e-12)
+
+
+# ---------------------------------------------------------------- model files
+def test_a_model_started_from_pandas_means_can_be_saved(tmp_path):
+    # Before the fix save() raised "cannot save parameter 'means_init': values of type
+    # DataFrame cannot be stored" for a model fitted from df.groupby(labels).mean(),
+    # which fit accepts: the fitted model could not be saved at all.
+    pd = pytest.importorskip("pandas")
+    X = _blobs()
+    labels = (X[:, 0] > 2).astype(int)
+    means = pd.DataFrame(X).groupby(labels).mean()
+    weights = pd.Series([0.5, 0.5])
+    kw = dict(means_init=means, weights_init=weights, random_state=0, backend="numpy")
+    gm = GaussianMixture(2, **kw).fit(X)
+    gm.save(tmp_path / "m.npz")
+    back = load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(back.means_init, means.to_numpy())
+    np.testing.assert_array_equal(back.weights_init, weights.to_numpy())
+    np.testing.assert_array_equal(back.predict(X), gm.predict(X))
+    refit = GaussianMixture(**back.get_params()).fit(X)  # the same start, the same fit
+    np.testing.assert_array_equal(refit.means_, gm.means_)
