@@ -207,10 +207,7 @@ class BlockData:
         n, d = _check_shape_dtype(X)
         self.n_samples = n
         self._n_features = d
-        kind = np.dtype(X.dtype).kind
-        self._dtype = np.dtype(X.dtype) if kind == "f" and X.dtype.itemsize in (4, 8) else None
-        if self._dtype is None:
-            self._dtype = np.dtype(np.float64)
+        self._dtype = _fit_dtype(X.dtype)
         if block_rows is None:
             block_rows = max(1, BLOCK_BYTES // (d * self._dtype.itemsize))
             if self._dtype.itemsize == 4:
@@ -412,8 +409,7 @@ class BlockReader:
             )
         self.X = X
         self.shape = (n, d)
-        kind_ok = np.dtype(X.dtype).kind == "f" and X.dtype.itemsize in (4, 8)
-        self.dtype = np.dtype(X.dtype) if kind_ok else np.dtype(np.float64)
+        self.dtype = _fit_dtype(X.dtype)
         self._release = _page_releaser(X)
         self._last: tuple[int, int] | None = None
 
@@ -432,6 +428,14 @@ class BlockReader:
             raise ValueError(f"Input X contains infinity or a value too large for {self.dtype!r}.")
         self._last = (start, stop)
         return xb
+
+
+def _fit_dtype(dtype) -> np.dtype:
+    """The dtype of the fit: float32 for float32 in the machine's byte order, else
+    native float64, as the in-memory fit casts (the kernels take native floats only:
+    a big-endian file's blocks are converted as they are read, not handed on)."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
 
 
 def _check_shape_dtype(X, min_samples: int = 2) -> tuple[int, int]:

@@ -197,3 +197,27 @@ def test_a_model_started_from_pandas_means_can_be_saved(tmp_path):
     np.testing.assert_array_equal(back.predict(X), gm.predict(X))
     refit = GaussianMixture(**back.get_params()).fit(X)  # the same start, the same fit
     np.testing.assert_array_equal(refit.means_, gm.means_)
+
+
+# ---------------------------------------------------------------- big-endian memory maps
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("stored", [">f8", ">f4"])
+def test_big_endian_memmap_fits_and_predicts_as_in_memory(tmp_path, backend, stored):
+    # An .npy file of big-endian floats (written on such a machine, or by a tool that
+    # keeps that order) opened with mmap_mode="r". Before the fix its blocks went to
+    # the kernels as they were: numba failed ('ill-defined covariance' for >f8, a
+    # TypingError for >f4) and the numpy backend fitted '>f8' attributes. The
+    # in-memory fit casts to native float64, as the out-of-core one does now.
+    if backend == "numba":
+        pytest.importorskip("numba")
+    X = _blobs(200)
+    np.save(tmp_path / "be.npy", X.astype(stored))
+    M = np.load(tmp_path / "be.npy", mmap_mode="r")
+    kw = dict(random_state=0, backend=backend)
+    a = GaussianMixture(2, **kw).fit(np.asarray(M))
+    b = GaussianMixture(2, **kw).fit(M)
+    assert b.means_.dtype == np.dtype(np.float64) and b.means_.dtype.isnative
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-12)
+    assert b.lower_bound_ == pytest.approx(a.lower_bound_, rel=1e-12)
+    np.testing.assert_array_equal(a.predict(M), a.predict(np.asarray(M)))
+    np.testing.assert_allclose(a.score_samples(M), a.score_samples(np.asarray(M)), rtol=1e-12)
