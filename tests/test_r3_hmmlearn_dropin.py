@@ -263,3 +263,60 @@ def test_cli_multinomial_equals_hmmlearn(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     theirs = hl.MultinomialHMM(2, n_trials=5, n_iter=20, random_state=4).fit(X)
     np.testing.assert_allclose(load(out).emissionprob_, theirs.emissionprob_, rtol=1e-9)
+
+
+# ------------------------------------------------------------ monitor_
+def test_monitor_repr_is_hmmlearns_layout():
+    """hmmlearn's tutorial prints ``model.monitor_``: the same layout."""
+    from fastem.hmm._base import ConvergenceMonitor
+
+    monitor = ConvergenceMonitor(0.01, 5, False)
+    monitor.history.extend([-3.5, -2.25])
+    monitor.iter = 2
+    monitor.objective_history.extend([-3.0, -2.0])  # fastem's: not shown
+    expected = (
+        "ConvergenceMonitor(\n    history=[-3.5, -2.25],\n    iter=2,\n    n_iter=5,\n"
+        "    tol=0.01,\n    verbose=False,\n)"
+    )
+    assert repr(monitor) == expected
+    base = pytest.importorskip("hmmlearn.base")
+    theirs = base.ConvergenceMonitor(0.01, 5, False)
+    theirs.history.extend([-3.5, -2.25])
+    theirs.iter = 2
+    assert repr(theirs) == expected
+
+
+def _gaussian_fit_data():
+    return _two_blobs()
+
+
+def test_an_edited_monitor_is_the_one_fit_uses(capsys):
+    """hmmlearn's fit reuses the monitor its constructor made, so
+    ``model.monitor_.tol = ...`` (or ``.verbose``) takes effect; the same here.
+    ``set_params`` still takes effect on a monitor nobody edited."""
+    X = _gaussian_fit_data()
+    model = _gaussian(GaussianHMM, "diag", n_iter=20, backend="numpy")
+    model.monitor_.tol = 1e9  # stop after the second iteration
+    model.monitor_.verbose = True
+    model.fit(X)
+    assert model.monitor_.iter == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2
+    model.fit(X)  # the edited monitor stays in use
+    assert model.monitor_.iter == 2 and model.monitor_.tol == 1e9
+    fresh = _gaussian(GaussianHMM, "diag", n_iter=20, tol=-1.0, backend="numpy")
+    fresh.fit(X)
+    assert fresh.monitor_.iter == 20
+    fresh.set_params(n_iter=3).fit(X)
+    assert fresh.monitor_.iter == 3 and fresh.monitor_.converged
+
+
+def test_an_edited_monitor_equals_hmmlearn():
+    hl = pytest.importorskip("hmmlearn.hmm")
+    X = _gaussian_fit_data()
+    iters = []
+    for cls in (hl.GaussianHMM, GaussianHMM):
+        model = _gaussian(cls, "diag", n_iter=20)
+        model.monitor_.tol = 5.0
+        model.fit(X)
+        iters.append((model.monitor_.iter, model.monitor_.converged, len(model.monitor_.history)))
+    assert iters[0] == iters[1]

@@ -68,12 +68,19 @@ class ConvergenceMonitor:
         self.iter = 0
         # Set by an accelerated fit or a fastem stopping rule: the driver's verdict.
         self._converged: bool | None = None
+        # The settings it was made with: a model's own monitor whose settings were
+        # edited since (``model.monitor_.tol = ...``) is used by the next fit, as
+        # hmmlearn's fit uses its monitor (see BaseHMM._users_monitor).
+        self._made_with = (tol, n_iter, verbose)
 
     def __repr__(self) -> str:
-        return (
-            f"ConvergenceMonitor(tol={self.tol}, n_iter={self.n_iter}, "
-            f"iter={self.iter}, history={list(self.history)})"
-        )
+        # hmmlearn's layout (its tutorial prints ``model.monitor_``): the public
+        # attributes sorted, one per line; fastem's objective_history left out.
+        attrs = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        attrs.pop("objective_history", None)
+        attrs["history"] = list(self.history)
+        lines = "".join(f"    {k}={v},\n" for k, v in sorted(attrs.items()))
+        return f"{type(self).__name__}(\n{lines})"
 
     def _reset(self) -> None:
         self.iter = 0
@@ -551,7 +558,7 @@ class BaseHMM(*ESTIMATOR_BASES):
     def _fit_restarts(self, X, offsets, seq_weight, kernels, n_init, rs, given):
         best = None
         template = None  # an installed monitor as it was, for the restarts after the first
-        if n_init > 1 and self.__dict__.get("_monitor_installed"):
+        if n_init > 1 and self._users_monitor():
             import copy
 
             template = copy.deepcopy(self.__dict__["_monitor"])
@@ -608,6 +615,20 @@ class BaseHMM(*ESTIMATOR_BASES):
         self.__dict__["_monitor"] = monitor
         self.__dict__["_monitor_installed"] = True
 
+    def _users_monitor(self) -> bool:
+        """Whether ``fit`` reports to the monitor ``monitor_`` holds: one
+        assigned to ``monitor_``, or the model's own whose ``tol``, ``n_iter``
+        or ``verbose`` the user changed (hmmlearn's fit reuses the monitor its
+        constructor made, so such an edit takes effect there). Otherwise a fit
+        builds a fresh monitor from the model's ``tol``, ``n_iter`` and
+        ``verbose`` (so ``set_params`` takes effect, which hmmlearn's does not
+        for a monitor made before)."""
+        if self.__dict__.get("_monitor_installed"):
+            return True
+        monitor = self.__dict__.get("_monitor")
+        made_with = getattr(monitor, "_made_with", None)
+        return made_with is not None and (monitor.tol, monitor.n_iter, monitor.verbose) != made_with
+
     def _set_fit_monitor(self, monitor) -> None:
         """Store a monitor made by ``fit`` or ``load`` (not a user-installed one)."""
         self.__dict__["_monitor"] = monitor
@@ -617,7 +638,7 @@ class BaseHMM(*ESTIMATOR_BASES):
         with ``template`` (restarts after the first) a reset copy of it, else a
         fresh one. An installed monitor may be hmmlearn's own class: it gets
         the ``objective_history`` list fastem records."""
-        if not self.__dict__.get("_monitor_installed"):
+        if not self._users_monitor():
             return ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
         if template is None:
             monitor = self.__dict__["_monitor"]
