@@ -400,7 +400,10 @@ def write_table(
         )
     with atomic_output(path) as tmp:
         if fmt == ".npy":
-            np.save(tmp, data)
+            # To an open file: np.save(name) appends '.npy' to a name that does not end
+            # in it ('OUT.NPY'), which would leave the output empty and a stray file.
+            with open(tmp, "wb") as f:
+                np.save(f, data, allow_pickle=False)
         elif fmt == ".parquet":
             pa.parquet.write_table(arrow, tmp)
         else:

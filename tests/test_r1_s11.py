@@ -221,3 +221,17 @@ def test_big_endian_memmap_fits_and_predicts_as_in_memory(tmp_path, backend, sto
     assert b.lower_bound_ == pytest.approx(a.lower_bound_, rel=1e-12)
     np.testing.assert_array_equal(a.predict(M), a.predict(np.asarray(M)))
     np.testing.assert_allclose(a.score_samples(M), a.score_samples(np.asarray(M)), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- .NPY outputs
+@pytest.mark.parametrize("name", ["OUT.NPY", "out.Npy"])
+def test_npy_output_with_an_upper_case_extension(tmp_path, name):
+    # data_format reads the extension in any case, but np.save(name) appends '.npy'
+    # to a name not ending in exactly '.npy'. Before the fix `-o OUT.NPY` left OUT.NPY
+    # empty (exit 0) and the labels in a stray hidden '.fastem-xxxx.NPY.npy'.
+    from fastem._io import write_table
+
+    data = np.arange(6.0).reshape(3, 2)
+    write_table(tmp_path / name, data)
+    np.testing.assert_array_equal(np.load(tmp_path / name), data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
