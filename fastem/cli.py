@@ -721,7 +721,8 @@ def run_segment(args: argparse.Namespace) -> int:
             from .plotting import plot_segmentation
 
             titles = ("original", "labels" if args.labels else f"{args.n_components} colours")
-            _save_figure(plot_segmentation(image, result, titles=titles), tmps[1])
+            figure = plot_segmentation(image, result, titles=titles, labels=args.labels)
+            _save_figure(figure, tmps[1])
 
     share = np.bincount(labels, minlength=args.n_components) / n
     palette = ", ".join(

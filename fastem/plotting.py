@@ -316,17 +316,29 @@ def plot_selection(selection, *, criterion: str | None = None, sign: str = "skle
     return fig
 
 
-def plot_segmentation(image, segmented, *, titles: Sequence[str] = ("original", "segmented")):
+def plot_segmentation(
+    image,
+    segmented,
+    *,
+    titles: Sequence[str] = ("original", "segmented"),
+    labels: bool | None = None,
+):
     """An image beside its segmentation.
 
     Parameters
     ----------
     image : array-like of shape (height, width) or (height, width, channels)
-        The original (uint8, or floats in [0, 1]; a PIL image works too).
+        The original (uint8, or floats in [0, 1]; a PIL image works too). A grey
+        image is drawn on the full grey scale of its type (0-255, or 0-1), not
+        stretched to its own darkest and lightest pixels.
     segmented : array-like
         The segmented image of the same height and width: colours, or a 2-D
         map of integer labels (drawn with a qualitative colour map).
     titles : pair of str, default=('original', 'segmented')
+    labels : bool or None, default=None
+        Whether a 2-D ``segmented`` holds labels (True) or grey levels, the
+        segmentation of a grey image, drawn on the original's grey scale
+        (False). None: labels if its values are integers.
 
     Returns
     -------
@@ -341,11 +353,18 @@ def plot_segmentation(image, segmented, *, titles: Sequence[str] = ("original", 
         )
     h, w = image.shape[:2]
     fig, axes = _figure(None, (10.0, max(2.0, 5.0 * h / max(w, 1)) + 0.5), ncols=2)
+    if labels is None:
+        labels = segmented.dtype.kind in "iub"
     for ax, img, title in zip(axes, (image, segmented), titles, strict=True):
-        if img.ndim == 2 and img.dtype.kind in "iub" and img is segmented:
+        if img.ndim == 2 and labels and img is segmented:
             ax.imshow(img, cmap="tab20", interpolation="nearest")
+        elif img.ndim == 2:  # grey levels: one fixed scale, so both panels compare
+            lo, hi = {"u1": (0, 255), "f": (0.0, 1.0)}.get(
+                "u1" if img.dtype == np.uint8 else img.dtype.kind, (None, None)
+            )  # another integer type: its own range
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         else:
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+            ax.imshow(img, interpolation="nearest")
         ax.set_title(title)
         ax.set_axis_off()
     return fig

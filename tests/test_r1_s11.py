@@ -235,3 +235,46 @@ def test_npy_output_with_an_upper_case_extension(tmp_path, name):
     write_table(tmp_path / name, data)
     np.testing.assert_array_equal(np.load(tmp_path / name), data)
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+# ---------------------------------------------------------------- grey segmentation figure
+def test_grey_segmentation_is_drawn_in_grey_on_the_originals_scale():
+    # Before the fix the segmentation of a grey image (2-D uint8 grey levels) was drawn
+    # as a label map with the tab20 colour map (blue shades), and both panels were
+    # stretched to their own darkest and lightest pixels, so the panels' greys differed.
+    pytest.importorskip("matplotlib")
+    from fastem.plotting import plot_segmentation
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 200, size=(6, 8), dtype=np.uint8)
+    grey = np.where(image > 120, 170, 80).astype(np.uint8)
+    fig = plot_segmentation(image, grey, labels=False)
+    for ax in fig.axes:
+        (shown,) = ax.get_images()
+        assert shown.get_cmap().name == "gray"
+        assert (shown.norm.vmin, shown.norm.vmax) == (0, 255)
+    label_map = (image > 120).astype(np.uint8)
+    for flag in (True, None):  # integers are labels unless told otherwise
+        fig = plot_segmentation(image, label_map, labels=flag)
+        assert fig.axes[1].get_images()[0].get_cmap().name == "tab20"
+
+
+def test_segment_command_tells_the_figure_whether_it_drew_labels(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    Image = pytest.importorskip("PIL.Image")
+    import fastem.plotting
+
+    calls = []
+    original = fastem.plotting.plot_segmentation
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("labels"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fastem.plotting, "plot_segmentation", spy)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, size=(12, 10), dtype=np.uint8)).save(tmp_path / "g.png")
+    for extra in ([], ["--labels"]):
+        args = ["segment", str(tmp_path / "g.png"), "-k", "2", "-o", str(tmp_path / "s.png")]
+        assert main([*args, "--plot", str(tmp_path / "f.png"), "-q", *NUMPY, *extra]) == 0
+    assert calls == [False, True]
