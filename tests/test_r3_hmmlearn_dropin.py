@@ -320,3 +320,51 @@ def test_an_edited_monitor_equals_hmmlearn():
         model.fit(X)
         iters.append((model.monitor_.iter, model.monitor_.converged, len(model.monitor_.history)))
     assert iters[0] == iters[1]
+
+
+# ------------------------------------------------------------ _compute_log_likelihood
+def test_compute_log_likelihood_is_the_emission_log_density():
+    """hmmlearn's ``_compute_log_likelihood(X)`` hook, which code calls on a
+    fitted model for the per-frame emission log-likelihoods."""
+    emission = np.array([[0.5, 0.25, 0.25], [0.125, 0.125, 0.75]])
+    model = CategoricalHMM(2, init_params="", backend="numpy")
+    model.emissionprob_ = emission
+    X = np.array([[0], [2], [1], [2]])
+    np.testing.assert_array_equal(model._compute_log_likelihood(X), np.log(emission[:, X[:, 0]].T))
+    np.testing.assert_allclose(model._compute_likelihood(X), emission[:, X[:, 0]].T)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("GaussianHMM", {"covariance_type": "full"}),
+        ("GaussianHMM", {"covariance_type": "diag"}),
+        ("GMMHMM", {"n_mix": 2, "covariance_type": "tied"}),
+        ("PoissonHMM", {}),
+        ("MultinomialHMM", {}),
+    ],
+)
+def test_compute_log_likelihood_equals_hmmlearn(name, kw):
+    hl = pytest.importorskip("hmmlearn.hmm")
+    import fastem.hmm as fh
+
+    rng = np.random.RandomState(0)
+    X = {
+        "PoissonHMM": rng.poisson(3, size=(50, 2)),
+        "MultinomialHMM": rng.multinomial(5, [0.2, 0.3, 0.5], size=50),
+    }.get(name, np.r_[rng.randn(30, 2), rng.randn(30, 2) + 3])
+    ours = getattr(fh, name)(2, random_state=0, n_iter=3, backend="numpy", **kw).fit(X)
+    theirs = getattr(hl, name)(2, init_params="", **kw)
+    for attr in ("startprob_", "transmat_", "means_", "weights_", "lambdas_", "emissionprob_"):
+        if hasattr(ours, attr):
+            setattr(theirs, attr, getattr(ours, attr))
+    if name == "MultinomialHMM":
+        theirs.n_trials = 5
+    if name == "GaussianHMM":
+        theirs._covars_ = ours._covars_
+    elif name == "GMMHMM":
+        theirs.covars_ = ours.covars_
+    theirs._check()
+    np.testing.assert_allclose(
+        ours._compute_log_likelihood(X), theirs._compute_log_likelihood(X), rtol=1e-12
+    )

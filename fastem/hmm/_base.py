@@ -365,7 +365,7 @@ class BaseHMM(*ESTIMATOR_BASES):
     # not supported (hmmlearn's sufficient-statistics hooks are not offered).
     def _emission_logprob(self, kernels, X) -> np.ndarray:
         compute = getattr(self, "_compute_log_likelihood", None)
-        if compute is None:
+        if compute is None or type(self)._compute_log_likelihood is BaseHMM._compute_log_likelihood:
             raise NotImplementedError(
                 f"{type(self).__name__} defines no emission model: override "
                 "_compute_log_likelihood(X) (hmmlearn's hook)"
@@ -377,6 +377,36 @@ class BaseHMM(*ESTIMATOR_BASES):
                 f"{(X.shape[0], self.n_components)}"
             )
         return logB
+
+    def _compute_log_likelihood(self, X) -> np.ndarray:
+        """Per-frame emission log-densities ``log p(x_t | z_t = k)``.
+
+        hmmlearn's hook, which code calls on a fitted model to get the emission
+        log-likelihoods; here the kernels' values. A custom-emission subclass
+        overrides it (see the class docstring).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+        """
+        if type(self)._emission_logprob is BaseHMM._emission_logprob:
+            raise NotImplementedError(
+                f"{type(self).__name__} defines no emission model: override "
+                "_compute_log_likelihood(X) (hmmlearn's hook)"
+            )
+        self._check_emissions()
+        X = self._validate_X(X, fitting=False)
+        kernels = self._kernels()
+        with self._limit_threads(kernels):
+            return np.array(self._emission_logprob(kernels, X), dtype=np.float64)
+
+    def _compute_likelihood(self, X) -> np.ndarray:
+        """``exp`` of :meth:`_compute_log_likelihood` (hmmlearn's hook)."""
+        return np.exp(self._compute_log_likelihood(X))
 
     def _validate_X(self, X, fitting: bool) -> np.ndarray:
         X = np.asarray(X)
