@@ -79,7 +79,7 @@ with warnings.catch_warnings():
                     random_state=0, backend="numba").fit(X)
 llvm = "".join(nb._chunks_diag.inspect_llvm().values())
 called = sorted(set(re.findall(r"call [^@]*@_ZN6fastem8backends\\d+(\\w+?)B", llvm)))
-print(json.dumps(called))
+print(json.dumps(called + ["optnone"] * ("optnone" in llvm)))
 """
 
 
@@ -97,6 +97,9 @@ def test_kernel_calls_its_block_helpers_out_of_line(tmp_path):
     assert any("_accum_diag" in c for c in called), called
     assert any("_responsibilities" in c for c in called), called
     assert not any("exp64" in c for c in called), called  # per element: inlined
+    # the copies skipped the kernel's module optimization (optnone), and the attribute
+    # is gone before machine code is emitted (else LLVM's -O0 code generator)
+    assert "optnone" not in called
     # negative control: without the registry LLVM inlines them
     inlined = _called("inline", str(tmp_path / "b"))
     assert not any("_accum_diag" in c or "_responsibilities" in c for c in inlined), inlined
@@ -161,3 +164,27 @@ def test_kernel_copies_never_replace_the_helpers_symbol(tmp_path):
     assert _symbols("renamed", str(tmp_path / "a")) == {"same": True, "again": True}
     # negative control: with the copies' names kept, the kernel's copy takes the name
     assert _symbols("keep_names", str(tmp_path / "b")) == {"same": False}
+
+
+def test_without_optnone_edits_only_attribute_groups():
+    from llvmlite import binding
+
+    text = """
+define i32 @optnone_in_a_name(i32 %x) #0 {
+  ret i32 %x
+}
+define i32 @g(i32 %x) #1 {
+  ret i32 %x
+}
+attributes #0 = { noinline optnone }
+attributes #1 = { nounwind }
+"""
+    module = binding.parse_assembly(text)
+    assert "optnone" in str(module).split("attributes #0")[1]  # control: there before
+    edited = _numba_cache._without_optnone(module)
+    groups = [line for line in str(edited).splitlines() if line.startswith("attributes #")]
+    assert groups and not any("optnone" in line for line in groups), groups
+    assert any("noinline" in line for line in groups), groups
+    assert edited.get_function("optnone_in_a_name") is not None  # names untouched
+    same = binding.parse_assembly(text.replace("noinline optnone", "noinline"))
+    assert _numba_cache._without_optnone(same) is same  # nothing to remove: no re-parse

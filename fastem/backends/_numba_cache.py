@@ -41,6 +41,7 @@ first fit with an empty cache compiles less (issue #13; ``docs/cold_start.md``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -56,7 +57,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # old way are not loaded. "int2": helpers' copies internalized and renamed
 # (see below; "int1" kept their names); "ool1": block helpers kept out of
 # line, helpers without wrappers (Helper).
-_CODEGEN_TAG = "int2-ool1"
+# "on1": the copies of out-of-line helpers skip the kernel's module
+# optimization (optnone, see _mark_out_of_line).
+_CODEGEN_TAG = "int2-ool1-on1"
 
 
 def _numba_class(*names: str):
@@ -215,7 +218,14 @@ def _internalize_linked_copies(module) -> int:
 
 def _mark_out_of_line(module) -> int:
     """Give the linked-in copies of out-of-line helpers (see :class:`Helper`)
-    in ``module`` the ``noinline`` attribute; returns how many."""
+    in ``module`` the ``noinline`` and ``optnone`` attributes; returns how many.
+
+    ``optnone`` keeps the caller's module optimization off the copies: each is
+    its helper's library code, optimized there already, and optimizing it a
+    second time inside the kernel's module was most of a fused kernel's O3.
+    :func:`_without_optnone` removes the attribute again before machine code
+    is emitted (LLVM would otherwise use its -O0 code generator for them).
+    """
     count = 0
     if not _OUT_OF_LINE:
         return count
@@ -227,8 +237,28 @@ def _mark_out_of_line(module) -> int:
             and fn.name.startswith(prefixes)
         ):
             fn.add_function_attribute("noinline")
+            fn.add_function_attribute("optnone")
             count += 1
     return count
+
+
+# ``optnone`` in an attribute group line of a printed module (``attributes #3 =
+# { noinline optnone ... }``): function names and strings are left alone.
+_OPTNONE = re.compile(r"^(attributes #\d+ = \{[^\n]*?)\boptnone\b ?", re.M)
+
+
+def _without_optnone(module):
+    """``module`` without its ``optnone`` attributes (llvmlite cannot remove an
+    attribute: printed, edited and parsed again)."""
+    from llvmlite import binding
+
+    text = str(module)
+    edited = _OPTNONE.sub(r"\1", text)
+    if edited == text:
+        return module
+    fresh = binding.parse_assembly(edited)
+    fresh.name = module.name
+    return fresh
 
 
 def _patch_final_optimization() -> bool:
@@ -251,10 +281,14 @@ def _patch_final_optimization() -> bool:
 
     def _optimize_final_module(self):
         module = getattr(self, "_final_module", None)
-        if module is not None and _is_fastem_module(module):
-            _internalize_linked_copies(module)
-            _mark_out_of_line(module)
-        return original(self)
+        if module is None or not _is_fastem_module(module):
+            return original(self)
+        _internalize_linked_copies(module)
+        kept = _mark_out_of_line(module)
+        result = original(self)
+        if kept:  # the copies' machine code is optimized as the rest's
+            self._final_module = _without_optnone(self._final_module)
+        return result
 
     # An earlier version of this wrapper (another copy of fastem in the
     # process, e.g. benchmarks/kernel_ab.py's reference) may be installed
