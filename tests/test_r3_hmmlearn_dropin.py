@@ -368,3 +368,28 @@ def test_compute_log_likelihood_equals_hmmlearn(name, kw):
     np.testing.assert_allclose(
         ours._compute_log_likelihood(X), theirs._compute_log_likelihood(X), rtol=1e-12
     )
+
+
+# ------------------------------------------------------------ float32 X
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("ct", ["diag", "full"])
+def test_float32_x_is_computed_as_float64(backend, ct):
+    """hmmlearn computes float32 X in float64; so does fastem (bit for bit the
+    float64 copy's results; the float32 kernels were ~1e-8 off)."""
+    X = (_two_blobs() * 3 + 1).astype(np.float32)
+    a = _gaussian(GaussianHMM, ct, n_iter=6, params="stmc", backend=backend).fit(X)
+    b = _gaussian(GaussianHMM, ct, n_iter=6, params="stmc", backend=backend)
+    b.fit(X.astype(np.float64))
+    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a._covars_, b._covars_)
+    assert a.score(X) == b.score(X.astype(np.float64))
+
+
+def test_float32_x_equals_hmmlearn():
+    hl = pytest.importorskip("hmmlearn.hmm")
+    X = (_two_blobs() * 3 + 1).astype(np.float32)
+    theirs = _gaussian(hl.GaussianHMM, "full", n_iter=10, tol=-np.inf).fit(X)
+    ours = _gaussian(GaussianHMM, "full", n_iter=10, tol=-np.inf, backend="numpy").fit(X)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-12)
+    np.testing.assert_allclose(ours.monitor_.history, theirs.monitor_.history, rtol=1e-13)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-13)

@@ -336,8 +336,11 @@ class GaussianHMM(BaseHMM):
         X = np.asarray(X)
         if X.dtype.kind not in "biuf":
             raise ValueError(f"X must be numeric, got dtype {X.dtype}")
-        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
-        X = np.ascontiguousarray(X, dtype=dtype)
+        # float64 always: hmmlearn computes float32 X in float64 (its float64
+        # parameters upcast it); fastem's float32 kernels round the means and
+        # precision factors to float32 (~1e-8 relative, enough for spurious
+        # "not converging" warnings near convergence) and are no faster here.
+        X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
         if np.isinf(X).any():
