@@ -104,6 +104,9 @@ def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray
     with every value missing, as ``pandas.read_csv`` reads it, so each output
     row of a command stays aligned with its input row.
 
+    Rows are converted to numbers in blocks of ``_CSV_BLOCK_ROWS`` as they are
+    read, so the text of the whole file is never held as Python strings.
+
     Parameters
     ----------
     text : str or text file
@@ -119,37 +122,66 @@ def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray
     """
     stream = io.StringIO(text) if isinstance(text, str) else text
     reader = csv.reader(stream)
-    rows, lines = [], []  # lines: the line each row ends on, for error messages
+    columns: list[str] | None = None
+    width = 0
+    blocks: list[np.ndarray] = []
+    rows: list[list[str]] = []
+    lines: list[int] = []  # the line each row of the block ends on, for error messages
+    first = True
     try:
         for row in reader:
             # A blank (or whitespace-only) line is skipped; ',,' is a row of NaN: dropping
             # it would shift every later row of predict's or impute's output.
-            if len(row) > 1 or (row and row[0].strip()):
-                rows.append(row)
-                lines.append(reader.line_num)
+            if not (len(row) > 1 or (row and row[0].strip())):
+                continue
+            if first:
+                first = False
+                if _is_header(row):
+                    columns = [f.strip() for f in row]
+                    width = len(columns)
+                    continue
+                width = len(row)
+            rows.append(row)
+            lines.append(reader.line_num)
+            if len(rows) == _CSV_BLOCK_ROWS:
+                blocks.append(_csv_block(rows, lines, width, columns, source))
+                rows, lines = [], []
     except csv.Error as exc:  # a field over csv's size limit, say (another delimiter?)
         raise InputError(
             f"{source}: line {reader.line_num} cannot be read as CSV ({exc}); fastem reads "
             "comma-separated numbers"
         ) from None
-    if not rows:
-        raise InputError(f"{source} holds no data rows; give a CSV file with numeric columns")
-    columns = None
-    if _is_header(rows[0]):
-        columns = [f.strip() for f in rows[0]]
-        rows, lines = rows[1:], lines[1:]
-        if not rows:
+    if rows:
+        blocks.append(_csv_block(rows, lines, width, columns, source))
+    if not blocks:
+        if columns is not None:
             raise InputError(f"{source} has a header but no data rows")
-    width = len(columns) if columns is not None else len(rows[0])
+        raise InputError(f"{source} holds no data rows; give a CSV file with numeric columns")
+    X = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    return X, columns
+
+
+#: Rows of a CSV file converted to numbers at a time (bounds the strings held).
+_CSV_BLOCK_ROWS = 1 << 14
+
+
+def _csv_block(
+    rows: list[list[str]], lines: list[int], width: int, columns: list[str] | None, source: str
+) -> np.ndarray:
+    """One block of CSV rows as float64, or an InputError naming the line and column."""
     for row, line in zip(rows, lines, strict=True):
         if len(row) != width:
             raise InputError(
                 f"{source}: line {line} has {len(row)} fields, expected {width}; "
                 "every row needs the same number of comma-separated fields"
             )
+    try:  # numbers (and 'nan') only: the common case, with no pass over the cells
+        return np.array(rows, dtype=np.float64).reshape(len(rows), width)
+    except ValueError:
+        pass
     cells = [[("nan" if _is_missing(f) else f) for f in row] for row in rows]
     try:
-        return np.array(cells, dtype=np.float64).reshape(len(rows), width), columns
+        return np.array(cells, dtype=np.float64).reshape(len(rows), width)
     except ValueError:
         pass
     # Slow path only to name the offending cell.
