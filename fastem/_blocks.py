@@ -298,13 +298,17 @@ class BlockData:
         features, informative rows) and/or draw the initialization sample."""
         d = self._n_features
         sampler = None
-        take_all = False
-        if sample:
+        # Few rows: every row, as the in-memory fit initializes from all of X (rows with
+        # nothing observed weighted 0): the same start for every init_params. No random
+        # keys are drawn then, so a RandomState or Generator random_state is left to the
+        # initialization, as in memory.
+        take_all = sample and init_sample_size(self.n_samples, self.n_components) >= (
+            self.n_samples
+        )
+        taken: list[tuple[np.ndarray, np.ndarray]] = []
+        if sample and not take_all:
             size = init_sample_size(self.n_samples, self.n_components)
             sampler = _Sample(size, d, self._dtype, _random_generator(self.random_state))
-            # Few rows: every row, as the in-memory fit initializes from all of X (rows
-            # with nothing observed weighted 0): the same start for every init_params.
-            take_all = size >= self.n_samples
         observed = np.zeros(d, dtype=np.int64)
         col_sum = np.zeros(d)
         col_weight = np.zeros(d)
@@ -342,9 +346,9 @@ class BlockData:
                 col_weight += wb @ seen
                 weight_sum += float(wb[~empty].sum())
             n_positive += int(informative.sum())
-            if take_all:
+            if take_all:  # copies: xb may be the reused read buffer
                 kept = wb if nan is None else np.where(empty, 0.0, wb)
-                sampler.offer(start, xb, kept, np.arange(xb.shape[0]))
+                taken.append((np.array(xb), np.array(kept, dtype=np.float64)))
             elif sampler is not None:
                 sampler.offer(start, xb, wb, np.flatnonzero(informative))
             del xb, wb
@@ -359,8 +363,12 @@ class BlockData:
             self.n_empty_rows = n_empty
             self.n_informative = n_positive
             self.column_means = column_means
-        if sampler is not None:
-            rows, weights = sampler.arrays()
+        if sample:
+            if take_all:
+                rows = np.ascontiguousarray(np.concatenate([x for x, _ in taken]))
+                weights = np.ascontiguousarray(np.concatenate([w for _, w in taken]))
+            else:
+                rows, weights = sampler.arrays()
             if self.has_nan:
                 missing = np.isnan(rows)
                 rows[missing] = np.broadcast_to(self.column_means, rows.shape)[missing]

@@ -330,3 +330,15 @@ def test_csv_reading_holds_no_string_per_field_of_the_file(monkeypatch):
     # The result (1.3 MB) and a copy while the blocks are joined, not 160,000 strings
     # and their lists (about 14 MB before the change).
     assert peak < 4 * X.nbytes, peak
+
+
+def test_memmap_fit_of_small_data_leaves_a_random_state_object_to_the_init(tmp_path):
+    # Before the fix the out-of-core fit drew the sample's seed from a RandomState
+    # random_state even when it took every row, so the initialization that followed
+    # got other numbers than in memory: another start (lower bounds 9e-3 apart here).
+    X = _blobs(300)
+    np.save(tmp_path / "X.npy", X)
+    M = np.load(tmp_path / "X.npy", mmap_mode="r")
+    a = GaussianMixture(3, random_state=np.random.RandomState(0), backend="numpy").fit(X)
+    b = GaussianMixture(3, random_state=np.random.RandomState(0), backend="numpy").fit(M)
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-12, atol=1e-12)
