@@ -393,3 +393,28 @@ def test_float32_x_equals_hmmlearn():
     np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-12)
     np.testing.assert_allclose(ours.monitor_.history, theirs.monitor_.history, rtol=1e-13)
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-13)
+
+
+# ------------------------------------------------------------ impossible sequences
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_posteriors_of_an_impossible_sequence_are_nan(backend):
+    """A held-out sequence with a symbol no state emits has probability 0: its
+    posteriors are 0/0, NaN in hmmlearn (the kernels left zeros); the other
+    sequences keep theirs."""
+    model = CategoricalHMM(2, init_params="", backend=backend)
+    model.startprob_ = np.array([0.5, 0.5])
+    model.transmat_ = np.array([[0.9, 0.1], [0.2, 0.8]])
+    model.emissionprob_ = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
+    X = np.array([[0], [1], [2], [0], [1], [1]])
+    logprob, post = model.score_samples(X, [2, 2, 2])
+    assert logprob == -np.inf
+    assert np.isnan(post[2:4]).all() and np.isfinite(post[[0, 1, 4, 5]]).all()
+    np.testing.assert_allclose(post[[0, 1, 4, 5]].sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.predict_proba(X, [2, 2, 2]), post)
+    hl = pytest.importorskip("hmmlearn.hmm")
+    theirs = hl.CategoricalHMM(2, init_params="")
+    theirs.startprob_, theirs.transmat_ = model.startprob_, model.transmat_
+    theirs.emissionprob_ = model.emissionprob_
+    with np.errstate(invalid="ignore"):  # hmmlearn's -inf - -inf
+        expected = theirs.predict_proba(X, [2, 2, 2])
+    np.testing.assert_allclose(post, expected, rtol=1e-12)

@@ -860,12 +860,18 @@ class BaseHMM(*ESTIMATOR_BASES):
         -------
         log_prob : float
         posteriors : ndarray of shape (n_samples, n_components)
+            NaN on the frames of a sequence of probability 0 (log-likelihood
+            -inf), whose posteriors are 0/0, as hmmlearn's.
         """
         X, offsets = self._prepare(X, lengths)
         kernels = self._kernels()
         with self._limit_threads(kernels):
             fb = self._forward_backward(kernels, X, offsets, np.ones(offsets.size - 1))
-        return float(fb.loglik.sum()), fb.gamma
+        gamma = fb.gamma
+        impossible = fb.loglik == -np.inf
+        if impossible.any():  # the kernels leave zeros there
+            gamma[np.repeat(impossible, np.diff(offsets))] = np.nan
+        return float(fb.loglik.sum()), gamma
 
     def score_sequences(self, X, lengths=None) -> np.ndarray:
         """Log-likelihood of each sequence (fastem extension).
