@@ -293,10 +293,16 @@ def _check_k(k: int, n_rows: int, source: str, flag: str = "-k") -> None:
         )
 
 
-def _check_model_output(path: str) -> None:
+def _check_model_output(path: str, data: str | None = None) -> None:
     if path == "-":
         raise CommandError("a model cannot go to stdout; give -o a file name such as model.npz")
     check_output_path(path, what="model")
+    if data is not None and data != "-" and os.path.isfile(path) and os.path.isfile(data):
+        if os.path.samefile(path, data):  # a typo of -o would replace the data by a model
+            raise CommandError(
+                f"-o '{path}' is the data file itself; the model would replace the data: "
+                "give the model its own name, such as model.npz"
+            )
 
 
 def _load_model(path: str, backend: str | None = None, *, quiet: bool = False) -> GaussianMixture:
@@ -461,7 +467,7 @@ def _format_weights(weights) -> str:
 def run_fit(args: argparse.Namespace) -> int:
     """``fastem fit``: fit a mixture to DATA and save it to MODEL."""
     output = args.output
-    _check_model_output(output)
+    _check_model_output(output, args.data)
     _check_backend(args.backend)
     X, columns = _read(args.data, args.quiet)
     _check_k(args.n_components, X.shape[0], args.data)
@@ -568,7 +574,7 @@ def run_select(args: argparse.Namespace) -> int:
     _check_distinct_outputs({"-o": args.output, "--plot": args.plot})
     if args.output is not None:
         output = args.output
-        _check_model_output(output)
+        _check_model_output(output, args.data)
     if args.plot is not None:
         _require_matplotlib("--plot")
         _check_figure_path(args.plot)

@@ -342,3 +342,22 @@ def test_memmap_fit_of_small_data_leaves_a_random_state_object_to_the_init(tmp_p
     a = GaussianMixture(3, random_state=np.random.RandomState(0), backend="numpy").fit(X)
     b = GaussianMixture(3, random_state=np.random.RandomState(0), backend="numpy").fit(M)
     np.testing.assert_allclose(b.means_, a.means_, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- -o naming the data
+@pytest.mark.parametrize("command", ["fit", "select"])
+def test_a_model_is_never_written_over_its_data_file(tmp_path, capsys, command):
+    # Before the fix `fastem fit data.csv -k 2 -o data.csv` (a slip of the -o name)
+    # fitted, then replaced the data file by the model: the data were lost, exit 0.
+    X = _blobs()
+    data = tmp_path / "data.csv"
+    _write_named_csv(data, X, ["a", "b", "c"])
+    before = data.read_bytes()
+    if command == "fit":
+        args = ["fit", str(data), "-k", "2"]
+    else:
+        args = ["select", str(data), "--k", "1-2", "--covariance", "VVV", "--init", "kmeans"]
+    assert main([*args, "-o", str(tmp_path / "." / "data.csv"), "-q", *NUMPY]) == 2
+    err = capsys.readouterr().err
+    assert "is the data file itself" in err and err.count("\n") == 1
+    assert data.read_bytes() == before
