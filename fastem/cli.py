@@ -297,12 +297,18 @@ def _check_model_output(path: str, data: str | None = None) -> None:
     if path == "-":
         raise CommandError("a model cannot go to stdout; give -o a file name such as model.npz")
     check_output_path(path, what="model")
-    if data is not None and data != "-" and os.path.isfile(path) and os.path.isfile(data):
-        if os.path.samefile(path, data):  # a typo of -o would replace the data by a model
-            raise CommandError(
-                f"-o '{path}' is the data file itself; the model would replace the data: "
-                "give the model its own name, such as model.npz"
-            )
+    _check_not_the_input("-o", path, data, "the model")
+
+
+def _check_not_the_input(flag: str, path: str | None, source: str | None, what: str) -> None:
+    """An output must not replace the command's input (a slip of the output's name)."""
+    if path is None or source is None or "-" in (path, source):
+        return
+    if os.path.isfile(path) and os.path.isfile(source) and os.path.samefile(path, source):
+        raise CommandError(
+            f"{flag} '{path}' is the input file itself; {what} would replace it: give "
+            "the output its own name"
+        )
 
 
 def _load_model(path: str, backend: str | None = None, *, quiet: bool = False) -> GaussianMixture:
@@ -682,6 +688,8 @@ def run_segment(args: argparse.Namespace) -> int:
     """``fastem segment``: paint each pixel with its colour component's mean."""
     Image = _import_pillow()
     _check_distinct_outputs({"-o": args.output, "--plot": args.plot})
+    _check_not_the_input("-o", args.output, args.image, "the segmented image")
+    _check_not_the_input("--plot", args.plot, args.image, "the figure")
     image_format = _check_image_path(Image, args.output, args.labels, args.n_components)
     if args.plot is not None:
         _require_matplotlib("--plot")

@@ -359,5 +359,21 @@ def test_a_model_is_never_written_over_its_data_file(tmp_path, capsys, command):
         args = ["select", str(data), "--k", "1-2", "--covariance", "VVV", "--init", "kmeans"]
     assert main([*args, "-o", str(tmp_path / "." / "data.csv"), "-q", *NUMPY]) == 2
     err = capsys.readouterr().err
-    assert "is the data file itself" in err and err.count("\n") == 1
+    assert "is the input file itself" in err and err.count("\n") == 1
     assert data.read_bytes() == before
+
+
+def test_segment_never_writes_over_its_image(tmp_path, capsys):
+    # Before the fix `fastem segment photo.png -k 3 -o photo.png` replaced the photo by
+    # its segmentation (and --plot photo.png by the figure), exit 0.
+    Image = pytest.importorskip("PIL.Image")
+    pytest.importorskip("matplotlib")
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, size=(8, 9, 3), dtype=np.uint8)).save(photo)
+    before = photo.read_bytes()
+    for flags in (["-o", str(photo)], ["-o", str(tmp_path / "s.png"), "--plot", str(photo)]):
+        assert main(["segment", str(photo), "-k", "2", *flags, "-q", *NUMPY]) == 2
+        err = capsys.readouterr().err
+        assert "is the input file itself" in err and err.count("\n") == 1
+        assert photo.read_bytes() == before
