@@ -509,6 +509,8 @@ def run_predict(args: argparse.Namespace) -> int:
     """``fastem predict``: labels (or probabilities with --proba) of DATA's rows."""
     data_format(args.output)
     check_output_path(args.output)
+    what = "the probabilities" if args.proba else "the labels"
+    _check_not_the_input("-o", args.output, args.data, what)
     model = _load_model(args.model, args.backend, quiet=args.quiet)
     _apply_runtime_options(model, args)
     X, names = _read(args.data, args.quiet)

@@ -377,3 +377,16 @@ def test_segment_never_writes_over_its_image(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "is the input file itself" in err and err.count("\n") == 1
         assert photo.read_bytes() == before
+
+
+def test_predict_never_writes_labels_over_its_data(tmp_path, capsys):
+    # Before the fix `fastem predict m.npz data.npy -o data.npy` replaced the data by
+    # their labels, exit 0.
+    X = _blobs()
+    GaussianMixture(2, random_state=0, backend="numpy").fit(X).save(tmp_path / "m.npz")
+    np.save(tmp_path / "data.npy", X)
+    data = str(tmp_path / "data.npy")
+    for extra in ([], ["--proba"]):
+        assert main(["predict", str(tmp_path / "m.npz"), data, "-o", data, *extra, *NUMPY]) == 2
+        assert "is the input file itself" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(data), X)
