@@ -205,7 +205,9 @@ def plot_lower_bound(model_or_bounds, *, ax=None):
     Parameters
     ----------
     model_or_bounds : fitted GaussianMixture or sequence of float
-        A model (its ``lower_bounds_`` are plotted) or the bounds themselves.
+        A model (its ``lower_bounds_`` are plotted: one per EM iteration, or
+        after :meth:`~fastem.GaussianMixture.partial_fit` one per batch, each
+        batch's average log-likelihood) or the bounds themselves.
     ax : matplotlib Axes, default=None
 
     Returns
@@ -221,8 +223,12 @@ def plot_lower_bound(model_or_bounds, *, ax=None):
 
     ax.plot(np.arange(1, bounds.size + 1), bounds, marker="o", markersize=3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("EM iteration")
     ax.set_ylabel("lower bound (average log-likelihood)")
+    if hasattr(model_or_bounds, "n_batches_"):  # partial_fit: one bound per batch
+        ax.set_xlabel("batch (partial_fit)")
+        ax.set_title("each batch's average log-likelihood before its step")
+        return fig
+    ax.set_xlabel("EM iteration")
     converged = getattr(model_or_bounds, "converged_", None)
     note = "" if converged is None else (" (converged)" if converged else " (not converged)")
     ax.set_title(f"EM lower bound{note}")

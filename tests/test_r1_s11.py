@@ -390,3 +390,21 @@ def test_predict_never_writes_labels_over_its_data(tmp_path, capsys):
         assert main(["predict", str(tmp_path / "m.npz"), data, "-o", data, *extra, *NUMPY]) == 2
         assert "is the input file itself" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(data), X)
+
+
+def test_plot_lower_bound_of_a_stream_counts_batches():
+    # After partial_fit, lower_bounds_ holds one value per batch (each batch's average
+    # log-likelihood); before the fix the axis said 'EM iteration' and the title
+    # '(not converged)', which converged_=False always says for a stream.
+    pytest.importorskip("matplotlib")
+    from fastem.plotting import plot_lower_bound
+
+    X = _blobs(90)
+    gm = GaussianMixture(2, random_state=0, backend="numpy")
+    for batch in np.array_split(X, 3):
+        gm.partial_fit(batch)
+    ax = plot_lower_bound(gm).axes[0]
+    assert ax.get_xlabel() == "batch (partial_fit)" and "converged" not in ax.get_title()
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), gm.lower_bounds_)
+    fitted = GaussianMixture(2, random_state=0, backend="numpy").fit(X)
+    assert plot_lower_bound(fitted).axes[0].get_xlabel() == "EM iteration"
