@@ -16,13 +16,16 @@ fastem's mixtures the average log-likelihood), and says when to stop:
     geometric tail ``(l_t - l_{t-1}) a / (1 - a)``. Stop when that predicted
     distance to the limit is below ``tol``. Two safeguards against stopping
     early: before the linear regime the rate estimate still rises (a slower mode
-    takes over from faster ones) and the tail is underestimated, so with four
-    or more consecutive values the rule waits until the rate has settled (risen
-    by less than ``(1 - a) / 10`` over the last step, which keeps the estimate
-    within ~10%); and ``a`` is the largest rate estimated so far in the fit,
-    not only the latest (an accelerated driver's chains are three values
-    long). A step that gains nothing (``l_t <= l_{t-1}``: EM has reached a
-    fixed point to rounding) stops; a rate ``a >= 1`` never does.
+    takes over from faster ones) and the tail is underestimated, so the rule
+    waits until the rate has settled: risen by less than ``(1 - a) / 10`` since
+    the rate estimated before it, which keeps the estimate within ~10% (in a
+    chain of four or more consecutive values, the rate one step earlier; in a
+    chain of three, as an accelerated driver's are, the rate estimated last in
+    the fit, so the fit's first rate, whose first gain is the jump from the
+    initialization, never stops it alone); and ``a`` is the largest rate
+    estimated so far in the fit, not only the latest. A step that gains
+    nothing (``l_t <= l_{t-1}``: EM has reached a fixed point to rounding)
+    stops; a rate ``a >= 1`` never does.
 
 An accelerated driver feeds a rule only objectives of genuine EM steps and
 calls :meth:`StoppingRule.reset` when it jumps (an accepted extrapolation): the
@@ -102,6 +105,9 @@ class StoppingRule:
         return self.criterion < self.tol
 
     _max_rate = 0.0
+    # The rate estimated before the latest one in this fit (None: none yet). Kept
+    # across reset(): EM's rate near a fixed point does not change with a jump.
+    _last_rate: float | None = None
 
     def _aitken_remaining(self) -> float:
         h = self._history
@@ -111,12 +117,22 @@ class StoppingRule:
         if len(gains) < 2 or gains[-2] <= 0.0:
             return math.inf
         rate = gains[-1] / gains[-2]
+        if len(gains) == 3 and gains[-3] > 0.0:
+            previous = gains[-2] / gains[-3]
+        else:
+            # Three values (or a window whose first gain is not positive): the
+            # rate is compared with the one estimated before it in the fit, and
+            # the fit's first rate is never trusted on its own. Its first gain is
+            # the step from the initialization, out of the linear regime: a
+            # k-means++ start gains ~1e5 and then 0.02, a "rate" of 1e-7 that
+            # predicted nothing left (converged_ at pass 3, 1e-2 below the maximum).
+            previous = self._last_rate
+        self._last_rate = rate
         if rate >= 1.0:
             return math.inf
         self._max_rate = max(self._max_rate, rate)
-        if len(gains) == 3 and gains[-3] > 0.0:
-            if rate - gains[-2] / gains[-3] > 0.1 * (1.0 - rate):
-                return math.inf  # the rate is still rising: not yet linear
+        if previous is None or rate - previous > 0.1 * (1.0 - rate):
+            return math.inf  # the rate is still rising (or unknown): not yet linear
         a = self._max_rate
         return gains[-1] * a / (1.0 - a)
 
