@@ -1084,6 +1084,23 @@ def run_cache(args: argparse.Namespace) -> int:
         return 0
     folder = _numba_cache.cache_directory()
     if args.clear:
+        if not folder.is_dir():
+            if folder.exists():  # FASTEM_CACHE_DIR naming a file: never delete it
+                raise CommandError(f"the kernel cache {folder} is not a folder; nothing removed")
+            print(f"{folder} does not exist: nothing to remove")
+            return 0
+        # fastem's kernels are in its 'numba' subfolder; a folder the user chose with
+        # FASTEM_CACHE_DIR (~/.cache, say) may hold anything else, which is not ours.
+        others = sorted(p.name for p in folder.iterdir() if p.name != "numba")
+        if others:
+            import shutil
+
+            shutil.rmtree(folder / "numba", ignore_errors=True)
+            print(
+                f"removed {folder / 'numba'} (the other {len(others)} entries of {folder} "
+                f"are not fastem's and stay: {_shown_names(others)})"
+            )
+            return 0
         _numba_cache.clear_cache()
         print(f"removed {folder}")
         return 0

@@ -408,3 +408,34 @@ def test_plot_lower_bound_of_a_stream_counts_batches():
     np.testing.assert_array_equal(ax.lines[0].get_ydata(), gm.lower_bounds_)
     fitted = GaussianMixture(2, random_state=0, backend="numpy").fit(X)
     assert plot_lower_bound(fitted).axes[0].get_xlabel() == "EM iteration"
+
+
+# ---------------------------------------------------------------- fastem cache --clear
+def test_cache_clear_deletes_only_fastems_own_files(tmp_path, monkeypatch, capsys):
+    # Before the fix `fastem cache --clear` ran rmtree on the whole FASTEM_CACHE_DIR:
+    # FASTEM_CACHE_DIR=~/.cache deleted every other program's cache with it, and a
+    # FASTEM_CACHE_DIR naming a file was reported 'removed' (rmtree ignored the error).
+    pytest.importorskip("numba")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    shared = tmp_path / "cache"
+    (shared / "numba" / "backends_x").mkdir(parents=True)
+    (shared / "numba" / "backends_x" / "k.nbi").write_bytes(b"")
+    (shared / "other-program").mkdir()
+    (shared / "other-program" / "keep.txt").write_text("not fastem's")
+    monkeypatch.setenv("FASTEM_CACHE_DIR", str(shared))
+    assert main(["cache", "--clear"]) == 0
+    assert "other-program" in capsys.readouterr().out
+    assert not (shared / "numba").exists()
+    assert (shared / "other-program" / "keep.txt").read_text() == "not fastem's"
+    # A folder of fastem's cache alone goes as a whole, as before.
+    (shared / "other-program" / "keep.txt").unlink()
+    (shared / "other-program").rmdir()
+    (shared / "numba").mkdir()
+    assert main(["cache", "--clear"]) == 0 and not shared.exists()
+    # A file named as the cache folder is left alone, with an error.
+    data = tmp_path / "data.csv"
+    data.write_text("1,2\n")
+    monkeypatch.setenv("FASTEM_CACHE_DIR", str(data))
+    capsys.readouterr()
+    assert main(["cache", "--clear"]) == 2
+    assert "is not a folder" in capsys.readouterr().err and data.read_text() == "1,2\n"
