@@ -25,7 +25,6 @@ from fastem.hmm import (
 
 BACKENDS = available_hmm_backends()
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
-logging.getLogger("fastem.hmm._base").setLevel(logging.ERROR)
 COVARS = {
     "diag": np.ones((2, 2)),
     "spherical": np.ones(2),
@@ -418,3 +417,34 @@ def test_posteriors_of_an_impossible_sequence_are_nan(backend):
     with np.errstate(invalid="ignore"):  # hmmlearn's -inf - -inf
         expected = theirs.predict_proba(X, [2, 2, 2])
     np.testing.assert_allclose(post, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_subclass_overriding_compute_log_likelihood_scores_with_it(backend):
+    """hmmlearn's passes read ``_compute_log_likelihood``: a subclass of a
+    model that tempers it changes score, posteriors and decoding. The same
+    here (the tempered score is half the untempered emission terms)."""
+
+    class Tempered(GaussianHMM):
+        def _compute_log_likelihood(self, X):
+            return 0.5 * super()._compute_log_likelihood(X)
+
+    X = _two_blobs()
+    ours = _gaussian(Tempered, "diag", backend=backend)
+    plain = _gaussian(GaussianHMM, "diag", backend=backend)
+    np.testing.assert_allclose(
+        ours._compute_log_likelihood(X), 0.5 * plain._compute_log_likelihood(X)
+    )
+    assert ours.score(X) > plain.score(X)  # log-densities < 0 here: halving raises them
+    with pytest.raises(NotImplementedError, match="_compute_log_likelihood"):
+        _gaussian(Tempered, "diag", backend=backend).fit(X)
+    hl = pytest.importorskip("hmmlearn.hmm")
+
+    class TheirTempered(hl.GaussianHMM):
+        def _compute_log_likelihood(self, X):
+            return 0.5 * super()._compute_log_likelihood(X)
+
+    theirs = _gaussian(TheirTempered, "diag")
+    assert ours.score(X) == pytest.approx(theirs.score(X), rel=1e-12)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-12)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))

@@ -356,6 +356,22 @@ class BaseHMM(*ESTIMATOR_BASES):
         self.init_params = init_params
         self.implementation = implementation
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass of one of fastem's models that overrides hmmlearn's
+        # _compute_log_likelihood hook (hmmlearn's passes all read it): its
+        # emissions feed scoring, decoding and sampling here too, through the
+        # custom-emission path; super()._compute_log_likelihood(X) still gives
+        # the model's own densities. Fitting such a model raises (as for any
+        # custom emission model).
+        if (
+            "_compute_log_likelihood" in cls.__dict__
+            and "_emission_logprob" not in cls.__dict__
+            and cls._emission_logprob is not BaseHMM._emission_logprob
+        ):
+            cls._own_emission_logprob = cls._emission_logprob
+            cls._emission_logprob = BaseHMM._emission_logprob
+
     # ------------------------------------------------------------ custom emissions
     # hmmlearn's documented way to add an emission model is to subclass BaseHMM
     # and override _compute_log_likelihood(X) -> (n_samples, n_components) (and
@@ -393,7 +409,8 @@ class BaseHMM(*ESTIMATOR_BASES):
         -------
         ndarray of shape (n_samples, n_components)
         """
-        if type(self)._emission_logprob is BaseHMM._emission_logprob:
+        own = getattr(type(self), "_own_emission_logprob", type(self)._emission_logprob)
+        if own is BaseHMM._emission_logprob:
             raise NotImplementedError(
                 f"{type(self).__name__} defines no emission model: override "
                 "_compute_log_likelihood(X) (hmmlearn's hook)"
@@ -402,7 +419,7 @@ class BaseHMM(*ESTIMATOR_BASES):
         X = self._validate_X(X, fitting=False)
         kernels = self._kernels()
         with self._limit_threads(kernels):
-            return np.array(self._emission_logprob(kernels, X), dtype=np.float64)
+            return np.array(own(self, kernels, X), dtype=np.float64)
 
     def _compute_likelihood(self, X) -> np.ndarray:
         """``exp`` of :meth:`_compute_log_likelihood` (hmmlearn's hook)."""
@@ -547,9 +564,9 @@ class BaseHMM(*ESTIMATOR_BASES):
         """
         if type(self)._emission_logprob is BaseHMM._emission_logprob:
             raise NotImplementedError(
-                "fastem fits GaussianHMM, GMMHMM, CategoricalHMM and PoissonHMM; a "
-                "custom-emission subclass of BaseHMM supports scoring, decoding and "
-                "sampling only"
+                "fastem fits its own emission models; a model whose emissions come from "
+                "an overridden _compute_log_likelihood (hmmlearn's hook) supports "
+                "scoring, decoding and sampling only"
             )
         self._check_constructor()
         X = self._validate_X(X, fitting=True)
