@@ -215,6 +215,22 @@ def stats_from_partition(
     return stats
 
 
+def _tree_weights(sample_weight: np.ndarray) -> np.ndarray:
+    """The weights the HC tree is built with: ``sample_weight`` divided by its
+    positive value when every positive weight is the same (0 or 1, then).
+
+    The tree uses every row only for integer weights summing to at most
+    ``max_rows`` and otherwise draws rows by weight, so a constant weight of 2.5
+    (or of 2 on 1,500 rows) built another, random, tree than no weights at all;
+    a fit does not depend on the scale of ``sample_weight`` elsewhere. The
+    partition's statistics are scaled to the total weight whatever the tree's.
+    """
+    positive = sample_weight[sample_weight > 0]
+    if positive.size and positive.min() == positive.max() and positive[0] != 1.0:
+        return sample_weight / positive[0]
+    return sample_weight
+
+
 def hc_stats(
     X: np.ndarray,
     sample_weight: np.ndarray,
@@ -228,7 +244,12 @@ def hc_stats(
     (:func:`fastem._hc.hc_tree`, on at most ``max_rows`` rows, data
     transformed by ``use``)."""
     tree = hc_tree(
-        X, sample_weight, max_rows=max_rows, min_clusters=n_components, random_state=rng, use=use
+        X,
+        _tree_weights(sample_weight),
+        max_rows=max_rows,
+        min_clusters=n_components,
+        random_state=rng,
+        use=use,
     )
     labels = tree.labels(min(n_components, tree.n_leaves))
     return stats_from_partition(
@@ -247,7 +268,9 @@ def hc_stats_by_k(
     """:func:`hc_stats` for several numbers of components from one tree (for
     model selection: the tree is built once, down to ``min(ks)`` clusters)."""
     ks = sorted({int(k) for k in ks})
-    tree = hc_tree(X, sample_weight, max_rows=max_rows, min_clusters=ks[0], random_state=rng)
+    tree = hc_tree(
+        X, _tree_weights(sample_weight), max_rows=max_rows, min_clusters=ks[0], random_state=rng
+    )
     leaves = (tree.rows, tree.weights)
     return {
         k: stats_from_partition(

@@ -61,3 +61,34 @@ def test_random_from_data_weighted_draws_by_weight_and_equal_weights_are_unweigh
         rows = GaussianMixture(**{**kw, "max_iter": 1}).fit(X, sample_weight=sw)
     np.testing.assert_allclose(equal.means_, plain.means_, rtol=1e-12)
     assert sorted(map(tuple, np.round(rows.means_, 10))) == sorted(map(tuple, np.round(X[:3], 10)))
+
+
+@pytest.mark.parametrize("init_params", ["hc", "best"])
+def test_hc_start_does_not_depend_on_the_scale_of_sample_weight(init_params, monkeypatch):
+    """A constant weight is no weight: before the fix 2.5 per row (not an integer)
+    made the tree draw 2,000 rows by weight, a random tree (means 0.85 apart)."""
+    import fastem._init as init_module
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    kw = dict(n_components=3, init_params=init_params, random_state=0, max_iter=1)
+
+    def fits():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plain = GaussianMixture(**kw).fit(X)
+            scaled = GaussianMixture(**kw).fit(X, sample_weight=np.full(300, 2.5))
+            # rows of weight 0 are dropped rows; the others' common weight 3 is 1
+            w = np.where(np.arange(300) % 3 == 0, 0.0, 3.0)
+            dropped = GaussianMixture(**kw).fit(X[w > 0])
+            zero = GaussianMixture(**kw).fit(X, sample_weight=w)
+        return plain, scaled, dropped, zero
+
+    plain, scaled, dropped, zero = fits()
+    np.testing.assert_allclose(scaled.means_, plain.means_, rtol=1e-10, atol=1e-12)
+    if init_params == "hc":  # 'best' also draws random rows: other rows with weights 0
+        np.testing.assert_allclose(zero.means_, dropped.means_, rtol=1e-10, atol=1e-12)
+    # negative control: the tree on the weights as given
+    monkeypatch.setattr(init_module, "_tree_weights", lambda w: w)
+    plain, scaled, _, _ = fits()
+    assert np.abs(scaled.means_ - plain.means_).max() > 1e-3
