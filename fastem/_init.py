@@ -8,6 +8,10 @@ that start converged and searched by split-and-merge EM ('smem',
 Every random choice over rows samples by inverting the cumulative sample
 weights, so a row of integer weight ``m`` is chosen exactly as ``m`` copies of
 it would be: weighted fits stay equivalent to repeated rows from the start.
+The exception is 'random_from_data', ``k`` distinct rows: unweighted it takes
+scikit-learn's draw (a permutation), weighted a draw without replacement in
+proportion to the weights (which ``m`` copies, any two of which may be drawn,
+cannot match exactly).
 """
 
 from __future__ import annotations
