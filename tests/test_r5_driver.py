@@ -151,3 +151,36 @@ def test_aitken_fit_from_a_k_means_plus_plus_start_reaches_the_maximum(monkeypat
     early = fit(max_iter=2000)
     assert early.converged_ and early.n_iter_ == 3
     assert more.lower_bound_ - early.lower_bound_ > 1e-2
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    given = None
+
+if given is not None:
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        jump=st.floats(1e-3, 1e7),
+        first=st.floats(1e-4, 1.0),
+        rate=st.floats(0.02, 0.98),
+        tol_exp=st.integers(3, 10),
+    )
+    def test_aitken_stops_only_near_the_limit_after_any_first_jump(jump, first, rate, tol_exp):
+        """A start ``jump`` below, then EM's linear regime (gains ``first * rate**t``):
+        when Aitken stops, what is left to gain is at most ~tol (the estimate is
+        exact on the geometric tail; the first rate, from the jump, is not used
+        alone). The previous rule stopped at the third value whenever
+        ``first * first / jump`` was below tol."""
+        tol = 10.0**-tol_exp
+        limit = -1.0
+        values = [limit - first / (1 - rate) - jump]
+        values += [limit - first * rate**t / (1 - rate) for t in range(3000)]
+        rule = make_stopping_rule("aitken", tol)
+        for i, v in enumerate(values):
+            if rule.update(v):
+                # rounding of values near -1 is ~1e-16 a value: allow it
+                assert limit - v <= 1.2 * tol + 1e-13, (i, limit - v)
+                break
