@@ -136,6 +136,8 @@ def parse_csv(text: str | IO[str], *, source: str = "<csv>") -> tuple[np.ndarray
                 continue
             if first:
                 first = False
+                if row[0].startswith("\ufeff"):  # a byte-order mark read as text (stdin)
+                    row[0] = row[0][1:]
                 if _is_header(row):
                     columns = [f.strip() for f in row]
                     width = len(columns)

@@ -439,3 +439,16 @@ def test_cache_clear_deletes_only_fastems_own_files(tmp_path, monkeypatch, capsy
     capsys.readouterr()
     assert main(["cache", "--clear"]) == 2
     assert "is not a folder" in capsys.readouterr().err and data.read_text() == "1,2\n"
+
+
+def test_a_byte_order_mark_on_stdin_is_not_text(capsys):
+    # A file is opened as utf-8-sig, which drops its byte-order mark; stdin keeps it as
+    # '\ufeff'. Before the fix it became part of the first column's name (so a model
+    # fitted on the file refused the same data piped in: '\ufeffa' is not 'a'), or,
+    # without a header, made the first number 'non-numeric'.
+    from fastem._io import read_data
+
+    X, columns = read_data("-", stdin=io.StringIO("\ufeffa,b\n1,2\n"))
+    assert columns == ["a", "b"] and X.tolist() == [[1.0, 2.0]]
+    X, columns = read_data("-", stdin=io.StringIO("\ufeff1,2\n3,4\n"))
+    assert columns is None and X.tolist() == [[1.0, 2.0], [3.0, 4.0]]
