@@ -448,3 +448,14 @@ def test_a_subclass_overriding_compute_log_likelihood_scores_with_it(backend):
     assert ours.score(X) == pytest.approx(theirs.score(X), rel=1e-12)
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-12)
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def test_spherical_covars_with_per_feature_values_are_refused():
+    """hmmlearn's spherical ``_covars_`` is (K, D) with one value repeated per
+    row (accepted, as before); different values in a row were cut to the first
+    column silently (hmmlearn's density would read them per feature)."""
+    model = GaussianHMM(2, covariance_type="spherical")
+    model.covars_ = np.array([[1.5, 1.5, 1.5], [2.0, 2.0, 2.0]])
+    np.testing.assert_array_equal(model._covars_, [1.5, 2.0])
+    with pytest.raises(ValueError, match="one value per state"):
+        model.covars_ = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])

@@ -24,6 +24,14 @@ def _validate_covars(covars: np.ndarray, covariance_type: str, K: int, D: int | 
         if c.ndim >= 2 and c.shape[0] == K and c[0].size == 1:
             c = c.reshape(K)
         elif c.ndim == 2:
+            # hmmlearn's M-step stores (K, D) with each row one value repeated;
+            # rows that differ would be per-feature variances to hmmlearn's density
+            # (a diagonal model), which "spherical" cannot hold: refused, not cut.
+            if not (c == c[:, :1]).all():
+                raise ValueError(
+                    "'spherical' covars of shape (n_components, n_features) must repeat "
+                    "one value per state; use covariance_type='diag' for per-feature variances"
+                )
             c = c[:, 0]
         elif c.ndim == 3 and c.shape[0] == K and c.shape[1] == c.shape[2]:
             iso = c[:, 0, 0]
