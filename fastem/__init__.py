@@ -52,6 +52,7 @@ _LAZY = {
 # Submodules that `import fastem` used to load, so `fastem.backends` etc. keep working.
 _SUBMODULES = {
     "backends",
+    "dask",
     "datasets",
     "hmm",
     "impute",

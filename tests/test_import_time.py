@@ -91,8 +91,8 @@ def test_every_public_submodule_is_an_attribute_of_a_fresh_import():
     # imported first (session 10 review); a fresh process shows it, this one may not.
     code = """
         import fastem
-        for name in ("backends", "datasets", "hmm", "impute", "mixture", "mixture_ic",
-                     "persistence", "plotting", "selection"):
+        for name in ("backends", "dask", "datasets", "hmm", "impute", "mixture",
+                     "mixture_ic", "persistence", "plotting", "selection"):
             module = getattr(fastem, name)
             assert module.__name__ == "fastem." + name, module
     """
