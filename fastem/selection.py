@@ -439,7 +439,8 @@ class ModelSelection:
         if not_converged:
             lines.append("")
             lines.append(
-                f"Not converged within max_iter ({len(not_converged)}): " + ", ".join(not_converged)
+                f"Not converged within max_iter ({len(not_converged)} "
+                f"candidate{'s' if len(not_converged) != 1 else ''}): " + ", ".join(not_converged)
             )
         return "\n".join(lines)
 

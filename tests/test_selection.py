@@ -637,3 +637,20 @@ def test_a_degenerate_fit_loses_to_a_proper_one(small, monkeypatch, flagged, kep
                         max_iter=50)  # fmt: skip
     for key, model in free.models_.items():  # unflagged: the higher lower bound wins
         assert model.lower_bound_ >= sel.models_[key].lower_bound_
+
+
+def test_summary_counts_the_candidates_not_converged_not_max_iter():
+    # The line read "Not converged within max_iter (1): VII,3" with max_iter=5: the number
+    # in brackets is how many candidates hit the cap, and says so.
+    from fastem import select_model
+    from fastem.datasets import make_mixture
+
+    X, _ = make_mixture(300, 2, 3, random_state=0)
+    sel = select_model(
+        X, n_components=[3], covariance_types=["VII", "EII"], max_iter=2, backend="numpy"
+    )
+    text = sel.to_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("Not converged"))
+    count = len(line.split(": ", 1)[1].split(", "))
+    noun = "candidate" if count == 1 else "candidates"
+    assert line.startswith(f"Not converged within max_iter ({count} {noun}): "), line
