@@ -403,10 +403,13 @@ def plot_states(model, X, lengths=None, *, sequence: int = 0, max_features: int 
     from .hmm._base import _offsets
 
     X = np.asarray(X)
-    offsets = _offsets(lengths, X.shape[0])  # the models' own checks of lengths
+    # the models' own checks of lengths; a 0 is a sequence with no frames, as in the models
+    offsets = _offsets(lengths, X.shape[0], allow_empty=True)
     if not 0 <= sequence < offsets.size - 1:
         raise ValueError(f"sequence must lie in [0, {offsets.size - 1}), got {sequence}")
     xs = X[offsets[sequence] : offsets[sequence + 1]]
+    if xs.shape[0] == 0:
+        raise ValueError(f"sequence {sequence} has no frames to draw (its length is 0)")
     _, states = model.decode(xs)
     posteriors = model.predict_proba(xs)
     k = posteriors.shape[1]

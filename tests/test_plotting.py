@@ -305,3 +305,8 @@ def test_plot_states_bad_arguments():
         plot_states(model, X, [50], sequence=1)
     with pytest.raises(ValueError, match="lengths sum to 40, but X has 50 samples"):
         plot_states(model, X, [20, 20])
+    # a 0 in lengths is an empty sequence, as the models read it: the others draw
+    fig = plot_states(model, X, [0, 50], sequence=1)
+    assert len(fig.axes[0].lines) == 1
+    with pytest.raises(ValueError, match="sequence 0 has no frames"):
+        plot_states(model, X, [0, 50], sequence=0)
