@@ -184,3 +184,189 @@ if given is not None:
                 # rounding of values near -1 is ~1e-16 a value: allow it
                 assert limit - v <= 1.2 * tol + 1e-13, (i, limit - v)
                 break
+
+
+# -- Aitken on a falling objective: EM under a reg_covar that matters
+
+
+def test_aitken_does_not_take_a_real_loss_for_a_fixed_point():
+    """A map that is no ascent of l (reg_covar next to the data's variances)
+    lowers it towards its fixed point: l = -1 + 0.01 * 0.6**t. Only a loss at
+    the rounding level stops at once; this one is judged on its losses."""
+    values = [-1.0 + 0.01 * 0.6**t for t in range(200)]
+    rule = make_stopping_rule("aitken", 1e-5)
+    stop = next(i for i, v in enumerate(values) if rule.update(v))
+    assert stop > 5
+    assert values[stop] - (-1.0) <= 1.2e-5
+    # below tol = 1e-8 a loss under noise * (1 + |l|) = 2e-7 counts as rounding
+    rule = make_stopping_rule("aitken", 1e-8)
+    stop = next(i for i, v in enumerate(values) if rule.update(v))
+    assert values[stop] - (-1.0) <= 2 * rule.noise * 2
+    # a rounding-level loss after gains is still a fixed point, at tol = 0 too
+    rule = make_stopping_rule("aitken", 0.0)
+    assert [rule.update(v) for v in (-5.0, -4.0, -4.0 - 1e-12)] == [False, False, True]
+
+
+def test_aitken_fit_on_data_in_small_units_runs_to_the_fixed_point(monkeypatch):
+    """Data in units of 2e-3 (variances ~1e-5, reg_covar 1e-6): the first EM step
+    lowers l by 1.4e-3 and the previous rule stopped there, converged_ at pass 2."""
+    import warnings
+
+    import numpy as np
+
+    from fastem import GaussianMixture
+    from fastem.datasets import make_mixture
+
+    X = make_mixture(2000, 3, 4, random_state=3)[0] * 2e-3
+
+    def fit(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return GaussianMixture(4, random_state=0, backend="numpy", **kw).fit(X)
+
+    limit = fit(tol=0.0, max_iter=400)
+    gm = fit(stopping="aitken", tol=1e-8, max_iter=400)
+    assert gm.converged_ and gm.n_iter_ > 10
+    np.testing.assert_allclose(gm.means_, limit.means_, atol=1e-5)
+    # negative control: a loss of any size stopped the previous rule
+    original = stopping_module.StoppingRule.update
+
+    def stop_on_any_loss(self, value):
+        h = self._history
+        if self.name == "aitken" and h and value <= h[-1]:
+            self._history.append(value)
+            return True
+        return original(self, value)
+
+    monkeypatch.setattr(stopping_module.StoppingRule, "update", stop_on_any_loss)
+    early = fit(stopping="aitken", tol=1e-8, max_iter=400)
+    assert early.n_iter_ == 2
+    assert np.abs(early.means_ - limit.means_).max() > 1e-4
+
+
+# -- follow_path: a map that is no ascent of the objective returns its path's end
+
+
+def test_follow_path_returns_the_fixed_point_of_a_map_that_lowers_the_objective():
+    """PenalizedPoisson's M-step (a Gamma prior on the rates) lowers the plain
+    log-likelihood the driver judges by. With follow_path every scheme ends at
+    the map's fixed point, as plain EM does; the default returns the best point
+    by the objective, an early one (the negative control)."""
+    import numpy as np
+    from test_acceleration import PenalizedPoisson
+
+    from fastem._em import METHODS, run_fixed_point
+
+    def run(method, follow_path, passes=3000):
+        return run_fixed_point(
+            PenalizedPoisson(),
+            np.array([0.3, 1.0, 2.5]),
+            method=method,
+            max_passes=passes,
+            rule=make_stopping_rule("absolute", 0.0),
+            follow_path=follow_path,
+        )
+
+    fixed = run(None, True, passes=20_000).image
+    plain = run(None, True)
+    np.testing.assert_allclose(plain.image, fixed, rtol=1e-6)
+    for method in METHODS:
+        res = run(method, True)
+        np.testing.assert_allclose(res.image, fixed, rtol=1e-5, err_msg=str(method))
+        # the default: the best objective, far from the fixed point
+        best = run(method, False)
+        assert np.abs(best.image - fixed).max() > 1e-2
+        assert np.all(np.diff(best.lower_bounds) >= 0)
+
+
+def test_follow_path_changes_nothing_for_an_ascent_map():
+    import numpy as np
+    from test_acceleration import PoissonMixture
+
+    from fastem._em import METHODS, run_fixed_point
+
+    for method in METHODS:
+        a, b = (
+            run_fixed_point(
+                PoissonMixture(),
+                np.array([0.3, 1.0, 2.5]),
+                method=method,
+                max_passes=500,
+                rule=make_stopping_rule("absolute", 1e-12),
+                follow_path=follow,
+            )
+            for follow in (False, True)
+        )
+        assert a.lower_bounds == b.lower_bounds and np.array_equal(a.image, b.image)
+
+
+def test_follow_path_on_the_mixture_in_small_units():
+    """The Gaussian mixture's map on data in units of 2e-3 (reg_covar 1e-6 next to
+    variances ~1e-5): plain EM lowers l from its first step on. Accelerated with
+    follow_path the fit ends at plain EM's fixed point; without, it returned its
+    first M-step (GaussianMixture passes follow_path once mixture.py opts in)."""
+    import warnings
+
+    import numpy as np
+
+    from fastem import GaussianMixture
+    from fastem._em import run_fixed_point
+    from fastem.backends import get_backend
+    from fastem.datasets import make_mixture
+    from fastem.mixture import _MixtureMap
+
+    X = make_mixture(2000, 3, 4, random_state=3)[0] * 2e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        limit = GaussianMixture(4, random_state=0, tol=0.0, max_iter=400, backend="numpy").fit(X)
+        one = GaussianMixture(4, random_state=0, max_iter=1, backend="numpy")
+        one.set_params(max_iter=0)
+        start = GaussianMixture(4, random_state=0, max_iter=0, backend="numpy").fit(X)
+    from fastem._data import ArrayData
+
+    data = ArrayData(np.asarray(X), np.ones(len(X)))
+    params = (
+        start.weights_.astype(float),
+        start.means_.astype(float),
+        start.covariances_.astype(float),
+        start.precisions_cholesky_.astype(float),
+    )
+    for method in ("squarem", "qn"):
+        ends = {}
+        for follow in (False, True):
+            problem = _MixtureMap(data, get_backend("numpy"), "full", 1e-6)
+            x0 = problem.start(params)
+            res = run_fixed_point(
+                problem,
+                x0,
+                method=method,
+                max_passes=300,
+                rule=make_stopping_rule("aitken", 1e-8),
+                options={"reference": "x1"} if method == "squarem" else None,
+                follow_path=follow,
+            )
+            ends[follow] = res.payload[0][1]  # the returned means
+        assert np.abs(ends[True] - limit.means_).max() < 1e-5, method
+        assert np.abs(ends[False] - limit.means_).max() > 1e-4, method  # the control
+
+
+def test_squarem_step_bound_stays_finite_on_a_long_run_at_a_fixed_point():
+    """At a fixed point every cycle's step is at the bound, which grew by 4 each
+    time: after ~500 cycles inf, then nan proposals and a RuntimeWarning."""
+    import warnings
+
+    import numpy as np
+    from test_acceleration import PenalizedPoisson
+
+    from fastem._em import run_fixed_point
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = run_fixed_point(
+            PenalizedPoisson(),
+            np.array([0.3, 1.0, 2.5]),
+            method="squarem",
+            max_passes=3000,
+            rule=make_stopping_rule("absolute", 0.0),
+        )
+    assert res.n_passes == 3000 and np.isfinite(res.image).all()

@@ -75,6 +75,9 @@ from .fixed_point import Run
 
 __all__ = ["SquaremOptions", "run_squarem", "step_length"]
 
+#: The largest |step length| the global safeguard grows to (R's SQUAREM has none).
+STEP_LIMIT = 2.0**40
+
 
 @dataclass(frozen=True)
 class SquaremOptions:
@@ -182,7 +185,10 @@ def run_squarem(run: Run, x0: np.ndarray, opts: SquaremOptions) -> None:
                 if alpha == step_max:
                     step_max = max(opts.step_max0, step_max / opts.mstep)
                 alpha = 1.0
+        # Bounded: at a fixed point v ~ 0 puts every step at the bound, and 4**512
+        # overflowed to inf after ~500 such cycles (alpha = inf, then inf * 0 = nan
+        # in the proposal: a RuntimeWarning from a long fit at tol = 0).
         if alpha == step_max:
-            step_max *= opts.mstep
+            step_max = min(step_max * opts.mstep, STEP_LIMIT)
         if step_min < 0 and alpha == step_min:
-            step_min *= opts.mstep
+            step_min = max(step_min * opts.mstep, -STEP_LIMIT)

@@ -24,8 +24,11 @@ fastem's mixtures the average log-likelihood), and says when to stop:
     the fit, so the fit's first rate, whose first gain is the jump from the
     initialization, never stops it alone); and ``a`` is the largest rate
     estimated so far in the fit, not only the latest. A step that gains
-    nothing (``l_t <= l_{t-1}``: EM has reached a fixed point to rounding)
-    stops; a rate ``a >= 1`` never does.
+    nothing (``l_t <= l_{t-1}`` by at most ``noise * (1 + |l_t|)``, 1e-7: EM
+    has reached a fixed point to rounding) stops; a rate ``a >= 1`` never does.
+    A sequence that falls (EM's map ascends a regularized objective, not ``l``:
+    a ``reg_covar`` that matters next to the data's variances) is judged the
+    same way on its losses: its limit is the map's fixed point.
 
 An accelerated driver feeds a rule only objectives of genuine EM steps and
 calls :meth:`StoppingRule.reset` when it jumps (an accepted extrapolation): the
@@ -98,11 +101,18 @@ class StoppingRule:
             self.criterion = abs(change) / (1.0 + abs(h[-1]))
         else:
             self.criterion = self._aitken_remaining()
-            if change <= 0.0:
+            if change <= 0.0 and -change <= self.noise * (1.0 + abs(h[-1])):
                 # No gain at all: a fixed point to rounding; stops whatever tol
                 # (tol = 0 included, where "criterion < tol" alone never holds).
+                # A larger loss is not a fixed point: a map that is no ascent of
+                # the objective (a reg_covar that matters, data in small units)
+                # lowers it for many steps, towards its own fixed point.
                 return True
         return self.criterion < self.tol
+
+    #: Aitken: a loss of at most ``noise * (1 + |l|)`` is rounding (a fixed point
+    #: reached); float32 fits lose up to ~2e-8 relative there.
+    noise = 1e-7
 
     _max_rate = 0.0
     # The rate estimated before the latest one in this fit (None: none yet). Kept
@@ -112,12 +122,15 @@ class StoppingRule:
     def _aitken_remaining(self) -> float:
         h = self._history
         gains = [b - a for a, b in zip(h[:-1], h[1:], strict=True)]
-        if gains[-1] <= 0.0:
+        if gains[-1] == 0.0:
             return 0.0  # no gain at all: a fixed point, up to rounding
-        if len(gains) < 2 or gains[-2] <= 0.0:
-            return math.inf
+        if len(gains) < 2 or gains[-2] == 0.0 or (gains[-1] > 0.0) != (gains[-2] > 0.0):
+            return math.inf  # no rate, or the objective turned (rounding, or not yet)
+        # The rate of a sequence moving one way: up (EM's ascent) or down (a map
+        # that lowers the objective, as EM under a reg_covar that matters does
+        # towards its fixed point); the tail is the distance to its limit.
         rate = gains[-1] / gains[-2]
-        if len(gains) == 3 and gains[-3] > 0.0:
+        if len(gains) == 3 and gains[-3] != 0.0 and (gains[-3] > 0.0) == (gains[-2] > 0.0):
             previous = gains[-2] / gains[-3]
         else:
             # Three values (or a window whose first gain is not positive): the
@@ -134,7 +147,7 @@ class StoppingRule:
         if previous is None or rate - previous > 0.1 * (1.0 - rate):
             return math.inf  # the rate is still rising (or unknown): not yet linear
         a = self._max_rate
-        return gains[-1] * a / (1.0 - a)
+        return abs(gains[-1]) * a / (1.0 - a)
 
 
 def make_stopping_rule(name: str, tol: float) -> StoppingRule:
