@@ -319,8 +319,6 @@ def test_follow_path_on_the_mixture_in_small_units():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         limit = GaussianMixture(4, random_state=0, tol=0.0, max_iter=400, backend="numpy").fit(X)
-        one = GaussianMixture(4, random_state=0, max_iter=1, backend="numpy")
-        one.set_params(max_iter=0)
         start = GaussianMixture(4, random_state=0, max_iter=0, backend="numpy").fit(X)
     from fastem._data import ArrayData
 
