@@ -474,11 +474,22 @@ def _responsibilities(logp, w, start, nb, mx, s):
     k = logp.shape[0]
     for b in range(nb):
         mx[b] = logp[0, b]
-        s[b] = 0.0
-    for kk in range(1, k):
+    for kk in range(1, k - 1):
         for b in range(nb):
             v = logp[kk, b]
             mx[b] = v if v > mx[b] else mx[b]
+    # The last component's maximum (k = 1: component 0 again), with the far-row guard:
+    # a row of density 0 under every component (a far row) takes max 0, so that its
+    # exponentials are exp(-inf - 0) = 0, not exp(-inf - -inf) = NaN, and its sum of
+    # exponentials starts at 1 for weight 0 (it adds nothing) or NaN for a positive
+    # weight (NaN statistics, then the ill-defined covariance error, as the numpy
+    # reference). In the max loop's last pass, with selects: no extra pass over rows.
+    for b in range(nb):
+        v = logp[k - 1, b]
+        m = v if v > mx[b] else mx[b]
+        far = m == -math.inf
+        mx[b] = 0.0 if far else m
+        s[b] = (1.0 if w[start + b] == 0.0 else math.nan) if far else 0.0
     for kk in range(k):
         for b in range(nb):
             e = exp64(logp[kk, b] - mx[b])
@@ -606,11 +617,16 @@ def _responsibilities32(logp, w, start, nb, mx, s, e32):
     k = logp.shape[0]
     for b in range(nb):
         mx[b] = logp[0, b]
-        s[b] = 0.0
-    for kk in range(1, k):
+    for kk in range(1, k - 1):
         for b in range(nb):
             v = logp[kk, b]
             mx[b] = v if v > mx[b] else mx[b]
+    for b in range(nb):  # the last maximum with the far-row guard of _responsibilities
+        v = logp[k - 1, b]
+        m = v if v > mx[b] else mx[b]
+        far = m == -math.inf
+        mx[b] = 0.0 if far else m
+        s[b] = (1.0 if w[start + b] == 0.0 else math.nan) if far else 0.0
     for kk in range(k):
         er = e32[kk]
         lr = logp[kk]
