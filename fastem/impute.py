@@ -141,6 +141,28 @@ class GaussianMixtureImputer(*TRANSFORMER_BASES):
         )
         return self.mixture_.impute(X)
 
+    def save(self, path) -> None:
+        """Save the fitted mixture to ``path`` (:meth:`GaussianMixture.save`).
+
+        The file is :attr:`mixture_`'s model file: :func:`fastem.load` returns
+        that :class:`~fastem.GaussianMixture`, whose
+        :meth:`~fastem.GaussianMixture.impute` gives :meth:`transform`'s
+        values bit for bit. This estimator's own parameters are not in the
+        file; pickle the estimator to keep those.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write, exactly as given.
+
+        Raises
+        ------
+        NotFittedError
+            If ``fit`` has not been called.
+        """
+        self._check_fitted()
+        self.mixture_.save(path)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "mixture_"):
             raise NotFittedError(
