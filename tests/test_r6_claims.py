@@ -22,7 +22,9 @@ def test_imputer_saves_a_model_file(tmp_path, covariance_type):
     # Every estimator kind has a model file: the imputer's is its mixture's,
     # and the loaded mixture imputes as the imputer transforms, bit for bit.
     X = _incomplete()
-    imp = GaussianMixtureImputer(3, covariance_type=covariance_type, random_state=0, backend="numpy")
+    imp = GaussianMixtureImputer(
+        3, covariance_type=covariance_type, random_state=0, backend="numpy"
+    )
     imp.fit(X)
     path = tmp_path / "imputer.npz"
     imp.save(path)
