@@ -762,6 +762,8 @@ def run_impute(args: argparse.Namespace) -> int:
     """``fastem impute``: replace NaN by its conditional expectation under MODEL."""
     data_format(args.output)
     check_output_path(args.output)
+    # Writing over the input would lose which values were missing.
+    _check_not_the_input("-o", args.output, args.data, "the completed data")
     model = _load_model(args.model, args.backend, quiet=args.quiet)
     if not hasattr(model, "impute"):
         raise CommandError("this fastem's GaussianMixture cannot impute; upgrade fastem")

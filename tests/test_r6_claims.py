@@ -37,3 +37,68 @@ def test_unfitted_imputer_save_raises(tmp_path):
     with pytest.raises(NotFittedError):
         GaussianMixtureImputer(2).save(tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
+
+
+def _run_cli(capsys, *args: str) -> tuple[int, str]:
+    from fastem.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def _refused_and_intact(capsys, path, args) -> None:
+    # README: an output that names the command's input exits with status 2 and
+    # one 'fastem: error:' line, and the input is left as it was.
+    before = path.read_bytes()
+    code, err = _run_cli(capsys, *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastem: error: "), err
+    assert "input file itself" in lines[0]
+    assert path.read_bytes() == before
+
+
+@pytest.fixture
+def sequences(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    X[:30] += 4.0
+    data = tmp_path / "frames.csv"
+    np.savetxt(data, X, delimiter=",", header="a,b", comments="")
+    lengths = tmp_path / "lengths.csv"
+    np.savetxt(lengths, [30, 30], fmt="%d")
+    return data, lengths
+
+
+def test_hmm_fit_refuses_an_output_naming_its_input(tmp_path, capsys, sequences):
+    data, lengths = sequences
+    base = ["hmm", "fit", "-k", "2", "--backend", "numpy", "--lengths", str(lengths)]
+    _refused_and_intact(capsys, data, [*base, str(data), "-o", str(data)])
+    _refused_and_intact(capsys, lengths, [*base, str(data), "-o", str(lengths)])
+
+
+def test_hmm_decode_refuses_an_output_naming_its_input(tmp_path, capsys, sequences):
+    data, lengths = sequences
+    model = tmp_path / "hmm.npz"
+    fit = ["hmm", "fit", str(data), "-k", "2", "--backend", "numpy", "--lengths", str(lengths)]
+    assert _run_cli(capsys, *fit, "-o", str(model))[0] == 0
+    base = ["hmm", "decode", str(model), str(data), "--lengths", str(lengths)]
+    _refused_and_intact(capsys, data, [*base, "-o", str(data)])
+    _refused_and_intact(capsys, lengths, [*base, "--proba", "-o", str(lengths)])
+    assert _run_cli(capsys, *base, "-o", str(tmp_path / "states.csv"))[0] == 0
+
+
+def test_impute_refuses_an_output_naming_its_input(tmp_path, capsys):
+    X = _incomplete(n=100)
+    data = tmp_path / "x.csv"
+    np.savetxt(data, X, delimiter=",", header="a,b,c", comments="")
+    model = tmp_path / "m.npz"
+    fit = ["fit", str(data), "-k", "2", "--backend", "numpy", "--seed", "0", "-q"]
+    assert _run_cli(capsys, *fit, "-o", str(model))[0] == 0
+    _refused_and_intact(capsys, data, ["impute", str(model), str(data), "-o", str(data)])
+    out = tmp_path / "complete.csv"
+    assert _run_cli(capsys, "impute", str(model), str(data), "-o", str(out))[0] == 0
+    assert out.exists()

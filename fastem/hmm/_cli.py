@@ -316,7 +316,8 @@ def run_fit(args: argparse.Namespace) -> int:
     """``fastem hmm fit``: fit an HMM to DATA and save it to MODEL."""
     from . import GMMHMM, CategoricalHMM, GaussianHMM, MultinomialHMM, PoissonHMM
 
-    fc._check_model_output(args.output)
+    fc._check_model_output(args.output, args.data)
+    fc._check_not_the_input("-o", args.output, args.lengths, "the model")
     X, _, lengths = _read_sequences(args)
     common = dict(
         n_components=args.n_components,
@@ -376,6 +377,8 @@ def run_decode(args: argparse.Namespace) -> int:
     """``fastem hmm decode``: the state of each frame (and optionally probabilities)."""
     data_format(args.output)
     check_output_path(args.output)
+    fc._check_not_the_input("-o", args.output, args.data, "the states")
+    fc._check_not_the_input("-o", args.output, args.lengths, "the states")
     if args.filtered and not args.proba:
         raise fc.CommandError("--filtered goes with --proba (it chooses which probabilities)")
     model = _load_hmm(args)
