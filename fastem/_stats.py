@@ -336,6 +336,46 @@ def empty_component_floor(stats: Stats, eps: float) -> float:
     return 10.0 * eps * scale
 
 
+# A pass's second moments are taken about its shift (the current means); the
+# M-step centres them on the new means, which cancels about log10(raw / var)
+# digits. Past FAR_SHIFT_RATIO (8 of float64's ~16 digits) the covariance has
+# lost too much to be trusted (a start ~1e4+ sd from the data: at 1e8 sd it is
+# noise or not positive definite).
+FAR_SHIFT_RATIO = 1e8
+
+
+def lost_to_a_far_shift(stats: Stats, tied: bool, reg_covar: float) -> bool:
+    """Whether centring ``stats`` on their new means would lose more than 8 digits.
+
+    Per component (pooled for 'tied', whose pooled moments are in ``sxx[0]``),
+    compares the diagonal second moments about the shift, ``sxx_jj / n_k``,
+    with the variance they leave, ``max(sxx_jj / n_k - delta_j**2, 0)`` (or the
+    components' pooled variance, if larger) plus ``reg_covar``. Ordinary EM
+    steps move means by a few standard deviations (a ratio of ~10 to 1e3);
+    nothing is changed for them. Cost: O(k d).
+    """
+    nk = np.asarray(stats.nk, dtype=np.float64)
+    if not (nk > 0).any():
+        return False
+    sq = stats.sxx if stats.sxx.ndim == 2 else np.diagonal(stats.sxx, axis1=1, axis2=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = stats.sx / nk[:, None]
+        if tied:
+            n = nk.sum()
+            raw = sq.sum(axis=0, keepdims=True) / n
+            moved = (nk[:, None] * delta**2).sum(axis=0, keepdims=True) / n
+        else:
+            raw = sq / nk[:, None]
+            moved = delta**2
+        var = np.maximum(raw - moved, 0.0)
+        # against the larger of the component's variance and the pooled one: a
+        # component collapsing onto a row (reg_covar = 0) has a variance of 0 that
+        # no re-centring changes; the far start's pooled variance is lost as well
+        pooled = (nk[:, None] * np.nan_to_num(var)).sum(axis=0) / nk.sum()
+        far = raw > FAR_SHIFT_RATIO * (np.maximum(var, pooled) + reg_covar)
+    return bool(np.any(far & np.isfinite(raw)))
+
+
 def _sklearn_m_step(
     stats: Stats, covariance_type: str, reg_covar: float, eps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

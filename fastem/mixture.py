@@ -29,7 +29,14 @@ from ._events import emit
 from ._init import INIT_METHODS, initial_stats
 from ._missing import check_fit_coverage, impute_rows
 from ._passes import PassParams, log_prob
-from ._stats import m_step, project, to_engine_layout, to_public_layout
+from ._stats import (
+    empty_component_floor,
+    lost_to_a_far_shift,
+    m_step,
+    project,
+    to_engine_layout,
+    to_public_layout,
+)
 from ._threads import limit_threads
 from ._validation import (
     check_array,
@@ -851,6 +858,20 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
                 stats = data.em_stats(kernels, pass_params)
                 lower_bound = stats.loglik / weight_sum
+                for _ in range(2):
+                    if not lost_to_a_far_shift(stats, ct == "tied", self.reg_covar):
+                        break
+                    # The means moved so many standard deviations (a start far from
+                    # the data) that their centred moments lost their digits: move
+                    # only the means first (a conditional M-step; the likelihood does
+                    # not decrease) and take this pass again about them.
+                    means = (
+                        stats.shift
+                        + stats.sx / (stats.nk + empty_component_floor(stats, eps))[:, None]
+                    )
+                    pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
+                    stats = data.em_stats(kernels, pass_params)
+                    lower_bound = stats.loglik / weight_sum
                 params = m_step(stats, ct, self.reg_covar, eps, state=state)
                 bounds.append(lower_bound)
                 change = lower_bound - prev
