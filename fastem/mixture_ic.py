@@ -183,6 +183,11 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
         # Every fitted attribute of a GaussianMixture (what a model file holds).
         for name in REQUIRED_ATTRIBUTES:
             setattr(self, name, getattr(best, name))
+        # X's column names (a DataFrame's), which the selected mixture checks in predict.
+        if hasattr(best, "feature_names_in_"):
+            self.feature_names_in_ = best.feature_names_in_
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:

@@ -106,7 +106,12 @@ from ._init import INIT_METHODS, hc_stats_by_k, initial_stats
 from ._mclust import ALIASES, DIAGONAL_MODELS, MODEL_NAMES, canonical_model
 from ._stats import Stats, m_step
 from ._threads import limit_threads
-from ._validation import check_array, check_positive_int, check_sample_weight
+from ._validation import (
+    check_array,
+    check_positive_int,
+    check_sample_weight,
+    string_column_names,
+)
 from .backends._numpy import logsumexp_rows
 from .exceptions import ConvergenceWarning
 from .mixture import GaussianMixture, _check_random_state
@@ -1005,6 +1010,9 @@ def select_model(
     )
     screen = {"tol": SCREEN_TOL, "max_iter": min(params["max_iter"], SCREEN_MAX_ITER)}
     # NaN passes through: whether missing values are allowed is the estimator's call.
+    # A DataFrame's string column names go to every fitted candidate, as a fit on it
+    # records them.
+    names = string_column_names(X)
     X = check_array(X, allow_nan=True, min_samples=2, estimator_name="select_model")
     n, d = X.shape
     types = check_covariance_types(covariance_types, d)
@@ -1157,6 +1165,9 @@ def select_model(
             UserWarning,
             stacklevel=2,
         )
+    if names is not None:
+        for model in models.values():
+            model.feature_names_in_ = names
     best = models[(best_row["n_components"], best_row["covariance_type"])]
     if not best.converged_ and best.max_iter > 0:
         warnings.warn(

@@ -1,6 +1,7 @@
 """Claims of the README exercised on small data (helper R6's audit)."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -102,3 +103,43 @@ def test_impute_refuses_an_output_naming_its_input(tmp_path, capsys):
     out = tmp_path / "complete.csv"
     assert _run_cli(capsys, "impute", str(model), str(data), "-o", str(out))[0] == 0
     assert out.exists()
+
+
+def _frame(X, columns="abc"):
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame(X, columns=list(columns))
+
+
+def test_select_model_and_ic_record_a_dataframes_column_names(tmp_path):
+    # README (pandas): string column names become feature_names_in_, other names
+    # are an error in predict, names on one side a warning; GaussianMixtureIC
+    # "behaves as the chosen mixture". Both were fitted without the names.
+    X, _ = make_mixture(200, 3, 2, random_state=0)
+    df = _frame(X)
+    kw = dict(covariance_types=["VVV", "EII"], random_state=0, backend="numpy")
+    sel = fastem.select_model(df, [1, 2], **kw)
+    assert all(list(m.feature_names_in_) == list("abc") for m in sel.models_.values())
+    ic = fastem.GaussianMixtureIC(n_components=[1, 2], **kw).fit(df)
+    assert list(ic.feature_names_in_) == list("abc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same names: no warning
+        labels = ic.predict(df)
+    assert np.array_equal(labels, ic.best_estimator_.predict(df))
+    with pytest.raises(ValueError, match="feature names"):
+        ic.predict(_frame(X, "zbc"))
+    with pytest.warns(UserWarning, match="feature names"):
+        ic.predict(X)
+    ic.save(tmp_path / "ic.npz")
+    assert list(fastem.load(tmp_path / "ic.npz").feature_names_in_) == list("abc")
+    ic.fit(X)  # refitted on an array: the names are forgotten
+    assert not hasattr(ic, "feature_names_in_")
+
+
+def test_select_model_reads_nullable_columns_as_missing():
+    pd = pytest.importorskip("pandas")
+    X = _incomplete(n=150)
+    df = pd.DataFrame(X, columns=list("abc")).astype("Float64")
+    kw = dict(covariance_types=["VVV"], random_state=0, backend="numpy")
+    a = fastem.select_model(df, [2], **kw).best_
+    b = fastem.select_model(X, [2], **kw).best_
+    assert np.array_equal(a.means_, b.means_)
