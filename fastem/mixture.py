@@ -96,6 +96,23 @@ def _is_out_of_core(X) -> bool:
     )
 
 
+def _about_moved_means(data, kernels, stats, weights, prec_chol, ct, reg_covar, eps):
+    """``stats`` of a pass, or, where the means moved so many standard deviations
+    (a start far from the data) that centring its moments on them loses more than
+    8 digits (:func:`fastem._stats.lost_to_a_far_shift`), the pass taken again about
+    the moved means: only the means move first (a conditional M-step; the likelihood
+    does not decrease). At most twice; ordinary steps return ``stats`` itself."""
+    for _ in range(2):
+        if not lost_to_a_far_shift(stats, ct == "tied", reg_covar):
+            break
+        nk = stats.nk + empty_component_floor(stats, eps)
+        means = stats.shift + stats.sx / nk[:, None]
+        stats = data.em_stats(
+            kernels, PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
+        )
+    return stats
+
+
 class _MixtureMap:
     """The Gaussian mixture's EM map as a :class:`fastem._em.FixedPointProblem`.
 
@@ -278,6 +295,8 @@ class _MixtureMap:
         pass_params = PassParams.from_model(weights, means, prec_chol, self.ct, data.dtype)
         stats = data.em_stats(self.kernels, pass_params)
         objective = stats.loglik / data.weight_sum
+        stats = _about_moved_means(data, self.kernels, stats, weights, prec_chol, self.ct,
+                                   self.reg_covar, self.eps)  # fmt: skip
         state = {} if orientation is None else {"orientation": orientation}
         try:
             params = m_step(stats, self.ct, self.reg_covar, self.eps, state=state)
@@ -857,21 +876,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 weights, means, _, prec_chol = params
                 pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
                 stats = data.em_stats(kernels, pass_params)
+                stats = _about_moved_means(data, kernels, stats, weights, prec_chol, ct,
+                                           self.reg_covar, eps)  # fmt: skip
                 lower_bound = stats.loglik / weight_sum
-                for _ in range(2):
-                    if not lost_to_a_far_shift(stats, ct == "tied", self.reg_covar):
-                        break
-                    # The means moved so many standard deviations (a start far from
-                    # the data) that their centred moments lost their digits: move
-                    # only the means first (a conditional M-step; the likelihood does
-                    # not decrease) and take this pass again about them.
-                    means = (
-                        stats.shift
-                        + stats.sx / (stats.nk + empty_component_floor(stats, eps))[:, None]
-                    )
-                    pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
-                    stats = data.em_stats(kernels, pass_params)
-                    lower_bound = stats.loglik / weight_sum
                 params = m_step(stats, ct, self.reg_covar, eps, state=state)
                 bounds.append(lower_bound)
                 change = lower_bound - prev

@@ -325,3 +325,16 @@ def test_far_shift_check_is_quiet_on_ordinary_steps(covariance_type):
         sq = np.stack([sq.sum(0), np.zeros((3, 3))])
     stats.sxx[:] = sq
     assert lost_to_a_far_shift(stats, covariance_type == "tied", 1e-6)
+
+
+@pytest.mark.parametrize("acceleration", ["squarem", "anderson"])
+def test_far_start_with_acceleration_fits_as_plain_em(acceleration):
+    """The accelerated EM map takes the same re-centred pass (it raised as plain EM did)."""
+    X = _two_blobs(200, 2, seed=0) + 1e8
+    kw = dict(means_init=np.zeros((2, 2)), random_state=0, backend="numpy", tol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = GaussianMixture(2, **kw).fit(X)
+        fast = GaussianMixture(2, acceleration=acceleration, **kw).fit(X)
+    np.testing.assert_allclose(fast.means_ - 1e8, plain.means_ - 1e8, atol=1e-5)
+    np.testing.assert_allclose(fast.covariances_, plain.covariances_, rtol=1e-4)
