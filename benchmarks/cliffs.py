@@ -11,8 +11,10 @@ excluded).
 Columns: ``iter`` is the ratio of CPU seconds per EM iteration (fit with
 ``max_iter=n1`` minus ``max_iter=n0`` from the same initial parameters,
 ``tol=0``, divided by ``n1 - n0``), ``fit`` the ratio of the whole
-``n1``-iteration fit, ``call`` for predict/score_samples cases the ratio of one
-call. Ratios are ``peer / fastem``: above 1 fastem is faster.
+``n1``-iteration fit; for predict/score_samples and partial_fit cases both
+columns are the ratio of one call (one pass of partial_fit over the data). The
+``nan-*`` cases compare fastem with NaN against fastem on the same data without
+NaN (scikit-learn refuses NaN). Ratios are ``peer / fastem``: above 1 fastem is faster.
 
 Usage::
 
@@ -73,6 +75,12 @@ HMM_CASES = {
     "hmm-K16-tied-D8": ("tied", 8, 16, 20, 300),
     "hmm-K16-spherical-D8": ("spherical", 8, 16, 20, 300),
     "hmm-long-1x100k-K16": ("diag", 2, 16, 1, 100_000),
+}
+# name: (N, D, K, batch rows): partial_fit over the data in batches, against
+# scikit-learn's warm-started fit(max_iter=1) on each batch (it has no partial_fit).
+PARTIAL_CASES = {
+    "partial-fit-B50-D4-K8": (50_000, 4, 8, 50),
+    "partial-fit-B1000-D4-K8": (200_000, 4, 8, 1000),
 }
 # Cases with NaN go through fastem only (scikit-learn refuses NaN): the ratio
 # is against the same fit without NaN.
@@ -195,6 +203,35 @@ def call_case(name, backends, repeats):
     return whole, whole
 
 
+def partial_case(name, backends, repeats):
+    from sklearn.mixture import GaussianMixture as SkGM
+
+    from fastem import GaussianMixture
+    from fastem.datasets import initial_parameters, make_mixture
+
+    n, d, k, batch = PARTIAL_CASES[name]
+    X, _ = make_mixture(n, d, k, random_state=0)
+    init = initial_parameters(X, k, "full", random_state=1)
+
+    def ours(backend):
+        def run(_):
+            gm = GaussianMixture(backend=backend, n_threads=1, **init)
+            for a in range(0, n, batch):
+                gm.partial_fit(X[a : a + batch])
+
+        return run
+
+    def peer(_):
+        gm = SkGM(max_iter=1, tol=0.0, warm_start=True, **init)
+        for a in range(0, n, batch):
+            gm.fit(X[a : a + batch])
+
+    fns = {f"fastem[{b}]": ours(b) for b in backends}
+    fns["sklearn"] = peer
+    _, whole = interleaved(fns, 0, 1, repeats, per_iter=False)
+    return whole, whole
+
+
 def hmm_case(name, backends, n0, n1, repeats):
     from hmmlearn import hmm as hl
 
@@ -257,7 +294,7 @@ def main(argv=None) -> int:
     p.add_argument("--n1", type=int, default=7)
     p.add_argument("--list", action="store_true")
     args = p.parse_args(argv)
-    every = {**GMM_CASES, **CALL_CASES, **HMM_CASES, **NAN_CASES}
+    every = {**GMM_CASES, **CALL_CASES, **PARTIAL_CASES, **HMM_CASES, **NAN_CASES}
     if args.list:
         print("\n".join(every))
         return 0
@@ -274,6 +311,8 @@ def main(argv=None) -> int:
             it, whole = gmm_case(name, backends, args.n0, args.n1, args.repeats)
         elif name in CALL_CASES:
             it, whole = call_case(name, backends, args.repeats)
+        elif name in PARTIAL_CASES:
+            it, whole = partial_case(name, backends, args.repeats)
         elif name in HMM_CASES:
             it, whole = hmm_case(name, backends, args.n0, args.n1, args.repeats)
         elif name in NAN_CASES:
