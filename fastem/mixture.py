@@ -974,6 +974,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
             # sweep's best figures and no problem ending below plain EM
             # (docs/acceleration.md); the HMMs keep the driver's default, "x2"
             options={"reference": "x1"} if self.acceleration == "squarem" else None,
+            # the end of the path, as plain EM: with a reg_covar that matters next to the
+            # data's variances, the map lowers l on its way to its fixed point, and the
+            # best point seen would be an early iterate (docs/acceleration.md)
+            follow_path=True,
         )
 
     def partial_fit(self, X, y=None, sample_weight=None) -> GaussianMixture:

@@ -368,3 +368,27 @@ def test_squarem_step_bound_stays_finite_on_a_long_run_at_a_fixed_point():
             rule=make_stopping_rule("absolute", 0.0),
         )
     assert res.n_passes == 3000 and np.isfinite(res.image).all()
+
+
+def test_accelerated_mixture_in_small_units_ends_at_plain_ems_fixed_point():
+    """GaussianMixture opts in to follow_path: on data in units of 2e-3 every scheme's
+    fit ends at plain EM's fixed point; before, each returned its first M-step (the
+    best l it saw), 2e-4 from it, with converged_ True."""
+    import warnings
+
+    import numpy as np
+
+    from fastem import GaussianMixture
+    from fastem.datasets import make_mixture
+
+    X = make_mixture(2000, 3, 4, random_state=3)[0] * 2e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = GaussianMixture(4, random_state=0, tol=0.0, max_iter=400, backend="numpy").fit(X)
+        for method in ("squarem", "anderson", "qn"):
+            gm = GaussianMixture(
+                4, random_state=0, acceleration=method, stopping="aitken", tol=1e-10,
+                max_iter=400, backend="numpy",
+            ).fit(X)  # fmt: skip
+            order = [int(np.argmin(((plain.means_ - m) ** 2).sum(1))) for m in gm.means_]
+            np.testing.assert_allclose(gm.means_, plain.means_[order], atol=2e-5, err_msg=method)
