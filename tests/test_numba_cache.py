@@ -105,6 +105,26 @@ def test_clear_cache_removes_the_folder_and_the_next_process_recompiles(tmp_path
     assert _run(TINY, FASTEM_CACHE_DIR=str(cache))["misses"] == 1
 
 
+def test_clear_cache_keeps_other_programs_files(tmp_path, monkeypatch):
+    # FASTEM_CACHE_DIR=~/.cache, say: clear_cache removed the whole folder, other
+    # programs' files included (the CLI had its own guard; found by R1).
+    shared = tmp_path / "shared"
+    (shared / "numba" / "x").mkdir(parents=True)
+    (shared / "numba" / "x" / "k.nbi").write_bytes(b"0")
+    (shared / "other-program").mkdir()
+    (shared / "notes.txt").write_text("not fastem's")
+    monkeypatch.setenv("FASTEM_CACHE_DIR", str(shared))
+    assert _numba_cache.clear_cache() == shared
+    assert not (shared / "numba").exists()
+    assert (shared / "notes.txt").read_text() == "not fastem's"
+    assert (shared / "other-program").is_dir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    monkeypatch.setenv("FASTEM_CACHE_DIR", str(a_file))
+    _numba_cache.clear_cache()
+    assert a_file.read_text() == "x"
+
+
 def test_modules_outside_fastem_keep_numbas_own_locators(tmp_path):
     """Only fastem's files are claimed: a user's own @njit(cache=True) module
     caches where Numba always put it (its __pycache__)."""

@@ -40,6 +40,7 @@ first fit with an empty cache compiles less (issue #13; ``docs/cold_start.md``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -97,10 +98,16 @@ def clear_cache() -> Path:
     """Delete fastem's compiled-kernel cache (:func:`cache_directory`).
 
     The next process compiles the kernels again. Kernels already loaded in
-    this process keep working. Returns the folder that was removed.
+    this process keep working. Only fastem's kernels (the folder's ``numba``
+    subfolder) are deleted, and then the folder itself if nothing else is in
+    it: a ``FASTEM_CACHE_DIR`` shared with other programs keeps their files.
+    Returns the cache folder.
     """
     folder = cache_directory()
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.is_dir():
+        shutil.rmtree(folder / "numba", ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: other programs' files stay
+            folder.rmdir()
     return folder
 
 
