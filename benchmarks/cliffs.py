@@ -75,6 +75,9 @@ HMM_CASES = {
     "hmm-K16-tied-D8": ("tied", 8, 16, 20, 300),
     "hmm-K16-spherical-D8": ("spherical", 8, 16, 20, 300),
     "hmm-long-1x100k-K16": ("diag", 2, 16, 1, 100_000),
+    # lengths (20000, 10, 10, 10) x 4: one long sequence per batch of four
+    "hmm-uneven-K8": ("diag", 2, 8, 16, "uneven"),
+    "hmm-uneven-K8-full": ("full", 2, 8, 16, "uneven"),
 }
 # name: (N, D, K, batch rows): partial_fit over the data in batches, against
 # scikit-learn's warm-started fit(max_iter=1) on each batch (it has no partial_fit).
@@ -238,6 +241,9 @@ def hmm_case(name, backends, n0, n1, repeats):
     from fastem import hmm as fh
 
     cov, d, k, s, t = HMM_CASES[name]
+    lengths = np.array([20_000, 10, 10, 10] * (s // 4)) if t == "uneven" else np.full(s, t)
+    starts = set(np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist())
+    s, t = 1, int(lengths.sum())  # frames drawn as one run, restarted at each sequence
     rng = np.random.default_rng(0)
     trans = np.full((k, k), 0.1 / max(k - 1, 1))
     np.fill_diagonal(trans, 0.9)
@@ -246,12 +252,11 @@ def hmm_case(name, backends, n0, n1, repeats):
     cum = np.cumsum(trans, axis=1)
     u = rng.random(s * t)
     for i in range(s * t):
-        if i % t == 0:
+        if i in starts:
             z[i] = rng.integers(k)
         else:
             z[i] = min(np.searchsorted(cum[z[i - 1]], u[i]), k - 1)
     X = means[z] + rng.normal(size=(s * t, d))
-    lengths = np.full(s, t)
     var = X.var(axis=0)
     init = dict(
         startprob_=np.full(k, 1.0 / k),
