@@ -1,4 +1,4 @@
-"""Numba HMM batches of uneven lengths (one long sequence beside short ones) run
+"""Numba and Cython HMM batches of uneven lengths (one long sequence beside short ones) run
 one sequence at a time instead of in lock-step lanes (which run every lane to
 the longest one's end): the choice itself, and forward-backward and the fused
 diagonal E-step on such batches against the NumPy reference, impossible
@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from fastem.hmm import _backend
 from fastem.hmm._backend import available_hmm_backends, get_hmm_kernels
 
-pytestmark = pytest.mark.skipif(
-    "numba" not in available_hmm_backends(), reason="numba kernels only"
-)
+BACKENDS = [b for b in ("numba", "cython") if b in available_hmm_backends()]
+needs_numba = pytest.mark.skipif("numba" not in BACKENDS, reason="numba kernels only")
 OUTPUTS = ("loglik", "xi", "start", "nk", "sx", "sxx")
 
 
@@ -24,10 +23,11 @@ def _offsets(lengths):
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
-def _hmm():
-    return get_hmm_kernels("numba").hmm
+def _hmm(backend="numba"):
+    return get_hmm_kernels(backend).hmm
 
 
+@needs_numba
 def test_lock_step_only_for_even_enough_batches():
     mod = _hmm()
     lock = mod._lock_step
@@ -52,15 +52,15 @@ def _lengths(rng, n_batches, long):
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=25, deadline=None)
 @given(K=st.integers(1, 9), long=st.integers(12, 80), seed=st.integers(0, 2**31 - 1))
-def test_forward_backward_on_uneven_batches_matches_reference(K, long, seed):
+def test_forward_backward_on_uneven_batches_matches_reference(backend, K, long, seed):
     from fastem.hmm import _kernels_numpy as ref
 
     rng = np.random.default_rng(seed)
     lengths = _lengths(rng, 3, long)
     offsets = _offsets(lengths)
-    assert not _hmm()._lock_step(offsets, 0, 4)
     S, N = len(lengths), int(sum(lengths))
     logB = rng.normal(scale=2.0, size=(N, K))
     if K > 1:
@@ -71,7 +71,7 @@ def test_forward_backward_on_uneven_batches_matches_reference(K, long, seed):
     w = rng.uniform(0.5, 2.0, size=S)
     got = [np.empty_like(logB), np.empty(S), np.empty((K, K)), np.empty(K)]
     want = [np.empty_like(logB), np.empty(S), np.empty((K, K)), np.empty(K)]
-    _hmm().forward_backward(logB, offsets, start, trans, w, *got)
+    _hmm(backend).forward_backward(logB, offsets, start, trans, w, *got)
     ref.forward_backward(logB, offsets, start, trans, w, *want)
     assert got[1][5] == -np.inf
     for a, b in zip(got, want, strict=True):
@@ -88,6 +88,7 @@ def _estep(kernels, args, row_w, shift):
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=20, deadline=None)
 @given(
     K=st.integers(1, 9),
@@ -95,7 +96,7 @@ def _estep(kernels, args, row_w, shift):
     long=st.integers(12, 60),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_fused_estep_on_uneven_batches_matches_reference(K, D, long, seed):
+def test_fused_estep_on_uneven_batches_matches_reference(backend, K, D, long, seed):
     """Enough batches for the fused diagonal step; a sequence with a row far
     from every mean (probability 0 in float64) inside an uneven batch: its
     rows must add nothing to the moments."""
@@ -115,11 +116,11 @@ def test_fused_estep_on_uneven_batches_matches_reference(K, D, long, seed):
     shift = means + rng.normal(scale=0.1, size=(K, D))
     args = (X, offsets, means, pc, cc, start, trans, w)
     row_w = np.repeat(w, lengths)
-    assert _hmm().estep_diag(
+    assert _hmm(backend).estep_diag(
         *args, row_w, shift, np.empty(S), np.empty((K, K)), np.empty(K),
         np.empty(K), np.empty((K, D)), np.empty((K, D)),
     )  # fmt: skip
-    got = _estep(get_hmm_kernels("numba"), args, row_w, shift)
+    got = _estep(get_hmm_kernels(backend), args, row_w, shift)
     assert got["loglik"][6] == -np.inf
     # The reference on the data without sequence 6 (which adds nothing; the
     # reference itself would give 0 * inf = NaN in the moments on its rows).
