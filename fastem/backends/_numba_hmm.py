@@ -841,7 +841,7 @@ def _fb_lanes(
             g = 0.0
             for k in range(K):
                 g += xl[t, k] * yl[t, k]
-            inv = 1.0 / g
+            inv = 1.0 / g if g > 0.0 else np.nan  # underflowed: NaN as NumPy, not a raise
             for k in range(K):
                 gamma[lo + t, k] = xl[t, k] * yl[t, k] * inv
         loglik[s] = ll
