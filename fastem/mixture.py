@@ -50,8 +50,11 @@ from .exceptions import ConvergenceWarning, NotFittedError
 
 __all__ = ["GaussianMixture"]
 
-# Rows per block in predict/score: bounds the (block, k) temporaries.
-_PREDICT_BLOCK_ELEMENTS = 1 << 20
+# Rows per block in predict/score: bounds the (block, k) temporaries. 64k elements
+# (512 KiB) keep a block's log-probabilities in cache through the log-sum-exp's five
+# sweeps: predict_proba 1.29x, score_samples 1.21x faster than 1 << 20, same bits
+# (P1, session 11: 200k x 16, K=16 diag, numba).
+_PREDICT_BLOCK_ELEMENTS = 1 << 16
 
 
 def _check_random_state(seed):
