@@ -270,7 +270,7 @@ def partial_fit(estimator, X, sample_weight=None):
         check_feature_names(estimator, X, reset=False)
     data = _batch_data(estimator, X, sample_weight, fitted, needs_init)
     d = data.n_features
-    user = estimator._check_parameters(d)
+    user = estimator._check_parameters(d, check_init=not fitted)  # used only to start
     if fitted:
         _check_state(estimator, d)
     eps = float(np.finfo(data.dtype).eps)

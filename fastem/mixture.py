@@ -542,8 +542,13 @@ class GaussianMixture(*ESTIMATOR_BASES):
         return allow_nan_tags(super().__sklearn_tags__())
 
     # ------------------------------------------------------------------ checks
-    def _check_parameters(self, n_features: int) -> dict:
-        """Validate hyper-parameters and user initial parameters (float64 copies)."""
+    def _check_parameters(self, n_features: int, check_init: bool = True) -> dict:
+        """Validate hyper-parameters and user initial parameters (float64 copies).
+
+        ``check_init=False`` skips the initial parameters (an empty dict): a
+        ``partial_fit`` batch after the first never uses them, and checking
+        ``precisions_init`` (an eigen-decomposition per matrix) cost more than
+        the batch's EM step on small batches."""
         owner = type(self).__name__  # scikit-learn's wording of the errors
         check_positive_int(self.n_components, "n_components", owner=owner)
         check_nonneg_float(self.tol, "tol", owner=owner)
@@ -583,6 +588,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
             )
         k, d = self.n_components, n_features
         user: dict = {}
+        if not check_init:
+            return user
         # The messages start with scikit-learn's own (code matching them keeps working)
         # and end with fastem's wording of the same check.
         if self.weights_init is not None:

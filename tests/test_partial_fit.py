@@ -377,3 +377,26 @@ def test_partial_fit_after_fit_continues_from_the_fit(covariance_type):
     # the next batch continues the same stream
     gm.partial_fit(X[20:40])
     assert gm.n_batches_ == 3 and len(gm.lower_bounds_) == 3
+
+
+def test_later_batches_do_not_recheck_the_initial_parameters(monkeypatch):
+    # A batch after the first never uses weights/means/precisions_init; checking
+    # precisions_init (an eigen-decomposition per matrix) took over half of a
+    # 50-row batch's CPU (P1, session 11). The first batch still checks them.
+    from fastem import GaussianMixture
+    from fastem.datasets import make_mixture
+
+    X, _ = make_mixture(400, 3, 2, random_state=0)
+    ref = GaussianMixture(2, random_state=0, max_iter=3, backend="numpy").fit(X)
+    gm = GaussianMixture(2, random_state=0, backend="numpy", means_init=ref.means_,
+                         precisions_init=ref.precisions_)  # fmt: skip
+    calls = []
+    original = GaussianMixture._user_array
+    monkeypatch.setattr(GaussianMixture, "_user_array",
+                        staticmethod(lambda *a: calls.append(a[1]) or original(*a)))  # fmt: skip
+    gm.partial_fit(X[:50])
+    assert calls == ["means_init", "precisions_init"]
+    calls.clear()
+    for start in range(50, 400, 50):
+        gm.partial_fit(X[start : start + 50])
+    assert calls == []
