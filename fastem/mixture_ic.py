@@ -60,7 +60,7 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
     init_params : str, default='hc+emem'
         The shared starts (see :func:`fastem.select_model`): ``"hc"``, any
         :class:`~fastem.GaussianMixture` start, or several joined by ``+``.
-    acceleration : {'squarem', 'anderson', None}, default='squarem'
+    acceleration : {'squarem', 'anderson', 'qn', 'mpe', None}, default='squarem'
     stopping : {'aitken', 'relative', 'absolute'}, default='aitken'
         As in :class:`~fastem.GaussianMixture`.
     reg_covar, n_init, random_state, backend, n_threads
