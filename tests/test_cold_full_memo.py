@@ -28,9 +28,7 @@ def _fresh(fn, **flags):
     import types as pytypes
 
     return njit(**flags)(
-        pytypes.FunctionType(
-            fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
-        )
+        pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__)
     )
 
 
@@ -60,7 +58,7 @@ def test_memo_returns_numbas_own_signatures(monkeypatch):
     ours(np.arange(3.0), np.arange(3.0))
     original = BaseFunction.get_call_type.__wrapped__
     assert memo
-    for (fnty, context, args, kws, _flags), (sig, impl_key, _fastmath) in memo.items():
+    for (fnty, context, args, kws, _flags), (sig, impl_key) in memo.items():
         assert original(fnty, context, args, dict(kws)) == sig
         assert fnty._impl_keys[sig.args] == impl_key
 
@@ -122,105 +120,3 @@ def test_memo_keeps_an_overloads_compile_per_caller_flags():
     assert k_numpy(1.0, 0.0) == np.inf
     with pytest.raises(ZeroDivisionError):
         k_python(1.0, 0.0)
-
-
-def _ihalf(n):
-    return n // 2
-
-
-@overload(_ihalf)
-def _ov_ihalf(n):
-    return lambda n: n // 2
-
-
-def _ihalf_control(n):
-    return n // 2
-
-
-@overload(_ihalf_control)
-def _ov_ihalf_control(n):
-    return lambda n: n // 2
-
-
-def _fhalf(x):
-    return x * 0.5
-
-
-@overload(_fhalf)
-def _ov_fhalf(x):
-    return lambda x: x * 0.5
-
-
-def _callers(fn):
-    """The same call of ``fn`` compiled by fastem's compiler with and without fastmath."""
-
-    def body(a):
-        return fn(a)
-
-    return (
-        _fresh(body, fastmath=True, pipeline_class=_numba_cache.Compiler),
-        _fresh(body, fastmath=False, pipeline_class=_numba_cache.Compiler),
-    )
-
-
-def _shared_of(fn):
-    return {str(sig) for fnty, sig in _numba_cache.SHARED_ACROSS_FASTMATH if fnty.typing_key is fn}
-
-
-def _compiles(fn) -> int:
-    """How many implementations Numba built for the @overload of ``fn`` (one per flags)."""
-    from numba.core.registry import cpu_target
-
-    fnty = cpu_target.typing_context.resolve_value_type(fn)
-    return sum(len(getattr(t, "_impl_cache", {})) for t in fnty.templates)
-
-
-def test_memo_shares_a_float_free_overload_across_fastmath(monkeypatch):
-    # fastmath acts only on floating-point instructions: an @overload whose signature
-    # holds none (int64 -> int64) is resolved once for callers with and without it
-    monkeypatch.setattr(_numba_cache, "_CALL_TYPES", {})
-    monkeypatch.setattr(_numba_cache, "SHARED_ACROSS_FASTMATH", [])
-    fast, plain = _callers(_ihalf)
-    assert fast(7) == plain(7) == 3
-    assert _shared_of(_ihalf) == {"(int64,) -> int64"}
-    assert _compiles(_ihalf) == 1  # the second caller did not compile it again
-
-
-def test_memo_keeps_float_overloads_and_the_control_per_fastmath(monkeypatch):
-    monkeypatch.setattr(_numba_cache, "_CALL_TYPES", {})
-    monkeypatch.setattr(_numba_cache, "SHARED_ACROSS_FASTMATH", [])
-    # a floating-point signature: one resolution (compile) per fastmath
-    fast, plain = _callers(_fhalf)
-    assert fast(3.0) == plain(3.0) == 1.5
-    assert _shared_of(_fhalf) == set()
-    assert _compiles(_fhalf) == 2
-    # negative control: the same integer overload as above, with every signature
-    # counted as floating-point, is no longer shared
-    monkeypatch.setattr(_numba_cache, "_float_free", lambda sig: False)
-    fast, plain = _callers(_ihalf_control)
-    assert fast(7) == plain(7) == 3
-    assert _shared_of(_ihalf_control) == set()
-    assert _compiles(_ihalf_control) == 2
-
-
-@pytest.mark.parametrize(
-    ("sig", "free"),
-    [
-        (types.int64(types.int64, types.intp), True),
-        (types.boolean(types.UniTuple(types.int64, 2), types.none), True),
-        (types.Array(types.int64, 1, "C")(types.int64, types.NumberClass(types.int64)), True),
-        (types.int64(types.float64), False),  # float argument
-        (types.float32(types.int64), False),  # float result
-        (types.Array(types.float64, 1, "C")(types.int64), False),  # np.empty(n)
-        (types.int64(types.Tuple((types.int64, types.complex128))), False),
-        (types.int64(types.NumberClass(types.float64)), False),
-        (types.int64(types.Omitted(0.5)), False),  # not known float-free
-    ],
-)
-def test_float_free_signatures(sig, free):
-    assert _numba_cache._float_free(sig) is free
-
-
-def test_float_free_looks_at_the_receiver():
-    sig = types.int64(types.int64).replace(recvr=types.Array(types.float64, 1, "C"))
-    assert not _numba_cache._float_free(sig)

@@ -523,43 +523,14 @@ def helper(out_of_line: bool = False, **flags):
 # Other Numba code in the process is not affected (the memo is off outside
 # fastem's compiles; compiles hold Numba's global compiler lock).
 
-_CALL_TYPES: dict = {}  # key -> (signature, implementation key, caller's fastmath)
+_CALL_TYPES: dict = {}  # key -> (signature, implementation key)
 _MEMO_DEPTH = 0
-# (function type, signature) of each remembered @overload resolution handed to a
-# caller with other fastmath flags than the one it was compiled for (see
-# _float_free): for tests and the count in docs/cold_start.md.
-SHARED_ACROSS_FASTMATH: list = []
 
 
 # The caller's flags an @overload's compile inherits (Numba's
 # CPUTargetOptions.finalize: ``inherit_if_not_set``); no other flag of the
-# caller reaches the overload's body. ``fastmath`` acts only on floating-point
-# instructions: an overload whose signature holds no floating-point type is
-# shared between callers whose flags differ in fastmath only (see below).
-_INHERITED_FLAGS = ("nrt", "error_model", "forceinline")
-
-
-def _float_free(sig) -> bool:
-    """Whether no argument, the return type or the receiver of ``sig`` holds a
-    floating-point (or complex) value; any type not known to be float-free
-    counts as floating-point."""
-    from numba.core import types
-
-    def free(ty) -> bool:
-        if isinstance(ty, (types.Integer, types.Boolean, types.NoneType, types.SliceType)):
-            return True
-        if isinstance(ty, (types.Array, types.RangeType, types.RangeIteratorType, types.DType)):
-            return free(ty.dtype)
-        if isinstance(ty, types.NumberClass):
-            return free(ty.instance_type)
-        if isinstance(ty, types.BaseTuple):
-            return all(free(t) for t in ty.types)
-        return False
-
-    tys = [*sig.args, sig.return_type]
-    if sig.recvr is not None:
-        tys.append(sig.recvr)
-    return all(free(t) for t in tys)
+# caller reaches the overload's body.
+_INHERITED_FLAGS = ("nrt", "fastmath", "error_model", "forceinline")
 
 
 def _patch_call_type_memo() -> bool:
@@ -581,13 +552,12 @@ def _patch_call_type_memo() -> bool:
         return False
 
     overloads: dict = {}  # function type -> whether an @overload template resolves it
-    flag_keys: dict = {}  # id(flags) -> (flags, values, fastmath): hashed once, not per call
-    float_free: dict = {}  # memo key without fastmath -> whether its signature is float-free
+    flag_keys: dict = {}  # id(flags) -> (flags, their values): hashed once, not per call
 
     def _flags_key(function_type):
-        """The caller's inherited flags but fastmath, and its fastmath, where an
-        @overload resolves ``function_type`` (Numba compiles one per flags), else
-        None (resolved in the caller's own context). Read once per flags object."""
+        """The caller's flags where an @overload resolves ``function_type``
+        (Numba compiles one per flags), else None (resolved in the caller's own
+        context). Only the inherited flags count, read once per flags object."""
         has = overloads.get(function_type)
         if has is None:
             has = overloads[function_type] = any(
@@ -599,27 +569,21 @@ def _patch_call_type_memo() -> bool:
             return None
         entry = flag_keys.get(id(flags))
         if entry is None or entry[0] is not flags:  # kept alive: an id is not reused
-            # FastMathOptions is unhashable: by its repr, which shows every setting
-            values = tuple(repr(getattr(flags, name, None)) for name in _INHERITED_FLAGS)
-            entry = (flags, values, repr(getattr(flags, "fastmath", None)))
-            flag_keys[id(flags)] = entry
-        return entry[1:]
+            entry = flag_keys[id(flags)] = (flags, _hashable_values(flags))
+        return entry[1]
+
+    def _hashable_values(flags) -> tuple:
+        """The values of the flags an overload's compile inherits from its caller
+        (``FastMathOptions``, unhashable, by its repr, which shows every setting)."""
+        return tuple(repr(getattr(flags, name, None)) for name in _INHERITED_FLAGS)
 
     def get_call_type(self, context, args, kws):
         if not _MEMO_DEPTH:
             return original(self, context, args, kws)
         try:
-            # An @overload is compiled once per set of the caller's flags: its
-            # resolution is remembered per flags (nrt, error_model, forceinline),
-            # and per fastmath unless its signature is float-free (the same
-            # types give the same signature whatever the flags, so whether it
-            # is float-free is known from the first resolution).
-            flags = _flags_key(self)
-            key = (self, context, tuple(args), tuple(sorted(kws.items())), flags)
-            if flags is not None:
-                key = key[:4] + (flags[0],)
-                if not float_free.get(key, False):
-                    key = key[:4] + (flags,)
+            # An @overload is compiled once per set of the caller's flags
+            # (fastmath, error_model): its resolution is remembered per flags.
+            key = (self, context, tuple(args), tuple(sorted(kws.items())), _flags_key(self))
             found = _CALL_TYPES.get(key)
         except TypeError:  # an unhashable argument type: not remembered
             return original(self, context, args, kws)
@@ -627,20 +591,12 @@ def _patch_call_type_memo() -> bool:
             # Numba's resolution also records which implementation lowers the
             # signature (the last resolution's): recorded again, as resolving
             # afresh would.
-            sig, impl_key, fastmath = found
-            if flags is not None and fastmath != flags[1]:
-                SHARED_ACROSS_FASTMATH.append((self, sig))
+            sig, impl_key = found
             self._impl_keys[sig.args] = impl_key
             return sig
         sig = original(self, context, args, kws)
         if sig is not None and sig.args in self._impl_keys:
-            fastmath = None
-            if flags is not None:
-                fastmath = flags[1]
-                if _float_free(sig):
-                    key = key[:4] + (flags[0],)
-                    float_free[key] = True
-            _CALL_TYPES[key] = (sig, self._impl_keys[sig.args], fastmath)
+            _CALL_TYPES[key] = (sig, self._impl_keys[sig.args])
         return sig
 
     get_call_type._fastem_memo = True
