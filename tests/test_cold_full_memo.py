@@ -120,3 +120,46 @@ def test_memo_keeps_an_overloads_compile_per_caller_flags():
     assert k_numpy(1.0, 0.0) == np.inf
     with pytest.raises(ZeroDivisionError):
         k_python(1.0, 0.0)
+
+
+_ARCP_LEAK = """
+import math
+from numba import njit
+from numba.extending import overload
+import fastem.backends._numba  # noqa: F401  (installs fastem's compile patches)
+from fastem.backends import _numba_cache as nc
+
+def steps(span, step):
+    pass
+
+@overload(steps)
+def _steps(span, step):
+    def impl(span, step):  # integer arguments and result, float math inside
+        return int(math.ceil(span / step))
+    return impl
+
+@njit(fastmath={"arcp"}, pipeline_class=nc.Compiler)
+def fast(span):
+    return steps(span, 91)
+
+@njit(pipeline_class=nc.Compiler)
+def exact(span):
+    return steps(span, 91)
+
+fast(273)  # compiled first: 273 * (1/91) rounds above 3
+print(exact(273))
+"""
+
+
+def test_an_integer_overload_is_not_shared_across_fastmath():
+    # Session 11's review: keying fastmath only for signatures with a float type let an
+    # int -> int overload whose body divides in floats pass its arcp compile to an exact
+    # caller (ceil(273 / 91) gave 4). Reverted; this fails on e3fdb9b.
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _ARCP_LEAK], capture_output=True, text=True, check=True,
+        env={**__import__("os").environ, "NUMBA_CACHE_DIR": ""},
+    )  # fmt: skip
+    assert out.stdout.split()[-1] == "3", out.stdout
