@@ -263,7 +263,7 @@ def _backward_seq(lo, hi, transmat, gamma, b, c, beta, outer, w):
         s = 0.0
         for k in range(K):
             s += gamma[row, k] * beta[t, k]
-        inv = 1.0 / s
+        inv = 1.0 / s if s > 0.0 else np.nan  # underflowed: NaN as NumPy, not a raise
         for k in range(K):
             gamma[row, k] = gamma[row, k] * beta[t, k] * inv
 
