@@ -690,6 +690,11 @@ class GaussianHMM(BaseHMM):
             - np.swapaxes(dd, 1, 2)
             + nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
         )
+        if not (mw == mw[:, :1]).all():
+            # a per-feature weight makes hmmlearn's term non-symmetric; its density reads
+            # the lower triangle (cholesky(lower=True)), so keep that and mirror it: the
+            # same likelihoods, and a covariance that score() and save() accept
+            c_n = np.tril(c_n) + np.swapaxes(np.tril(c_n, -1), 1, 2)
         cvweight = np.maximum(cw - D, 0)
         eye = np.eye(D)
         if ct == "tied":
