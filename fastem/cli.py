@@ -1091,20 +1091,22 @@ def run_cache(args: argparse.Namespace) -> int:
                 raise CommandError(f"the kernel cache {folder} is not a folder; nothing removed")
             print(f"{folder} does not exist: nothing to remove")
             return 0
-        # fastem's kernels are in its 'numba' subfolder; a folder the user chose with
-        # FASTEM_CACHE_DIR (~/.cache, say) may hold anything else, which is not ours.
-        others = sorted(p.name for p in folder.iterdir() if p.name != "numba")
-        if others:
-            import shutil
-
-            shutil.rmtree(folder / "numba", ignore_errors=True)
-            print(
-                f"removed {folder / 'numba'} (the other {len(others)} entries of {folder} "
-                f"are not fastem's and stay: {_shown_names(others)})"
-            )
-            return 0
+        # fastem's kernels are its entries in the 'numba' subfolder; a folder the user
+        # chose with FASTEM_CACHE_DIR (~/.cache, say, whose 'numba' is Numba's own
+        # user-wide cache) may hold anything else, which is not ours (clear_cache).
         _numba_cache.clear_cache()
-        print(f"removed {folder}")
+        if not folder.exists():
+            print(f"removed {folder}")
+            return 0
+        others = sorted(p.name for p in folder.iterdir())
+        kernels = folder / "numba"
+        if kernels.is_dir():
+            others = [n for n in others if n != "numba"]
+            others += [f"numba/{p.name}" for p in sorted(kernels.iterdir())]
+        print(
+            f"removed fastem's kernels from {folder} (the other {len(others)} entries "
+            f"are not fastem's and stay: {_shown_names(others)})"
+        )
         return 0
     files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
     size = sum(p.stat().st_size for p in files) / 2**20

@@ -108,14 +108,19 @@ def test_clear_cache_removes_the_folder_and_the_next_process_recompiles(tmp_path
 def test_clear_cache_keeps_other_programs_files(tmp_path, monkeypatch):
     # FASTEM_CACHE_DIR=~/.cache, say: clear_cache removed the whole folder, other
     # programs' files included (the CLI had its own guard; found by R1).
+    # ~/.cache/numba is also Numba's own user-wide cache, other packages' kernels in it
+    # (the session 11 review): only fastem's entries there go.
     shared = tmp_path / "shared"
-    (shared / "numba" / "x").mkdir(parents=True)
-    (shared / "numba" / "x" / "k.nbi").write_bytes(b"0")
+    backends_dir = os.path.dirname(_numba_cache.__file__)
+    ours = _numba_cache._CacheLocator.get_suitable_cache_subpath(os.path.join(backends_dir, "x.py"))
+    for name in (f"{ours}-int2-ool1-on1", f"{ours}-an-older-tag", "otherproj_0123abcd"):
+        (shared / "numba" / name).mkdir(parents=True)
+        (shared / "numba" / name / "k.nbi").write_bytes(b"0")
     (shared / "other-program").mkdir()
     (shared / "notes.txt").write_text("not fastem's")
     monkeypatch.setenv("FASTEM_CACHE_DIR", str(shared))
     assert _numba_cache.clear_cache() == shared
-    assert not (shared / "numba").exists()
+    assert sorted(p.name for p in (shared / "numba").iterdir()) == ["otherproj_0123abcd"]
     assert (shared / "notes.txt").read_text() == "not fastem's"
     assert (shared / "other-program").is_dir()
     a_file = tmp_path / "a_file"

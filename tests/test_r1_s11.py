@@ -417,20 +417,26 @@ def test_cache_clear_deletes_only_fastems_own_files(tmp_path, monkeypatch, capsy
     # FASTEM_CACHE_DIR naming a file was reported 'removed' (rmtree ignored the error).
     pytest.importorskip("numba")
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    from fastem.backends import _numba_cache
+
     shared = tmp_path / "cache"
-    (shared / "numba" / "backends_x").mkdir(parents=True)
-    (shared / "numba" / "backends_x" / "k.nbi").write_bytes(b"")
+    ours = _numba_cache._CacheLocator.get_suitable_cache_subpath(_numba_cache.__file__)
+    (shared / "numba" / f"{ours}-tag").mkdir(parents=True)
+    (shared / "numba" / f"{ours}-tag" / "k.nbi").write_bytes(b"")
+    (shared / "numba" / "otherproj_0123").mkdir()  # Numba's user-wide cache: not ours
     (shared / "other-program").mkdir()
     (shared / "other-program" / "keep.txt").write_text("not fastem's")
     monkeypatch.setenv("FASTEM_CACHE_DIR", str(shared))
     assert main(["cache", "--clear"]) == 0
-    assert "other-program" in capsys.readouterr().out
-    assert not (shared / "numba").exists()
+    out = capsys.readouterr().out
+    assert "other-program" in out and "numba/otherproj_0123" in out
+    assert [p.name for p in (shared / "numba").iterdir()] == ["otherproj_0123"]
     assert (shared / "other-program" / "keep.txt").read_text() == "not fastem's"
+    (shared / "numba" / "otherproj_0123").rmdir()
     # A folder of fastem's cache alone goes as a whole, as before.
     (shared / "other-program" / "keep.txt").unlink()
     (shared / "other-program").rmdir()
-    (shared / "numba").mkdir()
+    (shared / "numba").mkdir(exist_ok=True)
     assert main(["cache", "--clear"]) == 0 and not shared.exists()
     # A file named as the cache folder is left alone, with an error.
     data = tmp_path / "data.csv"

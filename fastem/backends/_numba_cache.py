@@ -98,17 +98,35 @@ def clear_cache() -> Path:
     """Delete fastem's compiled-kernel cache (:func:`cache_directory`).
 
     The next process compiles the kernels again. Kernels already loaded in
-    this process keep working. Only fastem's kernels (the folder's ``numba``
-    subfolder) are deleted, and then the folder itself if nothing else is in
-    it: a ``FASTEM_CACHE_DIR`` shared with other programs keeps their files.
+    this process keep working. Only fastem's own entries (in the folder's
+    ``numba`` subfolder, one per fastem source folder, any codegen tag) are
+    deleted, then ``numba`` and the folder themselves if nothing else is left
+    in them: a ``FASTEM_CACHE_DIR`` shared with other programs (``~/.cache``,
+    whose ``numba`` subfolder is Numba's own user-wide cache) keeps their files.
     Returns the cache folder.
     """
     folder = cache_directory()
-    if folder.is_dir():
-        shutil.rmtree(folder / "numba", ignore_errors=True)
-        with contextlib.suppress(OSError):  # not empty: other programs' files stay
+    kernels = folder / "numba"
+    if kernels.is_dir():
+        for entry in _fastem_entries(kernels):
+            shutil.rmtree(entry, ignore_errors=True)
+        for empty in (kernels, folder):
+            with contextlib.suppress(OSError):  # not empty: other programs' files stay
+                empty.rmdir()
+    elif folder.is_dir():
+        with contextlib.suppress(OSError):
             folder.rmdir()
     return folder
+
+
+def _fastem_entries(kernels: Path) -> list[Path]:
+    """The entries of ``kernels`` that :class:`FastemCacheLocator` names: Numba's
+    subpath of one of fastem's source folders, a dash, a codegen tag."""
+    prefixes = set()
+    for root, dirs, _ in os.walk(_PACKAGE_DIR):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        prefixes.add(_CacheLocator.get_suitable_cache_subpath(os.path.join(root, "x.py")) + "-")
+    return [p for p in kernels.iterdir() if any(p.name.startswith(x) for x in prefixes)]
 
 
 def _is_fastem_source(py_file: str) -> bool:
