@@ -886,9 +886,9 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 weights, means, _, prec_chol = params
                 pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
                 stats = data.em_stats(kernels, pass_params)
+                lower_bound = stats.loglik / weight_sum  # at these parameters, as _MixtureMap
                 stats = _about_moved_means(data, kernels, stats, weights, prec_chol, ct,
                                            self.reg_covar, eps)  # fmt: skip
-                lower_bound = stats.loglik / weight_sum
                 params = m_step(stats, ct, self.reg_covar, eps, state=state)
                 bounds.append(lower_bound)
                 change = lower_bound - prev
