@@ -578,8 +578,11 @@ def _patch_call_type_memo() -> bool:
         context). Only the inherited flags count, read once per flags object."""
         has = overloads.get(function_type)
         if has is None:
+            # Read from the MRO: the templates are ABCs, and a negative ABC
+            # issubclass walks every @overload template class Numba has made
+            # (hundreds): 0.48 s of a cold full fit (docs/cold_start.md, session 12).
             has = overloads[function_type] = any(
-                isinstance(t, type) and issubclass(t, _OverloadFunctionTemplate)
+                isinstance(t, type) and _OverloadFunctionTemplate in t.__mro__
                 for t in getattr(function_type, "templates", ())
             )
         flags = ConfigStack.top_or_none() if has else None
