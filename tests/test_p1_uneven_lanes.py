@@ -15,7 +15,6 @@ from fastem.hmm import _backend
 from fastem.hmm._backend import available_hmm_backends, get_hmm_kernels
 
 BACKENDS = [b for b in ("numba", "cython") if b in available_hmm_backends()]
-needs_numba = pytest.mark.skipif("numba" not in BACKENDS, reason="numba kernels only")
 OUTPUTS = ("loglik", "xi", "start", "nk", "sx", "sxx")
 
 
@@ -27,10 +26,10 @@ def _hmm(backend="numba"):
     return get_hmm_kernels(backend).hmm
 
 
-@needs_numba
-def test_lock_step_only_for_even_enough_batches():
-    mod = _hmm()
-    lock = mod._lock_step
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lock_step_only_for_even_enough_batches(backend):
+    mod = _hmm(backend)
+    lock = mod._lock_step if backend == "numba" else mod._lock_step_py
     assert lock(_offsets([50, 50, 50, 50]), 0, 4)
     assert lock(_offsets([50, 20, 20, 10]), 0, 4)  # 100 frames >= 2 x 50
     assert not lock(_offsets([500, 1, 1, 1]), 0, 4)

@@ -19,10 +19,15 @@ Lock-step
     as 4 x 8 register tiles summed over frames and lanes. Forward variables stay
     unnormalized (``c_t alpha_t``: the division is off the recursion's critical
     path, in the next prediction). A batch of one sequence (the last, or one
-    long sequence) runs the same code with one lane. Each lane does exactly one
-    sequence's arithmetic, so a sequence's results do not depend on the
-    sequences that share its batch; every sum has a fixed order, so no
-    ``-ffast-math`` is needed.
+    long sequence) runs the same code with one lane, and so does each sequence of
+    an uneven batch (its frames less than ``LOCK_STEP_MIN_FILL`` times its longest
+    sequence's, e.g. lengths (20000, 10, 10, 10)): lanes run every lane to the
+    longest one's end, so such a batch runs one sequence at a time, as the Numba
+    kernels do. Each lane does exactly one sequence's arithmetic, and every sum
+    has a fixed order (no ``-ffast-math``), so a sequence's results do not
+    depend on its neighbours' values; the one-lane product sums its terms in
+    another order than the four-lane one, so whether its batch runs in lanes
+    changes a sequence's last bits (as in the Numba kernels).
 Determinism
     Batches are split into ``min(n_batches, MAX_CHUNKS)`` contiguous groups
     (sequences into ``min(S, MAX_CHUNKS)`` for Viterbi) and rows into a number
@@ -648,6 +653,31 @@ cdef inline Py_ssize_t _lo(Py_ssize_t n, Py_ssize_t nc, Py_ssize_t c) noexcept n
 #: of one (the last sequence) runs on the same code with one lane.
 cdef enum:
     LANES = 4
+    #: A batch runs in lock-step only if its frames add up to at least this many
+    #: times its longest sequence's (the Numba kernels' rule): lanes run to the
+    #: longest one's end, and a lock-step frame of four lanes costs more than a
+    #: frame of one sequence alone.
+    LOCK_STEP_MIN_FILL = 2
+
+
+cdef inline bint _lock_step(const int64_t* offsets, Py_ssize_t s0,
+                            Py_ssize_t nl) noexcept nogil:
+    """Whether the batch of sequences ``s0:s0 + nl`` runs in lock-step lanes (more
+    than one sequence, lengths even enough; see ``LOCK_STEP_MIN_FILL``)."""
+    cdef Py_ssize_t s, T, total = 0, longest = 0
+    if nl <= 1:
+        return False
+    for s in range(s0, s0 + nl):
+        T = offsets[s + 1] - offsets[s]
+        total += T
+        longest = max(longest, T)
+    return total >= LOCK_STEP_MIN_FILL * longest
+
+
+def _lock_step_py(offsets, Py_ssize_t s0, Py_ssize_t nl):
+    """:func:`_lock_step` for the tests."""
+    cdef const int64_t[::1] off = _in(offsets, np.int64)
+    return bool(_lock_step(&off[0], s0, nl))
 
 
 cdef struct Lanes:
@@ -880,10 +910,35 @@ cdef Py_ssize_t _group_scratch(Py_ssize_t s_lo, Py_ssize_t s_hi, const int64_t* 
         T = 0
         for s in range(s0, s0 + nl):
             T = max(T, offsets[s + 1] - offsets[s])
-        nl = LANES if nl > 1 else 1
+        nl = LANES if _lock_step(offsets, s0, nl) else 1  # else one sequence at a time
         need = max(need, nl * (3 * T * Kp + 2 * T + Kp))
         s0 += LANES
     return need
+
+
+cdef void _batch_fb(Lanes* ln, const double* logB, const int64_t* offsets, Py_ssize_t s0,
+                    Py_ssize_t nl, Py_ssize_t K, Py_ssize_t Kp, Py_ssize_t T,
+                    const double* startprob, const double* Ap, const double* Atp,
+                    const double* seq_weight, double* gamma, double* loglik, double* outer,
+                    double* start, double* buf, Py_ssize_t base,
+                    Py_ssize_t ld) noexcept nogil:
+    """Forward-backward of the batch ``s0:s0 + nl`` (longest sequence ``T``): in
+    lock-step lanes, or, for a batch of one or of uneven lengths
+    (:func:`_lock_step`), one sequence at a time on one lane sized to it."""
+    cdef Py_ssize_t s, Ts
+    if _lock_step(offsets, s0, nl):
+        _lanes_init(ln, LANES, T, Kp, buf, base, ld)
+        _lanes_fb(ln, LANES, logB, offsets, s0, nl, K, Kp, T, startprob, Ap, Atp,
+                  seq_weight, gamma, loglik, outer, start)
+        return
+    for s in range(s0, s0 + nl):
+        Ts = offsets[s + 1] - offsets[s]
+        if Ts == 0:  # the models leave empty sequences out; probability 1, nothing else
+            loglik[s] = 0.0
+            continue
+        _lanes_init(ln, 1, Ts, Kp, buf, base, ld)
+        _lanes_fb(ln, 1, logB, offsets, s, 1, K, Kp, Ts, startprob, Ap, Atp, seq_weight,
+                  gamma, loglik, outer, start)
 
 
 cdef int _fb_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64_t* offsets,
@@ -893,8 +948,9 @@ cdef int _fb_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64
                    double* start_p) noexcept nogil:
     """Forward-backward of group ``ch``: the sequences of batches
     ``_lo(n_batches, nc, ch)`` to ``_lo(n_batches, nc, ch + 1)``, a batch being
-    ``LANES`` consecutive sequences (the last one maybe fewer; a batch of one
-    runs with one lane). The transition counts go into a (Kp, Kp) scratch
+    ``LANES`` consecutive sequences (the last one maybe fewer; a batch of one, or
+    of uneven lengths, runs one sequence at a time: :func:`_batch_fb`). The
+    transition counts go into a (Kp, Kp) scratch
     added into ``outer_p[ch]`` at the end."""
     cdef Py_ssize_t n_batches = (S + LANES - 1) // LANES
     cdef Py_ssize_t s_lo = _lo(n_batches, nc, ch) * LANES
@@ -915,15 +971,41 @@ cdef int _fb_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64
         T = 0
         for s in range(s0, s0 + nl):
             T = max(T, offsets[s + 1] - offsets[s])
-        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf, 0, K)
-        _lanes_fb(&ln, LANES if nl > 1 else 1, logB, offsets, s0, nl, K, Kp, T, startprob,
-                  Ap, Atp, seq_weight, gamma, loglik, outer_kp, start)
+        _batch_fb(&ln, logB, offsets, s0, nl, K, Kp, T, startprob, Ap, Atp, seq_weight,
+                  gamma, loglik, outer_kp, start, buf, 0, K)
         s0 += LANES
     for i in range(K):
         for j in range(K):
             outer[i * K + j] += outer_kp[i * Kp + j]
     free(buf)
     return 0
+
+
+cdef void _filter_out(Lanes* ln, Py_ssize_t nl, const int64_t* offsets, Py_ssize_t s0,
+                      Py_ssize_t K, Py_ssize_t Kp, double* filt,
+                      double* loglik) noexcept nogil:
+    """Filtered probabilities and log-likelihoods of lanes ``0:nl`` (sequences
+    ``s0:s0 + nl``) after :func:`_lanes_forward`."""
+    cdef Py_ssize_t t, k, lo
+    cdef int l
+    cdef double ll, iv
+    cdef double* xt
+    cdef double* ft
+    for l in range(nl):
+        lo = offsets[s0 + l]
+        if ln.live[l] == 0.0:  # an impossible sequence: zero filtered probabilities
+            loglik[s0 + l] = -INFINITY
+            memset(filt + lo * K, 0, ln.L[l] * K * sizeof(double))
+            continue
+        ll = 0.0
+        for t in range(ln.L[l]):
+            ll = ll + (fastem_hmm_log(ln.c[l][t]) + ln.m[l][t])
+            iv = 1.0 / ln.c[l][t]
+            xt = ln.x[l] + t * Kp
+            ft = filt + (lo + t) * K
+            for k in range(K):
+                ft[k] = xt[k] * iv
+        loglik[s0 + l] = ll
 
 
 cdef int _filter_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const int64_t* offsets,
@@ -934,11 +1016,7 @@ cdef int _filter_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const i
     cdef Py_ssize_t n_batches = (S + LANES - 1) // LANES
     cdef Py_ssize_t s_lo = _lo(n_batches, nc, ch) * LANES
     cdef Py_ssize_t s_hi = min(_lo(n_batches, nc, ch + 1) * LANES, S)
-    cdef Py_ssize_t s0, s, nl, T, t, k, lo
-    cdef int l
-    cdef double ll, iv
-    cdef double* xt
-    cdef double* ft
+    cdef Py_ssize_t s0, s, nl, T
     cdef Lanes ln
     cdef double* buf = <double*>malloc(_group_scratch(s_lo, s_hi, offsets, Kp) * sizeof(double))
     if buf == NULL:
@@ -949,24 +1027,19 @@ cdef int _filter_group(Py_ssize_t ch, Py_ssize_t nc, const double* logB, const i
         T = 0
         for s in range(s0, s0 + nl):
             T = max(T, offsets[s + 1] - offsets[s])
-        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf, 0, K)
-        _lanes_forward(&ln, LANES if nl > 1 else 1, logB, offsets, s0, nl, K, Kp, T,
-                       startprob, Ap)
-        for l in range(nl):
-            lo = offsets[s0 + l]
-            if ln.live[l] == 0.0:  # an impossible sequence: zero filtered probabilities
-                loglik[s0 + l] = -INFINITY
-                memset(filt + lo * K, 0, ln.L[l] * K * sizeof(double))
-                continue
-            ll = 0.0
-            for t in range(ln.L[l]):
-                ll = ll + (fastem_hmm_log(ln.c[l][t]) + ln.m[l][t])
-                iv = 1.0 / ln.c[l][t]
-                xt = ln.x[l] + t * Kp
-                ft = filt + (lo + t) * K
-                for k in range(K):
-                    ft[k] = xt[k] * iv
-            loglik[s0 + l] = ll
+        if _lock_step(offsets, s0, nl):
+            _lanes_init(&ln, LANES, T, Kp, buf, 0, K)
+            _lanes_forward(&ln, LANES, logB, offsets, s0, nl, K, Kp, T, startprob, Ap)
+            _filter_out(&ln, nl, offsets, s0, K, Kp, filt, loglik)
+        else:  # a batch of one, or uneven lengths: one sequence at a time
+            for s in range(s0, s0 + nl):
+                T = offsets[s + 1] - offsets[s]
+                if T == 0:
+                    loglik[s] = 0.0
+                    continue
+                _lanes_init(&ln, 1, T, Kp, buf, 0, K)
+                _lanes_forward(&ln, 1, logB, offsets, s, 1, K, Kp, T, startprob, Ap)
+                _filter_out(&ln, 1, offsets, s, K, Kp, filt, loglik)
         s0 += LANES
     free(buf)
     return 0
@@ -1191,9 +1264,8 @@ cdef int _estep_diag_group(Py_ssize_t ch, Py_ssize_t nc, const double* X, Py_ssi
             T = max(T, offsets[s + 1] - offsets[s])
         for r in range(nr):
             fastem_hmm_diag_row(X + (r0 + r) * D, D, mt, ut, cc, Kp, lb + r * Kp)
-        _lanes_init(&ln, LANES if nl > 1 else 1, T, Kp, buf, r0, Kp)
-        _lanes_fb(&ln, LANES if nl > 1 else 1, lb, offsets, s0, nl, K, Kp, T, startprob,
-                  Ap, Atp, seq_weight, gam, loglik, outer_kp, start_p + ch * K)
+        _batch_fb(&ln, lb, offsets, s0, nl, K, Kp, T, startprob, Ap, Atp, seq_weight, gam,
+                  loglik, outer_kp, start_p + ch * K, buf, r0, Kp)
         _moments_rows(X, D, K, gam, row_weight, shift, r0, r0 + nr, mom, nk_p + ch * K,
                       sx_p + ch * K * D, sxx_p + ch * K * D, False)
         s0 += LANES
