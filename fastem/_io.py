@@ -2,7 +2,8 @@
 
 Formats are chosen by extension: ``.npy``, ``.csv``, ``.parquet`` (needs
 pyarrow), and ``-`` for CSV on stdin/stdout. Every reader returns a 2-D float64
-array with missing values as NaN, plus the column names when the file has them.
+array (float32 for float32 data, which the library fits in float32) with missing
+values as NaN, plus the column names when the file has them.
 Every writer writes to a temporary file beside the target and renames it into
 place only once it is complete, so a failed command leaves no partial output.
 """
@@ -231,7 +232,9 @@ def _read_npy(path: str) -> np.ndarray:
             f"'{path}' holds a {arr.ndim}-D array of shape {arr.shape}; fastem needs a 2-D "
             "array (rows, features)"
         )
-    return arr.astype(np.float64, copy=False)
+    # float32 stays float32, as GaussianMixture.fit(np.load(path)) fits it in float32;
+    # anything else (big-endian float32 included, as check_array casts it) is float64.
+    return arr.astype(np.float32 if arr.dtype == np.float32 else np.float64, copy=False)
 
 
 def _read_parquet(path: str) -> tuple[np.ndarray, list[str]]:
@@ -247,6 +250,12 @@ def _read_parquet(path: str) -> tuple[np.ndarray, list[str]]:
     index = {name for name in pandas_meta.get("index_columns", []) if isinstance(name, str)}
     if index:
         table = table.select([j for j, name in enumerate(table.column_names) if name not in index])
+    # Only float32 columns: float32, as a fit on pandas.read_parquet's DataFrame is.
+    dtype = (
+        np.float32
+        if table.num_columns and all(pa.types.is_float32(t) for t in table.schema.types)
+        else np.float64
+    )
     columns = []
     for name, col in zip(table.column_names, table.columns, strict=True):
         if not (
@@ -259,14 +268,14 @@ def _read_parquet(path: str) -> tuple[np.ndarray, list[str]]:
                 f"{path}: column '{name}' has type {col.type}; fastem reads numeric columns "
                 "only, so drop or encode that column"
             )
-        columns.append(col.to_numpy(zero_copy_only=False).astype(np.float64))
+        columns.append(col.to_numpy(zero_copy_only=False).astype(dtype))
     if not columns:
         raise InputError(f"'{path}' has no columns")
     return np.column_stack(columns), list(table.column_names)
 
 
 def read_data(path: str | os.PathLike, *, stdin: IO[str] | None = None):
-    """Read a data table as a float64 array.
+    """Read a data table as a float64 (or float32) array.
 
     Parameters
     ----------
@@ -278,8 +287,10 @@ def read_data(path: str | os.PathLike, *, stdin: IO[str] | None = None):
     Returns
     -------
     X : ndarray of shape (n_rows, n_columns)
-        float64; missing values are NaN. A Parquet file written by pandas gives its
-        columns without the DataFrame's index (as ``pandas.read_parquet`` would).
+        float64, or float32 for a float32 ``.npy`` or a Parquet file whose columns
+        are all float32 (what the library fits in float32); missing values are NaN. A
+        Parquet file written by pandas gives its columns without the DataFrame's
+        index (as ``pandas.read_parquet`` would).
     columns : list of str or None
         Column names, when the file has them.
     """
