@@ -944,7 +944,12 @@ def _add_fit_options(
         help="EM acceleration (default squarem; qn: quasi-Newton; mpe: minimal polynomial "
         "extrapolation; none: plain EM, as scikit-learn)",
     )
-    p.add_argument("--reg-covar", type=_nonneg_float, default=1e-6, help="added to variances")
+    p.add_argument(
+        "--reg-covar",
+        type=_nonneg_float,
+        default=1e-6,
+        help="added to the covariances' diagonal (default 1e-06)",
+    )
     if select:
         p.add_argument(
             "--init",
@@ -1049,17 +1054,32 @@ def _add_impute_command(impute: argparse.ArgumentParser) -> None:
 
 
 def _add_demo_command(demo: argparse.ArgumentParser) -> None:
-    demo.add_argument("--n-samples", type=int, default=100_000)
-    demo.add_argument("--n-features", type=int, default=2)
-    demo.add_argument("--n-components", type=int, default=5)
-    demo.add_argument("--covariance", type=_covariance_name, default="full")
+    demo.add_argument(
+        "--n-samples", type=int, default=100_000, help="rows drawn (default %(default)s)"
+    )
+    demo.add_argument("--n-features", type=int, default=2, help="features (default %(default)s)")
+    demo.add_argument(
+        "--n-components",
+        type=int,
+        default=5,
+        help="components drawn from and fitted (default %(default)s)",
+    )
+    demo.add_argument(
+        "--covariance",
+        type=_covariance_name,
+        default="full",
+        help="covariance model fitted: full, tied, diag, spherical or one of mclust's 14 "
+        "(default full)",
+    )
     demo.add_argument(
         "--backend",
         choices=BACKENDS,
         default=None,
         help=f"kernel backend (available here: {', '.join(available_backends())})",
     )
-    demo.add_argument("--seed", type=_seed, default=0)
+    demo.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the data and the fit (default 0)"
+    )
     demo.add_argument(
         "--plot", metavar="FIGURE", default="fastem-demo.png", help="figure (default %(default)s)"
     )
@@ -1214,11 +1234,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _import_command_modules()
     if args.command == "demo":
+
+        def demo_error(message: str):  # the pointer names demo's help, not fastem's
+            parser.exit(2, f"fastem: error: {message} (see 'fastem demo --help')\n")
+
         for name in ("n_samples", "n_features", "n_components"):
             if getattr(args, name) < 1:
-                parser.error(f"--{name.replace('_', '-')} must be at least 1")
+                demo_error(f"--{name.replace('_', '-')} must be at least 1")
         if args.n_samples < args.n_components:
-            parser.error("--n-samples must be at least --n-components")
+            demo_error("--n-samples must be at least --n-components")
     try:
         return args.func(args)
     except BrokenPipeError:

@@ -121,3 +121,35 @@ def test_read_parquet_float32_only_when_every_column_is(tmp_path):
     frame["c"] = np.arange(3)  # an integer column: the frame fits in float64
     frame.to_parquet(tmp_path / "g.parquet")
     assert read_data(tmp_path / "g.parquet")[0].dtype == np.float64
+
+
+# --------------------------------------------------- demo: errors point at its own help
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("--n-features", "0"), "--n-features must be at least 1"),
+        (("--n-samples", "3", "--n-components", "5"), "--n-samples must be at least"),
+    ],
+)
+def test_demo_errors_name_the_demo_help(capsys, args, fragment):
+    # They said "(see 'fastem --help')", whose text has no demo option.
+    result = _main(capsys, "demo", *args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastem: error: ")
+    assert fragment in lines[0] and "(see 'fastem demo --help')" in lines[0]
+
+
+def test_every_demo_option_is_described_with_its_default(capsys):
+    result = _main(capsys, "demo", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for option, default in [
+        ("--n-samples N_SAMPLES", "100000"),
+        ("--n-features N_FEATURES", "2"),
+        ("--n-components N_COMPONENTS", "5"),
+        ("--covariance COVARIANCE", "full"),
+        ("--seed SEED", "0"),
+    ]:
+        after = text.split(option + " ", 2)[-1]  # the options list, not the usage line
+        assert after.split(" --")[0].endswith(f"(default {default})"), (option, after[:80])
