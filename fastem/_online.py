@@ -255,7 +255,7 @@ def partial_fit(estimator, X, sample_weight=None):
     estimator : GaussianMixture
         Updated in place; unchanged when an error is raised.
     """
-    from .mixture import _check_random_state
+    from .mixture import _about_moved_means, _check_random_state
 
     t0, alpha = check_learning_parameters(estimator.learning_offset, estimator.learning_decay)
     fitted = hasattr(estimator, "precisions_cholesky_")
@@ -291,8 +291,13 @@ def partial_fit(estimator, X, sample_weight=None):
             _, prec_chol = to_public_layout(ct, cov, prec_chol, *means.shape)
         pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
         batch = data.em_stats(kernels, pass_params)
+        lower_bound = batch.loglik / batch.weight_sum  # at the pass's own parameters
+        # a batch ~1e4+ sd from the means (a far start): its moments are taken again
+        # about the moved means, as fit does, or the M-step loses every digit
+        batch = _about_moved_means(
+            data, kernels, batch, weights, prec_chol, ct, estimator.reg_covar, eps
+        )
 
-    lower_bound = batch.loglik / batch.weight_sum
     batch = batch.scaled(1.0 / batch.weight_sum)
     bounds = getattr(estimator, "lower_bounds_", None) if running is not None else None
     if fitted and running is None:

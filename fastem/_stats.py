@@ -363,7 +363,10 @@ def lost_to_a_far_shift(stats: Stats, tied: bool, reg_covar: float) -> bool:
         if tied:
             n = nk.sum()
             raw = sq.sum(axis=0, keepdims=True) / n
-            moved = (nk[:, None] * delta**2).sum(axis=0, keepdims=True) / n
+            # an empty component (nk = 0: delta is NaN) moves no weight; its NaN
+            # made the pooled check blind to a far start (the tied fit raised)
+            moved = np.where(nk[:, None] > 0, nk[:, None] * delta**2, 0.0)
+            moved = moved.sum(axis=0, keepdims=True) / n
         else:
             raw = sq / nk[:, None]
             moved = delta**2

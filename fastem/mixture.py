@@ -103,13 +103,16 @@ def _about_moved_means(data, kernels, stats, weights, prec_chol, ct, reg_covar, 
     """``stats`` of a pass, or, where the means moved so many standard deviations
     (a start far from the data) that centring its moments on them loses more than
     8 digits (:func:`fastem._stats.lost_to_a_far_shift`), the pass taken again about
-    the moved means: only the means move first (a conditional M-step; the likelihood
-    does not decrease). At most twice; ordinary steps return ``stats`` itself."""
+    the moved means: the weights and means move first, the covariances kept (a
+    conditional M-step; the likelihood does not decrease; the moved weights put the
+    tied pass's centre at the data, :func:`fastem.backends._tied.centre_of`). At
+    most twice; ordinary steps return ``stats`` itself."""
     for _ in range(2):
         if not lost_to_a_far_shift(stats, ct == "tied", reg_covar):
             break
         nk = stats.nk + empty_component_floor(stats, eps)
         means = stats.shift + stats.sx / nk[:, None]
+        weights = nk / nk.sum()
         stats = data.em_stats(
             kernels, PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
         )

@@ -400,3 +400,38 @@ def test_later_batches_do_not_recheck_the_initial_parameters(monkeypatch):
     for start in range(50, 400, 50):
         gm.partial_fit(X[start : start + 50])
     assert calls == []
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_batch_1e8_standard_deviations_from_the_means(backend, covariance_type):
+    """A batch at 1e8 with the means near 0 (as fit's far start, test_r4_robustness):
+    its moments about the means lost every digit in the M-step ('full' and 'tied'
+    raised, 'diag' and 'spherical' returned variances off by 2x or floored at
+    reg_covar). The batch is now taken again about the moved means, so the step has
+    fit's closed form: every row goes to component 1, which takes the batch's mean
+    and covariance; the same batch again (a blend of equal statistics) keeps them."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2)) @ np.array([[2.0, 0.5], [0.0, 1.0]]) + 1e8
+    prec = {
+        "full": np.stack([np.eye(2)] * 2),
+        "tied": np.eye(2),
+        "diag": np.ones((2, 2)),
+        "spherical": np.ones(2),
+    }[covariance_type]
+    gm = GaussianMixture(
+        2, covariance_type=covariance_type, backend=backend, weights_init=[0.5, 0.5],
+        means_init=[[0.0, 0.0], [0.0, 1.0]], precisions_init=prec,
+    )  # fmt: skip
+    cov = np.cov(X.T, bias=True) + 1e-6 * np.eye(2)
+    expected = {
+        "full": cov,
+        "tied": cov,
+        "diag": np.diag(cov),
+        "spherical": np.diag(cov).mean(),
+    }[covariance_type]
+    for _ in range(2):
+        gm.partial_fit(X)
+        np.testing.assert_allclose(gm.means_[1] - 1e8, X.mean(axis=0) - 1e8, atol=1e-6)
+        np.testing.assert_array_equal(gm.means_[0], [0.0, 0.0])  # empty: stays
+        got = gm.covariances_ if covariance_type == "tied" else gm.covariances_[1]
+        np.testing.assert_allclose(got, expected, rtol=1e-6)

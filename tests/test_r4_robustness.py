@@ -251,18 +251,16 @@ def _far_start_fits(backend, covariance_type):
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_start_1e8_standard_deviations_from_the_data_fits(request, backend, covariance_type):
+def test_start_1e8_standard_deviations_from_the_data_fits(backend, covariance_type):
     """means_init near 0 for data at 1e8 (scikit-learn fits 'full'): the first pass's
     second moments, about means 1e8 sd away, lost every digit when centred on the new
     means (an ill-defined covariance). The means now move first and the pass is taken
     again about them. From that start every row goes to component 1 (the nearer), so
-    the fit has a closed form: component 1 is the data's mean and covariance."""
-    if covariance_type == "tied":  # strict: remove once the tied centre is fixed
-        reason = (  # the empty component stays at 0, the data's at 1e8
-            "tied kernels pool the scatter about the unweighted mean of the means "
-            "(backends/_tied.py), 5e7 from the data: its digits are lost in the kernel"
-        )
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason, raises=ValueError))
+    the fit has a closed form: component 1 is the data's mean and covariance.
+    'tied' raised on every backend: the far-shift check was blind to it (the empty
+    component's NaN step), and the compiled tied kernels pooled the scatter about
+    the plain mean of the means, 5e7 from the data; they now centre on the means
+    weighted by the moved weights (``backends._tied.centre_of``)."""
     gm, X = _far_start_fits(backend, covariance_type)
     reg = 1e-6
     np.testing.assert_allclose(gm.means_[1] - 1e8, X.mean(axis=0) - 1e8, atol=1e-6)

@@ -1216,7 +1216,7 @@ def em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
         sx[...] = 0.0
         sxx[...] = 0.0
         return 0.0
-    centre, e, proj = _tied.setup(means, prec_chol, X.dtype)
+    centre, e, proj = _tied.setup(means, prec_chol, X.dtype, comp_const)
     U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
     t = np.empty((k, d))
     g = np.zeros((d, d))  # the pass fills its upper triangle

@@ -584,7 +584,7 @@ def em_pass_missing_tied(X, sample_weight, rows, pattern_ptr, means, prec_chol, 
         sx[...] = 0.0
         sxx[...] = 0.0
         return 0.0
-    centre, e, proj, h, U, L = _tied.missing_setup(means, prec_chol)
+    centre, e, proj, h, U, L = _tied.missing_setup(means, prec_chol, comp_const)
     t = np.empty((k, d))
     g = np.empty((d, d))
     ll = _em_missing_tied_impl(X, sample_weight, rows, ptr, centre, proj,

@@ -2310,7 +2310,7 @@ def em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
     """Fused E-step and statistics under one shared factor ``prec_chol`` (d, d);
     ``sxx`` (d, d) receives the pooled second moments (kernel contract)."""
     k, d = means.shape
-    centre, e, projected = _tied.setup(means, prec_chol, X.dtype)
+    centre, e, projected = _tied.setup(means, prec_chol, X.dtype, comp_const)
     U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
     nc = _n_chunks(X.shape[0], k * (d + 1) + d * d)
     ll_p = np.zeros(nc)

@@ -1344,7 +1344,7 @@ def em_pass_missing_tied(X, sample_weight, rows, pattern_ptr, means, prec_chol, 
     """
     m = rows.shape[0]
     k, d = means.shape
-    centre, e, projected, h, U, L = _tied.missing_setup(means, prec_chol)
+    centre, e, projected, h, U, L = _tied.missing_setup(means, prec_chol, comp_const)
     nc = _n_chunks(m, k * (d + 1) + d * d)
     ll_p = np.zeros(nc)
     nk_p = np.zeros((nc, k))

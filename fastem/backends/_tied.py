@@ -6,7 +6,12 @@ distance of row ``x`` to component ``k`` is ``||z - m_k||^2`` with
 ``z = (x - c) U`` (one triangular product per row, ``d^2 / 2``) and
 ``m_k = (mu_k - c) U`` (per component, once per pass): ``d^2 / 2 + k d`` per
 row instead of ``k d^2 / 2``. The centre ``c`` is the mean of the means, so the
-subtraction stays as well conditioned as ``x - mu_k`` for data far from 0.
+subtraction stays as well conditioned as ``x - mu_k`` for data far from 0; where
+that mean lies more than :data:`FAR_CENTRE` squared standard deviations from the
+means weighted by the mixture's weights (a start far from the data: an empty
+component left at 0, the data's at 1e8), ``G`` about it would lose every digit of
+the scatter, and the pass centres on the weighted mean of the means instead (see
+:func:`centre_of`). Ordinary fits never come near that and keep their bits.
 
 The statistics need one pooled scatter instead of ``k``: the compiled pass
 accumulates ``nk``, ``t_k = sum_i r_ik (x_i - c)`` (``k d`` per row) and
@@ -27,12 +32,44 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Weighted squared Mahalanobis spread of the means about their plain mean past
+#: which the pass centres on their weighted mean (1e4 standard deviations: ``G``
+#: would lose 8 of float64's ~16 digits, the far-shift threshold of
+#: :data:`fastem._stats.FAR_SHIFT_RATIO`).
+FAR_CENTRE = 1e8
 
-def setup(means: np.ndarray, prec_chol: np.ndarray, dtype: np.dtype):
-    """``(centre, e, m)``: ``centre`` (d,) in ``dtype``, ``e = means - centre``
-    (k, d) float64 and the projected means ``m = e @ U`` (k, d) in ``dtype``."""
+
+def centre_of(means64: np.ndarray, prec_chol, comp_const=None) -> np.ndarray:
+    """The centre of a tied pass (float64, (d,)): the mean of the means, or,
+    where the means weighted by the mixture's weights lie more than
+    :data:`FAR_CENTRE` squared standard deviations from it, their weighted mean.
+
+    The weights are read from ``comp_const`` (``log w_k`` plus a constant shared
+    by every component under a tied factor); without it, or with equal weights,
+    the centre is the plain mean. Cost: O(k d^2), once per pass.
+    """
+    centre = means64.mean(axis=0)
+    if comp_const is None or means64.shape[0] < 2:
+        return centre
+    cc = np.asarray(comp_const, dtype=np.float64)
+    if not np.isfinite(cc).all():
+        return centre
+    w = np.exp(cc - cc.max())
+    w /= w.sum()
+    z = (means64 - centre) @ np.asarray(prec_chol, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = float(w @ np.einsum("kd,kd->k", z, z))
+    if not spread > FAR_CENTRE:  # ordinary fits: the plain mean, bit for bit
+        return centre
+    return w @ means64
+
+
+def setup(means: np.ndarray, prec_chol: np.ndarray, dtype: np.dtype, comp_const=None):
+    """``(centre, e, m)``: ``centre`` (d,) in ``dtype`` (:func:`centre_of`),
+    ``e = means - centre`` (k, d) float64 and the projected means ``m = e @ U``
+    (k, d) in ``dtype``."""
     means64 = np.asarray(means, dtype=dtype).astype(np.float64)
-    centre = np.ascontiguousarray(means64.mean(axis=0).astype(dtype))
+    centre = np.ascontiguousarray(centre_of(means64, prec_chol, comp_const).astype(dtype))
     e = means64 - centre.astype(np.float64)
     projected = np.ascontiguousarray((e @ np.asarray(prec_chol, dtype=np.float64)).astype(dtype))
     return centre, e, projected
@@ -84,15 +121,15 @@ def finish(e: np.ndarray, nk: np.ndarray, t: np.ndarray, g: np.ndarray, sx, sxx)
 # pattern ``|m|^3/2 + k |m|^2``, against ``k (|m|^3/3 + |m|^2 |o|)``.
 
 
-def missing_setup(means: np.ndarray, prec_chol: np.ndarray):
-    """``(centre, e, projected, h, U, L)``, all float64: ``centre`` (d,) the mean
-    of the means, ``e = means - centre``, ``projected = e @ U``, ``h = e @ L``,
+def missing_setup(means: np.ndarray, prec_chol: np.ndarray, comp_const=None):
+    """``(centre, e, projected, h, U, L)``, all float64: ``centre`` (d,)
+    (:func:`centre_of`), ``e = means - centre``, ``projected = e @ U``, ``h = e @ L``,
     the factor ``U`` and the precision ``L = U U^T``. The missing-data kernels
     work in float64 whatever the dtype of ``X`` (as the reference does)."""
     means64 = np.asarray(means).astype(np.float64)
     U = np.ascontiguousarray(prec_chol, dtype=np.float64)
     L = np.ascontiguousarray(U @ U.T)
-    centre = np.ascontiguousarray(means64.mean(axis=0))
+    centre = np.ascontiguousarray(centre_of(means64, U, comp_const))
     e = np.ascontiguousarray(means64 - centre)
     return centre, e, np.ascontiguousarray(e @ U), np.ascontiguousarray(e @ L), U, L
 
