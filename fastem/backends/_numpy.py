@@ -168,7 +168,14 @@ def accumulate_block(xb, resp, shift, nk, sx, sxx, full):
         if full:
             sxx[k] += (xc * rk[:, None]).T @ xc
         else:
-            sxx[k] += rk @ (xc * xc)
+            with np.errstate(over="ignore", invalid="ignore"):
+                sq = rk @ (xc * xc)
+                if not np.isfinite(sq).all():
+                    # a row ~1e155+ from this component squares to inf where its r is 0
+                    # (0 * inf = NaN): (r x) x, as the compiled kernels and the full
+                    # branch above multiply; ordinary blocks keep the product above
+                    sq = ((xc * rk[:, None]) * xc).sum(axis=0)
+            sxx[k] += sq
 
 
 def em_pass_full(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
