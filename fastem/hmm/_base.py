@@ -97,10 +97,11 @@ class ConvergenceMonitor:
                 file=sys.stderr,
             )
         if self.history and (log_prob - self.history[-1]) < -self._precision:
-            _log.warning(
-                "Model is not converging. Current: %s is not greater than %s.",
+            _log.warning(  # hmmlearn's message
+                "Model is not converging.  Current: %s is not greater than %s. Delta is %s",
                 log_prob,
                 self.history[-1],
+                log_prob - self.history[-1],
             )
         self.history.append(log_prob)
         self.iter += 1
@@ -488,8 +489,15 @@ class BaseHMM(*ESTIMATOR_BASES):
             )
 
     def _check_sum_1(self, name: str) -> None:
-        s = getattr(self, name).sum(axis=-1)
-        if not np.allclose(s, 1):
+        p = getattr(self, name)
+        if (p < 0).any():  # hmmlearn takes the log of a negative entry: NaN scores
+            raise ValueError(f"{name} must be non-negative (got a minimum of {p.min()})")
+        s = p.sum(axis=-1)
+        if not np.allclose(s, 1):  # hmmlearn's messages
+            if s.ndim == 0:
+                raise ValueError(f"{name} must sum to 1 (got {s:.4f})")
+            if s.ndim == 1:
+                raise ValueError(f"{name} rows must sum to 1 (got row sums of {s})")
             raise ValueError(f"{name} must sum to 1 along its last axis (got {s})")
 
     def _check(self) -> None:

@@ -18,8 +18,24 @@ _FULL = ("full", "tied")
 def _validate_covars(covars: np.ndarray, covariance_type: str, K: int, D: int | None):
     """Check hmmlearn-shaped covariances; spherical may be (K,), (K, D) (tiled),
     (K, D, D) (multiples of the identity, the ``covars_`` getter's form) or any
-    (K, 1, ...) with one value per state (hmmlearn accepts these too)."""
+    (K, 1, ...) with one value per state (hmmlearn accepts these too). ``D``, the
+    means' number of features, is checked where given (None: not known yet)."""
     c = covars
+    shape = {"spherical": None, "diag": (K, D), "tied": (D, D), "full": (K, D, D)}
+    if D is not None and covariance_type in shape:
+        want = shape[covariance_type]
+        # spherical: a (K, D) or (K, D, D) form must be the means' D too
+        bad = (
+            c.shape[1:] not in ((), (1,), (1, 1), (D,), (D, D))
+            if covariance_type == "spherical"
+            else c.shape != want
+        )
+        if bad:
+            # hmmlearn fails with a broadcasting error in its density; fastem's
+            # kernels would read the wrong rows, so a clear error here
+            raise ValueError(
+                f"{covariance_type!r} covars of shape {c.shape} do not fit means_ with {D} features"
+            )
     if covariance_type == "spherical":
         if c.ndim >= 2 and c.shape[0] == K and c[0].size == 1:
             c = c.reshape(K)
@@ -365,7 +381,9 @@ class GaussianHMM(BaseHMM):
         if self.means_.ndim != 2 or self.means_.shape[0] != K:
             raise ValueError("means_ must have shape (n_components, n_features)")
         self.n_features = self.means_.shape[1]
-        self._covars_ = _validate_covars(np.asarray(self._covars_), self.covariance_type, K, None)
+        self._covars_ = _validate_covars(
+            np.asarray(self._covars_), self.covariance_type, K, self.n_features
+        )
 
     def _emission_packing(self) -> list[tuple[str, str, str, bool]]:
         cov = "chol" if self.covariance_type in ("full", "tied") else "log"

@@ -373,9 +373,17 @@ class GMMHMM(BaseHMM):
         empty = nk <= 0
         if "w" in self.params:
             am1 = wp - 1
+            w_n = nk + am1
             w_d = (post_sum + am1.sum(axis=1))[:, None]
+            neg = (w_n < 0).any(axis=1)
+            if neg.any():
+                # weights_prior < 1: hmmlearn's update is not clipped, so it makes
+                # negative weights (then NaN); clipped at 0 as the start, transition
+                # and emission updates are (rows without a negative term unchanged)
+                w_n = np.where(neg[:, None], np.maximum(w_n, 0), w_n)
+                w_d = np.where(neg[:, None], w_n.sum(axis=1, keepdims=True), w_d)
             with np.errstate(divide="ignore", invalid="ignore"):
-                new = (nk + am1) / w_d
+                new = w_n / w_d
             self.weights_ = np.where(w_d > 0, new, self.weights_)  # empty state: keep
         # An empty component keeps its previous covariance only where hmmlearn's
         # update is undefined (0/0: NaN means, a zero denominator); where its priors
