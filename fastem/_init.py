@@ -51,11 +51,41 @@ BEST_LONG_TOL = 1e-8
 _BLOCK = 4096
 
 
-def _sq_dist_to(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Squared distances (n, c) from every row to a few centres, in row blocks."""
+# Data whose largest |value| lies outside [2**-_SCALE_EXP, 2**_SCALE_EXP] is measured in
+# k-means at that value's scale (2**480 ~ 3e144: squares summed over rows and features
+# stay below float64's 1.8e308; 2**-480: they stay above its normal range).
+_SCALE_EXP = 480
+
+
+def _power_of_two_scale(X: np.ndarray) -> float:
+    """1.0 for ordinary data, else ``2**-e`` with ``2**(e-1) <= max|X| < 2**e``.
+
+    Multiplying by a power of two is exact (barring underflow of values that are
+    negligible beside the largest), so k-means's distances, variances and shifts
+    taken on scaled values choose what they would in exact arithmetic, where at
+    1e160 their squares overflowed (k-means++ drew from an infinite potential and
+    Lloyd's tolerance became inf: it stopped after one pass)."""
+    if X.dtype != np.float64 or X.size == 0:
+        return 1.0  # float32 squares, in float64, never leave the range
+    top = float(np.max(np.abs(X)))
+    if not np.isfinite(top) or top == 0.0:
+        return 1.0
+    e = int(np.frexp(top)[1])
+    if -_SCALE_EXP <= e <= _SCALE_EXP:
+        return 1.0
+    return float(np.ldexp(1.0, -e))
+
+
+def _sq_dist_to(X: np.ndarray, centres: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Squared distances (n, c) from every row to a few centres, in row blocks
+    (of the rows and centres times ``scale``, a power of two)."""
     out = np.empty((X.shape[0], centres.shape[0]))
+    if scale != 1.0:
+        centres = centres * scale
     for start in range(0, X.shape[0], _BLOCK):
         xb = X[start : start + _BLOCK].astype(np.float64)
+        if scale != 1.0:
+            xb *= scale
         out[start : start + _BLOCK] = ((xb[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
     return out
 
@@ -82,15 +112,16 @@ def kmeans_plusplus(
         The rows chosen as centres.
     """
     n_local_trials = 2 + int(np.log(n_clusters))
+    scale = _power_of_two_scale(X)  # 1.0 for ordinary data (a far point: see there)
     indices = np.empty(n_clusters, dtype=np.int64)
     indices[0] = _sample_by_cumulative(np.cumsum(sample_weight), rng.uniform(size=1))[0]
     centres = np.empty((n_clusters, X.shape[1]))
     centres[0] = X[indices[0]]
-    closest = _sq_dist_to(X, centres[:1])[:, 0]
+    closest = _sq_dist_to(X, centres[:1], scale)[:, 0]
     for c in range(1, n_clusters):
         potential = sample_weight * closest
         candidates = _sample_by_cumulative(np.cumsum(potential), rng.uniform(size=n_local_trials))
-        dist = np.minimum(closest[:, None], _sq_dist_to(X, X[candidates].astype(np.float64)))
+        dist = np.minimum(closest[:, None], _sq_dist_to(X, X[candidates].astype(np.float64), scale))
         best = int(np.argmin(sample_weight @ dist))
         indices[c] = candidates[best]
         centres[c] = X[indices[c]]
@@ -119,11 +150,16 @@ def kmeans(
     labels : ndarray (n,), int64
     """
     centres, _ = kmeans_plusplus(X, sample_weight, n_clusters, rng)
+    # variance and shifts of the values times a power of two (1.0 for ordinary data):
+    # near 1e160 their squares overflowed, tol_abs was inf and Lloyd stopped at once
+    scale = _power_of_two_scale(X)
     wsum = sample_weight.sum()
     mean = (sample_weight @ X) / wsum
     sq_dev = np.zeros(X.shape[1])
     for start in range(0, X.shape[0], _BLOCK):  # blockwise: no N x D temporary
         xb = X[start : start + _BLOCK] - mean
+        if scale != 1.0:
+            xb *= scale
         sq_dev += sample_weight[start : start + _BLOCK] @ (xb * xb)
     var = sq_dev / wsum
     tol_abs = tol * float(np.mean(var))
@@ -135,7 +171,7 @@ def kmeans(
         new = centres.copy()
         nonempty = counts > 0
         new[nonempty] = sums[nonempty] / counts[nonempty, None]
-        shift = float(((new - centres) ** 2).sum())
+        shift = float((((new - centres) * scale) ** 2).sum())
         centres = new
         if shift <= tol_abs:
             break
@@ -203,6 +239,11 @@ def stats_from_partition(
     k = n_components
     xs = X[rows].astype(np.float64)
     groups = int(labels.max()) + 1
+    if groups > k:  # one component per group: the caller's cut is wrong
+        raise ValueError(
+            f"the partition has {groups} groups, more than n_components={k}: an "
+            "initial partition must have at most one group per component"
+        )
     counts = np.bincount(labels, weights=row_weights, minlength=groups)
     shift = np.empty((k, X.shape[1]))
     for g in range(groups):
@@ -268,12 +309,18 @@ def hc_stats_by_k(
     rng,
     full: bool,
     max_rows: int = DEFAULT_MAX_ROWS,
+    use: str = "SVD",
 ) -> dict[int, Stats]:
     """:func:`hc_stats` for several numbers of components from one tree (for
     model selection: the tree is built once, down to ``min(ks)`` clusters)."""
     ks = sorted({int(k) for k in ks})
     tree = hc_tree(
-        X, _tree_weights(sample_weight), max_rows=max_rows, min_clusters=ks[0], random_state=rng
+        X,
+        _tree_weights(sample_weight),
+        max_rows=max_rows,
+        min_clusters=ks[0],
+        random_state=rng,
+        use=use,
     )
     leaves = (tree.rows, tree.weights)
     return {

@@ -222,7 +222,8 @@ def kmeans_pass(X, sample_weight, centers, sums, counts, labels):
     for start in range(0, X.shape[0], BLOCK):
         xb = X[start : start + BLOCK].astype(np.float64)
         wb = sample_weight[start : start + BLOCK]
-        dist = ((xb[:, None, :] - c64[None, :, :]) ** 2).sum(axis=2)
+        with np.errstate(over="ignore"):  # a row ~1e155+ away: inf, as compiled kernels
+            dist = ((xb[:, None, :] - c64[None, :, :]) ** 2).sum(axis=2)
         lab = np.argmin(dist, axis=1)
         inertia += float(wb @ dist[np.arange(xb.shape[0]), lab])
         np.add.at(sums, lab, xb * wb[:, None])
