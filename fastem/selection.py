@@ -101,7 +101,7 @@ from . import backends
 from ._covariance import COVARIANCE_TYPES, layout, n_parameters, precisions_from_cholesky
 from ._data import fill_with_column_means
 from ._events import emit
-from ._hc import DEFAULT_MAX_ROWS
+from ._hc import DEFAULT_MAX_ROWS, HC_TRANSFORMS
 from ._init import INIT_METHODS, hc_stats_by_k, initial_stats
 from ._mclust import ALIASES, DIAGONAL_MODELS, MODEL_NAMES, canonical_model
 from ._stats import Stats, m_step
@@ -864,6 +864,7 @@ def select_model(
     init_params: str | Iterable[str] = DEFAULT_INIT,
     random_state=None,
     refine: str = "contenders",
+    hc_use: str = "SVD",
     **params,
 ) -> ModelSelection:
     """Fit a grid of Gaussian mixtures and pick the best by an information criterion.
@@ -948,6 +949,12 @@ def select_model(
         stages") has the measurement. Two stages are used only with
         ``stopping="aitken"`` and ``tol`` below :data:`SCREEN_TOL` (as the
         defaults); otherwise every candidate is fitted once.
+    hc_use : {'SVD', 'VARS', 'STD'}, default='SVD'
+        The data the ``"hc"`` tree is built on, mclust's ``hcUse``
+        (:func:`fastem._hc.hc_transform`): 'SVD' (mclust's default since 5.3:
+        scaled, projected on the singular vectors, partially whitened), 'VARS'
+        (the variables as given: mclust 5.0-5.2's default, so its published
+        results of that time), 'STD' (each variable centred and scaled).
     **params
         Other :class:`GaussianMixture` parameters (``tol``, ``reg_covar``,
         ``max_iter``, ``acceleration``, ``stopping``, ``backend``,
@@ -996,6 +1003,8 @@ def select_model(
         if name in params:
             raise ValueError(f"select_model does not take {name!r}: {why}.")
     methods = check_init(init_params)
+    if hc_use not in HC_TRANSFORMS:
+        raise ValueError(f"hc_use must be one of {HC_TRANSFORMS}, got {hc_use!r}")
     n_init = check_positive_int(n_init, "n_init")
     params = {**DEFAULT_FIT_SETTINGS, **params}
     if refine not in REFINE:
@@ -1060,7 +1069,7 @@ def select_model(
     with limit_threads(backend_name, probe.n_threads):
         for restart, method in plan:
             if method == "hc":  # one tree per restart serves every K and model
-                hc_starts[restart] = hc_stats_by_k(X_init, sw_init, ks, rng, full=True)
+                hc_starts[restart] = hc_stats_by_k(X_init, sw_init, ks, rng, full=True, use=hc_use)
 
     table: list[dict] = []
     models: dict[tuple[int, str], GaussianMixture] = {}

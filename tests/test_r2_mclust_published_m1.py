@@ -24,14 +24,12 @@ transcribes mclust's algorithm and shows it.
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import fastem._init as init_module
 from fastem import select_model
 from fastem._covariance import n_parameters
 from fastem._hc import hc_tree
@@ -111,24 +109,24 @@ def test_diabetes_cells_from_mclusts_hc_tree(diabetes):
     assert sorted(np.bincount(labels).tolist()) == [28, 36, 81]
 
 
-def test_diabetes_vars_tree_as_mclust_5_2(diabetes, monkeypatch):
+def test_diabetes_vars_tree_as_mclust_5_2(diabetes):
     """mclust 5.1-5.2 built the tree on the unscaled variables (``hcUse = "VARS"``,
     the 5.2 vignette, search tool pages: chipster's mclust.html): "VVV ... 3
     components: log.likelihood -2307.883 n 145 df 29 BIC -4760.091 ICL -4776.086".
-    fastem's tree on the same transformation (``fastem._hc.hc_transform(...,
-    "VARS")``; select_model has no option for it, so the test patches the tree the
-    starts are cut from) reaches that optimum."""
+    ``select_model(..., hc_use="VARS")`` builds fastem's tree on the same data and
+    reaches that optimum; the default tree (SVD) leads to another, higher one."""
     X, _ = diabetes
-    default = select_model(X, [3], ["VVV"], init_params="hc", random_state=0).table[0]
-    monkeypatch.setattr(init_module, "hc_tree", functools.partial(hc_tree, use="VARS"))
-    sel = select_model(X, [3], ["VVV"], init_params="hc", random_state=0)
-    row = sel.table[0]
+    kw = dict(init_params="hc", random_state=0)
+    row = select_model(X, [3], ["VVV"], hc_use="VARS", **kw).table[0]
     assert row["log_likelihood"] >= -2307.883 - 1e-3
     assert row["log_likelihood"] == pytest.approx(-2307.883, abs=0.05)
     assert _bic(row) == pytest.approx(-4760.091, abs=0.1)
     assert -row["icl"] == pytest.approx(-4776.086, abs=0.1)
-    # the default tree (SVD) leads to another, higher, optimum: the trees differ
+    default = select_model(X, [3], ["VVV"], **kw).table[0]
     assert _bic(default) > _bic(row) + 8
+    assert select_model(X, [3], ["VVV"], hc_use="SVD", **kw).table[0] == default
+    with pytest.raises(ValueError, match="hc_use must be one of"):
+        select_model(X, [3], ["VVV"], hc_use="PCS", **kw)
 
 
 def _mclust_me_vve(X, z, tol_out, tol_in, volumes_in_orientation=False):
