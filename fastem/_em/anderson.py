@@ -145,6 +145,17 @@ def run_anderson(run: Run, x0: np.ndarray, opts: AndersonOptions) -> None:
         return
     run.em_step(cur)
     while not run.finished:
+        # the proposal is built from the history up to cur, before F(cur)'s pass
+        back, ey = run.advance(cur)
+        if ey is None:
+            return
+        if back is not cur:  # a kept proposal was retracted: on from the EM point
+            accepted = max(accepted - 1, 0)
+            dX.clear()  # the history is of the abandoned branch
+            dF.clear()
+            backoff = min(2 * backoff or 1, opts.max_backoff)
+            wait = backoff
+            cur = back
         x, y = cur.x, cur.image
         fx = y - x
         proposal_x = None
@@ -154,9 +165,6 @@ def run_anderson(run: Run, x0: np.ndarray, opts: AndersonOptions) -> None:
             delta = 1.0 / (1.0 + opts.alpha ** (opts.kappa - accepted))
             g = damped_coefficients(np.stack(dF, axis=1), fx, math.sqrt(delta))
             proposal_x = y - np.stack(dX, axis=1) @ g - np.stack(dF, axis=1) @ g
-        ey = run.evaluate(y)
-        if ey is None:
-            return
         run.em_step(ey)
         fy = ey.image - y
         push(x, fx, y, fy)

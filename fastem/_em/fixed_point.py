@@ -117,8 +117,11 @@ class FixedPointResult:
         extrapolation's may be lower).
     kinds : list of str
         One per pass: ``"em"`` (a point of the EM map), ``"accepted"`` or
-        ``"rejected"`` (an extrapolation). The objectives of the passes that are
-        not ``"rejected"`` are the path the scheme follows: non-decreasing.
+        ``"rejected"`` (an extrapolation), ``"abandoned"`` (the passes after a
+        kept extrapolation from which EM failed, the failed one with objective
+        NaN: that extrapolation is then ``"rejected"``, see :meth:`Run.advance`).
+        The objectives of the ``"em"`` and ``"accepted"`` passes are the path
+        the scheme follows: non-decreasing.
     n_passes : int
     converged : bool
         The stopping rule fired before the pass budget ran out.
@@ -173,6 +176,12 @@ class Run:
         self.on_pass = on_pass
         self.result = FixedPointResult()
         self.exhausted = self.max_passes <= 0
+        # The EM points the last kept extrapolations replaced, and those
+        # extrapolations' pass indices (see advance).
+        self._kept: list[tuple[Evaluation, int]] = []
+        #: After a retraction the fit goes on as plain EM: ``propose`` refuses
+        #: every extrapolation (no pass, not counted).
+        self.retracted = False
         rule.reset(previous_objective)
         self._previous = -math.inf if previous_objective is None else float(previous_objective)
 
@@ -208,7 +217,7 @@ class Run:
         its map is defined, and its objective is at least ``reference``'s.
         """
         res = self.result
-        if self.exhausted:
+        if self.exhausted or self.retracted:
             return None
         ev = self.problem.evaluate(x, True)
         ok = (
@@ -226,7 +235,50 @@ class Run:
             res.n_rejected += 1
         if ev is not None:
             self._record(ev, "accepted" if ok else "rejected")
+        if ok:  # where advance can step back to (no payload: only its image is needed)
+            kept = Evaluation(reference.x, reference.objective, reference.image)
+            self._kept = [*self._kept[1 - self.MAX_RETRACTIONS :], (kept, res.n_passes - 1)]
         return ev if ok else None
+
+    #: What a model raises where its EM map is undefined (a collapsed component,
+    #: a singular covariance, a non-finite value); ``LinAlgError`` is a ValueError.
+    FAILURES = (ValueError, ArithmeticError)
+    #: How many kept extrapolations :meth:`advance` can step back over.
+    MAX_RETRACTIONS = 64
+
+    def advance(self, cur: Evaluation) -> tuple[Evaluation, Evaluation | None]:
+        """One pass at the next EM point ``F(cur)``: ``(cur, evaluation)``.
+
+        Where the model fails there (EM cannot go on: with ``reg_covar=0`` a
+        long step can take a component into the basin of a collapse, whose
+        M-step a few EM steps later is singular, where plain EM from the same
+        start fits) and an extrapolation was kept on the way, the last one is
+        retracted: counted as rejected, the passes since then no longer part of
+        the path (kind ``"abandoned"``; the failed pass counts, objective NaN),
+        and the chain goes on from the EM point that extrapolation replaced,
+        ``reference``: ``(reference, evaluation of F(reference))``, stepping
+        back further if that fails too. From then on the fit is plain EM
+        (:meth:`propose` refuses every extrapolation), so an accelerated fit
+        fails only where plain EM from the same start does (or after more than
+        :attr:`MAX_RETRACTIONS` kept steps). The best point is left as it is
+        (every point visited has an exact objective and image). A failure with
+        no kept extrapolation to step back over is the model's to raise.
+        """
+        try:
+            return cur, self.evaluate(cur.image)
+        except self.FAILURES:
+            if not self._kept:
+                raise
+        reference, index = self._kept.pop()
+        res = self.result
+        res.kinds[index] = "rejected"
+        res.n_accepted -= 1
+        res.n_rejected += 1
+        res.kinds[index + 1 :] = ["abandoned"] * (len(res.kinds) - index - 1)
+        self._record(Evaluation(cur.image, math.nan, None), "abandoned")
+        self.rule.reset(reference.objective)  # the chain resumes at reference
+        self.retracted = True
+        return self.advance(reference)
 
     def _record(self, ev: Evaluation, kind: str) -> None:
         res = self.result

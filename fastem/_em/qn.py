@@ -156,13 +156,17 @@ def run_qn(run: Run, x0: np.ndarray, opts: QuasiNewtonOptions) -> None:
         if len(pairs) > q:
             del pairs[0]
 
-    def step(prev: Evaluation) -> Evaluation | None:
-        """One plain EM pass from ``prev``, adding its pair."""
-        nxt = run.evaluate(prev.image)
+    def step(prev: Evaluation) -> tuple[Evaluation, Evaluation | None]:
+        """One plain EM pass from ``prev``, adding its pair; ``(prev, F(prev))``, or
+        after a retraction (:meth:`Run.advance`) the point it went back to and its
+        image, the pairs starting again there."""
+        back, nxt = run.advance(prev)
         if nxt is not None:
             run.em_step(nxt)
-            add_pair(prev, nxt)
-        return nxt
+            if back is not prev:
+                pairs.clear()
+            add_pair(back, nxt)
+        return back, nxt
 
     cur = run.evaluate(x0)
     if cur is None:
@@ -170,7 +174,7 @@ def run_qn(run: Run, x0: np.ndarray, opts: QuasiNewtonOptions) -> None:
     run.em_step(cur)
     backoff = wait = 0
     while not run.finished:
-        e1 = step(cur)
+        cur, e1 = step(cur)
         if e1 is None:
             return
         if wait > 0:  # plain EM steps after rejections
@@ -181,9 +185,12 @@ def run_qn(run: Run, x0: np.ndarray, opts: QuasiNewtonOptions) -> None:
         if opts.reference == "x2":
             if run.finished:
                 return
-            e2 = step(e1)
+            back, e2 = step(e1)
             if e2 is None:
                 return
+            if back is not e1:  # retracted: on from there (the pairs restart)
+                cur = e2
+                continue
             base, ref = e1, e2
         if run.finished:
             return

@@ -143,16 +143,24 @@ def run_squarem(run: Run, x0: np.ndarray, opts: SquaremOptions) -> None:
     while not run.finished:
         if wait > 0:  # plain EM steps after rejections
             wait -= 1
-            nxt = run.evaluate(cur.image)
+            back, nxt = run.advance(cur)
             if nxt is None:
                 return
             run.em_step(nxt)
+            if back is not cur:  # a kept step retracted (Run.advance): pause again
+                backoff = min(2 * backoff or 1, opts.max_backoff)
+                wait = backoff - 1  # this pass is one of the steps
             cur = nxt
             continue
-        e1 = run.evaluate(cur.image)
+        back, e1 = run.advance(cur)
         if e1 is None:
             return
         run.em_step(e1)
+        if back is not cur:  # as above
+            backoff = min(2 * backoff or 1, opts.max_backoff)
+            wait = backoff - 1
+            cur = e1
+            continue
         if run.finished:
             return
         x0, x1, x2 = cur.x, cur.image, e1.image
@@ -163,10 +171,15 @@ def run_squarem(run: Run, x0: np.ndarray, opts: SquaremOptions) -> None:
             alpha = step_min
         alpha = max(step_min, min(step_max, alpha))
         if opts.reference == "x2":
-            e2 = run.evaluate(x2)
+            back, e2 = run.advance(e1)
             if e2 is None:
                 return
             run.em_step(e2)
+            if back is not e1:  # as above
+                backoff = min(2 * backoff or 1, opts.max_backoff)
+                wait = backoff - 1
+                cur = e2
+                continue
         else:  # compare with x1; a fallback continues from x1, so x2 is the next pass
             e2 = e1
         if abs(alpha - 1.0) <= 0.01:

@@ -143,9 +143,11 @@ def run_vector(run: Run, x0: np.ndarray, opts: VectorOptions) -> None:
     chain: list[Evaluation] = [cur]  # consecutive EM points since the last jump
     backoff = wait = 0
     while not run.finished:
-        nxt = run.evaluate(cur.image)
+        back, nxt = run.advance(cur)
         if nxt is None:
             return
+        if back is not cur:  # a kept proposal was retracted: the chain resumes at back
+            chain = [back]
         run.em_step(nxt)
         cur = nxt
         chain.append(cur)

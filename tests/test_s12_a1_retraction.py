@@ -1,0 +1,115 @@
+"""The driver steps back over a kept extrapolation from which EM fails (issue #14).
+
+A long step can take a fit into the basin of a collapse: the extrapolated point is
+feasible and beats its EM reference, its image is defined, but an M-step a few EM
+steps further is singular, where plain EM from the same start fits (a VEE mixture
+with ``reg_covar=0`` on iris raised ``ValueError`` with SQUAREM). The driver now
+retracts the last kept extrapolation, goes on from the EM point it replaced, and
+from then on runs plain EM (:meth:`fastem._em.fixed_point.Run.advance`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from fastem import GaussianMixture
+from fastem._em import Evaluation, make_stopping_rule, run_fixed_point
+from fastem._em import fixed_point as fp
+
+SCHEMES = ("squarem", "anderson", "qn", "mpe")
+TARGET = np.array([2.0, 2.0])
+RATES = np.array([0.9, 0.97])
+
+
+class CollapseNearFixedPoint:
+    """A linear EM map ``F(x) = x* + R (x - x*)`` towards ``x* = (2, 2)`` from below,
+    objective ``x_0 + x_1`` (unbounded, as a likelihood near a collapse), whose M-step
+    fails once a point of the map has its slow coordinate within ``gap`` of ``x*``'s. Plain EM stops
+    (absolute rule, ``tol``) before it gets there; a good extrapolation jumps
+    close to ``x*``, beats its EM reference, and its image lands in the failing region.
+    """
+
+    def __init__(self, gap: float = 0.27):
+        self.gap = gap
+        self.calls = 0
+        self.failures = 0
+
+    def evaluate(self, x, extrapolated):
+        self.calls += 1
+        if not extrapolated and x[1] > TARGET[1] - self.gap:
+            self.failures += 1
+            raise ValueError("singular M-step")
+        return Evaluation(x, float(x.sum()), TARGET + RATES * (x - TARGET))
+
+
+def _run(method, problem, tol=1e-2):
+    return run_fixed_point(
+        problem,
+        np.zeros(2),
+        method=method,
+        max_passes=2_000,
+        rule=make_stopping_rule("absolute", tol),
+    )
+
+
+def test_plain_em_fits_the_toy():
+    problem = CollapseNearFixedPoint()
+    res = _run(None, problem)
+    assert res.converged and problem.failures == 0
+    assert res.image[1] < TARGET[1] - problem.gap
+
+
+@pytest.mark.parametrize("method", SCHEMES)
+def test_retracts_instead_of_raising(method):
+    problem = CollapseNearFixedPoint()
+    plain = _run(None, CollapseNearFixedPoint())
+    res = _run(method, problem)  # raised ValueError before the retraction
+    assert problem.failures >= 1, "the toy must reach the failing region"
+    assert res.converged
+    # every failure is one counted pass, and its extrapolation counts as rejected
+    assert problem.calls == res.n_passes == len(res.kinds) == len(res.lower_bounds)
+    assert res.kinds.count("accepted") == res.n_accepted
+    assert res.kinds.count("abandoned") >= problem.failures
+    # the path (em and accepted passes) is still monotone, and ends where plain EM
+    # from the reference stops: within tol of plain EM's own end, not below it
+    path = [o for o, k in zip(res.objectives, res.kinds, strict=True) if k in ("em", "accepted")]
+    assert np.all(np.diff(path) >= 0)
+    assert res.objective >= plain.objective - 1e-2
+    assert np.all(np.diff(res.lower_bounds) >= 0)
+
+
+@pytest.mark.parametrize("method", SCHEMES)
+def test_negative_control_without_retraction(method, monkeypatch):
+    # the driver as before: the next EM pass with no step back
+    monkeypatch.setattr(fp.Run, "advance", lambda run, cur: (cur, run.evaluate(cur.image)))
+    with pytest.raises(ValueError, match="singular"):
+        _run(method, CollapseNearFixedPoint())
+
+
+@pytest.mark.parametrize("method", SCHEMES)
+def test_failure_without_a_kept_step_still_raises(method):
+    # gap so wide that plain EM itself fails: the model's error, as without acceleration
+    with pytest.raises(ValueError, match="singular"):
+        _run(method, CollapseNearFixedPoint(gap=1.5), tol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("data", "k", "method"),
+    [("iris", 7, "squarem"), ("wine", 9, "qn")],
+)
+def test_vee_without_floor_fits_where_plain_em_fits(data, k, method):
+    # Session 11's review case 2: with reg_covar=0 the accelerated fit took a component
+    # to a collapse (ValueError: ill-defined covariance) where plain EM fits.
+    datasets = pytest.importorskip("sklearn.datasets")
+    X = datasets.load_iris().data if data == "iris" else datasets.load_wine().data[:, :5]
+    kw = dict(covariance_type="VEE", reg_covar=0.0, random_state=k, init_params="random")
+    kw.update(max_iter=500, tol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = GaussianMixture(k, **kw).fit(X)
+        fast = GaussianMixture(k, acceleration=method, **kw).fit(X)
+    assert plain.converged_ and fast.converged_
+    assert fast.lower_bound_ >= plain.lower_bound_ - 1e-5 * (1 + abs(plain.lower_bound_))
