@@ -70,6 +70,9 @@ class GaussianMixtureIC(*ESTIMATOR_BASES):
         be among the best three are fitted to the final settings (``tol``,
         ``stopping``); 'all': every candidate is. See
         :func:`fastem.select_model`.
+    hc_use : {'SVD', 'VARS', 'STD'}, default='SVD'
+        The data the ``"hc"`` tree is built on (mclust's ``hcUse``; see
+        :func:`fastem.select_model`).
 
     Attributes
     ----------
@@ -114,6 +117,7 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
         acceleration: str | None = DEFAULT_FIT_SETTINGS["acceleration"],
         stopping: str = DEFAULT_FIT_SETTINGS["stopping"],
         refine: str = "contenders",
+        hc_use: str = "SVD",
     ) -> None:
         self.n_components = n_components
         self.covariance_types = covariance_types
@@ -129,6 +133,7 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
         self.acceleration = acceleration
         self.stopping = stopping
         self.refine = refine
+        self.hc_use = hc_use
 
     def __sklearn_tags__(self):
         # Candidates are GaussianMixtures: NaN entries are missing values.
@@ -174,6 +179,7 @@ lower_bound_, lower_bounds_, n_features_in_, backend_
             acceleration=self.acceleration,
             stopping=self.stopping,
             refine=self.refine,
+            hc_use=self.hc_use,
         )
         best = selection.best_
         self.selection_ = selection

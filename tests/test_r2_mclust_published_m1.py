@@ -248,3 +248,15 @@ def test_mclust_vve_transcription_gives_mclusts_banknote_value():
     ours = select_model(X, [3], ["VVE"], init_params="hc", random_state=0).table[0]
     assert ours["log_likelihood"] == pytest.approx(fixed[-1], abs=1e-3)
     assert ours["log_likelihood"] > converged[-1] + 0.5
+
+
+def test_gaussian_mixture_ic_passes_hc_use(diabetes):
+    """The estimator gives select_model's fit for the same hc_use."""
+    from fastem import GaussianMixtureIC
+
+    X, _ = diabetes
+    kw = dict(init_params="hc", random_state=0)
+    est = GaussianMixtureIC([3], covariance_types=["VVV"], hc_use="VARS", **kw).fit(X)
+    sel = select_model(X, [3], ["VVV"], hc_use="VARS", **kw)
+    assert est.get_params()["hc_use"] == "VARS"
+    np.testing.assert_array_equal(est.best_estimator_.means_, sel.best_.means_)
