@@ -456,7 +456,11 @@ class GaussianMixture(*ESTIMATOR_BASES):
         Whether the best initialization converged; False after :meth:`partial_fit`.
     n_iter_ : int
         EM iterations (data passes) of the best initialization; after
-        :meth:`partial_fit`, the batches of the stream (``n_batches_``).
+        :meth:`partial_fit`, the batches of the stream (``n_batches_``). A start
+        ~1e4+ standard deviations from the data repeats an iteration's pass about
+        the moved means (at most twice, only then); the repeat is that
+        iteration's E-step, not counted, so plain EM's ``n_iter_`` stays
+        scikit-learn's.
     lower_bound_ : float
         Average log-likelihood (the EM lower bound) of the best initialization,
         evaluated at the parameters before its last M-step; after

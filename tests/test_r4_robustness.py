@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import COVARIANCE_TYPES
+from _helpers import BACKENDS, COVARIANCE_TYPES
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -221,6 +221,10 @@ def test_float32_data_near_1e20_fits_as_the_numpy_reference(request, backend, co
     """float32 data whose squares overflow float32 (1e20 ** 2 > 3.4e38) fit as at scale 1
     on the numpy reference and numba (second moments in float64, or of scaled values);
     cython's full float32 statistics overflow (an ill-defined covariance error)."""
+    # Left (session 12): a fix belongs in the float32 tile kernel (_full_tiles.h), whose
+    # block sums are float32 by design (twice float64's lanes); scaling r / rsum by a
+    # power of two picked per pass would keep its speed but needs the rows' reach
+    # about each mean, which no pass knows beforehand.
     if backend == "cython" and covariance_type == "full":  # strict: remove once fixed
         reason = "cython full float32: fastem_accum_full_f32 squares in float32 (inf)"
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason, raises=ValueError))
@@ -283,6 +287,59 @@ def test_start_1e8_standard_deviations_from_the_data_fits(backend, covariance_ty
         ).fit(X)  # fmt: skip
         np.testing.assert_allclose(gm.means_ - 1e8, ref.means_ - 1e8, atol=1e-6)
         np.testing.assert_allclose(gm.covariances_[1], ref.covariances_[1], rtol=1e-6)
+
+
+def test_far_start_re_pass_is_not_counted_in_n_iter():
+    """The decision (issue #14, n_iter_ honest about passes): the re-centring repeat
+    is the iteration's own E-step, not an iteration; plain EM's n_iter_ is then
+    scikit-learn's on the same far start (3), one lower bound per iteration."""
+    sklearn_mixture = pytest.importorskip("sklearn.mixture")
+    gm, X = _far_start_fits("numpy", "full")
+    kw = dict(covariance_type="full", tol=1e-12, max_iter=300, weights_init=[0.5, 0.5])
+    kw.update(means_init=np.array([[0.0, 0.0], [0.0, 1.0]]))
+    ref = sklearn_mixture.GaussianMixture(
+        2, precisions_init=_unit_precisions("full", 2, 2), **kw
+    ).fit(X)
+    assert gm.n_iter_ == ref.n_iter_ == len(gm.lower_bounds_)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_far_start_with_missing_values_agrees_across_backends(backend, covariance_type):
+    """The missing-data passes take the same re-pass; the tied one centres on the
+    weighted means too (``_tied.missing_setup``): every backend fits, as numpy does."""
+    X = _two_blobs(200, 2, seed=0) + 1e8
+    X[3, 1] = np.nan
+    kw = dict(covariance_type=covariance_type, tol=1e-12, max_iter=300)
+    kw.update(weights_init=np.array([0.5, 0.5]), means_init=np.array([[0.0, 0.0], [0.0, 1.0]]))
+    kw.update(precisions_init=_unit_precisions(covariance_type, 2, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = GaussianMixture(2, backend="numpy", **kw).fit(X)
+        gm = GaussianMixture(2, backend=backend, **kw).fit(X)
+    observed = np.nanmean(X, axis=0)
+    np.testing.assert_allclose(ref.means_[1] - 1e8, observed - 1e8, atol=0.1)
+    np.testing.assert_allclose(gm.means_ - 1e8, ref.means_ - 1e8, atol=1e-6)
+    np.testing.assert_allclose(gm.covariances_, ref.covariances_, rtol=1e-6, atol=1e-12)
+
+
+def test_far_start_tied_control_without_the_weighted_centre(monkeypatch):
+    """Negative control: with the plain mean of the means as the compiled tied
+    pass's centre (5e7 from the data) the tied far start fails again: it raises,
+    or (rounding decides) its covariance is off by percents."""
+    import fastem.backends._tied as tied
+
+    compiled = [name for name in BACKENDS if name != "numpy"]
+    if not compiled:
+        pytest.skip("no compiled backend here")
+    monkeypatch.setattr(tied, "FAR_CENTRE", np.inf)
+    for name in compiled:
+        try:
+            gm, X = _far_start_fits(name, "tied")
+        except ValueError as exc:
+            assert "ill-defined covariance" in str(exc)
+            continue
+        expected = np.cov(X.T, bias=True) + 1e-6 * np.eye(2)
+        assert np.abs(gm.covariances_ / expected - 1).max() > 1e-3, name
 
 
 def test_far_start_control_without_the_recentring_pass(monkeypatch):
