@@ -1056,7 +1056,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         backend_name = backends.resolve_backend_name(self.backend)
         kernels = backends.get_backend(backend_name)
         params = self._pass_params(X.dtype)
-        k = self.n_components
+        k = self._n_fitted_components()
         block = max(1024, _PREDICT_BLOCK_ELEMENTS // k)
         for start in range(0, X.shape[0], block):
             xb = X[start : start + block]
@@ -1064,6 +1064,12 @@ class GaussianMixture(*ESTIMATOR_BASES):
             with limit_threads(backend_name, self.n_threads):
                 log_prob(kernels, xb, params, out)
             yield start, start + xb.shape[0], out
+
+    def _n_fitted_components(self) -> int:
+        """The fitted model's number of components: predictions follow the fitted
+        attributes, as scikit-learn's, whatever ``set_params(n_components=...)`` set since
+        (the kernels write one column per fitted component)."""
+        return self.weights_.shape[0]
 
     def _pass_params(self, dtype) -> PassParams:
         return PassParams.from_model(
@@ -1101,7 +1107,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         kernels = backends.get_backend(backend_name)
         params = self._pass_params(X.dtype)
         out = np.empty(X.shape, dtype=X.dtype)
-        block = max(1024, _PREDICT_BLOCK_ELEMENTS // self.n_components)
+        block = max(1024, _PREDICT_BLOCK_ELEMENTS // self._n_fitted_components())
         for start in range(0, X.shape[0], block):
             xb = X[start : start + block]
             with limit_threads(backend_name, self.n_threads):
@@ -1173,7 +1179,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         X = self._validate_predict_input(X)
         # float32 only for float32 data under a float32 model, as scikit-learn's
         dtype = np.result_type(X.dtype, self.means_.dtype)
-        resp = np.empty((X.shape[0], self.n_components), dtype=dtype)
+        resp = np.empty((X.shape[0], self._n_fitted_components()), dtype=dtype)
         for a, b, logp in self._log_prob_blocks(X):
             with np.errstate(under="ignore"):
                 resp[a:b] = np.exp(logp - logsumexp_rows(logp)[:, None])
@@ -1225,7 +1231,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
     def _n_parameters(self) -> int:
         """mclust's ``nMclustParams`` for the covariance type (scikit-learn's counts
         for its four names, which agree)."""
-        return n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
+        return n_parameters(self.covariance_type, *self.means_.shape)
 
     def bic(self, X) -> float:
         """Bayesian information criterion of the model on X (lower is better)."""
