@@ -92,11 +92,13 @@ def test_select_model_with_a_far_point_does_not_raise(d):
 
 
 def test_negative_control_the_former_transform_raises(monkeypatch):
-    """With the former z-scores the one-dimensional case fails again: IndexError on
-    numba (the tree never reaches one cluster); on the cython backend (CI's run
-    without numba) every candidate fails first, a ValueError saying so."""
+    """With the former z-scores the one-dimensional case fails again: the tree never
+    reaches one cluster, and its two-group cut for one component is now a clear
+    ValueError from ``stats_from_partition`` (it was an IndexError); or every
+    candidate fails first, a ValueError saying so."""
     monkeypatch.setattr(_hc, "_standardise", _naive_standardise)
-    with pytest.raises((IndexError, ValueError), match=r"index|all 6 candidates failed"):
+    pattern = r"index|all 6 candidates failed|groups, more than n_components"
+    with pytest.raises((IndexError, ValueError), match=pattern):
         _select(_with_far_point(1))
 
 
