@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from .exceptions import InvalidParameterError
+
 FLOAT_DTYPES = (np.float64, np.float32)
 
 
@@ -152,11 +154,13 @@ def check_positive_int(value, name: str, minimum: int = 1, owner: str | None = N
     """Validate an integer parameter ``>= minimum``.
 
     ``owner``: the estimator's class name, for scikit-learn's wording of the error
-    (``The 'n_init' parameter of GaussianMixture must be an int in the range ...``).
+    (``The 'n_init' parameter of GaussianMixture must be an int in the range ...``) and
+    class (:class:`~fastem.exceptions.InvalidParameterError`, a ``ValueError``). A bool
+    is refused, where scikit-learn takes it for 0 or 1 (a slip, not a count).
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         if owner is not None:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The {name!r} parameter of {owner} must be an int in the range "
                 f"[{minimum}, inf). Got {value!r} instead."
             )
@@ -173,12 +177,36 @@ def check_nonneg_float(value, name: str, owner: str | None = None) -> float:
         or value < 0
     ):
         if owner is not None:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The {name!r} parameter of {owner} must be a float in the range "
                 f"[0.0, inf). Got {value!r} instead."
             )
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     return float(value)
+
+
+def check_verbose(value, owner: str) -> None:
+    """scikit-learn's ``"verbose"`` constraint: an int >= 0 or a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return
+    if not isinstance(value, numbers.Integral) or value < 0:
+        raise InvalidParameterError(
+            f"The 'verbose' parameter of {owner} must be an int in the range [0, inf), an "
+            f"instance of 'bool' or an instance of 'numpy.bool'. Got {value!r} instead."
+        )
+
+
+def check_array_like(value, name: str, owner: str) -> None:
+    """scikit-learn's ``"array-like"`` constraint (with None allowed): no scalar, no
+    string (``sklearn.utils.validation._is_arraylike_not_scalar``)."""
+    if value is None:
+        return
+    array_like = hasattr(value, "__len__") or hasattr(value, "shape") or hasattr(value, "__array__")
+    if not array_like or np.isscalar(value):
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {owner} must be an array-like or None. "
+            f"Got {value!r} instead."
+        )
 
 
 def string_column_names(X) -> np.ndarray | None:

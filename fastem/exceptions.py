@@ -13,6 +13,10 @@ first, else from a one-shot import hook when it is imported later, and again, as
 whenever an instance is created (every ``raise`` and ``warnings.warn`` creates one before
 anything matches it). So there is only ever one class object, whatever the import order.
 
+:class:`InvalidParameterError` (a bad constructor parameter: a ``ValueError`` and a
+``TypeError``) is re-based the same way onto scikit-learn's, which lives in the private
+``sklearn.utils._param_validation``.
+
 The same hook serves other modules through :func:`when_imported`: ``fastem._base`` re-bases
 its estimator base onto ``sklearn.base.BaseEstimator`` that way.
 """
@@ -27,9 +31,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["ConvergenceWarning", "NotFittedError", "when_imported"]
+__all__ = ["ConvergenceWarning", "InvalidParameterError", "NotFittedError", "when_imported"]
 
 _SKLEARN_MODULE = "sklearn.exceptions"
+# scikit-learn's InvalidParameterError lives in a private module (since 1.2)
+_PARAM_VALIDATION_MODULE = "sklearn.utils._param_validation"
 
 
 # Stand-ins with the bases of scikit-learn's classes: ``__bases__`` assignment needs the old
@@ -39,6 +45,10 @@ class _ConvergenceWarningBase(UserWarning):
 
 
 class _NotFittedErrorBase(ValueError, AttributeError):
+    pass
+
+
+class _InvalidParameterErrorBase(ValueError, TypeError):
     pass
 
 
@@ -66,12 +76,28 @@ class NotFittedError(_NotFittedErrorBase):
         return super().__new__(cls, *args, **kwargs)
 
 
+class InvalidParameterError(_InvalidParameterErrorBase):
+    """A constructor parameter fails scikit-learn's constraints (its type or range).
+
+    Both a ``ValueError`` and a ``TypeError``, as scikit-learn's
+    ``sklearn.utils._param_validation.InvalidParameterError``, and a subclass of it where
+    scikit-learn is installed: code written against either catches it.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> InvalidParameterError:
+        module = sys.modules.get(_PARAM_VALIDATION_MODULE)
+        if module is not None:
+            _adopt_bases(module, (InvalidParameterError,))
+        return super().__new__(cls, *args, **kwargs)
+
+
 _CLASSES: tuple[type, ...] = (ConvergenceWarning, NotFittedError)
 
 
-def _adopt_bases(module: ModuleType) -> None:
-    """Re-base each fastem class onto the same-named class of ``module`` (idempotent)."""
-    for cls in _CLASSES:
+def _adopt_bases(module: ModuleType, classes: tuple[type, ...] = _CLASSES) -> None:
+    """Re-base each class of ``classes`` onto the same-named class of ``module``
+    (idempotent)."""
+    for cls in classes:
         base = getattr(module, cls.__name__, None)
         if not isinstance(base, type) or issubclass(cls, base):
             continue
@@ -182,3 +208,6 @@ if _SKLEARN_MODULE in sys.modules:
     _run_pending(sys.modules[_SKLEARN_MODULE])
 else:
     sys.meta_path.insert(0, _HOOK)
+when_imported(
+    _PARAM_VALIDATION_MODULE, lambda module: _adopt_bases(module, (InvalidParameterError,))
+)

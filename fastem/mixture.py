@@ -40,13 +40,15 @@ from ._stats import (
 from ._threads import limit_threads
 from ._validation import (
     check_array,
+    check_array_like,
     check_feature_names,
     check_nonneg_float,
     check_positive_int,
     check_sample_weight,
+    check_verbose,
 )
 from .backends._numpy import logsumexp_rows
-from .exceptions import ConvergenceWarning, NotFittedError
+from .exceptions import ConvergenceWarning, InvalidParameterError, NotFittedError
 
 __all__ = ["GaussianMixture"]
 
@@ -57,16 +59,31 @@ __all__ = ["GaussianMixture"]
 _PREDICT_BLOCK_ELEMENTS = 1 << 16
 
 
-def _check_random_state(seed):
+def _check_random_state(seed, owner: str | None = None):
+    """The generator of ``seed`` (scikit-learn's ``check_random_state``, and a Generator).
+
+    ``owner``: the estimator's class name, for scikit-learn's parameter-validation error
+    (:class:`~fastem.exceptions.InvalidParameterError`, its message first) on a bad seed,
+    an int outside ``[0, 2**32 - 1]`` included."""
     if seed is None or seed is np.random:
         return np.random.mtrand._rand
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+    integer = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+    if integer and (owner is None or 0 <= seed <= _MAX_SEED):
         return np.random.RandomState(seed)
     if isinstance(seed, (np.random.RandomState, np.random.Generator)):
         return seed
+    if owner is not None:
+        raise InvalidParameterError(
+            f"The 'random_state' parameter of {owner} must be an int in the range "
+            f"[0, {_MAX_SEED}], an instance of 'numpy.random.mtrand.RandomState' or None. "
+            f"Got {seed!r} instead. (fastem also takes a numpy.random.Generator.)"
+        )
     raise ValueError(
         f"random_state must be None, an int, a RandomState or a Generator, got {seed!r}"
     )
+
+
+_MAX_SEED = 2**32 - 1
 
 
 def _is_dask_collection(X) -> bool:
@@ -549,13 +566,14 @@ class GaussianMixture(*ESTIMATOR_BASES):
         return allow_nan_tags(super().__sklearn_tags__())
 
     # ------------------------------------------------------------------ checks
-    def _check_parameters(self, n_features: int, check_init: bool = True) -> dict:
-        """Validate hyper-parameters and user initial parameters (float64 copies).
+    def _check_hyper_parameters(self) -> str:
+        """Validate the parameters without looking at any data; return the covariance
+        type's canonical name.
 
-        ``check_init=False`` skips the initial parameters (an empty dict): a
-        ``partial_fit`` batch after the first never uses them, and checking
-        ``precisions_init`` (an eigen-decomposition per matrix) cost more than
-        the batch's EM step on small batches."""
+        scikit-learn's parameter constraints, with its messages and error class
+        (:class:`~fastem.exceptions.InvalidParameterError`, a ``ValueError`` and a
+        ``TypeError``); ``fit`` runs this before it reads X, as scikit-learn does, so
+        with both X and a parameter wrong the parameter's error comes first."""
         owner = type(self).__name__  # scikit-learn's wording of the errors
         check_positive_int(self.n_components, "n_components", owner=owner)
         check_nonneg_float(self.tol, "tol", owner=owner)
@@ -568,7 +586,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         try:
             ct = check_covariance_type(self.covariance_type)
         except ValueError as exc:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'covariance_type' parameter of {owner} must be a str among "
                 f"{{'full', 'tied', 'diag', 'spherical'}} or an mclust model name. Got "
                 f"{self.covariance_type!r} instead. ({exc})"
@@ -584,15 +602,29 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 f"expected one of {STOPPING_RULES}."
             )
         if self.init_params not in INIT_METHODS:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'init_params' parameter of {owner} must be a str among "
                 f"{set(INIT_METHODS)}. Got {self.init_params!r} instead."
             )
         if not isinstance(self.warm_start, (bool, np.bool_)):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'warm_start' parameter of {owner} must be an instance of 'bool' or "
                 f"an instance of 'numpy.bool'. Got {self.warm_start!r} instead."
             )
+        check_verbose(self.verbose, owner)
+        _check_random_state(self.random_state, owner)
+        for name in ("weights_init", "means_init", "precisions_init"):
+            check_array_like(getattr(self, name), name, owner)
+        return ct
+
+    def _check_parameters(self, n_features: int, check_init: bool = True) -> dict:
+        """Validate hyper-parameters and user initial parameters (float64 copies).
+
+        ``check_init=False`` skips the initial parameters (an empty dict): a
+        ``partial_fit`` batch after the first never uses them, and checking
+        ``precisions_init`` (an eigen-decomposition per matrix) cost more than
+        the batch's EM step on small batches."""
+        ct = self._check_hyper_parameters()
         k, d = self.n_components, n_features
         user: dict = {}
         if not check_init:
@@ -644,8 +676,24 @@ class GaussianMixture(*ESTIMATOR_BASES):
     @staticmethod
     def _user_array(value, name: str, shape: tuple[int, ...], label: str) -> np.ndarray:
         arr = np.asarray(value)
+        if np.iscomplexobj(arr):  # scikit-learn's check_array message first
+            raise ValueError(
+                f"Complex data not supported\n{arr}\n({name} must be real, got dtype {arr.dtype}.)"
+            )
         if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}.")
+            # object and string arrays are converted as scikit-learn's check_array does
+            # (None becomes NaN, caught below); its error on what does not convert
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"{exc} ({name} must be numeric, got dtype {arr.dtype}.)"
+                ) from None
+        if arr.ndim > 2 and len(shape) <= 2:  # check_array allows n-d for (k, d, d) only
+            raise ValueError(
+                f"Found array with dim {arr.ndim}, while dim <= 2 is required. ({name} must "
+                f"have shape {shape}.)"
+            )
         dtype = arr.dtype if arr.dtype == np.float32 else np.dtype(np.float64)
         arr = arr.astype(np.float64)
         # scikit-learn's check_array, before the shape check as there
@@ -688,6 +736,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         -------
         self : GaussianMixture
         """
+        self._check_hyper_parameters()  # before X, as scikit-learn's _fit_context
         data = self._fit_data(X, sample_weight)
         self._fit_from(data)
         check_feature_names(self, X, reset=True)  # only once the fit has succeeded
@@ -839,7 +888,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         ct = engine_type(self.covariance_type)
         eps = float(np.finfo(data.dtype).eps)
         weight_sum = data.weight_sum
-        rng = _check_random_state(self.random_state)
+        rng = _check_random_state(self.random_state, type(self).__name__)
 
         best = None
         n_init = 1 if warm else self.n_init
@@ -1208,7 +1257,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 f"Invalid value for 'n_samples': {n_samples!r} . The sampling requires at "
                 f"least one sample (n_samples must be a positive integer, got {n_samples!r})."
             )
-        rng = _check_random_state(self.random_state)
+        rng = _check_random_state(self.random_state, type(self).__name__)
         weights = self.weights_.astype(np.float64)
         counts = rng.multinomial(n_samples, weights / weights.sum())
         ct, d = layout(self.covariance_type), self.n_features_in_
