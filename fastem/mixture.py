@@ -763,6 +763,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
             weights, means, covariances, prec_chol,
             converged, n_iter, lower_bound, bounds, extrapolations, orientation,
         ) = result  # fmt: skip
+        if self.max_iter == 0:  # no iteration, no bound (a warm start's too, as scikit-learn)
+            lower_bound = -np.inf
         if not converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
@@ -987,12 +989,12 @@ class GaussianMixture(*ESTIMATOR_BASES):
             n_iter=n_iter,
             lower_bound=lower_bound,
         )
-        if self.verbose:
+        if self.verbose and self.max_iter > 0:  # scikit-learn: no line without iterations
             status = "converged" if converged else "did not converge"
             if self.verbose > 1:
                 print(
                     f"Initialization {status}. time lapse "
-                    f"{time.perf_counter() - t_init:.5f}s\t lower bound {lower_bound:.5f}"
+                    f"{time.perf_counter() - t_init:.5f}s\t lower bound {lower_bound:.5f}."
                 )
             else:
                 print(f"Initialization {status}.")

@@ -4,6 +4,9 @@ validation (class, message, order), the user starts' conversions, verbose output
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import subprocess
 import sys
 import warnings
@@ -134,6 +137,49 @@ def test_object_and_string_user_starts_convert_as_scikit_learns(backend):
         plain = GaussianMixture(backend=backend, **init, **kw).fit(X)
     np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-7)
     np.testing.assert_array_equal(ours.means_, plain.means_)
+
+
+def _verbose_output(cls, X, **kw) -> str:
+    buf = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+        warnings.simplefilter("ignore")
+        cls(**kw).fit(X)
+    return re.sub(r"time lapse \d+\.\d+s", "time lapse Ts", buf.getvalue())
+
+
+@pytest.mark.parametrize("verbose", [1, 2, 3])
+@pytest.mark.parametrize("max_iter", [0, 5])
+def test_verbose_output_is_scikit_learns(backend, verbose, max_iter):
+    """Line for line, times aside. Before S1, verbose >= 2 left out the period after the
+    lower bound, and max_iter=0 printed an 'Initialization did not converge.' that
+    scikit-learn does not."""
+    X, _ = make_mixture(300, 2, 3, random_state=1)
+    kw = dict(initial_parameters(X, 3, "full", seed=2), tol=0.0, n_init=2, verbose=verbose)
+    kw.update(verbose_interval=2, max_iter=max_iter)
+    if max_iter == 0:
+        del kw["precisions_init"]  # scikit-learn's max_iter=0 fit of a full start fails
+    ours = _verbose_output(GaussianMixture, X, backend=backend, **kw)
+    theirs = _verbose_output(SkGaussianMixture, X, **kw)
+    assert ours == theirs
+    assert ours.count("Initialization") == 2 * (2 if max_iter else 1)
+
+
+def test_warm_start_with_max_iter_0_has_no_lower_bound(backend):
+    """scikit-learn: no iteration, no bound (-inf), after a warm start too; fastem kept
+    the previous fit's bound. It matters next: a warm fit from -inf cannot stop at once."""
+    X, _ = make_mixture(300, 2, 3, random_state=1)
+    kw = dict(initial_parameters(X, 3, "full", seed=2), tol=1e-1, max_iter=5)
+    models = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for model in (GaussianMixture(backend=backend, **kw), SkGaussianMixture(**kw)):
+            model.fit(X).set_params(warm_start=True, max_iter=0).fit(X)
+            assert model.lower_bound_ == -np.inf
+            assert (model.n_iter_, model.converged_, model.lower_bounds_) == (0, False, [])
+            models.append(model.set_params(max_iter=10).fit(X))
+    ours, theirs = models
+    assert ours.n_iter_ == theirs.n_iter_ == 2
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-9)
 
 
 @pytest.mark.parametrize("new_k", [2, 5])
