@@ -612,7 +612,10 @@ class GaussianMixture(*ESTIMATOR_BASES):
                 f"an instance of 'numpy.bool'. Got {self.warm_start!r} instead."
             )
         check_verbose(self.verbose, owner)
-        _check_random_state(self.random_state, owner)
+        seed = self.random_state
+        valid_int = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+        if not ((valid_int and 0 <= seed <= _MAX_SEED) or seed is None or seed is np.random):
+            _check_random_state(seed, owner)  # raises, unless a RandomState or Generator
         for name in ("weights_init", "means_init", "precisions_init"):
             check_array_like(getattr(self, name), name, owner)
         return ct
@@ -1073,6 +1076,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         """
         from ._online import partial_fit
 
+        self._check_hyper_parameters()  # scikit-learn's errors, as fit's
         return partial_fit(self, X, sample_weight)
 
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:

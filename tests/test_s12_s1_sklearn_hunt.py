@@ -76,6 +76,29 @@ def test_every_constraint_error_has_scikit_learns_class(params):
     assert isinstance(ours, type(theirs)) and isinstance(ours, TypeError)
 
 
+def test_scikit_learns_param_validation_check_passes():
+    """scikit-learn's own ``check_param_validation`` (its test_common runs it on its
+    estimators) with GaussianMixture's ``_parameter_constraints``: a bad type or value of
+    each of scikit-learn's parameters raises its error class and message from ``fit``,
+    ``fit_predict`` and ``partial_fit``. fastem's partial_fit raised plain ValueErrors in
+    fastem's words (n_components, covariance_type) before S1."""
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    class GaussianMixtureWithConstraints(GaussianMixture):
+        pass
+
+    fastem_only = ("acceleration", "backend", "learning_decay", "learning_offset",
+                   "n_threads", "stopping")  # fmt: skip
+    GaussianMixtureWithConstraints._parameter_constraints = {
+        **SkGaussianMixture._parameter_constraints,
+        **dict.fromkeys(fastem_only, "no_validation"),
+    }
+    GaussianMixtureWithConstraints.__name__ = "GaussianMixture"  # the messages' owner
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_param_validation("GaussianMixture", GaussianMixtureWithConstraints())
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # ConvergenceWarning of max_iter=2
 def test_valid_parameters_scikit_learn_takes_are_taken():
     X = np.random.default_rng(0).normal(size=(30, 2))
