@@ -113,3 +113,32 @@ def test_vee_without_floor_fits_where_plain_em_fits(data, k, method):
         fast = GaussianMixture(k, acceleration=method, **kw).fit(X)
     assert plain.converged_ and fast.converged_
     assert fast.lower_bound_ >= plain.lower_bound_ - 1e-5 * (1 + abs(plain.lower_bound_))
+
+
+def _hmm_data(seed, k, d=2, t=500):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 2, (k, d))
+    trans = np.full((k, k), 0.1 / (k - 1))
+    np.fill_diagonal(trans, 0.9)
+    state, rows = 0, []
+    for _ in range(t):
+        rows.append(means[state] + rng.normal(size=d))
+        state = rng.choice(k, p=trans[state])
+    return np.array(rows)
+
+
+def test_hmm_extrapolated_point_whose_mstep_divides_by_zero_is_rejected():
+    # An extrapolated point where a state lost its mass: the compiled (numba) M-step
+    # raised ZeroDivisionError, which the HMM's map did not take for an infeasible
+    # point, so the accelerated fit crashed where plain Baum-Welch fits.
+    from fastem.hmm import GaussianHMM
+
+    X = _hmm_data(1, 4)
+    kw = dict(covariance_type="diag", random_state=1, covars_prior=0, min_covar=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = GaussianHMM(4, n_iter=1000, tol=1e-8, stopping="aitken", **kw)
+        fast.set_params(acceleration="squarem").fit(X)
+        plain = GaussianHMM(4, n_iter=300, tol=1e-8, stopping="aitken", **kw).fit(X)
+    assert fast.monitor_.converged
+    assert fast.score(X) >= plain.score(X)

@@ -239,7 +239,7 @@ class _BaumWelchProblem:
         try:
             fb, stats = estep(self.kernels, self.X, self.offsets, self.seq_weight)
             loglik = float(self.seq_weight @ fb.loglik)
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+        except (ValueError, ArithmeticError):
             if extrapolated:
                 return None
             raise
@@ -269,7 +269,9 @@ class _BaumWelchProblem:
                 image = self.packer.pack(model)
             if not np.isfinite(image).all():
                 raise FloatingPointError("non-finite M-step")
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+        # ArithmeticError: a compiled M-step divides without NumPy's error model
+        # (ZeroDivisionError on an extrapolated point whose state lost its mass)
+        except (ValueError, ArithmeticError):  # LinAlgError is a ValueError
             if extrapolated:
                 self.last = (objective, loglik, False)
                 return Evaluation(x, objective, None)
