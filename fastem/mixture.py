@@ -404,7 +404,7 @@ class GaussianMixture(*ESTIMATOR_BASES):
         M-step of the model on the scatter ``w_k Sigma_k``; nothing changes for
         a start that has the structure).
     random_state : int, RandomState, Generator or None, default=None
-        Seed of the initialization (and of :meth:`sample`).
+        Seed of the initialization (and of :meth:`sample`); an int in ``[0, 2**32 - 1]``.
     warm_start : bool, default=False
         If True, ``fit`` starts from the previous fit's parameters (and ``n_init``
         is ignored).
@@ -480,7 +480,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
         scikit-learn's.
     lower_bound_ : float
         Average log-likelihood (the EM lower bound) of the best initialization,
-        evaluated at the parameters before its last M-step; after
+        evaluated at the parameters before its last M-step (``-inf`` with
+        ``max_iter=0``, warm start included, as scikit-learn's); after
         :meth:`partial_fit`, the last batch's, at the parameters before its step.
     lower_bounds_ : list of float
         Its lower bound at every pass (with acceleration: the best so far,
