@@ -39,29 +39,41 @@ import numpy as np
 FAR_CENTRE = 1e8
 
 
+def _far_centre(means64: np.ndarray, z: np.ndarray, comp_const) -> np.ndarray | None:
+    """The means weighted by the mixture's weights where they lie more than
+    :data:`FAR_CENTRE` squared standard deviations from the plain mean of the
+    means (``z``: the means about it, times ``U``), else None.
+
+    The weights are read from ``comp_const`` (``log w_k`` plus a constant shared
+    by every component under a tied factor). Ordinary passes stop at the first
+    test (``d max|z|^2`` bounds the spread: two small NumPy calls, ~1 us).
+    """
+    if comp_const is None or means64.shape[0] < 2:
+        return None
+    top = float(np.abs(z).max())
+    if not top * top * z.shape[1] > FAR_CENTRE:  # ordinary fits (NaN too)
+        return None
+    cc = np.asarray(comp_const, dtype=np.float64)
+    if not np.isfinite(cc).all():
+        return None
+    w = np.exp(cc - cc.max())
+    w /= w.sum()
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = float(w @ np.einsum("kd,kd->k", z, z))
+    if not spread > FAR_CENTRE:
+        return None
+    return w @ means64
+
+
 def centre_of(means64: np.ndarray, prec_chol, comp_const=None) -> np.ndarray:
     """The centre of a tied pass (float64, (d,)): the mean of the means, or,
     where the means weighted by the mixture's weights lie more than
-    :data:`FAR_CENTRE` squared standard deviations from it, their weighted mean.
-
-    The weights are read from ``comp_const`` (``log w_k`` plus a constant shared
-    by every component under a tied factor); without it, or with equal weights,
-    the centre is the plain mean. Cost: O(k d^2), once per pass.
-    """
+    :data:`FAR_CENTRE` squared standard deviations from it, their weighted mean
+    (without ``comp_const``, or with equal weights, the plain mean)."""
     centre = means64.mean(axis=0)
-    if comp_const is None or means64.shape[0] < 2:
-        return centre
-    cc = np.asarray(comp_const, dtype=np.float64)
-    if not np.isfinite(cc).all():
-        return centre
-    w = np.exp(cc - cc.max())
-    w /= w.sum()
     z = (means64 - centre) @ np.asarray(prec_chol, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        spread = float(w @ np.einsum("kd,kd->k", z, z))
-    if not spread > FAR_CENTRE:  # ordinary fits: the plain mean, bit for bit
-        return centre
-    return w @ means64
+    far = _far_centre(means64, z, comp_const)
+    return centre if far is None else far
 
 
 def setup(means: np.ndarray, prec_chol: np.ndarray, dtype: np.dtype, comp_const=None):
@@ -69,10 +81,16 @@ def setup(means: np.ndarray, prec_chol: np.ndarray, dtype: np.dtype, comp_const=
     ``e = means - centre`` (k, d) float64 and the projected means ``m = e @ U``
     (k, d) in ``dtype``."""
     means64 = np.asarray(means, dtype=dtype).astype(np.float64)
-    centre = np.ascontiguousarray(centre_of(means64, prec_chol, comp_const).astype(dtype))
+    U = np.asarray(prec_chol, dtype=np.float64)
+    centre = np.ascontiguousarray(means64.mean(axis=0).astype(dtype))
     e = means64 - centre.astype(np.float64)
-    projected = np.ascontiguousarray((e @ np.asarray(prec_chol, dtype=np.float64)).astype(dtype))
-    return centre, e, projected
+    z = e @ U
+    far = _far_centre(means64, z, comp_const)
+    if far is not None:  # a far start only (see the module's docs)
+        centre = np.ascontiguousarray(far.astype(dtype))
+        e = means64 - centre.astype(np.float64)
+        z = e @ U
+    return centre, e, np.ascontiguousarray(z.astype(dtype))
 
 
 def finish(e: np.ndarray, nk: np.ndarray, t: np.ndarray, g: np.ndarray, sx, sxx) -> None:
