@@ -977,7 +977,8 @@ class GaussianMixture(*ESTIMATOR_BASES):
                     converged = True
                     break
             self._report_init_end(init, n_init, converged, n_iter, lower_bound, t_init)
-            if best is None or lower_bound > best[6]:
+            # max_iter=0: no bound to compare; the last start is kept, as scikit-learn's
+            if best is None or lower_bound > best[6] or self.max_iter == 0:
                 best = (
                     *params, converged, n_iter, lower_bound, bounds, extrapolations,
                     state.get("orientation"),

@@ -205,6 +205,23 @@ def test_warm_start_with_max_iter_0_has_no_lower_bound(backend):
     np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-9)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_max_iter_0_keeps_the_last_of_n_init_starts(backend, covariance_type):
+    """With no iteration there is no bound to choose by: scikit-learn keeps the last
+    start, fastem kept the first. 'random_from_data' draws scikit-learn's rows, so the
+    starts are the same and the models must be too."""
+    X, _ = make_mixture(300, 2, 3, random_state=1)
+    kw = dict(n_components=3, covariance_type=covariance_type, random_state=0)
+    kw.update(init_params="random_from_data", n_init=3, max_iter=0)
+    ours = GaussianMixture(backend=backend, **kw).fit(X)
+    theirs = SkGaussianMixture(**kw).fit(X)
+    first = GaussianMixture(backend=backend, **{**kw, "n_init": 1}).fit(X)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-12)
+    # one-row components: reg_covar, scikit-learn's plus its E[x^2] - E[x]^2 noise (~1e-14)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(ours.means_, first.means_)  # the starts differ
+
+
 @pytest.mark.parametrize("new_k", [2, 5])
 def test_predictions_follow_the_fitted_model_after_set_params(backend, new_k):
     """After ``set_params(n_components=...)`` on a fitted model, scikit-learn predicts with
