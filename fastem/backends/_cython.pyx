@@ -1230,7 +1230,7 @@ def log_prob_tied(X, means, prec_chol, comp_const, out):
     k = means.shape[0]
     _check(X, k, [("means", means, (k, d)), ("prec_chol", prec_chol, (d, d)),
                   ("comp_const", comp_const, (k,)), ("out", out, (n, k))])
-    centre, _, proj = _tied.setup(means, prec_chol, X.dtype)
+    centre, _, proj = _tied.setup(means, prec_chol, X.dtype, comp_const)
     U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
     _tied_log_prob_impl(X, centre, proj, U, comp_const, out)
 

@@ -601,6 +601,6 @@ def log_prob_missing_tied(X, rows, pattern_ptr, means, prec_chol, comp_const, ou
     _check(X, k, [("means", means, (k, d)), ("prec_chol", prec_chol, (d, d)),
                   ("comp_const", comp_const, (k,)), ("out", out, (n, k))])
     if m:
-        centre, _, proj, h, U, L = _tied.missing_setup(means, prec_chol)
+        centre, _, proj, h, U, L = _tied.missing_setup(means, prec_chol, comp_const)
         _log_prob_missing_tied_impl(X, rows, ptr, centre, proj, np.ascontiguousarray(h.T), U, L,
                                     comp_const, out)

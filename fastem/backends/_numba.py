@@ -2327,7 +2327,7 @@ def em_pass_tied(X, sample_weight, means, prec_chol, comp_const, nk, sx, sxx):
 
 def log_prob_tied(X, means, prec_chol, comp_const, out):
     """Weighted log-densities ``out[i, k]`` under one shared factor ``prec_chol``."""
-    centre, _, projected = _tied.setup(means, prec_chol, X.dtype)
+    centre, _, projected = _tied.setup(means, prec_chol, X.dtype, comp_const)
     U = np.ascontiguousarray(prec_chol, dtype=X.dtype)
     nc = _n_chunks(X.shape[0], 0)
     X, centre, projected, U, comp_const = [

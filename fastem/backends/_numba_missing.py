@@ -1363,7 +1363,7 @@ def em_pass_missing_tied(X, sample_weight, rows, pattern_ptr, means, prec_chol, 
 def log_prob_missing_tied(X, rows, pattern_ptr, means, prec_chol, comp_const, out):
     """Marginal log-densities ``out[rows[j], k]`` under one shared factor."""
     k = means.shape[0]
-    centre, _, projected, h, U, L = _tied.missing_setup(means, prec_chol)
+    centre, _, projected, h, U, L = _tied.missing_setup(means, prec_chol, comp_const)
     nc = _n_chunks(rows.shape[0], 0)
     run_chunks(
         _chunks_missing_tied, nc, nc, X, _NO_W, rows, pattern_ptr, centre, projected,
