@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastem import GaussianMixture
 from fastem._em import Evaluation, make_stopping_rule, run_fixed_point
@@ -32,17 +34,21 @@ class CollapseNearFixedPoint:
     close to ``x*``, beats its EM reference, and its image lands in the failing region.
     """
 
-    def __init__(self, gap: float = 0.27):
+    def __init__(self, gap: float = 0.27, rates: np.ndarray = RATES):
         self.gap = gap
+        self.rates = rates
         self.calls = 0
         self.failures = 0
+        self.seen: list[float] = []  # the slow coordinate of the EM points passed
 
     def evaluate(self, x, extrapolated):
         self.calls += 1
+        if not extrapolated:
+            self.seen.append(float(x[1]))
         if not extrapolated and x[1] > TARGET[1] - self.gap:
             self.failures += 1
             raise ValueError("singular M-step")
-        return Evaluation(x, float(x.sum()), TARGET + RATES * (x - TARGET))
+        return Evaluation(x, float(x.sum()), TARGET + self.rates * (x - TARGET))
 
 
 def _run(method, problem, tol=1e-2):
@@ -142,3 +148,29 @@ def test_hmm_extrapolated_point_whose_mstep_divides_by_zero_is_rejected():
         plain = GaussianHMM(4, n_iter=300, tol=1e-8, stopping="aitken", **kw).fit(X)
     assert fast.monitor_.converged
     assert fast.score(X) >= plain.score(X)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    method=st.sampled_from(SCHEMES),
+    rates=st.tuples(st.floats(0.2, 0.99), st.floats(0.2, 0.99)),
+    frac=st.floats(0.05, 0.95),
+    tol=st.sampled_from([1e-2, 1e-3, 1e-4]),
+)
+def test_retraction_properties(method, rates, frac, tol):
+    # Wherever plain EM fits the toy, every scheme fits it too, with a monotone path,
+    # honest pass accounting and an end no lower than plain EM's (less 10 tol).
+    rates = np.array(rates)
+    # where plain EM's points get in the slow coordinate: fail a fraction short of it
+    free = CollapseNearFixedPoint(-np.inf, rates)
+    _run(None, free, tol)
+    gap = frac * (TARGET[1] - max(free.seen))
+    plain = _run(None, CollapseNearFixedPoint(gap, rates), tol)
+    problem = CollapseNearFixedPoint(gap, rates)
+    res = _run(method, problem, tol)
+    assert problem.calls == res.n_passes == len(res.kinds) == len(res.lower_bounds)
+    assert res.kinds.count("accepted") == res.n_accepted
+    path = [o for o, k in zip(res.objectives, res.kinds, strict=True) if k in ("em", "accepted")]
+    assert np.all(np.diff(path) >= 0)
+    assert np.all(np.diff(res.lower_bounds) >= 0)
+    assert res.objective >= plain.objective - 10 * tol
