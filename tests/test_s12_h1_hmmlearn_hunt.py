@@ -137,16 +137,38 @@ def test_sum_messages_are_hmmlearns(attr, value):
     assert messages[0] == messages[1]
 
 
-def test_not_converging_warning_is_hmmlearns(caplog):
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_not_converging_warning_is_hmmlearns():
+    from fastem.hmm import _base
+
     messages = []
-    for cls in (hl_base.ConvergenceMonitor, fh.ConvergenceMonitor):
-        monitor = cls(0.01, 10, False)
-        caplog.clear()
-        with caplog.at_level(logging.WARNING):
+    monitors = (hl_base.ConvergenceMonitor, hl_base._log), (fh.ConvergenceMonitor, _base._log)
+    for cls, log in monitors:
+        # the library's own logger, whatever other tests did to logging's config
+        handler, saved = _Records(), (log.disabled, log.level, logging.root.manager.disable)
+        log.addHandler(handler)
+        log.disabled = False
+        log.setLevel(logging.WARNING)
+        logging.disable(logging.NOTSET)
+        try:
+            monitor = cls(0.01, 10, False)
             monitor.report(-10.0)
             monitor.report(-12.5)
-        assert len(caplog.records) == 1
-        messages.append(caplog.records[0].getMessage())
+        finally:
+            log.removeHandler(handler)
+            log.disabled = saved[0]
+            log.setLevel(saved[1])
+            logging.disable(saved[2])
+        assert len(handler.messages) == 1
+        messages.append(handler.messages[0])
     assert messages[0] == messages[1]
 
 
@@ -175,3 +197,32 @@ def test_gmm_weights_prior_below_one_clips_at_zero(backend, weights_prior, n_ite
     m = _gmm(fh, weights_prior=weights_prior, n_iter=10, tol=-np.inf, backend=backend)
     m.fit(X, lengths)
     assert (m.weights_ >= 0).all() and np.isfinite(m.monitor_.history).all()
+
+
+def _refit_other_d(mod, kind, init_params):
+    rng = np.random.default_rng(0)
+    if kind == "poisson":
+        make = lambda: mod.PoissonHMM(2, n_iter=2, random_state=0)  # noqa: E731
+        A, B = rng.poisson(2, size=(50, 2)), rng.poisson(2, size=(50, 3))
+    else:
+        make = lambda: mod.GMMHMM(2, n_mix=2, n_iter=2, random_state=0)  # noqa: E731
+        A, B = rng.normal(size=(50, 2)), rng.normal(size=(50, 3))
+    m = make().fit(A)
+    if init_params is not None:
+        m.set_params(init_params=init_params)
+    return m.fit(B)
+
+
+@pytest.mark.parametrize("kind", ["poisson", "gmm"])
+def test_refit_keeping_parameters_of_another_feature_count_raises(kind):
+    """A second fit on data with another number of features, the emission
+    parameters kept (``init_params=""``): hmmlearn refuses it ("Unexpected
+    number of dimensions"); fastem's GMMHMM fitted the 3-feature data with its
+    2-feature means (the kernels read the wrong columns) and PoissonHMM failed
+    in a matrix product. (With the parameters re-initialized, fastem refits,
+    as hmmlearn does for a model whose parameters were only assigned.)"""
+    with pytest.raises(ValueError, match="Unexpected number of dimensions"):
+        _refit_other_d(hl, kind, "")
+    with pytest.raises(ValueError, match="X has 3 features"):
+        _refit_other_d(fh, kind, "")
+    assert _refit_other_d(fh, kind, None).n_features == 3

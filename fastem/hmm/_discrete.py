@@ -315,6 +315,11 @@ class PoissonHMM(BaseHMM):
         self.lambdas_ = np.where((post > 0)[:, None], new, self.lambdas_)
 
     def _init_emissions(self, X, offsets, seq_weight, kernels, rs) -> None:
+        known = getattr(self, "lambdas_", None)
+        if not self._needs_init("l", "lambdas_") and np.shape(known)[-1] != X.shape[1]:
+            # kept rates for other data (hmmlearn: "Unexpected number of dimensions"
+            # after a fit, else a broadcasting error)
+            raise ValueError(f"X has {X.shape[1]} features, lambdas_ has {np.shape(known)[-1]}")
         self.n_features = X.shape[1]
         if self._needs_init("l", "lambdas_"):
             mean, var = X.mean(), X.var()

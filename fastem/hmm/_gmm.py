@@ -437,6 +437,12 @@ class GMMHMM(BaseHMM):
     def _init_emissions(self, X, offsets, seq_weight, kernels, rs) -> None:
         K, M = self.n_components, self.n_mix
         D = X.shape[1]
+        known = getattr(self, "means_", None)
+        if not self._needs_init("m", "means_") and np.ndim(known) == 3 and known.shape[2] != D:
+            # kept means for other data: the kernels would read the wrong columns
+            # (hmmlearn fails too: "Unexpected number of dimensions" after a fit,
+            # else a broadcasting error)
+            raise ValueError(f"X has {D} features, means_ has {known.shape[2]}")
         self.n_features = D
         row_weight = np.repeat(seq_weight, np.diff(offsets))
         complete = ~np.isnan(X).any(axis=1)
