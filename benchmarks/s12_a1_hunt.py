@@ -5,7 +5,7 @@ Random problems (every covariance type and mclust model, 1e-4 to 1e4 units, floa
 from the same start (Aitken, tol=1e-9, 1,000 passes). Prints the exceptions, paths that
 decrease (reg_covar=0 only), and ends more than 1e-4 (relative) below plain EM.
 
-Run:  python benchmarks/s12_a1_hunt.py SEED TRIALS
+Run from the repository root:  python -m benchmarks.s12_a1_hunt SEED TRIALS
 """
 
 import sys
@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-import fastem._em.fixed_point as fp
+from benchmarks._hunt_runs import recorded_runs
 from fastem import GaussianMixture
 from fastem.datasets import make_mixture
 
@@ -21,18 +21,8 @@ from fastem.datasets import make_mixture
 def main(seed: int, trials: int) -> None:
     """Run ``trials`` random problems from ``seed``; print what the hunt finds."""
     warnings.simplefilter("ignore")
-    runs = []
-    orig = fp.Run.__init__
-
-    def init(self, *a, **k):
-        orig(self, *a, **k)
-        runs.append(self)
-
-    fp.Run.__init__ = init  # record each run's path; restored on exit
-    try:
+    with recorded_runs() as runs:
         _hunt(runs, seed, trials)
-    finally:
-        fp.Run.__init__ = orig
 
 
 def _hunt(runs: list, seed: int, trials: int) -> None:

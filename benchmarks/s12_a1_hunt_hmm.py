@@ -2,7 +2,7 @@
 1e3, the four covariance types, covars_prior=0, Aitken 1e-8, 800 passes; compares the
 final objective with plain Baum-Welch from the same start.
 
-Run:  python benchmarks/s12_a1_hunt_hmm.py SEED TRIALS
+Run from the repository root:  python -m benchmarks.s12_a1_hunt_hmm SEED TRIALS
 """
 
 import sys
@@ -10,25 +10,15 @@ import warnings
 
 import numpy as np
 
-import fastem._em.fixed_point as fp
+from benchmarks._hunt_runs import recorded_runs
 from fastem.hmm import GaussianHMM
 
 
 def main(seed: int, trials: int) -> None:
     """Run ``trials`` random problems from ``seed``; print what the hunt finds."""
     warnings.simplefilter("ignore")
-    runs = []
-    orig = fp.Run.__init__
-
-    def init(self, *a, **k):
-        orig(self, *a, **k)
-        runs.append(self)
-
-    fp.Run.__init__ = init  # record each run's path; restored on exit
-    try:
+    with recorded_runs() as runs:
         _hunt(runs, seed, trials)
-    finally:
-        fp.Run.__init__ = orig
 
 
 def _hunt(runs: list, seed: int, trials: int) -> None:
