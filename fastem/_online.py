@@ -292,11 +292,15 @@ def partial_fit(estimator, X, sample_weight=None):
         pass_params = PassParams.from_model(weights, means, prec_chol, ct, data.dtype)
         batch = data.em_stats(kernels, pass_params)
         lower_bound = batch.loglik / batch.weight_sum  # at the pass's own parameters
-        # a batch ~1e4+ sd from the means (a far start): its moments are taken again
-        # about the moved means, as fit does, or the M-step loses every digit
-        batch = _about_moved_means(
-            data, kernels, batch, weights, prec_chol, ct, estimator.reg_covar, eps
-        )
+        if not fitted:
+            # a first batch ~1e4+ sd from the start's means (a far start): its moments
+            # are taken again about the moved means, as fit does, or the M-step loses
+            # every digit. Only there: that batch is the whole M-step; a later one is
+            # blended with the stream, and a small batch (one row: variance 0) is no
+            # far start, its step blends its responsibilities at the current model
+            batch = _about_moved_means(
+                data, kernels, batch, weights, prec_chol, ct, estimator.reg_covar, eps
+            )
 
     batch = batch.scaled(1.0 / batch.weight_sum)
     bounds = getattr(estimator, "lower_bounds_", None) if running is not None else None
