@@ -647,3 +647,115 @@ def _compiler_class():
 
 
 Compiler = _compiler_class()
+
+
+# ------------------------------------------------------------ BLAS check
+# Numba's first compile (or cache load) in a process imports its NumPy
+# implementations (``CPUContext.load_additional_registries``), and
+# ``numba.np.arraymath`` checks at import whether ``np.dot`` may call BLAS:
+# ``ensure_blas()`` imports ``scipy.linalg`` (0.1-0.3 s, a tenth of a cold
+# first fit; fastem itself never uses SciPy). The answer is read in one place
+# only, when ``np.correlate``/``np.convolve`` is typed (``np.dot`` and
+# ``np.linalg`` call ``ensure_blas()`` themselves when typed). During that first
+# import the check is therefore skipped, and ``arraymath._HAVE_BLAS`` becomes
+# :class:`_BlasCheck`, which runs Numba's own check the first time it is read:
+# the same answer, and SciPy is imported only by code that needs BLAS. The
+# modules are imported in Numba's own order (an import hook edits
+# ``numba.np.linalg`` once its code has run), so every registration is the same.
+
+
+class _BlasCheck:
+    """``numba.np.arraymath._HAVE_BLAS`` until first read: Numba's check, run then."""
+
+    def __init__(self, check) -> None:
+        self._check = check
+        self._value = None
+
+    def __bool__(self) -> bool:
+        if self._value is None:
+            self._value = bool(self._check())
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"_BlasCheck({'not run' if self._value is None else self._value})"
+
+
+def _blas_not_checked() -> None:
+    """Stands for ``numba.np.linalg.ensure_blas`` while arraymath is imported."""
+
+
+class _LinalgHook:
+    """A ``sys.meta_path`` finder that lets Python load ``numba.np.linalg`` as
+    usual and then swaps its ``ensure_blas`` for :func:`_blas_not_checked`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "numba.np.linalg":
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader = spec.loader
+
+        class _Loader:
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                module.__loader__ = spec.loader = loader  # Python's loader, as usual
+                loader.exec_module(module)
+                _ORIGINAL_ENSURE_BLAS.append(module.ensure_blas)
+                module.ensure_blas = _blas_not_checked
+
+            def __getattr__(self, name):
+                return getattr(loader, name)
+
+        spec.loader = _Loader()
+        return spec
+
+
+_ORIGINAL_ENSURE_BLAS: list = []
+
+
+def _patch_blas_check() -> bool:
+    """Wrap ``CPUContext.load_additional_registries`` so that its first run
+    imports arraymath without the BLAS check (see above); False where this
+    Numba's layout is not the one it was written against, or arraymath was
+    imported already (another library compiled first: nothing left to save)."""
+    import sys
+
+    try:
+        from numba.core.cpu import CPUContext
+    except ImportError:  # pragma: no cover - other Numba layout
+        return False
+    if "numba.np.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return False
+    original = CPUContext.__dict__.get("load_additional_registries")
+    if original is None:  # pragma: no cover - other Numba layout
+        return False
+
+    def load_additional_registries(self):
+        CPUContext.load_additional_registries = original  # once: later calls are Numba's
+        hook = _LinalgHook()
+        sys.meta_path.insert(0, hook)
+        try:
+            return original(self)
+        finally:
+            sys.meta_path.remove(hook)
+            linalg = sys.modules.get("numba.np.linalg")
+            arraymath = sys.modules.get("numba.np.arraymath")
+            if _ORIGINAL_ENSURE_BLAS and linalg is not None:
+                ensure_blas = _ORIGINAL_ENSURE_BLAS[0]
+                linalg.ensure_blas = ensure_blas
+                if arraymath is not None and arraymath.ensure_blas is _blas_not_checked:
+                    arraymath.ensure_blas = ensure_blas
+                    if arraymath._HAVE_BLAS is True:  # set by the skipped check
+                        arraymath._HAVE_BLAS = _BlasCheck(arraymath._check_blas)
+
+    load_additional_registries.__wrapped__ = original
+    CPUContext.load_additional_registries = load_additional_registries
+    return True
+
+
+BLAS_CHECK_DEFERRED = _patch_blas_check()
