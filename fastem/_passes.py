@@ -16,6 +16,7 @@ import numpy as np
 from ._covariance import kernel_arguments
 from ._missing import MissingPatterns, find_patterns, has_nan
 from ._stats import Stats
+from .backends import _tied
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ class PassParams:
         float64 means: the centre of the pass's second moments.
     tied_chol : ndarray of shape (d, d) or None
         'tied' only: the one shared factor, in the data's dtype, for the tied
-        kernels (``d^2`` per row where the broadcast full factors cost ``k d^2``).
+        kernels (``d^2`` per row where the broadcast full factors cost ``k d^2``);
+        None where the means are too far apart for their one centre
+        (:func:`fastem.backends._tied.means_too_far_apart`).
     """
 
     full: bool
@@ -57,7 +60,8 @@ class PassParams:
             pc64 = pc.astype(np.float64)
             precisions = np.ascontiguousarray(pc64 @ np.swapaxes(pc64, 1, 2))
         tied = None
-        if covariance_type == "tied":
+        # means too far apart for the tied kernels' one centre: the full ones
+        if covariance_type == "tied" and not _tied.means_too_far_apart(means, prec_chol, cc):
             tied = np.ascontiguousarray(prec_chol, dtype=dtype)
         return cls(full, m, pc, cc, precisions, np.asarray(means, dtype=np.float64), tied)
 

@@ -76,6 +76,36 @@ def centre_of(means64: np.ndarray, prec_chol, comp_const=None) -> np.ndarray:
     return centre if far is None else far
 
 
+def means_too_far_apart(means, prec_chol, comp_const) -> bool:
+    """Whether no one centre serves the tied pass: the means weighted by the
+    mixture's weights lie more than :data:`FAR_CENTRE` squared standard deviations
+    from :func:`centre_of`'s centre, so ``G`` would lose more than 8 digits of the
+    pooled scatter (a component 1e6 sd from the rest: the covariance 2e-6 off; at
+    1e10 ill-defined; at 1e155+ ``G`` is inf). The caller then takes the
+    full-covariance kernels with the factor broadcast, one shift per component, as
+    the numpy reference does. Ordinary fits stop at the first test, as
+    :func:`_far_centre`'s; a far start (an empty component far from the data) is
+    not such a case: its weighted centre lies at the data."""
+    means64 = np.asarray(means, dtype=np.float64)
+    if means64.shape[0] < 2:
+        return False
+    U = np.asarray(prec_chol, dtype=np.float64)
+    z = (means64 - means64.mean(axis=0)) @ U
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = float(np.abs(z).max())
+        if not top * top * z.shape[1] > FAR_CENTRE:  # bounds the spread (NaN: False)
+            return False
+        cc = np.asarray(comp_const, dtype=np.float64)
+        if not np.isfinite(cc).all():
+            return False
+        w = np.exp(cc - cc.max())
+        w /= w.sum()
+        centre = centre_of(means64, U, cc)
+        z = (means64 - centre) @ U
+        spread = float(w @ np.einsum("kd,kd->k", z, z))
+    return not spread <= FAR_CENTRE  # inf (means ~1e155+ apart) included
+
+
 def setup(means: np.ndarray, prec_chol: np.ndarray, dtype: np.dtype, comp_const=None):
     """``(centre, e, m)``: ``centre`` (d,) in ``dtype`` (:func:`centre_of`),
     ``e = means - centre`` (k, d) float64 and the projected means ``m = e @ U``
