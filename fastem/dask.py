@@ -273,7 +273,8 @@ def _predict_block(block: np.ndarray, model, method: str, out_dtype: np.dtype) -
     result of the declared ``out_dtype``: the in-memory methods refuse 0 rows.
     """
     if block.shape[0] == 0:
-        tail = {"predict_proba": (model.n_components,), "impute": (block.shape[1],)}
+        # the fitted width: set_params(n_components=...) since the fit changes nothing
+        tail = {"predict_proba": (model._n_fitted_components(),), "impute": (block.shape[1],)}
         return np.empty((0, *tail.get(method, ())), dtype=out_dtype)
     backend_name = backends.resolve_backend_name(model.backend)
     with limit_threads(backend_name, _task_threads(model.n_threads)), warnings.catch_warnings():
@@ -683,7 +684,7 @@ def predict_dask(model, X, method: str = "predict") -> da.Array:
             method=method,
             out_dtype=dtype,
             dtype=dtype,
-            chunks=(X.chunks[0], (model.n_components,)),
+            chunks=(X.chunks[0], (model._n_fitted_components(),)),  # as the chunks
             meta=np.empty((0, 0), dtype=dtype),
             token=token,
         )
