@@ -586,7 +586,14 @@ def _parse_metadata(raw: np.ndarray) -> dict:
 def _check_model(model: GaussianMixture) -> None:
     """Shapes, dtypes and types of the fitted state, so a bad file fails here, not in a kernel."""
     model._check_parameters(_checked_int(model.n_features_in_, "n_features_in_"))
-    k, d, ct = model.n_components, model.n_features_in_, model.covariance_type
+    d, ct = model.n_features_in_, model.covariance_type
+    # The fitted width, not n_components: set_params(n_components=...) after the fit
+    # leaves the fitted arrays (and the predictions) as they are, and save writes them.
+    weights = vars(model).get("weights_")
+    if not isinstance(weights, np.ndarray) or weights.ndim != 1 or weights.shape[0] < 1:
+        got = getattr(weights, "shape", type(weights).__name__)
+        raise _Invalid(f"weights_ must be an array of shape (n_components,), got {got}")
+    k = weights.shape[0]
     try:  # _check_parameters checks it too; kept explicit
         ct = check_covariance_type(ct)
     except ValueError:
