@@ -133,8 +133,21 @@ def log_prob(
 ) -> None:
     """Weighted log-densities (n, k) of the rows of X into ``out``; a row with
     NaN gets the marginal density of its observed coordinates.
-    ``check_nan=False``: the caller knows X has no NaN (no scan)."""
+    ``check_nan=False``: the caller knows X has no NaN (no scan).
+
+    Raises
+    ------
+    ValueError
+        If ``out`` is not (n, k) for X's n rows and the model's k components, or X
+        has not the model's features (the numba kernels would write, or read,
+        out of bounds without a word).
+    """
     p = params
+    k, d = p.means.shape
+    if X.ndim != 2 or X.shape[1] != d:
+        raise ValueError(f"X has shape {X.shape}, expected (n_samples, {d}) for the model")
+    if out.shape != (X.shape[0], k):
+        raise ValueError(f"out has shape {out.shape}, expected {(X.shape[0], k)}")
     if not (check_nan and has_nan(X)):
         if p.tied_chol is not None:
             kernels.log_prob_tied(X, p.means, p.tied_chol, p.comp_const, out)
