@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fastem import GaussianMixture
@@ -157,6 +157,9 @@ def test_hmm_extrapolated_point_whose_mstep_divides_by_zero_is_rejected():
     frac=st.floats(0.05, 0.95),
     tol=st.sampled_from([1e-2, 1e-3, 1e-4]),
 )
+# an extrapolation that lands 1e-13 past x*: the toy's objective is not maximal at its
+# fixed point, so the EM step back loses 4e-15 (rounding of the step, not of the path)
+@example(method="mpe", rates=(0.9609375, 0.5), frac=0.5, tol=0.01)
 def test_retraction_properties(method, rates, frac, tol):
     # Wherever plain EM fits the toy, every scheme fits it too, with a monotone path,
     # honest pass accounting and an end no lower than plain EM's (less 10 tol).
@@ -171,6 +174,9 @@ def test_retraction_properties(method, rates, frac, tol):
     assert problem.calls == res.n_passes == len(res.kinds) == len(res.lower_bounds)
     assert res.kinds.count("accepted") == res.n_accepted
     path = [o for o, k in zip(res.objectives, res.kinds, strict=True) if k in ("em", "accepted")]
-    assert np.all(np.diff(path) >= 0)
+    # non-decreasing up to rounding: an extrapolation that lands past x* by rounding
+    # (~1e-13 here) loses a fraction of that on the toy's linear objective
+    noise = 1e-10 * (1 + np.abs(path[:-1]))
+    assert np.all(np.diff(path) >= -noise)
     assert np.all(np.diff(res.lower_bounds) >= 0)
     assert res.objective >= plain.objective - 10 * tol
