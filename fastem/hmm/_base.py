@@ -457,10 +457,7 @@ class BaseHMM(*ESTIMATOR_BASES):
             raise ValueError(f"n_components must be at least 1, got {self.n_components}")
         if self.algorithm not in DECODER_ALGORITHMS:
             raise ValueError(f"Unknown decoder {self.algorithm!r}")
-        if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}"
-            )
+        self._check_implementation()
         if int(getattr(self, "n_init", 1)) < 1:
             raise ValueError(f"n_init must be at least 1, got {self.n_init}")
         n_threads = getattr(self, "n_threads", None)
@@ -476,6 +473,14 @@ class BaseHMM(*ESTIMATOR_BASES):
         if getattr(self, "stopping", None) not in (None, *STOPPING_RULES):
             raise ValueError(
                 f"stopping must be one of {(None, *STOPPING_RULES)}, got {self.stopping!r}"
+            )
+
+    def _check_implementation(self) -> None:
+        # Checked by fit and by every scoring path on a fitted model (hmmlearn's
+        # score paths fail on an unknown one with a KeyError, its decode ignores it).
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}"
             )
 
     def _limit_threads(self, kernels: HMMKernels):
@@ -546,6 +551,7 @@ class BaseHMM(*ESTIMATOR_BASES):
         """``_prepare``'s, and the mask of the non-empty sequences among all
         (None where none is empty)."""
         self._check_fitted()
+        self._check_implementation()
         self._check()
         X = self._validate_X(X, fitting=False)
         offsets, mask = _nonempty(_offsets(lengths, X.shape[0], allow_empty=True))
@@ -830,7 +836,13 @@ class BaseHMM(*ESTIMATOR_BASES):
         if first:
             # hmmlearn's warning, on the same count (X.size, NaN included).
             per_param = self._get_n_fit_scalars_per_param()
-            n_fit = sum(per_param.get(code, 0) for code in self.params)
+            unknown = sorted(set(self.params) - set(per_param))
+            if unknown:  # hmmlearn fails here too (a KeyError on the first such letter)
+                raise ValueError(
+                    f"params holds {''.join(unknown)!r}, which {type(self).__name__} has "
+                    f"no parameter for; its letters are {''.join(per_param)!r}"
+                )
+            n_fit = sum(per_param[code] for code in self.params)
             if X.size < n_fit:
                 _log.warning(
                     "Fitting a model with %d free scalar parameters with only "

@@ -340,6 +340,13 @@ class GaussianHMM(BaseHMM):
     def covars_(self, covars) -> None:
         covars = np.array(covars, dtype=np.float64, copy=True)
         self._covars_ = _validate_covars(covars, self.covariance_type, self.n_components, None)
+        # A spherical (K, D') or (K, D', D') form is kept as (K,), which loses D':
+        # its shape is checked against the means at the next _check_emissions (they
+        # may be set after it). Cleared there and where 'c' is initialized.
+        if self.covariance_type == "spherical" and covars.ndim >= 2:
+            self._covars_form = covars.shape
+        else:
+            self.__dict__.pop("_covars_form", None)
 
     def _floor_singular(self) -> bool:
         if self.covariance_type not in _FULL:
@@ -381,6 +388,14 @@ class GaussianHMM(BaseHMM):
         if self.means_.ndim != 2 or self.means_.shape[0] != K:
             raise ValueError("means_ must have shape (n_components, n_features)")
         self.n_features = self.means_.shape[1]
+        form = self.__dict__.pop("_covars_form", None)
+        if form is not None and self.covariance_type == "spherical":
+            D = self.n_features
+            if np.prod(form[1:]) != 1 and form[1:] not in ((D,), (D, D)):  # (K, 1, ...): any D
+                self._covars_form = form  # still wrong until covars_ or means_ change
+                raise ValueError(
+                    f"'spherical' covars of shape {form} do not fit means_ with {D} features"
+                )
         self._covars_ = _validate_covars(
             np.asarray(self._covars_), self.covariance_type, K, self.n_features
         )
@@ -749,6 +764,7 @@ class GaussianHMM(BaseHMM):
             centres, _ = kmeans(np.ascontiguousarray(Xc), wc, K, rng, kernels.mixture)
             self.means_ = centres
         if self._needs_init("c", "covars_"):
+            self.__dict__.pop("_covars_form", None)  # the given form is replaced
             xc = Xc.astype(np.float64)
             cv = np.atleast_2d(np.cov(xc.T, aweights=wc if wc.sum() > 0 else None))
             cv = cv + self.min_covar * np.eye(D)

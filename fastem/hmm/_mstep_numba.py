@@ -279,7 +279,10 @@ def mstep_full(
     return new_start, new_trans, mu, new_cov
 
 
-@njit(cache=True, nogil=True)
+# error_model="numpy": a variance of 0 (a state whose frames agree on a feature,
+# covars_prior=0, reg_covar=0) divides as NumPy does (inf/NaN, no ZeroDivisionError),
+# so the next E-step raises the NumPy path's ill-defined-covariance ValueError.
+@njit(cache=True, nogil=True, error_model="numpy")
 def _log_prior(startprob, transmat, means, covars, hyper, flags, spherical):
     """:func:`fastem.hmm._prior.log_prior` of these parameters (the same terms,
     summed in loop order: equal to rounding). Flag bits 16 and 32: the start
