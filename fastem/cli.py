@@ -66,6 +66,7 @@ FIT_DEFAULTS = {"tol": 1e-8, "stopping": "aitken", "acceleration": "squarem", "m
 # select's shared starts: fastem.selection.DEFAULT_INIT (one hc tree for every K and
 # model, and emEM per K; each candidate keeps its better fit).
 SELECT_INIT = "hc+emem"
+HC_USE = ("SVD", "VARS", "STD")  # select_model's hc_use (fastem._hc.HC_TRANSFORMS)
 BACKENDS = ("numba", "cython", "numpy")
 CRITERIA = ("bic", "aic", "icl")
 _PLOT_HINT = 'pip install "fastem[plot]"'
@@ -563,6 +564,8 @@ def _call_select(select_model, X, ks: list[int], args: argparse.Namespace):
         stopping=args.stopping,
         refine=args.refine,
     )
+    if args.hc_use is not None:
+        options["hc_use"] = args.hc_use
     params = inspect.signature(select_model).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         options = {key: value for key, value in options.items() if key in params}
@@ -587,6 +590,8 @@ def run_select(args: argparse.Namespace) -> int:
         _require_matplotlib("--plot")
         _check_figure_path(args.plot)
     _check_backend(args.backend)
+    if args.hc_use is not None and "hc" not in args.init.split("+"):
+        raise CommandError(f"--hc-use applies to hc starts; --init {args.init} has none")
     X, columns = _read(args.data, args.quiet)
     ks = _k_values(args.k, X.shape[0], args.data)
     n_models = (
@@ -1017,6 +1022,14 @@ def _add_select_command(select: argparse.ArgumentParser) -> None:
         help="contenders (default): screen every candidate, then fit to the maximum only "
         "those that could be among the best three (the others are marked ~); all: fit "
         "every candidate to the maximum",
+    )
+    select.add_argument(
+        "--hc-use",
+        type=str.upper,
+        choices=HC_USE,
+        default=None,
+        help="data the hc tree is built on, mclust's hcUse (any case): SVD (default, mclust "
+        ">= 5.3), VARS (the variables as given, mclust 5.0-5.2) or STD (each standardized)",
     )
     select.add_argument("-o", "--output", metavar="MODEL", help="save the best model (.npz)")
     select.add_argument("--plot", metavar="FIGURE", help="save the criterion plot (.png, ...)")
