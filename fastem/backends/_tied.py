@@ -90,10 +90,10 @@ def means_too_far_apart(means, prec_chol, comp_const) -> bool:
     if means64.shape[0] < 2:
         return False
     U = np.asarray(prec_chol, dtype=np.float64)
-    z = (means64 - means64.mean(axis=0)) @ U
     with np.errstate(over="ignore", invalid="ignore"):
-        top = float(np.abs(z).max())
-        if not top * top * z.shape[1] > FAR_CENTRE:  # bounds the spread (NaN: False)
+        # about the first mean (mean() costs ~4 us): 4 sum|z_k|^2 bounds the spread
+        z = ((means64 - means64[0]) @ U).ravel()
+        if not 4.0 * float(z @ z) > FAR_CENTRE:  # NaN: False
             return False
         cc = np.asarray(comp_const, dtype=np.float64)
         if not np.isfinite(cc).all():
