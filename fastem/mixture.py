@@ -504,10 +504,18 @@ class GaussianMixture(*ESTIMATOR_BASES):
         which a rejected extrapolation's pass leaves unchanged); after
         :meth:`partial_fit`, one per batch (a preceding fit's final bound first).
     n_extrapolations_accepted_ : int
-        Extrapolations the best initialization kept (0 without acceleration).
+        Extrapolations the best initialization kept (0 without acceleration),
+        less those it later retracted (see ``n_extrapolations_rejected_``).
     n_extrapolations_rejected_ : int
         Extrapolations it rejected (infeasible, or below the EM step they
-        would have replaced); each feasible one cost a pass.
+        would have replaced); each feasible one cost a pass. A kept
+        extrapolation that was later retracted counts here, not as accepted:
+        where the EM map fails (a singular M-step) some passes after a kept
+        extrapolation, the fit steps back to the EM point that extrapolation
+        replaced (further back, one kept extrapolation at a time, while EM
+        fails there too; each counts) and goes on from it as plain EM. The
+        passes since the retracted extrapolation, the failed one included,
+        still count in ``n_iter_``.
     n_features_in_ : int
         Number of features seen in ``fit``.
     backend_ : str
