@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._covariance import check_covariance_type, layout
+
 __all__ = ["make_mixture", "WORKLOADS", "make_workload", "initial_parameters"]
 
 # The standard workloads of the project's BENCHMARKS.md: name -> (N, D, K, covariance).
@@ -102,12 +104,32 @@ def initial_parameters(
     K distinct random rows as means, equal weights, and every covariance the
     identity times the mean per-feature variance of X (BENCHMARKS.md).
 
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    n_components : int
+    covariance_type : str
+        One of scikit-learn's four names ('full', 'tied', 'diag', 'spherical')
+        or one of mclust's 14 model names (any case, fastem's estimator only):
+        ``precisions_init`` then has the model's layout, (k, d) for the
+        diagonal models and (k, d, d) for the others (the start has every
+        model's structure, so fastem's projection leaves it as it is).
+    random_state : int, default=0
+        Seed of the choice of rows.
+
     Returns
     -------
     init : dict
-        ``n_components``, ``covariance_type``, ``weights_init``, ``means_init``
-        and ``precisions_init``, for scikit-learn's and fastem's estimators alike.
+        ``n_components``, ``covariance_type`` (canonical: mclust names in upper
+        case), ``weights_init``, ``means_init`` and ``precisions_init``, for
+        scikit-learn's and fastem's estimators alike (scikit-learn's names).
+
+    Raises
+    ------
+    ValueError
+        If ``covariance_type`` is none of those names (the message lists them).
     """
+    covariance_type = check_covariance_type(covariance_type)
     n, d = X.shape
     k = n_components
     rng = np.random.default_rng(random_state)
@@ -118,7 +140,7 @@ def initial_parameters(
         "tied": np.eye(d) / var,
         "diag": np.full((k, d), 1.0 / var),
         "spherical": np.full(k, 1.0 / var),
-    }[covariance_type]
+    }[layout(covariance_type)]
     return {
         "n_components": k,
         "covariance_type": covariance_type,
