@@ -245,6 +245,29 @@ def _mirror_upper(s, out):
     out += np.swapaxes(np.triu(s, 1), -1, -2)
 
 
+@intrinsic
+def _empty_1d(typingctx, size, dtype):
+    """``np.empty(size, dtype)``, 1-D, emitted in place: Numba's own shape check
+    and allocation (``numba.np.arrayobj``), without compiling its ``np.empty``
+    overload as a function of its own for each dtype (a cold first fit's
+    compile). Imported here, not with this module: Numba imports arrayobj with
+    its other implementations on its first compile, in its own order."""
+    from numba.core.typing.npydecl import parse_dtype
+
+    nb_dtype = parse_dtype(dtype)  # a dtype object or a class, as np.empty's
+    if not isinstance(size, types.Integer) or nb_dtype is None:
+        return None
+    retty = types.Array(nb_dtype, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        from numba.np.arrayobj import _empty_nd_impl, _parse_shape
+
+        shapes = _parse_shape(context, builder, sig.args[0], args[0])
+        return _empty_nd_impl(context, builder, sig.return_type, shapes)._getvalue()
+
+    return retty(size, dtype), codegen
+
+
 @helper(cache=True, nogil=True)
 def _block_rows(d):
     """Rows per transposed block: keeps a ``(d, B)`` float64 block near 16-32 KiB."""
@@ -279,7 +302,10 @@ def _chunk_rows(c, n, nc, B, aligned):
     if not aligned:
         return c * n // nc, (c + 1) * n // nc
     nblk = (n + B - 1) // B
-    return min(n, c * nblk // nc * B), min(n, (c + 1) * nblk // nc * B)
+    lo = c * nblk // nc * B
+    hi = (c + 1) * nblk // nc * B
+    # not min(): Numba compiles its overload as a function of its own (cold fit)
+    return (lo if lo < n else n), (hi if hi < n else n)
 
 
 @helper(out_of_line=True, **_JIT)
@@ -1465,7 +1491,7 @@ def _empty_aligned(size, dtype):
     passed as a product (``d * B``, not ``(d, B)``), so no call site
     specializes this function on a literal.
     """
-    buf = np.empty(size + 15, dtype=dtype)
+    buf = _empty_1d(size + 15, dtype)
     it = buf.itemsize
     off = (-np.int64(buf.ctypes.data // it)) & (64 // it - 1)
     return buf[off : off + size]
@@ -1497,7 +1523,7 @@ def _chunks_full(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
         hi = (c + 1) * n // nc
         ll = 0.0
         for start in range(lo, hi, B):
-            nb = min(B, hi - start)
+            nb = hi - start if hi - start < B else B  # not min(): see _chunk_rows
             _load_block(X, start, nb, xt)
             for kk in range(k):
                 _tri_maha_tiled(xt, means[kk], prec_chol[kk], nb, acc, maha)
@@ -1554,7 +1580,7 @@ def _chunks_full32(
         lo, hi = _chunk_rows(c, n, nc, B, True)
         ll = 0.0
         for start in range(lo, hi, B):
-            nb = min(B, hi - start)
+            nb = hi - start if hi - start < B else B  # not min(): see _chunk_rows
             _load_block32(X, start, nb, xt)
             for kk in range(k):
                 _tri_maha_tiled32(xt, means[kk], prec_chol[kk], nb, acc, maha)
@@ -1600,7 +1626,7 @@ def _chunks_full_small(
         hi = (c + 1) * n // nc
         ll = 0.0
         for start in range(lo, hi, B):
-            nb = min(B, hi - start)
+            nb = hi - start if hi - start < B else B  # not min(): see _chunk_rows
             _load_block(X, start, nb, xt)
             for kk in range(k):
                 _center(xt, nb, means[kk], diff)
@@ -1637,7 +1663,7 @@ def _chunks_diag(i0, i1, nc, X, w, means, prec_chol, comp_const, ll_p, nk_p, sx_
         hi = (c + 1) * n // nc
         ll = 0.0
         for start in range(lo, hi, B):
-            nb = min(B, hi - start)
+            nb = hi - start if hi - start < B else B  # not min(): see _chunk_rows
             _load_block(X, start, nb, xt)
             for kk in range(k):
                 _diag_maha(xt, nb, means[kk], prec_chol[kk], maha)
@@ -2134,7 +2160,7 @@ def _chunks_tied(
         hi = (c + 1) * n // nc
         ll = 0.0
         for start in range(lo, hi, B):
-            nb = min(B, hi - start)
+            nb = hi - start if hi - start < B else B  # not min(): see _chunk_rows
             _load_block(X, start, nb, xt)
             _center(xt, nb, centre, diff)
             _tri_project(diff, U, nb, z)
@@ -2222,7 +2248,7 @@ def _chunks_kmeans(i0, i1, nc, X, w, centers, in_p, sums_p, counts_p, labels):
         counts = counts_p[c]
         inertia = 0.0
         for start in range(lo, hi, B):
-            nb = min(B, hi - start)
+            nb = hi - start if hi - start < B else B  # not min(): see _chunk_rows
             _load_block(X, start, nb, xt)
             for kk in range(k):
                 for b in range(nb):
